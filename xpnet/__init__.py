@@ -1,0 +1,35 @@
+"""xpnet: Keras-style multilayer perceptrons whose math runs on NumPy (CPU) or CuPy (CUDA GPU)."""
+
+from . import activations, callbacks, initializers, layers, losses, metrics, optimizers, regularizers
+from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
+from .callbacks import Callback, EarlyStopping, History
+from .layers import Activation, Dense, Dropout, Flatten, Input
+from .models import Sequential
+from .random import set_random_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "BackendUnavailableError",
+    "Callback",
+    "Dense",
+    "Dropout",
+    "EarlyStopping",
+    "Flatten",
+    "History",
+    "Input",
+    "Sequential",
+    "activations",
+    "available_backends",
+    "callbacks",
+    "get_backend",
+    "initializers",
+    "layers",
+    "losses",
+    "metrics",
+    "optimizers",
+    "regularizers",
+    "set_random_seed",
+    "use_backend",
+]

@@ -1,0 +1,164 @@
+"""The array-module abstraction every layer, loss, metric and optimizer computes through.
+
+`Ops` holds one array namespace (`xp`) and the device it lives on. Its methods are written
+against the Python array API standard, so they run unchanged on NumPy, CuPy and the strict
+stand-in used in CI. Backends override only the hot spots (in-place NumPy updates, fused
+CuPy kernels); each override is tested against the plain method here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+class Ops:
+    """Generic array-API implementation; subclasses set `name`, `xp` and `device`."""
+
+    name = "generic"
+    xp: Any = None
+    device: Any = None
+
+    def __init__(self) -> None:
+        self.syncs = 0  # device -> host reads, so tests can hold the training loop to a budget
+        self._arange_cache: dict[int, Array] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
+
+    def describe(self) -> str:
+        return self.name
+
+    # --- crossing the host/device edge: the only two places data moves ---
+    def asarray(self, a: Any, dtype: Any = None) -> Array:
+        """Upload a host array (or Python scalars) to this backend's device."""
+        return self.xp.asarray(a, dtype=dtype, device=self.device)
+
+    def to_numpy(self, a: Array) -> np.ndarray:
+        """Download to a host NumPy array; every call counts as one sync."""
+        self.syncs += 1
+        return self._to_numpy(a)
+
+    def _to_numpy(self, a: Array) -> np.ndarray:
+        return np.asarray(a)
+
+    def is_native(self, a: Any) -> bool:
+        """True when `a` is already an array of this backend (no upload needed)."""
+        return isinstance(a, np.ndarray)
+
+    def activate(self) -> AbstractContextManager[Any]:
+        """Context that makes this backend's device current (a no-op off CUDA)."""
+        return nullcontext()
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing only)."""
+
+    # --- creation ---
+    def zeros(self, shape: tuple[int, ...] | int, dtype: Any) -> Array:
+        return self.xp.zeros(shape, dtype=dtype, device=self.device)
+
+    def arange_u32(self, n: int) -> Array:
+        a = self._arange_cache.get(n)
+        if a is None:
+            a = self.xp.arange(n, dtype=self.xp.uint32, device=self.device)
+            self._arange_cache[n] = a
+        return a
+
+    # --- hot spots ---
+    def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
+        r = a @ b
+        if out is None:
+            return r
+        out[...] = r
+        return out
+
+    def affine(self, x: Array, w: Array, b: Array | None) -> Array:
+        """x: (n, in) @ w: (in, out) + b: (out,) -> (n, out)."""
+        u = x @ w
+        return u if b is None else u + b
+
+    def take_rows(self, a: Array, idx: Array) -> Array:
+        return self.xp.take(a, idx, axis=0)
+
+    def dropout_mask(self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any) -> Array:
+        """Inverted-dropout mask (0 or 1/(1-rate)) from a counter-based hash of each element's index.
+
+        The hash uses only uint32 xor/shift/multiply, which are exact on every backend, so the
+        same (seed, layer, step) gives the same mask bit for bit on NumPy and on CuPy.
+        """
+        xp = self.xp
+        n = int(np.prod(shape))
+        h = hash_u32(xp, self.arange_u32(n), keys)
+        threshold = min(int(rate * 4294967296.0), 4294967295)
+        keep = xp.astype(h >= threshold, dtype)
+        return xp.reshape(keep * (1.0 / (1.0 - rate)), shape)
+
+    def sgd_update(self, p: Array, g: Array, m: Array | None, lr: float, momentum: float, nesterov: bool) -> None:
+        if m is None:
+            p -= lr * g
+            return
+        m *= momentum
+        m -= lr * g
+        if nesterov:
+            p += momentum * m - lr * g
+        else:
+            p += m
+
+    def rmsprop_update(
+        self, p: Array, g: Array, v: Array, m: Array | None, lr: float, rho: float, momentum: float, eps: float
+    ) -> None:
+        xp = self.xp
+        v *= rho
+        v += (1.0 - rho) * (g * g)
+        inc = lr * g / xp.sqrt(v + eps)
+        if m is None:
+            p -= inc
+            return
+        m *= momentum
+        m += inc
+        p -= m
+
+    def adam_update(
+        self, p: Array, g: Array, m: Array, v: Array, lr_t: float, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        """lr_t already carries the bias correction lr*sqrt(1-b2^t)/(1-b1^t)."""
+        xp = self.xp
+        m += (1.0 - beta_1) * (g - m)
+        v += (1.0 - beta_2) * (g * g - v)
+        p -= lr_t * m / (xp.sqrt(v) + eps)
+
+
+def _mix32(x: Array) -> Array:
+    # "lowbias32" integer finaliser (C. Wellons): good avalanche with three multiplies.
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x846CA68B
+    return x ^ (x >> 16)
+
+
+def hash_u32(xp: Any, counters: Array, keys: tuple[int, int]) -> Array:
+    """Two keyed rounds of the mixer over uint32 counters; keys are Python ints < 2**32."""
+    del xp
+    return _mix32(_mix32(counters ^ keys[0]) ^ keys[1])
+
+
+def mix_int(x: int) -> int:
+    """The same mixer on a Python int (host side, for deriving keys)."""
+    x &= 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def arange_like(xp: Any, n: int, dtype: Any, like: Array) -> Array:
+    """arange on the device of `like` (CuPy places arrays on the current device instead)."""
+    if getattr(xp, "__name__", "") == "cupy":
+        return xp.arange(n, dtype=dtype)
+    return xp.arange(n, dtype=dtype, device=like.device)

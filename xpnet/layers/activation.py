@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import Any
+
+from .. import activations as acts
+from .base import Array, Layer
+
+
+class Activation(Layer):
+    """Applies φ elementwise: (batch, ...) → same shape."""
+
+    def __init__(self, activation: str | acts.Activation, name: str | None = None, input_shape: Any = None) -> None:
+        super().__init__(name=name, input_shape=input_shape)
+        self.activation = acts.get(activation)
+        self._u: Array = None
+        self._h: Array = None
+
+    @property
+    def preactivation(self) -> Array:
+        return self._u
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        assert self.ops is not None
+        h = self.activation.forward(self.ops.xp, x)
+        self._u = x  # kept at inference too: the loss reads logits from it
+        if training:
+            self._h = h
+        return h
+
+    def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
+        assert self.ops is not None
+        return self.activation.backward(self.ops.xp, self._u, self._h, dy) if need_input_grad else None
+
+    def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
+        return du if need_input_grad else None
+
+    def __repr__(self) -> str:
+        return f"Activation({self.activation.name!r}, name={self.name!r})"

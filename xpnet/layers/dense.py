@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from typing import Any
+
+from .. import activations as acts
+from .. import initializers as inits
+from .. import regularizers as regs
+from .base import Array, Layer, ParamSpec, Shape
+
+
+class Dense(Layer):
+    """h = φ(x W + b).
+
+    x: (batch, in) → h: (batch, units); kernel W: (in, units), bias b: (units,).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | acts.Activation | None = None,
+        use_bias: bool = True,
+        kernel_initializer: str | inits.Initializer = "glorot_uniform",
+        bias_initializer: str | inits.Initializer = "zeros",
+        kernel_regularizer: str | regs.Regularizer | None = None,
+        bias_regularizer: str | regs.Regularizer | None = None,
+        name: str | None = None,
+        input_shape: Any = None,
+        input_dim: int | None = None,
+    ) -> None:
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        super().__init__(name=name, input_shape=input_shape)
+        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
+            raise ValueError(f"Dense units must be a positive integer, received {units!r}")
+        self.units = units
+        self.activation = acts.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = inits.get(kernel_initializer)
+        self.bias_initializer = inits.get(bias_initializer)
+        self.kernel_regularizer = regs.get(kernel_regularizer)
+        self.bias_regularizer = regs.get(bias_regularizer)
+        self._x: Array = None
+        self._u: Array = None
+        self._h: Array = None
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"Dense {self.name!r} expects flat inputs (batch, features) but its input shape is "
+                f"(None, {', '.join(map(str, input_shape))}); add a Flatten layer before it"
+            )
+        return (self.units,)
+
+    def param_specs(self) -> list[ParamSpec]:
+        assert self.input_shape is not None
+        specs = [ParamSpec("kernel", (self.input_shape[0], self.units), self.kernel_initializer, self.kernel_regularizer)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (self.units,), self.bias_initializer, self.bias_regularizer))
+        return specs
+
+    @property
+    def kernel(self) -> Array:
+        return self.params["kernel"]
+
+    @property
+    def bias(self) -> Array | None:
+        return self.params.get("bias")
+
+    @property
+    def preactivation(self) -> Array:
+        """u = xW + b from the last forward pass: (batch, units)."""
+        return self._u
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        assert self.ops is not None
+        u = self.ops.affine(x, self.params["kernel"], self.params.get("bias"))
+        h = self.activation.forward(self.ops.xp, u)
+        self._u = u  # kept at inference too: the loss reads logits from it
+        if training:
+            self._x, self._h = x, h
+        return h
+
+    def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
+        assert self.ops is not None
+        du = self.activation.backward(self.ops.xp, self._u, self._h, dy)
+        return self.backward_preactivation(du, need_input_grad)
+
+    def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
+        """Backward from ∂L/∂u (batch, units), e.g. the fused softmax + cross-entropy p − y."""
+        ops = self.ops
+        assert ops is not None
+        ops.matmul(self._x.T, du, out=self.grads["kernel"])
+        if self.use_bias:
+            self.grads["bias"][...] = ops.xp.sum(du, axis=0)
+        return ops.matmul(du, self.params["kernel"].T) if need_input_grad else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "units": self.units, "activation": self.activation.name, "use_bias": self.use_bias}
+
+    def __repr__(self) -> str:
+        return f"Dense(units={self.units}, activation={self.activation.name!r}, name={self.name!r})"

@@ -1,0 +1,264 @@
+"""Losses ℓ(y, ŷ) per sample, with their gradient ∂ℓ/∂ŷ, written against the array API.
+
+The model reports mean over the batch and divides the gradient by the batch size.
+Shapes: y_pred (n, k) float; y_true (n, k) float, or (n,) int class indices for sparse losses.
+Cross-entropies fuse with their output activation (softmax / sigmoid) or take logits
+(`from_logits=True`): value and gradient then come from the pre-activation u, which is
+exact for huge logits and gives ∂ℓ/∂u = p − y directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend.base import arange_like
+
+Array = Any
+EPSILON = 1e-7
+
+
+class Loss:
+    """Subclass and implement `call` (per-sample value) and `grad` (∂ℓ_i/∂ŷ_i) for a custom loss."""
+
+    name = "loss"
+    sparse = False
+    from_logits = False
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        """-> (n,) per-sample loss."""
+        raise NotImplementedError
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        """-> (n, k) gradient of each sample's loss with respect to its prediction."""
+        raise NotImplementedError
+
+    # --- the stable path from pre-activations ---
+    def fused_activation(self) -> str | None:
+        """Name of the output activation this loss can absorb ('linear' when from_logits)."""
+        return None
+
+    def call_and_grad_from_preactivation(self, xp: Any, y_true: Array, u: Array) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Check host targets against the model's output width; return them in the loss's layout."""
+        if y.ndim == 1 and n_outputs == 1:
+            y = y.reshape(-1, 1)
+        if y.ndim != 2 or y.shape[1] != n_outputs:
+            raise ValueError(
+                f"{self.name}: targets of shape {y.shape} do not match the model output (None, {n_outputs}); "
+                f"expected y of shape ({y.shape[0]}, {n_outputs})"
+            )
+        return y
+
+    def __call__(self, y_true: Any, y_pred: Any) -> float:
+        """Mean loss of host arrays, for quick checks: loss(y_true, y_pred)."""
+        yp = np.asarray(y_pred, dtype=np.float64)
+        yt = self.prepare_targets(np.asarray(y_true), yp.shape[-1])
+        return float(np.mean(self.call(np, yt, yp)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class MeanSquaredError(Loss):
+    name = "mean_squared_error"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        d = y_pred - y_true
+        return xp.mean(d * d, axis=-1)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return (2.0 / y_pred.shape[-1]) * (y_pred - y_true)
+
+
+class MeanAbsoluteError(Loss):
+    name = "mean_absolute_error"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return xp.mean(xp.abs(y_pred - y_true), axis=-1)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return xp.sign(y_pred - y_true) * (1.0 / y_pred.shape[-1])
+
+
+class Poisson(Loss):
+    name = "poisson"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return xp.mean(y_pred - y_true * xp.log(y_pred + EPSILON), axis=-1)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return (1.0 - y_true / (y_pred + EPSILON)) * (1.0 / y_pred.shape[-1])
+
+
+class Hinge(Loss):
+    """mean(max(0, 1 − y·ŷ)); labels 0 are read as −1, as Keras does for binary labels."""
+
+    name = "hinge"
+
+    @staticmethod
+    def _signed(xp: Any, y: Array) -> Array:
+        return xp.where(y == 0.0, -xp.ones_like(y), y)
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return xp.mean(xp.maximum(1.0 - self._signed(xp, y_true) * y_pred, 0.0), axis=-1)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        y = self._signed(xp, y_true)
+        active = xp.astype(1.0 - y * y_pred > 0.0, y_pred.dtype)
+        return -y * active * (1.0 / y_pred.shape[-1])
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = bool(from_logits)
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        if self.from_logits:
+            return self.call_and_grad_from_preactivation(xp, y_true, y_pred)[0]
+        p = xp.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        return -xp.mean(y_true * xp.log(p) + (1.0 - y_true) * xp.log(1.0 - p), axis=-1)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        if self.from_logits:
+            return self.call_and_grad_from_preactivation(xp, y_true, y_pred)[1]
+        p = xp.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        return (p - y_true) / (p * (1.0 - p)) * (1.0 / y_pred.shape[-1])
+
+    def fused_activation(self) -> str | None:
+        return "linear" if self.from_logits else "sigmoid"
+
+    def call_and_grad_from_preactivation(self, xp: Any, y_true: Array, u: Array) -> tuple[Array, Array]:
+        # log(1+e^u) - u*y written so that no exponent is positive
+        value = xp.mean(xp.maximum(u, 0.0) - u * y_true + xp.log1p(xp.exp(-xp.abs(u))), axis=-1)
+        p = 0.5 * xp.tanh(0.5 * u) + 0.5
+        return value, (p - y_true) * (1.0 / u.shape[-1])
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        y = super().prepare_targets(y, n_outputs)
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(
+                f"binary_crossentropy needs targets in [0, 1]; received values from {y.min()} to {y.max()}"
+            )
+        return y
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+def _log_softmax(xp: Any, u: Array) -> tuple[Array, Array]:
+    """-> (log p, p), shifted by the row max so huge logits stay finite."""
+    z = u - xp.max(u, axis=-1, keepdims=True)
+    e = xp.exp(z)
+    s = xp.sum(e, axis=-1, keepdims=True)
+    return z - xp.log(s), e / s
+
+
+class CategoricalCrossentropy(Loss):
+    """−Σ y log p with one-hot (or soft) targets y: (n, k)."""
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = bool(from_logits)
+
+    def _onehot(self, xp: Any, y_true: Array, k: int, dtype: Any) -> Array:
+        return y_true
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        y = self._onehot(xp, y_true, y_pred.shape[-1], y_pred.dtype)
+        if self.from_logits:
+            logp, _ = _log_softmax(xp, y_pred)
+        else:
+            logp = xp.log(xp.clip(y_pred, EPSILON, 1.0 - EPSILON))
+        return -xp.sum(y * logp, axis=-1)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        if self.from_logits:
+            return self.call_and_grad_from_preactivation(xp, y_true, y_pred)[1]
+        y = self._onehot(xp, y_true, y_pred.shape[-1], y_pred.dtype)
+        return -y / xp.clip(y_pred, EPSILON, 1.0 - EPSILON)
+
+    def fused_activation(self) -> str | None:
+        return "linear" if self.from_logits else "softmax"
+
+    def call_and_grad_from_preactivation(self, xp: Any, y_true: Array, u: Array) -> tuple[Array, Array]:
+        y = self._onehot(xp, y_true, u.shape[-1], u.dtype)
+        logp, p = _log_softmax(xp, u)
+        return -xp.sum(y * logp, axis=-1), p - y
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and n_outputs > 1):
+            raise ValueError(
+                f"categorical_crossentropy expects one-hot targets of shape (n, {n_outputs}) but received "
+                f"shape {y.shape}, which looks like integer class labels: use "
+                "loss='sparse_categorical_crossentropy', or one-hot encode the labels"
+            )
+        return super().prepare_targets(y, n_outputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """−log p[y] with integer targets y: (n,) in [0, k)."""
+
+    name = "sparse_categorical_crossentropy"
+    sparse = True
+
+    def _onehot(self, xp: Any, y_true: Array, k: int, dtype: Any) -> Array:
+        classes = arange_like(xp, k, y_true.dtype, y_true)
+        return xp.astype(xp.reshape(y_true, (-1, 1)) == classes, dtype)
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        return prepare_sparse_labels(y, n_outputs, self.name)
+
+
+def prepare_sparse_labels(y: np.ndarray, n_classes: int, what: str) -> np.ndarray:
+    """Integer labels (n,) or (n, 1) in [0, n_classes) -> int32 (n,); clear errors otherwise."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        hint = " (this looks one-hot: use loss='categorical_crossentropy')" if y.ndim == 2 else ""
+        raise ValueError(f"{what} expects integer class labels of shape (n,), received shape {y.shape}{hint}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise ValueError(f"{what} expects integer class labels; received non-integer values of dtype {y.dtype}")
+    elif y.dtype.kind not in "iub":
+        raise TypeError(f"{what} expects integer class labels; received dtype {y.dtype}")
+    if y.size:
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(
+                f"{what}: labels must lie in [0, {n_classes}) for a model with {n_classes} outputs; "
+                f"received labels from {lo} to {hi}"
+            )
+    return y.astype(np.int32)
+
+
+_REGISTRY: dict[str, type[Loss]] = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "poisson": Poisson,
+    "hinge": Hinge,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier: str | Loss) -> Loss:
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
+        return _REGISTRY[identifier.lower()]()
+    raise ValueError(
+        f"Unknown loss {identifier!r}; known: {sorted(_REGISTRY)}, or a Loss subclass with call() and grad()"
+    )

@@ -1,0 +1,654 @@
+"""`Sequential`: the Keras workflow (add → compile → fit → evaluate → predict) over flat buffers.
+
+All parameters live in one flat (P,) buffer and all gradients in another; each layer sees
+reshaped views of its slice. The optimizer and weight I/O then work on one array, and data
+crosses host↔device only at the edges of `fit` / `evaluate` / `predict`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+from . import optimizers as opt_mod
+from . import weights_io
+from .activations import NotDifferentiableError
+from .backend import Ops, get_backend
+from .callbacks import Callback, History, Progress, format_logs
+from .layers.base import Layer, Shape, _as_shape
+from .layers.dropout import Dropout
+from .layers.input import Input
+from .random import init_rng, layer_seed, next_model_seed, shuffle_rng
+
+Array = Any
+_DEVICE_MODULES = {"cupy", "torch", "jax", "jaxlib", "tensorflow", "array_api_strict", "dask"}
+
+
+class Sequential:
+    """A linear stack of layers: `Sequential([Flatten(input_shape=(28, 28)), Dense(300, "relu"), ...])`.
+
+    seed: makes initial weights, shuffles and dropout masks reproducible (any backend).
+    dtype: "float32" (default) or "float64" for parameters and computation.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer | Input] | None = None,
+        name: str = "sequential",
+        seed: int | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+        self.name, self.dtype = name, dtype
+        self.seed = int(seed) if seed is not None else next_model_seed()
+        self.layers: list[Layer] = []
+        self.ops: Ops | None = None
+        self.optimizer: opt_mod.Optimizer | None = None
+        self.loss: losses_mod.Loss | None = None
+        self.metrics: list[metrics_mod.Metric] = []
+        self.stop_training = False
+        self.history: History | None = None
+        self._input_shape: Shape | None = None
+        self._metric_ids: list[Any] = []
+        self._backend_request: str | Ops | None = None
+        self._params: Array = None
+        self._grads: Array = None
+        self._reg_terms: list[tuple[Layer, str, Any]] = []
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------------ structure
+    def add(self, layer: Layer | Input) -> None:
+        if isinstance(layer, Input):
+            if self.layers:
+                raise ValueError("Input(...) must come first in a Sequential model")
+            self._input_shape = layer.shape
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a Layer, received {type(layer).__name__}")
+        taken = {lyr.name for lyr in self.layers}
+        if layer.name is None:
+            base, k = layer.default_name, 0
+            layer.name = base
+            while layer.name in taken:
+                k += 1
+                layer.name = f"{base}_{k}"
+        elif layer.name in taken:
+            raise ValueError(f"a layer named {layer.name!r} is already in the model; layer names must be unique")
+        if not self.layers and self._input_shape is None and layer.requested_input_shape is not None:
+            self._input_shape = layer.requested_input_shape
+        kept = [lyr.get_weights() for lyr in self.layers] if self.built else None
+        self.layers.append(layer)
+        if self._input_shape is not None:
+            self.build()
+            if kept is not None:
+                for lyr, w in zip(self.layers, kept, strict=False):
+                    if w:
+                        lyr.set_weights(w)
+
+    @property
+    def built(self) -> bool:
+        return self._params is not None
+
+    def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
+        """Build every layer and draw initial weights on the host (same numbers on any backend)."""
+        if input_shape is not None:
+            self._input_shape = _as_shape(input_shape)
+        if self._input_shape is None:
+            raise ValueError(
+                "the model's input shape is unknown: pass input_shape=... to the first layer, start with "
+                "Input(shape=...), or call model.build((None, n_features))"
+            )
+        if not self.layers:
+            raise ValueError("the model has no layers; add some with model.add(...)")
+        shape = self._input_shape
+        for i, layer in enumerate(self.layers):
+            layer.index = i
+            shape = layer.build(shape)
+            if isinstance(layer, Dropout) and layer.seed is None:
+                layer.seed = layer_seed(self.seed, i)
+        dtype = np.dtype(self.dtype)
+        chunks = [
+            spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
+            for i, layer in enumerate(self.layers)
+            for j, spec in enumerate(layer.param_specs())
+        ]
+        host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
+        ops = get_backend(backend if backend is not None else (self._backend_request or self.ops))
+        self._install(ops, host)
+
+    def _install(self, ops: Ops, host_params: np.ndarray) -> None:
+        """Upload the flat parameters to `ops` and bind each layer to its views."""
+        xp = ops.xp
+        with ops.activate():
+            self._params = ops.asarray(np.ascontiguousarray(host_params, dtype=self.dtype))
+            self._grads = ops.zeros(host_params.shape[0], getattr(xp, self.dtype))
+            off = 0
+            self._reg_terms = []
+            for layer in self.layers:
+                params, grads = {}, {}
+                for spec in layer.param_specs():
+                    n = int(np.prod(spec.shape))
+                    params[spec.name] = xp.reshape(self._params[off : off + n], spec.shape)
+                    grads[spec.name] = xp.reshape(self._grads[off : off + n], spec.shape)
+                    if spec.regularizer is not None:
+                        self._reg_terms.append((layer, spec.name, spec.regularizer))
+                    off += n
+                layer.bind(ops, params, grads)
+        self.ops = ops
+        if self.optimizer is not None:
+            self.optimizer.build(ops, self._params)
+
+    def to_backend(self, backend: str | Ops) -> Sequential:
+        """Move the parameters to another backend (an explicit host round trip); optimizer state restarts."""
+        ops = get_backend(backend)
+        self._backend_request = ops
+        if self.built and ops is not self.ops:
+            self._install(ops, self._host_params())
+        return self
+
+    def _host_params(self) -> np.ndarray:
+        assert self.ops is not None
+        return self.ops.to_numpy(self._params)
+
+    def _require_built(self, what: str) -> Ops:
+        if not self.built or self.ops is None:
+            raise ValueError(
+                f"{what}: the model is not built yet. Give the first layer input_shape=..., "
+                "or call build() or fit() first"
+            )
+        return self.ops
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        if self._input_shape is None:
+            raise AttributeError("the model has no input shape yet")
+        return (None, *self._input_shape)
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        out = self.layers[-1].output_shape if self.layers else None
+        if out is None:
+            raise AttributeError("the model is not built yet")
+        return (None, *out)
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; layers are {[lyr.name for lyr in self.layers]}")
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return sum(layer.count_params() for layer in self.layers)
+
+    def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int = 65) -> None:
+        """Print the Keras table: Layer (type) | Output Shape | Param #, then the totals."""
+        self._require_built("summary")
+        out = print_fn or print
+        cols = [0, int(line_length * 0.45), int(line_length * 0.85)]
+
+        def row(*cells: str) -> str:
+            line = ""
+            for c, start in zip(cells, cols, strict=True):
+                line = (line + " " * max(0, start - len(line)) + c)[: start + 64]
+            return line
+
+        total = self.count_params()
+        lines = [f'Model: "{self.name}"', "_" * line_length, row(" Layer (type)", "Output Shape", "Param #")]
+        lines.append("=" * line_length)
+        for i, layer in enumerate(self.layers):
+            shape = "(None, " + ", ".join(map(str, layer.output_shape or ())) + ")"
+            lines.append(row(f" {layer.name} ({type(layer).__name__})", shape, str(layer.count_params())))
+            lines.append("=" * line_length if i == len(self.layers) - 1 else "")
+        lines += [
+            f"Total params: {total:,}",
+            f"Trainable params: {total:,}",
+            "Non-trainable params: 0",
+            "_" * line_length,
+        ]
+        for line in lines:
+            out(line)
+
+    # ------------------------------------------------------------------ weights
+    def get_weights(self) -> list[np.ndarray]:
+        """All parameters as host NumPy arrays, layer by layer ([kernel, bias] for each Dense)."""
+        self._require_built("get_weights")
+        flat = self._host_params()
+        out, off = [], 0
+        for layer in self.layers:
+            for spec in layer.param_specs():
+                n = int(np.prod(spec.shape))
+                out.append(flat[off : off + n].reshape(spec.shape).copy())
+                off += n
+        return out
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged."""
+        ops = self._require_built("set_weights")
+        specs = [(layer, s) for layer in self.layers for s in layer.param_specs()]
+        if len(weights) != len(specs):
+            raise ValueError(f"set_weights expects {len(specs)} arrays for this model, received {len(weights)}")
+        arrays = []
+        for (layer, s), w in zip(specs, weights, strict=True):
+            a = np.asarray(w)
+            if a.shape != s.shape:
+                raise ValueError(f"set_weights: {layer.name}/{s.name} must have shape {s.shape}, received {a.shape}")
+            if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
+                raise ValueError(f"set_weights: {layer.name}/{s.name} must be finite numbers, received dtype {a.dtype}")
+            arrays.append(a.astype(self.dtype).ravel())
+        flat = np.concatenate(arrays) if arrays else np.zeros(0, self.dtype)
+        with ops.activate():
+            self._params[...] = ops.asarray(flat)
+
+    def _layout(self) -> list[dict[str, Any]]:
+        return [
+            {"name": layer.name, "class": type(layer).__name__, "params": {s.name: list(s.shape) for s in layer.param_specs()}}
+            for layer in self.layers
+        ]
+
+    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
+        """Write all parameters to `filepath` (.npz, no pickle) atomically; readable by any backend."""
+        self._require_built("save_weights")
+        weights_io.save(filepath, self._layout(), self.get_weights())
+
+    def load_weights(self, filepath: str | os.PathLike[str]) -> None:
+        """Load a file written by `save_weights`; an architecture mismatch raises and changes nothing."""
+        self._require_built("load_weights")
+        layout, arrays = weights_io.load(filepath)
+        mine = self._layout()
+        theirs = [[ly.get("class"), list(ly.get("params", {}).values())] for ly in layout]
+        ours = [[ly["class"], list(ly["params"].values())] for ly in mine]
+        if theirs != ours:
+            raise ValueError(
+                f"{filepath} holds weights for a different architecture:\n  file:  "
+                + ", ".join(f"{c}{s}" for c, s in theirs)
+                + "\n  model: "
+                + ", ".join(f"{c}{s}" for c, s in ours)
+            )
+        self.set_weights(arrays)
+
+    # ------------------------------------------------------------------ compile
+    def compile(
+        self,
+        optimizer: str | opt_mod.Optimizer = "rmsprop",
+        loss: str | losses_mod.Loss | None = None,
+        metrics: Sequence[Any] | None = None,
+        backend: str | Ops | None = None,
+    ) -> None:
+        """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N"."""
+        if loss is None:
+            raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
+            metrics = [metrics]
+        self.loss = losses_mod.get(loss)
+        self.optimizer = opt_mod.get(optimizer)
+        self._metric_ids = list(metrics or [])
+        self.metrics = []
+        if backend is not None:
+            self._backend_request = get_backend(backend)
+        if self.built:
+            assert self.ops is not None
+            target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
+            if target is not self.ops:
+                self._install(target, self._host_params())
+            else:
+                self.optimizer.build(self.ops, self._params)
+            self._resolve_metrics()
+
+    def _resolve_metrics(self) -> None:
+        assert self.loss is not None
+        width = self.output_shape[-1] or 1
+        self.metrics = [metrics_mod.get(m, self.loss, width) for m in self._metric_ids]
+        names = ["loss"] + [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric names must be unique, received {names}")
+
+    @property
+    def metrics_names(self) -> list[str]:
+        return ["loss"] + [m.name for m in self.metrics]
+
+    def _fused(self) -> bool:
+        """Whether the loss can start backprop from the last layer's pre-activation."""
+        assert self.loss is not None
+        want = self.loss.fused_activation()
+        act = getattr(self.layers[-1], "activation", None)
+        return want is not None and act is not None and act.name == want and hasattr(self.layers[-1], "preactivation")
+
+    # ------------------------------------------------------------------ input checks
+    def _check_x(self, x: Any, what: str) -> Any:
+        """Host arrays -> validated float NumPy array; this backend's own arrays pass through."""
+        ops = self.ops
+        if ops is not None and ops.is_native(x) and not isinstance(x, np.ndarray):
+            return x
+        mod = type(x).__module__.split(".")[0]
+        if mod in _DEVICE_MODULES:
+            where = ops.describe() if ops is not None else "numpy"
+            raise TypeError(
+                f"{what}: x is a {mod}.{type(x).__name__} (device {getattr(x, 'device', '?')}) but this model runs "
+                f"on the {where!r} backend. Move it to the host first (for CuPy: x.get() or cupy.asnumpy(x)), or "
+                f"compile(..., backend=...) for that device."
+            )
+        try:
+            a = np.asarray(x)
+        except Exception as e:
+            raise TypeError(f"{what}: x must be a numeric array, could not convert {type(x).__name__}: {e}") from e
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{what}: x must be numeric, received an array of dtype {a.dtype}")
+        if a.ndim == 0 or a.shape[0] == 0 or a.size == 0:
+            raise ValueError(f"{what}: x is empty (shape {a.shape}); pass at least one sample")
+        if self._input_shape is not None and tuple(a.shape[1:]) != self._input_shape:
+            raise ValueError(
+                f"{what}: the model expects input of shape {self.input_shape}, received x of shape {a.shape} "
+                f"(features {tuple(a.shape[1:])} instead of {self._input_shape})"
+            )
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = np.unravel_index(int(np.argmax(bad)), a.shape)
+                raise ValueError(
+                    f"{what}: x contains {int(bad.sum())} NaN or inf values (first at index {tuple(map(int, first))}); "
+                    "remove or impute them before training"
+                )
+        return a
+
+    def _check_y(self, y: Any, n: int, what: str) -> np.ndarray:
+        assert self.loss is not None
+        if y is None:
+            raise ValueError(f"{what}: y (the targets) is required")
+        mod = type(y).__module__.split(".")[0]
+        if mod in _DEVICE_MODULES:
+            y = y.get() if hasattr(y, "get") else np.asarray(y)
+        try:
+            b = np.asarray(y)
+        except Exception as e:
+            raise TypeError(f"{what}: y must be a numeric array, could not convert {type(y).__name__}: {e}") from e
+        if b.dtype.kind not in "biuf":
+            raise TypeError(f"{what}: y must be numeric, received an array of dtype {b.dtype}")
+        if b.ndim == 0 or b.shape[0] == 0:
+            raise ValueError(f"{what}: y is empty (shape {b.shape})")
+        if b.shape[0] != n:
+            raise ValueError(f"{what}: x and y have different numbers of samples: x has {n}, y has {b.shape[0]}")
+        if b.dtype.kind == "f" and not np.all(np.isfinite(b)):
+            raise ValueError(f"{what}: y contains NaN or inf values")
+        b = self.loss.prepare_targets(b, self.output_shape[-1] or 1)
+        return b if self.loss.sparse else b.astype(self.dtype, copy=False)
+
+    def _prepare(self, x: Any, y: Any, what: str) -> tuple[Any, np.ndarray | None]:
+        if self.loss is None or self.optimizer is None:
+            raise RuntimeError(f"You must compile the model before {what}(): model.compile(optimizer, loss, metrics)")
+        x = self._check_x(x, what)
+        if not self.built:
+            self.build(x.shape[1:])
+            self._resolve_metrics()
+        elif not self.metrics and self._metric_ids:
+            self._resolve_metrics()
+        yy = self._check_y(y, x.shape[0], what) if y is not None else None
+        return x, yy
+
+    def _upload(self, a: Any, float_dtype: bool = True) -> Array:
+        assert self.ops is not None
+        if self.ops.is_native(a) and not isinstance(a, np.ndarray):
+            return a
+        return self.ops.asarray(np.ascontiguousarray(a, dtype=self.dtype) if float_dtype else a)
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+    ) -> History:
+        """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
+
+        x: (n, *input_shape) numbers; y: (n,) int labels for sparse losses, else (n, outputs).
+        """
+        batch_size = _check_batch_size(32 if batch_size is None else batch_size)
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, received {epochs!r}")
+        if not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), received {validation_split}")
+        x, yy = self._prepare(x, y, "fit")
+        if yy is None:
+            raise ValueError("fit: y (the targets) is required")
+        for layer in self.layers:
+            act = getattr(layer, "activation", None)
+            if act is not None and not act.differentiable:
+                raise NotDifferentiableError(
+                    f"layer {layer.name!r} uses the {act.name!r} activation, a step function with no useful "
+                    "gradient, so fit() cannot backpropagate through it. Use 'sigmoid' or 'tanh' (smooth steps), "
+                    "or train a perceptron with the perceptron learning rule."
+                )
+        if self._params.shape[0] == 0:
+            raise ValueError("fit: the model has no trainable parameters")
+        vx = vy = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            vx = self._check_x(validation_data[0], "fit (validation_data)")
+            vy = self._check_y(validation_data[1], vx.shape[0], "fit (validation_data)")
+        elif validation_split:
+            split = int(x.shape[0] * (1.0 - validation_split))
+            if split == 0 or split == x.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
+            x, vx, yy, vy = x[:split], x[split:], yy[:split], yy[split:]
+
+        ops = self.ops
+        assert ops is not None and self.optimizer is not None
+        n = x.shape[0]
+        steps = math.ceil(n / batch_size)
+        history = History()
+        cbs: list[Callback] = [history, *(callbacks or [])]
+        batch_hooks = [cb for cb in cbs if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        for cb in cbs:
+            cb.set_model(self)
+            cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
+        progress = Progress(verbose, epochs, steps)
+        names = self.metrics_names
+        fused = self._fused()
+        self.stop_training = False
+        with ops.activate():
+            X, Y = self._upload(x), self._upload(yy, float_dtype=not self.loss.sparse)  # type: ignore[union-attr]
+            VX = self._upload(vx) if vx is not None else None
+            VY = self._upload(vy, float_dtype=not self.loss.sparse) if vy is not None else None  # type: ignore[union-attr]
+            for cb in cbs:
+                cb.on_train_begin()
+            try:
+                for epoch in range(initial_epoch, epochs):
+                    for cb in cbs:
+                        cb.on_epoch_begin(epoch)
+                    perm = ops.asarray(shuffle_rng(self.seed, epoch).permutation(n)) if shuffle else None
+                    progress.epoch_begin(epoch)
+                    sums: list[Array] = []
+                    for step in range(steps):
+                        lo, hi = step * batch_size, min((step + 1) * batch_size, n)
+                        if perm is None:
+                            xb, yb = X[lo:hi], Y[lo:hi]
+                        else:
+                            idx = perm[lo:hi]
+                            xb, yb = ops.take_rows(X, idx), ops.take_rows(Y, idx)
+                        batch = self._train_step(xb, yb, fused)
+                        sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+                        for cb in batch_hooks:
+                            cb.on_train_batch_end(step)
+                        if progress.due():
+                            logs = self._read(sums, hi, names)
+                            if not math.isfinite(logs["loss"]):
+                                break
+                            progress.update(step + 1, logs)
+                    logs = self._read(sums, hi, names)
+                    if not math.isfinite(logs["loss"]):
+                        self.stop_training = True
+                        progress.close()
+                        warnings.warn(
+                            f"Epoch {epoch + 1}: the loss became {logs['loss']} (not finite); training stopped. "
+                            "Lower the learning rate, check the inputs are scaled, or use a stabler loss.",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                    elif VX is not None:
+                        val = self._evaluate_device(VX, VY, batch_size, fused)
+                        logs.update({f"val_{k}": v for k, v in val.items()})
+                    if not self.stop_training:
+                        progress.epoch_end(epoch, logs)
+                    for cb in cbs:
+                        cb.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
+            finally:
+                progress.close()
+            for cb in cbs:
+                cb.on_train_end()
+        self.history = history
+        return history
+
+    def _read(self, sums: list[Array], count: int, names: list[str]) -> dict[str, float]:
+        """One device→host read of the running sums; returns the running means."""
+        assert self.ops is not None
+        host = self.ops.to_numpy(self.ops.xp.stack(sums))
+        return {k: float(v) / count for k, v in zip(names, host, strict=True)}
+
+    def _forward(self, x: Array, training: bool) -> Array:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _penalty(self) -> Any:
+        xp = self.ops.xp  # type: ignore[union-attr]
+        total: Any = 0.0
+        for layer, pname, reg in self._reg_terms:
+            total = total + reg.penalty(xp, layer.params[pname])
+        return total
+
+    def _train_step(self, xb: Array, yb: Array, fused: bool) -> list[Array]:
+        """Forward, loss, backward and one optimizer update; returns device sums [loss, *metrics]."""
+        ops, loss, layers = self.ops, self.loss, self.layers
+        assert ops is not None and loss is not None and self.optimizer is not None
+        xp = ops.xp
+        out = self._forward(xb, training=True)
+        nb = xb.shape[0]
+        if fused:
+            value, grad = loss.call_and_grad_from_preactivation(xp, yb, layers[-1].preactivation)  # type: ignore[attr-defined]
+        else:
+            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out)
+        grad = grad * (1.0 / nb)
+        first = self._first_param_layer()
+        for i in range(len(layers) - 1, first - 1, -1):
+            need = i > first
+            if fused and i == len(layers) - 1:
+                grad = layers[i].backward_preactivation(grad, need)  # type: ignore[attr-defined]
+            else:
+                grad = layers[i].backward(grad, need)
+        loss_sum = xp.sum(value)
+        if self._reg_terms:
+            penalty: Any = 0.0
+            for layer, pname, reg in self._reg_terms:
+                w = layer.params[pname]
+                penalty = penalty + reg.penalty(xp, w)
+                layer.grads[pname][...] += reg.grad(xp, w)
+            loss_sum = loss_sum + penalty * nb
+        self.optimizer.step(self._params, self._grads)
+        return [loss_sum, *(m.batch_sum(xp, yb, out) for m in self.metrics)]
+
+    def _first_param_layer(self) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer.param_specs():
+                return i
+        return len(self.layers)
+
+    # ------------------------------------------------------------------ inference
+    def _evaluate_device(self, X: Array, Y: Array, batch_size: int, fused: bool) -> dict[str, float]:
+        ops, loss = self.ops, self.loss
+        assert ops is not None and loss is not None
+        xp = ops.xp
+        n = X.shape[0]
+        sums: list[Array] = []
+        for lo in range(0, n, batch_size):
+            xb, yb = X[lo : lo + batch_size], Y[lo : lo + batch_size]
+            out = self._forward(xb, training=False)
+            if fused:
+                value = loss.call_and_grad_from_preactivation(xp, yb, self.layers[-1].preactivation)[0]  # type: ignore[attr-defined]
+            else:
+                value = loss.call(xp, yb, out)
+            batch = [xp.sum(value), *(m.batch_sum(xp, yb, out) for m in self.metrics)]
+            sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+        if self._reg_terms:
+            sums[0] = sums[0] + self._penalty() * n
+        return self._read(sums, n, self.metrics_names)
+
+    def evaluate(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        verbose: int | str = "auto",
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict."""
+        batch_size = _check_batch_size(32 if batch_size is None else batch_size)
+        x, yy = self._prepare(x, y, "evaluate")
+        if yy is None:
+            raise ValueError("evaluate: y (the targets) is required")
+        ops = self.ops
+        assert ops is not None and self.loss is not None
+        with ops.activate():
+            X, Y = self._upload(x), self._upload(yy, float_dtype=not self.loss.sparse)
+            result = self._evaluate_device(X, Y, batch_size, self._fused())
+        steps = math.ceil(x.shape[0] / batch_size)
+        if verbose == "auto":
+            verbose = 1
+        if verbose:
+            print(f"{steps}/{steps} - {format_logs(result)}", file=sys.stdout, flush=True)
+        if return_dict:
+            return result
+        values = list(result.values())
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
+        """Outputs for x as a host NumPy array: (n, outputs)."""
+        batch_size = _check_batch_size(32 if batch_size is None else batch_size)
+        x = self._check_x(x, "predict")
+        if not self.built:
+            self.build(x.shape[1:])
+        ops = self.ops
+        assert ops is not None
+        with ops.activate():
+            X = self._upload(x)
+            n = X.shape[0]
+            out = ops.zeros((n, *self.output_shape[1:]), getattr(ops.xp, self.dtype))  # type: ignore[misc]
+            for lo in range(0, n, batch_size):
+                out[lo : lo + batch_size, ...] = self._forward(X[lo : lo + batch_size], training=False)
+            return ops.to_numpy(out)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.predict(x, batch_size=max(1, len(x)))
+
+    def __repr__(self) -> str:
+        backend = self.ops.describe() if self.ops is not None else "unbuilt"
+        return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be a positive integer, received {batch_size!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, received {batch_size}")
+    return int(batch_size)
