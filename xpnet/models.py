@@ -481,7 +481,7 @@ class Sequential:
                     for step in range(steps):
                         lo, hi = step * batch_size, min((step + 1) * batch_size, n)
                         if perm is None:
-                            xb, yb = X[lo:hi], Y[lo:hi]
+                            xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
                         else:
                             idx = perm[lo:hi]
                             xb, yb = ops.take_rows(X, idx), ops.take_rows(Y, idx)
@@ -538,10 +538,13 @@ class Sequential:
             total = total + reg.penalty(xp, layer.params[pname])
         return total
 
-    def _train_step(self, xb: Array, yb: Array, fused: bool) -> list[Array]:
-        """Forward, loss, backward and one optimizer update; returns device sums [loss, *metrics]."""
+    def _loss_and_grads(self, xb: Array, yb: Array, fused: bool) -> tuple[Array, Array]:
+        """Forward and backward on one batch: fills the flat gradient buffer.
+
+        Returns (sum of per-sample losses + batch size × weight penalty, model output), on the device.
+        """
         ops, loss, layers = self.ops, self.loss, self.layers
-        assert ops is not None and loss is not None and self.optimizer is not None
+        assert ops is not None and loss is not None
         xp = ops.xp
         out = self._forward(xb, training=True)
         nb = xb.shape[0]
@@ -565,8 +568,37 @@ class Sequential:
                 penalty = penalty + reg.penalty(xp, w)
                 layer.grads[pname][...] += reg.grad(xp, w)
             loss_sum = loss_sum + penalty * nb
+        return loss_sum, out
+
+    def _train_step(self, xb: Array, yb: Array, fused: bool) -> list[Array]:
+        """One mini-batch update; returns device sums [loss, *metrics] (no host sync)."""
+        assert self.ops is not None and self.optimizer is not None
+        loss_sum, out = self._loss_and_grads(xb, yb, fused)
         self.optimizer.step(self._params, self._grads)
+        xp = self.ops.xp
         return [loss_sum, *(m.batch_sum(xp, yb, out) for m in self.metrics)]
+
+    def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
+        """Loss over (x, y) as one batch, and its gradient for every weight (same order as get_weights).
+
+        The training-mode forward pass is used (dropout active), without updating anything:
+        for gradient checks and for looking inside backpropagation.
+        """
+        x, yy = self._prepare(x, y, "compute_gradients")
+        ops = self.ops
+        assert ops is not None and self.loss is not None
+        with ops.activate():
+            X, Y = self._upload(x), self._upload(yy, float_dtype=not self.loss.sparse)
+            loss_sum, _ = self._loss_and_grads(X, Y, self._fused())
+            value = float(ops.to_numpy(loss_sum)) / x.shape[0]
+            flat = ops.to_numpy(self._grads)
+        grads, off = [], 0
+        for layer in self.layers:
+            for spec in layer.param_specs():
+                n = int(np.prod(spec.shape))
+                grads.append(flat[off : off + n].reshape(spec.shape).copy())
+                off += n
+        return value, grads
 
     def _first_param_layer(self) -> int:
         for i, layer in enumerate(self.layers):
@@ -582,7 +614,8 @@ class Sequential:
         n = X.shape[0]
         sums: list[Array] = []
         for lo in range(0, n, batch_size):
-            xb, yb = X[lo : lo + batch_size], Y[lo : lo + batch_size]
+            hi = min(lo + batch_size, n)
+            xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
             out = self._forward(xb, training=False)
             if fused:
                 value = loss.call_and_grad_from_preactivation(xp, yb, self.layers[-1].preactivation)[0]  # type: ignore[attr-defined]
@@ -635,7 +668,8 @@ class Sequential:
             n = X.shape[0]
             out = ops.zeros((n, *self.output_shape[1:]), getattr(ops.xp, self.dtype))  # type: ignore[misc]
             for lo in range(0, n, batch_size):
-                out[lo : lo + batch_size, ...] = self._forward(X[lo : lo + batch_size], training=False)
+                hi = min(lo + batch_size, n)
+                out[lo:hi, ...] = self._forward(X[lo:hi, ...], training=False)
             return ops.to_numpy(out)
 
     def __call__(self, x: Any) -> np.ndarray:

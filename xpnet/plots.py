@@ -1,0 +1,179 @@
+"""Figures for training runs: learning curves, sample predictions, confusion matrix, 2-D decision boundaries.
+
+matplotlib is optional (`pip install 'xpnet[plot]'`); it is imported inside each function so that
+`import xpnet.plots` always works and only drawing needs it. Figures are written with the Agg
+backend (a bare `Figure`, not pyplot), so no display is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .models import Sequential
+
+__all__ = [
+    "INSTALL_HINT",
+    "confusion",
+    "confusion_matrix",
+    "curves",
+    "decision_boundary",
+    "have_matplotlib",
+    "samples",
+]
+
+INSTALL_HINT = "pip install 'xpnet[plot]'"
+PathLike = str | os.PathLike[str]
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A bare `Figure`: no pyplot, so no global state, no window and no backend switch."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(f"plotting needs matplotlib: {INSTALL_HINT}") from e
+    return Figure(figsize=figsize)
+
+
+def _save(fig: Any, path: PathLike) -> None:
+    fig.savefig(os.fspath(path), dpi=120, bbox_inches="tight")
+
+
+def curves(history: Mapping[str, Sequence[float]], path: PathLike, title: str | None = None) -> None:
+    """Loss and accuracy per epoch, train vs validation, side by side.
+
+    history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]} (any subset).
+    """
+    fig = _figure((10, 4))
+    axes = fig.subplots(1, 2)
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for name, label, style in ((key, "train", "o-"), (f"val_{key}", "validation", "s--")):
+            values = history.get(name)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        # Integer epochs only; a 1-epoch run would otherwise get ticks like 0.96, 0.98, ...
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def samples(
+    x: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    path: PathLike,
+    rows: int = 4,
+    cols: int = 8,
+    title: str | None = None,
+) -> None:
+    """Grid of the first rows*cols images with "pred (true)" labels; wrong predictions in red.
+
+    x: (n, 28, 28) floats in [0, 1] or uint8; y_true, y_pred: (n,) class indices.
+    """
+    n = min(rows * cols, len(x))
+    rows = max(1, -(-n // cols))
+    fig = _figure((1.6 * cols, 1.9 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(x[i], cmap="binary")
+        ok = int(y_pred[i]) == int(y_true[i])
+        text = class_names[int(y_pred[i])] if ok else f"{class_names[int(y_pred[i])]}\n(true: {class_names[int(y_true[i])]})"
+        ax.set_title(text, fontsize=8, color="black" if ok else "red")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts: int64 (n_classes, n_classes); row = true class, column = predicted class."""
+    yt = np.asarray(y_true, dtype=np.int64)
+    yp = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(yt * n_classes + yp, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def confusion(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: PathLike, title: str | None = None
+) -> np.ndarray:
+    """Draw the confusion matrix with counts in each cell; returns the (k, k) int64 counts."""
+    k = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    fig = _figure((8, 7))
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(k), labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if cm[i, j] > threshold else "black")
+    acc = np.trace(cm) / max(cm.sum(), 1)
+    ax.set_title(title or f"confusion matrix (accuracy {acc:.4f})")
+    fig.tight_layout()
+    _save(fig, path)
+    return cm
+
+
+def decision_boundary(
+    model: Sequential,
+    x: np.ndarray,
+    y: np.ndarray,
+    path: PathLike,
+    title: str | None = None,
+    resolution: int = 300,
+) -> None:
+    """Shade the model's P(class 1) over the plane with the 0.5 contour, and scatter the points.
+
+    model: maps (m, 2) → (m, 1) sigmoid probabilities or (m, 2) softmax probabilities.
+    x: float (n, 2); y: (n,) labels in {0, 1}.
+    """
+    fig = _figure((6, 6))
+    ax = fig.subplots()
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    pad = 0.1 * (hi - lo) + 1e-3
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+    out = model.predict(grid, batch_size=4096)
+    if out.ndim != 2 or out.shape[1] not in (1, 2):
+        raise ValueError(f"decision_boundary needs a binary model with 1 or 2 outputs, it gives shape {out.shape}")
+    prob = out[:, -1].reshape(xx.shape)
+    ax.contourf(xx, yy, prob, levels=np.linspace(0, 1, 21), cmap="RdBu", alpha=0.6)
+    ax.contour(xx, yy, prob, levels=[0.5], colors="black", linewidths=1)
+    ax.scatter(x[:, 0], x[:, 1], c=np.asarray(y), cmap="RdBu", vmin=0, vmax=1, edgecolors="white", linewidths=0.5, s=18)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
