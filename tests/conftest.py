@@ -23,7 +23,8 @@ def _skip_reason(name: str) -> str | None:
         except ImportError:
             return "array-api-strict not installed (pip install 'xpnet[dev]')"
     if name == "cupy":
-        return _cupy_problem(0)
+        problem = _cupy_problem(0)
+        return problem.split(" (")[0] if problem else None
     return None
 
 

@@ -50,7 +50,7 @@ def load(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[np.nd
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
             if "header" not in z.files:
                 raise ValueError("no 'header' entry")
             header = json.loads(bytes(z["header"]).decode())

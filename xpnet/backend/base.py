@@ -33,6 +33,10 @@ class Ops:
     def describe(self) -> str:
         return self.name
 
+    def info(self) -> dict[str, str]:
+        """What this backend runs on, for logs and result files."""
+        return {"backend": self.describe(), "array_module": f"{getattr(self.xp, '__name__', '?')}"}
+
     # --- crossing the host/device edge: the only two places data moves ---
     def asarray(self, a: Any, dtype: Any = None) -> Array:
         """Upload a host array (or Python scalars) to this backend's device."""

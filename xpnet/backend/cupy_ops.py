@@ -29,6 +29,17 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def describe(self) -> str:
         return f"cupy:{self.device_id}"
 
+    def info(self) -> dict[str, str]:
+        props = self.xp.cuda.runtime.getDeviceProperties(self.device_id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        return {
+            **super().info(),
+            "cupy": self.xp.__version__,
+            "device": name,
+            "cuda_runtime": str(self.xp.cuda.runtime.runtimeGetVersion()),
+            "memory_gib": f"{props['totalGlobalMem'] / 2**30:.1f}",
+        }
+
     def asarray(self, a: Any, dtype: Any = None) -> Array:
         with self.device:
             return self.xp.asarray(a, dtype=dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,13 @@ class NumpyOps(Ops):
     name = "numpy"
     xp = np
     device = None
+
+    def info(self) -> dict[str, str]:
+        return {**super().info(), "numpy": np.__version__}
+
+    def activate(self) -> AbstractContextManager[Any]:
+        # Diverging runs overflow; fit reports a non-finite loss itself, once, with advice.
+        return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
     def asarray(self, a: Any, dtype: Any = None) -> Array:
         return np.asarray(a, dtype=dtype)
