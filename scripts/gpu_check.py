@@ -29,7 +29,7 @@ from xpnet.parity import compare, synthetic_fashion_like, train_on  # noqa: E402
 
 
 def run_tests() -> tuple[str, str]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
     return tail, proc.stdout[-6000:]
@@ -118,6 +118,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=None, help="write the Markdown report here")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also print a cProfile of one epoch of B and of A1024")
     args = ap.parse_args()
     problem = _cupy_problem(0)
     if problem:
@@ -172,6 +173,18 @@ def main() -> int:
                 ratio = f"{ours / peer:.2f}" if peer else "n/a"
                 lines.append(f"| {w} | {ours:.3f} | {peer:.3f} | {ratio} |" if peer else f"| {w} | {ours:.3f} | n/a | n/a |")
             lines.append("")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        x, y, _ = load_data()
+        for w in ("B", "A1024"):
+            prof = cProfile.Profile()
+            prof.enable()
+            time_epochs("cupy", w, x, y, epochs=1)
+            prof.disable()
+            print(f"--- profile {w} (2 epochs incl. warm-up) ---")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(18)
     report = "\n".join(lines)
     print(report)
     if args.out:
