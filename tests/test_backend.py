@@ -168,3 +168,56 @@ def test_host_sync_budget_per_epoch_does_not_grow_with_steps() -> None:
         counts[bs] = ops.syncs - before
         assert hidden == [], f"implicit device reads in fit: {hidden[:5]}"
     assert counts[256] == counts[8] <= 3 * 3  # per epoch: a shuffle upload is free; reads: train + validation
+
+
+# Each backend hot spot (fused CuPy kernels, in-place NumPy code) against the generic array-API method.
+ACTS = ["linear", "relu", "sigmoid", "tanh", "elu", "softmax"]
+
+
+def _pair(ops: Ops, a: np.ndarray) -> tuple[object, object]:
+    return ops.asarray(a.copy()), ops.asarray(a.copy())
+
+
+@pytest.mark.parametrize("act_name", ACTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dense_forward_hot_spot_matches_generic(ops: Ops, act_name: str, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    act = xpnet.activations.get(act_name)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((33, 7), (7, 10), (10,)))
+    xs, ws, bs = ops.asarray(x), ops.asarray(w), ops.asarray(b)
+    u1, h1 = ops.dense_forward(xs, ws, bs, act)
+    u2, h2 = Ops.dense_forward(ops, xs, ws, bs, act)
+    tol = 1e-6 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(ops.to_numpy(u1), ops.to_numpy(u2), rtol=tol, atol=tol)
+    np.testing.assert_allclose(ops.to_numpy(h1), ops.to_numpy(h2), rtol=tol, atol=tol)
+    dh = ops.asarray(rng.standard_normal((33, 10)).astype(dtype))
+    d1 = ops.activation_backward(act, u1, h1, dh)
+    d2 = Ops.activation_backward(ops, act, u2, h2, dh)
+    np.testing.assert_allclose(ops.to_numpy(d1), ops.to_numpy(d2), rtol=tol, atol=tol)
+    g1, g2 = ops.zeros(10, getattr(ops.xp, dtype)), ops.zeros(10, getattr(ops.xp, dtype))
+    ops.bias_grad(d1, g1)
+    Ops.bias_grad(ops, d1, g2)
+    np.testing.assert_allclose(ops.to_numpy(g1), ops.to_numpy(g2), rtol=tol, atol=tol)
+
+
+def test_dropout_forward_hot_spot_is_bit_identical(ops: Ops) -> None:
+    x = ops.asarray(np.random.default_rng(2).standard_normal((50, 40)).astype(np.float32))
+    y1, m1 = ops.dropout_forward(x, (5, 6), 0.3)
+    y2, m2 = Ops.dropout_forward(ops, x, (5, 6), 0.3)
+    np.testing.assert_array_equal(ops.to_numpy(m1), ops.to_numpy(m2))
+    np.testing.assert_array_equal(ops.to_numpy(y1), ops.to_numpy(y2))
+
+
+@pytest.mark.parametrize("loss_name", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_loss_hot_spot_matches_generic(ops: Ops, loss_name: str, dtype: str) -> None:
+    rng = np.random.default_rng(3)
+    loss = xpnet.losses.get(loss_name)
+    u = ops.asarray((rng.standard_normal((65, 10)) * 20).astype(dtype))
+    labels = rng.integers(0, 10, 65)
+    y = ops.asarray(labels.astype(np.int32) if loss.sparse else np.eye(10, dtype=dtype)[labels])
+    v1, g1 = ops.loss_from_preactivation(loss, y, u, 1 / 65)
+    v2, g2 = Ops.loss_from_preactivation(ops, loss, y, u, 1 / 65)
+    tol = 2e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(ops.to_numpy(v1), ops.to_numpy(v2), rtol=tol, atol=tol)
+    np.testing.assert_allclose(ops.to_numpy(g1), ops.to_numpy(g2), rtol=tol, atol=tol)

@@ -549,10 +549,9 @@ class Sequential:
         out = self._forward(xb, training=True)
         nb = xb.shape[0]
         if fused:
-            value, grad = loss.call_and_grad_from_preactivation(xp, yb, layers[-1].preactivation)  # type: ignore[attr-defined]
+            value, grad = ops.loss_from_preactivation(loss, yb, layers[-1].preactivation, 1.0 / nb)  # type: ignore[attr-defined]
         else:
-            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out)
-        grad = grad * (1.0 / nb)
+            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (1.0 / nb)
         first = self._first_param_layer()
         for i in range(len(layers) - 1, first - 1, -1):
             need = i > first
@@ -618,7 +617,7 @@ class Sequential:
             xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
             out = self._forward(xb, training=False)
             if fused:
-                value = loss.call_and_grad_from_preactivation(xp, yb, self.layers[-1].preactivation)[0]  # type: ignore[attr-defined]
+                value = ops.loss_from_preactivation(loss, yb, self.layers[-1].preactivation, 1.0)[0]  # type: ignore[attr-defined]
             else:
                 value = loss.call(xp, yb, out)
             batch = [xp.sum(value), *(m.batch_sum(xp, yb, out) for m in self.metrics)]

@@ -88,6 +88,29 @@ class Ops:
     def take_rows(self, a: Array, idx: Array) -> Array:
         return self.xp.take(a, idx, axis=0)
 
+    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
+        """-> (u, h) with u = x w + b: (n, units) and h = act(u). Backends fuse bias + activation."""
+        u = self.affine(x, w, b)
+        return u, act.forward(self.xp, u)
+
+    def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
+        """∂L/∂u from ∂L/∂h for h = act(u)."""
+        return act.backward(self.xp, u, h, dh)
+
+    def bias_grad(self, du: Array, out: Array) -> None:
+        """out[j] = Σ_i du[i, j]."""
+        out[...] = self.xp.sum(du, axis=0)
+
+    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float) -> tuple[Array, Array]:
+        """-> (x * mask, mask) for the hash mask of `keys`."""
+        mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype)
+        return x * mask, mask
+
+    def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
+        """-> (per-sample loss (n,), scale · ∂ℓ/∂u (n, k)) for a loss fused with its output activation."""
+        value, grad = loss.call_and_grad_from_preactivation(self.xp, y, u)
+        return value, grad * scale
+
     def dropout_mask(self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any) -> Array:
         """Inverted-dropout mask (0 or 1/(1-rate)) from a counter-based hash of each element's index.
 

@@ -71,6 +71,62 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         return self.xp.matmul(a, b, out=out)
 
+    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
+        u = self.xp.matmul(x, w)
+        if act.name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
+            h = self.xp.empty_like(u)
+            bias = b if b is not None else self.xp.zeros(u.shape[1], dtype=u.dtype)
+            self._rows("softmax", u.dtype, u.shape[0], (u, bias, h, np.int32(u.shape[0]), np.int32(u.shape[1])))
+            return u, h
+        if act.name in _ACT_FWD:
+            h = self.xp.empty_like(u)
+            bias = b if b is not None else u.dtype.type(0)
+            self._kernel("fwd_" + act.name)(bias, u.dtype.type(getattr(act, "alpha", 0.0)), u, h)
+            return u, h
+        if b is not None:
+            u += b
+        return u, act.forward(self.xp, u)
+
+    def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
+        if act.name in _ACT_BWD:
+            return self._kernel("bwd_" + act.name)(u, h, dh, dh.dtype.type(getattr(act, "alpha", 0.0)))
+        return act.backward(self.xp, u, h, dh)
+
+    def bias_grad(self, du: Array, out: Array) -> None:
+        self.xp.sum(du, axis=0, out=out)
+
+    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float) -> tuple[Array, Array]:
+        threshold = min(int(rate * 4294967296.0), 4294967295)
+        scale = x.dtype.type(1.0 / (1.0 - rate))
+        y = self.xp.empty_like(x)
+        mask = self.xp.empty_like(x)
+        self._kernel("dropout")(x, np.uint32(keys[0]), np.uint32(keys[1]), np.uint32(threshold), scale, y, mask)
+        return y, mask
+
+    def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
+        kind = {"sparse_categorical_crossentropy": "sce", "categorical_crossentropy": "cce"}.get(loss.name)
+        if kind is None or u.ndim != 2 or u.shape[1] > _MAX_ROW or not u.flags.c_contiguous:
+            return super().loss_from_preactivation(loss, y, u, scale)
+        n, k = u.shape
+        value = self.xp.empty(n, dtype=u.dtype)
+        grad = self.xp.empty_like(u)
+        if kind == "sce":
+            y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
+        else:
+            y = self.xp.ascontiguousarray(y, dtype=u.dtype)
+        self._rows(kind, u.dtype, n, (u, y, value, grad, np.int32(n), np.int32(k), u.dtype.type(scale)))
+        return value, grad
+
+    def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
+        """Launch a one-thread-per-row kernel (rows are short: the class axis)."""
+        suffix = "f32" if dtype == np.float32 else "f64"
+        fn = self._kernels.get(f"{name}_{suffix}")
+        if fn is None:
+            fn = self.xp.RawModule(code=_row_source(suffix)).get_function(f"xpnet_{name}_{suffix}")
+            self._kernels[f"{name}_{suffix}"] = fn
+        threads = 128
+        fn(((n + threads - 1) // threads,), (threads,), args)
+
     def _kernel(self, name: str) -> Any:
         k = self._kernels.get(name)
         if k is None:
@@ -108,6 +164,69 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self._kernel("rmsprop")(g, t(lr), t(rho), t(eps), p, v)
 
 
+_MAX_ROW = 1024
+
+# bias + activation, in place on u: the expressions match activations.py so results agree to rounding
+_ACT_FWD = {
+    "relu": "u = u + b; h = u > (T)0 ? u : (T)0;",
+    "sigmoid": "u = u + b; h = (T)0.5 * tanh((T)0.5 * u) + (T)0.5;",
+    "tanh": "u = u + b; h = tanh(u);",
+    "elu": "u = u + b; h = u > (T)0 ? u : alpha * (exp(u < (T)0 ? u : (T)0) - (T)1);",
+}
+_ACT_BWD = {
+    "relu": "du = u > (T)0 ? dh : (T)0;",
+    "sigmoid": "du = dh * h * ((T)1 - h);",
+    "tanh": "du = dh * ((T)1 - h * h);",
+    "elu": "du = u > (T)0 ? dh : dh * (h + alpha);",
+}
+
+_ROWS = r"""
+#define T TYPE
+extern "C" __global__ void xpnet_softmax_SUFFIX(T* u, const T* b, T* h, int n, int k) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    T* ur = u + (size_t)i * k;
+    T* hr = h + (size_t)i * k;
+    T m = ur[0] + b[0];
+    for (int j = 0; j < k; ++j) { T v = ur[j] + b[j]; ur[j] = v; m = v > m ? v : m; }
+    T s = 0;
+    for (int j = 0; j < k; ++j) { T e = exp(ur[j] - m); hr[j] = e; s += e; }
+    for (int j = 0; j < k; ++j) hr[j] = hr[j] / s;
+}
+extern "C" __global__ void xpnet_sce_SUFFIX(const T* u, const int* y, T* loss, T* du, int n, int k, T scale) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const T* ur = u + (size_t)i * k;
+    T* dr = du + (size_t)i * k;
+    T m = ur[0];
+    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
+    T s = 0;
+    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
+    int c = y[i];
+    loss[i] = log(s) - (ur[c] - m);
+    for (int j = 0; j < k; ++j) dr[j] = (exp(ur[j] - m) / s - (j == c ? (T)1 : (T)0)) * scale;
+}
+extern "C" __global__ void xpnet_cce_SUFFIX(const T* u, const T* y, T* loss, T* du, int n, int k, T scale) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const T* ur = u + (size_t)i * k;
+    const T* yr = y + (size_t)i * k;
+    T* dr = du + (size_t)i * k;
+    T m = ur[0];
+    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
+    T s = 0;
+    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
+    T ls = log(s), acc = 0;
+    for (int j = 0; j < k; ++j) { acc -= yr[j] * (ur[j] - m - ls); dr[j] = (exp(ur[j] - m) / s - yr[j]) * scale; }
+    loss[i] = acc;
+}
+"""
+
+
+def _row_source(suffix: str) -> str:
+    return _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
+
+
 _MIX = """
 __device__ inline unsigned int xpnet_mix32(unsigned int x) {
     x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16; return x;
@@ -124,6 +243,21 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)i ^ k0) ^ k1);"
             "out = h >= threshold ? scale : (T)0;",
             "xpnet_dropout_mask",
+            preamble=_MIX,
+        )
+    if name.startswith("fwd_"):
+        act = name[4:]
+        return ek("T b, T alpha", "T u, T h", _ACT_FWD[act], f"xpnet_{name}")
+    if name.startswith("bwd_"):
+        act = name[4:]
+        return ek("T u, T h, T dh, T alpha", "T du", _ACT_BWD[act], f"xpnet_{name}")
+    if name == "dropout":
+        return ek(
+            "T x, uint32 k0, uint32 k1, uint32 threshold, T scale",
+            "T y, T mask",
+            "unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)i ^ k0) ^ k1);"
+            "mask = h >= threshold ? scale : (T)0; y = x * mask;",
+            "xpnet_dropout",
             preamble=_MIX,
         )
     if name == "sgd":

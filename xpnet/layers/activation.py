@@ -29,7 +29,7 @@ class Activation(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
-        return self.activation.backward(self.ops.xp, self._u, self._h, dy) if need_input_grad else None
+        return self.ops.activation_backward(self.activation, self._u, self._h, dy) if need_input_grad else None
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         return du if need_input_grad else None

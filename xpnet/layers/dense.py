@@ -73,8 +73,7 @@ class Dense(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        u = self.ops.affine(x, self.params["kernel"], self.params.get("bias"))
-        h = self.activation.forward(self.ops.xp, u)
+        u, h = self.ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), self.activation)
         self._u = u  # kept at inference too: the loss reads logits from it
         if training:
             self._x, self._h = x, h
@@ -82,7 +81,7 @@ class Dense(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
-        du = self.activation.backward(self.ops.xp, self._u, self._h, dy)
+        du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
         return self.backward_preactivation(du, need_input_grad)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
@@ -91,7 +90,7 @@ class Dense(Layer):
         assert ops is not None
         ops.matmul(self._x.T, du, out=self.grads["kernel"])
         if self.use_bias:
-            self.grads["bias"][...] = ops.xp.sum(du, axis=0)
+            ops.bias_grad(du, self.grads["bias"])
         return ops.matmul(du, self.params["kernel"].T) if need_input_grad else None
 
     def get_config(self) -> dict[str, Any]:

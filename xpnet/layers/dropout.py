@@ -35,9 +35,9 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             return x
         assert self.ops is not None
-        self._mask = self.ops.dropout_mask(tuple(x.shape), self.keys(self.iterations), self.rate, x.dtype)
+        y, self._mask = self.ops.dropout_forward(x, self.keys(self.iterations), self.rate)
         self.iterations += 1
-        return x * self._mask
+        return y
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         if not need_input_grad:
