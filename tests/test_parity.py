@@ -41,3 +41,20 @@ def test_model_b_on_cupy_matches_numpy() -> None:
     assert result["masks_identical"] == 1.0
     assert result["max_abs_weight_diff"] < MAX_ABS, result
     assert result["max_rel_weight_diff"] < MAX_REL, result
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_optimised_numpy_path_matches_the_generic_array_api_path(optimizer: str) -> None:
+    """NumPy's in-place hot spots (fused softmax-CE, folded SGD step, in-place relu) = the plain code."""
+    pytest.importorskip("array_api_strict")
+    from xpnet import Dense, Sequential
+
+    x, y = synthetic_fashion_like(640)
+    weights = {}
+    for backend in ("numpy", "strict"):
+        model = Sequential([Dense(30, "relu", input_shape=(784,)), Dense(20, "tanh"), Dense(10, "softmax")], seed=3)
+        model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0)  # 40 steps
+        weights[backend] = model.get_weights()
+    for a, b in zip(weights["numpy"], weights["strict"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)

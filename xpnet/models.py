@@ -538,8 +538,8 @@ class Sequential:
             total = total + reg.penalty(xp, layer.params[pname])
         return total
 
-    def _loss_and_grads(self, xb: Array, yb: Array, fused: bool) -> tuple[Array, Array]:
-        """Forward and backward on one batch: fills the flat gradient buffer.
+    def _loss_and_grads(self, xb: Array, yb: Array, fused: bool, scale: float = 1.0) -> tuple[Array, Array]:
+        """Forward and backward on one batch: fills the flat gradient buffer with `scale` × the gradient.
 
         Returns (sum of per-sample losses + batch size × weight penalty, model output), on the device.
         """
@@ -549,9 +549,9 @@ class Sequential:
         out = self._forward(xb, training=True)
         nb = xb.shape[0]
         if fused:
-            value, grad = ops.loss_from_preactivation(loss, yb, layers[-1].preactivation, 1.0 / nb)  # type: ignore[attr-defined]
+            value, grad = ops.loss_from_preactivation(loss, yb, layers[-1].preactivation, scale / nb)  # type: ignore[attr-defined]
         else:
-            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (1.0 / nb)
+            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (scale / nb)
         first = self._first_param_layer()
         for i in range(len(layers) - 1, first - 1, -1):
             need = i > first
@@ -565,15 +565,16 @@ class Sequential:
             for layer, pname, reg in self._reg_terms:
                 w = layer.params[pname]
                 penalty = penalty + reg.penalty(xp, w)
-                layer.grads[pname][...] += reg.grad(xp, w)
+                layer.grads[pname][...] += reg.grad(xp, w) * scale if scale != 1.0 else reg.grad(xp, w)
             loss_sum = loss_sum + penalty * nb
         return loss_sum, out
 
     def _train_step(self, xb: Array, yb: Array, fused: bool) -> list[Array]:
         """One mini-batch update; returns device sums [loss, *metrics] (no host sync)."""
         assert self.ops is not None and self.optimizer is not None
-        loss_sum, out = self._loss_and_grads(xb, yb, fused)
-        self.optimizer.step(self._params, self._grads)
+        scale = self.optimizer.grad_scale
+        loss_sum, out = self._loss_and_grads(xb, yb, fused, scale)
+        self.optimizer.step(self._params, self._grads, scale)
         xp = self.ops.xp
         return [loss_sum, *(m.batch_sum(xp, yb, out) for m in self.metrics)]
 

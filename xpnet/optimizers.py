@@ -32,12 +32,20 @@ class Optimizer:
     def slot_names(self) -> list[str]:
         return []
 
-    def step(self, params: Array, grads: Array) -> None:
-        """Update `params` in place from `grads` (both flat (P,) buffers)."""
-        self.iterations += 1
-        self._update(params, grads)
+    @property
+    def grad_scale(self) -> float:
+        """The factor the model may fold into the gradients it hands to `step` (saves a pass per step)."""
+        return 1.0
 
-    def _update(self, params: Array, grads: Array) -> None:
+    def step(self, params: Array, grads: Array, grads_scaled_by: float = 1.0) -> None:
+        """Update `params` in place from `grads` (both flat (P,) buffers).
+
+        grads_scaled_by: `grads` hold this multiple of the true gradient (see `grad_scale`).
+        """
+        self.iterations += 1
+        self._update(params, grads, grads_scaled_by)
+
+    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -62,10 +70,15 @@ class SGD(Optimizer):
     def slot_names(self) -> list[str]:
         return ["momentum"] if self.momentum else []
 
-    def _update(self, params: Array, grads: Array) -> None:
+    @property
+    def grad_scale(self) -> float:
+        # plain SGD: gradients premultiplied by η make the update a single p -= g
+        return 1.0 if self.momentum else self.learning_rate
+
+    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
         assert self.ops is not None
         self.ops.sgd_update(
-            params, grads, self.slots.get("momentum"), self.learning_rate, self.momentum, self.nesterov
+            params, grads, self.slots.get("momentum"), self.learning_rate / scaled_by, self.momentum, self.nesterov
         )
 
 
@@ -83,8 +96,10 @@ class RMSprop(Optimizer):
     def slot_names(self) -> list[str]:
         return ["velocity", "momentum"] if self.momentum else ["velocity"]
 
-    def _update(self, params: Array, grads: Array) -> None:
+    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
         assert self.ops is not None
+        if scaled_by != 1.0:
+            raise ValueError("RMSprop needs unscaled gradients")
         self.ops.rmsprop_update(
             params,
             grads,
@@ -111,8 +126,10 @@ class Adam(Optimizer):
     def slot_names(self) -> list[str]:
         return ["m", "v"]
 
-    def _update(self, params: Array, grads: Array) -> None:
+    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
         assert self.ops is not None
+        if scaled_by != 1.0:
+            raise ValueError("Adam needs unscaled gradients")
         t = self.iterations
         lr_t = self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
         self.ops.adam_update(
