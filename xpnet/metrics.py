@@ -32,7 +32,7 @@ class SparseCategoricalAccuracy(Metric):
     name = "sparse_categorical_accuracy"
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
-        return xp.astype(xp.argmax(y_pred, axis=-1) == xp.astype(y_true, xp.int64), y_pred.dtype)
+        return xp.astype(xp.argmax(y_pred, axis=-1) == y_true, y_pred.dtype)
 
 
 class CategoricalAccuracy(Metric):

@@ -50,9 +50,13 @@ class NumpyOps(Ops):
         if name == "linear":
             return u, u
         if name == "softmax" and u.ndim == 2:
-            h = u - u.max(axis=1, keepdims=True)
+            m = u.max(axis=1, keepdims=True)
+            h = np.subtract(u, m)
             np.exp(h, out=h)
-            h /= h.sum(axis=1, keepdims=True)
+            s = h.sum(axis=1, keepdims=True)
+            h /= s
+            # log-sum-exp per row, so a fused cross-entropy on this u needs no second softmax
+            self._softmax_memo = (u, h, (m + np.log(s))[:, 0])
             return u, h
         return u, act.forward(np, u)
 
@@ -68,15 +72,25 @@ class NumpyOps(Ops):
     def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
         if loss.name != "sparse_categorical_crossentropy" or u.ndim != 2:
             return super().loss_from_preactivation(loss, y, u, scale)
-        rows = np.arange(u.shape[0])
-        z = u - u.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        s = p.sum(axis=1)
-        value = np.log(s) - z[rows, y]
-        p /= s[:, None]
-        p[rows, y] -= 1.0
-        p *= scale
-        return value, p
+        rows = self._rows(u.shape[0])
+        memo = getattr(self, "_softmax_memo", None)
+        if memo is not None and memo[0] is u:
+            _, h, lse = memo
+            grad = np.multiply(h, scale, dtype=u.dtype)
+        else:
+            m = u.max(axis=1)
+            grad = np.exp(u - m[:, None])
+            s = grad.sum(axis=1)
+            lse = m + np.log(s)
+            grad *= (scale / s)[:, None]
+        grad[rows, y] -= scale
+        return lse - u[rows, y], grad
+
+    def _rows(self, n: int) -> Array:
+        r = getattr(self, "_rows_cache", None)
+        if r is None or r.shape[0] != n:
+            r = self._rows_cache = np.arange(n)
+        return r
 
     def sgd_update(self, p: Array, g: Array, m: Array | None, lr: float, momentum: float, nesterov: bool) -> None:
         if m is None:
