@@ -330,3 +330,10 @@ def test_unbuilt_model_builds_on_first_fit() -> None:
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=1, verbose=0)
     assert model.input_shape == (None, 4) and model.count_params() == 4 * 8 + 8 + 27
+
+
+def test_saved_weights_get_the_usual_file_permissions(tmp_path: Path) -> None:
+    classifier().save_weights(tmp_path / "w.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -95,7 +95,7 @@ def build_model(name: str, seed: int | None = None, dtype: str = "float32") -> S
 
 
 def make_optimizer(name: str, learning_rate: float) -> Optimizer:
-    """"sgd" | "adam" | "rmsprop" with the given learning rate (other settings as in Keras)."""
+    """ "sgd" | "adam" | "rmsprop" with the given learning rate (other settings as in Keras)."""
     table = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
     if name not in table:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(table)}")

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .models import Sequential
 
 __all__ = [
     "INSTALL_HINT",
@@ -28,6 +25,12 @@ __all__ = [
 
 INSTALL_HINT = "pip install 'xpnet[plot]'"
 PathLike = str | os.PathLike[str]
+
+
+class Predictor(Protocol):
+    """Anything with `predict(x (m, 2) float32) -> (m, k)`, e.g. a `Sequential`."""
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray: ...
 
 
 def have_matplotlib() -> bool:
@@ -56,7 +59,9 @@ def curves(history: Mapping[str, Sequence[float]], path: PathLike, title: str | 
 
     history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]} (any subset).
     """
-    fig = _figure((10, 4))
+    fig = _figure((10, 4))  # first: raises the install hint when matplotlib is missing
+    from matplotlib.ticker import MaxNLocator
+
     axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
         for name, label, style in ((key, "train", "o-"), (f"val_{key}", "validation", "s--")):
@@ -70,7 +75,7 @@ def curves(history: Mapping[str, Sequence[float]], path: PathLike, title: str | 
         ax.grid(True, alpha=0.3)
         ax.legend()
         # Integer epochs only; a 1-epoch run would otherwise get ticks like 0.96, 0.98, ...
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -101,7 +106,8 @@ def samples(
             continue
         ax.imshow(x[i], cmap="binary")
         ok = int(y_pred[i]) == int(y_true[i])
-        text = class_names[int(y_pred[i])] if ok else f"{class_names[int(y_pred[i])]}\n(true: {class_names[int(y_true[i])]})"
+        pred, true = class_names[int(y_pred[i])], class_names[int(y_true[i])]
+        text = pred if ok else f"{pred}\n(true: {true})"
         ax.set_title(text, fontsize=8, color="black" if ok else "red")
     if title:
         fig.suptitle(title)
@@ -133,7 +139,8 @@ def confusion(
     threshold = cm.max() / 2 if cm.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if cm[i, j] > threshold else "black")
+            color = "white" if cm[i, j] > threshold else "black"  # legible on dark cells too
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color=color)
     acc = np.trace(cm) / max(cm.sum(), 1)
     ax.set_title(title or f"confusion matrix (accuracy {acc:.4f})")
     fig.tight_layout()
@@ -142,7 +149,7 @@ def confusion(
 
 
 def decision_boundary(
-    model: Sequential,
+    model: Predictor,
     x: np.ndarray,
     y: np.ndarray,
     path: PathLike,

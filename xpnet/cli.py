@@ -1,0 +1,401 @@
+"""Command line: `xpnet train` runs the course's Fashion-MNIST experiments, `xpnet info` describes the setup.
+
+    xpnet train --model A                  # 30 epochs of SGD, as in the course
+    xpnet train --model B --out runs/B     # the exercise: Dropout, Adam, batch 1000
+    xpnet train --quick                    # a few hundred images, 1 epoch: smoke test
+    xpnet info
+
+`python -m xpnet.cli ...` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, experiments, plots
+from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
+from .callbacks import Callback
+from .datasets import DatasetError, fashion_mnist
+
+QUICK_LIMIT = 500
+QUICK_EPOCHS = 1
+EVAL_BATCH = 1000  # evaluation only runs forward passes: a big batch is faster and gives the same numbers
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class EpochTimer(Callback):
+    """Wall seconds per epoch: `seconds` (training + validation pass) and `train_seconds` (training only).
+
+    Synchronizes the device only at epoch edges, so GPU timings are real without a per-step sync.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self.train_seconds: list[float] = []
+        self._t0 = 0.0
+
+    def _sync(self) -> None:
+        if self.model is not None and self.model.ops is not None:
+            self.model.ops.synchronize()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._sync()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+        if batch == self.params.get("steps", 0) - 1:
+            self._sync()
+            self.train_seconds.append(time.perf_counter() - self._t0)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._sync()
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+# ---------------------------------------------------------------------------------------- info
+def _blas() -> str:
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[index]
+        blas = deps["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # older NumPy has no mode="dicts"; this is informational only
+        return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _usable_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count()
+
+
+def _git_revision() -> str | None:
+    """The source checkout's commit (+ "-dirty" with local edits), when xpnet runs from a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout.strip()
+
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--", "xpnet") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(backend: str | None = None) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, NumPy/BLAS, and the GPU when CuPy ran them."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": _blas(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": _usable_cpus(),
+        "xpnet": __version__,
+        "git": _git_revision(),
+    }
+    if backend and backend.startswith("cupy"):
+        try:
+            info.update(get_backend(backend).info())
+        except Exception as e:  # informational: never fail a finished run over it
+            info["gpu"] = f"unknown ({e})"
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = machine_info()
+    print(f"xpnet {__version__}")
+    print(f"backends available: {', '.join(available_backends())}")
+    print(f"python {info['python']} on {info['platform']}")
+    print(f"numpy {info['numpy']} (BLAS: {info['blas']})")
+    print(f"cpu: {info['cpu']} ({info['usable_cpus']} usable of {info['cpu_count']} cores)")
+    print(
+        f"plots: {'matplotlib available' if plots.have_matplotlib() else 'matplotlib missing: ' + plots.INSTALL_HINT}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- train
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line values over the model's course defaults; --quick only fills what was not given."""
+    d = experiments.DEFAULTS[args.model]
+    limit = args.limit if args.limit is not None else (QUICK_LIMIT if args.quick else None)
+    epochs = args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else d.epochs)
+    optimizer = args.optimizer or d.optimizer
+    if args.learning_rate is not None:
+        lr = args.learning_rate
+    elif optimizer == d.optimizer:
+        lr = d.learning_rate
+    else:  # another optimizer than the course's: use its Keras default step size
+        lr = {"sgd": 0.01, "adam": 0.001, "rmsprop": 0.001}[optimizer]
+    return {
+        "model": args.model,
+        "optimizer": optimizer,
+        "learning_rate": lr,
+        "batch_size": args.batch_size or d.batch_size,
+        "epochs": epochs,
+        "limit": limit,
+        "seed": args.seed,
+    }
+
+
+def _default_out(model: str) -> Path:
+    return Path("runs") / f"{model}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _fmt(v: float | None, width: int = 8, digits: int = 4) -> str:
+    return f"{v:>{width}.{digits}f}" if v is not None else " " * width
+
+
+def _at(values: Sequence[float] | None, i: int) -> float | None:
+    # A run stopped on a non-finite loss logs no validation values for its last epoch.
+    return values[i] if values is not None and i < len(values) else None
+
+
+def epoch_table(
+    history: dict[str, list[float]], seconds: Sequence[float], course: dict[int, dict[str, float]] | None
+) -> str:
+    """Per-epoch table; with `course`, the course's Keras numbers beside the epochs it lists."""
+    head = f"{'epoch':>5} {'loss':>8} {'acc':>8} {'val_loss':>8} {'val_acc':>8} {'s':>6}"
+    if course:
+        head += "  | course: " + " ".join(f"{h:>8}" for h in ("loss", "acc", "val_loss", "val_acc"))
+    lines = [head, "-" * len(head)]
+    for i in range(len(history.get("loss", []))):
+        cells = [_fmt(_at(history.get(k), i)) for k in HISTORY_KEYS]
+        line = f"{i + 1:>5} " + " ".join(cells) + " " + _fmt(_at(seconds, i), 6, 2)
+        if course and (i + 1) in course:
+            line += "  |         " + " ".join(_fmt(course[i + 1][k]) for k in HISTORY_KEYS)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _write_history(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "history.json", "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    cols = ["epoch", *HISTORY_KEYS, "seconds", "train_seconds"]
+    with open(out / "history.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for i, epoch in enumerate(record["epoch"]):
+            values = (_at(record[k], i) for k in cols[1:])
+            w.writerow([epoch, *("" if v is None else f"{v:.6f}" for v in values)])
+
+
+def _write_plots(
+    out: Path, record: dict[str, Any], x_test: np.ndarray, y_test: np.ndarray, y_pred: np.ndarray
+) -> list[Path]:
+    """curves.png, samples.png, confusion.png. x_test (n, 28, 28) float32; y_test, y_pred (n,) class indices."""
+    names = fashion_mnist.class_names
+    label = f"model {record['model']}, {record['config']['optimizer']} lr {record['config']['learning_rate']:g}"
+    label += f", batch {record['config']['batch_size']}, test acc {record['test_accuracy']:.4f}"
+    paths = [out / "curves.png", out / "samples.png", out / "confusion.png"]
+    plots.curves({k: record[k] for k in HISTORY_KEYS}, paths[0], title=label)
+    plots.samples(x_test, y_test, y_pred, names, paths[1], rows=4, cols=8, title="test images: prediction (red: wrong)")
+    acc = record["test_accuracy"]
+    plots.confusion(y_test, y_pred, names, paths[2], title=f"test set confusion matrix (accuracy {acc:.4f})")
+    return paths
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _settings(args)
+    out = Path(args.out) if args.out else _default_out(cfg["model"])
+    try:  # before loading data, so that a wrong --backend fails at once
+        ops = get_backend(args.backend)
+    except (BackendUnavailableError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with use_backend(ops):  # build the weights where they will be trained
+        model = experiments.build_model(cfg["model"], seed=cfg["seed"])
+    optimizer = experiments.make_optimizer(cfg["optimizer"], cfg["learning_rate"])
+    model.compile(optimizer=optimizer, loss=experiments.LOSS, metrics=experiments.METRICS, backend=ops)
+    try:
+        train, test = fashion_mnist.load_data(data_dir=args.data_dir)
+    except DatasetError as e:
+        print(f"error: could not load Fashion-MNIST: {e}", file=sys.stderr)
+        return 1
+    data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
+
+    assert model.ops is not None
+    backend = model.ops.describe()
+    print(
+        f"model {cfg['model']} on {backend}: {len(x_train):,} training / {len(x_valid):,} validation / "
+        f"{len(x_test):,} test images; {cfg['optimizer']} lr {cfg['learning_rate']:g}, batch {cfg['batch_size']}, "
+        f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, seed {cfg['seed']}"
+    )
+    if args.verbose not in ("auto", "0"):
+        model.summary()
+
+    timer = EpochTimer()
+    verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
+    t_start = time.perf_counter()
+    hist = model.fit(
+        x_train,
+        y_train,
+        batch_size=cfg["batch_size"],
+        epochs=cfg["epochs"],
+        validation_data=(x_valid, y_valid),
+        callbacks=[timer],
+        verbose=verbose,
+    )
+    wall = time.perf_counter() - t_start
+    scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    assert isinstance(scores, dict)
+    y_pred = model.predict(x_test, batch_size=EVAL_BATCH).argmax(axis=1)
+
+    epochs_run = len(hist.epoch)
+    record: dict[str, Any] = {
+        "model": cfg["model"],
+        "epoch": [e + 1 for e in hist.epoch],
+        **{k: [float(v) for v in hist.history.get(k, [])] for k in HISTORY_KEYS},
+        "seconds": timer.seconds[:epochs_run],
+        "train_seconds": timer.train_seconds[:epochs_run],
+        "test_loss": float(scores["loss"]),
+        "test_accuracy": float(scores["accuracy"]),
+        "train_wall_seconds": wall,
+        "backend": backend,
+        "seed": cfg["seed"],
+        "config": {
+            **{k: cfg[k] for k in ("optimizer", "learning_rate", "batch_size", "epochs", "limit")},
+            "loss": experiments.LOSS,
+            "n_train": len(x_train),
+            "n_valid": len(x_valid),
+            "n_test": len(x_test),
+            "params": model.count_params(),
+            "dtype": model.dtype,
+        },
+        "machine": machine_info(model.ops.describe() if model.ops is not None else backend),
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "xpnet " + shlex.join(args.argv),
+    }
+
+    course = experiments.course_reference() if cfg["model"] == "A" else None
+    print()
+    print(epoch_table(record, record["seconds"], course))
+    if course and not _course_settings(cfg):
+        print("(the course's numbers are for SGD lr 0.01, batch 32 on all 55,000 images; this run differs)")
+    print(f"\ntest: loss {record['test_loss']:.4f}, accuracy {record['test_accuracy']:.4f}")
+    secs = sorted(record["seconds"])
+    if secs:
+        print(f"time: {wall:.1f} s training, median {secs[len(secs) // 2]:.2f} s/epoch on {backend}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_history(out, record)
+    model.save_weights(out / "weights.npz")
+    written = [out / "history.csv", out / "history.json", out / "weights.npz"]
+    if args.no_plots:
+        pass
+    elif not plots.have_matplotlib():
+        print(f"plots skipped: matplotlib is not installed ({plots.INSTALL_HINT})")
+    else:
+        written += _write_plots(out, record, x_test, y_test, y_pred)
+    print(f"\nwrote to {out}/: " + ", ".join(p.name for p in written))
+    return 0
+
+
+def _course_settings(cfg: dict[str, Any]) -> bool:
+    d = experiments.DEFAULTS["A"]
+    return (cfg["optimizer"], cfg["learning_rate"], cfg["batch_size"], cfg["limit"]) == (
+        d.optimizer,
+        d.learning_rate,
+        d.batch_size,
+        None,
+    )
+
+
+# ---------------------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xpnet", description="xpnet: Keras-style MLPs on NumPy or CuPy.")
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,info}")
+
+    t = sub.add_parser(
+        "train",
+        help="train the course's Fashion-MNIST model A or B",
+        description="Train model A (300-100-10, SGD) or B (128-Dropout-10, Adam) on Fashion-MNIST, "
+        "evaluate on the test set and write history.csv/json, weights.npz and plots.",
+    )
+    t.add_argument("--model", choices=experiments.MODELS, default="A", type=str.upper, help="A (default) or B")
+    t.add_argument("--epochs", type=_positive_int, help="default: A 30, B 15 (1 with --quick)")
+    t.add_argument("--batch-size", type=_positive_int, help="default: A 32, B 1000")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], type=str.lower, help="default: A sgd, B adam")
+    t.add_argument("--learning-rate", type=_positive_float, help="default: A 0.01, B 0.001")
+    t.add_argument("--backend", default="auto", help="auto (default), numpy, cupy or cupy:N")
+    t.add_argument("--seed", type=int, default=42, help="weights, shuffling and dropout (default 42)")
+    t.add_argument("--out", help="output folder (default runs/<model>-<timestamp>)")
+    t.add_argument(
+        "--data-dir", help="folder holding the four Fashion-MNIST IDX files (default: search, then download)"
+    )
+    t.add_argument("--limit", type=_positive_int, help="train on the first N of the 55,000 training images")
+    t.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_LIMIT} images, {QUICK_EPOCHS} epoch")
+    t.add_argument("--no-plots", action="store_true", help="do not draw curves.png, samples.png, confusion.png")
+    t.add_argument(
+        "--verbose",
+        nargs="?",
+        const="1",
+        default="auto",
+        choices=["auto", "0", "1", "2"],
+        help="progress: 0 silent, 1 bars, 2 one line per epoch (1 and 2 also print the model summary); "
+        "default auto (bars on a terminal, else lines)",
+    )
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="version, backends, NumPy and BLAS")
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `xpnet` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
