@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -23,9 +22,9 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import xpnet  # noqa: E402
-from xpnet.backend import _cupy_problem  # noqa: E402
-from xpnet.parity import compare, synthetic_fashion_like, train_on  # noqa: E402
+import xpnet
+from xpnet.backend import _cupy_problem
+from xpnet.parity import compare, synthetic_fashion_like, train_on
 
 
 def run_tests() -> tuple[str, str]:
@@ -63,7 +62,9 @@ def time_epochs(backend: str, workload: str, x: np.ndarray, y: np.ndarray, epoch
     assert ops is not None
 
     class EpochTimer(Callback):
-        times: list[float] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             ops.synchronize()
@@ -139,7 +140,8 @@ def main() -> int:
         f"# xpnet GPU check — {dt.date.today().isoformat()}",
         "",
         f"- device: {info.get('device')} ({info.get('memory_gib')} GiB), CUDA runtime {info.get('cuda_runtime')}",
-        f"- cupy {info.get('cupy')}, numpy {np.__version__}, Python {platform.python_version()}, xpnet {xpnet.__version__}",
+        f"- cupy {info.get('cupy')}, numpy {np.__version__}, Python {platform.python_version()}, "
+        f"xpnet {xpnet.__version__}",
         f"- host: {platform.node()} {os.cpu_count()} CPUs",
         "",
     ]
@@ -180,7 +182,9 @@ def main() -> int:
                 ours = time_epochs("cupy", w, x, y)
                 peer = time_torch(w, x, y)
                 ratio = f"{ours / peer:.2f}" if peer else "n/a"
-                lines.append(f"| {w} | {ours:.3f} | {peer:.3f} | {ratio} |" if peer else f"| {w} | {ours:.3f} | n/a | n/a |")
+                lines.append(
+                    f"| {w} | {ours:.3f} | {peer:.3f} | {ratio} |" if peer else f"| {w} | {ours:.3f} | n/a | n/a |"
+                )
             lines.append("")
     if args.profile:
         import cProfile

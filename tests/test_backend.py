@@ -48,7 +48,7 @@ def test_cupy_request_without_cupy_says_why_and_how(monkeypatch: pytest.MonkeyPa
 def test_cupy_without_a_device_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     class Runtime:
         @staticmethod
-        def getDeviceCount() -> int:  # noqa: N802
+        def getDeviceCount() -> int:
             raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
 
     fake = type(sys)("cupy")
@@ -56,7 +56,7 @@ def test_cupy_without_a_device_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     fake.cuda.runtime = Runtime  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(B, "_cache", {})
-    with pytest.raises(B.BackendUnavailableError, match="no CUDA device is usable.*nvidia-smi"):
+    with pytest.raises(B.BackendUnavailableError, match=r"no CUDA device is usable.*nvidia-smi"):
         xpnet.get_backend("cupy")
 
 
@@ -100,7 +100,7 @@ def test_hash_matches_the_python_integer_reference() -> None:
 
 def test_dropout_masks_are_identical_on_every_backend(ops: Ops) -> None:
     reference = Ops.dropout_mask(xpnet.get_backend("numpy"), (64, 33), (7, 11), 0.2, np.float32)
-    got = ops.to_numpy(ops.dropout_mask((64, 33), (7, 11), 0.2, getattr(ops.xp, "float32")))
+    got = ops.to_numpy(ops.dropout_mask((64, 33), (7, 11), 0.2, ops.xp.float32))
     np.testing.assert_array_equal(got, reference)
 
 
@@ -160,7 +160,7 @@ def test_host_sync_budget_per_epoch_does_not_grow_with_steps() -> None:
         originals = {k: getattr(Array, k) for k in ("__float__", "__bool__", "__int__", "__index__")}
         try:
             for k in originals:  # any implicit scalar read in the loop would be a hidden sync
-                setattr(Array, k, lambda self, k=k: hidden.append(k) or originals[k](self))
+                setattr(Array, k, lambda self, k=k, seen=hidden, orig=originals: seen.append(k) or orig[k](self))
             model.fit(x, y, batch_size=bs, epochs=3, validation_split=0.25, verbose=0)
         finally:
             for k, f in originals.items():

@@ -42,14 +42,14 @@ def test_labels_outside_class_range(clf: Sequential) -> None:
 
 
 def test_one_hot_given_to_sparse_loss(clf: Sequential) -> None:
-    with pytest.raises(ValueError, match="looks one-hot.*categorical_crossentropy"):
+    with pytest.raises(ValueError, match=r"looks one-hot.*categorical_crossentropy"):
         clf.fit(X, np.eye(3)[Y], verbose=0)
 
 
 def test_sparse_labels_given_to_categorical_loss() -> None:
     model = Sequential([Dense(3, "softmax", input_shape=(4,))])
     model.compile("sgd", "categorical_crossentropy")
-    with pytest.raises(ValueError, match="integer class labels.*sparse_categorical_crossentropy"):
+    with pytest.raises(ValueError, match=r"integer class labels.*sparse_categorical_crossentropy"):
         model.fit(X, Y, verbose=0)
 
 
@@ -64,7 +64,7 @@ def test_nan_and_inf_in_inputs(clf: Sequential) -> None:
 
 
 def test_non_numeric_arrays(clf: Sequential) -> None:
-    with pytest.raises(TypeError, match="numeric.*dtype <U"):
+    with pytest.raises(TypeError, match=r"numeric.*dtype <U"):
         clf.fit(np.array([["a", "b", "c", "d"]] * 10), Y, verbose=0)
     with pytest.raises(TypeError, match="y must be numeric"):
         clf.fit(X, np.array(["cat"] * 10), verbose=0)
@@ -106,7 +106,7 @@ def test_device_array_handed_to_numpy_model(clf: Sequential) -> None:
 def test_strict_device_array_handed_to_numpy_model(clf: Sequential) -> None:
     xps = pytest.importorskip("array_api_strict")
     x = xps.asarray(X, device=xps.Device("device1"))
-    with pytest.raises(TypeError, match="array_api_strict.*'numpy' backend"):
+    with pytest.raises(TypeError, match=r"array_api_strict.*'numpy' backend"):
         clf.predict(x)
 
 
@@ -115,7 +115,7 @@ def test_training_through_a_step_function_is_refused() -> None:
     model.compile("sgd", "binary_crossentropy")
     model.predict(X)  # forward through a step function is fine
     assert set(np.unique(model.layers[0].activation.forward(np, np.array([-1.0, 0.0, 2.0])))) == {0.0, 1.0}
-    with pytest.raises(xpnet.activations.NotDifferentiableError, match="heaviside.*no useful gradient"):
+    with pytest.raises(xpnet.activations.NotDifferentiableError, match=r"heaviside.*no useful gradient"):
         model.fit(X, (Y > 0).astype(np.float32), verbose=0)
 
 

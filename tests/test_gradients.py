@@ -147,10 +147,10 @@ def test_softmax_cross_entropy_is_finite_for_huge_logits() -> None:
     assert np.all(np.isfinite(g))
 
 
-@pytest.mark.parametrize(
-    "reg", [regularizers.L1(0.03), regularizers.L2(0.02), regularizers.L1L2(0.01, 0.05)], ids=repr
-)
-def test_regularizer_gradient_matches_finite_differences(reg: regularizers.Regularizer, rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("reg", [regularizers.L1(0.03), regularizers.L2(0.02), regularizers.L1L2(0.01, 0.05)], ids=repr)
+def test_regularizer_gradient_matches_finite_differences(
+    reg: regularizers.Regularizer, rng: np.random.Generator
+) -> None:
     w = away_from_zero(rng, (3, 4))
     assert_close(reg.grad(np, w), numeric_grad(lambda ww: float(reg.penalty(np, ww)), w.copy()))
 

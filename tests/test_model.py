@@ -81,7 +81,7 @@ def test_regression_with_mape_and_custom_metric() -> None:
     x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(-1, 1)
     y = 3 * x + 5
 
-    def max_error(y_true, y_pred):  # noqa: ANN001, ANN202
+    def max_error(y_true, y_pred):
         return abs(y_pred - y_true)[:, 0]
 
     model = Sequential([Dense(1, input_shape=(1,))], seed=0)
@@ -96,10 +96,10 @@ def test_custom_loss_subclass_trains() -> None:
     class Quartic(xpnet.losses.Loss):
         name = "quartic"
 
-        def call(self, xp, y_true, y_pred):  # noqa: ANN001, ANN201
+        def call(self, xp, y_true, y_pred):
             return xp.mean((y_pred - y_true) ** 4, axis=-1)
 
-        def grad(self, xp, y_true, y_pred):  # noqa: ANN001, ANN201
+        def grad(self, xp, y_true, y_pred):
             return 4 * (y_pred - y_true) ** 3 / y_pred.shape[-1]
 
     x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(-1, 1)
@@ -197,7 +197,9 @@ def test_load_weights_of_another_architecture_leaves_model_unchanged(tmp_path: P
     small.save_weights(tmp_path / "small.npz")
     model = classifier()
     before = model.get_weights()
-    with pytest.raises(ValueError, match=r"(?s)different architecture.*Dense\[\[4, 5\], \[5\]\].*Dense\[\[4, 16\], \[16\]\]"):
+    with pytest.raises(
+        ValueError, match=r"(?s)different architecture.*Dense\[\[4, 5\], \[5\]\].*Dense\[\[4, 16\], \[16\]\]"
+    ):
         model.load_weights(tmp_path / "small.npz")
     for u, v in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(u, v)
@@ -208,12 +210,12 @@ def test_missing_and_corrupt_weight_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         model.load_weights(tmp_path / "nope.npz")
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 this is not a zip")
-    with pytest.raises(ValueError, match="bad.npz is not a readable xpnet weights file"):
+    with pytest.raises(ValueError, match=r"bad.npz is not a readable xpnet weights file"):
         model.load_weights(tmp_path / "bad.npz")
     model.save_weights(tmp_path / "good.npz")
     data = (tmp_path / "good.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="cut.npz is not a readable"):
+    with pytest.raises(ValueError, match=r"cut.npz is not a readable"):
         model.load_weights(tmp_path / "cut.npz")
 
 
@@ -223,7 +225,7 @@ def test_save_weights_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     model.save_weights(path)
     good = path.read_bytes()
 
-    def crash(f, **entries):  # noqa: ANN001, ANN003, ANN202
+    def crash(f, **entries):
         f.write(b"partial")
         raise OSError("disk full")
 
@@ -249,11 +251,11 @@ def test_callbacks_see_epochs_and_batches() -> None:
     seen: list[tuple[str, int]] = []
 
     class Spy(Callback):
-        def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN202
+        def on_epoch_end(self, epoch, logs=None):
             seen.append(("epoch", epoch))
             assert "loss" in logs
 
-        def on_train_batch_end(self, batch, logs=None):  # noqa: ANN001, ANN202
+        def on_train_batch_end(self, batch, logs=None):
             seen.append(("batch", batch))
 
     model = classifier()

@@ -73,14 +73,19 @@ class EarlyStopping(Callback):
             mode = "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
         self.monitor, self.mode = monitor, mode
         self.min_delta, self.patience, self.verbose = abs(float(min_delta)), int(patience), verbose
-        self.baseline, self.restore_best_weights, self.start_from_epoch = baseline, restore_best_weights, start_from_epoch
+        self.baseline, self.restore_best_weights, self.start_from_epoch = (
+            baseline,
+            restore_best_weights,
+            start_from_epoch,
+        )
         self.stopped_epoch = 0
 
     def _improved(self, value: float, ref: float) -> bool:
         return value < ref - self.min_delta if self.mode == "min" else value > ref + self.min_delta
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self.wait, self.stopped_epoch, self.best_weights = 0, 0, None
+        self.wait, self.stopped_epoch = 0, 0
+        self.best_weights: list[Any] | None = None
         self.best = self.baseline if self.baseline is not None else (math.inf if self.mode == "min" else -math.inf)
         self.best_epoch = 0
 

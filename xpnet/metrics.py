@@ -82,7 +82,7 @@ class FunctionMetric(Metric):
 
     def __init__(self, fn: Callable[[Array, Array], Array], name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "metric")
+        self.name = name or str(getattr(fn, "__name__", "metric"))
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         return self.fn(y_true, y_pred)

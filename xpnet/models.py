@@ -254,7 +254,11 @@ class Sequential:
 
     def _layout(self) -> list[dict[str, Any]]:
         return [
-            {"name": layer.name, "class": type(layer).__name__, "params": {s.name: list(s.shape) for s in layer.param_specs()}}
+            {
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "params": {s.name: list(s.shape) for s in layer.param_specs()},
+            }
             for layer in self.layers
         ]
 
@@ -666,7 +670,8 @@ class Sequential:
         with ops.activate():
             X = self._upload(x)
             n = X.shape[0]
-            out = ops.zeros((n, *self.output_shape[1:]), getattr(ops.xp, self.dtype))  # type: ignore[misc]
+            out_shape = (n, *(d for d in self.output_shape[1:] if d is not None))
+            out = ops.zeros(out_shape, getattr(ops.xp, self.dtype))
             for lo in range(0, n, batch_size):
                 hi = min(lo + batch_size, n)
                 out[lo:hi, ...] = self._forward(X[lo:hi, ...], training=False)

@@ -137,7 +137,7 @@ class Adam(Optimizer):
         )
 
 
-_REGISTRY: dict[str, type[Optimizer]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
+_REGISTRY: dict[str, type[SGD] | type[RMSprop] | type[Adam]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
 
 
 def get(identifier: str | Optimizer) -> Optimizer:

@@ -11,7 +11,10 @@ from .models import Sequential
 
 
 def synthetic_fashion_like(n: int = 6000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A learnable stand-in for Fashion-MNIST: x (n, 784) float32 in [0, 1), y (n,) int labels from a random linear teacher."""
+    """A learnable stand-in for Fashion-MNIST.
+
+    -> x (n, 784) float32 in [0, 1), y (n,) int labels from a random linear teacher.
+    """
     rng = np.random.default_rng(seed)
     x = rng.random((n, 784), dtype=np.float32)
     teacher = rng.standard_normal((784, 10)).astype(np.float32)
@@ -30,6 +33,7 @@ def train_on(
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
     hist = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
     dropout = model.layers[1]
+    assert isinstance(dropout, Dropout)
     assert model.ops is not None
     return {
         "weights": model.get_weights(),

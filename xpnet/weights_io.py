@@ -45,7 +45,7 @@ def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: lis
     header = {"format": FORMAT, "version": VERSION, "layers": layout}
     entries = {f"w{i:04d}": a for i, a in enumerate(arrays)}
     entries["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    return atomic_write_bytes(path, lambda f: np.savez(f, **entries))
+    return atomic_write_bytes(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
 
 
 def load(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from .base import Array, Ops
 from .numpy_ops import NumpyOps
 
-__all__ = ["Array", "BackendUnavailableError", "Ops", "get_backend", "use_backend", "available_backends"]
+__all__ = ["Array", "BackendUnavailableError", "Ops", "available_backends", "get_backend", "use_backend"]
 
 _current: contextvars.ContextVar[str | Ops | None] = contextvars.ContextVar("xpnet_backend", default=None)
 _cache: dict[str, Ops] = {}

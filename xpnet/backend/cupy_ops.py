@@ -240,8 +240,7 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
         return ek(
             "uint32 k0, uint32 k1, uint32 threshold, T scale",
             "T out",
-            "unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)i ^ k0) ^ k1);"
-            "out = h >= threshold ? scale : (T)0;",
+            "unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)i ^ k0) ^ k1);out = h >= threshold ? scale : (T)0;",
             "xpnet_dropout_mask",
             preamble=_MIX,
         )

@@ -98,9 +98,7 @@ def cache_dir(name: str) -> Path:
     return base / "xpnet" / name
 
 
-def candidate_dirs(
-    spec: DatasetSpec, data_dir: str | os.PathLike[str] | None = None
-) -> list[Path]:
+def candidate_dirs(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Directories searched for ``spec``'s files, in order (see module doc)."""
     if data_dir is not None:
         return [Path(data_dir).expanduser()]
@@ -128,23 +126,14 @@ def load_dataset(
     for directory in candidate_dirs(spec, data_dir):
         found, missing = _locate(spec, directory)
         if not missing:
-            return {
-                key: _load_file(path, spec.files[key]) for key, path in found.items()
-            }
+            return {key: _load_file(path, spec.files[key]) for key, path in found.items()}
         searched.append(f"  {directory}  ({_why_not(spec, directory, missing)})")
 
     if data_dir is not None:
         # An explicit location must not silently fall back to somewhere else.
-        raise DatasetNotFoundError(
-            f"{spec.title} files not found in the given directory:\n"
-            + "\n".join(searched)
-        )
+        raise DatasetNotFoundError(f"{spec.title} files not found in the given directory:\n" + "\n".join(searched))
     if not download:
-        raise DatasetNotFoundError(
-            _not_found_message(
-                spec, searched, "download=False, so no download was tried."
-            )
-        )
+        raise DatasetNotFoundError(_not_found_message(spec, searched, "download=False, so no download was tried."))
 
     target = cache_dir(spec.name)
     found, missing = _locate(spec, target)
@@ -156,9 +145,7 @@ def load_dataset(
         except (OSError, HTTPException) as exc:
             # URLError, timeouts, refused connections, unwritable cache, ...
             reason = f"Download failed: {exc}"
-            raise DatasetNotFoundError(
-                _not_found_message(spec, searched, reason)
-            ) from exc
+            raise DatasetNotFoundError(_not_found_message(spec, searched, reason)) from exc
     return {key: arrays[key] for key in spec.files}
 
 
@@ -190,9 +177,7 @@ def _locate(spec: DatasetSpec, directory: Path) -> tuple[dict[str, Path], list[s
 
 
 def _load_file(path: Path, fspec: FileSpec) -> np.ndarray:
-    hint = (
-        f"Delete or replace {path} (a fresh copy will be searched for or downloaded)."
-    )
+    hint = f"Delete or replace {path} (a fresh copy will be searched for or downloaded)."
     return _check(read_idx_bytes(path), str(path), fspec, hint)
 
 
@@ -208,14 +193,10 @@ def _check(data: bytes, source: str, fspec: FileSpec, hint: str) -> np.ndarray:
         actual = hashlib.sha256(data).hexdigest()
         if actual != fspec.sha256:
             raise DatasetError(
-                f"{source}: SHA-256 mismatch of the decompressed data: "
-                f"expected {fspec.sha256}, got {actual}. {hint}"
+                f"{source}: SHA-256 mismatch of the decompressed data: expected {fspec.sha256}, got {actual}. {hint}"
             )
     if fspec.max_value is not None and array.size and array.max() > fspec.max_value:
-        raise DatasetError(
-            f"{source}: values up to {array.max()}, expected at most "
-            f"{fspec.max_value}. {hint}"
-        )
+        raise DatasetError(f"{source}: values up to {array.max()}, expected at most {fspec.max_value}. {hint}")
     return array
 
 
@@ -236,9 +217,7 @@ def _download(spec: DatasetSpec, fspec: FileSpec, target: Path) -> np.ndarray:
 def _fetch(url: str, dest: Path, fspec: FileSpec) -> np.ndarray:
     # Written to a temp file in the same directory and renamed only once
     # verified, so an interrupted or bad download never looks like a good copy.
-    fd, tmp_name = tempfile.mkstemp(
-        dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-    )
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with (
@@ -286,10 +265,7 @@ def _not_found_message(spec: DatasetSpec, searched: list[str], reason: str) -> s
             f"{spec.apt_package}  (files go to {spec.debian_dir})"
         )
     howto += [
-        (
-            f"  - put the files ({names}, optionally .gz) in a directory and "
-            f"set {ENV_VAR} to it, or pass data_dir="
-        ),
+        (f"  - put the files ({names}, optionally .gz) in a directory and set {ENV_VAR} to it, or pass data_dir="),
         (
             f"  - or allow download=True with internet access (mirror: "
             f"{spec.mirrors[0] if spec.mirrors else 'none'}; saved to "

@@ -71,27 +71,19 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     (uint8, int8, int16, int32, float32 or float64) and shape.
     """
     if len(data) < 4:
-        raise DatasetError(
-            f"{source}: truncated header: {len(data)} bytes, need at least 4"
-        )
+        raise DatasetError(f"{source}: truncated header: {len(data)} bytes, need at least 4")
     if data[:2] != b"\x00\x00":
         raise DatasetError(
-            f"{source}: not an IDX file: magic starts with bytes "
-            f"{data[:4].hex(' ')}, expected 00 00 <dtype> <ndim>"
+            f"{source}: not an IDX file: magic starts with bytes {data[:4].hex(' ')}, expected 00 00 <dtype> <ndim>"
         )
     code, ndim = data[2], data[3]
     dtype = IDX_DTYPES.get(code)
     if dtype is None:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise DatasetError(
-            f"{source}: unknown IDX dtype code 0x{code:02X} (known: {known})"
-        )
+        raise DatasetError(f"{source}: unknown IDX dtype code 0x{code:02X} (known: {known})")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DatasetError(
-            f"{source}: truncated header: {len(data)} bytes, "
-            f"need {header} for {ndim} dimensions"
-        )
+        raise DatasetError(f"{source}: truncated header: {len(data)} bytes, need {header} for {ndim} dimensions")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, offset=4))
     count = math.prod(shape)  # Python ints: no overflow on bogus dims
     expected = count * dtype.itemsize

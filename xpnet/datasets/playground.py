@@ -25,9 +25,7 @@ XY = tuple[np.ndarray, np.ndarray]
 
 
 def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _check_args(n_samples: int, noise: float) -> None:
@@ -57,9 +55,7 @@ def circle(n_samples: int = 500, noise: float = 0.0, seed: Seed = None) -> XY:
     rng = np.random.default_rng(seed)
     radius = 5.0
     n_in, n_out = _halves(n_samples)
-    r = np.concatenate(
-        [rng.uniform(0, radius * 0.5, n_in), rng.uniform(radius * 0.7, radius, n_out)]
-    )
+    r = np.concatenate([rng.uniform(0, radius * 0.5, n_in), rng.uniform(radius * 0.7, radius, n_out)])
     angle = rng.uniform(0, 2 * math.pi, n_samples)
     x = np.stack([r * np.sin(angle), r * np.cos(angle)], axis=1)
     jitter = rng.uniform(-radius, radius, (n_samples, 2)) * noise
@@ -88,9 +84,7 @@ def gaussian(n_samples: int = 500, noise: float = 0.0, seed: Seed = None) -> XY:
     rng = np.random.default_rng(seed)
     std = math.sqrt(0.5 + noise * 7.0)
     n_pos, n_neg = _halves(n_samples)
-    x = np.concatenate(
-        [rng.normal(2.0, std, (n_pos, 2)), rng.normal(-2.0, std, (n_neg, 2))]
-    )
+    x = np.concatenate([rng.normal(2.0, std, (n_pos, 2)), rng.normal(-2.0, std, (n_neg, 2))])
     positive = np.arange(n_samples) < n_pos
     return _finish(x, positive, rng)
 
@@ -133,9 +127,7 @@ def load_data(
     test_ratio)`` rows and both parts are non-empty.
     """
     if name not in DATASETS:
-        raise ValueError(
-            f"unknown playground dataset {name!r}; choose from {sorted(DATASETS)}"
-        )
+        raise ValueError(f"unknown playground dataset {name!r}; choose from {sorted(DATASETS)}")
     if not _is_real(test_ratio):
         raise TypeError(f"test_ratio must be a number, got {test_ratio!r}")
     if not 0.0 < test_ratio < 1.0:
@@ -143,9 +135,6 @@ def load_data(
     x, y = DATASETS[name](n_samples, noise, seed)  # rows come shuffled
     n_test = round(n_samples * test_ratio)
     if not 0 < n_test < n_samples:
-        raise ValueError(
-            f"n_samples={n_samples} with test_ratio={test_ratio} leaves an empty "
-            f"train or test set"
-        )
+        raise ValueError(f"n_samples={n_samples} with test_ratio={test_ratio} leaves an empty train or test set")
     n_train = n_samples - n_test
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])

@@ -53,7 +53,9 @@ class Dense(Layer):
 
     def param_specs(self) -> list[ParamSpec]:
         assert self.input_shape is not None
-        specs = [ParamSpec("kernel", (self.input_shape[0], self.units), self.kernel_initializer, self.kernel_regularizer)]
+        specs = [
+            ParamSpec("kernel", (self.input_shape[0], self.units), self.kernel_initializer, self.kernel_regularizer)
+        ]
         if self.use_bias:
             specs.append(ParamSpec("bias", (self.units,), self.bias_initializer, self.bias_regularizer))
         return specs
