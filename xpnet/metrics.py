@@ -1,7 +1,9 @@
-"""Metrics as per-sample values summed on the device; the epoch value is sum / count.
+"""Metrics as device-side running states read back only when a value is shown.
 
-`call(xp, y_true, y_pred) -> (n,)`. Summing on the device means the training loop never
-reads a number back until the progress bar redraws.
+The common case is a mean of per-sample values: `call(xp, y_true, y_pred) -> (n,)`, and the
+state is their running sum. Metrics that are not means (precision, recall, AUC, ...) override
+`update` to return any fixed-size state array that adds up over batches (e.g. confusion
+counts) and `result` to turn the summed state into the value on the host.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ class Metric:
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         raise NotImplementedError
 
-    def batch_sum(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+    def update(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        """This batch's contribution to the running state (a 0-d or 1-d device array; states add)."""
         return xp.sum(self.call(xp, y_true, y_pred))
+
+    def result(self, state: Any, count: int) -> float:
+        """The metric from the summed host state over `count` samples."""
+        return float(state) / count
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -525,10 +525,20 @@ class Sequential:
         return history
 
     def _read(self, sums: list[Array], count: int, names: list[str]) -> dict[str, float]:
-        """One device→host read of the running sums; returns the running means."""
-        assert self.ops is not None
-        host = self.ops.to_numpy(self.ops.xp.stack(sums))
-        return {k: float(v) / count for k, v in zip(names, host, strict=True)}
+        """One device→host read of the running states; returns loss and metric values."""
+        ops = self.ops
+        assert ops is not None
+        xp = ops.xp
+        flat = [xp.reshape(s, (-1,)) for s in sums]
+        concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
+        host = ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0])
+        out, off = {"loss": float(host[0]) / count}, 1
+        for name, metric, s in zip(names[1:], self.metrics, flat[1:], strict=True):
+            size = int(s.shape[0])
+            state = host[off : off + size]
+            out[name] = metric.result(state[0] if size == 1 else state, count)
+            off += size
+        return out
 
     def _forward(self, x: Array, training: bool) -> Array:
         for layer in self.layers:
@@ -580,7 +590,7 @@ class Sequential:
         loss_sum, out = self._loss_and_grads(xb, yb, fused, scale)
         self.optimizer.step(self._params, self._grads, scale)
         xp = self.ops.xp
-        return [loss_sum, *(m.batch_sum(xp, yb, out) for m in self.metrics)]
+        return [loss_sum, *(m.update(xp, yb, out) for m in self.metrics)]
 
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """Loss over (x, y) as one batch, and its gradient for every weight (same order as get_weights).
@@ -625,7 +635,7 @@ class Sequential:
                 value = ops.loss_from_preactivation(loss, yb, self.layers[-1].preactivation, 1.0)[0]  # type: ignore[attr-defined]
             else:
                 value = loss.call(xp, yb, out)
-            batch = [xp.sum(value), *(m.batch_sum(xp, yb, out) for m in self.metrics)]
+            batch = [xp.sum(value), *(m.update(xp, yb, out) for m in self.metrics)]
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
         if self._reg_terms:
             sums[0] = sums[0] + self._penalty() * n
