@@ -339,3 +339,21 @@ def test_saved_weights_get_the_usual_file_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_streaming_fallback_gives_the_same_run_as_device_resident_data(backend: str) -> None:
+    """When the data does not fit the device budget, batches are uploaded one by one: same numbers."""
+    x, y = blobs(200)
+    results = []
+    for limit in (None, 0):
+        model = classifier(seed=8, dropout=0.2)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        model.ops.max_resident_bytes = limit
+        try:
+            hist = model.fit(x, y, batch_size=16, epochs=2, validation_split=0.2, verbose=0)
+        finally:
+            model.ops.max_resident_bytes = None
+        results.append((model.get_weights(), hist.history))
+    for a, b in zip(results[0][0], results[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert results[0][1] == results[1][1]

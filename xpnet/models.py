@@ -469,26 +469,39 @@ class Sequential:
         names = self.metrics_names
         fused = self._fused()
         self.stop_training = False
+        sparse = self.loss.sparse  # type: ignore[union-attr]
         with ops.activate():
-            X, Y = self._upload(x), self._upload(yy, float_dtype=not self.loss.sparse)  # type: ignore[union-attr]
-            VX = self._upload(vx) if vx is not None else None
-            VY = self._upload(vy, float_dtype=not self.loss.sparse) if vy is not None else None  # type: ignore[union-attr]
+            nbytes = _nbytes(x, self.dtype) + _nbytes(yy, None) + _nbytes(vx, self.dtype) + _nbytes(vy, None)
+            resident = ops.fits_on_device(nbytes)
+            if resident:  # the usual case: the data crosses to the device once per fit
+                X, Y = self._upload(x), self._upload(yy, float_dtype=not sparse)
+                VX = self._upload(vx) if vx is not None else None
+                VY = self._upload(vy, float_dtype=not sparse) if vy is not None else None
+            else:  # too large for the device: keep it on the host and upload each batch as it is used
+                X, Y, VX, VY = x, yy, vx, vy
             for cb in cbs:
                 cb.on_train_begin()
             try:
                 for epoch in range(initial_epoch, epochs):
                     for cb in cbs:
                         cb.on_epoch_begin(epoch)
-                    perm = ops.asarray(shuffle_rng(self.seed, epoch).permutation(n)) if shuffle else None
+                    perm = shuffle_rng(self.seed, epoch).permutation(n) if shuffle else None
+                    if perm is not None and resident:
+                        perm = ops.asarray(perm)
                     progress.epoch_begin(epoch)
                     sums: list[Array] = []
                     for step in range(steps):
                         lo, hi = step * batch_size, min((step + 1) * batch_size, n)
                         if perm is None:
                             xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
-                        else:
+                        elif resident:
                             idx = perm[lo:hi]
                             xb, yb = ops.take_rows(X, idx), ops.take_rows(Y, idx)
+                        else:
+                            idx = perm[lo:hi]
+                            xb, yb = X[idx], Y[idx]
+                        if not resident:
+                            xb, yb = self._upload(xb), self._upload(yb, float_dtype=not sparse)
                         batch = self._train_step(xb, yb, fused)
                         sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
                         for cb in batch_hooks:
@@ -630,6 +643,8 @@ class Sequential:
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
+            if isinstance(xb, np.ndarray) and not ops.is_native(xb):  # streamed from the host
+                xb, yb = self._upload(xb), self._upload(yb, float_dtype=not loss.sparse)
             out = self._forward(xb, training=False)
             if fused:
                 value = ops.loss_from_preactivation(loss, yb, self.layers[-1].preactivation, 1.0)[0]  # type: ignore[attr-defined]
@@ -693,6 +708,13 @@ class Sequential:
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+def _nbytes(a: Any, dtype: str | None) -> int:
+    if a is None:
+        return 0
+    itemsize = np.dtype(dtype).itemsize if dtype is not None else a.dtype.itemsize
+    return int(a.size) * itemsize
 
 
 def _check_batch_size(batch_size: Any) -> int:

@@ -54,6 +54,12 @@ class Ops:
         """True when `a` is already an array of this backend (no upload needed)."""
         return isinstance(a, np.ndarray)
 
+    max_resident_bytes: int | None = None  # None: no limit; set it to force streaming (tests, shared GPUs)
+
+    def fits_on_device(self, nbytes: int) -> bool:
+        """Whether a dataset of `nbytes` should be uploaded whole rather than streamed batch by batch."""
+        return self.max_resident_bytes is None or nbytes <= self.max_resident_bytes
+
     def activate(self) -> AbstractContextManager[Any]:
         """Context that makes this backend's device current (a no-op off CUDA)."""
         return nullcontext()

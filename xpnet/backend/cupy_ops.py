@@ -62,6 +62,16 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def is_native(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray) and a.device.id == self.device_id
 
+    def fits_on_device(self, nbytes: int) -> bool:
+        if self.max_resident_bytes is not None:
+            return nbytes <= self.max_resident_bytes
+        with self.device:
+            free, _ = self.xp.cuda.runtime.memGetInfo()
+            pool = self.xp.get_default_memory_pool()
+            free += pool.free_bytes()
+        # leave half for activations, gradients and the allocator's slack
+        return nbytes <= free // 2
+
     def activate(self) -> AbstractContextManager[Any]:
         return self.device
 
