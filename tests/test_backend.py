@@ -221,3 +221,11 @@ def test_fused_loss_hot_spot_matches_generic(ops: Ops, loss_name: str, dtype: st
     tol = 2e-6 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(ops.to_numpy(v1), ops.to_numpy(v2), rtol=tol, atol=tol)
     np.testing.assert_allclose(ops.to_numpy(g1), ops.to_numpy(g2), rtol=tol, atol=tol)
+
+
+def test_dropout_mask_offset_continues_the_global_batch(ops: Ops) -> None:
+    """A rank holding rows 3..12 of a global batch draws exactly those rows of the global mask."""
+    f32 = getattr(ops.xp, "float32")
+    whole = ops.to_numpy(ops.dropout_mask((13, 5), (9, 4), 0.5, f32))
+    part = ops.to_numpy(ops.dropout_mask((10, 5), (9, 4), 0.5, f32, offset=3 * 5))
+    np.testing.assert_array_equal(part, whole[3:])

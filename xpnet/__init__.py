@@ -1,6 +1,6 @@
 """xpnet: Keras-style multilayer perceptrons whose math runs on NumPy (CPU) or CuPy (CUDA GPU)."""
 
-from . import activations, callbacks, initializers, layers, losses, metrics, optimizers, regularizers
+from . import activations, callbacks, checkpoint, initializers, layers, losses, metrics, optimizers, regularizers
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History
 from .layers import Activation, Dense, Dropout, Flatten, Input

@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__, experiments, plots
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback
+from .checkpoint import Checkpoint
 from .datasets import DatasetError, fashion_mnist
 
 QUICK_LIMIT = 500
@@ -248,15 +249,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     assert model.ops is not None
     backend = model.ops.describe()
-    print(
-        f"model {cfg['model']} on {backend}: {len(x_train):,} training / {len(x_valid):,} validation / "
-        f"{len(x_test):,} test images; {cfg['optimizer']} lr {cfg['learning_rate']:g}, batch {cfg['batch_size']}, "
-        f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, seed {cfg['seed']}"
-    )
-    if args.verbose not in ("auto", "0"):
+    root = model.comm.is_root
+    if model.comm.size > 1 and root:
+        print(f"data-parallel over {model.comm.size} MPI ranks: global batch {cfg['batch_size'] * model.comm.size}")
+    if root:
+        print(
+            f"model {cfg['model']} on {backend}: {len(x_train):,} training / {len(x_valid):,} validation / "
+            f"{len(x_test):,} test images; {cfg['optimizer']} lr {cfg['learning_rate']:g}, batch {cfg['batch_size']}, "
+            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, seed {cfg['seed']}"
+        )
+    if args.verbose not in ("auto", "0") and root:
         model.summary()
 
     timer = EpochTimer()
+    callbacks: list[Callback] = [timer]
+    ckpt_dir = out / "checkpoints"
+    if args.checkpoint_every or args.resume:
+        callbacks.append(Checkpoint(ckpt_dir, save_freq=args.checkpoint_every or "epoch"))
     verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
     t_start = time.perf_counter()
     hist = model.fit(
@@ -265,12 +274,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=cfg["batch_size"],
         epochs=cfg["epochs"],
         validation_data=(x_valid, y_valid),
-        callbacks=[timer],
+        callbacks=callbacks,
         verbose=verbose,
+        resume_from=ckpt_dir if args.resume else None,
     )
     wall = time.perf_counter() - t_start
-    scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)  # all ranks
     assert isinstance(scores, dict)
+    if not root:  # only rank 0 writes files and prints the report
+        return 0
     y_pred = model.predict(x_test, batch_size=EVAL_BATCH).argmax(axis=1)
 
     epochs_run = len(hist.epoch)
@@ -278,8 +290,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "model": cfg["model"],
         "epoch": [e + 1 for e in hist.epoch],
         **{k: [float(v) for v in hist.history.get(k, [])] for k in HISTORY_KEYS},
-        "seconds": timer.seconds[:epochs_run],
-        "train_seconds": timer.train_seconds[:epochs_run],
+        # epochs finished before a --resume were not timed in this process
+        "seconds": [None] * (epochs_run - len(timer.seconds)) + timer.seconds[:epochs_run],
+        "train_seconds": [None] * (epochs_run - len(timer.train_seconds)) + timer.train_seconds[:epochs_run],
         "test_loss": float(scores["loss"]),
         "test_accuracy": float(scores["accuracy"]),
         "train_wall_seconds": wall,
@@ -305,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if course and not _course_settings(cfg):
         print("(the course's numbers are for SGD lr 0.01, batch 32 on all 55,000 images; this run differs)")
     print(f"\ntest: loss {record['test_loss']:.4f}, accuracy {record['test_accuracy']:.4f}")
-    secs = sorted(record["seconds"])
+    secs = sorted(s for s in record["seconds"] if s is not None)
     if secs:
         print(f"time: {wall:.1f} s training, median {secs[len(secs) // 2]:.2f} s/epoch on {backend}")
 
@@ -373,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_positive_int, help="train on the first N of the 55,000 training images")
     t.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_LIMIT} images, {QUICK_EPOCHS} epoch")
     t.add_argument("--no-plots", action="store_true", help="do not draw curves.png, samples.png, confusion.png")
+    t.add_argument(
+        "--checkpoint-every", type=_positive_int, metavar="STEPS", help="write <out>/checkpoints every STEPS steps"
+    )
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the newest good checkpoint in <out>/checkpoints"
+    )
     t.add_argument(
         "--verbose",
         nargs="?",

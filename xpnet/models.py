@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed, weights_io
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as opt_mod
-from . import weights_io
 from .activations import NotDifferentiableError
 from .backend import Ops, get_backend
 from .callbacks import Callback, History, Progress, format_logs
@@ -63,6 +63,7 @@ class Sequential:
         self._params: Array = None
         self._grads: Array = None
         self._reg_terms: list[tuple[Layer, str, Any]] = []
+        self._comm: distributed.Communicator = distributed.Communicator()
         for layer in layers or []:
             self.add(layer)
 
@@ -290,8 +291,14 @@ class Sequential:
         loss: str | losses_mod.Loss | None = None,
         metrics: Sequence[Any] | None = None,
         backend: str | Ops | None = None,
+        distribute: bool | str | distributed.Communicator | None = "auto",
     ) -> None:
-        """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N"."""
+        """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N".
+
+        distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
+        (N > 1); True requires MPI; False always trains in this process alone.
+        """
+        self._comm = distributed.get_communicator(distribute)
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
         if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
@@ -318,6 +325,11 @@ class Sequential:
         names = ["loss"] + [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique, received {names}")
+
+    @property
+    def comm(self) -> distributed.Communicator:
+        """The data-parallel communicator (rank, size); a one-process stand-in without MPI."""
+        return self._comm
 
     @property
     def metrics_names(self) -> list[str]:
@@ -420,10 +432,15 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         shuffle: bool = True,
         initial_epoch: int = 0,
+        resume_from: str | os.PathLike[str] | None = None,
     ) -> History:
         """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
 
         x: (n, *input_shape) numbers; y: (n,) int labels for sparse losses, else (n, outputs).
+        resume_from: a checkpoint folder (or file) written by `xpnet.checkpoint.Checkpoint`;
+        training continues from its epoch and step with identical results. An empty folder
+        starts from the beginning.
+        Under `mpiexec -n N`, `batch_size` is per rank: each step uses N × batch_size samples.
         """
         batch_size = _check_batch_size(32 if batch_size is None else batch_size)
         if not isinstance(epochs, int) or epochs < 0:
@@ -455,21 +472,47 @@ class Sequential:
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
             x, vx, yy, vy = x[:split], x[split:], yy[:split], yy[split:]
 
-        ops = self.ops
-        assert ops is not None and self.optimizer is not None
+        self._fit_n, self._fit_batch_size = x.shape[0], batch_size
+        ops, comm = self.ops, self._comm
+        assert ops is not None and self.optimizer is not None and self.loss is not None
         n = x.shape[0]
-        steps = math.ceil(n / batch_size)
+        global_batch = batch_size * comm.size  # each rank takes its shard of every global batch
+        steps = math.ceil(n / global_batch)
         history = History()
+        start_epoch, skip = initial_epoch, 0
+        restored_sums: list[Array] | None = None
+        if resume_from is not None:
+            from . import checkpoint
+
+            found = checkpoint.load_latest(resume_from)
+            if found is None:
+                if comm.is_root and verbose:
+                    print(f"No checkpoint in {resume_from}: starting from the beginning.")
+            else:
+                path, header, arrays = found
+                checkpoint.restore(self, header, arrays, n, batch_size)
+                start_epoch, skip = header["position"]["epoch"], header["position"]["step"]
+                if "sums" in arrays:
+                    restored_sums = self._unflatten_sums(arrays["sums"], header["sums_sizes"])
+                history.epoch = list(header.get("history_epochs", []))
+                history.history = {k: list(v) for k, v in header.get("history", {}).items()}
+                if comm.is_root and verbose:
+                    print(f"Resuming from {path} (epoch {start_epoch + 1}, step {skip}/{steps})")
+        distributed.check_same_model(comm, self._layout(), self.seed, self.optimizer.get_config())
+        if comm.size > 1:
+            comm.bcast_from_root(ops, self._params)
         cbs: list[Callback] = [history, *(callbacks or [])]
         batch_hooks = [cb for cb in cbs if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         for cb in cbs:
             cb.set_model(self)
             cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
-        progress = Progress(verbose, epochs, steps)
+        progress = Progress(verbose if comm.is_root else 0, epochs, steps)
         names = self.metrics_names
         fused = self._fused()
+        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         self.stop_training = False
-        sparse = self.loss.sparse  # type: ignore[union-attr]
+        self._history = history
+        sparse = self.loss.sparse
         with ops.activate():
             nbytes = _nbytes(x, self.dtype) + _nbytes(yy, None) + _nbytes(vx, self.dtype) + _nbytes(vy, None)
             resident = ops.fits_on_device(nbytes)
@@ -482,7 +525,7 @@ class Sequential:
             for cb in cbs:
                 cb.on_train_begin()
             try:
-                for epoch in range(initial_epoch, epochs):
+                for epoch in range(start_epoch, epochs):
                     for cb in cbs:
                         cb.on_epoch_begin(epoch)
                     perm = shuffle_rng(self.seed, epoch).permutation(n) if shuffle else None
@@ -490,20 +533,28 @@ class Sequential:
                         perm = ops.asarray(perm)
                     progress.epoch_begin(epoch)
                     sums: list[Array] = []
-                    for step in range(steps):
-                        lo, hi = step * batch_size, min((step + 1) * batch_size, n)
+                    first = 0
+                    if restored_sums is not None and epoch == start_epoch:
+                        sums, first = restored_sums, skip
+                    hi = min(first * global_batch, n)
+                    for step in range(first, steps):
+                        lo, hi = step * global_batch, min((step + 1) * global_batch, n)
+                        a, b = distributed.shard(lo, hi, comm.rank, comm.size)
+                        for d in dropouts:
+                            d.row_offset = a - lo
                         if perm is None:
-                            xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
+                            xb, yb = X[a:b, ...], Y[a:b, ...]
                         elif resident:
-                            idx = perm[lo:hi]
+                            idx = perm[a:b]
                             xb, yb = ops.take_rows(X, idx), ops.take_rows(Y, idx)
                         else:
-                            idx = perm[lo:hi]
+                            idx = perm[a:b]
                             xb, yb = X[idx], Y[idx]
                         if not resident:
                             xb, yb = self._upload(xb), self._upload(yb, float_dtype=not sparse)
-                        batch = self._train_step(xb, yb, fused)
-                        sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+                        batch = self._train_step(xb, yb, fused, hi - lo)
+                        sums = batch if not sums else [u + v for u, v in zip(sums, batch, strict=True)]
+                        self._position, self._running = (epoch, step + 1), sums
                         for cb in batch_hooks:
                             cb.on_train_batch_end(step)
                         if progress.due():
@@ -512,6 +563,7 @@ class Sequential:
                                 break
                             progress.update(step + 1, logs)
                     logs = self._read(sums, hi, names)
+                    self._position, self._running = (epoch + 1, 0), []
                     if not math.isfinite(logs["loss"]):
                         self.stop_training = True
                         progress.close()
@@ -532,10 +584,63 @@ class Sequential:
                         break
             finally:
                 progress.close()
+                for d in dropouts:
+                    d.row_offset = 0
             for cb in cbs:
                 cb.on_train_end()
         self.history = history
         return history
+
+    def _unflatten_sums(self, flat: np.ndarray, sizes: list[int]) -> list[Array]:
+        """Split a saved flat copy of the running sums back into device arrays shaped like `_train_step`'s."""
+        assert self.ops is not None
+        out, off = [], 0
+        for size in sizes:
+            part = flat[off : off + size]
+            out.append(self.ops.asarray(part.reshape(()) if size == 1 else part))
+            off += size
+        return out
+
+    def _checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything a resumed fit needs, as a JSON-able header and host arrays."""
+        ops, opt = self.ops, self.optimizer
+        assert ops is not None and opt is not None
+        epoch, step = getattr(self, "_position", (0, 0))
+        hist = getattr(self, "_history", None)
+        header = {
+            "layout": self._layout(),
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "optimizer": {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations},
+            "position": {"epoch": epoch, "step": step, "n": self._fit_n, "batch_size": self._fit_batch_size},
+            "dropout": {layer.name: layer.iterations for layer in self.layers if isinstance(layer, Dropout)},
+            "history": hist.history if hist is not None else {},
+            "history_epochs": hist.epoch if hist is not None else [],
+        }
+        arrays = {"params": self._host_params()}
+        arrays.update({f"slot_{k}": ops.to_numpy(v) for k, v in opt.slots.items()})
+        running = getattr(self, "_running", None)
+        if running:
+            xp = ops.xp
+            flat = [xp.reshape(s, (-1,)) for s in running]
+            concat = getattr(xp, "concat", None) or xp.concatenate
+            arrays["sums"] = ops.to_numpy(concat(flat))
+            header["sums_sizes"] = [int(f.shape[0]) for f in flat]
+        return header, arrays
+
+    def _restore_checkpoint(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        ops, opt = self.ops, self.optimizer
+        assert ops is not None and opt is not None
+        if opt.ops is not ops or set(opt.slots) != {k[5:] for k in arrays if k.startswith("slot_")}:
+            opt.build(ops, self._params)
+        with ops.activate():
+            self._params[...] = ops.asarray(arrays["params"])
+            for k, v in opt.slots.items():
+                v[...] = ops.asarray(arrays[f"slot_{k}"])
+        opt.iterations = int(header["optimizer"]["iterations"])
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.iterations = int(header["dropout"][layer.name])
 
     def _read(self, sums: list[Array], count: int, names: list[str]) -> dict[str, float]:
         """One device→host read of the running states; returns loss and metric values."""
@@ -544,7 +649,7 @@ class Sequential:
         xp = ops.xp
         flat = [xp.reshape(s, (-1,)) for s in sums]
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
-        host = ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0])
+        host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
         for name, metric, s in zip(names[1:], self.metrics, flat[1:], strict=True):
             size = int(s.shape[0])
@@ -565,7 +670,15 @@ class Sequential:
             total = total + reg.penalty(xp, layer.params[pname])
         return total
 
-    def _loss_and_grads(self, xb: Array, yb: Array, fused: bool, scale: float = 1.0) -> tuple[Array, Array]:
+    def _loss_and_grads(
+        self,
+        xb: Array,
+        yb: Array,
+        fused: bool,
+        scale: float = 1.0,
+        global_batch: int | None = None,
+        add_penalty_grad: bool = True,
+    ) -> tuple[Array, Array]:
         """Forward and backward on one batch: fills the flat gradient buffer with `scale` × the gradient.
 
         Returns (sum of per-sample losses + batch size × weight penalty, model output), on the device.
@@ -575,10 +688,11 @@ class Sequential:
         xp = ops.xp
         out = self._forward(xb, training=True)
         nb = xb.shape[0]
+        denom = global_batch or nb
         if fused:
-            value, grad = ops.loss_from_preactivation(loss, yb, layers[-1].preactivation, scale / nb)  # type: ignore[attr-defined]
+            value, grad = ops.loss_from_preactivation(loss, yb, layers[-1].preactivation, scale / denom)  # type: ignore[attr-defined]
         else:
-            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (scale / nb)
+            value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (scale / denom)
         first = self._first_param_layer()
         for i in range(len(layers) - 1, first - 1, -1):
             need = i > first
@@ -592,15 +706,22 @@ class Sequential:
             for layer, pname, reg in self._reg_terms:
                 w = layer.params[pname]
                 penalty = penalty + reg.penalty(xp, w)
-                layer.grads[pname][...] += reg.grad(xp, w) * scale if scale != 1.0 else reg.grad(xp, w)
+                if add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
+                    layer.grads[pname][...] += reg.grad(xp, w) * scale if scale != 1.0 else reg.grad(xp, w)
             loss_sum = loss_sum + penalty * nb
         return loss_sum, out
 
-    def _train_step(self, xb: Array, yb: Array, fused: bool) -> list[Array]:
-        """One mini-batch update; returns device sums [loss, *metrics] (no host sync)."""
+    def _train_step(self, xb: Array, yb: Array, fused: bool, global_batch: int | None = None) -> list[Array]:
+        """One mini-batch update; returns device sums [loss, *metrics] (no host sync).
+
+        global_batch: samples in this step over all ranks (this rank has xb.shape[0] of them).
+        """
         assert self.ops is not None and self.optimizer is not None
         scale = self.optimizer.grad_scale
-        loss_sum, out = self._loss_and_grads(xb, yb, fused, scale)
+        comm = self._comm
+        loss_sum, out = self._loss_and_grads(xb, yb, fused, scale, global_batch, comm.is_root)
+        if comm.size > 1:
+            comm.allreduce_sum(self.ops, self._grads)
         self.optimizer.step(self._params, self._grads, scale)
         xp = self.ops.xp
         return [loss_sum, *(m.update(xp, yb, out) for m in self.metrics)]
@@ -639,9 +760,10 @@ class Sequential:
         assert ops is not None and loss is not None
         xp = ops.xp
         n = X.shape[0]
+        first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
         sums: list[Array] = []
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
+        for lo in range(first, last, batch_size):
+            hi = min(lo + batch_size, last)
             xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
             if isinstance(xb, np.ndarray) and not ops.is_native(xb):  # streamed from the host
                 xb, yb = self._upload(xb), self._upload(yb, float_dtype=not loss.sparse)
@@ -652,8 +774,13 @@ class Sequential:
                 value = loss.call(xp, yb, out)
             batch = [xp.sum(value), *(m.update(xp, yb, out) for m in self.metrics)]
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+        if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
+            xb, yb = X[0:1, ...], Y[0:1, ...]
+            out = self._forward(self._upload(xb) if isinstance(xb, np.ndarray) else xb, training=False)
+            yb = self._upload(yb, float_dtype=not loss.sparse) if isinstance(yb, np.ndarray) else yb
+            sums = [xp.sum(out) * 0.0, *(m.update(xp, yb, out) * 0 for m in self.metrics)]
         if self._reg_terms:
-            sums[0] = sums[0] + self._penalty() * n
+            sums[0] = sums[0] + self._penalty() * (last - first)
         return self._read(sums, n, self.metrics_names)
 
     def evaluate(

@@ -107,9 +107,9 @@ class Ops:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
 
-    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float) -> tuple[Array, Array]:
+    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float, offset: int = 0) -> tuple[Array, Array]:
         """-> (x * mask, mask) for the hash mask of `keys`."""
-        mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype)
+        mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype, offset)
         return x * mask, mask
 
     def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
@@ -117,15 +117,27 @@ class Ops:
         value, grad = loss.call_and_grad_from_preactivation(self.xp, y, u)
         return value, grad * scale
 
-    def dropout_mask(self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any) -> Array:
+    def allreduce_sum(self, comm: Any, buf: Array) -> None:
+        """Sum a device buffer over the ranks of an mpi4py communicator, in place (staged through the host)."""
+        from mpi4py import MPI
+
+        host = np.ascontiguousarray(self.to_numpy(buf))
+        comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+        buf[...] = self.asarray(host)
+
+    def dropout_mask(
+        self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any, offset: int = 0
+    ) -> Array:
         """Inverted-dropout mask (0 or 1/(1-rate)) from a counter-based hash of each element's index.
 
         The hash uses only uint32 xor/shift/multiply, which are exact on every backend, so the
-        same (seed, layer, step) gives the same mask bit for bit on NumPy and on CuPy.
+        same (seed, layer, step) gives the same mask bit for bit on NumPy and on CuPy. `offset`
+        shifts the element counter (a rank's first row in the global batch × row width).
         """
         xp = self.xp
         n = int(np.prod(shape))
-        h = hash_u32(xp, self.arange_u32(n), keys)
+        counters = self.arange_u32(n)
+        h = hash_u32(xp, counters + offset if offset else counters, keys)
         threshold = min(int(rate * 4294967296.0), 4294967295)
         keep = xp.astype(h >= threshold, dtype)
         return xp.reshape(keep * (1.0 / (1.0 - rate)), shape)

@@ -81,6 +81,34 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         return self.xp.matmul(a, b, out=out)
 
+    def allreduce_sum(self, comm: Any, buf: Array) -> None:
+        nccl_comm = self._nccl(comm)
+        if nccl_comm is None:  # no NCCL, or ranks sharing one GPU: stage through the host
+            super().allreduce_sum(comm, buf)
+            return
+        from cupy.cuda import nccl
+
+        dtype = nccl.NCCL_FLOAT32 if buf.dtype == np.float32 else nccl.NCCL_FLOAT64
+        stream = self.xp.cuda.get_current_stream().ptr
+        nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl.NCCL_SUM, stream)
+
+    def _nccl(self, comm: Any) -> Any:
+        if "nccl" in self._kernels:
+            return self._kernels["nccl"]
+        nccl_comm = None
+        try:
+            from cupy.cuda import nccl
+
+            bus = self.xp.cuda.runtime.deviceGetPCIBusId(self.device_id)
+            if len(set(comm.allgather(bus))) == comm.Get_size():
+                uid = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
+                with self.device:
+                    nccl_comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
+        except Exception:
+            nccl_comm = None
+        self._kernels["nccl"] = nccl_comm
+        return nccl_comm
+
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
         u = self.xp.matmul(x, w)
         if act.name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
@@ -105,12 +133,14 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def bias_grad(self, du: Array, out: Array) -> None:
         self.xp.sum(du, axis=0, out=out)
 
-    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float) -> tuple[Array, Array]:
+    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float, offset: int = 0) -> tuple[Array, Array]:
         threshold = min(int(rate * 4294967296.0), 4294967295)
         scale = x.dtype.type(1.0 / (1.0 - rate))
         y = self.xp.empty_like(x)
         mask = self.xp.empty_like(x)
-        self._kernel("dropout")(x, np.uint32(keys[0]), np.uint32(keys[1]), np.uint32(threshold), scale, y, mask)
+        self._kernel("dropout")(
+            x, np.uint32(keys[0]), np.uint32(keys[1]), np.uint32(threshold), scale, np.uint32(offset), y, mask
+        )
         return y, mask
 
     def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
@@ -134,6 +164,8 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         if fn is None:
             fn = self.xp.RawModule(code=_row_source(suffix)).get_function(f"xpnet_{name}_{suffix}")
             self._kernels[f"{name}_{suffix}"] = fn
+        if n == 0:
+            return
         threads = 128
         fn(((n + threads - 1) // threads,), (threads,), args)
 
@@ -144,11 +176,18 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             self._kernels[name] = k
         return k
 
-    def dropout_mask(self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any) -> Array:
+    def dropout_mask(
+        self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any, offset: int = 0
+    ) -> Array:
         out = self.xp.empty(shape, dtype=dtype)
         threshold = min(int(rate * 4294967296.0), 4294967295)
         self._kernel("dropout_mask")(
-            np.uint32(keys[0]), np.uint32(keys[1]), np.uint32(threshold), out.dtype.type(1.0 / (1.0 - rate)), out
+            np.uint32(keys[0]),
+            np.uint32(keys[1]),
+            np.uint32(threshold),
+            out.dtype.type(1.0 / (1.0 - rate)),
+            np.uint32(offset),
+            out,
         )
         return out
 
@@ -248,9 +287,10 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
     ek = cp.ElementwiseKernel
     if name == "dropout_mask":
         return ek(
-            "uint32 k0, uint32 k1, uint32 threshold, T scale",
+            "uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
             "T out",
-            "unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)i ^ k0) ^ k1);out = h >= threshold ? scale : (T)0;",
+            "unsigned int h = xpnet_mix32(xpnet_mix32(((unsigned int)i + offset) ^ k0) ^ k1);"
+            "out = h >= threshold ? scale : (T)0;",
             "xpnet_dropout_mask",
             preamble=_MIX,
         )
@@ -262,9 +302,9 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
         return ek("T u, T h, T dh, T alpha", "T du", _ACT_BWD[act], f"xpnet_{name}")
     if name == "dropout":
         return ek(
-            "T x, uint32 k0, uint32 k1, uint32 threshold, T scale",
+            "T x, uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
             "T y, T mask",
-            "unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)i ^ k0) ^ k1);"
+            "unsigned int h = xpnet_mix32(xpnet_mix32(((unsigned int)i + offset) ^ k0) ^ k1);"
             "mask = h >= threshold ? scale : (T)0; y = x * mask;",
             "xpnet_dropout",
             preamble=_MIX,

@@ -40,6 +40,11 @@ class NumpyOps(Ops):
             u += b
         return u
 
+    def allreduce_sum(self, comm: Any, buf: Array) -> None:
+        from mpi4py import MPI
+
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)  # straight from the gradient buffer, no copy
+
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
         u = np.matmul(x, w)
         if b is not None:

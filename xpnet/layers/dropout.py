@@ -20,6 +20,7 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.seed = seed
         self.iterations = 0  # training forward calls so far: the mask's step counter
+        self.row_offset = 0  # first row of this batch within the global batch (data-parallel ranks)
         self._mask: Array = None
 
     def keys(self, step: int) -> tuple[int, int]:
@@ -35,7 +36,10 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             return x
         assert self.ops is not None
-        y, self._mask = self.ops.dropout_forward(x, self.keys(self.iterations), self.rate)
+        width = 1
+        for d in x.shape[1:]:
+            width *= int(d)
+        y, self._mask = self.ops.dropout_forward(x, self.keys(self.iterations), self.rate, self.row_offset * width)
         self.iterations += 1
         return y
 

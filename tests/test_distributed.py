@@ -1,0 +1,87 @@
+"""Data-parallel training over MPI: N ranks × batch B follow the 1-process run with batch N·B."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import distributed
+
+WORKER = Path(__file__).with_name("mpi_worker.py")
+
+
+def _mpiexec() -> str | None:
+    beside = Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _needs_mpi() -> str:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py not installed (pip install 'xpnet[mpi]')")
+    exe = _mpiexec()
+    if exe is None:
+        pytest.skip("no mpiexec on PATH (pip install 'xpnet[mpi]' brings MPICH's)")
+    return exe
+
+
+def _env() -> dict[str, str]:
+    # one BLAS thread per rank, numpy backend, no inherited MPI launch variables
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "HYDRA_"))}
+    return {**env, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "XPNET_BACKEND": "numpy"}
+
+
+def test_single_process_needs_no_mpi() -> None:
+    comm = distributed.get_communicator("auto")
+    assert (comm.rank, comm.size) == (0, 1)
+    assert distributed.shard(0, 10, 0, 1) == (0, 10)
+    assert [distributed.shard(32, 64, r, 2) for r in range(2)] == [(32, 48), (48, 64)]
+    assert [distributed.shard(0, 5, r, 2) for r in range(2)] == [(0, 2), (2, 5)]
+
+
+def test_missing_mpi_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(distributed.DistributedError, match=r"pip install 'xpnet\[mpi\]'"):
+        distributed.get_communicator(True)
+    monkeypatch.setenv("PMI_SIZE", "2")  # started by mpiexec, but mpi4py missing: an error, not a 1-rank run
+    with pytest.raises(distributed.DistributedError, match="mpi4py"):
+        xpnet.Sequential([xpnet.Dense(2, input_shape=(3,))]).compile("sgd", "mse")
+
+
+@pytest.mark.mpi
+def test_two_ranks_follow_the_one_process_trajectory(tmp_path: Path) -> None:
+    exe = _needs_mpi()
+    env = _env()
+    subprocess.run([exe, "-n", "2", sys.executable, str(WORKER), str(tmp_path / "two.npz"), "16"], env=env,
+                   check=True, timeout=300)  # fmt: skip
+    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one.npz"), "32"], env=env, check=True, timeout=300)
+    with np.load(tmp_path / "two.npz") as two, np.load(tmp_path / "one.npz") as one:
+        assert int(two["ranks"]) == 2 and int(one["ranks"]) == 1
+        for k in one.files:
+            if k.startswith("arr_"):
+                np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+        np.testing.assert_allclose(two["acc"], one["acc"], atol=1e-6)
+        np.testing.assert_allclose(two["val"], one["val"], rtol=1e-5)
+
+
+@pytest.mark.mpi
+def test_ranks_disagreeing_on_the_model_is_an_error(tmp_path: Path) -> None:
+    exe = _needs_mpi()
+    proc = subprocess.run(
+        [exe, "-n", "2", sys.executable, str(WORKER), str(tmp_path / "x.npz"), "16", "--disagree"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "ranks disagree on the model" in proc.stderr + proc.stdout
