@@ -225,7 +225,7 @@ def test_fused_loss_hot_spot_matches_generic(ops: Ops, loss_name: str, dtype: st
 
 def test_dropout_mask_offset_continues_the_global_batch(ops: Ops) -> None:
     """A rank holding rows 3..12 of a global batch draws exactly those rows of the global mask."""
-    f32 = getattr(ops.xp, "float32")
+    f32 = ops.xp.float32
     whole = ops.to_numpy(ops.dropout_mask((13, 5), (9, 4), 0.5, f32))
     part = ops.to_numpy(ops.dropout_mask((10, 5), (9, 4), 0.5, f32, offset=3 * 5))
     np.testing.assert_array_equal(part, whole[3:])
