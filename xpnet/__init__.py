@@ -1,10 +1,22 @@
 """xpnet: Keras-style multilayer perceptrons whose math runs on NumPy (CPU) or CuPy (CUDA GPU)."""
 
-from . import activations, callbacks, checkpoint, initializers, layers, losses, metrics, optimizers, regularizers
+from . import (
+    activations,
+    callbacks,
+    checkpoint,
+    initializers,
+    layers,
+    linear,
+    losses,
+    metrics,
+    optimizers,
+    regularizers,
+)
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History
 from .layers import Activation, Dense, Dropout, Flatten, Input
 from .models import Sequential
+from .perceptron import Perceptron
 from .random import set_random_seed
 
 __version__ = "0.1.0"
@@ -19,13 +31,16 @@ __all__ = [
     "Flatten",
     "History",
     "Input",
+    "Perceptron",
     "Sequential",
     "activations",
     "available_backends",
     "callbacks",
+    "checkpoint",
     "get_backend",
     "initializers",
     "layers",
+    "linear",
     "losses",
     "metrics",
     "optimizers",
