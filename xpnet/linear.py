@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import numeric_array, require_finite
 from .backend import Ops, get_backend
 from .random import next_model_seed, shuffle_rng
 
@@ -38,25 +39,17 @@ _ALIASES["sgd"] = "stochastic"
 
 def _check_xy(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """-> (x (n, d) float64, y (n, k) float64, y_was_1d)."""
-    try:
-        a, t = np.asarray(x), np.asarray(y)
-    except Exception as e:
-        raise TypeError(f"{what}: x and y must be numeric arrays ({e})") from e
-    for name, v in (("x", a), ("y", t)):
-        if v.dtype.kind not in "biuf":
-            raise TypeError(f"{what}: {name} must be numeric, received an array of dtype {v.dtype}")
+    a, t = numeric_array(x, what, "x"), numeric_array(y, what, "y")
     if a.ndim != 2:
         hint = " (for a single feature use x.reshape(-1, 1))" if a.ndim == 1 else ""
         raise ValueError(f"{what}: x must be 2-D (n_samples, n_features), received shape {a.shape}{hint}")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"{what}: x is empty (shape {a.shape})")
     if t.ndim not in (1, 2) or t.shape[0] != a.shape[0] or (t.ndim == 2 and t.shape[1] == 0):
         raise ValueError(
             f"{what}: y must have shape ({a.shape[0]},) or ({a.shape[0]}, n_outputs) to match x {a.shape}, "
             f"received {t.shape}"
         )
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(t))):
-        raise ValueError(f"{what}: x and y must not contain NaN or inf values")
+    require_finite(a, what, "x")
+    require_finite(t, what, "y")
     y1d = t.ndim == 1
     return a.astype(np.float64), (t.reshape(-1, 1) if y1d else t).astype(np.float64), y1d
 

@@ -20,6 +20,7 @@ from . import distributed, weights_io
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as opt_mod
+from ._checks import numeric_array, require_finite
 from .activations import NotDifferentiableError
 from .backend import Ops, get_backend
 from .callbacks import Callback, History, Progress, format_logs
@@ -356,27 +357,13 @@ class Sequential:
                 f"on the {where!r} backend. Move it to the host first (for CuPy: x.get() or cupy.asnumpy(x)), or "
                 f"compile(..., backend=...) for that device."
             )
-        try:
-            a = np.asarray(x)
-        except Exception as e:
-            raise TypeError(f"{what}: x must be a numeric array, could not convert {type(x).__name__}: {e}") from e
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{what}: x must be numeric, received an array of dtype {a.dtype}")
-        if a.ndim == 0 or a.shape[0] == 0 or a.size == 0:
-            raise ValueError(f"{what}: x is empty (shape {a.shape}); pass at least one sample")
+        a = numeric_array(x, what, "x")
         if self._input_shape is not None and tuple(a.shape[1:]) != self._input_shape:
             raise ValueError(
                 f"{what}: the model expects input of shape {self.input_shape}, received x of shape {a.shape} "
                 f"(features {tuple(a.shape[1:])} instead of {self._input_shape})"
             )
-        if a.dtype.kind == "f":
-            bad = ~np.isfinite(a)
-            if bad.any():
-                first = np.unravel_index(int(np.argmax(bad)), a.shape)
-                raise ValueError(
-                    f"{what}: x contains {int(bad.sum())} NaN or inf values (first at index {tuple(map(int, first))}); "
-                    "remove or impute them before training"
-                )
+        require_finite(a, what, "x")
         return a
 
     def _check_y(self, y: Any, n: int, what: str) -> np.ndarray:
@@ -386,18 +373,10 @@ class Sequential:
         mod = type(y).__module__.split(".")[0]
         if mod in _DEVICE_MODULES:
             y = y.get() if hasattr(y, "get") else np.asarray(y)
-        try:
-            b = np.asarray(y)
-        except Exception as e:
-            raise TypeError(f"{what}: y must be a numeric array, could not convert {type(y).__name__}: {e}") from e
-        if b.dtype.kind not in "biuf":
-            raise TypeError(f"{what}: y must be numeric, received an array of dtype {b.dtype}")
-        if b.ndim == 0 or b.shape[0] == 0:
-            raise ValueError(f"{what}: y is empty (shape {b.shape})")
+        b = numeric_array(y, what, "y")
         if b.shape[0] != n:
             raise ValueError(f"{what}: x and y have different numbers of samples: x has {n}, y has {b.shape[0]}")
-        if b.dtype.kind == "f" and not np.all(np.isfinite(b)):
-            raise ValueError(f"{what}: y contains NaN or inf values")
+        require_finite(b, what, "y")
         b = self.loss.prepare_targets(b, self.output_shape[-1] or 1)
         return b if self.loss.sparse else b.astype(self.dtype, copy=False)
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import numeric_array, require_finite
 from .backend import Ops, get_backend
 from .random import next_model_seed, shuffle_rng
 
@@ -119,19 +120,11 @@ class Perceptron:
             a_dev = x if x.dtype == getattr(ops.xp, self.dtype) else ops.xp.astype(x, getattr(ops.xp, self.dtype))
             self._check_features(int(x.shape[1]), what)
             return a_dev
-        try:
-            a = np.asarray(x)
-        except Exception as e:
-            raise TypeError(f"{what}: x must be a numeric array, could not convert {type(x).__name__}: {e}") from e
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{what}: x must be numeric, received an array of dtype {a.dtype}")
+        a = numeric_array(x, what, "x")
         if a.ndim != 2:
             hint = " (for a single feature use x.reshape(-1, 1))" if a.ndim == 1 else ""
             raise ValueError(f"{what}: x must be 2-D (n_samples, n_features), received shape {a.shape}{hint}")
-        if a.shape[0] == 0 or a.shape[1] == 0:
-            raise ValueError(f"{what}: x is empty (shape {a.shape})")
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            raise ValueError(f"{what}: x contains NaN or inf values")
+        require_finite(a, what, "x")
         self._check_features(a.shape[1], what)
         return ops.asarray(np.ascontiguousarray(a, dtype=self.dtype))
 
@@ -145,17 +138,10 @@ class Perceptron:
             raise ValueError(f"{what}: y (the labels) is required")
         if hasattr(y, "get") and type(y).__module__.split(".")[0] == "cupy":
             y = y.get()
-        try:
-            t = np.asarray(y)
-        except Exception as e:
-            raise TypeError(f"{what}: y must be a numeric array, could not convert {type(y).__name__}: {e}") from e
-        if t.dtype.kind not in "biuf":
-            raise TypeError(f"{what}: y must hold numeric labels, received an array of dtype {t.dtype}")
-        if t.ndim == 0 or t.shape[0] != n:
-            got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} labels"
-            raise ValueError(f"{what}: x has {n} samples but y has {got}")
-        if t.dtype.kind == "f" and not np.all(np.isfinite(t)):
-            raise ValueError(f"{what}: y contains NaN or inf values")
+        t = numeric_array(y, what, "y")
+        if t.shape[0] != n:
+            raise ValueError(f"{what}: x has {n} samples but y has {t.shape[0]} labels")
+        require_finite(t, what, "y")
         k = self.units
         if t.ndim == 1 and k > 1:
             # class indices -> one-hot (heaviside) or one-vs-rest ±1 (sign)
