@@ -197,7 +197,7 @@ def test_missing_data_dir_is_a_clean_error(tmp_path: Path, capsys: pytest.Captur
 
 # ------------------------------------------------------------------------------------ plots
 def test_confusion_matrix_counts() -> None:
-    cm = plots.confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    cm = plots.confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), num_classes=3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
 
 

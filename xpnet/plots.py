@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .evaluation import confusion_matrix
+
 __all__ = [
     "INSTALL_HINT",
     "confusion",
@@ -115,19 +117,12 @@ def samples(
     _save(fig, path)
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts: int64 (n_classes, n_classes); row = true class, column = predicted class."""
-    yt = np.asarray(y_true, dtype=np.int64)
-    yp = np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(yt * n_classes + yp, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def confusion(
     y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: PathLike, title: str | None = None
 ) -> np.ndarray:
     """Draw the confusion matrix with counts in each cell; returns the (k, k) int64 counts."""
     k = len(class_names)
-    cm = confusion_matrix(y_true, y_pred, k)
+    cm = confusion_matrix(y_true, y_pred, num_classes=k)
     fig = _figure((8, 7))
     ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
