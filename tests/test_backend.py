@@ -229,3 +229,14 @@ def test_dropout_mask_offset_continues_the_global_batch(ops: Ops) -> None:
     whole = ops.to_numpy(ops.dropout_mask((13, 5), (9, 4), 0.5, f32))
     part = ops.to_numpy(ops.dropout_mask((10, 5), (9, 4), 0.5, f32, offset=3 * 5))
     np.testing.assert_array_equal(part, whole[3:])
+
+
+def test_a_user_subclass_of_a_builtin_activation_runs_its_own_backward(ops: Ops) -> None:
+    class LeakyishReLU(xpnet.activations.ReLU):
+        def backward(self, xp, u, h, dh):  # noqa: ANN001, ANN201
+            return dh * 0.5
+
+    u = ops.asarray(np.array([[1.0, -1.0]], np.float32))
+    dh = ops.asarray(np.array([[2.0, 2.0]], np.float32))
+    got = ops.to_numpy(ops.activation_backward(LeakyishReLU(), u, u, dh))
+    np.testing.assert_array_equal(got, [[1.0, 1.0]])

@@ -327,6 +327,18 @@ class Sequential:
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique, received {names}")
 
+    def trace(self, x: Any, y: Any = None, training: bool = True) -> Any:
+        """Layer-by-layer u, h (and with y: δ and gradients) in the course's notation; see `xpnet.inspect.trace`."""
+        from .inspect import trace
+
+        return trace(self, x, y, training)
+
+    def check_gradients(self, x: Any, y: Any, **kwargs: Any) -> Any:
+        """Finite-difference check of this model's gradients in float64; see `xpnet.gradcheck.check_gradients`."""
+        from .gradcheck import check_gradients
+
+        return check_gradients(self, x, y, **kwargs)
+
     @property
     def comm(self) -> distributed.Communicator:
         """The data-parallel communicator (rank, size); a one-process stand-in without MPI."""

@@ -202,6 +202,14 @@ def mix_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
+def builtin_name(obj: Any) -> str | None:
+    """The name of a built-in activation or loss, None for user classes (subclasses included).
+
+    Backends key their fused fast paths on this, so a user's subclass always runs its own code.
+    """
+    return getattr(obj, "name", None) if type(obj).__module__ in ("xpnet.activations", "xpnet.losses") else None
+
+
 def arange_like(xp: Any, n: int, dtype: Any, like: Array) -> Array:
     """arange on the device of `like` (CuPy places arrays on the current device instead)."""
     if getattr(xp, "__name__", "") == "cupy":

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Array, Ops
+from .base import Array, Ops, builtin_name
 
 
 class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
@@ -111,23 +111,25 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
         u = self.xp.matmul(x, w)
-        if act.name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
+        name = builtin_name(act)
+        if name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
             h = self.xp.empty_like(u)
             bias = b if b is not None else self.xp.zeros(u.shape[1], dtype=u.dtype)
             self._rows("softmax", u.dtype, u.shape[0], (u, bias, h, np.int32(u.shape[0]), np.int32(u.shape[1])))
             return u, h
-        if act.name in _ACT_FWD:
+        if name in _ACT_FWD:
             h = self.xp.empty_like(u)
             bias = b if b is not None else u.dtype.type(0)
-            self._kernel("fwd_" + act.name)(bias, u.dtype.type(getattr(act, "alpha", 0.0)), u, h)
+            self._kernel(f"fwd_{name}")(bias, u.dtype.type(getattr(act, "alpha", 0.0)), u, h)
             return u, h
         if b is not None:
             u += b
         return u, act.forward(self.xp, u)
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
-        if act.name in _ACT_BWD:
-            return self._kernel("bwd_" + act.name)(u, h, dh, dh.dtype.type(getattr(act, "alpha", 0.0)))
+        name = builtin_name(act)
+        if name in _ACT_BWD:
+            return self._kernel(f"bwd_{name}")(u, h, dh, dh.dtype.type(getattr(act, "alpha", 0.0)))
         return act.backward(self.xp, u, h, dh)
 
     def bias_grad(self, du: Array, out: Array) -> None:
@@ -144,7 +146,9 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         return y, mask
 
     def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
-        kind = {"sparse_categorical_crossentropy": "sce", "categorical_crossentropy": "cce"}.get(loss.name)
+        kind = {"sparse_categorical_crossentropy": "sce", "categorical_crossentropy": "cce"}.get(
+            builtin_name(loss) or ""
+        )
         if kind is None or u.ndim != 2 or u.shape[1] > _MAX_ROW or not u.flags.c_contiguous:
             return super().loss_from_preactivation(loss, y, u, scale)
         n, k = u.shape

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Array, Ops
+from .base import Array, Ops, builtin_name
 
 
 class NumpyOps(Ops):
@@ -49,7 +49,7 @@ class NumpyOps(Ops):
         u = np.matmul(x, w)
         if b is not None:
             u += b
-        name = act.name
+        name = builtin_name(act)
         if name == "relu":
             return u, np.maximum(u, 0.0, dtype=u.dtype)
         if name == "linear":
@@ -66,7 +66,7 @@ class NumpyOps(Ops):
         return u, act.forward(np, u)
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
-        if act.name == "relu":
+        if builtin_name(act) == "relu":
             # dh is a fresh temporary from the layer above, so it can take the result
             return np.multiply(dh, u > 0.0, out=dh) if dh.flags.writeable else dh * (u > 0.0)
         return act.backward(np, u, h, dh)
@@ -75,7 +75,7 @@ class NumpyOps(Ops):
         np.sum(du, axis=0, out=out)
 
     def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
-        if loss.name != "sparse_categorical_crossentropy" or u.ndim != 2:
+        if builtin_name(loss) != "sparse_categorical_crossentropy" or u.ndim != 2:
             return super().loss_from_preactivation(loss, y, u, scale)
         rows = self._rows(u.shape[0])
         memo = getattr(self, "_softmax_memo", None)

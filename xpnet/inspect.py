@@ -1,0 +1,422 @@
+"""Look inside forward and backward propagation, layer by layer, in the course's notation.
+
+    from xpnet.inspect import trace
+    t = trace(model, x, y)        # forward in training mode, then backward through the model's own code
+    print(t)                      # u(l) = h(l-1) W(l) + b(l), h(l) = φ(u(l)), δ(l) = ∂L/∂u(l), ∂L/∂W(l), ∂L/∂b(l)
+    t.u(1), t.h(2), t.delta(3), t.grad(3, "kernel"), t.loss, t.to_dict()
+
+The numbers come from running the model itself: its `_forward` (training mode) without y,
+`compute_gradients` (→ `_loss_and_grads`) with y. Each layer's `forward`, `backward` and
+`backward_preactivation` are wrapped for the duration of the call to copy what flows
+through them to the host, and restored afterwards; Dropout step counters are restored too, so
+tracing does not change what training does next. Nothing is recomputed here.
+
+Notation (l = 1 … L counts the model's layers, h(0) = x, ŷ = h(L)): the loss L is the mean
+over the batch of the per-sample loss (plus any weight penalty), so δ(l) = ∂L/∂u(l) already
+carries the 1/n, and ∂L/∂W(l) = h(l-1)ᵀ δ(l) (+ the penalty's gradient), ∂L/∂b(l) = Σ_batch δ(l).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .layers.activation import Activation as ActivationLayer
+from .layers.dropout import Dropout
+
+if TYPE_CHECKING:
+    from .layers.base import Layer
+    from .models import Sequential
+
+__all__ = ["LayerTrace", "Trace", "trace"]
+
+_MISSING = object()
+_SYMBOL = {"kernel": "W", "bias": "b"}
+
+
+@dataclass
+class LayerTrace:
+    """What one layer l did. Arrays are host NumPy copies with a leading batch axis.
+
+    input: h(l-1) (batch, in); preactivation: u(l) (batch, units) or None for layers without
+    one; output: h(l); grad_output: ∂L/∂h(l) as it arrived at backward (None for a fused
+    output layer, whose backward starts from u, or for layers not backpropagated through);
+    delta: δ(l) = ∂L/∂u(l); weights / grads: {"kernel": W(l), "bias": b(l)} and their gradients.
+    """
+
+    l: int  # noqa: E741 - the course's layer index
+    name: str
+    kind: str
+    activation: str | None
+    input: np.ndarray
+    preactivation: np.ndarray | None
+    output: np.ndarray
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    grad_output: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        def arr(a: np.ndarray | None) -> Any:
+            return None if a is None else a.tolist()
+
+        return {
+            "l": self.l,
+            "name": self.name,
+            "kind": self.kind,
+            "activation": self.activation,
+            "input": arr(self.input),
+            "preactivation": arr(self.preactivation),
+            "output": arr(self.output),
+            "weights": {k: arr(v) for k, v in self.weights.items()},
+            "grad_output": arr(self.grad_output),
+            "delta": arr(self.delta),
+            "grads": {k: arr(v) for k, v in self.grads.items()},
+        }
+
+
+@dataclass
+class Trace:
+    """Forward (and, when y was given, backward) values of every layer; `print(trace)` shows them.
+
+    x: (batch, *input_shape); y: the targets as the loss sees them, or None; output: ŷ = h(L);
+    loss: L (mean over the batch, plus weight penalties) or None; fused: the loss started
+    backprop from the output layer's u (softmax + cross-entropy: δ(L) = (p − y)/n).
+    """
+
+    model: str
+    backend: str
+    dtype: str
+    training: bool
+    x: np.ndarray
+    layers: list[LayerTrace]
+    output: np.ndarray
+    y: np.ndarray | None = None
+    loss: float | None = None
+    loss_name: str | None = None
+    fused: bool = False
+
+    # --- the course's symbols -------------------------------------------------------------
+    def layer(self, key: int | str) -> LayerTrace:
+        """Layer by course index l (1-based) or by name."""
+        if isinstance(key, str):
+            for lt in self.layers:
+                if lt.name == key:
+                    return lt
+            raise KeyError(f"no layer named {key!r}; layers are {[lt.name for lt in self.layers]}")
+        if not 1 <= key <= len(self.layers):
+            raise IndexError(f"layer index l must be in 1..{len(self.layers)}, received {key}")
+        return self.layers[key - 1]
+
+    def h(self, l: int) -> np.ndarray:  # noqa: E741
+        """h(l); h(0) is x."""
+        return self.x if l == 0 else self.layer(l).output
+
+    def u(self, l: int) -> np.ndarray:  # noqa: E741
+        u = self.layer(l).preactivation
+        if u is None:
+            raise ValueError(f"layer {l} ({self.layer(l).kind}) has no pre-activation u")
+        return u
+
+    def delta(self, l: int) -> np.ndarray:  # noqa: E741
+        d = self.layer(l).delta
+        if d is None:
+            raise ValueError(f"no δ({l}): trace with y to run backward (or layer {l} has no pre-activation)")
+        return d
+
+    def grad(self, l: int, param: str = "kernel") -> np.ndarray:  # noqa: E741
+        """∂L/∂W(l) for param="kernel", ∂L/∂b(l) for "bias"."""
+        grads = self.layer(l).grads
+        if param not in grads:
+            raise KeyError(f"layer {l} has no gradient for {param!r}; it has {sorted(grads)} (trace with y?)")
+        return grads[param]
+
+    # --- output -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (JSON-serializable)."""
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "dtype": self.dtype,
+            "training": self.training,
+            "x": self.x.tolist(),
+            "y": None if self.y is None else self.y.tolist(),
+            "output": self.output.tolist(),
+            "loss": self.loss,
+            "loss_name": self.loss_name,
+            "fused": self.fused,
+            "layers": [lt.to_dict() for lt in self.layers],
+        }
+
+    def format(self, digits: int = 6, max_items: int = 8) -> str:
+        """The table: digits significant figures; arrays over max_items×max_items are elided."""
+        fmt = _Formatter(digits, max_items)
+        n = self.x.shape[0]
+        lines = [
+            f"Trace of {self.model!r} ({self.backend}, {self.dtype}), batch of {n} "
+            f"{'sample' if n == 1 else 'samples'}, {'training' if self.training else 'inference'} mode",
+            "forward:  u(l) = h(l-1) W(l) + b(l),   h(l) = φ(u(l)),   h(0) = x",
+            "",
+        ]
+        rows: list[tuple[str, str]] = [("h(0) = x", fmt(self.x))]
+        for lt in self.layers:
+            lines_for = _forward_rows(lt, fmt)
+            rows.append(("", ""))
+            rows.append((f"[{lt.l}] {lt.name} ({lt.kind}{', ' + lt.activation if lt.activation else ''})", ""))
+            rows.extend((f"  {a}", b) for a, b in lines_for)
+        rows.append(("", ""))
+        rows.append((f"ŷ = h({len(self.layers)})", fmt(self.output)))
+        lines += _align(rows)
+        if self.loss is not None:
+            lines += [
+                "",
+                f"loss:  L = mean over the batch of {self.loss_name}(y, ŷ) (+ weight penalties) = "
+                f"{fmt.scalar(self.loss)}",
+            ]
+            rows = [("y", fmt(self.y))] if self.y is not None else []
+            lines += _align(rows)
+            lines += [
+                "",
+                "backward:  δ(l) = ∂L/∂u(l) = ∂L/∂h(l) ⊙ φ'(u(l)),   ∂L/∂h(l-1) = δ(l) W(l)ᵀ,",
+                "           ∂L/∂W(l) = h(l-1)ᵀ δ(l),   ∂L/∂b(l) = Σ_batch δ(l)   (+ penalty gradients)",
+                "",
+            ]
+            rows = []
+            for lt in reversed(self.layers):
+                if lt.grad_output is None and lt.delta is None and not lt.grads:
+                    continue
+                rows.append((f"[{lt.l}] {lt.name}", ""))
+                after = self.layers[lt.l] if lt.l < len(self.layers) else None
+                rows.extend((f"  {a}", b) for a, b in _backward_rows(lt, after, fmt, fused=self.fused))
+                rows.append(("", ""))
+            lines += _align(rows[:-1] if rows else rows)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def __repr__(self) -> str:
+        loss = "" if self.loss is None else f" loss={self.loss:.6g}"
+        return f"<Trace model={self.model!r} layers={len(self.layers)} batch={self.x.shape[0]}{loss}>"
+
+
+# ---------------------------------------------------------------------------------------------- tracing
+def trace(model: Sequential, x: Any, y: Any = None, training: bool = True) -> Trace:
+    """Run `model` on x (and backward on (x, y)) and return what every layer computed.
+
+    x: (batch, *input_shape), or one sample of shape input_shape; y: targets as `fit` takes
+    them (needs a compiled model). training=False traces the inference forward pass (no
+    dropout); backward needs training mode.
+    """
+    from .models import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"trace expects an xpnet Sequential model, received {type(model).__name__}")
+    if y is not None and not training:
+        raise ValueError("trace: backward needs the training-mode forward pass; pass training=True with y")
+    if y is not None and model.loss is None:
+        raise ValueError("trace with y needs the model's loss: call model.compile(optimizer, loss) first")
+    xa = np.asarray(x)
+    single = model._input_shape is not None and tuple(xa.shape) == model._input_shape
+    if single:
+        xa = xa[None, ...]
+        if y is not None:
+            y = np.asarray(y)[None, ...]
+    if not model.built:
+        model.build(xa.shape[1:])
+    ops = model.ops
+    assert ops is not None
+
+    records: dict[int, dict[str, Any]] = {i: {} for i in range(len(model.layers))}
+
+    def host(a: Any) -> np.ndarray | None:
+        # copied at once: later steps update some buffers in place (e.g. NumPy's relu backward)
+        return None if a is None else np.array(ops.to_numpy(a), copy=True)
+
+    def wrap_forward(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(inp: Any, training: bool = False) -> Any:
+            out = fn(inp, training)
+            rec = records[i]
+            rec["input"], rec["output"] = host(inp), host(out)
+            u = getattr(model.layers[i], "preactivation", None)
+            rec["u"] = host(u) if u is not None else None
+            return out
+
+        return forward
+
+    def wrap_backward(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def backward(dy: Any, need_input_grad: bool = True) -> Any:
+            records[i]["dh"] = host(dy)
+            out = fn(dy, need_input_grad)
+            if isinstance(model.layers[i], ActivationLayer) and out is not None:
+                records[i]["delta"] = host(out)  # the Activation layer's u is its input
+            return out
+
+        return backward
+
+    def wrap_backward_preactivation(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def backward_preactivation(du: Any, need_input_grad: bool = True) -> Any:
+            records[i]["delta"] = host(du)
+            return fn(du, need_input_grad)
+
+        return backward_preactivation
+
+    dropout_steps = [(layer, layer.iterations) for layer in model.layers if isinstance(layer, Dropout)]
+    loss_value: float | None = None
+    grads: list[np.ndarray] = []
+    yy: np.ndarray | None = None
+    try:
+        with ExitStack() as stack:
+            for i, layer in enumerate(model.layers):
+                stack.enter_context(_patched(layer, "forward", partial(wrap_forward, i)))
+                stack.enter_context(_patched(layer, "backward", partial(wrap_backward, i)))
+                if hasattr(layer, "backward_preactivation"):
+                    stack.enter_context(
+                        _patched(layer, "backward_preactivation", partial(wrap_backward_preactivation, i))
+                    )
+            if y is None:
+                xc = model._check_x(xa, "trace")
+                with ops.activate():
+                    model._forward(model._upload(xc), training=training)
+            else:
+                loss_value, grads = model.compute_gradients(xa, y)
+                xc, yy = model._prepare(xa, y, "trace")
+    finally:
+        for layer, steps in dropout_steps:
+            layer.iterations = steps
+
+    layers: list[LayerTrace] = []
+    off = 0
+    for i, layer in enumerate(model.layers):
+        rec = records[i]
+        specs = layer.param_specs()
+        weights = dict(zip([s.name for s in specs], layer.get_weights(), strict=True))
+        layer_grads: dict[str, np.ndarray] = {}
+        if grads:
+            layer_grads = {s.name: grads[off + j] for j, s in enumerate(specs)}
+        off += len(specs)
+        act = getattr(layer, "activation", None)
+        layers.append(
+            LayerTrace(
+                l=i + 1,
+                name=str(layer.name),
+                kind=type(layer).__name__,
+                activation=getattr(act, "name", None),
+                input=rec["input"],
+                preactivation=rec.get("u"),
+                output=rec["output"],
+                weights=weights,
+                grad_output=rec.get("dh"),
+                delta=rec.get("delta"),
+                grads=layer_grads,
+            )
+        )
+    return Trace(
+        model=model.name,
+        backend=ops.describe(),
+        dtype=model.dtype,
+        training=training,
+        x=np.asarray(xc),
+        layers=layers,
+        output=layers[-1].output if layers else np.asarray(xc),
+        y=None if yy is None else np.asarray(yy),
+        loss=loss_value,
+        loss_name=None if model.loss is None or y is None else model.loss.name,
+        fused=y is not None and model._fused(),
+    )
+
+
+@contextmanager
+def _patched(layer: Layer, attr: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """Shadow `layer.attr` with make(original) on the instance; put back whatever was there."""
+    saved = layer.__dict__.get(attr, _MISSING)
+    setattr(layer, attr, make(getattr(layer, attr)))
+    try:
+        yield
+    finally:
+        if saved is _MISSING:
+            delattr(layer, attr)
+        else:
+            setattr(layer, attr, saved)
+
+
+# ---------------------------------------------------------------------------------------------- printing
+class _Formatter:
+    def __init__(self, digits: int, max_items: int) -> None:
+        self.digits, self.max_items = digits, max_items
+
+    def scalar(self, v: float) -> str:
+        return f"{v:.{self.digits}g}"
+
+    def __call__(self, a: np.ndarray | None, batch: bool = True) -> str:
+        if a is None:
+            return "—"
+        a = np.asarray(a)
+        if batch and a.ndim >= 2 and a.shape[0] == 1:  # one sample: show its row, as the course does
+            a = a[0]
+        return np.array2string(
+            a,
+            separator=", ",
+            formatter={"float_kind": lambda v: f"{v:.{self.digits}g}", "int_kind": str},
+            threshold=self.max_items * self.max_items,
+            edgeitems=max(1, self.max_items // 2),
+            max_line_width=10_000,
+        ).replace("\n", "")
+
+
+def _sym(param: str, l: int) -> str:  # noqa: E741
+    return f"{_SYMBOL.get(param, param)}({l})"
+
+
+def _forward_rows(lt: LayerTrace, fmt: _Formatter) -> list[tuple[str, str]]:
+    l, prev = lt.l, lt.l - 1  # noqa: E741
+    rows = [(f"{_sym(k, l)} {tuple(v.shape)}", fmt(v, batch=False)) for k, v in lt.weights.items()]
+    if "kernel" in lt.weights:
+        expr = f"h({prev}) W({l})" + (f" + b({l})" if "bias" in lt.weights else "")
+        rows.append((f"u({l}) = {expr}", fmt(lt.preactivation)))
+        rows.append((f"h({l}) = {lt.activation}(u({l}))", fmt(lt.output)))
+    elif lt.kind == "Activation":
+        rows.append((f"u({l}) = h({prev})", fmt(lt.preactivation)))
+        rows.append((f"h({l}) = {lt.activation}(u({l}))", fmt(lt.output)))
+    else:
+        rows.append((f"h({l}) = {lt.kind.lower()}(h({prev}))", fmt(lt.output)))
+    return rows
+
+
+def _backward_rows(lt: LayerTrace, after: LayerTrace | None, fmt: _Formatter, fused: bool) -> list[tuple[str, str]]:
+    l, prev, last = lt.l, lt.l - 1, after is None  # noqa: E741
+    rows: list[tuple[str, str]] = []
+    if lt.grad_output is not None:
+        if last:
+            how = " = ∂L/∂ŷ"
+        elif after is not None and "kernel" in after.weights and after.delta is not None:
+            how = f" = δ({l + 1}) W({l + 1})ᵀ"
+        else:
+            how = ""
+        rows.append((f"∂L/∂h({l}){how}", fmt(lt.grad_output)))
+    elif last and fused:
+        rows.append((f"∂L/∂h({l})", "— (fused: the loss gives δ directly from u)"))
+    if lt.delta is not None:
+        how = f" = ∂L/∂h({l}) ⊙ {lt.activation}'(u({l}))" if lt.grad_output is not None else ""
+        rows.append((f"δ({l}) = ∂L/∂u({l}){how}", fmt(lt.delta)))
+    for k, g in lt.grads.items():
+        if k == "kernel":
+            rows.append((f"∂L/∂W({l}) = h({prev})ᵀ δ({l})", fmt(g, batch=False)))
+        elif k == "bias":
+            rows.append((f"∂L/∂b({l}) = Σ δ({l})", fmt(g, batch=False)))
+        else:
+            rows.append((f"∂L/∂{_sym(k, l)}", fmt(g, batch=False)))
+    return rows
+
+
+def _align(rows: list[tuple[str, str]]) -> list[str]:
+    width = max((len(a) for a, b in rows if b), default=0)
+    out = []
+    for a, b in rows:
+        out.append(f"  {a.ljust(width)}  {b}".rstrip() if b else (f"  {a}" if a else ""))
+    return out
