@@ -1,0 +1,1132 @@
+#!/usr/bin/env python
+"""Benchmark xpnet's training and inference against the GEMM floor and against peers, in one run.
+
+For each workload, on the same data and shapes, this measures
+
+* the *floor*: only the matrix products of one training epoch (per Dense layer and step: the
+  forward x@W, dW = x.T@du and dX = du@W.T), timed alone with preallocated outputs. Two floors
+  are reported: "3 GEMM/layer" and "no first dX" (the first layer needs no input gradient);
+* xpnet: seconds per epoch (median over repeats, after a warm-up), ms per step, peak memory of
+  `fit`, and inference images/s over the 10,000 test images at batch 32 and at batch 10,000;
+* peers when installed: PyTorch eager (a plain training loop, same architecture, optimizer,
+  batch size and thread count) and Keras.
+
+Contenders are interleaved within each repeat (in a rotating order) and the median of the
+repeats is reported; ratios are medians of per-repeat ratios, so slow spells of a noisy machine
+hit everyone alike. The run first waits (--wait-idle) for other processes to leave the CPUs,
+and a repeat during which other processes took more than 10% of the CPUs is thrown away and
+run again (--redo). Times are printed as ratios to the floor and to each peer, and the
+issue's targets are marked met/missed.
+
+    python scripts/benchmark.py                      # everything, numpy backend (~2 min on an idle 2-core box)
+    python scripts/benchmark.py --quick              # a smoke run (subset of the data, 3 repeats)
+    python scripts/benchmark.py --backend cupy       # on a GPU: CuPy floor + xpnet on CuPy + torch CUDA
+    python scripts/benchmark.py --workloads A,infer --repeats 9 --json /tmp/bench.json
+    python scripts/benchmark.py --profile --workloads A --repeats 1   # + pyinstrument flat profile of A
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import itertools
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import xpnet
+from xpnet.datasets import fashion_mnist
+
+N_TRAIN_FULL = 55_000
+N_TEST = 10_000
+N_CLASSES = 10
+IN = 784
+
+
+# --------------------------------------------------------------------------------------- workloads
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    hidden: tuple[int, ...]
+    dropout: float | None  # after the first hidden layer
+    optimizer: str  # "sgd" (lr 0.01) or "adam" (lr 0.001, Keras defaults)
+    batch: int
+    floor_target: float | None  # xpnet / floor(3 GEMM/layer) must be <= this
+    peer_target: float | None = None  # xpnet / PyTorch must be <= this
+
+    @property
+    def dims(self) -> list[int]:
+        return [IN, *self.hidden, N_CLASSES]
+
+
+WORKLOADS: dict[str, Workload] = {
+    "A": Workload("A", "784-300-100-10 relu/softmax, SGD 0.01, batch 32", (300, 100), None, "sgd", 32, 1.25, 0.6),
+    "B": Workload("B", "784-128-Dropout 0.2-10, Adam, batch 1000", (128,), 0.2, "adam", 1000, 1.2),
+    "A1024": Workload("A1024", "784-300-100-10, SGD 0.01, batch 1024", (300, 100), None, "sgd", 1024, 1.2),
+}
+INFER_BATCHES = (32, 10_000)
+
+
+# --------------------------------------------------------------------------------------- environment
+@dataclass
+class Env:
+    backend: str
+    xp: Any
+    sync: Callable[[], None]
+    blas_threads: int
+    blas_desc: str
+    torch: Any = None
+    torch_device: str = "cpu"
+    torch_note: str = ""
+    keras: Any = None
+    keras_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def blas_threads() -> tuple[int, str]:
+    """Threads NumPy's BLAS uses (threadpoolctl when available, else os.cpu_count())."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return os.cpu_count() or 1, "threadpoolctl absent: assumed os.cpu_count()"
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    pools.sort(key=lambda p: "numpy" not in p.get("filepath", ""))
+    if not pools:
+        return os.cpu_count() or 1, "no BLAS pool found by threadpoolctl: assumed os.cpu_count()"
+    p = pools[0]
+    return int(p["num_threads"]), f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture', '?')})"
+
+
+def numpy_blas_name() -> str:
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # type: ignore[index]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def git_state() -> str:
+    """Commit of the xpnet checkout, and whether xpnet/ has uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(xpnet.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "xpnet"], capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "not a git checkout"
+    return head.stdout.strip() + (" + uncommitted changes in xpnet/" if dirty.stdout.strip() else "")
+
+
+class CpuWatch:
+    """Share of the machine's CPU time taken by *other* processes (Linux /proc/stat minus our own usage)."""
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.t0 = self._snap()
+
+    def _snap(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                v = [float(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        own = (me.ru_utime + me.ru_stime) * self.tick
+        return sum(v), v[3] + v[4], own  # total, idle + iowait, our own CPU (all in ticks)
+
+    def others(self) -> float | None:
+        """Fraction of all CPUs used by other processes (or stolen by the hypervisor) since the last call."""
+        t1 = self._snap()
+        t0, self.t0 = self.t0, t1
+        if t0 is None or t1 is None or t1[0] <= t0[0]:
+            return None
+        busy = (t1[0] - t0[0]) - (t1[1] - t0[1]) - (t1[2] - t0[2])
+        return max(0.0, busy / (t1[0] - t0[0]))
+
+
+BUSY = 0.10  # other processes using more than this share of all CPUs make a measurement suspect
+
+
+def wait_for_idle(max_wait: float) -> float | None:
+    """Wait (up to max_wait seconds) until other processes use < BUSY of the CPUs; return their last share."""
+    watch = CpuWatch()
+    time.sleep(1.0)
+    share = watch.others()
+    deadline = time.monotonic() + max_wait
+    while share is not None and share > BUSY and time.monotonic() < deadline:
+        tqdm.write(f"machine busy: other processes use {share:.0%} of the CPUs; waiting...", file=sys.stderr)
+        time.sleep(4.0)
+        watch.others()
+        time.sleep(1.0)
+        share = watch.others()
+    return share
+
+
+def make_env(args: argparse.Namespace) -> Env:
+    if args.backend == "cupy":
+        try:
+            ops = xpnet.get_backend("cupy")
+        except xpnet.BackendUnavailableError as e:
+            sys.exit(f"--backend cupy: {e}")
+        import cupy
+
+        env = Env("cupy", cupy, ops.synchronize, 0, "")
+    else:
+        env = Env("numpy", np, lambda: None, 0, "")
+    env.blas_threads, env.blas_desc = blas_threads()
+    peers = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
+    if "torch" in peers:
+        try:
+            import torch
+
+            env.torch = torch
+            if env.backend == "cupy":
+                if torch.cuda.is_available():
+                    env.torch_device = "cuda"
+                else:
+                    env.torch_note = "PyTorch has no CUDA here: the peer runs on CPU (ratios compare GPU with CPU)"
+            torch.set_num_threads(env.blas_threads)
+        except ImportError:
+            env.torch_note = "PyTorch not installed: skipped (pip install torch)"
+    else:
+        env.torch_note = "PyTorch skipped (--peers)"
+    if "keras" in peers:
+        try:
+            import keras
+
+            env.keras = keras
+        except ImportError:
+            env.keras_note = "Keras not installed: skipped"
+    else:
+        env.keras_note = "Keras skipped (--peers)"
+    return env
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    xtr: np.ndarray  # (n, 784) float32 in [0, 1]
+    ytr: np.ndarray  # (n,) int32
+    xte: np.ndarray  # (10000, 784) float32
+    yte: np.ndarray
+    source: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.xtr.nbytes + self.ytr.nbytes)
+
+
+def load_data(train_size: int, download: bool) -> Data:
+    """Fashion-MNIST (validation = the first 5,000 training images, left out) /255, else random data."""
+    train_size = min(train_size, N_TRAIN_FULL)
+    try:
+        (x, y), (xt, yt) = fashion_mnist.load_data(download=download)
+        xtr = x[5000 : 5000 + train_size].reshape(-1, IN).astype(np.float32)
+        xtr *= np.float32(1 / 255)
+        xte = xt.reshape(-1, IN).astype(np.float32)
+        xte *= np.float32(1 / 255)
+        del x, xt
+        return Data(xtr, y[5000 : 5000 + train_size].astype(np.int32), xte, yt.astype(np.int32), "Fashion-MNIST")
+    except Exception as e:  # not found (download disabled) or unreadable
+        why = str(e).splitlines()[0].split(" Searched")[0] if str(e) else ""
+        rng = np.random.default_rng(0)
+        return Data(
+            rng.random((train_size, IN), dtype=np.float32),
+            rng.integers(0, N_CLASSES, train_size).astype(np.int32),
+            rng.random((N_TEST, IN), dtype=np.float32),
+            rng.integers(0, N_CLASSES, N_TEST).astype(np.int32),
+            f"random data of the same shapes (Fashion-MNIST unavailable: {type(e).__name__}: {why})",
+        )
+
+
+# --------------------------------------------------------------------------------------- contenders
+class Contender:
+    """Something timed per epoch (training) or per pass over the test set (inference)."""
+
+    name = "?"
+    kind = "peer"  # "floor", "xpnet" or "peer"
+    note = ""
+
+    def train_epochs(self, k: int) -> float:
+        """Run k epochs; return seconds per epoch."""
+        raise NotImplementedError
+
+    def infer(self, batch: int) -> float:
+        """Predict the 10,000 test images at `batch`; return seconds."""
+        raise NotImplementedError
+
+    def fit_memory(self) -> dict[str, Any]:
+        return {}
+
+    def last_logs(self) -> dict[str, float]:
+        return {}
+
+
+class GemmFloor(Contender):
+    """The GEMMs of one epoch (or of one inference pass), nothing else, into preallocated outputs.
+
+    Per Dense layer and step: u = x@W, dW = x.T@du and (unless `skip_first_dx` and it is the first
+    layer) dX = du@W.T, whose result is the next layer down's du. Inputs are contiguous row blocks
+    of the training images; values never matter to a GEMM's speed (no NaN/denormals arise here).
+    """
+
+    kind = "floor"
+
+    def __init__(
+        self,
+        name: str,
+        xp: Any,
+        sync: Callable[[], None],
+        dims: list[int],
+        batch: int,
+        x: Any,
+        skip_first_dx: bool,
+        x_test: Any = None,
+    ) -> None:
+        self.name, self.xp, self.sync, self.dims, self.batch = name, xp, sync, dims, batch
+        self.skip, self.x, self.x_test = skip_first_dx, x, x_test
+        self.rng = np.random.default_rng(1)
+        self.W = [
+            xp.asarray((self.rng.standard_normal((i, o)) * math.sqrt(2.0 / (i + o))).astype(np.float32))
+            for i, o in itertools.pairwise(dims)
+        ]
+        self.dW = [xp.empty_like(w) for w in self.W]
+        self._bufs: dict[int, tuple[list[Any], list[Any], Any]] = {}
+
+    def _buffers(self, b: int) -> tuple[list[Any], list[Any], Any]:
+        bufs = self._bufs.get(b)
+        if bufs is None:  # allocated on first use (the warm-up), never inside a timed loop afterwards
+            xp, d = self.xp, self.dims
+            u = [xp.empty((b, o), dtype=xp.float32) for o in d[1:]]
+            dx = [xp.empty((b, i), dtype=xp.float32) for i in d[:-1]]
+            top = xp.asarray((self.rng.standard_normal((b, d[-1])) * 0.01).astype(np.float32))
+            bufs = self._bufs[b] = (u, dx, top)
+        return bufs
+
+    def train_epochs(self, k: int) -> float:
+        W, dW, x, b, skip = self.W, self.dW, self.x, self.batch, self.skip
+        mm = self.xp.matmul
+        n, L = x.shape[0], len(self.W)
+        for lo in range(0, n, b):
+            self._buffers(min(b, n - lo))
+        self.sync()
+        t0 = time.perf_counter()
+        for _ in range(k):
+            for lo in range(0, n, b):
+                xb = x[lo : lo + b]
+                u, dx, du = self._bufs[xb.shape[0]]
+                a = xb
+                for w, out in zip(W, u, strict=True):
+                    mm(a, w, out=out)
+                    a = out
+                for i in range(L - 1, -1, -1):
+                    mm((xb if i == 0 else u[i - 1]).T, du, out=dW[i])
+                    if i > 0 or not skip:
+                        mm(du, W[i].T, out=dx[i])
+                        du = dx[i]
+        self.sync()
+        return (time.perf_counter() - t0) / k
+
+    def infer(self, batch: int) -> float:
+        x, W, mm = self.x_test, self.W, self.xp.matmul
+        n = x.shape[0]
+        for lo in range(0, n, batch):
+            self._buffers(min(batch, n - lo))
+        self.sync()
+        t0 = time.perf_counter()
+        for lo in range(0, n, batch):
+            xb = x[lo : lo + batch]
+            a = xb
+            for w, out in zip(W, self._bufs[xb.shape[0]][0], strict=True):
+                mm(a, w, out=out)
+                a = out
+        self.sync()
+        return time.perf_counter() - t0
+
+
+class _EpochTimer(xpnet.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self.logs: dict[str, float] = {}
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.times.append(time.perf_counter() - self._t0)
+        self.logs = dict(logs or {})
+
+
+def build_xpnet(wl: Workload, backend: str, seed: int = 0) -> xpnet.Sequential:
+    layers: list[Any] = [xpnet.Dense(wl.hidden[0], "relu", input_shape=(IN,))]
+    if wl.dropout:
+        layers.append(xpnet.Dropout(wl.dropout))
+    layers += [xpnet.Dense(h, "relu") for h in wl.hidden[1:]]
+    layers.append(xpnet.Dense(N_CLASSES, "softmax"))
+    model = xpnet.Sequential(layers, seed=seed)
+    opt = xpnet.optimizers.SGD(0.01) if wl.optimizer == "sgd" else xpnet.optimizers.Adam(0.001)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+    return model
+
+
+class XpnetContender(Contender):
+    """`model.fit(...)`; an epoch is timed from on_epoch_begin to on_epoch_end (the fit-call overhead apart)."""
+
+    name = "xpnet"
+    kind = "xpnet"
+
+    def __init__(self, wl: Workload, data: Data, env: Env, model: xpnet.Sequential | None = None) -> None:
+        self.wl, self.data, self.env = wl, data, env
+        self.model = model if model is not None else build_xpnet(wl, env.backend)
+        # On CuPy pass the training images already on the device (fit passes native arrays through),
+        # so the per-call host->device upload is not repeated; the memory measurement passes host data.
+        self.x = data.xtr if env.backend == "numpy" else self.model.ops.asarray(data.xtr)  # type: ignore[union-attr]
+        self.fit_overheads: list[float] = []
+        self._logs: dict[str, float] = {}
+
+    def train_epochs(self, k: int) -> float:
+        cb = _EpochTimer()
+        t0 = time.perf_counter()
+        self.model.fit(self.x, self.data.ytr, batch_size=self.wl.batch, epochs=k, verbose=0, callbacks=[cb])
+        wall = time.perf_counter() - t0
+        self.fit_overheads.append(wall - sum(cb.times))
+        self._logs = cb.logs
+        return sum(cb.times) / k
+
+    def last_logs(self) -> dict[str, float]:
+        return self._logs
+
+    def infer(self, batch: int) -> float:
+        t0 = time.perf_counter()
+        self.model.predict(self.data.xte, batch_size=batch)
+        return time.perf_counter() - t0
+
+    def fit_memory(self) -> dict[str, Any]:
+        """Peak memory allocated by one fit epoch on the user's host arrays, beyond what existed before."""
+        d, env = self.data, self.env
+        gc.collect()
+        if env.backend == "cupy":
+            import cupy
+
+            pool = cupy.get_default_memory_pool()
+            env.sync()
+            pool.free_all_blocks()
+            before = pool.used_bytes()
+            self.model.fit(d.xtr, d.ytr, batch_size=self.wl.batch, epochs=1, verbose=0)
+            env.sync()
+            # freed blocks stay cached in the pool, so its total after fit bounds fit's device peak
+            peak = pool.total_bytes() - before
+            return {
+                "method": "device: cupy pool total_bytes after fit - used before, host arrays in, so it includes "
+                "fit's upload of the dataset",
+                "peak_bytes": peak,
+                "includes_dataset": True,
+            }
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        self.model.fit(d.xtr, d.ytr, batch_size=self.wl.batch, epochs=1, verbose=0)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        # (RSS high-water deltas are no use here: glibc reuses heap pages freed earlier, hiding the peak)
+        return {"method": "tracemalloc peak during fit, NumPy allocations", "peak_bytes": peak}
+
+
+class TorchContender(Contender):
+    """PyTorch eager, a plain training loop: same layers (Glorot-uniform, zero bias), optimizer, batch."""
+
+    name = "PyTorch"
+
+    def __init__(self, wl: Workload, data: Data, env: Env) -> None:
+        torch = env.torch
+        self.torch, self.wl, self.data, self.dev = torch, wl, data, torch.device(env.torch_device)
+        self.name = f"PyTorch {torch.__version__.split('+')[0]} {env.torch_device}"
+        torch.manual_seed(0)
+        nn = torch.nn
+        dims = wl.dims
+        mods: list[Any] = []
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
+            lin = nn.Linear(a, b)
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+            mods.append(lin)
+            if i < len(dims) - 2:
+                mods.append(nn.ReLU())
+                if i == 0 and wl.dropout:
+                    mods.append(nn.Dropout(wl.dropout))
+        self.model = nn.Sequential(*mods).to(self.dev)
+        params = self.model.parameters()
+        self.opt = (
+            torch.optim.SGD(params, lr=0.01) if wl.optimizer == "sgd" else torch.optim.Adam(params, lr=1e-3, eps=1e-7)
+        )
+        self.X = torch.from_numpy(data.xtr).to(self.dev)
+        self.Y = torch.from_numpy(data.ytr.astype(np.int64)).to(self.dev)
+        self.gen = torch.Generator().manual_seed(0)
+        self._logs: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.dev.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def train_epochs(self, k: int) -> float:
+        torch, model, opt, X, Y, b = self.torch, self.model, self.opt, self.X, self.Y, self.wl.batch
+        F = torch.nn.functional
+        n = X.shape[0]
+        self._sync()
+        t0 = time.perf_counter()
+        for _ in range(k):
+            model.train()
+            perm = torch.randperm(n, generator=self.gen).to(self.dev)
+            loss_sum = torch.zeros((), device=self.dev)
+            correct = torch.zeros((), dtype=torch.int64, device=self.dev)
+            for lo in range(0, n, b):
+                idx = perm[lo : lo + b]
+                xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
+                out = model(xb)
+                loss = F.cross_entropy(out, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():  # the same running loss / accuracy sums xpnet keeps
+                    loss_sum += loss.detach() * xb.shape[0]
+                    correct += (out.argmax(1) == yb).sum()
+            self._logs = {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}  # one sync per epoch
+        self._sync()
+        return (time.perf_counter() - t0) / k
+
+    def last_logs(self) -> dict[str, float]:
+        return self._logs
+
+    def infer(self, batch: int) -> float:
+        torch, model = self.torch, self.model
+        model.eval()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            x = torch.from_numpy(self.data.xte).to(self.dev)
+            n = x.shape[0]
+            out = torch.empty((n, N_CLASSES), device=self.dev)
+            for lo in range(0, n, batch):
+                out[lo : lo + batch] = torch.softmax(model(x[lo : lo + batch]), dim=1)
+            out.cpu().numpy()
+        self._sync()
+        return time.perf_counter() - t0
+
+    def fit_memory(self) -> dict[str, Any]:
+        gc.collect()
+        if self.dev.type == "cuda":
+            torch = self.torch
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            self.train_epochs(1)
+            return {
+                "method": "torch.cuda.max_memory_allocated - allocated before (data resident)",
+                "peak_bytes": torch.cuda.max_memory_allocated() - base,
+            }
+        return {}  # CPU: no reliable peak measure for torch allocations (tracemalloc does not see them)
+
+
+class KerasContender(Contender):
+    """Keras `fit` / `predict` with the same model (untested here when Keras is absent)."""
+
+    def __init__(self, wl: Workload, data: Data, env: Env) -> None:
+        keras = env.keras
+        self.keras, self.wl, self.data = keras, wl, data
+        self.name = f"Keras {keras.__version__}"
+        layers: list[Any] = [keras.Input((IN,)), keras.layers.Dense(wl.hidden[0], activation="relu")]
+        if wl.dropout:
+            layers.append(keras.layers.Dropout(wl.dropout))
+        layers += [keras.layers.Dense(h, activation="relu") for h in wl.hidden[1:]]
+        layers.append(keras.layers.Dense(N_CLASSES, activation="softmax"))
+        self.model = keras.Sequential(layers)
+        opt = keras.optimizers.SGD(0.01) if wl.optimizer == "sgd" else keras.optimizers.Adam(0.001)
+        self.model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        self._logs: dict[str, float] = {}
+
+    def train_epochs(self, k: int) -> float:
+        times: list[float] = []
+        logs: dict[str, float] = {}
+
+        class Timer(self.keras.callbacks.Callback):  # type: ignore[name-defined,misc]
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, lg: Any = None) -> None:
+                times.append(time.perf_counter() - self.t0)
+                logs.update({k: float(v) for k, v in (lg or {}).items()})
+
+        self.model.fit(self.data.xtr, self.data.ytr, batch_size=self.wl.batch, epochs=k, verbose=0, callbacks=[Timer()])
+        self._logs = logs
+        return sum(times) / k
+
+    def last_logs(self) -> dict[str, float]:
+        return self._logs
+
+    def infer(self, batch: int) -> float:
+        t0 = time.perf_counter()
+        self.model.predict(self.data.xte, batch_size=batch, verbose=0)
+        return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------- running
+def floors_for(wl: Workload, data: Data, env: Env, x_dev: Any) -> list[Contender]:
+    out: list[Contender] = []
+    specs = [("numpy", np, lambda: None, data.xtr)]
+    if env.backend == "cupy":
+        specs.append(("cupy", env.xp, env.sync, x_dev))
+    for label, xp, sync, x in specs:
+        for skip, tag in ((False, "3 GEMM/layer"), (True, "no first dX")):
+            out.append(GemmFloor(f"floor {label} ({tag})", xp, sync, wl.dims, wl.batch, x, skip))
+    return out
+
+
+def peers_for(wl: Workload, data: Data, env: Env) -> list[Contender]:
+    out: list[Contender] = []
+    if env.torch is not None:
+        out.append(TorchContender(wl, data, env))
+    if env.keras is not None:
+        out.append(KerasContender(wl, data, env))
+    return out
+
+
+def interleaved(
+    contenders: list[Contender], fn: Callable[[Contender], Any], warmup: int, repeats: int, desc: str, redo: int
+) -> tuple[dict[str, list[Any]], list[float], list[float]]:
+    """Warm each contender up, then run `repeats` rounds, each contender once per round, rotating the order.
+
+    A round during which other processes took more than BUSY of the CPUs is thrown away and run
+    again once the machine is idle (at most `redo` times in all); returns the results and the
+    other-process CPU shares of the discarded and of the kept rounds.
+    """
+    results: dict[str, list[Any]] = {c.name: [] for c in contenders}
+    discarded: list[float] = []
+    kept: list[float] = []
+    total = len(contenders) * (warmup + repeats)
+    with tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as bar:
+        for _ in range(warmup):
+            for c in contenders:
+                bar.set_postfix_str(f"warm-up {c.name}", refresh=False)
+                fn(c)
+                bar.update()
+        r = 0
+        while r < repeats:
+            k = r % len(contenders)
+            watch = CpuWatch()
+            got = {}
+            for c in contenders[k:] + contenders[:k]:
+                bar.set_postfix_str(f"repeat {r + 1}/{repeats} {c.name}", refresh=False)
+                gc.collect()
+                got[c.name] = fn(c)
+                bar.update()
+            share = watch.others()
+            if share is not None and share > BUSY and len(discarded) < redo:
+                discarded.append(share)
+                tqdm.write(f"{desc.strip()}: repeat {r + 1} discarded (other processes used {share:.0%} of the CPUs)")
+                bar.total += len(contenders)
+                wait_for_idle(60.0)
+                continue
+            for name, v in got.items():
+                results[name].append(v)
+            if share is not None:
+                kept.append(share)
+            r += 1
+    return results, discarded, kept
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    """Median over repeats of a[r] / b[r]: a repeat's contenders ran back to back, so slow spells mostly cancel."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    xp_c = XpnetContender(wl, data, env)
+    x_dev = xp_c.x
+    contenders: list[Contender] = [*floors_for(wl, data, env, x_dev), xp_c, *peers_for(wl, data, env)]
+    k = args.epochs_per_measure
+    res, discarded, kept = interleaved(
+        contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, f"{wl.name:>5} train", args.redo
+    )
+    steps = math.ceil(data.xtr.shape[0] / wl.batch)
+    scale = math.ceil(N_TRAIN_FULL / wl.batch) / steps  # to a full 55,000-image epoch when --train-size is smaller
+    rows = {}
+    for c in contenders:
+        s = summarize(res[c.name])
+        rows[c.name] = {
+            "kind": c.kind,
+            "s_per_epoch": s["median"] * scale,
+            "s_per_epoch_min": s["min"] * scale,
+            "s_per_epoch_max": s["max"] * scale,
+            "ms_per_step": s["median"] / steps * 1e3,
+            "raw_s": res[c.name],
+            "last_logs": c.last_logs(),
+        }
+    out: dict[str, Any] = {
+        "workload": wl.title,
+        "batch": wl.batch,
+        "steps_measured": steps,
+        "scale": scale,
+        "rows": rows,
+        "discarded_repeats": discarded,
+        "kept_repeats_other_cpu": kept,
+    }
+    out["xpnet_fit_call_overhead_s"] = statistics.median(xp_c.fit_overheads) if xp_c.fit_overheads else None
+    if not args.no_memory:
+        with tqdm(total=2, desc=f"{wl.name:>5} memory", file=sys.stderr, dynamic_ncols=True) as bar:
+            mem = {"dataset_bytes": data.nbytes, "xpnet": xp_c.fit_memory()}
+            bar.update()
+            torch_c = next((c for c in contenders if isinstance(c, TorchContender)), None)
+            if torch_c is not None:
+                mem["torch"] = torch_c.fit_memory()
+            bar.update()
+        out["memory"] = mem
+    out["_xpnet_model"] = xp_c.model  # reused for inference (stripped before JSON)
+    return out
+
+
+def run_inference(model: xpnet.Sequential | None, data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    wl = WORKLOADS["A"]
+    xp_c = XpnetContender(wl, data, env, model)
+    floors: list[Contender] = [
+        GemmFloor("floor numpy (forward GEMMs)", np, lambda: None, wl.dims, 32, data.xtr[:64], True, x_test=data.xte)
+    ]
+    if env.backend == "cupy":
+        floors.append(
+            GemmFloor(
+                "floor cupy (forward GEMMs)",
+                env.xp,
+                env.sync,
+                wl.dims,
+                32,
+                env.xp.asarray(data.xtr[:64]),
+                True,
+                x_test=env.xp.asarray(data.xte),
+            )
+        )
+    contenders = [*floors, xp_c, *peers_for(wl, data, env)]
+    repeats = args.infer_repeats or max(3, 2 * args.repeats)
+
+    def both(c: Contender) -> dict[int, float]:
+        return {b: c.infer(b) for b in INFER_BATCHES}
+
+    res, discarded, kept = interleaved(contenders, both, args.warmup, repeats, "infer", args.redo)
+    rows: dict[str, dict[str, Any]] = {}
+    for c in contenders:
+        rows[c.name] = {"kind": c.kind}
+        for b in INFER_BATCHES:
+            raw = [r[b] for r in res[c.name]]
+            rows[c.name][f"img_s_b{b}"] = data.xte.shape[0] / statistics.median(raw)
+            rows[c.name][f"raw_s_b{b}"] = raw
+    return {"rows": rows, "repeats": repeats, "discarded_repeats": discarded, "kept_repeats_other_cpu": kept}
+
+
+# --------------------------------------------------------------------------------------- reporting
+def _fmt_ratio(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.2f}×"
+
+
+def _mb(b: float) -> str:
+    return f"{b / 2**20:.1f} MiB"
+
+
+def _floor_name(rows: dict[str, Any], env: Env, tag: str) -> str | None:
+    label = "cupy" if env.backend == "cupy" else "numpy"
+    name = f"floor {label} ({tag})"
+    return name if name in rows else None
+
+
+def _peer_names(rows: dict[str, Any]) -> list[str]:
+    return [n for n, r in rows.items() if r["kind"] == "peer"]
+
+
+def training_table(res: dict[str, Any], env: Env) -> list[str]:
+    rows = res["rows"]
+    f3, f2 = _floor_name(rows, env, "3 GEMM/layer"), _floor_name(rows, env, "no first dX")
+    peers = _peer_names(rows)
+    head = ["contender", "s/epoch (median)", "min–max", "ms/step", "× floor 3GEMM", "× floor no-dX1"]
+    head += [f"× {p}" for p in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        t = r["s_per_epoch"]
+        cells = [
+            name,
+            f"{t:.3f} s",
+            f"{r['s_per_epoch_min']:.3f}–{r['s_per_epoch_max']:.3f}",
+            f"{r['ms_per_step']:.3f}",
+        ]
+        cells += [_fmt_ratio(paired(r["raw_s"], rows[f]["raw_s"])) if f else "—" for f in (f3, f2)]
+        cells += [_fmt_ratio(paired(r["raw_s"], rows[p]["raw_s"])) for p in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def inference_table(res: dict[str, Any], env: Env) -> list[str]:
+    rows = res["rows"]
+    label = "cupy" if env.backend == "cupy" else "numpy"
+    fl = f"floor {label} (forward GEMMs)"
+    peers = _peer_names(rows)
+    head = ["contender"]
+    for b in INFER_BATCHES:
+        head += [f"img/s b{b}", "÷ floor"] + [f"÷ {p}" for p in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        cells = [name]
+        for b in INFER_BATCHES:
+            key = f"raw_s_b{b}"
+            cells += [f"{r[f'img_s_b{b}'] / 1e3:,.0f}k", _fmt_ratio(paired(rows[fl][key], r[key]))]
+            cells += [_fmt_ratio(paired(rows[p][key], r[key])) for p in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def evaluate_targets(results: dict[str, Any], env: Env) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, value: float | None, limit: float, higher_is_better: bool, shown: str, note: str = "") -> None:
+        if value is None:
+            out.append({"target": target, "value": None, "shown": "—", "status": "n/a", "note": note})
+            return
+        ok = value >= limit if higher_is_better else value <= limit
+        out.append(
+            {"target": target, "value": value, "shown": shown, "status": "met" if ok else "MISSED", "note": note}
+        )
+
+    for name, wl in WORKLOADS.items():
+        res = results["training"].get(name)
+        if res is None:
+            continue
+        rows = res["rows"]
+        xt = rows["xpnet"]["raw_s"]
+        f3 = _floor_name(rows, env, "3 GEMM/layer")
+        if wl.floor_target is not None and f3:
+            r = paired(xt, rows[f3]["raw_s"])
+            add(f"{name}: xpnet ≤ {wl.floor_target}× GEMM floor (3 GEMM/layer)", r, wl.floor_target, False, f"{r:.2f}×")
+        if wl.peer_target is not None:
+            tn = next((p for p in _peer_names(rows) if p.startswith("PyTorch")), None)
+            rp = paired(xt, rows[tn]["raw_s"]) if tn else None
+            add(
+                f"{name}: xpnet ≤ {wl.peer_target}× PyTorch's time",
+                rp,
+                wl.peer_target,
+                False,
+                f"{rp:.2f}×" if rp is not None else "—",
+                "" if tn else env.torch_note,
+            )
+        if name == "A" and "memory" in res:
+            mem = res["memory"]
+            peak = mem["xpnet"].get("peak_bytes")
+            if peak is not None:
+                ds = mem["dataset_bytes"]
+                if mem["xpnet"].get("includes_dataset"):  # device memory: fit's own upload is the dataset copy
+                    r, shown = (
+                        peak / ds,
+                        f"device peak {_mb(peak)} (dataset upload included) = {peak / ds:.2f}× dataset",
+                    )
+                else:
+                    r = (ds + peak) / ds
+                    shown = f"dataset {_mb(ds)} + fit peak {_mb(peak)} = {r:.2f}× dataset"
+                add("A: peak fit memory ≤ dataset + 25%", r, 1.25, False, shown)
+    inf = results.get("inference")
+    if inf is not None:
+        rows = inf["rows"]
+        tn = next((p for p in _peer_names(rows) if p.startswith("PyTorch")), None)
+        for b in INFER_BATCHES:
+            if tn:
+                r = paired(rows[tn][f"raw_s_b{b}"], rows["xpnet"][f"raw_s_b{b}"])
+                add(f"inference b{b}: xpnet images/s ≥ PyTorch's", r, 1.0, True, f"{r:.2f}× PyTorch")
+            else:
+                add(f"inference b{b}: xpnet images/s ≥ PyTorch's", None, 1.0, True, "", env.torch_note)
+    return out
+
+
+def _discard_note(res: dict[str, Any]) -> list[str]:
+    out = []
+    d = res.get("discarded_repeats") or []
+    if d:
+        shares = ", ".join(f"{x:.0%}" for x in d)
+        out.append(f"{len(d)} repeat(s) discarded and re-run because other processes were busy ({shares} of the CPUs).")
+    k = res.get("kept_repeats_other_cpu") or []
+    if k:
+        out.append(
+            f"Other processes' share of the CPUs during the kept repeats: median {statistics.median(k):.0%}, "
+            f"max {max(k):.0%}."
+        )
+    return ["", " ".join(out)] if out else []
+
+
+def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Data) -> str:
+    meta = results["meta"]
+    L: list[str] = []
+    L.append(f"## xpnet benchmark — {meta['date']}")
+    L.append("")
+    L.append(f"- machine: {meta['cpu']}, {meta['cores']} usable cores, {meta['platform']}")
+    L.append(
+        f"- Python {meta['python']}, NumPy {meta['numpy']} ({meta['numpy_blas']}); BLAS threads: "
+        f"{env.blas_threads} ({env.blas_desc}); xpnet {meta['xpnet']}, backend {env.backend}"
+    )
+    if env.torch is not None:
+        L.append(f"- PyTorch {env.torch.__version__} on {env.torch_device}, torch.set_num_threads({env.blas_threads})")
+    for note in (env.torch_note, env.keras_note, *env.notes):
+        if note:
+            L.append(f"- note: {note}")
+    L.append(
+        f"- data: {data.source}; {data.xtr.shape[0]:,} training images, {data.xte.shape[0]:,} test images, float32"
+    )
+    L.append(
+        f"- method: {args.warmup} warm-up + {args.repeats} interleaved repeats (rotating order), median; "
+        f"{args.epochs_per_measure} epoch(s) per measurement; all contenders keep running loss + accuracy sums "
+        "except the floors; no validation data. Ratios (×, ÷) are medians of per-repeat ratios"
+    )
+    if data.xtr.shape[0] < N_TRAIN_FULL:
+        L.append(
+            f"- SUBSET: epochs measured on {data.xtr.shape[0]:,} images; s/epoch scaled to 55,000 images by the "
+            "step count (ms/step is as measured)"
+        )
+    L.append("")
+    for name, res in results["training"].items():
+        L.append(f"### {name}: {res['workload']} ({res['steps_measured']} steps/epoch measured)")
+        L.append("")
+        L += training_table(res, env)
+        L += _discard_note(res)
+        if res.get("xpnet_fit_call_overhead_s") is not None:
+            L.append("")
+            L.append(
+                f"xpnet fit-call overhead outside the epoch loop (input checks, upload): "
+                f"{res['xpnet_fit_call_overhead_s'] * 1e3:.1f} ms per fit call"
+            )
+        if "memory" in res:
+            mem = res["memory"]
+            parts = [f"dataset {_mb(mem['dataset_bytes'])}"]
+            xm = mem["xpnet"]
+            if "peak_bytes" in xm:
+                parts.append(f"xpnet fit peak +{_mb(xm['peak_bytes'])} ({xm['method']})")
+            tm = mem.get("torch", {})
+            if "peak_bytes" in tm:
+                parts.append(f"PyTorch peak +{_mb(tm['peak_bytes'])}")
+            L.append("")
+            L.append("Memory of one fit epoch: " + "; ".join(parts))
+        L.append("")
+    if "inference" in results:
+        inf = results["inference"]
+        L.append(f"### infer: model A over the {N_TEST:,} test images (predict; median of {inf['repeats']} repeats)")
+        L.append("")
+        L += inference_table(inf, env)
+        L += _discard_note(inf)
+        L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("| target | measured | status |")
+    L.append("|---|---|---|")
+    for t in results["targets"]:
+        L.append(f"| {t['target']} | {t['shown']}{' (' + t['note'] + ')' if t['note'] else ''} | {t['status']} |")
+    return "\n".join(L)
+
+
+# --------------------------------------------------------------------------------------- profiling
+def profile_xpnet(data: Data, env: Env, epochs: int, top: int) -> list[str]:
+    """pyinstrument over xpnet's fit for workload A; a flat list of functions by self time per step."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return ["(--profile needs pyinstrument: pip install pyinstrument)"]
+    wl = WORKLOADS["A"]
+    model = build_xpnet(wl, env.backend)
+    x = data.xtr if env.backend == "numpy" else model.ops.asarray(data.xtr)  # type: ignore[union-attr]
+    model.fit(x, data.ytr, batch_size=wl.batch, epochs=1, verbose=0)  # warm-up
+    cb = _EpochTimer()
+    # 0.5 ms: much shorter intervals oversubscribe 2 cores and slow multithreaded BLAS down badly
+    prof = Profiler(interval=0.0005)
+    prof.start()
+    model.fit(x, data.ytr, batch_size=wl.batch, epochs=epochs, verbose=0, callbacks=[cb])
+    prof.stop()
+    steps = math.ceil(data.xtr.shape[0] / wl.batch) * epochs
+    selfs: dict[str, float] = {}
+    incl: dict[str, float] = {}
+
+    def walk(frame: Any, stack: frozenset[str]) -> None:
+        if frame.function == "[self]":  # pyinstrument's own leaf for a parent's self time
+            return
+        key = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+        selfs[key] = selfs.get(key, 0.0) + frame.total_self_time
+        if key not in stack:  # inclusive time, recursion-safe
+            incl[key] = incl.get(key, 0.0) + frame.time
+        for child in frame.children:
+            walk(child, stack | {key})
+
+    session = prof.last_session
+    if session is None:
+        return ["(pyinstrument recorded nothing)"]
+    walk(session.root_frame(), frozenset())
+    total = sum(cb.times)
+    lines = [
+        f"pyinstrument (interval 0.5 ms) over {epochs} epoch(s) of xpnet A = {steps} steps; "
+        f"{total / steps * 1e6:.0f} µs/step under the profiler",
+        "",
+        "| function | self µs/step | self % | incl. µs/step |",
+        "|---|---|---|---|",
+    ]
+    for key, s in sorted(selfs.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(
+            f"| {key} | {s / steps * 1e6:.1f} | {100 * s / total:.1f}% | {incl.get(key, 0) / steps * 1e6:.1f} |"
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="xpnet backend (default numpy)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 7; --quick 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per contender (default 1)")
+    p.add_argument("--epochs-per-measure", type=int, default=1, help="epochs per timed measurement (default 1)")
+    p.add_argument("--workloads", default="A,B,A1024,infer", help="comma list of A, B, A1024, infer")
+    p.add_argument("--peers", default="torch,keras", help="comma list of peers to try (torch, keras; '' for none)")
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="training images per epoch (default 55,000; --quick 11,000); times are scaled to 55,000",
+    )
+    p.add_argument("--infer-repeats", type=int, default=None, help="inference repeats (default 2×repeats)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 11,000 training images, 3 repeats")
+    p.add_argument("--no-memory", action="store_true", help="skip the fit-memory measurement")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="first wait up to S seconds for other processes to leave the CPUs idle (default 60)",
+    )
+    p.add_argument(
+        "--redo",
+        type=int,
+        default=None,
+        help="rounds that may be re-run because other processes were busy (default: as many as --repeats)",
+    )
+    p.add_argument("--download", action="store_true", help="allow downloading Fashion-MNIST if not found locally")
+    p.add_argument("--json", metavar="PATH", help="also write all numbers as JSON to PATH")
+    p.add_argument("--profile", action="store_true", help="also profile xpnet's fit of A with pyinstrument")
+    p.add_argument("--profile-epochs", type=int, default=2, help="epochs profiled with --profile (default 2)")
+    a = p.parse_args(argv)
+    a.repeats = a.repeats or (3 if a.quick else 7)
+    a.redo = a.repeats if a.redo is None else a.redo
+    a.train_size = a.train_size or (11_000 if a.quick else N_TRAIN_FULL)
+    a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    bad = [w for w in a.workloads if w not in WORKLOADS and w != "infer"]
+    if bad:
+        p.error(f"unknown workload(s) {bad}; choose from {[*WORKLOADS, 'infer']}")
+    if a.repeats < 1 or a.epochs_per_measure < 1 or a.warmup < 0:
+        p.error("--repeats and --epochs-per-measure must be >= 1, --warmup >= 0")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    busy_before = wait_for_idle(args.wait_idle)
+    watch = CpuWatch()
+    env = make_env(args)
+    data = load_data(args.train_size, args.download)
+    print(f"data: {data.source} ({data.xtr.shape[0]:,} train / {data.xte.shape[0]:,} test)", file=sys.stderr)
+    results: dict[str, Any] = {
+        "meta": {
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpu": cpu_model(),
+            "cores": usable_cores(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "numpy_blas": numpy_blas_name(),
+            "blas_threads": env.blas_threads,
+            "blas": env.blas_desc,
+            "backend": env.backend,
+            "torch": getattr(env.torch, "__version__", None),
+            "torch_device": env.torch_device if env.torch is not None else None,
+            "keras": getattr(env.keras, "__version__", None),
+            "notes": [n for n in (env.torch_note, env.keras_note) if n],
+            "data": data.source,
+            "train_images": int(data.xtr.shape[0]),
+            "xpnet": f"{xpnet.__version__} ({git_state()})",
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
+        },
+        "training": {},
+    }
+    model_a = None
+    for name in args.workloads:
+        if name == "infer":
+            continue
+        res = run_training(WORKLOADS[name], data, env, args)
+        model = res.pop("_xpnet_model")
+        if name == "A":
+            model_a = model
+        results["training"][name] = res
+    if "infer" in args.workloads:
+        results["inference"] = run_inference(model_a, data, env, args)
+    results["targets"] = evaluate_targets(results, env)
+    text = report(results, env, args, data)
+    if args.profile:
+        prof = profile_xpnet(data, env, args.profile_epochs, 25)
+        text += "\n\n### Profile of xpnet's fit, workload A\n\n" + "\n".join(prof)
+        results["profile"] = prof
+    results["meta"]["wall_s"] = time.perf_counter() - t_start
+    busy_during = watch.others()
+    parts = [*results["training"].values(), results.get("inference") or {}]
+    kept = [x for r in parts for x in r.get("kept_repeats_other_cpu", [])]
+    results["meta"]["other_cpu_share_before"] = busy_before
+    results["meta"]["other_cpu_share_whole_run"] = busy_during
+    if busy_during is not None:
+        text += (
+            f"\n\nOther processes used {busy_during:.0%} of the CPUs over the whole run, waits included"
+            + (f" ({busy_before:.0%} just before it)" if busy_before is not None else "")
+            + (f"; at most {max(kept):.0%} during any kept repeat" if kept else "")
+            + (": TIMINGS UNRELIABLE, rerun on an idle machine." if kept and max(kept) > BUSY else ".")
+        )
+    text += f"\n\n(total benchmark wall time {results['meta']['wall_s']:.0f} s)"
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=float)
+        print(f"\nJSON written to {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
