@@ -24,7 +24,11 @@ def require_finite(a: np.ndarray, what: str, name: str = "x") -> None:
     """Raise a ValueError saying how many NaN/inf values `a` holds and where the first one is."""
     if a.dtype.kind != "f":
         return
-    bad = ~np.isfinite(a)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None)
+    if np.isfinite(total):  # NaN and inf propagate into the sum: one pass, no mask the size of the data
+        return
+    bad = ~np.isfinite(a)  # the sum may also have overflowed: look element by element
     if bad.any():
         first = np.unravel_index(int(np.argmax(bad)), a.shape)
         raise ValueError(

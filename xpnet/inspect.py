@@ -249,6 +249,17 @@ def trace(model: Sequential, x: Any, y: Any = None, training: bool = True) -> Tr
 
         return forward
 
+    def wrap_forward_preactivation(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def forward_preactivation(inp: Any, training: bool = False) -> Any:
+            u = fn(inp, training)
+            act = getattr(model.layers[i], "activation", None)
+            rec = records[i]
+            rec["input"], rec["u"] = host(inp), host(u)
+            rec["output"] = host(act.forward(ops.xp, u) if act is not None else u)
+            return u
+
+        return forward_preactivation
+
     def wrap_backward(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
         def backward(dy: Any, need_input_grad: bool = True) -> Any:
             records[i]["dh"] = host(dy)
@@ -275,6 +286,10 @@ def trace(model: Sequential, x: Any, y: Any = None, training: bool = True) -> Tr
             for i, layer in enumerate(model.layers):
                 stack.enter_context(_patched(layer, "forward", partial(wrap_forward, i)))
                 stack.enter_context(_patched(layer, "backward", partial(wrap_backward, i)))
+                if hasattr(layer, "forward_preactivation"):
+                    stack.enter_context(
+                        _patched(layer, "forward_preactivation", partial(wrap_forward_preactivation, i))
+                    )
                 if hasattr(layer, "backward_preactivation"):
                     stack.enter_context(
                         _patched(layer, "backward_preactivation", partial(wrap_backward_preactivation, i))

@@ -51,6 +51,10 @@ class SparseCategoricalAccuracy(Metric):
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         return xp.astype(xp.argmax(y_pred, axis=-1) == y_true, y_pred.dtype)
 
+    def update(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        # count hits, then cast the 0-d count: one pass fewer than summing a float per sample
+        return xp.astype(xp.count_nonzero(xp.argmax(y_pred, axis=-1) == y_true), y_pred.dtype)
+
 
 class CategoricalAccuracy(Metric):
     name = "categorical_accuracy"

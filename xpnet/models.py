@@ -654,6 +654,12 @@ class Sequential:
             x = layer.forward(x, training)
         return x
 
+    def _forward_to_logits(self, x: Array, training: bool) -> Array:
+        """Forward through every layer but the last layer's activation: its pre-activation u."""
+        for layer in self.layers[:-1]:
+            x = layer.forward(x, training)
+        return self.layers[-1].forward_preactivation(x, training)  # type: ignore[attr-defined]
+
     def _penalty(self) -> Any:
         xp = self.ops.xp  # type: ignore[union-attr]
         total: Any = 0.0
@@ -677,12 +683,13 @@ class Sequential:
         ops, loss, layers = self.ops, self.loss, self.layers
         assert ops is not None and loss is not None
         xp = ops.xp
-        out = self._forward(xb, training=True)
         nb = xb.shape[0]
         denom = global_batch or nb
-        if fused:
-            value, grad = ops.loss_from_preactivation(loss, yb, layers[-1].preactivation, scale / denom)  # type: ignore[attr-defined]
+        if fused:  # the last layer stops at u; the loss applies the activation and gives p − y directly
+            u = self._forward_to_logits(xb, training=True)
+            value, grad, out = ops.fused_loss(loss, layers[-1].activation, yb, u, scale / denom)  # type: ignore[attr-defined]
         else:
+            out = self._forward(xb, training=True)
             value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (scale / denom)
         first = self._first_param_layer()
         for i in range(len(layers) - 1, first - 1, -1):
@@ -740,10 +747,13 @@ class Sequential:
         return value, grads
 
     def _first_param_layer(self) -> int:
-        for i, layer in enumerate(self.layers):
-            if layer.param_specs():
-                return i
-        return len(self.layers)
+        """Index of the first layer with weights: backprop stops there (nobody needs ∂L/∂x)."""
+        cached = self.__dict__.get("_first_param")
+        if cached is not None and cached[0] == len(self.layers):
+            return int(cached[1])
+        first = next((i for i, layer in enumerate(self.layers) if layer.param_specs()), len(self.layers))
+        self._first_param = (len(self.layers), first)
+        return first
 
     # ------------------------------------------------------------------ inference
     def _evaluate_device(self, X: Array, Y: Array, batch_size: int, fused: bool) -> dict[str, float]:
@@ -758,10 +768,11 @@ class Sequential:
             xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
             if isinstance(xb, np.ndarray) and not ops.is_native(xb):  # streamed from the host
                 xb, yb = self._upload(xb), self._upload(yb, float_dtype=not loss.sparse)
-            out = self._forward(xb, training=False)
             if fused:
-                value = ops.loss_from_preactivation(loss, yb, self.layers[-1].preactivation, 1.0)[0]  # type: ignore[attr-defined]
+                u = self._forward_to_logits(xb, training=False)
+                value, _, out = ops.fused_loss(loss, self.layers[-1].activation, yb, u, 1.0)  # type: ignore[attr-defined]
             else:
+                out = self._forward(xb, training=False)
                 value = loss.call(xp, yb, out)
             batch = [xp.sum(value), *(m.update(xp, yb, out) for m in self.metrics)]
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]

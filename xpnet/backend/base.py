@@ -112,10 +112,13 @@ class Ops:
         mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype, offset)
         return x * mask, mask
 
-    def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
-        """-> (per-sample loss (n,), scale · ∂ℓ/∂u (n, k)) for a loss fused with its output activation."""
+    def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
+        """A loss fused with its output activation, from the pre-activation u: (n, k).
+
+        -> (per-sample loss (n,), scale · ∂ℓ/∂u (n, k), the model output act(u) (n, k)).
+        """
         value, grad = loss.call_and_grad_from_preactivation(self.xp, y, u)
-        return value, grad * scale
+        return value, grad * scale, act.forward(self.xp, u)
 
     def allreduce_sum(self, comm: Any, buf: Array) -> None:
         """Sum a device buffer over the ranks of an mpi4py communicator, in place (staged through the host)."""
@@ -187,9 +190,13 @@ def _mix32(x: Array) -> Array:
 
 
 def hash_u32(xp: Any, counters: Array, keys: tuple[int, int]) -> Array:
-    """Two keyed rounds of the mixer over uint32 counters; keys are Python ints < 2**32."""
+    """One keyed round of the mixer over uint32 counters: mix32((c + k0) ^ k1); keys are Python ints < 2**32.
+
+    One round suffices here: the keys are themselves mixer outputs, and the tests check keep
+    rate and independence across steps, layers and neighbouring elements.
+    """
     del xp
-    return _mix32(_mix32(counters ^ keys[0]) ^ keys[1])
+    return _mix32((counters + keys[0]) ^ keys[1])
 
 
 def mix_int(x: int) -> int:

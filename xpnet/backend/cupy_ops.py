@@ -145,21 +145,22 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         )
         return y, mask
 
-    def loss_from_preactivation(self, loss: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array]:
+    def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
         kind = {"sparse_categorical_crossentropy": "sce", "categorical_crossentropy": "cce"}.get(
             builtin_name(loss) or ""
         )
         if kind is None or u.ndim != 2 or u.shape[1] > _MAX_ROW or not u.flags.c_contiguous:
-            return super().loss_from_preactivation(loss, y, u, scale)
+            return super().fused_loss(loss, act, y, u, scale)
         n, k = u.shape
         value = self.xp.empty(n, dtype=u.dtype)
         grad = self.xp.empty_like(u)
+        probs = self.xp.empty_like(u)
         if kind == "sce":
             y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
         else:
             y = self.xp.ascontiguousarray(y, dtype=u.dtype)
-        self._rows(kind, u.dtype, n, (u, y, value, grad, np.int32(n), np.int32(k), u.dtype.type(scale)))
-        return value, grad
+        self._rows(kind, u.dtype, n, (u, y, value, grad, probs, np.int32(n), np.int32(k), u.dtype.type(scale)))
+        return value, grad, probs
 
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""
@@ -246,31 +247,40 @@ extern "C" __global__ void xpnet_softmax_SUFFIX(T* u, const T* b, T* h, int n, i
     for (int j = 0; j < k; ++j) { T e = exp(ur[j] - m); hr[j] = e; s += e; }
     for (int j = 0; j < k; ++j) hr[j] = hr[j] / s;
 }
-extern "C" __global__ void xpnet_sce_SUFFIX(const T* u, const int* y, T* loss, T* du, int n, int k, T scale) {
+extern "C" __global__ void xpnet_sce_SUFFIX(
+        const T* u, const int* y, T* loss, T* du, T* p, int n, int k, T scale) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const T* ur = u + (size_t)i * k;
     T* dr = du + (size_t)i * k;
+    T* pr = p + (size_t)i * k;
     T m = ur[0];
     for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
     T s = 0;
     for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
     int c = y[i];
     loss[i] = log(s) - (ur[c] - m);
-    for (int j = 0; j < k; ++j) dr[j] = (exp(ur[j] - m) / s - (j == c ? (T)1 : (T)0)) * scale;
+    for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
 }
-extern "C" __global__ void xpnet_cce_SUFFIX(const T* u, const T* y, T* loss, T* du, int n, int k, T scale) {
+extern "C" __global__ void xpnet_cce_SUFFIX(
+        const T* u, const T* y, T* loss, T* du, T* p, int n, int k, T scale) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const T* ur = u + (size_t)i * k;
     const T* yr = y + (size_t)i * k;
     T* dr = du + (size_t)i * k;
+    T* pr = p + (size_t)i * k;
     T m = ur[0];
     for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
     T s = 0;
     for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
     T ls = log(s), acc = 0;
-    for (int j = 0; j < k; ++j) { acc -= yr[j] * (ur[j] - m - ls); dr[j] = (exp(ur[j] - m) / s - yr[j]) * scale; }
+    for (int j = 0; j < k; ++j) {
+        T q = exp(ur[j] - m) / s;
+        pr[j] = q;
+        acc -= yr[j] * (ur[j] - m - ls);
+        dr[j] = (q - yr[j]) * scale;
+    }
     loss[i] = acc;
 }
 """
@@ -293,7 +303,7 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
         return ek(
             "uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
             "T out",
-            "unsigned int h = xpnet_mix32(xpnet_mix32(((unsigned int)i + offset) ^ k0) ^ k1);"
+            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
             "out = h >= threshold ? scale : (T)0;",
             "xpnet_dropout_mask",
             preamble=_MIX,
@@ -308,7 +318,7 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
         return ek(
             "T x, uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
             "T y, T mask",
-            "unsigned int h = xpnet_mix32(xpnet_mix32(((unsigned int)i + offset) ^ k0) ^ k1);"
+            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
             "mask = h >= threshold ? scale : (T)0; y = x * mask;",
             "xpnet_dropout",
             preamble=_MIX,

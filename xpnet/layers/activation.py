@@ -27,6 +27,10 @@ class Activation(Layer):
             self._h = h
         return h
 
+    def forward_preactivation(self, x: Array, training: bool = False) -> Array:
+        self._u = x
+        return x
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
         return self.ops.activation_backward(self.activation, self._u, self._h, dy) if need_input_grad else None

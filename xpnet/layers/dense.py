@@ -81,6 +81,15 @@ class Dense(Layer):
             self._x, self._h = x, h
         return h
 
+    def forward_preactivation(self, x: Array, training: bool = False) -> Array:
+        """u = xW + b only: the fused loss applies the output activation itself."""
+        assert self.ops is not None
+        u = self.ops.affine(x, self.params["kernel"], self.params.get("bias"))
+        self._u = u
+        if training:
+            self._x, self._h = x, None
+        return u
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
         du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
