@@ -37,9 +37,9 @@ def test_3221_forward_pass_gives_the_arithmetic_values(backend: str) -> None:
     model = course_3221()
     model.to_backend(backend)
     y = model.predict(np.array([[0.7, 0.3, 0.5]]))
-    ops = model.ops
-    u1 = ops.to_numpy(model.layers[0].preactivation)
-    u2 = ops.to_numpy(model.layers[1].preactivation)
+    trace = model.trace(np.array([0.7, 0.3, 0.5]))
+    u1, u2 = trace.u(1), trace.u(2)
+    np.testing.assert_allclose(trace.output, y, rtol=1e-12)
     np.testing.assert_allclose(u1, [[0.43, 0.44]], rtol=1e-12)
     # The slides print u(2) = (0.33, 1.217) and ŷ = 0.3764; the arithmetic gives
     # 0.2·0.43 + 0.3·0.44 + 0.1 = 0.317 (not 1.217), hence ŷ = 0.1·0.33 + 0.2·0.317 + 0.1 = 0.1964.

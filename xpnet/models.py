@@ -826,9 +826,16 @@ class Sequential:
             n = X.shape[0]
             out_shape = (n, *(d for d in self.output_shape[1:] if d is not None))
             out = ops.zeros(out_shape, getattr(ops.xp, self.dtype))
-            for lo in range(0, n, batch_size):
-                hi = min(lo + batch_size, n)
-                out[lo:hi, ...] = self._forward(X[lo:hi, ...], training=False)
+            dense = [layer for layer in self.layers if hasattr(layer, "keep_preactivation")]
+            for layer in dense:  # predict keeps no pre-activations, so activations may reuse their memory
+                layer.keep_preactivation = False  # type: ignore[attr-defined]
+            try:
+                for lo in range(0, n, batch_size):
+                    hi = min(lo + batch_size, n)
+                    out[lo:hi, ...] = self._forward(X[lo:hi, ...], training=False)
+            finally:
+                for layer in dense:
+                    layer.keep_preactivation = True  # type: ignore[attr-defined]
             return ops.to_numpy(out)
 
     def __call__(self, x: Any) -> np.ndarray:

@@ -109,7 +109,9 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self._kernels["nccl"] = nccl_comm
         return nccl_comm
 
-    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
+    def dense_forward(
+        self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True
+    ) -> tuple[Array, Array]:
         u = self.xp.matmul(x, w)
         name = builtin_name(act)
         if name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:

@@ -62,15 +62,22 @@ class NumpyOps(Ops):
 
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)  # straight from the gradient buffer, no copy
 
-    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any) -> tuple[Array, Array]:
+    def dense_forward(
+        self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True
+    ) -> tuple[Array, Array]:
         u = np.matmul(x, w)
         if b is not None:
             u += b
         name = builtin_name(act)
         if name == "relu":
-            return u, np.maximum(u, 0.0, dtype=u.dtype)
+            return u, np.maximum(u, 0.0, dtype=u.dtype, out=None if keep_u else u)
         if name == "linear":
             return u, u
+        if name == "softmax" and u.ndim == 2:
+            h = np.subtract(u, u.max(axis=1, keepdims=True))
+            np.exp(h, out=h)
+            h /= np.add.reduce(h, axis=1, keepdims=True)
+            return u, h
         return u, act.forward(np, u)
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:

@@ -39,6 +39,7 @@ class Dense(Layer):
         self.bias_initializer = inits.get(bias_initializer)
         self.kernel_regularizer = regs.get(kernel_regularizer)
         self.bias_regularizer = regs.get(bias_regularizer)
+        self.keep_preactivation = True
         self._x: Array = None
         self._u: Array = None
         self._h: Array = None
@@ -75,7 +76,9 @@ class Dense(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        u, h = self.ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), self.activation)
+        # at inference u is only kept when someone may look at it (trace); NumPy then reuses its memory
+        keep_u = training or self.keep_preactivation
+        u, h = self.ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), self.activation, keep_u)
         self._u = u  # kept at inference too: the loss reads logits from it
         if training:
             self._x, self._h = x, h
