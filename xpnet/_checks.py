@@ -25,8 +25,10 @@ def require_finite(a: np.ndarray, what: str, name: str = "x") -> None:
     if a.dtype.kind != "f":
         return
     with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(a, axis=None)
-    if np.isfinite(total):  # NaN and inf propagate into the sum: one pass, no mask the size of the data
+        flat = a.reshape(-1) if a.flags.c_contiguous else None
+        # NaN and inf propagate into a sum of squares (one BLAS pass, no mask the size of the data)
+        total = np.dot(flat, flat) if flat is not None and a.dtype.itemsize >= 4 else np.add.reduce(a, axis=None)
+    if np.isfinite(total):
         return
     bad = ~np.isfinite(a)  # the sum may also have overflowed: look element by element
     if bad.any():
