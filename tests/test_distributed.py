@@ -30,6 +30,15 @@ def _needs_mpi() -> str:
     exe = _mpiexec()
     if exe is None:
         pytest.skip("no mpiexec on PATH (pip install 'xpnet[mpi]' brings MPICH's)")
+    # a machine whose mpiexec and mpi4py do not work together (no xpnet involved) skips, saying why
+    probe = "from mpi4py import MPI; assert MPI.COMM_WORLD.Get_size() == 2"
+    try:
+        subprocess.run(
+            [exe, "-n", "2", sys.executable, "-c", probe], env=_env(), capture_output=True, check=True, timeout=60
+        )
+    except (subprocess.SubprocessError, OSError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        pytest.skip(f"mpiexec cannot start 2 mpi4py ranks here: {err.decode(errors='replace')[-300:] or e}")
     return exe
 
 

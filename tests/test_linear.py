@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -199,13 +198,11 @@ def test_linear_regression_script_table(tmp_path: Path, capsys: pytest.CaptureFi
 # ------------------------------------------------------------------------------------ MLP regression
 def test_mlp_fits_sin_to_a_small_mse() -> None:
     # scripts/regression_mlp.py defaults: 1 → 32 tanh → 32 tanh → 1 linear, full-batch Adam 0.005, 2000 epochs.
-    # Measured MSE against sin on [-π, π]: 2.3e-6 (seed 0), at most 9.2e-6 over seeds 0-5; ~0.4 s.
-    t0 = time.perf_counter()
+    # Measured MSE against sin on [-π, π]: 2.3e-6 (seed 0), at most 9.2e-6 over seeds 0-5.
     model, res = _script("regression_mlp").train(seed=0)
     assert res["mse_truth"] < 1e-4
     assert res["train_mse"] < 1e-4
     assert model.layers[-1].activation.name == "linear"
-    assert time.perf_counter() - t0 < 5.0
 
 
 def test_regression_mlp_script_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
