@@ -94,9 +94,7 @@ class Ops:
     def take_rows(self, a: Array, idx: Array) -> Array:
         return self.xp.take(a, idx, axis=0)
 
-    def dense_forward(
-        self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True
-    ) -> tuple[Array, Array]:
+    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         """-> (u, h) with u = x w + b: (n, units) and h = act(u). Backends fuse bias + activation.
 
         keep_u=False (inference) lets a backend compute h in u's memory; u is then not meaningful.

@@ -109,9 +109,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self._kernels["nccl"] = nccl_comm
         return nccl_comm
 
-    def dense_forward(
-        self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True
-    ) -> tuple[Array, Array]:
+    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         u = self.xp.matmul(x, w)
         name = builtin_name(act)
         if name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
@@ -305,8 +303,7 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
         return ek(
             "uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
             "T out",
-            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
-            "out = h >= threshold ? scale : (T)0;",
+            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);out = h >= threshold ? scale : (T)0;",
             "xpnet_dropout_mask",
             preamble=_MIX,
         )

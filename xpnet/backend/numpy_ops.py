@@ -62,9 +62,7 @@ class NumpyOps(Ops):
 
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)  # straight from the gradient buffer, no copy
 
-    def dense_forward(
-        self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True
-    ) -> tuple[Array, Array]:
+    def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         u = np.matmul(x, w)
         if b is not None:
             u += b
