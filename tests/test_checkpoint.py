@@ -164,3 +164,30 @@ def test_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
     with np.load(path, allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
     assert xpnet.checkpoint.load(path)[0]["position"] == {"epoch": 1, "step": 0, "n": 300, "batch_size": 32}
+
+
+def test_a_diverged_epoch_is_not_checkpointed(tmp_path: Path) -> None:
+    x, y = data()
+    m = model("sgd")
+    m.fit(x, y, epochs=1, verbose=0, callbacks=[Checkpoint(tmp_path)])
+    m.optimizer.learning_rate = 1e30
+    with pytest.warns(RuntimeWarning, match="no checkpoint written"):
+        m.fit(x * 1e3, y, epochs=3, verbose=0, callbacks=[Checkpoint(tmp_path)])
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000010.npz"]
+
+
+def test_early_stopping_patience_survives_a_resume(tmp_path: Path) -> None:
+    from xpnet import EarlyStopping
+
+    x, y = data()
+
+    def run(epochs: int, resume: bool) -> int:
+        m = model()
+        stop = EarlyStopping(monitor="loss", patience=2, min_delta=0.5)
+        cbs = [Checkpoint(tmp_path / ("r" if resume or epochs < 9 else "u")), stop]
+        m.fit(x, y, epochs=epochs, verbose=0, callbacks=cbs, resume_from=(tmp_path / "r") if resume else None)
+        return len(m.history.epoch)
+
+    full = run(9, False)
+    run(2, False)  # stopped after 2 epochs, before patience ran out
+    assert run(9, True) == full == 3

@@ -94,3 +94,21 @@ def test_ranks_disagreeing_on_the_model_is_an_error(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "ranks disagree on the model" in proc.stderr + proc.stdout
+
+
+@pytest.mark.mpi
+def test_two_ranks_resume_mid_epoch_with_the_same_weights_and_history(tmp_path: Path) -> None:
+    exe = _needs_mpi()
+    worker = str(Path(__file__).with_name("mpi_resume_worker.py"))
+
+    def run(ckpt: str, out: str, mode: str) -> None:
+        cmd = [exe, "-n", "2", sys.executable, worker, str(tmp_path / ckpt), str(tmp_path / out), mode]
+        subprocess.run(cmd, env=_env(), check=True, timeout=300)
+
+    run("full", "full.npz", "full")
+    run("c", "crashed.npz", "crash")
+    run("c", "resumed.npz", "resume")
+    assert not (tmp_path / "crashed.npz").exists()
+    with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "resumed.npz") as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -240,10 +240,19 @@ def test_early_stopping_restores_best_weights() -> None:
     x, y = blobs(120)
     model = classifier()
     model.compile(xpnet.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
-    stopper = EarlyStopping(monitor="loss", patience=1, min_delta=10.0, restore_best_weights=True)
-    hist = model.fit(x, y, epochs=20, verbose=0, callbacks=[stopper])
-    # no epoch beats the first by 10, so it stops after patience+1 more epochs
-    assert len(hist.epoch) == 3 and stopper.stopped_epoch == 2
+    stopper = EarlyStopping(monitor="loss", patience=2, min_delta=10.0, restore_best_weights=True)
+    seen: list[list[np.ndarray]] = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(model.get_weights())
+
+    hist = model.fit(x, y, epochs=20, verbose=0, callbacks=[Snapshot(), stopper])
+    # no epoch beats the first by 10, so, as in Keras, it stops after `patience` more epochs
+    assert len(hist.epoch) == 3 and stopper.stopped_epoch == 2 and stopper.best_epoch == 0
+    for a, b in zip(model.get_weights(), seen[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(seen[0][0], seen[2][0])
 
 
 def test_callbacks_see_epochs_and_batches() -> None:
@@ -357,3 +366,43 @@ def test_streaming_fallback_gives_the_same_run_as_device_resident_data(backend: 
     for a, b in zip(results[0][0], results[1][0], strict=True):
         np.testing.assert_array_equal(a, b)
     assert results[0][1] == results[1][1]
+
+
+def test_repeated_fit_calls_draw_new_shuffles_and_match_one_longer_fit() -> None:
+    x, y = blobs(96)
+    once, twice = classifier(seed=6), classifier(seed=6)
+    for m in (once, twice):
+        m.compile("sgd", "sparse_categorical_crossentropy")
+    once.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    twice.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    twice.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for a, b in zip(once.get_weights(), twice.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_metrics_of_a_from_logits_model_see_its_logits(backend: str) -> None:
+    x, y = blobs(60)
+    model = Sequential([Dense(3, input_shape=(4,))], seed=2)
+    model.compile("sgd", xpnet.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["mse"], backend=backend)
+    got = model.evaluate(x, y, verbose=0, return_dict=True)["mse"]
+    logits = model.predict(x)
+    assert got == pytest.approx(float(np.mean((logits - np.eye(3)[y]) ** 2)), rel=1e-5)
+
+
+def test_early_stopping_after_a_non_finite_loss_stops_cleanly() -> None:
+    x, y = blobs(100)
+    model = classifier()
+    model.compile(xpnet.optimizers.SGD(1e30), "sparse_categorical_crossentropy")
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        hist = model.fit(x * 1e3, y, epochs=5, verbose=0, validation_split=0.2, callbacks=[EarlyStopping()])
+    assert len(hist.epoch) == 1
+
+
+def test_compute_gradients_leaves_dropout_counters_alone() -> None:
+    x, y = blobs(40)
+    model = classifier(dropout=0.5)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    a, b = model.compute_gradients(x, y), model.compute_gradients(x, y)
+    assert a[0] == b[0]
+    for u, v in zip(a[1], b[1], strict=True):
+        np.testing.assert_array_equal(u, v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -88,9 +89,28 @@ class EarlyStopping(Callback):
         self.best_weights: list[Any] | None = None
         self.best = self.baseline if self.baseline is not None else (math.inf if self.mode == "min" else -math.inf)
         self.best_epoch = 0
+        # a resumed fit starts with the history so far: replay it so patience continues where it was
+        hist = getattr(self.model, "_history", None)
+        past = hist.history.get(self.monitor, []) if hist is not None else []
+        for epoch, value in zip(hist.epoch if hist is not None else [], past, strict=False):
+            if epoch < self.start_from_epoch or not math.isfinite(value):
+                continue
+            if self._improved(value, self.best):
+                self.best, self.best_epoch, self.wait = value, epoch, 0
+            else:
+                self.wait += 1
+        if past and self.restore_best_weights:
+            warnings.warn(
+                f"EarlyStopping resumed at epoch {len(past) + 1}: weights of a best epoch before the resume "
+                "were not checkpointed, so only a later best epoch can be restored",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         value = (logs or {}).get(self.monitor)
+        if value is None and self.model is not None and self.model.stop_training:
+            return  # training already stopped (a non-finite loss): no validation pass was run
         if value is None:
             raise KeyError(
                 f"EarlyStopping monitors {self.monitor!r} but the logs only have {sorted(logs or {})}; "
@@ -105,7 +125,7 @@ class EarlyStopping(Callback):
                 self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # as Keras: stop after `patience` epochs without improvement
             self.stopped_epoch = epoch
             self.model.stop_training = True
 

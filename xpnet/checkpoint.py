@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -119,6 +120,10 @@ class Checkpoint(Callback):
             self.save()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        loss = (logs or {}).get("loss", 0.0)
+        if not math.isfinite(loss):  # never let a diverged state replace the last good checkpoint
+            warnings.warn(f"Epoch {epoch + 1}: loss is {loss}; no checkpoint written", RuntimeWarning, stacklevel=2)
+            return
         if self.save_freq == "epoch":
             self.save()
 

@@ -30,6 +30,7 @@ from .layers.input import Input
 from .random import init_rng, layer_seed, next_model_seed, shuffle_rng
 
 Array = Any
+_DIST_READ_EVERY = 100  # steps between progress reads in a data-parallel run
 _DEVICE_MODULES = {"cupy", "torch", "jax", "jaxlib", "tensorflow", "array_api_strict", "dask"}
 
 
@@ -65,6 +66,7 @@ class Sequential:
         self._grads: Array = None
         self._reg_terms: list[tuple[Layer, str, Any]] = []
         self._comm: distributed.Communicator = distributed.Communicator()
+        self._epochs_trained = 0  # over the model's life: keys the shuffle of the next epoch
         for layer in layers or []:
             self.add(layer)
 
@@ -483,8 +485,9 @@ class Sequential:
                 path, header, arrays = found
                 checkpoint.restore(self, header, arrays, n, batch_size)
                 start_epoch, skip = header["position"]["epoch"], header["position"]["step"]
-                if "sums" in arrays:
-                    restored_sums = self._unflatten_sums(arrays["sums"], header["sums_sizes"])
+                if "sums" in arrays:  # they hold every rank's share: rank 0 carries them, the others start at 0
+                    saved = arrays["sums"] if comm.is_root else np.zeros_like(arrays["sums"])
+                    restored_sums = self._unflatten_sums(saved, header["sums_sizes"])
                 history.epoch = list(header.get("history_epochs", []))
                 history.history = {k: list(v) for k, v in header.get("history", {}).items()}
                 if comm.is_root and verbose:
@@ -519,7 +522,8 @@ class Sequential:
                 for epoch in range(start_epoch, epochs):
                     for cb in cbs:
                         cb.on_epoch_begin(epoch)
-                    perm = shuffle_rng(self.seed, epoch).permutation(n) if shuffle else None
+                    # keyed by the model's lifetime epoch count: repeated fit() calls see new orders
+                    perm = shuffle_rng(self.seed, self._epochs_trained).permutation(n) if shuffle else None
                     if perm is not None and resident:
                         perm = ops.asarray(perm)
                     progress.epoch_begin(epoch)
@@ -548,12 +552,16 @@ class Sequential:
                         self._position, self._running = (epoch, step + 1), sums
                         for cb in batch_hooks:
                             cb.on_train_batch_end(step)
-                        if progress.due():
+                        # the read is a collective under MPI: every rank must decide alike
+                        due = progress.due() if comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0
+                        if due:
                             logs = self._read(sums, hi, names)
                             if not math.isfinite(logs["loss"]):
                                 break
-                            progress.update(step + 1, logs)
+                            if progress.mode == 1:
+                                progress.update(step + 1, logs)
                     logs = self._read(sums, hi, names)
+                    self._epochs_trained += 1
                     self._position, self._running = (epoch + 1, 0), []
                     if not math.isfinite(logs["loss"]):
                         self.stop_training = True
@@ -605,6 +613,7 @@ class Sequential:
             "optimizer": {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations},
             "position": {"epoch": epoch, "step": step, "n": self._fit_n, "batch_size": self._fit_batch_size},
             "dropout": {layer.name: layer.iterations for layer in self.layers if isinstance(layer, Dropout)},
+            "epochs_trained": self._epochs_trained,
             "history": hist.history if hist is not None else {},
             "history_epochs": hist.epoch if hist is not None else [],
         }
@@ -615,7 +624,8 @@ class Sequential:
             xp = ops.xp
             flat = [xp.reshape(s, (-1,)) for s in running]
             concat = getattr(xp, "concat", None) or xp.concatenate
-            arrays["sums"] = ops.to_numpy(concat(flat))
+            # the whole run's partial sums: each rank holds only its shards' share
+            arrays["sums"] = self._comm.allreduce_host(ops.to_numpy(concat(flat)))
             header["sums_sizes"] = [int(f.shape[0]) for f in flat]
         return header, arrays
 
@@ -629,6 +639,7 @@ class Sequential:
             for k, v in opt.slots.items():
                 v[...] = ops.asarray(arrays[f"slot_{k}"])
         opt.iterations = int(header["optimizer"]["iterations"])
+        self._epochs_trained = int(header.get("epochs_trained", header["position"]["epoch"]))
         for layer in self.layers:
             if isinstance(layer, Dropout):
                 layer.iterations = int(header["dropout"][layer.name])
@@ -733,9 +744,14 @@ class Sequential:
         x, yy = self._prepare(x, y, "compute_gradients")
         ops = self.ops
         assert ops is not None and self.loss is not None
+        dropouts = [(d, d.iterations) for d in self.layers if isinstance(d, Dropout)]
         with ops.activate():
             X, Y = self._upload(x), self._upload(yy, float_dtype=not self.loss.sparse)
-            loss_sum, _ = self._loss_and_grads(X, Y, self._fused())
+            try:
+                loss_sum, _ = self._loss_and_grads(X, Y, self._fused())
+            finally:  # a look at the gradients must not move the masks a later fit() draws
+                for d, steps in dropouts:
+                    d.iterations = steps
             value = float(ops.to_numpy(loss_sum)) / x.shape[0]
             flat = ops.to_numpy(self._grads)
         grads, off = [], 0
@@ -766,7 +782,7 @@ class Sequential:
         for lo in range(first, last, batch_size):
             hi = min(lo + batch_size, last)
             xb, yb = X[lo:hi, ...], Y[lo:hi, ...]
-            if isinstance(xb, np.ndarray) and not ops.is_native(xb):  # streamed from the host
+            if isinstance(xb, np.ndarray) and (not ops.is_native(xb) or xb.dtype != self.dtype):  # streamed
                 xb, yb = self._upload(xb), self._upload(yb, float_dtype=not loss.sparse)
             if fused:
                 u = self._forward_to_logits(xb, training=False)

@@ -160,7 +160,8 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         else:
             y = self.xp.ascontiguousarray(y, dtype=u.dtype)
         self._rows(kind, u.dtype, n, (u, y, value, grad, probs, np.int32(n), np.int32(k), u.dtype.type(scale)))
-        return value, grad, probs
+        # with from_logits the model's output is u itself, not the softmax the loss needed
+        return value, grad, probs if builtin_name(act) == "softmax" else act.forward(self.xp, u)
 
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""

@@ -101,7 +101,8 @@ class NumpyOps(Ops):
         value -= u[rows, y]
         grad = np.multiply(p, scale)
         grad[rows, y] -= scale
-        return value, grad, p
+        # with from_logits the model's output is u itself, not the softmax the loss needed
+        return value, grad, p if builtin_name(act) == "softmax" else act.forward(np, u)
 
     def _rows(self, n: int) -> Array:
         r = getattr(self, "_rows_cache", None)
