@@ -25,6 +25,7 @@ from .activations import NotDifferentiableError
 from .backend import Ops, get_backend
 from .callbacks import Callback, History, Progress, format_logs
 from .layers.base import Layer, Shape, _as_shape
+from .layers.dense import Dense
 from .layers.dropout import Dropout
 from .layers.input import Input
 from .random import init_rng, layer_seed, next_model_seed, shuffle_rng
@@ -503,6 +504,7 @@ class Sequential:
         progress = Progress(verbose if comm.is_root else 0, epochs, steps)
         names = self.metrics_names
         fused = self._fused()
+        in_backward = self._sgd_in_backward()
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         self.stop_training = False
         self._history = history
@@ -547,7 +549,7 @@ class Sequential:
                             xb, yb = X[idx], Y[idx]
                         if not resident:
                             xb, yb = self._upload(xb), self._upload(yb, float_dtype=not sparse)
-                        batch = self._train_step(xb, yb, fused, hi - lo)
+                        batch = self._train_step(xb, yb, fused, hi - lo, in_backward)
                         sums = batch if not sums else [u + v for u, v in zip(sums, batch, strict=True)]
                         self._position, self._running = (epoch, step + 1), sums
                         for cb in batch_hooks:
@@ -686,9 +688,12 @@ class Sequential:
         scale: float = 1.0,
         global_batch: int | None = None,
         add_penalty_grad: bool = True,
+        sgd_in_backward: bool = False,
     ) -> tuple[Array, Array]:
         """Forward and backward on one batch: fills the flat gradient buffer with `scale` × the gradient.
 
+        sgd_in_backward: instead, each layer subtracts its `scale` × gradient from its weights as
+        backprop reaches it (plain SGD with scale = η; see `_sgd_in_backward`).
         Returns (sum of per-sample losses + batch size × weight penalty, model output), on the device.
         """
         ops, loss, layers = self.ops, self.loss, self.layers
@@ -703,12 +708,19 @@ class Sequential:
             out = self._forward(xb, training=True)
             value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * (scale / denom)
         first = self._first_param_layer()
-        for i in range(len(layers) - 1, first - 1, -1):
-            need = i > first
-            if fused and i == len(layers) - 1:
-                grad = layers[i].backward_preactivation(grad, need)  # type: ignore[attr-defined]
-            else:
-                grad = layers[i].backward(grad, need)
+        dense = [d for d in layers if isinstance(d, Dense)] if sgd_in_backward else []
+        for d in dense:
+            d.sgd_in_backward = True
+        try:
+            for i in range(len(layers) - 1, first - 1, -1):
+                need = i > first
+                if fused and i == len(layers) - 1:
+                    grad = layers[i].backward_preactivation(grad, need)  # type: ignore[attr-defined]
+                else:
+                    grad = layers[i].backward(grad, need)
+        finally:
+            for d in dense:
+                d.sgd_in_backward = False
         loss_sum = xp.sum(value)
         if self._reg_terms:
             penalty: Any = 0.0
@@ -720,7 +732,9 @@ class Sequential:
             loss_sum = loss_sum + penalty * nb
         return loss_sum, out
 
-    def _train_step(self, xb: Array, yb: Array, fused: bool, global_batch: int | None = None) -> list[Array]:
+    def _train_step(
+        self, xb: Array, yb: Array, fused: bool, global_batch: int | None = None, in_backward: bool = False
+    ) -> list[Array]:
         """One mini-batch update; returns device sums [loss, *metrics] (no host sync).
 
         global_batch: samples in this step over all ranks (this rank has xb.shape[0] of them).
@@ -728,12 +742,33 @@ class Sequential:
         assert self.ops is not None and self.optimizer is not None
         scale = self.optimizer.grad_scale
         comm = self._comm
-        loss_sum, out = self._loss_and_grads(xb, yb, fused, scale, global_batch, comm.is_root)
+        loss_sum, out = self._loss_and_grads(xb, yb, fused, scale, global_batch, comm.is_root, in_backward)
         if comm.size > 1:
             comm.allreduce_sum(self.ops, self._grads)
-        self.optimizer.step(self._params, self._grads, scale)
+        if in_backward:
+            self.optimizer.iterations += 1
+        else:
+            self.optimizer.step(self._params, self._grads, scale)
         xp = self.ops.xp
         return [loss_sum, *(m.update(xp, yb, out) for m in self.metrics)]
+
+    def _sgd_in_backward(self) -> bool:
+        """Whether this step can update each Dense layer inside backprop instead of in a separate pass.
+
+        Only plain SGD (w ← w − η∇w, no momentum), on one process (no gradient Allreduce), without
+        weight penalties, with Dense as the only weighted layer, and where the backend gains by it.
+        """
+        opt = self.optimizer
+        return (
+            isinstance(opt, opt_mod.SGD)
+            and type(opt) is opt_mod.SGD  # a subclass may update differently
+            and not opt.momentum
+            and self._comm.size == 1
+            and not self._reg_terms
+            and self.ops is not None
+            and self.ops.sgd_in_backward
+            and all(isinstance(layer, Dense) for layer in self.layers if layer.param_specs())
+        )
 
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """Loss over (x, y) as one batch, and its gradient for every weight (same order as get_weights).

@@ -110,6 +110,18 @@ class Ops:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
 
+    # Whether Dense layers should apply plain SGD inside backprop (`gemm_sub`, `bias_sub`) rather
+    # than fill the gradient buffer for a separate update pass: only where that is faster.
+    sgd_in_backward = False
+
+    def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
+        """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""
+        c -= self.xp.matmul(a.T, b)
+
+    def bias_sub(self, du: Array, b: Array) -> None:
+        """b ← b − Σ_i du[i, :] in place."""
+        b -= self.xp.sum(du, axis=0)
+
     def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float, offset: int = 0) -> tuple[Array, Array]:
         """-> (x * mask, mask) for the hash mask of `keys`."""
         mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype, offset)

@@ -40,6 +40,7 @@ class Dense(Layer):
         self.kernel_regularizer = regs.get(kernel_regularizer)
         self.bias_regularizer = regs.get(bias_regularizer)
         self.keep_preactivation = True
+        self.sgd_in_backward = False
         self._x: Array = None
         self._u: Array = None
         self._h: Array = None
@@ -99,13 +100,24 @@ class Dense(Layer):
         return self.backward_preactivation(du, need_input_grad)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
-        """Backward from ∂L/∂u (batch, units), e.g. the fused softmax + cross-entropy p − y."""
+        """Backward from ∂L/∂u (batch, units), e.g. the fused softmax + cross-entropy p − y.
+
+        With `sgd_in_backward` set (by the model, for one plain-SGD step whose du already carries
+        η/batch) the weights move here, w ← w − xᵀdu and b ← b − Σdu, and `grads` is left alone.
+        """
         ops = self.ops
         assert ops is not None
+        w = self.params["kernel"]
+        dx = ops.matmul(du, w.T) if need_input_grad else None  # before w moves
+        if self.sgd_in_backward:
+            ops.gemm_sub(self._x, du, w)
+            if self.use_bias:
+                ops.bias_sub(du, self.params["bias"])
+            return dx
         ops.matmul(self._x.T, du, out=self.grads["kernel"])
         if self.use_bias:
             ops.bias_grad(du, self.grads["bias"])
-        return ops.matmul(du, self.params["kernel"].T) if need_input_grad else None
+        return dx
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "units": self.units, "activation": self.activation.name, "use_bias": self.use_bias}

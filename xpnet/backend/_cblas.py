@@ -1,0 +1,122 @@
+"""One BLAS call NumPy cannot express: C ← C − AᵀB, straight into NumPy's own BLAS library.
+
+Plain SGD ends each step with w ← w − η∇w. NumPy writes ∇w = xᵀδ into a buffer with one GEMM
+and subtracts it in a second pass over the weights, run by the main thread. At small batches
+that pass is costly beyond its own time: the BLAS threads that read w in the next forward
+GEMM find it modified in another core's cache. GEMM with β = 1 does both at once, in the BLAS
+threads. NumPy does not export CBLAS, so the symbol is looked up in the BLAS library NumPy has
+already loaded (Linux: /proc/self/maps) and checked against `np.matmul` on a small product
+before it is trusted. Where any of this fails, `find()` returns None and callers use NumPy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+# (symbol prefix, suffix, integer type): NumPy ≥ 2 wheels (scipy-openblas, ILP64), NumPy 1.x
+# wheels (openblas64_), and LP64 CBLAS libraries (system OpenBLAS, MKL, BLIS, reference).
+_SYMBOLS = (("scipy_cblas_", "64_", ctypes.c_int64), ("cblas_", "64_", ctypes.c_int64), ("cblas_", "", ctypes.c_int))
+
+GemmSub = Callable[[np.ndarray, np.ndarray, np.ndarray], bool]
+
+
+def _loaded_blas_paths() -> list[str]:
+    """Shared libraries in this process whose name says BLAS (NumPy's comes first: it is loaded)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except OSError:
+        return []
+    names = ("openblas", "blas", "mkl_rt", "blis")
+    found = [p for p in paths if p.startswith("/") and any(n in os.path.basename(p).lower() for n in names)]
+    return sorted(found, key=lambda p: ("numpy" not in p, p))
+
+
+def _bind(path: str) -> dict[np.dtype, Callable[..., None]] | None:
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for prefix, suffix, blasint in _SYMBOLS:
+        fns = {}
+        for letter, ctype, dtype in (("s", ctypes.c_float, np.float32), ("d", ctypes.c_double, np.float64)):
+            fn = getattr(lib, f"{prefix}{letter}gemm{suffix}", None)
+            if fn is None:
+                break
+            p = ctypes.c_void_p
+            fn.argtypes = [ctypes.c_int] * 3 + [blasint] * 3 + [ctype, p, blasint, p, blasint, ctype, p, blasint]
+            fn.restype = None
+            fns[np.dtype(dtype)] = fn
+        if len(fns) == 2:
+            return fns
+    return None
+
+
+def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
+    def gemm_sub(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+        """c -= a.T @ b in place for 2-D a (k, m), b (k, n), c (m, n); False (nothing done) if unsupported."""
+        fn = fns.get(c.dtype)
+        if (
+            fn is None
+            or a.dtype != c.dtype
+            or b.dtype != c.dtype
+            or a.ndim != 2
+            or b.ndim != 2
+            or c.ndim != 2
+            or a.shape[0] != b.shape[0]
+            or c.shape != (a.shape[1], b.shape[1])
+            or 0 in a.shape
+            or 0 in c.shape
+            or not c.flags.writeable
+        ):
+            return False
+        item = c.itemsize
+        lds = []
+        for m in (a, b, c):  # rows may be strided (a row slice of a wider array), elements may not
+            if m.strides[1] != item or m.strides[0] % item or m.strides[0] // item < m.shape[1]:
+                return False
+            lds.append(m.strides[0] // item)
+        m_, n_, k_ = c.shape[0], c.shape[1], a.shape[0]
+        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, m_, n_, k_, -1.0, a.ctypes.data, lds[0], b.ctypes.data, lds[1],
+           1.0, c.ctypes.data, lds[2])  # fmt: skip
+        return True
+
+    return gemm_sub
+
+
+def _works(gemm_sub: GemmSub) -> bool:
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        a: np.ndarray
+        b: np.ndarray
+        a, b = rng.standard_normal((37, 19)).astype(dtype), rng.standard_normal((37, 23)).astype(dtype)
+        wide = rng.standard_normal((19, 30)).astype(dtype)
+        c = wide[:, :23]  # a strided row layout, as the check of `lds` allows
+        want = c - a.T @ b
+        if not gemm_sub(a, b, c) or not np.allclose(c, want, rtol=1e-4, atol=1e-4):
+            return False
+    return True
+
+
+_found: list[GemmSub | None] = []
+
+
+def find() -> GemmSub | None:
+    """`gemm_sub(a, b, c)` bound to NumPy's BLAS, or None when it cannot be found or fails its check."""
+    if not _found:
+        _found.append(None)
+        if os.environ.get("XPNET_NO_CBLAS", "") not in ("", "0"):
+            return None
+        np.ones((2, 2)) @ np.ones((2, 2))  # make sure NumPy's BLAS is loaded before looking for it
+        for path in _loaded_blas_paths():
+            fns = _bind(path)
+            if fns is not None and _works(f := _make(fns)):
+                _found[0] = f
+                break
+    return _found[0]
