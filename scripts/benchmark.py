@@ -625,7 +625,13 @@ def peers_for(wl: Workload, data: Data, env: Env) -> list[Contender]:
 
 
 def interleaved(
-    contenders: list[Contender], fn: Callable[[Contender], Any], warmup: int, repeats: int, desc: str, redo: int
+    contenders: list[Contender],
+    fn: Callable[[Contender], Any],
+    warmup: int,
+    repeats: int,
+    desc: str,
+    redo: int,
+    settle: float = 0.0,
 ) -> tuple[dict[str, list[Any]], list[float], list[float]]:
     """Warm each contender up, then run `repeats` rounds, each contender once per round, rotating the order.
 
@@ -651,6 +657,9 @@ def interleaved(
             for c in contenders[k:] + contenders[:k]:
                 bar.set_postfix_str(f"repeat {r + 1}/{repeats} {c.name}", refresh=False)
                 gc.collect()
+                # OpenBLAS workers spin ~0.1 s after a call and PyTorch's OpenMP threads briefly too:
+                # without a pause, whoever runs next shares the 2 cores with the last one's spinners
+                time.sleep(settle)
                 got[c.name] = fn(c)
                 bar.update()
             share = watch.others()
@@ -683,7 +692,7 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
     contenders: list[Contender] = [*floors_for(wl, data, env, x_dev), xp_c, *peers_for(wl, data, env)]
     k = args.epochs_per_measure
     res, discarded, kept = interleaved(
-        contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, f"{wl.name:>5} train", args.redo
+        contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, f"{wl.name:>5} train", args.redo, args.settle
     )
     steps = math.ceil(data.xtr.shape[0] / wl.batch)
     scale = math.ceil(N_TRAIN_FULL / wl.batch) / steps  # to a full 55,000-image epoch when --train-size is smaller
@@ -747,7 +756,7 @@ def run_inference(model: xpnet.Sequential | None, data: Data, env: Env, args: ar
     def both(c: Contender) -> dict[int, float]:
         return {b: c.infer(b) for b in INFER_BATCHES}
 
-    res, discarded, kept = interleaved(contenders, both, args.warmup, repeats, "infer", args.redo)
+    res, discarded, kept = interleaved(contenders, both, args.warmup, repeats, "infer", args.redo, args.settle)
     rows: dict[str, dict[str, Any]] = {}
     for c in contenders:
         rows[c.name] = {"kind": c.kind}
@@ -1040,6 +1049,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="rounds that may be re-run because other processes were busy (default: as many as --repeats)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="idle pause before each timed run, so the previous contender's spinning threads stop (default 0.3)",
     )
     p.add_argument("--download", action="store_true", help="allow downloading Fashion-MNIST if not found locally")
     p.add_argument("--json", metavar="PATH", help="also write all numbers as JSON to PATH")
