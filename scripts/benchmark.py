@@ -692,7 +692,13 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
     contenders: list[Contender] = [*floors_for(wl, data, env, x_dev), xp_c, *peers_for(wl, data, env)]
     k = args.epochs_per_measure
     res, discarded, kept = interleaved(
-        contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, f"{wl.name:>5} train", args.redo, args.settle
+        contenders,
+        lambda c: c.train_epochs(k),
+        args.warmup,
+        args.repeats,
+        f"{wl.name:>5} train",
+        args.redo,
+        args.settle,
     )
     steps = math.ceil(data.xtr.shape[0] / wl.batch)
     scale = math.ceil(N_TRAIN_FULL / wl.batch) / steps  # to a full 55,000-image epoch when --train-size is smaller

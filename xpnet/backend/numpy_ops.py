@@ -86,7 +86,7 @@ class NumpyOps(Ops):
         if name == "linear":
             return u, u
         if name == "softmax" and u.ndim == 2:
-            h = np.subtract(u, u.max(axis=1, keepdims=True))
+            h = np.subtract(u, np.maximum.reduce(u, axis=1, keepdims=True))
             np.exp(h, out=h)
             h /= np.add.reduce(h, axis=1, keepdims=True)
             return u, h
@@ -104,24 +104,25 @@ class NumpyOps(Ops):
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
         if builtin_name(loss) != "sparse_categorical_crossentropy" or u.ndim != 2:
             return super().fused_loss(loss, act, y, u, scale)
-        rows = self._rows(u.shape[0])
-        m = u.max(axis=1)
+        # 1-D indices of each row's label: a flat take/put is cheaper than u[rows, y]
+        idx = self._row_starts(*u.shape) + y
+        m = np.maximum.reduce(u, axis=1)
         p = np.subtract(u, m[:, None])
         np.exp(p, out=p)
         s = np.add.reduce(p, axis=1)
         p /= s[:, None]
         value = np.log(s)
         value += m
-        value -= u[rows, y]
+        value -= u.reshape(-1).take(idx)
         grad = np.multiply(p, scale)
-        grad[rows, y] -= scale
+        grad.reshape(-1)[idx] -= scale
         # with from_logits the model's output is u itself, not the softmax the loss needed
         return value, grad, p if builtin_name(act) == "softmax" else act.forward(np, u)
 
-    def _rows(self, n: int) -> Array:
-        r = getattr(self, "_rows_cache", None)
-        if r is None or r.shape[0] != n:
-            r = self._rows_cache = np.arange(n)
+    def _row_starts(self, n: int, k: int) -> Array:
+        r = getattr(self, "_row_starts_cache", None)
+        if r is None or r.shape[0] != n or (n > 1 and r[1] != k):
+            r = self._row_starts_cache = np.arange(n) * k
         return r
 
     def sgd_update(self, p: Array, g: Array, m: Array | None, lr: float, momentum: float, nesterov: bool) -> None:
