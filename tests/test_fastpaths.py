@@ -136,3 +136,38 @@ def test_dropout_model_with_sgd_trains_identically_with_and_without_the_fast_upd
         out.append(model.get_weights())
     for u, v in zip(*out, strict=True):
         np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("hidden", ["relu", "tanh", "heaviside"])
+def test_predict_finds_nan_inputs_whether_or_not_it_checks_inputs_first(hidden: str) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.random((50, 6)).astype(np.float32)
+    model = Sequential([Dense(8, hidden, input_shape=(6,)), Dropout(0.5), Dense(3, "softmax")], seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.predict(x)  # builds the model: afterwards the check may run on the outputs
+    bad = x.copy()
+    bad[7, 2] = np.nan
+    for batch in (4, 50):
+        with pytest.raises(ValueError, match=r"1 NaN or inf values \(first at index \(7, 2\)\)"):
+            model.predict(bad, batch_size=batch)
+    bad[7, 2] = np.inf  # relu or tanh may absorb a lone inf into a finite limit; heaviside checks inputs first
+    if hidden == "heaviside":
+        with pytest.raises(ValueError, match="NaN or inf"):
+            model.predict(bad)
+
+
+def test_predict_applies_the_output_activation_once_with_the_same_numbers() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((37, 5)).astype(np.float64)
+    for out_act in ("softmax", "sigmoid", "linear"):
+        model = Sequential([Dense(7, "relu", input_shape=(5,)), Dense(4, out_act)], seed=2, dtype="float64")
+        model.compile("sgd", "mse")
+        w1, b1, w2, b2 = model.get_weights()
+        u = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+        want = {
+            "softmax": np.exp(u - u.max(1, keepdims=True)) / np.exp(u - u.max(1, keepdims=True)).sum(1, keepdims=True),
+            "sigmoid": 1 / (1 + np.exp(-u)),
+            "linear": u,
+        }[out_act]
+        for batch in (1, 8, 37):
+            np.testing.assert_allclose(model.predict(x, batch_size=batch), want, rtol=1e-12, atol=1e-15)

@@ -20,15 +20,20 @@ def numeric_array(value: Any, what: str, name: str = "x") -> np.ndarray:
     return a
 
 
-def require_finite(a: np.ndarray, what: str, name: str = "x") -> None:
-    """Raise a ValueError saying how many NaN/inf values `a` holds and where the first one is."""
+def probably_finite(a: np.ndarray) -> bool:
+    """True when `a` has no NaN/inf; False may also mean that a huge sum overflowed (look closer)."""
     if a.dtype.kind != "f":
-        return
+        return True
     with np.errstate(over="ignore", invalid="ignore"):
         flat = a.reshape(-1) if a.flags.c_contiguous else None
         # NaN and inf propagate into a sum of squares (one BLAS pass, no mask the size of the data)
         total = np.dot(flat, flat) if flat is not None and a.dtype.itemsize >= 4 else np.add.reduce(a, axis=None)
-    if np.isfinite(total):
+    return bool(np.isfinite(total))
+
+
+def require_finite(a: np.ndarray, what: str, name: str = "x") -> None:
+    """Raise a ValueError saying how many NaN/inf values `a` holds and where the first one is."""
+    if probably_finite(a):
         return
     bad = ~np.isfinite(a)  # the sum may also have overflowed: look element by element
     if bad.any():

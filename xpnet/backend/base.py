@@ -54,6 +54,9 @@ class Ops:
         """True when `a` is already an array of this backend (no upload needed)."""
         return isinstance(a, np.ndarray)
 
+    # predict() computes batches larger than this in blocks of this many rows (None: as given)
+    inference_rows: int | None = None
+
     max_resident_bytes: int | None = None  # None: no limit; set it to force streaming (tests, shared GPUs)
 
     def fits_on_device(self, nbytes: int) -> bool:
@@ -101,6 +104,10 @@ class Ops:
         """
         u = self.affine(x, w, b)
         return u, act.forward(self.xp, u)
+
+    def activation_forward(self, act: Any, u: Array, in_place: bool = False) -> Array:
+        """act(u); in_place=True lets a backend write the result into u's memory."""
+        return act.forward(self.xp, u)
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
         """∂L/∂u from ∂L/∂h for h = act(u)."""
