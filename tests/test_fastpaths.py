@@ -42,6 +42,7 @@ def test_gemm_sub_is_c_minus_at_b(dtype: str) -> None:
     wide = rng.standard_normal((17, 20)).astype(dtype)
     c = wide[:, 4:16]  # a row-strided view: written in place, the columns around it untouched
     around = wide[:, :4].copy(), wide[:, 16:].copy()
+    a.flags.writeable = False  # user data may be read-only: its address is taken another way
     want = c - a.T @ b
     assert gemm_sub(a, b, c)
     np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == "float32" else 1e-12)

@@ -58,6 +58,13 @@ def _bind(path: str) -> dict[np.dtype, Callable[..., None]] | None:
     return None
 
 
+def _address(m: np.ndarray) -> int:
+    try:  # ~3x cheaper than m.ctypes.data, for the writable contiguous arrays of a training step
+        return ctypes.addressof(ctypes.c_char.from_buffer(m))
+    except (TypeError, ValueError, BufferError):  # read-only or row-strided: numpy's own accessor
+        return int(m.ctypes.data)
+
+
 def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
     def gemm_sub(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
         """c -= a.T @ b in place for 2-D a (k, m), b (k, n), c (m, n); False (nothing done) if unsupported."""
@@ -71,20 +78,21 @@ def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
             or c.ndim != 2
             or a.shape[0] != b.shape[0]
             or c.shape != (a.shape[1], b.shape[1])
-            or 0 in a.shape
-            or 0 in c.shape
+            or a.size == 0
+            or c.size == 0
             or not c.flags.writeable
         ):
             return False
         item = c.itemsize
-        lds = []
-        for m in (a, b, c):  # rows may be strided (a row slice of a wider array), elements may not
-            if m.strides[1] != item or m.strides[0] % item or m.strides[0] // item < m.shape[1]:
-                return False
-            lds.append(m.strides[0] // item)
-        m_, n_, k_ = c.shape[0], c.shape[1], a.shape[0]
-        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, m_, n_, k_, -1.0, a.ctypes.data, lds[0], b.ctypes.data, lds[1],
-           1.0, c.ctypes.data, lds[2])  # fmt: skip
+        (sa, ta), (sb, tb), (sc, tc) = a.strides, b.strides, c.strides
+        # rows may be strided (a row slice of a wider array), elements may not
+        if ta != item or tb != item or tc != item or sa % item or sb % item or sc % item:
+            return False
+        lda, ldb, ldc = sa // item, sb // item, sc // item
+        if lda < a.shape[1] or ldb < b.shape[1] or ldc < c.shape[1]:
+            return False
+        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, c.shape[0], c.shape[1], a.shape[0], -1.0, _address(a), lda,
+           _address(b), ldb, 1.0, _address(c), ldc)  # fmt: skip
         return True
 
     return gemm_sub

@@ -66,7 +66,7 @@ class NumpyOps(Ops):
         return _cblas.find() is not None
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
-        f = _cblas.find()
+        f = self.__dict__.get("_gemm_sub") or self.__dict__.setdefault("_gemm_sub", _cblas.find())
         if f is None or not f(a, b, c):
             np.subtract(c, np.matmul(a.T, b), out=c)
 
