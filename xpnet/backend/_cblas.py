@@ -60,7 +60,7 @@ def _bind(path: str) -> dict[np.dtype, Callable[..., None]] | None:
 
 def _address(m: np.ndarray) -> int:
     try:  # ~3x cheaper than m.ctypes.data, for the writable contiguous arrays of a training step
-        return ctypes.addressof(ctypes.c_char.from_buffer(m))
+        return ctypes.addressof(ctypes.c_char.from_buffer(m))  # type: ignore[arg-type]  # ndarray is a buffer
     except (TypeError, ValueError, BufferError):  # read-only or row-strided: numpy's own accessor
         return int(m.ctypes.data)
 
