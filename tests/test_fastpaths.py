@@ -172,3 +172,23 @@ def test_predict_applies_the_output_activation_once_with_the_same_numbers() -> N
         }[out_act]
         for batch in (1, 8, 37):
             np.testing.assert_allclose(model.predict(x, batch_size=batch), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("hidden", ["relu", "tanh"])
+def test_small_batch_predict_in_transposed_layout_matches_the_layer_path(
+    monkeypatch: pytest.MonkeyPatch, hidden: str
+) -> None:
+    from xpnet import Flatten
+
+    rng = np.random.default_rng(8)
+    x = rng.random((300, 6, 5)).astype(np.float32)
+    model = Sequential(
+        [Flatten(input_shape=(6, 5)), Dense(16, hidden), Dropout(0.3), Dense(8, hidden), Dense(4, "softmax")], seed=3
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    model.build((6, 5))
+    assert model._transposed_plan(300, 32) is not None  # the path under test is taken
+    fast = model.predict(x, batch_size=32)
+    monkeypatch.setattr(NumpyOps, "transposed_inference_rows", None)
+    assert model._transposed_plan(300, 32) is None
+    np.testing.assert_allclose(fast, model.predict(x, batch_size=32), rtol=1e-5, atol=1e-7)

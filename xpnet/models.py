@@ -28,6 +28,7 @@ from .callbacks import Callback, History, Progress, format_logs
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dense import Dense
 from .layers.dropout import Dropout
+from .layers.flatten import Flatten
 from .layers.input import Input
 from .random import init_rng, layer_seed, next_model_seed, shuffle_rng
 
@@ -899,11 +900,15 @@ class Sequential:
             act = getattr(last, "activation", None)
             at_end = hasattr(last, "forward_preactivation") and builtin_name(act) is not None
             step = min(batch_size, ops.inference_rows or batch_size)
+            plan = self._transposed_plan(n, step) if at_end else None
             try:
                 for lo in range(0, n, step):
                     hi = min(lo + step, n)
                     xb = X[lo:hi, ...]
-                    out[lo:hi, ...] = self._forward_to_logits(xb, False) if at_end else self._forward(xb, False)
+                    if plan is not None:
+                        _logits_transposed(ops, plan, xb.reshape(hi - lo, -1), out[lo:hi])
+                    else:
+                        out[lo:hi, ...] = self._forward_to_logits(xb, False) if at_end else self._forward(xb, False)
             finally:
                 for layer in dense:
                     layer.keep_preactivation = True  # type: ignore[attr-defined]
@@ -914,12 +919,51 @@ class Sequential:
             require_finite(x, "predict", "x")  # names the bad inputs; finite inputs may overflow: then no error
         return result
 
+    def _transposed_plan(self, n: int, step: int) -> list[tuple[Array, Array | None, Any]] | None:
+        """(Wᵀ, b as a column, activation) per Dense layer, where `_logits_transposed` is faster.
+
+        Small batches on NumPy: OpenBLAS is ~12% faster at uᵀ = Wᵀhᵀ with a contiguous Wᵀ (the
+        layout PyTorch keeps) than at u = hW. Copying Wᵀ costs about one batch, so only for long
+        predictions. Only Dense and (inference-time identity) Dropout layers, elementwise hidden
+        activations, and a leading Flatten qualify; anything else takes the layer-by-layer path.
+        """
+        ops = self.ops
+        if ops is None or not ops.transposed_inference_rows or step > ops.transposed_inference_rows or n < 4 * step:
+            return None
+        plan = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout) or (i == 0 and isinstance(layer, Flatten)):
+                continue
+            if type(layer) is not Dense:
+                return None
+            if layer is not self.layers[-1] and builtin_name(layer.activation) not in _ELEMENTWISE:
+                return None
+            bias = layer.params.get("bias")
+            plan.append(
+                (ops.xp.ascontiguousarray(layer.kernel.T), None if bias is None else bias[:, None], layer.activation)
+            )
+        return plan
+
     def __call__(self, x: Any) -> np.ndarray:
         return self.predict(x, batch_size=max(1, len(x)))
 
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+_ELEMENTWISE = ("linear", "relu", "elu", "sigmoid", "tanh")
+
+
+def _logits_transposed(ops: Ops, plan: list[tuple[Array, Array | None, Any]], x: Array, out: Array) -> None:
+    """out ← the last layer's u for the rows x, computed as uᵀ = Wᵀhᵀ layer by layer (see `_transposed_plan`)."""
+    h = x.T
+    for i, (wt, bias, act) in enumerate(plan):
+        u = wt @ h
+        if bias is not None:
+            u += bias
+        h = u if i == len(plan) - 1 else ops.activation_forward(act, u, in_place=True)
+    out[...] = h.T
 
 
 _NAN_CARRIERS = ("linear", "relu", "elu", "sigmoid", "tanh", "softmax")

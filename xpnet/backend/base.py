@@ -56,6 +56,8 @@ class Ops:
 
     # predict() computes batches larger than this in blocks of this many rows (None: as given)
     inference_rows: int | None = None
+    # predict() batches of at most this many rows run as uᵀ = Wᵀhᵀ (None: never); see Sequential._transposed_plan
+    transposed_inference_rows: int | None = None
 
     max_resident_bytes: int | None = None  # None: no limit; set it to force streaming (tests, shared GPUs)
 

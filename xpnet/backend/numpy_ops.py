@@ -17,6 +17,7 @@ class NumpyOps(Ops):
     device = None
     # a few MB of activations per block stay in cache between the GEMM, the bias and the activation
     inference_rows = 2048
+    transposed_inference_rows = 256
 
     def info(self) -> dict[str, str]:
         return {**super().info(), "numpy": np.__version__}
