@@ -1075,6 +1075,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [w for w in a.workloads if w not in WORKLOADS and w != "infer"]
     if bad:
         p.error(f"unknown workload(s) {bad}; choose from {[*WORKLOADS, 'infer']}")
+    if a.settle < 0 or a.wait_idle < 0:
+        p.error("--settle and --wait-idle must be >= 0")
     if a.repeats < 1 or a.epochs_per_measure < 1 or a.warmup < 0:
         p.error("--repeats and --epochs-per-measure must be >= 1, --warmup >= 0")
     return a

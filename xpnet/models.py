@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -510,7 +510,6 @@ class Sequential:
         progress = Progress(verbose if comm.is_root else 0, epochs, steps)
         names = self.metrics_names
         fused = self._fused()
-        in_backward = self._sgd_in_backward()
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         self.stop_training = False
         self._history = history
@@ -555,7 +554,7 @@ class Sequential:
                             xb, yb = X[idx], Y[idx]
                         if not resident:
                             xb, yb = self._upload(xb), self._upload(yb, float_dtype=not sparse)
-                        batch = self._train_step(xb, yb, fused, hi - lo, in_backward)
+                        batch = self._train_step(xb, yb, fused, hi - lo, self._sgd_in_backward())
                         sums = batch if not sums else [u + v for u, v in zip(sums, batch, strict=True)]
                         self._position, self._running = (epoch, step + 1), sums
                         for cb in batch_hooks:
@@ -761,20 +760,28 @@ class Sequential:
     def _sgd_in_backward(self) -> bool:
         """Whether this step can update each Dense layer inside backprop instead of in a separate pass.
 
-        Only plain SGD (w ← w − η∇w, no momentum), on one process (no gradient Allreduce), without
-        weight penalties, with Dense as the only weighted layer, and where the backend gains by it.
+        Only plain SGD (w ← w − η∇w, no momentum, `step` not replaced on the instance), on one
+        process (no gradient Allreduce), without weight penalties, with plain Dense layers (not
+        subclasses) as the only weighted layers, and where the backend gains by it. Checked every
+        step, since a callback may change the optimizer. On that path `layer.grads` is not filled;
+        `compute_gradients` gives gradients at any time.
         """
         opt = self.optimizer
-        return (
-            isinstance(opt, opt_mod.SGD)
-            and type(opt) is opt_mod.SGD  # a subclass may update differently
+        if not (
+            type(opt) is opt_mod.SGD
             and not opt.momentum
+            and "step" not in vars(opt)
             and self._comm.size == 1
             and not self._reg_terms
             and self.ops is not None
             and self.ops.sgd_in_backward
-            and all(isinstance(layer, Dense) for layer in self.layers if layer.param_specs())
-        )
+        ):
+            return False
+        cached = self.__dict__.get("_plain_dense")
+        if cached is None or cached[0] != len(self.layers):
+            weighted = [layer for layer in self.layers if layer.param_specs()]
+            cached = self._plain_dense = (len(self.layers), all(_is_plain(layer, Dense) for layer in weighted))
+        return bool(cached[1])
 
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """Loss over (x, y) as one batch, and its gradient for every weight (same order as get_weights).
@@ -874,13 +881,16 @@ class Sequential:
         """Outputs for x as a host NumPy array: (n, outputs).
 
         NaN and inf inputs raise a ValueError. When every layer carries NaN through (products and
-        the built-in smooth activations do; a step function does not), they are looked for only
-        if an output is not finite, which spares a pass over the inputs (~8% of predict on a
-        CPU). An inf input then still raises unless the network maps it to its finite limit
-        (e.g. a relu of -inf, a saturated sigmoid), which is the value an answer would have.
+        the built-in smooth activations do; a step function does not, nor does a BLAS that skips
+        zero terms), they are looked for only if an output is not finite, which spares a pass
+        over the inputs (~8% of predict on a CPU). An inf input then still raises unless the
+        network maps it to its finite limit (e.g. a relu of -inf, a saturated sigmoid), which is
+        the value an answer would have.
         """
         batch_size = _check_batch_size(32 if batch_size is None else batch_size)
-        by_output = self.built and all(_carries_nan(layer) for layer in self.layers)
+        by_output = (
+            self.ops is not None and all(_carries_nan(layer) for layer in self.layers) and self.ops.matmul_keeps_nan()
+        )
         x = self._check_x(x, "predict", finite=not by_output)
         if not self.built:
             self.build(x.shape[1:])
@@ -898,7 +908,7 @@ class Sequential:
             # instead of once per batch (5 calls per batch for softmax at batch 32)
             last = self.layers[-1]
             act = getattr(last, "activation", None)
-            at_end = hasattr(last, "forward_preactivation") and builtin_name(act) is not None
+            at_end = _is_plain(last, Dense) and builtin_name(act) is not None
             step = min(batch_size, ops.inference_rows or batch_size)
             plan = self._transposed_plan(n, step) if at_end else None
             try:
@@ -912,6 +922,8 @@ class Sequential:
             finally:
                 for layer in dense:
                     layer.keep_preactivation = True  # type: ignore[attr-defined]
+            if plan is not None and n:  # as the layer path leaves it: the last batch's logits
+                last._u = out[(n - 1) // step * step :, ...].copy()  # type: ignore[attr-defined]
             if at_end:
                 out = ops.activation_forward(act, out, in_place=True)
             result = ops.to_numpy(out)
@@ -932,9 +944,9 @@ class Sequential:
             return None
         plan = []
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dropout) or (i == 0 and isinstance(layer, Flatten)):
+            if _is_plain(layer, Dropout) or (i == 0 and _is_plain(layer, Flatten)):
                 continue
-            if type(layer) is not Dense:
+            if not _is_plain(layer, Dense):
                 return None
             if layer is not self.layers[-1] and builtin_name(layer.activation) not in _ELEMENTWISE:
                 return None
@@ -950,6 +962,14 @@ class Sequential:
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+_L = TypeVar("_L", bound=Layer)
+
+
+def _is_plain(layer: Layer, cls: type[_L]) -> TypeGuard[_L]:
+    """`layer` is exactly `cls`, with no method replaced on the instance (fast paths skip its methods)."""
+    return type(layer) is cls and not any(callable(getattr(cls, k, None)) for k in vars(layer))
 
 
 _ELEMENTWISE = ("linear", "relu", "elu", "sigmoid", "tanh")

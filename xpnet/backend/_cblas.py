@@ -27,15 +27,28 @@ GemmSub = Callable[[np.ndarray, np.ndarray, np.ndarray], bool]
 
 
 def _loaded_blas_paths() -> list[str]:
-    """Shared libraries in this process whose name says BLAS (NumPy's comes first: it is loaded)."""
+    """BLAS libraries in this process that may be NumPy's: its own bundled copy first, then system ones.
+
+    Libraries bundled with other packages (SciPy, PyTorch, ...) are left out: their thread pools
+    are not NumPy's, and calling them would put two pools on the same cores.
+    """
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
             paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
     except OSError:
         return []
     names = ("openblas", "blas", "mkl_rt", "blis")
-    found = [p for p in paths if p.startswith("/") and any(n in os.path.basename(p).lower() for n in names)]
-    return sorted(found, key=lambda p: ("numpy" not in p, p))
+    numpy_dir = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))  # site-packages
+    ranked = []
+    for p in paths:
+        if not p.startswith("/") or not any(n in os.path.basename(p).lower() for n in names):
+            continue
+        rel = os.path.relpath(p, numpy_dir)
+        if rel.startswith(("numpy.libs", "numpy" + os.sep, "numpy/.dylibs")):
+            ranked.append((0, p))
+        elif "-packages" + os.sep not in p:  # not some other package's private copy
+            ranked.append((1, p))
+    return [p for _, p in sorted(ranked)]
 
 
 def _bind(path: str) -> dict[np.dtype, Callable[..., None]] | None:
@@ -44,6 +57,8 @@ def _bind(path: str) -> dict[np.dtype, Callable[..., None]] | None:
     except OSError:
         return None
     for prefix, suffix, blasint in _SYMBOLS:
+        if not suffix and "64" in os.path.basename(path):
+            continue  # unsuffixed names in an ILP64 build would take 64-bit integers, not C ints
         fns = {}
         for letter, ctype, dtype in (("s", ctypes.c_float, np.float32), ("d", ctypes.c_double, np.float64)):
             fn = getattr(lib, f"{prefix}{letter}gemm{suffix}", None)
@@ -81,6 +96,8 @@ def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
             or a.size == 0
             or c.size == 0
             or not c.flags.writeable
+            or np.may_share_memory(c, a)  # BLAS reads a and b while writing c
+            or np.may_share_memory(c, b)
         ):
             return False
         item = c.itemsize

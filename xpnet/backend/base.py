@@ -83,6 +83,17 @@ class Ops:
             self._arange_cache[n] = a
         return a
 
+    def matmul_keeps_nan(self) -> bool:
+        """Whether NaN·0 stays NaN in this backend's matrix products (reference BLAS skips zero terms)."""
+        cached = self.__dict__.get("_keeps_nan")
+        if cached is None:
+            a = np.zeros((64, 64), np.float32)
+            a[0, 0] = np.nan
+            nan_left, zeros = self.asarray(a), self.asarray(np.zeros_like(a))
+            rows, cols = self.to_numpy(nan_left @ zeros), self.to_numpy(zeros @ nan_left)
+            cached = self._keeps_nan = bool(np.isnan(rows[0]).all() and np.isnan(cols[:, 0]).all())
+        return bool(cached)
+
     # --- hot spots ---
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         r = a @ b
