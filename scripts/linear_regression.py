@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from xpnet import linear
+from xpnet import linear_regression
 
 INSTALL_HINT = "pip install 'xpnet[plot]'"
 COLORS = {"batch": "tab:blue", "minibatch": "tab:orange", "stochastic": "tab:green"}
@@ -62,21 +62,21 @@ def compare(
     lr = {"batch": 0.3, "minibatch": 0.3, "stochastic": 0.02, **(lr or {})}
     lr_decay = {"batch": 0.0, "minibatch": 3.0, "stochastic": 1.0, **(lr_decay or {})}
     t0 = time.perf_counter()
-    w0, b0 = linear.closed_form(x, y)
+    w0, b0 = linear_regression.closed_form(x, y)
     rows = [
         {
             "name": "closed form (lstsq)",
             "w": w0,
             "b": b0,
-            "mse": linear.mse(x, y, w0, b0),
+            "mse": linear_regression.mse(x, y, w0, b0),
             "diff": 0.0,
             "seconds": time.perf_counter() - t0,
             "history": None,
         }
     ]
-    for mode in linear.MODES:
+    for mode in linear_regression.MODES:
         t0 = time.perf_counter()
-        w, b, hist = linear.gradient_descent(
+        w, b, hist = linear_regression.gradient_descent(
             x,
             y,
             mode=mode,

@@ -19,7 +19,7 @@ import numpy as np
 
 import xpnet
 from xpnet.gradcheck import check_gradients
-from xpnet.inspect import trace
+from xpnet.trace import trace
 
 X = [0.7, 0.3, 0.5]
 WEIGHTS = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,16 +129,21 @@ def test_backend_optimizer_kernels_match_the_generic_code(ops: Ops, name: str) -
     def run(o: Ops, use_generic: bool) -> np.ndarray:
         p, gg = o.asarray(p0.copy()), o.asarray(g)
         s1, s2 = o.asarray(np.full(1001, 0.1, np.float32)), o.asarray(np.full(1001, 0.2, np.float32))
+
+        def lr(v: float) -> Any:  # learning rates arrive as 0-d device values in the parameters' dtype
+            return o.asarray(np.asarray(v, np.float32))
+
         for _ in range(3):
             f = (lambda m: getattr(Ops, m).__get__(o)) if use_generic else (lambda m: getattr(o, m))
             if name == "sgd":
-                f("sgd_update")(p, gg, None, 0.1, 0.0, False)
+                f("subtract_")(p, gg)
+                f("sgd_update")(p, gg, None, lr(0.1), 0.0, False)
             elif name == "sgd_momentum":
-                f("sgd_update")(p, gg, s1, 0.1, 0.9, True)
+                f("sgd_update")(p, gg, s1, lr(0.1), 0.9, True)
             elif name == "rmsprop":
-                f("rmsprop_update")(p, gg, s1, None, 0.01, 0.9, 0.0, 1e-7)
+                f("rmsprop_update")(p, gg, s1, None, lr(0.01), 0.9, 0.0, 1e-7)
             else:
-                f("adam_update")(p, gg, s1, s2, 0.001, 0.9, 0.999, 1e-7)
+                f("adam_update")(p, gg, s1, s2, lr(0.001), 0.9, 0.999, 1e-7)
         return o.to_numpy(p)
 
     np.testing.assert_allclose(run(ops, False), run(generic, True), rtol=2e-6, atol=1e-7)

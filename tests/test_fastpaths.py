@@ -11,6 +11,7 @@ import xpnet
 from xpnet import Dense, Dropout, Sequential
 from xpnet.backend import _cblas, get_backend
 from xpnet.backend.numpy_ops import NumpyOps
+from xpnet.params import InPlaceSGD
 from xpnet.parity import synthetic_fashion_like
 
 needs_cblas = pytest.mark.skipif(_cblas.find() is None, reason="NumPy's BLAS has no CBLAS symbol reachable here")
@@ -24,8 +25,13 @@ def _model_a(optimizer: Any = "sgd", **dense: Any) -> Sequential:
     return model
 
 
+def _inplace(model: Sequential) -> bool:
+    """Whether the model's optimizer would update weights inside backprop (the InPlaceSGD sink)."""
+    return isinstance(model.optimizer.gradient_sink(model.store, one_process=True), InPlaceSGD)
+
+
 def _train(monkeypatch: pytest.MonkeyPatch, in_backward: bool, **kw: Any) -> tuple[list[np.ndarray], Any]:
-    monkeypatch.setattr(NumpyOps, "sgd_in_backward", in_backward)
+    monkeypatch.setattr(NumpyOps, "inplace_sgd", in_backward)
     x, y = synthetic_fashion_like(800)
     model = _model_a(**kw)
     hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0, validation_split=0.2)
@@ -103,8 +109,10 @@ def test_the_in_backprop_update_is_only_taken_for_plain_sgd_without_penalties(ca
     }[case]
     model = _model_a(**kw)
     model.build((784,))
-    assert not model._sgd_in_backward()
-    assert _model_a()._sgd_in_backward() == get_backend("numpy").sgd_in_backward
+    assert not _inplace(model)
+    plain = _model_a()
+    plain.build((784,))
+    assert _inplace(plain) == get_backend("numpy").inplace_sgd
 
 
 @needs_cblas
@@ -132,7 +140,7 @@ def test_dropout_model_with_sgd_trains_identically_with_and_without_the_fast_upd
     x, y = synthetic_fashion_like(640)
     out = []
     for flag in (True, False):
-        monkeypatch.setattr(NumpyOps, "sgd_in_backward", flag)
+        monkeypatch.setattr(NumpyOps, "inplace_sgd", flag)
         model = Sequential([Dense(32, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")], seed=9)
         model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
         model.fit(x, y, batch_size=64, epochs=2, verbose=0)
@@ -189,10 +197,10 @@ def test_small_batch_predict_in_transposed_layout_matches_the_layer_path(
     )
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
     model.build((6, 5))
-    assert model._transposed_plan(300, 32) is not None  # the path under test is taken
+    assert model.ops.inference_program(model._affine_chain(), 300, 32) is not None  # the path under test is taken
     fast = model.predict(x, batch_size=32)
     monkeypatch.setattr(NumpyOps, "transposed_inference_rows", None)
-    assert model._transposed_plan(300, 32) is None
+    assert model.ops.inference_program(model._affine_chain(), 300, 32) is None
     np.testing.assert_allclose(fast, model.predict(x, batch_size=32), rtol=1e-5, atol=1e-7)
 
 
@@ -204,21 +212,20 @@ def test_fast_paths_step_aside_for_subclasses_patched_methods_and_a_changed_opti
     model = Sequential([Dense(6, "relu", input_shape=(4,)), ScaledDense(3, "softmax")], seed=1)
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
     model.build((4,))
-    assert not model._sgd_in_backward()  # a subclass may use its gradients in its own way
+    assert not _inplace(model)  # a subclass must declare that it hands all gradients to the sink
     x = np.random.default_rng(0).random((300, 4)).astype(np.float32)
-    np.testing.assert_allclose(model.predict(x), model._forward(model.ops.asarray(x), False), rtol=1e-6)
+    np.testing.assert_allclose(model.predict(x), model.forward(model.ops.asarray(x), False), rtol=1e-6)
 
     calls: list[int] = []
-    plain = _model_a()
+
+    class CountedSGD(xpnet.optimizers.SGD):
+        def update(self, params: Any, grads: Any, scaled: bool) -> None:
+            calls.append(1)
+            super().update(params, grads, scaled)
+
+    plain = _model_a(CountedSGD())
     plain.build((784,))
-    original = plain.optimizer.step
-
-    def counted(*args: Any, **kwargs: Any) -> None:
-        calls.append(1)
-        original(*args, **kwargs)
-
-    plain.optimizer.step = counted  # type: ignore[method-assign]
-    assert not plain._sgd_in_backward()  # someone wraps the update: it must be called
+    assert not _inplace(plain)  # a changed update rule must be called
     xs, ys = synthetic_fashion_like(64)
     plain.fit(xs, ys, batch_size=32, epochs=1, verbose=0)
     assert len(calls) == 2

@@ -129,8 +129,8 @@ def test_params_grads_and_optimizer_state_stay_float32(backend: str) -> None:
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
     model.fit(x.astype(np.float64), y, epochs=1, verbose=0)
     ops = model.ops
-    assert ops.to_numpy(model._params).dtype == np.float32
-    assert ops.to_numpy(model._grads).dtype == np.float32
+    assert ops.to_numpy(model.store.params).dtype == np.float32
+    assert ops.to_numpy(model.store.grads).dtype == np.float32
     assert {ops.to_numpy(s).dtype for s in model.optimizer.slots.values()} == {np.dtype(np.float32)}
     assert all(w.dtype == np.float32 for w in model.get_weights())
 

@@ -9,7 +9,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from .training.trainer import Trainer
 
 
 class Callback:
@@ -19,10 +19,10 @@ class Callback:
     """
 
     def __init__(self) -> None:
-        self.model: Sequential | None = None
+        self.model: Trainer | None = None
         self.params: dict[str, Any] = {}
 
-    def set_model(self, model: Sequential) -> None:
+    def set_model(self, model: Trainer) -> None:
         self.model = model
 
     def set_params(self, params: dict[str, Any]) -> None:
@@ -90,9 +90,10 @@ class EarlyStopping(Callback):
         self.best = self.baseline if self.baseline is not None else (math.inf if self.mode == "min" else -math.inf)
         self.best_epoch = 0
         # a resumed fit starts with the history so far: replay it so patience continues where it was
-        hist = getattr(self.model, "_history", None)
-        past = hist.history.get(self.monitor, []) if hist is not None else []
-        for epoch, value in zip(hist.epoch if hist is not None else [], past, strict=False):
+        assert self.model is not None
+        hist = self.model.train_state.history
+        past = hist.history.get(self.monitor, [])
+        for epoch, value in zip(hist.epoch, past, strict=False):
             if epoch < self.start_from_epoch or not math.isfinite(value):
                 continue
             if self._improved(value, self.best):

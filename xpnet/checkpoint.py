@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .callbacks import Callback
+from .layers.dropout import Dropout
 from .weights_io import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from .training.trainer import Trainer
 
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
@@ -130,8 +131,8 @@ class Checkpoint(Callback):
     def save(self) -> Path | None:
         model = self.model
         assert model is not None and model.optimizer is not None
-        header, arrays = model._checkpoint_state()
-        if not model._comm.is_root:
+        header, arrays = capture(model)
+        if not model.comm.is_root:
             return None
         path = save(self.directory / f"ckpt-{model.optimizer.iterations:09d}.npz", header, arrays)
         self.saved.append(path)
@@ -140,27 +141,77 @@ class Checkpoint(Callback):
         return path
 
 
-def restore(model: Sequential, header: dict[str, Any], arrays: dict[str, np.ndarray], n: int, batch_size: int) -> None:
-    """Check that a checkpoint fits this model and run, then load it; nothing changes on a mismatch."""
-    assert model.optimizer is not None
+def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Everything a resumed fit needs, as a JSON-able header and host arrays (a collective under MPI)."""
+    opt, state, ops = model.optimizer, model.train_state, model.ops
+    assert opt is not None and ops is not None
+    header: dict[str, Any] = {
+        "layout": model.store.layout(),
+        "dtype": model.dtype,
+        "seed": model.seed,
+        "optimizer": {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations},
+        "position": {"epoch": state.epoch, "step": state.step, "n": state.samples, "batch_size": state.batch_size},
+        "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
+        "epochs_trained": state.epochs_trained,
+        "history": state.history.history,
+        "history_epochs": state.history.epoch,
+    }
+    arrays = {"params": model.store.host_params()}
+    arrays.update({f"slot_{k}": ops.to_numpy(v) for k, v in opt.slots.items()})
+    if state.running:
+        xp = ops.xp
+        flat = [xp.reshape(s, (-1,)) for s in state.running]
+        concat = getattr(xp, "concat", None) or xp.concatenate
+        # the whole run's partial sums: each rank holds only its shards' share
+        arrays["sums"] = model.comm.allreduce_host(ops.to_numpy(concat(flat)))
+        header["sums_sizes"] = [int(f.shape[0]) for f in flat]
+    return header, arrays
+
+
+def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Check that a checkpoint fits this model and run, then load it; nothing changes on a mismatch.
+
+    The run's data size and batch size are `model.train_state.samples` / `batch_size`.
+    """
+    opt, state, ops = model.optimizer, model.train_state, model.ops
+    assert opt is not None and ops is not None
     problems = []
-    if header.get("layout") != model._layout():
+    if header.get("layout") != model.store.layout():
         problems.append("a different architecture")
-    opt = header.get("optimizer", {})
-    if opt.get("class") != type(model.optimizer).__name__ or opt.get("config") != model.optimizer.get_config():
-        problems.append(
-            f"optimizer {opt.get('class')}({opt.get('config')}) but the model is compiled with {model.optimizer!r}"
-        )
+    cfg = header.get("optimizer", {})
+    if cfg.get("class") != type(opt).__name__ or cfg.get("config") != opt.get_config():
+        problems.append(f"optimizer {cfg.get('class')}({cfg.get('config')}) but the model is compiled with {opt!r}")
     if header.get("dtype") != model.dtype:
         problems.append(f"dtype {header.get('dtype')} (model: {model.dtype})")
     pos = header.get("position", {})
-    if pos.get("n") != n or pos.get("batch_size") != batch_size:
+    if pos.get("n") != state.samples or pos.get("batch_size") != state.batch_size:
         problems.append(
-            f"{pos.get('n')} samples in batches of {pos.get('batch_size')} (this fit: {n} in batches of {batch_size}); "
-            "resume with the same data and batch size"
+            f"{pos.get('n')} samples in batches of {pos.get('batch_size')} "
+            f"(this fit: {state.samples} in batches of {state.batch_size}); resume with the same data and batch size"
         )
     if header.get("seed") != model.seed:
         problems.append(f"seed {header.get('seed')} (model: {model.seed})")
     if problems:
         raise CheckpointError("the checkpoint does not match this run: it has " + "; ".join(problems))
-    model._restore_checkpoint(header, arrays)
+    if opt.ops is not ops or set(opt.slots) != {k[5:] for k in arrays if k.startswith("slot_")}:
+        opt.build(ops, model.store.params)
+    model.store.set_host_params(arrays["params"])
+    with ops.activate():
+        for k, v in opt.slots.items():
+            v[...] = ops.asarray(arrays[f"slot_{k}"])
+    opt.set_iterations(int(header["optimizer"]["iterations"]))
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.iterations = int(header["dropout"][layer.name])
+    state.epoch, state.step = int(pos["epoch"]), int(pos["step"])
+    state.epochs_trained = int(header.get("epochs_trained", pos["epoch"]))
+    state.history.epoch = list(header.get("history_epochs", []))
+    state.history.history = {k: list(v) for k, v in header.get("history", {}).items()}
+    state.running = []
+    if "sums" in arrays:  # they hold every rank's share: rank 0 carries them, the others start at 0
+        saved = arrays["sums"] if model.comm.is_root else np.zeros_like(arrays["sums"])
+        off = 0
+        for size in header["sums_sizes"]:
+            part = saved[off : off + size]
+            state.running.append(ops.asarray(part.reshape(()) if size == 1 else part))
+            off += size

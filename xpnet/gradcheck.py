@@ -33,6 +33,8 @@ from .backend import Ops, get_backend, use_backend
 from .layers.base import Layer
 from .layers.dropout import Dropout
 from .layers.input import Input
+from .params import ParamStore
+from .random import init_rng, layer_seed
 
 if TYPE_CHECKING:
     from .models import Sequential
@@ -202,16 +204,14 @@ def float64_copy(model: Sequential, backend: str | Ops | None = None) -> Sequent
     backend: where the copy runs (default: the model's own backend). Dropout layers keep their
     seeds and step counters, so the copy draws the masks the model would draw next.
     """
-    from .models import Sequential
-
     if not model.built or model.ops is None:
         raise ValueError("float64_copy: build the model first (give the first layer input_shape=..., or call build())")
-    if model._input_shape is None:
+    if model.feature_shape is None:
         raise ValueError("float64_copy: the model's input shape is unknown")
     ops = get_backend(backend) if backend is not None else model.ops
     with use_backend(ops):
-        twin = Sequential(
-            [Input(model._input_shape), *(_clone_layer(layer) for layer in model.layers)],
+        twin = type(model)(
+            [Input(model.feature_shape), *(_clone_layer(layer) for layer in model.layers)],
             name=f"{model.name}_float64",
             seed=model.seed,
             dtype="float64",
@@ -320,21 +320,19 @@ def _check_model(
 
     restart_dropout()
     loss, analytic = twin.compute_gradients(x, y)  # the public path, for the gradient under test
-    # The differences then run the same `_loss_and_grads` that compute_gradients runs, on data
-    # uploaded once and with single parameters changed in place in the flat buffer: no
-    # per-evaluation input checks, weight copies or gradient downloads.
-    xc, yy = twin._prepare(x, y, "check_gradients")
-    fused, n = twin._fused(), int(xc.shape[0])
+    # The differences then run the same `loss_at` that compute_gradients runs, on data uploaded
+    # once and with single parameters changed in place in the flat buffer: no per-evaluation
+    # input checks, weight copies or gradient downloads.
+    xc, yy = twin.prepare(x, y, "check_gradients")
     with ops.activate():
-        X, Y = twin._upload(xc), twin._upload(yy, float_dtype=not loss_fn.sparse)
-    params = twin._params
-    base = twin._host_params().astype(np.float64, copy=True)
+        X, Y = twin.upload(xc), twin.upload(yy, targets=True)
+    params = twin.store.params
+    base = twin.store.host_params().astype(np.float64, copy=True)
 
     def loss_now() -> float:
         restart_dropout()
         with ops.activate():
-            loss_sum, _ = twin._loss_and_grads(X, Y, fused)
-            return float(ops.to_numpy(loss_sum)) / n
+            return twin.loss_at(X, Y)
 
     def loss_at_element(j: int, value: float) -> float:
         with ops.activate():
@@ -408,23 +406,26 @@ def check_layer_gradients(
 ) -> LayerGradCheckResult:
     """Check one layer's backward: its parameter gradients and its input gradient ∂L/∂x.
 
-    A copy of the layer is wrapped in a one-layer float64 Sequential; with a fixed random
+    A copy of the layer is bound to its own float64 parameter store; with a fixed random
     upstream gradient r (batch, *output_shape), L(x, w) = Σ r ⊙ layer.forward(x, training=True),
     so the layer's own `backward(r)` gives ∂L/∂x and fills ∂L/∂w. x defaults to standard
     normal draws of shape (batch_size, *input_shape) kept at least 0.05 away from 0 (relu's
     kink). The layer you pass is not modified.
     """
-    from .models import Sequential
-
     if not isinstance(layer, Layer):
         raise TypeError(f"check_layer_gradients expects an xpnet Layer, received {type(layer).__name__}")
     shape = (int(input_shape),) if isinstance(input_shape, (int, np.integer)) else tuple(int(d) for d in input_shape)
     rng = np.random.default_rng(seed)
-    with use_backend(get_backend(backend) if backend is not None else get_backend("numpy")):
-        model = Sequential([Input(shape), _clone_layer(layer)], name="gradcheck", seed=seed, dtype="float64")
-    lyr = model.layers[0]
-    ops = model.ops
-    assert ops is not None and lyr.output_shape is not None
+    ops = get_backend(backend if backend is not None else "numpy")
+    lyr = _clone_layer(layer)
+    lyr.name = lyr.name or lyr.default_name
+    lyr.build(shape)
+    if isinstance(lyr, Dropout) and lyr.seed is None:
+        lyr.seed = layer_seed(seed, 0)
+    f64 = np.dtype(np.float64)
+    chunks = [s.initializer(s.shape, init_rng(seed, 0, j), f64).ravel() for j, s in enumerate(lyr.param_specs())]
+    ParamStore(ops, [lyr], np.concatenate(chunks) if chunks else np.zeros(0, f64), "float64")
+    assert lyr.output_shape is not None
     if x is None:
         xa = rng.standard_normal((batch_size, *shape))
         xa = np.where(np.abs(xa) < 0.05, np.copysign(0.3, xa), xa)
@@ -434,8 +435,8 @@ def check_layer_gradients(
     step = lyr.iterations if isinstance(lyr, Dropout) else None
 
     def run(xh: np.ndarray, weights: list[np.ndarray], backward: bool) -> tuple[float, Any, list[np.ndarray]]:
-        if step is not None:
-            lyr.iterations = step  # type: ignore[attr-defined]
+        if step is not None and isinstance(lyr, Dropout):
+            lyr.iterations = step
         if weights:
             lyr.set_weights(weights)
         with ops.activate():

@@ -1,14 +1,21 @@
 """Optimizers over one flat parameter buffer: one vectorised update (one kernel on CuPy) per step.
 
-Hyperparameters stay Python floats so float32 buffers are never upcast. Defaults follow Keras.
+Hyperparameters are Python floats; what changes from step to step (the iteration count t, the
+learning rate a callback may set) is mirrored in 0-d device arrays, so the update reads no
+Python number that a recorded step would freeze. Defaults follow Keras. Each rule's plain
+array code is an `Ops` method (`sgd_update`, `rmsprop_update`, `adam_update`) that backends
+override with fused kernels, side by side with it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+import numpy as np
+
 from .backend import Ops
+from .backend.base import DeviceScalar
+from .params import GradientSink, InPlaceSGD, ParamStore
 
 Array = Any
 
@@ -20,32 +27,64 @@ class Optimizer:
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, received {learning_rate}")
         self.learning_rate = float(learning_rate)
-        self.iterations = 0
+        self.iterations = 0  # updates applied so far (host count; the device keeps its own, `t`)
         self.ops: Ops | None = None
         self.slots: dict[str, Array] = {}
+        self._t: Array = None
+        self._lr: DeviceScalar | None = None  # learning rate in the parameters' dtype
+        self._lr64: DeviceScalar | None = None  # and in float64, for per-step factors computed on the device
 
     def build(self, ops: Ops, params: Array) -> None:
-        """Allocate state buffers shaped like the flat parameter buffer."""
+        """Allocate state buffers shaped like the flat parameter buffer, and the device step counter."""
         self.ops = ops
         self.slots = {name: ops.zeros(params.shape, params.dtype) for name in self.slot_names()}
+        self._t = ops.asarray(np.asarray(self.iterations, dtype=np.float64))
+        self._lr = DeviceScalar(ops, self.learning_rate, params.dtype)
+        self._lr64 = DeviceScalar(ops, self.learning_rate, np.float64)
+
+    @property
+    def built(self) -> bool:
+        return self.ops is not None
 
     def slot_names(self) -> list[str]:
         return []
 
-    @property
-    def grad_scale(self) -> float:
-        """The factor the model may fold into the gradients it hands to `step` (saves a pass per step)."""
-        return 1.0
+    def lr(self, dtype64: bool = False) -> Array:
+        """The learning rate as a 0-d device value (rewritten only when `learning_rate` changes)."""
+        assert self._lr is not None and self._lr64 is not None
+        return (self._lr64 if dtype64 else self._lr).set(self.learning_rate)
 
-    def step(self, params: Array, grads: Array, grads_scaled_by: float = 1.0) -> None:
-        """Update `params` in place from `grads` (both flat (P,) buffers).
+    def gradient_sink(self, store: ParamStore, one_process: bool) -> GradientSink:
+        """Where layers should put gradients for this optimizer: the store's buffer, by default."""
+        return GradientSink(store.ops)
 
-        grads_scaled_by: `grads` hold this multiple of the true gradient (see `grad_scale`).
-        """
+    def gradient_scale(self) -> Array | None:
+        """The factor the step folds into the loss gradient (a 0-d float64 device value), None for 1."""
+        return None
+
+    def apply(self, store: ParamStore, sink: GradientSink) -> None:
+        """The training step's update of `store.params` from `store.grads` (`gradient_scale()` × the gradient)."""
         self.iterations += 1
-        self._update(params, grads, grads_scaled_by)
+        self._t += 1
+        if not sink.applies_update:
+            self.update(store.params, store.grads, scaled=True)
 
-    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
+    def step(self, params: Array, grads: Array) -> None:
+        """One update of flat `params` in place from the true gradient `grads` (build() first)."""
+        if not self.built:
+            raise RuntimeError(f"{type(self).__name__}.step: call build(ops, params) first")
+        self.iterations += 1
+        self._t += 1
+        self.update(params, grads, scaled=False)
+
+    def set_iterations(self, value: int) -> None:
+        """Move both step counters (checkpoint restore)."""
+        self.iterations = int(value)
+        if self._t is not None:
+            self._t[...] = float(value)
+
+    def update(self, params: Array, grads: Array, scaled: bool) -> None:
+        """The rule itself; scaled: grads hold `gradient_scale()` × the gradient."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -57,7 +96,12 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """w ← w − η·g; with momentum μ: v ← μv − η·g, w ← w + v (Nesterov: w ← w + μv − η·g)."""
+    """w ← w − η·g; with momentum μ: v ← μv − η·g, w ← w + v (Nesterov: w ← w + μv − η·g).
+
+    Without momentum the loss gradient arrives already multiplied by η, so the update is one
+    subtraction, or none at all where the backend updates each layer inside backprop
+    (`InPlaceSGD`: on NumPy, one GEMM with β = 1 per weight).
+    """
 
     name = "sgd"
 
@@ -70,16 +114,28 @@ class SGD(Optimizer):
     def slot_names(self) -> list[str]:
         return ["momentum"] if self.momentum else []
 
-    @property
-    def grad_scale(self) -> float:
-        # plain SGD: gradients premultiplied by η make the update a single p -= g
-        return 1.0 if self.momentum else self.learning_rate
+    def gradient_scale(self) -> Array | None:
+        return None if self.momentum else self.lr(dtype64=True)
 
-    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
-        assert self.ops is not None
-        self.ops.sgd_update(
-            params, grads, self.slots.get("momentum"), self.learning_rate / scaled_by, self.momentum, self.nesterov
+    def gradient_sink(self, store: ParamStore, one_process: bool) -> GradientSink:
+        # in-place needs every weight's gradient to come through the sink, no penalty gradients added
+        # after backprop, no Allreduce between backprop and update, and this class's own update rule
+        inplace = (
+            not self.momentum
+            and one_process
+            and store.ops.inplace_sgd
+            and not store.regularized()
+            and type(self).update is SGD.update
+            and all(type(s.layer).__dict__.get("grads_via_sink", False) for s in store.slots)
         )
+        return InPlaceSGD(store.ops) if inplace else GradientSink(store.ops)
+
+    def update(self, params: Array, grads: Array, scaled: bool) -> None:
+        assert self.ops is not None
+        if not self.momentum and scaled:
+            self.ops.subtract_(params, grads)  # grads carry η already
+            return
+        self.ops.sgd_update(params, grads, self.slots.get("momentum"), self.lr(), self.momentum, self.nesterov)
 
 
 class RMSprop(Optimizer):
@@ -96,16 +152,14 @@ class RMSprop(Optimizer):
     def slot_names(self) -> list[str]:
         return ["velocity", "momentum"] if self.momentum else ["velocity"]
 
-    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
+    def update(self, params: Array, grads: Array, scaled: bool) -> None:
         assert self.ops is not None
-        if scaled_by != 1.0:
-            raise ValueError("RMSprop needs unscaled gradients")
         self.ops.rmsprop_update(
             params,
             grads,
             self.slots["velocity"],
             self.slots.get("momentum"),
-            self.learning_rate,
+            self.lr(),
             self.rho,
             self.momentum,
             self.epsilon,
@@ -126,15 +180,15 @@ class Adam(Optimizer):
     def slot_names(self) -> list[str]:
         return ["m", "v"]
 
-    def _update(self, params: Array, grads: Array, scaled_by: float) -> None:
-        assert self.ops is not None
-        if scaled_by != 1.0:
-            raise ValueError("Adam needs unscaled gradients")
-        t = self.iterations
-        lr_t = self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
-        self.ops.adam_update(
-            params, grads, self.slots["m"], self.slots["v"], lr_t, self.beta_1, self.beta_2, self.epsilon
+    def update(self, params: Array, grads: Array, scaled: bool) -> None:
+        ops = self.ops
+        assert ops is not None
+        t = self._t
+        # the bias correction from the device's t, in float64 as Python would compute it
+        lr_t = ops.cast(
+            self.lr(dtype64=True) * ops.xp.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t), params.dtype
         )
+        ops.adam_update(params, grads, self.slots["m"], self.slots["v"], lr_t, self.beta_1, self.beta_2, self.epsilon)
 
 
 _REGISTRY: dict[str, type[SGD] | type[RMSprop] | type[Adam]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}

@@ -38,7 +38,7 @@ def train_on(
     return {
         "weights": model.get_weights(),
         "loss": hist.history["loss"],
-        "mask": model.ops.to_numpy(dropout._mask),
+        "mask": model.ops.to_numpy(dropout.mask),
         "steps": dropout.iterations,
         "backend": model.ops.describe(),
     }

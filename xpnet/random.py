@@ -22,6 +22,16 @@ def set_random_seed(seed: int) -> None:
     _counter = itertools.count()
 
 
+def seed_state() -> tuple[int | None, itertools.count[int]]:
+    """The global seed and its model counter, to put back later with `restore_seed_state`."""
+    return _global_seed, _counter
+
+
+def restore_seed_state(state: tuple[int | None, itertools.count[int]]) -> None:
+    global _global_seed, _counter
+    _global_seed, _counter = state
+
+
 def next_model_seed() -> int:
     if _global_seed is None:
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])

@@ -214,12 +214,12 @@ def mlp_builder(
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """xpnet.set_random_seed(seed) for the block, then the previous global seed state."""
-    saved = (xrandom._global_seed, xrandom._counter)
+    saved = xrandom.seed_state()
     xrandom.set_random_seed(seed)
     try:
         yield
     finally:
-        xrandom._global_seed, xrandom._counter = saved
+        xrandom.restore_seed_state(saved)
 
 
 def _build(build_fn: Callable[..., Any], params: dict[str, Any], seed: int, x_shape: tuple[int, ...]) -> Any:

@@ -8,6 +8,7 @@ CuPy kernels); each override is tested against the plain method here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -56,8 +57,6 @@ class Ops:
 
     # predict() computes batches larger than this in blocks of this many rows (None: as given)
     inference_rows: int | None = None
-    # predict() batches of at most this many rows run as uᵀ = Wᵀhᵀ (None: never); see Sequential._transposed_plan
-    transposed_inference_rows: int | None = None
 
     max_resident_bytes: int | None = None  # None: no limit; set it to force streaming (tests, shared GPUs)
 
@@ -83,6 +82,30 @@ class Ops:
             self._arange_cache[n] = a
         return a
 
+    def carries_nan(self, act: Any) -> bool:
+        """Whether a NaN input row stays NaN through this backend's dense layer with activation `act`.
+
+        Probed once per activation on the backend's own kernels (a fused CuPy relu maps NaN to 0,
+        NumPy's maximum keeps it; a reference BLAS skips zero terms), so a shortcut that relies on
+        it holds on every backend or is not taken.
+        """
+        cache: dict[str, bool] = self.__dict__.setdefault("_carries_nan", {})
+        key = builtin_name(act) or ""
+        if not key:
+            return False
+        if key not in cache:
+            x = np.zeros((4, 8), np.float32)
+            x[0, 0] = np.nan
+            w, b = np.full((8, 8), 0.5, np.float32), np.zeros(8, np.float32)
+            xs, ws, bs = self.asarray(x), self.asarray(w), self.asarray(b)
+            _, h1 = self.dense_forward(xs, ws, bs, act, keep_u=False)
+            h2 = self.activation_forward(act, self.affine(xs, ws, bs), in_place=True)
+            zeros = self.asarray(np.zeros((8, 8), np.float32))
+            h3 = self.activation_forward(act, xs @ zeros, in_place=True)
+            rows = [self.to_numpy(h)[0] for h in (h1, h2, h3)]
+            cache[key] = bool(all(np.isnan(r).all() for r in rows))
+        return cache[key]
+
     def matmul_keeps_nan(self) -> bool:
         """Whether NaN·0 stays NaN in this backend's matrix products (reference BLAS skips zero terms)."""
         cached = self.__dict__.get("_keeps_nan")
@@ -107,8 +130,30 @@ class Ops:
         u = x @ w
         return u if b is None else u + b
 
-    def take_rows(self, a: Array, idx: Array) -> Array:
-        return self.xp.take(a, idx, axis=0)
+    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
+        """a[idx] along the first axis; into `out` (a fixed batch buffer) when given."""
+        rows = self.xp.take(a, idx, axis=0)
+        if out is None:
+            return rows
+        out[...] = rows
+        return out
+
+    def cast(self, x: Array, dtype: Any) -> Array:
+        """A 0-d device value in `dtype` (per-step scalars are computed in float64, used in the model's dtype)."""
+        return self.xp.astype(x, getattr(self.xp, dtype) if isinstance(dtype, str) else dtype)
+
+    def subtract_(self, p: Array, g: Array) -> None:
+        """p ← p − g in place (plain SGD on gradients that already carry the learning rate)."""
+        p -= g
+
+    # predict() may compute a chain of affine layers by another route (see NumpyOps)
+    def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
+        """A faster route to the last layer's logits, or None: the layers' own forward.
+
+        chain: per layer an `Affine` (h = act(xW + b)) or None for an identity at inference;
+        None when some layer is neither.
+        """
+        return None
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         """-> (u, h) with u = x w + b: (n, units) and h = act(u). Backends fuse bias + activation.
@@ -130,9 +175,9 @@ class Ops:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
 
-    # Whether Dense layers should apply plain SGD inside backprop (`gemm_sub`, `bias_sub`) rather
-    # than fill the gradient buffer for a separate update pass: only where that is faster.
-    sgd_in_backward = False
+    # Whether plain SGD should update the weights as backprop reaches them (`gemm_sub`, `bias_sub`;
+    # the `InPlaceSGD` gradient sink) rather than fill the gradient buffer for a separate pass.
+    inplace_sgd = False
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""
@@ -142,7 +187,16 @@ class Ops:
         """b ← b − Σ_i du[i, :] in place."""
         b -= self.xp.sum(du, axis=0)
 
-    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float, offset: int = 0) -> tuple[Array, Array]:
+    def dropout_keys(self, base: int, step: Array) -> tuple[Any, Any]:
+        """The two 32-bit hash keys of dropout call `step` (a 0-d uint32 device counter) for a layer key `base`.
+
+        Computed on the device from the counter, so a recorded step draws a new mask each replay.
+        """
+        k0 = _mix32(step ^ 0x85EBCA6B) ^ base
+        k0 = _mix32(k0)
+        return k0, _mix32(k0 + 0x632BE5AB)
+
+    def dropout_forward(self, x: Array, keys: tuple[Any, Any], rate: float, offset: Any = 0) -> tuple[Array, Array]:
         """-> (x * mask, mask) for the hash mask of `keys`."""
         mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype, offset)
         return x * mask, mask
@@ -164,7 +218,7 @@ class Ops:
         buf[...] = self.asarray(host)
 
     def dropout_mask(
-        self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any, offset: int = 0
+        self, shape: tuple[int, ...], keys: tuple[Any, Any], rate: float, dtype: Any, offset: Any = 0
     ) -> Array:
         """Inverted-dropout mask (0 or 1/(1-rate)) from a counter-based hash of each element's index.
 
@@ -175,12 +229,13 @@ class Ops:
         xp = self.xp
         n = int(np.prod(shape))
         counters = self.arange_u32(n)
-        h = hash_u32(xp, counters + offset if offset else counters, keys)
+        h = hash_u32(xp, counters + offset, keys)
         threshold = min(int(rate * 4294967296.0), 4294967295)
         keep = xp.astype(h >= threshold, dtype)
         return xp.reshape(keep * (1.0 / (1.0 - rate)), shape)
 
-    def sgd_update(self, p: Array, g: Array, m: Array | None, lr: float, momentum: float, nesterov: bool) -> None:
+    def sgd_update(self, p: Array, g: Array, m: Array | None, lr: Any, momentum: float, nesterov: bool) -> None:
+        """SGD (with momentum when m is given); lr: a 0-d device value in p's dtype."""
         if m is None:
             p -= lr * g
             return
@@ -192,7 +247,7 @@ class Ops:
             p += m
 
     def rmsprop_update(
-        self, p: Array, g: Array, v: Array, m: Array | None, lr: float, rho: float, momentum: float, eps: float
+        self, p: Array, g: Array, v: Array, m: Array | None, lr: Any, rho: float, momentum: float, eps: float
     ) -> None:
         xp = self.xp
         v *= rho
@@ -206,13 +261,43 @@ class Ops:
         p -= m
 
     def adam_update(
-        self, p: Array, g: Array, m: Array, v: Array, lr_t: float, beta_1: float, beta_2: float, eps: float
+        self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
     ) -> None:
-        """lr_t already carries the bias correction lr*sqrt(1-b2^t)/(1-b1^t)."""
+        """lr_t (a 0-d device value in p's dtype) already carries the bias correction lr·√(1−β₂ᵗ)/(1−β₁ᵗ)."""
         xp = self.xp
         m += (1.0 - beta_1) * (g - m)
         v += (1.0 - beta_2) * (g * g - v)
         p -= lr_t * m / (xp.sqrt(v) + eps)
+
+
+class DeviceScalar:
+    """A per-step number held in device memory (a 0-d array) beside its host value.
+
+    The step reads the array, never a Python number, so a step recorded once (a CUDA graph)
+    sees new values on replay. `set` writes the device only when the value changes (a new
+    learning rate, the shorter last batch), never once per step.
+    """
+
+    def __init__(self, ops: Ops, value: float, dtype: Any) -> None:
+        self.value = value
+        self.array = ops.asarray(np.asarray(value, dtype=host_dtype(dtype)))
+
+    def set(self, value: float) -> Array:
+        if value != self.value:
+            self.array[...] = value
+            self.value = value
+        return self.array
+
+    def __repr__(self) -> str:
+        return f"DeviceScalar({self.value!r})"
+
+
+def host_dtype(dtype: Any) -> np.dtype[Any]:
+    """The NumPy dtype of a backend's dtype (NumPy's, CuPy's, or the strict stand-in's `float32`)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).split(".")[-1])
 
 
 def _mix32(x: Array) -> Array:

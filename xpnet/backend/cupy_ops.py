@@ -135,17 +135,20 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def bias_grad(self, du: Array, out: Array) -> None:
         self.xp.sum(du, axis=0, out=out)
 
-    def dropout_forward(self, x: Array, keys: tuple[int, int], rate: float, offset: int = 0) -> tuple[Array, Array]:
+    def dropout_forward(self, x: Array, keys: tuple[Any, Any], rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        # keys and offset may be 0-d device arrays (the step's counters): the kernel reads them there
         threshold = min(int(rate * 4294967296.0), 4294967295)
         scale = x.dtype.type(1.0 / (1.0 - rate))
         y = self.xp.empty_like(x)
         mask = self.xp.empty_like(x)
-        self._kernel("dropout")(
-            x, np.uint32(keys[0]), np.uint32(keys[1]), np.uint32(threshold), scale, np.uint32(offset), y, mask
-        )
+        k0, k1, off = (self._u32(v) for v in (*keys, offset))
+        self._kernel("dropout")(x, k0, k1, np.uint32(threshold), scale, off, y, mask)
         return y, mask
 
-    def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
+    def _u32(self, v: Any) -> Any:
+        return v if isinstance(v, self.xp.ndarray) else np.uint32(int(v) & 0xFFFFFFFF)
+
+    def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
         kind = {"sparse_categorical_crossentropy": "sce", "categorical_crossentropy": "cce"}.get(
             builtin_name(loss) or ""
         )
@@ -159,7 +162,9 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
         else:
             y = self.xp.ascontiguousarray(y, dtype=u.dtype)
-        self._rows(kind, u.dtype, n, (u, y, value, grad, probs, np.int32(n), np.int32(k), u.dtype.type(scale)))
+        # scale (η/batch or 1/batch) is read from device memory: a 0-d array of u's dtype
+        scale = scale if isinstance(scale, self.xp.ndarray) else self.xp.asarray(scale, dtype=u.dtype)
+        self._rows(kind, u.dtype, n, (u, y, value, grad, probs, np.int32(n), np.int32(k), scale))
         # with from_logits the model's output is u itself, not the softmax the loss needed
         return value, grad, probs if builtin_name(act) == "softmax" else act.forward(self.xp, u)
 
@@ -183,40 +188,35 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         return k
 
     def dropout_mask(
-        self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any, offset: int = 0
+        self, shape: tuple[int, ...], keys: tuple[Any, Any], rate: float, dtype: Any, offset: Any = 0
     ) -> Array:
         out = self.xp.empty(shape, dtype=dtype)
         threshold = min(int(rate * 4294967296.0), 4294967295)
-        self._kernel("dropout_mask")(
-            np.uint32(keys[0]),
-            np.uint32(keys[1]),
-            np.uint32(threshold),
-            out.dtype.type(1.0 / (1.0 - rate)),
-            np.uint32(offset),
-            out,
-        )
+        k0, k1, off = (self._u32(v) for v in (*keys, offset))
+        self._kernel("dropout_mask")(k0, k1, np.uint32(threshold), out.dtype.type(1.0 / (1.0 - rate)), off, out)
         return out
 
-    def sgd_update(self, p: Array, g: Array, m: Array | None, lr: float, momentum: float, nesterov: bool) -> None:
+    # learning rates arrive as 0-d device arrays in p's dtype: the kernels broadcast them from device memory
+    def sgd_update(self, p: Array, g: Array, m: Array | None, lr: Any, momentum: float, nesterov: bool) -> None:
         if m is None:
-            self._kernel("sgd")(g, p.dtype.type(lr), p)
+            super().sgd_update(p, g, m, lr, momentum, nesterov)
         else:
-            self._kernel("sgd_momentum")(g, p.dtype.type(lr), p.dtype.type(momentum), bool(nesterov), p, m)
+            self._kernel("sgd_momentum")(g, lr, p.dtype.type(momentum), bool(nesterov), p, m)
 
     def adam_update(
-        self, p: Array, g: Array, m: Array, v: Array, lr_t: float, beta_1: float, beta_2: float, eps: float
+        self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
     ) -> None:
         t = p.dtype.type
-        self._kernel("adam")(g, t(lr_t), t(1.0 - beta_1), t(1.0 - beta_2), t(eps), p, m, v)
+        self._kernel("adam")(g, lr_t, t(1.0 - beta_1), t(1.0 - beta_2), t(eps), p, m, v)
 
     def rmsprop_update(
-        self, p: Array, g: Array, v: Array, m: Array | None, lr: float, rho: float, momentum: float, eps: float
+        self, p: Array, g: Array, v: Array, m: Array | None, lr: Any, rho: float, momentum: float, eps: float
     ) -> None:
         if m is not None:
             super().rmsprop_update(p, g, v, m, lr, rho, momentum, eps)
             return
         t = p.dtype.type
-        self._kernel("rmsprop")(g, t(lr), t(rho), t(eps), p, v)
+        self._kernel("rmsprop")(g, lr, t(rho), t(eps), p, v)
 
 
 _MAX_ROW = 1024
@@ -249,9 +249,10 @@ extern "C" __global__ void xpnet_softmax_SUFFIX(T* u, const T* b, T* h, int n, i
     for (int j = 0; j < k; ++j) hr[j] = hr[j] / s;
 }
 extern "C" __global__ void xpnet_sce_SUFFIX(
-        const T* u, const int* y, T* loss, T* du, T* p, int n, int k, T scale) {
+        const T* u, const int* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
+    const T scale = *scale_ptr;
     const T* ur = u + (size_t)i * k;
     T* dr = du + (size_t)i * k;
     T* pr = p + (size_t)i * k;
@@ -264,9 +265,10 @@ extern "C" __global__ void xpnet_sce_SUFFIX(
     for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
 }
 extern "C" __global__ void xpnet_cce_SUFFIX(
-        const T* u, const T* y, T* loss, T* du, T* p, int n, int k, T scale) {
+        const T* u, const T* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
+    const T scale = *scale_ptr;
     const T* ur = u + (size_t)i * k;
     const T* yr = y + (size_t)i * k;
     T* dr = du + (size_t)i * k;
@@ -323,8 +325,6 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "xpnet_dropout",
             preamble=_MIX,
         )
-    if name == "sgd":
-        return ek("T g, T lr", "T p", "p -= lr * g;", "xpnet_sgd")
     if name == "sgd_momentum":
         return ek(
             "T g, T lr, T mu, bool nesterov",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
 from . import _cblas
-from .base import Array, Ops, builtin_name
+from .base import Array, Ops, builtin_name, mix_int
 
 
 class NumpyOps(Ops):
@@ -17,7 +18,8 @@ class NumpyOps(Ops):
     device = None
     # a few MB of activations per block stay in cache between the GEMM, the bias and the activation
     inference_rows = 2048
-    transposed_inference_rows = 256
+    # predict() batches of at most this many rows run as uᵀ = Wᵀhᵀ (see `inference_program`)
+    transposed_inference_rows: int | None = 256
 
     def info(self) -> dict[str, str]:
         return {**super().info(), "numpy": np.__version__}
@@ -44,13 +46,28 @@ class NumpyOps(Ops):
             u += b
         return u
 
+    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
+        # mode="clip" lets take write straight into `out` (the default mode buffers it); idx is in range
+        return np.take(a, idx, axis=0, out=out, mode="clip" if out is not None else "raise")
+
+    def cast(self, x: Array, dtype: Any) -> Array:
+        return np.asarray(x, dtype=dtype)
+
+    def subtract_(self, p: Array, g: Array) -> None:
+        np.subtract(p, g, out=p)
+
+    def dropout_keys(self, base: int, step: Array) -> tuple[Any, Any]:
+        # the counter lives in host memory here: the same keys from Python ints, without 15 tiny array ops
+        k0 = mix_int(base ^ mix_int(int(step) ^ 0x85EBCA6B))
+        return k0, mix_int(k0 + 0x632BE5AB)
+
     def dropout_mask(
-        self, shape: tuple[int, ...], keys: tuple[int, int], rate: float, dtype: Any, offset: int = 0
+        self, shape: tuple[int, ...], keys: tuple[Any, Any], rate: float, dtype: Any, offset: Any = 0
     ) -> Array:
         # the generic hash, written in place: 9 passes over uint32 instead of 14 fresh arrays
         n = int(np.prod(shape))
-        h = np.add(self.arange_u32(n), np.uint32((keys[0] + offset) & 0xFFFFFFFF))
-        h ^= np.uint32(keys[1])
+        h = np.add(self.arange_u32(n), np.uint32((int(keys[0]) + int(offset)) & 0xFFFFFFFF))
+        h ^= np.uint32(int(keys[1]))
         t = np.empty_like(h)
         for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None)):
             np.right_shift(h, shift, out=t)
@@ -62,7 +79,7 @@ class NumpyOps(Ops):
         return np.multiply(keep, 1.0 / (1.0 - rate), dtype=dtype).reshape(shape)
 
     @property
-    def sgd_in_backward(self) -> bool:  # type: ignore[override]
+    def inplace_sgd(self) -> bool:  # type: ignore[override]
         # only with NumPy's BLAS at hand: a GEMM into w, then a bias pass, beats filling grads + one pass
         return _cblas.find() is not None
 
@@ -131,15 +148,6 @@ class NumpyOps(Ops):
             r = self._row_starts_cache = np.arange(n) * k
         return r
 
-    def sgd_update(self, p: Array, g: Array, m: Array | None, lr: float, momentum: float, nesterov: bool) -> None:
-        if m is None:
-            if lr == 1.0:  # gradients arrive pre-scaled by the learning rate: one pass over the model
-                np.subtract(p, g, out=p)
-            else:
-                p -= np.multiply(g, lr, out=self._scratch(g))
-            return
-        super().sgd_update(p, g, m, lr, momentum, nesterov)
-
     def adam_update(
         self, p: Array, g: Array, m: Array, v: Array, lr_t: float, beta_1: float, beta_2: float, eps: float
     ) -> None:
@@ -157,9 +165,41 @@ class NumpyOps(Ops):
         t *= lr_t
         p -= t
 
+    def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
+        """Small batches as uᵀ = Wᵀhᵀ with contiguous Wᵀ copies (PyTorch's weight layout).
+
+        OpenBLAS is ~12% faster at that product than at u = hW for batches of a few dozen rows.
+        Copying Wᵀ costs about one batch, so only for predictions of at least 4 batches, and only
+        for chains whose hidden activations are elementwise.
+        """
+        limit = self.transposed_inference_rows
+        if chain is None or limit is None or rows > limit or n < 4 * rows:
+            return None
+        layers = [a for a in chain if a is not None]
+        if not layers or any(builtin_name(a.activation) not in _ELEMENTWISE for a in layers[:-1]):
+            return None
+        plan = [
+            (np.ascontiguousarray(a.kernel.T), None if a.bias is None else a.bias[:, None], a.activation)
+            for a in layers
+        ]
+
+        def logits(x: Array, out: Array) -> None:
+            h = x.reshape(x.shape[0], -1).T
+            for i, (wt, bias, act) in enumerate(plan):
+                u = wt @ h
+                if bias is not None:
+                    u += bias
+                h = u if i == len(plan) - 1 else self.activation_forward(act, u, in_place=True)
+            out[...] = h.T
+
+        return logits
+
     def _scratch(self, like: Array) -> Array:
         buf = getattr(self, "_scratch_buf", None)
         if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
             buf = np.empty_like(like)
             self._scratch_buf = buf
         return buf
+
+
+_ELEMENTWISE = ("linear", "relu", "elu", "sigmoid", "tanh")

@@ -23,6 +23,7 @@ class StrictOps(Ops):
         super().__init__()
         self.xp = array_api_strict
         self.device = array_api_strict.Device("device1")
+        self.array_type = type(array_api_strict.asarray(0))
 
     def _to_numpy(self, a: Array) -> np.ndarray:
         host = a.to_device(self.xp.Device("CPU_DEVICE"))
@@ -34,4 +35,4 @@ class StrictOps(Ops):
         return self.xp.asarray(a, dtype=dtype, device=self.device)
 
     def is_native(self, a: Any) -> bool:
-        return isinstance(a, self.xp._array_object.Array) and a.device == self.device
+        return isinstance(a, self.array_type) and a.device == self.device

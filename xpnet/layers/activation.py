@@ -9,15 +9,12 @@ from .base import Array, Layer
 class Activation(Layer):
     """Applies φ elementwise: (batch, ...) → same shape."""
 
+    carries_nan = True
+
     def __init__(self, activation: str | acts.Activation, name: str | None = None, input_shape: Any = None) -> None:
         super().__init__(name=name, input_shape=input_shape)
-        self.activation = acts.get(activation)
-        self._u: Array = None
+        self.activation: acts.Activation = acts.get(activation)
         self._h: Array = None
-
-    @property
-    def preactivation(self) -> Array:
-        return self._u
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None

@@ -1,23 +1,33 @@
 """Layer protocol shared by every layer.
 
 A layer is built from its input shape (without the batch axis), declares its parameters as
-`ParamSpec`s, and is then bound to views into the model's flat parameter and gradient
-buffers. `forward` caches what `backward` needs; `backward` writes parameter gradients into
-the bound views and returns the gradient with respect to its input (or None when the model
-says nobody needs it, e.g. for the first layer).
+`ParamSpec`s, and is then bound to views into the model's flat parameter store and to a
+gradient sink. `forward` caches what `backward` needs; `backward` hands each parameter
+gradient to the sink (`self.sink.matmul_t`, `column_sum`, `put`: the layer never decides
+where gradients go) and returns the gradient with respect to its input (or None when the
+model says nobody needs it, e.g. for the first layer).
+
+The logits contract: `forward_preactivation` stops before the layer's output `activation`
+(u = xW + b for Dense) and `backward_preactivation` starts from ∂L/∂u, so a loss fused with
+that activation (softmax + cross-entropy gives p − y) can start backprop there. Layers
+without an activation (`activation is None`) run their plain forward and backward.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .. import initializers as inits
 from ..backend import Ops
 from ..regularizers import Regularizer
+
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..params import GradientSink
 
 Array = Any
 Shape = tuple[int, ...]
@@ -31,7 +41,27 @@ class ParamSpec:
     regularizer: Regularizer | None = None
 
 
+@dataclass
+class Affine:
+    """A layer that at inference is exactly h = activation(x·kernel + bias): kernel (in, out), bias (out,)."""
+
+    kernel: Array
+    bias: Array | None
+    activation: Activation
+
+
 class Layer:
+    # The output activation `forward_preactivation` stops before (None: the layer has none).
+    activation: Activation | None = None
+    # True when this class (not a parent) hands every parameter gradient to `self.sink` in its
+    # backward: then plain SGD may update the weights inside backprop (`params.InPlaceSGD`).
+    grads_via_sink: ClassVar[bool] = False
+    # True when the layer is the identity at inference on flat inputs (Dropout; Flatten).
+    identity_at_inference: ClassVar[bool] = False
+    # True when a NaN in an input row always reaches the same output row (with the backend's
+    # matmul and activation kernels, which the model probes): predict may then check outputs only.
+    carries_nan: ClassVar[bool] = False
+
     def __init__(self, name: str | None = None, input_shape: Any = None) -> None:
         self.name = name
         self.requested_input_shape: Shape | None = _as_shape(input_shape) if input_shape is not None else None
@@ -40,7 +70,12 @@ class Layer:
         self.ops: Ops | None = None
         self.params: dict[str, Array] = {}
         self.grads: dict[str, Array] = {}
+        self.sink: GradientSink | None = None
         self.index = 0
+        # at inference, whether to keep the pre-activation for someone to look at (trace); predict
+        # turns it off so activations may reuse its memory
+        self.keep_preactivation = True
+        self._u: Array = None
 
     @property
     def default_name(self) -> str:
@@ -58,8 +93,9 @@ class Layer:
     def param_specs(self) -> list[ParamSpec]:
         return []
 
-    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None:
-        self.ops, self.params, self.grads = ops, params, grads
+    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array], sink: GradientSink) -> None:
+        """Attach the views of this layer's slice of the parameter store, and where gradients go."""
+        self.ops, self.params, self.grads, self.sink = ops, params, grads, sink
 
     @property
     def built(self) -> bool:
@@ -70,6 +106,33 @@ class Layer:
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         raise NotImplementedError
+
+    def forward_preactivation(self, x: Array, training: bool = False) -> Array:
+        """The output before `activation`; layers without one return their forward."""
+        self._no_activation("forward_preactivation")
+        return self.forward(x, training)
+
+    def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
+        """Backward from ∂L/∂(pre-activation); layers without an activation run their backward."""
+        self._no_activation("backward_preactivation")
+        return self.backward(du, need_input_grad)
+
+    def _no_activation(self, method: str) -> None:
+        if self.activation is not None:
+            raise NotImplementedError(f"{type(self).__name__} has an activation, so it must define {method}")
+
+    @property
+    def preactivation(self) -> Array | None:
+        """The pre-activation u of the last forward pass, for layers with an activation (trace, the fused loss)."""
+        return self._u
+
+    @preactivation.setter
+    def preactivation(self, u: Array) -> None:
+        self._u = u
+
+    def inference_affine(self) -> Affine | None:
+        """This layer as an `Affine`, when its inference forward is exactly that (a backend may run it faster)."""
+        return None
 
     def count_params(self) -> int:
         return sum(int(np.prod(s.shape)) for s in self.param_specs()) if self.built else 0

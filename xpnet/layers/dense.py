@@ -5,7 +5,7 @@ from typing import Any
 from .. import activations as acts
 from .. import initializers as inits
 from .. import regularizers as regs
-from .base import Array, Layer, ParamSpec, Shape
+from .base import Affine, Array, Layer, ParamSpec, Shape
 
 
 class Dense(Layer):
@@ -13,6 +13,9 @@ class Dense(Layer):
 
     x: (batch, in) → h: (batch, units); kernel W: (in, units), bias b: (units,).
     """
+
+    grads_via_sink = True
+    carries_nan = True
 
     def __init__(
         self,
@@ -33,16 +36,13 @@ class Dense(Layer):
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"Dense units must be a positive integer, received {units!r}")
         self.units = units
-        self.activation = acts.get(activation)
+        self.activation: acts.Activation = acts.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = inits.get(kernel_initializer)
         self.bias_initializer = inits.get(bias_initializer)
         self.kernel_regularizer = regs.get(kernel_regularizer)
         self.bias_regularizer = regs.get(bias_regularizer)
-        self.keep_preactivation = True
-        self.sgd_in_backward = False
         self._x: Array = None
-        self._u: Array = None
         self._h: Array = None
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -70,10 +70,10 @@ class Dense(Layer):
     def bias(self) -> Array | None:
         return self.params.get("bias")
 
-    @property
-    def preactivation(self) -> Array:
-        """u = xW + b from the last forward pass: (batch, units)."""
-        return self._u
+    def inference_affine(self) -> Affine | None:
+        # only while forward is this class's own: a subclass or a patched instance computes something else
+        own = type(self).forward is Dense.forward and "forward" not in vars(self)
+        return Affine(self.params["kernel"], self.params.get("bias"), self.activation) if own else None
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
@@ -102,21 +102,13 @@ class Dense(Layer):
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         """Backward from ∂L/∂u (batch, units), e.g. the fused softmax + cross-entropy p − y.
 
-        With `sgd_in_backward` set (by the model, for one plain-SGD step whose du already carries
-        η/batch) the weights move here, w ← w − xᵀdu and b ← b − Σdu, and `grads` is left alone.
+        ∂L/∂W = xᵀ·du and ∂L/∂b = Σ_rows du go to the sink (which may apply SGD right away).
         """
-        ops = self.ops
-        assert ops is not None
-        w = self.params["kernel"]
-        dx = ops.matmul(du, w.T) if need_input_grad else None  # before w moves
-        if self.sgd_in_backward:
-            ops.gemm_sub(self._x, du, w)
-            if self.use_bias:
-                ops.bias_sub(du, self.params["bias"])
-            return dx
-        ops.matmul(self._x.T, du, out=self.grads["kernel"])
+        assert self.ops is not None and self.sink is not None
+        dx = self.ops.matmul(du, self.params["kernel"].T) if need_input_grad else None  # before the sink moves W
+        self.sink.matmul_t(self, "kernel", self._x, du)
         if self.use_bias:
-            ops.bias_grad(du, self.grads["bias"])
+            self.sink.column_sum(self, "bias", du)
         return dx
 
     def get_config(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""xpnet.inspect.trace: the course's 3-2-2-1 example followed number by number, forward and backward."""
+"""xpnet.trace.trace: the course's 3-2-2-1 example followed number by number, forward and backward."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import xpnet
 from xpnet import Activation, Dense, Dropout, Sequential
-from xpnet.inspect import trace
+from xpnet.trace import trace
 
 X = np.array([[0.7, 0.3, 0.5]])
 W1, B1 = np.array([[0.1, 0.3], [0.2, 0.1], [0.4, 0.2]]), np.array([0.1, 0.1])

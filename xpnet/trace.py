@@ -1,6 +1,6 @@
 """Look inside forward and backward propagation, layer by layer, in the course's notation.
 
-    from xpnet.inspect import trace
+    from xpnet.trace import trace
     t = trace(model, x, y)        # forward in training mode, then backward through the model's own code
     print(t)                      # u(l) = h(l-1) W(l) + b(l), h(l) = φ(u(l)), δ(l) = ∂L/∂u(l), ∂L/∂W(l), ∂L/∂b(l)
     t.u(1), t.h(2), t.delta(3), t.grad(3, "kernel"), t.loss, t.to_dict()
@@ -28,10 +28,11 @@ import numpy as np
 
 from .layers.activation import Activation as ActivationLayer
 from .layers.dropout import Dropout
+from .training.data import upload
+from .training.trainer import Trainer
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover
     from .layers.base import Layer
-    from .models import Sequential
 
 __all__ = ["LayerTrace", "Trace", "trace"]
 
@@ -206,23 +207,21 @@ class Trace:
 
 
 # ---------------------------------------------------------------------------------------------- tracing
-def trace(model: Sequential, x: Any, y: Any = None, training: bool = True) -> Trace:
+def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace:
     """Run `model` on x (and backward on (x, y)) and return what every layer computed.
 
     x: (batch, *input_shape), or one sample of shape input_shape; y: targets as `fit` takes
     them (needs a compiled model). training=False traces the inference forward pass (no
     dropout); backward needs training mode.
     """
-    from .models import Sequential
-
-    if not isinstance(model, Sequential):
-        raise TypeError(f"trace expects an xpnet Sequential model, received {type(model).__name__}")
+    if not isinstance(model, Trainer):
+        raise TypeError(f"trace expects an xpnet model (e.g. Sequential), received {type(model).__name__}")
     if y is not None and not training:
         raise ValueError("trace: backward needs the training-mode forward pass; pass training=True with y")
     if y is not None and model.loss is None:
         raise ValueError("trace with y needs the model's loss: call model.compile(optimizer, loss) first")
     xa = np.asarray(x)
-    single = model._input_shape is not None and tuple(xa.shape) == model._input_shape
+    single = model.feature_shape is not None and tuple(xa.shape) == model.feature_shape
     if single:
         xa = xa[None, ...]
         if y is not None:
@@ -286,21 +285,15 @@ def trace(model: Sequential, x: Any, y: Any = None, training: bool = True) -> Tr
             for i, layer in enumerate(model.layers):
                 stack.enter_context(_patched(layer, "forward", partial(wrap_forward, i)))
                 stack.enter_context(_patched(layer, "backward", partial(wrap_backward, i)))
-                if hasattr(layer, "forward_preactivation"):
-                    stack.enter_context(
-                        _patched(layer, "forward_preactivation", partial(wrap_forward_preactivation, i))
-                    )
-                if hasattr(layer, "backward_preactivation"):
-                    stack.enter_context(
-                        _patched(layer, "backward_preactivation", partial(wrap_backward_preactivation, i))
-                    )
+                stack.enter_context(_patched(layer, "forward_preactivation", partial(wrap_forward_preactivation, i)))
+                stack.enter_context(_patched(layer, "backward_preactivation", partial(wrap_backward_preactivation, i)))
             if y is None:
-                xc = model._check_x(xa, "trace")
+                xc = model.check_inputs(xa, "trace")
                 with ops.activate():
-                    model._forward(model._upload(xc), training=training)
+                    model.forward(upload(ops, xc, model.dtype), training=training)
             else:
                 loss_value, grads = model.compute_gradients(xa, y)
-                xc, yy = model._prepare(xa, y, "trace")
+                xc, yy = model.prepare(xa, y, "trace")
     finally:
         for layer, steps in dropout_steps:
             layer.iterations = steps
@@ -342,7 +335,7 @@ def trace(model: Sequential, x: Any, y: Any = None, training: bool = True) -> Tr
         y=None if yy is None else np.asarray(yy),
         loss=loss_value,
         loss_name=None if model.loss is None or y is None else model.loss.name,
-        fused=y is not None and model._fused(),
+        fused=y is not None and model.fused_loss,
     )
 
 

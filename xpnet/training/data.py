@@ -1,0 +1,146 @@
+"""The data path of fit / evaluate / predict: checks at the boundary, upload or streaming, shuffle, shard, batches.
+
+Checked host arrays cross to the device once per fit when they fit there (else each batch is
+uploaded as it is used). Each training step gathers its rows into the same fixed device
+buffers, so a recorded step reads its batch from memory it already knows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import distributed
+from .._checks import numeric_array, require_finite
+from ..backend import Ops
+from ..random import shuffle_rng
+
+if TYPE_CHECKING:
+    from ..losses import Loss
+
+Array = Any
+_DEVICE_MODULES = {"cupy", "torch", "jax", "jaxlib", "tensorflow", "array_api_strict", "dask"}
+
+
+def check_x(x: Any, what: str, ops: Ops | None, input_shape: tuple[int, ...] | None, finite: bool = True) -> Any:
+    """Host arrays -> validated float NumPy array; arrays already on `ops`'s device pass through.
+
+    input_shape: the model's input shape without the batch axis (None: not known yet).
+    finite=False leaves the NaN/inf check to the caller.
+    """
+    if ops is not None and ops.is_native(x) and not isinstance(x, np.ndarray):
+        return x
+    mod = type(x).__module__.split(".")[0]
+    if mod in _DEVICE_MODULES:
+        where = ops.describe() if ops is not None else "numpy"
+        raise TypeError(
+            f"{what}: x is a {mod}.{type(x).__name__} (device {getattr(x, 'device', '?')}) but this model runs "
+            f"on the {where!r} backend. Move it to the host first (for CuPy: x.get() or cupy.asnumpy(x)), or "
+            f"compile(..., backend=...) for that device."
+        )
+    a = numeric_array(x, what, "x")
+    if input_shape is not None and tuple(a.shape[1:]) != input_shape:
+        raise ValueError(
+            f"{what}: the model expects input of shape {(None, *input_shape)}, received x of shape {a.shape} "
+            f"(features {tuple(a.shape[1:])} instead of {input_shape})"
+        )
+    if finite:
+        require_finite(a, what, "x")
+    return a
+
+
+def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -> np.ndarray:
+    """Targets as the loss takes them: (n,) int labels for sparse losses, else (n, outputs) in `dtype`."""
+    if y is None:
+        raise ValueError(f"{what}: y (the targets) is required")
+    mod = type(y).__module__.split(".")[0]
+    if mod in _DEVICE_MODULES:
+        y = y.get() if hasattr(y, "get") else np.asarray(y)
+    b = numeric_array(y, what, "y")
+    if b.shape[0] != n:
+        raise ValueError(f"{what}: x and y have different numbers of samples: x has {n}, y has {b.shape[0]}")
+    require_finite(b, what, "y")
+    b = loss.prepare_targets(b, n_outputs)
+    return b if loss.sparse else b.astype(dtype, copy=False)
+
+
+def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
+    """A host array on the device (as `dtype` when given); device arrays pass through."""
+    if ops.is_native(a) and not isinstance(a, np.ndarray):
+        return a
+    return ops.asarray(np.ascontiguousarray(a, dtype=dtype) if dtype is not None else a)
+
+
+def nbytes(a: Any, dtype: str | None) -> int:
+    if a is None:
+        return 0
+    itemsize = np.dtype(dtype).itemsize if dtype is not None else a.dtype.itemsize
+    return int(a.size) * itemsize
+
+
+class Batches:
+    """One fit's training data: on the device when it fits, shuffled per epoch, sharded over ranks.
+
+    x: (n, ...) checked host or device array; y: (n,) labels or (n, k) targets. `gather(step)`
+    writes this rank's share of global batch `step` into fixed buffers and returns views of them.
+    """
+
+    def __init__(
+        self,
+        ops: Ops,
+        x: Any,
+        y: Any,
+        batch_size: int,
+        comm: distributed.Communicator,
+        dtype: str,
+        y_dtype: str | None,
+        resident: bool,
+    ) -> None:
+        self.ops, self.comm, self.dtype, self.y_dtype = ops, comm, dtype, y_dtype
+        self.n = int(x.shape[0])
+        self.global_batch = batch_size * comm.size  # each rank takes its shard of every global batch
+        self.steps = math.ceil(self.n / self.global_batch)
+        self.resident = resident
+        if resident:
+            self.x, self.y = upload(ops, x, dtype), upload(ops, y, y_dtype)
+        else:
+            self.x, self.y = x, y
+        width = math.ceil(min(self.global_batch, self.n) / comm.size)  # the largest share of a global batch
+        xp = ops.xp
+        self.xbuf = ops.zeros((width, *x.shape[1:]), getattr(xp, dtype))
+        self.ybuf = ops.zeros((width, *y.shape[1:]), getattr(xp, y_dtype) if y_dtype else _like(ops, y))
+        self.order: Array = None
+
+    def shuffle(self, seed: int, epochs_trained: int, shuffle: bool) -> None:
+        """Fix this epoch's order: a permutation keyed by (seed, epochs over the model's life)."""
+        perm = shuffle_rng(seed, epochs_trained).permutation(self.n) if shuffle else None
+        self.order = self.ops.asarray(perm) if perm is not None and self.resident else perm
+
+    def bounds(self, step: int) -> tuple[int, int, int, int]:
+        """(lo, hi) of global batch `step` and this rank's rows [a, b) within it."""
+        lo, hi = step * self.global_batch, min((step + 1) * self.global_batch, self.n)
+        a, b = distributed.shard(lo, hi, self.comm.rank, self.comm.size)
+        return lo, hi, a, b
+
+    def gather(self, a: int, b: int) -> tuple[Array, Array]:
+        """Rows [a, b) of this epoch's order in the fixed buffers: (x, y) views of b − a rows."""
+        ops, m = self.ops, b - a
+        xb, yb = self.xbuf[:m, ...], self.ybuf[:m, ...]
+        if self.resident and self.order is not None:
+            idx = self.order[a:b]
+            ops.take_rows(self.x, idx, out=xb)
+            ops.take_rows(self.y, idx, out=yb)
+        elif self.resident:
+            xb[...], yb[...] = self.x[a:b, ...], self.y[a:b, ...]
+        else:
+            rows = self.order[a:b] if self.order is not None else slice(a, b)
+            xb[...] = upload(ops, self.x[rows], self.dtype)
+            yb[...] = upload(ops, self.y[rows], self.y_dtype)
+        return xb, yb
+
+
+def _like(ops: Ops, y: Any) -> Any:
+    """The device dtype of integer labels y."""
+    return getattr(ops.xp, np.dtype(y.dtype).name) if isinstance(y, np.ndarray) else y.dtype

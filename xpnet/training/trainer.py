@@ -1,0 +1,451 @@
+"""`Trainer`: compile, fit, evaluate and compute_gradients for any model that gives it its structure.
+
+A model class composes it (`class Sequential(Trainer)`, as Keras's `Model(Trainer, Layer)`)
+and provides: `layers`, `store` (the flat `ParamStore`), `ops`, `dtype`, `seed`, `built`,
+`build(shape)`, `feature_shape`, `output_shape`, and the traversals `forward(x, training)`,
+`forward_logits(x, training)` and `backward(grad, from_logits)`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import checkpoint, distributed
+from .. import losses as losses_mod
+from .. import metrics as metrics_mod
+from .. import optimizers as opt_mod
+from ..activations import NotDifferentiableError
+from ..backend import Ops, get_backend
+from ..backend.base import DeviceScalar
+from ..callbacks import Callback, History, Progress, format_logs
+from ..layers.base import Layer
+from ..layers.dropout import Dropout
+from ..params import GradientSink, ParamStore
+from . import data
+from .state import TrainState
+from .step import TrainStep, forward_sums, loss_and_grads
+
+Array = Any
+_DIST_READ_EVERY = 100  # steps between progress reads in a data-parallel run
+
+
+class Trainer:
+    """The Keras training API over a model's structure; see the module docstring for what the model provides."""
+
+    layers: list[Layer]
+    ops: Ops | None
+    dtype: str
+    seed: int
+    name: str
+
+    def _init_trainer(self) -> None:
+        self.optimizer: opt_mod.Optimizer | None = None
+        self.loss: losses_mod.Loss | None = None
+        self.metrics: list[metrics_mod.Metric] = []
+        self.stop_training = False
+        self.history: History | None = None
+        self.train_state = TrainState()
+        self._metric_ids: list[Any] = []
+        self._backend_request: str | Ops | None = None
+        self._comm: distributed.Communicator = distributed.Communicator()
+        self._step: TrainStep | None = None
+
+    # structure the model provides
+    @property
+    def built(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def store(self) -> ParamStore:
+        raise NotImplementedError
+
+    @property
+    def feature_shape(self) -> tuple[int, ...] | None:
+        raise NotImplementedError
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        raise NotImplementedError
+
+    def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
+        raise NotImplementedError
+
+    def install(self, ops: Ops, host_params: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def get_weights(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        raise NotImplementedError
+
+    def forward_logits(self, x: Array, training: bool = False) -> Array:
+        raise NotImplementedError
+
+    def backward(self, grad: Array, from_logits: bool) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ compile
+    def compile(
+        self,
+        optimizer: str | opt_mod.Optimizer = "rmsprop",
+        loss: str | losses_mod.Loss | None = None,
+        metrics: Sequence[Any] | None = None,
+        backend: str | Ops | None = None,
+        distribute: bool | str | distributed.Communicator | None = "auto",
+    ) -> None:
+        """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N".
+
+        distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
+        (N > 1); True requires MPI; False always trains in this process alone.
+        """
+        self._comm = distributed.get_communicator(distribute)
+        if loss is None:
+            raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
+            metrics = [metrics]
+        self.loss = losses_mod.get(loss)
+        self.optimizer = opt_mod.get(optimizer)
+        self._metric_ids = list(metrics or [])
+        self.metrics = []
+        self._step = None
+        if backend is not None:
+            self._backend_request = get_backend(backend)
+        if self.built:
+            assert self.ops is not None
+            target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
+            if target is not self.ops:
+                self.install(target, self.store.host_params())
+            else:
+                self.optimizer.build(self.ops, self.store.params)
+            self._resolve_metrics()
+
+    def _resolve_metrics(self) -> None:
+        assert self.loss is not None
+        width = self.output_shape[-1] or 1
+        self.metrics = [metrics_mod.get(m, self.loss, width) for m in self._metric_ids]
+        names = ["loss"] + [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric names must be unique, received {names}")
+
+    @property
+    def comm(self) -> distributed.Communicator:
+        """The data-parallel communicator (rank, size); a one-process stand-in without MPI."""
+        return self._comm
+
+    @property
+    def metrics_names(self) -> list[str]:
+        return ["loss"] + [m.name for m in self.metrics]
+
+    @property
+    def fused_loss(self) -> bool:
+        """Whether the loss starts backprop from the last layer's pre-activation (softmax + cross-entropy)."""
+        assert self.loss is not None
+        want = self.loss.fused_activation()
+        act = self.layers[-1].activation
+        return want is not None and act is not None and act.name == want
+
+    # ------------------------------------------------------------------ data at the boundary
+    def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
+        """x as a checked host NumPy array (or this backend's own array), or a clear error."""
+        return data.check_x(x, what, self.ops, self.feature_shape, finite)
+
+    def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, np.ndarray | None]:
+        """Check (x, y) for `what` on a compiled model, building it from x's shape if needed."""
+        if self.loss is None or self.optimizer is None:
+            raise RuntimeError(f"You must compile the model before {what}(): model.compile(optimizer, loss, metrics)")
+        x = self.check_inputs(x, what)
+        if not self.built:
+            self.build(x.shape[1:])
+            self._resolve_metrics()
+        elif not self.metrics and self._metric_ids:
+            self._resolve_metrics()
+        if y is None:
+            return x, None
+        return x, data.check_y(y, x.shape[0], what, self.loss, self.output_shape[-1] or 1, self.dtype)
+
+    def upload(self, a: Any, targets: bool = False) -> Array:
+        """A checked host array on the model's device (targets keep integer labels as they are)."""
+        assert self.ops is not None and self.loss is not None
+        return data.upload(self.ops, a, None if targets and self.loss.sparse else self.dtype)
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+        resume_from: str | os.PathLike[str] | None = None,
+    ) -> History:
+        """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
+
+        x: (n, *input_shape) numbers; y: (n,) int labels for sparse losses, else (n, outputs).
+        resume_from: a checkpoint folder (or file) written by `xpnet.checkpoint.Checkpoint`;
+        training continues from its epoch and step with identical results. An empty folder
+        starts from the beginning.
+        Under `mpiexec -n N`, `batch_size` is per rank: each step uses N × batch_size samples.
+        """
+        batch_size = check_batch_size(32 if batch_size is None else batch_size)
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, received {epochs!r}")
+        if not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), received {validation_split}")
+        x, yy = self.prepare(x, y, "fit")
+        if yy is None:
+            raise ValueError("fit: y (the targets) is required")
+        self._require_differentiable()
+        vx = vy = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
+        elif validation_split:
+            split = int(x.shape[0] * (1.0 - validation_split))
+            if split == 0 or split == x.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
+            x, vx, yy, vy = x[:split], x[split:], yy[:split], yy[split:]
+
+        ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
+        assert ops is not None and opt is not None and loss is not None
+        state = self.train_state
+        state.samples, state.batch_size = int(x.shape[0]), batch_size
+        state.epoch, state.step, state.running, state.history = initial_epoch, 0, [], History()
+        steps = math.ceil(state.samples / (batch_size * comm.size))
+        if resume_from is not None:
+            self._resume(resume_from, steps, verbose)
+        distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
+        if comm.size > 1:
+            comm.bcast_from_root(ops, self.store.params)
+        history = state.history
+        cbs: list[Callback] = [history, *(callbacks or [])]
+        batch_hooks = [cb for cb in cbs if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        for cb in cbs:
+            cb.set_model(self)
+            cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
+        progress = Progress(verbose if comm.is_root else 0, epochs, steps)
+        self.stop_training = False
+        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
+        with ops.activate():
+            y_dtype = None if loss.sparse else self.dtype
+            size = (
+                data.nbytes(x, self.dtype) + data.nbytes(yy, None) + data.nbytes(vx, self.dtype) + data.nbytes(vy, None)
+            )
+            resident = ops.fits_on_device(size)  # else each batch is uploaded as it is used
+            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident)
+            val: tuple[Any, Any] | None = None
+            if vx is not None:
+                val = (self.upload(vx), self.upload(vy, targets=True)) if resident else (vx, vy)
+            for cb in cbs:
+                cb.on_train_begin()
+            try:
+                while state.epoch < epochs:
+                    epoch = state.epoch
+                    for cb in cbs:
+                        cb.on_epoch_begin(epoch)
+                    batches.shuffle(self.seed, state.epochs_trained, shuffle)
+                    progress.epoch_begin(epoch)
+                    hi = min(state.step * batches.global_batch, state.samples)
+                    for step in range(state.step, steps):
+                        lo, hi, a, b = batches.bounds(step)
+                        for d in dropouts:
+                            d.row_offset = a - lo
+                        xb, yb = batches.gather(a, b)
+                        batch = self._train_step()(xb, yb, hi - lo)
+                        state.running = (
+                            batch if not state.running else [u + v for u, v in zip(state.running, batch, strict=True)]
+                        )
+                        state.step = step + 1
+                        for cb in batch_hooks:
+                            cb.on_train_batch_end(step)
+                        # the read is a collective under MPI: every rank must decide alike
+                        if progress.due() if comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0:
+                            logs = self._read(state.running, hi)
+                            if not math.isfinite(logs["loss"]):
+                                break
+                            if progress.mode == 1:
+                                progress.update(step + 1, logs)
+                    logs = self._read(state.running, hi)
+                    state.end_epoch()
+                    if not math.isfinite(logs["loss"]):
+                        self.stop_training = True
+                        progress.close()
+                        warnings.warn(
+                            f"Epoch {epoch + 1}: the loss became {logs['loss']} (not finite); training stopped. "
+                            "Lower the learning rate, check the inputs are scaled, or use a stabler loss.",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                    elif val is not None:
+                        logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val, batch_size).items()})
+                    if not self.stop_training:
+                        progress.epoch_end(epoch, logs)
+                    for cb in cbs:
+                        cb.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
+            finally:
+                progress.close()
+                for d in dropouts:
+                    d.row_offset = 0
+            for cb in cbs:
+                cb.on_train_end()
+        self.history = history
+        return history
+
+    def _train_step(self) -> TrainStep:
+        """The step for the current optimizer and communicator (made again if a callback compiled anew)."""
+        step = self._step
+        if step is None or step.optimizer is not self.optimizer or step.comm is not self._comm:
+            step = self._step = TrainStep(self, self._comm)
+        return step
+
+    def _require_differentiable(self) -> None:
+        for layer in self.layers:
+            act = layer.activation
+            if act is not None and not act.differentiable:
+                raise NotDifferentiableError(
+                    f"layer {layer.name!r} uses the {act.name!r} activation, a step function with no useful "
+                    "gradient, so fit() cannot backpropagate through it. Use 'sigmoid' or 'tanh' (smooth steps), "
+                    "or train a perceptron with the perceptron learning rule."
+                )
+        if self.store.size == 0:
+            raise ValueError("fit: the model has no trainable parameters")
+
+    def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str) -> None:
+        state, comm = self.train_state, self._comm
+        found = checkpoint.load_latest(where)
+        if found is None:
+            if comm.is_root and verbose:
+                print(f"No checkpoint in {where}: starting from the beginning.")
+            return
+        path, header, arrays = found
+        checkpoint.restore(self, header, arrays)
+        if comm.is_root and verbose:
+            print(f"Resuming from {path} (epoch {state.epoch + 1}, step {state.step}/{steps})")
+
+    def _read(self, sums: list[Array], count: int) -> dict[str, float]:
+        """One device→host read of the running sums; returns the loss and metric values."""
+        ops = self.ops
+        assert ops is not None
+        xp = ops.xp
+        flat = [xp.reshape(s, (-1,)) for s in sums]
+        concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
+        host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
+        out, off = {"loss": float(host[0]) / count}, 1
+        for name, metric, s in zip(self.metrics_names[1:], self.metrics, flat[1:], strict=True):
+            size = int(s.shape[0])
+            state = host[off : off + size]
+            out[name] = metric.result(state[0] if size == 1 else state, count)
+            off += size
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int) -> dict[str, float]:
+        ops, loss = self.ops, self.loss
+        assert ops is not None and loss is not None
+        xp = ops.xp
+        n = X.shape[0]
+        one = self.__dict__.get("_one")
+        if one is None or one.array.dtype != getattr(xp, self.dtype):
+            one = self._one = DeviceScalar(ops, 1.0, self.dtype)
+        first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
+        sums: list[Array] = []
+        for lo in range(first, last, batch_size):
+            hi = min(lo + batch_size, last)
+            xb, yb = self.upload(X[lo:hi, ...]), self.upload(Y[lo:hi, ...], targets=True)  # no-ops when resident
+            batch = forward_sums(self, xb, yb, one.array)
+            sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+        if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
+            sums = [
+                s * 0 for s in forward_sums(self, self.upload(X[0:1, ...]), self.upload(Y[0:1, ...], True), one.array)
+            ]
+        if self.store.regularized():
+            sums[0] = sums[0] + self.store.penalty() * (last - first)
+        return self._read(sums, n)
+
+    def evaluate(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        verbose: int | str = "auto",
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict."""
+        batch_size = check_batch_size(32 if batch_size is None else batch_size)
+        x, yy = self.prepare(x, y, "evaluate")
+        if yy is None:
+            raise ValueError("evaluate: y (the targets) is required")
+        ops = self.ops
+        assert ops is not None
+        with ops.activate():
+            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size)
+        steps = math.ceil(x.shape[0] / batch_size)
+        if verbose == "auto":
+            verbose = 1
+        if verbose:
+            print(f"{steps}/{steps} - {format_logs(result)}", file=sys.stdout, flush=True)
+        if return_dict:
+            return result
+        values = list(result.values())
+        return values[0] if len(values) == 1 else values
+
+    # ------------------------------------------------------------------ gradients
+    def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
+        """Loss over (x, y) as one batch, and its gradient for every weight (same order as get_weights).
+
+        The training-mode forward pass is used (dropout active), without updating anything:
+        for gradient checks and for looking inside backpropagation.
+        """
+        x, yy = self.prepare(x, y, "compute_gradients")
+        ops = self.ops
+        assert ops is not None
+        with ops.activate():
+            value = self.loss_at(self.upload(x), self.upload(yy, targets=True))
+            flat = self.store.host_grads()
+        return value, self.store.split(flat)
+
+    def loss_at(self, X: Array, Y: Array) -> float:
+        """The mean loss (+ penalty) of device batch (X, Y) in training mode, leaving its gradient in `store.grads`.
+
+        Weights, optimizer and dropout counters do not move, so repeated calls see the same masks.
+        """
+        ops = self.ops
+        assert ops is not None
+        store = self.store
+        dropouts = [(d, d.iterations) for d in self.layers if isinstance(d, Dropout)]
+        running_sink = store.sink
+        store.use_sink(GradientSink(ops))
+        try:
+            n = int(X.shape[0])
+            loss_sum, _ = loss_and_grads(self, X, Y, ops.cast(ops.asarray(np.float64(1.0 / n)), self.dtype))
+            return float(ops.to_numpy(loss_sum)) / n
+        finally:  # a look at the gradients must not move the masks a later fit() draws
+            store.use_sink(running_sink)
+            for d, steps in dropouts:
+                d.iterations = steps
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be a positive integer, received {batch_size!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, received {batch_size}")
+    return int(batch_size)
