@@ -23,6 +23,8 @@ issue's targets are marked met/missed.
     python scripts/benchmark.py --backend cupy       # on a GPU: CuPy floor + xpnet on CuPy + torch CUDA
     python scripts/benchmark.py --workloads A,infer --repeats 9 --json /tmp/bench.json
     python scripts/benchmark.py --profile --workloads A --repeats 1   # + pyinstrument flat profile of A
+    git worktree add /tmp/xpnet-old <rev>
+    python scripts/benchmark.py --baseline /tmp/xpnet-old --peers ''   # this code against <rev>, interleaved
 """
 
 from __future__ import annotations
@@ -392,14 +394,35 @@ class _EpochTimer(xpnet.Callback):
         self.logs = dict(logs or {})
 
 
-def build_xpnet(wl: Workload, backend: str, seed: int = 0) -> xpnet.Sequential:
-    layers: list[Any] = [xpnet.Dense(wl.hidden[0], "relu", input_shape=(IN,))]
+BASELINE: Any = None  # xpnet of another checkout (--baseline), timed as one more peer
+
+
+def load_baseline(path: str) -> Any:
+    """The xpnet package of the checkout at `path` (e.g. a git worktree of an older commit), as `xpnet_baseline`."""
+    import importlib.util
+    from pathlib import Path
+
+    init = Path(path) / "xpnet" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline: {init} not found; give the folder of another xpnet checkout")
+    spec = importlib.util.spec_from_file_location("xpnet_baseline", init, submodule_search_locations=[str(init.parent)])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["xpnet_baseline"] = mod
+    spec.loader.exec_module(mod)
+    rev = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    mod.revision = rev.stdout.strip() or path
+    return mod
+
+
+def build_xpnet(wl: Workload, backend: str, seed: int = 0, mod: Any = xpnet) -> xpnet.Sequential:
+    layers: list[Any] = [mod.Dense(wl.hidden[0], "relu", input_shape=(IN,))]
     if wl.dropout:
-        layers.append(xpnet.Dropout(wl.dropout))
-    layers += [xpnet.Dense(h, "relu") for h in wl.hidden[1:]]
-    layers.append(xpnet.Dense(N_CLASSES, "softmax"))
-    model = xpnet.Sequential(layers, seed=seed)
-    opt = xpnet.optimizers.SGD(0.01) if wl.optimizer == "sgd" else xpnet.optimizers.Adam(0.001)
+        layers.append(mod.Dropout(wl.dropout))
+    layers += [mod.Dense(h, "relu") for h in wl.hidden[1:]]
+    layers.append(mod.Dense(N_CLASSES, "softmax"))
+    model = mod.Sequential(layers, seed=seed)
+    opt = mod.optimizers.SGD(0.01) if wl.optimizer == "sgd" else mod.optimizers.Adam(0.001)
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
     return model
 
@@ -410,9 +433,13 @@ class XpnetContender(Contender):
     name = "xpnet"
     kind = "xpnet"
 
-    def __init__(self, wl: Workload, data: Data, env: Env, model: xpnet.Sequential | None = None) -> None:
+    def __init__(
+        self, wl: Workload, data: Data, env: Env, model: xpnet.Sequential | None = None, mod: Any = None
+    ) -> None:
         self.wl, self.data, self.env = wl, data, env
-        self.model = model if model is not None else build_xpnet(wl, env.backend)
+        if mod is not None:  # another checkout's xpnet, reported as a peer: "× xpnet <rev>" columns
+            self.name, self.kind = f"xpnet {mod.revision}", "peer"
+        self.model = model if model is not None else build_xpnet(wl, env.backend, mod=mod or xpnet)
         # On CuPy pass the training images already on the device (fit passes native arrays through),
         # so the per-call host->device upload is not repeated; the memory measurement passes host data.
         self.x = data.xtr if env.backend == "numpy" else self.model.ops.asarray(data.xtr)  # type: ignore[union-attr]
@@ -617,6 +644,8 @@ def floors_for(wl: Workload, data: Data, env: Env, x_dev: Any) -> list[Contender
 
 def peers_for(wl: Workload, data: Data, env: Env) -> list[Contender]:
     out: list[Contender] = []
+    if BASELINE is not None:
+        out.append(XpnetContender(wl, data, env, mod=BASELINE))
     if env.torch is not None:
         out.append(TorchContender(wl, data, env))
     if env.keras is not None:
@@ -1065,6 +1094,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--download", action="store_true", help="allow downloading Fashion-MNIST if not found locally")
     p.add_argument("--json", metavar="PATH", help="also write all numbers as JSON to PATH")
+    p.add_argument("--baseline", metavar="DIR", help="also time the xpnet of another checkout (a git worktree)")
     p.add_argument("--profile", action="store_true", help="also profile xpnet's fit of A with pyinstrument")
     p.add_argument("--profile-epochs", type=int, default=2, help="epochs profiled with --profile (default 2)")
     a = p.parse_args(argv)
@@ -1083,7 +1113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global BASELINE
     args = parse_args(argv)
+    if args.baseline:
+        BASELINE = load_baseline(args.baseline)
     t_start = time.perf_counter()
     busy_before = wait_for_idle(args.wait_idle)
     watch = CpuWatch()
@@ -1109,6 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": data.source,
             "train_images": int(data.xtr.shape[0]),
             "xpnet": f"{xpnet.__version__} ({git_state()})",
+            "baseline": getattr(BASELINE, "revision", None),
             "args": {k: v for k, v in vars(args).items() if k != "json"},
         },
         "training": {},

@@ -26,14 +26,14 @@ def main() -> None:
     model = Sequential([Dense(32, "relu", input_shape=(64,)), Dropout(0.2), Dense(10, "softmax")], seed=seed)
     model.compile(xpnet.optimizers.Adam(0.005), "sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = model.fit(x, y, batch_size=batch, epochs=3, validation_split=0.1, verbose=0)
-    if model._comm.is_root:
+    if model.comm.is_root:
         np.savez(
             out,
             *model.get_weights(),
             loss=np.array(hist.history["loss"]),
             acc=np.array(hist.history["accuracy"]),
             val=np.array(hist.history["val_loss"]),
-            ranks=np.array(model._comm.size),
+            ranks=np.array(model.comm.size),
         )
 
 
