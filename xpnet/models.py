@@ -514,7 +514,9 @@ class Sequential:
         self.stop_training = False
         self._history = history
         sparse = self.loss.sparse
-        with ops.activate():
+        from .threads import blas_threads_for, macs_per_sample  # BLAS thread policy (xpnet/threads.py)
+
+        with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
             nbytes = _nbytes(x, self.dtype) + _nbytes(yy, None) + _nbytes(vx, self.dtype) + _nbytes(vy, None)
             resident = ops.fits_on_device(nbytes)
             if resident:  # the usual case: the data crosses to the device once per fit
