@@ -59,7 +59,11 @@ def worker(batch: int, steps: int) -> None:
         print(json.dumps({"ms_per_step": 1e3 * seconds / done, "decision": str(decision)}), flush=True)
 
 
-SCENARIOS = (("1 rank, batch 32", 1, 32, "small"), ("2 ranks x 512", 2, 512, "large"), ("1 rank, 1024", 1, 1024, "large"))
+SCENARIOS = (
+    ("1 rank, batch 32", 1, 32, "small"),
+    ("2 ranks x 512", 2, 512, "large"),
+    ("1 rank, 1024", 1, 1024, "large"),
+)
 
 
 def run_one(ranks: int, batch: int, steps: int, env_threads: str | None) -> dict[str, object]:
@@ -113,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                         best[key] = min(best.get(key, float("inf")), float(r["ms_per_step"]))  # type: ignore[arg-type]
                         if value is None:
                             decisions[(title, load)] = str(r["decision"])
-                        print(f"  repeat {rep + 1}: {title}, {load}, {name}: {r['ms_per_step']:.2f} ms/step", flush=True)
+                        print(
+                            f"  repeat {rep + 1}: {title}, {load}, {name}: {r['ms_per_step']:.2f} ms/step", flush=True
+                        )
             finally:
                 if busy is not None:
                     busy.kill()

@@ -7,7 +7,8 @@ the length of a `with` block:
 
 - the user's own setting, whenever there is one: `XPNET_BLAS_THREADS`, `OPENBLAS_NUM_THREADS`,
   `OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `BLIS_NUM_THREADS`, an explicit `threads=`, or a
-  `threadpoolctl` limit already in force around the call;
+  `threadpoolctl` limit already in force around the call; an enclosing `blas_threads_for`
+  block (the CLI's, around `fit`) is kept too;
 - else 1 thread when a step's products are small (batch × Σ in·out below `SMALL_STEP_MACS`);
 - else the usable cores divided by the MPI ranks on this machine, less the cores other
   processes keep busy (counted once, when the block starts), at least 1.
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,9 @@ class Decision:
         return f"BLAS {n} ({self.reason})"
 
 
+_ACTIVE: ContextVar[Decision | None] = ContextVar("xpnet_blas_decision", default=None)
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask on Linux)."""
     try:
@@ -63,8 +68,12 @@ def local_ranks(comm_size: int, env: Mapping[str, str] | None = None) -> int:
     return comm_size
 
 
-def _running(stat: str) -> int:
-    return 1 if stat.rsplit(")", 1)[-1].split()[0] == "R" else 0
+def _running(task: Path) -> int:
+    """1 when the thread /proc/self/task/<id> is runnable now (state R), else 0."""
+    try:
+        return 1 if (task / "stat").read_text().rsplit(")", 1)[-1].split()[0] == "R" else 0
+    except (OSError, IndexError):  # the thread ended meanwhile
+        return 0
 
 
 def busy_elsewhere(samples: int = 3, interval: float = 0.002) -> int:
@@ -78,12 +87,7 @@ def busy_elsewhere(samples: int = 3, interval: float = 0.002) -> int:
     for i in range(samples):
         try:
             total = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-            own = 0
-            for task in Path("/proc/self/task").iterdir():
-                try:
-                    own += _running((task / "stat").read_text())
-                except OSError:  # the thread ended meanwhile
-                    pass
+            own = sum(_running(task) for task in Path("/proc/self/task").iterdir())
         except (OSError, ValueError, IndexError):
             return 0
         counts.append(max(0, total - max(own, 1)))
@@ -135,8 +139,8 @@ def choose_threads(macs: int, batch_size: int, cores: int, ranks: int = 1, busy:
     return Decision(min(share, free), why)
 
 
-def _current_limit() -> int | None:
-    """Threads of the loaded BLAS pools (the smallest), or None when threadpoolctl finds none."""
+def current_threads() -> int | None:
+    """Threads of the loaded BLAS pools now (the smallest), or None when threadpoolctl finds none."""
     from threadpoolctl import threadpool_info
 
     counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
@@ -147,6 +151,9 @@ def decide(macs: int, batch_size: int, comm_size: int = 1, threads: int | None =
     """The decision for this process now: an explicit `threads`, the user's setting, or the policy."""
     if threads is not None:
         return Decision(parse_threads(str(threads), "threads"), "set explicitly")
+    outer = _ACTIVE.get()
+    if outer is not None:  # an enclosing block (the CLI around fit) decided already
+        return Decision(None, f"kept from the enclosing block: {outer}")
     user = user_setting()
     if user is not None:
         var, value = user
@@ -154,7 +161,7 @@ def decide(macs: int, batch_size: int, comm_size: int = 1, threads: int | None =
             return Decision(parse_threads(value, var), f"{var}={value}")
         return Decision(None, f"{var}={value} is the user's")
     cores = usable_cores()
-    current = _current_limit()
+    current = current_threads()
     if current is None:
         return Decision(None, "no BLAS pool found")
     if current < cores:  # someone (threadpoolctl, the BLAS's own build) limited it already: theirs
@@ -166,15 +173,17 @@ def decide(macs: int, batch_size: int, comm_size: int = 1, threads: int | None =
 
 
 @contextmanager
-def blas_threads_for(
-    macs: int, batch_size: int, comm_size: int = 1, threads: int | None = None
-) -> Iterator[Decision]:
+def blas_threads_for(macs: int, batch_size: int, comm_size: int = 1, threads: int | None = None) -> Iterator[Decision]:
     """Limit NumPy's BLAS threads for the block as `decide` says; yields the Decision."""
     decision = decide(macs, batch_size, comm_size, threads)
-    if decision.threads is None:
-        yield decision
-        return
-    from threadpoolctl import threadpool_limits
+    token = _ACTIVE.set(decision if _ACTIVE.get() is None else _ACTIVE.get())
+    try:
+        if decision.threads is None:
+            yield decision
+            return
+        from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=decision.threads, user_api="blas"):
-        yield decision
+        with threadpool_limits(limits=decision.threads, user_api="blas"):
+            yield decision
+    finally:
+        _ACTIVE.reset(token)
