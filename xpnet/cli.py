@@ -387,9 +387,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpointing = bool(args.checkpoint_every or args.resume)
         if checkpointing:
             callbacks.append(Checkpoint(ckpt_dir, save_freq=args.checkpoint_every or "epoch"))
-            args.on_interrupt = (
-                f"interrupted; nothing written but checkpoints. Continue with: {_resume_command(args, out)}"
-            )
+            args.on_interrupt = f"interrupted; continue with: {_resume_command(args, out)}"
         else:
             args.on_interrupt = "interrupted; nothing was written (add --checkpoint-every STEPS to be able to resume)"
         verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
