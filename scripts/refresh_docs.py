@@ -177,7 +177,7 @@ def _course() -> dict[int, dict[str, float]]:
     return course_reference()
 
 
-MARK = re.compile(r"(<!-- refresh_docs: ([\w-]+) -->\n)(.*?)(\n<!-- /refresh_docs -->)", re.S)
+MARK = re.compile(r"(<!-- refresh_docs: ([\w-]+) -->\n)(.*?)(<!-- /refresh_docs -->)", re.S)
 
 
 def rewrite(path: Path) -> int:
@@ -187,7 +187,7 @@ def rewrite(path: Path) -> int:
     def fill(m: re.Match[str]) -> str:
         nonlocal count
         count += 1
-        return m.group(1) + BLOCKS[m.group(2)]() + m.group(4)
+        return m.group(1) + BLOCKS[m.group(2)]() + "\n" + m.group(4)
 
     path.write_text(MARK.sub(fill, text))
     return count
