@@ -672,7 +672,9 @@ def interleaved(
     discarded: list[float] = []
     kept: list[float] = []
     total = len(contenders) * (warmup + repeats)
-    with tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as bar:
+    with tqdm(
+        total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, disable=None
+    ) as bar:
         for _ in range(warmup):
             for c in contenders:
                 bar.set_postfix_str(f"warm-up {c.name}", refresh=False)
@@ -754,7 +756,7 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
     }
     out["xpnet_fit_call_overhead_s"] = statistics.median(xp_c.fit_overheads) if xp_c.fit_overheads else None
     if not args.no_memory:
-        with tqdm(total=2, desc=f"{wl.name:>5} memory", file=sys.stderr, dynamic_ncols=True) as bar:
+        with tqdm(total=2, desc=f"{wl.name:>5} memory", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
             mem = {"dataset_bytes": data.nbytes, "xpnet": xp_c.fit_memory()}
             bar.update()
             torch_c = next((c for c in contenders if isinstance(c, TorchContender)), None)

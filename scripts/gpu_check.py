@@ -146,7 +146,7 @@ def main() -> int:
         "",
     ]
     steps = ["tests", "parity", "benchmark"]
-    bar = tqdm(steps, desc="gpu check", unit="part")
+    bar = tqdm(steps, desc="gpu check", unit="part", disable=None)
     for part in bar:
         bar.set_postfix_str(part)
         if part == "tests":

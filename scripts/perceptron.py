@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         backend=args.backend,
     )
     snapshots = []
-    for _ in trange(args.xor_epochs, desc="perceptron XOR", unit="epoch"):
+    for _ in trange(args.xor_epochs, desc="perceptron XOR", unit="epoch", disable=None):
         xor.partial_fit(XOR_X, labels(XOR_Y))
         snapshots.append(xor.get_weights())
         if xor.converged_:

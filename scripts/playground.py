@@ -2,6 +2,7 @@
 
     python scripts/playground.py --dataset spiral            # tanh 32-32, Adam, 300 epochs: ~1 s, acc > 0.95
     python scripts/playground.py --dataset xor --noise 0.2 --activation relu --out xor.png
+    (default output: runs/playground-<dataset>.png)
 
 Writes a PNG (needs matplotlib: pip install 'xpnet[plot]') and prints train/test accuracy.
 Inputs are used as drawn (about [-6, 6]): shrinking them to [-1, 1] leaves the first tanh
@@ -14,6 +15,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=0.01, help="Adam step size (default 0.01)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="PNG path (default playground-<dataset>.png)")
+    p.add_argument("--out", help="PNG path (default runs/playground-<dataset>.png)")
     args = p.parse_args(argv)
 
     hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
@@ -93,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.dataset} (noise {args.noise:g}), {args.activation} {hidden}, {args.epochs} epochs in "
         f"{scores['seconds']:.1f} s: train accuracy {scores['train_accuracy']:.3f}, test accuracy {acc:.3f}"
     )
-    out = args.out or f"playground-{args.dataset}.png"
+    out = Path(args.out or f"runs/playground-{args.dataset}.png")  # runs/ is git-ignored, like xpnet train's
+    out.parent.mkdir(parents=True, exist_ok=True)
     title = f"{args.dataset}, noise {args.noise:g}: {args.activation} {hidden}, test acc {acc:.3f}"
     try:
         plots.decision_boundary(model, x_test, y_test, out, title=title)

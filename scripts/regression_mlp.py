@@ -41,7 +41,7 @@ class EpochBar(xpnet.Callback):
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.epochs, desc="fit sin(x)", unit="epoch", dynamic_ncols=True)
+        self.bar = tqdm(total=self.epochs, desc="fit sin(x)", unit="epoch", dynamic_ncols=True, disable=None)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.bar.set_postfix_str(f"mse {(logs or {}).get('loss', float('nan')):.2e}", refresh=False)

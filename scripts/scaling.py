@@ -105,7 +105,7 @@ def main() -> int:
     rows = []
     from tqdm.auto import tqdm
 
-    for n in tqdm(args.ranks, desc="ranks", unit="run"):
+    for n in tqdm(args.ranks, desc="ranks", unit="run", disable=None):
         cmd = [mpiexec, "-n", str(n), sys.executable, __file__, "--worker"]
         cmd += ["--global-batch", str(args.global_batch), "--epochs", str(args.epochs)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout

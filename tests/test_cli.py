@@ -111,7 +111,8 @@ def test_epoch_table_shows_course_numbers_beside_listed_epochs() -> None:
     hist = {"loss": [0.7, 0.5, 0.4], "accuracy": [0.7, 0.8, 0.85], "val_loss": [0.5] * 3, "val_accuracy": [0.8] * 3}
     table = cli.epoch_table(hist, [1.0, 1.1, 1.2], experiments.course_reference()).splitlines()
     assert "course" in table[0]
-    assert table[2].rstrip().endswith("0.8368") and table[4].rstrip().endswith("0.8558")
+    assert table[3].rstrip().endswith("0.8368") and table[5].rstrip().endswith("0.8558")
+    assert max(len(line) for line in table) <= 80  # no wrap in an 80-column terminal
 
 
 # ------------------------------------------------------------------------------------ real data
@@ -144,7 +145,7 @@ def test_train_quick_writes_all_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert scores["accuracy"] == pytest.approx(rec["test_accuracy"], abs=1e-6)
 
     text = capsys.readouterr().out
-    assert "course:" in text and str(out) in text
+    assert "course (Keras)" in text and str(out) in text
     if plots.have_matplotlib():
         for name in PNGS:
             assert _is_png(out / name), name

@@ -24,7 +24,7 @@ import numpy as np
 
 from .callbacks import Callback
 from .layers.dropout import Dropout
-from .weights_io import atomic_write_bytes
+from .weights_io import atomic_write_bytes, open_npz
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
@@ -53,15 +53,19 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     """Read and verify one checkpoint file; CheckpointError says what is wrong."""
     path = Path(path)
     try:
-        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
+        with open_npz(path, "checkpoint") as z:
             header = json.loads(bytes(z["header"]).decode())
             arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint not found: {path}") from e
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an xpnet checkpoint")
+    except IsADirectoryError as e:
+        raise CheckpointError(str(e)) from e
+    except ValueError as e:
+        raise CheckpointError(str(e) if str(path) in str(e) else f"{path} is not an xpnet checkpoint file") from e
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
+        raise CheckpointError(f"{path} is not an xpnet checkpoint file (a damaged or truncated archive)") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an xpnet checkpoint file")
     for k, digest in header.get("sha256", {}).items():
         if k not in arrays or _digest(arrays[k]) != digest:
             raise CheckpointError(f"{path}: array {k!r} is missing or does not match its checksum")

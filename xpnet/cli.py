@@ -11,31 +11,55 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__, experiments, plots
+from . import __version__, checkpoint, experiments, plots, threads
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .datasets import DatasetError, fashion_mnist
 
 QUICK_LIMIT = 500
 QUICK_EPOCHS = 1
 EVAL_BATCH = 1000  # evaluation only runs forward passes: a big batch is faster and gives the same numbers
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+PNGS = ("curves.png", "samples.png", "confusion.png")
+_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+class CLIError(Exception):
+    """A failure the user can act on: printed as one line on stderr, exit status `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _is_root() -> bool:
+    """Rank 0 under mpiexec (from the launcher's environment), or a single process."""
+    return all(os.environ.get(v, "0") == "0" for v in _RANK_VARS)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """warnings.showwarning for the command line: one line, no source echo, rank 0 only."""
+    if _is_root():
+        print(f"warning: {message}", file=sys.stderr)
 
 
 class EpochTimer(Callback):
@@ -185,31 +209,39 @@ def _at(values: Sequence[float] | None, i: int) -> float | None:
 def epoch_table(
     history: dict[str, list[float]], seconds: Sequence[float], course: dict[int, dict[str, float]] | None
 ) -> str:
-    """Per-epoch table; with `course`, the course's Keras numbers beside the epochs it lists."""
-    head = f"{'epoch':>5} {'loss':>8} {'acc':>8} {'val_loss':>8} {'val_acc':>8} {'s':>6}"
+    """Per-epoch table, at most 80 columns; with `course`, the course's Keras numbers beside the epochs it lists."""
+    cols = (("loss", 6), ("accuracy", 6), ("val_loss", 8), ("val_accuracy", 7))
+    names = {"loss": "loss", "accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+    values = " ".join(f"{names[k]:>{w}}" for k, w in cols)
+    head = f"{'epoch':>5} {values} {'s':>6}"
     if course:
-        head += "  | course: " + " ".join(f"{h:>8}" for h in ("loss", "acc", "val_loss", "val_acc"))
-    lines = [head, "-" * len(head)]
+        head += f" | {values}"
+        title = f"{'this run':^{len(head) - len(values) - 3}} | {'course (Keras)':^{len(values)}}"
+    lines = ([title.rstrip()] if course else []) + [head, "-" * len(head)]
     for i in range(len(history.get("loss", []))):
-        cells = [_fmt(_at(history.get(k), i)) for k in HISTORY_KEYS]
-        line = f"{i + 1:>5} " + " ".join(cells) + " " + _fmt(_at(seconds, i), 6, 2)
+        cells = " ".join(_fmt(_at(history.get(k), i), w) for k, w in cols)
+        line = f"{i + 1:>5} {cells} {_fmt(_at(seconds, i), 6, 2)}"
         if course and (i + 1) in course:
-            line += "  |         " + " ".join(_fmt(course[i + 1][k]) for k in HISTORY_KEYS)
+            line += " | " + " ".join(_fmt(course[i + 1][k], w) for k, w in cols)
         lines.append(line)
     return "\n".join(lines)
 
 
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _write_history(out: Path, record: dict[str, Any]) -> None:
-    with open(out / "history.json", "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
+    _write_text(out / "history.json", json.dumps(record, indent=2) + "\n")
     cols = ["epoch", *HISTORY_KEYS, "seconds", "train_seconds"]
-    with open(out / "history.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for i, epoch in enumerate(record["epoch"]):
-            values = (_at(record[k], i) for k in cols[1:])
-            w.writerow([epoch, *("" if v is None else f"{v:.6f}" for v in values)])
+    rows = [",".join(cols)]
+    for i, epoch in enumerate(record["epoch"]):
+        values = (_at(record[k], i) for k in cols[1:])
+        rows.append(",".join([str(epoch), *("" if v is None else f"{v:.6f}" for v in values)]))
+    _write_text(out / "history.csv", "\r\n".join(rows) + "\r\n")
 
 
 def _write_plots(
@@ -227,63 +259,158 @@ def _write_plots(
     return paths
 
 
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that continues this run: the same arguments plus --resume and --out."""
+    tokens = [t for t in args.argv if t != "--resume"]
+    if not args.out:
+        tokens += ["--out", str(out)]
+    return "xpnet " + shlex.join([*tokens, "--resume"])
+
+
+def _finished_run(out: Path, cfg: dict[str, Any]) -> str | None:
+    """A line saying the run in `out` is complete, when its results show it; None when it is not."""
+    try:
+        record = json.loads((out / "history.json").read_text())
+        model, epochs, n = record["model"], record["config"]["epochs"], len(record["epoch"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CLIError(f"cannot read {out / 'history.json'} ({e}); choose another --out") from e
+    if model != cfg["model"]:
+        raise CLIError(f"{out} holds a run of model {model}: resume it with --model {model}, or choose another --out")
+    if epochs < cfg["epochs"]:
+        return None  # asked for more epochs than the finished run had: continue it
+    acc = record.get("test_accuracy")
+    score = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
+    return f"the run in {out} is complete ({n} of {epochs} epochs{score}); nothing to resume, nothing changed"
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint --resume will start from; skipped corrupt ones print a warning line each."""
+    if not ckpt_dir.is_dir():
+        raise CLIError(f"nothing to resume: {ckpt_dir} does not exist (drop --resume to start a new run)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = checkpoint.load_latest(ckpt_dir)
+        except CheckpointError as e:
+            raise CLIError(f"cannot resume: {e}; delete {ckpt_dir} or choose another --out to start over") from e
+    for w in caught:
+        _show_warning(w.message, w.category)
+    return found[0] if found is not None else None
+
+
+def _check_writable(out: Path, nbytes: int) -> None:
+    """Create `out` and write (then delete) `nbytes` there, so that a read-only or full folder fails now."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".xpnet-probe-", dir=out)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for _ in range(0, nbytes, 1 << 20):
+                    f.write(b"\0" * min(1 << 20, nbytes))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.unlink(probe)
+    except OSError as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        reason = e.strerror or str(e)
+        raise CLIError(f"cannot write to {out}: {reason}; choose another --out (checked before training)") from e
+
+
+def _write_results(out: Path, write: Any) -> None:
+    """Run write(folder) into a temp folder inside `out`, then move each file into `out`, history.json last.
+
+    A failure (disk full, Ctrl-C) leaves `out` as it was: history.json, the mark of a finished
+    run, only appears once every other result file is in place.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".results-", dir=out))
+    try:
+        write(staging)
+        names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == "history.json")
+        for name in names:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _settings(args)
+    if args.resume and not args.out:
+        raise CLIError("--resume needs --out, the folder of the run to continue (e.g. --resume --out runs/a)", 2)
     out = Path(args.out) if args.out else _default_out(cfg["model"])
+    if args.resume:
+        done = _finished_run(out, cfg)
+        if done is not None:
+            print(done)
+            return 0
     try:  # before loading data, so that a wrong --backend fails at once
         ops = get_backend(args.backend)
     except (BackendUnavailableError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise CLIError(str(e), 2) from e
     with use_backend(ops):  # build the weights where they will be trained
         model = experiments.build_model(cfg["model"], seed=cfg["seed"])
     optimizer = experiments.make_optimizer(cfg["optimizer"], cfg["learning_rate"])
     model.compile(optimizer=optimizer, loss=experiments.LOSS, metrics=experiments.METRICS, backend=ops)
+    ckpt_dir = out / "checkpoints"
+    resume_from = _latest_checkpoint(ckpt_dir) if args.resume else None
     try:
         train, test = fashion_mnist.load_data(data_dir=args.data_dir)
     except DatasetError as e:
-        print(f"error: could not load Fashion-MNIST: {e}", file=sys.stderr)
-        return 1
+        raise CLIError(f"could not load Fashion-MNIST: {e}") from e
+    _check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
 
     assert model.ops is not None
     backend = model.ops.describe()
     root = model.comm.is_root
-    if model.comm.size > 1 and root:
-        print(f"data-parallel over {model.comm.size} MPI ranks: global batch {cfg['batch_size'] * model.comm.size}")
-    if root:
-        print(
-            f"model {cfg['model']} on {backend}: {len(x_train):,} training / {len(x_valid):,} validation / "
-            f"{len(x_test):,} test images; {cfg['optimizer']} lr {cfg['learning_rate']:g}, batch {cfg['batch_size']}, "
-            f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, seed {cfg['seed']}"
-        )
-    if args.verbose not in ("auto", "0") and root:
-        model.summary()
+    blas = threads.blas_threads_for(threads.macs_per_sample(model), cfg["batch_size"], model.comm.size, args.threads)
+    with blas as decision:
+        if model.comm.size > 1 and root:
+            print(f"data-parallel over {model.comm.size} MPI ranks: global batch {cfg['batch_size'] * model.comm.size}")
+        if root:
+            print(
+                f"model {cfg['model']} on {backend}: {len(x_train):,} training / {len(x_valid):,} validation / "
+                f"{len(x_test):,} test images; {cfg['optimizer']} lr {cfg['learning_rate']:g}, "
+                f"batch {cfg['batch_size']}, {cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, "
+                f"seed {cfg['seed']}; {decision}"
+            )
+        if args.verbose not in ("auto", "0") and root:
+            model.summary()
 
-    timer = EpochTimer()
-    callbacks: list[Callback] = [timer]
-    ckpt_dir = out / "checkpoints"
-    if args.checkpoint_every or args.resume:
-        callbacks.append(Checkpoint(ckpt_dir, save_freq=args.checkpoint_every or "epoch"))
-    verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
-    t_start = time.perf_counter()
-    hist = model.fit(
-        x_train,
-        y_train,
-        batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"],
-        validation_data=(x_valid, y_valid),
-        callbacks=callbacks,
-        verbose=verbose,
-        resume_from=ckpt_dir if args.resume else None,
-    )
-    wall = time.perf_counter() - t_start
-    scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)  # all ranks
-    assert isinstance(scores, dict)
-    if not root:  # only rank 0 writes files and prints the report
-        return 0
-    y_pred = model.predict(x_test, batch_size=EVAL_BATCH).argmax(axis=1)
+        timer = EpochTimer()
+        callbacks: list[Callback] = [timer]
+        checkpointing = bool(args.checkpoint_every or args.resume)
+        if checkpointing:
+            callbacks.append(Checkpoint(ckpt_dir, save_freq=args.checkpoint_every or "epoch"))
+            args.on_interrupt = f"interrupted; continue with: {_resume_command(args, out)}"
+        else:
+            args.on_interrupt = "interrupted; nothing was written (add --checkpoint-every STEPS to be able to resume)"
+        verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
+        t_start = time.perf_counter()
+        try:
+            hist = model.fit(
+                x_train,
+                y_train,
+                batch_size=cfg["batch_size"],
+                epochs=cfg["epochs"],
+                validation_data=(x_valid, y_valid),
+                callbacks=callbacks,
+                verbose=verbose,
+                resume_from=resume_from if args.resume else None,
+            )
+        except CheckpointError as e:
+            raise CLIError(f"cannot resume from {ckpt_dir}: {e}; or choose another --out") from e
+        wall = time.perf_counter() - t_start
+        scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)  # all ranks
+        assert isinstance(scores, dict)
+        if not root:  # only rank 0 writes files and prints the report
+            return 0
+        y_pred = model.predict(x_test, batch_size=EVAL_BATCH).argmax(axis=1)
 
     epochs_run = len(hist.epoch)
     record: dict[str, Any] = {
@@ -298,6 +425,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_wall_seconds": wall,
         "backend": backend,
         "seed": cfg["seed"],
+        "blas_threads": decision.threads if decision.threads is not None else threads.current_threads(),
         "config": {
             **{k: cfg[k] for k in ("optimizer", "learning_rate", "batch_size", "epochs", "limit")},
             "loss": experiments.LOSS,
@@ -322,17 +450,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     if secs:
         print(f"time: {wall:.1f} s training, median {secs[len(secs) // 2]:.2f} s/epoch on {backend}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    _write_history(out, record)
-    model.save_weights(out / "weights.npz")
-    written = [out / "history.csv", out / "history.json", out / "weights.npz"]
-    if args.no_plots:
-        pass
-    elif not plots.have_matplotlib():
-        print(f"plots skipped: matplotlib is not installed ({plots.INSTALL_HINT})")
-    else:
-        written += _write_plots(out, record, x_test, y_test, y_pred)
-    print(f"\nwrote to {out}/: " + ", ".join(p.name for p in written))
+    notes: list[str] = []
+
+    def write(folder: Path) -> None:
+        model.save_weights(folder / "weights.npz")
+        _write_history(folder, record)
+        if args.no_plots:
+            return
+        if not plots.have_matplotlib():
+            notes.append(f"plots skipped: matplotlib is not installed ({plots.INSTALL_HINT})")
+        else:
+            _write_plots(folder, record, x_test, y_test, y_pred)
+
+    args.on_interrupt = f"interrupted while writing the results; {out} is as it was before"
+    try:
+        _write_results(out, write)
+    except OSError as e:
+        kept = f"; the checkpoints in {ckpt_dir} are kept: free space, then {_resume_command(args, out)}"
+        raise CLIError(
+            f"could not write the results to {out}: {e.strerror or e}; nothing of them was written"
+            + (kept if checkpointing else "")
+        ) from e
+    for note in notes:
+        print(note)
+    written = ["history.csv", "history.json", "weights.npz"]
+    written += [] if args.no_plots or notes else [p.name for p in (out / n for n in PNGS) if p.exists()]
+    print(f"\nwrote to {out}/: " + ", ".join(written))
     return 0
 
 
@@ -347,23 +490,47 @@ def _course_settings(cfg: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xpnet", description="xpnet: Keras-style MLPs on NumPy or CuPy.")
+    parser = _Parser(prog="xpnet", description="xpnet: Keras-style MLPs on NumPy or CuPy.")
     parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,info}")
 
     t = sub.add_parser(
@@ -374,11 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--model", choices=experiments.MODELS, default="A", type=str.upper, help="A (default) or B")
     t.add_argument("--epochs", type=_positive_int, help="default: A 30, B 15 (1 with --quick)")
-    t.add_argument("--batch-size", type=_positive_int, help="default: A 32, B 1000")
+    t.add_argument("--batch-size", type=_positive_int, help="default: A 32, B 1000 (per rank under mpiexec)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], type=str.lower, help="default: A sgd, B adam")
-    t.add_argument("--learning-rate", type=_positive_float, help="default: A 0.01, B 0.001")
+    t.add_argument("--learning-rate", "--lr", type=_positive_float, help="default: A 0.01, B 0.001")
     t.add_argument("--backend", default="auto", help="auto (default), numpy, cupy or cupy:N")
-    t.add_argument("--seed", type=int, default=42, help="weights, shuffling and dropout (default 42)")
+    t.add_argument("--seed", type=_seed, default=42, help="weights, shuffling and dropout (default 42)")
+    t.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="BLAS threads (default: xpnet chooses from cores, MPI ranks, load and layer sizes, unless "
+        f"{', '.join(threads.USER_VARS)} is set); the same count repeats a run exactly",
+    )
     t.add_argument("--out", help="output folder (default runs/<model>-<timestamp>)")
     t.add_argument(
         "--data-dir", help="folder holding the four Fashion-MNIST IDX files (default: search, then download)"
@@ -390,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=_positive_int, metavar="STEPS", help="write <out>/checkpoints every STEPS steps"
     )
     t.add_argument(
-        "--resume", action="store_true", help="continue from the newest good checkpoint in <out>/checkpoints"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest good checkpoint (a finished run is left as it is)",
     )
     t.add_argument(
         "--verbose",
@@ -398,9 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
         const="1",
         default="auto",
         choices=["auto", "0", "1", "2"],
-        help="progress: 0 silent, 1 bars, 2 one line per epoch (1 and 2 also print the model summary); "
-        "default auto (bars on a terminal, else lines)",
+        help="progress: 0 silent, 1 bars (one line per epoch when the output is not a terminal), "
+        "2 one line per epoch (1 and 2 also print the model summary); default auto (bars on a terminal, else lines)",
     )
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a failure")
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("info", help="version, backends, NumPy and BLAS")
@@ -409,11 +585,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `xpnet` command; returns the exit status."""
+    """Entry point of the `xpnet` command; returns the exit status.
+
+    A failure prints one line on stderr (the traceback only with --debug) and returns non-zero:
+    2 for a wrong command line, 1 for anything else, 130 on Ctrl-C.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return int(args.func(args))
+    args.on_interrupt = "interrupted"
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args))
+        except KeyboardInterrupt:
+            if args.debug:
+                traceback.print_exc()
+            if _is_root():
+                print(f"\n{args.on_interrupt}" if sys.stdout.isatty() else args.on_interrupt, file=sys.stderr)
+            return 130
+        except CLIError as e:
+            if args.debug:
+                traceback.print_exc()
+            print(f"error: {e}", file=sys.stderr)
+            return e.code
+        except Exception as e:  # anything unforeseen: still one line, the traceback on request
+            if args.debug:
+                raise
+            print(f"error: {type(e).__name__}: {e} (run again with --debug for the traceback)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

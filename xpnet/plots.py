@@ -171,7 +171,16 @@ def decision_boundary(
     prob = out[:, -1].reshape(xx.shape)
     ax.contourf(xx, yy, prob, levels=np.linspace(0, 1, 21), cmap="RdBu", alpha=0.6)
     ax.contour(xx, yy, prob, levels=[0.5], colors="black", linewidths=1)
-    ax.scatter(x[:, 0], x[:, 1], c=np.asarray(y), cmap="RdBu", vmin=0, vmax=1, edgecolors="white", linewidths=0.5, s=18)
+    labels = np.asarray(y).ravel()
+    from matplotlib import colormaps
+
+    cmap = colormaps["RdBu"]
+    for cls in (0, 1):  # one scatter per class, so the legend names them
+        pts = x[labels == cls]
+        color = cmap(float(cls))
+        ax.scatter(pts[:, 0], pts[:, 1], color=color, edgecolors="white", linewidths=0.5, s=18, label=f"class {cls}")
+    ax.plot([], [], color="black", linewidth=1, label="P(class 1) = 0.5")
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_aspect("equal")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")

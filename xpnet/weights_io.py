@@ -41,7 +41,46 @@ def atomic_write_bytes(path: str | os.PathLike[str], writer: Any) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_OTHER_FORMATS = {
+    ".h5": "HDF5",
+    ".hdf5": "HDF5",
+    ".keras": "Keras",
+    ".pt": "PyTorch",
+    ".pth": "PyTorch",
+    ".pkl": "pickle",
+}
+
+
+def open_npz(path: str | os.PathLike[str], what: str) -> Any:
+    """np.load of an xpnet .npz (never pickle), with errors that say what the file is not.
+
+    what: "weights" or "checkpoint", for the messages. Raises FileNotFoundError, IsADirectoryError,
+    or ValueError "<path> is not an xpnet <what> file (...)".
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an xpnet {what} file")
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    with path.open("rb") as f:
+        start = f.read(4)
+    if start != _ZIP_MAGIC:  # NumPy would call anything else pickled data and suggest allow_pickle
+        kind = "an empty file" if not start else "not an .npz archive"
+        raise ValueError(f"{path} is not an xpnet {what} file ({kind})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable xpnet {what} file (a damaged or truncated archive)") from e
+
+
 def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: list[np.ndarray]) -> Path:
+    suffix = Path(path).suffix.lower()
+    if suffix in _OTHER_FORMATS:
+        raise ValueError(
+            f"xpnet writes weights as .npz, not {_OTHER_FORMATS[suffix]}: {str(path)!r} would hold a zip "
+            f"under a {suffix} name; use a name ending in .npz, e.g. {Path(path).stem}.npz"
+        )
     header = {"format": FORMAT, "version": VERSION, "layers": layout}
     entries = {f"w{i:04d}": a for i, a in enumerate(arrays)}
     entries["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -50,19 +89,20 @@ def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: lis
 
 def load(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
+        with open_npz(path, "weights") as z:
             if "header" not in z.files:
-                raise ValueError("no 'header' entry")
+                raise ValueError(f"{path} is not an xpnet weights file (an .npz without an xpnet header)")
             header = json.loads(bytes(z["header"]).decode())
             n = len(z.files) - 1
             arrays = [z[f"w{i:04d}"] for i in range(n)]
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable xpnet weights file ({type(e).__name__}: {e})") from e
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an xpnet weights file (format {header.get('format')!r})")
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        if isinstance(e, FileNotFoundError | IsADirectoryError):
+            raise
+        raise ValueError(f"{path} is not a readable xpnet weights file (a damaged or truncated archive)") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise ValueError(f"{path} is not an xpnet weights file (format {fmt!r})")
     if header.get("version", 0) > VERSION:
         raise ValueError(f"{path} was written by a newer xpnet (format version {header['version']})")
     return header["layers"], arrays

@@ -28,6 +28,7 @@ from ..callbacks import Callback, History, Progress, format_logs
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
+from ..threads import blas_threads_for, macs_per_sample
 from . import data
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
@@ -242,7 +243,7 @@ class Trainer:
         progress = Progress(verbose if comm.is_root else 0, epochs, steps)
         self.stop_training = False
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
-        with ops.activate():
+        with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
             y_dtype = None if loss.sparse else self.dtype
             size = (
                 data.nbytes(x, self.dtype) + data.nbytes(yy, None) + data.nbytes(vx, self.dtype) + data.nbytes(vy, None)

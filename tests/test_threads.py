@@ -1,0 +1,113 @@
+"""The BLAS thread policy (xpnet/threads.py): its decisions, and that a user's setting always wins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import xpnet
+from xpnet import threads
+from xpnet.callbacks import Callback
+
+A_MACS = 784 * 300 + 300 * 100 + 100 * 10  # model A: 266,200 multiply-adds per sample
+
+
+@pytest.fixture(autouse=True)
+def _no_user_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in threads.USER_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("macs", "batch", "cores", "ranks", "busy", "expected"),
+    [
+        (A_MACS, 32, 2, 1, 0, 2),  # model A, idle 2-core machine: 1.28x faster with 2
+        (A_MACS, 32, 2, 1, 1, 1),  # one other busy process: 2 threads ran 2.4x slower
+        (A_MACS, 512, 2, 2, 0, 1),  # 2 MPI ranks on 2 cores: one each
+        (A_MACS, 512, 8, 2, 0, 4),  # never more than cores / ranks
+        (A_MACS, 512, 8, 2, 2, 3),  # ... less what others keep busy
+        (A_MACS, 512, 8, 1, 20, 1),  # at least one
+        (784 * 128 + 1280, 32, 8, 1, 0, 1),  # model B at batch 32: 3.3M multiply-adds, too small to split
+        (A_MACS, 4096, 1, 1, 0, 1),  # one core
+    ],
+)
+def test_policy_decisions(macs: int, batch: int, cores: int, ranks: int, busy: int, expected: int) -> None:
+    assert threads.choose_threads(macs, batch, cores, ranks, busy).threads == expected
+
+
+def test_macs_per_sample_of_model_A() -> None:
+    assert threads.macs_per_sample(xpnet.experiments.build_model("A")) == A_MACS
+
+
+def test_local_ranks_from_the_launcher() -> None:
+    assert threads.local_ranks(4, {"MPI_LOCALNRANKS": "2"}) == 2
+    assert threads.local_ranks(4, {"OMPI_COMM_WORLD_LOCAL_SIZE": "4"}) == 4
+    assert threads.local_ranks(3, {}) == 3
+
+
+def test_busy_elsewhere_counts_no_negative() -> None:
+    assert threads.busy_elsewhere(samples=2, interval=0.0) >= 0
+
+
+@pytest.mark.parametrize("var", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"])
+def test_a_blas_environment_variable_wins(monkeypatch: pytest.MonkeyPatch, var: str) -> None:
+    monkeypatch.setenv(var, "3")
+    decision = threads.decide(A_MACS, 4096)
+    assert decision.threads is None and f"{var}=3" in decision.reason
+    before = threads.current_threads()
+    with threads.blas_threads_for(A_MACS, 4096):
+        assert threads.current_threads() == before
+
+
+def test_xpnet_variable_and_explicit_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "1")
+    assert threads.decide(A_MACS, 4096).threads == 1
+    assert threads.decide(A_MACS, 4096, threads=2).threads == 2  # an explicit argument beats the variable
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "lots")
+    with pytest.raises(ValueError, match="XPNET_BLAS_THREADS must be a positive number of threads, received 'lots'"):
+        threads.decide(A_MACS, 32)
+
+
+def test_block_sets_and_restores_the_limit() -> None:
+    before = threads.current_threads()
+    with threads.blas_threads_for(A_MACS, 32, threads=1) as decision:
+        assert decision.threads == 1 and threads.current_threads() == 1
+    assert threads.current_threads() == before
+
+
+class _SeeThreads(Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int | None] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.seen.append(threads.current_threads())
+
+
+def _fit_and_see() -> list[int | None]:
+    rng = np.random.default_rng(0)
+    x, y = rng.random((512, 784), dtype=np.float32), rng.integers(0, 10, 512)
+    model = xpnet.Sequential([xpnet.Dense(300, "relu", input_shape=(784,)), xpnet.Dense(10, "softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    see = _SeeThreads()
+    model.fit(x, y, batch_size=256, epochs=1, verbose=0, callbacks=[see])
+    return see.seen
+
+
+def test_fit_applies_the_policy_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = threads.current_threads()
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "1")
+    assert _fit_and_see() == [1]
+    assert threads.current_threads() == before
+
+
+def test_fit_keeps_a_threadpoolctl_limit_set_around_it() -> None:
+    # 256 x 238k multiply-adds would get every core on an idle machine; the caller's limit wins.
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert _fit_and_see() == [1]
+
+
+def test_fit_keeps_an_enclosing_block() -> None:
+    with threads.blas_threads_for(A_MACS, 32, threads=1):
+        assert _fit_and_see() == [1]
