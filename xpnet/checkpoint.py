@@ -138,7 +138,12 @@ class Checkpoint(Callback):
         header, arrays = capture(model)
         if not model.comm.is_root:
             return None
-        path = save(self.directory / f"ckpt-{model.optimizer.iterations:09d}.npz", header, arrays)
+        target = self.directory / f"ckpt-{model.optimizer.iterations:09d}.npz"
+        try:
+            path = save(target, header, arrays)
+        except OSError as e:  # a full or read-only disk must not end the run; the previous checkpoint stays
+            warnings.warn(f"checkpoint {target} not written ({e.strerror or e}); training goes on", RuntimeWarning, 2)
+            return None
         self.saved.append(path)
         for old in list_checkpoints(self.directory)[: -self.keep]:
             old.unlink(missing_ok=True)

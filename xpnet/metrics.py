@@ -321,6 +321,16 @@ _REGISTRY: dict[str, type[Metric]] = {
 }
 
 
+def check_identifier(identifier: Any) -> None:
+    """Raise at compile time for a metric that `get` could never resolve (a misspelt name, a wrong type)."""
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in ("accuracy", "acc") and key not in _REGISTRY:
+            raise ValueError(f"Unknown metric {identifier!r}; known: ['accuracy', {', '.join(map(repr, _REGISTRY))}]")
+    elif not (isinstance(identifier, Metric) or callable(identifier)):
+        raise TypeError(f"metrics must be names, Metric instances or functions; received {identifier!r}")
+
+
 def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: int) -> Metric:
     """Resolve a metric; 'accuracy' picks the variant matching the loss, as Keras does.
 

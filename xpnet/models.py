@@ -44,6 +44,8 @@ class Sequential(Trainer):
     ) -> None:
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer (or None), received {seed!r}")
         self.name, self.dtype = name, dtype
         self.seed = int(seed) if seed is not None else next_model_seed()
         self.layers: list[Layer] = []

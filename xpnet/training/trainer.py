@@ -117,6 +117,8 @@ class Trainer:
             metrics = [metrics]
         self.loss = losses_mod.get(loss)
         self.optimizer = opt_mod.get(optimizer)
+        for m in metrics or []:
+            metrics_mod.check_identifier(m)
         self._metric_ids = list(metrics or [])
         self.metrics = []
         self._step = None
@@ -231,6 +233,13 @@ class Trainer:
         steps = math.ceil(state.samples / (batch_size * comm.size))
         if resume_from is not None:
             self._resume(resume_from, steps, verbose)
+            if state.epoch >= epochs:  # a finished run: nothing to train, nothing to change
+                if comm.is_root and verbose:
+                    print(
+                        f"The run in {resume_from} is complete ({state.epoch} of {epochs} epochs); nothing to resume."
+                    )
+                self.history = state.history
+                return state.history
         distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
         if comm.size > 1:
             comm.bcast_from_root(ops, self.store.params)
