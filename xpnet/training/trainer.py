@@ -235,9 +235,8 @@ class Trainer:
             self._resume(resume_from, steps, verbose)
             if state.epoch >= epochs:  # a finished run: nothing to train, nothing to change
                 if comm.is_root and verbose:
-                    print(
-                        f"The run in {resume_from} is complete ({state.epoch} of {epochs} epochs); nothing to resume."
-                    )
+                    done = f"{state.epoch} of {epochs} epochs"
+                    print(f"The run in {resume_from} is complete ({done}); nothing to resume.")
                 self.history = state.history
                 return state.history
         distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
