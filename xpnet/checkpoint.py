@@ -208,7 +208,7 @@ def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray
     with ops.activate():
         for k, v in opt.slots.items():
             v[...] = ops.asarray(arrays[f"slot_{k}"])
-    opt.set_iterations(int(header["optimizer"]["iterations"]))
+    opt.iterations = int(header["optimizer"]["iterations"])
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.iterations = int(header["dropout"][layer.name])

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Ops, get_backend, use_backend
+from .backend.base import DeviceScalar
 from .layers.base import Layer
 from .layers.dropout import Dropout
 from .layers.input import Input
@@ -189,12 +190,14 @@ def _clone_layer(layer: Layer) -> Layer:
     """A deep copy of the layer's configuration, unbound: no backend, no views, no cached activations."""
     memo: dict[int, Any] = {}
     for name, value in vars(layer).items():
-        if name in ("ops", "params", "grads"):
-            memo[id(value)] = None if name == "ops" else {}
-        elif name.startswith("_") and hasattr(value, "shape") and hasattr(value, "dtype"):
-            memo[id(value)] = None  # forward caches (_x, _u, _h, _mask): rebuilt by the next forward
+        if name in ("ops", "params", "grads", "sink"):
+            memo[id(value)] = {} if name in ("params", "grads") else None
+        elif name.startswith("_") and (isinstance(value, DeviceScalar) or hasattr(value, "shape")):
+            memo[id(value)] = None  # forward caches (_x, _u, _h, _mask) and device counters: rebuilt on binding
     clone = copy.deepcopy(layer, memo)
     clone.ops = None
+    if isinstance(layer, Dropout) and isinstance(clone, Dropout):
+        clone.iterations = layer.iterations  # the copy draws the masks the layer would draw next
     return clone
 
 

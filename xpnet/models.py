@@ -313,7 +313,7 @@ class Sequential(Trainer):
         chain = []
         for layer in self.layers:
             affine = layer.inference_affine()
-            if affine is None and not layer.identity_at_inference:
+            if affine is None and not layer.is_inference_identity():
                 return None
             chain.append(affine)
         return chain

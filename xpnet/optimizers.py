@@ -27,10 +27,10 @@ class Optimizer:
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, received {learning_rate}")
         self.learning_rate = float(learning_rate)
-        self.iterations = 0  # updates applied so far (host count; the device keeps its own, `t`)
         self.ops: Ops | None = None
         self.slots: dict[str, Array] = {}
-        self._t: Array = None
+        self._t: Array = None  # the update count on the device (Adam's t), beside the host's `iterations`
+        self._iterations = 0
         self._lr: DeviceScalar | None = None  # learning rate in the parameters' dtype
         self._lr64: DeviceScalar | None = None  # and in float64, for per-step factors computed on the device
 
@@ -38,13 +38,24 @@ class Optimizer:
         """Allocate state buffers shaped like the flat parameter buffer, and the device step counter."""
         self.ops = ops
         self.slots = {name: ops.zeros(params.shape, params.dtype) for name in self.slot_names()}
-        self._t = ops.asarray(np.asarray(self.iterations, dtype=np.float64))
+        self._t = ops.asarray(np.asarray(self._iterations, dtype=np.float64))
         self._lr = DeviceScalar(ops, self.learning_rate, params.dtype)
         self._lr64 = DeviceScalar(ops, self.learning_rate, np.float64)
 
     @property
     def built(self) -> bool:
         return self.ops is not None
+
+    @property
+    def iterations(self) -> int:
+        """Updates applied so far; setting it also moves the device's count (Adam's t)."""
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        self._iterations = int(value)
+        if self._t is not None:
+            self._t[...] = float(value)
 
     def slot_names(self) -> list[str]:
         return []
@@ -64,7 +75,7 @@ class Optimizer:
 
     def apply(self, store: ParamStore, sink: GradientSink) -> None:
         """The training step's update of `store.params` from `store.grads` (`gradient_scale()` × the gradient)."""
-        self.iterations += 1
+        self._iterations += 1
         self._t += 1
         if not sink.applies_update:
             self.update(store.params, store.grads, scaled=True)
@@ -73,22 +84,19 @@ class Optimizer:
         """One update of flat `params` in place from the true gradient `grads` (build() first)."""
         if not self.built:
             raise RuntimeError(f"{type(self).__name__}.step: call build(ops, params) first")
-        self.iterations += 1
+        self._iterations += 1
         self._t += 1
         self.update(params, grads, scaled=False)
 
-    def set_iterations(self, value: int) -> None:
-        """Move both step counters (checkpoint restore)."""
-        self.iterations = int(value)
-        if self._t is not None:
-            self._t[...] = float(value)
-
     def update(self, params: Array, grads: Array, scaled: bool) -> None:
-        """The rule itself; scaled: grads hold `gradient_scale()` × the gradient."""
+        """The rule itself, and the place to change it in a subclass (fit calls `apply`, which calls this).
+
+        scaled: grads hold `gradient_scale()` × the gradient.
+        """
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, (int, float, bool)) and k != "iterations"}
+        return {k: v for k, v in vars(self).items() if isinstance(v, (int, float, bool)) and not k.startswith("_")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
@@ -126,7 +134,11 @@ class SGD(Optimizer):
             and store.ops.inplace_sgd
             and not store.regularized()
             and type(self).update is SGD.update
-            and all(type(s.layer).__dict__.get("grads_via_sink", False) for s in store.slots)
+            and not any(k in vars(self) for k in ("update", "apply"))
+            and all(
+                type(s.layer).__dict__.get("grads_via_sink", False) and not s.layer.replaces_methods()
+                for s in store.slots
+            )
         )
         return InPlaceSGD(store.ops) if inplace else GradientSink(store.ops)
 

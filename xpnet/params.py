@@ -57,7 +57,8 @@ class ParamStore:
         with ops.activate():
             self.params: Array = ops.asarray(np.ascontiguousarray(host_params, dtype=dtype))
             self.grads: Array = ops.zeros(off, getattr(xp, dtype))
-        self.sink: GradientSink = GradientSink(ops)
+        self.default_sink = GradientSink(ops)
+        self.sink: GradientSink = self.default_sink
         self._bind()
 
     def _bind(self) -> None:
@@ -68,14 +69,16 @@ class ParamStore:
             params[s.spec.name] = xp.reshape(self.params[s.offset : s.offset + s.size], s.spec.shape)
             grads[s.spec.name] = xp.reshape(self.grads[s.offset : s.offset + s.size], s.spec.shape)
         for layer in self.layers:
-            layer.bind(self.ops, *views[id(layer)], self.sink)
+            layer.bind(self.ops, *views[id(layer)])
+            layer.sink = self.sink
 
     @property
     def size(self) -> int:
         return int(self.params.shape[0])
 
-    def use_sink(self, sink: GradientSink) -> None:
-        """Route every layer's gradients to `sink` from now on."""
+    def use_sink(self, sink: GradientSink | None = None) -> None:
+        """Route every layer's gradients to `sink` from now on (None: back to the gradient buffer)."""
+        sink = sink or self.default_sink
         if sink is not self.sink:
             self.sink = sink
             for layer in self.layers:

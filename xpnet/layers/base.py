@@ -93,9 +93,9 @@ class Layer:
     def param_specs(self) -> list[ParamSpec]:
         return []
 
-    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array], sink: GradientSink) -> None:
-        """Attach the views of this layer's slice of the parameter store, and where gradients go."""
-        self.ops, self.params, self.grads, self.sink = ops, params, grads, sink
+    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None:
+        """Attach the views of this layer's slice of the parameter store (the store then sets `sink`)."""
+        self.ops, self.params, self.grads = ops, params, grads
 
     @property
     def built(self) -> bool:
@@ -130,6 +130,14 @@ class Layer:
     def preactivation(self, u: Array) -> None:
         self._u = u
 
+    def is_inference_identity(self) -> bool:
+        """Whether predict may skip this layer: its own class (not a subclass) says so and forward is not replaced."""
+        return bool(type(self).__dict__.get("identity_at_inference", False)) and "forward" not in vars(self)
+
+    def replaces_methods(self) -> bool:
+        """Whether forward or backward methods were replaced on this instance (a fast path must not skip them)."""
+        return any(k in vars(self) for k in _STEP_METHODS)
+
     def inference_affine(self) -> Affine | None:
         """This layer as an `Affine`, when its inference forward is exactly that (a backend may run it faster)."""
         return None
@@ -162,6 +170,9 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} output_shape={self.output_shape}>"
+
+
+_STEP_METHODS = ("forward", "backward", "forward_preactivation", "backward_preactivation")
 
 
 def _host_dtype(a: Array) -> np.dtype:

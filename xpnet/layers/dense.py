@@ -72,7 +72,7 @@ class Dense(Layer):
 
     def inference_affine(self) -> Affine | None:
         # only while forward is this class's own: a subclass or a patched instance computes something else
-        own = type(self).forward is Dense.forward and "forward" not in vars(self)
+        own = type(self) is Dense and "forward" not in vars(self)
         return Affine(self.params["kernel"], self.params.get("bias"), self.activation) if own else None
 
     def forward(self, x: Array, training: bool = False) -> Array:

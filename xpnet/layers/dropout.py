@@ -33,9 +33,9 @@ class Dropout(Layer):
         self._offset: DeviceScalar | None = None
         self._mask: Array = None
 
-    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array], sink: Any) -> None:
+    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None:
         steps = self.iterations
-        super().bind(ops, params, grads, sink)
+        super().bind(ops, params, grads)
         self._counter = ops.asarray(np.asarray(steps, dtype=np.uint32))
         self._offset = DeviceScalar(ops, 0, np.uint32)
 

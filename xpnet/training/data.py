@@ -15,6 +15,7 @@ import numpy as np
 from .. import distributed
 from .._checks import numeric_array, require_finite
 from ..backend import Ops
+from ..backend.base import host_dtype
 from ..random import shuffle_rng
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -
 def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
     """A host array on the device (as `dtype` when given); device arrays pass through."""
     if ops.is_native(a) and not isinstance(a, np.ndarray):
-        return a
+        return a if dtype is None or host_dtype(a.dtype) == np.dtype(dtype) else ops.cast(a, dtype)
     return ops.asarray(np.ascontiguousarray(a, dtype=dtype) if dtype is not None else a)
 
 

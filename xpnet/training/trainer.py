@@ -110,20 +110,21 @@ class Trainer:
         distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
         (N > 1); True requires MPI; False always trains in this process alone.
         """
-        self._comm = distributed.get_communicator(distribute)
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
         if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
             metrics = [metrics]
-        self.loss = losses_mod.get(loss)
-        self.optimizer = opt_mod.get(optimizer)
-        for m in metrics or []:
+        for m in metrics or []:  # everything is checked before anything changes
             metrics_mod.check_identifier(m)
+        new_loss, new_optimizer = losses_mod.get(loss), opt_mod.get(optimizer)
+        ops = get_backend(backend) if backend is not None else None
+        self._comm = distributed.get_communicator(distribute)
+        self.loss, self.optimizer = new_loss, new_optimizer
         self._metric_ids = list(metrics or [])
         self.metrics = []
         self._step = None
-        if backend is not None:
-            self._backend_request = get_backend(backend)
+        if ops is not None:
+            self._backend_request = ops
         if self.built:
             assert self.ops is not None
             target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
@@ -155,8 +156,13 @@ class Trainer:
         """Whether the loss starts backprop from the last layer's pre-activation (softmax + cross-entropy)."""
         assert self.loss is not None
         want = self.loss.fused_activation()
-        act = self.layers[-1].activation
-        return want is not None and act is not None and act.name == want
+        last = self.layers[-1]
+        act = last.activation
+        # only layers that define the logits contract themselves (a custom layer may just have an activation)
+        own = all(
+            getattr(type(last), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
+        )
+        return want is not None and act is not None and act.name == want and own
 
     # ------------------------------------------------------------------ data at the boundary
     def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
@@ -311,6 +317,7 @@ class Trainer:
                         break
             finally:
                 progress.close()
+                self.store.use_sink()  # after fit, backward fills the gradient buffer again
                 for d in dropouts:
                     d.row_offset = 0
             for cb in cbs:
@@ -369,11 +376,11 @@ class Trainer:
     def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int) -> dict[str, float]:
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
-        xp = ops.xp
         n = X.shape[0]
-        one = self.__dict__.get("_one")
-        if one is None or one.array.dtype != getattr(xp, self.dtype):
-            one = self._one = DeviceScalar(ops, 1.0, self.dtype)
+        ones: dict[tuple[int, str], DeviceScalar] = self.__dict__.setdefault("_ones", {})
+        one = ones.get((id(ops), self.dtype))
+        if one is None:
+            one = ones[(id(ops), self.dtype)] = DeviceScalar(ops, 1.0, self.dtype)
         first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
         sums: list[Array] = []
         for lo in range(first, last, batch_size):
