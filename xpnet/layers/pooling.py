@@ -41,11 +41,11 @@ class _Pooling2D(Layer):
         out, self.pads = sp.geometry((h, w), self.pool_size, self.strides, self.padding, owner, what="pool")
         lost = sp.dropped((h, w), self.pool_size, self.strides, out, self.pads)
         if any(lost):
+            parts = [f"{k} {what}" for k, what in zip(lost, ("row(s)", "column(s)"), strict=True) if k]
             warnings.warn(
-                f"{owner}: a {self.pool_size[0]}×{self.pool_size[1]} pool with strides {self.strides} over the "
-                f"{h}×{w} input covers no window past row {h - lost[0]} / column {w - lost[1]}: as in Keras, the "
-                f"last {lost[0]} row(s) and {lost[1]} column(s) are ignored (output {out[0]}×{out[1]}); "
-                "use padding='same' to keep them",
+                f"{owner}: {self.pool_size[0]}×{self.pool_size[1]} windows with strides {self.strides} leave the last "
+                f"{' and '.join(parts)} of the {h}×{w} input outside every window; as in Keras they are ignored "
+                f"(output {out[0]}×{out[1]}). Use padding='same' to keep them",
                 UserWarning,
                 stacklevel=2,
             )
