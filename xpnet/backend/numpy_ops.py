@@ -181,12 +181,15 @@ class NumpyOps(Ops):
     def conv2d_forward(
         self, x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int], pads: tuple[int, int, int, int]
     ) -> tuple[Array, Any]:
-        """Stride 1: the patches of a channels-first padded copy, one GEMM, u a view of the result.
+        """Stride 1: the patches of a channels-first padded copy, one GEMM (bias included), u a view of it.
 
         Each channel of the padded batch is one flat run, so window offset (i, j) is the shift
-        i·wp + j of that run and the patch matrix P (kh·kw·c, n·oh·wp) is kh·kw·c contiguous slices:
-        one copy at memory speed. Its wp − ow extra columns per output row see pixels of the next
-        row: they are computed (a few % more GEMM), never read, and get a zero gradient.
+        i·wp + j of that run and the patch matrix P (kh·kw·c + 1, n·oh·wp) is kh·kw·c contiguous
+        slices (one copy at memory speed) and a row of ones that carries the bias through the GEMMs.
+        Its wp − ow extra columns per output row see pixels of the next row: they are computed
+        (a few % more GEMM), never read, and get a zero gradient. u = [W; b]ᵀ P is (f, n·oh·wp):
+        returned as an (n, oh, ow, f) view, channels-first in memory, which NumPy's elementwise
+        passes and the pooling below follow.
         """
         if tuple(strides) != (1, 1):
             return super().conv2d_forward(x, kernel, bias, strides, pads)
@@ -197,15 +200,18 @@ class NumpyOps(Ops):
         buf = np.zeros(g.buffer_size, x.dtype)
         g.interior(buf)[...] = x.transpose(3, 0, 1, 2)
         e = buf.itemsize
+        k = kh * kw * c
+        cols = np.empty((k + (bias is not None), g.n * g.oh * g.wp), x.dtype)
         view = as_strided(
             buf, (kh, kw, c, n, g.oh * g.wp), (g.wp * e, e, g.span * e, g.hp * g.wp * e, e), writeable=False
         )
-        cols = np.empty((kh * kw * c, n * g.oh * g.wp), x.dtype)
-        np.copyto(cols.reshape(view.shape), view)
-        u = np.matmul(cols.T, kernel.reshape(-1, f))
+        np.copyto(cols[:k].reshape(view.shape), view)
+        weights = kernel.reshape(k, f)
         if bias is not None:
-            u += bias
-        return u.reshape(n, g.oh, g.wp, f)[:, :, : g.ow, :], (g, cols)
+            cols[k] = 1.0
+            weights = np.concatenate([weights, bias.reshape(1, f)])
+        u = np.matmul(weights.T, cols)
+        return _nhwc(u.reshape(f, n, g.oh, g.wp)[:, :, :, : g.ow]), (g, cols)
 
     def conv2d_backward(
         self,
@@ -221,21 +227,23 @@ class NumpyOps(Ops):
             return super().conv2d_backward(du, ctx, kernel, x_shape, strides, pads, need_input_grad)
         g, cols = ctx
         f = kernel.shape[3]
-        dwide = np.zeros((g.n, g.oh, g.wp, f), du.dtype)  # the extra columns: zero gradient
-        dwide[:, :, : g.ow, :] = du
-        d2 = dwide.reshape(-1, f)
-        dkernel = np.matmul(cols, d2).reshape(kernel.shape)
-        dbias = np.add.reduce(d2, axis=0)
+        k = g.kh * g.kw * g.c
+        dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
+        dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
+        d2 = dwide.reshape(f, -1)
+        dweights = np.matmul(cols, d2.T)  # (k [+ 1], f): the bias row comes from the row of ones
+        dkernel = dweights[:k].reshape(kernel.shape)
+        dbias = dweights[k] if cols.shape[0] > k else np.add.reduce(d2, axis=1)
         if not need_input_grad:
             return dkernel, dbias, None
-        dcols = np.matmul(kernel.reshape(-1, f), d2.T).reshape(g.kh, g.kw, g.c, g.n, g.oh * g.wp)
+        dcols = np.matmul(kernel.reshape(k, f), d2).reshape(g.kh, g.kw, g.c, g.n, g.oh * g.wp)
         dbuf = np.zeros(g.buffer_size, du.dtype)
         for i in range(g.kh):  # col2im: kh·kw shifted adds of long contiguous runs
             for j in range(g.kw):
                 o = i * g.wp + j
                 target = dbuf[o : o + g.c * g.span].reshape(g.c, g.n, g.hp * g.wp)[:, :, : g.oh * g.wp]
                 target += dcols[i, j]
-        return dkernel, dbias, np.ascontiguousarray(g.interior(dbuf).transpose(1, 2, 3, 0))
+        return dkernel, dbias, _nhwc(g.interior(dbuf))
 
     def max_pool_forward(
         self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
@@ -243,9 +251,9 @@ class NumpyOps(Ops):
         (kh, kw), (sh, sw) = size, strides
         xpad = self.pad2d(x, pads, -np.inf)
         oh, ow = (xpad.shape[1] - kh) // sh + 1, (xpad.shape[2] - kw) // sw + 1
-        y = np.array(_window(xpad, 0, 0, oh, ow, sh, sw), copy=True)
-        arg = np.zeros(y.shape, np.int8 if kh * kw <= 127 else np.int32)
-        better = np.empty(y.shape, bool)
+        y = np.array(_window(xpad, 0, 0, oh, ow, sh, sw), copy=True)  # order "K": x's memory layout
+        arg = np.zeros_like(y, dtype=np.int8 if kh * kw <= 127 else np.int32)
+        better = np.empty_like(y, dtype=bool)
         for t in range(1, kh * kw):
             v = _window(xpad, *divmod(t, kw), oh, ow, sh, sw)
             np.greater(v, y, out=better)
@@ -267,10 +275,9 @@ class NumpyOps(Ops):
         top, bottom, left, right = pads
         oh, ow = dy.shape[1], dy.shape[2]
         tiled = not any(pads) and (sh, sw) == (kh, kw)  # windows do not overlap: each pixel is written once
-        dxp = (np.empty if tiled and oh * kh == h and ow * kw == w else np.zeros)(
-            (n, top + h + bottom, left + w + right, c), dy.dtype
-        )
-        hit = np.empty(dy.shape, bool)
+        full = tiled and oh * kh == h and ow * kw == w
+        dxp = _empty_like_layout((n, top + h + bottom, left + w + right, c), arg, dy.dtype, zero=not full)
+        hit = np.empty_like(arg, dtype=bool)
         for t in range(kh * kw):
             target = _window(dxp, *divmod(t, kw), oh, ow, sh, sw)
             np.equal(arg, t, out=hit)
@@ -279,6 +286,18 @@ class NumpyOps(Ops):
             else:
                 target += dy * hit
         return dxp[:, top : top + h, left : left + w, :] if any(pads) else dxp
+
+
+def _nhwc(a: np.ndarray) -> np.ndarray:
+    """A (c, n, h, w) array seen as (n, h, w, c): no copy."""
+    return a.transpose(1, 2, 3, 0)
+
+
+def _empty_like_layout(shape: tuple[int, ...], like: np.ndarray, dtype: Any, zero: bool) -> np.ndarray:
+    """An array of `shape` whose axes lie in memory in the order of `like`'s (largest stride first)."""
+    order = sorted(range(len(shape)), key=lambda a: -like.strides[a])
+    alloc = np.zeros if zero else np.empty
+    return alloc([shape[a] for a in order], dtype).transpose(np.argsort(order))
 
 
 class _Wide:
