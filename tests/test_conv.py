@@ -513,3 +513,21 @@ def test_lenet_on_cupy_matches_numpy() -> None:
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(runs[0][2], runs[1][2], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (2, 1)])
+def test_numpy_inference_in_batch_slices_matches_one_pass(
+    strides: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xpnet.backend.numpy_ops import NumpyOps
+
+    model = xpnet.Sequential([Conv2D(4, 3, strides=strides, padding="same", input_shape=(9, 8, 3))], seed=0)
+    x = np.random.default_rng(0).standard_normal((7, 9, 8, 3)).astype(np.float32)
+    whole = model.predict(x, batch_size=7)
+    monkeypatch.setattr(NumpyOps, "conv_patch_bytes", 1)  # one image per slice
+    u, ctx = model.ops.conv2d_forward(
+        x, model.layers[0].kernel, model.layers[0].bias, strides, model.layers[0].pads, False
+    )
+    assert ctx is None
+    np.testing.assert_allclose(u, whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, batch_size=7), whole, rtol=1e-6, atol=1e-6)

@@ -268,11 +268,18 @@ class Ops:
         return dxp[:, top : top + h, left : left + w, :] if any(pads) else dxp
 
     def conv2d_forward(
-        self, x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int], pads: tuple[int, int, int, int]
+        self,
+        x: Array,
+        kernel: Array,
+        bias: Array | None,
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_ctx: bool = True,
     ) -> tuple[Array, Any]:
         """u = x ⋆ kernel + bias (cross-correlation, as Keras): x (n, h, w, c), kernel (kh, kw, c, f), bias (f,).
 
-        -> (u (n, oh, ow, f), ctx): ctx is what `conv2d_backward` needs (here the patch matrix).
+        -> (u (n, oh, ow, f), ctx): ctx is what `conv2d_backward` needs (here the patch matrix);
+        need_ctx=False (inference) lets a backend work in batch slices and return ctx None.
         """
         xp = self.xp
         kh, kw, _, f = kernel.shape

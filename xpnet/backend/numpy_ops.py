@@ -178,8 +178,17 @@ class NumpyOps(Ops):
         view = as_strided(xpad, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
         return view.reshape(n, oh, ow, kh * kw * c)
 
+    # patch matrices up to this size stay in cache; inference works through larger batches in slices
+    conv_patch_bytes = 4 << 20
+
     def conv2d_forward(
-        self, x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int], pads: tuple[int, int, int, int]
+        self,
+        x: Array,
+        kernel: Array,
+        bias: Array | None,
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_ctx: bool = True,
     ) -> tuple[Array, Any]:
         """Stride 1: the patches of a channels-first padded copy, one GEMM (bias included), u a view of it.
 
@@ -191,11 +200,21 @@ class NumpyOps(Ops):
         returned as an (n, oh, ow, f) view, channels-first in memory, which NumPy's elementwise
         passes and the pooling below follow.
         """
-        if tuple(strides) != (1, 1):
-            return super().conv2d_forward(x, kernel, bias, strides, pads)
         n, h, w, c = x.shape
         kh, kw, _, f = kernel.shape
         top, bottom, left, right = pads
+        per_image = (kh * kw * c + 1) * (top + h + bottom) * (left + w + right) * x.itemsize
+        rows = max(1, self.conv_patch_bytes // per_image)
+        if not need_ctx and n > rows:  # inference on a large batch: slices, so the patch matrix stays small
+            out = None
+            for lo in range(0, n, rows):
+                part = self.conv2d_forward(x[lo : lo + rows], kernel, bias, strides, pads)[0]
+                if out is None:
+                    out = _empty_like_layout((n, *part.shape[1:]), part, part.dtype, zero=False)
+                out[lo : lo + rows] = part
+            return out, None
+        if tuple(strides) != (1, 1):
+            return super().conv2d_forward(x, kernel, bias, strides, pads)
         g = _Wide(n, h, w, c, kh, kw, top, top + h + bottom, left, left + w + right)
         buf = np.zeros(g.buffer_size, x.dtype)
         g.interior(buf)[...] = x.transpose(3, 0, 1, 2)

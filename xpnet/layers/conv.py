@@ -102,7 +102,9 @@ class Conv2D(Layer):
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """u = x ⋆ W + b only: (batch, out_height, out_width, filters)."""
         assert self.ops is not None
-        u, ctx = self.ops.conv2d_forward(x, self.params["kernel"], self.params.get("bias"), self.strides, self.pads)
+        u, ctx = self.ops.conv2d_forward(
+            x, self.params["kernel"], self.params.get("bias"), self.strides, self.pads, need_ctx=training
+        )
         self._u = u
         self._ctx = ctx if training else None
         if training:
