@@ -295,6 +295,7 @@ def test_backend_pooling_matches_generic_code(
     y0, a0 = ref.max_pool_forward(x, size, strides, pads)
     y1, a1 = ops.max_pool_forward(ops.asarray(x), size, strides, pads)
     np.testing.assert_array_equal(ops.to_numpy(y1), y0)
+    np.testing.assert_array_equal(ops.to_numpy(ops.max_pool_forward(ops.asarray(x), size, strides, pads, False)[0]), y0)
     dx0 = ref.max_pool_backward(dy, a0, x.shape, size, strides, pads)
     dx1 = ops.max_pool_backward(ops.asarray(dy), a1, x.shape, size, strides, pads)
     np.testing.assert_allclose(ops.to_numpy(dx1), dx0, rtol=1e-6)

@@ -316,11 +316,17 @@ class Ops:
         return dkernel, dbias, self.col2im(dcols, x_shape, (kh, kw), strides, pads)
 
     def max_pool_forward(
-        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_arg: bool = True,
     ) -> tuple[Array, Array]:
         """y = the max of each window: x (n, h, w, c) → (y (n, oh, ow, c), argmax (n, oh, ow, c) int8/int32).
 
         argmax is the window position t = i·kw + j of the first maximum; padding never wins.
+        need_arg=False (inference) lets a backend skip the argmax and return None for it.
         """
         xp = self.xp
         (kh, kw), (sh, sw) = size, strides

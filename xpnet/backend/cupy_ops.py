@@ -255,7 +255,12 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         return out
 
     def max_pool_forward(
-        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_arg: bool = True,
     ) -> tuple[Array, Array]:
         n, _, _, c = x.shape
         oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)

@@ -265,12 +265,21 @@ class NumpyOps(Ops):
         return dkernel, dbias, _nhwc(g.interior(dbuf))
 
     def max_pool_forward(
-        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_arg: bool = True,
     ) -> tuple[Array, Array]:
         (kh, kw), (sh, sw) = size, strides
         xpad = self.pad2d(x, pads, -np.inf)
         oh, ow = (xpad.shape[1] - kh) // sh + 1, (xpad.shape[2] - kw) // sw + 1
         y = np.array(_window(xpad, 0, 0, oh, ow, sh, sw), copy=True)  # order "K": x's memory layout
+        if not need_arg:
+            for t in range(1, kh * kw):
+                np.maximum(y, _window(xpad, *divmod(t, kw), oh, ow, sh, sw), out=y)
+            return y, None
         arg = np.zeros_like(y, dtype=np.int8 if kh * kw <= 127 else np.int32)
         better = np.empty_like(y, dtype=bool)
         for t in range(1, kh * kw):

@@ -81,7 +81,7 @@ class MaxPooling2D(_Pooling2D):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        y, arg = self.ops.max_pool_forward(x, self.pool_size, self.strides, self.pads)
+        y, arg = self.ops.max_pool_forward(x, self.pool_size, self.strides, self.pads, need_arg=training)
         self._arg = arg if training else None
         return y
 
