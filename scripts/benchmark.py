@@ -1056,6 +1056,250 @@ def profile_xpnet(data: Data, env: Env, epochs: int, top: int) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------------------- LeNet-5 (--workloads lenet)
+LENET_TITLE = "LeNet-5: Conv 6@5×5 same relu, pool 2, Conv 16@5×5 same relu, pool 2, 120-84-10; SGD 0.01, batch 32"
+LENET_PEER_TARGET, LENET_PEER_AIM, LENET_MEMORY_TARGET = 1.0, 0.5, 1.5
+
+
+def lenet_images(data: Data, channels_first: bool = False) -> Data:
+    """The same pixels as (n, 28, 28, 1) (or (n, 1, 28, 28) for PyTorch): views, no copies (one channel)."""
+    shape = (1, 28, 28) if channels_first else (28, 28, 1)
+    return Data(data.xtr.reshape(-1, *shape), data.ytr, data.xte.reshape(-1, *shape), data.yte, data.source)
+
+
+def build_xpnet_lenet(backend: str, seed: int = 0) -> xpnet.Sequential:
+    from xpnet import experiments
+
+    model = experiments.build_model("lenet", seed=seed)
+    model.compile(
+        optimizer=xpnet.optimizers.SGD(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        backend=backend,
+    )
+    return model
+
+
+class LenetGemmFloor(Contender):
+    """The matrix products of a LeNet epoch, timed alone with preallocated outputs (float32).
+
+    Per step, convolutions as im2col GEMMs of the exact shapes (n·oh·ow, kh·kw·c) @ (kh·kw·c, f):
+    forward, ∂W = Pᵀδ and (second convolution only: the first needs no input gradient) ∂P = δWᵀ;
+    the three Dense layers as in `GemmFloor` (forward, ∂W, ∂x). No im2col copies, no col2im,
+    no pooling, no elementwise work: what a perfect implementation on this BLAS would still pay.
+    """
+
+    kind = "floor"
+
+    def __init__(self, name: str, n_train: int, batch: int = 32) -> None:
+        self.name, self.n, self.batch = name, n_train, batch
+        rng = np.random.default_rng(2)
+
+        def a(*shape: int) -> np.ndarray:
+            return rng.standard_normal(shape).astype(np.float32)
+
+        # (rows, k, f, need_dx): conv1, conv2, dense 784-120, 120-84, 84-10
+        self.shapes = [(batch * 784, 25, 6, False), (batch * 196, 150, 16, True), (batch, 784, 120, True)]
+        self.shapes += [(batch, 120, 84, True), (batch, 84, 10, True)]
+        self.bufs = [(a(r, k), a(k, f), a(r, f), a(k, f), a(r, k), dx) for r, k, f, dx in self.shapes]
+        self.flops_per_step = sum(2 * r * k * f * (3 if dx else 2) for r, k, f, dx in self.shapes)
+
+    def train_epochs(self, k: int) -> float:
+        mm, steps = np.matmul, math.ceil(self.n / self.batch)
+        t0 = time.perf_counter()
+        for _ in range(k * steps):
+            for p, w, u, *_ in self.bufs:
+                mm(p, w, out=u)
+            for p, w, u, dw, dp, need_dx in reversed(self.bufs):
+                mm(p.T, u, out=dw)
+                if need_dx:
+                    mm(u, w.T, out=dp)
+        return (time.perf_counter() - t0) / k
+
+
+class TorchLenetContender(TorchContender):
+    """PyTorch eager, the same LeNet (Glorot-uniform kernels, zero biases), SGD 0.01, plain loop."""
+
+    def __init__(self, data: Data, env: Env) -> None:
+        torch = env.torch
+        self.torch, self.wl, self.data, self.dev = torch, WORKLOADS["A"], data, torch.device(env.torch_device)
+        self.name = f"PyTorch {torch.__version__.split('+')[0]} {env.torch_device}"
+        torch.manual_seed(0)
+        nn = torch.nn
+        mods = [
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Flatten(),  # (c, h, w) order: a different feature order than Keras's, the same model
+            nn.Linear(784, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, 10),
+        ]
+        for m in mods:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.model = nn.Sequential(*mods).to(self.dev)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.X = torch.from_numpy(data.xtr).to(self.dev)
+        self.Y = torch.from_numpy(data.ytr.astype(np.int64)).to(self.dev)
+        self.gen = torch.Generator().manual_seed(0)
+        self._logs = {}
+
+
+def profile_lenet(data: Data, env: Env, top: int, steps: int = 400) -> list[str]:
+    """cProfile (standard library) over `steps` training steps of xpnet's LeNet: self time per step by function."""
+    import cProfile
+    import pstats
+
+    model = build_xpnet_lenet(env.backend)
+    n = steps * 32
+    x, y = data.xtr[:n], data.ytr[:n]
+    model.fit(x[:3200], y[:3200], batch_size=32, epochs=1, verbose=0)  # warm-up
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    prof.disable()
+    wall = time.perf_counter() - t0
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = sorted(((v[2], v[3], k) for k, v in stats.items()), key=lambda r: -r[0])[:top]
+    lines = [
+        f"cProfile over {steps} steps of xpnet's LeNet fit: {wall / steps * 1e3:.2f} ms/step under the profiler",
+        "",
+        "| function | self µs/step | self % | incl. µs/step |",
+        "|---|---|---|---|",
+    ]
+    for tt, ct, (file, line, fn) in rows:
+        where = f"{os.path.basename(file)}:{line}" if file != "~" else "builtin"
+        lines.append(f"| {fn} ({where}) | {tt / steps * 1e6:.0f} | {100 * tt / wall:.1f}% | {ct / steps * 1e6:.0f} |")
+    return lines
+
+
+def run_lenet(data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    """Training epoch (floor, xpnet, PyTorch interleaved), fit memory, then predict on the 10,000 test images."""
+    nhwc, nchw = lenet_images(data), lenet_images(data, channels_first=True)
+    model = build_xpnet_lenet(env.backend)
+    xp_c = XpnetContender(WORKLOADS["A"], nhwc, env, model)
+    xp_c.wl = Workload("lenet", LENET_TITLE, (), None, "sgd", 32, None)
+    contenders: list[Contender] = [LenetGemmFloor("floor numpy (3 GEMM/layer)", data.xtr.shape[0]), xp_c]
+    if env.torch is not None:
+        contenders.append(TorchLenetContender(nchw, env))
+    k = args.epochs_per_measure
+    res, discarded, kept = interleaved(
+        contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, "lenet train", args.redo, args.settle
+    )
+    steps = math.ceil(data.xtr.shape[0] / 32)
+    scale = math.ceil(N_TRAIN_FULL / 32) / steps
+    rows = {}
+    for c in contenders:
+        s = summarize(res[c.name])
+        rows[c.name] = {
+            "kind": c.kind,
+            "s_per_epoch": s["median"] * scale,
+            "s_per_epoch_min": s["min"] * scale,
+            "s_per_epoch_max": s["max"] * scale,
+            "ms_per_step": s["median"] / steps * 1e3,
+            "raw_s": res[c.name],
+            "last_logs": c.last_logs(),
+        }
+    floor = contenders[0]
+    assert isinstance(floor, LenetGemmFloor)
+    out: dict[str, Any] = {
+        "workload": LENET_TITLE,
+        "batch": 32,
+        "steps_measured": steps,
+        "scale": scale,
+        "rows": rows,
+        "gflop_per_epoch": floor.flops_per_step * math.ceil(N_TRAIN_FULL / 32) / 1e9,
+        "discarded_repeats": discarded,
+        "kept_repeats_other_cpu": kept,
+    }
+    if not args.no_memory:
+        out["memory"] = {"dataset_bytes": data.nbytes, "xpnet": xp_c.fit_memory()}
+    infer_c = [c for c in contenders if c.kind != "floor"]
+    repeats = args.infer_repeats or max(3, 2 * args.repeats)
+
+    def both(c: Contender) -> dict[int, float]:
+        return {b: c.infer(b) for b in INFER_BATCHES}
+
+    ires, idisc, ikept = interleaved(infer_c, both, args.warmup, repeats, "lenet infer", args.redo, args.settle)
+    irows: dict[str, dict[str, Any]] = {}
+    for c in infer_c:
+        irows[c.name] = {"kind": c.kind}
+        for b in INFER_BATCHES:
+            raw = [r[b] for r in ires[c.name]]
+            irows[c.name][f"img_s_b{b}"] = data.xte.shape[0] / statistics.median(raw)
+            irows[c.name][f"raw_s_b{b}"] = raw
+    out["inference"] = {"rows": irows, "repeats": repeats, "discarded_repeats": idisc, "kept_repeats_other_cpu": ikept}
+    if args.profile:
+        out["profile"] = profile_lenet(nhwc, env, 25)
+    return out
+
+
+def lenet_report(res: dict[str, Any], env: Env) -> tuple[list[str], list[dict[str, Any]]]:
+    """Markdown for the LeNet section, and its targets (as `evaluate_targets` gives them)."""
+    L = [f"### lenet: {res['workload']} ({res['steps_measured']} steps/epoch measured)", ""]
+    L += training_table(res, env)
+    L += _discard_note(res)
+    L += [
+        "",
+        f"The floor's GEMMs: {res['gflop_per_epoch']:.0f} GFLOP per 55,000-image epoch "
+        "(convolutions as exact-size im2col GEMMs).",
+    ]
+    targets: list[dict[str, Any]] = []
+
+    def add(target: str, value: float | None, ok: bool, shown: str) -> None:
+        targets.append(
+            {"target": target, "value": value, "shown": shown, "status": "met" if ok else "MISSED", "note": ""}
+        )
+
+    rows = res["rows"]
+    torch_name = next((p for p in _peer_names(rows) if p.startswith("PyTorch")), None)
+    if torch_name:
+        r = paired(rows["xpnet"]["raw_s"], rows[torch_name]["raw_s"])
+        add(f"lenet: xpnet epoch ≤ {LENET_PEER_TARGET}× PyTorch's", r, r <= LENET_PEER_TARGET, f"{r:.2f}×")
+        add(f"lenet: xpnet epoch ≤ {LENET_PEER_AIM}× PyTorch's (aim)", r, r <= LENET_PEER_AIM, f"{r:.2f}×")
+    mem = res.get("memory")
+    if mem and "peak_bytes" in mem["xpnet"]:
+        ds, peak = mem["dataset_bytes"], mem["xpnet"]["peak_bytes"]
+        r = (ds + peak) / ds
+        L += [
+            "",
+            f"Memory of one LeNet fit epoch: dataset {_mb(ds)}, xpnet fit peak +{_mb(peak)} ({mem['xpnet']['method']})",
+        ]
+        add(
+            f"lenet: peak fit memory ≤ {LENET_MEMORY_TARGET}× dataset", r, r <= LENET_MEMORY_TARGET, f"{r:.2f}× dataset"
+        )
+    inf = res["inference"]
+    L += ["", f"#### lenet predict over the {N_TEST:,} test images (median of {inf['repeats']} repeats)", ""]
+    irows = inf["rows"]
+    head = (
+        ["contender"]
+        + [f"img/s b{b}" for b in INFER_BATCHES]
+        + ([f"÷ {torch_name} b{b}" for b in INFER_BATCHES] if torch_name else [])
+    )
+    L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in irows.items():
+        cells = [name] + [f"{r[f'img_s_b{b}'] / 1e3:,.1f}k" for b in INFER_BATCHES]
+        if torch_name:
+            cells += [_fmt_ratio(paired(irows[torch_name][f"raw_s_b{b}"], r[f"raw_s_b{b}"])) for b in INFER_BATCHES]
+        L.append("| " + " | ".join(cells) + " |")
+    L += _discard_note(inf)
+    if torch_name:
+        for b in INFER_BATCHES:
+            r = paired(irows[torch_name][f"raw_s_b{b}"], irows["xpnet"][f"raw_s_b{b}"])
+            add(f"lenet predict b{b}: xpnet images/s ≥ PyTorch's", r, r >= 1.0, f"{r:.2f}× PyTorch")
+    if "profile" in res:
+        L += ["", "#### Profile of xpnet's LeNet fit", "", *res["profile"]]
+    return L, targets
+
+
 # --------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -1063,7 +1307,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 7; --quick 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per contender (default 1)")
     p.add_argument("--epochs-per-measure", type=int, default=1, help="epochs per timed measurement (default 1)")
-    p.add_argument("--workloads", default="A,B,A1024,infer", help="comma list of A, B, A1024, infer")
+    p.add_argument(
+        "--workloads",
+        default="A,B,A1024,infer",
+        help="comma list of A, B, A1024, infer, lenet (LeNet-5 training + predict)",
+    )
     p.add_argument("--peers", default="torch,keras", help="comma list of peers to try (torch, keras; '' for none)")
     p.add_argument(
         "--train-size",
@@ -1104,9 +1352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.redo = a.repeats if a.redo is None else a.redo
     a.train_size = a.train_size or (11_000 if a.quick else N_TRAIN_FULL)
     a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
-    bad = [w for w in a.workloads if w not in WORKLOADS and w != "infer"]
+    bad = [w for w in a.workloads if w not in WORKLOADS and w not in ("infer", "lenet")]
     if bad:
-        p.error(f"unknown workload(s) {bad}; choose from {[*WORKLOADS, 'infer']}")
+        p.error(f"unknown workload(s) {bad}; choose from {[*WORKLOADS, 'infer', 'lenet']}")
     if a.settle < 0 or a.wait_idle < 0:
         p.error("--settle and --wait-idle must be >= 0")
     if a.repeats < 1 or a.epochs_per_measure < 1 or a.warmup < 0:
@@ -1151,7 +1399,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     model_a = None
     for name in args.workloads:
-        if name == "infer":
+        if name in ("infer", "lenet"):
             continue
         res = run_training(WORKLOADS[name], data, env, args)
         model = res.pop("_xpnet_model")
@@ -1161,14 +1409,24 @@ def main(argv: list[str] | None = None) -> int:
     if "infer" in args.workloads:
         results["inference"] = run_inference(model_a, data, env, args)
     results["targets"] = evaluate_targets(results, env)
+    lenet_lines: list[str] = []
+    if "lenet" in args.workloads:
+        results["lenet"] = run_lenet(data, env, args)
+        lenet_lines, lenet_targets = lenet_report(results["lenet"], env)
+        results["targets"] += lenet_targets
     text = report(results, env, args, data)
-    if args.profile:
+    if lenet_lines:
+        head, sep, tail = text.partition("### Targets")
+        text = head + "\n".join(lenet_lines) + "\n\n" + sep + tail
+    if args.profile and any(w != "lenet" for w in args.workloads):
         prof = profile_xpnet(data, env, args.profile_epochs, 25)
         text += "\n\n### Profile of xpnet's fit, workload A\n\n" + "\n".join(prof)
         results["profile"] = prof
     results["meta"]["wall_s"] = time.perf_counter() - t_start
     busy_during = watch.others()
     parts = [*results["training"].values(), results.get("inference") or {}]
+    if "lenet" in results:
+        parts += [results["lenet"], results["lenet"]["inference"]]
     kept = [x for r in parts for x in r.get("kept_repeats_other_cpu", [])]
     results["meta"]["other_cpu_share_before"] = busy_before
     results["meta"]["other_cpu_share_whole_run"] = busy_during

@@ -14,7 +14,19 @@ from . import (
 )
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History
-from .layers import Activation, Dense, Dropout, Flatten, Input
+from .layers import (
+    Activation,
+    AveragePooling2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    Input,
+    MaxPool2D,
+    MaxPooling2D,
+    Reshape,
+)
 from .models import Sequential
 from .perceptron import Perceptron
 from .random import set_random_seed
@@ -23,15 +35,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "AveragePooling2D",
     "BackendUnavailableError",
     "Callback",
+    "Conv2D",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Flatten",
+    "GlobalAveragePooling2D",
     "History",
     "Input",
+    "MaxPool2D",
+    "MaxPooling2D",
     "Perceptron",
+    "Reshape",
     "Sequential",
     "activations",
     "available_backends",

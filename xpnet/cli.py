@@ -2,6 +2,7 @@
 
     xpnet train --model A                  # 30 epochs of SGD, as in the course
     xpnet train --model B --out runs/B     # the exercise: Dropout, Adam, batch 1000
+    xpnet train --model lenet              # the course's LeNet-5 CNN: 10 epochs of SGD
     xpnet train --quick                    # a few hundred images, 1 epoch: smoke test
     xpnet info
 
@@ -364,6 +365,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
+    images = x_test  # (n, 28, 28) for the pictures
+    x_train, x_valid, x_test = (experiments.as_model_input(model, x) for x in (x_train, x_valid, x_test))
 
     assert model.ops is not None
     backend = model.ops.describe()
@@ -446,6 +449,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if course and not _course_settings(cfg):
         print("(the course's numbers are for SGD lr 0.01, batch 32 on all 55,000 images; this run differs)")
     print(f"\ntest: loss {record['test_loss']:.4f}, accuracy {record['test_accuracy']:.4f}")
+    if cfg["model"] == "LENET":
+        lo, hi = experiments.LENET_PEER_TEST_ACCURACY
+        print(f"(PyTorch and Keras reach {lo:.3f}–{hi:.3f} with SGD 0.01, batch 32, 10 epochs on all 55,000 images)")
     secs = sorted(s for s in record["seconds"] if s is not None)
     if secs:
         print(f"time: {wall:.1f} s training, median {secs[len(secs) // 2]:.2f} s/epoch on {backend}")
@@ -460,7 +466,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not plots.have_matplotlib():
             notes.append(f"plots skipped: matplotlib is not installed ({plots.INSTALL_HINT})")
         else:
-            _write_plots(folder, record, x_test, y_test, y_pred)
+            _write_plots(folder, record, images, y_test, y_pred)
+            if cfg["model"] == "LENET":
+                plots.conv_filters(model, x_test[0], folder / "filters.png")
 
     args.on_interrupt = f"interrupted while writing the results; {out} is as it was before"
     try:
@@ -474,7 +482,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     for note in notes:
         print(note)
     written = ["history.csv", "history.json", "weights.npz"]
-    written += [] if args.no_plots or notes else [p.name for p in (out / n for n in PNGS) if p.exists()]
+    written += (
+        [] if args.no_plots or notes else [p.name for p in (out / n for n in (*PNGS, "filters.png")) if p.exists()]
+    )
     print(f"\nwrote to {out}/: " + ", ".join(written))
     return 0
 
@@ -535,13 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train the course's Fashion-MNIST model A or B",
-        description="Train model A (300-100-10, SGD) or B (128-Dropout-10, Adam) on Fashion-MNIST, "
+        help="train the course's Fashion-MNIST model A, B or lenet",
+        description="Train model A (300-100-10, SGD), B (128-Dropout-10, Adam) or lenet (LeNet-5 CNN, SGD) on "
+        "Fashion-MNIST, "
         "evaluate on the test set and write history.csv/json, weights.npz and plots.",
     )
-    t.add_argument("--model", choices=experiments.MODELS, default="A", type=str.upper, help="A (default) or B")
-    t.add_argument("--epochs", type=_positive_int, help="default: A 30, B 15 (1 with --quick)")
-    t.add_argument("--batch-size", type=_positive_int, help="default: A 32, B 1000 (per rank under mpiexec)")
+    t.add_argument("--model", choices=experiments.MODELS, default="A", type=str.upper, help="A (default), B or lenet")
+    t.add_argument("--epochs", type=_positive_int, help="default: A 30, B 15, lenet 10 (1 with --quick)")
+    t.add_argument("--batch-size", type=_positive_int, help="default: A 32, B 1000, lenet 32 (per rank under mpiexec)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], type=str.lower, help="default: A sgd, B adam")
     t.add_argument("--learning-rate", "--lr", type=_positive_float, help="default: A 0.01, B 0.001")
     t.add_argument("--backend", default="auto", help="auto (default), numpy, cupy or cupy:N")

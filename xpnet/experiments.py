@@ -1,8 +1,11 @@
-"""The course's two Fashion-MNIST models, their training defaults, data prep and reference numbers.
+"""The course's Fashion-MNIST models, their training defaults, data prep and reference numbers.
 
 Model A: Flatten 28×28 → Dense 300 relu → Dense 100 relu → Dense 10 softmax (266,610 params),
 trained with SGD lr 0.01, batch 32, 30 epochs. Model B (the exercise): Flatten → Dense 128 relu →
 Dropout 0.2 → Dense 10 softmax (101,770 params), Adam lr 0.001, batch 1000, 15 epochs.
+LeNet (the course's "LeNet-5 type" CNN): Conv2D 6 5×5 same relu → MaxPool 2 → Conv2D 16 5×5 same
+relu → MaxPool 2 → Flatten → Dense 120 relu → Dense 84 relu → Dense 10 softmax (107,786 params)
+on (28, 28, 1) images, SGD lr 0.01, batch 32, 10 epochs.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import Dense, Dropout, Flatten
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
 from .models import Sequential
 from .optimizers import SGD, Adam, Optimizer, RMSprop
 
@@ -19,13 +22,14 @@ __all__ = [
     "DEFAULTS",
     "MODELS",
     "Defaults",
+    "as_model_input",
     "build_model",
     "course_reference",
     "make_optimizer",
     "prepare_fashion_mnist",
 ]
 
-MODELS = ("A", "B")
+MODELS = ("A", "B", "LENET")
 LOSS = "sparse_categorical_crossentropy"
 METRICS = ["accuracy"]
 N_VALIDATION = 5000
@@ -44,7 +48,12 @@ class Defaults:
 DEFAULTS: dict[str, Defaults] = {
     "A": Defaults(optimizer="sgd", learning_rate=0.01, batch_size=32, epochs=30),
     "B": Defaults(optimizer="adam", learning_rate=0.001, batch_size=1000, epochs=15),
+    "LENET": Defaults(optimizer="sgd", learning_rate=0.01, batch_size=32, epochs=10),
 }
+
+# The course's LeNet with this recipe elsewhere (../shared/REFERENCE.md, two seeds each):
+# PyTorch 2.13 eager 0.8819 / 0.8722, Keras 3.15 0.8708 / 0.8787 test accuracy after 10 epochs.
+LENET_PEER_TEST_ACCURACY = (0.8708, 0.8819)
 
 # Keras run from the course (../shared/REFERENCE.md), model A, SGD lr 0.01, batch 32.
 # epoch (1-based) -> (loss, accuracy, val_loss, val_accuracy)
@@ -75,8 +84,20 @@ def _check_name(name: str) -> str:
 
 
 def build_model(name: str, seed: int | None = None, dtype: str = "float32") -> Sequential:
-    """Course model "A" or "B", built for (None, 28, 28) inputs; not compiled."""
+    """Course model "A" or "B", built for (None, 28, 28) inputs, or "lenet" for (None, 28, 28, 1); not compiled."""
     key = _check_name(name)
+    if key == "LENET":
+        layers = [
+            Conv2D(6, (5, 5), padding="same", activation="relu", input_shape=(28, 28, 1)),
+            MaxPool2D(pool_size=(2, 2), strides=(2, 2)),
+            Conv2D(16, (5, 5), padding="same", activation="relu"),
+            MaxPool2D((2, 2), (2, 2)),
+            Flatten(),
+            Dense(120, activation="relu"),
+            Dense(84, activation="relu"),
+            Dense(10, activation="softmax"),
+        ]
+        return Sequential(layers, name="lenet", seed=seed, dtype=dtype)
     if key == "A":
         layers = [
             Flatten(input_shape=[28, 28]),
@@ -92,6 +113,11 @@ def build_model(name: str, seed: int | None = None, dtype: str = "float32") -> S
             Dense(10, activation="softmax"),
         ]
     return Sequential(layers, name=f"model_{key}", seed=seed, dtype=dtype)
+
+
+def as_model_input(model: Sequential, x: np.ndarray) -> np.ndarray:
+    """Images (n, 28, 28) as the model takes them: (n, 28, 28, 1) for LeNet (a view, no copy)."""
+    return x.reshape(x.shape[0], *(int(d) for d in model.input_shape[1:] if d is not None))
 
 
 def make_optimizer(name: str, learning_rate: float) -> Optimizer:

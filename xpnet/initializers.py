@@ -8,9 +8,11 @@ import numpy as np
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) as Keras: a (kh, kw, in, out) conv kernel has kh·kw·in and kh·kw·out."""
     if len(shape) == 1:
         return shape[0], shape[0]
-    return int(np.prod(shape[:-1])), shape[-1]
+    receptive = int(np.prod(shape[:-2]))
+    return shape[-2] * receptive, shape[-1] * receptive
 
 
 def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], stddev: float) -> np.ndarray:

@@ -19,6 +19,7 @@ __all__ = [
     "INSTALL_HINT",
     "confusion",
     "confusion_matrix",
+    "conv_filters",
     "curves",
     "decision_boundary",
     "have_matplotlib",
@@ -188,3 +189,47 @@ def decision_boundary(
         ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def conv_filters(model: Any, image: np.ndarray, path: PathLike, title: str | None = None) -> np.ndarray:
+    """The first Conv2D layer's filters (top row) and the feature maps they give for one image (bottom row).
+
+    model: a built `Sequential` with a Conv2D layer; image: one sample as the model takes it,
+    e.g. (28, 28, 1), or (28, 28). Filters are drawn for the first input channel (kh, kw), each
+    on its own symmetric color scale (red +, blue −); feature maps are the layer's output h
+    (after its activation). Returns the feature maps (out_h, out_w, filters) float32.
+    """
+    from .layers.conv import Conv2D
+
+    index = next((i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2D)), None)
+    if index is None:
+        raise ValueError("conv_filters needs a model with a Conv2D layer")
+    ops = model.ops
+    x = np.asarray(image, dtype=model.dtype).reshape(1, *model.input_shape[1:])
+    with ops.activate():
+        h = ops.asarray(x)
+        for layer in model.layers[: index + 1]:
+            h = layer.forward(h, training=False)
+        maps = np.array(ops.to_numpy(h)[0], dtype=np.float32)
+    kernel = model.layers[index].get_weights()[0]  # (kh, kw, in, filters)
+    k = kernel.shape[3]
+    fig = _figure((1.5 * (k + 1), 3.9))
+    axes = fig.subplots(2, k + 1, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].imshow(x[0].reshape(x.shape[1], x.shape[2], -1)[:, :, 0], cmap="binary")
+    axes[0, 0].set_title("input", fontsize=8)
+    axes[1, 0].axis("off")
+    for f in range(k):
+        w = kernel[:, :, 0, f]
+        lim = float(np.abs(w).max()) or 1.0
+        axes[0, f + 1].imshow(w, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[0, f + 1].set_title(f"filter {f + 1}", fontsize=8)
+        axes[1, f + 1].imshow(maps[:, :, f], cmap="viridis")
+        axes[1, f + 1].set_title(f"feature map {f + 1}", fontsize=8)
+    name = model.layers[index].name
+    fig.suptitle(title or f"{name}: {k} filters {kernel.shape[0]}×{kernel.shape[1]} and their feature maps")
+    fig.tight_layout()
+    _save(fig, path)
+    return maps

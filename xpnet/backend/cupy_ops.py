@@ -218,6 +218,78 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         t = p.dtype.type
         self._kernel("rmsprop")(g, lr, t(rho), t(eps), p, v)
 
+    # --- images: one thread per output element (Chainer's im2col_gpu / col2im_gpu, channels-last) ---
+    def full(self, shape: tuple[int, ...], value: float, dtype: Any) -> Array:
+        with self.device:
+            return self.xp.full(shape, value, dtype=dtype)
+
+    def _geometry_args(
+        self, shape: tuple[int, ...], size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
+    ) -> tuple[int, int, tuple[np.int32, ...]]:
+        _, h, w, c = shape
+        oh = (h + pads[0] + pads[1] - size[0]) // strides[0] + 1
+        ow = (w + pads[2] + pads[3] - size[1]) // strides[1] + 1
+        args = (h, w, c, oh, ow, size[0], size[1], strides[0], strides[1], pads[0], pads[2])
+        return oh, ow, tuple(np.int32(a) for a in args)
+
+    def im2col(
+        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
+    ) -> Array:
+        n, _, _, c = x.shape
+        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
+        out = self.xp.empty((n, oh, ow, size[0] * size[1] * c), dtype=x.dtype)
+        self._image_kernel("im2col")(self.xp.ascontiguousarray(x), *args, out)
+        return out
+
+    def col2im(
+        self,
+        cols: Array,
+        x_shape: tuple[int, ...],
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+    ) -> Array:
+        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
+        out = self.xp.empty(tuple(x_shape), dtype=cols.dtype)
+        self._image_kernel("col2im")(self.xp.ascontiguousarray(cols), *args, out)
+        return out
+
+    def max_pool_forward(
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_arg: bool = True,
+    ) -> tuple[Array, Array]:
+        n, _, _, c = x.shape
+        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
+        y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
+        arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
+        t = x.dtype.type
+        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), t(np.nan), y, arg)
+        return y, arg
+
+    def max_pool_backward(
+        self,
+        dy: Array,
+        arg: Array,
+        x_shape: tuple[int, ...],
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+    ) -> Array:
+        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
+        out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
+        self._image_kernel("max_pool_grad")(self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(arg), *args, out)
+        return out
+
+    def _image_kernel(self, name: str) -> Any:
+        k = self._kernels.get(name)
+        if k is None:
+            k = self._kernels[name] = _build_image_kernel(self.xp, name)
+        return k
+
 
 _MAX_ROW = 1024
 
@@ -345,5 +417,80 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "T p, T v",
             "v = rho * v + (1 - rho) * g * g; p -= lr * g / sqrt(v + eps);",
             "xpnet_rmsprop",
+        )
+    raise KeyError(name)
+
+
+# Geometry arguments of the image kernels (see CupyOps._geometry_args); the image is (n, h, w, c) and
+# `i` runs over the output's elements in C order.
+_GEOMETRY = (
+    "int32 h, int32 w, int32 c, int32 oh, int32 ow, int32 kh, int32 kw, int32 sh, int32 sw, int32 top, int32 left"
+)
+_PIXEL = (
+    "const int ch = i % c; long long t = i / c; const int x = t % w; t /= w; const int y = t % h;"
+    "const long long b = t / h;"
+)
+_WINDOW = (
+    "const int ch = i % c; long long t = i / c; const int ox = t % ow; t /= ow; const int oy = t % oh;"
+    "const long long b = t / oh;"
+)
+# every window (oy, ox) and position (ky, kx) that reads padded pixel (y + top, x + left)
+_WINDOWS_OF_PIXEL = """
+for (int ky = 0; ky < kh; ++ky) {
+  const int ry = y + top - ky;
+  if (ry < 0 || ry % sh != 0 || ry / sh >= oh) continue;
+  const int oy = ry / sh;
+  for (int kx = 0; kx < kw; ++kx) {
+    const int rx = x + left - kx;
+    if (rx < 0 || rx % sw != 0 || rx / sw >= ow) continue;
+    const int ox = rx / sw;
+    const long long o = ((b * oh + oy) * ow + ox);
+    BODY
+  }
+}
+"""
+
+
+def _build_image_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA device
+    ek = cp.ElementwiseKernel
+    if name == "im2col":  # cols (n, oh, ow, kh, kw, c) from img (n, h, w, c); zeros outside the image
+        return ek(
+            f"raw T img, {_GEOMETRY}",
+            "T col",
+            "const int ch = i % c; long long t = i / c; const int kx = t % kw; t /= kw; const int ky = t % kh; t /= kh;"
+            "const int ox = t % ow; t /= ow; const int oy = t % oh; const long long b = t / oh;"
+            "const int y = oy * sh + ky - top; const int x = ox * sw + kx - left;"
+            "col = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : (T)0;",
+            "xpnet_im2col",
+        )
+    if name == "col2im":  # each pixel gathers its windows' entries: no atomics, deterministic
+        body = "acc += col[(o * kh * kw + ky * kw + kx) * c + ch];"
+        return ek(
+            f"raw T col, {_GEOMETRY}",
+            "T img",
+            _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "img = acc;",
+            "xpnet_col2im",
+        )
+    if name == "max_pool":  # the order and comparisons of Ops.max_pool_forward: position 0 first, then v > best
+        return ek(
+            f"raw T img, {_GEOMETRY}, T neg_inf, T nan_value",
+            "T out, S arg",
+            _WINDOW + "T best = 0; int at = 0; bool nan = false;"
+            "for (int t2 = 0; t2 < kh * kw; ++t2) {"
+            "  const int y = oy * sh + t2 / kw - top; const int x = ox * sw + t2 % kw - left;"
+            "  const T v = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : neg_inf;"
+            "  nan = nan || v != v;"
+            "  if (t2 == 0) { best = v; } else if (v > best) { best = v; at = t2; }"
+            "}"
+            "out = nan ? nan_value : best; arg = (S)at;",
+            "xpnet_max_pool",
+        )
+    if name == "max_pool_grad":  # each pixel sums ∂L/∂y of the windows whose argmax it is
+        body = "if ((int)arg[o * c + ch] == ky * kw + kx) acc += dy[o * c + ch];"
+        return ek(
+            f"raw T dy, raw S arg, {_GEOMETRY}",
+            "T dx",
+            _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "dx = acc;",
+            "xpnet_max_pool_grad",
         )
     raise KeyError(name)

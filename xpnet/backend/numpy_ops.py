@@ -7,9 +7,10 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from . import _cblas
-from .base import Array, Ops, builtin_name, mix_int
+from .base import Array, Ops, _window, builtin_name, mix_int
 
 
 class NumpyOps(Ops):
@@ -200,6 +201,185 @@ class NumpyOps(Ops):
             buf = np.empty_like(like)
             self._scratch_buf = buf
         return buf
+
+    # --- images: strided views instead of per-offset slices, in-place passes ---
+    def im2col(
+        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
+    ) -> Array:
+        # one copy out of a strided view of every window, instead of kh·kw slices and a stack
+        (kh, kw), (sh, sw) = size, strides
+        xpad = self.pad2d(x, pads)
+        n, hp, wp, c = xpad.shape
+        oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+        s = xpad.strides
+        view = as_strided(xpad, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
+        return view.reshape(n, oh, ow, kh * kw * c)
+
+    # patch matrices up to this size stay in cache; inference works through larger batches in slices
+    conv_patch_bytes = 4 << 20
+
+    def conv2d_forward(
+        self,
+        x: Array,
+        kernel: Array,
+        bias: Array | None,
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_ctx: bool = True,
+    ) -> tuple[Array, Any]:
+        """Stride 1: the patches of a channels-first padded copy, one GEMM (bias included), u a view of it.
+
+        Each channel of the padded batch is one flat run, so window offset (i, j) is the shift
+        i·wp + j of that run and the patch matrix P (kh·kw·c + 1, n·oh·wp) is kh·kw·c contiguous
+        slices (one copy at memory speed) and a row of ones that carries the bias through the GEMMs.
+        Its wp − ow extra columns per output row see pixels of the next row: they are computed
+        (a few % more GEMM), never read, and get a zero gradient. u = [W; b]ᵀ P is (f, n·oh·wp):
+        returned as an (n, oh, ow, f) view, channels-first in memory, which NumPy's elementwise
+        passes and the pooling below follow.
+        """
+        n, h, w, c = x.shape
+        kh, kw, _, f = kernel.shape
+        top, bottom, left, right = pads
+        per_image = (kh * kw * c + 1) * (top + h + bottom) * (left + w + right) * x.itemsize
+        rows = max(1, self.conv_patch_bytes // per_image)
+        if not need_ctx and n > rows:  # inference on a large batch: slices, so the patch matrix stays small
+            out = None
+            for lo in range(0, n, rows):
+                part = self.conv2d_forward(x[lo : lo + rows], kernel, bias, strides, pads)[0]
+                if out is None:
+                    out = _empty_like_layout((n, *part.shape[1:]), part, part.dtype, zero=False)
+                out[lo : lo + rows] = part
+            return out, None
+        if tuple(strides) != (1, 1):
+            return super().conv2d_forward(x, kernel, bias, strides, pads)
+        g = _Wide(n, h, w, c, kh, kw, top, top + h + bottom, left, left + w + right)
+        buf = np.zeros(g.buffer_size, x.dtype)
+        g.interior(buf)[...] = x.transpose(3, 0, 1, 2)
+        e = buf.itemsize
+        k = kh * kw * c
+        cols = np.empty((k + (bias is not None), g.n * g.oh * g.wp), x.dtype)
+        view = as_strided(
+            buf, (kh, kw, c, n, g.oh * g.wp), (g.wp * e, e, g.span * e, g.hp * g.wp * e, e), writeable=False
+        )
+        np.copyto(cols[:k].reshape(view.shape), view)
+        weights = kernel.reshape(k, f)
+        if bias is not None:
+            cols[k] = 1.0
+            weights = np.concatenate([weights, bias.reshape(1, f)])
+        u = np.matmul(weights.T, cols)
+        return _nhwc(u.reshape(f, n, g.oh, g.wp)[:, :, :, : g.ow]), (g, cols)
+
+    def conv2d_backward(
+        self,
+        du: Array,
+        ctx: Any,
+        kernel: Array,
+        x_shape: tuple[int, ...],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_input_grad: bool,
+    ) -> tuple[Array, Array, Array | None]:
+        if not (isinstance(ctx, tuple) and isinstance(ctx[0], _Wide)):
+            return super().conv2d_backward(du, ctx, kernel, x_shape, strides, pads, need_input_grad)
+        g, cols = ctx
+        f = kernel.shape[3]
+        k = g.kh * g.kw * g.c
+        dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
+        dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
+        d2 = dwide.reshape(f, -1)
+        dweights = np.matmul(cols, d2.T)  # (k [+ 1], f): the bias row comes from the row of ones
+        dkernel = dweights[:k].reshape(kernel.shape)
+        dbias = dweights[k] if cols.shape[0] > k else np.add.reduce(d2, axis=1)
+        if not need_input_grad:
+            return dkernel, dbias, None
+        dcols = np.matmul(kernel.reshape(k, f), d2).reshape(g.kh, g.kw, g.c, g.n, g.oh * g.wp)
+        dbuf = np.zeros(g.buffer_size, du.dtype)
+        for i in range(g.kh):  # col2im: kh·kw shifted adds of long contiguous runs
+            for j in range(g.kw):
+                o = i * g.wp + j
+                target = dbuf[o : o + g.c * g.span].reshape(g.c, g.n, g.hp * g.wp)[:, :, : g.oh * g.wp]
+                target += dcols[i, j]
+        return dkernel, dbias, _nhwc(g.interior(dbuf))
+
+    def max_pool_forward(
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        need_arg: bool = True,
+    ) -> tuple[Array, Array]:
+        (kh, kw), (sh, sw) = size, strides
+        xpad = self.pad2d(x, pads, -np.inf)
+        oh, ow = (xpad.shape[1] - kh) // sh + 1, (xpad.shape[2] - kw) // sw + 1
+        y = np.array(_window(xpad, 0, 0, oh, ow, sh, sw), copy=True)  # order "K": x's memory layout
+        if not need_arg:
+            for t in range(1, kh * kw):
+                np.maximum(y, _window(xpad, *divmod(t, kw), oh, ow, sh, sw), out=y)
+            return y, None
+        arg = np.zeros_like(y, dtype=np.int8 if kh * kw <= 127 else np.int32)
+        better = np.empty_like(y, dtype=bool)
+        for t in range(1, kh * kw):
+            v = _window(xpad, *divmod(t, kw), oh, ow, sh, sw)
+            np.greater(v, y, out=better)
+            np.copyto(arg, t, where=better, casting="unsafe")
+            np.maximum(y, v, out=y)
+        return y, arg
+
+    def max_pool_backward(
+        self,
+        dy: Array,
+        arg: Array,
+        x_shape: tuple[int, ...],
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+    ) -> Array:
+        (kh, kw), (sh, sw) = size, strides
+        n, h, w, c = x_shape
+        top, bottom, left, right = pads
+        oh, ow = dy.shape[1], dy.shape[2]
+        tiled = not any(pads) and (sh, sw) == (kh, kw)  # windows do not overlap: each pixel is written once
+        full = tiled and oh * kh == h and ow * kw == w
+        dxp = _empty_like_layout((n, top + h + bottom, left + w + right, c), arg, dy.dtype, zero=not full)
+        hit = np.empty_like(arg, dtype=bool)
+        for t in range(kh * kw):
+            target = _window(dxp, *divmod(t, kw), oh, ow, sh, sw)
+            np.equal(arg, t, out=hit)
+            if tiled:
+                np.multiply(dy, hit, out=target)
+            else:
+                target += dy * hit
+        return dxp[:, top : top + h, left : left + w, :] if any(pads) else dxp
+
+
+def _nhwc(a: np.ndarray) -> np.ndarray:
+    """A (c, n, h, w) array seen as (n, h, w, c): no copy."""
+    return a.transpose(1, 2, 3, 0)
+
+
+def _empty_like_layout(shape: tuple[int, ...], like: np.ndarray, dtype: Any, zero: bool) -> np.ndarray:
+    """An array of `shape` whose axes lie in memory in the order of `like`'s (largest stride first)."""
+    order = sorted(range(len(shape)), key=lambda a: -like.strides[a])
+    alloc = np.zeros if zero else np.empty
+    return alloc([shape[a] for a in order], dtype).transpose(np.argsort(order))
+
+
+class _Wide:
+    """Geometry of the stride-1 convolution on a channels-first padded buffer (see `NumpyOps.conv2d_forward`)."""
+
+    def __init__(self, n: int, h: int, w: int, c: int, kh: int, kw: int, top: int, hp: int, left: int, wp: int) -> None:
+        self.n, self.h, self.w, self.c, self.kh, self.kw = n, h, w, c, kh, kw
+        self.top, self.hp, self.left, self.wp = top, hp, left, wp
+        self.oh, self.ow = hp - kh + 1, wp - kw + 1
+        self.span = n * hp * wp  # one channel of the padded batch
+        # slack after the last channel: the last windows' extra columns and the col2im shifts stay inside
+        self.buffer_size = c * self.span + (kh - 1) * wp + kw
+
+    def interior(self, buf: np.ndarray) -> np.ndarray:
+        """The (c, n, h, w) image pixels inside the padded buffer."""
+        grid = buf[: self.c * self.span].reshape(self.c, self.n, self.hp, self.wp)
+        return grid[:, :, self.top : self.top + self.h, self.left : self.left + self.w]
 
 
 _ELEMENTWISE = ("linear", "relu", "elu", "sigmoid", "tanh")

@@ -1,10 +1,39 @@
 from .activation import Activation
 from .base import Layer, ParamSpec
+from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .flatten import Flatten
 from .input import Input
+from .pooling import (
+    AveragePooling2D,
+    AvgPool2D,
+    GlobalAveragePooling2D,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    MaxPooling2D,
+)
+from .reshape import Reshape
 
 InputLayer = Input
+Convolution2D = Conv2D
 
-__all__ = ["Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "Layer", "ParamSpec"]
+__all__ = [
+    "Activation",
+    "AveragePooling2D",
+    "AvgPool2D",
+    "Conv2D",
+    "Convolution2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAveragePooling2D",
+    "GlobalAvgPool2D",
+    "Input",
+    "InputLayer",
+    "Layer",
+    "MaxPool2D",
+    "MaxPooling2D",
+    "ParamSpec",
+    "Reshape",
+]
