@@ -12,8 +12,6 @@ from .base import Array, Layer, Shape
 class _Pooling2D(Layer):
     """Shared arguments and geometry: pool_size, strides (default: pool_size), padding, channels-last."""
 
-    kind = "pool"
-
     def __init__(
         self,
         pool_size: int | tuple[int, int] = (2, 2),
