@@ -173,7 +173,13 @@ class Sequential(Trainer):
         """Print the Keras table: Layer (type) | Output Shape | Param #, then the totals."""
         total = self.count_params()
         out = print_fn or print
-        cols = [0, int(line_length * 0.45), int(line_length * 0.85)]
+        names = [f" {layer.name} ({type(layer).__name__})" for layer in self.layers]
+        shapes = ["(None, " + ", ".join(map(str, layer.output_shape or ())) + ")" for layer in self.layers]
+        # the columns widen for long names and shapes (max_pooling2d_1 (MaxPooling2D)) instead of running together
+        c1 = max(int(line_length * 0.45), max(map(len, names), default=0) + 2)
+        c2 = max(int(line_length * 0.85), c1 + max(map(len, shapes), default=0) + 2)
+        line_length = max(line_length, c2 + 10)
+        cols = [0, c1, c2]
 
         def row(*cells: str) -> str:
             line = ""
@@ -184,8 +190,7 @@ class Sequential(Trainer):
         lines = [f'Model: "{self.name}"', "_" * line_length, row(" Layer (type)", "Output Shape", "Param #")]
         lines.append("=" * line_length)
         for i, layer in enumerate(self.layers):
-            shape = "(None, " + ", ".join(map(str, layer.output_shape or ())) + ")"
-            lines.append(row(f" {layer.name} ({type(layer).__name__})", shape, str(layer.count_params())))
+            lines.append(row(names[i], shapes[i], str(layer.count_params())))
             lines.append("=" * line_length if i == len(self.layers) - 1 else "")
         lines += [
             f"Total params: {total:,}",

@@ -161,7 +161,7 @@ class Trace:
         lines = [
             f"Trace of {self.model!r} ({self.backend}, {self.dtype}), batch of {n} "
             f"{'sample' if n == 1 else 'samples'}, {'training' if self.training else 'inference'} mode",
-            "forward:  u(l) = h(l-1) W(l) + b(l),   h(l) = φ(u(l)),   h(0) = x",
+            "forward:  u(l) = h(l-1) W(l) + b(l)  (Conv2D: h(l-1) ⋆ W(l) + b(l)),   h(l) = φ(u(l)),   h(0) = x",
             "",
         ]
         rows: list[tuple[str, str]] = [("h(0) = x", fmt(self.x))]
@@ -385,7 +385,8 @@ def _forward_rows(lt: LayerTrace, fmt: _Formatter) -> list[tuple[str, str]]:
     l, prev = lt.l, lt.l - 1  # noqa: E741
     rows = [(f"{_sym(k, l)} {tuple(v.shape)}", fmt(v, batch=False)) for k, v in lt.weights.items()]
     if "kernel" in lt.weights:
-        expr = f"h({prev}) W({l})" + (f" + b({l})" if "bias" in lt.weights else "")
+        product = f"h({prev}) ⋆ W({l})" if _is_conv(lt) else f"h({prev}) W({l})"  # ⋆: cross-correlation
+        expr = product + (f" + b({l})" if "bias" in lt.weights else "")
         rows.append((f"u({l}) = {expr}", fmt(lt.preactivation)))
         rows.append((f"h({l}) = {lt.activation}(u({l}))", fmt(lt.output)))
     elif lt.kind == "Activation":
@@ -396,6 +397,11 @@ def _forward_rows(lt: LayerTrace, fmt: _Formatter) -> list[tuple[str, str]]:
     return rows
 
 
+def _is_conv(lt: LayerTrace) -> bool:
+    """A convolution layer: its kernel has spatial axes (kh, kw, in, out)."""
+    return "kernel" in lt.weights and lt.weights["kernel"].ndim > 2
+
+
 def _backward_rows(lt: LayerTrace, after: LayerTrace | None, fmt: _Formatter, fused: bool) -> list[tuple[str, str]]:
     l, prev, last = lt.l, lt.l - 1, after is None  # noqa: E741
     rows: list[tuple[str, str]] = []
@@ -403,7 +409,7 @@ def _backward_rows(lt: LayerTrace, after: LayerTrace | None, fmt: _Formatter, fu
         if last:
             how = " = ∂L/∂ŷ"
         elif after is not None and "kernel" in after.weights and after.delta is not None:
-            how = f" = δ({l + 1}) W({l + 1})ᵀ"
+            how = f" = δ({l + 1}) ⋆ᵀ W({l + 1})" if _is_conv(after) else f" = δ({l + 1}) W({l + 1})ᵀ"
         else:
             how = ""
         rows.append((f"∂L/∂h({l}){how}", fmt(lt.grad_output)))
@@ -413,8 +419,12 @@ def _backward_rows(lt: LayerTrace, after: LayerTrace | None, fmt: _Formatter, fu
         how = f" = ∂L/∂h({l}) ⊙ {lt.activation}'(u({l}))" if lt.grad_output is not None else ""
         rows.append((f"δ({l}) = ∂L/∂u({l}){how}", fmt(lt.delta)))
     for k, g in lt.grads.items():
-        if k == "kernel":
+        if k == "kernel" and _is_conv(lt):
+            rows.append((f"∂L/∂W({l}) = Σ patches(h({prev}))ᵀ δ({l})", fmt(g, batch=False)))
+        elif k == "kernel":
             rows.append((f"∂L/∂W({l}) = h({prev})ᵀ δ({l})", fmt(g, batch=False)))
+        elif k == "bias" and _is_conv(lt):
+            rows.append((f"∂L/∂b({l}) = Σ_batch,pixels δ({l})", fmt(g, batch=False)))
         elif k == "bias":
             rows.append((f"∂L/∂b({l}) = Σ δ({l})", fmt(g, batch=False)))
         else:

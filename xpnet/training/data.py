@@ -42,6 +42,8 @@ def check_x(x: Any, what: str, ops: Ops | None, input_shape: tuple[int, ...] | N
             f"compile(..., backend=...) for that device."
         )
     a = numeric_array(x, what, "x")
+    if input_shape is not None:
+        a = _adjust_rank(a, input_shape)
     if input_shape is not None and tuple(a.shape[1:]) != input_shape:
         raise ValueError(
             f"{what}: the model expects input of shape {(None, *input_shape)}, received x of shape {a.shape} "
@@ -49,6 +51,16 @@ def check_x(x: Any, what: str, ops: Ops | None, input_shape: tuple[int, ...] | N
         )
     if finite:
         require_finite(a, what, "x")
+    return a
+
+
+def _adjust_rank(a: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """As Keras: add a missing size-1 last axis ((n, 28, 28) for (28, 28, 1)), or drop an extra one."""
+    got = tuple(a.shape[1:])
+    if (*got, 1) == input_shape:
+        return a[..., None]
+    if got == (*input_shape, 1):
+        return a[..., 0]
     return a
 
 
