@@ -161,7 +161,9 @@ class Trace:
         lines = [
             f"Trace of {self.model!r} ({self.backend}, {self.dtype}), batch of {n} "
             f"{'sample' if n == 1 else 'samples'}, {'training' if self.training else 'inference'} mode",
-            "forward:  u(l) = h(l-1) W(l) + b(l)  (Conv2D: h(l-1) ⋆ W(l) + b(l)),   h(l) = φ(u(l)),   h(0) = x",
+            "forward:  u(l) = h(l-1) W(l) + b(l)"
+            + ("  (Conv2D: h(l-1) ⋆ W(l) + b(l), ⋆ the cross-correlation)" if any(map(_is_conv, self.layers)) else "")
+            + ",   h(l) = φ(u(l)),   h(0) = x",
             "",
         ]
         rows: list[tuple[str, str]] = [("h(0) = x", fmt(self.x))]
