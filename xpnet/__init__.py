@@ -33,6 +33,19 @@ from .random import set_random_seed
 
 __version__ = "0.1.0"
 
+# Imported on first use (`xpnet.datasets.fashion_mnist`, as Keras's `keras.datasets`), so that
+# `import xpnet` stays quick.
+_LAZY = ("datasets", "evaluation", "gradcheck", "search", "trace", "utils")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'xpnet' has no attribute {name!r}")
+
+
 __all__ = [
     "Activation",
     "AveragePooling2D",

@@ -23,7 +23,9 @@ Array = Any
 class Optimizer:
     name = "optimizer"
 
-    def __init__(self, learning_rate: float) -> None:
+    def __init__(self, learning_rate: float, lr: float | None = None) -> None:
+        if lr is not None:  # Keras 2's name, which the course's code uses: SGD(lr=0.01)
+            learning_rate = lr
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, received {learning_rate}")
         self.learning_rate = float(learning_rate)
@@ -113,8 +115,10 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
-        super().__init__(learning_rate)
+    def __init__(
+        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, *, lr: float | None = None
+    ) -> None:
+        super().__init__(learning_rate, lr)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), received {momentum}")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
@@ -156,9 +160,15 @@ class RMSprop(Optimizer):
     name = "rmsprop"
 
     def __init__(
-        self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7
+        self,
+        learning_rate: float = 0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        *,
+        lr: float | None = None,
     ) -> None:
-        super().__init__(learning_rate)
+        super().__init__(learning_rate, lr)
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
 
     def slot_names(self) -> list[str]:
@@ -184,9 +194,15 @@ class Adam(Optimizer):
     name = "adam"
 
     def __init__(
-        self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7
+        self,
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        *,
+        lr: float | None = None,
     ) -> None:
-        super().__init__(learning_rate)
+        super().__init__(learning_rate, lr)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def slot_names(self) -> list[str]:
