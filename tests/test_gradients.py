@@ -39,13 +39,19 @@ def assert_close(analytic: np.ndarray, numeric: np.ndarray, rtol: float = 1e-5) 
     assert err < rtol, f"max relative gradient error {err:.3e}"
 
 
+SMOOTH = ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu"]
+
+
 # Inputs kept away from kinks (relu/elu at 0, abs at 0) where differences are not derivatives.
 def away_from_zero(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     x = rng.standard_normal(shape)
     return np.where(np.abs(x) < 0.05, 0.3, x)
 
 
-@pytest.mark.parametrize("name", ["linear", "sigmoid", "tanh", "relu", "elu", "softmax"])
+@pytest.mark.parametrize(
+    "name",
+    ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu", "softmax"],
+)
 def test_activation_gradient_matches_finite_differences(name: str, rng: np.random.Generator) -> None:
     act = activations.get(name)
     u = away_from_zero(rng, (4, 5))
@@ -188,7 +194,9 @@ def model_gradcheck(model: xpnet.Sequential, x: np.ndarray, y: np.ndarray, rng: 
     assert directional == pytest.approx((plus - minus) / (2 * EPS), rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("activation", ["linear", "sigmoid", "tanh", "relu", "elu"])
+@pytest.mark.parametrize(
+    "activation", ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu"]
+)
 def test_dense_layer_gradient(activation: str, rng: np.random.Generator) -> None:
     model = xpnet.Sequential([Dense(4, activation, input_shape=(3,)), Dense(2)], seed=3, dtype="float64")
     model.compile("sgd", "mse", backend="numpy")

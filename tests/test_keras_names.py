@@ -43,3 +43,34 @@ def test_to_categorical_as_keras() -> None:
 def test_the_lr_keyword_of_keras_2_sets_the_learning_rate(cls: type) -> None:
     opt = cls(lr=0.05)
     assert opt.learning_rate == 0.05 and "lr" not in opt.get_config()
+
+
+def test_new_activations_give_keras_values() -> None:
+    """Reference values from the definitions Keras documents, computed here in float64."""
+    from xpnet import activations
+
+    u = np.array([-30.0, -2.0, -1e-20, 0.0, 0.5, 3.0, 40.0])
+    sig = 1.0 / (1.0 + np.exp(-u))
+    a, scale = 1.6732632423543772, 1.0507009873554805
+    want = {
+        "selu": scale * np.where(u > 0, u, a * np.expm1(np.minimum(u, 0))),
+        "softplus": np.log1p(np.exp(-np.abs(u))) + np.maximum(u, 0),
+        "softsign": u / (1 + np.abs(u)),
+        "swish": u * sig,
+        "silu": u * sig,
+        "leaky_relu": np.where(u > 0, u, 0.2 * u),
+        "elu": np.where(u > 0, u, np.expm1(np.minimum(u, 0))),
+    }
+    for name, ref in want.items():
+        np.testing.assert_allclose(activations.get(name).forward(np, u), ref, rtol=1e-14, atol=1e-300, err_msg=name)
+    assert activations.get("elu").forward(np, np.array([-1e-20]))[0] == -1e-20  # expm1, not exp − 1
+    assert activations.get("softplus").forward(np, np.array([1000.0]))[0] == 1000.0  # no overflow
+
+
+def test_activation_and_regularizer_functions_as_keras_spells_them() -> None:
+    x = np.array([-1.0, 0.5])
+    np.testing.assert_array_equal(keras.activations.relu(x), [0.0, 0.5])
+    np.testing.assert_allclose(keras.activations.softmax(np.array([[0.0, 0.0]])), [[0.5, 0.5]])
+    layer = keras.Dense(2, activation=keras.activations.tanh, kernel_regularizer=keras.regularizers.l2(0.01))
+    assert layer.activation.name == "tanh" and layer.kernel_regularizer is not None
+    assert keras.regularizers.l1_l2(0.1, 0.2).l2 == 0.2

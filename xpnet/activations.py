@@ -77,7 +77,8 @@ class ELU(Activation):
         self.alpha = float(alpha)
 
     def forward(self, xp: Any, u: Array) -> Array:
-        neg = self.alpha * (xp.exp(xp.minimum(u, 0.0)) - 1.0)
+        # expm1, not exp(u) − 1: elu(−1e−20) is −1e−20, not 0
+        neg = self.alpha * xp.expm1(xp.minimum(u, 0.0))
         return xp.where(u > 0.0, u, neg)
 
     def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
@@ -85,6 +86,82 @@ class ELU(Activation):
 
     def __repr__(self) -> str:
         return f"ELU(alpha={self.alpha})"
+
+
+class SELU(Activation):
+    """scale·u for u > 0, scale·α·(eᵘ − 1) otherwise, with Keras's (self-normalising) constants."""
+
+    name = "selu"
+    alpha = 1.6732632423543772848170429916717
+    scale = 1.0507009873554804934193349852946
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        return self.scale * xp.where(u > 0.0, u, self.alpha * xp.expm1(xp.minimum(u, 0.0)))
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        return xp.where(u > 0.0, dh * self.scale, dh * (h + self.scale * self.alpha))
+
+
+def _sigmoid(xp: Any, u: Array) -> Array:
+    """1/(1 + e^−u) accurate in relative terms for very negative u too (no cancellation, no overflow)."""
+    e = xp.exp(-xp.abs(u))
+    return xp.where(u >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Softplus(Activation):
+    """log(1 + eᵘ), computed as max(u, 0) + log1p(e^−|u|) so it never overflows; φ' = sigmoid(u)."""
+
+    name = "softplus"
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        return xp.maximum(u, 0.0) + xp.log1p(xp.exp(-xp.abs(u)))
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        return dh * _sigmoid(xp, u)
+
+
+class Softsign(Activation):
+    """u / (1 + |u|); φ' = 1 / (1 + |u|)²."""
+
+    name = "softsign"
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        return u / (1.0 + xp.abs(u))
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        d = 1.0 + xp.abs(u)
+        return dh / (d * d)
+
+
+class Swish(Activation):
+    """u · sigmoid(u) (also called SiLU); φ' = s + u·s·(1 − s)."""
+
+    name = "swish"
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        return u * _sigmoid(xp, u)
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        s = _sigmoid(xp, u)
+        return dh * (s + u * s * (1.0 - s))
+
+
+class LeakyReLU(Activation):
+    """u for u > 0, negative_slope·u otherwise (Keras's activation default: 0.2)."""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.2) -> None:
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        return xp.where(u > 0.0, u, u * self.negative_slope)
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        return xp.where(u > 0.0, dh, dh * self.negative_slope)
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.negative_slope})"
 
 
 class Softmax(Activation):
@@ -130,20 +207,50 @@ class Sign(_Step):
 
 
 _REGISTRY: dict[str, type[Activation]] = {
-    cls.name: cls for cls in (Linear, Sigmoid, Tanh, ReLU, ELU, Softmax, Heaviside, Sign)
+    cls.name: cls
+    for cls in (Linear, Sigmoid, Tanh, ReLU, ELU, SELU, Softplus, Softsign, Swish, LeakyReLU, Softmax, Heaviside, Sign)
 }
 _REGISTRY["step"] = Heaviside
+_REGISTRY["silu"] = Swish
+
+
+def _function(name: str) -> Any:
+    """Keras's `keras.activations.relu(x)`: φ applied to an array; also accepted as `activation=`."""
+
+    def apply(x: Array) -> Array:
+        xp = x.__array_namespace__() if hasattr(x, "__array_namespace__") else None
+        if xp is None:
+            import numpy as np
+
+            x, xp = np.asarray(x, dtype=float), np
+        return _REGISTRY[name]().forward(xp, x)
+
+    apply.__name__ = apply.__qualname__ = name
+    apply.__doc__ = f"The {name!r} activation of an array (NumPy, CuPy or any array-API array)."
+    apply.xpnet_activation = name  # type: ignore[attr-defined]
+    return apply
+
+
+linear, sigmoid, tanh, relu, elu = (_function(n) for n in ("linear", "sigmoid", "tanh", "relu", "elu"))
+selu, softplus, softsign, swish = (_function(n) for n in ("selu", "softplus", "softsign", "swish"))
+silu, leaky_relu, softmax = (_function(n) for n in ("silu", "leaky_relu", "softmax"))
 
 
 def get(identifier: str | Activation | None) -> Activation:
-    """Resolve 'relu', an Activation instance, or None (linear)."""
+    """Resolve 'relu', an Activation instance, `xpnet.activations.relu`, or None (linear)."""
     if identifier is None:
         return Linear()
     if isinstance(identifier, Activation):
         return identifier
+    tag = getattr(identifier, "xpnet_activation", None)
+    if callable(identifier) and tag in _REGISTRY:
+        return _REGISTRY[tag]()
     if isinstance(identifier, str):
         cls = _REGISTRY.get(identifier.lower())
         if cls is None:
             raise ValueError(f"Unknown activation {identifier!r}; known: {sorted(_REGISTRY)}")
         return cls()
-    raise TypeError(f"activation must be a name or an Activation instance, got {type(identifier).__name__}")
+    raise TypeError(
+        "activation must be a name, an Activation instance or xpnet.activations.<name>, "
+        f"got {type(identifier).__name__}"
+    )

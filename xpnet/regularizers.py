@@ -50,6 +50,14 @@ def L2(l2: float = 0.01) -> L1L2:
     return L1L2(l2=l2)
 
 
+# Keras's lower-case names: keras.regularizers.l2(0.01), l1, l1_l2
+l1, l2 = L1, L2
+
+
+def l1_l2(l1: float = 0.01, l2: float = 0.01) -> L1L2:
+    return L1L2(l1=l1, l2=l2)
+
+
 def get(identifier: str | Regularizer | None) -> Regularizer | None:
     if identifier is None or isinstance(identifier, Regularizer):
         return identifier

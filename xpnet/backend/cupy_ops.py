@@ -298,7 +298,7 @@ _ACT_FWD = {
     "relu": "u = u + b; h = u > (T)0 ? u : (T)0;",
     "sigmoid": "u = u + b; h = (T)0.5 * tanh((T)0.5 * u) + (T)0.5;",
     "tanh": "u = u + b; h = tanh(u);",
-    "elu": "u = u + b; h = u > (T)0 ? u : alpha * (exp(u < (T)0 ? u : (T)0) - (T)1);",
+    "elu": "u = u + b; h = u > (T)0 ? u : alpha * expm1(u < (T)0 ? u : (T)0);",
 }
 _ACT_BWD = {
     "relu": "du = u > (T)0 ? dh : (T)0;",
