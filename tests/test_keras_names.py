@@ -40,8 +40,11 @@ def test_to_categorical_as_keras() -> None:
 
 
 @pytest.mark.parametrize("cls", [keras.optimizers.SGD, keras.optimizers.RMSprop, keras.optimizers.Adam])
-def test_the_lr_keyword_of_keras_2_sets_the_learning_rate(cls: type) -> None:
-    opt = cls(lr=0.05)
+def test_the_lr_keyword_of_keras_2_sets_the_learning_rate(cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keras.optimizers, "_warned_lr", False)
+    with pytest.warns(DeprecationWarning, match="use `learning_rate`"):
+        opt = cls(lr=0.05)
+    cls(lr=0.01)  # said once
     assert opt.learning_rate == 0.05 and "lr" not in opt.get_config()
 
 

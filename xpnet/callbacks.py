@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -48,6 +51,25 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
+        self._last = logs
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._late_keys()
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        self._late_keys()
+
+    def _late_keys(self) -> None:
+        """Keys a later callback added to the last epoch's logs (e.g. ReduceLROnPlateau's learning_rate).
+
+        History runs first, so that a checkpoint at the epoch's end already holds the epoch.
+        """
+        last = self.__dict__.pop("_last", None) or {}
+        for k, v in last.items():
+            values = self.history.setdefault(k, [])
+            if len(values) < len(self.epoch):
+                values.extend([math.nan] * (len(self.epoch) - 1 - len(values)))
+                values.append(v)
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
@@ -138,6 +160,197 @@ class EarlyStopping(Callback):
             if self.verbose:
                 print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
+
+
+def _improves(mode: str, min_delta: float) -> Any:
+    """Keras's monitor_op: a < b − δ in "min" mode, a > b + δ in "max" mode."""
+    if mode == "min":
+        return lambda a, b: a < b - min_delta
+    return lambda a, b: a > b + min_delta
+
+
+def _mode(mode: str, monitor: str, who: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{who} mode must be 'auto', 'min' or 'max', received {mode!r}")
+    if mode == "auto":
+        return "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall", "f1")) else "min"
+    return mode
+
+
+class LearningRateScheduler(Callback):
+    """At each epoch's start set the learning rate to schedule(epoch, lr) (or schedule(epoch)), as Keras.
+
+    The rate is a device value the step reads, so changing it costs no re-recording of a GPU step.
+    """
+
+    def __init__(self, schedule: Any, verbose: int = 0) -> None:
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"schedule must be a function of (epoch, lr), received {schedule!r}")
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        opt = self.model.optimizer if self.model is not None else None
+        if opt is None:
+            raise ValueError("LearningRateScheduler needs a compiled model")
+        try:
+            lr = self.schedule(epoch, opt.learning_rate)
+        except TypeError:  # schedule(epoch), Keras 1 style
+            lr = self.schedule(epoch)
+        lr = float(lr)
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"LearningRateScheduler: the schedule returned {lr} for epoch {epoch}; it must be > 0")
+        opt.learning_rate = lr
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if logs is not None and self.model is not None and self.model.optimizer is not None:
+            logs["learning_rate"] = self.model.optimizer.learning_rate
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` when `monitor` has not improved for `patience` epochs (Keras's rule).
+
+    After a reduction, `cooldown` epochs pass before counting again; the rate never goes below `min_lr`.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        verbose: int = 0,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau factor must be in (0, 1), received {factor}")
+        self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), int(patience), verbose
+        self.mode = _mode(mode, monitor, "ReduceLROnPlateau")
+        self.min_delta, self.cooldown, self.min_lr = float(min_delta), int(cooldown), float(min_lr)
+        self._better = _improves(self.mode, self.min_delta)
+        self.on_train_begin()
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.wait, self.cooldown_counter = 0, 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        opt = self.model.optimizer if self.model is not None else None
+        assert opt is not None
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = opt.learning_rate
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(
+                f"ReduceLROnPlateau monitors {self.monitor!r}, not in the logs {sorted(logs)}", RuntimeWarning, 2
+            )
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._better(current, self.best):
+            self.best, self.wait = current, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience and opt.learning_rate > self.min_lr:
+                new = max(opt.learning_rate * self.factor, self.min_lr)
+                opt.learning_rate = new
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a CSV row (epoch, then the keys in sorted order), as Keras does."""
+
+    def __init__(self, filename: str | os.PathLike[str], separator: str = ",", append: bool = False) -> None:
+        super().__init__()
+        self.filename, self.sep, self.append = Path(filename), separator, append
+        self._keys: list[str] | None = None
+        self._file: TextIO | None = None
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        existing = self.append and self.filename.is_file() and self.filename.stat().st_size > 0
+        self._keys = None
+        if existing:
+            with self.filename.open() as f:
+                self._keys = next(csv.reader(f, delimiter=self.sep))[1:]
+        self._file = self.filename.open("a" if self.append else "w", newline="")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        assert self._file is not None
+        logs = logs or {}
+        writer = csv.writer(self._file, delimiter=self.sep)
+        if self._keys is None:
+            self._keys = sorted(logs)
+            writer.writerow(["epoch", *self._keys])
+        writer.writerow([epoch, *(logs.get(k, "NA") for k in self._keys)])
+        self._file.flush()
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as the running loss is NaN or inf.
+
+    Checking means reading the loss from the device: every `check_every` steps (1, as Keras,
+    costs a device→host copy per step on a GPU). `fit` itself also stops, with a warning, at the
+    progress bar's reads and at each epoch's end.
+    """
+
+    def __init__(self, check_every: int = 1) -> None:
+        super().__init__()
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, received {check_every}")
+        self.check_every = int(check_every)
+
+    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+        model = self.model
+        assert model is not None and model.ops is not None
+        if (batch + 1) % self.check_every or not model.train_state.running:
+            return
+        loss = float(model.ops.to_numpy(model.train_state.running[0]))
+        if not math.isfinite(loss):
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            model.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """A callback from functions, called as Keras calls them: on_epoch_begin(epoch, logs),
+    on_epoch_end(epoch, logs), on_train_begin(logs), on_train_end(logs), on_train_batch_begin(batch, logs),
+    on_train_batch_end(batch, logs) (batch logs are None: reading them would sync the device)."""
+
+    _HOOKS = (
+        "on_epoch_begin",
+        "on_epoch_end",
+        "on_train_begin",
+        "on_train_end",
+        "on_train_batch_begin",
+        "on_train_batch_end",
+    )
+
+    def __init__(self, **hooks: Any) -> None:
+        super().__init__()
+        unknown = set(hooks) - set(self._HOOKS)
+        if unknown:
+            raise ValueError(f"LambdaCallback: unknown hook(s) {sorted(unknown)}; known: {list(self._HOOKS)}")
+        self.hooks = {k: fn for k, fn in hooks.items() if fn is not None}
+        for name in self.hooks:  # only the given hooks count as overridden (batch hooks cost a call per step)
+            setattr(self, name, self._caller(name))
+
+    def _caller(self, name: str) -> Any:
+        fn = self.hooks[name]
+        if name in ("on_train_begin", "on_train_end"):
+            return lambda logs=None: fn(logs)
+        return lambda index, logs=None: fn(index, logs)
 
 
 def format_logs(logs: dict[str, float]) -> str:

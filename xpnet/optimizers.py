@@ -9,6 +9,7 @@ override with fused kernels, side by side with it.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from .backend.base import DeviceScalar
 from .params import GradientSink, InPlaceSGD, ParamStore
 
 Array = Any
+_warned_lr = False  # the `lr=` deprecation is said once per process
 
 
 class Optimizer:
@@ -25,6 +27,9 @@ class Optimizer:
 
     def __init__(self, learning_rate: float, lr: float | None = None) -> None:
         if lr is not None:  # Keras 2's name, which the course's code uses: SGD(lr=0.01)
+            if not _warned_lr:
+                warnings.warn("`lr` is deprecated, use `learning_rate` instead", DeprecationWarning, stacklevel=3)
+                globals()["_warned_lr"] = True
             learning_rate = lr
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, received {learning_rate}")

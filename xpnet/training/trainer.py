@@ -250,7 +250,12 @@ class Trainer:
             comm.bcast_from_root(ops, self.store.params)
         history = state.history
         cbs: list[Callback] = [history, *(callbacks or [])]
-        batch_hooks = [cb for cb in cbs if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+
+        def overrides(cb: Callback, hook: str) -> bool:
+            return getattr(type(cb), hook) is not getattr(Callback, hook) or hook in vars(cb)
+
+        begin_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_begin")]
+        batch_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_end")]
         for cb in cbs:
             cb.set_model(self)
             cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
@@ -278,6 +283,8 @@ class Trainer:
                     progress.epoch_begin(epoch)
                     hi = min(state.step * batches.global_batch, state.samples)
                     for step in range(state.step, steps):
+                        for cb in begin_hooks:
+                            cb.on_train_batch_begin(step)
                         lo, hi, a, b = batches.bounds(step)
                         for d in dropouts:
                             d.row_offset = a - lo
@@ -289,6 +296,8 @@ class Trainer:
                         state.step = step + 1
                         for cb in batch_hooks:
                             cb.on_train_batch_end(step)
+                        if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
+                            break
                         # the read is a collective under MPI: every rank must decide alike
                         if progress.due() if comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0:
                             logs = self._read(state.running, hi)
