@@ -177,6 +177,88 @@ def _mode(mode: str, monitor: str, who: str) -> str:
     return mode
 
 
+class ModelCheckpoint(Callback):
+    """Save the model (or only its weights) every epoch or every `save_freq` steps, as Keras does.
+
+    filepath may hold `{epoch:02d}` (1-based) and logged values such as `{val_loss:.2f}`; it ends in
+    ".keras" for `model.save`, or ".npz" (e.g. "w.weights.npz") with save_weights_only=True.
+    save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule).
+    """
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        save_freq: int | str = "epoch",
+        initial_value_threshold: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only = bool(save_best_only), bool(save_weights_only)
+        want = ".npz" if self.save_weights_only else ".keras"
+        if not self.filepath.endswith(want):
+            what = "save_weights_only=True writes .npz weights" if self.save_weights_only else "it writes .keras files"
+            raise ValueError(f"ModelCheckpoint: filepath must end in {want} ({what}), received {self.filepath!r}")
+        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
+            raise ValueError(f"save_freq must be 'epoch' or a positive number of steps, received {save_freq!r}")
+        if save_best_only and save_freq != "epoch":
+            raise ValueError("save_best_only needs save_freq='epoch': xpnet logs values once per epoch")
+        self.save_freq = save_freq
+        self.mode = _mode(mode, monitor, "ModelCheckpoint")
+        self._better = _improves(self.mode, 0.0)
+        default = math.inf if self.mode == "min" else -math.inf
+        self.best = float(initial_value_threshold) if initial_value_threshold is not None else default
+        self._epoch = 0
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+        if isinstance(self.save_freq, int):
+            self._steps += 1
+            if self._steps % self.save_freq == 0:
+                self._save(self._epoch, {})
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.save_freq == "epoch":
+            self._save(epoch, logs or {})
+
+    def _save(self, epoch: int, logs: dict[str, float]) -> None:
+        model = self.model
+        assert model is not None
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as e:
+            raise KeyError(f"ModelCheckpoint: {self.filepath!r} names {e}, which the logs {sorted(logs)} lack") from e
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(
+                    f"ModelCheckpoint: {self.monitor!r} is not in the logs {sorted(logs)}; skipping", stacklevel=2
+                )
+                return
+            if not self._better(current, self.best):
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+                return
+            if self.verbose:
+                change = f"{self.monitor} improved from {self.best:.5f} to {current:.5f}"
+                print(f"\nEpoch {epoch + 1}: {change}, saving the model to {path}")
+            self.best = current
+        elif self.verbose:
+            print(f"\nEpoch {epoch + 1}: saving model to {path}")
+        if model.comm.is_root:
+            if self.save_weights_only:
+                model.save_weights(path)
+            else:
+                model.save(path)
+
+
 class LearningRateScheduler(Callback):
     """At each epoch's start set the learning rate to schedule(epoch, lr) (or schedule(epoch)), as Keras.
 

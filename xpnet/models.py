@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import weights_io
+from . import saving, weights_io
 from ._checks import probably_finite, require_finite
 from .backend import Ops, get_backend
 from .backend.base import builtin_name
@@ -245,6 +245,11 @@ class Sequential(Trainer):
             arrays.append(a.astype(self.dtype).ravel())
         self.store.set_host_params(np.concatenate(arrays) if arrays else np.zeros(0, self.dtype))
 
+    def save(self, filepath: str | os.PathLike[str]) -> None:
+        """The whole model in one file (".keras" or ".npz"): architecture, weights, compile settings and
+        optimizer state, so `xpnet.models.load_model` continues training exactly; no pickle, atomic."""
+        saving.save_model(self, filepath)
+
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Write all parameters to `filepath` (.npz, no pickle) atomically; readable by any backend."""
         weights_io.save(filepath, self.store.layout(), self.get_weights())
@@ -354,3 +359,29 @@ class Sequential(Trainer):
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+def load_model(
+    filepath: str | os.PathLike[str],
+    custom_objects: dict[str, Any] | None = None,
+    compile: bool = True,
+    backend: str | Ops | None = None,
+) -> Sequential:
+    """A model saved by `model.save`, on `backend` (default: as a new model would choose).
+
+    custom_objects: {class name: class} for your own layers, activations, losses or optimizers.
+    compile=False gives the architecture and weights only.
+    """
+    custom = dict(custom_objects or {})
+    header, arrays = saving.read_model_file(filepath)
+    spec = header["model"]
+    if spec.get("class_name") != "Sequential":
+        raise ValueError(f"{filepath} holds a {spec.get('class_name')} model; this xpnet loads Sequential models")
+    layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
+    model = Sequential(
+        [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]
+    )
+    if backend is not None:
+        model.to_backend(backend)
+    saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
+    return model

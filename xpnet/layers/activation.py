@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import activations as acts
+from ..config import serialize
 from .base import Array, Layer
 
 
@@ -34,6 +35,9 @@ class Activation(Layer):
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         return du if need_input_grad else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "activation": serialize(self.activation)}
 
     def __repr__(self) -> str:
         return f"Activation({self.activation.name!r}, name={self.name!r})"

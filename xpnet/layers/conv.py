@@ -5,6 +5,7 @@ from typing import Any
 from .. import activations as acts
 from .. import initializers as inits
 from .. import regularizers as regs
+from ..config import serialize
 from . import _spatial as sp
 from .base import Array, Layer, ParamSpec, Shape
 
@@ -135,8 +136,10 @@ class Conv2D(Layer):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "padding": self.padding,
-            "activation": self.activation.name,
+            "activation": serialize(self.activation),
             "use_bias": self.use_bias,
+            "kernel_regularizer": serialize(self.kernel_regularizer),
+            "bias_regularizer": serialize(self.bias_regularizer),
         }
 
     def __repr__(self) -> str:

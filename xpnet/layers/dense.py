@@ -5,6 +5,7 @@ from typing import Any
 from .. import activations as acts
 from .. import initializers as inits
 from .. import regularizers as regs
+from ..config import serialize
 from .base import Affine, Array, Layer, ParamSpec, Shape
 
 
@@ -112,7 +113,14 @@ class Dense(Layer):
         return dx
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "units": self.units, "activation": self.activation.name, "use_bias": self.use_bias}
+        return {
+            "name": self.name,
+            "units": self.units,
+            "activation": serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_regularizer": serialize(self.kernel_regularizer),
+            "bias_regularizer": serialize(self.bias_regularizer),
+        }
 
     def __repr__(self) -> str:
         return f"Dense(units={self.units}, activation={self.activation.name!r}, name={self.name!r})"

@@ -87,6 +87,12 @@ class Trainer:
     def set_weights(self, weights: Sequence[Any]) -> None:
         raise NotImplementedError
 
+    def save(self, filepath: str | os.PathLike[str]) -> None:
+        raise NotImplementedError
+
+    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
+        raise NotImplementedError
+
     def forward(self, x: Array, training: bool = False) -> Array:
         raise NotImplementedError
 
@@ -146,6 +152,11 @@ class Trainer:
     def comm(self) -> distributed.Communicator:
         """The data-parallel communicator (rank, size); a one-process stand-in without MPI."""
         return self._comm
+
+    @property
+    def metric_ids(self) -> list[Any]:
+        """The metrics as given to compile (names, Metric instances or functions)."""
+        return list(self._metric_ids)
 
     @property
     def metrics_names(self) -> list[str]:

@@ -1,0 +1,149 @@
+"""Whole-model files: architecture, weights, compile settings and optimizer state in one .keras/.npz file.
+
+The file is an uncompressed zip (NumPy's .npz, never pickle) holding a JSON header and the flat
+parameter and optimizer buffers, written atomically. It carries what a resumed `fit` needs to
+continue exactly: the optimizer's slots and step count, the dropout counters and the number of
+epochs trained (which keys the next shuffle). `xpnet.models.load_model` reads it on any backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import activations, losses, optimizers, regularizers
+from .config import serialize
+from .layers.base import Layer
+from .layers.dropout import Dropout
+from .weights_io import atomic_write_bytes, open_npz
+
+if TYPE_CHECKING:
+    from .training.trainer import Trainer
+
+FORMAT = "xpnet-model"
+VERSION = 1
+
+
+def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
+    """Write `model` to `path` (".keras" or ".npz"); see the module docstring."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".keras", ".npz"):
+        raise ValueError(f"model.save writes a .keras (or .npz) file, not {suffix or 'a name without suffix'}: {path}")
+    if not model.built or model.feature_shape is None:
+        raise ValueError("model.save: build the model first (give the first layer input_shape=..., or fit it)")
+    opt = model.optimizer
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {
+            "class_name": type(model).__name__,
+            "name": model.name,
+            "seed": model.seed,
+            "dtype": model.dtype,
+            "input_shape": list(model.feature_shape),
+            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
+        },
+        "layout": model.store.layout(),
+        "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
+        "epochs_trained": model.train_state.epochs_trained,
+        "compile": None,
+    }
+    arrays = {"params": model.store.host_params()}
+    if opt is not None and model.loss is not None:
+        header["compile"] = {
+            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
+            "iterations": opt.iterations,
+            "loss": serialize(model.loss),
+            "metrics": [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.metric_ids],
+        }
+        if model.ops is not None and opt.ops is model.ops:
+            arrays.update({f"slot_{k}": model.ops.to_numpy(v) for k, v in opt.slots.items()})
+    entries = {f"a_{k}": v for k, v in arrays.items()}
+    entries["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    return atomic_write_bytes(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
+
+
+def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and arrays of a file written by `save_model`; ValueError says what is wrong."""
+    with open_npz(path, "model") as z:
+        try:
+            header = json.loads(bytes(z["header"]).decode()) if "header" in z.files else None
+            arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
+        except ValueError as e:  # an object array: NumPy would suggest unpickling, which xpnet never does
+            raise ValueError(f"{path} is not an xpnet model file (it holds pickled objects)") from e
+        except (OSError, EOFError, KeyError) as e:
+            raise ValueError(f"{path} is not a readable xpnet model file (a damaged or truncated archive)") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not an xpnet model file (no xpnet-model header; weights files load with load_weights)"
+        )
+    if header.get("version", 0) > VERSION:
+        raise ValueError(f"{path} was written by a newer xpnet (model format version {header['version']})")
+    if "params" not in arrays:
+        raise ValueError(f"{path} is not a complete xpnet model file (no parameters)")
+    return header, arrays
+
+
+def _class(name: str, module: Any, base: type, custom: dict[str, Any]) -> Any:
+    if name in custom:
+        return custom[name]
+    cls = getattr(module, name, None)
+    if isinstance(cls, type) and issubclass(cls, base):
+        return cls
+    raise ValueError(f"unknown {base.__name__} class {name!r} in the model file; pass it in custom_objects={{...}}")
+
+
+def deserialize(value: Any, kind: str, custom: dict[str, Any]) -> Any:
+    """An activation, regularizer or loss from what `config.serialize` wrote."""
+    getters: dict[str, tuple[Any, type, Any]] = {
+        "activation": (activations, activations.Activation, activations.get),
+        "regularizer": (regularizers, regularizers.Regularizer, regularizers.get),
+        "loss": (losses, losses.Loss, losses.get),
+    }
+    module, base, get = getters[kind]
+    if isinstance(value, str) and value in custom:
+        return custom[value]()
+    if value is None or isinstance(value, str):
+        return get(value)
+    return _class(value["class_name"], module, base, custom)(**value["config"])
+
+
+def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
+    from . import layers as layers_mod
+
+    cls = _class(entry["class_name"], layers_mod, Layer, custom)
+    config = dict(entry["config"])
+    for key, value in config.items():
+        if key == "activation" and isinstance(value, dict):
+            config[key] = deserialize(value, "activation", custom)
+        elif key.endswith("_regularizer") and value is not None:
+            config[key] = deserialize(value, "regularizer", custom)
+    return cls(**config)
+
+
+def restore_state(
+    model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray], custom: dict[str, Any]
+) -> None:
+    """Weights, compile settings, optimizer state and counters of a model file into `model` (built alike)."""
+    if header["layout"] != model.store.layout():
+        raise ValueError("the model file's weights do not fit the architecture it describes (a damaged file?)")
+    model.store.set_host_params(arrays["params"])
+    cfg = header.get("compile")
+    if cfg is not None:
+        opt_cls = _class(cfg["optimizer"]["class_name"], optimizers, optimizers.Optimizer, custom)
+        model.compile(opt_cls(**cfg["optimizer"]["config"]), deserialize(cfg["loss"], "loss", custom), cfg["metrics"])
+        opt, ops = model.optimizer, model.ops
+        assert opt is not None and ops is not None
+        with ops.activate():
+            for k, v in opt.slots.items():
+                if f"slot_{k}" in arrays:
+                    v[...] = ops.asarray(arrays[f"slot_{k}"])
+        opt.iterations = int(cfg["iterations"])
+    for layer in model.layers:
+        if isinstance(layer, Dropout) and layer.name in header.get("dropout", {}):
+            layer.iterations = int(header["dropout"][layer.name])
+    model.train_state.epochs_trained = int(header.get("epochs_trained", 0))
