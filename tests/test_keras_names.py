@@ -77,3 +77,44 @@ def test_activation_and_regularizer_functions_as_keras_spells_them() -> None:
     layer = keras.Dense(2, activation=keras.activations.tanh, kernel_regularizer=keras.regularizers.l2(0.01))
     assert layer.activation.name == "tanh" and layer.kernel_regularizer is not None
     assert keras.regularizers.l1_l2(0.1, 0.2).l2 == 0.2
+
+
+def test_on_batch_methods_as_keras() -> None:
+    rng = np.random.default_rng(5)
+    x, y = rng.random((16, 4)).astype(np.float32), rng.integers(0, 3, 16)
+
+    def model() -> keras.Sequential:
+        m = keras.Sequential([keras.Dense(5, "relu", input_shape=(4,)), keras.Dense(3, "softmax")], seed=2)
+        m.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy")
+        return m
+
+    a, b = model(), model()
+    before = a.test_on_batch(x, y, return_dict=True)
+    got = a.train_on_batch(x, y, return_dict=True)
+    assert got["loss"] == pytest.approx(before["loss"], rel=1e-6)  # the batch's loss before the update
+    b.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for u, v in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert a.optimizer.iterations == 1
+    np.testing.assert_array_equal(a.predict_on_batch(x), a.predict(x, batch_size=16))
+    assert isinstance(a.train_on_batch(x, y), list) and a.optimizer.iterations == 2
+
+
+def test_pop_removes_the_last_layer_and_keeps_the_rest() -> None:
+    m = keras.Sequential([keras.Dense(5, "relu", input_shape=(4,)), keras.Dense(3, "softmax")], seed=2)
+    w0 = m.layers[0].get_weights()
+    last = m.pop()
+    assert last.name == "dense_1" and len(m.layers) == 1 and m.count_params() == 25
+    np.testing.assert_array_equal(m.layers[0].get_weights()[0], w0[0])
+    m.add(keras.Dense(2))
+    assert m.output_shape == (None, 2)
+
+
+def test_leaky_relu_and_rescaling_layers() -> None:
+    from xpnet.gradcheck import check_layer_gradients
+    from xpnet.layers import LeakyReLU, Rescaling
+
+    m = keras.Sequential([Rescaling(1 / 255, input_shape=(3,)), LeakyReLU()])
+    np.testing.assert_allclose(m.predict(np.array([[-255.0, 0.0, 510.0]])), [[-0.3, 0.0, 2.0]], rtol=1e-6)
+    assert check_layer_gradients(LeakyReLU(0.1), 5).passed
+    assert check_layer_gradients(Rescaling(0.5, 1.0), (2, 3)).passed

@@ -353,6 +353,26 @@ class Sequential(Trainer):
 
         return check_gradients(self, x, y, **kwargs)
 
+    def predict_on_batch(self, x: Any) -> np.ndarray:
+        """Outputs for x as one batch: (n, outputs)."""
+        return self.predict(x, batch_size=max(1, len(x)))
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer; the others keep their weights (Keras's Sequential.pop)."""
+        if not self.layers:
+            raise TypeError("pop: there are no layers in the model")
+        kept = [layer.get_weights() for layer in self.layers[:-1]] if self.built else None
+        last = self.layers.pop()
+        self._store, self.ops, self._step = None, self.ops, None
+        if self.layers and self._input_shape is not None:
+            self.build()
+            for layer, w in zip(self.layers, kept or [], strict=False):
+                if w:
+                    layer.set_weights(w)
+            if self.loss is not None:
+                self._resolve_metrics()
+        return last
+
     def __call__(self, x: Any) -> np.ndarray:
         return self.predict(x, batch_size=max(1, len(x)))
 

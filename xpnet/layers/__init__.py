@@ -3,6 +3,7 @@ from .base import Layer, ParamSpec
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .elementwise import LeakyReLU, Rescaling
 from .flatten import Flatten
 from .input import Input
 from .pooling import (
@@ -32,8 +33,10 @@ __all__ = [
     "Input",
     "InputLayer",
     "Layer",
+    "LeakyReLU",
     "MaxPool2D",
     "MaxPooling2D",
     "ParamSpec",
+    "Rescaling",
     "Reshape",
 ]

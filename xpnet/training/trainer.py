@@ -438,10 +438,26 @@ class Trainer:
             verbose = 1
         if verbose:
             print(f"{steps}/{steps} - {format_logs(result)}", file=sys.stdout, flush=True)
-        if return_dict:
-            return result
-        values = list(result.values())
-        return values[0] if len(values) == 1 else values
+        return _shape_result(result, return_dict)
+
+    # ------------------------------------------------------------------ one batch
+    def train_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """One update on (x, y) as a single batch; the loss and metrics of that batch (before the update)."""
+        x, yy = self.prepare(x, y, "train_on_batch")
+        if yy is None:
+            raise ValueError("train_on_batch: y (the targets) is required")
+        self._require_differentiable()
+        ops = self.ops
+        assert ops is not None
+        n = int(x.shape[0])
+        with ops.activate():
+            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
+            self.store.use_sink()
+            return _shape_result(self._read(sums, n * self._comm.size), return_dict)
+
+    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """Loss and metrics on (x, y) as a single batch, in inference mode."""
+        return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict)
 
     # ------------------------------------------------------------------ gradients
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
@@ -477,6 +493,14 @@ class Trainer:
             store.use_sink(running_sink)
             for d, steps in dropouts:
                 d.iterations = steps
+
+
+def _shape_result(result: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:
+    """Keras's return shapes: a dict, one float, or a list in metrics_names order."""
+    if return_dict:
+        return result
+    values = list(result.values())
+    return values[0] if len(values) == 1 else values
 
 
 def check_batch_size(batch_size: Any) -> int:
