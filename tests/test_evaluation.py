@@ -165,10 +165,6 @@ def test_perfect_and_inverted_classifiers() -> None:
 
 
 def test_roc_errors() -> None:
-    with pytest.raises(ValueError, match=r"only one class.*AUC are undefined"):
-        ev.roc_curve([1, 1, 1], [0.2, 0.5, 0.9])
-    with pytest.raises(ValueError, match=r"only one class.*undefined"):
-        ev.roc_auc([0, 0], [0.2, 0.5])
     with pytest.raises(ValueError, match="NaN"):
         ev.roc_auc([0, 1], [0.2, np.nan])
     with pytest.raises(ValueError, match="different numbers of samples"):
@@ -225,7 +221,7 @@ def test_one_vs_rest_weighted_uses_class_prevalence() -> None:
 
 
 def test_one_vs_rest_errors() -> None:
-    with pytest.raises(ValueError, match=r"class 2 has no positive sample.*undefined"):
+    with pytest.raises(ValueError, match=r"class 2 has no sample in y_true.*undefined"):
         ev.roc_auc([0, 1, 0, 1], S3[:4])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         ev.roc_auc([0, 1, 3, 0, 1, 2], S3)

@@ -254,3 +254,51 @@ def test_layers_backward_through_strict_backend_match_numpy(rng: np.random.Gener
     assert grads["numpy"][0] == pytest.approx(grads["strict"][0], rel=1e-12)
     for a, b in zip(grads["numpy"][1], grads["strict"][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+# Keras divides probabilities by their row sum before the log; the gradient must follow.
+@pytest.mark.parametrize("loss", [losses.CategoricalCrossentropy(), losses.SparseCategoricalCrossentropy()], ids=repr)
+def test_cross_entropy_gradient_on_rows_not_summing_to_one(loss: losses.Loss, rng: np.random.Generator) -> None:
+    n, k = 5, 4
+    p = rng.uniform(0.05, 0.6, (n, k))  # row sums from about 0.2 to 2.4
+    targets = [_targets(loss, rng, n, k)]
+    if not loss.sparse:
+        targets.append(rng.dirichlet(np.ones(k), n))  # soft targets
+    for y in targets:
+
+        def f(pp: np.ndarray, y: np.ndarray = y) -> float:
+            return float(np.sum(loss.call(np, y, pp)))
+
+        assert_close(loss.grad(np, y, p), numeric_grad(f, p.copy()))
+
+
+# Where the clip to [1e-7, 1 - 1e-7] cuts p the loss is constant, so its derivative is 0 (it was ±1e7).
+# Clipped entries sit well outside [0, 1] here, so that the differences stay in the clipped region
+# (p = 0 exactly is checked in test_reference_values.py).
+@pytest.mark.parametrize(
+    ("loss", "y", "p"),
+    [
+        (losses.BinaryCrossentropy(), [[1.0, 0.0, 1.0]], [[-0.3, 1.4, 0.6]]),
+        (losses.CategoricalCrossentropy(), [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], [[-0.2, 1.4, -0.2], [0.3, -0.1, 0.5]]),
+        (losses.SparseCategoricalCrossentropy(), [0, 2], [[-0.2, 1.4, -0.2], [0.3, -0.1, 0.5]]),
+    ],
+    ids=repr,
+)
+def test_clipped_cross_entropy_gradient_is_the_derivative_of_the_clipped_loss(
+    loss: losses.Loss, y: list, p: list
+) -> None:
+    yt = np.asarray(y) if loss.sparse else np.asarray(y, dtype=np.float64)
+    pp = np.asarray(p, dtype=np.float64)
+    g = loss.grad(np, yt, pp)
+    zero = (slice(0, 1), slice(0, 2)) if isinstance(loss, losses.BinaryCrossentropy) else (slice(0, 1), slice(None))
+    np.testing.assert_array_equal(g[zero], 0.0)  # every one of these entries is clipped
+    assert_close(g, numeric_grad(lambda q: float(np.sum(loss.call(np, yt, q))), pp.copy()))
+
+
+def test_hinge_gradient_with_signed_labels(rng: np.random.Generator) -> None:
+    loss = losses.Hinge()
+    y = rng.integers(-1, 2, (5, 3)).astype(np.float64)  # -1, 0 and 1: taken as they are
+    y[0] = [-1.0, 0.0, 1.0]
+    p = away_from_zero(rng, (5, 3))
+    p = np.where(np.abs(1 - np.abs(p)) < 0.05, 0.5, p)
+    assert_close(loss.grad(np, y, p), numeric_grad(lambda q: float(np.sum(loss.call(np, y, q))), p.copy()))

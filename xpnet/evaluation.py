@@ -15,8 +15,11 @@ Conventions, as in scikit-learn:
 - precision = tp / (tp + fp), recall = tp / (tp + fn), F1 = 2 tp / (2 tp + fp + fn); a ratio
   whose denominator is 0 (a class never predicted, never present) is `zero_division`;
 - "macro" and "weighted" averages run over the classes that occur in y_true or y_pred (a class
-  absent from both has no precision, recall or F1 to average); "micro" pools the counts of
-  all classes, so for single-label data micro precision = recall = F1 = accuracy.
+  absent from both has no precision, recall or F1 to average) and leave out the classes whose
+  score is NaN (with zero_division=nan); "micro" pools the counts of all classes, so for
+  single-label data micro precision = recall = F1 = accuracy;
+- an ROC curve or AUC of data holding only one class is undefined: NaN, with an
+  `UndefinedMetricWarning`.
 
 The same counts streamed on the device during `fit` / `evaluate` are the compile-time metrics
 "precision", "recall", "f1_score" and "auc" in :mod:`xpnet.metrics`.
@@ -25,12 +28,14 @@ The same counts streamed on the device during `fit` / `evaluate` are the compile
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
+    "UndefinedMetricWarning",
     "auc",
     "classification_report",
     "confusion_matrix",
@@ -42,6 +47,11 @@ __all__ = [
     "roc_auc",
     "roc_curve",
 ]
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric is undefined for this data (e.g. ROC AUC with one class) and is returned as NaN."""
+
 
 Average = Literal["binary", "macro", "micro", "weighted"] | None
 _AVERAGES = ("binary", "macro", "micro", "weighted", None)
@@ -108,6 +118,19 @@ def _check_zero_division(zero_division: float) -> float:
     return z
 
 
+def _nanaverage(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean of the non-NaN values, weighted if given (scikit-learn's `_nanaverage`).
+
+    NaN only when every value is NaN; when the remaining weights sum to 0 the plain mean.
+    """
+    keep = ~np.isnan(values)
+    if not keep.any():
+        return math.nan
+    if weights is None or not weights[keep].sum() > 0:
+        return float(values[keep].mean())
+    return float(np.average(values[keep], weights=weights[keep]))
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, zero_division: float) -> np.ndarray:
     num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     out = np.full(np.broadcast(num, den).shape, zero_division, dtype=np.float64)
@@ -143,6 +166,7 @@ def scores_from_counts(
     average: "macro" (mean over classes with tp + fp + fn > 0), "micro" (pooled counts),
     "weighted" (mean weighted by support tp + fn), None (per-class float64 (k,) arrays), or
     "binary" (k must be 1: the scores of that one class). Shared with the streaming metrics.
+    Macro and weighted averages skip NaN scores (zero_division=nan), as scikit-learn does.
     """
     if average not in _AVERAGES:
         raise ValueError(f"average must be one of {list(_AVERAGES)}; received {average!r}")
@@ -159,16 +183,13 @@ def scores_from_counts(
         return prec, rec, f1
     if average in ("micro", "binary"):
         return float(prec[0]), float(rec[0]), float(f1[0])
-    if average == "weighted":
-        support = tp + fn
-        if support.sum() == 0:
-            return z, z, z
-        w = support / support.sum()
-        return float(prec @ w), float(rec @ w), float(f1 @ w)
     present = (tp + fp + fn) > 0
     if not present.any():
         return z, z, z
-    return float(prec[present].mean()), float(rec[present].mean()), float(f1[present].mean())
+    # a class absent from both arrays has support 0: no weight, and no term of a macro mean
+    w = (tp + fn)[present] if average == "weighted" else None
+    p_avg, r_avg, f_avg = (_nanaverage(v[present], w) for v in (prec, rec, f1))
+    return p_avg, r_avg, f_avg
 
 
 # ---------------------------------------------------------------------------- precision / recall / F1
@@ -253,7 +274,9 @@ def roc_curve(y_true: Any, scores: Any, pos_label: int = 1) -> tuple[np.ndarray,
     Returns (fpr, tpr, thresholds), float64 arrays of shape (m + 1,) for m distinct scores:
     fpr[i], tpr[i] are the rates when predicting positive for score >= thresholds[i];
     thresholds decrease from +inf (the starting point (0, 0)) to the smallest score.
-    Raises ValueError when y_true holds only one class (the curve and its AUC are undefined).
+    When y_true holds only one class, the rate with no samples behind it (fpr without
+    negatives, tpr without positives) is all NaN, with an `UndefinedMetricWarning`, as in
+    scikit-learn (so a loop over folds or batches does not stop at one single-class fold).
     """
     t = _labels(y_true, "y_true")
     s = _scores(scores)
@@ -273,22 +296,26 @@ def roc_curve(y_true: Any, scores: Any, pos_label: int = 1) -> tuple[np.ndarray,
     if labels.shape[0] == 2 and pos_label not in labels:
         raise ValueError(f"pos_label={pos_label!r} is not one of the labels {labels.tolist()}")
     pos = t == pos_label
-    n_pos = int(pos.sum())
-    if n_pos == 0 or n_pos == t.shape[0]:
-        which = "negative" if n_pos == 0 else "positive"
-        raise ValueError(
-            f"only one class is present in y_true (all {t.shape[0]} samples are {which}): the ROC curve and its "
-            "AUC are undefined; they need at least one positive and one negative sample"
-        )
     order = np.argsort(-s, kind="stable")
     s_sorted, pos_sorted = s[order], pos[order]
     last_of_run = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s_sorted.shape[0] - 1]  # end of each tie run
     tps = np.cumsum(pos_sorted)[last_of_run].astype(np.float64)
     fps = (last_of_run + 1) - tps
-    fpr = np.r_[0.0, fps / fps[-1]]
-    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr, tpr = _rate(fps, "negative", "false"), _rate(tps, "positive", "true")
     thresholds = np.r_[np.inf, s_sorted[last_of_run]]
     return fpr, tpr, thresholds
+
+
+def _rate(counts: np.ndarray, samples: str, rate: str) -> np.ndarray:
+    """[0, counts / total] for an ROC curve; all NaN (and a warning) when there is no such sample."""
+    if counts[-1] == 0:
+        warnings.warn(
+            f"no {samples} samples in y_true: the {rate} positive rate is undefined (NaN)",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
+        return np.full(counts.shape[0] + 1, np.nan)
+    return np.r_[0.0, counts / counts[-1]]
 
 
 def auc(x: Any, y: Any) -> float:
@@ -311,7 +338,15 @@ def auc(x: Any, y: Any) -> float:
     return sign * float(np.sum(dx * (ys[1:] + ys[:-1]) / 2.0))
 
 
-def _binary_auc(pos: np.ndarray, s: np.ndarray) -> float:
+def _binary_auc(pos: np.ndarray, s: np.ndarray, what: str = "y_true") -> float:
+    if pos.all() or not pos.any():
+        warnings.warn(
+            f"only one class is present in {what}: ROC AUC is undefined there (NaN); "
+            "it needs at least one positive and one negative sample",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
+        return math.nan
     fpr, tpr, _ = roc_curve(pos.astype(np.int64), s)
     return auc(fpr, tpr)
 
@@ -333,7 +368,11 @@ def roc_auc(
       "micro"    one AUC over all n·k (indicator, score) pairs pooled;
       None       the k per-class AUCs, float64 (k,).
     Ties between scores count as half (the ROC curve moves diagonally through them).
-    Raises ValueError when a class has no positive or no negative sample (its AUC is undefined).
+    An AUC whose data holds one class only (a binary y_true of one label, an indicator column
+    of all 0s or all 1s) is NaN with an `UndefinedMetricWarning`, as in scikit-learn; the macro
+    mean is then NaN, the weighted mean skips classes without positives (weight 0). Integer
+    labels (n,) that miss one of the k classes raise ValueError instead (scikit-learn raises
+    too: the labels do not match the score columns).
     """
     if multi_class != "ovr":
         raise ValueError(f"multi_class={multi_class!r} is not supported; only 'ovr' (one-vs-rest)")
@@ -368,21 +407,23 @@ def roc_auc(
                 f"labels must lie in [0, {k}) for scores with {k} columns; found labels {t.min()}..{t.max()}"
             )
         onehot = t[:, None] == np.arange(k)
+        missing = np.setdiff1d(np.arange(k), t)
+        if missing.size:
+            raise ValueError(
+                f"class {int(missing[0])} has no sample in y_true, so its one-vs-rest ROC AUC is undefined; "
+                "evaluate on data containing every class (or drop that score column)"
+            )
     if average == "micro":
         return _binary_auc(onehot.reshape(-1), s.reshape(-1))
     npos = onehot.sum(axis=0)
-    for c in range(k):
-        if npos[c] == 0 or npos[c] == n:
-            which = "no positive" if npos[c] == 0 else "no negative"
-            raise ValueError(
-                f"class {c} has {which} sample in y_true, so its one-vs-rest ROC AUC is undefined; "
-                "evaluate on data containing every class (or drop that score column)"
-            )
-    per_class = np.array([_binary_auc(onehot[:, c], s[:, c]) for c in range(k)])
+    per_class = np.array([_binary_auc(onehot[:, c], s[:, c], f"y_true column {c}") for c in range(k)])
     if average is None:
         return per_class
     if average == "weighted":
-        return float(per_class @ (npos / npos.sum()))
+        if npos.sum() == 0:
+            return math.nan
+        # a class without positives has weight 0: its NaN must not reach the sum (0 · NaN = NaN)
+        return float(np.where(npos > 0, per_class, 0.0) @ (npos / npos.sum()))
     return float(per_class.mean())
 
 

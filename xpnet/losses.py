@@ -95,13 +95,19 @@ class Poisson(Loss):
 
 
 class Hinge(Loss):
-    """mean(max(0, 1 − y·ŷ)); labels 0 are read as −1, as Keras does for binary labels."""
+    """mean(max(0, 1 − y·ŷ)) for labels −1/1; 0/1 labels are mapped to −1/1 first.
+
+    As in Keras, the mapping 2y − 1 applies only when every label of the call (the batch) is 0
+    or 1; labels that already use −1 are taken as they are, so a 0 among them is a zero label
+    (loss term max(0, 1) = 1, no gradient), not −1.
+    """
 
     name = "hinge"
 
     @staticmethod
     def _signed(xp: Any, y: Array) -> Array:
-        return xp.where(y == 0.0, -xp.ones_like(y), y)
+        binary = xp.all((y == 0.0) | (y == 1.0))  # a 0-d device value: no host round trip
+        return xp.where(binary, 2.0 * y - 1.0, y)
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         return xp.mean(xp.maximum(1.0 - self._signed(xp, y_true) * y_pred, 0.0), axis=-1)
@@ -128,7 +134,9 @@ class BinaryCrossentropy(Loss):
         if self.from_logits:
             return self.call_and_grad_from_preactivation(xp, y_true, y_pred)[1]
         p = xp.clip(y_pred, EPSILON, 1.0 - EPSILON)
-        return (p - y_true) / (p * (1.0 - p)) * (1.0 / y_pred.shape[-1])
+        # the derivative of the clipped loss: 0 where the clip cut p (as Keras's autodiff gives)
+        inside = xp.astype(p == y_pred, y_pred.dtype)
+        return inside * (p - y_true) / (p * (1.0 - p)) * (1.0 / y_pred.shape[-1])
 
     def fused_activation(self) -> str | None:
         return "linear" if self.from_logits else "sigmoid"
@@ -160,7 +168,12 @@ def _log_softmax(xp: Any, u: Array) -> tuple[Array, Array]:
 
 
 class CategoricalCrossentropy(Loss):
-    """−Σ y log p with one-hot (or soft) targets y: (n, k)."""
+    """−Σ y log p with one-hot (or soft) targets y: (n, k).
+
+    Probabilities (from_logits=False) are divided by their row sum and then clipped to
+    [ε, 1 − ε], as Keras does, so rows that do not sum to 1 are read as distributions.
+    The fused softmax path (`call_and_grad_from_preactivation`) starts from logits instead.
+    """
 
     name = "categorical_crossentropy"
 
@@ -175,14 +188,19 @@ class CategoricalCrossentropy(Loss):
         if self.from_logits:
             logp, _ = _log_softmax(xp, y_pred)
         else:
-            logp = xp.log(xp.clip(y_pred, EPSILON, 1.0 - EPSILON))
+            logp = xp.log(xp.clip(y_pred / xp.sum(y_pred, axis=-1, keepdims=True), EPSILON, 1.0 - EPSILON))
         return -xp.sum(y * logp, axis=-1)
 
     def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         if self.from_logits:
             return self.call_and_grad_from_preactivation(xp, y_true, y_pred)[1]
         y = self._onehot(xp, y_true, y_pred.shape[-1], y_pred.dtype)
-        return -y / xp.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        s = xp.sum(y_pred, axis=-1, keepdims=True)
+        q = y_pred / s
+        c = xp.clip(q, EPSILON, 1.0 - EPSILON)
+        g = -y / c * xp.astype(c == q, q.dtype)  # ∂ℓ/∂q, 0 where the clip cut q
+        # back through q = p / s: ∂ℓ/∂p_i = (g_i − Σ_j g_j q_j) / s
+        return (g - xp.sum(g * q, axis=-1, keepdims=True)) / s
 
     def fused_activation(self) -> str | None:
         return "linear" if self.from_logits else "softmax"

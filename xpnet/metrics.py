@@ -267,7 +267,9 @@ class AUC(_ConfusionCounts):
         n = self.num_thresholds
         i = arange_like(xp, n, like.dtype, like)
         ends = xp.astype(i == 0, like.dtype) * (-EPSILON) + xp.astype(i == n - 1, like.dtype) * EPSILON
-        return i * (1.0 / (n - 1)) + ends
+        # i / (T−1) is one correctly rounded division, Keras's float32(i / (T−1)); multiplying by a
+        # rounded 1/(T−1) instead lands one ulp off for some i (26 of 200 in float32)
+        return i / float(n - 1) + ends
 
     def update(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         dtype = y_pred.dtype
