@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from . import schedules
 from .backend import Ops
 from .backend.base import DeviceScalar
 from .params import GradientSink, InPlaceSGD, ParamStore
+from .schedules import LearningRateSchedule
 
 Array = Any
 _warned_lr = False  # the `lr=` deprecation is said once per process
@@ -25,19 +27,20 @@ _warned_lr = False  # the `lr=` deprecation is said once per process
 class Optimizer:
     name = "optimizer"
 
-    def __init__(self, learning_rate: float, lr: float | None = None) -> None:
+    def __init__(self, learning_rate: float | LearningRateSchedule, lr: float | None = None) -> None:
         if lr is not None:  # Keras 2's name, which the course's code uses: SGD(lr=0.01)
             if not _warned_lr:
                 warnings.warn("`lr` is deprecated, use `learning_rate` instead", DeprecationWarning, stacklevel=3)
                 globals()["_warned_lr"] = True
             learning_rate = lr
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, received {learning_rate}")
-        self.learning_rate = float(learning_rate)
+        self._schedule: LearningRateSchedule | None = None
+        self._rate = 0.0
+        self.learning_rate = learning_rate  # type: ignore[assignment]
         self.ops: Ops | None = None
         self.slots: dict[str, Array] = {}
         self._t: Array = None  # the update count on the device (Adam's t), beside the host's `iterations`
         self._iterations = 0
+        self._dtype: Any = None
         self._lr: DeviceScalar | None = None  # learning rate in the parameters' dtype
         self._lr64: DeviceScalar | None = None  # and in float64, for per-step factors computed on the device
 
@@ -46,8 +49,23 @@ class Optimizer:
         self.ops = ops
         self.slots = {name: ops.zeros(params.shape, params.dtype) for name in self.slot_names()}
         self._t = ops.asarray(np.asarray(self._iterations, dtype=np.float64))
-        self._lr = DeviceScalar(ops, self.learning_rate, params.dtype)
-        self._lr64 = DeviceScalar(ops, self.learning_rate, np.float64)
+        self._dtype = params.dtype
+        self._lr = DeviceScalar(ops, self._rate, params.dtype)
+        self._lr64 = DeviceScalar(ops, self._rate, np.float64)
+
+    @property
+    def learning_rate(self) -> float:
+        """The rate of the next update (a schedule's value at the current step)."""
+        return self._schedule(self._iterations) if self._schedule is not None else self._rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float | LearningRateSchedule) -> None:
+        if isinstance(value, LearningRateSchedule):
+            self._schedule = value
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"learning_rate must be > 0 or a LearningRateSchedule, received {value!r}")
+        self._schedule, self._rate = None, float(value)
 
     @property
     def built(self) -> bool:
@@ -67,10 +85,17 @@ class Optimizer:
     def slot_names(self) -> list[str]:
         return []
 
-    def lr(self, dtype64: bool = False) -> Array:
-        """The learning rate as a 0-d device value (rewritten only when `learning_rate` changes)."""
-        assert self._lr is not None and self._lr64 is not None
-        return (self._lr64 if dtype64 else self._lr).set(self.learning_rate)
+    def lr(self, dtype64: bool = False, updating: bool = False) -> Array:
+        """The learning rate as a 0-d device value.
+
+        A constant rate is rewritten only when `learning_rate` changes; a schedule is computed from
+        the device step counter (`updating`: called inside the update, after the counter moved).
+        """
+        assert self._lr is not None and self._lr64 is not None and self.ops is not None
+        if self._schedule is None:
+            return (self._lr64 if dtype64 else self._lr).set(self._rate)
+        rate = self._schedule.on_device(self.ops.xp, self._t - 1.0 if updating else self._t)
+        return rate if dtype64 else self.ops.cast(rate, self._dtype)
 
     def gradient_sink(self, store: ParamStore, one_process: bool) -> GradientSink:
         """Where layers should put gradients for this optimizer: the store's buffer, by default."""
@@ -103,7 +128,9 @@ class Optimizer:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, (int, float, bool)) and not k.startswith("_")}
+        rate: Any = schedules.serialize(self._schedule) if self._schedule is not None else self._rate
+        settings = {k: v for k, v in vars(self).items() if isinstance(v, (int, float, bool)) and not k.startswith("_")}
+        return {"learning_rate": rate, **settings}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
@@ -121,7 +148,12 @@ class SGD(Optimizer):
     name = "sgd"
 
     def __init__(
-        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, *, lr: float | None = None
+        self,
+        learning_rate: float | LearningRateSchedule = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        *,
+        lr: float | None = None,
     ) -> None:
         super().__init__(learning_rate, lr)
         if not 0.0 <= momentum < 1.0:
@@ -156,7 +188,8 @@ class SGD(Optimizer):
         if not self.momentum and scaled:
             self.ops.subtract_(params, grads)  # grads carry η already
             return
-        self.ops.sgd_update(params, grads, self.slots.get("momentum"), self.lr(), self.momentum, self.nesterov)
+        lr = self.lr(updating=True)
+        self.ops.sgd_update(params, grads, self.slots.get("momentum"), lr, self.momentum, self.nesterov)
 
 
 class RMSprop(Optimizer):
@@ -166,7 +199,7 @@ class RMSprop(Optimizer):
 
     def __init__(
         self,
-        learning_rate: float = 0.001,
+        learning_rate: float | LearningRateSchedule = 0.001,
         rho: float = 0.9,
         momentum: float = 0.0,
         epsilon: float = 1e-7,
@@ -186,7 +219,7 @@ class RMSprop(Optimizer):
             grads,
             self.slots["velocity"],
             self.slots.get("momentum"),
-            self.lr(),
+            self.lr(updating=True),
             self.rho,
             self.momentum,
             self.epsilon,
@@ -200,7 +233,7 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        learning_rate: float = 0.001,
+        learning_rate: float | LearningRateSchedule = 0.001,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
@@ -219,7 +252,8 @@ class Adam(Optimizer):
         t = self._t
         # the bias correction from the device's t, in float64 as Python would compute it
         lr_t = ops.cast(
-            self.lr(dtype64=True) * ops.xp.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t), params.dtype
+            self.lr(dtype64=True, updating=True) * ops.xp.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t),
+            params.dtype,
         )
         ops.adam_update(params, grads, self.slots["m"], self.slots["v"], lr_t, self.beta_1, self.beta_2, self.epsilon)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import activations, losses, optimizers, regularizers
+from . import activations, losses, optimizers, regularizers, schedules
 from .config import serialize
 from .layers.base import Layer
 from .layers.dropout import Dropout
@@ -135,7 +135,10 @@ def restore_state(
     cfg = header.get("compile")
     if cfg is not None:
         opt_cls = _class(cfg["optimizer"]["class_name"], optimizers, optimizers.Optimizer, custom)
-        model.compile(opt_cls(**cfg["optimizer"]["config"]), deserialize(cfg["loss"], "loss", custom), cfg["metrics"])
+        opt_config = dict(cfg["optimizer"]["config"])
+        if isinstance(opt_config.get("learning_rate"), dict):
+            opt_config["learning_rate"] = schedules.deserialize(opt_config["learning_rate"], custom)
+        model.compile(opt_cls(**opt_config), deserialize(cfg["loss"], "loss", custom), cfg["metrics"])
         opt, ops = model.optimizer, model.ops
         assert opt is not None and ops is not None
         with ops.activate():

@@ -1,0 +1,137 @@
+"""Learning-rate schedules as Keras's `keras.optimizers.schedules`: the rate as a function of the step.
+
+`schedule(step)` gives the rate on the host; `on_device(xp, step)` computes the same from the
+optimizer's device step counter (a 0-d float64 array), so a training step recorded once (a
+CUDA graph) follows the schedule on replay without a host write per step. `step` counts the
+updates already applied, as Keras's `optimizer.iterations`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .config import plain_settings
+
+Array = Any
+
+
+class LearningRateSchedule:
+    def __call__(self, step: int) -> float:
+        import numpy as np
+
+        return float(self.on_device(np, np.asarray(float(step))))
+
+    def on_device(self, xp: Any, step: Array) -> Array:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return plain_settings(self)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, received {value}")
+    return float(value)
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """initial_learning_rate · decay_rate^(step / decay_steps) (the exponent floored when staircase)."""
+
+    def __init__(
+        self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
+    ) -> None:
+        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive("decay_steps", decay_steps)
+        self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
+
+    def on_device(self, xp: Any, step: Array) -> Array:
+        p = step / self.decay_steps
+        return self.initial_learning_rate * self.decay_rate ** (xp.floor(p) if self.staircase else p)
+
+
+class InverseTimeDecay(LearningRateSchedule):
+    """initial_learning_rate / (1 + decay_rate · step / decay_steps) (floored when staircase)."""
+
+    def __init__(
+        self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
+    ) -> None:
+        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive("decay_steps", decay_steps)
+        self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
+
+    def on_device(self, xp: Any, step: Array) -> Array:
+        p = step / self.decay_steps
+        return self.initial_learning_rate / (1.0 + self.decay_rate * (xp.floor(p) if self.staircase else p))
+
+
+class PolynomialDecay(LearningRateSchedule):
+    """(initial − end) · (1 − min(step, decay_steps) / decay_steps)^power + end (cycle=False)."""
+
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        decay_steps: int,
+        end_learning_rate: float = 0.0001,
+        power: float = 1.0,
+        cycle: bool = False,
+    ) -> None:
+        if cycle:
+            raise ValueError("PolynomialDecay(cycle=True) is not supported; use cycle=False")
+        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive("decay_steps", decay_steps)
+        self.end_learning_rate, self.power, self.cycle = float(end_learning_rate), float(power), False
+
+    def on_device(self, xp: Any, step: Array) -> Array:
+        frac = 1.0 - xp.minimum(step, self.decay_steps) / self.decay_steps
+        return (self.initial_learning_rate - self.end_learning_rate) * frac**self.power + self.end_learning_rate
+
+
+class CosineDecay(LearningRateSchedule):
+    """initial · ((1 − alpha) · ½(1 + cos(π · min(step, decay_steps) / decay_steps)) + alpha)."""
+
+    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0) -> None:
+        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive("decay_steps", decay_steps)
+        self.alpha = float(alpha)
+
+    def on_device(self, xp: Any, step: Array) -> Array:
+        cosine = 0.5 * (1.0 + xp.cos(math.pi * xp.minimum(step, self.decay_steps) / self.decay_steps))
+        return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """values[0] for step ≤ boundaries[0], values[i] for boundaries[i−1] < step ≤ boundaries[i], then values[-1]."""
+
+    def __init__(self, boundaries: list[float], values: list[float]) -> None:
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(
+                f"PiecewiseConstantDecay needs one more value than boundaries: {len(boundaries)} boundaries, "
+                f"{len(values)} values"
+            )
+        self.boundaries, self.values = [float(b) for b in boundaries], [float(v) for v in values]
+
+    def on_device(self, xp: Any, step: Array) -> Array:
+        rate = self.values[-1] + 0.0 * step
+        for bound, value in zip(reversed(self.boundaries), reversed(self.values[:-1]), strict=True):
+            rate = xp.where(step <= bound, value, rate)
+        return rate
+
+    def get_config(self) -> dict[str, Any]:
+        return {"boundaries": self.boundaries, "values": self.values}
+
+
+def serialize(schedule: LearningRateSchedule) -> dict[str, Any]:
+    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+
+
+def deserialize(value: dict[str, Any], custom: dict[str, Any] | None = None) -> LearningRateSchedule:
+    name = value["class_name"]
+    cls = (custom or {}).get(name) or globals().get(name)
+    if not (isinstance(cls, type) and issubclass(cls, LearningRateSchedule)):
+        raise ValueError(f"unknown learning-rate schedule {name!r}; pass it in custom_objects={{...}}")
+    return cls(**value["config"])
