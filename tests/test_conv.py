@@ -551,3 +551,25 @@ def test_numpy_2x2_pool_matches_generic_code_with_ties(channels_first: bool, hei
     dx0 = ref.max_pool_backward(dy, a0, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
     dx1 = ops.max_pool_backward(dy, a1, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
     np.testing.assert_array_equal(dx1, dx0)
+
+
+def test_numpy_conv_products_in_column_blocks_match_generic_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xpnet.backend import numpy_ops
+
+    # blocks of 7 columns from 8 on: every product of this small conv is split, the last block ragged
+    monkeypatch.setattr(numpy_ops, "_GEMM_COLUMNS", 7)
+    monkeypatch.setattr(numpy_ops, "_GEMM_SPLIT_FROM", 8)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 6, 5, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    du = rng.standard_normal((3, 6, 5, 4)).astype(np.float32)
+    pads = (1, 1, 1, 1)
+    ref, ops = GenericNumpyOps(), NumpyOps()
+    u0, ctx0 = ref.conv2d_forward(x, w, b, (1, 1), pads)
+    u1, ctx1 = ops.conv2d_forward(x, w, b, (1, 1), pads)
+    np.testing.assert_allclose(u1, u0, rtol=1e-5, atol=1e-5)
+    grads0 = ref.conv2d_backward(du, ctx0, w, x.shape, (1, 1), pads, True)
+    grads1 = ops.conv2d_backward(du, ctx1, w, x.shape, (1, 1), pads, True)
+    for g1, g0 in zip(grads1, grads0, strict=True):
+        np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-4)
