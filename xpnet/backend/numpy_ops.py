@@ -118,8 +118,10 @@ class NumpyOps(Ops):
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
         if builtin_name(act) == "relu":
+            # h > 0 exactly where u > 0; h is contiguous where u may be a strided view (a conv's output)
+            positive = (u if h is None else h) > 0.0
             # dh is a fresh temporary from the layer above, so it can take the result
-            return np.multiply(dh, u > 0.0, out=dh) if dh.flags.writeable else dh * (u > 0.0)
+            return np.multiply(dh, positive, out=dh) if dh.flags.writeable else dh * positive
         return act.backward(np, u, h, dh)
 
     def bias_grad(self, du: Array, out: Array) -> None:
