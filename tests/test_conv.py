@@ -12,6 +12,7 @@ import pytest
 
 import xpnet
 from xpnet.backend import Ops
+from xpnet.backend.numpy_ops import NumpyOps
 from xpnet.gradcheck import check_gradients, check_layer_gradients
 from xpnet.layers import (
     AveragePooling2D,
@@ -519,7 +520,6 @@ def test_lenet_on_cupy_matches_numpy() -> None:
 def test_numpy_inference_in_batch_slices_matches_one_pass(
     strides: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xpnet.backend.numpy_ops import NumpyOps
 
     model = xpnet.Sequential([Conv2D(4, 3, strides=strides, padding="same", input_shape=(9, 8, 3))], seed=0)
     x = np.random.default_rng(0).standard_normal((7, 9, 8, 3)).astype(np.float32)
@@ -531,3 +531,45 @@ def test_numpy_inference_in_batch_slices_matches_one_pass(
     assert ctx is None
     np.testing.assert_allclose(u, whole, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(model.predict(x, batch_size=7), whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize(("height", "width"), [(8, 6), (7, 5)])
+def test_numpy_2x2_pool_matches_generic_code_with_ties(channels_first: bool, height: int, width: int) -> None:
+    # few distinct values: most windows tie, and the gradient must still go to the first maximum only
+    rng = np.random.default_rng(6)
+    shape = (3, height, width, 4)
+    x = rng.integers(-1, 2, size=shape).astype(np.float32)
+    if channels_first:  # the layout NumPy's conv output has: (c, n, h, w) in memory behind an NHWC view
+        x = np.ascontiguousarray(x.transpose(3, 0, 1, 2)).transpose(1, 2, 3, 0)
+    dy = rng.standard_normal((3, height // 2, width // 2, 4)).astype(np.float32)
+    ref, ops = GenericNumpyOps(), NumpyOps()
+    y0, a0 = ref.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
+    y1, a1 = ops.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(ops.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0), need_arg=False)[0], y0)
+    dx0 = ref.max_pool_backward(dy, a0, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
+    dx1 = ops.max_pool_backward(dy, a1, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(dx1, dx0)
+
+
+def test_numpy_conv_products_in_column_blocks_match_generic_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xpnet.backend import numpy_ops
+
+    # blocks of 7 columns from 8 on: every product of this small conv is split, the last block ragged
+    monkeypatch.setattr(numpy_ops, "_GEMM_COLUMNS", 7)
+    monkeypatch.setattr(numpy_ops, "_GEMM_SPLIT_FROM", 8)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 6, 5, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    du = rng.standard_normal((3, 6, 5, 4)).astype(np.float32)
+    pads = (1, 1, 1, 1)
+    ref, ops = GenericNumpyOps(), NumpyOps()
+    u0, ctx0 = ref.conv2d_forward(x, w, b, (1, 1), pads)
+    u1, ctx1 = ops.conv2d_forward(x, w, b, (1, 1), pads)
+    np.testing.assert_allclose(u1, u0, rtol=1e-5, atol=1e-5)
+    grads0 = ref.conv2d_backward(du, ctx0, w, x.shape, (1, 1), pads, True)
+    grads1 = ops.conv2d_backward(du, ctx1, w, x.shape, (1, 1), pads, True)
+    for g1, g0 in zip(grads1, grads0, strict=True):
+        np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-4)

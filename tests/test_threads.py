@@ -7,6 +7,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import xpnet
+import xpnet.experiments
 from xpnet import threads
 from xpnet.callbacks import Callback
 
@@ -38,6 +39,13 @@ def test_policy_decisions(macs: int, batch: int, cores: int, ranks: int, busy: i
 
 def test_macs_per_sample_of_model_A() -> None:
     assert threads.macs_per_sample(xpnet.experiments.build_model("A")) == A_MACS
+
+
+def test_macs_per_sample_counts_convolutions_over_their_output_pixels() -> None:
+    # LeNet: conv 5·5·1·6 over 28×28 and 5·5·6·16 over 14×14, then dense 784·120 + 120·84 + 84·10
+    lenet = xpnet.experiments.build_model("lenet")
+    assert threads.macs_per_sample(lenet) == 150 * 784 + 2400 * 196 + 784 * 120 + 120 * 84 + 84 * 10
+    assert threads.choose_threads(threads.macs_per_sample(lenet), 32, 2).threads == 2
 
 
 def test_local_ranks_from_the_launcher() -> None:

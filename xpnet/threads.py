@@ -9,7 +9,8 @@ the length of a `with` block:
   `OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `BLIS_NUM_THREADS`, an explicit `threads=`, or a
   `threadpoolctl` limit already in force around the call; an enclosing `blas_threads_for`
   block (the CLI's, around `fit`) is kept too;
-- else 1 thread when a step's products are small (batch × Σ in·out below `SMALL_STEP_MACS`);
+- else 1 thread when a step's products are small (batch × the multiply-adds of one sample's forward
+  pass, `macs_per_sample`, below `SMALL_STEP_MACS`);
 - else the usable cores divided by the MPI ranks on this machine, less the cores other
   processes keep busy (counted once, when the block starts), at least 1.
 
@@ -19,6 +20,7 @@ with the same thread count: set `XPNET_BLAS_THREADS` (or `xpnet train --threads`
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -97,8 +99,15 @@ def busy_elsewhere(samples: int = 3, interval: float = 0.002) -> int:
 
 
 def macs_per_sample(model: Any) -> int:
-    """Multiply-adds of one sample's forward pass: Σ in·out over the model's 2-D weights."""
-    return sum(s.shape[0] * s.shape[1] for layer in model.layers for s in layer.param_specs() if len(s.shape) == 2)
+    """Multiply-adds of one sample's forward pass: Σ in·out over 2-D weights, kh·kw·in·out·oh·ow over conv kernels."""
+    total = 0
+    for layer in model.layers:
+        for s in layer.param_specs():
+            if len(s.shape) == 2:
+                total += s.shape[0] * s.shape[1]
+            elif len(s.shape) == 4 and layer.output_shape is not None:  # a conv kernel slides over every output pixel
+                total += math.prod(s.shape) * math.prod(layer.output_shape[:-1])
+    return total
 
 
 def user_setting(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
