@@ -166,6 +166,11 @@ class Normalization(Layer):
         elif self.input_shape is None:
             self.requested_input_shape = self.requested_input_shape or tuple(int(d) for d in a.shape[1:])
 
+    def get_weights(self) -> list[np.ndarray]:
+        # before adapt the weights are placeholders: a model rebuilding around this layer (add, pop)
+        # must not write them back, which would count as statistics being given
+        return super().get_weights() if self.adapted else []
+
     def weights_assigned(self) -> None:
         self.adapted = True  # statistics came from set_weights or a file
 
