@@ -68,7 +68,11 @@ def test_batch_norm_gradients_match_finite_differences(shape: tuple[int, ...], f
     result = check_layer_gradients(layer, shape, batch_size=6, max_elements=None, directions=3)
     assert result.passed, str(result)
     names = [w.name.split("/")[-1] for w in result.weights]
-    assert names == ["input", *(["gamma"] if flags.get("scale", True) else []), *(["beta"] if flags.get("center", True) else [])]
+    assert names == [
+        "input",
+        *(["gamma"] if flags.get("scale", True) else []),
+        *(["beta"] if flags.get("center", True) else []),
+    ]
 
 
 def test_batch_norm_model_gradients_after_dense_and_conv_check_in_float64() -> None:
@@ -131,7 +135,10 @@ def test_optimizer_and_penalties_never_change_non_trainable_weights(optimizer: s
     assert len(before) == 4
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert all(not np.array_equal(a, w.numpy()) for a, w in zip(trained, model.trainable_weights + frozen.trainable_weights, strict=True))
+    assert all(
+        not np.array_equal(a, w.numpy())
+        for a, w in zip(trained, model.trainable_weights + frozen.trainable_weights, strict=True)
+    )
 
 
 def test_plain_sgd_updates_batch_norm_inside_backprop_like_the_gradient_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,7 +341,7 @@ def test_normalization_over_images_keeps_per_channel_statistics_and_axis_none_on
 
 
 def test_normalization_with_given_statistics_has_no_weights_and_round_trips(tmp_path: Path) -> None:
-    x, y = _data()
+    x, _ = _data()
     model = Sequential([Normalization(mean=[1.0] * 6, variance=[4.0] * 6, input_shape=(6,)), Dense(2, "softmax")])
     assert len(model.get_weights()) == 2
     np.testing.assert_allclose(model.layers[0].forward(x), (x - 1) / 2, rtol=1e-6)
@@ -389,8 +396,13 @@ def test_summary_of_an_unbuilt_model_and_a_four_column_table() -> None:
     lines: list[str] = []
     Sequential([Dense(3), BatchNormalization()]).summary(print_fn=lines.append)
     assert any("dense (Dense)" in line and "?" in line and "0 (unbuilt)" in line for line in lines)
-    rows = [["input_layer (InputLayer)", "(None, 4)", "0", "-"], ["dense (Dense)", "(None, 2)", "10", "input_layer[0][0]"]]
-    out = table(["Layer (type)", "Output Shape", "Param #", "Connected to"], rows, 108, ["left", "left", "right", "left"])
+    rows = [
+        ["input_layer (InputLayer)", "(None, 4)", "0", "-"],
+        ["dense (Dense)", "(None, 2)", "10", "input_layer[0][0]"],
+    ]
+    out = table(
+        ["Layer (type)", "Output Shape", "Param #", "Connected to"], rows, 108, ["left", "left", "right", "left"]
+    )
     assert all(len(line) == 108 for line in out)
     assert out[1].startswith("┃ Layer (type)") and "Connected to" in out[1]
     assert readable_size(266_610 * 4) == "1.02 MB" and readable_size(0) == "0.00 B"

@@ -125,7 +125,7 @@ class ParamStore:
         return any(s.trainable != is_trainable(s.layer, s.spec) for s in self.slots)
 
     def trainable_labels(self) -> list[str]:
-        """"layer/weight" of each weight the optimizer trains, in host order (what checkpoints record)."""
+        """ "layer/weight" of each weight the optimizer trains, in host order (what checkpoints record)."""
         return [s.label for s in self.trainable_slots]
 
     def use_sink(self, sink: GradientSink | None = None) -> None:

@@ -43,7 +43,9 @@ def table(
     """
     n = len(headers)
     if any(len(r) != n for r in rows):
-        raise ValueError(f"every row needs {n} cells (one per header), received rows of {sorted({len(r) for r in rows})}")
+        raise ValueError(
+            f"every row needs {n} cells (one per header), received rows of {sorted({len(r) for r in rows})}"
+        )
     align = list(align or ["left"] * n)
     if line_length is None:
         line_length = min(_LINE_LENGTH.get(n, 30 * n), shutil.get_terminal_size().columns - 4)
@@ -52,14 +54,10 @@ def table(
     bounds = positions or _POSITIONS.get(n) or [(i + 1) / n for i in range(n)]
     inner = max(line_length - (n + 1) - 2 * n, n)  # less the n + 1 borders and a space either side of each cell
     edges = [0, *(int(p * inner) for p in bounds)]
-    widths = [
-        max(edges[i + 1] - edges[i], len(headers[i]), *(len(r[i]) for r in rows), 1) for i in range(n)
-    ]
+    widths = [max(edges[i + 1] - edges[i], len(headers[i]), *(len(r[i]) for r in rows), 1) for i in range(n)]
 
     def line(cells: Sequence[str], bars: str) -> str:
-        parts = [
-            (c.rjust(w) if a == "right" else c.ljust(w)) for c, w, a in zip(cells, widths, align, strict=True)
-        ]
+        parts = [(c.rjust(w) if a == "right" else c.ljust(w)) for c, w, a in zip(cells, widths, align, strict=True)]
         return bars[0] + " " + f" {bars[1]} ".join(parts) + " " + bars[2]
 
     def rule(left: str, fill: str, mid: str, right: str) -> str:

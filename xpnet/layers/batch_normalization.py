@@ -147,4 +147,5 @@ class BatchNormalization(Layer):
         }
 
     def __repr__(self) -> str:
-        return f"BatchNormalization(axis={self.axis}, momentum={self.momentum}, epsilon={self.epsilon}, name={self.name!r})"
+        settings = f"axis={self.axis}, momentum={self.momentum}, epsilon={self.epsilon}"
+        return f"BatchNormalization({settings}, name={self.name!r})"

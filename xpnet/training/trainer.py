@@ -28,8 +28,8 @@ from ..callbacks import Callback, History, Progress, format_logs
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
-from ..variables import Variable
 from ..threads import blas_threads_for, macs_per_sample
+from ..variables import Variable
 from . import data
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
