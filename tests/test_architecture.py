@@ -132,8 +132,15 @@ def _describe(a: Any) -> Any:
 
 @pytest.mark.parametrize(
     ("optimizer", "batch_norm"),
-    [("sgd", False), ("adam", False), ("rmsprop", False), ("momentum", False), ("schedule", False), ("sgd", True),
-     ("adam", True)],  # fmt: skip
+    [
+        ("sgd", False),
+        ("adam", False),
+        ("rmsprop", False),
+        ("momentum", False),
+        ("schedule", False),
+        ("sgd", True),
+        ("adam", True),
+    ],  # fmt: skip
 )
 def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_numbers(
     optimizer: str, batch_norm: bool

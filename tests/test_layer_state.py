@@ -232,8 +232,8 @@ def test_a_frozen_layer_runs_batch_norm_in_inference_mode_during_training() -> N
 def test_a_fully_frozen_model_cannot_fit() -> None:
     x, y = _data()
     model = _bn_model()
-    for layer in model.layers:
-        layer.trainable = False
+    model.trainable = False  # Keras: sets every layer's flag
+    assert model.trainable is False and model.trainable_weights == [] and len(model.non_trainable_weights) == 8
     model.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match=r"no trainable parameters \(every layer with weights has trainable=False\)"):
         model.fit(x, y, verbose=0)

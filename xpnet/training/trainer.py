@@ -58,6 +58,7 @@ class Trainer:
         self._backend_request: str | Ops | None = None
         self._comm: distributed.Communicator = distributed.Communicator()
         self._step: TrainStep | None = None
+        self._trainable = True
 
     # structure the model provides
     @property
@@ -104,6 +105,17 @@ class Trainer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ weights as Keras lists them
+    @property
+    def trainable(self) -> bool:
+        """Keras's model switch: setting it sets every layer's `trainable` (applied at the next compile)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = bool(value)
+
     @property
     def weights(self) -> list[Variable]:
         """Every weight of every layer, in `get_weights` order (empty until built)."""
