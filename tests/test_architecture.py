@@ -140,7 +140,7 @@ def _describe(a: Any) -> Any:
         ("schedule", False),
         ("sgd", True),
         ("adam", True),
-    ],  # fmt: skip
+    ],
 )
 def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_numbers(
     optimizer: str, batch_norm: bool
