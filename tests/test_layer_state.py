@@ -192,6 +192,8 @@ def test_batch_norm_errors_name_what_was_received() -> None:
         BatchNormalization(momentum=1.5)
     with pytest.raises(ValueError, match="epsilon must be a positive number, received 0"):
         BatchNormalization(epsilon=0)
+    with pytest.raises(ValueError, match=r"synchronized=True\) is not supported"):
+        BatchNormalization(synchronized=True)
 
 
 # ------------------------------------------------------------------------------------ freezing

@@ -37,6 +37,7 @@ class BatchNormalization(Layer):
         moving_variance_initializer: str | inits.Initializer = "ones",
         beta_regularizer: str | regs.Regularizer | None = None,
         gamma_regularizer: str | regs.Regularizer | None = None,
+        synchronized: bool = False,
         name: str | None = None,
         input_shape: Any = None,
     ) -> None:
@@ -47,6 +48,12 @@ class BatchNormalization(Layer):
             raise ValueError(f"BatchNormalization momentum must be a number in [0, 1], received {momentum!r}")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
             raise ValueError(f"BatchNormalization epsilon must be a positive number, received {epsilon!r}")
+        if synchronized:  # Keras offers it on TensorFlow only; here ranks average their moving statistics instead
+            raise ValueError(
+                "BatchNormalization(synchronized=True) is not supported: under MPI each rank normalises with its "
+                "own batch statistics and the ranks average the moving statistics after every step"
+            )
+        self.synchronized = False
         self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)
         self.center, self.scale = bool(center), bool(scale)
         self.beta_initializer = inits.get(beta_initializer)
@@ -144,6 +151,7 @@ class BatchNormalization(Layer):
             "scale": self.scale,
             "beta_regularizer": serialize(self.beta_regularizer),
             "gamma_regularizer": serialize(self.gamma_regularizer),
+            "synchronized": self.synchronized,
         }
 
     def __repr__(self) -> str:
