@@ -165,6 +165,7 @@ def test_training_moves_the_moving_statistics_and_inference_uses_them() -> None:
     model.fit(x, y, batch_size=32, epochs=3, verbose=0)
     mm, mv = (w.numpy() for w in model.non_trainable_weights)
     assert not np.allclose(mm, 0) and not np.allclose(mv, 1)
+    assert model.store.flat.dtype == np.float32 and all(w.dtype == "float32" for w in model.weights)
     h = np.maximum(x @ model.get_weights()[0] + model.get_weights()[1], 0).astype(np.float64)
     g, b = model.get_weights()[2:4]
     z = (h - mm) / np.sqrt(mv + 1e-3) * g + b
