@@ -36,8 +36,8 @@ def test_summary_columns_make_room_for_long_names() -> None:
     row = next(line for line in lines if "max_pooling2d (MaxPooling2D)" in line)
     name_end = row.index("(MaxPooling2D)") + len("(MaxPooling2D)")
     assert row[name_end : name_end + 2] == "  "  # at least two spaces before the shape column
-    assert "(None, 4, 4, 3)" in row and row.rstrip().endswith("0")
-    assert any(line.startswith("Total params: ") for line in lines)
+    assert "(None, 4, 4, 3)" in row and row.endswith(" 0 │")
+    assert any(line.startswith(" Total params: ") for line in lines)
 
 
 def test_trace_writes_the_convolution_with_its_own_formulas() -> None:

@@ -64,14 +64,15 @@ def test_fashion_mnist_model_summary_counts_parameters() -> None:
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
     assert "Layer (type)" in text and "Output Shape" in text and "Param #" in text
-    rows = {line.split()[0]: line.split() for line in lines if "(None," in line}
-    assert rows["flatten"][-1] == "0" and "(None, 784)" in " ".join(rows["flatten"])
-    assert rows["dense"][-1] == "235500" and "(None, 300)" in " ".join(rows["dense"])
-    assert rows["dense_1"][-1] == "30100"
-    assert rows["dense_2"][-1] == "1010"
-    assert "Total params: 266,610" in text
-    assert "Trainable params: 266,610" in text
-    assert "Non-trainable params: 0" in text
+    # Keras 3's boxed rows: │ name (Type) │ (None, ...) │ count │
+    rows = {cells[0].split()[0]: cells for line in lines if (cells := [c.strip() for c in line.split("│")[1:-1]])}
+    assert rows["flatten"] == ["flatten (Flatten)", "(None, 784)", "0"]
+    assert rows["dense"] == ["dense (Dense)", "(None, 300)", "235,500"]
+    assert rows["dense_1"][-1] == "30,100"
+    assert rows["dense_2"][-1] == "1,010"
+    assert " Total params: 266,610 (1.02 MB)" in lines
+    assert " Trainable params: 266,610 (1.02 MB)" in lines
+    assert " Non-trainable params: 0 (0.00 B)" in lines
     assert model.count_params() == 266_610
 
 

@@ -17,6 +17,7 @@ from .callbacks import Callback, EarlyStopping, History
 from .layers import (
     Activation,
     AveragePooling2D,
+    BatchNormalization,
     Conv2D,
     Dense,
     Dropout,
@@ -25,6 +26,7 @@ from .layers import (
     Input,
     MaxPool2D,
     MaxPooling2D,
+    Normalization,
     Reshape,
 )
 from .models import Sequential
@@ -50,6 +52,7 @@ __all__ = [
     "Activation",
     "AveragePooling2D",
     "BackendUnavailableError",
+    "BatchNormalization",
     "Callback",
     "Conv2D",
     "Dense",
@@ -61,6 +64,7 @@ __all__ = [
     "Input",
     "MaxPool2D",
     "MaxPooling2D",
+    "Normalization",
     "Perceptron",
     "Reshape",
     "Sequential",

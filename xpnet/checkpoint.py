@@ -156,6 +156,7 @@ def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     assert opt is not None and ops is not None
     header: dict[str, Any] = {
         "layout": model.store.layout(),
+        "trainable": model.store.trainable_labels(),
         "dtype": model.dtype,
         "seed": model.seed,
         "optimizer": {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations},
@@ -187,6 +188,11 @@ def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray
     problems = []
     if header.get("layout") != model.store.layout():
         problems.append("a different architecture")
+    elif header.get("trainable", model.store.trainable_labels()) != model.store.trainable_labels():
+        problems.append(
+            f"trainable weights {header.get('trainable')} (model: {model.store.trainable_labels()}); "
+            "set the layers' `trainable` as in that run and compile again"
+        )
     cfg = header.get("optimizer", {})
     if cfg.get("class") != type(opt).__name__ or cfg.get("config") != opt.get_config():
         problems.append(f"optimizer {cfg.get('class')}({cfg.get('config')}) but the model is compiled with {opt!r}")

@@ -329,8 +329,8 @@ def _check_model(
     xc, yy = twin.prepare(x, y, "check_gradients")
     with ops.activate():
         X, Y = twin.upload(xc), twin.upload(yy, targets=True)
-    params = twin.store.params
-    base = twin.store.host_params().astype(np.float64, copy=True)
+    params = twin.store.params  # the trainable weights, the ones with gradients
+    base = ops.to_numpy(params).astype(np.float64, copy=True)
 
     def loss_now() -> float:
         restart_dropout()
@@ -355,7 +355,7 @@ def _check_model(
             with ops.activate():
                 params[...] = ops.asarray(base)
 
-    names = [f"{layer.name}/{s.name}" for layer in twin.layers for s in layer.param_specs()]
+    names = twin.store.trainable_labels()
     rng = np.random.default_rng(seed)
     result = GradCheckResult(
         loss=loss,
@@ -448,9 +448,13 @@ def check_layer_gradients(
             if not backward:
                 return value, None, []
             dx = lyr.backward(ops.asarray(r.copy()), True)  # backward may reuse its argument in place
-            grads = [np.array(ops.to_numpy(lyr.grads[s.name]), copy=True) for s in lyr.param_specs()]
+            grads = [np.array(ops.to_numpy(lyr.grads[s.name]), copy=True) for s in trained]
             return value, (None if dx is None else np.array(ops.to_numpy(dx), copy=True)), grads
 
+    # non-trainable state (BatchNormalization's moving statistics) has no gradient: it is restored
+    # before every evaluation and left out of the comparison
+    trained = [s for s in lyr.param_specs() if s.name in lyr.grads]
+    which = [i for i, s in enumerate(lyr.param_specs()) if s.name in lyr.grads]
     base = lyr.get_weights()
     loss, dx, analytic = run(xa, base, True)
     result = LayerGradCheckResult(
@@ -479,16 +483,23 @@ def check_layer_gradients(
         idx = _indices(xa.size, max_elements, rng)
         numeric = differences(xa, lambda: run(xa, base, False)[0], idx)
         result.weights.append(_compare("input", xa.shape, dx, numeric, idx, rtol, atol))
-    names = [f"{lyr.name}/{s.name}" for s in lyr.param_specs()]
-    for i, (name, w) in enumerate(zip(names, base, strict=True)):
+    for i, (s, j) in enumerate(zip(trained, which, strict=True)):
+        name, w = f"{lyr.name}/{s.name}", base[j]
         idx = _indices(w.size, max_elements, rng)
         numeric = differences(w, lambda: run(xa, base, False)[0], idx)
         result.weights.append(_compare(name, w.shape, analytic[i], numeric, idx, rtol, atol))
-    shapes = [xa.shape, *(w.shape for w in base)] if dx is not None else [w.shape for w in base]
+    shapes = [xa.shape, *(base[j].shape for j in which)] if dx is not None else [base[j].shape for j in which]
+
+    def moved(dws: Sequence[np.ndarray], sign: float) -> list[np.ndarray]:
+        out = list(base)
+        for j, v in zip(which, dws, strict=True):
+            out[j] = base[j] + sign * eps * v
+        return out
+
     for d in _unit_directions(shapes, directions if shapes else 0, rng):
         dxs, dws = (d[0], d[1:]) if dx is not None else (np.zeros_like(xa), d)
-        plus = run(xa + eps * dxs, [w + eps * v for w, v in zip(base, dws, strict=True)], False)[0]
-        minus = run(xa - eps * dxs, [w - eps * v for w, v in zip(base, dws, strict=True)], False)[0]
+        plus = run(xa + eps * dxs, moved(dws, 1.0), False)[0]
+        minus = run(xa - eps * dxs, moved(dws, -1.0), False)[0]
         num = (plus - minus) / (2 * eps)
         grads = [dx, *analytic] if dx is not None else analytic
         ana = float(sum(float(np.sum(g * v)) for g, v in zip(grads, d, strict=True)))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import saving, weights_io
+from . import saving, summary, weights_io
 from ._checks import probably_finite, require_finite
 from .backend import Ops, get_backend
 from .backend.base import builtin_name
@@ -169,37 +169,9 @@ class Sequential(Trainer):
     def count_params(self) -> int:
         return self.store.size
 
-    def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int = 65) -> None:
-        """Print the Keras table: Layer (type) | Output Shape | Param #, then the totals."""
-        total = self.count_params()
-        out = print_fn or print
-        names = [f" {layer.name} ({type(layer).__name__})" for layer in self.layers]
-        shapes = ["(None, " + ", ".join(map(str, layer.output_shape or ())) + ")" for layer in self.layers]
-        # the columns widen for long names and shapes (max_pooling2d_1 (MaxPooling2D)) instead of running together
-        c1 = max(int(line_length * 0.45), max(map(len, names), default=0) + 2)
-        c2 = max(int(line_length * 0.85), c1 + max(map(len, shapes), default=0) + 2)
-        line_length = max(line_length, c2 + 10)
-        cols = [0, c1, c2]
-
-        def row(*cells: str) -> str:
-            line = ""
-            for c, start in zip(cells, cols, strict=True):
-                line = (line + " " * max(0, start - len(line)) + c)[: start + 64]
-            return line
-
-        lines = [f'Model: "{self.name}"', "_" * line_length, row(" Layer (type)", "Output Shape", "Param #")]
-        lines.append("=" * line_length)
-        for i, layer in enumerate(self.layers):
-            lines.append(row(names[i], shapes[i], str(layer.count_params())))
-            lines.append("=" * line_length if i == len(self.layers) - 1 else "")
-        lines += [
-            f"Total params: {total:,}",
-            f"Trainable params: {total:,}",
-            "Non-trainable params: 0",
-            "_" * line_length,
-        ]
-        for line in lines:
-            out(line)
+    def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int | None = None) -> None:
+        """Print Keras 3's table: Layer (type) | Output Shape | Param #, then the parameter counts and sizes."""
+        summary.print_summary(self, print_fn, line_length)
 
     # ------------------------------------------------------------------ traversals
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -215,9 +187,10 @@ class Sequential(Trainer):
         return self.layers[-1].forward_preactivation(x, training)
 
     def backward(self, grad: Array, from_logits: bool) -> None:
-        """Backprop ∂L/∂output (∂L/∂u of the last layer when from_logits) down to the first layer with weights."""
+        """Backprop ∂L/∂output (∂L/∂u of the last layer when from_logits) down to the first trained layer."""
         layers = self.layers
-        first = next((i for i, layer in enumerate(layers) if layer.param_specs()), len(layers))
+        # the first layer the store trains (one with gradient views): nothing below it needs a gradient
+        first = next((i for i, layer in enumerate(layers) if layer.grads), len(layers))
         for i in range(len(layers) - 1, first - 1, -1):
             need = i > first  # nobody needs ∂L/∂x of the first layer with weights
             if from_logits and i == len(layers) - 1:
@@ -227,7 +200,8 @@ class Sequential(Trainer):
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
-        """All parameters as host NumPy arrays, layer by layer ([kernel, bias] for each Dense)."""
+        """All weights, trainable or not, as host NumPy arrays, layer by layer ([kernel, bias] for each Dense;
+        [gamma, beta, moving_mean, moving_variance] for BatchNormalization)."""
         return self.store.split(self.store.host_params())
 
     def set_weights(self, weights: Sequence[Any]) -> None:

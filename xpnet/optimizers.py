@@ -178,7 +178,7 @@ class SGD(Optimizer):
             and not any(k in vars(self) for k in ("update", "apply"))
             and all(
                 type(s.layer).__dict__.get("grads_via_sink", False) and not s.layer.replaces_methods()
-                for s in store.slots
+                for s in store.trainable_slots
             )
         )
         return InPlaceSGD(store.ops) if inplace else GradientSink(store.ops)

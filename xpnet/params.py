@@ -24,39 +24,76 @@ Array = Any
 
 @dataclass(frozen=True)
 class Slot:
-    """One weight's place in the flat buffer: layer `layer`'s parameter `spec.name` at [offset, offset + size)."""
+    """One weight's place: layer `layer`'s parameter `spec.name` at [offset, offset + size) of the device
+    buffer, and at [host_offset, host_offset + size) of the host order (`get_weights`' order)."""
 
     layer: Layer
     spec: ParamSpec
     offset: int
     size: int
+    trainable: bool = True
+    host_offset: int = 0
 
     @property
     def label(self) -> str:
         return f"{self.layer.name}/{self.spec.name}"
 
 
+def is_trainable(layer: Layer, spec: ParamSpec) -> bool:
+    """Whether the optimizer should train this weight: the weight is trainable and its layer not frozen."""
+    return bool(spec.trainable and layer.trainable)
+
+
 class ParamStore:
     """Flat parameter and gradient buffers on one backend, with per-layer views.
 
-    host_params: the initial (P,) values, in layer order and each layer's `param_specs()` order.
+    host_params: the initial (P,) values in host order: layer by layer, each layer's
+    `param_specs()` in order (what `get_weights` returns, Keras's order).
+
+    The device buffer `flat` is laid out [trainable | moving | other non-trainable]: `params`
+    (the trainable prefix) is all the optimizer, the gradient buffer, L1/L2 and the Allreduce
+    see, so non-trainable weights are never changed by them. `moving` holds the weights the
+    layers' training forward updates (BatchNormalization's moving statistics), contiguous so
+    data-parallel ranks average them with one Allreduce. A model whose weights are all
+    trainable has the same buffer as before non-trainable weights existed.
     """
 
     def __init__(self, ops: Ops, layers: Sequence[Layer], host_params: np.ndarray, dtype: str) -> None:
         self.ops, self.dtype, self.layers = ops, dtype, list(layers)
-        self.slots: list[Slot] = []
-        off = 0
+        found: list[tuple[Layer, ParamSpec, int, int]] = []
+        host = 0
         for layer in self.layers:
             for spec in layer.param_specs():
                 n = int(np.prod(spec.shape))
-                self.slots.append(Slot(layer, spec, off, n))
-                off += n
-        if host_params.shape != (off,):
-            raise ValueError(f"the model has {off} parameters, received a buffer of shape {host_params.shape}")
+                found.append((layer, spec, n, host))
+                host += n
+        if host_params.shape != (host,):
+            raise ValueError(f"the model has {host} parameters, received a buffer of shape {host_params.shape}")
+
+        def group(layer: Layer, spec: ParamSpec) -> int:
+            if is_trainable(layer, spec):
+                return 0
+            # a frozen layer's training forward runs in inference mode, so its state does not move
+            return 1 if spec.aggregation == "mean" and layer.trainable else 2
+
+        placed: dict[int, Slot] = {}
+        off, ends = 0, []
+        for g in (0, 1, 2):
+            for k, (layer, spec, n, h) in enumerate(found):
+                if group(layer, spec) == g:
+                    placed[k] = Slot(layer, spec, off, n, g == 0, h)
+                    off += n
+            ends.append(off)
+        self.slots: list[Slot] = [placed[k] for k in range(len(found))]
+        self.trainable_slots = [s for s in self.slots if s.trainable]
+        self._t, self._m = ends[0], ends[1]
+        self._in_host_order = all(s.offset == s.host_offset for s in self.slots)
         xp = ops.xp
         with ops.activate():
-            self.params: Array = ops.asarray(np.ascontiguousarray(host_params, dtype=dtype))
-            self.grads: Array = ops.zeros(off, getattr(xp, dtype))
+            self.flat: Array = ops.asarray(self.to_buffer_order(np.ascontiguousarray(host_params, dtype=dtype)))
+            self.grads: Array = ops.zeros(self._t, getattr(xp, dtype))
+        self.params: Array = self.flat[: self._t]
+        self.moving: Array = self.flat[self._t : self._m]
         self.default_sink = GradientSink(ops)
         self.sink: GradientSink = self.default_sink
         self._bind()
@@ -66,15 +103,30 @@ class ParamStore:
         views: dict[int, tuple[dict[str, Array], dict[str, Array]]] = {id(lyr): ({}, {}) for lyr in self.layers}
         for s in self.slots:
             params, grads = views[id(s.layer)]
-            params[s.spec.name] = xp.reshape(self.params[s.offset : s.offset + s.size], s.spec.shape)
-            grads[s.spec.name] = xp.reshape(self.grads[s.offset : s.offset + s.size], s.spec.shape)
+            params[s.spec.name] = xp.reshape(self.flat[s.offset : s.offset + s.size], s.spec.shape)
+            if s.trainable:  # a weight without a gradient view is one the sinks leave alone
+                grads[s.spec.name] = xp.reshape(self.grads[s.offset : s.offset + s.size], s.spec.shape)
         for layer in self.layers:
+            layer.compute_dtype = self.dtype
             layer.bind(self.ops, *views[id(layer)])
             layer.sink = self.sink
 
     @property
     def size(self) -> int:
-        return int(self.params.shape[0])
+        """All parameters, trainable or not."""
+        return int(self.flat.shape[0])
+
+    @property
+    def trainable_size(self) -> int:
+        return self._t
+
+    def stale(self) -> bool:
+        """Whether a layer's `trainable` flag changed since this layout was made (compile applies it)."""
+        return any(s.trainable != is_trainable(s.layer, s.spec) for s in self.slots)
+
+    def trainable_labels(self) -> list[str]:
+        """ "layer/weight" of each weight the optimizer trains, in host order (what checkpoints record)."""
+        return [s.label for s in self.trainable_slots]
 
     def use_sink(self, sink: GradientSink | None = None) -> None:
         """Route every layer's gradients to `sink` from now on (None: back to the gradient buffer)."""
@@ -95,23 +147,49 @@ class ParamStore:
             for layer in self.layers
         ]
 
+    def to_buffer_order(self, host: np.ndarray) -> np.ndarray:
+        """A host (P,) array in host order rearranged as the device buffer lays the weights out."""
+        if self._in_host_order:
+            return host
+        out = np.empty_like(host)
+        for s in self.slots:
+            out[s.offset : s.offset + s.size] = host[s.host_offset : s.host_offset + s.size]
+        return out
+
+    def to_host_order(self, buf: np.ndarray) -> np.ndarray:
+        if self._in_host_order:
+            return buf
+        out = np.empty_like(buf)
+        for s in self.slots:
+            out[s.host_offset : s.host_offset + s.size] = buf[s.offset : s.offset + s.size]
+        return out
+
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
-        """A host (P,) array cut into one array per weight (copies, shaped as `param_specs`)."""
-        return [flat[s.offset : s.offset + s.size].reshape(s.spec.shape).copy() for s in self.slots]
+        """A host (P,) array in host order cut into one array per weight (copies, shaped as `param_specs`)."""
+        return [flat[s.host_offset : s.host_offset + s.size].reshape(s.spec.shape).copy() for s in self.slots]
+
+    def split_grads(self, grads: np.ndarray) -> list[np.ndarray]:
+        """A host copy of the (trainable) gradient buffer cut into one array per trainable weight."""
+        return [grads[s.offset : s.offset + s.size].reshape(s.spec.shape).copy() for s in self.trainable_slots]
 
     def host_params(self) -> np.ndarray:
-        return self.ops.to_numpy(self.params)
+        """Every parameter, trainable or not, as one host (P,) array in host order (one download)."""
+        return self.to_host_order(self.ops.to_numpy(self.flat))
 
     def host_grads(self) -> np.ndarray:
         return self.ops.to_numpy(self.grads)
 
     def set_host_params(self, flat: np.ndarray) -> None:
-        """Overwrite every parameter from a host (P,) array (one upload)."""
+        """Overwrite every parameter from a host (P,) array in host order (one upload)."""
+        host = self.to_buffer_order(np.ascontiguousarray(flat, dtype=self.dtype))
         with self.ops.activate():
-            self.params[...] = self.ops.asarray(np.ascontiguousarray(flat, dtype=self.dtype))
+            self.flat[...] = self.ops.asarray(host)
+        for layer in self.layers:
+            layer.weights_assigned()
 
     def regularized(self) -> list[tuple[Slot, Regularizer]]:
-        return [(s, s.spec.regularizer) for s in self.slots if s.spec.regularizer is not None]
+        """Trainable weights with a penalty (Keras counts penalties of trainable weights only)."""
+        return [(s, s.spec.regularizer) for s in self.trainable_slots if s.spec.regularizer is not None]
 
     def penalty(self) -> Any:
         """Σ of every weight penalty (a 0-d device value; 0.0 without regularizers)."""
@@ -128,8 +206,19 @@ class ParamStore:
             w = s.layer.params[s.spec.name]
             s.layer.grads[s.spec.name][...] += reg.grad(xp, w) * scale
 
+    def save_moving(self) -> Array:
+        """A device copy of the state the training forward moves (restored by `restore_moving`)."""
+        return self.moving * 1.0  # a new array (array APIs differ on copy=)
+
+    def restore_moving(self, saved: Array) -> None:
+        self.moving[...] = saved
+
     def __repr__(self) -> str:
-        return f"ParamStore({self.size} parameters, {len(self.slots)} weights, {self.ops.describe()}, {self.dtype})"
+        frozen = self.size - self._t
+        extra = f" ({frozen} non-trainable)" if frozen else ""
+        return (
+            f"ParamStore({self.size} parameters{extra}, {len(self.slots)} weights, {self.ops.describe()}, {self.dtype})"
+        )
 
 
 class GradientSink:
@@ -144,17 +233,24 @@ class GradientSink:
         self.ops = ops
 
     def matmul_t(self, layer: Layer, name: str, a: Array, b: Array) -> None:
-        """∂L/∂w = aᵀ·b for layer's weight `name` (a: (k, m), b: (k, n), the weight viewed as (m, n))."""
-        out = layer.grads[name]
+        """∂L/∂w = aᵀ·b for layer's weight `name` (a: (k, m), b: (k, n), the weight viewed as (m, n)).
+
+        A weight without a gradient view (non-trainable, a frozen layer's) gets nothing, here and below.
+        """
+        out = layer.grads.get(name)
+        if out is None:
+            return
         self.ops.matmul(a.T, b, out=out if out.ndim == 2 else self.ops.xp.reshape(out, (a.shape[1], b.shape[1])))
 
     def column_sum(self, layer: Layer, name: str, d: Array) -> None:
         """∂L/∂w[j] = Σ_i d[i, j] (a bias)."""
-        self.ops.bias_grad(d, layer.grads[name])
+        if name in layer.grads:
+            self.ops.bias_grad(d, layer.grads[name])
 
     def put(self, layer: Layer, name: str, g: Array) -> None:
         """∂L/∂w = g, any shape."""
-        layer.grads[name][...] = g
+        if name in layer.grads:
+            layer.grads[name][...] = g
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -170,11 +266,15 @@ class InPlaceSGD(GradientSink):
     applies_update = True
 
     def matmul_t(self, layer: Layer, name: str, a: Array, b: Array) -> None:
+        if name not in layer.grads:  # not trained
+            return
         w = layer.params[name]
         self.ops.gemm_sub(a, b, w if w.ndim == 2 else self.ops.xp.reshape(w, (a.shape[1], b.shape[1])))
 
     def column_sum(self, layer: Layer, name: str, d: Array) -> None:
-        self.ops.bias_sub(d, layer.params[name])
+        if name in layer.grads:
+            self.ops.bias_sub(d, layer.params[name])
 
     def put(self, layer: Layer, name: str, g: Array) -> None:
-        layer.params[name][...] -= g
+        if name in layer.grads:
+            layer.params[name][...] -= g

@@ -45,9 +45,13 @@ def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
             "seed": model.seed,
             "dtype": model.dtype,
             "input_shape": list(model.feature_shape),
-            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
+            "layers": [
+                {"class_name": type(layer).__name__, "config": {**layer.get_config(), "trainable": layer.trainable}}
+                for layer in model.layers
+            ],
         },
         "layout": model.store.layout(),
+        "trainable": model.store.trainable_labels(),
         "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
         "epochs_trained": model.train_state.epochs_trained,
         "compile": None,
@@ -117,12 +121,15 @@ def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
 
     cls = _class(entry["class_name"], layers_mod, Layer, custom)
     config = dict(entry["config"])
+    trainable = bool(config.pop("trainable", True))  # Keras keeps it in the config; xpnet sets it after
     for key, value in config.items():
         if key == "activation" and isinstance(value, dict):
             config[key] = deserialize(value, "activation", custom)
         elif key.endswith("_regularizer") and value is not None:
             config[key] = deserialize(value, "regularizer", custom)
-    return cls(**config)
+    layer = cls(**config)
+    layer.trainable = trainable
+    return layer
 
 
 def restore_state(
@@ -141,9 +148,12 @@ def restore_state(
         model.compile(opt_cls(**opt_config), deserialize(cfg["loss"], "loss", custom), cfg["metrics"])
         opt, ops = model.optimizer, model.ops
         assert opt is not None and ops is not None
+        # slots are laid out over the trainable weights: a file saved before a `trainable` change
+        # (which its compile had not applied yet) starts the optimizer afresh
+        same = header.get("trainable", model.store.trainable_labels()) == model.store.trainable_labels()
         with ops.activate():
             for k, v in opt.slots.items():
-                if f"slot_{k}" in arrays:
+                if same and f"slot_{k}" in arrays:
                     v[...] = ops.asarray(arrays[f"slot_{k}"])
         opt.iterations = int(cfg["iterations"])
     for layer in model.layers:

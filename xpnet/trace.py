@@ -279,6 +279,7 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
         return backward_preactivation
 
     dropout_steps = [(layer, layer.iterations) for layer in model.layers if isinstance(layer, Dropout)]
+    moving = model.store.save_moving()  # a training-mode forward moves BatchNormalization's statistics
     loss_value: float | None = None
     grads: list[np.ndarray] = []
     yy: np.ndarray | None = None
@@ -299,6 +300,7 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
     finally:
         for layer, steps in dropout_steps:
             layer.iterations = steps
+        model.store.restore_moving(moving)
 
     layers: list[LayerTrace] = []
     off = 0
@@ -307,9 +309,10 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
         specs = layer.param_specs()
         weights = dict(zip([s.name for s in specs], layer.get_weights(), strict=True))
         layer_grads: dict[str, np.ndarray] = {}
+        trained = [s for s in specs if s.name in layer.grads]  # gradients come for trainable weights only
         if grads:
-            layer_grads = {s.name: grads[off + j] for j, s in enumerate(specs)}
-        off += len(specs)
+            layer_grads = {s.name: grads[off + j] for j, s in enumerate(trained)}
+        off += len(trained)
         act = getattr(layer, "activation", None)
         layers.append(
             LayerTrace(

@@ -1,11 +1,13 @@
 from .activation import Activation
 from .base import Layer, ParamSpec
+from .batch_normalization import BatchNormalization
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .elementwise import LeakyReLU, Rescaling
 from .flatten import Flatten
 from .input import Input
+from .normalization import Normalization
 from .pooling import (
     AveragePooling2D,
     AvgPool2D,
@@ -23,6 +25,7 @@ __all__ = [
     "Activation",
     "AveragePooling2D",
     "AvgPool2D",
+    "BatchNormalization",
     "Conv2D",
     "Convolution2D",
     "Dense",
@@ -36,6 +39,7 @@ __all__ = [
     "LeakyReLU",
     "MaxPool2D",
     "MaxPooling2D",
+    "Normalization",
     "ParamSpec",
     "Rescaling",
     "Reshape",

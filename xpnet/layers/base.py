@@ -24,6 +24,7 @@ import numpy as np
 from .. import initializers as inits
 from ..backend import Ops
 from ..regularizers import Regularizer
+from ..variables import Variable
 
 if TYPE_CHECKING:
     from ..activations import Activation
@@ -35,10 +36,19 @@ Shape = tuple[int, ...]
 
 @dataclass
 class ParamSpec:
+    """One weight a layer declares.
+
+    trainable=False marks state the optimizer never touches (BatchNormalization's moving
+    statistics, Normalization's mean and variance). aggregation="mean": a non-trainable weight
+    the layer's training-mode forward updates, which data-parallel ranks average after each step.
+    """
+
     name: str
     shape: Shape
     initializer: inits.Initializer
     regularizer: Regularizer | None = None
+    trainable: bool = True
+    aggregation: str = "none"
 
 
 @dataclass
@@ -72,6 +82,11 @@ class Layer:
         self.grads: dict[str, Array] = {}
         self.sink: GradientSink | None = None
         self.index = 0
+        # Keras's freezing switch: False makes every weight of the layer non-trainable from the
+        # next compile (or the build in fit), and runs BatchNormalization in inference mode
+        self.trainable = True
+        # the model's dtype, set when the model binds the layer (for constants a layer uploads then)
+        self.compute_dtype = "float32"
         # at inference, whether to keep the pre-activation for someone to look at (trace); predict
         # turns it off so activations may reuse its memory
         self.keep_preactivation = True
@@ -145,6 +160,25 @@ class Layer:
     def count_params(self) -> int:
         return sum(int(np.prod(s.shape)) for s in self.param_specs()) if self.built else 0
 
+    @property
+    def weights(self) -> list[Variable]:
+        """Every weight as a `Variable` (kernel, bias, ...; BatchNormalization: gamma, beta, moving_mean,
+        moving_variance); empty until the layer belongs to a built model."""
+        if self.ops is None:
+            return []
+        return [Variable(self, s) for s in self.param_specs()]
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+    def weights_assigned(self) -> None:
+        """Called after new values were written into this layer's weights (set_weights, load, assign)."""
+
     def get_weights(self) -> list[np.ndarray]:
         """Copies of this layer's parameters on the host, e.g. [kernel (in, out), bias (out,)]."""
         if self.ops is None:
@@ -164,6 +198,7 @@ class Layer:
         for s, w in zip(specs, arrays, strict=True):
             view = self.params[s.name]
             view[...] = self.ops.asarray(w.astype(_host_dtype(view)))
+        self.weights_assigned()
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name}

@@ -65,6 +65,8 @@ class TrainStep:
         self.optimizer: Optimizer = model.optimizer
         self.sink: GradientSink = self.optimizer.gradient_sink(model.store, comm.size == 1)
         self._denoms: dict[int, DeviceScalar] = {}
+        moving = int(model.store.moving.shape[0])
+        self.moving_scale = 1.0 / comm.size if moving and comm.size > 1 else 0.0
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -86,9 +88,15 @@ class TrainStep:
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
         loss_sum, out = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root)
+        store = model.store
         if comm.size > 1:
-            comm.allreduce_sum(ops, model.store.grads)
-        self.optimizer.apply(model.store, self.sink)
+            comm.allreduce_sum(ops, store.grads)
+            if self.moving_scale:
+                # each rank normalised with its own shard's batch statistics (Keras's default,
+                # synchronized=False); the moving statistics are averaged so every rank keeps the same
+                comm.allreduce_sum(ops, store.moving)
+                store.moving[...] *= self.moving_scale
+        self.optimizer.apply(store, self.sink)
         return [loss_sum, *(m.update(ops.xp, yb, out) for m in model.metrics)]
 
 

@@ -29,6 +29,7 @@ from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
 from ..threads import blas_threads_for, macs_per_sample
+from ..variables import Variable
 from . import data
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
@@ -57,6 +58,7 @@ class Trainer:
         self._backend_request: str | Ops | None = None
         self._comm: distributed.Communicator = distributed.Communicator()
         self._step: TrainStep | None = None
+        self._trainable = True
 
     # structure the model provides
     @property
@@ -102,6 +104,31 @@ class Trainer:
     def backward(self, grad: Array, from_logits: bool) -> None:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ weights as Keras lists them
+    @property
+    def trainable(self) -> bool:
+        """Keras's model switch: setting it sets every layer's `trainable` (applied at the next compile)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = bool(value)
+
+    @property
+    def weights(self) -> list[Variable]:
+        """Every weight of every layer, in `get_weights` order (empty until built)."""
+        return [w for layer in self.layers for w in layer.weights]
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
     # ------------------------------------------------------------------ compile
     def compile(
         self,
@@ -134,7 +161,7 @@ class Trainer:
         if self.built:
             assert self.ops is not None
             target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
-            if target is not self.ops:
+            if target is not self.ops or self.store.stale():  # a changed `trainable` flag takes effect here
                 self.install(target, self.store.host_params())
             else:
                 self.optimizer.build(self.ops, self.store.params)
@@ -258,7 +285,7 @@ class Trainer:
                 return state.history
         distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
         if comm.size > 1:
-            comm.bcast_from_root(ops, self.store.params)
+            comm.bcast_from_root(ops, self.store.flat)
         history = state.history
         cbs: list[Callback] = [history, *(callbacks or [])]
 
@@ -361,8 +388,11 @@ class Trainer:
                     "gradient, so fit() cannot backpropagate through it. Use 'sigmoid' or 'tanh' (smooth steps), "
                     "or train a perceptron with the perceptron learning rule."
                 )
-        if self.store.size == 0:
-            raise ValueError("fit: the model has no trainable parameters")
+        if self.store.trainable_size == 0:
+            raise ValueError(
+                "fit: the model has no trainable parameters"
+                + (" (every layer with weights has trainable=False)" if self.store.size else "")
+            )
 
     def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str) -> None:
         state, comm = self.train_state, self._comm
@@ -461,7 +491,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ gradients
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
-        """Loss over (x, y) as one batch, and its gradient for every weight (same order as get_weights).
+        """Loss over (x, y) as one batch, and its gradient for every trainable weight (`trainable_weights`' order).
 
         The training-mode forward pass is used (dropout active), without updating anything:
         for gradient checks and for looking inside backpropagation.
@@ -472,12 +502,13 @@ class Trainer:
         with ops.activate():
             value = self.loss_at(self.upload(x), self.upload(yy, targets=True))
             flat = self.store.host_grads()
-        return value, self.store.split(flat)
+        return value, self.store.split_grads(flat)
 
     def loss_at(self, X: Array, Y: Array) -> float:
         """The mean loss (+ penalty) of device batch (X, Y) in training mode, leaving its gradient in `store.grads`.
 
-        Weights, optimizer and dropout counters do not move, so repeated calls see the same masks.
+        Weights, moving statistics, optimizer and dropout counters do not move, so repeated calls
+        see the same masks and the same state.
         """
         ops = self.ops
         assert ops is not None
@@ -485,12 +516,14 @@ class Trainer:
         dropouts = [(d, d.iterations) for d in self.layers if isinstance(d, Dropout)]
         running_sink = store.sink
         store.use_sink(GradientSink(ops))
+        moving = store.save_moving()
         try:
             n = int(X.shape[0])
             loss_sum, _ = loss_and_grads(self, X, Y, ops.cast(ops.asarray(np.float64(1.0 / n)), self.dtype))
             return float(ops.to_numpy(loss_sum)) / n
-        finally:  # a look at the gradients must not move the masks a later fit() draws
+        finally:  # a look at the gradients must not move the masks a later fit() draws, nor BN's statistics
             store.use_sink(running_sink)
+            store.restore_moving(moving)
             for d, steps in dropouts:
                 d.iterations = steps
 
