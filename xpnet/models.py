@@ -61,7 +61,7 @@ class Sequential(Trainer):
         if isinstance(layer, Input):
             if self.layers:
                 raise ValueError("Input(...) must come first in a Sequential model")
-            self._input_shape = layer.shape
+            self._input_shape = layer.feature_shape
             return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer, received {type(layer).__name__}")
