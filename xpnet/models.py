@@ -17,6 +17,7 @@ from . import saving, weights_io
 from ._checks import probably_finite, require_finite
 from .backend import Ops, get_backend
 from .backend.base import builtin_name
+from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .layers.input import Input
@@ -341,6 +342,17 @@ class Sequential(Trainer):
                 return False
         return True
 
+    def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Sequential:
+        """The same stack over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
+        if self.feature_shape is None:
+            raise ValueError("the model's input shape is unknown")
+        return Sequential(
+            [Input(self.feature_shape), *(copy_layer(layer) for layer in self.layers)],
+            name=name,
+            seed=self.seed,
+            dtype=dtype,
+        )
+
     def trace(self, x: Any, y: Any = None, training: bool = True) -> Any:
         """Layer-by-layer u, h (and with y: δ and gradients) in the course's notation; see `xpnet.trace.trace`."""
         from .trace import trace
@@ -386,7 +398,7 @@ def load_model(
     custom_objects: dict[str, Any] | None = None,
     compile: bool = True,
     backend: str | Ops | None = None,
-) -> Sequential:
+) -> Sequential | Model:
     """A model saved by `model.save`, on `backend` (default: as a new model would choose).
 
     custom_objects: {class name: class} for your own layers, activations, losses or optimizers.
@@ -395,8 +407,16 @@ def load_model(
     custom = dict(custom_objects or {})
     header, arrays = saving.read_model_file(filepath)
     spec = header["model"]
+    if spec.get("class_name") == "Functional":
+        graph = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
+        if backend is not None:
+            graph.to_backend(backend)
+        saving.restore_state(graph, header if compile else {**header, "compile": None}, arrays, custom)
+        return graph
     if spec.get("class_name") != "Sequential":
-        raise ValueError(f"{filepath} holds a {spec.get('class_name')} model; this xpnet loads Sequential models")
+        raise ValueError(
+            f"{filepath} holds a {spec.get('class_name')} model; this xpnet loads Sequential and Functional models"
+        )
     layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
     model = Sequential(
         [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]

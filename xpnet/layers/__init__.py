@@ -6,6 +6,7 @@ from .dropout import Dropout
 from .elementwise import LeakyReLU, Rescaling
 from .flatten import Flatten
 from .input import Input
+from .merge import Add, Average, Concatenate, Multiply, Subtract
 from .pooling import (
     AveragePooling2D,
     AvgPool2D,
@@ -21,8 +22,11 @@ Convolution2D = Conv2D
 
 __all__ = [
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
     "AvgPool2D",
+    "Concatenate",
     "Conv2D",
     "Convolution2D",
     "Dense",
@@ -36,7 +40,9 @@ __all__ = [
     "LeakyReLU",
     "MaxPool2D",
     "MaxPooling2D",
+    "Multiply",
     "ParamSpec",
     "Rescaling",
     "Reshape",
+    "Subtract",
 ]

@@ -117,9 +117,9 @@ class Layer:
         shapes = [t.feature_shape for t in tensors]
         arg: Any = shapes if many else shapes[0]
         if self.built:
-            built_for = getattr(self, "input_shapes", None) if many else self.input_shape
+            built_for: Any = getattr(self, "input_shapes", None) if many else self.input_shape
             if built_for != arg:
-                shown = [(None, *s) for s in built_for] if many else (None, *(built_for or ()))
+                shown = [(None, *s) for s in built_for or []] if many else (None, *(built_for or ()))
                 raise ValueError(f"{what} was built for input {shown} and cannot be called again on {where}")
         else:
             try:

@@ -177,7 +177,9 @@ class Batches:
     def gather(self, a: int, b: int) -> tuple[Any, Any]:
         """Rows [a, b) of this epoch's order in the fixed buffers: (x, y) views of b − a rows."""
         if not isinstance(self.x, list) and not isinstance(self.y, list):
-            return self._gather(self.x, self.xbuf, self.dtype, a, b), self._gather(self.y, self.ybuf, self.y_dtype, a, b)
+            return self._gather(self.x, self.xbuf, self.dtype, a, b), self._gather(
+                self.y, self.ybuf, self.y_dtype, a, b
+            )
         xs = self.x if isinstance(self.x, list) else [self.x]
         xbufs = self.xbuf if isinstance(self.xbuf, list) else [self.xbuf]
         ys = self.y if isinstance(self.y, list) else [self.y]

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -151,10 +151,14 @@ class Trainer:
         self.backward(grads[0], from_logits[0])
 
     # ------------------------------------------------------------------ compile
+    def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Trainer:
+        """The same architecture over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
+        raise NotImplementedError
+
     def compile(
         self,
         optimizer: str | opt_mod.Optimizer = "rmsprop",
-        loss: str | losses_mod.Loss | None = None,
+        loss: str | losses_mod.Loss | Sequence[Any] | dict[str, Any] | None = None,
         metrics: Sequence[Any] | None = None,
         backend: str | Ops | None = None,
         distribute: bool | str | distributed.Communicator | None = "auto",
@@ -224,7 +228,7 @@ class Trainer:
 
     @property
     def metrics_names(self) -> list[str]:
-        """"loss", then (several outputs) each output's "<name>_loss", then the metrics ("<name>_<metric>")."""
+        """ "loss", then (several outputs) each output's "<name>_loss", then the metrics ("<name>_<metric>")."""
         if self.single_output:
             return ["loss"] + [m.name for m in self.metrics]
         names = self.output_names
@@ -245,7 +249,9 @@ class Trainer:
         assert self.loss is not None
         return [
             ok and _fuses(loss, layer)
-            for loss, layer, ok in zip(self.losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True)
+            for loss, layer, ok in zip(
+                self.losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True
+            )
         ]
 
     # ------------------------------------------------------------------ data at the boundary
@@ -475,7 +481,9 @@ class Trainer:
         for name, metric, s in zip(self.metrics_names[1:], [*readers, *self.metrics], flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
-            out[name] = float(state[0]) / count if metric is None else metric.result(state[0] if size == 1 else state, count)
+            out[name] = (
+                float(state[0]) / count if metric is None else metric.result(state[0] if size == 1 else state, count)
+            )
             off += size
         return out
 
@@ -606,15 +614,13 @@ def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
         return [value[n] for n in names]
     if isinstance(value, (list, tuple)):
         if len(value) != len(names):
-            raise ValueError(
-                f"compile: {what} has {len(value)} entries but the model has {len(names)} outputs {names}"
-            )
+            raise ValueError(f"compile: {what} has {len(value)} entries but the model has {len(names)} outputs {names}")
         return list(value)
     return [value] * len(names)
 
 
 def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
-    """compile's metrics as one list per output: a dict or a list of lists per output, else the same for every output."""
+    """compile's metrics as one list per output: a dict, a list of lists, else the same list for every output."""
     if metrics is None:
         return [[] for _ in names]
     if isinstance(metrics, dict):
