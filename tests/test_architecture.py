@@ -130,8 +130,18 @@ def _describe(a: Any) -> Any:
     return type(a).__name__ + ":" + str(getattr(a, "name", ""))
 
 
+def _graph_model() -> xpnet.Model:
+    """A functional model with a residual Add, a shared layer and Dropout: the graph engine's whole step."""
+    x = xpnet.Input((784,))
+    h = Dense(16, "relu", kernel_regularizer="l2")(x)
+    shared = Dense(16, "tanh")
+    r = xpnet.layers.Add()([h, shared(Dropout(0.3)(h)), shared(h)])
+    return xpnet.Model(x, Dense(10, "softmax")(r), seed=2)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "momentum", "schedule"])
-def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_numbers(optimizer: str) -> None:
+def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_numbers(optimizer: str, kind: str) -> None:
     """A step recorded once (a CUDA graph) replays its kernels with the arguments of the recording.
 
     So every Ops call of a full-size step must be the same, with the same Python numbers, as in
@@ -160,8 +170,12 @@ def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_num
         "momentum": xpnet.optimizers.SGD(0.05, momentum=0.9),
         "schedule": xpnet.optimizers.Adam(xpnet.optimizers.schedules.ExponentialDecay(0.01, 5, 0.9)),
     }.get(optimizer, optimizer)
-    model = Sequential(
-        [Dense(16, "relu", input_shape=(784,), kernel_regularizer="l2"), Dropout(0.3), Dense(10, "softmax")], seed=2
+    model: Any = (
+        Sequential(
+            [Dense(16, "relu", input_shape=(784,), kernel_regularizer="l2"), Dropout(0.3), Dense(10, "softmax")], seed=2
+        )
+        if kind == "sequential"
+        else _graph_model()
     )
     model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=Recording())
     marks: list[int] = []
