@@ -82,7 +82,10 @@ class Model(Trainer):
         self.outputs: list[KerasTensor] = []
         self._single_input = self._single_out = True
         self._nodes: list[Node] = []
-        self._plan: list[tuple[Node, list[bool]]] = []
+        self._plan: list[tuple[_Call, list[bool], bool]] = []
+        self._forward_program: list[_Call] = []
+        self._slots: dict[int, int] = {}
+        self._stops: dict[tuple[bool, ...], frozenset[int]] = {}
         self._shared: set[int] = set()
         self._consumers: dict[int, int] = {}
         self._accumulate: GradientSink | None = None
@@ -141,7 +144,11 @@ class Model(Trainer):
         self._set_order(order)
 
     def _set_order(self, order: list[Node]) -> None:
-        """Precompute what forward and backward need from the topologically ordered calls."""
+        """Precompute what forward and backward need from the topologically ordered calls.
+
+        Tensors get slots in a list (inputs first, then each call's output), so a step looks up
+        arrays by index; the per-step cost of the traversal stays a few µs per call.
+        """
         self._nodes = order
         layers: list[Layer] = []
         calls: dict[int, int] = {}
@@ -151,6 +158,10 @@ class Model(Trainer):
             calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
         self.layers = layers
         self._shared = {k for k, v in calls.items() if v > 1}
+        slot = {id(t): i for i, t in enumerate(self.inputs)}
+        for node in order:
+            slot[id(node.output)] = len(slot)
+        self._slots = slot
         consumers: dict[int, int] = {}
         for node in order:
             for t in node.inputs:
@@ -158,15 +169,31 @@ class Model(Trainer):
         for t in self.outputs:
             consumers[id(t)] = consumers.get(id(t), 0) + 1
         self._consumers = consumers
+        self._forward_program = [
+            _Call(
+                k, node, tuple(slot[id(t)] for t in node.inputs), slot[id(node.output)], id(node.layer) in self._shared
+            )
+            for k, node in enumerate(order)
+        ]
         # a tensor needs ∂L/∂t when weights lie behind it; calls with no weights behind them skip backward
-        needs: dict[int, bool] = {id(t): False for t in self.inputs}
+        needs = [False] * len(slot)
         plan = []
-        for node in order:
-            need_in = [needs[id(t)] for t in node.inputs]
-            needs[id(node.output)] = bool(node.layer.param_specs()) or any(need_in)
-            if needs[id(node.output)]:
-                plan.append((node, need_in))
+        for call in self._forward_program:
+            need_in = [needs[i] for i in call.inputs]
+            needs[call.output] = bool(call.node.layer.param_specs()) or any(need_in)
+            if needs[call.output]:
+                plan.append((call, need_in, any(need_in)))
         self._plan = plan[::-1]
+        self._stops = {}
+
+    def _stop_at(self, logits: Sequence[bool]) -> frozenset[int]:
+        """The indices of the calls that stop at their pre-activation for this choice of fused outputs."""
+        key = tuple(logits)
+        stop = self._stops.get(key)
+        if stop is None:
+            ids = {id(t.node) for t, u in zip(self.outputs, key, strict=True) if u}
+            stop = self._stops[key] = frozenset(c.index for c in self._forward_program if id(c.node) in ids)
+        return stop
 
     @property
     def nodes(self) -> list[Node]:
@@ -243,12 +270,17 @@ class Model(Trainer):
     def single_output(self) -> bool:
         return self._single_out
 
+    # a Sequential whose input shape is not known yet has no graph: then its last layer is the output
     @property
     def output_layers(self) -> list[Layer]:
+        if not self.outputs:
+            return super().output_layers
         return [_node(t).layer for t in self.outputs]
 
     @property
     def output_names(self) -> list[str]:
+        if not self.outputs:
+            return super().output_names
         names: list[str] = []
         for t in self.outputs:
             base = str(_node(t).layer.name)
@@ -261,11 +293,15 @@ class Model(Trainer):
 
     @property
     def output_widths(self) -> list[int]:
+        if not self.outputs:
+            return super().output_widths
         return [t.feature_shape[-1] if t.feature_shape else 1 for t in self.outputs]
 
     @property
     def fusable_outputs(self) -> list[bool]:
         # the fused loss reads the logits: no other call may need the layer's activated output
+        if not self.outputs:
+            return super().fusable_outputs
         return [self._consumers.get(id(t), 0) == 1 and id(_node(t).layer) not in self._shared for t in self.outputs]
 
     @property
@@ -285,56 +321,58 @@ class Model(Trainer):
 
     # ------------------------------------------------------------------ traversals
     def forward_outputs(self, x: Any, training: bool, logits: Sequence[bool]) -> list[Array]:
-        xs = [x] if self._single_input else list(x)
-        values: dict[int, Array] = {id(t): a for t, a in zip(self.inputs, xs, strict=True)}
-        stop = {id(t.node) for t, u in zip(self.outputs, logits, strict=True) if u}
-        for node in self._nodes:
-            layer = node.layer
-            args = [values[id(t)] for t in node.inputs]
-            arg = args if node.multi else args[0]
-            shared = id(layer) in self._shared
-            before = dict(vars(layer)) if shared else None
-            values[id(node.output)] = (
-                layer.forward_preactivation(arg, training) if id(node) in stop else layer.forward(arg, training)
+        values: list[Array] = [None] * len(self._slots)
+        if self._single_input:
+            values[0] = x
+        else:
+            values[: len(self.inputs)] = x
+        stop = self._stop_at(logits)
+        for call in self._forward_program:
+            layer = call.node.layer
+            arg = [values[i] for i in call.inputs] if call.node.multi else values[call.inputs[0]]
+            before = dict(vars(layer)) if call.shared else None
+            values[call.output] = (
+                layer.forward_preactivation(arg, training) if call.index in stop else layer.forward(arg, training)
             )
             if before is not None:  # this call's caches: what its forward (re)assigned
-                node.cache = {k: v for k, v in vars(layer).items() if before.get(k, _MISSING) is not v}
-        return [values[id(t)] for t in self.outputs]
+                call.node.cache = {k: v for k, v in vars(layer).items() if before.get(k, _MISSING) is not v}
+        return [values[self._slots[id(t)]] for t in self.outputs]
 
     def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
-        pending: dict[int, Array] = {}
-        handed: set[int] = set()
-
-        def give(t: KerasTensor, g: Array) -> None:
-            if id(g) in handed:
-                # the same array for a second tensor (Add's backward): its backward may overwrite it in place
-                g = g * 1
-            handed.add(id(g))
-            prev = pending.get(id(t))
-            pending[id(t)] = g if prev is None else prev + g
-
+        pending: list[Array] = [None] * len(self._slots)
         for t, g in zip(self.outputs, grads, strict=True):
-            give(t, g)
-        logit_nodes = {id(t.node) for t, u in zip(self.outputs, from_logits, strict=True) if u}
+            i = self._slots[id(t)]
+            pending[i] = g if pending[i] is None else pending[i] + g
+        stop = self._stop_at(from_logits)
         seen: set[int] = set()
-        for node, need_in in self._plan:
-            dy = pending.pop(id(node.output), None)
+        for call, need_in, need in self._plan:
+            dy = pending[call.output]
             if dy is None:  # no loss depends on this call
                 continue
-            handed.discard(id(dy))  # this call owns it now; it may hand it on as its input gradient
-            layer, need = node.layer, any(need_in)
-            if id(layer) in self._shared:
-                dx = self._shared_backward(node, dy, need, id(node) in logit_nodes, id(layer) in seen)
+            pending[call.output] = None
+            layer = call.node.layer
+            if call.shared:
+                dx = self._shared_backward(call.node, dy, need, call.index in stop, id(layer) in seen)
                 seen.add(id(layer))
-            elif id(node) in logit_nodes:
+            elif call.index in stop:
                 dx = layer.backward_preactivation(dy, need)
             else:
                 dx = layer.backward(dy, need)
             if not need:
                 continue
-            for t, g, wanted in zip(node.inputs, dx if node.multi else [dx], need_in, strict=True):
-                if wanted and g is not None:
-                    give(t, g)
+            if call.node.multi:
+                given: set[int] = set()
+                for i, g, wanted in zip(call.inputs, dx, need_in, strict=True):
+                    if not wanted or g is None:
+                        continue
+                    if id(g) in given:
+                        # one array for two inputs (Add's backward): the next backward may overwrite it in place
+                        g = g * 1
+                    given.add(id(g))
+                    pending[i] = g if pending[i] is None else pending[i] + g
+            else:
+                i = call.inputs[0]
+                pending[i] = dx if pending[i] is None else pending[i] + dx
 
     def _shared_backward(self, node: Node, dy: Array, need: bool, logits: bool, again: bool) -> Any:
         """One call of a shared layer: its own caches in place, its weight gradients added to the others'."""
@@ -663,6 +701,15 @@ class Model(Trainer):
             f"<Model name={self.name!r} inputs={len(self.inputs)} outputs={len(self.outputs)} "
             f"layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
         )
+
+
+class _Call:
+    """One step of the forward program: call `index` runs `node` from the tensors in slots `inputs` into `output`."""
+
+    __slots__ = ("index", "inputs", "node", "output", "shared")
+
+    def __init__(self, index: int, node: Node, inputs: tuple[int, ...], output: int, shared: bool) -> None:
+        self.index, self.node, self.inputs, self.output, self.shared = index, node, inputs, output, shared
 
 
 def _node(t: KerasTensor) -> Node:

@@ -27,7 +27,13 @@ Array = Any
 
 
 def loss_and_grads(
-    model: Trainer, xb: Array, yb: Array, coef: Array, scale: Any = 1.0, add_penalty_grad: bool = True
+    model: Trainer,
+    xb: Array,
+    yb: Array,
+    coef: Array,
+    scale: Any = 1.0,
+    add_penalty_grad: bool = True,
+    fused: list[bool] | None = None,
 ) -> tuple[Array, list[Array], list[Array]]:
     """Forward and backward on one batch: the sink receives scale × ∂(mean loss + penalty)/∂w.
 
@@ -36,12 +42,13 @@ def loss_and_grads(
     coef: scale / (global batch size), the factor on the per-sample loss gradients.
     Returns (Σ per-sample loss + batch size × weight penalty, [each output's weighted Σ loss],
     [each output]), on the device. The total is Σ_k loss_weight_k × Σ loss_k, as Keras.
+    fused: `model.fused_outputs`, when the caller already knows it.
     """
     ops = model.ops
     assert ops is not None
     xp = ops.xp
     # where fused, an output layer stops at u and the loss applies the activation and gives p − y directly
-    fused = model.fused_outputs
+    fused = model.fused_outputs if fused is None else fused
     ys = [yb] if model.single_output else list(yb)
     outs = model.forward_outputs(xb, True, fused)
     grads, preds, sums = [], [], []
@@ -91,6 +98,7 @@ class TrainStep:
             # a shared layer's weights serve several calls: each call's backward needs them unchanged
             sink = GradientSink(model.store.ops)
         self.sink: GradientSink = sink
+        self.fused = model.fused_outputs  # fixed while this step lives: compile and rebuilds make a new one
         self._denoms: dict[int, DeviceScalar] = {}
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
@@ -112,7 +120,7 @@ class TrainStep:
         assert ops is not None
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root)
+        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused)
         if comm.size > 1:
             comm.allreduce_sum(ops, model.store.grads)
         self.optimizer.apply(model.store, self.sink)
