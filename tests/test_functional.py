@@ -524,3 +524,68 @@ def test_resume_of_a_functional_model_is_bit_identical(tmp_path: Path) -> None:
     resumed.fit(x, y, batch_size=16, epochs=3, verbose=0, resume_from=tmp_path)
     for a, b in zip(ref.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_siamese_model_shares_one_encoder_between_two_inputs() -> None:
+    a, b = Input((6,), name="left"), Input((6,), name="right")
+    encoder = Dense(4, "tanh", name="encoder")
+    distance = Subtract()([encoder(a), encoder(b)])
+    model = Model([a, b], Dense(1, "sigmoid", name="same")(Multiply()([distance, distance])), seed=7)
+    assert [layer.name for layer in model.layers] == ["encoder", "subtract", "multiply", "same"]
+    assert model.count_params() == 6 * 4 + 4 + 4 + 1
+    model.compile("sgd", "binary_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(2)
+    xa, xb = rng.standard_normal((10, 6)), rng.standard_normal((10, 6))
+    labels = (rng.random((10, 1)) < 0.5).astype(np.float64)
+    result = model.check_gradients([xa, xb], labels)
+    assert result.passed, str(result)
+    hist = model.fit([xa, xb], labels, batch_size=5, epochs=2, verbose=0)
+    assert set(hist.history) == {"loss", "accuracy"}
+
+
+def test_a_shared_convolution_on_two_images_passes_the_gradient_check() -> None:
+    a, b = Input((6, 6, 1), name="a"), Input((6, 6, 1), name="b")
+    conv = xpnet.Conv2D(2, 3, activation="relu", name="conv")
+    joined = Concatenate()([xpnet.Flatten()(conv(a)), xpnet.Flatten()(conv(b))])
+    model = Model([a, b], Dense(3, "softmax")(joined), seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(5)
+    xa, xb = rng.standard_normal((4, 6, 6, 1)), rng.standard_normal((4, 6, 6, 1))
+    result = model.check_gradients([xa, xb], np.array([0, 1, 2, 1]), max_elements=40)
+    assert result.passed, str(result)
+
+
+def _every_merge(seed: int) -> Model:
+    a, b = Input((5,), name="a"), Input((3,), name="b")
+    shared = Dense(4, "tanh", name="shared")
+    p, q = shared(Dense(4, name="pa")(a)), shared(Dense(4, name="pb")(b))
+    mixed = Add()([Multiply()([p, q]), Average()([p, q]), Subtract()([p, q])])
+    h = Dropout(0.25)(Concatenate()([mixed, p]))
+    return Model([a, b], [Dense(3, "softmax", name="cls")(h), Dense(2, name="reg")(mixed)], seed=seed)
+
+
+def test_every_merge_and_a_shared_layer_run_on_each_backend_as_on_numpy(backend: str) -> None:
+    """The graph engine stays inside the array API: the strict stand-in (and CuPy) follow NumPy's numbers."""
+    rng = np.random.default_rng(8)
+    xa, xb = rng.standard_normal((48, 5)).astype(np.float32), rng.standard_normal((48, 3)).astype(np.float32)
+    labels, t = rng.integers(0, 3, 48), rng.standard_normal((48, 2)).astype(np.float32)
+    runs = []
+    for name in ("numpy", backend):
+        model = _every_merge(seed=3)
+        model.compile("adam", ["sparse_categorical_crossentropy", "mse"], loss_weights=[1.0, 0.3], backend=name)
+        hist = model.fit([xa, xb], [labels, t], batch_size=16, epochs=2, verbose=0)
+        runs.append((model.get_weights(), hist.history, model.predict([xa, xb])))
+    (wa, ha, pa), (wb, hb, pb) = runs
+    for u, v in zip(wa, wb, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
+    for k in ha:
+        np.testing.assert_allclose(ha[k], hb[k], rtol=1e-5, err_msg=k)
+    for u, v in zip(pa, pb, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
+
+
+def test_calling_a_model_on_symbolic_tensors_says_nesting_is_not_supported() -> None:
+    model = _residual()
+    with pytest.raises(TypeError, match="using a model as a layer of another model is not supported yet"):
+        model(Input((5,)))
+    np.testing.assert_allclose(model(np.ones((2, 5))), model.predict(np.ones((2, 5))))

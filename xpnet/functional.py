@@ -630,6 +630,13 @@ class Model(Trainer):
         return self.predict(x, batch_size=max(1, data.rows(x) if isinstance(x, list) else len(x)))
 
     def __call__(self, x: Any) -> Any:
+        """Outputs for arrays x as one batch (a model is not yet callable on symbolic tensors)."""
+        parts = x if isinstance(x, (list, tuple)) else [x]
+        if any(isinstance(t, KerasTensor) for t in parts):
+            raise TypeError(
+                f"model {self.name!r} was called on symbolic tensors; using a model as a layer of another model is "
+                "not supported yet: call its layers on the tensors instead"
+            )
         return self.predict_on_batch(x)
 
     def trace(self, x: Any, y: Any = None, training: bool = True) -> Any:
