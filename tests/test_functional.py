@@ -589,3 +589,29 @@ def test_calling_a_model_on_symbolic_tensors_says_nesting_is_not_supported() -> 
     with pytest.raises(TypeError, match="using a model as a layer of another model is not supported yet"):
         model(Input((5,)))
     np.testing.assert_allclose(model(np.ones((2, 5))), model.predict(np.ones((2, 5))))
+
+
+def test_a_shared_dropout_draws_a_mask_per_call_and_backprops_through_each() -> None:
+    x = Input((6,))
+    drop = Dropout(0.4, name="drop")
+    h = Dense(6, "tanh", name="h")(x)
+    out = Dense(2, name="out")(Add()([drop(h), drop(Dense(6, "tanh", name="g")(h))]))
+    model = Model(x, out, seed=4)
+    model.compile("sgd", "mse")
+    rng = np.random.default_rng(1)
+    xs, ys = rng.standard_normal((8, 6)), rng.standard_normal((8, 2))
+    result = model.check_gradients(xs, ys)
+    assert result.passed, str(result)
+    assert model.get_layer("drop").iterations == 0  # the check leaves the counters where they were
+
+
+def test_gradients_after_an_inference_pass_are_those_of_a_fresh_model() -> None:
+    """Inference leaves a shared layer's caches in another state; training must not read them."""
+    x, y = _classes(12, 4, seed=6)
+    fresh, used = _shared(), _shared()
+    for m in (fresh, used):
+        m.compile("sgd", "sparse_categorical_crossentropy")
+    used.evaluate(x, y % 2, verbose=0)
+    used.predict(x)
+    for a, b in zip(fresh.compute_gradients(x, y % 2)[1], used.compute_gradients(x, y % 2)[1], strict=True):
+        np.testing.assert_array_equal(a, b)

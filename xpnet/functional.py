@@ -13,8 +13,8 @@ the gradients of a tensor that several calls read. The weights live in the same 
 from `Trainer`, as for `Sequential`, which is the special case of a chain.
 
 A layer called more than once (a shared layer) keeps one set of weights; each call keeps its
-own forward caches (the layer's attributes a forward set, put back before that call's
-backward), and the calls' weight gradients add up (`params.AccumulatingSink`). Plain SGD then
+own forward caches (the layer's attributes as that call's forward left them, put back for that
+call's backward), and the calls' weight gradients add up (`params.AccumulatingSink`). Plain SGD then
 updates weights after backprop instead of inside it, since a later call's backward still
 needs the weights unchanged.
 """
@@ -330,12 +330,11 @@ class Model(Trainer):
         for call in self._forward_program:
             layer = call.node.layer
             arg = [values[i] for i in call.inputs] if call.node.multi else values[call.inputs[0]]
-            before = dict(vars(layer)) if call.shared else None
             values[call.output] = (
                 layer.forward_preactivation(arg, training) if call.index in stop else layer.forward(arg, training)
             )
-            if before is not None:  # this call's caches: what its forward (re)assigned
-                call.node.cache = {k: v for k, v in vars(layer).items() if before.get(k, _MISSING) is not v}
+            if call.shared:  # the layer's state after this call (its caches), for this call's backward
+                call.node.cache = dict(vars(layer))
         return [values[self._slots[id(t)]] for t in self.outputs]
 
     def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
@@ -377,9 +376,16 @@ class Model(Trainer):
     def _shared_backward(self, node: Node, dy: Array, need: bool, logits: bool, again: bool) -> Any:
         """One call of a shared layer: its own caches in place, its weight gradients added to the others'."""
         layer = node.layer
-        state = vars(layer)
-        saved = {k: state.get(k, _MISSING) for k in node.cache}
-        state.update(node.cache)
+        state, after = vars(layer), node.cache
+        # every attribute that differs from right after this call's forward (other calls' caches) goes back
+        saved = {
+            k: state.get(k, _MISSING) for k in {*state, *after} if state.get(k, _MISSING) is not after.get(k, _MISSING)
+        }
+        for k in saved:
+            if k in after:
+                state[k] = after[k]
+            else:
+                del state[k]
         sink = layer.sink
         if again and sink is not None and not sink.applies_update:
             layer.sink = self._accumulate

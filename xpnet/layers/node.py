@@ -46,7 +46,7 @@ class Node:
         self.layer, self.inputs, self.multi = layer, inputs, multi
         assert layer.output_shape is not None
         self.output = KerasTensor(layer.output_shape, self)
-        # the layer's forward caches of this call, while a shared layer runs other calls (see functional.Model)
+        # a shared layer's attributes as this call's forward left them, for its backward (see functional.Model)
         self.cache: dict[str, Any] = {}
 
     def __repr__(self) -> str:
