@@ -493,6 +493,13 @@ def test_summary_shows_what_each_layer_is_connected_to() -> None:
     assert "Total params: 99" in text  # 5·6+6 + 6·6+6 + 6·3+3
 
 
+def test_trace_of_a_two_input_model_says_what_to_use_instead() -> None:
+    model = _two_inputs()
+    model.compile("sgd", "mse")
+    with pytest.raises(TypeError, match="trace follows a model with one input and one output"):
+        model.trace([np.ones((1, 3)), np.ones((1, 5))])
+
+
 def test_trace_follows_a_residual_graph() -> None:
     x, y = _classes(3, 5)
     model = _residual()
@@ -504,26 +511,36 @@ def test_trace_follows_a_residual_graph() -> None:
     assert t.fused and t.loss == pytest.approx(model.evaluate(x, y, verbose=0))
 
 
-def test_resume_of_a_functional_model_is_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_resume_of_a_functional_model_is_bit_identical(tmp_path: Path, outputs: int) -> None:
     x, y = _classes(120, 5, seed=2)
     x = x.astype(np.float32)
+    targets: Any = y if outputs == 1 else [y, x[:, :2] * 0.5]
 
     def make() -> Model:
         i = Input((5,))
         h = Dense(8, "relu")(i)
-        m = Model(i, Dense(3, "softmax")(Add()([h, Dropout(0.2)(Dense(8, "relu")(h))])), seed=3)
-        m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        r = Add()([h, Dropout(0.2)(Dense(8, "relu")(h))])
+        if outputs == 1:
+            m = Model(i, Dense(3, "softmax")(r), seed=3)
+            m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        else:
+            m = Model(i, [Dense(3, "softmax")(r), Dense(2)(h)], seed=3)
+            m.compile("adam", ["sparse_categorical_crossentropy", "mse"], metrics=[["accuracy"], ["mae"]])
         return m
 
     ref = make()
-    ref.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    ref_hist = ref.fit(x, targets, batch_size=16, epochs=3, verbose=0)
     crashed = make()
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[Checkpoint(tmp_path, save_freq=4), Crash(13)])
+    with pytest.raises(KeyboardInterrupt):  # 8 steps per epoch: dies mid-epoch 2, last checkpoint at step 12
+        crashed.fit(
+            x, targets, batch_size=16, epochs=3, verbose=0, callbacks=[Checkpoint(tmp_path, save_freq=4), Crash(13)]
+        )
     resumed = make()
-    resumed.fit(x, y, batch_size=16, epochs=3, verbose=0, resume_from=tmp_path)
+    hist = resumed.fit(x, targets, batch_size=16, epochs=3, verbose=0, resume_from=tmp_path)
     for a, b in zip(ref.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert hist.history == ref_hist.history
 
 
 def test_a_siamese_model_shares_one_encoder_between_two_inputs() -> None:
