@@ -53,6 +53,7 @@ def loss_and_grads(
     outs = model.forward_outputs(xb, True, fused)
     grads, preds, sums = [], [], []
     for k, (loss, w) in enumerate(zip(model.losses, model.loss_weights, strict=True)):
+        # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
         if fused[k]:
             value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
@@ -76,7 +77,8 @@ def loss_and_grads(
 
 def batch_sums(model: Trainer, loss_sum: Array, sums: list[Array], yb: Array, preds: list[Array]) -> list[Array]:
     """[Σ loss, (each output's Σ loss, with several outputs), *each output's metric states] of one batch."""
-    xp = model.ops.xp if model.ops is not None else None
+    assert model.ops is not None
+    xp = model.ops.xp
     ys = [yb] if model.single_output else list(yb)
     states = [m.update(xp, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
     return [loss_sum, *([] if model.single_output else sums), *states]

@@ -228,7 +228,7 @@ class Trainer:
 
     @property
     def metrics_names(self) -> list[str]:
-        """ "loss", then (several outputs) each output's "<name>_loss", then the metrics ("<name>_<metric>")."""
+        """The history keys: "loss", then (several outputs) "<output>_loss" each, then "<output>_<metric>"."""
         if self.single_output:
             return ["loss"] + [m.name for m in self.metrics]
         names = self.output_names
