@@ -66,12 +66,15 @@ def test_missing_mpi_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.mark.mpi
-def test_two_ranks_follow_the_one_process_trajectory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_two_ranks_follow_the_one_process_trajectory(tmp_path: Path, kind: str) -> None:
     exe = _needs_mpi()
     env = _env()
-    subprocess.run([exe, "-n", "2", sys.executable, str(WORKER), str(tmp_path / "two.npz"), "16"], env=env,
+    flags = ["--functional"] if kind == "functional" else []
+    subprocess.run([exe, "-n", "2", sys.executable, str(WORKER), str(tmp_path / "two.npz"), "16", *flags], env=env,
                    check=True, timeout=300)  # fmt: skip
-    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one.npz"), "32"], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one.npz"), "32", *flags], env=env, check=True,
+                   timeout=300)  # fmt: skip
     with np.load(tmp_path / "two.npz") as two, np.load(tmp_path / "one.npz") as one:
         assert int(two["ranks"]) == 2 and int(one["ranks"]) == 1
         for k in one.files:

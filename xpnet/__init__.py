@@ -14,6 +14,7 @@ from . import (
 )
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback, EarlyStopping, History
+from .functional import Model
 from .layers import (
     Activation,
     AveragePooling2D,
@@ -64,6 +65,7 @@ __all__ = [
     "Input",
     "MaxPool2D",
     "MaxPooling2D",
+    "Model",
     "Normalization",
     "Perceptron",
     "Reshape",

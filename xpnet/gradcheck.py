@@ -33,12 +33,11 @@ from .backend import Ops, get_backend, use_backend
 from .backend.base import DeviceScalar
 from .layers.base import Layer
 from .layers.dropout import Dropout
-from .layers.input import Input
 from .params import ParamStore
 from .random import init_rng, layer_seed
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from .training.trainer import Trainer
 
 __all__ = [
     "DirectionCheck",
@@ -201,26 +200,25 @@ def _clone_layer(layer: Layer) -> Layer:
     return clone
 
 
-def float64_copy(model: Sequential, backend: str | Ops | None = None) -> Sequential:
-    """A float64 Sequential with copies of model's layers, its current weights and its loss (compiled with SGD).
+def float64_copy(model: Trainer, backend: str | Ops | None = None) -> Trainer:
+    """A float64 copy of the model (copies of its layers, its weights and its loss; compiled with SGD).
 
     backend: where the copy runs (default: the model's own backend). Dropout layers keep their
     seeds and step counters, so the copy draws the masks the model would draw next.
     """
     if not model.built or model.ops is None:
         raise ValueError("float64_copy: build the model first (give the first layer input_shape=..., or call build())")
-    if model.feature_shape is None:
-        raise ValueError("float64_copy: the model's input shape is unknown")
     ops = get_backend(backend) if backend is not None else model.ops
     with use_backend(ops):
-        twin = type(model)(
-            [Input(model.feature_shape), *(_clone_layer(layer) for layer in model.layers)],
-            name=f"{model.name}_float64",
-            seed=model.seed,
-            dtype="float64",
-        )
+        twin = model.clone_structure(_clone_layer, f"{model.name}_float64", "float64")
         if model.loss is not None:
-            twin.compile(optimizer="sgd", loss=copy.deepcopy(model.loss))
+            twin.compile(
+                optimizer="sgd",
+                loss=copy.deepcopy(model.losses or [model.loss])
+                if not model.single_output
+                else copy.deepcopy(model.loss),
+                loss_weights=model.loss_weights or None,
+            )
     twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
     return twin
 
@@ -271,7 +269,7 @@ def _unit_directions(shapes: Sequence[tuple[int, ...]], k: int, rng: np.random.G
 
 
 def check_gradients(
-    model: Sequential,
+    model: Trainer,
     x: Any,
     y: Any,
     eps: float = 1e-6,
@@ -284,7 +282,7 @@ def check_gradients(
 ) -> GradCheckResult:
     """Compare `model.compute_gradients(x, y)` with float64 central differences of the loss.
 
-    model: a compiled Sequential (float32 or float64; the check runs on a float64 copy).
+    model: a compiled Sequential or Model (float32 or float64; the check runs on a float64 copy).
     x, y: one batch, as `fit` takes them; keep it small (each checked element costs two
     forward + backward passes). eps: the difference step. rtol, atol: the pass criterion
     |analytic − numeric| ≤ atol + rtol · scale (atol absorbs the differences' round-off,
@@ -302,7 +300,7 @@ def check_gradients(
 
 
 def _check_model(
-    twin: Sequential,
+    twin: Trainer,
     x: Any,
     y: Any,
     eps: float,

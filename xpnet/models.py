@@ -1,8 +1,10 @@
-"""`Sequential`: a linear stack of layers, its weights and predict; training comes from `Trainer`.
+"""`Sequential`: a linear stack of layers, the chain case of the functional `Model`.
 
 The weights live in one flat `ParamStore` (xpnet/params.py); compile, fit, evaluate and
-compute_gradients in xpnet/training/. This file is the model's structure: adding and building
-layers, the forward and backward traversals, summary, weight I/O and inference.
+compute_gradients in xpnet/training/; the traversals, weight I/O and the graph in
+xpnet/functional.py. This file adds what a stack has of its own: adding and popping layers
+with the input shape known late, its summary, and a predict with the fast paths a chain of
+affine layers allows.
 """
 
 from __future__ import annotations
@@ -13,26 +15,26 @@ from typing import Any
 
 import numpy as np
 
-from . import saving, summary, weights_io
+from . import saving, summary
 from ._checks import probably_finite, require_finite
-from .backend import Ops, get_backend
+from .backend import Ops
 from .backend.base import builtin_name
+from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
-from .layers.dropout import Dropout
 from .layers.input import Input
-from .params import ParamStore
-from .random import init_rng, layer_seed, next_model_seed
+from .layers.node import KerasTensor, Node
 from .training import data
-from .training.trainer import Trainer, check_batch_size
+from .training.trainer import check_batch_size
 
 Array = Any
 
 
-class Sequential(Trainer):
+class Sequential(Model):
     """A linear stack of layers: `Sequential([Flatten(input_shape=(28, 28)), Dense(300, "relu"), ...])`.
 
     seed: makes initial weights, shuffles and dropout masks reproducible (any backend).
     dtype: "float32" (default) or "float64" for parameters and computation.
+    Once its input shape is known it is the functional `Model` of the chain Input → layer 1 → ….
     """
 
     def __init__(
@@ -42,17 +44,8 @@ class Sequential(Trainer):
         seed: int | None = None,
         dtype: str = "float32",
     ) -> None:
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer (or None), received {seed!r}")
-        self.name, self.dtype = name, dtype
-        self.seed = int(seed) if seed is not None else next_model_seed()
-        self.layers: list[Layer] = []
-        self.ops: Ops | None = None
+        self._setup(name, seed, dtype)
         self._input_shape: Shape | None = None
-        self._store: ParamStore | None = None
-        self._init_trainer()
         for layer in layers or []:
             self.add(layer)
 
@@ -61,7 +54,7 @@ class Sequential(Trainer):
         if isinstance(layer, Input):
             if self.layers:
                 raise ValueError("Input(...) must come first in a Sequential model")
-            self._input_shape = layer.shape
+            self._input_shape = layer.feature_shape
             return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer, received {type(layer).__name__}")
@@ -85,19 +78,6 @@ class Sequential(Trainer):
                     if w:
                         lyr.set_weights(w)
 
-    @property
-    def built(self) -> bool:
-        return self._store is not None
-
-    @property
-    def store(self) -> ParamStore:
-        """The flat parameter and gradient buffers (built models only)."""
-        if self._store is None:
-            raise ValueError(
-                "the model is not built yet. Give the first layer input_shape=..., or call build() or fit() first"
-            )
-        return self._store
-
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Build every layer and draw initial weights on the host (same numbers on any backend)."""
         if input_shape is not None:
@@ -109,36 +89,16 @@ class Sequential(Trainer):
             )
         if not self.layers:
             raise ValueError("the model has no layers; add some with model.add(...)")
-        shape = self._input_shape
-        for i, layer in enumerate(self.layers):
-            layer.index = i
-            shape = layer.build(shape)
-            if isinstance(layer, Dropout) and layer.seed is None:
-                layer.seed = layer_seed(self.seed, i)
-        dtype = np.dtype(self.dtype)
-        chunks = [
-            spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
-            for i, layer in enumerate(self.layers)
-            for j, spec in enumerate(layer.param_specs())
-        ]
-        host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
-        self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
-
-    def install(self, ops: Ops, host_params: np.ndarray) -> None:
-        """Put the flat parameters on `ops` and bind each layer to its views."""
-        self._store = ParamStore(ops, self.layers, host_params, self.dtype)
-        self.ops = ops
-        self._step = None
-        if self.optimizer is not None:
-            self.optimizer.build(ops, self._store.params)
-
-    def to_backend(self, backend: str | Ops) -> Sequential:
-        """Move the parameters to another backend (an explicit host round trip); optimizer state restarts."""
-        ops = get_backend(backend)
-        self._backend_request = ops
-        if self.built and ops is not self.ops:
-            self.install(ops, self.store.host_params())
-        return self
+        source = Input(self._input_shape, name="input_layer")
+        t: KerasTensor = source
+        nodes: list[Node] = []
+        for layer in self.layers:
+            layer.build(t.feature_shape)
+            nodes.append(Node(layer, [t], False))
+            t = nodes[-1].output
+        self.inputs, self.outputs = [source], [t]
+        self._set_order(nodes)
+        super().build(backend=backend)  # the weights, drawn as for any Model
 
     @property
     def feature_shape(self) -> Shape | None:
@@ -158,90 +118,14 @@ class Sequential(Trainer):
             raise AttributeError("the model is not built yet")
         return (None, *out)
 
-    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
-        if index is not None:
-            return self.layers[index]
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"no layer named {name!r}; layers are {[lyr.name for lyr in self.layers]}")
-
-    def count_params(self) -> int:
-        return self.store.size
-
     def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int | None = None) -> None:
         """Print Keras 3's table: Layer (type) | Output Shape | Param #, then the parameter counts and sizes."""
         summary.print_summary(self, print_fn, line_length)
-
-    # ------------------------------------------------------------------ traversals
-    def forward(self, x: Array, training: bool = False) -> Array:
-        """The model's output for device batch x: (batch, *output_shape)."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
-
-    def forward_logits(self, x: Array, training: bool = False) -> Array:
-        """Forward through every layer but the last layer's activation: its pre-activation u."""
-        for layer in self.layers[:-1]:
-            x = layer.forward(x, training)
-        return self.layers[-1].forward_preactivation(x, training)
-
-    def backward(self, grad: Array, from_logits: bool) -> None:
-        """Backprop ∂L/∂output (∂L/∂u of the last layer when from_logits) down to the first trained layer."""
-        layers = self.layers
-        # the first layer the store trains (one with gradient views): nothing below it needs a gradient
-        first = next((i for i, layer in enumerate(layers) if layer.grads), len(layers))
-        for i in range(len(layers) - 1, first - 1, -1):
-            need = i > first  # nobody needs ∂L/∂x of the first layer with weights
-            if from_logits and i == len(layers) - 1:
-                grad = layers[i].backward_preactivation(grad, need)
-            else:
-                grad = layers[i].backward(grad, need)
-
-    # ------------------------------------------------------------------ weights
-    def get_weights(self) -> list[np.ndarray]:
-        """All weights, trainable or not, as host NumPy arrays, layer by layer ([kernel, bias] for each Dense;
-        [gamma, beta, moving_mean, moving_variance] for BatchNormalization)."""
-        return self.store.split(self.store.host_params())
-
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged."""
-        slots = self.store.slots
-        if len(weights) != len(slots):
-            raise ValueError(f"set_weights expects {len(slots)} arrays for this model, received {len(weights)}")
-        arrays = []
-        for s, w in zip(slots, weights, strict=True):
-            a = np.asarray(w)
-            if a.shape != s.spec.shape:
-                raise ValueError(f"set_weights: {s.label} must have shape {s.spec.shape}, received {a.shape}")
-            if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
-                raise ValueError(f"set_weights: {s.label} must be finite numbers, received dtype {a.dtype}")
-            arrays.append(a.astype(self.dtype).ravel())
-        self.store.set_host_params(np.concatenate(arrays) if arrays else np.zeros(0, self.dtype))
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): architecture, weights, compile settings and
         optimizer state, so `xpnet.models.load_model` continues training exactly; no pickle, atomic."""
         saving.save_model(self, filepath)
-
-    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Write all parameters to `filepath` (.npz, no pickle) atomically; readable by any backend."""
-        weights_io.save(filepath, self.store.layout(), self.get_weights())
-
-    def load_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Load a file written by `save_weights`; an architecture mismatch raises and changes nothing."""
-        mine = self.store.layout()
-        layout, arrays = weights_io.load(filepath)
-        theirs = [[ly.get("class"), list(ly.get("params", {}).values())] for ly in layout]
-        ours = [[ly["class"], list(ly["params"].values())] for ly in mine]
-        if theirs != ours:
-            raise ValueError(
-                f"{filepath} holds weights for a different architecture:\n  file:  "
-                + ", ".join(f"{c}{s}" for c, s in theirs)
-                + "\n  model: "
-                + ", ".join(f"{c}{s}" for c, s in ours)
-            )
-        self.set_weights(arrays)
 
     # ------------------------------------------------------------------ inference
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
@@ -315,21 +199,16 @@ class Sequential(Trainer):
                 return False
         return True
 
-    def trace(self, x: Any, y: Any = None, training: bool = True) -> Any:
-        """Layer-by-layer u, h (and with y: δ and gradients) in the course's notation; see `xpnet.trace.trace`."""
-        from .trace import trace
-
-        return trace(self, x, y, training)
-
-    def check_gradients(self, x: Any, y: Any, **kwargs: Any) -> Any:
-        """Finite-difference check of this model's gradients in float64; see `xpnet.gradcheck.check_gradients`."""
-        from .gradcheck import check_gradients
-
-        return check_gradients(self, x, y, **kwargs)
-
-    def predict_on_batch(self, x: Any) -> np.ndarray:
-        """Outputs for x as one batch: (n, outputs)."""
-        return self.predict(x, batch_size=max(1, len(x)))
+    def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Sequential:
+        """The same stack over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
+        if self.feature_shape is None:
+            raise ValueError("the model's input shape is unknown")
+        return Sequential(
+            [Input(self.feature_shape), *(copy_layer(layer) for layer in self.layers)],
+            name=name,
+            seed=self.seed,
+            dtype=dtype,
+        )
 
     def pop(self) -> Layer:
         """Remove and return the last layer; the others keep their weights (Keras's Sequential.pop)."""
@@ -337,7 +216,11 @@ class Sequential(Trainer):
             raise TypeError("pop: there are no layers in the model")
         kept = [layer.get_weights() for layer in self.layers[:-1]] if self.built else None
         last = self.layers.pop()
+        kept_layers = list(self.layers)
+        self.inputs, self.outputs = [], []
         self._store, self.ops, self._step = None, self.ops, None
+        self._set_order([])  # no graph until the shorter chain is built
+        self.layers.extend(kept_layers)
         if self.layers and self._input_shape is not None:
             self.build()
             for layer, w in zip(self.layers, kept or [], strict=False):
@@ -346,9 +229,6 @@ class Sequential(Trainer):
             if self.loss is not None:
                 self._resolve_metrics()
         return last
-
-    def __call__(self, x: Any) -> np.ndarray:
-        return self.predict(x, batch_size=max(1, len(x)))
 
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
@@ -360,7 +240,7 @@ def load_model(
     custom_objects: dict[str, Any] | None = None,
     compile: bool = True,
     backend: str | Ops | None = None,
-) -> Sequential:
+) -> Model:
     """A model saved by `model.save`, on `backend` (default: as a new model would choose).
 
     custom_objects: {class name: class} for your own layers, activations, losses or optimizers.
@@ -369,8 +249,16 @@ def load_model(
     custom = dict(custom_objects or {})
     header, arrays = saving.read_model_file(filepath)
     spec = header["model"]
+    if spec.get("class_name") == "Functional":
+        graph = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
+        if backend is not None:
+            graph.to_backend(backend)
+        saving.restore_state(graph, header if compile else {**header, "compile": None}, arrays, custom)
+        return graph
     if spec.get("class_name") != "Sequential":
-        raise ValueError(f"{filepath} holds a {spec.get('class_name')} model; this xpnet loads Sequential models")
+        raise ValueError(
+            f"{filepath} holds a {spec.get('class_name')} model; this xpnet loads Sequential and Functional models"
+        )
     layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
     model = Sequential(
         [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]

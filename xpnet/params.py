@@ -278,3 +278,26 @@ class InPlaceSGD(GradientSink):
     def put(self, layer: Layer, name: str, g: Array) -> None:
         if name in layer.grads:
             layer.params[name][...] -= g
+
+
+class AccumulatingSink(GradientSink):
+    """Adds each gradient to the buffer instead of writing it: the second and later calls of a shared layer.
+
+    A layer called twice in one graph has ∂L/∂w = the sum over its calls; the first call's
+    backward writes its share (the ordinary sink), the others add theirs through this one.
+    """
+
+    def matmul_t(self, layer: Layer, name: str, a: Array, b: Array) -> None:
+        out = layer.grads.get(name)
+        if out is not None:
+            out[...] = out + self.ops.xp.reshape(self.ops.matmul(a.T, b), out.shape)
+
+    def column_sum(self, layer: Layer, name: str, d: Array) -> None:
+        out = layer.grads.get(name)
+        if out is not None:
+            out[...] = out + self.ops.xp.sum(d, axis=0)
+
+    def put(self, layer: Layer, name: str, g: Array) -> None:
+        out = layer.grads.get(name)
+        if out is not None:
+            out[...] = out + g

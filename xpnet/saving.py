@@ -28,18 +28,21 @@ FORMAT = "xpnet-model"
 VERSION = 1
 
 
-def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
-    """Write `model` to `path` (".keras" or ".npz"); see the module docstring."""
+def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
+    """Write `model` to `path` (".keras" or ".npz"); see the module docstring.
+
+    spec: the architecture as the model describes it (a functional model's graph); by default
+    the layer list of a Sequential.
+    """
     suffix = Path(path).suffix.lower()
     if suffix not in (".keras", ".npz"):
         raise ValueError(f"model.save writes a .keras (or .npz) file, not {suffix or 'a name without suffix'}: {path}")
-    if not model.built or model.feature_shape is None:
+    if not model.built or (spec is None and model.feature_shape is None):
         raise ValueError("model.save: build the model first (give the first layer input_shape=..., or fit it)")
     opt = model.optimizer
-    header: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": {
+    if spec is None:
+        assert model.feature_shape is not None
+        spec = {
             "class_name": type(model).__name__,
             "name": model.name,
             "seed": model.seed,
@@ -49,7 +52,11 @@ def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
                 {"class_name": type(layer).__name__, "config": {**layer.get_config(), "trainable": layer.trainable}}
                 for layer in model.layers
             ],
-        },
+        }
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": spec,
         "layout": model.store.layout(),
         "trainable": model.store.trainable_labels(),
         "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
@@ -64,6 +71,10 @@ def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
             "loss": serialize(model.loss),
             "metrics": [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.metric_ids],
         }
+        if not model.single_output:  # one loss, weight and metric list per output
+            header["compile"]["loss"] = [serialize(loss) for loss in model.losses]
+            header["compile"]["loss_weights"] = model.loss_weights
+            header["compile"]["metrics"] = [[m.name for m in ms] for ms in model.output_metrics]
         if model.ops is not None and opt.ops is model.ops:
             arrays.update({f"slot_{k}": model.ops.to_numpy(v) for k, v in opt.slots.items()})
     entries = {f"a_{k}": v for k, v in arrays.items()}
@@ -145,7 +156,16 @@ def restore_state(
         opt_config = dict(cfg["optimizer"]["config"])
         if isinstance(opt_config.get("learning_rate"), dict):
             opt_config["learning_rate"] = schedules.deserialize(opt_config["learning_rate"], custom)
-        model.compile(opt_cls(**opt_config), deserialize(cfg["loss"], "loss", custom), cfg["metrics"])
+        loss = cfg["loss"]
+        if isinstance(loss, list):
+            model.compile(
+                opt_cls(**opt_config),
+                [deserialize(lo, "loss", custom) for lo in loss],  # type: ignore[arg-type]
+                cfg["metrics"],
+                loss_weights=cfg.get("loss_weights"),
+            )
+        else:
+            model.compile(opt_cls(**opt_config), deserialize(loss, "loss", custom), cfg["metrics"])
         opt, ops = model.optimizer, model.ops
         assert opt is not None and ops is not None
         # slots are laid out over the trainable weights: a file saved before a `trainable` change

@@ -38,6 +38,8 @@ def table(
 ) -> list[str]:
     """The lines of a boxed table: a heavy header, then each row, rows separated by thin rules.
 
+    A cell may hold several lines, separated by "\\n".
+
     align: "left" or "right" per column (default: left; Keras right-aligns "Param #").
     line_length: the whole table's width, borders included (default: Keras's for this many columns).
     """
@@ -54,11 +56,18 @@ def table(
     bounds = positions or _POSITIONS.get(n) or [(i + 1) / n for i in range(n)]
     inner = max(line_length - (n + 1) - 2 * n, n)  # less the n + 1 borders and a space either side of each cell
     edges = [0, *(int(p * inner) for p in bounds)]
-    widths = [max(edges[i + 1] - edges[i], len(headers[i]), *(len(r[i]) for r in rows), 1) for i in range(n)]
+    longest = [max((len(part) for r in rows for part in r[i].split("\n")), default=0) for i in range(n)]
+    widths = [max(edges[i + 1] - edges[i], len(headers[i]), longest[i], 1) for i in range(n)]
 
     def line(cells: Sequence[str], bars: str) -> str:
         parts = [(c.rjust(w) if a == "right" else c.ljust(w)) for c, w, a in zip(cells, widths, align, strict=True)]
         return bars[0] + " " + f" {bars[1]} ".join(parts) + " " + bars[2]
+
+    def lines(cells: Sequence[str], bars: str) -> list[str]:
+        """A row whose cells may hold several lines ("Connected to" lists one input per line)."""
+        split = [c.split("\n") for c in cells]
+        height = max(len(p) for p in split)
+        return [line([p[k] if k < len(p) else "" for p in split], bars) for k in range(height)]
 
     def rule(left: str, fill: str, mid: str, right: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + right
@@ -67,7 +76,7 @@ def table(
     for i, r in enumerate(rows):
         if i:
             out.append(rule("├", "─", "┼", "┤"))
-        out.append(line(r, "│││"))
+        out += lines(r, "│││")
     out.append(rule("└", "─", "┴", "┘"))
     return out
 

@@ -222,6 +222,11 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
         raise ValueError("trace: backward needs the training-mode forward pass; pass training=True with y")
     if y is not None and model.loss is None:
         raise ValueError("trace with y needs the model's loss: call model.compile(optimizer, loss) first")
+    if not model.single_output or (model.built and model.feature_shape is None):  # several inputs or outputs
+        raise TypeError(
+            "trace follows a model with one input and one output (its table is one chain of h(l)); for this "
+            "model use compute_gradients(x, y) and the layers' get_weights()"
+        )
     xa = np.asarray(x)
     single = model.feature_shape is not None and tuple(xa.shape) == model.feature_shape
     if single:

@@ -7,6 +7,7 @@ from .dropout import Dropout
 from .elementwise import LeakyReLU, Rescaling
 from .flatten import Flatten
 from .input import Input
+from .merge import Add, Average, Concatenate, Multiply, Subtract
 from .normalization import Normalization
 from .pooling import (
     AveragePooling2D,
@@ -23,9 +24,12 @@ Convolution2D = Conv2D
 
 __all__ = [
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
     "AvgPool2D",
     "BatchNormalization",
+    "Concatenate",
     "Conv2D",
     "Convolution2D",
     "Dense",
@@ -39,8 +43,10 @@ __all__ = [
     "LeakyReLU",
     "MaxPool2D",
     "MaxPooling2D",
+    "Multiply",
     "Normalization",
     "ParamSpec",
     "Rescaling",
     "Reshape",
+    "Subtract",
 ]

@@ -71,6 +71,9 @@ class Layer:
     # True when a NaN in an input row always reaches the same output row (with the backend's
     # matmul and activation kernels, which the model probes): predict may then check outputs only.
     carries_nan: ClassVar[bool] = False
+    # True for layers that take a list of inputs (merges): forward gets a list of arrays and
+    # backward returns a list with one gradient (or None) per input.
+    multi_input: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, input_shape: Any = None) -> None:
         self.name = name
@@ -104,6 +107,41 @@ class Layer:
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
+
+    def __call__(self, inputs: Any) -> Any:
+        """Record a call on symbolic tensors (an `Input`, another call's output): a functional model's graph.
+
+        Builds the layer from the tensors' shapes on its first call; later calls (a shared layer)
+        must see the same shapes. Returns the output `KerasTensor`.
+        """
+        from .node import KerasTensor, Node
+
+        many = isinstance(inputs, (list, tuple))
+        tensors = list(inputs) if many else [inputs]
+        what = f"{type(self).__name__} {self.name!r}" if self.name else f"a {type(self).__name__} layer"
+        if not tensors or not all(isinstance(t, KerasTensor) for t in tensors):
+            got = ", ".join(type(t).__name__ for t in tensors) or "an empty list"
+            raise TypeError(
+                f"{what} was called on {got}; call layers on symbolic tensors (Input(shape=...) or another "
+                "layer's output) to build a Model, and run models on arrays with predict()"
+            )
+        if many != self.multi_input:
+            need = "a list of tensors" if self.multi_input else "one tensor"
+            raise TypeError(f"{what} takes {need}, received {len(tensors) if many else 1} in {type(inputs).__name__}")
+        where = ", ".join(f"{t.describe()} {t.shape}" for t in tensors)
+        shapes = [t.feature_shape for t in tensors]
+        arg: Any = shapes if many else shapes[0]
+        if self.built:
+            built_for: Any = getattr(self, "input_shapes", None) if many else self.input_shape
+            if built_for != arg:
+                shown = [(None, *s) for s in built_for or []] if many else (None, *(built_for or ()))
+                raise ValueError(f"{what} was built for input {shown} and cannot be called again on {where}")
+        else:
+            try:
+                self.build(arg)
+            except ValueError as e:
+                raise ValueError(f"{what} cannot be called on {where}: {e}") from e
+        return Node(self, tensors, many).output
 
     def param_specs(self) -> list[ParamSpec]:
         return []

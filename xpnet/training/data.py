@@ -86,11 +86,35 @@ def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
     return ops.asarray(np.ascontiguousarray(a, dtype=dtype) if dtype is not None else a)
 
 
-def nbytes(a: Any, dtype: str | None) -> int:
+def nbytes(a: Any, dtype: Any) -> int:
+    """Bytes of array a (or of each array of a list) stored as `dtype` (one per array for a list; None: as is)."""
     if a is None:
         return 0
+    if isinstance(a, list):
+        dtypes = dtype if isinstance(dtype, list) else [dtype] * len(a)
+        return sum(nbytes(ai, d) for ai, d in zip(a, dtypes, strict=True))
     itemsize = np.dtype(dtype).itemsize if dtype is not None else a.dtype.itemsize
     return int(a.size) * itemsize
+
+
+# A multi-input or multi-output model's data is a list of arrays with the same rows; these treat
+# one array and such a list alike.
+def rows(a: Any) -> int:
+    """The number of samples in array a (or in the arrays of list a)."""
+    return int(a[0].shape[0] if isinstance(a, list) else a.shape[0])
+
+
+def select(a: Any, lo: int, hi: int) -> Any:
+    """Rows [lo, hi) of array a, or of every array of list a."""
+    return [ai[lo:hi, ...] for ai in a] if isinstance(a, list) else a[lo:hi, ...]
+
+
+def upload_all(ops: Ops, a: Any, dtype: Any) -> Any:
+    """`upload` of array a, or of every array of list a (dtype: one, or a list with one per array)."""
+    if isinstance(a, list):
+        dtypes = dtype if isinstance(dtype, list) else [dtype] * len(a)
+        return [upload(ops, ai, d) for ai, d in zip(a, dtypes, strict=True)]
+    return upload(ops, a, dtype)
 
 
 class Batches:
@@ -98,6 +122,8 @@ class Batches:
 
     x: (n, ...) checked host or device array; y: (n,) labels or (n, k) targets. `gather(step)`
     writes this rank's share of global batch `step` into fixed buffers and returns views of them.
+    A multi-input or multi-output model gives lists of such arrays (y_dtype: one per output);
+    each array then has its own buffer, and `gather` returns lists.
     """
 
     def __init__(
@@ -108,22 +134,33 @@ class Batches:
         batch_size: int,
         comm: distributed.Communicator,
         dtype: str,
-        y_dtype: str | None,
+        y_dtype: Any,
         resident: bool,
     ) -> None:
         self.ops, self.comm, self.dtype, self.y_dtype = ops, comm, dtype, y_dtype
-        self.n = int(x.shape[0])
+        self.n = rows(x)
         self.global_batch = batch_size * comm.size  # each rank takes its shard of every global batch
         self.steps = math.ceil(self.n / self.global_batch)
         self.resident = resident
         if resident:
-            self.x, self.y = upload(ops, x, dtype), upload(ops, y, y_dtype)
+            self.x, self.y = upload_all(ops, x, dtype), upload_all(ops, y, y_dtype)
         else:
             self.x, self.y = x, y
         width = math.ceil(min(self.global_batch, self.n) / comm.size)  # the largest share of a global batch
         xp = ops.xp
-        self.xbuf = ops.zeros((width, *x.shape[1:]), getattr(xp, dtype))
-        self.ybuf = ops.zeros((width, *y.shape[1:]), getattr(xp, y_dtype) if y_dtype else _like(ops, y))
+
+        def buffer(a: Any, dt: str | None) -> Array:
+            return ops.zeros((width, *a.shape[1:]), getattr(xp, dt) if dt else _like(ops, a))
+
+        if isinstance(x, list):
+            self.xbuf: Any = [buffer(a, dtype) for a in x]
+        else:
+            self.xbuf = buffer(x, dtype)
+        if isinstance(y, list):
+            dts = y_dtype if isinstance(y_dtype, list) else [y_dtype] * len(y)
+            self.ybuf: Any = [buffer(a, d) for a, d in zip(y, dts, strict=True)]
+        else:
+            self.ybuf = buffer(y, y_dtype)
         self.order: Array = None
 
     def shuffle(self, seed: int, epochs_trained: int, shuffle: bool) -> None:
@@ -137,21 +174,32 @@ class Batches:
         a, b = distributed.shard(lo, hi, self.comm.rank, self.comm.size)
         return lo, hi, a, b
 
-    def gather(self, a: int, b: int) -> tuple[Array, Array]:
+    def gather(self, a: int, b: int) -> tuple[Any, Any]:
         """Rows [a, b) of this epoch's order in the fixed buffers: (x, y) views of b − a rows."""
-        ops, m = self.ops, b - a
-        xb, yb = self.xbuf[:m, ...], self.ybuf[:m, ...]
+        if not isinstance(self.x, list) and not isinstance(self.y, list):
+            return self._gather(self.x, self.xbuf, self.dtype, a, b), self._gather(
+                self.y, self.ybuf, self.y_dtype, a, b
+            )
+        xs = self.x if isinstance(self.x, list) else [self.x]
+        xbufs = self.xbuf if isinstance(self.xbuf, list) else [self.xbuf]
+        ys = self.y if isinstance(self.y, list) else [self.y]
+        ybufs = self.ybuf if isinstance(self.ybuf, list) else [self.ybuf]
+        ydts = self.y_dtype if isinstance(self.y_dtype, list) else [self.y_dtype] * len(ys)
+        xb = [self._gather(s, buf, self.dtype, a, b) for s, buf in zip(xs, xbufs, strict=True)]
+        yb = [self._gather(s, buf, d, a, b) for s, buf, d in zip(ys, ybufs, ydts, strict=True)]
+        return (xb if isinstance(self.x, list) else xb[0]), (yb if isinstance(self.y, list) else yb[0])
+
+    def _gather(self, source: Any, buf: Array, dtype: str | None, a: int, b: int) -> Array:
+        ops = self.ops
+        out = buf[: b - a, ...]
         if self.resident and self.order is not None:
-            idx = self.order[a:b]
-            ops.take_rows(self.x, idx, out=xb)
-            ops.take_rows(self.y, idx, out=yb)
+            ops.take_rows(source, self.order[a:b], out=out)
         elif self.resident:
-            xb[...], yb[...] = self.x[a:b, ...], self.y[a:b, ...]
+            out[...] = source[a:b, ...]
         else:
-            rows = self.order[a:b] if self.order is not None else slice(a, b)
-            xb[...] = upload(ops, self.x[rows], self.dtype)
-            yb[...] = upload(ops, self.y[rows], self.y_dtype)
-        return xb, yb
+            picked = self.order[a:b] if self.order is not None else slice(a, b)
+            out[...] = upload(ops, source[picked], dtype)
+        return out
 
 
 def _like(ops: Ops, y: Any) -> Any:

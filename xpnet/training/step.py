@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backend.base import DeviceScalar
 from ..params import GradientSink
+from . import data
 
 if TYPE_CHECKING:
     from ..distributed import Communicator
@@ -26,30 +27,61 @@ Array = Any
 
 
 def loss_and_grads(
-    model: Trainer, xb: Array, yb: Array, coef: Array, scale: Any = 1.0, add_penalty_grad: bool = True
-) -> tuple[Array, Array]:
+    model: Trainer,
+    xb: Array,
+    yb: Array,
+    coef: Array,
+    scale: Any = 1.0,
+    add_penalty_grad: bool = True,
+    fused: list[bool] | None = None,
+) -> tuple[Array, list[Array], list[Array]]:
     """Forward and backward on one batch: the sink receives scale × ∂(mean loss + penalty)/∂w.
 
+    xb, yb: arrays, or lists with one per input / output of a multi-input / multi-output model.
     scale: the optimizer's `gradient_scale()` (η for plain SGD) or 1, in the model's dtype;
     coef: scale / (global batch size), the factor on the per-sample loss gradients.
-    Returns (Σ per-sample loss + batch size × weight penalty, the model's output), on the device.
+    Returns (Σ per-sample loss + batch size × weight penalty, [each output's weighted Σ loss],
+    [each output]), on the device. The total is Σ_k loss_weight_k × Σ loss_k, as Keras.
+    fused: `model.fused_outputs`, when the caller already knows it.
     """
-    ops, loss = model.ops, model.loss
-    assert ops is not None and loss is not None
+    ops = model.ops
+    assert ops is not None
     xp = ops.xp
-    if model.fused_loss:  # the last layer stops at u; the loss applies the activation and gives p − y directly
-        u = model.forward_logits(xb, training=True)
-        value, grad, out = ops.fused_loss(loss, model.layers[-1].activation, yb, u, coef)
-    else:
-        out = model.forward(xb, training=True)
-        value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * coef
-    model.backward(grad, from_logits=model.fused_loss)
-    loss_sum = xp.sum(value)
+    # where fused, an output layer stops at u and the loss applies the activation and gives p − y directly
+    fused = model.fused_outputs if fused is None else fused
+    ys = [yb] if model.single_output else list(yb)
+    outs = model.forward_outputs(xb, True, fused)
+    grads, preds, sums = [], [], []
+    for k, (loss, w) in enumerate(zip(model.losses, model.loss_weights, strict=True)):
+        # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
+        c = coef if w == 1.0 else coef * w
+        if fused[k]:
+            value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
+        else:
+            out = outs[k]
+            value, grad = loss.call(xp, ys[k], out), loss.grad(xp, ys[k], out) * c
+        grads.append(grad)
+        preds.append(out)
+        total = xp.sum(value)
+        sums.append(total if w == 1.0 else total * w)
+    model.backward_outputs(grads, fused)
+    loss_sum = sums[0]
+    for total in sums[1:]:
+        loss_sum = loss_sum + total
     if model.store.regularized():
         if add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
             model.store.add_penalty_grads(scale)
-        loss_sum = loss_sum + model.store.penalty() * xb.shape[0]
-    return loss_sum, out
+        loss_sum = loss_sum + model.store.penalty() * data.rows(xb)
+    return loss_sum, sums, preds
+
+
+def batch_sums(model: Trainer, loss_sum: Array, sums: list[Array], yb: Array, preds: list[Array]) -> list[Array]:
+    """[Σ loss, (each output's Σ loss, with several outputs), *each output's metric states] of one batch."""
+    assert model.ops is not None
+    xp = model.ops.xp
+    ys = [yb] if model.single_output else list(yb)
+    states = [m.update(xp, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
+    return [loss_sum, *([] if model.single_output else sums), *states]
 
 
 class TrainStep:
@@ -63,7 +95,12 @@ class TrainStep:
         assert model.optimizer is not None and model.ops is not None
         self.model, self.comm = model, comm
         self.optimizer: Optimizer = model.optimizer
-        self.sink: GradientSink = self.optimizer.gradient_sink(model.store, comm.size == 1)
+        sink = self.optimizer.gradient_sink(model.store, comm.size == 1)
+        if sink.applies_update and model.shares_layers:
+            # a shared layer's weights serve several calls: each call's backward needs them unchanged
+            sink = GradientSink(model.store.ops)
+        self.sink: GradientSink = sink
+        self.fused = model.fused_outputs  # fixed while this step lives: compile and rebuilds make a new one
         self._denoms: dict[int, DeviceScalar] = {}
         moving = int(model.store.moving.shape[0])
         self.moving_scale = 1.0 / comm.size if moving and comm.size > 1 else 0.0
@@ -87,7 +124,7 @@ class TrainStep:
         assert ops is not None
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, out = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root)
+        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused)
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
@@ -97,18 +134,28 @@ class TrainStep:
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= self.moving_scale
         self.optimizer.apply(store, self.sink)
-        return [loss_sum, *(m.update(ops.xp, yb, out) for m in model.metrics)]
+        return batch_sums(model, loss_sum, sums, yb, preds)
 
 
 def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array) -> list[Array]:
-    """Inference-mode loss and metric sums of one batch: [Σ loss, *metric states] on the device."""
-    ops, loss = model.ops, model.loss
-    assert ops is not None and loss is not None
+    """Inference-mode loss and metric sums of one batch, in `batch_sums`'s order, on the device."""
+    ops = model.ops
+    assert ops is not None
     xp = ops.xp
-    if model.fused_loss:
-        u = model.forward_logits(xb, training=False)
-        value, _, out = ops.fused_loss(loss, model.layers[-1].activation, yb, u, one)
-    else:
-        out = model.forward(xb, training=False)
-        value = loss.call(xp, yb, out)
-    return [xp.sum(value), *(m.update(xp, yb, out) for m in model.metrics)]
+    fused = model.fused_outputs
+    ys = [yb] if model.single_output else list(yb)
+    outs = model.forward_outputs(xb, False, fused)
+    preds, sums = [], []
+    for k, (loss, w) in enumerate(zip(model.losses, model.loss_weights, strict=True)):
+        if fused[k]:
+            value, _, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], one)
+        else:
+            out = outs[k]
+            value = loss.call(xp, ys[k], out)
+        preds.append(out)
+        total = xp.sum(value)
+        sums.append(total if w == 1.0 else total * w)
+    loss_sum = sums[0]
+    for total in sums[1:]:
+        loss_sum = loss_sum + total
+    return batch_sums(model, loss_sum, sums, yb, preds)

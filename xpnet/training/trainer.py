@@ -4,6 +4,11 @@ A model class composes it (`class Sequential(Trainer)`, as Keras's `Model(Traine
 and provides: `layers`, `store` (the flat `ParamStore`), `ops`, `dtype`, `seed`, `built`,
 `build(shape)`, `feature_shape`, `output_shape`, and the traversals `forward(x, training)`,
 `forward_logits(x, training)` and `backward(grad, from_logits)`.
+
+A model with several inputs or outputs (`xpnet.functional.Model`) overrides the output hooks
+(`output_layers`, `output_names`, `forward_outputs`, `backward_outputs`, ...): x and y are then
+lists with one array per input and per output, each output has its own loss, weight and
+metrics, and the history gets Keras's per-output keys (`dense_1_loss`, `dense_1_accuracy`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +55,11 @@ class Trainer:
     def _init_trainer(self) -> None:
         self.optimizer: opt_mod.Optimizer | None = None
         self.loss: losses_mod.Loss | None = None
+        self.losses: list[losses_mod.Loss] = []  # one per output; `loss` is the first
+        self.loss_weights: list[float] = []
         self.metrics: list[metrics_mod.Metric] = []
+        self.output_metrics: list[list[metrics_mod.Metric]] = []  # `metrics` split by output
+        self._output_metric_ids: list[list[Any]] = []
         self.stop_training = False
         self.history: History | None = None
         self.train_state = TrainState()
@@ -129,32 +138,87 @@ class Trainer:
     def non_trainable_weights(self) -> list[Variable]:
         return [w for w in self.weights if not w.trainable]
 
+    # the outputs, as lists; a one-output model gets these from the hooks above
+    @property
+    def single_output(self) -> bool:
+        """True when y is one array (else a list with one per output) and history keys have no output prefix."""
+        return True
+
+    @property
+    def output_layers(self) -> list[Layer]:
+        """The layer that computes each output."""
+        return [self.layers[-1]]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Each output's name (its layer's name): the keys of loss/metrics dicts and history prefixes."""
+        return [str(self.layers[-1].name)] if self.layers else ["output"]
+
+    @property
+    def output_widths(self) -> list[int]:
+        """Each output's last axis: the number of classes metrics and targets see."""
+        return [self.output_shape[-1] or 1]
+
+    @property
+    def fusable_outputs(self) -> list[bool]:
+        """Per output, whether its layer may stop at the logits (nothing else reads its activation)."""
+        return [True]
+
+    @property
+    def shares_layers(self) -> bool:
+        """Whether some layer runs more than once per step (then weights must not move inside backprop)."""
+        return False
+
+    def forward_outputs(self, x: Array, training: bool, logits: Sequence[bool]) -> list[Array]:
+        """Each output for batch x: its layer's pre-activation u where `logits[k]`, else the output."""
+        return [self.forward_logits(x, training) if logits[0] else self.forward(x, training)]
+
+    def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
+        """Backprop ∂L/∂(each output), or ∂L/∂u of its layer where `from_logits[k]`."""
+        self.backward(grads[0], from_logits[0])
+
     # ------------------------------------------------------------------ compile
+    def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Trainer:
+        """The same architecture over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
+        raise NotImplementedError
+
     def compile(
         self,
         optimizer: str | opt_mod.Optimizer = "rmsprop",
-        loss: str | losses_mod.Loss | None = None,
+        loss: str | losses_mod.Loss | Sequence[Any] | dict[str, Any] | None = None,
         metrics: Sequence[Any] | None = None,
         backend: str | Ops | None = None,
         distribute: bool | str | distributed.Communicator | None = "auto",
+        loss_weights: Sequence[float] | dict[str, float] | None = None,
     ) -> None:
         """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N".
 
         distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
         (N > 1); True requires MPI; False always trains in this process alone.
+        With several outputs, loss, loss_weights and metrics may be lists (one entry per output)
+        or dicts keyed by output name; one loss (or a flat metric list) applies to every output.
+        The loss minimized is Σ loss_weight × that output's loss.
         """
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
-        if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
-            metrics = [metrics]
-        for m in metrics or []:  # everything is checked before anything changes
-            metrics_mod.check_identifier(m)
-        new_loss, new_optimizer = losses_mod.get(loss), opt_mod.get(optimizer)
+        names = self.output_names
+        per_loss = _per_output(loss, names, "loss")
+        per_weight = [1.0] * len(names) if loss_weights is None else _per_output(loss_weights, names, "loss_weights")
+        per_metrics = _per_output_metrics(metrics, names)
+        for ms in per_metrics:  # everything is checked before anything changes
+            for m in ms:
+                metrics_mod.check_identifier(m)
+        for w in per_weight:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
+        new_losses, new_optimizer = [losses_mod.get(lo) for lo in per_loss], opt_mod.get(optimizer)
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
-        self.loss, self.optimizer = new_loss, new_optimizer
-        self._metric_ids = list(metrics or [])
-        self.metrics = []
+        self.loss, self.optimizer = new_losses[0], new_optimizer
+        self.losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
+        self._metric_ids = list(metrics) if isinstance(metrics, (list, tuple)) else per_metrics[0]
+        self._output_metric_ids = per_metrics
+        self.metrics, self.output_metrics = [], []
         self._step = None
         if ops is not None:
             self._backend_request = ops
@@ -169,9 +233,13 @@ class Trainer:
 
     def _resolve_metrics(self) -> None:
         assert self.loss is not None
-        width = self.output_shape[-1] or 1
-        self.metrics = [metrics_mod.get(m, self.loss, width) for m in self._metric_ids]
-        names = ["loss"] + [m.name for m in self.metrics]
+        ids = self._output_metric_ids or [list(self._metric_ids)]
+        self.output_metrics = [
+            [metrics_mod.get(m, loss, width) for m in ms]
+            for ms, loss, width in zip(ids, self.losses or [self.loss], self.output_widths, strict=True)
+        ]
+        self.metrics = [m for ms in self.output_metrics for m in ms]
+        names = self.metrics_names
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique, received {names}")
 
@@ -187,27 +255,38 @@ class Trainer:
 
     @property
     def metrics_names(self) -> list[str]:
-        return ["loss"] + [m.name for m in self.metrics]
+        """The history keys: "loss", then (several outputs) "<output>_loss" each, then "<output>_<metric>"."""
+        if self.single_output:
+            return ["loss"] + [m.name for m in self.metrics]
+        names = self.output_names
+        return (
+            ["loss"]
+            + [f"{n}_loss" for n in names]
+            + [f"{n}_{m.name}" for n, ms in zip(names, self.output_metrics, strict=True) for m in ms]
+        )
 
     @property
     def fused_loss(self) -> bool:
         """Whether the loss starts backprop from the last layer's pre-activation (softmax + cross-entropy)."""
+        return self.fused_outputs[0]
+
+    @property
+    def fused_outputs(self) -> list[bool]:
+        """Per output, whether its loss starts backprop from its layer's pre-activation (softmax + cross-entropy)."""
         assert self.loss is not None
-        want = self.loss.fused_activation()
-        last = self.layers[-1]
-        act = last.activation
-        # only layers that define the logits contract themselves (a custom layer may just have an activation)
-        own = all(
-            getattr(type(last), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
-        )
-        return want is not None and act is not None and act.name == want and own
+        return [
+            ok and _fuses(loss, layer)
+            for loss, layer, ok in zip(
+                self.losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True
+            )
+        ]
 
     # ------------------------------------------------------------------ data at the boundary
     def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
         """x as a checked host NumPy array (or this backend's own array), or a clear error."""
         return data.check_x(x, what, self.ops, self.feature_shape, finite)
 
-    def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, np.ndarray | None]:
+    def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """Check (x, y) for `what` on a compiled model, building it from x's shape if needed."""
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"You must compile the model before {what}(): model.compile(optimizer, loss, metrics)")
@@ -219,12 +298,22 @@ class Trainer:
             self._resolve_metrics()
         if y is None:
             return x, None
-        return x, data.check_y(y, x.shape[0], what, self.loss, self.output_shape[-1] or 1, self.dtype)
+        return x, self.check_targets(y, data.rows(x), what)
+
+    def check_targets(self, y: Any, n: int, what: str) -> Any:
+        """y as the loss takes it (see `data.check_y`); a list with one per output for several outputs."""
+        assert self.loss is not None
+        return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
+
+    def target_dtypes(self) -> Any:
+        """The device dtype of the targets (None: integer labels stay as they are); a list for several outputs."""
+        dts = [None if loss.sparse else self.dtype for loss in self.losses]
+        return dts[0] if self.single_output else dts
 
     def upload(self, a: Any, targets: bool = False) -> Array:
-        """A checked host array on the model's device (targets keep integer labels as they are)."""
+        """A checked host array (or list of them) on the model's device (targets keep integer labels as they are)."""
         assert self.ops is not None and self.loss is not None
-        return data.upload(self.ops, a, None if targets and self.loss.sparse else self.dtype)
+        return data.upload_all(self.ops, a, self.target_dtypes() if targets else self.dtype)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -264,15 +353,17 @@ class Trainer:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
             vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
         elif validation_split:
-            split = int(x.shape[0] * (1.0 - validation_split))
-            if split == 0 or split == x.shape[0]:
+            n = data.rows(x)
+            split = int(n * (1.0 - validation_split))
+            if split == 0 or split == n:
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
-            x, vx, yy, vy = x[:split], x[split:], yy[:split], yy[split:]
+            x, vx = data.select(x, 0, split), data.select(x, split, n)
+            yy, vy = data.select(yy, 0, split), data.select(yy, split, n)
 
         ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
         assert ops is not None and opt is not None and loss is not None
         state = self.train_state
-        state.samples, state.batch_size = int(x.shape[0]), batch_size
+        state.samples, state.batch_size = data.rows(x), batch_size
         state.epoch, state.step, state.running, state.history = initial_epoch, 0, [], History()
         steps = math.ceil(state.samples / (batch_size * comm.size))
         if resume_from is not None:
@@ -301,7 +392,7 @@ class Trainer:
         self.stop_training = False
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
-            y_dtype = None if loss.sparse else self.dtype
+            y_dtype = self.target_dtypes()
             size = (
                 data.nbytes(x, self.dtype) + data.nbytes(yy, None) + data.nbytes(vx, self.dtype) + data.nbytes(vy, None)
             )
@@ -415,10 +506,14 @@ class Trainer:
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
-        for name, metric, s in zip(self.metrics_names[1:], self.metrics, flat[1:], strict=True):
+        # several outputs: each output's loss sum comes before the metric states
+        readers: list[metrics_mod.Metric | None] = [None] * (len(self.metrics_names) - 1 - len(self.metrics))
+        for name, metric, s in zip(self.metrics_names[1:], [*readers, *self.metrics], flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
-            out[name] = metric.result(state[0] if size == 1 else state, count)
+            out[name] = (
+                float(state[0]) / count if metric is None else metric.result(state[0] if size == 1 else state, count)
+            )
             off += size
         return out
 
@@ -426,7 +521,7 @@ class Trainer:
     def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int) -> dict[str, float]:
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
-        n = X.shape[0]
+        n = data.rows(X)
         ones: dict[tuple[int, str], DeviceScalar] = self.__dict__.setdefault("_ones", {})
         one = ones.get((id(ops), self.dtype))
         if one is None:
@@ -435,13 +530,13 @@ class Trainer:
         sums: list[Array] = []
         for lo in range(first, last, batch_size):
             hi = min(lo + batch_size, last)
-            xb, yb = self.upload(X[lo:hi, ...]), self.upload(Y[lo:hi, ...], targets=True)  # no-ops when resident
+            # no-ops when resident
+            xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             batch = forward_sums(self, xb, yb, one.array)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
-            sums = [
-                s * 0 for s in forward_sums(self, self.upload(X[0:1, ...]), self.upload(Y[0:1, ...], True), one.array)
-            ]
+            first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
+            sums = [s * 0 for s in forward_sums(self, *first_row, one.array)]
         if self.store.regularized():
             sums[0] = sums[0] + self.store.penalty() * (last - first)
         return self._read(sums, n)
@@ -463,7 +558,7 @@ class Trainer:
         assert ops is not None
         with ops.activate():
             result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size)
-        steps = math.ceil(x.shape[0] / batch_size)
+        steps = math.ceil(data.rows(x) / batch_size)
         if verbose == "auto":
             verbose = 1
         if verbose:
@@ -479,7 +574,7 @@ class Trainer:
         self._require_differentiable()
         ops = self.ops
         assert ops is not None
-        n = int(x.shape[0])
+        n = data.rows(x)
         with ops.activate():
             sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
             self.store.use_sink()
@@ -518,14 +613,63 @@ class Trainer:
         store.use_sink(GradientSink(ops))
         moving = store.save_moving()
         try:
-            n = int(X.shape[0])
-            loss_sum, _ = loss_and_grads(self, X, Y, ops.cast(ops.asarray(np.float64(1.0 / n)), self.dtype))
+            n = data.rows(X)
+            loss_sum, _, _ = loss_and_grads(self, X, Y, ops.cast(ops.asarray(np.float64(1.0 / n)), self.dtype))
             return float(ops.to_numpy(loss_sum)) / n
         finally:  # a look at the gradients must not move the masks a later fit() draws, nor BN's statistics
             store.use_sink(running_sink)
             store.restore_moving(moving)
             for d, steps in dropouts:
                 d.iterations = steps
+
+
+def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
+    """Whether `loss` can start backprop from `layer`'s pre-activation (softmax + cross-entropy gives p − y)."""
+    want = loss.fused_activation()
+    act = layer.activation
+    # only layers that define the logits contract themselves (a custom layer may just have an activation)
+    own = all(
+        getattr(type(layer), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
+    )
+    return want is not None and act is not None and act.name == want and own
+
+
+def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
+    """compile's loss or loss_weights as one entry per output: from a list, a dict by output name, or one value."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        missing = [n for n in names if n not in value]
+        if unknown or missing:
+            raise ValueError(
+                f"compile: {what} keys must be the output names {names}; "
+                + (f"unknown {unknown}" if unknown else f"missing {missing}")
+            )
+        return [value[n] for n in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"compile: {what} has {len(value)} entries but the model has {len(names)} outputs {names}")
+        return list(value)
+    return [value] * len(names)
+
+
+def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
+    """compile's metrics as one list per output: a dict, a list of lists, else the same list for every output."""
+    if metrics is None:
+        return [[] for _ in names]
+    if isinstance(metrics, dict):
+        unknown = sorted(set(metrics) - set(names))
+        if unknown:
+            raise ValueError(f"compile: metrics keys must be output names {names}; unknown {unknown}")
+        picked = [metrics.get(n, []) for n in names]
+        return [list(m) if isinstance(m, (list, tuple)) else [m] for m in picked]
+    if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if len(names) > 1 and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
+        if len(metrics) != len(names):
+            raise ValueError(f"compile: metrics has {len(metrics)} lists but the model has {len(names)} outputs")
+        return [list(m) for m in metrics]
+    return [list(metrics) for _ in names]
 
 
 def _shape_result(result: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:

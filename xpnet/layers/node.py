@@ -1,0 +1,53 @@
+"""Symbolic tensors and nodes: what `Dense(4)(x)` records when x is an `Input` (Keras's functional API).
+
+A `KerasTensor` stands for a batch that a model will compute: its feature shape and the
+`Node` (one call of one layer on its input tensors) that makes it. `xpnet.functional.Model`
+walks these nodes from its outputs back to its inputs to find the graph it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import Layer, Shape
+
+
+class KerasTensor:
+    """A symbolic batch: `shape` is (None, *features); `node` is the layer call that computes it (None for an Input).
+
+    Arithmetic is not recorded: use merge layers (`Add()([a, b])`), which name what they combine.
+    """
+
+    def __init__(self, feature_shape: Shape, node: Node | None = None, name: str | None = None) -> None:
+        self.feature_shape: Shape = tuple(feature_shape)
+        self.node = node
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        return (None, *self.feature_shape)
+
+    def describe(self) -> str:
+        """Where this tensor comes from, for error messages: "Dense 'dense_1'" or "Input 'input_layer'"."""
+        if self.node is None:
+            return f"Input {self.name!r}" if self.name else "an unnamed Input"
+        layer = self.node.layer
+        return f"{type(layer).__name__} {layer.name!r}" if layer.name else f"an unnamed {type(layer).__name__}"
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape} from {self.describe()}>"
+
+
+class Node:
+    """One call of `layer` on `inputs` (a list even for one input; `multi` when the layer took a list)."""
+
+    def __init__(self, layer: Layer, inputs: list[KerasTensor], multi: bool) -> None:
+        self.layer, self.inputs, self.multi = layer, inputs, multi
+        assert layer.output_shape is not None
+        self.output = KerasTensor(layer.output_shape, self)
+        # a shared layer's attributes as this call's forward left them, for its backward (see functional.Model)
+        self.cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<Node {self.output.describe()} on [{', '.join(t.describe() for t in self.inputs)}]>"
