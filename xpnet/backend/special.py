@@ -1,0 +1,106 @@
+"""The error function erf and its complement erfc, elementwise, on any array module.
+
+NumPy has no erf (SciPy is not a dependency), so the plain path evaluates the rational
+approximations of Sun's fdlibm `s_erf.c` (the ones most C libraries use, under 1 ulp in
+float64) with array-API operations; CuPy uses `cupyx.scipy.special`, which calls CUDA's own
+erf/erfc. erfc is computed directly rather than as 1 − erf, so its tails (GELU of negative
+inputs) keep their relative accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Array = Any
+
+# fdlibm's coefficients. |x| < 0.84375: erf(x) = x + x·P(x²)/Q(x²)
+_PP = (1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02,
+       -5.77027029648944159157e-03, -2.37630166566501626084e-05)  # fmt: skip
+_QQ = (1.0, 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03,
+       1.32494738004321644526e-04, -3.96022827877536812320e-06)  # fmt: skip
+# 0.84375 ≤ |x| < 1.25, s = |x| − 1: erf(|x|) = erx + P(s)/Q(s)
+_ERX = 8.45062911510467529297e-01
+_PA = (-2.36211856075265944077e-03, 4.14856118683748331666e-01, -3.72207876035701323847e-01,
+       3.18346619901161753674e-01, -1.10894694282396677476e-01, 3.54783043256182359371e-02,
+       -2.16637559486879084300e-03)  # fmt: skip
+_QA = (1.0, 1.06420880400844228286e-01, 5.40397917702171048937e-01, 7.18286544141962662868e-02,
+       1.26171219808761642112e-01, 1.36370839120290507362e-02, 1.19844998467991074170e-02)  # fmt: skip
+# 1.25 ≤ |x| < 1/0.35, s = 1/x²: erfc(|x|) = exp(−x² − 0.5625 + R(s)/S(s)) / |x|
+_RA = (-9.86494403484714822705e-03, -6.93858572707181764372e-01, -1.05586262253232909814e01,
+       -6.23753324503260060396e01, -1.62396669462573470355e02, -1.84605092906711035994e02,
+       -8.12874355063065934246e01, -9.81432934416914548592e00)  # fmt: skip
+_SA = (1.0, 1.96512716674392571292e01, 1.37657754143519042600e02, 4.34565877475229228821e02,
+       6.45387271733267880336e02, 4.29008140027567833386e02, 1.08635005541779435134e02,
+       6.57024977031928170135e00, -6.04244152148580987438e-02)  # fmt: skip
+# |x| ≥ 1/0.35: the same form with other coefficients
+_RB = (-9.86494292470009928597e-03, -7.99283237680523006574e-01, -1.77579549177547519889e01,
+       -1.60636384855821916062e02, -6.37566443368389627722e02, -1.02509513161107724954e03,
+       -4.83519191608651397019e02)  # fmt: skip
+_SB = (1.0, 3.03380607434824582924e01, 3.25792512996573918826e02, 1.53672958608443695994e03,
+       3.19985821950859553908e03, 2.55305040643316442583e03, 4.74528541206955367215e02,
+       -2.24409524465858183362e01)  # fmt: skip
+
+
+def _poly(coef: tuple[float, ...], s: Array) -> Array:
+    """Horner: coef[0] + coef[1]·s + … (Python-float coefficients keep s's dtype)."""
+    acc = s * coef[-1] + coef[-2]
+    for c in reversed(coef[:-2]):
+        acc = acc * s + c
+    return acc
+
+
+def _erfc_tail(xp: Any, a: Array) -> Array:
+    """erfc(a) for a ≥ 1.25 (a ≤ 28 here: beyond, erfc underflows to 0 anyway)."""
+    s = 1.0 / (a * a)
+    near = a < 1.0 / 0.35
+    r = xp.where(near, _poly(_RA, s), _poly(_RB, s))
+    q = xp.where(near, _poly(_SA, s), _poly(_SB, s))
+    # exp(−a²) as exp(−z²)·exp((z − a)(z + a)) with z = a rounded to float32: z² is exact in
+    # float64, so the rounding of a² (up to 28² · 1e-16 in the exponent) never reaches the result
+    z = xp.astype(xp.astype(a, xp.float32), a.dtype)
+    return xp.exp(-z * z - 0.5625) * xp.exp((z - a) * (z + a) + r / q) / a
+
+
+def _small(x: Array) -> Array:
+    """x·P(x²)/Q(x²), the correction to erf(x) ≈ x for |x| < 0.84375 (inputs clipped there)."""
+    z = x * x
+    return x * (_poly(_PP, z) / _poly(_QQ, z))
+
+
+def _near_one(a: Array) -> Array:
+    """P(s)/Q(s) with s = |x| − 1, for 0.84375 ≤ |x| < 1.25 (inputs clipped there)."""
+    s = a - 1.0
+    return _poly(_PA, s) / _poly(_QA, s)
+
+
+# Each region is evaluated on inputs clipped into it, so ±inf and huge values raise no warnings;
+# NaN passes through every clip and comparison, and the final `where` returns it unchanged.
+def erf(xp: Any, x: Array) -> Array:
+    """erf(x) elementwise, same shape and float dtype as x; NaN stays NaN, erf(±inf) = ±1."""
+    if getattr(xp, "__name__", "") == "cupy":  # pragma: no cover
+        from cupyx.scipy.special import erf as native
+
+        return native(x)
+    a = xp.abs(x)
+    xs = xp.clip(x, -0.84375, 0.84375)
+    big = xp.where(a < 1.25, _ERX + _near_one(xp.clip(a, 0.84375, 1.25)), 1.0 - _erfc_tail(xp, xp.clip(a, 1.25, 28.0)))
+    signed = xp.where(x < 0.0, -big, big)
+    return xp.where(a < 0.84375, xs + _small(xs), xp.where(xp.isnan(x), x, signed))
+
+
+def erfc(xp: Any, x: Array) -> Array:
+    """erfc(x) = 1 − erf(x) elementwise, accurate relative to its value in the right tail too."""
+    if getattr(xp, "__name__", "") == "cupy":  # pragma: no cover
+        from cupyx.scipy.special import erfc as native
+
+        return native(x)
+    a = xp.abs(x)
+    xs = xp.clip(x, -0.84375, 0.84375)
+    r = _small(xs)
+    # fdlibm: below 1/4 the subtraction 1 − erf loses nothing; above it, regroup around 1/2
+    near_zero = xp.where(xs < 0.25, 1.0 - (xs + r), 0.5 - (xs - 0.5 + r))
+    pq = _near_one(xp.clip(a, 0.84375, 1.25))
+    near_one = xp.where(x > 0.0, (1.0 - _ERX) - pq, 1.0 + (_ERX + pq))
+    t = _erfc_tail(xp, xp.clip(a, 1.25, 28.0))  # erfc(28) underflows: exp(−784) < the smallest double
+    tail = xp.where(x > 0.0, t, 2.0 - t)
+    return xp.where(a < 0.84375, near_zero, xp.where(a < 1.25, near_one, xp.where(xp.isnan(x), x, tail)))
