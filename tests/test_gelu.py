@@ -65,7 +65,9 @@ def test_gelu_exact_and_tanh_forms_against_float64_definitions() -> None:
     np.testing.assert_allclose(activations.gelu(u[2:]), u[2:] * phi[2:], rtol=2e-15, atol=0)
     c = math.sqrt(2 / math.pi)
     tanh_form = 0.5 * u * (1 + np.tanh(c * (u + 0.044715 * u**3)))
-    np.testing.assert_allclose(activations.get(activations.GELU(approximate=True)).forward(np, u), tanh_form, rtol=1e-15)
+    np.testing.assert_allclose(
+        activations.get(activations.GELU(approximate=True)).forward(np, u), tanh_form, rtol=1e-15
+    )
     assert activations.gelu(np.array([-30.0]))[0] < 0 and activations.gelu(np.array([-30.0]))[0] > -1e-190
 
 

@@ -50,7 +50,20 @@ def away_from_zero(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarr
 
 @pytest.mark.parametrize(
     "name",
-    ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu", "gelu", "softmax"],
+    [
+        "linear",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "elu",
+        "selu",
+        "softplus",
+        "softsign",
+        "swish",
+        "leaky_relu",
+        "gelu",
+        "softmax",
+    ],
 )
 def test_activation_gradient_matches_finite_differences(name: str, rng: np.random.Generator) -> None:
     act = activations.get(name)

@@ -245,7 +245,22 @@ class Sign(_Step):
 
 _REGISTRY: dict[str, type[Activation]] = {
     cls.name: cls
-    for cls in (Linear, Sigmoid, Tanh, ReLU, ELU, SELU, Softplus, Softsign, Swish, LeakyReLU, GELU, Softmax, Heaviside, Sign)
+    for cls in (
+        Linear,
+        Sigmoid,
+        Tanh,
+        ReLU,
+        ELU,
+        SELU,
+        Softplus,
+        Softsign,
+        Swish,
+        LeakyReLU,
+        GELU,
+        Softmax,
+        Heaviside,
+        Sign,
+    )
 }
 _REGISTRY["step"] = Heaviside
 _REGISTRY["silu"] = Swish
