@@ -130,7 +130,7 @@ def _describe(a: Any) -> Any:
     return type(a).__name__ + ":" + str(getattr(a, "name", ""))
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "momentum", "schedule"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "momentum", "schedule", "weighted"])
 def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_numbers(optimizer: str) -> None:
     """A step recorded once (a CUDA graph) replays its kernels with the arguments of the recording.
 
@@ -159,11 +159,13 @@ def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_num
     opt: Any = {
         "momentum": xpnet.optimizers.SGD(0.05, momentum=0.9),
         "schedule": xpnet.optimizers.Adam(xpnet.optimizers.schedules.ExponentialDecay(0.01, 5, 0.9)),
+        "weighted": "adam",  # sample weights ride in a fixed buffer too
     }.get(optimizer, optimizer)
     model = Sequential(
         [Dense(16, "relu", input_shape=(784,), kernel_regularizer="l2"), Dropout(0.3), Dense(10, "softmax")], seed=2
     )
-    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=Recording())
+    weighted = {"weighted_metrics": ["accuracy"]} if optimizer == "weighted" else {}
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=Recording(), **weighted)
     marks: list[int] = []
 
     class Mark(xpnet.Callback):
@@ -172,7 +174,8 @@ def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_num
             if batch == 2 and optimizer != "schedule":
                 model.optimizer.learning_rate *= 0.5  # a callback's new rate reaches the device, not the graph
 
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[Mark()])
+    sw = np.linspace(0.0, 2.0, len(x)) if optimizer == "weighted" else None
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[Mark()], sample_weight=sw)
     steps = [log[a:b] for a, b in itertools.pairwise(marks)]
     full = [
         s for i, s in enumerate(steps) if (i + 1) % 7 not in (0, 6)

@@ -59,6 +59,9 @@ def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
             "iterations": opt.iterations,
             "loss": serialize(model.loss),
             "metrics": [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.metric_ids],
+            "weighted_metrics": [
+                m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.weighted_metric_ids
+            ],
         }
         if model.ops is not None and opt.ops is model.ops:
             arrays.update({f"slot_{k}": model.ops.to_numpy(v) for k, v in opt.slots.items()})
@@ -138,7 +141,12 @@ def restore_state(
         opt_config = dict(cfg["optimizer"]["config"])
         if isinstance(opt_config.get("learning_rate"), dict):
             opt_config["learning_rate"] = schedules.deserialize(opt_config["learning_rate"], custom)
-        model.compile(opt_cls(**opt_config), deserialize(cfg["loss"], "loss", custom), cfg["metrics"])
+        model.compile(
+            opt_cls(**opt_config),
+            deserialize(cfg["loss"], "loss", custom),
+            cfg["metrics"],
+            weighted_metrics=cfg.get("weighted_metrics"),
+        )
         opt, ops = model.optimizer, model.ops
         assert opt is not None and ops is not None
         with ops.activate():

@@ -79,6 +79,61 @@ def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -
     return b if loss.sparse else b.astype(dtype, copy=False)
 
 
+def sample_weights(
+    sample_weight: Any, class_weight: Any, y: np.ndarray, what: str, n_outputs: int, dtype: str
+) -> np.ndarray | None:
+    """Keras's per-sample loss weights as (n,) `dtype`, or None for an unweighted run.
+
+    sample_weight: (n,) or (n, 1) non-negative numbers. class_weight: {class index: weight} for
+    the checked targets y, (n,) int labels or (n, k) one-hot rows (the argmax; one column: the
+    rounded value), as Keras's `class_weight_to_sample_weights`; classes left out weigh 1.
+    """
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError(f"{what}: pass sample_weight or class_weight, not both (Keras refuses them together too)")
+    n = int(y.shape[0])
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(
+                f"{what}: class_weight must be a dict {{class index: weight}}, received {type(class_weight).__name__}"
+            )
+        classes = max(n_outputs, 2)  # one sigmoid output still has the classes 0 and 1
+        table = np.ones(classes, np.float64)
+        for key, value in class_weight.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < classes:
+                raise ValueError(
+                    f"{what}: class_weight keys must be class indices 0..{classes - 1} for this model, received {key!r}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+                raise ValueError(
+                    f"{what}: class_weight values must be non-negative numbers, received {value!r} for class {key}"
+                )
+            table[int(key)] = float(value)
+        if y.ndim == 1:
+            labels = y
+        elif y.shape[-1] == 1:
+            labels = np.round(y[:, 0])
+        else:
+            labels = np.argmax(y, axis=-1)
+        labels = np.clip(labels.astype(np.int64), 0, classes - 1)
+        return table[labels].astype(dtype)
+    if sample_weight is None:
+        return None
+    mod = type(sample_weight).__module__.split(".")[0]
+    if mod in _DEVICE_MODULES:
+        sample_weight = sample_weight.get() if hasattr(sample_weight, "get") else np.asarray(sample_weight)
+    w = numeric_array(sample_weight, what, "sample_weight")
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(
+            f"{what}: sample_weight must have shape ({n},), one weight per sample, received shape {w.shape}"
+        )
+    require_finite(w, what, "sample_weight")
+    if w.size and w.min() < 0:
+        raise ValueError(f"{what}: sample_weight must be non-negative, received a minimum of {w.min()}")
+    return w.astype(dtype)
+
+
 def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
     """A host array on the device (as `dtype` when given); device arrays pass through."""
     if ops.is_native(a) and not isinstance(a, np.ndarray):
@@ -96,8 +151,9 @@ def nbytes(a: Any, dtype: str | None) -> int:
 class Batches:
     """One fit's training data: on the device when it fits, shuffled per epoch, sharded over ranks.
 
-    x: (n, ...) checked host or device array; y: (n,) labels or (n, k) targets. `gather(step)`
-    writes this rank's share of global batch `step` into fixed buffers and returns views of them.
+    x: (n, ...) checked host or device array; y: (n,) labels or (n, k) targets; w: (n,) sample
+    weights or None. `gather(a, b)` writes this rank's share of a global batch into fixed buffers
+    and returns views of them.
     """
 
     def __init__(
@@ -110,6 +166,7 @@ class Batches:
         dtype: str,
         y_dtype: str | None,
         resident: bool,
+        w: np.ndarray | None = None,
     ) -> None:
         self.ops, self.comm, self.dtype, self.y_dtype = ops, comm, dtype, y_dtype
         self.n = int(x.shape[0])
@@ -118,12 +175,15 @@ class Batches:
         self.resident = resident
         if resident:
             self.x, self.y = upload(ops, x, dtype), upload(ops, y, y_dtype)
+            self.w: Any = upload(ops, w, dtype) if w is not None else None
         else:
-            self.x, self.y = x, y
+            self.x, self.y, self.w = x, y, w
         width = math.ceil(min(self.global_batch, self.n) / comm.size)  # the largest share of a global batch
         xp = ops.xp
         self.xbuf = ops.zeros((width, *x.shape[1:]), getattr(xp, dtype))
         self.ybuf = ops.zeros((width, *y.shape[1:]), getattr(xp, y_dtype) if y_dtype else _like(ops, y))
+        # the weights ride along in a third fixed buffer, so a weighted step stays recordable too
+        self.wbuf = ops.zeros((width,), getattr(xp, dtype)) if w is not None else None
         self.order: Array = None
 
     def shuffle(self, seed: int, epochs_trained: int, shuffle: bool) -> None:
@@ -137,21 +197,28 @@ class Batches:
         a, b = distributed.shard(lo, hi, self.comm.rank, self.comm.size)
         return lo, hi, a, b
 
-    def gather(self, a: int, b: int) -> tuple[Array, Array]:
-        """Rows [a, b) of this epoch's order in the fixed buffers: (x, y) views of b − a rows."""
+    def gather(self, a: int, b: int) -> tuple[Array, Array, Array | None]:
+        """Rows [a, b) of this epoch's order in the fixed buffers: (x, y, w) views of b − a rows (w None unweighted)."""
         ops, m = self.ops, b - a
         xb, yb = self.xbuf[:m, ...], self.ybuf[:m, ...]
+        wb = self.wbuf[:m] if self.wbuf is not None else None
         if self.resident and self.order is not None:
             idx = self.order[a:b]
             ops.take_rows(self.x, idx, out=xb)
             ops.take_rows(self.y, idx, out=yb)
+            if wb is not None:
+                ops.take_rows(self.w, idx, out=wb)
         elif self.resident:
             xb[...], yb[...] = self.x[a:b, ...], self.y[a:b, ...]
+            if wb is not None:
+                wb[...] = self.w[a:b]
         else:
             rows = self.order[a:b] if self.order is not None else slice(a, b)
             xb[...] = upload(ops, self.x[rows], self.dtype)
             yb[...] = upload(ops, self.y[rows], self.y_dtype)
-        return xb, yb
+            if wb is not None:
+                wb[...] = upload(ops, self.w[rows], self.dtype)
+        return xb, yb, wb
 
 
 def _like(ops: Ops, y: Any) -> Any:

@@ -26,13 +26,21 @@ Array = Any
 
 
 def loss_and_grads(
-    model: Trainer, xb: Array, yb: Array, coef: Array, scale: Any = 1.0, add_penalty_grad: bool = True
+    model: Trainer,
+    xb: Array,
+    yb: Array,
+    coef: Array,
+    scale: Any = 1.0,
+    add_penalty_grad: bool = True,
+    wb: Array | None = None,
 ) -> tuple[Array, Array]:
     """Forward and backward on one batch: the sink receives scale × ∂(mean loss + penalty)/∂w.
 
     scale: the optimizer's `gradient_scale()` (η for plain SGD) or 1, in the model's dtype;
     coef: scale / (global batch size), the factor on the per-sample loss gradients.
-    Returns (Σ per-sample loss + batch size × weight penalty, the model's output), on the device.
+    wb: (batch,) sample weights or None. Keras's reduction: the batch loss is Σ wᵢℓᵢ / batch
+    size (not / Σ wᵢ), so each sample's gradient row (p − y on the fused path) is scaled by wᵢ.
+    Returns (Σ per-sample (weighted) loss + batch size × weight penalty, the model's output), on the device.
     """
     ops, loss = model.ops, model.loss
     assert ops is not None and loss is not None
@@ -43,6 +51,9 @@ def loss_and_grads(
     else:
         out = model.forward(xb, training=True)
         value, grad = loss.call(xp, yb, out), loss.grad(xp, yb, out) * coef
+    if wb is not None:  # unweighted runs skip this entirely, so they stay bit-identical
+        value = value * wb
+        grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
     model.backward(grad, from_logits=model.fused_loss)
     loss_sum = xp.sum(value)
     if model.store.regularized():
@@ -79,21 +90,27 @@ class TrainStep:
         penalty = ops.cast(scale, model.dtype) if model.store.regularized() else 1.0
         return ops.cast(scale / global_batch, model.dtype), penalty
 
-    def __call__(self, xb: Array, yb: Array, global_batch: int) -> list[Array]:
+    def __call__(self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None) -> list[Array]:
         model, comm = self.model, self.comm
         ops = model.ops
         assert ops is not None
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, out = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root)
+        loss_sum, out = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root, wb=wb)
         if comm.size > 1:
             comm.allreduce_sum(ops, model.store.grads)
         self.optimizer.apply(model.store, self.sink)
-        return [loss_sum, *(m.update(ops.xp, yb, out) for m in model.metrics)]
+        return [loss_sum, *metric_states(model, ops.xp, yb, out, wb)]
 
 
-def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array) -> list[Array]:
-    """Inference-mode loss and metric sums of one batch: [Σ loss, *metric states] on the device."""
+def metric_states(model: Trainer, xp: Any, yb: Array, out: Array, wb: Array | None) -> list[Array]:
+    """This batch's metric states: the plain metrics ignore sample weights, `weighted_metrics` use them (Keras)."""
+    plain = [m.update(xp, yb, out) for m in model.metrics]
+    return plain + [m.update(xp, yb, out, wb) for m in model.weighted_metrics]
+
+
+def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | None = None) -> list[Array]:
+    """Inference-mode loss and metric sums of one batch: [Σ (weighted) loss, *metric states] on the device."""
     ops, loss = model.ops, model.loss
     assert ops is not None and loss is not None
     xp = ops.xp
@@ -103,4 +120,6 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array) -> list[Array
     else:
         out = model.forward(xb, training=False)
         value = loss.call(xp, yb, out)
-    return [xp.sum(value), *(m.update(xp, yb, out) for m in model.metrics)]
+    if wb is not None:
+        value = value * wb
+    return [xp.sum(value), *metric_states(model, xp, yb, out, wb)]

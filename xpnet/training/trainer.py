@@ -50,6 +50,8 @@ class Trainer:
         self.optimizer: opt_mod.Optimizer | None = None
         self.loss: losses_mod.Loss | None = None
         self.metrics: list[metrics_mod.Metric] = []
+        self.weighted_metrics: list[metrics_mod.WeightedMean] = []
+        self._weighted_metric_ids: list[Any] = []
         self.stop_training = False
         self.history: History | None = None
         self.train_state = TrainState()
@@ -110,24 +112,31 @@ class Trainer:
         metrics: Sequence[Any] | None = None,
         backend: str | Ops | None = None,
         distribute: bool | str | distributed.Communicator | None = "auto",
+        weighted_metrics: Sequence[Any] | None = None,
     ) -> None:
         """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N".
 
         distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
         (N > 1); True requires MPI; False always trains in this process alone.
+        weighted_metrics: mean metrics that use fit/evaluate's sample_weight or class_weight
+        (Σ wᵢvᵢ / Σ wᵢ); `metrics` ignore the weights, as in Keras. A name in both lists is
+        reported as "weighted_<name>" for the weighted one.
         """
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
         if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
             metrics = [metrics]
-        for m in metrics or []:  # everything is checked before anything changes
+        if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
+            weighted_metrics = [weighted_metrics]
+        for m in [*(metrics or []), *(weighted_metrics or [])]:  # everything is checked before anything changes
             metrics_mod.check_identifier(m)
         new_loss, new_optimizer = losses_mod.get(loss), opt_mod.get(optimizer)
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
         self.loss, self.optimizer = new_loss, new_optimizer
         self._metric_ids = list(metrics or [])
-        self.metrics = []
+        self._weighted_metric_ids = list(weighted_metrics or [])
+        self.metrics, self.weighted_metrics = [], []
         self._step = None
         if ops is not None:
             self._backend_request = ops
@@ -144,7 +153,14 @@ class Trainer:
         assert self.loss is not None
         width = self.output_shape[-1] or 1
         self.metrics = [metrics_mod.get(m, self.loss, width) for m in self._metric_ids]
-        names = ["loss"] + [m.name for m in self.metrics]
+        plain = {m.name for m in self.metrics}
+        self.weighted_metrics = []
+        for m in self._weighted_metric_ids:
+            weighted = metrics_mod.WeightedMean(metrics_mod.get(m, self.loss, width))
+            if weighted.name in plain:  # Keras's name for a metric asked for both ways
+                weighted.name = f"weighted_{weighted.name}"
+            self.weighted_metrics.append(weighted)
+        names = self.metrics_names
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique, received {names}")
 
@@ -159,8 +175,13 @@ class Trainer:
         return list(self._metric_ids)
 
     @property
+    def weighted_metric_ids(self) -> list[Any]:
+        """The weighted_metrics as given to compile."""
+        return list(self._weighted_metric_ids)
+
+    @property
     def metrics_names(self) -> list[str]:
-        return ["loss"] + [m.name for m in self.metrics]
+        return ["loss"] + [m.name for m in (*self.metrics, *self.weighted_metrics)]
 
     @property
     def fused_loss(self) -> bool:
@@ -188,7 +209,7 @@ class Trainer:
         if not self.built:
             self.build(x.shape[1:])
             self._resolve_metrics()
-        elif not self.metrics and self._metric_ids:
+        elif (not self.metrics and self._metric_ids) or (not self.weighted_metrics and self._weighted_metric_ids):
             self._resolve_metrics()
         if y is None:
             return x, None
@@ -213,6 +234,8 @@ class Trainer:
         shuffle: bool = True,
         initial_epoch: int = 0,
         resume_from: str | os.PathLike[str] | None = None,
+        class_weight: dict[int, float] | None = None,
+        sample_weight: Any = None,
     ) -> History:
         """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
 
@@ -221,6 +244,9 @@ class Trainer:
         training continues from its epoch and step with identical results. An empty folder
         starts from the beginning.
         Under `mpiexec -n N`, `batch_size` is per rank: each step uses N × batch_size samples.
+        class_weight / sample_weight (one of them): Keras's weighted loss, Σ wᵢℓᵢ / batch size per
+        batch, with wᵢ = class_weight[class of sample i] or sample_weight[i] ((n,) non-negative).
+        validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         if not isinstance(epochs, int) or epochs < 0:
@@ -231,16 +257,28 @@ class Trainer:
         if yy is None:
             raise ValueError("fit: y (the targets) is required")
         self._require_differentiable()
-        vx = vy = None
+        # class weights are made after the validation split (training data only); both at once is refused here
+        sw = self._sample_weights(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
+        vx = vy = vw = None
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            if len(validation_data) not in (2, 3):
+                raise ValueError(
+                    "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
+                    f"received {len(validation_data)} items"
+                )
             vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
+            if len(validation_data) == 3:
+                assert vy is not None
+                vw = self._sample_weights(validation_data[2], None, vy, "fit (validation_data)")
         elif validation_split:
             split = int(x.shape[0] * (1.0 - validation_split))
             if split == 0 or split == x.shape[0]:
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
             x, vx, yy, vy = x[:split], x[split:], yy[:split], yy[split:]
+            if sw is not None:  # Keras splits the sample weights with the data; class weights are for training only
+                sw, vw = sw[:split], sw[split:]
+        if class_weight is not None:
+            sw = self._sample_weights(sample_weight, class_weight, yy, "fit")
 
         ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
         assert ops is not None and opt is not None and loss is not None
@@ -275,14 +313,19 @@ class Trainer:
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
             y_dtype = None if loss.sparse else self.dtype
-            size = (
-                data.nbytes(x, self.dtype) + data.nbytes(yy, None) + data.nbytes(vx, self.dtype) + data.nbytes(vy, None)
+            size = sum(
+                data.nbytes(a, dt)
+                for a, dt in ((x, self.dtype), (yy, None), (vx, self.dtype), (vy, None), (sw, None), (vw, None))
             )
             resident = ops.fits_on_device(size)  # else each batch is uploaded as it is used
-            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident)
-            val: tuple[Any, Any] | None = None
+            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+            val: tuple[Any, Any, Any] | None = None
             if vx is not None:
-                val = (self.upload(vx), self.upload(vy, targets=True)) if resident else (vx, vy)
+                val = (
+                    (self.upload(vx), self.upload(vy, targets=True), None if vw is None else self.upload(vw))
+                    if resident
+                    else (vx, vy, vw)
+                )
             for cb in cbs:
                 cb.on_train_begin()
             try:
@@ -299,8 +342,8 @@ class Trainer:
                         lo, hi, a, b = batches.bounds(step)
                         for d in dropouts:
                             d.row_offset = a - lo
-                        xb, yb = batches.gather(a, b)
-                        batch = self._train_step()(xb, yb, hi - lo)
+                        xb, yb, wb = batches.gather(a, b)
+                        batch = self._train_step()(xb, yb, hi - lo, wb)
                         state.running = (
                             batch if not state.running else [u + v for u, v in zip(state.running, batch, strict=True)]
                         )
@@ -328,7 +371,8 @@ class Trainer:
                             stacklevel=2,
                         )
                     elif val is not None:
-                        logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val, batch_size).items()})
+                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2])
+                        logs.update({f"val_{k}": v for k, v in vals.items()})
                     if not self.stop_training:
                         progress.epoch_end(epoch, logs)
                     for cb in cbs:
@@ -351,6 +395,10 @@ class Trainer:
         if step is None or step.optimizer is not self.optimizer or step.comm is not self._comm:
             step = self._step = TrainStep(self, self._comm)
         return step
+
+    def _sample_weights(self, sample_weight: Any, class_weight: Any, yy: np.ndarray, what: str) -> np.ndarray | None:
+        """Checked host weights (n,) in the model's dtype for targets yy, or None; see `data.sample_weights`."""
+        return data.sample_weights(sample_weight, class_weight, yy, what, self.output_shape[-1] or 1, self.dtype)
 
     def _require_differentiable(self) -> None:
         for layer in self.layers:
@@ -385,7 +433,8 @@ class Trainer:
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
-        for name, metric, s in zip(self.metrics_names[1:], self.metrics, flat[1:], strict=True):
+        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
+        for name, metric, s in zip(self.metrics_names[1:], every, flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
             out[name] = metric.result(state[0] if size == 1 else state, count)
@@ -393,7 +442,7 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int) -> dict[str, float]:
+    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int, W: Array | None = None) -> dict[str, float]:
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
         n = X.shape[0]
@@ -406,11 +455,14 @@ class Trainer:
         for lo in range(first, last, batch_size):
             hi = min(lo + batch_size, last)
             xb, yb = self.upload(X[lo:hi, ...]), self.upload(Y[lo:hi, ...], targets=True)  # no-ops when resident
-            batch = forward_sums(self, xb, yb, one.array)
+            wb = None if W is None else self.upload(W[lo:hi])
+            batch = forward_sums(self, xb, yb, one.array, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
+            w0 = None if W is None else self.upload(W[0:1])
             sums = [
-                s * 0 for s in forward_sums(self, self.upload(X[0:1, ...]), self.upload(Y[0:1, ...], True), one.array)
+                s * 0
+                for s in forward_sums(self, self.upload(X[0:1, ...]), self.upload(Y[0:1, ...], True), one.array, w0)
             ]
         if self.store.regularized():
             sums[0] = sums[0] + self.store.penalty() * (last - first)
@@ -423,16 +475,22 @@ class Trainer:
         batch_size: int | None = None,
         verbose: int | str = "auto",
         return_dict: bool = False,
+        sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
-        """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict."""
+        """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict.
+
+        sample_weight: (n,) non-negative; the loss becomes Σ wᵢℓᵢ / n and `weighted_metrics` use it.
+        """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         x, yy = self.prepare(x, y, "evaluate")
         if yy is None:
             raise ValueError("evaluate: y (the targets) is required")
+        sw = self._sample_weights(sample_weight, None, yy, "evaluate")
         ops = self.ops
         assert ops is not None
         with ops.activate():
-            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size)
+            W = None if sw is None else self.upload(sw)
+            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W)
         steps = math.ceil(x.shape[0] / batch_size)
         if verbose == "auto":
             verbose = 1
@@ -441,23 +499,36 @@ class Trainer:
         return _shape_result(result, return_dict)
 
     # ------------------------------------------------------------------ one batch
-    def train_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
         """One update on (x, y) as a single batch; the loss and metrics of that batch (before the update)."""
         x, yy = self.prepare(x, y, "train_on_batch")
         if yy is None:
             raise ValueError("train_on_batch: y (the targets) is required")
         self._require_differentiable()
+        sw = self._sample_weights(sample_weight, class_weight, yy, "train_on_batch")
         ops = self.ops
         assert ops is not None
         n = int(x.shape[0])
         with ops.activate():
-            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
+            wb = None if sw is None else self.upload(sw)
+            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
             self.store.use_sink()
             return _shape_result(self._read(sums, n * self._comm.size), return_dict)
 
-    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+    def test_on_batch(
+        self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
         """Loss and metrics on (x, y) as a single batch, in inference mode."""
-        return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict)
+        return self.evaluate(
+            x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
+        )
 
     # ------------------------------------------------------------------ gradients
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
