@@ -7,13 +7,14 @@ layers, the forward and backward traversals, summary, weight I/O and inference.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import saving, weights_io
+from . import config, saving, weights_io
 from ._checks import probably_finite, require_finite
 from .backend import Ops, get_backend
 from .backend.base import builtin_name
@@ -376,9 +377,50 @@ class Sequential(Trainer):
     def __call__(self, x: Any) -> np.ndarray:
         return self.predict(x, batch_size=max(1, len(x)))
 
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """Keras's model config: {"name", "dtype", "seed", "layers": [InputLayer?, {"class_name", "config"}, ...]}."""
+        return config.sequential_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Sequential:
+        """A new model (new layers, weights drawn from the config's seed) from `get_config()`'s dict."""
+        shape, layers, kwargs = saving.sequential_from_config(config, dict(custom_objects or {}))
+        return cls([Input(shape), *layers] if shape is not None else layers, **kwargs)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The architecture as Keras-shaped JSON: {"class_name": "Sequential", "config": get_config()}."""
+        return json.dumps({"class_name": type(self).__name__, "config": self.get_config()}, **kwargs)
+
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+def model_from_json(json_string: str, custom_objects: dict[str, Any] | None = None) -> Sequential:
+    """The (unweighted, freshly initialized) model that `model.to_json()` describes."""
+    try:
+        spec = json.loads(json_string)
+    except (TypeError, json.JSONDecodeError) as e:
+        got = f"{json_string!r:.80}"
+        raise ValueError(f"model_from_json expects the JSON text of model.to_json(), received {got}") from e
+    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential" or "config" not in spec:
+        what = spec.get("class_name") if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(f"model_from_json builds Sequential models; the JSON describes {what!r}")
+    return Sequential.from_config(spec["config"], custom_objects)
+
+
+def clone_model(model: Sequential, custom_objects: dict[str, Any] | None = None) -> Sequential:
+    """A new model with the same architecture: new layers, freshly initialized weights (as Keras), not compiled."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"clone_model expects a Sequential model, received {type(model).__name__}")
+    spec = model.get_config()
+    spec["seed"] = None  # a new seed: fresh weights, as Keras's clone_model
+    entries = [e for e in spec["layers"] if e["class_name"] != "InputLayer"]
+    for i, (layer, entry) in enumerate(zip(model.layers, entries, strict=True)):
+        if isinstance(layer, Dropout) and layer.seed == layer_seed(model.seed, i):
+            entry["config"]["seed"] = None  # drawn from the model's seed at build: the clone draws its own
+    return type(model).from_config(spec, custom_objects)
 
 
 def load_model(

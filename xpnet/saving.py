@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import activations, losses, optimizers, regularizers, schedules
-from .config import serialize
-from .layers.base import Layer
+from .config import layer_entry, serialize
+from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .weights_io import atomic_write_bytes, open_npz
 
@@ -45,7 +45,7 @@ def save_model(model: Trainer, path: str | os.PathLike[str]) -> Path:
             "seed": model.seed,
             "dtype": model.dtype,
             "input_shape": list(model.feature_shape),
-            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
+            "layers": [layer_entry(layer) for layer in model.layers],
         },
         "layout": model.store.layout(),
         "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
@@ -126,6 +126,34 @@ def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
         elif key.endswith("_regularizer") and value is not None:
             config[key] = deserialize(value, "regularizer", custom)
     return cls(**config)
+
+
+def sequential_from_config(config: Any, custom: dict[str, Any]) -> tuple[Shape | None, list[Layer], dict[str, Any]]:
+    """What `Sequential.from_config` needs from a `get_config()` dict: (input shape or None, layers, model kwargs).
+
+    config: {"name", "layers": [{"class_name", "config"}, ...], "dtype"?, "seed"?}, an InputLayer
+    entry first when the input shape is known (Keras's `batch_shape`, or `batch_input_shape`).
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"a Sequential config is a dict with a 'layers' list (model.get_config()), received {got}")
+    entries = list(config["layers"])
+    shape: Shape | None = None
+    if entries and isinstance(entries[0], dict) and entries[0].get("class_name") == "InputLayer":
+        inner = entries.pop(0).get("config", {})
+        batch_shape = inner.get("batch_shape", inner.get("batch_input_shape"))
+        if batch_shape is None:
+            raise ValueError(f"the InputLayer entry has no batch_shape: {inner}")
+        shape = _as_shape(batch_shape)
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "class_name" not in entry or "config" not in entry:
+            raise ValueError(f"layer {i} of the config is not a {{'class_name', 'config'}} dict: {entry!r}")
+    layers = [layer_from_config(entry, custom) for entry in entries]
+    dtype = config.get("dtype", "float32")
+    if isinstance(dtype, dict):  # Keras 3 writes a DTypePolicy: {"class_name": "DTypePolicy", "config": {"name": ...}}
+        dtype = dtype.get("config", {}).get("name", "float32")
+    kwargs = {"name": config.get("name", "sequential"), "dtype": dtype, "seed": config.get("seed")}
+    return shape, layers, kwargs
 
 
 def restore_state(
