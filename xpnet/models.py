@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import config, saving, weights_io
+from . import config, h5_weights, saving, weights_io
 from ._checks import probably_finite, require_finite
 from .backend import Ops, get_backend
 from .backend.base import builtin_name
@@ -252,11 +252,18 @@ class Sequential(Trainer):
         saving.save_model(self, filepath)
 
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Write all parameters to `filepath` (.npz, no pickle) atomically; readable by any backend."""
+        """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""
+        if h5_weights.is_keras_h5_name(filepath):
+            h5_weights.save(filepath, self.name, self.layers)
+            return
         weights_io.save(filepath, self.store.layout(), self.get_weights())
 
     def load_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Load a file written by `save_weights`; an architecture mismatch raises and changes nothing."""
+        """Load a file written by `save_weights` (or Keras's .weights.h5); a mismatch raises and changes nothing."""
+        if h5_weights.is_keras_h5_name(filepath):
+            _ = self.store  # an unbuilt model has no shapes to check the file against: a clear error first
+            self.set_weights(h5_weights.load(filepath, self.layers))
+            return
         mine = self.store.layout()
         layout, arrays = weights_io.load(filepath)
         theirs = [[ly.get("class"), list(ly.get("params", {}).values())] for ly in layout]
