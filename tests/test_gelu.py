@@ -74,7 +74,7 @@ def test_gelu_exact_and_tanh_forms_against_float64_definitions() -> None:
 @pytest.mark.parametrize("approximate", [False, True])
 def test_gelu_gradient_matches_central_differences_in_float64(approximate: bool) -> None:
     act = activations.GELU(approximate)
-    u = np.linspace(-7.0, 7.0, 141)
+    u = np.linspace(-7.0, 7.0, 141)  # 0.0 is on the grid: Φ(0) = 1/2 where h/u is 0/0
     eps = 1e-6
     numeric = (act.forward(np, u + eps) - act.forward(np, u - eps)) / (2 * eps)
     analytic = act.backward(np, u, act.forward(np, u), np.ones_like(u))

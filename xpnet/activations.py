@@ -194,7 +194,10 @@ class GELU(Activation):
         if self.approximate:
             t = xp.tanh(self._C * (u + self._A * u * u * u))
             return dh * (0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * self._C * (1.0 + 3.0 * self._A * u * u))
-        cdf = 0.5 * erfc(xp, u * -math.sqrt(0.5))
+        # Φ(u) = h/u, read back from the forward pass instead of a second erfc (which costs ~30
+        # elementwise passes on NumPy); at u = 0, where h/u is 0/0, Φ = 1/2
+        zero = xp.astype(u == 0.0, u.dtype)
+        cdf = h / (u + zero) + 0.5 * zero
         return dh * (cdf + u * xp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi)))
 
     def __repr__(self) -> str:
