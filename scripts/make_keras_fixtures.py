@@ -8,6 +8,7 @@ h5py and a backend, e.g.
 
 Writes, for an MLP (Dense layers) and a small LeNet (Conv2D, MaxPooling2D, Flatten, Dense):
   keras_<name>.weights.h5   model.save_weights after one epoch of training
+  keras_<name>.json         model.to_json(), which xpnet.models.model_from_json reads
   keras_<name>.npz          x, Keras's predict(x), the Keras version; for the MLP also
                             evaluate(..., sample_weight) numbers, one class-weighted SGD step
                             and the gelu activation on a grid
@@ -57,6 +58,7 @@ def write(name: str, model: keras.Sequential, x: np.ndarray, y: np.ndarray, extr
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # trained, so the biases are not all zero
     model.save_weights(DATA / f"keras_{name}.weights.h5")
+    (DATA / f"keras_{name}.json").write_text(model.to_json(indent=1) + "\n")
     pred = model.predict(x, verbose=0)
     np.savez(DATA / f"keras_{name}.npz", x=x, y=y, pred=pred, keras_version=np.array(keras.__version__), **extra)
 

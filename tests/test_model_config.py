@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,35 @@ def test_bad_json_and_configs_raise_errors_that_name_what_was_received() -> None
         xpnet.Sequential.from_config({"layers": ["Dense"]})
     with pytest.raises(TypeError, match="clone_model expects a Sequential model, received str"):
         clone_model("model")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lenet"])
+def test_keras_to_json_and_weights_give_the_keras_model(kind: str) -> None:
+    """Keras 3's own model.to_json() and .weights.h5 (tests/data, scripts/make_keras_fixtures.py)."""
+    pytest.importorskip("h5py")
+    data = Path(__file__).parent / "data"
+    model = model_from_json((data / f"keras_{kind}.json").read_text())
+    model.load_weights(data / f"keras_{kind}.weights.h5")
+    ref = np.load(data / f"keras_{kind}.npz")
+    np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=2e-7)
+    assert model.layers[0].name == {"mlp": "hidden", "lenet": "conv2d"}[kind]
+
+
+def test_keras_layer_settings_map_to_xpnet_or_raise() -> None:
+    entry = {
+        "class_name": "Dense",
+        "config": {
+            "name": "d",
+            "trainable": True,
+            "dtype": {"class_name": "DTypePolicy", "config": {"name": "float32"}},
+            "units": 2,
+            "kernel_regularizer": {"module": "keras.regularizers", "class_name": "L2", "config": {"l2": 0.5}},
+            "kernel_initializer": {"class_name": "HeNormal", "config": {"seed": None}},
+            "kernel_constraint": None,
+        },
+    }
+    model = xpnet.Sequential.from_config({"layers": [entry]})
+    assert model.layers[0].kernel_regularizer.l2 == 0.5 and model.layers[0].units == 2
+    entry["config"]["kernel_constraint"] = {"class_name": "MaxNorm", "config": {"max_value": 2}}
+    with pytest.raises(ValueError, match=r"Dense: the config's kernel_constraint=.*MaxNorm.*no counterpart"):
+        xpnet.Sequential.from_config({"layers": [entry]})

@@ -8,14 +8,16 @@ epochs trained (which keys the next shuffle). `xpnet.models.load_model` reads it
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import activations, losses, optimizers, regularizers, schedules
+from . import activations, initializers, losses, optimizers, regularizers, schedules
 from .config import layer_entry, serialize
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
@@ -112,6 +114,8 @@ def deserialize(value: Any, kind: str, custom: dict[str, Any]) -> Any:
         return custom[value]()
     if value is None or isinstance(value, str):
         return get(value)
+    if kind == "regularizer" and value["class_name"] in ("L1", "L2", "L1L2"):  # Keras's classes, xpnet's factories
+        return regularizers.L1L2(**value["config"])
     return _class(value["class_name"], module, base, custom)(**value["config"])
 
 
@@ -119,13 +123,52 @@ def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
     from . import layers as layers_mod
 
     cls = _class(entry["class_name"], layers_mod, Layer, custom)
-    config = dict(entry["config"])
+    config = _from_keras(cls, dict(entry["config"]))
     for key, value in config.items():
         if key == "activation" and isinstance(value, dict):
             config[key] = deserialize(value, "activation", custom)
         elif key.endswith("_regularizer") and value is not None:
             config[key] = deserialize(value, "regularizer", custom)
+        elif key.endswith("_initializer") and isinstance(value, dict):
+            config[key] = _initializer(value)
     return cls(**config)
+
+
+def _from_keras(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """A layer config as xpnet's constructor takes it, also when Keras 3 wrote it (model.to_json()).
+
+    Keras adds settings xpnet has no counterpart for; they are dropped when they hold what
+    xpnet does anyway (trainable, the dtype policy: the model's dtype rules, unset constraints,
+    channels_last), and anything else raises instead of being silently ignored.
+    """
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return config
+    kept = {}
+    for key, value in config.items():
+        if key in params:
+            kept[key] = value
+        elif not (
+            value is None
+            or key == "dtype"
+            or (key == "trainable" and value is True)
+            or (key == "data_format" and value == "channels_last")
+        ):
+            raise ValueError(f"{cls.__name__}: the config's {key}={value!r} has no counterpart in xpnet")
+    return kept
+
+
+def _initializer(value: dict[str, Any]) -> Any:
+    """Keras's {"class_name": "GlorotUniform", "config": {"seed": None, ...}} as an xpnet initializer."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", str(value.get("class_name", ""))).lower()
+    settings = {k: v for k, v in dict(value.get("config", {})).items() if v is not None}
+    if not settings:
+        return initializers.get(name)
+    cls = getattr(initializers, str(value.get("class_name")), None)
+    if not isinstance(cls, type):
+        what = value.get("class_name")
+        raise ValueError(f"initializer {what!r} with settings {settings} has no counterpart in xpnet")
+    return cls(**settings)
 
 
 def sequential_from_config(config: Any, custom: dict[str, Any]) -> tuple[Shape | None, list[Layer], dict[str, Any]]:
