@@ -181,3 +181,18 @@ def test_keras_reads_the_file_xpnet_writes(tmp_path: Path) -> None:
         np.testing.assert_allclose(
             theirs, model.predict(x), rtol=1e-5, atol=2e-7, err_msg=f"{kind}, {keras.__version__}"
         )
+
+
+def test_model_checkpoint_writes_keras_weights_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 6)).astype(np.float32), rng.integers(0, 3, 32)
+    model = _mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    cb = xpnet.callbacks.ModelCheckpoint(tmp_path / "w-{epoch:02d}.weights.h5", save_weights_only=True)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w-01.weights.h5", "w-02.weights.h5"]
+    other = _mlp()
+    other.load_weights(tmp_path / "w-02.weights.h5")
+    np.testing.assert_array_equal(other.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match=r"must end in \.npz or \.weights\.h5"):
+        xpnet.callbacks.ModelCheckpoint(tmp_path / "w.h5", save_weights_only=True)

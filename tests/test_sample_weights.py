@@ -162,7 +162,9 @@ def test_bad_weights_raise_errors_that_name_what_was_received() -> None:
         model.fit(x, labels, class_weight=[1.0, 2.0, 3.0], verbose=0)
     with pytest.raises(ValueError, match="'precision' is not a mean of per-sample values"):
         model.compile("sgd", "sparse_categorical_crossentropy", weighted_metrics=["precision"])
-        model.evaluate(x, labels, verbose=0)
+    assert model.weighted_metric_ids == []  # refused at compile, before anything changed
+    with pytest.raises(ValueError, match="'auc' is not a mean"):
+        model.compile("sgd", "sparse_categorical_crossentropy", weighted_metrics=[xpnet.metrics.AUC()])
 
 
 def test_weighted_metrics_survive_save_and_load(tmp_path: Any) -> None:

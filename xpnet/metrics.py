@@ -361,6 +361,20 @@ def check_identifier(identifier: Any) -> None:
         raise TypeError(f"metrics must be names, Metric instances or functions; received {identifier!r}")
 
 
+def check_weighted_identifier(identifier: Any) -> None:
+    """Raise at compile time for a weighted metric that is not a mean (its state counts confusions)."""
+    check_identifier(identifier)
+    counts = isinstance(identifier, _ConfusionCounts) or (
+        isinstance(identifier, str) and issubclass(_REGISTRY.get(identifier.lower(), Metric), _ConfusionCounts)
+    )
+    if counts:
+        name = identifier if isinstance(identifier, str) else identifier.name
+        raise ValueError(
+            f"weighted_metrics: {name!r} is not a mean of per-sample values, and xpnet weights only "
+            "those (accuracy, mse, mae, ...); pass it in metrics=[...] instead"
+        )
+
+
 def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: int) -> Metric:
     """Resolve a metric; 'accuracy' picks the variant matching the loss, as Keras does.
 

@@ -128,8 +128,10 @@ class Trainer:
             metrics = [metrics]
         if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
             weighted_metrics = [weighted_metrics]
-        for m in [*(metrics or []), *(weighted_metrics or [])]:  # everything is checked before anything changes
+        for m in metrics or []:  # everything is checked before anything changes
             metrics_mod.check_identifier(m)
+        for m in weighted_metrics or []:
+            metrics_mod.check_weighted_identifier(m)
         new_loss, new_optimizer = losses_mod.get(loss), opt_mod.get(optimizer)
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
