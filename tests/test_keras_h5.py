@@ -134,6 +134,10 @@ def test_files_that_are_not_keras_3_weights_get_clear_errors(tmp_path: Path) -> 
         f.attrs["layer_names"] = [b"dense"]
     with pytest.raises(ValueError, match=r"no 'layers' group.*Keras 2"):
         model.load_weights(legacy)
+    renamed = tmp_path / "keras.h5"
+    renamed.write_bytes((DATA / "keras_mlp.weights.h5").read_bytes())
+    with pytest.raises(ValueError, match=r"is an HDF5 file.*name ends in \.weights\.h5 \(e\.g\. keras\.weights\.h5\)"):
+        model.load_weights(renamed)
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         model.load_weights(tmp_path / "missing.weights.h5")
     with pytest.raises(ValueError, match=r"use a name ending in \.npz \(or \.weights\.h5"):

@@ -59,6 +59,7 @@ def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], None]
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _OTHER_FORMATS = {
     ".h5": "HDF5",
     ".hdf5": "HDF5",
@@ -81,7 +82,13 @@ def open_npz(path: str | os.PathLike[str], what: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}")
     with path.open("rb") as f:
-        start = f.read(4)
+        start = f.read(8)
+    if start == _HDF5_MAGIC:
+        raise ValueError(
+            f"{path} is an HDF5 file, not an xpnet {what} file; Keras 3 weights load when the name ends in "
+            f".weights.h5 (e.g. {path.name.split('.')[0]}.weights.h5); Keras 2 .h5 files are not supported"
+        )
+    start = start[:4]
     if start != _ZIP_MAGIC:  # NumPy would call anything else pickled data and suggest allow_pickle
         kind = "an empty file" if not start else "not an .npz archive"
         raise ValueError(f"{path} is not an xpnet {what} file ({kind})")
