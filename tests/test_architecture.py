@@ -146,7 +146,7 @@ def _graph_model() -> xpnet.Model:
         *(
             (kind, opt)
             for kind in ("sequential", "functional")
-            for opt in ("sgd", "adam", "rmsprop", "momentum", "schedule")
+            for opt in ("sgd", "adam", "rmsprop", "momentum", "schedule", "weighted")
         ),
         ("batch_norm", "sgd"),
         ("batch_norm", "adam"),
@@ -180,6 +180,7 @@ def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_num
     opt: Any = {
         "momentum": xpnet.optimizers.SGD(0.05, momentum=0.9),
         "schedule": xpnet.optimizers.Adam(xpnet.optimizers.schedules.ExponentialDecay(0.01, 5, 0.9)),
+        "weighted": "adam",  # sample weights ride in a fixed buffer too
     }.get(optimizer, optimizer)
     model: Any = (
         Sequential(
@@ -199,7 +200,8 @@ def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_num
             ],
             seed=2,
         )
-    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=Recording())
+    weighted = {"weighted_metrics": ["accuracy"]} if optimizer == "weighted" else {}
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=Recording(), **weighted)
     marks: list[int] = []
 
     class Mark(xpnet.Callback):
@@ -208,7 +210,8 @@ def test_every_full_training_step_makes_the_same_backend_calls_with_the_same_num
             if batch == 2 and optimizer != "schedule":
                 model.optimizer.learning_rate *= 0.5  # a callback's new rate reaches the device, not the graph
 
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[Mark()])
+    sw = np.linspace(0.0, 2.0, len(x)) if optimizer == "weighted" else None
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[Mark()], sample_weight=sw)
     steps = [log[a:b] for a, b in itertools.pairwise(marks)]
     full = [
         s for i, s in enumerate(steps) if (i + 1) % 7 not in (0, 6)

@@ -177,7 +177,20 @@ def test_host_sync_budget_per_epoch_does_not_grow_with_steps() -> None:
 
 
 # Each backend hot spot (fused CuPy kernels, in-place NumPy code) against the generic array-API method.
-ACTS = ["linear", "relu", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu", "softmax"]
+ACTS = [
+    "linear",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "swish",
+    "leaky_relu",
+    "gelu",
+    "softmax",
+]
 
 
 def _pair(ops: Ops, a: np.ndarray) -> tuple[object, object]:

@@ -39,7 +39,7 @@ def assert_close(analytic: np.ndarray, numeric: np.ndarray, rtol: float = 1e-5) 
     assert err < rtol, f"max relative gradient error {err:.3e}"
 
 
-SMOOTH = ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu"]
+SMOOTH = ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu", "gelu"]
 
 
 # Inputs kept away from kinks (relu/elu at 0, abs at 0) where differences are not derivatives.
@@ -50,7 +50,20 @@ def away_from_zero(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarr
 
 @pytest.mark.parametrize(
     "name",
-    ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu", "softmax"],
+    [
+        "linear",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "elu",
+        "selu",
+        "softplus",
+        "softsign",
+        "swish",
+        "leaky_relu",
+        "gelu",
+        "softmax",
+    ],
 )
 def test_activation_gradient_matches_finite_differences(name: str, rng: np.random.Generator) -> None:
     act = activations.get(name)
@@ -195,7 +208,8 @@ def model_gradcheck(model: xpnet.Sequential, x: np.ndarray, y: np.ndarray, rng: 
 
 
 @pytest.mark.parametrize(
-    "activation", ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu"]
+    "activation",
+    ["linear", "sigmoid", "tanh", "relu", "elu", "selu", "softplus", "softsign", "swish", "leaky_relu", "gelu"],
 )
 def test_dense_layer_gradient(activation: str, rng: np.random.Generator) -> None:
     model = xpnet.Sequential([Dense(4, activation, input_shape=(3,)), Dense(2)], seed=3, dtype="float64")

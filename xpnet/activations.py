@@ -6,7 +6,10 @@ u: (batch, units) and the activation h = φ(u) of the same shape and dtype.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+from .backend.special import erfc
 
 Array = Any
 
@@ -164,6 +167,43 @@ class LeakyReLU(Activation):
         return f"LeakyReLU(negative_slope={self.negative_slope})"
 
 
+class GELU(Activation):
+    """Gaussian error linear unit u·Φ(u), Φ the standard normal CDF (Keras's `gelu`).
+
+    approximate=False (Keras's default): Φ(u) = erfc(−u/√2)/2, written with erfc rather than
+    1 + erf so that the left tail keeps its relative accuracy; φ' = Φ(u) + u·N(u), N the normal
+    density. approximate=True: the tanh form ½u(1 + tanh(√(2/π)(u + 0.044715u³))) and its exact
+    derivative.
+    """
+
+    name = "gelu"
+    _C = math.sqrt(2.0 / math.pi)
+    _A = 0.044715
+
+    def __init__(self, approximate: bool = False) -> None:
+        if not isinstance(approximate, bool):
+            raise TypeError(f"gelu: approximate must be True or False, received {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        if self.approximate:
+            return 0.5 * u * (1.0 + xp.tanh(self._C * (u + self._A * u * u * u)))
+        return 0.5 * u * erfc(xp, u * -math.sqrt(0.5))
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        if self.approximate:
+            t = xp.tanh(self._C * (u + self._A * u * u * u))
+            return dh * (0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * self._C * (1.0 + 3.0 * self._A * u * u))
+        # Φ(u) = h/u, read back from the forward pass instead of a second erfc (which costs ~30
+        # elementwise passes on NumPy); at u = 0, where h/u is 0/0, Φ = 1/2
+        zero = xp.astype(u == 0.0, u.dtype)
+        cdf = h / (u + zero) + 0.5 * zero
+        return dh * (cdf + u * xp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi)))
+
+    def __repr__(self) -> str:
+        return f"GELU(approximate={self.approximate})"
+
+
 class Softmax(Activation):
     """Softmax over the last axis; shifted by the row max so huge logits do not overflow."""
 
@@ -208,7 +248,22 @@ class Sign(_Step):
 
 _REGISTRY: dict[str, type[Activation]] = {
     cls.name: cls
-    for cls in (Linear, Sigmoid, Tanh, ReLU, ELU, SELU, Softplus, Softsign, Swish, LeakyReLU, Softmax, Heaviside, Sign)
+    for cls in (
+        Linear,
+        Sigmoid,
+        Tanh,
+        ReLU,
+        ELU,
+        SELU,
+        Softplus,
+        Softsign,
+        Swish,
+        LeakyReLU,
+        GELU,
+        Softmax,
+        Heaviside,
+        Sign,
+    )
 }
 _REGISTRY["step"] = Heaviside
 _REGISTRY["silu"] = Swish
@@ -234,6 +289,19 @@ def _function(name: str) -> Any:
 linear, sigmoid, tanh, relu, elu = (_function(n) for n in ("linear", "sigmoid", "tanh", "relu", "elu"))
 selu, softplus, softsign, swish = (_function(n) for n in ("selu", "softplus", "softsign", "swish"))
 silu, leaky_relu, softmax = (_function(n) for n in ("silu", "leaky_relu", "softmax"))
+
+
+def gelu(x: Array, approximate: bool = False) -> Array:
+    """Keras's `keras.activations.gelu(x, approximate=False)` on an array (NumPy, CuPy or array-API)."""
+    xp = x.__array_namespace__() if hasattr(x, "__array_namespace__") else None
+    if xp is None:
+        import numpy as np
+
+        x, xp = np.asarray(x, dtype=float), np
+    return GELU(approximate).forward(xp, x)
+
+
+gelu.xpnet_activation = "gelu"  # type: ignore[attr-defined]
 
 
 def get(identifier: str | Activation | None) -> Activation:

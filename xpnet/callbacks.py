@@ -181,7 +181,8 @@ class ModelCheckpoint(Callback):
     """Save the model (or only its weights) every epoch or every `save_freq` steps, as Keras does.
 
     filepath may hold `{epoch:02d}` (1-based) and logged values such as `{val_loss:.2f}`; it ends in
-    ".keras" for `model.save`, or ".npz" (e.g. "w.weights.npz") with save_weights_only=True.
+    ".keras" for `model.save`, or ".npz" (e.g. "w.weights.npz") or Keras 3's ".weights.h5" with
+    save_weights_only=True.
     save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule).
     """
 
@@ -199,10 +200,16 @@ class ModelCheckpoint(Callback):
         super().__init__()
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only = bool(save_best_only), bool(save_weights_only)
-        want = ".npz" if self.save_weights_only else ".keras"
+        want = (".npz", ".weights.h5") if self.save_weights_only else (".keras",)
         if not self.filepath.endswith(want):
-            what = "save_weights_only=True writes .npz weights" if self.save_weights_only else "it writes .keras files"
-            raise ValueError(f"ModelCheckpoint: filepath must end in {want} ({what}), received {self.filepath!r}")
+            what = (
+                "save_weights_only=True writes .npz or Keras .weights.h5 weights"
+                if self.save_weights_only
+                else "it writes .keras files"
+            )
+            raise ValueError(
+                f"ModelCheckpoint: filepath must end in {' or '.join(want)} ({what}), received {self.filepath!r}"
+            )
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive number of steps, received {save_freq!r}")
         if save_best_only and save_freq != "epoch":

@@ -28,3 +28,23 @@ def serialize(obj: Any) -> Any:
     if builtin and isinstance(name, str) and not settings:
         return name
     return {"class_name": type(obj).__name__, "config": settings}
+
+
+def layer_entry(layer: Any) -> dict[str, Any]:
+    """One layer as Keras writes it in a model config: {"class_name": "Dense", "config": {...}}."""
+    return {"class_name": type(layer).__name__, "config": {**layer.get_config(), "trainable": layer.trainable}}
+
+
+def sequential_config(model: Any) -> dict[str, Any]:
+    """Keras's `Sequential.get_config()`: name, dtype and the layers, an InputLayer first when the input shape is known.
+
+    xpnet adds the model's seed, so `from_config` draws the same initial weights; `clone_model`
+    leaves it out to draw fresh ones, as Keras does.
+    """
+    layers: list[dict[str, Any]] = []
+    shape = model.feature_shape
+    if shape is not None:
+        input_config = {"batch_shape": [None, *shape], "dtype": model.dtype, "name": "input_layer"}
+        layers.append({"class_name": "InputLayer", "config": input_config})
+    layers += [layer_entry(layer) for layer in model.layers]
+    return {"name": model.name, "dtype": model.dtype, "seed": model.seed, "layers": layers}

@@ -21,13 +21,14 @@ needs the weights unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import saving, summary, weights_io
+from . import h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
 from .layers.base import Layer, Shape
 from .layers.dropout import Dropout
@@ -477,11 +478,18 @@ class Model(Trainer):
         self.store.set_host_params(np.concatenate(arrays) if arrays else np.zeros(0, self.dtype))
 
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Write all parameters to `filepath` (.npz, no pickle) atomically; readable by any backend."""
+        """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""
+        if h5_weights.is_keras_h5_name(filepath):
+            h5_weights.save(filepath, self.name, self.layers)
+            return
         weights_io.save(filepath, self.store.layout(), self.get_weights())
 
     def load_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Load a file written by `save_weights`; an architecture mismatch raises and changes nothing."""
+        """Load a file written by `save_weights` (or Keras's .weights.h5); a mismatch raises and changes nothing."""
+        if h5_weights.is_keras_h5_name(filepath):
+            _ = self.store  # an unbuilt model has no shapes to check the file against: a clear error first
+            self.set_weights(h5_weights.load(filepath, self.layers))
+            return
         mine = self.store.layout()
         layout, arrays = weights_io.load(filepath)
         theirs = [[ly.get("class"), list(ly.get("params", {}).values())] for ly in layout]
@@ -504,6 +512,11 @@ class Model(Trainer):
         return {"class_name": "Functional", "seed": self.seed, "dtype": self.dtype, "config": self.get_config()}
 
     # ------------------------------------------------------------------ config
+    def to_json(self, **kwargs: Any) -> str:
+        """The architecture as Keras-shaped JSON: {"class_name": "Functional" (or "Sequential"), "config": ...}."""
+        kind = "Functional" if type(self) is Model else type(self).__name__
+        return json.dumps({"class_name": kind, "config": self.get_config()}, **kwargs)
+
     def get_config(self) -> dict[str, Any]:
         """Keras's functional config: layers with their `inbound_nodes`, `input_layers`, `output_layers`."""
         index: dict[int, tuple[str, int]] = {id(t): (str(t.name), 0) for t in self.inputs}
@@ -559,6 +572,10 @@ class Model(Trainer):
         dtype: str = "float32",
     ) -> Model:
         """A new model (fresh weights) from `get_config()`; a cycle or a missing layer raises naming the layers."""
+        need = ("layers", "input_layers", "output_layers")
+        if not isinstance(config, dict) or not all(k in config for k in need):
+            got = sorted(config) if isinstance(config, dict) else type(config).__name__
+            raise ValueError(f"a functional config is a dict with {list(need)} (model.get_config()), received {got}")
         custom = dict(custom_objects or {})
         tensors: dict[tuple[str, int], KerasTensor] = {}
         pending: list[tuple[Layer, int, dict[str, Any]]] = []

@@ -323,6 +323,34 @@ _REGISTRY: dict[str, type[Metric]] = {
 }
 
 
+class WeightedMean(Metric):
+    """A mean metric under sample weights, as Keras's `weighted_metrics`: Σ wᵢvᵢ / Σ wᵢ.
+
+    The state is [Σ wᵢvᵢ, Σ wᵢ] (w = 1 when fit/evaluate get no weights); the value is 0 when the
+    weights sum to 0, as Keras's divide_no_nan. Metrics whose state is not a mean (precision,
+    recall, F1, AUC count confusions) are refused.
+    """
+
+    def __init__(self, inner: Metric) -> None:
+        if isinstance(inner, _ConfusionCounts):
+            raise ValueError(
+                f"weighted_metrics: {inner.name!r} is not a mean of per-sample values, and xpnet weights only "
+                "those (accuracy, mse, mae, ...); pass it in metrics=[...] instead"
+            )
+        self.inner, self.name = inner, inner.name
+
+    def update(self, xp: Any, y_true: Array, y_pred: Array, sample_weight: Array | None = None) -> Array:  # type: ignore[override]
+        v = self.inner.call(xp, y_true, y_pred)
+        w = xp.ones_like(v) if sample_weight is None else xp.astype(sample_weight, v.dtype)
+        return xp.stack([xp.sum(w * v), xp.sum(w)])
+
+    def result(self, state: Any, count: int) -> float:
+        return float(state[0]) / float(state[1]) if float(state[1]) != 0.0 else 0.0
+
+    def __repr__(self) -> str:
+        return f"WeightedMean({self.inner!r})"
+
+
 def check_identifier(identifier: Any) -> None:
     """Raise at compile time for a metric that `get` could never resolve (a misspelt name, a wrong type)."""
     if isinstance(identifier, str):
@@ -331,6 +359,20 @@ def check_identifier(identifier: Any) -> None:
             raise ValueError(f"Unknown metric {identifier!r}; known: ['accuracy', {', '.join(map(repr, _REGISTRY))}]")
     elif not (isinstance(identifier, Metric) or callable(identifier)):
         raise TypeError(f"metrics must be names, Metric instances or functions; received {identifier!r}")
+
+
+def check_weighted_identifier(identifier: Any) -> None:
+    """Raise at compile time for a weighted metric that is not a mean (its state counts confusions)."""
+    check_identifier(identifier)
+    counts = isinstance(identifier, _ConfusionCounts) or (
+        isinstance(identifier, str) and issubclass(_REGISTRY.get(identifier.lower(), Metric), _ConfusionCounts)
+    )
+    if counts:
+        name = identifier if isinstance(identifier, str) else identifier.name
+        raise ValueError(
+            f"weighted_metrics: {name!r} is not a mean of per-sample values, and xpnet weights only "
+            "those (accuracy, mse, mae, ...); pass it in metrics=[...] instead"
+        )
 
 
 def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: int) -> Metric:

@@ -9,20 +9,23 @@ affine layers allows.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import saving, summary
+from . import config, saving, summary
 from ._checks import probably_finite, require_finite
 from .backend import Ops
 from .backend.base import builtin_name
 from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
+from .layers.dropout import Dropout
 from .layers.input import Input
 from .layers.node import KerasTensor, Node
+from .random import layer_seed
 from .training import data
 from .training.trainer import check_batch_size
 
@@ -230,9 +233,53 @@ class Sequential(Model):
                 self._resolve_metrics()
         return last
 
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """Keras's model config: {"name", "dtype", "seed", "layers": [InputLayer?, {"class_name", "config"}, ...]}."""
+        return config.sequential_config(self)
+
+    @classmethod
+    def from_config(  # type: ignore[override]
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Sequential:
+        """A new model (new layers, weights drawn from the config's seed) from `get_config()`'s dict."""
+        shape, layers, kwargs = saving.sequential_from_config(config, dict(custom_objects or {}))
+        return cls([Input(shape), *layers] if shape is not None else layers, **kwargs)
+
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+def model_from_json(json_string: str, custom_objects: dict[str, Any] | None = None) -> Model:
+    """The (unweighted, freshly initialized) model that `model.to_json()` describes: Sequential or Functional."""
+    try:
+        spec = json.loads(json_string)
+    except (TypeError, json.JSONDecodeError) as e:
+        got = f"{json_string!r:.80}"
+        raise ValueError(f"model_from_json expects the JSON text of model.to_json(), received {got}") from e
+    kind = spec.get("class_name") if isinstance(spec, dict) else None
+    if kind not in ("Sequential", "Functional") or "config" not in spec:
+        what = kind if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(f"model_from_json builds Sequential and Functional models; the JSON describes {what!r}")
+    if kind == "Sequential":
+        return Sequential.from_config(spec["config"], custom_objects)
+    return Model.from_config(spec["config"], custom_objects)
+
+
+def clone_model(model: Model, custom_objects: dict[str, Any] | None = None) -> Model:
+    """A new model with the same architecture: new layers, freshly initialized weights (as Keras), not compiled."""
+    if not isinstance(model, Model):
+        raise TypeError(f"clone_model expects a Sequential or functional Model, received {type(model).__name__}")
+    spec = model.get_config()
+    entries = [e for e in spec["layers"] if e["class_name"] != "InputLayer"]
+    for i, (layer, entry) in enumerate(zip(model.layers, entries, strict=True)):
+        if isinstance(layer, Dropout) and layer.seed == layer_seed(model.seed, i):
+            entry["config"]["seed"] = None  # drawn from the model's seed at build: the clone draws its own
+    if isinstance(model, Sequential):
+        spec["seed"] = None  # a new seed: fresh weights, as Keras's clone_model
+        return type(model).from_config(spec, custom_objects)
+    return Model.from_config(spec, custom_objects)  # no seed given: a new one
 
 
 def load_model(

@@ -8,16 +8,18 @@ epochs trained (which keys the next shuffle). `xpnet.models.load_model` reads it
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import activations, losses, optimizers, regularizers, schedules
-from .config import serialize
-from .layers.base import Layer
+from . import activations, initializers, losses, optimizers, regularizers, schedules
+from .config import layer_entry, serialize
+from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .weights_io import atomic_write_bytes, open_npz
 
@@ -48,10 +50,7 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
             "seed": model.seed,
             "dtype": model.dtype,
             "input_shape": list(model.feature_shape),
-            "layers": [
-                {"class_name": type(layer).__name__, "config": {**layer.get_config(), "trainable": layer.trainable}}
-                for layer in model.layers
-            ],
+            "layers": [layer_entry(layer) for layer in model.layers],
         }
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -70,6 +69,9 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
             "iterations": opt.iterations,
             "loss": serialize(model.loss),
             "metrics": [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.metric_ids],
+            "weighted_metrics": [
+                m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.weighted_metric_ids
+            ],
         }
         if not model.single_output:  # one loss, weight and metric list per output
             header["compile"]["loss"] = [serialize(loss) for loss in model.losses]
@@ -124,6 +126,8 @@ def deserialize(value: Any, kind: str, custom: dict[str, Any]) -> Any:
         return custom[value]()
     if value is None or isinstance(value, str):
         return get(value)
+    if kind == "regularizer" and value["class_name"] in ("L1", "L2", "L1L2"):  # Keras's classes, xpnet's factories
+        return regularizers.L1L2(**value["config"])
     return _class(value["class_name"], module, base, custom)(**value["config"])
 
 
@@ -133,14 +137,82 @@ def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
     cls = _class(entry["class_name"], layers_mod, Layer, custom)
     config = dict(entry["config"])
     trainable = bool(config.pop("trainable", True))  # Keras keeps it in the config; xpnet sets it after
+    config = _from_keras(cls, config)
     for key, value in config.items():
         if key == "activation" and isinstance(value, dict):
             config[key] = deserialize(value, "activation", custom)
         elif key.endswith("_regularizer") and value is not None:
             config[key] = deserialize(value, "regularizer", custom)
+        elif key.endswith("_initializer") and isinstance(value, dict):
+            config[key] = _initializer(value)
     layer = cls(**config)
     layer.trainable = trainable
     return layer
+
+
+def _from_keras(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """A layer config as xpnet's constructor takes it, also when Keras 3 wrote it (model.to_json()).
+
+    Keras adds settings xpnet has no counterpart for; they are dropped when they hold what
+    xpnet does anyway (trainable, the dtype policy: the model's dtype rules, unset constraints,
+    channels_last), and anything else raises instead of being silently ignored.
+    """
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return config
+    kept = {}
+    for key, value in config.items():
+        if key in params:
+            kept[key] = value
+        elif not (
+            value is None
+            or key == "dtype"
+            or (key == "trainable" and value is True)
+            or (key == "data_format" and value == "channels_last")
+        ):
+            raise ValueError(f"{cls.__name__}: the config's {key}={value!r} has no counterpart in xpnet")
+    return kept
+
+
+def _initializer(value: dict[str, Any]) -> Any:
+    """Keras's {"class_name": "GlorotUniform", "config": {"seed": None, ...}} as an xpnet initializer."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", str(value.get("class_name", ""))).lower()
+    settings = {k: v for k, v in dict(value.get("config", {})).items() if v is not None}
+    if not settings:
+        return initializers.get(name)
+    cls = getattr(initializers, str(value.get("class_name")), None)
+    if not isinstance(cls, type):
+        what = value.get("class_name")
+        raise ValueError(f"initializer {what!r} with settings {settings} has no counterpart in xpnet")
+    return cls(**settings)
+
+
+def sequential_from_config(config: Any, custom: dict[str, Any]) -> tuple[Shape | None, list[Layer], dict[str, Any]]:
+    """What `Sequential.from_config` needs from a `get_config()` dict: (input shape or None, layers, model kwargs).
+
+    config: {"name", "layers": [{"class_name", "config"}, ...], "dtype"?, "seed"?}, an InputLayer
+    entry first when the input shape is known (Keras's `batch_shape`, or `batch_input_shape`).
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"a Sequential config is a dict with a 'layers' list (model.get_config()), received {got}")
+    entries = list(config["layers"])
+    shape: Shape | None = None
+    if entries and isinstance(entries[0], dict) and entries[0].get("class_name") == "InputLayer":
+        inner = entries.pop(0).get("config", {})
+        batch_shape = inner.get("batch_shape", inner.get("batch_input_shape"))
+        if batch_shape is None:
+            raise ValueError(f"the InputLayer entry has no batch_shape: {inner}")
+        shape = _as_shape(batch_shape)
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "class_name" not in entry or "config" not in entry:
+            raise ValueError(f"layer {i} of the config is not a {{'class_name', 'config'}} dict: {entry!r}")
+    layers = [layer_from_config(entry, custom) for entry in entries]
+    dtype = config.get("dtype", "float32")
+    if isinstance(dtype, dict):  # Keras 3 writes a DTypePolicy: {"class_name": "DTypePolicy", "config": {"name": ...}}
+        dtype = dtype.get("config", {}).get("name", "float32")
+    kwargs = {"name": config.get("name", "sequential"), "dtype": dtype, "seed": config.get("seed")}
+    return shape, layers, kwargs
 
 
 def restore_state(
@@ -165,7 +237,12 @@ def restore_state(
                 loss_weights=cfg.get("loss_weights"),
             )
         else:
-            model.compile(opt_cls(**opt_config), deserialize(loss, "loss", custom), cfg["metrics"])
+            model.compile(
+                opt_cls(**opt_config),
+                deserialize(loss, "loss", custom),
+                cfg["metrics"],
+                weighted_metrics=cfg.get("weighted_metrics"),
+            )
         opt, ops = model.optimizer, model.ops
         assert opt is not None and ops is not None
         # slots are laid out over the trainable weights: a file saved before a `trainable` change

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,32 @@ VERSION = 1
 
 def atomic_write_bytes(path: str | os.PathLike[str], writer: Any) -> Path:
     """Call writer(fileobj) on a temp file beside `path`, then rename it over `path`."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            writer(f)
+
+    return atomic_write_path(path, write)
+
+
+def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call write(temp path) for a temp file beside `path`, fsync it, then rename it over `path`.
+
+    For writers that open the file themselves (h5py); a failure leaves `path` as it was.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
@@ -42,6 +59,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], writer: Any) -> Path:
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _OTHER_FORMATS = {
     ".h5": "HDF5",
     ".hdf5": "HDF5",
@@ -64,7 +82,13 @@ def open_npz(path: str | os.PathLike[str], what: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}")
     with path.open("rb") as f:
-        start = f.read(4)
+        start = f.read(8)
+    if start == _HDF5_MAGIC:
+        raise ValueError(
+            f"{path} is an HDF5 file, not an xpnet {what} file; Keras 3 weights load when the name ends in "
+            f".weights.h5 (e.g. {path.name.split('.')[0]}.weights.h5); Keras 2 .h5 files are not supported"
+        )
+    start = start[:4]
     if start != _ZIP_MAGIC:  # NumPy would call anything else pickled data and suggest allow_pickle
         kind = "an empty file" if not start else "not an .npz archive"
         raise ValueError(f"{path} is not an xpnet {what} file ({kind})")
@@ -77,9 +101,10 @@ def open_npz(path: str | os.PathLike[str], what: str) -> Any:
 def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: list[np.ndarray]) -> Path:
     suffix = Path(path).suffix.lower()
     if suffix in _OTHER_FORMATS:
+        keras_h5 = " (or .weights.h5 for Keras 3's HDF5 layout)" if _OTHER_FORMATS[suffix] == "HDF5" else ""
         raise ValueError(
             f"xpnet writes weights as .npz, not {_OTHER_FORMATS[suffix]}: {str(path)!r} would hold a zip "
-            f"under a {suffix} name; use a name ending in .npz, e.g. {Path(path).stem}.npz"
+            f"under a {suffix} name; use a name ending in .npz{keras_h5}, e.g. {Path(path).stem}.npz"
         )
     header = {"format": FORMAT, "version": VERSION, "layers": layout}
     entries = {f"w{i:04d}": a for i, a in enumerate(arrays)}

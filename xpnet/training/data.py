@@ -79,6 +79,61 @@ def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -
     return b if loss.sparse else b.astype(dtype, copy=False)
 
 
+def sample_weights(
+    sample_weight: Any, class_weight: Any, y: np.ndarray, what: str, n_outputs: int, dtype: str
+) -> np.ndarray | None:
+    """Keras's per-sample loss weights as (n,) `dtype`, or None for an unweighted run.
+
+    sample_weight: (n,) or (n, 1) non-negative numbers. class_weight: {class index: weight} for
+    the checked targets y, (n,) int labels or (n, k) one-hot rows (the argmax; one column: the
+    rounded value), as Keras's `class_weight_to_sample_weights`; classes left out weigh 1.
+    """
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError(f"{what}: pass sample_weight or class_weight, not both (Keras refuses them together too)")
+    n = int(y.shape[0])
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(
+                f"{what}: class_weight must be a dict {{class index: weight}}, received {type(class_weight).__name__}"
+            )
+        classes = max(n_outputs, 2)  # one sigmoid output still has the classes 0 and 1
+        table = np.ones(classes, np.float64)
+        for key, value in class_weight.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < classes:
+                raise ValueError(
+                    f"{what}: class_weight keys must be class indices 0..{classes - 1} for this model, received {key!r}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+                raise ValueError(
+                    f"{what}: class_weight values must be non-negative numbers, received {value!r} for class {key}"
+                )
+            table[int(key)] = float(value)
+        if y.ndim == 1:
+            labels = y
+        elif y.shape[-1] == 1:
+            labels = np.round(y[:, 0])
+        else:
+            labels = np.argmax(y, axis=-1)
+        labels = np.clip(labels.astype(np.int64), 0, classes - 1)
+        return table[labels].astype(dtype)
+    if sample_weight is None:
+        return None
+    mod = type(sample_weight).__module__.split(".")[0]
+    if mod in _DEVICE_MODULES:
+        sample_weight = sample_weight.get() if hasattr(sample_weight, "get") else np.asarray(sample_weight)
+    w = numeric_array(sample_weight, what, "sample_weight")
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(
+            f"{what}: sample_weight must have shape ({n},), one weight per sample, received shape {w.shape}"
+        )
+    require_finite(w, what, "sample_weight")
+    if w.size and w.min() < 0:
+        raise ValueError(f"{what}: sample_weight must be non-negative, received a minimum of {w.min()}")
+    return w.astype(dtype)
+
+
 def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
     """A host array on the device (as `dtype` when given); device arrays pass through."""
     if ops.is_native(a) and not isinstance(a, np.ndarray):
@@ -120,10 +175,10 @@ def upload_all(ops: Ops, a: Any, dtype: Any) -> Any:
 class Batches:
     """One fit's training data: on the device when it fits, shuffled per epoch, sharded over ranks.
 
-    x: (n, ...) checked host or device array; y: (n,) labels or (n, k) targets. `gather(step)`
-    writes this rank's share of global batch `step` into fixed buffers and returns views of them.
-    A multi-input or multi-output model gives lists of such arrays (y_dtype: one per output);
-    each array then has its own buffer, and `gather` returns lists.
+    x: (n, ...) checked host or device array; y: (n,) labels or (n, k) targets; w: (n,) sample
+    weights or None. `gather(a, b)` writes this rank's share of a global batch into fixed buffers
+    and returns views of them. A multi-input or multi-output model gives lists of x and y arrays
+    (y_dtype: one per output); each array then has its own buffer, and `gather` returns lists.
     """
 
     def __init__(
@@ -136,6 +191,7 @@ class Batches:
         dtype: str,
         y_dtype: Any,
         resident: bool,
+        w: np.ndarray | None = None,
     ) -> None:
         self.ops, self.comm, self.dtype, self.y_dtype = ops, comm, dtype, y_dtype
         self.n = rows(x)
@@ -144,8 +200,9 @@ class Batches:
         self.resident = resident
         if resident:
             self.x, self.y = upload_all(ops, x, dtype), upload_all(ops, y, y_dtype)
+            self.w: Any = upload(ops, w, dtype) if w is not None else None
         else:
-            self.x, self.y = x, y
+            self.x, self.y, self.w = x, y, w
         width = math.ceil(min(self.global_batch, self.n) / comm.size)  # the largest share of a global batch
         xp = ops.xp
 
@@ -161,6 +218,8 @@ class Batches:
             self.ybuf: Any = [buffer(a, d) for a, d in zip(y, dts, strict=True)]
         else:
             self.ybuf = buffer(y, y_dtype)
+        # the weights ride along in a fixed buffer too, so a weighted step stays recordable
+        self.wbuf = ops.zeros((width,), getattr(xp, dtype)) if w is not None else None
         self.order: Array = None
 
     def shuffle(self, seed: int, epochs_trained: int, shuffle: bool) -> None:
@@ -174,12 +233,12 @@ class Batches:
         a, b = distributed.shard(lo, hi, self.comm.rank, self.comm.size)
         return lo, hi, a, b
 
-    def gather(self, a: int, b: int) -> tuple[Any, Any]:
-        """Rows [a, b) of this epoch's order in the fixed buffers: (x, y) views of b − a rows."""
+    def gather(self, a: int, b: int) -> tuple[Any, Any, Array | None]:
+        """Rows [a, b) of this epoch's order in the fixed buffers: (x, y, w) views of b − a rows (w None unweighted)."""
+        wb = None if self.wbuf is None else self._gather(self.w, self.wbuf, self.dtype, a, b)
         if not isinstance(self.x, list) and not isinstance(self.y, list):
-            return self._gather(self.x, self.xbuf, self.dtype, a, b), self._gather(
-                self.y, self.ybuf, self.y_dtype, a, b
-            )
+            xb = self._gather(self.x, self.xbuf, self.dtype, a, b)
+            return xb, self._gather(self.y, self.ybuf, self.y_dtype, a, b), wb
         xs = self.x if isinstance(self.x, list) else [self.x]
         xbufs = self.xbuf if isinstance(self.xbuf, list) else [self.xbuf]
         ys = self.y if isinstance(self.y, list) else [self.y]
@@ -187,7 +246,7 @@ class Batches:
         ydts = self.y_dtype if isinstance(self.y_dtype, list) else [self.y_dtype] * len(ys)
         xb = [self._gather(s, buf, self.dtype, a, b) for s, buf in zip(xs, xbufs, strict=True)]
         yb = [self._gather(s, buf, d, a, b) for s, buf, d in zip(ys, ybufs, ydts, strict=True)]
-        return (xb if isinstance(self.x, list) else xb[0]), (yb if isinstance(self.y, list) else yb[0])
+        return (xb if isinstance(self.x, list) else xb[0]), (yb if isinstance(self.y, list) else yb[0]), wb
 
     def _gather(self, source: Any, buf: Array, dtype: str | None, a: int, b: int) -> Array:
         ops = self.ops

@@ -34,6 +34,7 @@ def loss_and_grads(
     scale: Any = 1.0,
     add_penalty_grad: bool = True,
     fused: list[bool] | None = None,
+    wb: Array | None = None,
 ) -> tuple[Array, list[Array], list[Array]]:
     """Forward and backward on one batch: the sink receives scale × ∂(mean loss + penalty)/∂w.
 
@@ -43,6 +44,9 @@ def loss_and_grads(
     Returns (Σ per-sample loss + batch size × weight penalty, [each output's weighted Σ loss],
     [each output]), on the device. The total is Σ_k loss_weight_k × Σ loss_k, as Keras.
     fused: `model.fused_outputs`, when the caller already knows it.
+    wb: (batch,) sample weights or None, for every output. Keras's reduction: the batch loss is
+    Σ wᵢℓᵢ / batch size (not / Σ wᵢ), so each sample's gradient row (p − y on the fused path) is
+    scaled by wᵢ.
     """
     ops = model.ops
     assert ops is not None
@@ -60,6 +64,9 @@ def loss_and_grads(
         else:
             out = outs[k]
             value, grad = loss.call(xp, ys[k], out), loss.grad(xp, ys[k], out) * c
+        if wb is not None:  # unweighted runs skip this entirely, so they stay bit-identical
+            value = value * wb
+            grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
         grads.append(grad)
         preds.append(out)
         total = xp.sum(value)
@@ -75,12 +82,17 @@ def loss_and_grads(
     return loss_sum, sums, preds
 
 
-def batch_sums(model: Trainer, loss_sum: Array, sums: list[Array], yb: Array, preds: list[Array]) -> list[Array]:
-    """[Σ loss, (each output's Σ loss, with several outputs), *each output's metric states] of one batch."""
+def batch_sums(
+    model: Trainer, loss_sum: Array, sums: list[Array], yb: Array, preds: list[Array], wb: Array | None = None
+) -> list[Array]:
+    """[Σ loss, (each output's Σ loss, with several outputs), *each output's metric states,
+    *weighted metric states] of one batch: plain metrics ignore sample weights, `weighted_metrics`
+    (one-output models) use them, as Keras."""
     assert model.ops is not None
     xp = model.ops.xp
     ys = [yb] if model.single_output else list(yb)
     states = [m.update(xp, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
+    states += [m.update(xp, ys[0], preds[0], wb) for m in model.weighted_metrics]
     return [loss_sum, *([] if model.single_output else sums), *states]
 
 
@@ -118,13 +130,13 @@ class TrainStep:
         penalty = ops.cast(scale, model.dtype) if model.store.regularized() else 1.0
         return ops.cast(scale / global_batch, model.dtype), penalty
 
-    def __call__(self, xb: Array, yb: Array, global_batch: int) -> list[Array]:
+    def __call__(self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None) -> list[Array]:
         model, comm = self.model, self.comm
         ops = model.ops
         assert ops is not None
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused)
+        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused, wb)
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
@@ -134,10 +146,10 @@ class TrainStep:
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= self.moving_scale
         self.optimizer.apply(store, self.sink)
-        return batch_sums(model, loss_sum, sums, yb, preds)
+        return batch_sums(model, loss_sum, sums, yb, preds, wb)
 
 
-def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array) -> list[Array]:
+def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | None = None) -> list[Array]:
     """Inference-mode loss and metric sums of one batch, in `batch_sums`'s order, on the device."""
     ops = model.ops
     assert ops is not None
@@ -152,10 +164,12 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array) -> list[Array
         else:
             out = outs[k]
             value = loss.call(xp, ys[k], out)
+        if wb is not None:
+            value = value * wb
         preds.append(out)
         total = xp.sum(value)
         sums.append(total if w == 1.0 else total * w)
     loss_sum = sums[0]
     for total in sums[1:]:
         loss_sum = loss_sum + total
-    return batch_sums(model, loss_sum, sums, yb, preds)
+    return batch_sums(model, loss_sum, sums, yb, preds, wb)

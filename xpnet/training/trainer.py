@@ -60,6 +60,8 @@ class Trainer:
         self.metrics: list[metrics_mod.Metric] = []
         self.output_metrics: list[list[metrics_mod.Metric]] = []  # `metrics` split by output
         self._output_metric_ids: list[list[Any]] = []
+        self.weighted_metrics: list[metrics_mod.WeightedMean] = []
+        self._weighted_metric_ids: list[Any] = []
         self.stop_training = False
         self.history: History | None = None
         self.train_state = TrainState()
@@ -190,6 +192,7 @@ class Trainer:
         backend: str | Ops | None = None,
         distribute: bool | str | distributed.Communicator | None = "auto",
         loss_weights: Sequence[float] | dict[str, float] | None = None,
+        weighted_metrics: Sequence[Any] | None = None,
     ) -> None:
         """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N".
 
@@ -198,6 +201,9 @@ class Trainer:
         With several outputs, loss, loss_weights and metrics may be lists (one entry per output)
         or dicts keyed by output name; one loss (or a flat metric list) applies to every output.
         The loss minimized is Σ loss_weight × that output's loss.
+        weighted_metrics: mean metrics that use fit/evaluate's sample_weight or class_weight
+        (Σ wᵢvᵢ / Σ wᵢ); `metrics` ignore the weights, as in Keras. A name in both lists is
+        reported as "weighted_<name>" for the weighted one. One-output models only, for now.
         """
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
@@ -205,9 +211,18 @@ class Trainer:
         per_loss = _per_output(loss, names, "loss")
         per_weight = [1.0] * len(names) if loss_weights is None else _per_output(loss_weights, names, "loss_weights")
         per_metrics = _per_output_metrics(metrics, names)
+        if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
+            weighted_metrics = [weighted_metrics]
         for ms in per_metrics:  # everything is checked before anything changes
             for m in ms:
                 metrics_mod.check_identifier(m)
+        for m in weighted_metrics or []:
+            metrics_mod.check_weighted_identifier(m)
+        if weighted_metrics and len(names) > 1:
+            raise ValueError(
+                f"weighted_metrics on a model with {len(names)} outputs is not supported; "
+                "use metrics per output (sample weights still weigh every output's loss)"
+            )
         for w in per_weight:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                 raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
@@ -218,7 +233,8 @@ class Trainer:
         self.losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
         self._metric_ids = list(metrics) if isinstance(metrics, (list, tuple)) else per_metrics[0]
         self._output_metric_ids = per_metrics
-        self.metrics, self.output_metrics = [], []
+        self._weighted_metric_ids = list(weighted_metrics or [])
+        self.metrics, self.output_metrics, self.weighted_metrics = [], [], []
         self._step = None
         if ops is not None:
             self._backend_request = ops
@@ -239,6 +255,13 @@ class Trainer:
             for ms, loss, width in zip(ids, self.losses or [self.loss], self.output_widths, strict=True)
         ]
         self.metrics = [m for ms in self.output_metrics for m in ms]
+        plain = {m.name for m in self.metrics}
+        self.weighted_metrics = []
+        for m in self._weighted_metric_ids:
+            weighted = metrics_mod.WeightedMean(metrics_mod.get(m, self.loss, self.output_widths[0]))
+            if weighted.name in plain:  # Keras's name for a metric asked for both ways
+                weighted.name = f"weighted_{weighted.name}"
+            self.weighted_metrics.append(weighted)
         names = self.metrics_names
         if len(set(names)) != len(names):
             raise ValueError(f"metric names must be unique, received {names}")
@@ -254,10 +277,15 @@ class Trainer:
         return list(self._metric_ids)
 
     @property
+    def weighted_metric_ids(self) -> list[Any]:
+        """The weighted_metrics as given to compile."""
+        return list(self._weighted_metric_ids)
+
+    @property
     def metrics_names(self) -> list[str]:
         """The history keys: "loss", then (several outputs) "<output>_loss" each, then "<output>_<metric>"."""
         if self.single_output:
-            return ["loss"] + [m.name for m in self.metrics]
+            return ["loss"] + [m.name for m in (*self.metrics, *self.weighted_metrics)]
         names = self.output_names
         return (
             ["loss"]
@@ -294,7 +322,7 @@ class Trainer:
         if not self.built:
             self.build(x.shape[1:])
             self._resolve_metrics()
-        elif not self.metrics and self._metric_ids:
+        elif (not self.metrics and self._metric_ids) or (not self.weighted_metrics and self._weighted_metric_ids):
             self._resolve_metrics()
         if y is None:
             return x, None
@@ -329,6 +357,8 @@ class Trainer:
         shuffle: bool = True,
         initial_epoch: int = 0,
         resume_from: str | os.PathLike[str] | None = None,
+        class_weight: dict[int, float] | None = None,
+        sample_weight: Any = None,
     ) -> History:
         """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
 
@@ -337,6 +367,9 @@ class Trainer:
         training continues from its epoch and step with identical results. An empty folder
         starts from the beginning.
         Under `mpiexec -n N`, `batch_size` is per rank: each step uses N × batch_size samples.
+        class_weight / sample_weight (one of them): Keras's weighted loss, Σ wᵢℓᵢ / batch size per
+        batch, with wᵢ = class_weight[class of sample i] or sample_weight[i] ((n,) non-negative).
+        validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         if not isinstance(epochs, int) or epochs < 0:
@@ -347,11 +380,19 @@ class Trainer:
         if yy is None:
             raise ValueError("fit: y (the targets) is required")
         self._require_differentiable()
-        vx = vy = None
+        # class weights are made after the validation split (training data only); both at once is refused here
+        sw = self._sample_weights(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
+        vx = vy = vw = None
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            if len(validation_data) not in (2, 3):
+                raise ValueError(
+                    "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
+                    f"received {len(validation_data)} items"
+                )
             vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
+            if len(validation_data) == 3:
+                assert vy is not None
+                vw = self._sample_weights(validation_data[2], None, vy, "fit (validation_data)")
         elif validation_split:
             n = data.rows(x)
             split = int(n * (1.0 - validation_split))
@@ -359,6 +400,10 @@ class Trainer:
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
             x, vx = data.select(x, 0, split), data.select(x, split, n)
             yy, vy = data.select(yy, 0, split), data.select(yy, split, n)
+            if sw is not None:  # Keras splits the sample weights with the data; class weights are for training only
+                sw, vw = sw[:split], sw[split:]
+        if class_weight is not None:
+            sw = self._sample_weights(sample_weight, class_weight, yy, "fit")
 
         ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
         assert ops is not None and opt is not None and loss is not None
@@ -393,14 +438,19 @@ class Trainer:
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
             y_dtype = self.target_dtypes()
-            size = (
-                data.nbytes(x, self.dtype) + data.nbytes(yy, None) + data.nbytes(vx, self.dtype) + data.nbytes(vy, None)
+            size = sum(
+                data.nbytes(a, dt)
+                for a, dt in ((x, self.dtype), (yy, None), (vx, self.dtype), (vy, None), (sw, None), (vw, None))
             )
             resident = ops.fits_on_device(size)  # else each batch is uploaded as it is used
-            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident)
-            val: tuple[Any, Any] | None = None
+            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+            val: tuple[Any, Any, Any] | None = None
             if vx is not None:
-                val = (self.upload(vx), self.upload(vy, targets=True)) if resident else (vx, vy)
+                val = (
+                    (self.upload(vx), self.upload(vy, targets=True), None if vw is None else self.upload(vw))
+                    if resident
+                    else (vx, vy, vw)
+                )
             for cb in cbs:
                 cb.on_train_begin()
             try:
@@ -417,8 +467,8 @@ class Trainer:
                         lo, hi, a, b = batches.bounds(step)
                         for d in dropouts:
                             d.row_offset = a - lo
-                        xb, yb = batches.gather(a, b)
-                        batch = self._train_step()(xb, yb, hi - lo)
+                        xb, yb, wb = batches.gather(a, b)
+                        batch = self._train_step()(xb, yb, hi - lo, wb)
                         state.running = (
                             batch if not state.running else [u + v for u, v in zip(state.running, batch, strict=True)]
                         )
@@ -446,7 +496,8 @@ class Trainer:
                             stacklevel=2,
                         )
                     elif val is not None:
-                        logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val, batch_size).items()})
+                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2])
+                        logs.update({f"val_{k}": v for k, v in vals.items()})
                     if not self.stop_training:
                         progress.epoch_end(epoch, logs)
                     for cb in cbs:
@@ -469,6 +520,18 @@ class Trainer:
         if step is None or step.optimizer is not self.optimizer or step.comm is not self._comm:
             step = self._step = TrainStep(self, self._comm)
         return step
+
+    def _sample_weights(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None:
+        """Checked host weights (n,) in the model's dtype for targets yy, or None; see `data.sample_weights`.
+
+        With several outputs one (n,) sample_weight weighs every output's loss; class_weight is
+        refused there, as Keras refuses it.
+        """
+        if not self.single_output:
+            if class_weight is not None:
+                raise ValueError(f"{what}: class_weight is only supported for models with one output")
+            yy = yy[0]
+        return data.sample_weights(sample_weight, class_weight, yy, what, self.output_widths[0], self.dtype)
 
     def _require_differentiable(self) -> None:
         for layer in self.layers:
@@ -507,8 +570,9 @@ class Trainer:
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
         # several outputs: each output's loss sum comes before the metric states
-        readers: list[metrics_mod.Metric | None] = [None] * (len(self.metrics_names) - 1 - len(self.metrics))
-        for name, metric, s in zip(self.metrics_names[1:], [*readers, *self.metrics], flat[1:], strict=True):
+        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
+        readers: list[metrics_mod.Metric | None] = [None] * (len(self.metrics_names) - 1 - len(every))
+        for name, metric, s in zip(self.metrics_names[1:], [*readers, *every], flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
             out[name] = (
@@ -518,7 +582,7 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int) -> dict[str, float]:
+    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int, W: Array | None = None) -> dict[str, float]:
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
         n = data.rows(X)
@@ -532,11 +596,13 @@ class Trainer:
             hi = min(lo + batch_size, last)
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
-            batch = forward_sums(self, xb, yb, one.array)
+            wb = None if W is None else self.upload(W[lo:hi])
+            batch = forward_sums(self, xb, yb, one.array, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
-            sums = [s * 0 for s in forward_sums(self, *first_row, one.array)]
+            w0 = None if W is None else self.upload(W[0:1])
+            sums = [s * 0 for s in forward_sums(self, *first_row, one.array, w0)]
         if self.store.regularized():
             sums[0] = sums[0] + self.store.penalty() * (last - first)
         return self._read(sums, n)
@@ -548,16 +614,22 @@ class Trainer:
         batch_size: int | None = None,
         verbose: int | str = "auto",
         return_dict: bool = False,
+        sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
-        """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict."""
+        """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict.
+
+        sample_weight: (n,) non-negative; the loss becomes Σ wᵢℓᵢ / n and `weighted_metrics` use it.
+        """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         x, yy = self.prepare(x, y, "evaluate")
         if yy is None:
             raise ValueError("evaluate: y (the targets) is required")
+        sw = self._sample_weights(sample_weight, None, yy, "evaluate")
         ops = self.ops
         assert ops is not None
         with ops.activate():
-            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size)
+            W = None if sw is None else self.upload(sw)
+            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W)
         steps = math.ceil(data.rows(x) / batch_size)
         if verbose == "auto":
             verbose = 1
@@ -566,23 +638,36 @@ class Trainer:
         return _shape_result(result, return_dict)
 
     # ------------------------------------------------------------------ one batch
-    def train_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
         """One update on (x, y) as a single batch; the loss and metrics of that batch (before the update)."""
         x, yy = self.prepare(x, y, "train_on_batch")
         if yy is None:
             raise ValueError("train_on_batch: y (the targets) is required")
         self._require_differentiable()
+        sw = self._sample_weights(sample_weight, class_weight, yy, "train_on_batch")
         ops = self.ops
         assert ops is not None
         n = data.rows(x)
         with ops.activate():
-            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
+            wb = None if sw is None else self.upload(sw)
+            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
             self.store.use_sink()
             return _shape_result(self._read(sums, n * self._comm.size), return_dict)
 
-    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+    def test_on_batch(
+        self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
         """Loss and metrics on (x, y) as a single batch, in inference mode."""
-        return self.evaluate(x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict)
+        return self.evaluate(
+            x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
+        )
 
     # ------------------------------------------------------------------ gradients
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:

@@ -1,0 +1,131 @@
+"""Keras 3 `.weights.h5` files: `model.save_weights("m.weights.h5")` / `load_weights`, both ways with Keras.
+
+Keras 3 (saving_lib.save_weights_only, H5IOStore) writes one HDF5 group per object it tracks:
+
+    vars                      attrs name=<model name>, no datasets (a Sequential has no variables of its own)
+    layers/<path>/vars        attrs name=<layer name>; datasets "0", "1", ...: the layer's variables,
+                              trainable then non-trainable (Dense: kernel, bias; Conv2D: kernel
+                              (kh, kw, in, out), bias; BatchNormalization: gamma, beta, moving_mean,
+                              moving_variance), i.e. `layer.get_weights()` order
+    optimizer/vars            the optimizer's variables (written by Keras when compiled; xpnet neither
+                              writes nor reads them: Keras then warns that it skips them and goes on)
+
+<path> is not the layer's name: it is the snake-case class name, numbered by class in layer
+order ("dense", "dense_1", "conv2d", "max_pooling2d"), the InputLayer left out. So weights
+match by position and class, as Keras matches them, whatever the layers are called. Layers
+without weights get a group too. h5py is an optional dependency: `pip install xpnet[h5]`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .layers.base import Layer
+from .weights_io import atomic_write_path
+
+SUFFIX = ".weights.h5"
+
+
+def is_keras_h5_name(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` names a Keras 3 weights file (Keras requires the ".weights.h5" ending)."""
+    return str(path).lower().endswith(SUFFIX)
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError as e:
+        raise ModuleNotFoundError(
+            "reading or writing Keras .weights.h5 files needs h5py: pip install xpnet[h5] (or pip install h5py); "
+            "xpnet's own weight files (.npz) need nothing extra"
+        ) from e
+    return h5py
+
+
+def snake_case(class_name: str) -> str:
+    """Keras's object path name for a class: "Conv2D" → "conv2d", "MaxPooling2D" → "max_pooling2d"."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def layer_paths(layers: list[Layer]) -> list[str]:
+    """The group of each layer under "layers/": its class in snake case, "_k" from the second of a class on."""
+    seen: dict[str, int] = {}
+    paths = []
+    for layer in layers:
+        base = snake_case(type(layer).__name__)
+        k = seen.get(base)
+        seen[base] = 0 if k is None else k + 1
+        paths.append(base if k is None else f"{base}_{k + 1}")
+    return paths
+
+
+def save(path: str | os.PathLike[str], model_name: str, layers: list[Layer]) -> Path:
+    """Write the layers' weights in Keras 3's layout, atomically (a temp file renamed over `path`)."""
+    h5py = _h5py()
+    weights = [layer.get_weights() for layer in layers]
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.create_group("vars").attrs["name"] = model_name
+            group = f.create_group("layers")
+            for layer, where, arrays in zip(layers, layer_paths(layers), weights, strict=True):
+                vars_ = group.create_group(where).create_group("vars")
+                vars_.attrs["name"] = layer.name or where
+                for i, a in enumerate(arrays):
+                    vars_.create_dataset(str(i), data=a)
+
+    return atomic_write_path(path, write)
+
+
+def load(path: str | os.PathLike[str], layers: list[Layer]) -> list[np.ndarray]:
+    """The weights in `path` for `layers`, in get_weights order, each checked against the layer's shapes.
+
+    Raises FileNotFoundError, or ValueError naming the file's and the model's layers when they differ.
+    """
+    h5py = _h5py()
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a Keras .weights.h5 file")
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 file ({e})") from e
+    with f:
+        if "layers" not in f:
+            legacy = (
+                " It looks like a Keras 2 .h5 file (layer_names), which xpnet does not read."
+                if ("layer_names" in f.attrs or "model_weights" in f)
+                else ""
+            )
+            raise ValueError(f"{path} is not a Keras 3 .weights.h5 file (no 'layers' group).{legacy}")
+        stored = {name: _arrays(f["layers"][name]) for name in f["layers"]}
+    ours = layer_paths(layers)
+    wanted = [[w.shape for w in layer.get_weights()] for layer in layers]
+    found = [[a.shape for a in stored.get(p, [])] for p in ours]
+    extra = sorted(p for p in stored if p not in ours and stored[p])
+    if found != wanted or extra:
+        raise ValueError(
+            f"{path} holds weights for a different architecture:\n  file:  "
+            + ", ".join(f"{p}{[tuple(a.shape) for a in arrays]}" for p, arrays in sorted(stored.items()))
+            + "\n  model: "
+            + ", ".join(f"{p}{[tuple(s) for s in shapes]}" for p, shapes in zip(ours, wanted, strict=True))
+        )
+    return [a for p in ours for a in stored.get(p, [])]
+
+
+def _arrays(group: Any) -> list[np.ndarray]:
+    """The datasets "0", "1", ... of a layer's "vars" group, in numeric order (a missing group: none)."""
+    vars_ = group.get("vars")
+    if vars_ is None:
+        return []
+    keys = sorted((k for k in vars_ if k.isdigit()), key=int)
+    return [np.asarray(vars_[k][()]) for k in keys]
