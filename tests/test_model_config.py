@@ -27,7 +27,10 @@ def test_config_is_keras_shaped_and_rebuilds_the_same_model() -> None:
     assert cfg["name"] == "mlp" and cfg["dtype"] == "float32" and cfg["seed"] == 3
     assert [e["class_name"] for e in cfg["layers"]] == ["InputLayer", "Dense", "Dropout", "Dense"]
     assert cfg["layers"][0]["config"]["batch_shape"] == [None, 6]
-    assert cfg["layers"][3]["config"] == {**model.layers[2].get_config(), "trainable": True} and cfg["layers"][3]["config"]["name"] == "out"
+    assert (
+        cfg["layers"][3]["config"] == {**model.layers[2].get_config(), "trainable": True}
+        and cfg["layers"][3]["config"]["name"] == "out"
+    )
     again = xpnet.Sequential.from_config(cfg)
     assert [type(a) for a in again.layers] == [type(b) for b in model.layers]
     assert [a.name for a in again.layers] == [b.name for b in model.layers]
