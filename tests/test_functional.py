@@ -296,14 +296,16 @@ def test_a_two_output_model_with_loss_weights_matches_the_hand_written_float64_r
     _assert_weights(model, ref)
     np.testing.assert_allclose(hist.history["loss"], ref_losses, rtol=1e-10)
     assert set(hist.history) == {"loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"}
+    # as Keras 3: each output's loss is reported without its loss weight; the total weighs them
     np.testing.assert_allclose(
-        np.add(hist.history["cls_loss"], hist.history["reg_loss"]), hist.history["loss"], rtol=1e-12
+        np.add(hist.history["cls_loss"], np.multiply(0.5, hist.history["reg_loss"])), hist.history["loss"], rtol=1e-12
     )
     p, o = model.predict(x)
     assert p.shape == (36, 3) and o.shape == (36, 1)
     logs = model.evaluate(x, {"cls": labels, "reg": t}, verbose=0, return_dict=True)
     assert isinstance(logs, dict)
     assert logs["reg_mae"] == pytest.approx(float(np.mean(np.abs(o - t))), rel=1e-10)
+    assert logs["reg_loss"] == pytest.approx(float(np.mean((o - t) ** 2)), rel=1e-10)  # no 0.5: Keras 3's history
     assert logs["cls_accuracy"] == pytest.approx(float(np.mean(p.argmax(1) == labels)))
 
 
