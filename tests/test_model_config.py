@@ -115,7 +115,18 @@ def test_keras_to_json_and_weights_give_the_keras_model(kind: str) -> None:
     model.load_weights(data / f"keras_{kind}.weights.h5")
     ref = np.load(data / f"keras_{kind}.npz")
     np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=2e-7)
-    assert model.layers[0].name == {"mlp": "hidden", "lenet": "conv2d"}[kind]
+    assert model.layers[0].name == {"mlp": "hidden", "lenet": "conv2d", "branches": "d1"}[kind]
+
+
+def test_keras_merge_layer_configs_build() -> None:
+    """Keras writes dtype and trainable into an Add's or a Concatenate's config too."""
+    text = (Path(__file__).parent / "data" / "keras_branches.json").read_text()
+    model = model_from_json(text)
+    joined = model.get_layer("joined")
+    assert isinstance(joined, xpnet.layers.Concatenate) and joined.axis == -1 and joined.output_shape == (6,)
+    add = {"class_name": "Add", "config": {"name": "a", "trainable": False, "dtype": {"class_name": "DTypePolicy"}}}
+    layer = xpnet.saving.layer_from_config(add, {})
+    assert isinstance(layer, xpnet.layers.Add) and layer.name == "a" and not layer.trainable
 
 
 def test_keras_layer_settings_map_to_xpnet_or_raise() -> None:
