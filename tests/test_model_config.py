@@ -106,7 +106,7 @@ def test_bad_json_and_configs_raise_errors_that_name_what_was_received() -> None
         clone_model("model")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "lenet"])
+@pytest.mark.parametrize("kind", ["mlp", "lenet", "branches"])
 def test_keras_to_json_and_weights_give_the_keras_model(kind: str) -> None:
     """Keras 3's own model.to_json() and .weights.h5 (tests/data, scripts/make_keras_fixtures.py)."""
     pytest.importorskip("h5py")

@@ -151,13 +151,10 @@ class Model(Trainer):
         arrays by index; the per-step cost of the traversal stays a few µs per call.
         """
         self._nodes = order
-        layers: list[Layer] = []
         calls: dict[int, int] = {}
         for node in order:
-            if id(node.layer) not in calls:
-                layers.append(node.layer)
             calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
-        self.layers = layers
+        self.layers = _keras_layer_order(self.outputs, order)
         self._shared = {k for k, v in calls.items() if v > 1}
         slot = {id(t): i for i, t in enumerate(self.inputs)}
         for node in order:
@@ -756,6 +753,38 @@ def _walk(outputs: list[KerasTensor]) -> tuple[list[Node], list[Node], list[tupl
                 path.pop()
                 order.append(node)
     return order, cycle, foreign
+
+
+def _keras_layer_order(outputs: list[KerasTensor], order: list[Node]) -> list[Layer]:
+    """The layers as Keras 3 lists a functional model's layers (`keras.src.ops.function.map_graph`).
+
+    Deepest first (a call's depth is its longest path to an output; a layer takes its deepest
+    call's), ties in the order a depth-first walk from the outputs first meets them. Weights,
+    .weights.h5 paths (per class, by position), get_config and summary follow this order, so a
+    file Keras wrote lands in the right layers. `order` is the walk's post-order (`_walk`).
+    """
+    first: dict[int, int] = {}  # the walk's pre-order: when each layer is first met
+    done: set[int] = set()
+    for out in outputs:
+        stack = [out]
+        while stack:
+            t = stack.pop()
+            node = t.node
+            if node is None or id(node) in done:
+                continue
+            done.add(id(node))
+            first.setdefault(id(node.layer), len(first))
+            stack.extend(reversed(node.inputs))
+    node_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    for node in reversed(order):
+        depth = max(node_depth.get(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for t in node.inputs:
+            if t.node is not None:
+                node_depth[id(t.node)] = max(depth + 1, node_depth.get(id(t.node), 0))
+    layers = {id(node.layer): node.layer for node in order}
+    return sorted(layers.values(), key=lambda layer: (-layer_depth[id(layer)], first[id(layer)]))
 
 
 def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
