@@ -147,6 +147,14 @@ def test_keras_layer_settings_map_to_xpnet_or_raise() -> None:
     entry["config"]["kernel_constraint"] = {"class_name": "MaxNorm", "config": {"max_value": 2}}
     with pytest.raises(ValueError, match=r"Dense: the config's kernel_constraint=.*MaxNorm.*no counterpart"):
         xpnet.Sequential.from_config({"layers": [entry]})
+    # what Keras 3.15 writes for a default BatchNormalization: renorm off (its momentum then unused)
+    bn = {"class_name": "BatchNormalization", "config": {"name": "bn", "renorm": False, "renorm_clipping": None}}
+    bn["config"]["renorm_momentum"] = 0.99
+    model = xpnet.Sequential.from_config({"layers": [{**entry, "config": {"name": "d", "units": 2}}, bn]})
+    assert isinstance(model.layers[1], xpnet.layers.BatchNormalization)
+    bn["config"]["renorm"] = True
+    with pytest.raises(ValueError, match=r"BatchNormalization: the config's renorm=True has no counterpart"):
+        xpnet.Sequential.from_config({"layers": [bn]})
 
 
 def test_functional_json_and_clone_rebuild_the_graph() -> None:
