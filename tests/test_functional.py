@@ -317,6 +317,15 @@ def test_the_two_output_model_passes_the_gradient_check() -> None:
     assert result.passed, str(result)
 
 
+def test_a_flat_metric_list_with_one_entry_per_output_maps_them_in_order_as_keras() -> None:
+    """Keras 3: metrics=["accuracy", "mae"] on two outputs is cls_accuracy and reg_mae, not both on each."""
+    model = _two_outputs()
+    model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], metrics=["accuracy", "mae"])
+    assert model.metrics_names == ["loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"]
+    model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], metrics=["mse"])  # xpnet: every output
+    assert model.metrics_names == ["loss", "cls_loss", "reg_loss", "cls_mse", "reg_mse"]
+
+
 def test_per_output_compile_arguments_are_checked() -> None:
     model = _two_outputs()
     with pytest.raises(ValueError, match=r"output names \['cls', 'reg'\]; unknown \['other'\]"):
