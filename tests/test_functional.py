@@ -233,6 +233,23 @@ def test_a_two_input_model_matches_the_hand_written_float64_reference() -> None:
     np.testing.assert_allclose(by_name, want, rtol=1e-10)
 
 
+def test_on_batch_methods_of_a_two_input_model_take_all_rows_as_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch is the inputs' rows, not len(x) (the number of inputs of a list, tuple or dict)."""
+    rng = np.random.default_rng(7)
+    xa, xb, t = rng.standard_normal((40, 3)), rng.standard_normal((40, 5)), rng.standard_normal((40, 1))
+    model = _two_inputs()
+    model.compile("sgd", "mse")
+    sizes: list[Any] = []
+    for name in ("evaluate", "predict"):
+        method = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda *a, _m=method, **k: (sizes.append(k["batch_size"]), _m(*a, **k))[1])
+    model.test_on_batch({"a": xa, "b": xb}, t)
+    model.test_on_batch([xa, xb], t)
+    model.predict_on_batch((xa, xb))
+    model.predict_on_batch({"a": xa, "b": xb})
+    assert sizes == [40, 40, 40, 40]
+
+
 def test_the_two_input_model_passes_the_gradient_check() -> None:
     rng = np.random.default_rng(4)
     xa, xb = rng.standard_normal((8, 3)), rng.standard_normal((8, 5))

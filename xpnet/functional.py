@@ -654,7 +654,8 @@ class Model(Trainer):
         return result[0] if self._single_out else result
 
     def predict_on_batch(self, x: Any) -> Any:
-        return self.predict(x, batch_size=max(1, data.rows(x) if isinstance(x, list) else len(x)))
+        x = self.check_inputs(x, "predict_on_batch", finite=False)  # a list or dict of inputs: rows, not len(x)
+        return self.predict(x, batch_size=max(1, data.rows(x)))
 
     def __call__(self, x: Any) -> Any:
         """Outputs for arrays x as one batch (a model is not yet callable on symbolic tensors)."""

@@ -667,8 +667,9 @@ class Trainer:
         self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
     ) -> float | list[float] | dict[str, float]:
         """Loss and metrics on (x, y) as a single batch, in inference mode."""
+        x = self.check_inputs(x, "test_on_batch")  # a list or dict of inputs: its rows, not len(x)
         return self.evaluate(
-            x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
+            x, y, batch_size=max(1, data.rows(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
         )
 
     # ------------------------------------------------------------------ gradients
