@@ -151,6 +151,27 @@ def _classes(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (np.argmax(x[:, :3], axis=1)).astype(np.int64)
 
 
+def test_a_second_model_over_a_trained_models_layers_is_refused_and_the_first_keeps_its_weights() -> None:
+    """Keras shares the layers (and weights) of Model(model.inputs, hidden); xpnet's second model re-initialized
+    them and bound them to its own buffer, so the trained model's predictions changed and its fit trained nothing."""
+    x, y = _classes(24, 5)
+    model = _residual()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    before = model.predict(x)
+    hidden = model.get_layer("d1")
+    with pytest.raises(ValueError, match=r"layers 'd1' \(model 'functional'\) already belong to another model"):
+        Model(model.inputs[0], model.nodes[0].output)
+    with pytest.raises(ValueError, match="already belong to another model"):
+        Sequential([Input((5,)), hidden])
+    np.testing.assert_array_equal(model.predict(x), before)
+    del model
+    Sequential([Input((5,)), hidden])  # a model nobody holds gives its layers up
+    popped = Sequential([Input((5,)), Dense(2), Dense(3)])
+    last = popped.pop()
+    Sequential([Input((2,)), last])  # and so does a model that no longer has the layer
+
+
 def test_a_residual_mlp_matches_the_hand_written_float64_reference() -> None:
     x, y = _classes(40, 5)
     model = _residual()

@@ -21,8 +21,10 @@ needs the weights unchanged.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -220,6 +222,7 @@ class Model(Trainer):
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Draw initial weights on the host (the same numbers on any backend) and put them on the backend."""
+        self.check_layers_free(self.layers)
         for i, layer in enumerate(self.layers):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
@@ -233,9 +236,38 @@ class Model(Trainer):
         host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
 
+    def check_layers_free(self, layers: Sequence[Layer]) -> None:
+        """Raise if a layer's weights live in another model's parameter buffer (xpnet does not share layers
+        between models: building this one would re-initialize them and cut the other model off from them)."""
+
+        def others() -> list[str]:  # names only: the error must not keep the other model alive
+            found = []
+            for layer in layers:
+                ref = getattr(layer, "model_ref", None)  # a custom layer may skip Layer.__init__
+                owner = ref() if ref is not None else None
+                if owner is not None and owner is not self and any(lyr is layer for lyr in owner.layers):
+                    found.append(f"{layer.name!r} (model {owner.name!r})")
+            return found
+
+        taken = others()
+        if taken:
+            gc.collect()  # a model nobody holds any more may just be waiting for the cycle collector
+            taken = others()
+        if taken:
+            names = ", ".join(taken)
+            raise ValueError(
+                f"layers {names} already belong to another model, whose weights they hold; xpnet does not share "
+                "layers between models (Keras does), and building this model would re-initialize them and break "
+                "the other. Use new layers (copy weights with set_weights), or give the one model several "
+                "outputs, e.g. Model(inputs, [output, features])"
+            )
+
     def install(self, ops: Ops, host_params: np.ndarray) -> None:
         """Put the flat parameters on `ops` and bind each layer to its views."""
+        self.check_layers_free(self.layers)
         self._store = ParamStore(ops, self.layers, host_params, self.dtype)
+        for layer in self.layers:
+            layer.model_ref = weakref.ref(self)
         self.ops = ops
         self._step = None
         self._accumulate = AccumulatingSink(ops)
