@@ -545,6 +545,28 @@ def test_summary_shows_what_each_layer_is_connected_to() -> None:
     assert "Total params: 99" in text  # 5·6+6 + 6·6+6 + 6·3+3
 
 
+def test_a_shared_layers_calls_are_numbered_as_they_were_made_as_keras() -> None:
+    """Keras 3's summary for d(x1), d(x2), Subtract([second, first]): d ← x1[0][0], x2[0][0]; sub ← d[1][0], d[0][0]
+    (the walk from the output meets the second call first; numbering by it swapped them)."""
+    x1, x2 = Input((3,), name="x1"), Input((3,), name="x2")
+    d = Dense(2, name="d")
+    first, second = d(x1), d(x2)
+    model = Model([x1, x2], Subtract(name="sub")([second, first]))
+    lines: list[str] = []
+    model.summary(print_fn=lines.append, line_length=90)
+    text = "\n".join(lines)
+    rows = {line.split()[1]: line.rstrip("│ ") for line in text.splitlines() if line.startswith(("│ d (", "│ sub ("))}
+    assert rows["d"].endswith("x1[0][0],") and rows["sub"].endswith("d[1][0],")
+    config = model.get_config()
+    inbound = next(e for e in config["layers"] if e["name"] == "d")["inbound_nodes"]
+    assert [n["args"][0]["config"]["keras_history"] for n in inbound] == [["x1", 0, 0], ["x2", 0, 0]]
+    again = Model.from_config(config)
+    assert again.get_config()["layers"] == config["layers"]
+    xa, xb = np.ones((2, 3)), np.arange(6.0).reshape(2, 3)
+    again.set_weights(model.get_weights())
+    np.testing.assert_allclose(again.predict([xa, xb]), model.predict([xa, xb]), rtol=1e-6)
+
+
 def test_trace_of_a_two_input_model_says_what_to_use_instead() -> None:
     model = _two_inputs()
     model.compile("sgd", "mse")

@@ -201,6 +201,11 @@ class Model(Trainer):
             stop = self._stops[key] = frozenset(c.index for c in self._forward_program if id(c.node) in ids)
         return stop
 
+    def _calls_as_made(self) -> list[Node]:
+        """The layer calls in the order they were made (a topological order too): Keras numbers a layer's
+        calls this way ("dense[1][0]" is the second call of dense), in configs and in the summary."""
+        return sorted(self._nodes, key=lambda node: node.serial)
+
     @property
     def nodes(self) -> list[Node]:
         """The layer calls in the order forward runs them."""
@@ -549,14 +554,15 @@ class Model(Trainer):
     def get_config(self) -> dict[str, Any]:
         """Keras's functional config: layers with their `inbound_nodes`, `input_layers`, `output_layers`."""
         index: dict[int, tuple[str, int]] = {id(t): (str(t.name), 0) for t in self.inputs}
-        calls: dict[int, int] = {}
+        calls: dict[int, int] = {}  # a layer's calls numbered as they were made, as Keras's node indices
         inbound: dict[int, list[Any]] = {id(layer): [] for layer in self.layers}
 
         def ref(t: KerasTensor) -> dict[str, Any]:
             name, k = index[id(t)]
             return {"class_name": "__keras_tensor__", "config": {"shape": list(t.shape), "keras_history": [name, k, 0]}}
 
-        for node in self._nodes:
+        made = self._calls_as_made()
+        for node in made:
             k = calls.get(id(node.layer), 0)
             calls[id(node.layer)] = k + 1
             index[id(node.output)] = (str(node.layer.name), k)
@@ -648,7 +654,7 @@ class Model(Trainer):
         """The same graph over copies of the layers (`copy_layer`), with this model's seed, as `dtype`."""
         copies = {id(layer): copy_layer(layer) for layer in self.layers}
         tensors: dict[int, KerasTensor] = {id(t): Input(t.feature_shape, name=t.name) for t in self.inputs}
-        for node in self._nodes:
+        for node in self._calls_as_made():  # so a shared layer's copy numbers its calls as the original
             args = [tensors[id(t)] for t in node.inputs]
             tensors[id(node.output)] = copies[id(node.layer)](args if node.multi else args[0])
         ins = [tensors[id(t)] for t in self.inputs]
@@ -717,7 +723,7 @@ class Model(Trainer):
         index: dict[int, str] = {id(t): f"{t.name}[0][0]" for t in self.inputs}
         calls: dict[int, int] = {}
         links: dict[int, list[str]] = {id(layer): [] for layer in self.layers}
-        for node in self._nodes:
+        for node in self._calls_as_made():
             k = calls.get(id(node.layer), 0)
             calls[id(node.layer)] = k + 1
             index[id(node.output)] = f"{node.layer.name}[{k}][0]"
