@@ -468,6 +468,22 @@ def test_an_input_no_output_uses_is_an_error() -> None:
         Model([a, b], Dense(2, name="head")(a))
 
 
+def test_names_are_unique_across_inputs_and_layers(tmp_path: Path) -> None:
+    """Two Inputs called 'a', or an Input and a layer called 'dense', built a model whose file load_model
+    could not read back (the config refers to inputs and layers by name)."""
+    a, b = Input((3,), name="a"), Input((2,), name="a")
+    with pytest.raises(ValueError, match="two different Inputs are named 'a'"):
+        Model([a, b], Dense(1)(Concatenate()([a, b])))
+    x = Input((3,), name="dense")
+    with pytest.raises(ValueError, match="an Input and a layer are named 'dense'"):
+        Model(x, Dense(2, name="dense")(x))
+    x = Input((3,))
+    model = Model(x, Dense(2, name="input_layer")(x))  # an unnamed Input takes a free name
+    assert model.input_names == ["input_layer_1"]
+    model.save(tmp_path / "m.keras")
+    assert xpnet.models.load_model(tmp_path / "m.keras").input_names == ["input_layer_1"]
+
+
 def test_merging_tensors_of_different_shapes_is_an_error_naming_the_layers() -> None:
     x = Input((4,))
     p, q = Dense(3, name="p")(x), Dense(5, name="q")(x)

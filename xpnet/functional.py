@@ -832,9 +832,15 @@ def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
     seen: set[int] = set()
     explicit = [t.name for t in inputs if t.name] + [n.layer.name for n in order if n.layer.name]
     owners: dict[str, int] = {}
+    # Inputs share the namespace (the config refers to both by name; load_model could not rebuild otherwise)
+    for t in inputs:
+        if t.name and owners.setdefault(t.name, id(t)) != id(t):
+            raise ValueError(f"two different Inputs are named {t.name!r}; input and layer names must be unique")
     for n in order:
         if n.layer.name and owners.setdefault(n.layer.name, id(n.layer)) != id(n.layer):
-            raise ValueError(f"two different layers are named {n.layer.name!r}; layer names must be unique")
+            clash = any(t.name == n.layer.name for t in inputs)
+            what = "an Input and a layer are" if clash else "two different layers are"
+            raise ValueError(f"{what} named {n.layer.name!r}; layer names must be unique (Inputs' too)")
     used = set(explicit)
 
     def fresh(base: str) -> str:
