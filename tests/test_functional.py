@@ -172,6 +172,37 @@ def test_a_second_model_over_a_trained_models_layers_is_refused_and_the_first_ke
     Sequential([Input((2,)), last])  # and so does a model that no longer has the layer
 
 
+@pytest.mark.parametrize("kind", ["sequential", "shared"])
+def test_a_deep_copy_of_a_model_trains_on_its_own(kind: str) -> None:
+    """copy.deepcopy: the id()-keyed lookups pointed at the original's tensors (KeyError in forward), and the
+    copied layers' weight views were cut loose from the copied buffer (get_weights disagreed with predict)."""
+    import copy
+
+    x, y = _classes(24, 5)
+    if kind == "sequential":
+        model: Model = Sequential([Input((5,)), Dense(4, "relu"), Dropout(0.2), Dense(3, "softmax")], seed=1)
+    else:
+        a = Input((5,))
+        d = Dense(5, "tanh", name="shared")
+        model = Model(a, Dense(3, "softmax")(Add()([d(a), d(Dropout(0.2)(d(a)))])), seed=1)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+    before = model.get_weights()
+    twin.fit(x, y, epochs=2, verbose=0)
+    for u, v in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(twin.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="already belong to another model"):
+        Sequential([Input((5,)), twin.layers[0]])
+    again = copy.deepcopy(model)  # the optimizer state and dropout counters come along: the same next epoch
+    for m in (model, again):
+        m.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    for u, v in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_a_residual_mlp_matches_the_hand_written_float64_reference() -> None:
     x, y = _classes(40, 5)
     model = _residual()

@@ -21,6 +21,7 @@ needs the weights unchanged.
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -93,6 +94,34 @@ class Model(Trainer):
         self._consumers: dict[int, int] = {}
         self._accumulate: GradientSink | None = None
         self._init_trainer()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Model:
+        """A model with its own layers, weights and optimizer state, equal to this one (copy.deepcopy).
+
+        A plain deep copy would cut the layers' weight views loose from the copied flat buffer and
+        leave the id()-keyed lookups pointing at this model's tensors: the copy's graph is indexed
+        again and its weights are put in a new buffer, bound to the copied layers.
+        """
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        if self.ops is not None:
+            memo[id(self.ops)] = self.ops  # a backend is shared, not copied
+        for key, value in vars(self).items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        new.adopt_copy_of(self)
+        return new
+
+    def adopt_copy_of(self, original: Model) -> None:
+        """After `copy.deepcopy(original)` filled this model's attributes: index the copied graph and put the
+        weights in a buffer of its own, bound to the copied layers, with the optimizer's state."""
+        if self._nodes:
+            self._set_order(self._nodes)
+        if original.built and original.ops is not None:
+            self.install(original.ops, np.array(original.store.host_params()))  # NumPy hands out its buffer: copy
+            if self.optimizer is not None and original.optimizer is not None:
+                with original.ops.activate():
+                    for name, slot in self.optimizer.slots.items():
+                        slot[...] = original.optimizer.slots[name]
 
     # ------------------------------------------------------------------ the graph
     def set_graph(
