@@ -532,6 +532,13 @@ class Trainer:
         if not self.single_output:
             if class_weight is not None:
                 raise ValueError(f"{what}: class_weight is only supported for models with one output")
+            if isinstance(sample_weight, dict) or (
+                isinstance(sample_weight, (list, tuple)) and any(np.ndim(w) > 0 for w in sample_weight)
+            ):
+                raise ValueError(
+                    f"{what}: sample_weight must be one (n,) array, which weighs every output's loss; "
+                    "per-output sample weights (a list or dict of arrays) are not supported"
+                )
             yy = yy[0]
         return data.sample_weights(sample_weight, class_weight, yy, what, self.output_widths[0], self.dtype)
 
