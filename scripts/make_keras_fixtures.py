@@ -6,7 +6,8 @@ h5py and a backend, e.g.
     python -m venv /work/venv-keras && /work/venv-keras/bin/pip install keras h5py torch
     KERAS_BACKEND=torch /work/venv-keras/bin/python scripts/make_keras_fixtures.py
 
-Writes, for an MLP (Dense layers) and a small LeNet (Conv2D, MaxPooling2D, Flatten, Dense):
+Writes, for an MLP (Dense layers), a small LeNet (Conv2D, MaxPooling2D, Flatten, Dense) and a
+functional model with branches of different depths joined by Concatenate ("branches"):
   keras_<name>.weights.h5   model.save_weights after one epoch of training
   keras_<name>.json         model.to_json(), which xpnet.models.model_from_json reads
   keras_<name>.npz          x, Keras's predict(x), the Keras version; for the MLP also
@@ -54,7 +55,21 @@ def lenet() -> keras.Sequential:
     )
 
 
-def write(name: str, model: keras.Sequential, x: np.ndarray, y: np.ndarray, extra: dict[str, np.ndarray]) -> None:
+def branches() -> keras.Model:
+    """Two branches of unequal depth: Keras lists the layers deepest first (d1, short, d2, ...), not in call order."""
+    x = keras.Input((4,), name="x")
+    short = keras.layers.Dense(3, name="short")(x)
+    deep = keras.layers.Dense(3, name="d2")(keras.layers.Dense(3, activation="tanh", name="d1")(x))
+    joined = keras.layers.Concatenate(name="joined")([short, deep])
+    return keras.Model(x, keras.layers.Dense(3, activation="softmax", name="out")(joined), name="branches")
+
+
+def write_branches(rng: np.random.Generator) -> None:
+    xb = rng.normal(size=(16, 4)).astype("float32")
+    write("branches", branches(), xb, rng.integers(0, 3, size=16), {})
+
+
+def write(name: str, model: keras.Model, x: np.ndarray, y: np.ndarray, extra: dict[str, np.ndarray]) -> None:
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # trained, so the biases are not all zero
     model.save_weights(DATA / f"keras_{name}.weights.h5")
@@ -98,7 +113,12 @@ def check_xpnet_file(path: Path, kind: str, x: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", nargs=3, metavar=("FILE", "KIND", "X_NPY"), help="Keras predicts from xpnet's file")
+    parser.add_argument("--branches", action="store_true", help="write only the functional 'branches' fixture")
     args = parser.parse_args()
+    if args.branches:
+        keras.utils.set_random_seed(1)
+        write_branches(np.random.default_rng(1))
+        return
     if args.check:
         out = check_xpnet_file(Path(args.check[0]), args.check[1], np.load(args.check[2]))
         np.save(Path(args.check[0]).with_suffix(".pred.npy"), out)
@@ -113,7 +133,9 @@ def main() -> None:
     xi = rng.normal(size=(16, 12, 12, 1)).astype("float32")
     yi = rng.integers(0, 3, size=16)
     write("lenet", lenet(), xi, yi, {})
-    print(f"wrote keras_mlp and keras_lenet fixtures in {DATA} with Keras {keras.__version__}")
+    keras.utils.set_random_seed(1)
+    write_branches(np.random.default_rng(1))
+    print(f"wrote keras_mlp, keras_lenet and keras_branches fixtures in {DATA} with Keras {keras.__version__}")
 
 
 if __name__ == "__main__":

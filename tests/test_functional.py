@@ -151,6 +151,58 @@ def _classes(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (np.argmax(x[:, :3], axis=1)).astype(np.int64)
 
 
+def test_a_second_model_over_a_trained_models_layers_is_refused_and_the_first_keeps_its_weights() -> None:
+    """Keras shares the layers (and weights) of Model(model.inputs, hidden); xpnet's second model re-initialized
+    them and bound them to its own buffer, so the trained model's predictions changed and its fit trained nothing."""
+    x, y = _classes(24, 5)
+    model = _residual()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    before = model.predict(x)
+    hidden = model.get_layer("d1")
+    with pytest.raises(ValueError, match=r"layers 'd1' \(model 'functional'\) already belong to another model"):
+        Model(model.inputs[0], model.nodes[0].output)
+    with pytest.raises(ValueError, match="already belong to another model"):
+        Sequential([Input((5,)), hidden])
+    np.testing.assert_array_equal(model.predict(x), before)
+    del model
+    Sequential([Input((5,)), hidden])  # a model nobody holds gives its layers up
+    popped = Sequential([Input((5,)), Dense(2), Dense(3)])
+    last = popped.pop()
+    Sequential([Input((2,)), last])  # and so does a model that no longer has the layer
+
+
+@pytest.mark.parametrize("kind", ["sequential", "shared"])
+def test_a_deep_copy_of_a_model_trains_on_its_own(kind: str) -> None:
+    """copy.deepcopy: the id()-keyed lookups pointed at the original's tensors (KeyError in forward), and the
+    copied layers' weight views were cut loose from the copied buffer (get_weights disagreed with predict)."""
+    import copy
+
+    x, y = _classes(24, 5)
+    if kind == "sequential":
+        model: Model = Sequential([Input((5,)), Dense(4, "relu"), Dropout(0.2), Dense(3, "softmax")], seed=1)
+    else:
+        a = Input((5,))
+        d = Dense(5, "tanh", name="shared")
+        model = Model(a, Dense(3, "softmax")(Add()([d(a), d(Dropout(0.2)(d(a)))])), seed=1)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+    before = model.get_weights()
+    twin.fit(x, y, epochs=2, verbose=0)
+    for u, v in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(twin.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="already belong to another model"):
+        Sequential([Input((5,)), twin.layers[0]])
+    again = copy.deepcopy(model)  # the optimizer state and dropout counters come along: the same next epoch
+    for m in (model, again):
+        m.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    for u, v in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_a_residual_mlp_matches_the_hand_written_float64_reference() -> None:
     x, y = _classes(40, 5)
     model = _residual()
@@ -233,6 +285,23 @@ def test_a_two_input_model_matches_the_hand_written_float64_reference() -> None:
     np.testing.assert_allclose(by_name, want, rtol=1e-10)
 
 
+def test_on_batch_methods_of_a_two_input_model_take_all_rows_as_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch is the inputs' rows, not len(x) (the number of inputs of a list, tuple or dict)."""
+    rng = np.random.default_rng(7)
+    xa, xb, t = rng.standard_normal((40, 3)), rng.standard_normal((40, 5)), rng.standard_normal((40, 1))
+    model = _two_inputs()
+    model.compile("sgd", "mse")
+    sizes: list[Any] = []
+    for name in ("evaluate", "predict"):
+        method = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda *a, _m=method, **k: (sizes.append(k["batch_size"]), _m(*a, **k))[1])
+    model.test_on_batch({"a": xa, "b": xb}, t)
+    model.test_on_batch([xa, xb], t)
+    model.predict_on_batch((xa, xb))
+    model.predict_on_batch({"a": xa, "b": xb})
+    assert sizes == [40, 40, 40, 40]
+
+
 def test_the_two_input_model_passes_the_gradient_check() -> None:
     rng = np.random.default_rng(4)
     xa, xb = rng.standard_normal((8, 3)), rng.standard_normal((8, 5))
@@ -296,14 +365,16 @@ def test_a_two_output_model_with_loss_weights_matches_the_hand_written_float64_r
     _assert_weights(model, ref)
     np.testing.assert_allclose(hist.history["loss"], ref_losses, rtol=1e-10)
     assert set(hist.history) == {"loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"}
+    # as Keras 3: each output's loss is reported without its loss weight; the total weighs them
     np.testing.assert_allclose(
-        np.add(hist.history["cls_loss"], hist.history["reg_loss"]), hist.history["loss"], rtol=1e-12
+        np.add(hist.history["cls_loss"], np.multiply(0.5, hist.history["reg_loss"])), hist.history["loss"], rtol=1e-12
     )
     p, o = model.predict(x)
     assert p.shape == (36, 3) and o.shape == (36, 1)
     logs = model.evaluate(x, {"cls": labels, "reg": t}, verbose=0, return_dict=True)
     assert isinstance(logs, dict)
     assert logs["reg_mae"] == pytest.approx(float(np.mean(np.abs(o - t))), rel=1e-10)
+    assert logs["reg_loss"] == pytest.approx(float(np.mean((o - t) ** 2)), rel=1e-10)  # no 0.5: Keras 3's history
     assert logs["cls_accuracy"] == pytest.approx(float(np.mean(p.argmax(1) == labels)))
 
 
@@ -313,6 +384,15 @@ def test_the_two_output_model_passes_the_gradient_check() -> None:
     model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], loss_weights=[0.7, 2.0])
     result = model.check_gradients(x, [labels, t])
     assert result.passed, str(result)
+
+
+def test_a_flat_metric_list_with_one_entry_per_output_maps_them_in_order_as_keras() -> None:
+    """Keras 3: metrics=["accuracy", "mae"] on two outputs is cls_accuracy and reg_mae, not both on each."""
+    model = _two_outputs()
+    model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], metrics=["accuracy", "mae"])
+    assert model.metrics_names == ["loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"]
+    model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], metrics=["mse"])  # xpnet: every output
+    assert model.metrics_names == ["loss", "cls_loss", "reg_loss", "cls_mse", "reg_mse"]
 
 
 def test_per_output_compile_arguments_are_checked() -> None:
@@ -419,6 +499,22 @@ def test_an_input_no_output_uses_is_an_error() -> None:
         Model([a, b], Dense(2, name="head")(a))
 
 
+def test_names_are_unique_across_inputs_and_layers(tmp_path: Path) -> None:
+    """Two Inputs called 'a', or an Input and a layer called 'dense', built a model whose file load_model
+    could not read back (the config refers to inputs and layers by name)."""
+    a, b = Input((3,), name="a"), Input((2,), name="a")
+    with pytest.raises(ValueError, match="two different Inputs are named 'a'"):
+        Model([a, b], Dense(1)(Concatenate()([a, b])))
+    x = Input((3,), name="dense")
+    with pytest.raises(ValueError, match="an Input and a layer are named 'dense'"):
+        Model(x, Dense(2, name="dense")(x))
+    x = Input((3,))
+    model = Model(x, Dense(2, name="input_layer")(x))  # an unnamed Input takes a free name
+    assert model.input_names == ["input_layer_1"]
+    model.save(tmp_path / "m.keras")
+    assert xpnet.models.load_model(tmp_path / "m.keras").input_names == ["input_layer_1"]
+
+
 def test_merging_tensors_of_different_shapes_is_an_error_naming_the_layers() -> None:
     x = Input((4,))
     p, q = Dense(3, name="p")(x), Dense(5, name="q")(x)
@@ -494,6 +590,28 @@ def test_summary_shows_what_each_layer_is_connected_to() -> None:
     assert lines[add_row + 1].rstrip("│ ").endswith("d2[0][0]")
     assert "│ input_layer (InputLayer) │ (None, 5)" in text
     assert "Total params: 99" in text  # 5·6+6 + 6·6+6 + 6·3+3
+
+
+def test_a_shared_layers_calls_are_numbered_as_they_were_made_as_keras() -> None:
+    """Keras 3's summary for d(x1), d(x2), Subtract([second, first]): d ← x1[0][0], x2[0][0]; sub ← d[1][0], d[0][0]
+    (the walk from the output meets the second call first; numbering by it swapped them)."""
+    x1, x2 = Input((3,), name="x1"), Input((3,), name="x2")
+    d = Dense(2, name="d")
+    first, second = d(x1), d(x2)
+    model = Model([x1, x2], Subtract(name="sub")([second, first]))
+    lines: list[str] = []
+    model.summary(print_fn=lines.append, line_length=90)
+    text = "\n".join(lines)
+    rows = {line.split()[1]: line.rstrip("│ ") for line in text.splitlines() if line.startswith(("│ d (", "│ sub ("))}
+    assert rows["d"].endswith("x1[0][0],") and rows["sub"].endswith("d[1][0],")
+    config = model.get_config()
+    inbound = next(e for e in config["layers"] if e["name"] == "d")["inbound_nodes"]
+    assert [n["args"][0]["config"]["keras_history"] for n in inbound] == [["x1", 0, 0], ["x2", 0, 0]]
+    again = Model.from_config(config)
+    assert again.get_config()["layers"] == config["layers"]
+    xa, xb = np.ones((2, 3)), np.arange(6.0).reshape(2, 3)
+    again.set_weights(model.get_weights())
+    np.testing.assert_allclose(again.predict([xa, xb]), model.predict([xa, xb]), rtol=1e-6)
 
 
 def test_trace_of_a_two_input_model_says_what_to_use_instead() -> None:

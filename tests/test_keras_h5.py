@@ -15,7 +15,7 @@ import pytest
 
 import xpnet
 from xpnet import h5_weights
-from xpnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from xpnet.layers import Concatenate, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
 
 h5py = pytest.importorskip("h5py")
 DATA = Path(__file__).parent / "data"
@@ -47,6 +47,24 @@ def test_xpnet_reads_a_keras_file_and_predicts_what_keras_predicted(kind: str, m
     np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=2e-7)
     with h5py.File(DATA / f"keras_{kind}.weights.h5") as f:  # the kernel layouts agree, not just the outputs
         np.testing.assert_array_equal(model.layers[0].get_weights()[0], f["layers"][model_paths(model)[0]]["vars"]["0"])
+
+
+def _branches() -> xpnet.Model:
+    """xpnet's twin of make_keras_fixtures.branches: branches of unequal depth, called short-branch first."""
+    x = Input((4,), name="x")
+    short = Dense(3, name="short")(x)
+    deep = Dense(3, name="d2")(Dense(3, "tanh", name="d1")(x))
+    return xpnet.Model(x, Dense(3, "softmax", name="out")(Concatenate(name="joined")([short, deep])), name="branches")
+
+
+def test_a_functional_model_lists_its_layers_as_keras_and_reads_keras_files() -> None:
+    """Keras orders a functional model's layers deepest first (d1 before short) and its .weights.h5 matches
+    layers by class and position: a call-order list put d1's weights into `short` without an error."""
+    ref = np.load(DATA / "keras_branches.npz")
+    model = _branches()
+    assert [layer.name for layer in model.layers] == ["d1", "short", "d2", "joined", "out"]
+    model.load_weights(DATA / "keras_branches.weights.h5")
+    np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=2e-7)
 
 
 def model_paths(model: xpnet.Sequential) -> list[str]:

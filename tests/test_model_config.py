@@ -27,7 +27,10 @@ def test_config_is_keras_shaped_and_rebuilds_the_same_model() -> None:
     assert cfg["name"] == "mlp" and cfg["dtype"] == "float32" and cfg["seed"] == 3
     assert [e["class_name"] for e in cfg["layers"]] == ["InputLayer", "Dense", "Dropout", "Dense"]
     assert cfg["layers"][0]["config"]["batch_shape"] == [None, 6]
-    assert cfg["layers"][3]["config"] == {**model.layers[2].get_config(), "trainable": True} and cfg["layers"][3]["config"]["name"] == "out"
+    assert (
+        cfg["layers"][3]["config"] == {**model.layers[2].get_config(), "trainable": True}
+        and cfg["layers"][3]["config"]["name"] == "out"
+    )
     again = xpnet.Sequential.from_config(cfg)
     assert [type(a) for a in again.layers] == [type(b) for b in model.layers]
     assert [a.name for a in again.layers] == [b.name for b in model.layers]
@@ -103,7 +106,7 @@ def test_bad_json_and_configs_raise_errors_that_name_what_was_received() -> None
         clone_model("model")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "lenet"])
+@pytest.mark.parametrize("kind", ["mlp", "lenet", "branches"])
 def test_keras_to_json_and_weights_give_the_keras_model(kind: str) -> None:
     """Keras 3's own model.to_json() and .weights.h5 (tests/data, scripts/make_keras_fixtures.py)."""
     pytest.importorskip("h5py")
@@ -112,7 +115,18 @@ def test_keras_to_json_and_weights_give_the_keras_model(kind: str) -> None:
     model.load_weights(data / f"keras_{kind}.weights.h5")
     ref = np.load(data / f"keras_{kind}.npz")
     np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=2e-7)
-    assert model.layers[0].name == {"mlp": "hidden", "lenet": "conv2d"}[kind]
+    assert model.layers[0].name == {"mlp": "hidden", "lenet": "conv2d", "branches": "d1"}[kind]
+
+
+def test_keras_merge_layer_configs_build() -> None:
+    """Keras writes dtype and trainable into an Add's or a Concatenate's config too."""
+    text = (Path(__file__).parent / "data" / "keras_branches.json").read_text()
+    model = model_from_json(text)
+    joined = model.get_layer("joined")
+    assert isinstance(joined, xpnet.layers.Concatenate) and joined.axis == -1 and joined.output_shape == (6,)
+    add = {"class_name": "Add", "config": {"name": "a", "trainable": False, "dtype": {"class_name": "DTypePolicy"}}}
+    layer = xpnet.saving.layer_from_config(add, {})
+    assert isinstance(layer, xpnet.layers.Add) and layer.name == "a" and not layer.trainable
 
 
 def test_keras_layer_settings_map_to_xpnet_or_raise() -> None:
@@ -133,6 +147,14 @@ def test_keras_layer_settings_map_to_xpnet_or_raise() -> None:
     entry["config"]["kernel_constraint"] = {"class_name": "MaxNorm", "config": {"max_value": 2}}
     with pytest.raises(ValueError, match=r"Dense: the config's kernel_constraint=.*MaxNorm.*no counterpart"):
         xpnet.Sequential.from_config({"layers": [entry]})
+    # what Keras 3.15 writes for a default BatchNormalization: renorm off (its momentum then unused)
+    bn = {"class_name": "BatchNormalization", "config": {"name": "bn", "renorm": False, "renorm_clipping": None}}
+    bn["config"]["renorm_momentum"] = 0.99
+    model = xpnet.Sequential.from_config({"layers": [{**entry, "config": {"name": "d", "units": 2}}, bn]})
+    assert isinstance(model.layers[1], xpnet.layers.BatchNormalization)
+    bn["config"]["renorm"] = True
+    with pytest.raises(ValueError, match=r"BatchNormalization: the config's renorm=True has no counterpart"):
+        xpnet.Sequential.from_config({"layers": [bn]})
 
 
 def test_functional_json_and_clone_rebuild_the_graph() -> None:

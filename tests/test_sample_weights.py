@@ -176,3 +176,30 @@ def test_weighted_metrics_survive_save_and_load(tmp_path: Any) -> None:
     assert again.evaluate(x, labels, sample_weight=w, verbose=0) == model.evaluate(
         x, labels, sample_weight=w, verbose=0
     )
+
+
+def test_one_weight_array_weighs_every_output_of_a_two_output_model() -> None:
+    """Keras 3 with one sample_weight array and two outputs: each output's loss is Σ wᵢℓᵢ / n (reported without
+    its loss weight) and the total is Σ_k loss_weight_k × that; plain metrics ignore the weights."""
+    x, labels, w = _data()
+    t = x[:, :1] * 0.5
+    inp = xpnet.Input((5,))
+    h = Dense(4, "tanh", name="h")(inp)
+    model = xpnet.Model(inp, [Dense(3, "softmax", name="cls")(h), Dense(1, name="reg")(h)], seed=2, dtype="float64")
+    model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], loss_weights=[1.0, 0.5], metrics=[[], ["mae"]])
+    p, o = model.predict(x)
+    ce, se = -np.log(p[np.arange(len(x)), labels]), (o - t)[:, 0] ** 2
+    logs = model.evaluate(x, [labels, t], sample_weight=w, verbose=0, return_dict=True)
+    assert isinstance(logs, dict)
+    assert logs["cls_loss"] == pytest.approx(float(np.sum(w * ce) / len(x)), rel=1e-12)
+    assert logs["reg_loss"] == pytest.approx(float(np.sum(w * se) / len(x)), rel=1e-12)
+    assert logs["loss"] == pytest.approx(logs["cls_loss"] + 0.5 * logs["reg_loss"], rel=1e-12)
+    assert logs["reg_mae"] == pytest.approx(float(np.mean(np.abs(o - t))), rel=1e-12)
+    with pytest.raises(ValueError, match="class_weight is only supported for models with one output"):
+        model.fit(x, [labels, t], class_weight={0: 2.0}, verbose=0)
+    with pytest.raises(ValueError, match="per-output sample weights"):
+        model.fit(x, [labels, t], sample_weight=[w, w], verbose=0)
+    with pytest.raises(ValueError, match="per-output sample weights"):
+        model.evaluate(x, [labels, t], sample_weight={"cls": w, "reg": w}, verbose=0)
+    with pytest.raises(ValueError, match="weighted_metrics on a model with 2 outputs is not supported"):
+        model.compile("sgd", "mse", weighted_metrics=["mae"])

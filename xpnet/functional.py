@@ -21,8 +21,11 @@ needs the weights unchanged.
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,6 +95,34 @@ class Model(Trainer):
         self._accumulate: GradientSink | None = None
         self._init_trainer()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Model:
+        """A model with its own layers, weights and optimizer state, equal to this one (copy.deepcopy).
+
+        A plain deep copy would cut the layers' weight views loose from the copied flat buffer and
+        leave the id()-keyed lookups pointing at this model's tensors: the copy's graph is indexed
+        again and its weights are put in a new buffer, bound to the copied layers.
+        """
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        if self.ops is not None:
+            memo[id(self.ops)] = self.ops  # a backend is shared, not copied
+        for key, value in vars(self).items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        new.adopt_copy_of(self)
+        return new
+
+    def adopt_copy_of(self, original: Model) -> None:
+        """After `copy.deepcopy(original)` filled this model's attributes: index the copied graph and put the
+        weights in a buffer of its own, bound to the copied layers, with the optimizer's state."""
+        if self._nodes:
+            self._set_order(self._nodes)
+        if original.built and original.ops is not None:
+            self.install(original.ops, np.array(original.store.host_params()))  # NumPy hands out its buffer: copy
+            if self.optimizer is not None and original.optimizer is not None:
+                with original.ops.activate():
+                    for name, slot in self.optimizer.slots.items():
+                        slot[...] = original.optimizer.slots[name]
+
     # ------------------------------------------------------------------ the graph
     def set_graph(
         self, inputs: KerasTensor | Sequence[KerasTensor], outputs: KerasTensor | Sequence[KerasTensor]
@@ -151,13 +182,10 @@ class Model(Trainer):
         arrays by index; the per-step cost of the traversal stays a few µs per call.
         """
         self._nodes = order
-        layers: list[Layer] = []
         calls: dict[int, int] = {}
         for node in order:
-            if id(node.layer) not in calls:
-                layers.append(node.layer)
             calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
-        self.layers = layers
+        self.layers = _keras_layer_order(self.outputs, order)
         self._shared = {k for k, v in calls.items() if v > 1}
         slot = {id(t): i for i, t in enumerate(self.inputs)}
         for node in order:
@@ -202,6 +230,11 @@ class Model(Trainer):
             stop = self._stops[key] = frozenset(c.index for c in self._forward_program if id(c.node) in ids)
         return stop
 
+    def _calls_as_made(self) -> list[Node]:
+        """The layer calls in the order they were made (a topological order too): Keras numbers a layer's
+        calls this way ("dense[1][0]" is the second call of dense), in configs and in the summary."""
+        return sorted(self._nodes, key=lambda node: node.serial)
+
     @property
     def nodes(self) -> list[Node]:
         """The layer calls in the order forward runs them."""
@@ -223,6 +256,7 @@ class Model(Trainer):
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Draw initial weights on the host (the same numbers on any backend) and put them on the backend."""
+        self.check_layers_free(self.layers)
         for i, layer in enumerate(self.layers):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
@@ -236,9 +270,38 @@ class Model(Trainer):
         host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
 
+    def check_layers_free(self, layers: Sequence[Layer]) -> None:
+        """Raise if a layer's weights live in another model's parameter buffer (xpnet does not share layers
+        between models: building this one would re-initialize them and cut the other model off from them)."""
+
+        def others() -> list[str]:  # names only: the error must not keep the other model alive
+            found = []
+            for layer in layers:
+                ref = getattr(layer, "model_ref", None)  # a custom layer may skip Layer.__init__
+                owner = ref() if ref is not None else None
+                if owner is not None and owner is not self and any(lyr is layer for lyr in owner.layers):
+                    found.append(f"{layer.name!r} (model {owner.name!r})")
+            return found
+
+        taken = others()
+        if taken:
+            gc.collect()  # a model nobody holds any more may just be waiting for the cycle collector
+            taken = others()
+        if taken:
+            names = ", ".join(taken)
+            raise ValueError(
+                f"layers {names} already belong to another model, whose weights they hold; xpnet does not share "
+                "layers between models (Keras does), and building this model would re-initialize them and break "
+                "the other. Use new layers (copy weights with set_weights), or give the one model several "
+                "outputs, e.g. Model(inputs, [output, features])"
+            )
+
     def install(self, ops: Ops, host_params: np.ndarray) -> None:
         """Put the flat parameters on `ops` and bind each layer to its views."""
+        self.check_layers_free(self.layers)
         self._store = ParamStore(ops, self.layers, host_params, self.dtype)
+        for layer in self.layers:
+            layer.model_ref = weakref.ref(self)
         self.ops = ops
         self._step = None
         self._accumulate = AccumulatingSink(ops)
@@ -520,14 +583,15 @@ class Model(Trainer):
     def get_config(self) -> dict[str, Any]:
         """Keras's functional config: layers with their `inbound_nodes`, `input_layers`, `output_layers`."""
         index: dict[int, tuple[str, int]] = {id(t): (str(t.name), 0) for t in self.inputs}
-        calls: dict[int, int] = {}
+        calls: dict[int, int] = {}  # a layer's calls numbered as they were made, as Keras's node indices
         inbound: dict[int, list[Any]] = {id(layer): [] for layer in self.layers}
 
         def ref(t: KerasTensor) -> dict[str, Any]:
             name, k = index[id(t)]
             return {"class_name": "__keras_tensor__", "config": {"shape": list(t.shape), "keras_history": [name, k, 0]}}
 
-        for node in self._nodes:
+        made = self._calls_as_made()
+        for node in made:
             k = calls.get(id(node.layer), 0)
             calls[id(node.layer)] = k + 1
             index[id(node.output)] = (str(node.layer.name), k)
@@ -619,7 +683,7 @@ class Model(Trainer):
         """The same graph over copies of the layers (`copy_layer`), with this model's seed, as `dtype`."""
         copies = {id(layer): copy_layer(layer) for layer in self.layers}
         tensors: dict[int, KerasTensor] = {id(t): Input(t.feature_shape, name=t.name) for t in self.inputs}
-        for node in self._nodes:
+        for node in self._calls_as_made():  # so a shared layer's copy numbers its calls as the original
             args = [tensors[id(t)] for t in node.inputs]
             tensors[id(node.output)] = copies[id(node.layer)](args if node.multi else args[0])
         ins = [tensors[id(t)] for t in self.inputs]
@@ -657,7 +721,8 @@ class Model(Trainer):
         return result[0] if self._single_out else result
 
     def predict_on_batch(self, x: Any) -> Any:
-        return self.predict(x, batch_size=max(1, data.rows(x) if isinstance(x, list) else len(x)))
+        x = self.check_inputs(x, "predict_on_batch", finite=False)  # a list or dict of inputs: rows, not len(x)
+        return self.predict(x, batch_size=max(1, data.rows(x)))
 
     def __call__(self, x: Any) -> Any:
         """Outputs for arrays x as one batch (a model is not yet callable on symbolic tensors)."""
@@ -687,7 +752,7 @@ class Model(Trainer):
         index: dict[int, str] = {id(t): f"{t.name}[0][0]" for t in self.inputs}
         calls: dict[int, int] = {}
         links: dict[int, list[str]] = {id(layer): [] for layer in self.layers}
-        for node in self._nodes:
+        for node in self._calls_as_made():
             k = calls.get(id(node.layer), 0)
             calls[id(node.layer)] = k + 1
             index[id(node.output)] = f"{node.layer.name}[{k}][0]"
@@ -758,15 +823,53 @@ def _walk(outputs: list[KerasTensor]) -> tuple[list[Node], list[Node], list[tupl
     return order, cycle, foreign
 
 
+def _keras_layer_order(outputs: list[KerasTensor], order: list[Node]) -> list[Layer]:
+    """The layers as Keras 3 lists a functional model's layers (`keras.src.ops.function.map_graph`).
+
+    Deepest first (a call's depth is its longest path to an output; a layer takes its deepest
+    call's), ties in the order a depth-first walk from the outputs first meets them. Weights,
+    .weights.h5 paths (per class, by position), get_config and summary follow this order, so a
+    file Keras wrote lands in the right layers. `order` is the walk's post-order (`_walk`).
+    """
+    first: dict[int, int] = {}  # the walk's pre-order: when each layer is first met
+    done: set[int] = set()
+    for out in outputs:
+        stack = [out]
+        while stack:
+            t = stack.pop()
+            node = t.node
+            if node is None or id(node) in done:
+                continue
+            done.add(id(node))
+            first.setdefault(id(node.layer), len(first))
+            stack.extend(reversed(node.inputs))
+    node_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    for node in reversed(order):
+        depth = max(node_depth.get(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for t in node.inputs:
+            if t.node is not None:
+                node_depth[id(t.node)] = max(depth + 1, node_depth.get(id(t.node), 0))
+    layers = {id(node.layer): node.layer for node in order}
+    return sorted(layers.values(), key=lambda layer: (-layer_depth[id(layer)], first[id(layer)]))
+
+
 def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
     """Unique names, as Sequential gives them: `dense`, `dense_1`, ... in call order; Inputs `input_layer`, ..."""
     taken: dict[str, int] = {}
     seen: set[int] = set()
     explicit = [t.name for t in inputs if t.name] + [n.layer.name for n in order if n.layer.name]
     owners: dict[str, int] = {}
+    # Inputs share the namespace (the config refers to both by name; load_model could not rebuild otherwise)
+    for t in inputs:
+        if t.name and owners.setdefault(t.name, id(t)) != id(t):
+            raise ValueError(f"two different Inputs are named {t.name!r}; input and layer names must be unique")
     for n in order:
         if n.layer.name and owners.setdefault(n.layer.name, id(n.layer)) != id(n.layer):
-            raise ValueError(f"two different layers are named {n.layer.name!r}; layer names must be unique")
+            clash = any(t.name == n.layer.name for t in inputs)
+            what = "an Input and a layer are" if clash else "two different layers are"
+            raise ValueError(f"{what} named {n.layer.name!r}; layer names must be unique (Inputs' too)")
     used = set(explicit)
 
     def fresh(base: str) -> str:

@@ -61,6 +61,7 @@ class Sequential(Model):
             return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer, received {type(layer).__name__}")
+        self.check_layers_free([layer])
         taken = {lyr.name for lyr in self.layers}
         if layer.name is None:
             base, k = layer.default_name, 0

@@ -155,7 +155,8 @@ def _from_keras(cls: type, config: dict[str, Any]) -> dict[str, Any]:
 
     Keras adds settings xpnet has no counterpart for; they are dropped when they hold what
     xpnet does anyway (trainable, the dtype policy: the model's dtype rules, unset constraints,
-    channels_last), and anything else raises instead of being silently ignored.
+    channels_last, BatchNormalization's renorm off), and anything else raises instead of being
+    silently ignored.
     """
     params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -169,6 +170,8 @@ def _from_keras(cls: type, config: dict[str, Any]) -> dict[str, Any]:
             or key == "dtype"
             or (key == "trainable" and value is True)
             or (key == "data_format" and value == "channels_last")
+            or (key == "renorm" and value is False)  # BatchNormalization: renorm off, so its momentum is unused
+            or (key == "renorm_momentum" and not config.get("renorm"))
         ):
             raise ValueError(f"{cls.__name__}: the config's {key}={value!r} has no counterpart in xpnet")
     return kept

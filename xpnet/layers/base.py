@@ -93,6 +93,9 @@ class Layer:
         # at inference, whether to keep the pre-activation for someone to look at (trace); predict
         # turns it off so activations may reuse its memory
         self.keep_preactivation = True
+        # a weak reference to the model whose parameter buffer holds this layer's weights (set when
+        # the model binds it): a layer serves one model, so another model may not take it over
+        self.model_ref: Any = None
         self._u: Array = None
 
     @property

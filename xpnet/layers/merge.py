@@ -21,8 +21,8 @@ class Merge(Layer):
     min_inputs: ClassVar[int] = 2
     max_inputs: ClassVar[int | None] = None
 
-    def __init__(self, name: str | None = None, **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name=name)
         self.input_shapes: list[Shape] = []
         self._xs: list[Array] = []
 
@@ -112,8 +112,8 @@ class Average(Merge):
 class Concatenate(Merge):
     """y = [x_1, x_2, …] joined along `axis` (default the last); ∂L/∂x_i is x_i's slice of ∂L/∂y."""
 
-    def __init__(self, axis: int = -1, name: str | None = None, **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
+    def __init__(self, axis: int = -1, name: str | None = None) -> None:
+        super().__init__(name=name)
         self.axis = int(axis)
         self._feature_axis = 0  # the axis without the batch axis, set by build
 

@@ -7,6 +7,7 @@ walks these nodes from its outputs back to its inputs to find the graph it runs.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,11 +40,19 @@ class KerasTensor:
         return f"<KerasTensor shape={self.shape} from {self.describe()}>"
 
 
+_SERIAL = itertools.count()
+
+
 class Node:
-    """One call of `layer` on `inputs` (a list even for one input; `multi` when the layer took a list)."""
+    """One call of `layer` on `inputs` (a list even for one input; `multi` when the layer took a list).
+
+    `serial` orders the calls as they were made: Keras numbers a layer's calls that way (its
+    node index, the k of "dense[k][0]"), and making order is also a topological order.
+    """
 
     def __init__(self, layer: Layer, inputs: list[KerasTensor], multi: bool) -> None:
         self.layer, self.inputs, self.multi = layer, inputs, multi
+        self.serial = next(_SERIAL)
         assert layer.output_shape is not None
         self.output = KerasTensor(layer.output_shape, self)
         # a shared layer's attributes as this call's forward left them, for its backward (see functional.Model)

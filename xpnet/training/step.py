@@ -41,8 +41,9 @@ def loss_and_grads(
     xb, yb: arrays, or lists with one per input / output of a multi-input / multi-output model.
     scale: the optimizer's `gradient_scale()` (η for plain SGD) or 1, in the model's dtype;
     coef: scale / (global batch size), the factor on the per-sample loss gradients.
-    Returns (Σ per-sample loss + batch size × weight penalty, [each output's weighted Σ loss],
-    [each output]), on the device. The total is Σ_k loss_weight_k × Σ loss_k, as Keras.
+    Returns (Σ per-sample loss + batch size × weight penalty, [each output's unweighted Σ loss],
+    [each output]), on the device. The total is Σ_k loss_weight_k × Σ loss_k; each output's own
+    loss is reported without its loss weight, as Keras 3's history does.
     fused: `model.fused_outputs`, when the caller already knows it.
     wb: (batch,) sample weights or None, for every output. Keras's reduction: the batch loss is
     Σ wᵢℓᵢ / batch size (not / Σ wᵢ), so each sample's gradient row (p − y on the fused path) is
@@ -69,17 +70,23 @@ def loss_and_grads(
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
         grads.append(grad)
         preds.append(out)
-        total = xp.sum(value)
-        sums.append(total if w == 1.0 else total * w)
+        sums.append(xp.sum(value))
     model.backward_outputs(grads, fused)
-    loss_sum = sums[0]
-    for total in sums[1:]:
-        loss_sum = loss_sum + total
+    loss_sum = _weighted_total(sums, model.loss_weights)
     if model.store.regularized():
         if add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
             model.store.add_penalty_grads(scale)
         loss_sum = loss_sum + model.store.penalty() * data.rows(xb)
     return loss_sum, sums, preds
+
+
+def _weighted_total(sums: list[Array], weights: list[float]) -> Array:
+    """Σ loss_weight_k × (output k's Σ loss); a weight of 1 multiplies nothing (one-output runs stay bit-identical)."""
+    total: Array = None
+    for s, w in zip(sums, weights, strict=True):
+        term = s if w == 1.0 else s * w
+        total = term if total is None else total + term
+    return total
 
 
 def batch_sums(
@@ -158,7 +165,7 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     ys = [yb] if model.single_output else list(yb)
     outs = model.forward_outputs(xb, False, fused)
     preds, sums = [], []
-    for k, (loss, w) in enumerate(zip(model.losses, model.loss_weights, strict=True)):
+    for k, loss in enumerate(model.losses):
         if fused[k]:
             value, _, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], one)
         else:
@@ -167,9 +174,6 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
         if wb is not None:
             value = value * wb
         preds.append(out)
-        total = xp.sum(value)
-        sums.append(total if w == 1.0 else total * w)
-    loss_sum = sums[0]
-    for total in sums[1:]:
-        loss_sum = loss_sum + total
+        sums.append(xp.sum(value))
+    loss_sum = _weighted_total(sums, model.loss_weights)
     return batch_sums(model, loss_sum, sums, yb, preds, wb)

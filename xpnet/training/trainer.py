@@ -199,7 +199,9 @@ class Trainer:
         distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
         (N > 1); True requires MPI; False always trains in this process alone.
         With several outputs, loss, loss_weights and metrics may be lists (one entry per output)
-        or dicts keyed by output name; one loss (or a flat metric list) applies to every output.
+        or dicts keyed by output name; one loss applies to every output. A flat metric list with
+        one entry per output gives each output its entry, as Keras 3 does; a flat list of another
+        length applies to every output (where Keras refuses it).
         The loss minimized is Σ loss_weight × that output's loss.
         weighted_metrics: mean metrics that use fit/evaluate's sample_weight or class_weight
         (Σ wᵢvᵢ / Σ wᵢ); `metrics` ignore the weights, as in Keras. A name in both lists is
@@ -530,6 +532,13 @@ class Trainer:
         if not self.single_output:
             if class_weight is not None:
                 raise ValueError(f"{what}: class_weight is only supported for models with one output")
+            if isinstance(sample_weight, dict) or (
+                isinstance(sample_weight, (list, tuple)) and any(np.ndim(w) > 0 for w in sample_weight)
+            ):
+                raise ValueError(
+                    f"{what}: sample_weight must be one (n,) array, which weighs every output's loss; "
+                    "per-output sample weights (a list or dict of arrays) are not supported"
+                )
             yy = yy[0]
         return data.sample_weights(sample_weight, class_weight, yy, what, self.output_widths[0], self.dtype)
 
@@ -665,8 +674,9 @@ class Trainer:
         self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
     ) -> float | list[float] | dict[str, float]:
         """Loss and metrics on (x, y) as a single batch, in inference mode."""
+        x = self.check_inputs(x, "test_on_batch")  # a list or dict of inputs: its rows, not len(x)
         return self.evaluate(
-            x, y, batch_size=max(1, len(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
+            x, y, batch_size=max(1, data.rows(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
         )
 
     # ------------------------------------------------------------------ gradients
@@ -738,7 +748,8 @@ def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
 
 
 def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
-    """compile's metrics as one list per output: a dict, a list of lists, else the same list for every output."""
+    """compile's metrics as one list per output: a dict, a list of lists, a flat list with one entry per
+    output (Keras 3's reading), else the same list for every output."""
     if metrics is None:
         return [[] for _ in names]
     if isinstance(metrics, dict):
@@ -754,6 +765,8 @@ def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
         if len(metrics) != len(names):
             raise ValueError(f"compile: metrics has {len(metrics)} lists but the model has {len(names)} outputs")
         return [list(m) for m in metrics]
+    if len(names) > 1 and len(metrics) == len(names):  # Keras 3: a flat list with one entry per output
+        return [[m] if m is not None else [] for m in metrics]
     return [list(metrics) for _ in names]
 
 
