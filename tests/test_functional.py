@@ -753,3 +753,20 @@ def test_gradients_after_an_inference_pass_are_those_of_a_fresh_model() -> None:
     used.predict(x)
     for a, b in zip(fresh.compute_gradients(x, y % 2)[1], used.compute_gradients(x, y % 2)[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_trace_of_a_graph_names_each_layers_own_inputs_and_readers() -> None:
+    """In a residual graph h(3) = add(h(1), h(2)) and ∂L/∂h(1) sums what [2] and [3] send back (not chain labels)."""
+    x = Input((3,), name="x")
+    h = Dense(4, "relu", name="h")(x)
+    r = Dense(4, name="r")(h)
+    out = Dense(2, "softmax", name="o")(Add(name="add")([h, r]))
+    model = Model(x, out, seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    t = model.trace(np.ones((2, 3)), np.array([0, 1]))
+    text = t.format()
+    assert "h(3) = add(h(1), h(2))" in text and "u(4) = h(3) W(4) + b(4)" in text
+    assert "∂L/∂h(1) = Σ of what [2], [3] send back" in text
+    assert "∂L/∂h(3) = δ(4) W(4)ᵀ" in text and "ŷ = h(4)" in text
+    _, grads = model.compute_gradients(np.ones((2, 3)), np.array([0, 1]))
+    np.testing.assert_allclose(t.grad(1, "kernel"), grads[0])

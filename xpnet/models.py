@@ -222,7 +222,7 @@ class Sequential(Model):
         last = self.layers.pop()
         kept_layers = list(self.layers)
         self.inputs, self.outputs = [], []
-        self._store, self.ops, self._step = None, self.ops, None
+        self._store, self._step = None, None
         self._set_order([])  # no graph until the shorter chain is built
         self.layers.extend(kept_layers)
         if self.layers and self._input_shape is not None:

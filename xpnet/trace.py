@@ -61,6 +61,10 @@ class LayerTrace:
     grad_output: np.ndarray | None = None
     delta: np.ndarray | None = None
     grads: dict[str, np.ndarray] = field(default_factory=dict)
+    # in a graph: the layers whose outputs this one reads (0: the model's input) and the layers that
+    # read its output (empty for an output layer); None in a chain, where they are l − 1 and l + 1
+    sources: tuple[int, ...] | None = None
+    consumers: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def arr(a: np.ndarray | None) -> Any:
@@ -101,6 +105,7 @@ class Trace:
     loss: float | None = None
     loss_name: str | None = None
     fused: bool = False
+    output_layer: int | None = None  # the l of ŷ = h(l) (default: the last layer)
 
     # --- the course's symbols -------------------------------------------------------------
     def layer(self, key: int | str) -> LayerTrace:
@@ -173,7 +178,7 @@ class Trace:
             rows.append((f"[{lt.l}] {lt.name} ({lt.kind}{', ' + lt.activation if lt.activation else ''})", ""))
             rows.extend((f"  {a}", b) for a, b in lines_for)
         rows.append(("", ""))
-        rows.append((f"ŷ = h({len(self.layers)})", fmt(self.output)))
+        rows.append((f"ŷ = h({self.output_layer or len(self.layers)})", fmt(self.output)))
         lines += _align(rows)
         if self.loss is not None:
             lines += [
@@ -194,8 +199,7 @@ class Trace:
                 if lt.grad_output is None and lt.delta is None and not lt.grads:
                     continue
                 rows.append((f"[{lt.l}] {lt.name}", ""))
-                after = self.layers[lt.l] if lt.l < len(self.layers) else None
-                rows.extend((f"  {a}", b) for a, b in _backward_rows(lt, after, fmt, fused=self.fused))
+                rows.extend((f"  {a}", b) for a, b in _backward_rows(lt, self.layers, fmt, fused=self.fused))
                 rows.append(("", ""))
             lines += _align(rows[:-1] if rows else rows)
         return "\n".join(lines)
@@ -307,6 +311,7 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
             layer.iterations = steps
         model.store.restore_moving(moving)
 
+    sources, consumers, output_layer = _graph_links(model)
     layers: list[LayerTrace] = []
     off = 0
     for i, layer in enumerate(model.layers):
@@ -332,6 +337,8 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
                 grad_output=rec.get("dh"),
                 delta=rec.get("delta"),
                 grads=layer_grads,
+                sources=sources.get(i),
+                consumers=consumers.get(i),
             )
         )
     return Trace(
@@ -341,12 +348,40 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
         training=training,
         x=np.asarray(xc),
         layers=layers,
-        output=layers[-1].output if layers else np.asarray(xc),
+        output=layers[output_layer - 1].output if layers else np.asarray(xc),
         y=None if yy is None else np.asarray(yy),
         loss=loss_value,
         loss_name=None if model.loss is None or y is None else model.loss.name,
         fused=y is not None and model.fused_loss,
+        output_layer=output_layer,
     )
+
+
+def _graph_links(model: Trainer) -> tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]], int]:
+    """For a graph that is not a chain: per layer index, the course indices l of the layers it reads
+    (0: the input) and of those that read it; and the l of the output layer. Empty for a chain."""
+    n = len(model.layers)
+    nodes = list(getattr(model, "nodes", []))
+    if not nodes:
+        return {}, {}, n
+    index = {id(layer): i + 1 for i, layer in enumerate(model.layers)}
+    reads: dict[int, tuple[int, ...]] = {}
+    readers: dict[int, list[int]] = {i: [] for i in range(n)}
+    for node in nodes:
+        l = index[id(node.layer)]  # noqa: E741
+        srcs = tuple(0 if t.node is None else index[id(t.node.layer)] for t in node.inputs)
+        reads.setdefault(l - 1, srcs)  # a shared layer: its first call
+        for k in srcs:
+            if k and l not in readers[k - 1]:
+                readers[k - 1].append(l)
+    outputs = list(getattr(model, "outputs", []))
+    out = index[id(outputs[0].node.layer)] if outputs and outputs[0].node is not None else n
+    chain = all(reads.get(i) == (i,) for i in range(n)) and all(
+        readers[i] == ([i + 2] if i + 1 < n else []) for i in range(n)
+    )
+    if chain and out == n:
+        return {}, {}, n
+    return reads, {i: tuple(r) for i, r in readers.items()}, out
 
 
 @contextmanager
@@ -392,7 +427,8 @@ def _sym(param: str, l: int) -> str:  # noqa: E741
 
 
 def _forward_rows(lt: LayerTrace, fmt: _Formatter) -> list[tuple[str, str]]:
-    l, prev = lt.l, lt.l - 1  # noqa: E741
+    l = lt.l  # noqa: E741
+    prev = ", ".join(map(str, lt.sources)) if lt.sources is not None else str(l - 1)
     rows = [(f"{_sym(k, l)} {tuple(v.shape)}", fmt(v, batch=False)) for k, v in lt.weights.items()]
     if "kernel" in lt.weights:
         product = f"h({prev}) ⋆ W({l})" if _is_conv(lt) else f"h({prev}) W({l})"  # ⋆: cross-correlation
@@ -403,7 +439,8 @@ def _forward_rows(lt: LayerTrace, fmt: _Formatter) -> list[tuple[str, str]]:
         rows.append((f"u({l}) = h({prev})", fmt(lt.preactivation)))
         rows.append((f"h({l}) = {lt.activation}(u({l}))", fmt(lt.output)))
     else:
-        rows.append((f"h({l}) = {lt.kind.lower()}(h({prev}))", fmt(lt.output)))
+        args = ", ".join(f"h({k})" for k in lt.sources) if lt.sources is not None else f"h({prev})"
+        rows.append((f"h({l}) = {lt.kind.lower()}({args})", fmt(lt.output)))
     return rows
 
 
@@ -412,14 +449,22 @@ def _is_conv(lt: LayerTrace) -> bool:
     return "kernel" in lt.weights and lt.weights["kernel"].ndim > 2
 
 
-def _backward_rows(lt: LayerTrace, after: LayerTrace | None, fmt: _Formatter, fused: bool) -> list[tuple[str, str]]:
-    l, prev, last = lt.l, lt.l - 1, after is None  # noqa: E741
+def _backward_rows(lt: LayerTrace, layers: list[LayerTrace], fmt: _Formatter, fused: bool) -> list[tuple[str, str]]:
+    l = lt.l  # noqa: E741
+    prev = ", ".join(map(str, lt.sources)) if lt.sources is not None else str(l - 1)
+    chain_readers = (l + 1,) if l < len(layers) else ()
+    readers = lt.consumers if lt.consumers is not None else chain_readers
+    last = not readers
+    after = layers[readers[0] - 1] if len(readers) == 1 else None
     rows: list[tuple[str, str]] = []
     if lt.grad_output is not None:
         if last:
             how = " = ∂L/∂ŷ"
+        elif len(readers) > 1:  # a tensor read by several layers gets the sum of what each sends back
+            how = " = Σ of what " + ", ".join(f"[{k}]" for k in readers) + " send back"
         elif after is not None and "kernel" in after.weights and after.delta is not None:
-            how = f" = δ({l + 1}) ⋆ᵀ W({l + 1})" if _is_conv(after) else f" = δ({l + 1}) W({l + 1})ᵀ"
+            c = after.l
+            how = f" = δ({c}) ⋆ᵀ W({c})" if _is_conv(after) else f" = δ({c}) W({c})ᵀ"
         else:
             how = ""
         rows.append((f"∂L/∂h({l}){how}", fmt(lt.grad_output)))

@@ -1,6 +1,6 @@
 """`Trainer`: compile, fit, evaluate and compute_gradients for any model that gives it its structure.
 
-A model class composes it (`class Sequential(Trainer)`, as Keras's `Model(Trainer, Layer)`)
+A model class composes it (`class Model(Trainer)`, which `Sequential` specializes, as Keras's `Model(Trainer, Layer)`)
 and provides: `layers`, `store` (the flat `ParamStore`), `ops`, `dtype`, `seed`, `built`,
 `build(shape)`, `feature_shape`, `output_shape`, and the traversals `forward(x, training)`,
 `forward_logits(x, training)` and `backward(grad, from_logits)`.
