@@ -220,6 +220,23 @@ def test_trainable_false_takes_effect_at_compile_and_freezes_batch_norm() -> Non
     assert not np.array_equal(frozen[2], bn.weights[2].numpy())
 
 
+def test_unfreezing_batch_norm_without_gamma_and_beta_moves_its_statistics_back_at_compile() -> None:
+    # no weight changes trainability, yet the moving statistics must rejoin the moving state
+    # (restored around compute_gradients and trace, averaged across MPI ranks)
+    x, y = _data()
+    model = _bn_model(center=False, scale=False)
+    model.layers[1].trainable = False
+    model.build((None, 6))
+    assert model.store.moving.shape == (0,)
+    model.layers[1].trainable = True
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.store.moving.shape == (16,)
+    before = model.get_weights()
+    model.compute_gradients(x, y)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_frozen_layer_runs_batch_norm_in_inference_mode_during_training() -> None:
     x, _ = _data(8)
     model = Sequential([BatchNormalization(input_shape=(6,))], dtype="float64")
