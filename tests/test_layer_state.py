@@ -407,6 +407,11 @@ def test_summary_counts_trainable_non_trainable_and_optimizer_params() -> None:
     assert not any("Optimizer" in line for line in lines)
     model.compile("adam", "sparse_categorical_crossentropy")
     lines.clear()
+    model.summary(print_fn=lines.append)  # Keras builds the optimizer in fit: none counted after compile
+    assert " Total params: 106 (424.00 B)" in lines and not any("Optimizer" in line for line in lines)
+    x, y = _data()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    lines.clear()
     model.summary(print_fn=lines.append)
     assert " Optimizer params: 182 (732.00 B)" in lines  # m and v of 90 weights, t, learning rate
     assert " Total params: 288 (1.13 KB)" in lines
