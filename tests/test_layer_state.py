@@ -449,3 +449,21 @@ def test_two_ranks_average_their_moving_statistics(tmp_path: Path) -> None:
         # momentum 0: after one step the moving statistics are the ranks' shard statistics, averaged
         np.testing.assert_allclose(a["arr_4"], h.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(a["arr_5"], (h[:16].var(0) + h[16:].var(0)) / 2, rtol=1e-4)
+
+
+@pytest.mark.mpi
+def test_a_rank_with_an_empty_shard_leaves_batch_norm_finite_and_out_of_the_average(tmp_path: Path) -> None:
+    # 33 samples, 16 per rank: the last global batch is one row, which rank 1 gets; rank 0's empty
+    # shard used to divide by zero in backward (and give NaN batch statistics to the Allreduce)
+    from test_distributed import _env, _needs_mpi
+
+    exe = _needs_mpi()
+    worker = str(Path(__file__).with_name("mpi_bn_worker.py"))
+    cmd = [exe, "-n", "2", sys.executable, worker, str(tmp_path / "bn"), "short"]
+    subprocess.run(cmd, env=_env(), check=True, timeout=300)
+    with np.load(tmp_path / "bn.0.npz") as a, np.load(tmp_path / "bn.1.npz") as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        # momentum 0: the moving statistics are those of the one row of the last step, not halved
+        np.testing.assert_allclose(a["arr_4"], a["h"][32], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a["arr_5"], np.zeros(8, np.float32))

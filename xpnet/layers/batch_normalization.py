@@ -99,7 +99,8 @@ class BatchNormalization(Layer):
         assert self.ops is not None
         xp = self.ops.xp
         x2 = xp.reshape(x, (-1, x.shape[-1]))
-        self._batch_stats = bool(training and self.trainable)
+        # an empty batch (a data-parallel rank's share of a short last batch) has no statistics
+        self._batch_stats = bool(training and self.trainable and x2.shape[0])
         if self._batch_stats:
             mean = xp.mean(x2, axis=0)
             centred = x2 - mean

@@ -66,7 +66,7 @@ class TrainStep:
         self.sink: GradientSink = self.optimizer.gradient_sink(model.store, comm.size == 1)
         self._denoms: dict[int, DeviceScalar] = {}
         moving = int(model.store.moving.shape[0])
-        self.moving_scale = 1.0 / comm.size if moving and comm.size > 1 else 0.0
+        self.average_moving = bool(moving) and comm.size > 1
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -91,11 +91,15 @@ class TrainStep:
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
-            if self.moving_scale:
+            if self.average_moving:
                 # each rank normalised with its own shard's batch statistics (Keras's default,
-                # synchronized=False); the moving statistics are averaged so every rank keeps the same
+                # synchronized=False); the moving statistics are averaged so every rank keeps the same,
+                # over the ranks that had rows: a last global batch smaller than the number of ranks
+                # leaves some shards empty (shard gives min(size, global_batch) ranks one row or more)
+                if int(xb.shape[0]) == 0:
+                    store.moving[...] = 0
                 comm.allreduce_sum(ops, store.moving)
-                store.moving[...] *= self.moving_scale
+                store.moving[...] *= 1.0 / min(comm.size, global_batch)
         self.optimizer.apply(store, self.sink)
         return [loss_sum, *(m.update(ops.xp, yb, out) for m in model.metrics)]
 
