@@ -249,6 +249,26 @@ def test_a_frozen_layer_runs_batch_norm_in_inference_mode_during_training() -> N
     np.testing.assert_allclose(y, (x - 1.0) / np.sqrt(4.0 + 1e-3) * 2.0 + 0.5, rtol=1e-12)
 
 
+def test_trainable_false_in_the_constructor_freezes_as_in_keras() -> None:
+    x, y = _data()
+    model = Sequential(
+        [
+            Dense(8, "relu", input_shape=(6,), trainable=False),
+            BatchNormalization(trainable=False),
+            Dense(2, "softmax"),
+        ],
+        seed=3,
+    )
+    assert [layer.trainable for layer in model.layers] == [False, False, True]
+    assert [w.path for w in model.trainable_weights] == ["dense_1/kernel", "dense_1/bias"]
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    for a, b in zip(before[:6], model.get_weights()[:6], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not Conv2D(2, 3, trainable=False).trainable
+
+
 def test_a_fully_frozen_model_cannot_fit() -> None:
     x, y = _data()
     model = _bn_model()

@@ -40,8 +40,9 @@ class BatchNormalization(Layer):
         synchronized: bool = False,
         name: str | None = None,
         input_shape: Any = None,
+        trainable: bool = True,
     ) -> None:
-        super().__init__(name=name, input_shape=input_shape)
+        super().__init__(name=name, input_shape=input_shape, trainable=trainable)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"BatchNormalization axis must be an integer, received {axis!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
