@@ -186,6 +186,19 @@ def test_compute_gradients_leaves_the_moving_statistics_alone() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_compute_gradients_and_trace_leave_statistics_alone_while_an_unfreeze_awaits_compile() -> None:
+    x, y = _data()
+    model = _bn_model()
+    model.layers[1].trainable = False
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.layers[1].trainable = True  # applied at the next compile; the forward already trains
+    before = model.get_weights()
+    model.compute_gradients(x, y)
+    model.trace(x, y)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_batch_norm_errors_name_what_was_received() -> None:
     with pytest.raises(ValueError, match=r"axis=-1; received axis=1 for inputs of shape \(None, 4, 4, 3\)"):
         Sequential([BatchNormalization(axis=1, input_shape=(4, 4, 3))])

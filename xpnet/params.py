@@ -215,11 +215,13 @@ class ParamStore:
             s.layer.grads[s.spec.name][...] += reg.grad(xp, w) * scale
 
     def save_moving(self) -> Array:
-        """A device copy of the state the training forward moves (restored by `restore_moving`)."""
-        return self.moving * 1.0  # a new array (array APIs differ on copy=)
+        """A device copy of the state a training forward may move (restored by `restore_moving`): every
+        non-trainable weight, not only `moving`, since a layer unfrozen since the last compile already
+        updates its statistics while they still sit with the other non-trainable weights."""
+        return self.flat[self._t :] * 1.0  # a new array (array APIs differ on copy=)
 
     def restore_moving(self, saved: Array) -> None:
-        self.moving[...] = saved
+        self.flat[self._t :] = saved
 
     def __repr__(self) -> str:
         frozen = self.size - self._t
