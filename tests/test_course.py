@@ -74,6 +74,10 @@ def test_fashion_mnist_model_summary_counts_parameters() -> None:
     assert " Trainable params: 266,610 (1.02 MB)" in lines
     assert " Non-trainable params: 0 (0.00 B)" in lines
     assert model.count_params() == 266_610
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    lines.clear()
+    model.summary(print_fn=lines.append)  # Keras counts optimizer variables only once fit built them
+    assert " Total params: 266,610 (1.02 MB)" in lines and not any("Optimizer" in line for line in lines)
 
 
 def test_hidden_layer_weights_have_keras_shapes() -> None:

@@ -186,6 +186,19 @@ def test_compute_gradients_leaves_the_moving_statistics_alone() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_compute_gradients_and_trace_leave_statistics_alone_while_an_unfreeze_awaits_compile() -> None:
+    x, y = _data()
+    model = _bn_model()
+    model.layers[1].trainable = False
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.layers[1].trainable = True  # applied at the next compile; the forward already trains
+    before = model.get_weights()
+    model.compute_gradients(x, y)
+    model.trace(x, y)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_batch_norm_errors_name_what_was_received() -> None:
     with pytest.raises(ValueError, match=r"axis=-1; received axis=1 for inputs of shape \(None, 4, 4, 3\)"):
         Sequential([BatchNormalization(axis=1, input_shape=(4, 4, 3))])
@@ -220,6 +233,23 @@ def test_trainable_false_takes_effect_at_compile_and_freezes_batch_norm() -> Non
     assert not np.array_equal(frozen[2], bn.weights[2].numpy())
 
 
+def test_unfreezing_batch_norm_without_gamma_and_beta_moves_its_statistics_back_at_compile() -> None:
+    # no weight changes trainability, yet the moving statistics must rejoin the moving state
+    # (restored around compute_gradients and trace, averaged across MPI ranks)
+    x, y = _data()
+    model = _bn_model(center=False, scale=False)
+    model.layers[1].trainable = False
+    model.build((None, 6))
+    assert model.store.moving.shape == (0,)
+    model.layers[1].trainable = True
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.store.moving.shape == (16,)
+    before = model.get_weights()
+    model.compute_gradients(x, y)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_frozen_layer_runs_batch_norm_in_inference_mode_during_training() -> None:
     x, _ = _data(8)
     model = Sequential([BatchNormalization(input_shape=(6,))], dtype="float64")
@@ -230,6 +260,26 @@ def test_a_frozen_layer_runs_batch_norm_in_inference_mode_during_training() -> N
     x = x.astype(np.float64)
     y = ops.to_numpy(model.layers[0].forward(ops.asarray(x), training=True))
     np.testing.assert_allclose(y, (x - 1.0) / np.sqrt(4.0 + 1e-3) * 2.0 + 0.5, rtol=1e-12)
+
+
+def test_trainable_false_in_the_constructor_freezes_as_in_keras() -> None:
+    x, y = _data()
+    model = Sequential(
+        [
+            Dense(8, "relu", input_shape=(6,), trainable=False),
+            BatchNormalization(trainable=False),
+            Dense(2, "softmax"),
+        ],
+        seed=3,
+    )
+    assert [layer.trainable for layer in model.layers] == [False, False, True]
+    assert [w.path for w in model.trainable_weights] == ["dense_1/kernel", "dense_1/bias"]
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    for a, b in zip(before[:6], model.get_weights()[:6], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not Conv2D(2, 3, trainable=False).trainable
 
 
 def test_a_fully_frozen_model_cannot_fit() -> None:
@@ -390,6 +440,11 @@ def test_summary_counts_trainable_non_trainable_and_optimizer_params() -> None:
     assert not any("Optimizer" in line for line in lines)
     model.compile("adam", "sparse_categorical_crossentropy")
     lines.clear()
+    model.summary(print_fn=lines.append)  # Keras builds the optimizer in fit: none counted after compile
+    assert " Total params: 106 (424.00 B)" in lines and not any("Optimizer" in line for line in lines)
+    x, y = _data()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    lines.clear()
     model.summary(print_fn=lines.append)
     assert " Optimizer params: 182 (732.00 B)" in lines  # m and v of 90 weights, t, learning rate
     assert " Total params: 288 (1.13 KB)" in lines
@@ -427,3 +482,21 @@ def test_two_ranks_average_their_moving_statistics(tmp_path: Path) -> None:
         # momentum 0: after one step the moving statistics are the ranks' shard statistics, averaged
         np.testing.assert_allclose(a["arr_4"], h.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(a["arr_5"], (h[:16].var(0) + h[16:].var(0)) / 2, rtol=1e-4)
+
+
+@pytest.mark.mpi
+def test_a_rank_with_an_empty_shard_leaves_batch_norm_finite_and_out_of_the_average(tmp_path: Path) -> None:
+    # 33 samples, 16 per rank: the last global batch is one row, which rank 1 gets; rank 0's empty
+    # shard used to divide by zero in backward (and give NaN batch statistics to the Allreduce)
+    from test_distributed import _env, _needs_mpi
+
+    exe = _needs_mpi()
+    worker = str(Path(__file__).with_name("mpi_bn_worker.py"))
+    cmd = [exe, "-n", "2", sys.executable, worker, str(tmp_path / "bn"), "short"]
+    subprocess.run(cmd, env=_env(), check=True, timeout=300)
+    with np.load(tmp_path / "bn.0.npz") as a, np.load(tmp_path / "bn.1.npz") as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        # momentum 0: the moving statistics are those of the one row of the last step, not halved
+        np.testing.assert_allclose(a["arr_4"], a["h"][32], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a["arr_5"], np.zeros(8, np.float32))

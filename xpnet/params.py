@@ -44,6 +44,15 @@ def is_trainable(layer: Layer, spec: ParamSpec) -> bool:
     return bool(spec.trainable and layer.trainable)
 
 
+def buffer_group(layer: Layer, spec: ParamSpec) -> int:
+    """Where the weight goes in the device buffer: 0 trainable, 1 moving (state the training forward
+    updates), 2 other non-trainable."""
+    if is_trainable(layer, spec):
+        return 0
+    # a frozen layer's training forward runs in inference mode, so its state does not move
+    return 1 if spec.aggregation == "mean" and layer.trainable else 2
+
+
 class ParamStore:
     """Flat parameter and gradient buffers on one backend, with per-layer views.
 
@@ -70,17 +79,11 @@ class ParamStore:
         if host_params.shape != (host,):
             raise ValueError(f"the model has {host} parameters, received a buffer of shape {host_params.shape}")
 
-        def group(layer: Layer, spec: ParamSpec) -> int:
-            if is_trainable(layer, spec):
-                return 0
-            # a frozen layer's training forward runs in inference mode, so its state does not move
-            return 1 if spec.aggregation == "mean" and layer.trainable else 2
-
         placed: dict[int, Slot] = {}
         off, ends = 0, []
         for g in (0, 1, 2):
             for k, (layer, spec, n, h) in enumerate(found):
-                if group(layer, spec) == g:
+                if buffer_group(layer, spec) == g:
                     placed[k] = Slot(layer, spec, off, n, g == 0, h)
                     off += n
             ends.append(off)
@@ -122,7 +125,12 @@ class ParamStore:
 
     def stale(self) -> bool:
         """Whether a layer's `trainable` flag changed since this layout was made (compile applies it)."""
-        return any(s.trainable != is_trainable(s.layer, s.spec) for s in self.slots)
+        # the group, not only trainability: a layer without trainable weights (BatchNormalization with
+        # center=False, scale=False) still moves its statistics into or out of `moving`
+        return any(self._group(s) != buffer_group(s.layer, s.spec) for s in self.slots)
+
+    def _group(self, s: Slot) -> int:
+        return 0 if s.offset < self._t else (1 if s.offset < self._m else 2)
 
     def trainable_labels(self) -> list[str]:
         """ "layer/weight" of each weight the optimizer trains, in host order (what checkpoints record)."""
@@ -207,11 +215,13 @@ class ParamStore:
             s.layer.grads[s.spec.name][...] += reg.grad(xp, w) * scale
 
     def save_moving(self) -> Array:
-        """A device copy of the state the training forward moves (restored by `restore_moving`)."""
-        return self.moving * 1.0  # a new array (array APIs differ on copy=)
+        """A device copy of the state a training forward may move (restored by `restore_moving`): every
+        non-trainable weight, not only `moving`, since a layer unfrozen since the last compile already
+        updates its statistics while they still sit with the other non-trainable weights."""
+        return self.flat[self._t :] * 1.0  # a new array (array APIs differ on copy=)
 
     def restore_moving(self, saved: Array) -> None:
-        self.moving[...] = saved
+        self.flat[self._t :] = saved
 
     def __repr__(self) -> str:
         frozen = self.size - self._t

@@ -98,9 +98,9 @@ def _count(weights: Sequence[Any]) -> tuple[int, int]:
 
 def optimizer_counts(optimizer: Any) -> tuple[int, int] | None:
     """Keras's "Optimizer params": the step counter (int64), the learning rate unless a schedule gives it
-    (float32), and every slot; None while the optimizer holds no state (xpnet allocates it at compile
-    on a built model, Keras at the first step)."""
-    if optimizer is None or not getattr(optimizer, "built", False):
+    (float32), and every slot; None until the optimizer has taken a step: Keras builds it in fit, so a
+    model just compiled shows no optimizer params (xpnet allocates the slots earlier, at compile)."""
+    if optimizer is None or not getattr(optimizer, "built", False) or not getattr(optimizer, "iterations", 0):
         return None
     slots = list(optimizer.slots.values())
     count = 1 + sum(int(np.prod(s.shape)) for s in slots)

@@ -75,7 +75,7 @@ class Layer:
     # backward returns a list with one gradient (or None) per input.
     multi_input: ClassVar[bool] = False
 
-    def __init__(self, name: str | None = None, input_shape: Any = None) -> None:
+    def __init__(self, name: str | None = None, input_shape: Any = None, trainable: bool = True) -> None:
         self.name = name
         self.requested_input_shape: Shape | None = _as_shape(input_shape) if input_shape is not None else None
         self.input_shape: Shape | None = None
@@ -87,7 +87,7 @@ class Layer:
         self.index = 0
         # Keras's freezing switch: False makes every weight of the layer non-trainable from the
         # next compile (or the build in fit), and runs BatchNormalization in inference mode
-        self.trainable = True
+        self.trainable = bool(trainable)
         # the model's dtype, set when the model binds the layer (for constants a layer uploads then)
         self.compute_dtype = "float32"
         # at inference, whether to keep the pre-activation for someone to look at (trace); predict

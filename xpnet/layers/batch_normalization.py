@@ -40,8 +40,9 @@ class BatchNormalization(Layer):
         synchronized: bool = False,
         name: str | None = None,
         input_shape: Any = None,
+        trainable: bool = True,
     ) -> None:
-        super().__init__(name=name, input_shape=input_shape)
+        super().__init__(name=name, input_shape=input_shape, trainable=trainable)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"BatchNormalization axis must be an integer, received {axis!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
@@ -99,7 +100,8 @@ class BatchNormalization(Layer):
         assert self.ops is not None
         xp = self.ops.xp
         x2 = xp.reshape(x, (-1, x.shape[-1]))
-        self._batch_stats = bool(training and self.trainable)
+        # an empty batch (a data-parallel rank's share of a short last batch) has no statistics
+        self._batch_stats = bool(training and self.trainable and x2.shape[0])
         if self._batch_stats:
             mean = xp.mean(x2, axis=0)
             centred = x2 - mean

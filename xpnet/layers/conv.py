@@ -39,8 +39,9 @@ class Conv2D(Layer):
         bias_regularizer: str | regs.Regularizer | None = None,
         name: str | None = None,
         input_shape: Any = None,
+        trainable: bool = True,
     ) -> None:
-        super().__init__(name=name, input_shape=input_shape)
+        super().__init__(name=name, input_shape=input_shape, trainable=trainable)
         owner = "Conv2D"
         if not sp.is_int(filters) or filters <= 0:
             raise ValueError(f"{owner}: filters must be a positive integer, received {filters!r}")

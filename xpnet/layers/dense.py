@@ -30,10 +30,11 @@ class Dense(Layer):
         name: str | None = None,
         input_shape: Any = None,
         input_dim: int | None = None,
+        trainable: bool = True,
     ) -> None:
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
-        super().__init__(name=name, input_shape=input_shape)
+        super().__init__(name=name, input_shape=input_shape, trainable=trainable)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"Dense units must be a positive integer, received {units!r}")
         self.units = units

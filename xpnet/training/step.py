@@ -122,7 +122,7 @@ class TrainStep:
         self.fused = model.fused_outputs  # fixed while this step lives: compile and rebuilds make a new one
         self._denoms: dict[int, DeviceScalar] = {}
         moving = int(model.store.moving.shape[0])
-        self.moving_scale = 1.0 / comm.size if moving and comm.size > 1 else 0.0
+        self.average_moving = bool(moving) and comm.size > 1
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -147,11 +147,15 @@ class TrainStep:
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
-            if self.moving_scale:
+            if self.average_moving:
                 # each rank normalised with its own shard's batch statistics (Keras's default,
-                # synchronized=False); the moving statistics are averaged so every rank keeps the same
+                # synchronized=False); the moving statistics are averaged so every rank keeps the same,
+                # over the ranks that had rows: a last global batch smaller than the number of ranks
+                # leaves some shards empty (shard gives min(size, global_batch) ranks one row or more)
+                if int(xb.shape[0]) == 0:
+                    store.moving[...] = 0
                 comm.allreduce_sum(ops, store.moving)
-                store.moving[...] *= self.moving_scale
+                store.moving[...] *= 1.0 / min(comm.size, global_batch)
         self.optimizer.apply(store, self.sink)
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
 
