@@ -115,3 +115,33 @@ def test_two_ranks_resume_mid_epoch_with_the_same_weights_and_history(tmp_path: 
     with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "resumed.npz") as b:
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_every_rank_resumes_from_the_checkpoint_rank_0_chose(tmp_path: Path) -> None:
+    """Only rank 0 writes checkpoints, so a rank that looked for the newest file itself could
+    resume from an older one (rank 0 still writing its last one): rank 0 names the file instead."""
+    from xpnet.checkpoint import Checkpoint, list_checkpoints
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
+
+    def model() -> xpnet.Sequential:
+        m = xpnet.Sequential([xpnet.Dense(4, "relu", input_shape=(5,)), xpnet.Dense(3, "softmax")], seed=1)
+        m.compile("adam", "sparse_categorical_crossentropy", distribute=False)
+        return m
+
+    model().fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[Checkpoint(tmp_path, keep=3)])
+    files = list_checkpoints(tmp_path)
+    assert len(files) == 3
+
+    class Rank1(distributed.Communicator):
+        rank, size = 1, 2
+
+        def allgather(self, obj: object) -> list[object]:
+            return [(str(files[0]), None), obj]  # rank 0 chose the oldest file
+
+    m = model()
+    m._comm = Rank1()
+    m.train_state.samples, m.train_state.batch_size = 64, 16  # as fit sets them before it resumes
+    m._resume(tmp_path, steps=4, verbose=0)
+    assert m.optimizer is not None and m.optimizer.iterations == 4  # ckpt-000000004, not the newest (12)

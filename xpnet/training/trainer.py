@@ -559,7 +559,24 @@ class Trainer:
 
     def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str) -> None:
         state, comm = self.train_state, self._comm
-        found = checkpoint.load_latest(where)
+        if comm.size == 1:
+            found = checkpoint.load_latest(where)
+        else:
+            # only rank 0 writes checkpoints, so rank 0 chooses the file: another rank looking for
+            # itself may arrive before rank 0's last write of an earlier fit and resume from an older one
+            chosen: tuple[str | None, str | None] = (None, None)
+            found = None
+            if comm.is_root:
+                try:
+                    found = checkpoint.load_latest(where)
+                    chosen = (str(found[0]) if found is not None else None, None)
+                except checkpoint.CheckpointError as e:
+                    chosen = (None, str(e))
+            path_or_error = comm.allgather(chosen)[0]
+            if path_or_error[1] is not None:
+                raise checkpoint.CheckpointError(path_or_error[1])
+            if not comm.is_root and path_or_error[0] is not None:
+                found = checkpoint.load_latest(path_or_error[0])
         if found is None:
             if comm.is_root and verbose:
                 print(f"No checkpoint in {where}: starting from the beginning.")
