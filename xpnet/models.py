@@ -19,6 +19,7 @@ from .backend import Ops, get_backend
 from .backend.base import builtin_name
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
+from .layers.fusion import ReluAfterMaxPool
 from .layers.input import Input
 from .params import ParamStore
 from .random import init_rng, layer_seed, next_model_seed
@@ -289,7 +290,7 @@ class Sequential(Trainer):
         last = self.layers[-1]
         # a built-in output activation works row by row: once over all the logits, not once per batch
         at_end = builtin_name(last.activation) is not None and last.inference_affine() is not None
-        with ops.activate():
+        with ops.activate(), ReluAfterMaxPool(self.layers):  # exact rewrites of the layer sequence
             X = data.upload(ops, x, self.dtype)
             n = X.shape[0]
             out = ops.zeros((n, *(d for d in self.output_shape[1:] if d is not None)), getattr(ops.xp, self.dtype))

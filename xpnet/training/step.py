@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..backend.base import DeviceScalar
+from ..layers.fusion import ReluAfterMaxPool
 from ..params import GradientSink
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class TrainStep:
         self.optimizer: Optimizer = model.optimizer
         self.sink: GradientSink = self.optimizer.gradient_sink(model.store, comm.size == 1)
         self._denoms: dict[int, DeviceScalar] = {}
+        self.plan = ReluAfterMaxPool(model.layers)  # exact rewrites, on while the step runs
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -85,7 +87,8 @@ class TrainStep:
         assert ops is not None
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, out = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root)
+        with self.plan:
+            loss_sum, out = loss_and_grads(model, xb, yb, coef, scale, add_penalty_grad=comm.is_root)
         if comm.size > 1:
             comm.allreduce_sum(ops, model.store.grads)
         self.optimizer.apply(model.store, self.sink)
@@ -97,10 +100,11 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array) -> list[Array
     ops, loss = model.ops, model.loss
     assert ops is not None and loss is not None
     xp = ops.xp
-    if model.fused_loss:
-        u = model.forward_logits(xb, training=False)
-        value, _, out = ops.fused_loss(loss, model.layers[-1].activation, yb, u, one)
-    else:
-        out = model.forward(xb, training=False)
-        value = loss.call(xp, yb, out)
+    with ReluAfterMaxPool(model.layers):
+        if model.fused_loss:
+            u = model.forward_logits(xb, training=False)
+            value, _, out = ops.fused_loss(loss, model.layers[-1].activation, yb, u, one)
+        else:
+            out = model.forward(xb, training=False)
+            value = loss.call(xp, yb, out)
     return [xp.sum(value), *(m.update(xp, yb, out) for m in model.metrics)]
