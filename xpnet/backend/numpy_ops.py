@@ -286,8 +286,14 @@ class NumpyOps(Ops):
         g, cols = ctx
         f = kernel.shape[3]
         k = g.kh * g.kw * g.c
-        dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
-        dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
+        dwide = _wide_base(du)
+        if dwide is not None and dwide.shape == (f, g.n, g.oh, g.wp) and dwide.flags.writeable:
+            # du already lies in this layout (the 2×2 pool's backward writes it so): no copy; the
+            # extra columns, outside du's view, are zeroed so they give no gradient
+            dwide[:, :, :, g.ow :] = 0.0
+        else:
+            dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
+            dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
         d2 = dwide.reshape(f, -1)
         dweights = _matmul_nt_by_blocks(cols, d2)  # (k [+ 1], f): the bias row comes from the row of ones
         dkernel = dweights[:k].reshape(kernel.shape)
@@ -318,6 +324,9 @@ class NumpyOps(Ops):
         need_arg: bool = True,
     ) -> tuple[Array, Array]:
         if _halving(size, strides, pads):
+            wide = _wide_base(x)
+            if wide is not None and x.shape[1] % 2 == 0 and wide.shape[-1] % 2 == 0:
+                return _max_pool_2x2_wide(x, wide, need_arg)
             return _max_pool_2x2(x, need_arg)
         (kh, kw), (sh, sw) = size, strides
         xpad = self.pad2d(x, pads, -np.inf)
@@ -345,6 +354,8 @@ class NumpyOps(Ops):
         strides: tuple[int, int],
         pads: tuple[int, int, int, int],
     ) -> Array:
+        if isinstance(arg, _WideHalves):
+            return _max_pool_2x2_wide_backward(dy, arg)
         if isinstance(arg, _Halves):
             return _max_pool_2x2_backward(dy, arg, x_shape)
         (kh, kw), (sh, sw) = size, strides
@@ -456,6 +467,82 @@ def _max_pool_2x2_backward(dy: np.ndarray, arg: _Halves, x_shape: tuple[int, ...
     np.multiply(drows, arg.right, out=dx[:, : 2 * oh, 1 : 2 * ow : 2])
     np.subtract(drows, dx[:, : 2 * oh, 1 : 2 * ow : 2], out=dx[:, : 2 * oh, 0 : 2 * ow : 2])
     return dx
+
+
+def _wide_base(x: np.ndarray) -> np.ndarray | None:
+    """The (c, n, h, wp) array behind x (n, h, w, c) when x is its `[..., :w]` seen as NHWC, else None.
+
+    That is the layout of the stride-1 convolution's output (`NumpyOps.conv2d_forward`) and of the
+    wide pooling below: channels-first rows of wp ≥ w pixels, the last wp − w of them not part of x.
+    The check reads only shapes, strides and addresses, so any array in this layout qualifies and
+    nothing outside the owning array is ever touched.
+    """
+    base = x.base
+    if x.ndim != 4 or not isinstance(base, np.ndarray) or not base.flags.c_contiguous or base.dtype != x.dtype:
+        return None
+    n, h, w, c = x.shape
+    e = x.itemsize
+    row = x.strides[1]
+    if row % e or row // e < w or x.strides[2] != e or base.size % (c * n * h) or base.size // (c * n * h) != row // e:
+        return None
+    wp = row // e
+    if x.strides[0] != h * row or x.strides[3] != n * h * row:
+        return None
+    if x.ctypes.data != base.ctypes.data:
+        return None
+    return base.reshape(c, n, h, wp)
+
+
+class _WideHalves:
+    """The winners of `_max_pool_2x2_wide` over a (c, n, h, wp) buffer whose first w columns are the input:
+    `right` (c·n·h·wp/2,) of each column pair, `lower` (c·n·h/2, wp/2) of each row pair."""
+
+    def __init__(self, right: np.ndarray, lower: np.ndarray, wide_shape: tuple[int, int, int, int], w: int) -> None:
+        self.right, self.lower, self.wide_shape, self.w = right, lower, wide_shape, w
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        c, n, h, _ = self.wide_shape
+        return (n, h // 2, self.w // 2, c)
+
+
+def _max_pool_2x2_wide(x: np.ndarray, wide: np.ndarray, need_arg: bool) -> tuple[np.ndarray, _WideHalves | None]:
+    """`_max_pool_2x2` over the whole (c, n, h, wp) buffer behind x: the same numbers and winners.
+
+    Column pairs are the even and odd elements of the flat buffer (wp is even, so a pair never
+    spans two rows): one 1-D pass of c·n·h·wp/2 pairs, no per-row loop. The extra columns are
+    pooled too and never read; with an odd w the last real column pairs with an extra one and
+    falls outside the (floored) output, as in the generic code. The result is again wide:
+    (c, n, h/2, wp/2) behind an (n, h/2, w//2, c) view, so a following 2×2 pool takes this path
+    too and the backward pass hands a wide ∂L/∂x to the convolution below.
+    """
+    c, n, h, wp = wide.shape
+    flat = wide.reshape(-1)
+    left, right = flat[0::2], flat[1::2]
+    rows = np.maximum(left, right).reshape(c * n * h // 2, 2, wp // 2)
+    upper, lower = rows[:, 0], rows[:, 1]
+    y = np.maximum(upper, lower)
+    view = _nhwc(y.reshape(c, n, h // 2, wp // 2)[..., : x.shape[2] // 2])
+    if not need_arg:
+        return view, None
+    return view, _WideHalves(np.greater(right, left), np.greater(lower, upper), (c, n, h, wp), x.shape[2])
+
+
+def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves) -> np.ndarray:
+    """∂L/∂x of `_max_pool_2x2_wide` as an (n, h, w, c) view of a (c, n, h, wp) buffer whose extra columns are 0."""
+    c, n, h, wp = arg.wide_shape
+    dyw = np.zeros((c, n, h // 2, wp // 2), dy.dtype)
+    dyw[..., : arg.w // 2] = dy.transpose(3, 0, 1, 2)
+    dyw2 = dyw.reshape(c * n * h // 2, wp // 2)
+    drows = np.empty((c * n * h // 2, 2, wp // 2), dy.dtype)
+    # subtracting the winner's share leaves dy or exactly 0: no rounding (as in `_max_pool_2x2_backward`)
+    np.multiply(dyw2, arg.lower, out=drows[:, 1])
+    np.subtract(dyw2, drows[:, 1], out=drows[:, 0])
+    dx = np.empty((c, n * h * wp), dy.dtype)
+    d, flat = drows.reshape(-1), dx.reshape(-1)
+    np.multiply(d, arg.right, out=flat[1::2])
+    np.subtract(d, flat[1::2], out=flat[0::2])
+    return _nhwc(dx.reshape(c, n, h, wp)[..., : arg.w])
 
 
 class _Wide:
