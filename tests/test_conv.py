@@ -575,16 +575,21 @@ def test_numpy_conv_takes_the_pools_wide_gradient_as_it_is() -> None:
     assert isinstance(arg, numpy_ops._WideHalves)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     du = ops.max_pool_backward(dy, arg, u.shape, (2, 2), (2, 2), (0, 0, 0, 0))
-    numpy_ops._wide_base(du)[..., 10:] = np.nan  # whatever the extra columns hold, they give no gradient
+    assert not numpy_ops._wide_base(du)[..., 10:].any()  # the pool leaves the extra columns 0
+    garbage = numpy_ops._wide_base(du).copy()  # another array in this layout: its extra columns get zeroed
+    garbage[..., 10:] = np.nan
+    du_garbage = garbage.reshape(4, -1).reshape(garbage.shape)[..., :10].transpose(1, 2, 3, 0)
+    assert numpy_ops._wide_base(du_garbage) is not None
     u0, ctx0 = ref.conv2d_forward(x, kernel, bias, (1, 1), pads)
     y0, a0 = ref.max_pool_forward(u0, (2, 2), (2, 2), (0, 0, 0, 0))
     du0 = ref.max_pool_backward(dy, a0, u0.shape, (2, 2), (2, 2), (0, 0, 0, 0))
     np.testing.assert_allclose(y, y0, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(du == 0, du0 == 0)
-    got = ops.conv2d_backward(du, ctx, kernel, x.shape, (1, 1), pads, True)
     want = ref.conv2d_backward(du0, ctx0, kernel, x.shape, (1, 1), pads, True)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    for d in (du, du_garbage):
+        got = ops.conv2d_backward(d, ctx, kernel, x.shape, (1, 1), pads, True)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_numpy_conv_products_in_column_blocks_match_generic_code(monkeypatch: pytest.MonkeyPatch) -> None:

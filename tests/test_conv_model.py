@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import xpnet
+from xpnet.backend import numpy_ops
 from xpnet.layers import Activation, Conv2D, Dense, Flatten, MaxPooling2D
 
 
@@ -51,10 +52,10 @@ def test_trace_writes_the_convolution_with_its_own_formulas() -> None:
     assert "u(4) = h(3) W(4) + b(4)" in text  # the Dense layer keeps the matrix form
 
 
-def _relu_pool_model(seed: int, pool: dict[str, Any]) -> xpnet.Sequential:
+def _relu_pool_model(seed: int, pool: dict[str, Any], side: int) -> xpnet.Sequential:
     """Both places a relu can precede max pooling: a Conv2D's own activation and an Activation layer."""
     layers = [
-        Conv2D(3, (3, 3), padding="same", activation="relu", input_shape=(9, 9, 2)),
+        Conv2D(3, (3, 3), padding="same", activation="relu", input_shape=(side, side, 2)),
         MaxPooling2D(**pool),
         Conv2D(4, (2, 2)),
         Activation("relu"),
@@ -70,18 +71,21 @@ def _relu_pool_model(seed: int, pool: dict[str, Any]) -> xpnet.Sequential:
 POOLS = [{}, {"pool_size": 3, "strides": 1, "padding": "same"}, {"pool_size": (2, 3), "strides": (1, 2)}]
 
 
+@pytest.mark.parametrize("side", [9, 10])  # 10: NumPy's wide 2×2 pooling over the conv's buffer
 @pytest.mark.parametrize("pool", POOLS, ids=["2x2", "3x3-same-overlapping", "2x3-strided"])
-def test_relu_after_max_pool_trains_and_predicts_bit_for_bit_as_written(pool: dict[str, Any]) -> None:
+def test_relu_after_max_pool_trains_and_predicts_bit_for_bit_as_written(pool: dict[str, Any], side: int) -> None:
     rng = np.random.default_rng(3)
-    x, y = rng.standard_normal((48, 9, 9, 2)).astype(np.float32), rng.integers(0, 5, 48)
+    x, y = rng.standard_normal((48, side, side, 2)).astype(np.float32), rng.integers(0, 5, 48)
     x[0, :3, :3, :] = 0.0  # windows whose maximum is exactly 0 (ties): relu' = 0 either way
-    fused, plain = _relu_pool_model(0, pool), _relu_pool_model(0, pool)
+    fused, plain = _relu_pool_model(0, pool, side), _relu_pool_model(0, pool, side)
     assert [(a.name, b.name) for a, b in fused._train_step().plan.pairs] == [
         ("conv2d", "max_pooling2d"),
         ("activation", "max_pooling2d_1"),
     ]
     plain._train_step().plan.pairs.clear()  # the layers exactly as written
     h1 = fused.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    wide = isinstance(fused.layers[1]._arg, numpy_ops._WideHalves)
+    assert wide == (side == 10 and not pool)  # the relu on the pooled buffer took NumPy's wide path
     h2 = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
     assert h1.history["loss"] == h2.history["loss"]
     for u, v in zip(fused.get_weights(), plain.get_weights(), strict=True):

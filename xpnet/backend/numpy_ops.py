@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -288,9 +289,11 @@ class NumpyOps(Ops):
         k = g.kh * g.kw * g.c
         dwide = _wide_base(du)
         if dwide is not None and dwide.shape == (f, g.n, g.oh, g.wp) and dwide.flags.writeable:
-            # du already lies in this layout (the 2×2 pool's backward writes it so): no copy; the
-            # extra columns, outside du's view, are zeroed so they give no gradient
-            dwide[:, :, :, g.ow :] = 0.0
+            # du already lies in this layout (the 2×2 pool's backward writes it so): no copy. The
+            # extra columns, outside du's view, must be 0 (no gradient); the pool left them so, and
+            # other arrays get them zeroed here (a strided pass as slow as the copy it saves)
+            if _ZEROED_EXTRA.get(id(dwide.base)) is not dwide.base:
+                dwide[:, :, :, g.ow :] = 0.0
         else:
             dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
             dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
@@ -344,6 +347,41 @@ class NumpyOps(Ops):
             np.copyto(arg, t, where=better, casting="unsafe")
             np.maximum(y, v, out=y)
         return y, arg
+
+    def max_pool_relu_forward(
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        relu: Any,
+        need_arg: bool = True,
+    ) -> tuple[Array, Any]:
+        wide = _wide_base(x) if _halving(size, strides, pads) else None
+        if wide is None or x.shape[1] % 2 or wide.shape[-1] % 2:
+            return super().max_pool_relu_forward(x, size, strides, pads, relu, need_arg)
+        # relu and its mask over the whole contiguous pooled buffer, not the strided NHWC view of it
+        y, arg = _max_pool_2x2_wide(x, wide, need_arg)
+        pooled = y.base
+        assert isinstance(pooled, np.ndarray)
+        np.maximum(pooled, 0.0, out=pooled)
+        if arg is not None:
+            arg.positive = np.greater(pooled, 0.0)
+        return y, arg
+
+    def max_pool_relu_backward(
+        self,
+        dy: Array,
+        ctx: Any,
+        x_shape: tuple[int, ...],
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        relu: Any,
+    ) -> Array:
+        if isinstance(ctx, _WideHalves):
+            return _max_pool_2x2_wide_backward(dy, ctx)
+        return super().max_pool_relu_backward(dy, ctx, x_shape, size, strides, pads, relu)
 
     def max_pool_backward(
         self,
@@ -493,12 +531,18 @@ def _wide_base(x: np.ndarray) -> np.ndarray | None:
     return base.reshape(c, n, h, wp)
 
 
+# Wide gradients whose extra columns are known to be 0, by id (weak: an entry dies with its array,
+# so a reused id never matches another array)
+_ZEROED_EXTRA: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+
+
 class _WideHalves:
     """The winners of `_max_pool_2x2_wide` over a (c, n, h, wp) buffer whose first w columns are the input:
     `right` (c·n·h·wp/2,) of each column pair, `lower` (c·n·h/2, wp/2) of each row pair."""
 
     def __init__(self, right: np.ndarray, lower: np.ndarray, wide_shape: tuple[int, int, int, int], w: int) -> None:
         self.right, self.lower, self.wide_shape, self.w = right, lower, wide_shape, w
+        self.positive: np.ndarray | None = None  # (c·n·h/2, wp/2): relu'(y), when a relu follows the pool
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -534,6 +578,8 @@ def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves) -> np.ndarray:
     dyw = np.zeros((c, n, h // 2, wp // 2), dy.dtype)
     dyw[..., : arg.w // 2] = dy.transpose(3, 0, 1, 2)
     dyw2 = dyw.reshape(c * n * h // 2, wp // 2)
+    if arg.positive is not None:
+        np.multiply(dyw2, arg.positive, out=dyw2)
     drows = np.empty((c * n * h // 2, 2, wp // 2), dy.dtype)
     # subtracting the winner's share leaves dy or exactly 0: no rounding (as in `_max_pool_2x2_backward`)
     np.multiply(dyw2, arg.lower, out=drows[:, 1])
@@ -542,6 +588,7 @@ def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves) -> np.ndarray:
     d, flat = drows.reshape(-1), dx.reshape(-1)
     np.multiply(d, arg.right, out=flat[1::2])
     np.subtract(d, flat[1::2], out=flat[0::2])
+    _ZEROED_EXTRA[id(dx)] = dx  # dyw's extra columns were 0, so dx's are: the conv below need not zero them
     return _nhwc(dx.reshape(c, n, h, wp)[..., : arg.w])
 
 

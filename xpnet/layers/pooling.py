@@ -79,24 +79,25 @@ class MaxPooling2D(_Pooling2D):
         self._arg: Array = None
         # set only while a `fusion.ReluAfterMaxPool` plan runs: the relu of the layer below, applied here
         self.relu_after = False
-        self._y: Array = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        y, arg = self.ops.max_pool_forward(x, self.pool_size, self.strides, self.pads, need_arg=training)
-        self._arg = arg if training else None
         if self.relu_after:
-            y = self.ops.activation_forward(_RELU, y, in_place=True)  # y is this layer's own new array
-            self._y = y if training else None
+            y, arg = self.ops.max_pool_relu_forward(x, self.pool_size, self.strides, self.pads, _RELU, training)
+        else:
+            y, arg = self.ops.max_pool_forward(x, self.pool_size, self.strides, self.pads, need_arg=training)
+        self._arg = arg if training else None
         return y
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         if not need_input_grad:
             return None
         assert self.ops is not None and self.input_shape is not None
-        if self.relu_after:  # relu'(max) at the argmax: the same mask the relu below would apply there
-            dy = self.ops.activation_backward(_RELU, self._y, self._y, dy)
         x_shape = (dy.shape[0], *self.input_shape)
+        if self.relu_after:  # relu'(max) at the argmax: the same mask the relu below would apply there
+            return self.ops.max_pool_relu_backward(
+                dy, self._arg, x_shape, self.pool_size, self.strides, self.pads, _RELU
+            )
         return self.ops.max_pool_backward(dy, self._arg, x_shape, self.pool_size, self.strides, self.pads)
 
 
