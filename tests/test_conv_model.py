@@ -108,7 +108,16 @@ def test_relu_after_max_pool_leaves_trace_and_subclasses_alone() -> None:
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
     assert model._train_step().plan.pairs == []
     model = _small()
-    assert len(model._train_step().plan.pairs) == 1
+    plan = model._train_step().plan
+    assert len(plan.pairs) == 1
+    conv = model.layers[0]
+    conv.forward = conv.forward  # replaced on the instance after the plan was made: not rewritten
+    with plan:
+        assert plan.active == [] and not conv.activation_deferred
+    del conv.forward
+    with plan:
+        assert conv.activation_deferred
+    assert not conv.activation_deferred
     rng = np.random.default_rng(4)
     t = model.trace(rng.standard_normal((2, 8, 8, 1)).astype(np.float32), np.array([0, 1]))
     np.testing.assert_array_equal(t.h(1), np.maximum(t.u(1), 0.0))  # the conv layer's own h = relu(u)
