@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet.backend import Ops
+from xpnet.backend import Ops, numpy_ops
 from xpnet.backend.numpy_ops import NumpyOps
 from xpnet.gradcheck import check_gradients, check_layer_gradients
 from xpnet.layers import (
@@ -533,15 +533,21 @@ def test_numpy_inference_in_batch_slices_matches_one_pass(
     np.testing.assert_allclose(model.predict(x, batch_size=7), whole, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("channels_first", [False, True])
-@pytest.mark.parametrize(("height", "width"), [(8, 6), (7, 5)])
-def test_numpy_2x2_pool_matches_generic_code_with_ties(channels_first: bool, height: int, width: int) -> None:
+@pytest.mark.parametrize("layout", ["nhwc", "channels_first", "wide", "wide_odd"])
+@pytest.mark.parametrize(("height", "width"), [(8, 6), (7, 5), (6, 7)])
+def test_numpy_2x2_pool_matches_generic_code_with_ties(layout: str, height: int, width: int) -> None:
     # few distinct values: most windows tie, and the gradient must still go to the first maximum only
     rng = np.random.default_rng(6)
     shape = (3, height, width, 4)
     x = rng.integers(-1, 2, size=shape).astype(np.float32)
-    if channels_first:  # the layout NumPy's conv output has: (c, n, h, w) in memory behind an NHWC view
+    if layout == "channels_first":  # (c, n, h, w) in memory behind an NHWC view
         x = np.ascontiguousarray(x.transpose(3, 0, 1, 2)).transpose(1, 2, 3, 0)
+    elif layout.startswith("wide"):  # NumPy's conv output: rows of wp > w pixels, the extra ones garbage
+        wp = width + (3 if layout == "wide" else 2)
+        buf = rng.standard_normal((4, 3, height, wp)).astype(np.float32) * 9.0
+        buf[..., :width] = x.transpose(3, 0, 1, 2)
+        x = buf.reshape(4, -1).reshape(4, 3, height, wp)[..., :width].transpose(1, 2, 3, 0)
+        assert numpy_ops._wide_base(x) is not None
     dy = rng.standard_normal((3, height // 2, width // 2, 4)).astype(np.float32)
     ref, ops = GenericNumpyOps(), NumpyOps()
     y0, a0 = ref.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
@@ -551,6 +557,39 @@ def test_numpy_2x2_pool_matches_generic_code_with_ties(channels_first: bool, hei
     dx0 = ref.max_pool_backward(dy, a0, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
     dx1 = ops.max_pool_backward(dy, a1, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))
     np.testing.assert_array_equal(dx1, dx0)
+    wide = numpy_ops._wide_base(dx1)
+    if layout.startswith("wide") and height % 2 == 0 and (width + (3 if layout == "wide" else 2)) % 2 == 0:
+        assert isinstance(a1, numpy_ops._WideHalves)  # the wide path was taken, and its extra columns are 0
+        assert wide is not None and not wide[..., width:].any()
+
+
+def test_numpy_conv_takes_the_pools_wide_gradient_as_it_is() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 10, 10, 3)).astype(np.float32)  # rows of 12 padded pixels: even
+    kernel = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    ref, ops = GenericNumpyOps(), NumpyOps()
+    pads = (1, 1, 1, 1)
+    u, ctx = ops.conv2d_forward(x, kernel, bias, (1, 1), pads)
+    y, arg = ops.max_pool_forward(u, (2, 2), (2, 2), (0, 0, 0, 0))
+    assert isinstance(arg, numpy_ops._WideHalves)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    du = ops.max_pool_backward(dy, arg, u.shape, (2, 2), (2, 2), (0, 0, 0, 0))
+    assert not numpy_ops._wide_base(du)[..., 10:].any()  # the pool leaves the extra columns 0
+    garbage = numpy_ops._wide_base(du).copy()  # another array in this layout: its extra columns get zeroed
+    garbage[..., 10:] = np.nan
+    du_garbage = garbage.reshape(4, -1).reshape(garbage.shape)[..., :10].transpose(1, 2, 3, 0)
+    assert numpy_ops._wide_base(du_garbage) is not None
+    u0, ctx0 = ref.conv2d_forward(x, kernel, bias, (1, 1), pads)
+    y0, a0 = ref.max_pool_forward(u0, (2, 2), (2, 2), (0, 0, 0, 0))
+    du0 = ref.max_pool_backward(dy, a0, u0.shape, (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_allclose(y, y0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(du == 0, du0 == 0)
+    want = ref.conv2d_backward(du0, ctx0, kernel, x.shape, (1, 1), pads, True)
+    for d in (du, du_garbage):
+        got = ops.conv2d_backward(d, ctx, kernel, x.shape, (1, 1), pads, True)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_numpy_conv_products_in_column_blocks_match_generic_code(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from .backend.base import builtin_name
 from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
+from .layers.fusion import ReluAfterMaxPool
 from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .random import layer_seed
@@ -151,7 +152,7 @@ class Sequential(Model):
         last = self.layers[-1]
         # a built-in output activation works row by row: once over all the logits, not once per batch
         at_end = builtin_name(last.activation) is not None and last.inference_affine() is not None
-        with ops.activate():
+        with ops.activate(), ReluAfterMaxPool(self):  # exact rewrites of the layer sequence
             X = data.upload(ops, x, self.dtype)
             n = X.shape[0]
             out = ops.zeros((n, *(d for d in self.output_shape[1:] if d is not None)), getattr(ops.xp, self.dtype))

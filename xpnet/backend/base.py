@@ -417,6 +417,37 @@ class Ops:
             dxp[:, rows, columns, :] += xp.where(arg == t, dy, 0.0)
         return dxp[:, top : top + h, left : left + w, :] if any(pads) else dxp
 
+    def max_pool_relu_forward(
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        relu: Any,
+        need_arg: bool = True,
+    ) -> tuple[Array, Any]:
+        """relu(max pool(x)), which equals max pool(relu(x)): -> (y (n, oh, ow, c), ctx or None).
+
+        relu: the built-in relu activation. ctx is what `max_pool_relu_backward` needs.
+        """
+        y, arg = self.max_pool_forward(x, size, strides, pads, need_arg)
+        y = self.activation_forward(relu, y, in_place=True)  # y is a new array
+        return y, ((arg, y) if need_arg else None)
+
+    def max_pool_relu_backward(
+        self,
+        dy: Array,
+        ctx: Any,
+        x_shape: tuple[int, ...],
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        relu: Any,
+    ) -> Array:
+        """∂L/∂x of `max_pool_relu_forward`: relu'(y) at each window, then to its argmax pixel."""
+        arg, y = ctx
+        return self.max_pool_backward(self.activation_backward(relu, y, y, dy), arg, x_shape, size, strides, pads)
+
     def avg_pool_forward(
         self,
         x: Array,

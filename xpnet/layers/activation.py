@@ -16,9 +16,14 @@ class Activation(Layer):
         super().__init__(name=name, input_shape=input_shape)
         self.activation: acts.Activation = acts.get(activation)
         self._h: Array = None
+        # set only while a `fusion.ReluAfterMaxPool` plan runs: the max pool that follows applies the relu
+        self.activation_deferred = False
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
+        if self.activation_deferred:
+            self._u = x
+            return x
         h = self.activation.forward(self.ops.xp, x)
         self._u = x  # kept at inference too: the loss reads logits from it
         if training:
@@ -31,7 +36,11 @@ class Activation(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
-        return self.ops.activation_backward(self.activation, self._u, self._h, dy) if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if self.activation_deferred:  # the pool above already applied relu'
+            return dy
+        return self.ops.activation_backward(self.activation, self._u, self._h, dy)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         return du if need_input_grad else None

@@ -59,6 +59,8 @@ class Conv2D(Layer):
         self.kernel_regularizer = regs.get(kernel_regularizer)
         self.bias_regularizer = regs.get(bias_regularizer)
         self.keep_preactivation = True  # predict() turns it off: the activation may then reuse u's memory
+        # set only while a `fusion.ReluAfterMaxPool` plan runs: the max pool that follows applies the relu
+        self.activation_deferred = False
         self.pads: sp.Pads = (0, 0, 0, 0)
         self._ctx: Any = None
         self._u: Array = None
@@ -93,6 +95,8 @@ class Conv2D(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
         u = self.forward_preactivation(x, training)
+        if self.activation_deferred:
+            return u
         h = self.ops.activation_forward(self.activation, u, in_place=not (training or self.keep_preactivation))
         if training:
             self._h = h
@@ -112,6 +116,8 @@ class Conv2D(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
+        if self.activation_deferred:  # the pool above already applied relu'
+            return self.backward_preactivation(dy, need_input_grad)
         du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
         return self.backward_preactivation(du, need_input_grad)
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import activations as acts
 from . import _spatial as sp
 from .base import Array, Layer, Shape
 
@@ -76,10 +77,15 @@ class MaxPooling2D(_Pooling2D):
     ) -> None:
         super().__init__(pool_size, strides, padding, data_format, name, input_shape)
         self._arg: Array = None
+        # set only while a `fusion.ReluAfterMaxPool` plan runs: the relu of the layer below, applied here
+        self.relu_after = False
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        y, arg = self.ops.max_pool_forward(x, self.pool_size, self.strides, self.pads, need_arg=training)
+        if self.relu_after:
+            y, arg = self.ops.max_pool_relu_forward(x, self.pool_size, self.strides, self.pads, _RELU, training)
+        else:
+            y, arg = self.ops.max_pool_forward(x, self.pool_size, self.strides, self.pads, need_arg=training)
         self._arg = arg if training else None
         return y
 
@@ -88,6 +94,10 @@ class MaxPooling2D(_Pooling2D):
             return None
         assert self.ops is not None and self.input_shape is not None
         x_shape = (dy.shape[0], *self.input_shape)
+        if self.relu_after:  # relu'(max) at the argmax: the same mask the relu below would apply there
+            return self.ops.max_pool_relu_backward(
+                dy, self._arg, x_shape, self.pool_size, self.strides, self.pads, _RELU
+            )
         return self.ops.max_pool_backward(dy, self._arg, x_shape, self.pool_size, self.strides, self.pads)
 
 
@@ -173,6 +183,8 @@ class GlobalAveragePooling2D(Layer):
     def __repr__(self) -> str:
         return f"GlobalAveragePooling2D(keepdims={self.keepdims}, name={self.name!r})"
 
+
+_RELU = acts.get("relu")
 
 MaxPool2D = MaxPooling2D
 AvgPool2D = AveragePooling2D

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..backend.base import DeviceScalar
+from ..layers.fusion import ReluAfterMaxPool
 from ..params import GradientSink
 from . import data
 
@@ -123,6 +124,7 @@ class TrainStep:
         self._denoms: dict[int, DeviceScalar] = {}
         moving = int(model.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
+        self.plan = ReluAfterMaxPool(model)  # exact rewrites, on while the step runs
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -143,7 +145,8 @@ class TrainStep:
         assert ops is not None
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused, wb)
+        with self.plan:
+            loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused, wb)
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
@@ -152,7 +155,7 @@ class TrainStep:
                 # synchronized=False); the moving statistics are averaged so every rank keeps the same,
                 # over the ranks that had rows: a last global batch smaller than the number of ranks
                 # leaves some shards empty (shard gives min(size, global_batch) ranks one row or more)
-                if int(xb.shape[0]) == 0:
+                if data.rows(xb) == 0:
                     store.moving[...] = 0
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= 1.0 / min(comm.size, global_batch)
@@ -167,7 +170,8 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     xp = ops.xp
     fused = model.fused_outputs
     ys = [yb] if model.single_output else list(yb)
-    outs = model.forward_outputs(xb, False, fused)
+    with ReluAfterMaxPool(model):
+        outs = model.forward_outputs(xb, False, fused)
     preds, sums = [], []
     for k, loss in enumerate(model.losses):
         if fused[k]:
