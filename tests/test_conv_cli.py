@@ -56,3 +56,50 @@ def test_conv_filters_returns_the_first_layer_feature_maps(tmp_path: Path) -> No
     np.testing.assert_allclose(maps, model.layers[0].forward(image.reshape(1, 28, 28, 1))[0], rtol=1e-6)
     with pytest.raises(ValueError, match="needs a model with a Conv2D layer"):
         plots.conv_filters(experiments.build_model("A"), image, tmp_path / "g.png")
+
+
+def _fake_mnist(folder: Path) -> None:
+    """The four MNIST IDX files (gzip), with the exact shapes MNIST has: blank images, digits cycling 0-9."""
+    import gzip
+    import struct
+
+    def idx(name: str, a: np.ndarray) -> None:
+        head = struct.pack(">HBB", 0, 8, a.ndim) + b"".join(struct.pack(">I", d) for d in a.shape)
+        with gzip.open(folder / f"{name}.gz", "wb", compresslevel=1) as f:
+            f.write(head + a.tobytes())
+
+    for prefix, n in (("train", 60000), ("t10k", 10000)):
+        images = np.zeros((n, 28, 28), np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images[np.arange(n), labels * 2 + 3, 3:25] = 255  # a stroke whose row says the digit
+        idx(f"{prefix}-images-idx3-ubyte", images)
+        idx(f"{prefix}-labels-idx1-ubyte", labels)
+
+
+def test_train_lenet_on_mnist_files_the_user_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    data = tmp_path / "mnist"
+    data.mkdir()
+    _fake_mnist(data)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "lenet", "--dataset", "MNIST", "--data-dir", str(data), "--limit", "64"]
+    code = cli.main([*argv, "--epochs", "1", "--out", str(out), "--verbose", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "PyTorch and Keras reach" not in printed  # the Fashion-MNIST reference is not this task's
+    record = json.loads((out / "history.json").read_text())
+    assert record["config"]["dataset"] == "mnist" and record["model"] == "LENET"
+    assert (out / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same folder cannot be resumed as a Fashion-MNIST run
+    code = cli.main(["train", "--model", "lenet", "--epochs", "1", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code != 0 and "holds a run on mnist: resume it with --dataset mnist" in err and "Traceback" not in err
+
+
+def test_mnist_missing_is_one_line_naming_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code = cli.main(["train", "--model", "lenet", "--dataset", "mnist", "--data-dir", str(empty), "--quick"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "could not load MNIST" in err and str(empty) in err

@@ -1,8 +1,9 @@
-"""Command line: `xpnet train` runs the course's Fashion-MNIST experiments, `xpnet info` describes the setup.
+"""Command line: `xpnet train` runs the course's Fashion-MNIST (or MNIST) experiments, `xpnet info` the setup.
 
     xpnet train --model A                  # 30 epochs of SGD, as in the course
     xpnet train --model B --out runs/B     # the exercise: Dropout, Adam, batch 1000
     xpnet train --model lenet              # the course's LeNet-5 CNN: 10 epochs of SGD
+    xpnet train --model lenet --dataset mnist   # its original task: handwritten digits (your MNIST files)
     xpnet train --quick                    # a few hundred images, 1 epoch: smoke test
     xpnet info
 
@@ -34,7 +35,7 @@ from . import __version__, checkpoint, experiments, plots, threads
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError
-from .datasets import DatasetError, fashion_mnist
+from .datasets import DatasetError, fashion_mnist, mnist
 
 QUICK_LIMIT = 500
 QUICK_EPOCHS = 1
@@ -171,6 +172,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- train
+DATASETS = {"fashion_mnist": fashion_mnist, "mnist": mnist}
+DATASET_TITLES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
+
+
+def _dataset_name(text: str) -> str:
+    """--dataset as typed: fashion_mnist, fashion-mnist, Fashion-MNIST, fashion, mnist, MNIST."""
+    name = text.strip().lower().replace("-", "_")
+    return "fashion_mnist" if name == "fashion" else name
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Command-line values over the model's course defaults; --quick only fills what was not given."""
     d = experiments.DEFAULTS[args.model]
@@ -185,6 +196,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         lr = {"sgd": 0.01, "adam": 0.001, "rmsprop": 0.001}[optimizer]
     return {
         "model": args.model,
+        "dataset": args.dataset,
         "optimizer": optimizer,
         "learning_rate": lr,
         "batch_size": args.batch_size or d.batch_size,
@@ -249,7 +261,7 @@ def _write_plots(
     out: Path, record: dict[str, Any], x_test: np.ndarray, y_test: np.ndarray, y_pred: np.ndarray
 ) -> list[Path]:
     """curves.png, samples.png, confusion.png. x_test (n, 28, 28) float32; y_test, y_pred (n,) class indices."""
-    names = fashion_mnist.class_names
+    names = DATASETS[record["config"].get("dataset", "fashion_mnist")].class_names
     label = f"model {record['model']}, {record['config']['optimizer']} lr {record['config']['learning_rate']:g}"
     label += f", batch {record['config']['batch_size']}, test acc {record['test_accuracy']:.4f}"
     paths = [out / "curves.png", out / "samples.png", out / "confusion.png"]
@@ -279,6 +291,9 @@ def _finished_run(out: Path, cfg: dict[str, Any]) -> str | None:
         raise CLIError(f"cannot read {out / 'history.json'} ({e}); choose another --out") from e
     if model != cfg["model"]:
         raise CLIError(f"{out} holds a run of model {model}: resume it with --model {model}, or choose another --out")
+    dataset = record["config"].get("dataset", "fashion_mnist")  # runs from before --dataset are Fashion-MNIST
+    if dataset != cfg["dataset"]:
+        raise CLIError(f"{out} holds a run on {dataset}: resume it with --dataset {dataset}, or choose another --out")
     if epochs < cfg["epochs"]:
         return None  # asked for more epochs than the finished run had: continue it
     acc = record.get("test_accuracy")
@@ -359,9 +374,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt_dir = out / "checkpoints"
     resume_from = _latest_checkpoint(ckpt_dir) if args.resume else None
     try:
-        train, test = fashion_mnist.load_data(data_dir=args.data_dir)
+        train, test = DATASETS[cfg["dataset"]].load_data(data_dir=args.data_dir)
     except DatasetError as e:
-        raise CLIError(f"could not load Fashion-MNIST: {e}") from e
+        where = " ".join(str(e).split())  # the dataset's list of places searched, on the one line a CLI failure gets
+        raise CLIError(f"could not load {DATASET_TITLES[cfg['dataset']]}: {where}") from e
     _check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
@@ -430,7 +446,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": cfg["seed"],
         "blas_threads": decision.threads if decision.threads is not None else threads.current_threads(),
         "config": {
-            **{k: cfg[k] for k in ("optimizer", "learning_rate", "batch_size", "epochs", "limit")},
+            **{k: cfg[k] for k in ("dataset", "optimizer", "learning_rate", "batch_size", "epochs", "limit")},
             "loss": experiments.LOSS,
             "n_train": len(x_train),
             "n_valid": len(x_valid),
@@ -443,13 +459,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         "command": "xpnet " + shlex.join(args.argv),
     }
 
-    course = experiments.course_reference() if cfg["model"] == "A" else None
+    course = experiments.course_reference() if cfg["model"] == "A" and cfg["dataset"] == "fashion_mnist" else None
     print()
     print(epoch_table(record, record["seconds"], course))
     if course and not _course_settings(cfg):
         print("(the course's numbers are for SGD lr 0.01, batch 32 on all 55,000 images; this run differs)")
     print(f"\ntest: loss {record['test_loss']:.4f}, accuracy {record['test_accuracy']:.4f}")
-    if cfg["model"] == "LENET":
+    if cfg["model"] == "LENET" and cfg["dataset"] == "fashion_mnist":
         lo, hi = experiments.LENET_PEER_TEST_ACCURACY
         print(f"(PyTorch and Keras reach {lo:.3f}–{hi:.3f} with SGD 0.01, batch 32, 10 epochs on all 55,000 images)")
     secs = sorted(s for s in record["seconds"] if s is not None)
@@ -547,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train the course's Fashion-MNIST model A, B or lenet",
         description="Train model A (300-100-10, SGD), B (128-Dropout-10, Adam) or lenet (LeNet-5 CNN, SGD) on "
-        "Fashion-MNIST, "
+        "Fashion-MNIST (or MNIST with --dataset mnist), "
         "evaluate on the test set and write history.csv/json, weights.npz and plots.",
     )
     t.add_argument("--model", choices=experiments.MODELS, default="A", type=str.upper, help="A (default), B or lenet")
@@ -565,8 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", help="output folder (default runs/<model>-<timestamp>)")
     t.add_argument(
-        "--data-dir", help="folder holding the four Fashion-MNIST IDX files (default: search, then download)"
+        "--dataset",
+        choices=list(DATASETS),
+        default="fashion_mnist",
+        type=_dataset_name,
+        help="fashion_mnist (default, the course's) or mnist (handwritten digits, when you have the files)",
     )
+    t.add_argument("--data-dir", help="folder holding the dataset's four IDX files (default: search, then download)")
     t.add_argument("--limit", type=_positive_int, help="train on the first N of the 55,000 training images")
     t.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_LIMIT} images, {QUICK_EPOCHS} epoch")
     t.add_argument("--no-plots", action="store_true", help="do not draw curves.png, samples.png, confusion.png")
