@@ -72,7 +72,8 @@ def test_the_fashion_mnist_tutorial(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_mnist_mlp_example() -> None:
     name = "mnist" if _has("mnist") else "fashion_mnist"  # the same code on Fashion-MNIST where MNIST is absent
     (x_train, y_train), (x_test, y_test) = _load(name)
-    x_train, y_train, x_test, y_test = x_train[:4000], y_train[:4000], x_test[:1000], y_test[:1000]
+    # 8,000 images: with 4,000 and 2 epochs an unseeded run ended at 0.58-0.73 on Fashion-MNIST; 8,000 give 0.72-0.79
+    x_train, y_train, x_test, y_test = x_train[:8000], y_train[:8000], x_test[:1000], y_test[:1000]
     x_train = x_train.astype("float32") / 255
     x_test = x_test.astype("float32") / 255
     y_train = keras.utils.to_categorical(y_train, 10)
