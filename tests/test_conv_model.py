@@ -149,3 +149,19 @@ def test_relu_after_max_pool_in_a_graph_only_where_the_pool_alone_reads_the_relu
         plain.fit(xs, ys, batch_size=3, epochs=2, verbose=0)
     for a, b in zip(model.get_weights(), plain.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_functional_conv_model_predicts_the_same_with_the_rewrite() -> None:
+    """Model.predict runs the relu-after-pool plan too; its outputs equal those with no rewrite at all."""
+    from xpnet.layers.fusion import ReluAfterMaxPool
+
+    x = xpnet.Input((8, 8, 1))
+    h = MaxPooling2D()(Conv2D(3, 3, padding="same", activation="relu")(x))
+    model = xpnet.Model(x, Dense(4, "softmax")(Flatten()(h)), seed=5)
+    assert len(ReluAfterMaxPool(model).pairs) == 1
+    images = np.random.default_rng(1).standard_normal((7, 8, 8, 1)).astype(np.float32)
+    fast = model.predict(images)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ReluAfterMaxPool, "__enter__", lambda self: self)
+        plain = model.predict(images)
+    np.testing.assert_array_equal(fast, plain)

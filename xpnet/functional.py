@@ -35,6 +35,7 @@ from . import h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
 from .layers.base import Layer, Shape
 from .layers.dropout import Dropout
+from .layers.fusion import ReluAfterMaxPool
 from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .params import AccumulatingSink, GradientSink, ParamStore
@@ -700,7 +701,7 @@ class Model(Trainer):
         ops = self.ops
         assert ops is not None
         xp = ops.xp
-        with ops.activate():
+        with ops.activate(), ReluAfterMaxPool(self):  # exact rewrites, as in training
             X = data.upload_all(ops, x, self.dtype)
             n = data.rows(X)
             outs = [ops.zeros((n, *t.feature_shape), getattr(xp, self.dtype)) for t in self.outputs]
