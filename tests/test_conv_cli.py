@@ -103,3 +103,21 @@ def test_mnist_missing_is_one_line_naming_where_it_looked(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "could not load MNIST" in err and str(empty) in err
+
+
+def test_an_interrupted_mnist_run_is_not_resumed_on_fashion_mnist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before history.json exists (an interrupted run: checkpoints only) --resume still refuses the other dataset."""
+    data = tmp_path / "mnist"
+    data.mkdir()
+    _fake_mnist(data)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "A", "--data-dir", str(data), "--limit", "64", "--out", str(out), "--no-plots"]
+    assert cli.main([*argv, "--dataset", "mnist", "--epochs", "1", "--checkpoint-every", "1", "--verbose", "0"]) == 0
+    (out / "history.json").unlink()  # as if interrupted after its checkpoints
+    capsys.readouterr()
+    code = cli.main([*argv, "--epochs", "2", "--resume"])
+    err = capsys.readouterr().err
+    assert code != 0 and "holds a run on mnist: resume it with --dataset mnist" in err and "Traceback" not in err
+    assert cli.main([*argv, "--dataset", "mnist", "--epochs", "2", "--resume", "--verbose", "0"]) == 0

@@ -165,3 +165,28 @@ def test_functional_conv_model_predicts_the_same_with_the_rewrite() -> None:
         mp.setattr(ReluAfterMaxPool, "__enter__", lambda self: self)
         plain = model.predict(images)
     np.testing.assert_array_equal(fast, plain)
+
+
+def test_relu_after_max_pool_follows_an_activation_changed_after_the_first_fit() -> None:
+    """The training step keeps its plan: a conv switched from relu to tanh after fit was still trained as relu."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 16)
+
+    def model() -> xpnet.Sequential:
+        m = xpnet.Sequential(
+            [Conv2D(3, 3, activation="relu", input_shape=(8, 8, 1)), MaxPooling2D(), Flatten(), Dense(3, "softmax")],
+            seed=1,
+        )
+        m.compile("sgd", "sparse_categorical_crossentropy")
+        return m
+
+    used, fresh = model(), model()
+    used.fit(x, y, batch_size=8, epochs=1, verbose=0)  # makes the training step and its plan
+    used.set_weights(fresh.get_weights())
+    for m in (used, fresh):
+        m.layers[0].activation = xpnet.activations.get("tanh")
+    a = used.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False).history["loss"]
+    b = fresh.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False).history["loss"]
+    assert a == b
+    for wa, wb in zip(used.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)

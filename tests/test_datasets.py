@@ -525,3 +525,16 @@ def test_playground_validation(name, kwargs):
 def test_playground_load_data_validation(args, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         playground.load_data(*args)
+
+
+def test_mnist_refuses_fashion_mnist_files(monkeypatch, tmp_path):
+    """The two datasets share file names and shapes and MNIST has no checksums: a folder of Fashion-MNIST
+    files (say $XPNET_DATA_DIR itself, searched first) loaded as MNIST, under digit class names."""
+    assert {h for f in mnist.SPEC.files.values() for h, _ in f.foreign} == set(fashion_mnist.SHA256.values())
+    fashion = {name: h if "images" in name else "0" * 64 for name, h in sha_table(7).items()}  # fakes' labels agree
+    spec = _files.mnist_like_spec("mnist", "MNIST", None, (), tmp_path / "debian", foreign={"Fashion-MNIST": fashion})
+    files = {key: dataclasses.replace(f, shape=fake_arrays(0)[key].shape) for key, f in spec.files.items()}
+    monkeypatch.setattr(mnist, "SPEC", dataclasses.replace(spec, files=files))
+    assert marker_of(mnist.load_data(data_dir=fake_dir(tmp_path / "digits", marker=3))) == 3
+    with pytest.raises(DatasetError, match="is Fashion-MNIST's train-images-idx3-ubyte, not this dataset's"):
+        mnist.load_data(data_dir=fake_dir(tmp_path / "fashion", marker=7))

@@ -138,10 +138,40 @@ def test_every_rank_resumes_from_the_checkpoint_rank_0_chose(tmp_path: Path) -> 
         rank, size = 1, 2
 
         def allgather(self, obj: object) -> list[object]:
-            return [(str(files[0]), None), obj]  # rank 0 chose the oldest file
+            if isinstance(obj, tuple):
+                return [(str(files[0]), None), obj]  # rank 0 chose the oldest file
+            return [None, obj]  # then each rank's failure to read it, if any
 
     m = model()
     m._comm = Rank1()
     m.train_state.samples, m.train_state.batch_size = 64, 16  # as fit sets them before it resumes
     m._resume(tmp_path, steps=4, verbose=0)
     assert m.optimizer is not None and m.optimizer.iterations == 4  # ckpt-000000004, not the newest (12)
+
+
+def test_a_rank_that_cannot_read_rank_0s_checkpoint_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 1 failing to read the file rank 0 chose used to raise on rank 1 alone: rank 0 went on into
+    fit and waited for it forever. Every rank now hears of the failure and raises."""
+    from xpnet.checkpoint import Checkpoint, CheckpointError
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 5)).astype("float32"), rng.integers(0, 3, 32)
+
+    def model() -> xpnet.Sequential:
+        m = xpnet.Sequential([xpnet.Dense(4, "relu", input_shape=(5,)), xpnet.Dense(3, "softmax")], seed=1)
+        m.compile("adam", "sparse_categorical_crossentropy", distribute=False)
+        return m
+
+    model().fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[Checkpoint(tmp_path)])
+
+    class Rank0(distributed.Communicator):
+        rank, size = 0, 2
+
+        def allgather(self, obj: object) -> list[object]:
+            return [obj, (None, None) if isinstance(obj, tuple) else "rank 1: unreadable"]
+
+    m = model()
+    m._comm = Rank0()
+    m.train_state.samples, m.train_state.batch_size = 32, 16
+    with pytest.raises(CheckpointError, match="rank 1: unreadable"):
+        m._resume(tmp_path, steps=2, verbose=0)

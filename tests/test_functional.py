@@ -5,6 +5,7 @@ References are float64 NumPy code written out by hand for each graph (forward, b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -770,3 +771,28 @@ def test_trace_of_a_graph_names_each_layers_own_inputs_and_readers() -> None:
     assert "∂L/∂h(3) = δ(4) W(4)ᵀ" in text and "ŷ = h(4)" in text
     _, grads = model.compute_gradients(np.ones((2, 3)), np.array([0, 1]))
     np.testing.assert_allclose(t.grad(1, "kernel"), grads[0])
+
+
+def test_trace_refuses_a_shared_layer() -> None:
+    """One h(l) per layer: a layer called twice showed its second call's forward and its first call's backward."""
+    x = Input((3,), name="x")
+    d = Dense(3, "tanh", name="shared")
+    model = Model(x, Dense(2, "softmax", name="o")(d(d(x))), seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(TypeError, match="'shared' is called more than once"):
+        model.trace(np.ones((2, 3)), np.array([0, 1]))
+
+
+def test_trace_to_dict_keeps_a_graphs_links() -> None:
+    x = Input((3,), name="x")
+    a, b = Dense(2, "relu", name="a")(x), Dense(2, name="b")(x)
+    model = Model(x, Dense(2, "softmax", name="o")(Concatenate(name="cat")([a, b])), seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    d = json.loads(json.dumps(model.trace(np.ones((2, 3)), np.array([0, 1])).to_dict()))
+    assert [(lt["sources"], lt["consumers"]) for lt in d["layers"]] == [
+        ([0], [3]),
+        ([0], [3]),
+        ([1, 2], [4]),
+        ([3], []),
+    ]
+    assert d["output_layer"] == 4

@@ -173,6 +173,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- train
 DATASETS = {"fashion_mnist": fashion_mnist, "mnist": mnist}
+RUN_FILE = "run.json"  # in the checkpoint folder: the model and dataset its checkpoints were trained on
 DATASET_TITLES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 
 
@@ -286,19 +287,32 @@ def _finished_run(out: Path, cfg: dict[str, Any]) -> str | None:
         record = json.loads((out / "history.json").read_text())
         model, epochs, n = record["model"], record["config"]["epochs"], len(record["epoch"])
     except FileNotFoundError:
+        _check_dataset(out, _checkpointed_dataset(out / "checkpoints"), cfg)  # an unfinished run: its checkpoints'
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CLIError(f"cannot read {out / 'history.json'} ({e}); choose another --out") from e
     if model != cfg["model"]:
         raise CLIError(f"{out} holds a run of model {model}: resume it with --model {model}, or choose another --out")
-    dataset = record["config"].get("dataset", "fashion_mnist")  # runs from before --dataset are Fashion-MNIST
-    if dataset != cfg["dataset"]:
-        raise CLIError(f"{out} holds a run on {dataset}: resume it with --dataset {dataset}, or choose another --out")
+    _check_dataset(out, record["config"].get("dataset", "fashion_mnist"), cfg)  # before --dataset: Fashion-MNIST
     if epochs < cfg["epochs"]:
         return None  # asked for more epochs than the finished run had: continue it
     acc = record.get("test_accuracy")
     score = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
     return f"the run in {out} is complete ({n} of {epochs} epochs{score}); nothing to resume, nothing changed"
+
+
+def _check_dataset(out: Path, dataset: str | None, cfg: dict[str, Any]) -> None:
+    if dataset is not None and dataset != cfg["dataset"]:
+        raise CLIError(f"{out} holds a run on {dataset}: resume it with --dataset {dataset}, or choose another --out")
+
+
+def _checkpointed_dataset(ckpt_dir: Path) -> str | None:
+    """The dataset the checkpoints in ckpt_dir were trained on (RUN_FILE, written as they start); None if unknown."""
+    try:
+        dataset = json.loads((ckpt_dir / RUN_FILE).read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return dataset if isinstance(dataset, str) else None
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -406,6 +420,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpointing = bool(args.checkpoint_every or args.resume)
         if checkpointing:
             callbacks.append(Checkpoint(ckpt_dir, save_freq=args.checkpoint_every or "epoch"))
+            if root and resume_from is None:  # what the checkpoints are of, for a --resume before history.json
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                _write_text(ckpt_dir / RUN_FILE, json.dumps({"model": cfg["model"], "dataset": cfg["dataset"]}) + "\n")
             args.on_interrupt = f"interrupted; continue with: {_resume_command(args, out)}"
         else:
             args.on_interrupt = "interrupted; nothing was written (add --checkpoint-every STEPS to be able to resume)"

@@ -18,6 +18,7 @@ carries the 1/n, and ∂L/∂W(l) = h(l-1)ᵀ δ(l) (+ the penalty's gradient), 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class LayerTrace:
             "grad_output": arr(self.grad_output),
             "delta": arr(self.delta),
             "grads": {k: arr(v) for k, v in self.grads.items()},
+            "sources": None if self.sources is None else list(self.sources),
+            "consumers": None if self.consumers is None else list(self.consumers),
         }
 
 
@@ -156,6 +159,7 @@ class Trace:
             "loss": self.loss,
             "loss_name": self.loss_name,
             "fused": self.fused,
+            "output_layer": self.output_layer,
             "layers": [lt.to_dict() for lt in self.layers],
         }
 
@@ -241,6 +245,13 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
         model.build(xa.shape[1:])
     ops = model.ops
     assert ops is not None
+    calls = Counter(id(node.layer) for node in getattr(model, "nodes", []))
+    shared = [layer.name for layer in model.layers if calls[id(layer)] > 1]
+    if shared:  # one row of values per layer: a second call would overwrite the first's
+        raise TypeError(
+            f"trace shows one h(l) per layer, but layer {shared[0]!r} is called more than once in this model "
+            "(a shared layer); for this model use compute_gradients(x, y) and the layers' get_weights()"
+        )
 
     records: dict[int, dict[str, Any]] = {i: {} for i in range(len(model.layers))}
 
@@ -370,7 +381,7 @@ def _graph_links(model: Trainer) -> tuple[dict[int, tuple[int, ...]], dict[int, 
     for node in nodes:
         l = index[id(node.layer)]  # noqa: E741
         srcs = tuple(0 if t.node is None else index[id(t.node.layer)] for t in node.inputs)
-        reads.setdefault(l - 1, srcs)  # a shared layer: its first call
+        reads[l - 1] = srcs  # one call per layer: trace refuses shared layers
         for k in srcs:
             if k and l not in readers[k - 1]:
                 readers[k - 1].append(l)

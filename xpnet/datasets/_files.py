@@ -54,6 +54,8 @@ class FileSpec:
     sha256: str | None  # of the *decompressed* bytes; None: structure only
     dtype: np.dtype = _UINT8
     max_value: int | None = None  # labels: catches wrong files w/o checksum
+    # w/o checksum: (SHA-256, title) of another dataset's file of the same name and shape, refused
+    foreign: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ def mnist_like_spec(
     mirrors: tuple[str, ...],
     debian_dir: Path,
     apt_package: str | None = None,
+    foreign: Mapping[str, Mapping[str, str]] | None = None,
 ) -> DatasetSpec:
-    """Spec for the standard 60k/10k 28x28 uint8 IDX quadruple."""
+    """Spec for the standard 60k/10k 28x28 uint8 IDX quadruple; foreign: {title: sha256} of datasets it is not."""
     layout = {
         "x_train": ("train-images-idx3-ubyte", (60000, 28, 28), None),
         "y_train": ("train-labels-idx1-ubyte", (60000,), 9),
@@ -84,7 +87,13 @@ def mnist_like_spec(
         "y_test": ("t10k-labels-idx1-ubyte", (10000,), 9),
     }
     files = {
-        key: FileSpec(fname, shape, sha256[fname] if sha256 else None, max_value=vmax)
+        key: FileSpec(
+            fname,
+            shape,
+            sha256[fname] if sha256 else None,
+            max_value=vmax,
+            foreign=tuple((hashes[fname], title) for title, hashes in (foreign or {}).items()),
+        )
         for key, (fname, shape, vmax) in layout.items()
     }
     return DatasetSpec(name, title, files, mirrors, debian_dir, apt_package)
@@ -195,6 +204,14 @@ def _check(data: bytes, source: str, fspec: FileSpec, hint: str) -> np.ndarray:
             raise DatasetError(
                 f"{source}: SHA-256 mismatch of the decompressed data: expected {fspec.sha256}, got {actual}. {hint}"
             )
+    if fspec.foreign:
+        actual = hashlib.sha256(data).hexdigest()
+        for digest, title in fspec.foreign:
+            if actual == digest:
+                raise DatasetError(
+                    f"{source} is {title}'s {fspec.filename}, not this dataset's (the two use the same file names): "
+                    "keep each dataset's files in a folder of its own"
+                )
     if fspec.max_value is not None and array.size and array.max() > fspec.max_value:
         raise DatasetError(f"{source}: values up to {array.max()}, expected at most {fspec.max_value}. {hint}")
     return array

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import fashion_mnist
 from ._files import Split, load_mnist_like, mnist_like_spec
 from ._files import candidate_dirs as _candidate_dirs
 
@@ -32,6 +33,8 @@ SPEC = mnist_like_spec(
     mirrors=MIRRORS,
     debian_dir=Path("/usr/share/datasets/mnist"),
     apt_package=None,  # Debian has no MNIST package
+    # Fashion-MNIST's files have MNIST's names and shapes: without checksums, only theirs tell them apart
+    foreign={fashion_mnist.SPEC.title: fashion_mnist.SHA256},
 )
 
 

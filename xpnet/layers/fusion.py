@@ -63,8 +63,9 @@ class ReluAfterMaxPool:
         self.active: list[tuple[Conv2D | Activation, MaxPooling2D]] = []
 
     def __enter__(self) -> ReluAfterMaxPool:
-        # a method replaced on an instance since the plan was made (a callback, a debugger) runs as written
-        self.active = [(a, b) for a, b in self.pairs if not (a.replaces_methods() or b.replaces_methods())]
+        # a method replaced on an instance since the plan was made (a callback, a debugger) runs as written,
+        # and a layer whose activation was changed since (layer.activation = ...) is no longer a relu
+        self.active = [(a, b) for a, b in self.pairs if _defers(a) and not b.replaces_methods()]
         for a, b in self.active:
             a.activation_deferred = True
             b.relu_after = True

@@ -575,8 +575,16 @@ class Trainer:
             path_or_error = comm.allgather(chosen)[0]
             if path_or_error[1] is not None:
                 raise checkpoint.CheckpointError(path_or_error[1])
+            failed: str | None = None
             if not comm.is_root and path_or_error[0] is not None:
-                found = checkpoint.load_latest(path_or_error[0])
+                try:
+                    found = checkpoint.load_latest(path_or_error[0])
+                except checkpoint.CheckpointError as e:
+                    failed = f"rank {comm.rank}: {e}"
+            # a rank that cannot read rank 0's choice stops every rank (alone, it would leave them waiting)
+            failures = [f for f in comm.allgather(failed) if f is not None]
+            if failures:
+                raise checkpoint.CheckpointError(failures[0])
         if found is None:
             if comm.is_root and verbose:
                 print(f"No checkpoint in {where}: starting from the beginning.")
