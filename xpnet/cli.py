@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train the course's Fashion-MNIST model A, B or lenet",
+        help="train the course's model A, B or lenet on Fashion-MNIST (or MNIST)",
         description="Train model A (300-100-10, SGD), B (128-Dropout-10, Adam) or lenet (LeNet-5 CNN, SGD) on "
         "Fashion-MNIST (or MNIST with --dataset mnist), "
         "evaluate on the test set and write history.csv/json, weights.npz and plots.",
