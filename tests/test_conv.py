@@ -26,6 +26,17 @@ from xpnet.layers import (
 )
 from xpnet.layers._spatial import out_and_pads
 
+try:
+    import numba  # noqa: F401
+
+    HAS_NUMBA = True
+except ImportError:
+    HAS_NUMBA = False
+# NumPy backend tests run with and without numba's compiled loops (`xpnet/backend/_jit.py`)
+JIT = pytest.mark.parametrize(
+    "jit", [False, pytest.param(True, marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed"))]
+)
+
 
 class GenericNumpyOps(Ops):
     """The plain array-API methods of `Ops`, run on NumPy: the reference every override is tested against."""
@@ -533,9 +544,10 @@ def test_numpy_inference_in_batch_slices_matches_one_pass(
     np.testing.assert_allclose(model.predict(x, batch_size=7), whole, rtol=1e-6, atol=1e-6)
 
 
+@JIT
 @pytest.mark.parametrize("layout", ["nhwc", "channels_first", "wide", "wide_odd"])
 @pytest.mark.parametrize(("height", "width"), [(8, 6), (7, 5), (6, 7)])
-def test_numpy_2x2_pool_matches_generic_code_with_ties(layout: str, height: int, width: int) -> None:
+def test_numpy_2x2_pool_matches_generic_code_with_ties(layout: str, height: int, width: int, jit: bool) -> None:
     # few distinct values: most windows tie, and the gradient must still go to the first maximum only
     rng = np.random.default_rng(6)
     shape = (3, height, width, 4)
@@ -549,7 +561,7 @@ def test_numpy_2x2_pool_matches_generic_code_with_ties(layout: str, height: int,
         x = buf.reshape(4, -1).reshape(4, 3, height, wp)[..., :width].transpose(1, 2, 3, 0)
         assert numpy_ops._wide_base(x) is not None
     dy = rng.standard_normal((3, height // 2, width // 2, 4)).astype(np.float32)
-    ref, ops = GenericNumpyOps(), NumpyOps()
+    ref, ops = GenericNumpyOps(), NumpyOps(jit=jit)
     y0, a0 = ref.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
     y1, a1 = ops.max_pool_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
     np.testing.assert_array_equal(y1, y0)
@@ -563,12 +575,13 @@ def test_numpy_2x2_pool_matches_generic_code_with_ties(layout: str, height: int,
         assert wide is not None and not wide[..., width:].any()
 
 
-def test_numpy_conv_takes_the_pools_wide_gradient_as_it_is() -> None:
+@JIT
+def test_numpy_conv_takes_the_pools_wide_gradient_as_it_is(jit: bool) -> None:
     rng = np.random.default_rng(8)
     x = rng.standard_normal((5, 10, 10, 3)).astype(np.float32)  # rows of 12 padded pixels: even
     kernel = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
     bias = rng.standard_normal(4).astype(np.float32)
-    ref, ops = GenericNumpyOps(), NumpyOps()
+    ref, ops = GenericNumpyOps(), NumpyOps(jit=jit)
     pads = (1, 1, 1, 1)
     u, ctx = ops.conv2d_forward(x, kernel, bias, (1, 1), pads)
     y, arg = ops.max_pool_forward(u, (2, 2), (2, 2), (0, 0, 0, 0))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _cblas
+from . import _cblas, _jit
 from .base import Array, Ops, _window, builtin_name, mix_int
 
 
@@ -23,8 +23,16 @@ class NumpyOps(Ops):
     # predict() batches of at most this many rows run as uᵀ = Wᵀhᵀ (see `inference_program`)
     transposed_inference_rows: int | None = 256
 
+    def __init__(self, jit: bool | None = None) -> None:
+        """jit: use numba's compiled loops for pooling and im2col (None: when installed and XPNET_JIT is not 0)."""
+        super().__init__()
+        self.kernels = _jit.kernels() if (_jit.wanted() if jit is None else jit) else None
+        if jit and self.kernels is None:
+            raise ImportError("NumpyOps(jit=True) needs numba: pip install 'xpnet[jit]'")
+
     def info(self) -> dict[str, str]:
-        return {**super().info(), "numpy": np.__version__}
+        extra = {"numba": self.kernels.numba} if self.kernels is not None else {}
+        return {**super().info(), "numpy": np.__version__, **extra}
 
     def activate(self) -> AbstractContextManager[Any]:
         # Diverging runs overflow; fit reports a non-finite loss itself, once, with advice.
@@ -333,7 +341,7 @@ class NumpyOps(Ops):
         if _halving(size, strides, pads):
             wide = _wide_base(x)
             if wide is not None and x.shape[1] % 2 == 0 and wide.shape[-1] % 2 == 0:
-                return _max_pool_2x2_wide(x, wide, need_arg)
+                return _max_pool_2x2_wide(x, wide, need_arg, self.kernels)
             return _max_pool_2x2(x, need_arg)
         (kh, kw), (sh, sw) = size, strides
         xpad = self.pad2d(x, pads, -np.inf)
@@ -364,8 +372,10 @@ class NumpyOps(Ops):
         wide = _wide_base(x) if _halving(size, strides, pads) else None
         if wide is None or x.shape[1] % 2 or wide.shape[-1] % 2:
             return super().max_pool_relu_forward(x, size, strides, pads, relu, need_arg)
+        if self.kernels is not None:
+            return _max_pool_2x2_wide(x, wide, need_arg, self.kernels, relu=True)
         # relu and its mask over the whole contiguous pooled buffer, not the strided NHWC view of it
-        y, arg = _max_pool_2x2_wide(x, wide, need_arg)
+        y, arg = _max_pool_2x2_wide(x, wide, need_arg, None)
         pooled = y.base
         assert isinstance(pooled, np.ndarray)
         np.maximum(pooled, 0.0, out=pooled)
@@ -384,7 +394,7 @@ class NumpyOps(Ops):
         relu: Any,
     ) -> Array:
         if isinstance(ctx, _WideHalves):
-            return _max_pool_2x2_wide_backward(dy, ctx)
+            return _max_pool_2x2_wide_backward(dy, ctx, self.kernels)
         return super().max_pool_relu_backward(dy, ctx, x_shape, size, strides, pads, relu)
 
     def max_pool_backward(
@@ -397,7 +407,7 @@ class NumpyOps(Ops):
         pads: tuple[int, int, int, int],
     ) -> Array:
         if isinstance(arg, _WideHalves):
-            return _max_pool_2x2_wide_backward(dy, arg)
+            return _max_pool_2x2_wide_backward(dy, arg, self.kernels)
         if isinstance(arg, _Halves):
             return _max_pool_2x2_backward(dy, arg, x_shape)
         (kh, kw), (sh, sw) = size, strides
@@ -554,7 +564,9 @@ class _WideHalves:
         return (n, h // 2, self.w // 2, c)
 
 
-def _max_pool_2x2_wide(x: np.ndarray, wide: np.ndarray, need_arg: bool) -> tuple[np.ndarray, _WideHalves | None]:
+def _max_pool_2x2_wide(
+    x: np.ndarray, wide: np.ndarray, need_arg: bool, kernels: Any, relu: bool = False
+) -> tuple[np.ndarray, _WideHalves | None]:
     """`_max_pool_2x2` over the whole (c, n, h, wp) buffer behind x: the same numbers and winners.
 
     Column pairs are the even and odd elements of the flat buffer (wp is even, so a pair never
@@ -562,9 +574,23 @@ def _max_pool_2x2_wide(x: np.ndarray, wide: np.ndarray, need_arg: bool) -> tuple
     pooled too and never read; with an odd w the last real column pairs with an extra one and
     falls outside the (floored) output, as in the generic code. The result is again wide:
     (c, n, h/2, wp/2) behind an (n, h/2, w//2, c) view, so a following 2×2 pool takes this path
-    too and the backward pass hands a wide ∂L/∂x to the convolution below.
+    too and the backward pass hands a wide ∂L/∂x to the convolution below. With numba's `kernels`
+    both passes (and a following relu: `relu=True`) run as one compiled call.
     """
     c, n, h, wp = wide.shape
+    if kernels is not None:
+        pairs = np.empty(wide.size // 2, wide.dtype)
+        right = np.empty(wide.size // 2, bool)
+        pooled = np.empty((c, n, h // 2, wp // 2), wide.dtype)
+        lower = np.empty((c * n * h // 2, wp // 2), bool)
+        positive = np.empty_like(lower) if relu else lower[:0]
+        kernels.pool2x2_forward(
+            wide.reshape(-1), wp, pairs, right, pooled.reshape(-1), lower.reshape(-1), positive.reshape(-1), relu
+        )
+        halves = _WideHalves(right, lower, (c, n, h, wp), x.shape[2]) if need_arg else None
+        if halves is not None and relu:
+            halves.positive = positive
+        return _nhwc(pooled[..., : x.shape[2] // 2]), halves
     flat = wide.reshape(-1)
     left, right = flat[0::2], flat[1::2]
     rows = np.maximum(left, right).reshape(c * n * h // 2, 2, wp // 2)
@@ -576,9 +602,19 @@ def _max_pool_2x2_wide(x: np.ndarray, wide: np.ndarray, need_arg: bool) -> tuple
     return view, _WideHalves(np.greater(right, left), np.greater(lower, upper), (c, n, h, wp), x.shape[2])
 
 
-def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves) -> np.ndarray:
+def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves, kernels: Any) -> np.ndarray:
     """∂L/∂x of `_max_pool_2x2_wide` as an (n, h, w, c) view of a (c, n, h, wp) buffer whose extra columns are 0."""
     c, n, h, wp = arg.wide_shape
+    if kernels is not None:
+        dx = np.empty((c, n * h * wp), dy.dtype)
+        positive = arg.lower if arg.positive is None else arg.positive  # read only with a relu
+        drows = np.empty(c * n * h * wp // 2, dy.dtype)
+        lower, relu = arg.lower.reshape(-1), arg.positive is not None
+        kernels.pool2x2_backward(
+            dy.transpose(3, 0, 1, 2), arg.right, lower, positive.reshape(-1), relu, drows, dx.reshape(-1)
+        )
+        _ZEROED_EXTRA[id(dx)] = dx
+        return _nhwc(dx.reshape(c, n, h, wp)[..., : arg.w])
     dyw = np.zeros((c, n, h // 2, wp // 2), dy.dtype)
     dyw[..., : arg.w // 2] = dy.transpose(3, 0, 1, 2)
     dyw2 = dyw.reshape(c * n * h // 2, wp // 2)

@@ -1,0 +1,88 @@
+"""Compiled loops for the NumPy backend's image layers, used when numba is installed (`xpnet[jit]`).
+
+NumPy runs 2×2 max pooling as several passes over strided pairs plus boolean masks, and the
+im2col of a convolution as a padded copy and a strided copy: on LeNet these passes, not the
+GEMMs, kept a 2-core CPU step behind PyTorch's. Each kernel here does the same arithmetic in one
+or two loops that LLVM vectorises, and gives the same numbers and the same argmax (first maximum
+in row-major order; a NaN propagates to the output, as with np.maximum, but does not take the
+gradient, as with np.greater) as the NumPy code it replaces; tests compare the two.
+
+`XPNET_JIT=0` turns them off. Kernels compile on first use and are cached on disk by numba.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from types import SimpleNamespace
+from typing import Any
+
+
+def wanted() -> bool:
+    return os.environ.get("XPNET_JIT", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@cache
+def kernels() -> Any:
+    """The compiled kernels, or None where numba is not installed."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+    @jit  # type: ignore[misc]
+    def pool2x2_forward(src, wp, tmp, right, y, lower, positive, relu):  # type: ignore[no-untyped-def]
+        """src: flat (rows·2, wp) buffer; y, lower, positive: flat (rows, wp/2); tmp, right: flat (rows·2, wp/2)."""
+        for k in range(tmp.size):  # the max of each column pair, and whether the right one won
+            a = src[2 * k]
+            b = src[2 * k + 1]
+            r = b > a  # the flag as np.greater sets it, the value as np.maximum (NaN wins)
+            tmp[k] = b if r | (b != b) else a
+            right[k] = r
+        half = wp // 2
+        zero = y.dtype.type(0)
+        for i in range(y.size // half):  # the max of each row pair, and whether the lower one won
+            up = 2 * i * half
+            for q in range(half):
+                a = tmp[up + q]
+                b = tmp[up + half + q]
+                low = b > a
+                m = b if low | (b != b) else a
+                if relu:
+                    pos = m > zero
+                    positive[i * half + q] = pos
+                    m = m if pos | (m != m) else zero
+                y[i * half + q] = m
+                lower[i * half + q] = low
+
+    @jit  # type: ignore[misc]
+    def pool2x2_backward(dy, right, lower, positive, relu, tmp, dx):  # type: ignore[no-untyped-def]
+        """dy: (c, n, oh, ow) view; right, lower, positive, tmp flat as in the forward; dx: flat (rows·2, wp).
+
+        Columns of the wide buffer beyond 2·ow get 0.
+        """
+        c, n, oh, ow = dy.shape
+        half = tmp.size // (2 * c * n * oh)
+        zero = dx.dtype.type(0)
+        i = 0
+        for a in range(c):  # dy to the winning row of each pair
+            for b in range(n):
+                for r in range(oh):
+                    row = dy[a, b, r]
+                    o = i * half
+                    for q in range(half):
+                        d = row[q] if q < ow else zero
+                        if relu:
+                            d = d if positive[o + q] else zero
+                        low = lower[o + q]
+                        tmp[o + o + q] = zero if low else d
+                        tmp[o + o + half + q] = d if low else zero
+                    i += 1
+        for k in range(tmp.size):  # then to the winning column
+            d = tmp[k]
+            r = right[k]
+            dx[2 * k] = zero if r else d
+            dx[2 * k + 1] = d if r else zero
+
+    return SimpleNamespace(numba=numba.__version__, pool2x2_forward=pool2x2_forward, pool2x2_backward=pool2x2_backward)
