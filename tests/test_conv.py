@@ -625,3 +625,41 @@ def test_numpy_conv_products_in_column_blocks_match_generic_code(monkeypatch: py
     grads1 = ops.conv2d_backward(du, ctx1, w, x.shape, (1, 1), pads, True)
     for g1, g0 in zip(grads1, grads0, strict=True):
         np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-4)
+
+
+def test_numpy_conv_patch_matrices_are_reused_only_once_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 3)).astype(np.float32)
+    du = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
+    ops, pads = NumpyOps(), (1, 1, 1, 1)
+    _, ctx = ops.conv2d_forward(x, w, None, (1, 1), pads)
+    _, ctx2 = ops.conv2d_forward(x, w, None, (1, 1), pads)  # ctx's patches are still in use: not taken
+    first = ops.conv2d_backward(du, ctx, w, x.shape, (1, 1), pads, True)
+    again = ops.conv2d_backward(du, ctx, w, x.shape, (1, 1), pads, True)  # let go, but not yet reused
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    ops.conv2d_forward(x * 2, w, None, (1, 1), pads)  # takes ctx's patches
+    with pytest.raises(RuntimeError, match="reused this context's patches"):
+        ops.conv2d_backward(du, ctx, w, x.shape, (1, 1), pads, True)
+    ops.conv2d_backward(du, ctx2, w, x.shape, (1, 1), pads, True)
+
+    # a model with two convolutions of one patch shape trains as with fresh patch matrices every step
+    def model(seed: int) -> xpnet.Sequential:
+        m = xpnet.Sequential(
+            [
+                Conv2D(3, 3, padding="same", activation="relu", input_shape=(6, 6, 3)),
+                Conv2D(3, 3, padding="same", activation="relu"),
+                Flatten(),
+                Dense(2, "softmax"),
+            ],
+            seed=seed,
+        )
+        m.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+        return m
+
+    y = rng.integers(0, 2, 4)
+    reused = model(1).fit(x, y, batch_size=2, epochs=3, verbose=0, shuffle=False).history["loss"]
+    monkeypatch.setattr(NumpyOps, "_patches", lambda self, shape, dtype: np.empty(shape, dtype))
+    fresh = model(1).fit(x, y, batch_size=2, epochs=3, verbose=0, shuffle=False).history["loss"]
+    assert reused == fresh
