@@ -226,7 +226,9 @@ class NumpyOps(Ops):
         view = as_strided(xpad, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
         return view.reshape(n, oh, ow, kh * kw * c)
 
-    # patch matrices up to this size stay in cache; inference works through larger batches in slices
+    # patch matrices up to this size stay in cache; inference works through batches of more than twice
+    # that in slices (a batch of 32 LeNet images, 6.3 MB of patches, ran 1.17x faster whole than as
+    # 21 + 11 images once patch matrices were reused; 10,000 images ran no faster in 8 MB slices)
     conv_patch_bytes = 4 << 20
 
     def conv2d_forward(
@@ -253,7 +255,7 @@ class NumpyOps(Ops):
         top, bottom, left, right = pads
         per_image = (kh * kw * c + 1) * (top + h + bottom) * (left + w + right) * x.itemsize
         rows = max(1, self.conv_patch_bytes // per_image)
-        if not need_ctx and n > rows:  # inference on a large batch: slices, so the patch matrix stays small
+        if not need_ctx and n > 2 * rows:  # inference on a large batch: slices, so the patch matrix stays small
             out = None
             for lo in range(0, n, rows):
                 part = self.conv2d_forward(x[lo : lo + rows], kernel, bias, strides, pads, need_ctx=False)[0]
