@@ -71,6 +71,31 @@ def test_gemm_sub_declines_what_it_cannot_do_and_the_backend_falls_back() -> Non
 
 
 @needs_cblas
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shifted_gemm_sub_is_the_loop_of_gemm_subs_bit_for_bit(dtype: str) -> None:
+    gemm_sub = _cblas.find()
+    assert gemm_sub is not None
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((4, 5, 3)).astype(dtype)  # 4 products (5, 3)ᵀ (5, 11) into shifted rows
+    b = rng.standard_normal((5, 11)).astype(dtype)
+    ldc, offsets = 13, [0, 1, 4, 7]
+    buf = rng.standard_normal(2 * ldc + 7 + 11).astype(dtype)
+    want = buf.copy()
+    rows = np.lib.stride_tricks.as_strided(want, (3, want.size - 2 * ldc), (ldc * want.itemsize, want.itemsize))
+    for t, o in enumerate(offsets):
+        assert gemm_sub(a[t], b, rows[:, o : o + 11])
+    assert _cblas.shifted_gemm_sub(a, b, buf, ldc, offsets)
+    np.testing.assert_array_equal(buf, want)
+    before = buf.copy()
+    assert not _cblas.shifted_gemm_sub(a, b, buf, ldc, [0, 1, 4, 8])  # the last rows would run past buf
+    assert not _cblas.shifted_gemm_sub(a, b, buf, ldc, [0, 1, 4])  # one offset per product
+    assert not _cblas.shifted_gemm_sub(a, b, buf.astype(np.float16), ldc, offsets)
+    assert not _cblas.shifted_gemm_sub(a, b[:, ::2], buf, ldc, offsets)  # not contiguous
+    assert not _cblas.shifted_gemm_sub(a, b, b.reshape(-1), ldc, offsets)  # writing what it reads
+    np.testing.assert_array_equal(buf, before)
+
+
+@needs_cblas
 def test_sgd_inside_backprop_gives_the_same_weights_and_logs_as_a_separate_update(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

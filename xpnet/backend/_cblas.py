@@ -112,6 +112,7 @@ def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
            _address(b), ldb, 1.0, _address(c), ldc)  # fmt: skip
         return True
 
+    gemm_sub.fns = fns  # type: ignore[attr-defined]  # for `shifted_gemm_sub`
     return gemm_sub
 
 
@@ -145,3 +146,39 @@ def find() -> GemmSub | None:
                 _found[0] = f
                 break
     return _found[0]
+
+
+def shifted_gemm_sub(a: np.ndarray, b: np.ndarray, buf: np.ndarray, ldc: int, offsets: list[int]) -> bool:
+    """For each t: C_t −= a[t]ᵀ b, C_t the (m, n) rows buf[r·ldc + o_t : r·ldc + o_t + n], o_t = offsets[t].
+
+    a (T, k, m), b (k, n), buf 1-D. The convolution's input gradient: kh·kw products into shifted
+    column ranges of one buffer, with the checks and addresses of `gemm_sub` done once instead of
+    per product. All arrays C-contiguous and distinct; False (nothing done) where that or BLAS is missing.
+    """
+    fn = getattr(find(), "fns", {}).get(buf.dtype)
+    if not (
+        fn is not None
+        and a.dtype == b.dtype == buf.dtype
+        and a.ndim == 3
+        and b.ndim == 2
+        and buf.ndim == 1
+        and a.shape[0] == len(offsets)
+        and a.shape[1] == b.shape[0]
+        and b.shape[1] <= ldc
+        and all(o >= 0 for o in offsets)
+        and (a.shape[2] - 1) * ldc + max(offsets, default=0) + b.shape[1] <= buf.size
+        and a.flags.c_contiguous
+        and b.flags.c_contiguous
+        and buf.flags.c_contiguous
+        and buf.flags.writeable
+        and not np.may_share_memory(buf, a)
+        and not np.may_share_memory(buf, b)
+        and b.size > 0
+    ):
+        return False
+    item = buf.itemsize
+    (_, k, m), n = a.shape, b.shape[1]
+    pa, pb, pc = int(a.ctypes.data), int(b.ctypes.data), int(buf.ctypes.data)
+    for t, o in enumerate(offsets):
+        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, -1.0, pa + t * k * m * item, m, pb, n, 1.0, pc + o * item, ldc)
+    return True
