@@ -663,3 +663,24 @@ def test_numpy_conv_patch_matrices_are_reused_only_once_let_go(monkeypatch: pyte
     monkeypatch.setattr(NumpyOps, "_patches", lambda self, shape, dtype: np.empty(shape, dtype))
     fresh = model(1).fit(x, y, batch_size=2, epochs=3, verbose=0, shuffle=False).history["loss"]
     assert reused == fresh
+
+
+@pytest.mark.parametrize("block_images", [1, 2, 3, 5])
+def test_numpy_conv_inference_in_blocks_of_images_matches_the_training_pass(
+    block_images: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((5, 7, 6, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    ops, pads = NumpyOps(), (1, 1, 1, 1)
+    whole, _ = ops.conv2d_forward(x, w, b, (1, 1), pads, need_ctx=True)
+    per_image = (3 * 3 * 3 + 1) * 7 * 8 * 4  # patch bytes of one image: 28 rows of 7·8 columns
+    monkeypatch.setattr(ops, "conv_block_bytes", per_image * block_images)  # 5 images: a smaller last block
+    for _ in range(2):  # the second time with the block the first one let go
+        blocked, ctx = ops.conv2d_forward(x, w, b, (1, 1), pads, need_ctx=False)
+        assert ctx is None
+        np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            blocked, GenericNumpyOps().conv2d_forward(x, w, b, (1, 1), pads)[0], rtol=1e-5, atol=1e-5
+        )
