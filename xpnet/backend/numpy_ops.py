@@ -298,17 +298,13 @@ class NumpyOps(Ops):
             weights = np.concatenate([weights, bias.reshape(1, f)])
         weights_t = np.ascontiguousarray(weights.T)
         u = np.empty((f, n * per), x.dtype)
+        view = as_strided(buf, (kh, kw, c, n, per), (g.wp * e, e, g.span * e, g.hp * g.wp * e, e), writeable=False)
+        dst = cols[:k].reshape(kh, kw, c, group, per)
         for lo in range(0, n, group):
             m = min(group, n - lo)
-            view = as_strided(
-                buf[lo * g.hp * g.wp :],
-                (kh, kw, c, m, per),
-                (g.wp * e, e, g.span * e, g.hp * g.wp * e, e),
-                writeable=False,
-            )
-            block = cols[:, : m * per]  # the last group may be smaller: a row-strided view, as BLAS takes
-            np.copyto(block[:k].reshape(kh, kw, c, m * per).reshape(view.shape), view)
-            _matmul_by_columns(weights_t, block, u[:, lo * per : (lo + m) * per])
+            np.copyto(dst[:, :, :, :m], view[:, :, :, lo : lo + m])
+            # (the last group may be smaller: a row-strided view of the block, as BLAS takes)
+            _matmul_by_columns(weights_t, cols[:, : m * per], u[:, lo * per : (lo + m) * per])
         ctx = _WideCtx(g, cols)
         if not need_ctx:
             self._release(ctx)
