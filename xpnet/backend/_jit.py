@@ -57,28 +57,18 @@ def kernels() -> Any:
                 lower[i * half + q] = low
 
     @jit  # type: ignore[misc]
-    def pool2x2_backward(dy, right, lower, positive, relu, tmp, dx):  # type: ignore[no-untyped-def]
-        """dy: (c, n, oh, ow) view; right, lower, positive, tmp flat as in the forward; dx: flat (rows·2, wp).
-
-        Columns of the wide buffer beyond 2·ow get 0.
-        """
-        c, n, oh, ow = dy.shape
-        half = tmp.size // (2 * c * n * oh)
+    def pool2x2_backward(dy, half, right, lower, positive, relu, tmp, dx):  # type: ignore[no-untyped-def]
+        """dy: flat (rows, wp/2), 0 in the extra columns; masks as in the forward; tmp: (rows·2, wp/2); dx flat."""
         zero = dx.dtype.type(0)
-        i = 0
-        for a in range(c):  # dy to the winning row of each pair
-            for b in range(n):
-                for r in range(oh):
-                    row = dy[a, b, r]
-                    o = i * half
-                    for q in range(half):
-                        d = row[q] if q < ow else zero
-                        if relu:
-                            d = d if positive[o + q] else zero
-                        low = lower[o + q]
-                        tmp[o + o + q] = zero if low else d
-                        tmp[o + o + half + q] = d if low else zero
-                    i += 1
+        for i in range(dy.size // half):  # dy to the winning row of each pair
+            o = i * half
+            for q in range(half):
+                d = dy[o + q]
+                if relu:
+                    d = d if positive[o + q] else zero
+                low = lower[o + q]
+                tmp[o + o + q] = zero if low else d
+                tmp[o + o + half + q] = d if low else zero
         for k in range(tmp.size):  # then to the winning column
             d = tmp[k]
             r = right[k]

@@ -661,18 +661,18 @@ def _max_pool_2x2_wide(
 def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves, kernels: Any) -> np.ndarray:
     """∂L/∂x of `_max_pool_2x2_wide` as an (n, h, w, c) view of a (c, n, h, wp) buffer whose extra columns are 0."""
     c, n, h, wp = arg.wide_shape
+    dyw = np.zeros((c, n, h // 2, wp // 2), dy.dtype)
+    dyw[..., : arg.w // 2] = dy.transpose(3, 0, 1, 2)
     if kernels is not None:
         dx = np.empty((c, n * h * wp), dy.dtype)
         positive = arg.lower if arg.positive is None else arg.positive  # read only with a relu
         drows = np.empty(c * n * h * wp // 2, dy.dtype)
         lower, relu = arg.lower.reshape(-1), arg.positive is not None
         kernels.pool2x2_backward(
-            dy.transpose(3, 0, 1, 2), arg.right, lower, positive.reshape(-1), relu, drows, dx.reshape(-1)
+            dyw.reshape(-1), wp // 2, arg.right, lower, positive.reshape(-1), relu, drows, dx.reshape(-1)
         )
         _ZEROED_EXTRA[id(dx)] = dx
         return _nhwc(dx.reshape(c, n, h, wp)[..., : arg.w])
-    dyw = np.zeros((c, n, h // 2, wp // 2), dy.dtype)
-    dyw[..., : arg.w // 2] = dy.transpose(3, 0, 1, 2)
     dyw2 = dyw.reshape(c * n * h // 2, wp // 2)
     if arg.positive is not None:
         np.multiply(dyw2, arg.positive, out=dyw2)
