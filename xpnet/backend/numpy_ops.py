@@ -283,6 +283,7 @@ class NumpyOps(Ops):
     ) -> tuple[Array, Any]:
         """The stride-1 convolution of `conv2d_forward`, its patches copied and multiplied `group` images at a time."""
         n, h, w, c = x.shape
+        assert group == n or not need_ctx, "the backward pass needs every image's patches"
         kh, kw, _, f = kernel.shape
         top, bottom, left, right = pads
         g = _Wide(n, h, w, c, kh, kw, top, top + h + bottom, left, left + w + right)
