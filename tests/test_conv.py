@@ -684,3 +684,16 @@ def test_numpy_conv_inference_in_blocks_of_images_matches_the_training_pass(
         np.testing.assert_allclose(
             blocked, GenericNumpyOps().conv2d_forward(x, w, b, (1, 1), pads)[0], rtol=1e-5, atol=1e-5
         )
+
+
+def test_numpy_conv_keeps_at_most_spare_patch_bytes_of_patch_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
+    ops = NumpyOps()
+    monkeypatch.setattr(ops, "spare_patch_bytes", 100_000)
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    for n in range(1, 30):  # every batch size its own patch shape (18 rows · n·6·8 columns · 4 bytes)
+        x = rng.standard_normal((n, 6, 6, 2)).astype(np.float32)
+        _, ctx = ops.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
+        ops.conv2d_backward(np.ones((n, 6, 6, 4), np.float32), ctx, w, x.shape, (1, 1), (1, 1, 1, 1), True)
+        kept = [c.cols.nbytes for c in ops._spare_patches if c.cols is not None]
+        assert sum(kept) <= 100_000 and (sum(kept) > 0 or 18 * n * 48 * 4 > 100_000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,61 @@ def test_xpnet_jit_0_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert NumpyOps().kernels is None
     with pytest.raises(ImportError, match=r"xpnet\[jit\]"):
         NumpyOps(jit=True)
+
+
+def test_without_a_cache_directory_the_kernels_compile_in_memory_and_if_numba_fails_numpy_takes_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numba
+
+    real = numba.njit
+
+    def no_cache_dir(*args: object, cache: bool = False, **kw: object) -> object:
+        if cache:  # what numba raises where it finds no directory to write its cache to
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return real(*args, cache=cache, **kw)
+
+    def broken(*args: object, **kw: object) -> object:
+        raise RuntimeError("numba is broken here")
+
+    x = np.random.default_rng(2).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    wide = np.zeros((3, 2, 4, 6), np.float32)
+    wide[..., :4] = x.transpose(3, 0, 1, 2)
+    xw = wide[..., :4].transpose(1, 2, 3, 0)
+    want = NumpyOps(jit=False).max_pool_forward(xw, (2, 2), (2, 2), (0,) * 4)[0]
+    monkeypatch.setenv("XPNET_JIT", "1")
+    try:
+        monkeypatch.setattr(numba, "njit", no_cache_dir)
+        _jit.kernels.cache_clear()
+        assert _jit.kernels() is not None
+        np.testing.assert_array_equal(NumpyOps(jit=True).max_pool_forward(xw, (2, 2), (2, 2), (0,) * 4)[0], want)
+        monkeypatch.setattr(numba, "njit", broken)
+        _jit.kernels.cache_clear()
+        with pytest.warns(RuntimeWarning, match="numba is broken here"):
+            assert NumpyOps().kernels is None
+        model = _lenet_like(NumpyOps())  # the backend still works, on NumPy's code
+        model.fit(np.zeros((4, 12, 12, 1), np.float32), np.zeros(4, int), epochs=1, verbose=0)
+        monkeypatch.setattr(numba, "njit", real)
+        monkeypatch.setattr(numba.config, "DISABLE_JIT", True)  # would make the loops plain Python
+        _jit.kernels.cache_clear()
+        assert _jit.kernels() is None
+    finally:
+        _jit.kernels.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ">f4", ">f8", np.longdouble])
+def test_dtypes_numba_does_not_take_go_through_numpy(dtype: Any) -> None:
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal((2, 3, 4, 6)).astype(dtype)
+    x = wide[..., :5].transpose(1, 2, 3, 0)
+    dy = rng.standard_normal((3, 2, 2, 2)).astype(dtype)
+    results = []
+    for jit in (False, True):
+        ops = NumpyOps(jit=jit)
+        y, arg = ops.max_pool_forward(x, (2, 2), (2, 2), (0,) * 4)
+        yr, argr = ops.max_pool_relu_forward(x, (2, 2), (2, 2), (0,) * 4, "relu")
+        dx = ops.max_pool_backward(dy, arg, x.shape, (2, 2), (2, 2), (0,) * 4)
+        dxr = ops.max_pool_relu_backward(dy, argr, x.shape, (2, 2), (2, 2), (0,) * 4, "relu")
+        results.append((y, yr, dx, dxr))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_INT_MAX = 2**31  # sizes from here on would wrap in an LP64 library's C int: NumPy does those products
 
 # (symbol prefix, suffix, integer type): NumPy ≥ 2 wheels (scipy-openblas, ILP64), NumPy 1.x
 # wheels (openblas64_), and LP64 CBLAS libraries (system OpenBLAS, MKL, BLIS, reference).
@@ -106,7 +107,7 @@ def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
         if ta != item or tb != item or tc != item or sa % item or sb % item or sc % item:
             return False
         lda, ldb, ldc = sa // item, sb // item, sc // item
-        if lda < a.shape[1] or ldb < b.shape[1] or ldc < c.shape[1]:
+        if lda < a.shape[1] or ldb < b.shape[1] or ldc < c.shape[1] or max(lda, ldb, ldc, a.shape[0]) >= _INT_MAX:
             return False
         fn(_ROW_MAJOR, _TRANS, _NO_TRANS, c.shape[0], c.shape[1], a.shape[0], -1.0, _address(a), lda,
            _address(b), ldb, 1.0, _address(c), ldc)  # fmt: skip
@@ -173,7 +174,9 @@ def shifted_gemm_sub(a: np.ndarray, b: np.ndarray, buf: np.ndarray, ldc: int, of
         and buf.flags.writeable
         and not np.may_share_memory(buf, a)
         and not np.may_share_memory(buf, b)
+        and a.size > 0
         and b.size > 0
+        and max(buf.size, a.shape[1]) < _INT_MAX
     ):
         return False
     item = buf.itemsize

@@ -5,17 +5,25 @@ im2col of a convolution as a padded copy and a strided copy: on LeNet these pass
 GEMMs, kept a 2-core CPU step behind PyTorch's. Each kernel here does the same arithmetic in one
 or two loops that LLVM vectorises, and gives the same numbers and the same argmax (first maximum
 in row-major order; a NaN propagates to the output, as with np.maximum, but does not take the
-gradient, as with np.greater) as the NumPy code it replaces; tests compare the two.
+gradient, as with np.greater) as the NumPy code it replaces; tests compare the two. Equal as
+values: the sign of a zero may differ (np.maximum's choice between −0 and +0 is the CPU's), and
+a NaN or inf gradient reaches only the window's winner, where NumPy's masks spread NaN to all four.
 
-`XPNET_JIT=0` turns them off. Kernels compile on first use and are cached on disk by numba.
+`XPNET_JIT=0` turns them off. Kernels compile on first use and are cached on disk by numba
+(or only in memory where numba finds nowhere to write its cache).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cache
 from types import SimpleNamespace
 from typing import Any
+
+import numpy as np
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order only
 
 
 def wanted() -> bool:
@@ -24,12 +32,25 @@ def wanted() -> bool:
 
 @cache
 def kernels() -> Any:
-    """The compiled kernels, or None where numba is not installed."""
+    """The compiled kernels, or None where numba is not installed (or cannot be used: with a warning)."""
     try:
         import numba
     except ImportError:
         return None
-    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    if getattr(numba.config, "DISABLE_JIT", False):  # NUMBA_DISABLE_JIT=1: plain Python loops, 70x slower
+        return None
+    try:
+        return _define(numba, cache=True)
+    except Exception:  # numba raises at definition when it finds no directory to cache in
+        try:
+            return _define(numba, cache=False)
+        except Exception as e:
+            warnings.warn(f"numba's kernels could not be built ({e}); using NumPy's code", RuntimeWarning, stacklevel=2)
+            return None
+
+
+def _define(numba: Any, cache: bool) -> SimpleNamespace:
+    jit = numba.njit(cache=cache, nogil=True, error_model="numpy")
 
     @jit  # type: ignore[misc]
     def pool2x2_forward(src, wp, tmp, right, y, lower, positive, relu):  # type: ignore[no-untyped-def]

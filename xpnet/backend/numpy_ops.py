@@ -24,11 +24,19 @@ class NumpyOps(Ops):
     transposed_inference_rows: int | None = 256
 
     def __init__(self, jit: bool | None = None) -> None:
-        """jit: use numba's compiled loops for pooling and im2col (None: when installed and XPNET_JIT is not 0)."""
+        """jit: use numba's compiled loops for 2×2 pooling (None: when installed and XPNET_JIT is not 0)."""
         super().__init__()
-        self.kernels = _jit.kernels() if (_jit.wanted() if jit is None else jit) else None
+        self._jit = _jit.wanted() if jit is None else jit
         if jit and self.kernels is None:
-            raise ImportError("NumpyOps(jit=True) needs numba: pip install 'xpnet[jit]'")
+            raise ImportError(
+                "NumpyOps(jit=True): numba's kernels are unavailable (pip install 'xpnet[jit]'; "
+                "not with NUMBA_DISABLE_JIT=1)"
+            )
+
+    @property
+    def kernels(self) -> Any:
+        """numba's kernels, or None; numba is imported at the first use, not with the backend."""
+        return _jit.kernels() if self._jit else None
 
     def info(self) -> dict[str, str]:
         extra = {"numba": self.kernels.numba} if self.kernels is not None else {}
@@ -311,6 +319,9 @@ class NumpyOps(Ops):
             self._release(ctx)
         return _nhwc(u.reshape(f, n, g.oh, g.wp)[:, :, :, : g.ow]), ctx if need_ctx else None
 
+    # patch matrices kept for reuse, at most this many bytes (the least recently let go leave first)
+    spare_patch_bytes = 32 << 20
+
     def _patches(self, shape: tuple[int, int], dtype: Any) -> np.ndarray:
         """A patch matrix that a backward pass (or an inference call) let go, else a new one.
 
@@ -318,21 +329,33 @@ class NumpyOps(Ops):
         step on a 2-core machine: a fresh buffer is cold in every cache the copy writes through.
         The context it came from loses it (a later backward pass with that context raises).
         """
-        spare = self.__dict__.setdefault("_spare_patches", {}).get((shape, np.dtype(dtype)))
-        while spare:
-            old = spare.pop()
-            if old.cols is not None:
-                cols, old.cols = old.cols, None
+        spare: list[_WideCtx] = self.__dict__.setdefault("_spare_patches", [])
+        dtype = np.dtype(dtype)
+        for i in range(len(spare) - 1, -1, -1):
+            try:
+                old = spare[i]
+            except IndexError:  # another thread took some meanwhile
+                break
+            cols = old.cols
+            if cols is not None and cols.shape == shape and cols.dtype == dtype:
+                try:
+                    spare.remove(old)
+                except ValueError:  # another thread took this one
+                    continue
+                old.cols = None
                 return cols
         return np.empty(shape, dtype)
 
     def _release(self, ctx: _WideCtx) -> None:
         """Let a later forward pass take ctx's patches; until one does, ctx stays usable."""
-        assert ctx.cols is not None
-        spare = self.__dict__.setdefault("_spare_patches", {}).setdefault((ctx.cols.shape, ctx.cols.dtype), [])
-        if ctx not in spare:
-            spare.append(ctx)
-            del spare[:-4]  # a few per shape: one per conv layer of that shape in the model, and slack
+        spare: list[_WideCtx] = self.__dict__.setdefault("_spare_patches", [])
+        if ctx.cols is None or any(c is ctx for c in spare):
+            return
+        spare.append(ctx)
+        total = sum(c.cols.nbytes for c in spare if c.cols is not None)
+        while spare and total > self.spare_patch_bytes:
+            first = spare.pop(0)
+            total -= first.cols.nbytes if first.cols is not None else 0
 
     def conv2d_backward(
         self,
@@ -398,7 +421,7 @@ class NumpyOps(Ops):
         if _halving(size, strides, pads):
             wide = _wide_base(x)
             if wide is not None and x.shape[1] % 2 == 0 and wide.shape[-1] % 2 == 0:
-                return _max_pool_2x2_wide(x, wide, need_arg, self.kernels)
+                return _max_pool_2x2_wide(x, wide, need_arg, self.kernels if x.dtype in _jit.DTYPES else None)
             return _max_pool_2x2(x, need_arg)
         (kh, kw), (sh, sw) = size, strides
         xpad = self.pad2d(x, pads, -np.inf)
@@ -429,8 +452,9 @@ class NumpyOps(Ops):
         wide = _wide_base(x) if _halving(size, strides, pads) else None
         if wide is None or x.shape[1] % 2 or wide.shape[-1] % 2:
             return super().max_pool_relu_forward(x, size, strides, pads, relu, need_arg)
-        if self.kernels is not None:
-            return _max_pool_2x2_wide(x, wide, need_arg, self.kernels, relu=True)
+        kernels = self.kernels if x.dtype in _jit.DTYPES else None
+        if kernels is not None:
+            return _max_pool_2x2_wide(x, wide, need_arg, kernels, relu=True)
         # relu and its mask over the whole contiguous pooled buffer, not the strided NHWC view of it
         y, arg = _max_pool_2x2_wide(x, wide, need_arg, None)
         pooled = y.base
@@ -664,7 +688,7 @@ def _max_pool_2x2_wide_backward(dy: np.ndarray, arg: _WideHalves, kernels: Any) 
     c, n, h, wp = arg.wide_shape
     dyw = np.zeros((c, n, h // 2, wp // 2), dy.dtype)
     dyw[..., : arg.w // 2] = dy.transpose(3, 0, 1, 2)
-    if kernels is not None:
+    if kernels is not None and dy.dtype in _jit.DTYPES:
         dx = np.empty((c, n * h * wp), dy.dtype)
         positive = arg.lower if arg.positive is None else arg.positive  # read only with a relu
         drows = np.empty(c * n * h * wp // 2, dy.dtype)
@@ -693,7 +717,8 @@ class _WideCtx:
     """What a stride-1 convolution's backward pass needs: the geometry and the patch matrix (until used)."""
 
     def __init__(self, g: _Wide, cols: np.ndarray) -> None:
-        self.g, self.cols = g, cols
+        self.g = g
+        self.cols: np.ndarray | None = cols
 
 
 class _Wide:
