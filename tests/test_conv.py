@@ -697,3 +697,24 @@ def test_numpy_conv_keeps_at_most_spare_patch_bytes_of_patch_matrices(monkeypatc
         ops.conv2d_backward(np.ones((n, 6, 6, 4), np.float32), ctx, w, x.shape, (1, 1), (1, 1, 1, 1), True)
         kept = [c.cols.nbytes for c in ops._spare_patches if c.cols is not None]
         assert sum(kept) <= 100_000 and (sum(kept) > 0 or 18 * n * 48 * 4 > 100_000)
+
+
+def test_numpy_conv_reuses_zeroed_buffers_only_for_the_same_layout() -> None:
+    # 6×6 images padded by 1 and 8×8 images unpadded share a buffer size (8×8 padded pixels), not
+    # the pixels they write: the second must not find the first's pixels in its padding, nor δ rows
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)
+    ops, ref = NumpyOps(), GenericNumpyOps()
+    cases = [(rng.standard_normal((2, 6, 6, 2)).astype(np.float32), (1, 1, 1, 1))]
+    cases.append((rng.standard_normal((2, 8, 8, 2)).astype(np.float32) * 5, (0, 0, 0, 0)))
+    for x, pads in cases * 3:
+        u, ctx = ops.conv2d_forward(x, w, None, (1, 1), pads)
+        u0, ctx0 = ref.conv2d_forward(x, w, None, (1, 1), pads)
+        np.testing.assert_allclose(u, u0, rtol=1e-5, atol=1e-5)
+        du = rng.standard_normal(u.shape).astype(np.float32)
+        for got, want in zip(
+            ops.conv2d_backward(du, ctx, w, x.shape, (1, 1), pads, True),
+            ref.conv2d_backward(du, ctx0, w, x.shape, (1, 1), pads, True),
+            strict=True,
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

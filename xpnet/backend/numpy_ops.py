@@ -295,7 +295,8 @@ class NumpyOps(Ops):
         kh, kw, _, f = kernel.shape
         top, bottom, left, right = pads
         g = _Wide(n, h, w, c, kh, kw, top, top + h + bottom, left, left + w + right)
-        buf = np.zeros(g.buffer_size, x.dtype)
+        pad_key = ("pad", n, h, w, c, kh, kw, top, left, g.hp, g.wp)
+        buf = self._zeroed(pad_key, (g.buffer_size,), x.dtype)  # the padding is never written: stays 0
         g.interior(buf)[...] = x.transpose(3, 0, 1, 2)
         e = buf.itemsize
         k = kh * kw * c
@@ -314,10 +315,29 @@ class NumpyOps(Ops):
             np.copyto(dst[:, :, :, :m], view[:, :, :, lo : lo + m])
             # (the last group may be smaller: a row-strided view of the block, as BLAS takes)
             _matmul_by_columns(weights_t, cols[:, : m * per], u[:, lo * per : (lo + m) * per])
+        self._give_back(pad_key, buf)
         ctx = _WideCtx(g, cols)
         if not need_ctx:
             self._release(ctx)
         return _nhwc(u.reshape(f, n, g.oh, g.wp)[:, :, :, : g.ow]), ctx if need_ctx else None
+
+    def _zeroed(self, key: tuple[Any, ...], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A zero-filled buffer, or the one last given back under `key`, whose zeros its user kept.
+
+        `key` names the role and every number that decides which elements get written, so a
+        buffer only returns to a user that writes exactly the same elements. Skips the memset and
+        the page faults of a fresh buffer each step (two in-process A/B runs on a LeNet fit: 0.92x
+        and 0.96x the step, predict b32 1.10x and 0.98x); taken out while in use, so two threads
+        never share one.
+        """
+        kept = self.__dict__.setdefault("_zeroed_bufs", {}).pop((key, shape, np.dtype(dtype)), None)
+        return np.zeros(shape, dtype) if kept is None else kept
+
+    def _give_back(self, key: tuple[Any, ...], buf: np.ndarray) -> None:
+        bufs = self.__dict__.setdefault("_zeroed_bufs", {})
+        bufs[(key, buf.shape, buf.dtype)] = buf
+        while len(bufs) > 8:  # a few layers' worth; the oldest go
+            del bufs[next(iter(bufs))]
 
     # patch matrices kept for reuse, at most this many bytes (the least recently let go leave first)
     spare_patch_bytes = 32 << 20
@@ -393,9 +413,10 @@ class NumpyOps(Ops):
             return dkernel, dbias, None
         # δ over all hp rows of each padded image, the last hp − oh of them zero, so that window
         # offset (i, j) adds to each channel of the padded ∂x buffer as one shifted run
-        dtall = np.zeros((f, g.n, g.hp * g.wp), du.dtype)
-        dtall[:, :, : g.oh * g.wp] = d2.reshape(f, g.n, g.oh * g.wp)
-        dtall = dtall.reshape(f, g.span)
+        tall_key = ("tall", g.oh, g.wp)
+        tall = self._zeroed(tall_key, (f, g.n, g.hp * g.wp), du.dtype)  # rows below oh are never written
+        tall[:, :, : g.oh * g.wp] = d2.reshape(f, g.n, g.oh * g.wp)
+        dtall = tall.reshape(f, g.span)
         dbuf = np.zeros(g.buffer_size, du.dtype)
         e = dbuf.itemsize
         # the c channel runs of the padded buffer as rows (each with the slack the shifts need)
@@ -408,6 +429,7 @@ class NumpyOps(Ops):
         if not _cblas.shifted_gemm_sub(neg.reshape(-1, f, g.c), dtall, dbuf, g.span, offsets):
             for t, o in enumerate(offsets):
                 self.gemm_sub(neg[divmod(t, g.kw)], dtall, rows[:, o : o + g.span])
+        self._give_back(tall_key, tall)
         return dkernel, dbias, _nhwc(g.interior(dbuf))
 
     def max_pool_forward(
