@@ -718,3 +718,37 @@ def test_numpy_conv_reuses_zeroed_buffers_only_for_the_same_layout() -> None:
             strict=True,
         ):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_conv_kept_buffers_survive_threads_predicting_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import threading
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: take, give back and evict interleave
+    try:
+        ops = NumpyOps()
+        monkeypatch.setattr(ops, "spare_patch_bytes", 20_000)  # evictions of patch matrices too
+        rng = np.random.default_rng(13)
+        w = rng.standard_normal((3, 3, 2, 2)).astype(np.float32)
+        xs = [rng.standard_normal((1 + i % 4, 6 + i // 4, 6, 2)).astype(np.float32) for i in range(16)]
+        want = [GenericNumpyOps().conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))[0] for x in xs]
+        errors: list[str] = []
+
+        def work(t: int) -> None:
+            try:
+                for r in range(400):
+                    i = (r * 7 + t) % 16
+                    y = ops.conv2d_forward(xs[i], w, None, (1, 1), (1, 1, 1, 1), need_ctx=r % 2 == 0)[0]
+                    np.testing.assert_allclose(y, want[i], rtol=1e-5, atol=1e-5)
+            except Exception as e:  # reported below, with the thread's failure
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors[:3]
+    finally:
+        sys.setswitchinterval(old)

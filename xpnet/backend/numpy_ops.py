@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -27,6 +28,7 @@ class NumpyOps(Ops):
         """jit: use numba's compiled loops for 2×2 pooling (None: when installed and XPNET_JIT is not 0)."""
         super().__init__()
         self._jit = _jit.wanted() if jit is None else jit
+        self._buffers_lock = threading.Lock()  # the kept buffers below: threads may predict at once
         if jit and self.kernels is None:
             raise ImportError(
                 "NumpyOps(jit=True): numba's kernels are unavailable (pip install 'xpnet[jit]'; "
@@ -330,14 +332,16 @@ class NumpyOps(Ops):
         and 0.96x the step, predict b32 1.10x and 0.98x); taken out while in use, so two threads
         never share one.
         """
-        kept = self.__dict__.setdefault("_zeroed_bufs", {}).pop((key, shape, np.dtype(dtype)), None)
+        with self._buffers_lock:
+            kept = self.__dict__.setdefault("_zeroed_bufs", {}).pop((key, shape, np.dtype(dtype)), None)
         return np.zeros(shape, dtype) if kept is None else kept
 
     def _give_back(self, key: tuple[Any, ...], buf: np.ndarray) -> None:
-        bufs = self.__dict__.setdefault("_zeroed_bufs", {})
-        bufs[(key, buf.shape, buf.dtype)] = buf
-        while len(bufs) > 8:  # a few layers' worth; the oldest go
-            del bufs[next(iter(bufs))]
+        with self._buffers_lock:
+            bufs = self.__dict__.setdefault("_zeroed_bufs", {})
+            bufs[(key, buf.shape, buf.dtype)] = buf
+            for old in list(bufs)[:-8]:  # a few layers' worth; the oldest go
+                del bufs[old]
 
     # patch matrices kept for reuse, at most this many bytes (the least recently let go leave first)
     spare_patch_bytes = 32 << 20
@@ -349,33 +353,28 @@ class NumpyOps(Ops):
         step on a 2-core machine: a fresh buffer is cold in every cache the copy writes through.
         The context it came from loses it (a later backward pass with that context raises).
         """
-        spare: list[_WideCtx] = self.__dict__.setdefault("_spare_patches", [])
         dtype = np.dtype(dtype)
-        for i in range(len(spare) - 1, -1, -1):
-            try:
-                old = spare[i]
-            except IndexError:  # another thread took some meanwhile
-                break
-            cols = old.cols
-            if cols is not None and cols.shape == shape and cols.dtype == dtype:
-                try:
+        with self._buffers_lock:
+            spare: list[_WideCtx] = self.__dict__.setdefault("_spare_patches", [])
+            for old in reversed(spare):
+                cols = old.cols
+                if cols is not None and cols.shape == shape and cols.dtype == dtype:
                     spare.remove(old)
-                except ValueError:  # another thread took this one
-                    continue
-                old.cols = None
-                return cols
+                    old.cols = None
+                    return cols
         return np.empty(shape, dtype)
 
     def _release(self, ctx: _WideCtx) -> None:
         """Let a later forward pass take ctx's patches; until one does, ctx stays usable."""
-        spare: list[_WideCtx] = self.__dict__.setdefault("_spare_patches", [])
-        if ctx.cols is None or any(c is ctx for c in spare):
-            return
-        spare.append(ctx)
-        total = sum(c.cols.nbytes for c in spare if c.cols is not None)
-        while spare and total > self.spare_patch_bytes:
-            first = spare.pop(0)
-            total -= first.cols.nbytes if first.cols is not None else 0
+        with self._buffers_lock:
+            spare: list[_WideCtx] = self.__dict__.setdefault("_spare_patches", [])
+            if ctx.cols is None or any(c is ctx for c in spare):
+                return
+            spare.append(ctx)
+            sizes = [c.cols.nbytes if c.cols is not None else 0 for c in spare]
+            while spare and sum(sizes) > self.spare_patch_bytes:
+                spare.pop(0)
+                sizes.pop(0)
 
     def conv2d_backward(
         self,
