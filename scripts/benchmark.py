@@ -947,6 +947,7 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
     L.append(
         f"- Python {meta['python']}, NumPy {meta['numpy']} ({meta['numpy_blas']}); BLAS threads: "
         f"{env.blas_threads} ({env.blas_desc}); xpnet {meta['xpnet']}, backend {env.backend}"
+        + (f" with numba {meta['backend_info']['numba']}'s kernels" if "numba" in meta.get("backend_info", {}) else "")
     )
     if env.torch is not None:
         L.append(f"- PyTorch {env.torch.__version__} on {env.torch_device}, torch.set_num_threads({env.blas_threads})")
@@ -1385,6 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
             "blas_threads": env.blas_threads,
             "blas": env.blas_desc,
             "backend": env.backend,
+            "backend_info": xpnet.get_backend(env.backend).info(),
             "torch": getattr(env.torch, "__version__", None),
             "torch_device": env.torch_device if env.torch is not None else None,
             "keras": getattr(env.keras, "__version__", None),
