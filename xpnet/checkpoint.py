@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import argcheck
 from .callbacks import Callback
 from .layers.dropout import Dropout
 from .weights_io import atomic_write_bytes, open_npz
@@ -108,11 +109,9 @@ class Checkpoint(Callback):
 
     def __init__(self, directory: str | os.PathLike[str], save_freq: int | str = "epoch", keep: int = 3) -> None:
         super().__init__()
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
-            raise ValueError(f"save_freq must be 'epoch' or a positive number of steps, received {save_freq!r}")
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, received {keep}")
-        self.directory, self.save_freq, self.keep = Path(directory), save_freq, keep
+        self.save_freq = argcheck.save_frequency("Checkpoint", save_freq)
+        self.keep = argcheck.integer("Checkpoint", "keep", keep, 1)
+        self.directory = Path(directory)
         self.saved: list[Path] = []
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
