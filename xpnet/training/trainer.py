@@ -36,6 +36,7 @@ from ..params import GradientSink, ParamStore
 from ..threads import blas_threads_for, macs_per_sample
 from ..variables import Variable
 from . import data
+from .guard import exclusive
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
 
@@ -346,6 +347,7 @@ class Trainer:
         return data.upload_all(self.ops, a, self.target_dtypes() if targets else self.dtype)
 
     # ------------------------------------------------------------------ training
+    @exclusive("fit")
     def fit(
         self,
         x: Any = None,
@@ -644,6 +646,7 @@ class Trainer:
             sums[0] = sums[0] + self.store.penalty() * (last - first)
         return self._read(sums, n)
 
+    @exclusive("evaluate")
     def evaluate(
         self,
         x: Any = None,
@@ -675,6 +678,7 @@ class Trainer:
         return _shape_result(result, return_dict)
 
     # ------------------------------------------------------------------ one batch
+    @exclusive("train_on_batch")
     def train_on_batch(
         self,
         x: Any,
@@ -708,6 +712,7 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ gradients
+    @exclusive("compute_gradients")
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """Loss over (x, y) as one batch, and its gradient for every trainable weight (`trainable_weights`' order).
 
