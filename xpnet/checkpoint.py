@@ -25,6 +25,7 @@ import numpy as np
 from . import argcheck
 from .callbacks import Callback
 from .layers.dropout import Dropout
+from .runlock import FolderLock
 from .weights_io import atomic_write_bytes, open_npz
 
 if TYPE_CHECKING:
@@ -113,9 +114,20 @@ class Checkpoint(Callback):
         self.keep = argcheck.integer("Checkpoint", "keep", keep, 1)
         self.directory = Path(directory)
         self.saved: list[Path] = []
+        self._lock = FolderLock(self.directory, "checkpoint writer")
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        # rotation deletes old files: a second writer on the folder would delete this run's
+        if self.model is None or self.model.comm.is_root:
+            self._lock.acquire()
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let another writer use the folder (fit calls this also when training stops on an error)."""
+        self._lock.release()
 
     def on_train_batch_end(self, batch: int, logs: None = None) -> None:
         assert self.model is not None

@@ -36,6 +36,7 @@ from .backend import BackendUnavailableError, available_backends, get_backend, u
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError
 from .datasets import DatasetError, fashion_mnist, mnist
+from .runlock import FolderLock, FolderLockedError
 
 QUICK_LIMIT = 500
 QUICK_EPOCHS = 1
@@ -393,6 +394,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         where = " ".join(str(e).split())  # the dataset's list of places searched, on the one line a CLI failure gets
         raise CLIError(f"could not load {DATASET_TITLES[cfg['dataset']]}: {where}") from e
     _check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
+    if _is_root():  # two runs writing one folder would delete each other's checkpoints and results
+        args.run_lock = FolderLock(out, "training run")
+        try:
+            args.run_lock.acquire()
+        except FolderLockedError as e:
+            raise CLIError(str(e)) from e
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
     images = x_test  # (n, 28, 28) for the pictures
@@ -441,6 +448,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         except CheckpointError as e:
             raise CLIError(f"cannot resume from {ckpt_dir}: {e}; or choose another --out") from e
+        except FolderLockedError as e:
+            raise CLIError(str(e)) from e
         wall = time.perf_counter() - t_start
         scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)  # all ranks
         assert isinstance(scores, dict)
@@ -643,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     args.on_interrupt = "interrupted"
+    args.run_lock = None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
@@ -663,6 +673,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"error: {type(e).__name__}: {e} (run again with --debug for the traceback)", file=sys.stderr)
             return 1
+        finally:
+            if args.run_lock is not None:
+                args.run_lock.release()
 
 
 if __name__ == "__main__":

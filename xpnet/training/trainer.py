@@ -514,6 +514,9 @@ class Trainer:
             finally:
                 progress.close()
                 self.store.use_sink()  # after fit, backward fills the gradient buffer again
+                for cb in cbs:  # on an error on_train_end is not called: a checkpoint folder is freed here
+                    if isinstance(cb, checkpoint.Checkpoint):
+                        cb.release()
                 for d in dropouts:
                     d.row_offset = 0
             for cb in cbs:
