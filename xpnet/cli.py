@@ -602,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--threads",
         type=_positive_int,
-        help="BLAS threads (default: xpnet chooses from cores, MPI ranks, load and layer sizes, unless "
-        f"{', '.join(threads.USER_VARS)} is set); the same count repeats a run exactly",
+        help="BLAS threads, at most the usable CPUs (default: xpnet chooses from cores, MPI ranks, load and layer "
+        f"sizes, unless {', '.join(threads.USER_VARS)} is set); the same count repeats a run exactly on the same "
+        "machine: results also depend on the CPU model and the NumPy/BLAS build",
     )
     t.add_argument("--out", help="output folder (default runs/<model>-<timestamp>)")
     t.add_argument(
