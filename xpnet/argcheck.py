@@ -8,8 +8,12 @@ is not a bool.
 
 from __future__ import annotations
 
+import argparse
 import math
-from typing import Any
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -80,3 +84,48 @@ def save_frequency(owner: str, value: Any) -> int | str:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{owner}: save_freq must be 'epoch' or a positive number of steps, received {value!r}")
     return int(value)
+
+
+def _flag_number(kind: type, low: float, low_open: bool, what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, received {text!r}") from None
+        if not math.isfinite(value) or (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {what}, received {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+# argparse `type=` checks for the scripts' flags: the range is refused at parse time, in one line
+positive_int = _flag_number(int, 0, True, "a positive integer")
+natural_int = _flag_number(int, 0, False, "an integer >= 0")
+positive_float = _flag_number(float, 0.0, True, "a positive number")
+natural_float = _flag_number(float, 0.0, False, "a number >= 0")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line ("prog: error: …"), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_script(main: Callable[[], int], prog: str) -> int:
+    """Run a script's main(): a failure prints one line "prog: error: …" and exits 1.
+
+    XPNET_DEBUG=1 shows the traceback instead.
+    """
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("XPNET_DEBUG"):
+            raise
+        print(f"{prog}: error: {e} (XPNET_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
