@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 import xpnet
+from xpnet import argcheck
+from xpnet.backend import get_backend
 
 INSTALL_HINT = "pip install 'xpnet[plot]'"
 
@@ -122,20 +124,35 @@ def plot(model: xpnet.Sequential, result: dict[str, Any], path: str, title: str)
     fig.savefig(path, dpi=100)
 
 
+def _widths(text: str) -> list[int]:
+    """--hidden: comma-separated positive layer widths, e.g. 32,32."""
+    try:
+        widths = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive widths separated by commas (e.g. 32,32), received {text!r}")
+    return widths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hidden", default="32,32", help="hidden tanh layer widths, comma-separated (default 32,32)")
-    p.add_argument("--epochs", type=int, default=2000)
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--noise", type=float, default=0.0, help="standard deviation of noise added to sin(x)")
-    p.add_argument("--learning-rate", type=float, default=0.005, help="Adam step size (default 0.005)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: all samples (full-batch)")
-    p.add_argument("--seed", type=int, default=0)
+    p = argcheck.OneLineParser(prog="regression_mlp.py", description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", type=_widths, default="32,32", help="hidden tanh layer widths, comma-separated (32,32)")
+    p.add_argument("--epochs", type=argcheck.positive_int, default=2000)
+    p.add_argument("--samples", type=argcheck.positive_int, default=200)
+    p.add_argument(
+        "--noise", type=argcheck.natural_float, default=0.0, help="standard deviation of noise added to sin(x)"
+    )
+    p.add_argument("--learning-rate", type=argcheck.positive_float, default=0.005, help="Adam step size (0.005)")
+    p.add_argument("--batch-size", type=argcheck.positive_int, default=None, help="default: all samples (full-batch)")
+    p.add_argument("--seed", type=argcheck.natural_int, default=0)
     p.add_argument("--backend", default=None, help="numpy, cupy, auto, ... (default: XPNET_BACKEND or auto)")
     p.add_argument("--out", default=os.path.join("runs", "regression_mlp"), help="folder for the PNG")
     args = p.parse_args(argv)
+    if args.backend is not None:
+        get_backend(args.backend)  # a wrong --backend fails before training
 
-    hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+    hidden = args.hidden
     model, res = train(
         hidden,
         args.epochs,
@@ -164,4 +181,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(argcheck.run_script(main, "regression_mlp.py"))

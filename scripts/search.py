@@ -13,13 +13,15 @@ the same command gives the same table with any --jobs.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 import time
 
 import numpy as np
 
+from xpnet import argcheck
+from xpnet.backend import get_backend
 from xpnet.datasets import fashion_mnist
 from xpnet.search import loguniform, mlp_builder, random_search
 
@@ -35,17 +37,27 @@ SPACE = {
 }
 
 
+def _jobs(text: str) -> int:
+    """--jobs: a positive count, or -1 for one per CPU."""
+    return -1 if text.strip() == "-1" else argcheck.positive_int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=8, help="number of random trials (default 8)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; -1: one per CPU)")
-    p.add_argument("--limit", type=int, default=10_000, help="training images used (default 10,000 of 55,000)")
-    p.add_argument("--val", type=int, default=5_000, help="validation images (default 5,000)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    p = argcheck.OneLineParser(prog="search.py", description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=argcheck.positive_int, default=8, help="number of random trials (default 8)")
+    p.add_argument("--jobs", type=_jobs, default=1, help="worker processes (default 1; -1: one per CPU)")
+    p.add_argument(
+        "--limit", type=argcheck.natural_int, default=10_000, help="training images used (default 10,000; 0: all)"
+    )
+    p.add_argument("--val", type=argcheck.positive_int, default=5_000, help="validation images (default 5,000)")
+    p.add_argument("--epochs", type=argcheck.positive_int, default=3, help="epochs per trial (default 3)")
+    p.add_argument("--seed", type=argcheck.natural_int, default=0, help="search seed (default 0)")
     p.add_argument("--backend", default="numpy", help="backend for every trial (default numpy)")
     p.add_argument("--out", metavar="PATH", help="write all trials as JSON")
     args = p.parse_args(argv)
+    get_backend(args.backend)  # a wrong --backend fails now, once, not in every trial
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise ValueError(f"--out {args.out}: folder {os.path.dirname(os.path.abspath(args.out))} does not exist")
 
     (x_full, y_full), (x_test, y_test) = fashion_mnist.load_data()
     x_valid, y_valid = x_full[: args.val].astype(np.float32) / 255.0, y_full[: args.val]
@@ -86,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(argcheck.run_script(main, "search.py"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -119,3 +121,28 @@ def test_fit_keeps_a_threadpoolctl_limit_set_around_it() -> None:
 def test_fit_keeps_an_enclosing_block() -> None:
     with threads.blas_threads_for(A_MACS, 32, threads=1):
         assert _fit_and_see() == [1]
+
+
+def test_a_thread_count_above_the_usable_cpus_is_capped_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    with pytest.warns(RuntimeWarning, match=r"^threads=8 is more than the 2 usable CPUs; using 2 BLAS threads$"):
+        decision = threads.decide(A_MACS, 32, threads=8)
+    assert decision.threads == 2 and "capped at the 2 usable CPUs" in str(decision)
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "64")
+    with pytest.warns(RuntimeWarning, match=r"^XPNET_BLAS_THREADS=64 is more than the 2 usable CPUs"):
+        assert threads.decide(A_MACS, 32).threads == 2
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a count that fits pins the run, silently
+        assert threads.decide(A_MACS, 32).threads == 2
+        assert threads.decide(A_MACS, 32, threads=1).threads == 1
+
+
+def test_cli_help_says_what_else_results_depend_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from xpnet import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "at most the usable CPUs" in text and "CPU model and the NumPy/BLAS build" in text

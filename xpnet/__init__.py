@@ -1,4 +1,7 @@
-"""xpnet: Keras-style multilayer perceptrons whose math runs on NumPy (CPU) or CuPy (CUDA GPU)."""
+"""xpnet: Keras-style multilayer perceptrons whose math runs on NumPy (CPU) or CuPy (CUDA GPU).
+
+Every public layer is also here at the top level (`xpnet.Add` as well as `xpnet.layers.Add`).
+"""
 
 from . import (
     activations,
@@ -17,18 +20,30 @@ from .callbacks import Callback, EarlyStopping, History
 from .functional import Model
 from .layers import (
     Activation,
+    Add,
+    Average,
     AveragePooling2D,
+    AvgPool2D,
     BatchNormalization,
+    Concatenate,
     Conv2D,
+    Convolution2D,
     Dense,
     Dropout,
     Flatten,
     GlobalAveragePooling2D,
+    GlobalAvgPool2D,
     Input,
+    InputLayer,
+    Layer,
+    LeakyReLU,
     MaxPool2D,
     MaxPooling2D,
+    Multiply,
     Normalization,
+    Rescaling,
     Reshape,
+    Subtract,
 )
 from .models import Sequential
 from .perceptron import Perceptron
@@ -51,25 +66,37 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
+    "AvgPool2D",
     "BackendUnavailableError",
     "BatchNormalization",
     "Callback",
+    "Concatenate",
     "Conv2D",
+    "Convolution2D",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Flatten",
     "GlobalAveragePooling2D",
+    "GlobalAvgPool2D",
     "History",
     "Input",
+    "InputLayer",
+    "Layer",
+    "LeakyReLU",
     "MaxPool2D",
     "MaxPooling2D",
     "Model",
+    "Multiply",
     "Normalization",
     "Perceptron",
+    "Rescaling",
     "Reshape",
     "Sequential",
+    "Subtract",
     "activations",
     "available_backends",
     "callbacks",

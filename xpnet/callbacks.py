@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import argcheck
+
 if TYPE_CHECKING:
     from .training.trainer import Trainer
 
@@ -94,13 +96,13 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping mode must be 'auto', 'min' or 'max', received {mode!r}")
         if mode == "auto":
             mode = "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
+        who = "EarlyStopping"
         self.monitor, self.mode = monitor, mode
-        self.min_delta, self.patience, self.verbose = abs(float(min_delta)), int(patience), verbose
-        self.baseline, self.restore_best_weights, self.start_from_epoch = (
-            baseline,
-            restore_best_weights,
-            start_from_epoch,
-        )
+        self.min_delta = abs(argcheck.number(who, "min_delta", min_delta))
+        self.patience, self.verbose = argcheck.integer(who, "patience", patience), argcheck.verbosity(who, verbose)
+        self.baseline = None if baseline is None else argcheck.number(who, "baseline", baseline)
+        self.restore_best_weights = argcheck.boolean(who, "restore_best_weights", restore_best_weights)
+        self.start_from_epoch = argcheck.integer(who, "start_from_epoch", start_from_epoch)
         self.stopped_epoch = 0
 
     def _improved(self, value: float, ref: float) -> bool:
@@ -198,8 +200,10 @@ class ModelCheckpoint(Callback):
         initial_value_threshold: float | None = None,
     ) -> None:
         super().__init__()
-        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
-        self.save_best_only, self.save_weights_only = bool(save_best_only), bool(save_weights_only)
+        who = "ModelCheckpoint"
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, argcheck.verbosity(who, verbose)
+        self.save_best_only = argcheck.boolean(who, "save_best_only", save_best_only)
+        self.save_weights_only = argcheck.boolean(who, "save_weights_only", save_weights_only)
         want = (".npz", ".weights.h5") if self.save_weights_only else (".keras",)
         if not self.filepath.endswith(want):
             what = (
@@ -210,15 +214,15 @@ class ModelCheckpoint(Callback):
             raise ValueError(
                 f"ModelCheckpoint: filepath must end in {' or '.join(want)} ({what}), received {self.filepath!r}"
             )
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
-            raise ValueError(f"save_freq must be 'epoch' or a positive number of steps, received {save_freq!r}")
+        save_freq = argcheck.save_frequency(who, save_freq)
         if save_best_only and save_freq != "epoch":
             raise ValueError("save_best_only needs save_freq='epoch': xpnet logs values once per epoch")
         self.save_freq = save_freq
         self.mode = _mode(mode, monitor, "ModelCheckpoint")
         self._better = _improves(self.mode, 0.0)
         default = math.inf if self.mode == "min" else -math.inf
-        self.best = float(initial_value_threshold) if initial_value_threshold is not None else default
+        threshold = initial_value_threshold
+        self.best = default if threshold is None else argcheck.number(who, "initial_value_threshold", threshold)
         self._epoch = 0
         self._steps = 0
 
@@ -276,7 +280,7 @@ class LearningRateScheduler(Callback):
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"schedule must be a function of (epoch, lr), received {schedule!r}")
-        self.schedule, self.verbose = schedule, verbose
+        self.schedule, self.verbose = schedule, argcheck.verbosity("LearningRateScheduler", verbose)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         opt = self.model.optimizer if self.model is not None else None
@@ -316,11 +320,13 @@ class ReduceLROnPlateau(Callback):
         min_lr: float = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau factor must be in (0, 1), received {factor}")
-        self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), int(patience), verbose
-        self.mode = _mode(mode, monitor, "ReduceLROnPlateau")
-        self.min_delta, self.cooldown, self.min_lr = float(min_delta), int(cooldown), float(min_lr)
+        who = "ReduceLROnPlateau"
+        self.monitor, self.factor = monitor, argcheck.number(who, "factor", factor, 0, 1, low_open=True, high_open=True)
+        self.patience, self.verbose = argcheck.integer(who, "patience", patience), argcheck.verbosity(who, verbose)
+        self.mode = _mode(mode, monitor, who)
+        self.min_delta = argcheck.number(who, "min_delta", min_delta, 0)
+        self.cooldown = argcheck.integer(who, "cooldown", cooldown)
+        self.min_lr = argcheck.number(who, "min_lr", min_lr, 0)
         self._better = _improves(self.mode, self.min_delta)
         self.on_train_begin()
 
@@ -359,7 +365,10 @@ class CSVLogger(Callback):
 
     def __init__(self, filename: str | os.PathLike[str], separator: str = ",", append: bool = False) -> None:
         super().__init__()
-        self.filename, self.sep, self.append = Path(filename), separator, append
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger: separator must be one character, received {separator!r}")
+        self.filename, self.sep = Path(filename), separator
+        self.append = argcheck.boolean("CSVLogger", "append", append)
         self._keys: list[str] | None = None
         self._file: TextIO | None = None
 
@@ -397,9 +406,7 @@ class TerminateOnNaN(Callback):
 
     def __init__(self, check_every: int = 1) -> None:
         super().__init__()
-        if check_every < 1:
-            raise ValueError(f"check_every must be >= 1, received {check_every}")
-        self.check_every = int(check_every)
+        self.check_every = argcheck.integer("TerminateOnNaN", "check_every", check_every, 1)
 
     def on_train_batch_end(self, batch: int, logs: None = None) -> None:
         model = self.model

@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import argcheck
+from ._checks import probably_finite
 from .callbacks import Callback
 from .layers.dropout import Dropout
+from .runlock import FolderLock
 from .weights_io import atomic_write_bytes, open_npz
 
 if TYPE_CHECKING:
@@ -32,6 +35,11 @@ if TYPE_CHECKING:
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
+
+
+# files xpnet writes that a user may pass to resume_from by mistake
+_OTHER_KINDS = {"xpnet-weights": "weights file (save_weights)", "xpnet-model": "model file (model.save)"}
+_LOADERS = {"weights file (save_weights)": "model.load_weights", "model file (model.save)": "xpnet.models.load_model"}
 
 
 class CheckpointError(ValueError):
@@ -65,6 +73,12 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
         raise CheckpointError(f"{path} is not an xpnet checkpoint file (a damaged or truncated archive)") from e
     if not isinstance(header, dict) or header.get("format") != FORMAT:
+        kind = _OTHER_KINDS.get(str(header.get("format"))) if isinstance(header, dict) else None
+        if kind is not None:
+            raise CheckpointError(
+                f"{path} is an xpnet {kind}, not a checkpoint: resume_from takes a folder written by "
+                f"xpnet.checkpoint.Checkpoint (to start from these weights, use {_LOADERS[kind]}({str(path)!r}))"
+            )
         raise CheckpointError(f"{path} is not an xpnet checkpoint file")
     for k, digest in header.get("sha256", {}).items():
         if k not in arrays or _digest(arrays[k]) != digest:
@@ -83,9 +97,11 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
 def load_latest(where: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]] | None:
     """The newest readable checkpoint in a folder (or the given file); None when the folder has none."""
     where = Path(where)
-    candidates = [where] if where.is_file() else list(reversed(list_checkpoints(where)))
     if not where.exists():
         raise CheckpointError(f"nothing to resume from: {where} does not exist")
+    if where.is_file():  # one named file: its own error, not "all 1 checkpoints are corrupt"
+        return (where, *load(where))
+    candidates = list(reversed(list_checkpoints(where)))
     for i, path in enumerate(candidates):
         try:
             header, arrays = load(path)
@@ -108,15 +124,24 @@ class Checkpoint(Callback):
 
     def __init__(self, directory: str | os.PathLike[str], save_freq: int | str = "epoch", keep: int = 3) -> None:
         super().__init__()
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
-            raise ValueError(f"save_freq must be 'epoch' or a positive number of steps, received {save_freq!r}")
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, received {keep}")
-        self.directory, self.save_freq, self.keep = Path(directory), save_freq, keep
+        self.save_freq = argcheck.save_frequency("Checkpoint", save_freq)
+        self.keep = argcheck.integer("Checkpoint", "keep", keep, 1)
+        self.directory = Path(directory)
         self.saved: list[Path] = []
+        self._lock = FolderLock(self.directory, "checkpoint writer")
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        # rotation deletes old files: a second writer on the folder would delete this run's
+        if self.model is None or self.model.comm.is_root:
+            self._lock.acquire()
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let another writer use the folder (fit calls this also when training stops on an error)."""
+        self._lock.release()
 
     def on_train_batch_end(self, batch: int, logs: None = None) -> None:
         assert self.model is not None
@@ -137,6 +162,12 @@ class Checkpoint(Callback):
         assert model is not None and model.optimizer is not None
         header, arrays = capture(model)
         if not model.comm.is_root:
+            return None
+        params = arrays["params"]
+        # a diverged state must not rotate the last good one away (the sum test may overflow: then look closer)
+        if not probably_finite(params) and not np.isfinite(params).all():
+            where = f"step {model.optimizer.iterations}"
+            warnings.warn(f"{where}: the weights are not finite; no checkpoint written", RuntimeWarning, stacklevel=2)
             return None
         target = self.directory / f"ckpt-{model.optimizer.iterations:09d}.npz"
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shlex
@@ -35,7 +36,8 @@ from . import __version__, checkpoint, experiments, plots, threads
 from .backend import BackendUnavailableError, available_backends, get_backend, use_backend
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError
-from .datasets import DatasetError, fashion_mnist, mnist
+from .datasets import DatasetError, DatasetNotFoundError, fashion_mnist, mnist
+from .runlock import FolderLock, FolderLockedError
 
 QUICK_LIMIT = 500
 QUICK_EPOCHS = 1
@@ -181,6 +183,22 @@ def _dataset_name(text: str) -> str:
     """--dataset as typed: fashion_mnist, fashion-mnist, Fashion-MNIST, fashion, mnist, MNIST."""
     name = text.strip().lower().replace("-", "_")
     return "fashion_mnist" if name == "fashion" else name
+
+
+def _dataset_not_found(dataset: str, data_dir: str | None, detail: str) -> str:
+    """One short line for missing dataset files, in the command line's words (--data-dir, not data_dir=)."""
+    spec = DATASETS[dataset].SPEC
+    names = ", ".join(f.filename for f in spec.files.values())
+    # the loader lists each place it looked as "  <folder>  (<why not>)"
+    searched = [" ".join(ln.split()) for ln in detail.splitlines() if ln.startswith("  ") and ln.strip()[:1] != "-"]
+    if data_dir is not None:
+        why = searched[0].split("(", 1)[-1].rstrip(")") if searched else "not found"
+        return f"could not load {spec.title}: --data-dir {data_dir} {why}; it must hold {names} (or .gz)"
+    looked = "; ".join(searched) or "nowhere"
+    return (
+        f"could not load {spec.title}: not found (looked in {looked}) and not downloaded; "
+        f"pass --data-dir FOLDER holding {names} (or .gz)"
+    )
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -389,10 +407,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume_from = _latest_checkpoint(ckpt_dir) if args.resume else None
     try:
         train, test = DATASETS[cfg["dataset"]].load_data(data_dir=args.data_dir)
+    except DatasetNotFoundError as e:
+        raise CLIError(_dataset_not_found(cfg["dataset"], args.data_dir, str(e))) from e
     except DatasetError as e:
-        where = " ".join(str(e).split())  # the dataset's list of places searched, on the one line a CLI failure gets
+        where = " ".join(str(e).split())  # a damaged file: its name and what is wrong, on one line
         raise CLIError(f"could not load {DATASET_TITLES[cfg['dataset']]}: {where}") from e
     _check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
+    if _is_root():  # two runs writing one folder would delete each other's checkpoints and results
+        args.run_lock = FolderLock(out, "training run")
+        try:
+            args.run_lock.acquire()
+        except FolderLockedError as e:
+            raise CLIError(str(e)) from e
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
     images = x_test  # (n, 28, 28) for the pictures
@@ -429,19 +455,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
         t_start = time.perf_counter()
         try:
-            hist = model.fit(
-                x_train,
-                y_train,
-                batch_size=cfg["batch_size"],
-                epochs=cfg["epochs"],
-                validation_data=(x_valid, y_valid),
-                callbacks=callbacks,
-                verbose=verbose,
-                resume_from=resume_from if args.resume else None,
-            )
+            with warnings.catch_warnings():
+                # a divergence is reported once, as the error below, not also by fit and Checkpoint
+                warnings.filterwarnings("ignore", r"(Epoch \d+: (the )?loss |step \d+: the weights are not finite)")
+                hist = model.fit(
+                    x_train,
+                    y_train,
+                    batch_size=cfg["batch_size"],
+                    epochs=cfg["epochs"],
+                    validation_data=(x_valid, y_valid),
+                    callbacks=callbacks,
+                    verbose=verbose,
+                    resume_from=resume_from if args.resume else None,
+                )
         except CheckpointError as e:
             raise CLIError(f"cannot resume from {ckpt_dir}: {e}; or choose another --out") from e
+        except FolderLockedError as e:
+            raise CLIError(str(e)) from e
         wall = time.perf_counter() - t_start
+        _check_diverged(hist.history.get("loss", []), hist.epoch, ckpt_dir if checkpointing else None)
         scores = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)  # all ranks
         assert isinstance(scores, dict)
         if not root:  # only rank 0 writes files and prints the report
@@ -522,6 +554,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_diverged(losses: Sequence[float], epochs: Sequence[int], ckpt_dir: Path | None) -> None:
+    """A run whose loss became NaN or inf fails (exit 1) in one line; its weights are not written as results."""
+    bad = [(e, v) for e, v in zip(epochs, losses, strict=False) if not math.isfinite(v)]
+    if not bad:
+        return
+    epoch, value = bad[0]
+    kept = checkpoint.list_checkpoints(ckpt_dir) if ckpt_dir is not None else []
+    where = f"; the last finite checkpoint is {kept[-1]}" if kept else "; no results written"
+    raise CLIError(f"training diverged at epoch {epoch + 1} (the loss became {value}): lower --learning-rate{where}")
+
+
 def _course_settings(cfg: dict[str, Any]) -> bool:
     d = experiments.DEFAULTS["A"]
     return (cfg["optimizer"], cfg["learning_rate"], cfg["batch_size"], cfg["limit"]) == (
@@ -593,8 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--threads",
         type=_positive_int,
-        help="BLAS threads (default: xpnet chooses from cores, MPI ranks, load and layer sizes, unless "
-        f"{', '.join(threads.USER_VARS)} is set); the same count repeats a run exactly",
+        help="BLAS threads, at most the usable CPUs (default: xpnet chooses from cores, MPI ranks, load and layer "
+        f"sizes, unless {', '.join(threads.USER_VARS)} is set); the same count repeats a run exactly on the same "
+        "machine: results also depend on the CPU model and the NumPy/BLAS build",
     )
     t.add_argument("--out", help="output folder (default runs/<model>-<timestamp>)")
     t.add_argument(
@@ -643,6 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     args.on_interrupt = "interrupted"
+    args.run_lock = None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
@@ -663,6 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"error: {type(e).__name__}: {e} (run again with --debug for the traceback)", file=sys.stderr)
             return 1
+        finally:
+            if args.run_lock is not None:
+                args.run_lock.release()
 
 
 if __name__ == "__main__":

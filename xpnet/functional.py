@@ -527,7 +527,10 @@ class Model(Trainer):
         return self.store.split(self.store.host_params())
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged."""
+        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged.
+
+        NaN and inf are accepted (as Keras does), so `set_weights(get_weights())` works on a diverged model.
+        """
         slots = self.store.slots
         if len(weights) != len(slots):
             raise ValueError(f"set_weights expects {len(slots)} arrays for this model, received {len(weights)}")
@@ -536,8 +539,9 @@ class Model(Trainer):
             a = np.asarray(w)
             if a.shape != s.spec.shape:
                 raise ValueError(f"set_weights: {s.label} must have shape {s.spec.shape}, received {a.shape}")
-            if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
-                raise ValueError(f"set_weights: {s.label} must be finite numbers, received dtype {a.dtype}")
+            # NaN and inf are taken as Keras takes them: a diverged model's get_weights() goes back in
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"set_weights: {s.label} must be numbers, received dtype {a.dtype}")
             arrays.append(a.astype(self.dtype).ravel())
         self.store.set_host_params(np.concatenate(arrays) if arrays else np.zeros(0, self.dtype))
 

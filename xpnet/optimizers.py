@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import schedules
+from . import argcheck, schedules
 from .backend import Ops
 from .backend.base import DeviceScalar
 from .params import GradientSink, InPlaceSGD, ParamStore
@@ -63,9 +63,11 @@ class Optimizer:
         if isinstance(value, LearningRateSchedule):
             self._schedule = value
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"learning_rate must be > 0 or a LearningRateSchedule, received {value!r}")
-        self._schedule, self._rate = None, float(value)
+        try:
+            rate = argcheck.number(type(self).__name__, "learning_rate", value, 0, low_open=True)
+        except ValueError as e:
+            raise ValueError(f"{e} (or pass a LearningRateSchedule)") from None
+        self._schedule, self._rate = None, rate
 
     @property
     def built(self) -> bool:
@@ -156,9 +158,8 @@ class SGD(Optimizer):
         lr: float | None = None,
     ) -> None:
         super().__init__(learning_rate, lr)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), received {momentum}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.momentum = argcheck.number("SGD", "momentum", momentum, 0, 1, high_open=True)
+        self.nesterov = argcheck.boolean("SGD", "nesterov", nesterov)
 
     def slot_names(self) -> list[str]:
         return ["momentum"] if self.momentum else []
@@ -207,7 +208,9 @@ class RMSprop(Optimizer):
         lr: float | None = None,
     ) -> None:
         super().__init__(learning_rate, lr)
-        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.rho = argcheck.number("RMSprop", "rho", rho, 0, 1, high_open=True)
+        self.momentum = argcheck.number("RMSprop", "momentum", momentum, 0, 1, high_open=True)
+        self.epsilon = argcheck.number("RMSprop", "epsilon", epsilon, 0)
 
     def slot_names(self) -> list[str]:
         return ["velocity", "momentum"] if self.momentum else ["velocity"]
@@ -241,7 +244,9 @@ class Adam(Optimizer):
         lr: float | None = None,
     ) -> None:
         super().__init__(learning_rate, lr)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1 = argcheck.number("Adam", "beta_1", beta_1, 0, 1, high_open=True)
+        self.beta_2 = argcheck.number("Adam", "beta_2", beta_2, 0, 1, high_open=True)
+        self.epsilon = argcheck.number("Adam", "epsilon", epsilon, 0)
 
     def slot_names(self) -> list[str]:
         return ["m", "v"]

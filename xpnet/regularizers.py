@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import argcheck
+
 Array = Any
 
 
@@ -19,9 +21,7 @@ class L1L2(Regularizer):
     """l1·Σ|w| + l2·Σw²."""
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
-        if l1 < 0 or l2 < 0:
-            raise ValueError(f"regularization factors must be >= 0, received l1={l1}, l2={l2}")
-        self.l1, self.l2 = float(l1), float(l2)
+        self.l1, self.l2 = argcheck.number("L1L2", "l1", l1, 0), argcheck.number("L1L2", "l2", l2, 0)
 
     def penalty(self, xp: Any, w: Array) -> Array:
         total = 0.0
@@ -43,11 +43,11 @@ class L1L2(Regularizer):
 
 
 def L1(l1: float = 0.01) -> L1L2:
-    return L1L2(l1=l1)
+    return L1L2(l1=argcheck.number("L1", "l1", l1, 0))
 
 
 def L2(l2: float = 0.01) -> L1L2:
-    return L1L2(l2=l2)
+    return L1L2(l2=argcheck.number("L2", "l2", l2, 0))
 
 
 # Keras's lower-case names: keras.regularizers.l2(0.01), l1, l1_l2
@@ -55,7 +55,7 @@ l1, l2 = L1, L2
 
 
 def l1_l2(l1: float = 0.01, l2: float = 0.01) -> L1L2:
-    return L1L2(l1=l1, l2=l2)
+    return L1L2(l1=argcheck.number("l1_l2", "l1", l1, 0), l2=argcheck.number("l1_l2", "l2", l2, 0))
 
 
 def get(identifier: str | Regularizer | None) -> Regularizer | None:

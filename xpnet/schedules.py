@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import argcheck
 from .config import plain_settings
 
 Array = Any
@@ -33,10 +34,8 @@ class LearningRateSchedule:
         return f"{type(self).__name__}({args})"
 
 
-def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, received {value}")
-    return float(value)
+def _positive(owner: str, name: str, value: Any) -> float:
+    return argcheck.number(owner, name, value, 0, low_open=True)
 
 
 class ExponentialDecay(LearningRateSchedule):
@@ -45,9 +44,12 @@ class ExponentialDecay(LearningRateSchedule):
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
     ) -> None:
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.decay_steps = _positive("decay_steps", decay_steps)
-        self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
+        who = "ExponentialDecay"
+        self.initial_learning_rate = _positive(who, "initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive(who, "decay_steps", decay_steps)
+        # a rate <= 0 gives zero or sign-flipping learning rates (gradient ascent)
+        self.decay_rate = _positive(who, "decay_rate", decay_rate)
+        self.staircase = argcheck.boolean(who, "staircase", staircase)
 
     def on_device(self, xp: Any, step: Array) -> Array:
         p = step / self.decay_steps
@@ -60,9 +62,12 @@ class InverseTimeDecay(LearningRateSchedule):
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
     ) -> None:
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.decay_steps = _positive("decay_steps", decay_steps)
-        self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
+        who = "InverseTimeDecay"
+        self.initial_learning_rate = _positive(who, "initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive(who, "decay_steps", decay_steps)
+        # a negative rate makes the denominator cross zero: an infinite, then negative, learning rate
+        self.decay_rate = argcheck.number(who, "decay_rate", decay_rate, 0)
+        self.staircase = argcheck.boolean(who, "staircase", staircase)
 
     def on_device(self, xp: Any, step: Array) -> Array:
         p = step / self.decay_steps
@@ -80,11 +85,13 @@ class PolynomialDecay(LearningRateSchedule):
         power: float = 1.0,
         cycle: bool = False,
     ) -> None:
-        if cycle:
+        who = "PolynomialDecay"
+        if argcheck.boolean(who, "cycle", cycle):
             raise ValueError("PolynomialDecay(cycle=True) is not supported; use cycle=False")
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.decay_steps = _positive("decay_steps", decay_steps)
-        self.end_learning_rate, self.power, self.cycle = float(end_learning_rate), float(power), False
+        self.initial_learning_rate = _positive(who, "initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive(who, "decay_steps", decay_steps)
+        self.end_learning_rate = argcheck.number(who, "end_learning_rate", end_learning_rate, 0)
+        self.power, self.cycle = argcheck.number(who, "power", power, 0), False
 
     def on_device(self, xp: Any, step: Array) -> Array:
         frac = 1.0 - xp.minimum(step, self.decay_steps) / self.decay_steps
@@ -95,9 +102,9 @@ class CosineDecay(LearningRateSchedule):
     """initial · ((1 − alpha) · ½(1 + cos(π · min(step, decay_steps) / decay_steps)) + alpha)."""
 
     def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0) -> None:
-        self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        self.decay_steps = _positive("decay_steps", decay_steps)
-        self.alpha = float(alpha)
+        self.initial_learning_rate = _positive("CosineDecay", "initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _positive("CosineDecay", "decay_steps", decay_steps)
+        self.alpha = argcheck.number("CosineDecay", "alpha", alpha, 0, 1)
 
     def on_device(self, xp: Any, step: Array) -> Array:
         cosine = 0.5 * (1.0 + xp.cos(math.pi * xp.minimum(step, self.decay_steps) / self.decay_steps))
@@ -113,7 +120,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
                 f"PiecewiseConstantDecay needs one more value than boundaries: {len(boundaries)} boundaries, "
                 f"{len(values)} values"
             )
-        self.boundaries, self.values = [float(b) for b in boundaries], [float(v) for v in values]
+        who = "PiecewiseConstantDecay"
+        self.boundaries = [argcheck.number(who, f"boundaries[{i}]", b, 0) for i, b in enumerate(boundaries)]
+        self.values = [_positive(who, f"values[{i}]", v) for i, v in enumerate(values)]
+        if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:], strict=False)):
+            raise ValueError(f"PiecewiseConstantDecay: boundaries must increase, received {list(boundaries)}")
 
     def on_device(self, xp: Any, step: Array) -> Array:
         rate = self.values[-1] + 0.0 * step

@@ -61,12 +61,12 @@ class Variable:
         return np.array(ops.to_numpy(self.value), copy=True)
 
     def assign(self, value: Any) -> None:
-        """Overwrite the weight in place; the shape must match and the numbers be finite."""
+        """Overwrite the weight in place; the shape must match (NaN and inf are taken, as Keras takes them)."""
         a = np.asarray(value.numpy() if isinstance(value, Variable) else value)
         if a.shape != self.shape:
             raise ValueError(f"{self.path}.assign: expected shape {self.shape}, received {a.shape}")
-        if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
-            raise ValueError(f"{self.path}.assign: expected finite numbers, received dtype {a.dtype}")
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{self.path}.assign: expected numbers, received dtype {a.dtype}")
         ops = self._layer.ops
         assert ops is not None
         view = self.value

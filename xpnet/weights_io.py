@@ -35,11 +35,16 @@ def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], None]
 
     For writers that open the file themselves (h5py); a failure leaves `path` as it was.
     """
+    if not str(path) or Path(path).name in ("", ".", ".."):
+        raise ValueError(f"cannot write to {str(path)!r}: give a file name, e.g. 'model.weights.npz'")
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:  # name the file the user asked for, not the hidden temp file beside it
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         write(tmp)
@@ -52,8 +57,10 @@ def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], None]
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == tmp:  # the user named `path`, not the temp file
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
     return path
 
@@ -92,10 +99,18 @@ def open_npz(path: str | os.PathLike[str], what: str) -> Any:
     if start != _ZIP_MAGIC:  # NumPy would call anything else pickled data and suggest allow_pickle
         kind = "an empty file" if not start else "not an .npz archive"
         raise ValueError(f"{path} is not an xpnet {what} file ({kind})")
+    # np.load(path) leaks its file handle when the archive is damaged: open it here and close it on failure
+    f = path.open("rb")
     try:
-        return np.load(path, allow_pickle=False)
+        archive = np.load(f, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        f.close()
         raise ValueError(f"{path} is not a readable xpnet {what} file (a damaged or truncated archive)") from e
+    except BaseException:
+        f.close()
+        raise
+    archive.fid = f  # closing the archive (its `with` block) closes the file too
+    return archive
 
 
 def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: list[np.ndarray]) -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checkpoint, distributed
+from .. import argcheck, checkpoint, distributed
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as opt_mod
@@ -36,6 +36,7 @@ from ..params import GradientSink, ParamStore
 from ..threads import blas_threads_for, macs_per_sample
 from ..variables import Variable
 from . import data
+from .guard import exclusive
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
 
@@ -346,6 +347,7 @@ class Trainer:
         return data.upload_all(self.ops, a, self.target_dtypes() if targets else self.dtype)
 
     # ------------------------------------------------------------------ training
+    @exclusive("fit")
     def fit(
         self,
         x: Any = None,
@@ -374,10 +376,13 @@ class Trainer:
         validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, received {epochs!r}")
-        if not 0.0 <= float(validation_split) < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), received {validation_split}")
+        epochs = argcheck.integer("fit", "epochs", epochs)
+        initial_epoch = argcheck.integer("fit", "initial_epoch", initial_epoch)
+        validation_split = argcheck.number("fit", "validation_split", validation_split, 0, 1, high_open=True)
+        shuffle = argcheck.boolean("fit", "shuffle", shuffle)
+        callbacks = _callback_list(callbacks)
+        if verbose != "auto":
+            verbose = argcheck.verbosity("fit", verbose)
         x, yy = self.prepare(x, y, "fit")
         if yy is None:
             raise ValueError("fit: y (the targets) is required")
@@ -509,6 +514,9 @@ class Trainer:
             finally:
                 progress.close()
                 self.store.use_sink()  # after fit, backward fills the gradient buffer again
+                for cb in cbs:  # on an error on_train_end is not called: a checkpoint folder is freed here
+                    if isinstance(cb, checkpoint.Checkpoint):
+                        cb.release()
                 for d in dropouts:
                     d.row_offset = 0
             for cb in cbs:
@@ -641,6 +649,7 @@ class Trainer:
             sums[0] = sums[0] + self.store.penalty() * (last - first)
         return self._read(sums, n)
 
+    @exclusive("evaluate")
     def evaluate(
         self,
         x: Any = None,
@@ -672,6 +681,7 @@ class Trainer:
         return _shape_result(result, return_dict)
 
     # ------------------------------------------------------------------ one batch
+    @exclusive("train_on_batch")
     def train_on_batch(
         self,
         x: Any,
@@ -705,6 +715,7 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ gradients
+    @exclusive("compute_gradients")
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """Loss over (x, y) as one batch, and its gradient for every trainable weight (`trainable_weights`' order).
 
@@ -801,6 +812,24 @@ def _shape_result(result: dict[str, float], return_dict: bool) -> float | list[f
         return result
     values = list(result.values())
     return values[0] if len(values) == 1 else values
+
+
+def _callback_list(callbacks: Any) -> list[Callback]:
+    """fit's `callbacks` as a list; a lone callback or a non-callback item is refused by name."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        raise TypeError(
+            f"fit: callbacks must be a list of callbacks, received one {type(callbacks).__name__}; "
+            f"pass callbacks=[{type(callbacks).__name__}(...)]"
+        )
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"fit: callbacks must be a list of callbacks, received {callbacks!r}")
+    items = list(callbacks)
+    for i, cb in enumerate(items):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks[{i}] must be a Callback, received {cb!r}")
+    return items
 
 
 def check_batch_size(batch_size: Any) -> int:
