@@ -363,3 +363,40 @@ def test_tutorial_conv_autoencoder_lowers_its_reconstruction_loss() -> None:
     assert model.predict(x[:4], verbose=0).shape == (4, 64)
     deconv = next(layer for layer in model.layers if isinstance(layer, Conv2DTranspose))
     assert deconv.get_weights()[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("which", ["1d", "2d"])
+def test_fit_with_the_new_layers_reads_the_device_a_fixed_number_of_times_per_epoch(which: str) -> None:
+    """No hidden host reads in the new layers' training step: the strict foreign-device backend counts them."""
+    pytest.importorskip("array_api_strict")
+    from array_api_strict._array_object import Array
+
+    from xpnet.layers import Conv1D, Dense, GlobalMaxPooling1D, MaxPooling1D
+
+    rng = np.random.default_rng(0)
+    shape = (12, 2) if which == "1d" else (4, 4, 2)
+    x, y = rng.standard_normal((64, *shape)).astype(np.float32), rng.integers(0, 3, 64)
+    counts = {}
+    for bs in (32, 4):
+        if which == "1d":
+            stack = [Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu"), MaxPooling1D(), Conv1D(4, 2)]
+            stack += [GlobalMaxPooling1D()]
+        else:
+            stack = [Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu"), UpSampling2D()]
+            stack += [Conv2D(2, 3, strides=2), GlobalMaxPooling2D()]
+        model = xpnet.Sequential([Input(shape), *stack, Dense(3, "softmax")], seed=0)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="strict")
+        ops = model.ops
+        before = ops.syncs
+        hidden: list[str] = []
+        originals = {k: getattr(Array, k) for k in ("__float__", "__bool__", "__int__", "__index__")}
+        try:
+            for k in originals:
+                setattr(Array, k, lambda self, k=k, seen=hidden, orig=originals: seen.append(k) or orig[k](self))
+            model.fit(x, y, batch_size=bs, epochs=2, verbose=0)
+        finally:
+            for k, f in originals.items():
+                setattr(Array, k, f)
+        counts[bs] = ops.syncs - before
+        assert hidden == [], f"implicit device reads in fit: {hidden[:5]}"
+    assert counts[32] == counts[4] <= 2 * 2
