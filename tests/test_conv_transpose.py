@@ -142,6 +142,43 @@ def test_up_sampling_forward_and_gradients(size: int | tuple[int, int], backend:
     assert result.passed, str(result)
 
 
+def bilinear_reference(x: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    """Per output pixel: the half-pixel source point, clamped into the image, and its four neighbours' weights."""
+    n, h, w, c = x.shape
+    y = np.empty((n, h * sh, w * sw, c))
+    for r in range(h * sh):
+        for q in range(w * sw):
+            fr = min(max((r + 0.5) / sh - 0.5, 0.0), h - 1.0)
+            fq = min(max((q + 0.5) / sw - 0.5, 0.0), w - 1.0)
+            r0, q0 = int(fr), int(fq)
+            r1, q1 = min(r0 + 1, h - 1), min(q0 + 1, w - 1)
+            a, b = fr - r0, fq - q0
+            y[:, r, q, :] = (
+                (1 - a) * (1 - b) * x[:, r0, q0, :]
+                + (1 - a) * b * x[:, r0, q1, :]
+                + a * (1 - b) * x[:, r1, q0, :]
+                + a * b * x[:, r1, q1, :]
+            )
+    return y
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 1), (1, 4)])
+def test_bilinear_up_sampling_forward_and_gradients(size: tuple[int, int], backend: str) -> None:
+    x = np.random.default_rng(9).standard_normal((2, 3, 4, 2))
+    with xpnet.use_backend(backend):
+        model = xpnet.Sequential([Input((3, 4, 2)), UpSampling2D(size, interpolation="bilinear")], dtype="float64")
+    np.testing.assert_allclose(model.predict(x, verbose=0), bilinear_reference(x, *size), rtol=1e-12, atol=1e-12)
+    layer = UpSampling2D(size, interpolation="bilinear")
+    result = check_layer_gradients(layer, (3, 4, 2), batch_size=2, max_elements=None, backend=backend)
+    assert result.passed, str(result)
+
+
+def test_bilinear_up_sampling_of_keras_example() -> None:
+    """A 1×2 image [0, 4] doubled across: Keras (half-pixel centres, borders repeated) gives [0, 1, 3, 4]."""
+    model = xpnet.Sequential([Input((1, 2, 1)), UpSampling2D((1, 2), interpolation="bilinear")])
+    assert model.predict(np.array([[[[0.0], [4.0]]]]), verbose=0).ravel().tolist() == [0.0, 1.0, 3.0, 4.0]
+
+
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_global_max_pooling2d_forward_and_gradients(keepdims: bool, backend: str) -> None:
     x = np.random.default_rng(8).standard_normal((3, 4, 5, 2))
@@ -231,7 +268,7 @@ def test_defaults_names_and_repr_follow_keras() -> None:
         (lambda: Conv2DTranspose(2, 3, output_padding=1), NotImplementedError, r"output_padding=None .* received 1"),
         (lambda: Conv2DTranspose(2, 3, dilation_rate=2), NotImplementedError, r"dilation_rate=\(1, 1\) .* received 2"),
         (lambda: UpSampling2D(0), ValueError, r"UpSampling2D: size must be a positive integer or a pair"),
-        (lambda: UpSampling2D(interpolation="bilinear"), NotImplementedError, r"received interpolation='bilinear'"),
+        (lambda: UpSampling2D(interpolation="bicubic"), NotImplementedError, r"received interpolation='bicubic'"),
         (lambda: GlobalMaxPooling2D(data_format="channels_first"), NotImplementedError, r"channels_last"),
     ],
 )
@@ -253,6 +290,7 @@ def test_flat_input_to_a_2d_layer_says_how_to_reshape() -> None:
         Conv2DTranspose(4, (3, 2), strides=2, padding="same", activation="relu", use_bias=False, name="up"),
         Conv2DTranspose(2, 3, bias_regularizer="l1"),
         UpSampling2D((1, 3)),
+        UpSampling2D(3, interpolation="bilinear"),
         GlobalMaxPooling2D(keepdims=True),
     ],
     ids=repr,

@@ -32,6 +32,8 @@ CASES = [
     ("layers.GlobalAveragePooling1D(keepdims=True)", (6, 3)),
     ("layers.GlobalMaxPooling2D()", (4, 5, 3)),
     ("layers.UpSampling2D((2, 3))", (3, 2, 2)),
+    ("layers.UpSampling2D((2, 3), interpolation='bilinear')", (3, 4, 2)),
+    ("layers.UpSampling2D(4, interpolation='bilinear')", (2, 5, 1)),
     ("layers.Conv2DTranspose(3, 3)", (4, 3, 2)),
     ("layers.Conv2DTranspose(3, 3, strides=2, padding='same')", (4, 3, 2)),
     ("layers.Conv2DTranspose(2, 4, strides=2, padding='same', activation='relu')", (3, 3, 2)),
