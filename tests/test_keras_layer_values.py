@@ -1,5 +1,6 @@
 """The new layers against Keras 3 itself, where it is installed (skipped otherwise): the same constructor
-code builds an xpnet layer and a Keras layer, both get xpnet's weights, and their outputs must agree.
+code builds an xpnet layer and a Keras layer, both get xpnet's weights, and their outputs must agree;
+and models of them move both ways through `.weights.h5` files.
 
 Keras runs in a subprocess with KERAS_BACKEND=jax (or torch), so this test neither needs TensorFlow
 nor changes which backend other tests' `import keras` would pick.
@@ -42,6 +43,20 @@ CASES = [
     ("layers.Conv2DTranspose(2, 1, strides=2)", (3, 3, 2)),
 ]
 
+MODELS = [
+    (
+        (16, 2),
+        "[layers.Conv1D(4, 3, padding='causal', dilation_rate=2, activation='relu'), layers.MaxPooling1D(),"
+        " layers.Conv1D(3, 3, strides=2, padding='same'), layers.GlobalMaxPooling1D(), layers.Dense(2)]",
+    ),
+    (
+        (6, 6, 1),
+        "[layers.Conv2D(4, 3, padding='same', activation='relu'), layers.MaxPooling2D(),"
+        " layers.Conv2DTranspose(3, 3, strides=2, padding='same', activation='relu'), layers.UpSampling2D(),"
+        " layers.Conv2D(2, 3), layers.GlobalMaxPooling2D(), layers.Dense(2)]",
+    ),
+]
+
 KERAS_SIDE = """
 import json, os, sys
 import numpy as np
@@ -57,6 +72,14 @@ for i, (code, shape) in enumerate(cases):
     n = sum(1 for k in data.files if k.startswith(f"w{i}_"))
     layer.set_weights([data[f"w{i}_{j}"] for j in range(n)])
     out[f"y{i}"] = keras.ops.convert_to_numpy(layer(data[f"x{i}"]))
+folder = sys.argv[4]
+for i, (shape, code) in enumerate(json.loads(sys.argv[5])):
+    model = keras.Sequential([keras.Input(tuple(shape)), *eval(code, {"layers": layers})])
+    model.load_weights(os.path.join(folder, f"xpnet{i}.weights.h5"))
+    out[f"m{i}"] = model.predict(data[f"mx{i}"], verbose=0)
+    theirs = keras.Sequential([keras.Input(tuple(shape)), *eval(code, {"layers": layers})])
+    theirs.save_weights(os.path.join(folder, f"keras{i}.weights.h5"))
+    out[f"k{i}"] = theirs.predict(data[f"mx{i}"], verbose=0)
 np.savez(sys.argv[3], **out)
 """
 
@@ -89,10 +112,26 @@ def test_new_layers_match_keras(tmp_path: Path) -> None:
         if layer.get_weights():
             layer.set_weights([arrays[f"w{i}_{j}"] for j in range(len(layer.get_weights()))])
         ours.append(model.predict(x, verbose=0))
+    pytest.importorskip("h5py")
+    models = []
+    for i, (shape, code) in enumerate(MODELS):
+        model = xpnet.Sequential([xpnet.Input(shape), *eval(code, {"layers": layers})], seed=i)
+        model.save_weights(tmp_path / f"xpnet{i}.weights.h5")
+        arrays[f"mx{i}"] = rng.standard_normal((4, *shape)).astype(np.float32)
+        models.append(model)
     np.savez(tmp_path / "in.npz", **arrays)
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
     run = subprocess.run(
-        [sys.executable, "-c", KERAS_SIDE, str(tmp_path / "in.npz"), json.dumps(CASES), str(tmp_path / "out.npz")],
+        [
+            sys.executable,
+            "-c",
+            KERAS_SIDE,
+            str(tmp_path / "in.npz"),
+            json.dumps(CASES),
+            str(tmp_path / "out.npz"),
+            str(tmp_path),
+            json.dumps(MODELS),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -103,3 +142,9 @@ def test_new_layers_match_keras(tmp_path: Path) -> None:
     for i, (code, _) in enumerate(CASES):
         assert theirs[f"y{i}"].shape == ours[i].shape, code
         np.testing.assert_allclose(ours[i], theirs[f"y{i}"], rtol=1e-5, atol=1e-5, err_msg=code)
+    for i, model in enumerate(models):
+        x = arrays[f"mx{i}"]
+        # Keras predicts with the weights xpnet wrote, and xpnet with the weights Keras wrote
+        np.testing.assert_allclose(theirs[f"m{i}"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        model.load_weights(tmp_path / f"keras{i}.weights.h5")
+        np.testing.assert_allclose(model.predict(x, verbose=0), theirs[f"k{i}"], rtol=1e-5, atol=1e-6)
