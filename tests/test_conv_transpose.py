@@ -438,3 +438,32 @@ def test_fit_with_the_new_layers_reads_the_device_a_fixed_number_of_times_per_ep
         counts[bs] = ops.syncs - before
         assert hidden == [], f"implicit device reads in fit: {hidden[:5]}"
     assert counts[32] == counts[4] <= 2 * 2
+
+
+@pytest.mark.parametrize("which", ["1d", "2d"])
+def test_sgd_inside_backprop_matches_the_separate_update(which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain SGD may update Conv1D's and Conv2DTranspose's kernels as backprop reaches them (InPlaceSGD):
+    each layer must compute ∂L/∂x from the kernel before the sink changes it, so both routes train alike."""
+    from xpnet.backend.numpy_ops import NumpyOps
+    from xpnet.layers import Conv1D, Dense, GlobalMaxPooling1D
+    from xpnet.params import InPlaceSGD
+
+    rng = np.random.default_rng(0)
+    shape = (12, 2) if which == "1d" else (3, 3, 2)
+    x, y = rng.standard_normal((48, *shape)).astype(np.float32), rng.integers(0, 3, 48)
+    runs = []
+    for in_backward in (True, False):
+        monkeypatch.setattr(NumpyOps, "inplace_sgd", in_backward)
+        if which == "1d":
+            stack = [Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu"), Conv1D(3, 3, strides=2)]
+            stack += [GlobalMaxPooling1D()]
+        else:
+            stack = [Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu"), Conv2DTranspose(2, 2)]
+            stack += [GlobalMaxPooling2D()]
+        model = xpnet.Sequential([Input(shape), *stack, Dense(3, "softmax")], seed=0)
+        model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", backend="numpy")
+        assert isinstance(model.optimizer.gradient_sink(model.store, one_process=True), InPlaceSGD) == in_backward
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
