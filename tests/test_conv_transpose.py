@@ -25,28 +25,37 @@ from xpnet.params import ParamStore
 from xpnet.saving import layer_from_config
 
 
-def transpose_geometry(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
+def transpose_geometry(size: int, k: int, s: int, padding: str, op: int | None = None) -> tuple[int, int]:
     """Output size and how many leading positions of the full result are cropped.
 
     Written from Keras 3's JAX backend rule (not from xpnet's code): the full transposed result has
-    (size − 1)·s + k positions; "valid" keeps them all and pads to size·s + max(k − s, 0); "same"
-    gives size·s and drops k − 1 − min(ceil((s + k − 2) / 2), k − 1) positions in front.
+    (size − 1)·s + k positions. Without output_padding, "valid" keeps them all and pads to
+    size·s + max(k − s, 0); "same" gives size·s and drops k − 1 − min(ceil((s + k − 2) / 2), k − 1)
+    positions in front. With output_padding op: (size − 1)·s + k − 2·pad + op (pad = k // 2 for
+    "same"), and "same" drops k − 1 − min(ceil((k + k % 2 − 2 + op) / 2), k − 1) in front.
     """
     if padding == "valid":
-        return size * s + max(k - s, 0), 0
-    pad_len = s + k - 2
+        return (size * s + max(k - s, 0) if op is None else (size - 1) * s + k + op), 0
+    pad_len = s + k - 2 if op is None else k + k % 2 - 2 + op
     left = min(pad_len // 2 + pad_len % 2, k - 1)
-    return size * s, k - 1 - left
+    length = size * s if op is None else (size - 1) * s + k - 2 * (k // 2) + op
+    return length, k - 1 - left
 
 
 def conv_transpose_reference(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, strides: tuple[int, int], padding: str
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    strides: tuple[int, int],
+    padding: str,
+    output_padding: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Scatter loops: y[n, r·sh + i − cut_h, q·sw + j − cut_w, f] += x[n, r, q, c] · w[i, j, f, c], then + b."""
     n, h, wd, _ = x.shape
     kh, kw, f, _ = w.shape
-    oh, cut_h = transpose_geometry(h, kh, strides[0], padding)
-    ow, cut_w = transpose_geometry(wd, kw, strides[1], padding)
+    ops = output_padding or (None, None)
+    oh, cut_h = transpose_geometry(h, kh, strides[0], padding, ops[0])
+    ow, cut_w = transpose_geometry(wd, kw, strides[1], padding, ops[1])
     y = np.zeros((n, oh, ow, f))
     for r in range(h):
         for q in range(wd):
@@ -69,6 +78,16 @@ TRANSPOSE_CASES = [
     ((4, 3, 2), 2, (2, 2), (2, 2), "valid"),
     ((2, 2, 2), 3, (1, 1), (2, 3), "same"),
 ]
+# the same with output_padding
+PADDED_CASES = [
+    ((3, 4, 2), 2, (3, 3), (2, 2), "same", (1, 1)),
+    ((3, 4, 2), 2, (3, 3), (2, 2), "same", (0, 1)),
+    ((3, 3, 1), 2, (4, 4), (2, 2), "same", (1, 0)),
+    ((3, 4, 2), 2, (2, 3), (3, 2), "valid", (2, 1)),
+    ((2, 3, 3), 2, (5, 2), (2, 3), "same", (1, 2)),
+    ((2, 2, 2), 3, (1, 1), (3, 2), "same", (2, 1)),
+    ((2, 2, 2), 3, (1, 2), (3, 3), "valid", (2, 0)),
+]
 
 
 @pytest.mark.parametrize(("shape", "filters", "kernel", "strides", "padding"), TRANSPOSE_CASES)
@@ -89,6 +108,29 @@ def test_conv_transpose_forward_matches_scatter_loops(
     expected = conv_transpose_reference(x, w, b, strides, padding)
     assert model.output_shape == (None, *expected.shape[1:])
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "filters", "kernel", "strides", "padding", "output_padding"), PADDED_CASES)
+def test_conv_transpose_with_output_padding_matches_loops_and_finite_differences(
+    shape: tuple[int, int, int],
+    filters: int,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str,
+    output_padding: tuple[int, int],
+    backend: str,
+) -> None:
+    x = np.random.default_rng(5).standard_normal((2, *shape))
+    layer = Conv2DTranspose(filters, kernel, strides, padding, output_padding, bias_initializer="random_normal")
+    with xpnet.use_backend(backend):
+        model = xpnet.Sequential([Input(shape), layer], seed=3, dtype="float64")
+    w, b = layer.get_weights()
+    expected = conv_transpose_reference(x, w, b, strides, padding, output_padding)
+    assert model.output_shape == (None, *expected.shape[1:])
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-12, atol=1e-12)
+    again = Conv2DTranspose(filters, kernel, strides, padding, output_padding, activation="tanh")
+    result = check_layer_gradients(again, shape, batch_size=2, max_elements=None, backend=backend)
+    assert result.passed, str(result)
 
 
 @pytest.mark.parametrize(("shape", "filters", "kernel", "strides", "padding"), TRANSPOSE_CASES)
@@ -265,7 +307,12 @@ def test_defaults_names_and_repr_follow_keras() -> None:
             ValueError,
             r"padding must be 'valid' or 'same', received 'full'",
         ),
-        (lambda: Conv2DTranspose(2, 3, output_padding=1), NotImplementedError, r"output_padding=None .* received 1"),
+        (
+            lambda: Conv2DTranspose(2, 3, 2, output_padding=2),
+            ValueError,
+            r"smaller than strides \(2, 2\) .* received 2",
+        ),
+        (lambda: Conv2DTranspose(2, 3, output_padding=(0,)), ValueError, r"output_padding must be .* received \(0,\)"),
         (lambda: Conv2DTranspose(2, 3, dilation_rate=2), NotImplementedError, r"dilation_rate=\(1, 1\) .* received 2"),
         (lambda: UpSampling2D(0), ValueError, r"UpSampling2D: size must be a positive integer or a pair"),
         (lambda: UpSampling2D(interpolation="bicubic"), NotImplementedError, r"received interpolation='bicubic'"),
@@ -289,6 +336,7 @@ def test_flat_input_to_a_2d_layer_says_how_to_reshape() -> None:
     [
         Conv2DTranspose(4, (3, 2), strides=2, padding="same", activation="relu", use_bias=False, name="up"),
         Conv2DTranspose(2, 3, bias_regularizer="l1"),
+        Conv2DTranspose(2, 3, strides=(2, 3), output_padding=(1, 2)),
         UpSampling2D((1, 3)),
         UpSampling2D(3, interpolation="bilinear"),
         GlobalMaxPooling2D(keepdims=True),

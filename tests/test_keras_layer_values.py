@@ -41,6 +41,10 @@ CASES = [
     ("layers.Conv2DTranspose(2, (5, 2), strides=(2, 3), padding='same')", (3, 4, 2)),
     ("layers.Conv2DTranspose(2, (2, 3), strides=(3, 2))", (3, 4, 2)),
     ("layers.Conv2DTranspose(2, 1, strides=2)", (3, 3, 2)),
+    ("layers.Conv2DTranspose(2, 3, strides=2, padding='same', output_padding=1)", (3, 4, 2)),
+    ("layers.Conv2DTranspose(2, (4, 5), strides=(2, 3), padding='same', output_padding=(1, 2))", (3, 3, 2)),
+    ("layers.Conv2DTranspose(2, (2, 3), strides=3, output_padding=(2, 1))", (3, 4, 2)),
+    ("layers.Conv2DTranspose(2, 1, strides=3, padding='same', output_padding=2)", (2, 2, 2)),
 ]
 
 MODELS = [

@@ -15,9 +15,11 @@ class Conv2DTranspose(Layer):
 
     x: (batch, height, width, in) → h: (batch, out_height, out_width, filters); kernel W:
     (kh, kw, filters, in) as in Keras, bias b: (filters,). Each input pixel adds W[:, :, :, c]·x[c]
-    to a kh×kw block of the output placed `strides` apart. Keras's sizes: padding="valid" gives
-    size·stride + max(k − stride, 0); "same" gives size·stride, the full result cropped as the
-    gradient of a "same" Conv2D crops it (TensorFlow's rule: the smaller half before).
+    to a kh×kw block of the full result, blocks placed `strides` apart: F = (size − 1)·stride + k
+    pixels. Keras's sizes: padding="valid" gives size·stride + max(k − stride, 0); "same" gives
+    size·stride; with output_padding p (< stride), (size − 1)·stride + k − 2·pad + p, pad = k // 2
+    for "same", else 0. "same" crops the full result as the gradient of a "same" Conv2D does
+    (TensorFlow's rule: the smaller half before); an output longer than F ends in zeros (+ bias).
 
     It is exactly the input gradient of a Conv2D with this kernel, so the backend's col2im computes
     the forward pass and its im2col the backward pass (one GEMM each, one more for ∂L/∂W).
@@ -31,7 +33,7 @@ class Conv2DTranspose(Layer):
         kernel_size: int | tuple[int, int],
         strides: int | tuple[int, int] = (1, 1),
         padding: str = "valid",
-        output_padding: Any = None,
+        output_padding: int | tuple[int, int] | None = None,
         data_format: str | None = None,
         dilation_rate: int | tuple[int, int] = (1, 1),
         activation: str | acts.Activation | None = None,
@@ -52,8 +54,19 @@ class Conv2DTranspose(Layer):
         self.kernel_size = sp.pair(kernel_size, "kernel_size", owner)
         self.strides = sp.pair(strides, "strides", owner)
         self.padding = sp.padding_arg(padding, owner)
+        self.output_padding: tuple[int, int] | None = None
         if output_padding is not None:
-            raise NotImplementedError(f"{owner}: only output_padding=None is supported, received {output_padding!r}")
+            items: Any = (output_padding, output_padding) if sp.is_int(output_padding) else output_padding
+            try:
+                oph, opw = items
+            except (TypeError, ValueError):
+                oph = opw = -1
+            if not all(sp.is_int(p) and 0 <= p < s for p, s in zip((oph, opw), self.strides, strict=True)):
+                raise ValueError(
+                    f"{owner}: output_padding must be None or non-negative integers smaller than strides "
+                    f"{self.strides} (as in Keras), received {output_padding!r}"
+                )
+            self.output_padding = (int(oph), int(opw))
         sp.channels_last(data_format, owner)
         if sp.pair(dilation_rate, "dilation_rate", owner) != (1, 1):
             raise NotImplementedError(f"{owner}: only dilation_rate=(1, 1) is supported, received {dilation_rate!r}")
@@ -63,8 +76,10 @@ class Conv2DTranspose(Layer):
         self.bias_initializer = inits.get(bias_initializer)
         self.kernel_regularizer = regs.get(kernel_regularizer)
         self.bias_regularizer = regs.get(bias_regularizer)
-        # the pads of the Conv2D this layer transposes, which maps the output back to the input
+        # the pads of the Conv2D this layer transposes, which maps the output back to the input, and
+        # the rows and columns of zeros the output has after the full result (Keras's longer sizes)
         self.pads: sp.Pads = (0, 0, 0, 0)
+        self.extra = (0, 0)
         self._x: Array = None
         self._h: Array = None
 
@@ -74,14 +89,19 @@ class Conv2DTranspose(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         h, w, _ = sp.image_shape(input_shape, f"Conv2DTranspose {self.name!r}")
-        out, pads = [], []
-        for size, k, s in zip((h, w), self.kernel_size, self.strides, strict=True):
-            length = size * s + (max(k - s, 0) if self.padding == "valid" else 0)
-            back, before, after = sp.out_and_pads(length, k, s, self.padding)
-            assert back == size  # the convolution this layer transposes maps the output back to x's size
+        out, pads, extra = [], [], []
+        for axis, (size, k, s) in enumerate(zip((h, w), self.kernel_size, self.strides, strict=True)):
+            full = (size - 1) * s + k
+            if self.output_padding is None:
+                length = size * s + (max(k - s, 0) if self.padding == "valid" else 0)
+            else:
+                length = full - 2 * (k // 2 if self.padding == "same" else 0) + self.output_padding[axis]
+            cut = max(full - length, 0) // 2 if self.padding == "same" else 0
             out.append(length)
-            pads += [before, after]
+            pads += [cut, max(full - cut - length, 0)]
+            extra.append(max(length - (full - cut), 0))
         self.pads = (pads[0], pads[1], pads[2], pads[3])
+        self.extra = (extra[0], extra[1])
         return (out[0], out[1], self.filters)
 
     def param_specs(self) -> list[ParamSpec]:
@@ -120,10 +140,14 @@ class Conv2DTranspose(Layer):
         xp = self.ops.xp
         n, h, w, c = x.shape
         cols = self.ops.matmul(xp.reshape(x, (n * h * w, c)), self._kernel_matrix().T)
-        out_shape = (n, *self.output_shape)
+        oh, ow, f = self.output_shape
+        eh, ew = self.extra
+        reach = (n, oh - eh, ow - ew, f)  # the pixels the full result covers
         u = self.ops.col2im(
-            xp.reshape(cols, (n, h, w, cols.shape[1])), out_shape, self.kernel_size, self.strides, self.pads
+            xp.reshape(cols, (n, h, w, cols.shape[1])), reach, self.kernel_size, self.strides, self.pads
         )
+        if eh or ew:
+            u = self.ops.pad2d(u, (0, eh, 0, ew))
         bias = self.params.get("bias")
         if bias is not None:
             u = u + bias
@@ -145,7 +169,9 @@ class Conv2DTranspose(Layer):
         assert self.ops is not None and self.sink is not None
         xp = self.ops.xp
         n, h, w, c = self._x.shape
-        patches = self.ops.im2col(du, self.kernel_size, self.strides, self.pads)
+        eh, ew = self.extra
+        reached = du[:, : du.shape[1] - eh, : du.shape[2] - ew, :] if eh or ew else du
+        patches = self.ops.im2col(reached, self.kernel_size, self.strides, self.pads)
         p2 = xp.reshape(patches, (n * h * w, patches.shape[3]))
         # ∂L/∂x before any weight gradient: an in-place SGD sink updates W as soon as it receives ∂L/∂W
         dx = xp.reshape(self.ops.matmul(p2, self._kernel_matrix()), (n, h, w, c)) if need_input_grad else None
@@ -161,6 +187,7 @@ class Conv2DTranspose(Layer):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "padding": self.padding,
+            "output_padding": self.output_padding,
             "activation": serialize(self.activation),
             "use_bias": self.use_bias,
             "kernel_regularizer": serialize(self.kernel_regularizer),
