@@ -2,12 +2,33 @@ from .activation import Activation
 from .base import Layer, ParamSpec
 from .batch_normalization import BatchNormalization
 from .conv import Conv2D
+from .conv1d import Conv1D
+from .conv2d_transpose import Conv2DTranspose
 from .dense import Dense
 from .dropout import Dropout
 from .elementwise import LeakyReLU, Rescaling
 from .flatten import Flatten
+from .global_average_pooling1d import GlobalAveragePooling1D, GlobalAvgPool1D
+from .global_max_pooling1d import GlobalMaxPool1D, GlobalMaxPooling1D
+from .global_max_pooling2d import GlobalMaxPool2D, GlobalMaxPooling2D
 from .input import Input
-from .merge import Add, Average, Concatenate, Multiply, Subtract
+from .max_pooling1d import MaxPool1D, MaxPooling1D
+from .merge import (
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    average,
+    concatenate,
+    maximum,
+    minimum,
+    multiply,
+    subtract,
+)
 from .normalization import Normalization
 from .pooling import (
     AveragePooling2D,
@@ -18,9 +39,12 @@ from .pooling import (
     MaxPooling2D,
 )
 from .reshape import Reshape
+from .up_sampling2d import UpSampling2D
 
 InputLayer = Input
 Convolution2D = Conv2D
+Convolution1D = Conv1D
+Convolution2DTranspose = Conv2DTranspose
 
 __all__ = [
     "Activation",
@@ -30,23 +54,45 @@ __all__ = [
     "AvgPool2D",
     "BatchNormalization",
     "Concatenate",
+    "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
+    "Convolution1D",
     "Convolution2D",
+    "Convolution2DTranspose",
     "Dense",
     "Dropout",
     "Flatten",
+    "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
+    "GlobalAvgPool1D",
     "GlobalAvgPool2D",
+    "GlobalMaxPool1D",
+    "GlobalMaxPool2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
     "Input",
     "InputLayer",
     "Layer",
     "LeakyReLU",
+    "MaxPool1D",
     "MaxPool2D",
+    "MaxPooling1D",
     "MaxPooling2D",
+    "Maximum",
+    "Minimum",
     "Multiply",
     "Normalization",
     "ParamSpec",
     "Rescaling",
     "Reshape",
     "Subtract",
+    "UpSampling2D",
+    "add",
+    "average",
+    "concatenate",
+    "maximum",
+    "minimum",
+    "multiply",
+    "subtract",
 ]

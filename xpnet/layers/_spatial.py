@@ -1,4 +1,4 @@
-"""Argument checks and output geometry shared by the 2-D layers (Conv2D and the pooling layers).
+"""Argument checks and output geometry shared by the 1-D and 2-D layers (convolutions, pooling, up-sampling).
 
 Keras's rules, channels-last: with padding="valid" a window of k pixels moved by s gives
 floor((size − k) / s) + 1 outputs (trailing pixels that do not fill a window are dropped);
@@ -19,8 +19,8 @@ Pads = tuple[int, int, int, int]  # top, bottom, left, right
 
 
 def keras_name(cls_name: str) -> str:
-    """Keras's default layer name: Conv2D → conv2d, MaxPooling2D → max_pooling2d."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower().replace("2_d", "2d")
+    """Keras's default layer name: Conv2D → conv2d, MaxPooling1D → max_pooling1d, UpSampling2D → up_sampling2d."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower().replace("2_d", "2d").replace("1_d", "1d")
 
 
 def is_int(v: Any) -> bool:
@@ -37,6 +37,31 @@ def pair(value: Any, what: str, owner: str) -> Pair:
     if not (is_int(a) and is_int(b) and a > 0 and b > 0):
         raise ValueError(f"{owner}: {what} must be a positive integer or a pair of them, received {value!r}")
     return int(a), int(b)
+
+
+def single(value: Any, what: str, owner: str) -> int:
+    """A positive int, or a sequence of one (Keras stores 1-D sizes as (k,)) -> int; else a ValueError."""
+    if not is_int(value) and isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not is_int(value) or value <= 0:
+        raise ValueError(f"{owner}: {what} must be a positive integer, received {value!r}")
+    return int(value)
+
+
+def sequence_shape(input_shape: tuple[int, ...], owner: str) -> tuple[int, int]:
+    """(steps, channels) from a 1-D layer's input shape, or a ValueError that says how to get there."""
+    if len(input_shape) == 2:
+        steps, c = input_shape
+        return steps, c
+    shown = "(None, " + ", ".join(map(str, input_shape)) + ")"
+    if len(input_shape) == 1:
+        (steps,) = input_shape
+        hint = f"add the channel axis: x.reshape(-1, {steps}, 1) (or x[..., None]) and input_shape=({steps}, 1)"
+    else:
+        hint = "give one sequence per sample as (steps, channels)"
+    raise ValueError(
+        f"{owner} expects sequences of shape (batch, steps, channels), but its input shape is {shown}; {hint}"
+    )
 
 
 def padding_arg(padding: Any, owner: str) -> str:

@@ -1,4 +1,5 @@
-"""Merge layers of the functional API: Add, Subtract, Multiply, Average, Concatenate.
+"""Merge layers of the functional API: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
+and Keras's lower-case shortcuts (`add([a, b])` is `Add()([a, b])`).
 
 Each takes a list of tensors: forward gets a list of (batch, *shape) arrays and backward
 returns one gradient per input. A merge has no weights. Backward may return the same array for
@@ -109,6 +110,55 @@ class Average(Merge):
         return [dy * (1.0 / len(self.input_shapes))] * len(self.input_shapes) if need_input_grad else None
 
 
+class _Extremum(Merge):
+    """y = the elementwise max (or min) of the inputs; ∂L/∂y goes to the first input that attains it.
+
+    Ties go to the earliest input, as Keras's pairwise maximum(maximum(x_1, x_2), x_3) gives them.
+    """
+
+    pick: ClassVar[str] = "maximum"
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self._y: Array = None
+
+    def forward(self, x: Any, training: bool = False) -> Array:
+        assert self.ops is not None
+        pick = getattr(self.ops.xp, self.pick)
+        y = pick(x[0], x[1])
+        for xi in x[2:]:
+            y = pick(y, xi)
+        if training:
+            self._xs, self._y = list(x), y
+        return y
+
+    def backward(self, dy: Array, need_input_grad: bool = True) -> Any:
+        if not need_input_grad:
+            return None
+        assert self.ops is not None
+        xp, out = self.ops.xp, []
+        free = None  # elements whose gradient no earlier input has taken
+        for xi in self._xs:
+            hit = xi == self._y
+            if free is not None:
+                hit = xp.logical_and(hit, free)
+            out.append(xp.where(hit, dy, 0.0))
+            free = xp.logical_not(hit) if free is None else xp.logical_and(free, xp.logical_not(hit))
+        return out
+
+
+class Maximum(_Extremum):
+    """y = max(x_1, x_2, …) elementwise; ∂L/∂x_i = ∂L/∂y where x_i is the (first) largest, else 0."""
+
+    pick: ClassVar[str] = "maximum"
+
+
+class Minimum(_Extremum):
+    """y = min(x_1, x_2, …) elementwise; ∂L/∂x_i = ∂L/∂y where x_i is the (first) smallest, else 0."""
+
+    pick: ClassVar[str] = "minimum"
+
+
 class Concatenate(Merge):
     """y = [x_1, x_2, …] joined along `axis` (default the last); ∂L/∂x_i is x_i's slice of ∂L/∂y."""
 
@@ -157,3 +207,38 @@ class Concatenate(Merge):
 
     def __repr__(self) -> str:
         return f"Concatenate(axis={self.axis}, name={self.name!r})"
+
+
+def add(inputs: list[Any], **kwargs: Any) -> Any:
+    """Keras's `layers.add(inputs)`: `Add(**kwargs)(inputs)`, the symbolic sum of a list of tensors."""
+    return Add(**kwargs)(inputs)
+
+
+def subtract(inputs: list[Any], **kwargs: Any) -> Any:
+    """Keras's `layers.subtract([a, b])`: `Subtract(**kwargs)([a, b])`, the symbolic a − b."""
+    return Subtract(**kwargs)(inputs)
+
+
+def multiply(inputs: list[Any], **kwargs: Any) -> Any:
+    """Keras's `layers.multiply(inputs)`: `Multiply(**kwargs)(inputs)`, the elementwise product."""
+    return Multiply(**kwargs)(inputs)
+
+
+def average(inputs: list[Any], **kwargs: Any) -> Any:
+    """Keras's `layers.average(inputs)`: `Average(**kwargs)(inputs)`, the elementwise mean."""
+    return Average(**kwargs)(inputs)
+
+
+def maximum(inputs: list[Any], **kwargs: Any) -> Any:
+    """Keras's `layers.maximum(inputs)`: `Maximum(**kwargs)(inputs)`, the elementwise max."""
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs: list[Any], **kwargs: Any) -> Any:
+    """Keras's `layers.minimum(inputs)`: `Minimum(**kwargs)(inputs)`, the elementwise min."""
+    return Minimum(**kwargs)(inputs)
+
+
+def concatenate(inputs: list[Any], axis: int = -1, **kwargs: Any) -> Any:
+    """Keras's `layers.concatenate(inputs, axis=-1)`: `Concatenate(axis, **kwargs)(inputs)`."""
+    return Concatenate(axis=axis, **kwargs)(inputs)
