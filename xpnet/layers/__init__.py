@@ -9,6 +9,7 @@ from .flatten import Flatten
 from .input import Input
 from .merge import Add, Average, Concatenate, Multiply, Subtract
 from .normalization import Normalization
+from .op_layer import OpLayer
 from .pooling import (
     AveragePooling2D,
     AvgPool2D,
@@ -45,6 +46,7 @@ __all__ = [
     "MaxPooling2D",
     "Multiply",
     "Normalization",
+    "OpLayer",
     "ParamSpec",
     "Rescaling",
     "Reshape",
