@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,6 +151,11 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
     own_build, own_output_shape: whether the class defines `build` / `compute_output_shape`.
     """
     many = isinstance(feature_shape, list)
+    if layer.built and (getattr(layer, "input_shapes", None) if many else layer.input_shape) == (
+        [tuple(s) for s in feature_shape] if many else tuple(feature_shape)
+    ):
+        assert layer.output_shape is not None
+        return layer.output_shape  # built already (a Sequential rebuilds after each add)
     batch_shape: Any = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
     if own_build and not getattr(layer, "_xp_user_built", False):
         layer.__dict__["_xp_building"] = True
@@ -174,7 +179,8 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
 def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
     """Run `call` on one row of zeros (NumPy; zero weights until the layer is bound) and read the output's shape."""
     dtype = np.dtype(layer.compute_dtype)
-    zeros: Any = [np.zeros((1, *s), dtype) for s in feature_shape] if many else np.zeros((1, *feature_shape), dtype)
+    xp = layer.ops.xp if layer.ops is not None else np  # a bound layer's weights live on its backend
+    zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
     with recording(None), placeholder_params(layer):
         out = run_call(layer, zeros, False)
     out = _plain(out)
@@ -292,7 +298,7 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
         arg: Any = xs if many else xs[0]
         if tape is None and layer.ops is not None:
             arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
-        with placeholder_params(layer) if placeholder else _nothing():
+        with placeholder_params(layer) if placeholder else nullcontext():
             out = run_call(layer, arg, bool(training))
         return out if tape is not None else _plain(out)
     if placeholder:
@@ -301,11 +307,6 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
         return _record_builtin(layer, tape, xs if many else xs[0], bool(training))
     arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
     return layer.forward(arg, bool(training))
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _shape(a: Any) -> tuple[int, ...]:
