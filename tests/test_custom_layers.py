@@ -172,7 +172,16 @@ def test_add_loss_gradient_matches_finite_differences_and_the_hand_derivation() 
     np.testing.assert_allclose(grads[0], x.T @ dh, rtol=0, atol=TOL)
     np.testing.assert_allclose(grads[1], dh.sum(0), rtol=0, atol=TOL)
     assert model.check_gradients(x[:8], y[:8]).passed
+    # one SGD step in fit (whose loss gradient carries the learning rate) moves the weights by −η·gradient
+    start = model.get_weights()
+    _, g16 = model.compute_gradients(x[:16], y[:16])
+    model.fit(x[:16], y[:16], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for w, w_then, g in zip(model.get_weights(), start, g16, strict=True):
+        np.testing.assert_allclose(w, w_then - 0.01 * g, rtol=0, atol=TOL)
     before = model.evaluate(x, y, verbose=0)
+    w0, b0, w1, b1 = model.get_weights()
+    h = x @ w0 + b0
+    assert abs(before - (np.mean((h @ w1 + b1 - y) ** 2) + rate * np.mean(h**2))) <= 1e-9  # evaluate counts it too
     model.fit(x, y, epochs=5, batch_size=16, verbose=0)
     assert model.evaluate(x, y, verbose=0) < before
 
@@ -206,6 +215,14 @@ def test_standalone_layer_computes_eagerly_and_keeps_weights() -> None:
     assert [v.shape for v in dense.get_weights()] == [(5, 3), (3,)]
     expected = np.ones((1, 5)) @ dense.get_weights()[0]
     np.testing.assert_allclose(ops.convert_to_numpy(dense(np.ones((1, 5)))), expected, rtol=1e-6)
+
+    # placed in a model, a built layer keeps its weights (Keras's behaviour)
+    dense.set_weights([np.full((5, 3), 0.25), np.ones(3)])
+    with pytest.raises(ValueError, match=r"was built for input \(None, 7\) and cannot take input of shape \(None, 5\)"):
+        Sequential([Input((5,)), built])
+    other = Sequential([Input((5,)), dense], dtype="float64")
+    np.testing.assert_array_equal(other.get_weights()[0], np.full((5, 3), 0.25))
+    np.testing.assert_array_equal(other.get_weights()[1], np.ones(3))
 
 
 def test_from_config_round_trips_a_custom_layer() -> None:

@@ -280,11 +280,16 @@ class Model(Trainer):
             if isinstance(layer, Dropout) and layer.seed is None:
                 layer.seed = layer_seed(self.seed, i)
         dtype = np.dtype(self.dtype)
-        chunks = [
-            spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
-            for i, layer in enumerate(self.layers)
-            for j, spec in enumerate(layer.param_specs())
-        ]
+        chunks = []
+        for i, layer in enumerate(self.layers):
+            own = _standalone_weights(layer)
+            if own is not None:  # built on its own (layer.build, layer(array)) before: Keras keeps those weights
+                chunks.append(own.astype(dtype))
+                continue
+            chunks += [
+                spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
+                for j, spec in enumerate(layer.param_specs())
+            ]
         host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
 
@@ -337,6 +342,7 @@ class Model(Trainer):
         self._store = ParamStore(ops, self.layers, host_params, self.dtype)
         for layer in self.layers:
             layer.model_ref = weakref.ref(self)
+            layer.__dict__.pop("_xp_standalone", None)  # its weights now live in this model's buffer
         self.ops = ops
         self._step = None
         self._accumulate = AccumulatingSink(ops)
@@ -931,3 +937,14 @@ def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
 def _snake(name: str) -> str:
     """A class name as Keras names a subclassed model by default: MyModel → my_model."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _standalone_weights(layer: Layer) -> np.ndarray | None:
+    """The (P,) host weights of a layer that has a parameter store of its own (a standalone layer), if it
+    still has the weights its specs declare; else None."""
+    own = layer.__dict__.get("_xp_standalone")
+    if own is None or own.layers != [layer]:
+        return None
+    if [tuple(s.spec.shape) for s in own.slots] != [tuple(s.shape) for s in layer.param_specs()]:
+        return None
+    return np.asarray(own.host_params())

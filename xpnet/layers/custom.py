@@ -43,6 +43,8 @@ LAYER: type[Any] = object
 _training: contextvars.ContextVar[bool] = contextvars.ContextVar("xpnet_training", default=False)
 # the seed ∂L/∂(added loss) while a training step runs backward (None outside a step)
 _loss_seed: contextvars.ContextVar[Any] = contextvars.ContextVar("xpnet_added_loss_seed", default=None)
+# where add_loss puts its values while a layer's inference forward runs (None: nowhere)
+_inference_losses: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("xpnet_losses", default=None)
 # > 0 while an output shape is inferred: sublayers then compute shapes only
 _placeholder_depth: contextvars.ContextVar[int] = contextvars.ContextVar("xpnet_placeholder", default=0)
 
@@ -156,6 +158,13 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
     ):
         assert layer.output_shape is not None
         return layer.output_shape  # built already (a Sequential rebuilds after each add)
+    if own_build and getattr(layer, "_xp_user_built", False) and layer.input_shape is not None:
+        built_for = ", ".join(map(str, layer.input_shape))
+        given = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} was built for input (None, {built_for}) "
+            f"and cannot take input of shape {given}"
+        )
     batch_shape: Any = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
     if own_build and not getattr(layer, "_xp_user_built", False):
         layer.__dict__["_xp_building"] = True
@@ -229,8 +238,14 @@ def forward(layer: Layer, x: Any, training: bool) -> Any:
     """A custom layer's step forward: plain arrays at inference, recorded on a fresh tape in training."""
     assert layer.ops is not None
     if not training:
-        with recording(None):
-            out = run_call(layer, x, False)
+        collected: list[Any] = []
+        token = _inference_losses.set(collected)
+        try:
+            with recording(None):
+                out = run_call(layer, x, False)
+        finally:
+            _inference_losses.reset(token)
+        layer.__dict__["_xp_step_losses"] = [_plain(v) for v in collected]  # evaluate adds them, as Keras
         return _plain(out)
     tape = Tape(layer.ops.xp)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
@@ -401,3 +416,7 @@ def add_loss(layer: Layer, value: Any) -> None:
     tape = active()
     if tape is not None:
         tape.added_losses.append(value)
+        return
+    collected = _inference_losses.get()
+    if collected is not None:
+        collected.append(value)

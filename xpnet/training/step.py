@@ -191,4 +191,6 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
         preds.append(out)
         sums.append(xp.sum(value))
     loss_sum = _weighted_total(sums, model.loss_weights)
+    for added in custom.step_losses(model.layers):  # add_loss values count in evaluation too, as in Keras
+        loss_sum = loss_sum + added * data.rows(xb)
     return batch_sums(model, loss_sum, sums, yb, preds, wb)
