@@ -163,7 +163,7 @@ def _keras_values() -> None:
     np.testing.assert_array_equal(ops.eye(2, 3, 1), np.eye(2, 3, 1))
     np.testing.assert_array_equal(ops.one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
     assert ops.one_hot(np.array([1]), 2).dtype == np.float32
-    assert ops.argmax(x, axis=1).tolist() == [2, 2]
+    assert ops.argmax(x, axis=1).tolist() == [2, 2] and ops.argmax(x).dtype == np.int32
     assert ops.shape(x) == (2, 3)
     assert ops.convert_to_tensor([1.0, 2.0]).dtype == np.float32
     assert ops.cast(x, "int32").dtype == np.int32

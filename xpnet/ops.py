@@ -457,10 +457,10 @@ def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
 
 
 def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Array:
-    """Index of the largest value along `axis` (int64 NumPy indices; no gradient)."""
+    """Index of the largest value along `axis` as int32, as Keras (no gradient)."""
     raw = _data(x)
     xp = _xp_for(raw)
-    out = xp.argmax(raw, axis=axis)
+    out = xp.astype(xp.argmax(raw, axis=axis), xp.int32)
     return xp.expand_dims(out, axis) if keepdims and axis is not None else out
 
 
