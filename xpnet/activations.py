@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from .backend.special import erfc
+from .tape import Tape, Tensor, recording
 
 Array = Any
 
@@ -304,8 +305,39 @@ def gelu(x: Array, approximate: bool = False) -> Array:
 gelu.xpnet_activation = "gelu"  # type: ignore[attr-defined]
 
 
+class FunctionActivation(Activation):
+    """An activation written as a function with `xpnet.ops` (Keras's `Dense(64, activation=my_fn)`).
+
+    forward runs fn on the pre-activation u (batch, units); backward records fn on the tape and
+    replays it from ∂L/∂h, so φ' never has to be written. Saved by the function's name: load the
+    model with custom_objects={"my_fn": my_fn}.
+    """
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "custom_activation")
+        self.keras_name = self.name
+
+    def forward(self, xp: Any, u: Array) -> Array:
+        with recording(None):
+            h = self.fn(u)
+        return h.data if isinstance(h, Tensor) else h
+
+    def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
+        tape = Tape(xp)
+        leaf = Tensor(u)
+        with recording(tape):
+            out = self.fn(leaf)
+        (du,) = tape.backward([(out, dh)], [leaf])
+        return xp.zeros_like(u) if du is None else du
+
+    def __repr__(self) -> str:
+        return f"FunctionActivation({self.name!r})"
+
+
 def get(identifier: str | Activation | None) -> Activation:
-    """Resolve 'relu', an Activation instance, `xpnet.activations.relu`, or None (linear)."""
+    """Resolve 'relu', an Activation instance, `xpnet.activations.relu`, a function written with `xpnet.ops`,
+    or None (linear)."""
     if identifier is None:
         return Linear()
     if isinstance(identifier, Activation):
@@ -318,7 +350,9 @@ def get(identifier: str | Activation | None) -> Activation:
         if cls is None:
             raise ValueError(f"Unknown activation {identifier!r}; known: {sorted(_REGISTRY)}")
         return cls()
+    if callable(identifier) and not isinstance(identifier, type):
+        return FunctionActivation(identifier)
     raise TypeError(
-        "activation must be a name, an Activation instance or xpnet.activations.<name>, "
+        "activation must be a name, an Activation instance, xpnet.activations.<name> or a function, "
         f"got {type(identifier).__name__}"
     )

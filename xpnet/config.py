@@ -22,6 +22,9 @@ def serialize(obj: Any) -> Any:
     """A JSON-able description of `obj` (None stays None)."""
     if obj is None:
         return None
+    keras_name = getattr(obj, "keras_name", None)
+    if isinstance(keras_name, str):  # a user's function (activation, loss): saved by name, as Keras does
+        return keras_name
     settings = plain_settings(obj)
     name = getattr(type(obj), "name", None)
     builtin = type(obj).__module__.startswith("xpnet.")

@@ -25,6 +25,7 @@ import copy
 import gc
 import json
 import os
+import re
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 
 from . import h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
-from .layers.base import Layer, Shape
+from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
 from .layers.input import Input
@@ -67,13 +68,22 @@ class Model(Trainer):
 
     def __init__(
         self,
-        inputs: KerasTensor | Sequence[KerasTensor],
-        outputs: KerasTensor | Sequence[KerasTensor],
-        name: str = "functional",
+        inputs: KerasTensor | Sequence[KerasTensor] | None = None,
+        outputs: KerasTensor | Sequence[KerasTensor] | None = None,
+        name: str | None = None,
         seed: int | None = None,
         dtype: str = "float32",
     ) -> None:
-        self._setup(name, seed, dtype)
+        if inputs is None and outputs is None and callable(getattr(type(self), "call", None)):
+            # Keras's subclassing: __init__ makes the layers, call wires them; traced once on build
+            self._setup(name or _snake(type(self).__name__), seed, dtype)
+            return
+        if inputs is None or outputs is None:
+            raise TypeError(
+                "Model(inputs, outputs) needs both its inputs and its outputs; or subclass Model and define "
+                "call(self, inputs)"
+            )
+        self._setup(name or "functional", seed, dtype)
         self.set_graph(inputs, outputs)
         self.build()
 
@@ -256,20 +266,49 @@ class Model(Trainer):
         return self._store
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
-        """Draw initial weights on the host (the same numbers on any backend) and put them on the backend."""
+        """Draw initial weights on the host (the same numbers on any backend) and put them on the backend.
+
+        A subclassed model (one that defines `call`) is first traced: `call` runs once on an Input of
+        `input_shape` ((None, *features) or the features alone), which records the layer graph a
+        functional model would have.
+        """
+        if not self._nodes and callable(getattr(type(self), "call", None)):
+            self._trace(input_shape)
         self.check_layers_free(self.layers)
         for i, layer in enumerate(self.layers):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
                 layer.seed = layer_seed(self.seed, i)
         dtype = np.dtype(self.dtype)
-        chunks = [
-            spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
-            for i, layer in enumerate(self.layers)
-            for j, spec in enumerate(layer.param_specs())
-        ]
+        chunks = []
+        for i, layer in enumerate(self.layers):
+            own = _standalone_weights(layer)
+            if own is not None:  # built on its own (layer.build, layer(array)) before: Keras keeps those weights
+                chunks.append(own.astype(dtype))
+                continue
+            chunks += [
+                spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
+                for j, spec in enumerate(layer.param_specs())
+            ]
         host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
+
+    def _trace(self, input_shape: Any) -> None:
+        if input_shape is None:
+            raise ValueError(
+                f"model {self.name!r} is subclassed and its input shape is unknown: "
+                "call model.build((None, n_features)) or fit it first"
+            )
+        source = Input(_as_shape(input_shape), name="input_layer")
+        out = self.call(source)  # type: ignore[attr-defined]
+        if not isinstance(out, KerasTensor) and not (
+            isinstance(out, (list, tuple)) and all(isinstance(t, KerasTensor) for t in out)
+        ):
+            raise TypeError(
+                f"{type(self).__name__}.call returned {type(out).__name__} when traced on an Input; it must return the "
+                "outputs of layer calls (or xpnet.ops functions) on its inputs"
+            )
+        self.set_graph(source, out if isinstance(out, KerasTensor) else list(out))
 
     def check_layers_free(self, layers: Sequence[Layer]) -> None:
         """Raise if a layer's weights live in another model's parameter buffer (xpnet does not share layers
@@ -303,6 +342,7 @@ class Model(Trainer):
         self._store = ParamStore(ops, self.layers, host_params, self.dtype)
         for layer in self.layers:
             layer.model_ref = weakref.ref(self)
+            layer.__dict__.pop("_xp_standalone", None)  # its weights now live in this model's buffer
         self.ops = ops
         self._step = None
         self._accumulate = AccumulatingSink(ops)
@@ -896,3 +936,19 @@ def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
         seen.add(id(n.layer))
         if not n.layer.name:
             n.layer.name = fresh(n.layer.default_name)
+
+
+def _snake(name: str) -> str:
+    """A class name as Keras names a subclassed model by default: MyModel → my_model."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _standalone_weights(layer: Layer) -> np.ndarray | None:
+    """The (P,) host weights of a layer that has a parameter store of its own (a standalone layer), if it
+    still has the weights its specs declare; else None."""
+    own = layer.__dict__.get("_xp_standalone")
+    if own is None or own.layers != [layer]:
+        return None
+    if [tuple(s.spec.shape) for s in own.slots] != [tuple(s.shape) for s in layer.param_specs()]:
+        return None
+    return np.asarray(own.host_params())

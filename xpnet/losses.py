@@ -9,22 +9,46 @@ exact for huge logits and gives ∂ℓ/∂u = p − y directly.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .backend.base import arange_like
+from .tape import Tape, Tensor, recording
 
 Array = Any
 EPSILON = 1e-7
 
 
 class Loss:
-    """Subclass and implement `call` (per-sample value) and `grad` (∂ℓ_i/∂ŷ_i) for a custom loss."""
+    """Subclass and implement `call` (per-sample value) and `grad` (∂ℓ_i/∂ŷ_i) for a custom loss.
+
+    Or, as in Keras, implement only `call(self, y_true, y_pred)` with `xpnet.ops`: the tape then
+    gives the gradient (see `FunctionLoss`).
+    """
 
     name = "loss"
     sparse = False
     from_logits = False
+
+    def __init__(self, name: str | None = None, reduction: str = "sum_over_batch_size", dtype: Any = None) -> None:
+        if reduction != "sum_over_batch_size":
+            raise ValueError(
+                f"xpnet losses average over the batch (reduction='sum_over_batch_size'), received {reduction!r}"
+            )
+        if name is not None:
+            self.name = name
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("call")
+        # Keras's call(self, y_true, y_pred) without a grad: differentiate it with the tape
+        if own is not None and "grad" not in cls.__dict__ and len(inspect.signature(own).parameters) == 3:
+            cls.keras_call = own  # type: ignore[attr-defined]
+            cls.call = _keras_call_value  # type: ignore[method-assign]
+            cls.grad = _keras_call_grad  # type: ignore[method-assign]
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         """-> (n,) per-sample loss."""
@@ -259,6 +283,82 @@ def prepare_sparse_labels(y: np.ndarray, n_classes: int, what: str) -> np.ndarra
     return y.astype(np.int32)
 
 
+def _values(xp: Any, fn: Callable[[Any, Any], Any], y_true: Array, y_pred: Array, tape: Tape | None) -> Any:
+    with recording(tape):
+        leaf = Tensor(y_pred) if tape is not None else y_pred
+        return leaf, fn(y_true, leaf)
+
+
+def _per_sample(xp: Any, v: Array, n: int) -> Array:
+    """A loss function's value as (n,) per-sample losses: Keras averages over every element, so a (n, ...)
+    result is averaged over its trailing axes and a scalar counts for each sample."""
+    v = v.data if isinstance(v, Tensor) else v
+    if v.ndim == 0:
+        return xp.broadcast_to(v, (n,))
+    if v.ndim > 1:
+        v = xp.mean(xp.reshape(v, (v.shape[0], -1)), axis=1)
+    return v
+
+
+def _tape_grad(xp: Any, fn: Callable[[Any, Any], Any], y_true: Array, y_pred: Array) -> Array:
+    """n·∂(mean of fn's values)/∂y_pred: the rows the step scales by 1/batch, as for built-in losses."""
+    tape = Tape(xp)
+    leaf, v = _values(xp, fn, y_true, y_pred, tape)
+    if not isinstance(v, Tensor):
+        return xp.zeros_like(y_pred)
+    n = int(y_pred.shape[0])
+    size = int(np.prod(v.shape)) if v.shape else 1
+    (g,) = tape.backward([(v, n / size)], [leaf])
+    return xp.zeros_like(y_pred) if g is None else g
+
+
+def _keras_call_value(self: Loss, xp: Any, y_true: Array, y_pred: Array) -> Array:
+    _, v = _values(xp, lambda a, b: type(self).keras_call(self, a, b), y_true, y_pred, None)  # type: ignore[attr-defined]
+    return _per_sample(xp, v, int(y_pred.shape[0]))
+
+
+def _keras_call_grad(self: Loss, xp: Any, y_true: Array, y_pred: Array) -> Array:
+    return _tape_grad(xp, lambda a, b: type(self).keras_call(self, a, b), y_true, y_pred)  # type: ignore[attr-defined]
+
+
+class FunctionLoss(Loss):
+    """A loss written as a function `fn(y_true, y_pred)` with `xpnet.ops` (Keras's custom loss).
+
+    fn returns per-sample values (n,), per-element values (n, ...) or a scalar; the loss is
+    their mean, as Keras's "sum_over_batch_size" reduction. Its gradient comes from the tape.
+    """
+
+    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
+        super().__init__(name=name or getattr(fn, "__name__", "custom_loss"))
+        self.fn = fn
+        self.keras_name = getattr(fn, "__name__", self.name)
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        _, v = _values(xp, self.fn, y_true, y_pred, None)
+        return _per_sample(xp, v, int(y_pred.shape[0]))
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return _tape_grad(xp, self.fn, y_true, y_pred)
+
+    def __repr__(self) -> str:
+        return f"FunctionLoss({self.name!r})"
+
+
+class AddedLossesOnly(Loss):
+    """compile() without a loss: zero, so only the values layers pass to `add_loss` are minimized; y is ignored."""
+
+    name = "loss"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return xp.zeros((y_pred.shape[0],), dtype=y_pred.dtype)
+
+    def grad(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        return xp.zeros_like(y_pred)
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        return y
+
+
 _REGISTRY: dict[str, type[Loss]] = {
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
@@ -272,9 +372,14 @@ _REGISTRY: dict[str, type[Loss]] = {
 }
 
 
-def get(identifier: str | Loss) -> Loss:
+def get(identifier: str | Loss | Callable[[Any, Any], Any]) -> Loss:
+    """Resolve a name ("mse"), a Loss, or a function fn(y_true, y_pred) written with xpnet.ops."""
     if isinstance(identifier, Loss):
         return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if callable(identifier) and not isinstance(identifier, str):
+        return FunctionLoss(identifier)
     if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
         return _REGISTRY[identifier.lower()]()
     raise ValueError(

@@ -98,7 +98,7 @@ class Sequential(Model):
         t: KerasTensor = source
         nodes: list[Node] = []
         for layer in self.layers:
-            layer.build(t.feature_shape)
+            layer.build_for(t.feature_shape)
             nodes.append(Node(layer, [t], False))
             t = nodes[-1].output
         self.inputs, self.outputs = [source], [t]

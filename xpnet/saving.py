@@ -123,7 +123,8 @@ def deserialize(value: Any, kind: str, custom: dict[str, Any]) -> Any:
     }
     module, base, get = getters[kind]
     if isinstance(value, str) and value in custom:
-        return custom[value]()
+        found = custom[value]
+        return found() if isinstance(found, type) else get(found)  # a class, or a user's function
     if value is None or isinstance(value, str):
         return get(value)
     if kind == "regularizer" and value["class_name"] in ("L1", "L2", "L1L2"):  # Keras's classes, xpnet's factories
@@ -139,7 +140,7 @@ def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
     trainable = bool(config.pop("trainable", True))  # Keras keeps it in the config; xpnet sets it after
     config = _from_keras(cls, config)
     for key, value in config.items():
-        if key == "activation" and isinstance(value, dict):
+        if key == "activation" and (isinstance(value, dict) or (isinstance(value, str) and value in custom)):
             config[key] = deserialize(value, "activation", custom)
         elif key.endswith("_regularizer") and value is not None:
             config[key] = deserialize(value, "regularizer", custom)

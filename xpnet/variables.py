@@ -27,6 +27,11 @@ class Variable:
         return self._spec.name
 
     @property
+    def layer(self) -> Layer:
+        """The layer whose weight this is."""
+        return self._layer
+
+    @property
     def path(self) -> str:
         return f"{self._layer.name}/{self._spec.name}"
 

@@ -30,6 +30,7 @@ from .merge import (
     subtract,
 )
 from .normalization import Normalization
+from .op_layer import OpLayer
 from .pooling import (
     AveragePooling2D,
     AvgPool2D,
@@ -83,6 +84,7 @@ __all__ = [
     "Minimum",
     "Multiply",
     "Normalization",
+    "OpLayer",
     "ParamSpec",
     "Rescaling",
     "Reshape",

@@ -15,6 +15,7 @@ without an activation (`activation is None`) run their plain forward and backwar
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,9 +23,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .. import initializers as inits
+from .. import regularizers as regs
 from ..backend import Ops
 from ..regularizers import Regularizer
 from ..variables import Variable
+from . import custom
 
 if TYPE_CHECKING:
     from ..activations import Activation
@@ -74,8 +77,20 @@ class Layer:
     # True for layers that take a list of inputs (merges): forward gets a list of arrays and
     # backward returns a list with one gradient (or None) per input.
     multi_input: ClassVar[bool] = False
+    # True for a Keras-style custom layer: a subclass that defines `call` (forward code only, xpnet.ops);
+    # the tape differentiates it (xpnet/layers/custom.py)
+    keras_call: ClassVar[bool] = False
 
-    def __init__(self, name: str | None = None, input_shape: Any = None, trainable: bool = True) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.keras_call = callable(getattr(cls, "call", None))
+        user_build = cls.__dict__.get("build")
+        if cls.keras_call and user_build is not None:
+            cls.build = _keras_build(user_build)  # type: ignore[method-assign]
+
+    def __init__(
+        self, name: str | None = None, input_shape: Any = None, trainable: bool = True, dtype: Any = None
+    ) -> None:
         self.name = name
         self.requested_input_shape: Shape | None = _as_shape(input_shape) if input_shape is not None else None
         self.input_shape: Shape | None = None
@@ -97,36 +112,116 @@ class Layer:
         # the model binds it): a layer serves one model, so another model may not take it over
         self.model_ref: Any = None
         self._u: Array = None
+        if dtype is not None and str(dtype) not in ("float32", "float64"):
+            raise ValueError(f"layer dtype must be 'float32' or 'float64' (the model's), received {dtype!r}")
 
     @property
     def default_name(self) -> str:
         return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
-    def build(self, input_shape: Shape) -> Shape:
-        """Record the input shape (no batch axis) and return the output shape."""
+    @property
+    def sink(self) -> GradientSink | None:
+        """Where backward hands parameter gradients (set by the parameter store; sublayers share it)."""
+        # kept under "sink" in the instance dict, where copies and state snapshots look for it
+        return self.__dict__.get("sink")
+
+    @sink.setter
+    def sink(self, value: GradientSink | None) -> None:
+        self.__dict__["sink"] = value
+        if self.keras_call:
+            for _, sub in custom.sublayers(self):
+                sub.sink = value
+
+    def build(self, input_shape: Any) -> Any:
+        """Keras's `layer.build((None, *features))`: make the weights of a standalone layer, then
+        `get_weights`/`set_weights` work. Models call it with the feature shape alone (no batch axis)
+        and receive the output shape."""
+        if self.keras_call and self.__dict__.get("_xp_building"):
+            return None  # a custom build's `super().build(input_shape)`
+        keras_shape = _keras_shape(input_shape)
+        if keras_shape is not None:
+            self.build_for(keras_shape)
+            if self.ops is None:
+                custom.bind_standalone(self)
+            return None
         self.input_shape = tuple(input_shape)
         self.output_shape = self.compute_output_shape(self.input_shape)
         return self.output_shape
 
+    def build_for(self, feature_shape: Any) -> Shape:
+        """Build for inputs of `feature_shape` (no batch axis; a list with several inputs): the output shape."""
+        if self.keras_call:
+            cls = type(self)
+            own_shape = cls.compute_output_shape is not Layer.compute_output_shape
+            return custom.build_for(self, feature_shape, cls.build is not Layer.build, own_shape)
+        out = self.build(feature_shape)
+        assert out is not None
+        return tuple(out)
+
+    def add_weight(
+        self,
+        shape: Any = None,
+        initializer: Any = "glorot_uniform",
+        dtype: Any = None,
+        trainable: bool = True,
+        regularizer: Any = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Declare a weight (Keras's API, from `build` or `__init__`): returns a `Weight` that `xpnet.ops`
+        and operators take. shape: a tuple of ints; initializer: a name or an Initializer; it is
+        stored in the model's flat parameter buffer in the model's dtype."""
+        if shape is None or (not isinstance(shape, int) and any(d is None for d in shape)):
+            raise ValueError(f"add_weight needs a fully known shape, received {shape!r}")
+        dims = () if shape == () else _as_shape(shape)
+        added = self.__dict__.setdefault("_xp_added", [])
+        name = f"variable_{len(added)}" if name is None else str(name)
+        if any(s.name == name for s in added):
+            raise ValueError(f"layer {self.name!r} already has a weight named {name!r}; give add_weight another name=")
+        spec = ParamSpec(name, dims, inits.get(initializer), regs.get(regularizer), bool(trainable))
+        added.append(spec)
+        return custom.Weight(self, spec)
+
+    def add_loss(self, value: Any) -> None:
+        """Add a scalar (from `xpnet.ops`, inside `call`) to the model's loss for this training step."""
+        custom.add_loss(self, value)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """A layer made from `get_config()`'s dict (Keras's default: the constructor's arguments)."""
+        return cls(**config)
+
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def __call__(self, inputs: Any) -> Any:
+    def __call__(self, inputs: Any, *args: Any, training: Any = None, **kwargs: Any) -> Any:
         """Record a call on symbolic tensors (an `Input`, another call's output): a functional model's graph.
 
         Builds the layer from the tensors' shapes on its first call; later calls (a shared layer)
-        must see the same shapes. Returns the output `KerasTensor`.
+        must see the same shapes. Returns the output `KerasTensor`. On arrays (NumPy, the
+        backend's) the layer computes at once, as Keras's eager call: it is built and given weights
+        of its own first when it belongs to no model. A custom layer takes several tensors as
+        several arguments too (`layer(a, b)` calls `call(a, b)`).
         """
         from .node import KerasTensor, Node
 
+        if self.keras_call and args:
+            inputs = [inputs, *args]
+            self.__dict__["_xp_spread"] = True
+        elif args:
+            raise TypeError(f"{type(self).__name__} takes one input (or a list), received {1 + len(args)} arguments")
         many = isinstance(inputs, (list, tuple))
         tensors = list(inputs) if many else [inputs]
+        if tensors and all(hasattr(t, "shape") and not isinstance(t, KerasTensor) for t in tensors):
+            return custom.eager_call(self, inputs, training)
+        if self.keras_call and many and not self.built:
+            self.multi_input = True  # type: ignore[misc]
         what = f"{type(self).__name__} {self.name!r}" if self.name else f"a {type(self).__name__} layer"
         if not tensors or not all(isinstance(t, KerasTensor) for t in tensors):
             got = ", ".join(type(t).__name__ for t in tensors) or "an empty list"
             raise TypeError(
                 f"{what} was called on {got}; call layers on symbolic tensors (Input(shape=...) or another "
-                "layer's output) to build a Model, and run models on arrays with predict()"
+                "layer's output) to build a Model, or on arrays to compute at once"
             )
         if many != self.multi_input:
             need = "a list of tensors" if self.multi_input else "one tensor"
@@ -141,27 +236,39 @@ class Layer:
                 raise ValueError(f"{what} was built for input {shown} and cannot be called again on {where}")
         else:
             try:
-                self.build(arg)
+                self.build_for(arg)
             except ValueError as e:
                 raise ValueError(f"{what} cannot be called on {where}: {e}") from e
         return Node(self, tensors, many).output
 
     def param_specs(self) -> list[ParamSpec]:
-        return []
+        """The weights: a custom layer's `add_weight`s, then its sublayers' ("attribute/kernel")."""
+        return custom.param_specs(self) if self.keras_call else []
 
     def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None:
         """Attach the views of this layer's slice of the parameter store (the store then sets `sink`)."""
         self.ops, self.params, self.grads = ops, params, grads
+        if self.keras_call:
+            custom.bind_sublayers(self)
 
     @property
     def built(self) -> bool:
         return self.output_shape is not None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        raise NotImplementedError
+        """x: (batch, *input_shape) → (batch, *output_shape); a custom layer runs `call` (recorded in training)."""
+        if self.keras_call:
+            return custom.forward(self, x, training)
+        raise NotImplementedError(
+            f"{type(self).__name__} defines neither forward/backward (xpnet's layer protocol) nor call(self, inputs) "
+            "(Keras's custom-layer API, differentiated for you): define call"
+        )
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
-        raise NotImplementedError
+        """∂L/∂x from ∂L/∂output dy; parameter gradients go to `self.sink`."""
+        if self.keras_call:
+            return custom.backward(self, dy, need_input_grad)
+        raise NotImplementedError(f"{type(self).__name__} defines forward but no backward; define call instead")
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """The output before `activation`; layers without one return their forward."""
@@ -251,6 +358,34 @@ class Layer:
 _STEP_METHODS = ("forward", "backward", "forward_preactivation", "backward_preactivation")
 
 
+def _keras_shape(shape: Any) -> Any:
+    """The feature shape(s) of a Keras-style shape with a leading None batch axis, else None."""
+    if isinstance(shape, list) and shape and all(isinstance(s, (list, tuple)) for s in shape):
+        inner = [_keras_shape(s) for s in shape]
+        return None if any(s is None for s in inner) else inner
+    if isinstance(shape, (list, tuple)) and shape and shape[0] is None:
+        return _as_shape(shape)
+    return None
+
+
+def _keras_build(user_build: Any) -> Any:
+    """A custom layer's own `build(input_shape)`, run by `build_for` with Keras's batch shape; called by the
+    user (`layer.build((None, 4))`), it also completes the layer (output shape, weights of its own)."""
+
+    @functools.wraps(user_build)
+    def build(self: Layer, input_shape: Any) -> Any:
+        if self.__dict__.get("_xp_building"):
+            return user_build(self, input_shape)
+        keras_shape = _keras_shape(input_shape)
+        feature = keras_shape if keras_shape is not None else _as_shape(tuple(input_shape)[1:])
+        self.build_for(feature)
+        if self.ops is None:
+            custom.bind_standalone(self)
+        return None
+
+    return build
+
+
 def _host_dtype(a: Array) -> np.dtype:
     return np.dtype(str(a.dtype).split(".")[-1])
 
@@ -264,3 +399,6 @@ def _as_shape(shape: Any) -> Shape:
     if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise ValueError(f"input shape must be positive integers (without the batch axis), received {shape}")
     return tuple(int(d) for d in shape)
+
+
+custom.LAYER = Layer

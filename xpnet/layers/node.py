@@ -17,8 +17,47 @@ if TYPE_CHECKING:
 class KerasTensor:
     """A symbolic batch: `shape` is (None, *features); `node` is the layer call that computes it (None for an Input).
 
-    Arithmetic is not recorded: use merge layers (`Add()([a, b])`), which name what they combine.
+    Python operators (+, -, *, /, @, **, unary -) and `xpnet.ops` functions on it record a call of
+    an `OpLayer` (xpnet/layers/op_layer.py); merge layers (`Add()([a, b])`) name what they combine.
     """
+
+    def _op(self, name: str, *args: Any) -> Any:
+        from ..tape import OPERATORS
+
+        return OPERATORS[name](*args)
+
+    def __add__(self, o: Any) -> Any:
+        return self._op("add", self, o)
+
+    def __radd__(self, o: Any) -> Any:
+        return self._op("add", o, self)
+
+    def __sub__(self, o: Any) -> Any:
+        return self._op("subtract", self, o)
+
+    def __rsub__(self, o: Any) -> Any:
+        return self._op("subtract", o, self)
+
+    def __mul__(self, o: Any) -> Any:
+        return self._op("multiply", self, o)
+
+    def __rmul__(self, o: Any) -> Any:
+        return self._op("multiply", o, self)
+
+    def __truediv__(self, o: Any) -> Any:
+        return self._op("divide", self, o)
+
+    def __rtruediv__(self, o: Any) -> Any:
+        return self._op("divide", o, self)
+
+    def __matmul__(self, o: Any) -> Any:
+        return self._op("matmul", self, o)
+
+    def __pow__(self, o: Any) -> Any:
+        return self._op("power", self, o)
+
+    def __neg__(self) -> Any:
+        return self._op("negative", self)
 
     def __init__(self, feature_shape: Shape, node: Node | None = None, name: str | None = None) -> None:
         self.feature_shape: Shape = tuple(feature_shape)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..backend.base import DeviceScalar
+from ..layers import custom
 from ..layers.fusion import ReluAfterMaxPool
 from ..params import GradientSink
 from . import data
@@ -72,8 +73,14 @@ def loss_and_grads(
         grads.append(grad)
         preds.append(out)
         sums.append(xp.sum(value))
-    model.backward_outputs(grads, fused)
+    # add_loss values join the mean loss: each is seeded with scale / global batch × this rank's rows
+    added = custom.step_losses(model.layers)
+    with custom.added_loss_seed(coef * data.rows(xb) if added else None):
+        model.backward_outputs(grads, fused)
     loss_sum = _weighted_total(sums, model.loss_weights)
+    for value in added:
+        term = value * data.rows(xb)
+        loss_sum = term if loss_sum is None else loss_sum + term
     if model.store.regularized():
         if add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
             model.store.add_penalty_grads(scale)
@@ -184,4 +191,6 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
         preds.append(out)
         sums.append(xp.sum(value))
     loss_sum = _weighted_total(sums, model.loss_weights)
+    for added in custom.step_losses(model.layers):  # add_loss values count in evaluation too, as in Keras
+        loss_sum = loss_sum + added * data.rows(xb)
     return batch_sums(model, loss_sum, sums, yb, preds, wb)

@@ -209,7 +209,9 @@ class Trainer:
         reported as "weighted_<name>" for the weighted one. One-output models only, for now.
         """
         if loss is None:
-            raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+            if not any(layer.keras_call for layer in self.layers):
+                raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+            loss = losses_mod.AddedLossesOnly()  # custom layers may call add_loss: that is the loss then
         names = self.output_names
         per_loss = _per_output(loss, names, "loss")
         per_weight = [1.0] * len(names) if loss_weights is None else _per_output(loss_weights, names, "loss_weights")

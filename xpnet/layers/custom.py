@@ -1,0 +1,422 @@
+"""Keras's custom-layer API: a layer written as forward code only (`call`), differentiated by the tape.
+
+A subclass of `Layer` that defines `call(self, inputs, training=None)` is a custom layer:
+
+- `build(input_shape)` gets Keras's shape, with the batch axis (None, ...), and declares
+  weights with `add_weight(shape, initializer, trainable, name, regularizer)`; the weights
+  live in the model's flat parameter store like every other layer's;
+- layers held as attributes (or in lists) are sublayers: their weights are the outer layer's,
+  under "attribute/weight" names, and they are bound with it;
+- `compute_output_shape` is optional: without it the output shape comes from running `call`
+  once on a batch of zeros;
+- in a training step `forward` records `call` on a `Tape` (xpnet/tape.py) with the layer's
+  input and weights as leaves; `backward` replays it and hands each weight gradient to the
+  layer's gradient sink, as built-in layers do. A built-in sublayer called inside `call` keeps
+  its own backward: it is recorded as one op whose VJP is that backward.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import ops as _ops  # noqa: F401 (Tensor's operators are xpnet.ops functions, registered on import)
+from ..params import AccumulatingSink
+from ..tape import Tape, Tensor, active, recording
+from ..variables import Variable
+
+if TYPE_CHECKING:
+    from .base import Layer, Shape
+
+Array = Any
+# xpnet.layers.base.Layer, set by that module (which imports this one)
+LAYER: type[Any] = object
+
+# the training flag of the custom layer running now, for sublayers called without one
+_training: contextvars.ContextVar[bool] = contextvars.ContextVar("xpnet_training", default=False)
+# the seed ∂L/∂(added loss) while a training step runs backward (None outside a step)
+_loss_seed: contextvars.ContextVar[Any] = contextvars.ContextVar("xpnet_added_loss_seed", default=None)
+# where add_loss puts its values while a layer's inference forward runs (None: nowhere)
+_inference_losses: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("xpnet_losses", default=None)
+# > 0 while an output shape is inferred: sublayers then compute shapes only
+_placeholder_depth: contextvars.ContextVar[int] = contextvars.ContextVar("xpnet_placeholder", default=0)
+
+
+class Weight(Variable):
+    """What `add_weight` returns: a `Variable` that `xpnet.ops` and Python operators accept (`x @ self.w`)."""
+
+    __array_ufunc__ = None
+    __array_priority__ = 1000.0
+
+    def _op(self, name: str, *args: Any) -> Any:
+        from .. import ops
+
+        return getattr(ops, name)(*args)
+
+    def __add__(self, o: Any) -> Any:
+        return self._op("add", self, o)
+
+    def __radd__(self, o: Any) -> Any:
+        return self._op("add", o, self)
+
+    def __sub__(self, o: Any) -> Any:
+        return self._op("subtract", self, o)
+
+    def __rsub__(self, o: Any) -> Any:
+        return self._op("subtract", o, self)
+
+    def __mul__(self, o: Any) -> Any:
+        return self._op("multiply", self, o)
+
+    def __rmul__(self, o: Any) -> Any:
+        return self._op("multiply", o, self)
+
+    def __truediv__(self, o: Any) -> Any:
+        return self._op("divide", self, o)
+
+    def __rtruediv__(self, o: Any) -> Any:
+        return self._op("divide", o, self)
+
+    def __matmul__(self, o: Any) -> Any:
+        return self._op("matmul", self, o)
+
+    def __rmatmul__(self, o: Any) -> Any:
+        return self._op("matmul", o, self)
+
+    def __pow__(self, o: Any) -> Any:
+        return self._op("power", self, o)
+
+    def __neg__(self) -> Any:
+        return self._op("negative", self)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._op("getitem", self, key)
+
+
+def sublayers(layer: Layer) -> list[tuple[str, Layer]]:
+    """The layers `layer` holds as attributes (also in lists, tuples and dicts), with their attribute paths."""
+    found: list[tuple[str, Layer]] = []
+    seen: set[int] = set()
+    for key, value in vars(layer).items():
+        if key in ("model_ref",) or key.startswith("_xp_"):
+            continue
+        items: list[tuple[str, Any]]
+        if isinstance(value, (list, tuple)):
+            items = [(f"{key}.{i}", v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            items = [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            items = [(key, value)]
+        for path, v in items:
+            if isinstance(v, LAYER) and v is not layer and id(v) not in seen:
+                seen.add(id(v))
+                found.append((path, v))
+    return found
+
+
+def param_specs(layer: Layer) -> list[Any]:
+    """The layer's own `add_weight` specs, then each sublayer's under "path/name"."""
+    specs = list(getattr(layer, "_xp_added", []))
+    for path, sub in sublayers(layer):
+        if not sub.built:
+            continue
+        for s in sub.param_specs():
+            specs.append(dataclasses.replace(s, name=f"{path}/{s.name}"))
+    return specs
+
+
+def bind_sublayers(layer: Layer) -> None:
+    """Hand each sublayer the views of its weights (its names without the "path/" prefix)."""
+    for path, sub in sublayers(layer):
+        if not sub.built:
+            continue
+        head = path + "/"
+        params = {k[len(head) :]: v for k, v in layer.params.items() if k.startswith(head)}
+        grads = {k[len(head) :]: v for k, v in layer.grads.items() if k.startswith(head)}
+        sub.compute_dtype = layer.compute_dtype
+        assert layer.ops is not None
+        sub.bind(layer.ops, params, grads)
+        sub.sink = layer.sink
+        sub.trainable = sub.trainable and layer.trainable
+
+
+def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shape: bool) -> Shape:
+    """Build a custom layer for inputs of `feature_shape` (no batch axis; a list for several inputs).
+
+    own_build, own_output_shape: whether the class defines `build` / `compute_output_shape`.
+    """
+    many = isinstance(feature_shape, list)
+    if layer.built and (getattr(layer, "input_shapes", None) if many else layer.input_shape) == (
+        [tuple(s) for s in feature_shape] if many else tuple(feature_shape)
+    ):
+        assert layer.output_shape is not None
+        return layer.output_shape  # built already (a Sequential rebuilds after each add)
+    if own_build and getattr(layer, "_xp_user_built", False) and layer.input_shape is not None:
+        built_for = ", ".join(map(str, layer.input_shape))
+        given = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} was built for input (None, {built_for}) "
+            f"and cannot take input of shape {given}"
+        )
+    batch_shape: Any = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
+    if own_build and not getattr(layer, "_xp_user_built", False):
+        layer.__dict__["_xp_building"] = True
+        try:
+            layer.build(batch_shape)
+        finally:
+            layer.__dict__["_xp_building"] = False
+    layer.__dict__["_xp_user_built"] = True
+    if many:
+        layer.input_shapes = [tuple(s) for s in feature_shape]  # type: ignore[attr-defined]
+    layer.input_shape = tuple(feature_shape[0]) if many else tuple(feature_shape)
+    if own_output_shape:
+        out = tuple(layer.compute_output_shape(batch_shape))
+        shape = out[1:]
+    else:
+        shape = _inferred_output_shape(layer, feature_shape, many)
+    layer.output_shape = tuple(int(d) for d in shape)
+    return layer.output_shape
+
+
+def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
+    """Run `call` on one row of zeros (NumPy; zero weights until the layer is bound) and read the output's shape."""
+    dtype = np.dtype(layer.compute_dtype)
+    xp = layer.ops.xp if layer.ops is not None else np  # a bound layer's weights live on its backend
+    zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
+    with recording(None), placeholder_params(layer):
+        out = run_call(layer, zeros, False)
+    out = _plain(out)
+    if not hasattr(out, "shape") or len(out.shape) < 1:
+        raise ValueError(f"{type(layer).__name__}.call must return a batch (an array with a batch axis)")
+    return tuple(out.shape[1:])
+
+
+@contextmanager
+def placeholder_params(layer: Layer) -> Iterator[None]:
+    """While an unbound layer's output shape is inferred: zero weights, and sublayers only compute shapes."""
+    if layer.ops is not None:
+        yield
+        return
+    dtype = np.dtype(layer.compute_dtype)
+    saved = layer.params
+    layer.params = {s.name: np.zeros(s.shape, dtype) for s in getattr(layer, "_xp_added", [])}
+    token = _placeholder_depth.set(_placeholder_depth.get() + 1)
+    try:
+        yield
+    finally:
+        _placeholder_depth.reset(token)
+        layer.params = saved
+
+
+def run_call(layer: Layer, x: Any, training: bool) -> Any:
+    """layer.call(x) (x spread over several arguments when the layer was called so), passing `training`
+    when call takes it; sublayers see the same flag."""
+    token = _training.set(training)
+    try:
+        kwargs = {"training": training} if _takes_training(type(layer).call) else {}  # type: ignore[attr-defined]
+        if isinstance(x, list) and getattr(layer, "_xp_spread", False):
+            return layer.call(*x, **kwargs)  # type: ignore[attr-defined]
+        return layer.call(x, **kwargs)  # type: ignore[attr-defined]
+    finally:
+        _training.reset(token)
+
+
+@functools.cache
+def _takes_training(call: Any) -> bool:
+    params = inspect.signature(call).parameters
+    return "training" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def forward(layer: Layer, x: Any, training: bool) -> Any:
+    """A custom layer's step forward: plain arrays at inference, recorded on a fresh tape in training."""
+    assert layer.ops is not None
+    if not training:
+        collected: list[Any] = []
+        token = _inference_losses.set(collected)
+        try:
+            with recording(None):
+                out = run_call(layer, x, False)
+        finally:
+            _inference_losses.reset(token)
+        layer.__dict__["_xp_step_losses"] = [_plain(v) for v in collected]  # evaluate adds them, as Keras
+        return _plain(out)
+    tape = Tape(layer.ops.xp)
+    leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
+    with recording(tape):
+        out = run_call(layer, leaves, True)
+    layer.__dict__["_xp_tape"] = (tape, leaves, out)
+    layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses]
+    return _plain(out)
+
+
+def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
+    """Replay the layer's tape from ∂L/∂output (and the seed of its added losses); weight gradients go to
+    each owner's sink, and ∂L/∂input (a list with several inputs) is returned when needed."""
+    tape, leaves, out = layer.__dict__["_xp_tape"]
+    many = isinstance(leaves, list)
+    ins = leaves if many else [leaves]
+    weights = list(tape.leaves.values())
+    seeds: list[tuple[Any, Any]] = [(out, dy)]
+    seed = _loss_seed.get()
+    if seed is not None:
+        seeds += [(v, seed) for v in tape.added_losses]
+    wanted = (ins if need_input_grad else []) + [t for _, t in weights]
+    grads = tape.backward(seeds, wanted)
+    k = len(ins) if need_input_grad else 0
+    for (var, _), g in zip(weights, grads[k:], strict=True):
+        owner = var.layer
+        if owner.sink is not None:
+            # a weight this step did not reach gets 0, not the previous step's gradient
+            owner.sink.put(owner, var.name, g if g is not None else 0.0)
+    layer.__dict__["_xp_tape"] = None
+    if not need_input_grad:
+        return None
+    dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
+    return dx if many else dx[0]
+
+
+def _plain(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out.data
+    if isinstance(out, Variable):
+        return out.value
+    return out
+
+
+def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
+    """`layer(array)` outside a model graph: build and bind the layer on its own if needed and compute.
+
+    Inside another custom layer's recording the call is recorded too (a built-in layer as one op
+    whose VJP is its backward); elsewhere it returns the backend's array.
+    """
+    tape = active()
+    many = isinstance(inputs, (list, tuple))
+    xs = list(inputs) if many else [inputs]
+    if training is None:
+        training = _training.get()
+    if not layer.built:
+        shapes = [tuple(_shape(a)[1:]) for a in xs]
+        if layer.keras_call and many:
+            layer.multi_input = True  # type: ignore[misc]
+        layer.build_for(shapes if many else shapes[0])
+    placeholder = _placeholder_running()
+    if layer.ops is None and not placeholder:
+        bind_standalone(layer)
+    if layer.keras_call:
+        arg: Any = xs if many else xs[0]
+        if tape is None and layer.ops is not None:
+            arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
+        with placeholder_params(layer) if placeholder else nullcontext():
+            out = run_call(layer, arg, bool(training))
+        return out if tape is not None else _plain(out)
+    if placeholder:
+        return _placeholder_forward(layer, xs if many else xs[0])
+    if tape is not None and any(isinstance(a, (Tensor, Variable)) for a in xs):
+        return _record_builtin(layer, tape, xs if many else xs[0], bool(training))
+    arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
+    return layer.forward(arg, bool(training))
+
+
+def _shape(a: Any) -> tuple[int, ...]:
+    if isinstance(a, (Tensor, Variable)):
+        return tuple(a.shape)
+    return tuple(np.shape(a)) if isinstance(a, (list, tuple)) else tuple(a.shape)
+
+
+def _on(layer: Layer, a: Any) -> Any:
+    assert layer.ops is not None
+    return a if layer.ops.is_native(a) else layer.ops.asarray(a)
+
+
+def _placeholder_running() -> bool:
+    """Whether an output-shape inference (zeros through `call`) is running: sublayers then only compute shapes."""
+    return _placeholder_depth.get() > 0
+
+
+def _placeholder_forward(layer: Layer, x: Any) -> Any:
+    """A built-in sublayer during shape inference: zeros of its output shape (its weights are not bound yet)."""
+    assert layer.output_shape is not None
+    rows = _shape(x[0] if isinstance(x, list) else x)[0]
+    return np.zeros((rows, *layer.output_shape), np.dtype(layer.compute_dtype))
+
+
+def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
+    """A built-in layer inside a recording: one op, its VJP the layer's own backward."""
+    many = isinstance(x, list)
+    parents = tuple(x) if many else (x,)
+    data = [_plain(p) for p in parents]
+    out = layer.forward(data if many else data[0], training)
+    after = dict(vars(layer))  # this call's caches: the layer may be called again before backward
+    calls = tape.__dict__.setdefault("builtin_backward", set())
+
+    def vjp(g: Array, needs: tuple[bool, ...]) -> Any:
+        state = vars(layer)
+        current = dict(state)
+        state.update(after)
+        sink = layer.sink
+        # the first backward of this layer in the replay writes its gradients, later ones add to them
+        if id(layer) in calls and sink is not None and not isinstance(sink, AccumulatingSink):
+            assert layer.ops is not None
+            layer.sink = AccumulatingSink(layer.ops)
+        calls.add(id(layer))
+        try:
+            dx = layer.backward(g, any(needs))
+        finally:
+            state.clear()
+            state.update(current)
+            layer.sink = sink
+        return list(dx or [None] * len(parents)) if many else [dx]
+
+    node = tape.record(Tensor(out, parents, vjp))
+    if layer.grads:
+        tape.with_weights.add(id(node))
+    return node
+
+
+def bind_standalone(layer: Layer) -> None:
+    """Give a built layer that belongs to no model its own parameter store on the default backend."""
+    from ..backend import get_backend
+    from ..params import ParamStore
+    from ..random import init_rng, next_model_seed
+
+    dtype = np.dtype(layer.compute_dtype)
+    seed = next_model_seed()
+    chunks = [s.initializer(s.shape, init_rng(seed, 0, j), dtype).ravel() for j, s in enumerate(layer.param_specs())]
+    host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
+    store = ParamStore(get_backend(), [layer], host, layer.compute_dtype)
+    layer.__dict__["_xp_standalone"] = store
+
+
+def step_losses(layers: list[Layer]) -> list[Array]:
+    """The values the layers' last training forward passed to `add_loss` (0-d device arrays)."""
+    found: list[Array] = []
+    for layer in layers:
+        found += layer.__dict__.get("_xp_step_losses", [])
+    return found
+
+
+@contextmanager
+def added_loss_seed(seed: Any) -> Iterator[None]:
+    """While the block runs backward, added losses are seeded with `seed` (the step's scale / batch × rows)."""
+    token = _loss_seed.set(seed)
+    try:
+        yield
+    finally:
+        _loss_seed.reset(token)
+
+
+def add_loss(layer: Layer, value: Any) -> None:
+    tape = active()
+    if tape is not None:
+        tape.added_losses.append(value)
+        return
+    collected = _inference_losses.get()
+    if collected is not None:
+        collected.append(value)
