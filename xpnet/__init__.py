@@ -16,6 +16,7 @@ from .backend import BackendUnavailableError, available_backends, get_backend, u
 from .callbacks import Callback, EarlyStopping, History
 from .functional import Model
 from .layers import (
+    ELU,
     Activation,
     AveragePooling2D,
     BatchNormalization,
@@ -28,7 +29,10 @@ from .layers import (
     MaxPool2D,
     MaxPooling2D,
     Normalization,
+    PReLU,
+    ReLU,
     Reshape,
+    Softmax,
 )
 from .models import Sequential
 from .perceptron import Perceptron
@@ -50,6 +54,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ELU",
     "Activation",
     "AveragePooling2D",
     "BackendUnavailableError",
@@ -67,9 +72,12 @@ __all__ = [
     "MaxPooling2D",
     "Model",
     "Normalization",
+    "PReLU",
     "Perceptron",
+    "ReLU",
     "Reshape",
     "Sequential",
+    "Softmax",
     "activations",
     "available_backends",
     "callbacks",

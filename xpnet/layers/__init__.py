@@ -5,6 +5,7 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .elementwise import LeakyReLU, Rescaling
+from .elu import ELU
 from .flatten import Flatten
 from .input import Input
 from .merge import Add, Average, Concatenate, Multiply, Subtract
@@ -17,12 +18,16 @@ from .pooling import (
     MaxPool2D,
     MaxPooling2D,
 )
+from .prelu import PReLU
+from .relu import ReLU
 from .reshape import Reshape
+from .softmax import Softmax
 
 InputLayer = Input
 Convolution2D = Conv2D
 
 __all__ = [
+    "ELU",
     "Activation",
     "Add",
     "Average",
@@ -45,8 +50,11 @@ __all__ = [
     "MaxPooling2D",
     "Multiply",
     "Normalization",
+    "PReLU",
     "ParamSpec",
+    "ReLU",
     "Rescaling",
     "Reshape",
+    "Softmax",
     "Subtract",
 ]
