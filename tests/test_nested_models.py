@@ -263,6 +263,8 @@ def test_nesting_mistakes_raise_errors_that_name_the_models_and_layers() -> None
         Model(a, xpnet.layers.Add()([model(a), model.layers[2](h)]))
     with pytest.raises(ValueError, match=r"model 'sequential' has layers named \['hidden'\]"):
         Sequential([Input((2, 3)), Flatten(name="f"), Dense(6, name="hidden"), xpnet.layers.Reshape((2, 3)), model])
+    with pytest.raises(ValueError, match=r"trace follows layers, and \['sequential'\] are models used as layers"):
+        Sequential([model, Softmax()]).trace(np.ones((1, 2, 3)))
     with pytest.raises(ValueError, match="a model cannot be a layer of itself"):
         model.add(model)
     with pytest.raises(TypeError, match=r"Sequential\.add expects a Layer or a Model, received int"):

@@ -287,14 +287,17 @@ class Model(Trainer):
             raise ValueError(
                 "the model is not built yet. Give the first layer input_shape=..., or call build() or fit() first"
             )
-        if self._handovers_seen != sharing.handovers():
-            self.hold_layers()
+        self.hold_layers()
         return self._store
 
     def hold_layers(self) -> None:
-        """Take back the layers another model used since this one last did (xpnet/sharing.py)."""
+        """Take back the layers another model used since this one last did (xpnet/sharing.py).
+
+        One integer comparison when no layer changed hands since this model last looked, so the
+        training loop calls it every step (a callback may have run a model that shares layers).
+        """
         store = self._store
-        if store is None:
+        if store is None or self._handovers_seen == sharing.handovers():
             return
         if sharing.take_back(store, self):
             self.plan_backward()
@@ -871,6 +874,12 @@ class Model(Trainer):
         """Layer-by-layer values (and with y: δ and gradients); see `xpnet.trace.trace` (one input)."""
         from .trace import trace
 
+        nested = [str(layer.name) for layer in self.layers if isinstance(layer, Model)]
+        if nested:
+            raise ValueError(
+                f"trace follows layers, and {nested} are models used as layers; trace each model alone, "
+                "or build one model from all the layers (e.g. Sequential(inner.layers + [...]))"
+            )
         return trace(self, x, y, training)
 
     def check_gradients(self, x: Any, y: Any, **kwargs: Any) -> Any:
