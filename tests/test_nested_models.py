@@ -269,3 +269,82 @@ def test_nesting_mistakes_raise_errors_that_name_the_models_and_layers() -> None
         model.add(model)
     with pytest.raises(TypeError, match=r"Sequential\.add expects a Layer or a Model, received int"):
         Sequential([3])  # type: ignore[list-item]
+
+
+def test_a_nested_models_fit_reads_the_device_no_more_than_a_flat_models() -> None:
+    """No hand-over and no host read inside the step: the syncs per fit do not grow with the steps."""
+    pytest.importorskip("array_api_strict")
+    from xpnet import ELU, PReLU
+
+    x, y = _data(256)
+    counts = {}
+    for bs in (128, 8):
+        inner = Sequential([Input((2, 3)), Flatten(), Dense(8), PReLU(), Dense(8), ELU(), Dense(3)], seed=0)
+        inner.to_backend("strict")
+        outer = Sequential([inner, Softmax()])
+        outer.compile("adam", "sparse_categorical_crossentropy", backend="strict")
+        ops = outer.ops
+        assert ops is not None
+        before = ops.syncs
+        outer.fit(x, y, batch_size=bs, epochs=2, verbose=0)
+        counts[bs] = ops.syncs - before
+    assert counts[128] == counts[8] <= 2
+
+
+def test_models_on_two_backends_share_a_layer_through_the_host() -> None:
+    pytest.importorskip("array_api_strict")
+    x, y = _data()
+    model = _logits_model().to_backend("numpy")
+    outer = Sequential([model, Softmax()])
+    outer.compile(xpnet.optimizers.SGD(0.5), "sparse_categorical_crossentropy", backend="strict")
+    before = model.predict(x)
+    outer.fit(x, y, epochs=1, verbose=0)
+    after = model.predict(x)  # numpy takes the trained weights back from the strict device
+    assert model.ops is not None and model.ops.name == "numpy" and np.abs(after - before).max() > 1e-2
+    np.testing.assert_allclose(outer.predict(x), _softmax(after.astype(np.float64)), rtol=2e-6, atol=1e-7)
+
+
+def test_an_unbuilt_sequential_called_in_a_functional_model_is_built_and_saved(tmp_path: Path) -> None:
+    x, y = _data(16)
+    inner = Sequential([Flatten(), Dense(4, "relu"), Dense(3)])
+    a = Input((2, 3))
+    model = Model(a, Softmax()(inner(a)))
+    assert inner.built and inner.input_shape == (None, 2, 3) and model.count_params() == 6 * 4 + 4 + 15
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "f.keras")
+    loaded = xpnet.models.load_model(tmp_path / "f.keras")
+    assert [type(layer).__name__ for layer in loaded.layers] == ["Sequential", "Softmax"]
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+    h1 = loaded.fit(x, y, epochs=1, shuffle=False, verbose=0).history["loss"]
+    h2 = model.fit(x, y, epochs=1, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(h1, h2, rtol=1e-5)
+
+
+def test_a_base_model_called_with_training_false_stays_in_inference_mode_while_the_head_trains() -> None:
+    x, y = _data(32)
+    base = Sequential(
+        [Input((2, 3)), Flatten(), Dense(6), xpnet.BatchNormalization(), Dropout(0.5, seed=3)], name="base"
+    )
+    base.trainable = False
+    inputs = Input((2, 3))
+    features = base(inputs, training=False)  # Keras's fine-tuning recipe
+    outputs = Dense(3)(features)
+    model = Model(inputs, outputs)
+    model.compile("adam", xpnet.losses.SparseCategoricalCrossentropy(from_logits=True))
+    moving = base.layers[2].get_weights()
+    drop = base.layers[3]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert drop.iterations == 0  # no dropout mask was drawn
+    for u, v in zip(base.layers[2].get_weights(), moving, strict=True):
+        np.testing.assert_array_equal(u, v)
+    cfg = model.get_config()
+    assert cfg["layers"][1]["inbound_nodes"][0]["kwargs"] == {"training": False}
+    again = Model.from_config(cfg)
+    assert again.nodes[0].training is False
+    base.trainable = True  # Keras would fine-tune through the inference-mode call; xpnet says it cannot
+    model.compile("adam", xpnet.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="model 'base' was called with training=False, and training needs"):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="training must be None, True or False, received 'no'"):
+        base(inputs, training="no")  # type: ignore[arg-type]

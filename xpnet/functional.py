@@ -461,8 +461,9 @@ class Model(Trainer):
         for call in self._forward_program:
             layer = call.node.layer
             arg = [values[i] for i in call.inputs] if call.node.multi else values[call.inputs[0]]
+            train = training and call.trains
             values[call.output] = (
-                layer.forward_preactivation(arg, training) if call.index in stop else layer.forward(arg, training)
+                layer.forward_preactivation(arg, train) if call.index in stop else layer.forward(arg, train)
             )
             if call.shared:  # the layer's state after this call (its caches), for this call's backward
                 call.node.cache = dict(vars(layer))
@@ -492,6 +493,13 @@ class Model(Trainer):
                 continue
             pending[call.output] = None
             layer = call.node.layer
+            if not call.trains:
+                raise ValueError(
+                    f"model {layer.name!r} was called with training=False, and training needs gradients through "
+                    "it (it has trainable weights, or trainable layers come before it); xpnet backpropagates "
+                    f"only through calls in training mode: freeze it ({layer.name}.trainable = False) or call "
+                    "it without training=False"
+                )
             if call.shared:
                 dx = self._shared_backward(call.node, dy, need, call.index in stop, id(layer) in seen)
                 seen.add(id(layer))
@@ -680,7 +688,8 @@ class Model(Trainer):
             calls[id(node.layer)] = k + 1
             index[id(node.output)] = (str(node.layer.name), k)
             refs = [ref(t) for t in node.inputs]
-            inbound[id(node.layer)].append({"args": [refs] if node.multi else refs, "kwargs": {}})
+            kwargs = {} if node.training is None else {"training": node.training}
+            inbound[id(node.layer)].append({"args": [refs] if node.multi else refs, "kwargs": kwargs})
         entries: list[dict[str, Any]] = [
             {
                 "class_name": "InputLayer",
@@ -745,7 +754,11 @@ class Model(Trainer):
                 keys = [tuple(r["config"]["keras_history"][:2]) for r in refs]
                 if all(key in tensors for key in keys) and (k == 0 or (str(layer.name), k - 1) in tensors):
                     inputs = [tensors[key] for key in keys]  # type: ignore[index]
-                    tensors[(str(layer.name), k)] = layer(inputs if multi else inputs[0])
+                    training = node.get("kwargs", {}).get("training")
+                    arg = inputs if multi else inputs[0]
+                    tensors[(str(layer.name), k)] = (
+                        layer(arg, training=training) if isinstance(layer, Model) else layer(arg)
+                    )
                 else:
                     left.append((layer, k, node))
             if len(left) == len(pending):
@@ -809,20 +822,27 @@ class Model(Trainer):
         x = self.check_inputs(x, "predict_on_batch", finite=False)  # a list or dict of inputs: rows, not len(x)
         return self.predict(x, batch_size=max(1, data.rows(x)))
 
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: Any, training: bool | None = None) -> Any:
         """Outputs for arrays x as one batch; on a symbolic tensor, this model as one call of a new graph.
 
         x: (batch, *input_shape) arrays → NumPy outputs; or a `KerasTensor` (Input(...), a layer's
         output) → the output tensor of this model's call, so the model is a layer of the model built
         from it (one input and one output; see xpnet/sharing.py for the weights).
+        training=False (Keras's fine-tuning `base_model(inputs, training=False)`): that call always
+        runs in inference mode (Dropout off, BatchNormalization on its moving statistics), also
+        while the outer model trains.
         """
+        if training not in (None, True, False):
+            raise ValueError(f"training must be None, True or False, received {training!r}")
         parts = x if isinstance(x, (list, tuple)) else [x]
         if any(isinstance(t, KerasTensor) for t in parts):
-            return self.call_symbolic(x)
+            return self.call_symbolic(x, training)
         return self.predict_on_batch(x)
 
-    def call_symbolic(self, x: Any) -> KerasTensor:
+    def call_symbolic(self, x: Any, training: bool | None = None) -> KerasTensor:
         """Record a call of this model on the symbolic tensor x (as `Layer.__call__` does for a layer)."""
+        if not self.inputs and self.layers and isinstance(x, KerasTensor):  # a Sequential without an input shape
+            self.build((None, *x.feature_shape))
         if len(self.inputs) != 1 or len(self.outputs) != 1 or not isinstance(x, KerasTensor):
             got = f"{len(x)} tensors" if isinstance(x, (list, tuple)) else type(x).__name__
             raise TypeError(
@@ -836,7 +856,9 @@ class Model(Trainer):
                 f"{x.describe()} {x.shape}"
             )
         _ = self.store  # the inner model's weights are what the outer model starts from: it must be built
-        return Node(self, [x], False, self.outputs[0].feature_shape).output
+        node = Node(self, [x], False, self.outputs[0].feature_shape)
+        node.training = training
+        return node.output
 
     @property
     def requested_input_shape(self) -> Shape | None:
@@ -925,10 +947,12 @@ saving.MODEL_CLASSES["Functional"] = Model
 class _Call:
     """One step of the forward program: call `index` runs `node` from the tensors in slots `inputs` into `output`."""
 
-    __slots__ = ("index", "inputs", "node", "output", "shared")
+    __slots__ = ("index", "inputs", "node", "output", "shared", "trains")
 
     def __init__(self, index: int, node: Node, inputs: tuple[int, ...], output: int, shared: bool) -> None:
         self.index, self.node, self.inputs, self.output, self.shared = index, node, inputs, output, shared
+        # False for a call made with training=False (Keras's base_model(x, training=False)): always inference
+        self.trains = node.training is not False
 
 
 def _node(t: KerasTensor) -> Node:

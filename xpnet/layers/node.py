@@ -61,6 +61,8 @@ class Node:
         if not hasattr(layer, "inbound_nodes"):
             layer.inbound_nodes = []
         layer.inbound_nodes.append(self)
+        # False: the call runs in inference mode even while its model trains (a nested model's training=False)
+        self.training: bool | None = None
         # a shared layer's attributes as this call's forward left them, for its backward (see functional.Model)
         self.cache: dict[str, Any] = {}
 
