@@ -152,25 +152,29 @@ def _classes(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (np.argmax(x[:, :3], axis=1)).astype(np.int64)
 
 
-def test_a_second_model_over_a_trained_models_layers_is_refused_and_the_first_keeps_its_weights() -> None:
-    """Keras shares the layers (and weights) of Model(model.inputs, hidden); xpnet's second model re-initialized
-    them and bound them to its own buffer, so the trained model's predictions changed and its fit trained nothing."""
+def test_a_second_model_over_a_trained_models_layers_shares_their_weights() -> None:
+    """Keras shares the layers (and weights) of Model(model.inputs, hidden); xpnet's second model used to
+    re-initialize them. Now it starts from the trained values, and the first model keeps its predictions."""
     x, y = _classes(24, 5)
     model = _residual()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=2, verbose=0)
     before = model.predict(x)
     hidden = model.get_layer("d1")
-    with pytest.raises(ValueError, match=r"layers 'd1' \(model 'functional'\) already belong to another model"):
+    trained = hidden.get_weights()
+    with pytest.raises(ValueError, match="holds float64 weights from another model, and this model is float32"):
         Model(model.inputs[0], model.nodes[0].output)
-    with pytest.raises(ValueError, match="already belong to another model"):
-        Sequential([Input((5,)), hidden])
+    features = Model(model.inputs[0], model.nodes[0].output, dtype="float64")
+    np.testing.assert_allclose(features.predict(x), np.maximum(x @ trained[0] + trained[1], 0.0), rtol=1e-12)
+    alone = Sequential([Input((5,)), hidden], dtype="float64")
+    for u, v in zip(alone.get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(u, v)
     np.testing.assert_array_equal(model.predict(x), before)
-    del model
-    Sequential([Input((5,)), hidden])  # a model nobody holds gives its layers up
+    with pytest.raises(ValueError, match=r"layer 'd1' holds weights of shapes \[\(5, 6\), \(6,\)\] from another model"):
+        Sequential([Input((4,)), hidden])
     popped = Sequential([Input((5,)), Dense(2), Dense(3)])
     last = popped.pop()
-    Sequential([Input((2,)), last])  # and so does a model that no longer has the layer
+    Sequential([Input((2,)), last])
 
 
 @pytest.mark.parametrize("kind", ["sequential", "shared"])
@@ -195,8 +199,8 @@ def test_a_deep_copy_of_a_model_trains_on_its_own(kind: str) -> None:
     for u, v in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(twin.predict(x), model.predict(x))
-    with pytest.raises(ValueError, match="already belong to another model"):
-        Sequential([Input((5,)), twin.layers[0]])
+    reused = Sequential([Input((5,)), twin.layers[0]], dtype=twin.dtype)  # shares twin's trained weights
+    np.testing.assert_array_equal(reused.get_weights()[0], twin.layers[0].get_weights()[0])
     again = copy.deepcopy(model)  # the optimizer state and dropout counters come along: the same next epoch
     for m in (model, again):
         m.fit(x, y, epochs=1, verbose=0, shuffle=False)
@@ -724,11 +728,18 @@ def test_every_merge_and_a_shared_layer_run_on_each_backend_as_on_numpy(backend:
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
 
 
-def test_calling_a_model_on_symbolic_tensors_says_nesting_is_not_supported() -> None:
+def test_calling_a_model_on_symbolic_tensors_nests_it_and_on_arrays_predicts() -> None:
     model = _residual()
-    with pytest.raises(TypeError, match="using a model as a layer of another model is not supported yet"):
-        model(Input((5,)))
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    a = Input((5,))
+    outer = Model(a, model(a), dtype="float64")
+    assert outer.layers == [model]
+    np.testing.assert_allclose(outer.predict(x), model.predict(x), rtol=1e-12)
     np.testing.assert_allclose(model(np.ones((2, 5))), model.predict(np.ones((2, 5))))
+    with pytest.raises(ValueError, match=r"model 'functional' was built for input \(None, 5\) and cannot be called"):
+        model(Input((4,)))
+    with pytest.raises(TypeError, match="a model used as a layer takes one tensor"):
+        model([Input((5,)), Input((5,))])
 
 
 def test_a_shared_dropout_draws_a_mask_per_call_and_backprops_through_each() -> None:

@@ -34,8 +34,14 @@ def serialize(obj: Any) -> Any:
 
 
 def layer_entry(layer: Any) -> dict[str, Any]:
-    """One layer as Keras writes it in a model config: {"class_name": "Dense", "config": {...}}."""
-    return {"class_name": type(layer).__name__, "config": {**layer.get_config(), "trainable": layer.trainable}}
+    """One layer as Keras writes it in a model config: {"class_name": "Dense", "config": {...}}.
+
+    A model used as a layer is written as Keras writes it: "Sequential" or "Functional" with its own config.
+    """
+    kind = type(layer).__name__
+    if kind == "Model" and hasattr(layer, "nested_layers"):
+        kind = "Functional"
+    return {"class_name": kind, "config": {**layer.get_config(), "trainable": layer.trainable}}
 
 
 def sequential_config(model: Any) -> dict[str, Any]:

@@ -17,23 +17,26 @@ own forward caches (the layer's attributes as that call's forward left them, put
 call's backward), and the calls' weight gradients add up (`params.AccumulatingSink`). Plain SGD then
 updates weights after backprop instead of inside it, since a later call's backward still
 needs the weights unchanged.
+
+A model is also a layer of another model (`Sequential([model, Softmax()])`, `model(x)` on a
+symbolic x), and models may share layers; xpnet/sharing.py says how the weights stay shared
+with one flat buffer per model.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import os
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import h5_weights, saving, summary, weights_io
+from . import h5_weights, saving, sharing, summary, weights_io
 from .backend import Ops, get_backend
+from .config import layer_entry
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
@@ -64,7 +67,17 @@ class Model(Trainer):
     (or dicts keyed by input and output names) in the same order.
     seed: makes initial weights, shuffles and dropout masks reproducible (any backend).
     dtype: "float32" (default) or "float64" for parameters and computation.
+
+    A one-input, one-output model is also a layer: `Sequential([model, Softmax()])` or `model(x)` on a
+    symbolic x puts it in another model as one call (xpnet/sharing.py: how the weights are shared).
     """
+
+    # what another model's graph reads of its layers (a model used as a layer has no activation of its own)
+    activation = None
+    multi_input = False
+    carries_nan = False
+    identity_at_inference = False
+    grads_via_sink = False
 
     def __init__(
         self,
@@ -104,6 +117,11 @@ class Model(Trainer):
         self._shared: set[int] = set()
         self._consumers: dict[int, int] = {}
         self._accumulate: GradientSink | None = None
+        self._plan_in: list[tuple[_Call, list[bool], bool]] = []
+        self._handovers_seen = -1
+        self.inbound_nodes: list[Node] = []
+        self.keep_preactivation = True
+        self.index = 0
         self._init_trainer()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Model:
@@ -209,6 +227,12 @@ class Model(Trainer):
         for t in self.outputs:
             consumers[id(t)] = consumers.get(id(t), 0) + 1
         self._consumers = consumers
+        for node in order:
+            if isinstance(node.layer, Model) and id(node.layer) in self._shared:
+                raise ValueError(
+                    f"model {node.layer.name!r} is called more than once in one model; a nested model may be "
+                    "called once (call its layers on each input instead)"
+                )
         self._forward_program = [
             _Call(
                 k, node, tuple(slot[id(t)] for t in node.inputs), slot[id(node.output)], id(node.layer) in self._shared
@@ -217,20 +241,29 @@ class Model(Trainer):
         ]
         self._stops = {}
 
-    def _plan_backward(self) -> None:
+    def plan_backward(self) -> None:
         """The calls backward runs, in reverse order: those with trained weights behind them.
 
         A tensor needs ∂L/∂t when trained weights (ones the store gives gradient views) lie behind
-        it, so frozen layers and those below them skip backward. Made when the store is installed.
+        it, so frozen layers and those below them skip backward. Made when the store is installed
+        (or its layers are bound again); `_plan_in` is the plan of this model used as a layer of
+        another model that needs ∂L/∂input from it.
         """
-        needs = [False] * len(self._slots)
+        for layer in self.layers:
+            if isinstance(layer, Model):
+                layer.plan_backward()
+        self._plan = self._backward_plan(False)
+        self._plan_in = self._backward_plan(True)
+
+    def _backward_plan(self, input_grads: bool) -> list[tuple[_Call, list[bool], bool]]:
+        needs = [input_grads] * len(self.inputs) + [False] * (len(self._slots) - len(self.inputs))
         plan = []
         for call in self._forward_program:
             need_in = [needs[i] for i in call.inputs]
-            needs[call.output] = bool(call.node.layer.grads) or any(need_in)
+            needs[call.output] = _has_trained_weights(call.node.layer) or any(need_in)
             if needs[call.output]:
                 plan.append((call, need_in, any(need_in)))
-        self._plan = plan[::-1]
+        return plan[::-1]
 
     def _stop_at(self, logits: Sequence[bool]) -> frozenset[int]:
         """The indices of the calls that stop at their pre-activation for this choice of fused outputs."""
@@ -258,12 +291,37 @@ class Model(Trainer):
 
     @property
     def store(self) -> ParamStore:
-        """The flat parameter and gradient buffers (built models only)."""
+        """The flat parameter and gradient buffers (built models only), holding the current weights."""
         if self._store is None:
             raise ValueError(
                 "the model is not built yet. Give the first layer input_shape=..., or call build() or fit() first"
             )
+        self.hold_layers()
         return self._store
+
+    def hold_layers(self) -> None:
+        """Take back the layers another model used since this one last did (xpnet/sharing.py).
+
+        One integer comparison when no layer changed hands since this model last looked, so the
+        training loop calls it every step (a callback may have run a model that shares layers).
+        """
+        store = self._store
+        if store is None or self._handovers_seen == sharing.handovers():
+            return
+        if sharing.take_back(store, self):
+            self.plan_backward()
+            self._step = None  # a recorded step may hold the other store's views
+        self._handovers_seen = sharing.handovers()
+
+    @property
+    def leaf_layers(self) -> list[Layer]:
+        """The layers whose weights this model's store holds: its layers, a nested model's layers in its place."""
+        return sharing.leaves(self.layers)
+
+    @property
+    def nested_layers(self) -> list[Layer]:
+        """This model's layers, as the model of which it is a layer sees them (`sharing.leaves`)."""
+        return self.layers
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Draw initial weights on the host (the same numbers on any backend) and put them on the backend.
@@ -271,25 +329,45 @@ class Model(Trainer):
         A subclassed model (one that defines `call`) is first traced: `call` runs once on an Input of
         `input_shape` ((None, *features) or the features alone), which records the layer graph a
         functional model would have.
+
+        A layer that already holds weights (from another model: transfer learning, a nested model)
+        keeps them, as in Keras, and is shared with that model from now on; so does a layer built on its
+        own (`layer.build`, `layer(array)`).
         """
         if not self._nodes and callable(getattr(type(self), "call", None)):
             self._trace(input_shape)
-        self.check_layers_free(self.layers)
-        for i, layer in enumerate(self.layers):
+        leaves = self.leaf_layers
+        for i, layer in enumerate(leaves):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
                 layer.seed = layer_seed(self.seed, i)
         dtype = np.dtype(self.dtype)
         chunks = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(leaves):
             own = _standalone_weights(layer)
             if own is not None:  # built on its own (layer.build, layer(array)) before: Keras keeps those weights
                 chunks.append(own.astype(dtype))
                 continue
-            chunks += [
-                spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
-                for j, spec in enumerate(layer.param_specs())
-            ]
+            specs = layer.param_specs()
+            kept = sharing.current_values(layer, self.dtype)
+            if kept is not None and [w.shape for w in kept] != [s.shape for s in specs]:
+                raise ValueError(
+                    f"layer {layer.name!r} holds weights of shapes {[w.shape for w in kept]} from another model, "
+                    f"but this model builds it for {[s.shape for s in specs]}; give it inputs of the shape it was "
+                    "built for, or use a new layer"
+                )
+            if kept is not None and layer.compute_dtype != self.dtype:
+                # sharing across dtypes would round the other model's weights each time they move
+                raise ValueError(
+                    f"layer {layer.name!r} holds {layer.compute_dtype} weights from another model, and this model "
+                    f"is {self.dtype}; give it dtype={layer.compute_dtype!r} to share the layer"
+                )
+            if kept is not None:
+                chunks += [w.ravel() for w in kept]
+            else:
+                chunks += [
+                    s.initializer(s.shape, init_rng(self.seed, i, j), dtype).ravel() for j, s in enumerate(specs)
+                ]
         host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
 
@@ -310,43 +388,18 @@ class Model(Trainer):
             )
         self.set_graph(source, out if isinstance(out, KerasTensor) else list(out))
 
-    def check_layers_free(self, layers: Sequence[Layer]) -> None:
-        """Raise if a layer's weights live in another model's parameter buffer (xpnet does not share layers
-        between models: building this one would re-initialize them and cut the other model off from them)."""
-
-        def others() -> list[str]:  # names only: the error must not keep the other model alive
-            found = []
-            for layer in layers:
-                ref = getattr(layer, "model_ref", None)  # a custom layer may skip Layer.__init__
-                owner = ref() if ref is not None else None
-                if owner is not None and owner is not self and any(lyr is layer for lyr in owner.layers):
-                    found.append(f"{layer.name!r} (model {owner.name!r})")
-            return found
-
-        taken = others()
-        if taken:
-            gc.collect()  # a model nobody holds any more may just be waiting for the cycle collector
-            taken = others()
-        if taken:
-            names = ", ".join(taken)
-            raise ValueError(
-                f"layers {names} already belong to another model, whose weights they hold; xpnet does not share "
-                "layers between models (Keras does), and building this model would re-initialize them and break "
-                "the other. Use new layers (copy weights with set_weights), or give the one model several "
-                "outputs, e.g. Model(inputs, [output, features])"
-            )
-
     def install(self, ops: Ops, host_params: np.ndarray) -> None:
-        """Put the flat parameters on `ops` and bind each layer to its views."""
-        self.check_layers_free(self.layers)
-        self._store = ParamStore(ops, self.layers, host_params, self.dtype)
-        for layer in self.layers:
-            layer.model_ref = weakref.ref(self)
+        """Put the flat parameters on `ops` and bind each layer (each nested model's layers too) to its views."""
+        leaves = self.leaf_layers
+        self._store = ParamStore(ops, leaves, host_params, self.dtype)
+        sharing.mark_owner(self, leaves)
+        for layer in leaves:
             layer.__dict__.pop("_xp_standalone", None)  # its weights now live in this model's buffer
+        self._handovers_seen = sharing.handovers()
         self.ops = ops
         self._step = None
         self._accumulate = AccumulatingSink(ops)
-        self._plan_backward()
+        self.plan_backward()
         if self.optimizer is not None:
             self.optimizer.build(ops, self._store.params)
 
@@ -429,7 +482,12 @@ class Model(Trainer):
         raise ValueError(f"no layer named {name!r}; layers are {[lyr.name for lyr in self.layers]}")
 
     def count_params(self) -> int:
-        return self.store.size
+        # from the layers, not the store: counting must not take the layers from a model that uses them
+        if self._store is None:
+            raise ValueError(
+                "the model is not built yet. Give the first layer input_shape=..., or call build() or fit() first"
+            )
+        return sum(layer.count_params() for layer in self.leaf_layers)
 
     # ------------------------------------------------------------------ traversals
     def forward_outputs(self, x: Any, training: bool, logits: Sequence[bool]) -> list[Array]:
@@ -442,31 +500,52 @@ class Model(Trainer):
         for call in self._forward_program:
             layer = call.node.layer
             arg = [values[i] for i in call.inputs] if call.node.multi else values[call.inputs[0]]
+            train = training and call.trains
             values[call.output] = (
-                layer.forward_preactivation(arg, training) if call.index in stop else layer.forward(arg, training)
+                layer.forward_preactivation(arg, train) if call.index in stop else layer.forward(arg, train)
             )
             if call.shared:  # the layer's state after this call (its caches), for this call's backward
                 call.node.cache = dict(vars(layer))
         return [values[self._slots[id(t)]] for t in self.outputs]
 
     def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
+        self._backprop(self._plan, grads, from_logits)
+
+    def backward_nested(self, dy: Array, need_input_grad: bool = True) -> Array | None:
+        """Backward of this model as one call in another model's graph: ∂L/∂output → ∂L/∂input (or None)."""
+        pending = self._backprop(self._plan_in if need_input_grad else self._plan, [dy], [False])
+        return pending[0] if need_input_grad else None
+
+    def _backprop(
+        self, plan: list[tuple[_Call, list[bool], bool]], grads: Sequence[Array], from_logits: Sequence[bool]
+    ) -> list[Array]:
+        """Run `plan` from the outputs' gradients; returns the pending gradients (the inputs' come first)."""
         pending: list[Array] = [None] * len(self._slots)
         for t, g in zip(self.outputs, grads, strict=True):
             i = self._slots[id(t)]
             pending[i] = g if pending[i] is None else pending[i] + g
         stop = self._stop_at(from_logits)
         seen: set[int] = set()
-        for call, need_in, need in self._plan:
+        for call, need_in, need in plan:
             dy = pending[call.output]
             if dy is None:  # no loss depends on this call
                 continue
             pending[call.output] = None
             layer = call.node.layer
+            if not call.trains:
+                raise ValueError(
+                    f"model {layer.name!r} was called with training=False, and training needs gradients through "
+                    "it (it has trainable weights, or trainable layers come before it); xpnet backpropagates "
+                    f"only through calls in training mode: freeze it ({layer.name}.trainable = False) or call "
+                    "it without training=False"
+                )
             if call.shared:
                 dx = self._shared_backward(call.node, dy, need, call.index in stop, id(layer) in seen)
                 seen.add(id(layer))
             elif call.index in stop:
                 dx = layer.backward_preactivation(dy, need)
+            elif isinstance(layer, Model):
+                dx = layer.backward_nested(dy, need)
             else:
                 dx = layer.backward(dy, need)
             if not need:
@@ -484,6 +563,7 @@ class Model(Trainer):
             else:
                 i = call.inputs[0]
                 pending[i] = dx if pending[i] is None else pending[i] + dx
+        return pending
 
     def _shared_backward(self, node: Node, dy: Array, need: bool, logits: bool, again: bool) -> Any:
         """One call of a shared layer: its own caches in place, its weight gradients added to the others'."""
@@ -531,7 +611,7 @@ class Model(Trainer):
             if missing or len(a) != len(names):
                 raise ValueError(f"{what} must have the keys {names}, received {sorted(a)}")
             return [a[n] for n in names]
-        if single:
+        if single or (len(names) == 1 and not isinstance(a, (list, tuple))):  # Model([x], ...) takes x alone too
             return [a]
         if not isinstance(a, (list, tuple)) or len(a) != len(names):
             got = f"a list of {len(a)}" if isinstance(a, (list, tuple)) else type(a).__name__
@@ -588,6 +668,7 @@ class Model(Trainer):
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""
         if h5_weights.is_keras_h5_name(filepath):
+            self._no_nested_h5(filepath)
             h5_weights.save(filepath, self.name, self.layers)
             return
         weights_io.save(filepath, self.store.layout(), self.get_weights())
@@ -596,6 +677,7 @@ class Model(Trainer):
         """Load a file written by `save_weights` (or Keras's .weights.h5); a mismatch raises and changes nothing."""
         if h5_weights.is_keras_h5_name(filepath):
             _ = self.store  # an unbuilt model has no shapes to check the file against: a clear error first
+            self._no_nested_h5(filepath)
             self.set_weights(h5_weights.load(filepath, self.layers))
             return
         mine = self.store.layout()
@@ -610,6 +692,14 @@ class Model(Trainer):
                 + ", ".join(f"{c}{s}" for c, s in ours)
             )
         self.set_weights(arrays)
+
+    def _no_nested_h5(self, filepath: str | os.PathLike[str]) -> None:
+        nested = [str(layer.name) for layer in self.layers if isinstance(layer, Model)]
+        if nested:
+            raise ValueError(
+                f"{filepath}: Keras's .weights.h5 layout of nested models ({nested}) is not supported; "
+                "save_weights to a .npz file, or save the whole model with model.save('....keras')"
+            )
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state."""
@@ -641,7 +731,8 @@ class Model(Trainer):
             calls[id(node.layer)] = k + 1
             index[id(node.output)] = (str(node.layer.name), k)
             refs = [ref(t) for t in node.inputs]
-            inbound[id(node.layer)].append({"args": [refs] if node.multi else refs, "kwargs": {}})
+            kwargs = {} if node.training is None else {"training": node.training}
+            inbound[id(node.layer)].append({"args": [refs] if node.multi else refs, "kwargs": kwargs})
         entries: list[dict[str, Any]] = [
             {
                 "class_name": "InputLayer",
@@ -653,9 +744,9 @@ class Model(Trainer):
         ]
         entries += [
             {
-                "class_name": type(layer).__name__,
+                "class_name": layer_entry(layer)["class_name"],
                 "name": layer.name,
-                "config": {**layer.get_config(), "trainable": layer.trainable},
+                "config": layer_entry(layer)["config"],
                 "inbound_nodes": inbound[id(layer)],
             }
             for layer in self.layers
@@ -706,7 +797,11 @@ class Model(Trainer):
                 keys = [tuple(r["config"]["keras_history"][:2]) for r in refs]
                 if all(key in tensors for key in keys) and (k == 0 or (str(layer.name), k - 1) in tensors):
                     inputs = [tensors[key] for key in keys]  # type: ignore[index]
-                    tensors[(str(layer.name), k)] = layer(inputs if multi else inputs[0])
+                    training = node.get("kwargs", {}).get("training")
+                    arg = inputs if multi else inputs[0]
+                    tensors[(str(layer.name), k)] = (
+                        layer(arg, training=training) if isinstance(layer, Model) else layer(arg)
+                    )
                 else:
                     left.append((layer, k, node))
             if len(left) == len(pending):
@@ -742,6 +837,7 @@ class Model(Trainer):
         """Outputs for x as host NumPy arrays: (n, *output_shape), a list of them for several outputs."""
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         x = self.check_inputs(x, "predict")
+        self.hold_layers()
         ops = self.ops
         assert ops is not None
         xp = ops.xp
@@ -769,20 +865,86 @@ class Model(Trainer):
         x = self.check_inputs(x, "predict_on_batch", finite=False)  # a list or dict of inputs: rows, not len(x)
         return self.predict(x, batch_size=max(1, data.rows(x)))
 
-    def __call__(self, x: Any) -> Any:
-        """Outputs for arrays x as one batch (a model is not yet callable on symbolic tensors)."""
+    def __call__(self, x: Any, training: bool | None = None) -> Any:
+        """Outputs for arrays x as one batch; on a symbolic tensor, this model as one call of a new graph.
+
+        x: (batch, *input_shape) arrays → NumPy outputs; or a `KerasTensor` (Input(...), a layer's
+        output) → the output tensor of this model's call, so the model is a layer of the model built
+        from it (one input and one output; see xpnet/sharing.py for the weights).
+        training=False (Keras's fine-tuning `base_model(inputs, training=False)`): that call always
+        runs in inference mode (Dropout off, BatchNormalization on its moving statistics), also
+        while the outer model trains.
+        """
+        if training not in (None, True, False):
+            raise ValueError(f"training must be None, True or False, received {training!r}")
         parts = x if isinstance(x, (list, tuple)) else [x]
         if any(isinstance(t, KerasTensor) for t in parts):
-            raise TypeError(
-                f"model {self.name!r} was called on symbolic tensors; using a model as a layer of another model is "
-                "not supported yet: call its layers on the tensors instead"
-            )
+            return self.call_symbolic(x, training)
         return self.predict_on_batch(x)
+
+    def call_symbolic(self, x: Any, training: bool | None = None) -> KerasTensor:
+        """Record a call of this model on the symbolic tensor x (as `Layer.__call__` does for a layer)."""
+        if not self.inputs and self.layers and isinstance(x, KerasTensor):  # a Sequential without an input shape
+            self.build((None, *x.feature_shape))
+        if len(self.inputs) != 1 or len(self.outputs) != 1 or not isinstance(x, KerasTensor):
+            got = f"{len(x)} tensors" if isinstance(x, (list, tuple)) else type(x).__name__
+            raise TypeError(
+                f"model {self.name!r} (inputs {len(self.inputs)}, outputs {len(self.outputs)}) was called on {got}; "
+                "a model used as a layer takes one tensor and has one input and one output"
+            )
+        want = self.inputs[0].feature_shape
+        if x.feature_shape != want:
+            raise ValueError(
+                f"model {self.name!r} was built for input {(None, *want)} and cannot be called on "
+                f"{x.describe()} {x.shape}"
+            )
+        _ = self.store  # the inner model's weights are what the outer model starts from: it must be built
+        node = Node(self, [x], False, self.outputs[0].feature_shape)
+        node.training = training
+        return node.output
+
+    @property
+    def requested_input_shape(self) -> Shape | None:
+        """The input shape a `Sequential` that starts with this model takes (its own input's, once known)."""
+        return self.inputs[0].feature_shape if len(self.inputs) == 1 else None
+
+    def inference_affine(self) -> None:
+        return None
+
+    def is_inference_identity(self) -> bool:
+        return False
+
+    def replaces_methods(self) -> bool:
+        return False
+
+    @property
+    def default_name(self) -> str:
+        return "functional" if type(self) is Model else re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+
+    @property
+    def output(self) -> KerasTensor:
+        """The output tensor (Keras's `model.output`; several outputs: see `outputs`)."""
+        if len(self.outputs) != 1:
+            raise AttributeError(f"model {self.name!r} has {len(self.outputs)} outputs: use model.outputs")
+        return self.outputs[0]
+
+    @property
+    def input(self) -> KerasTensor:
+        """The input tensor (Keras's `model.input`; several inputs: see `inputs`)."""
+        if len(self.inputs) != 1:
+            raise AttributeError(f"model {self.name!r} has {len(self.inputs)} inputs: use model.inputs")
+        return self.inputs[0]
 
     def trace(self, x: Any, y: Any = None, training: bool = True) -> Any:
         """Layer-by-layer values (and with y: δ and gradients); see `xpnet.trace.trace` (one input)."""
         from .trace import trace
 
+        nested = [str(layer.name) for layer in self.layers if isinstance(layer, Model)]
+        if nested:
+            raise ValueError(
+                f"trace follows layers, and {nested} are models used as layers; trace each model alone, "
+                "or build one model from all the layers (e.g. Sequential(inner.layers + [...]))"
+            )
         return trace(self, x, y, training)
 
     def check_gradients(self, x: Any, y: Any, **kwargs: Any) -> Any:
@@ -815,13 +977,25 @@ class Model(Trainer):
         )
 
 
+def _has_trained_weights(layer: Any) -> bool:
+    """Whether the store gave some weight of this layer (of a nested model's layers) a gradient view."""
+    if isinstance(layer, Model):
+        return any(leaf.grads for leaf in layer.leaf_layers)
+    return bool(layer.grads)
+
+
+saving.MODEL_CLASSES["Functional"] = Model
+
+
 class _Call:
     """One step of the forward program: call `index` runs `node` from the tensors in slots `inputs` into `output`."""
 
-    __slots__ = ("index", "inputs", "node", "output", "shared")
+    __slots__ = ("index", "inputs", "node", "output", "shared", "trains")
 
     def __init__(self, index: int, node: Node, inputs: tuple[int, ...], output: int, shared: bool) -> None:
         self.index, self.node, self.inputs, self.output, self.shared = index, node, inputs, output, shared
+        # False for a call made with training=False (Keras's base_model(x, training=False)): always inference
+        self.trains = node.training is not False
 
 
 def _node(t: KerasTensor) -> Node:
@@ -912,9 +1086,15 @@ def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
             raise ValueError(f"two different Inputs are named {t.name!r}; input and layer names must be unique")
     for n in order:
         if n.layer.name and owners.setdefault(n.layer.name, id(n.layer)) != id(n.layer):
+            if isinstance(n.layer, Model) and n.layer.name == n.layer.default_name:
+                n.layer.name = None  # type: ignore[assignment]  # named below: Keras names each model uniquely
+                continue
             clash = any(t.name == n.layer.name for t in inputs)
             what = "an Input and a layer are" if clash else "two different layers are"
             raise ValueError(f"{what} named {n.layer.name!r}; layer names must be unique (Inputs' too)")
+    for n in order:  # the layers of a nested model keep their names, which new layers must not take
+        if isinstance(getattr(n.layer, "nested_layers", None), list):
+            explicit += [str(leaf.name) for leaf in sharing.leaves([n.layer]) if leaf.name]
     used = set(explicit)
 
     def fresh(base: str) -> str:

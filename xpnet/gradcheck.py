@@ -186,11 +186,17 @@ class LayerGradCheckResult(GradCheckResult):
 
 # ---------------------------------------------------------------------------------------------- copies
 def _clone_layer(layer: Layer) -> Layer:
-    """A deep copy of the layer's configuration, unbound: no backend, no views, no cached activations."""
+    """A deep copy of the layer's configuration, unbound: no backend, no views, no cached activations, no calls.
+
+    A model used as a layer is copied as a float64 model of copies of its layers (the checks run in float64).
+    """
+    if hasattr(layer, "nested_layers"):  # a Model (whose module imports this one)
+        return layer.clone_structure(_clone_layer, str(layer.name), "float64")  # type: ignore[attr-defined, no-any-return]
     memo: dict[int, Any] = {}
     for name, value in vars(layer).items():
-        if name in ("ops", "params", "grads", "sink"):
-            memo[id(value)] = {} if name in ("params", "grads") else None
+        if name in ("ops", "params", "grads", "sink", "inbound_nodes"):
+            # the calls lead to the rest of the graph, which the copy must not drag along
+            memo[id(value)] = [] if name == "inbound_nodes" else {} if name in ("params", "grads") else None
         elif name.startswith("_") and (isinstance(value, DeviceScalar) or hasattr(value, "shape")):
             memo[id(value)] = None  # forward caches (_x, _u, _h, _mask) and device counters: rebuilt on binding
     clone = copy.deepcopy(layer, memo)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import config, saving, summary
+from . import config, saving, sharing, summary
 from ._checks import probably_finite, require_finite
 from .backend import Ops
 from .backend.base import builtin_name
@@ -43,7 +43,7 @@ class Sequential(Model):
 
     def __init__(
         self,
-        layers: Sequence[Layer | Input] | None = None,
+        layers: Sequence[Layer | Input | Model] | None = None,
         name: str = "sequential",
         seed: int | None = None,
         dtype: str = "float32",
@@ -54,34 +54,46 @@ class Sequential(Model):
             self.add(layer)
 
     # ------------------------------------------------------------------ structure
-    def add(self, layer: Layer | Input) -> None:
+    def add(self, layer: Layer | Input | Model) -> None:
+        """Append a layer, or a model used as one layer (`Sequential([model, Softmax()])`, see xpnet/sharing.py)."""
         if isinstance(layer, Input):
             if self.layers:
                 raise ValueError("Input(...) must come first in a Sequential model")
             self._input_shape = layer.feature_shape
             return
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add expects a Layer, received {type(layer).__name__}")
-        self.check_layers_free([layer])
-        taken = {lyr.name for lyr in self.layers}
+        if not isinstance(layer, (Layer, Model)):
+            raise TypeError(f"Sequential.add expects a Layer or a Model, received {type(layer).__name__}")
+        if layer is self:
+            raise ValueError(f"a model cannot be a layer of itself ({self.name!r})")
+        # names are unique over the weight-holding layers too: "dense/kernel" must name one weight
+        taken = {lyr.name for lyr in [*self.layers, *sharing.leaves(self.layers)]}
+        if isinstance(layer, Model):
+            clash = sorted({str(leaf.name) for leaf in layer.leaf_layers} & taken)
+            if clash:
+                raise ValueError(
+                    f"model {layer.name!r} has layers named {clash}, names the model already uses; "
+                    "layer names must be unique (name the layers, e.g. Dense(5, name='head'))"
+                )
         if layer.name is None:
             base, k = layer.default_name, 0
             layer.name = base
             while layer.name in taken:
                 k += 1
                 layer.name = f"{base}_{k}"
+        elif isinstance(layer, Model) and layer.name == layer.default_name and layer.name in taken:
+            base, k = layer.name, 1  # Keras names each model uniquely: "sequential_1" for the second
+            while f"{base}_{k}" in taken:
+                k += 1
+            layer.name = f"{base}_{k}"
         elif layer.name in taken:
             raise ValueError(f"a layer named {layer.name!r} is already in the model; layer names must be unique")
+        if isinstance(layer, Sequential) and not layer.built and not layer.layers:
+            raise ValueError(f"model {layer.name!r} has no layers; add some before using it as a layer")
         if not self.layers and self._input_shape is None and layer.requested_input_shape is not None:
             self._input_shape = layer.requested_input_shape
-        kept = [lyr.get_weights() for lyr in self.layers] if self.built else None
-        self.layers.append(layer)
+        self.layers.append(layer)  # type: ignore[arg-type]  # a nested Model stands where a Layer would
         if self._input_shape is not None:
-            self.build()
-            if kept is not None:
-                for lyr, w in zip(self.layers, kept, strict=False):
-                    if w:
-                        lyr.set_weights(w)
+            self.build()  # the layers that hold weights keep them
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Build every layer and draw initial weights on the host (same numbers on any backend)."""
@@ -94,16 +106,30 @@ class Sequential(Model):
             )
         if not self.layers:
             raise ValueError("the model has no layers; add some with model.add(...)")
+        self._forget_calls()
         source = Input(self._input_shape, name="input_layer")
         t: KerasTensor = source
         nodes: list[Node] = []
         for layer in self.layers:
+            if isinstance(layer, Model):
+                if isinstance(layer, Sequential) and not layer.built:
+                    layer.build(t.feature_shape, backend=backend if backend is not None else self._backend_request)
+                t = layer.call_symbolic(t)
+                nodes.append(t.node)  # type: ignore[arg-type]
+                continue
             layer.build_for(t.feature_shape)
             nodes.append(Node(layer, [t], False))
             t = nodes[-1].output
         self.inputs, self.outputs = [source], [t]
         self._set_order(nodes)
         super().build(backend=backend)  # the weights, drawn as for any Model
+
+    def _forget_calls(self) -> None:
+        """Drop this model's graph from its layers' calls (`layer.output` is then the next graph's)."""
+        for node in self._nodes:
+            calls = getattr(node.layer, "inbound_nodes", None)
+            if calls is not None and node in calls:
+                calls.remove(node)
 
     @property
     def feature_shape(self) -> Shape | None:
@@ -118,7 +144,9 @@ class Sequential(Model):
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
-        out = self.layers[-1].output_shape if self.layers else None
+        if self.outputs:
+            return self.outputs[0].shape
+        out = self.layers[-1].output_shape if self.layers and not isinstance(self.layers[-1], Model) else None
         if out is None:
             raise AttributeError("the model is not built yet")
         return (None, *out)
@@ -147,6 +175,7 @@ class Sequential(Model):
         x = self.check_inputs(x, "predict", finite=not by_output)
         if not self.built:
             self.build(x.shape[1:])
+        self.hold_layers()
         ops = self.ops
         assert ops is not None
         last = self.layers[-1]
@@ -219,18 +248,16 @@ class Sequential(Model):
         """Remove and return the last layer; the others keep their weights (Keras's Sequential.pop)."""
         if not self.layers:
             raise TypeError("pop: there are no layers in the model")
-        kept = [layer.get_weights() for layer in self.layers[:-1]] if self.built else None
+        self.hold_layers()
         last = self.layers.pop()
         kept_layers = list(self.layers)
         self.inputs, self.outputs = [], []
         self._store, self._step = None, None
+        self._forget_calls()
         self._set_order([])  # no graph until the shorter chain is built
         self.layers.extend(kept_layers)
         if self.layers and self._input_shape is not None:
-            self.build()
-            for layer, w in zip(self.layers, kept or [], strict=False):
-                if w:
-                    layer.set_weights(w)
+            self.build()  # the layers keep their weights
             if self.loss is not None:
                 self._resolve_metrics()
         return last
@@ -251,6 +278,9 @@ class Sequential(Model):
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
         return f"<Sequential name={self.name!r} layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
+
+
+saving.MODEL_CLASSES["Sequential"] = Sequential
 
 
 def model_from_json(json_string: str, custom_objects: dict[str, Any] | None = None) -> Model:

@@ -99,9 +99,10 @@ class ParamStore:
         self.moving: Array = self.flat[self._t : self._m]
         self.default_sink = GradientSink(ops)
         self.sink: GradientSink = self.default_sink
-        self._bind()
+        self.rebind()
 
-    def _bind(self) -> None:
+    def rebind(self) -> None:
+        """Bind every layer to its views of this store (again, after another model's store held them)."""
         xp = self.ops.xp
         views: dict[int, tuple[dict[str, Array], dict[str, Array]]] = {id(lyr): ({}, {}) for lyr in self.layers}
         for s in self.slots:

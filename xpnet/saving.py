@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 FORMAT = "xpnet-model"
 VERSION = 1
 
+# "Sequential" and "Functional": the model classes a config may hold as layers, registered by their
+# modules (which import this one, so it cannot import them)
+MODEL_CLASSES: dict[str, Any] = {}
+
 
 def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
     """Write `model` to `path` (".keras" or ".npz"); see the module docstring.
@@ -58,7 +62,7 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
         "model": spec,
         "layout": model.store.layout(),
         "trainable": model.store.trainable_labels(),
-        "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
+        "dropout": {layer.name: layer.iterations for layer in model.leaf_layers if isinstance(layer, Dropout)},
         "epochs_trained": model.train_state.epochs_trained,
         "compile": None,
     }
@@ -135,6 +139,8 @@ def deserialize(value: Any, kind: str, custom: dict[str, Any]) -> Any:
 def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
     from . import layers as layers_mod
 
+    if entry["class_name"] in MODEL_CLASSES and entry["class_name"] not in custom:
+        return _nested_model(entry, custom)  # type: ignore[return-value]  # a model used as a layer
     cls = _class(entry["class_name"], layers_mod, Layer, custom)
     config = dict(entry["config"])
     trainable = bool(config.pop("trainable", True))  # Keras keeps it in the config; xpnet sets it after
@@ -149,6 +155,19 @@ def layer_from_config(entry: dict[str, Any], custom: dict[str, Any]) -> Layer:
     layer = cls(**config)
     layer.trainable = trainable
     return layer
+
+
+def _nested_model(entry: dict[str, Any], custom: dict[str, Any]) -> Any:
+    """A model used as a layer, from its entry in the outer model's config (its weights come with the outer's)."""
+    config = dict(entry["config"])
+    trainable = bool(config.pop("trainable", True))
+    cls = MODEL_CLASSES[entry["class_name"]]
+    if entry["class_name"] == "Sequential":
+        model = cls.from_config(config, custom)
+    else:
+        model = cls.from_config(config, custom, seed=config.get("seed"), dtype=config.get("dtype", "float32"))
+    model.trainable = trainable
+    return model
 
 
 def _from_keras(cls: type, config: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +276,7 @@ def restore_state(
                 if same and f"slot_{k}" in arrays:
                     v[...] = ops.asarray(arrays[f"slot_{k}"])
         opt.iterations = int(cfg["iterations"])
-    for layer in model.layers:
+    for layer in model.leaf_layers:
         if isinstance(layer, Dropout) and layer.name in header.get("dropout", {}):
             layer.iterations = int(header["dropout"][layer.name])
     model.train_state.epochs_trained = int(header.get("epochs_trained", 0))

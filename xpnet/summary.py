@@ -86,7 +86,10 @@ def layer_cells(layer: Any, built: bool) -> list[str]:
     name = f"{layer.name} ({type(layer).__name__})"
     if not built or layer.output_shape is None:
         return [name, "?", "0 (unbuilt)"]
-    shape = "(" + ", ".join(["None", *map(str, layer.output_shape)]) + ")"
+    dims = tuple(layer.output_shape)
+    if not dims or dims[0] is not None:  # a layer's shape has no batch axis; a nested model's has one
+        dims = (None, *dims)
+    shape = "(" + ", ".join(map(str, dims)) + ")"
     return [name, shape, f"{layer.count_params():,}"]
 
 

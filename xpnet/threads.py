@@ -105,7 +105,7 @@ def busy_elsewhere(samples: int = 3, interval: float = 0.002) -> int:
 def macs_per_sample(model: Any) -> int:
     """Multiply-adds of one sample's forward pass: Σ in·out over 2-D weights, kh·kw·in·out·oh·ow over conv kernels."""
     total = 0
-    for layer in model.layers:
+    for layer in getattr(model, "leaf_layers", model.layers):
         for s in layer.param_specs():
             if len(s.shape) == 2:
                 total += s.shape[0] * s.shape[1]

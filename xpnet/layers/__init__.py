@@ -7,6 +7,7 @@ from .conv2d_transpose import Conv2DTranspose
 from .dense import Dense
 from .dropout import Dropout
 from .elementwise import LeakyReLU, Rescaling
+from .elu import ELU
 from .flatten import Flatten
 from .global_average_pooling1d import GlobalAveragePooling1D, GlobalAvgPool1D
 from .global_max_pooling1d import GlobalMaxPool1D, GlobalMaxPooling1D
@@ -39,7 +40,10 @@ from .pooling import (
     MaxPool2D,
     MaxPooling2D,
 )
+from .prelu import PReLU
+from .relu import ReLU
 from .reshape import Reshape
+from .softmax import Softmax
 from .up_sampling2d import UpSampling2D
 
 InputLayer = Input
@@ -48,6 +52,7 @@ Convolution1D = Conv1D
 Convolution2DTranspose = Conv2DTranspose
 
 __all__ = [
+    "ELU",
     "Activation",
     "Add",
     "Average",
@@ -85,9 +90,12 @@ __all__ = [
     "Multiply",
     "Normalization",
     "OpLayer",
+    "PReLU",
     "ParamSpec",
+    "ReLU",
     "Rescaling",
     "Reshape",
+    "Softmax",
     "Subtract",
     "UpSampling2D",
     "add",

@@ -114,6 +114,8 @@ class Layer:
         self._u: Array = None
         if dtype is not None and str(dtype) not in ("float32", "float64"):
             raise ValueError(f"layer dtype must be 'float32' or 'float64' (the model's), received {dtype!r}")
+        # the calls recorded on symbolic tensors, first first (Keras's `layer.input` / `layer.output`)
+        self.inbound_nodes: list[Any] = []
 
     @property
     def default_name(self) -> str:
@@ -240,6 +242,26 @@ class Layer:
             except ValueError as e:
                 raise ValueError(f"{what} cannot be called on {where}: {e}") from e
         return Node(self, tensors, many).output
+
+    @property
+    def output(self) -> Any:
+        """The symbolic output of this layer's first call (Keras's `layer.output`), e.g. in a built Sequential."""
+        return self._first_node("output").output
+
+    @property
+    def input(self) -> Any:
+        """The symbolic input of this layer's first call (a list for a merge layer), as Keras's `layer.input`."""
+        node = self._first_node("input")
+        return list(node.inputs) if node.multi else node.inputs[0]
+
+    def _first_node(self, what: str) -> Any:
+        nodes = getattr(self, "inbound_nodes", None)
+        if not nodes:
+            raise AttributeError(
+                f"layer {self.name!r} has no {what} yet: it has not been called on a symbolic tensor "
+                "(build the model it belongs to, or call it on Input(shape=...))"
+            )
+        return nodes[0]
 
     def param_specs(self) -> list[ParamSpec]:
         """The weights: a custom layer's `add_weight`s, then its sublayers' ("attribute/kernel")."""

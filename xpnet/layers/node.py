@@ -11,7 +11,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Layer, Shape
+    from .base import Shape
 
 
 class KerasTensor:
@@ -89,11 +89,19 @@ class Node:
     node index, the k of "dense[k][0]"), and making order is also a topological order.
     """
 
-    def __init__(self, layer: Layer, inputs: list[KerasTensor], multi: bool) -> None:
+    def __init__(self, layer: Any, inputs: list[KerasTensor], multi: bool, output_shape: Shape | None = None) -> None:
+        """output_shape: the output's feature shape, default `layer.output_shape` (a nested model gives its own)."""
         self.layer, self.inputs, self.multi = layer, inputs, multi
         self.serial = next(_SERIAL)
-        assert layer.output_shape is not None
-        self.output = KerasTensor(layer.output_shape, self)
+        shape = layer.output_shape if output_shape is None else output_shape
+        assert shape is not None
+        self.output = KerasTensor(shape, self)
+        # Keras's layer.input / layer.output read the layer's calls (a custom layer may skip Layer.__init__)
+        if not hasattr(layer, "inbound_nodes"):
+            layer.inbound_nodes = []
+        layer.inbound_nodes.append(self)
+        # False: the call runs in inference mode even while its model trains (a nested model's training=False)
+        self.training: bool | None = None
         # a shared layer's attributes as this call's forward left them, for its backward (see functional.Model)
         self.cache: dict[str, Any] = {}
 

@@ -116,6 +116,14 @@ class Trainer:
     def backward(self, grad: Array, from_logits: bool) -> None:
         raise NotImplementedError
 
+    @property
+    def leaf_layers(self) -> list[Layer]:
+        """The layers that hold this model's weights (a nested model's layers in its place)."""
+        return list(self.layers)
+
+    def hold_layers(self) -> None:
+        """Make sure this model's layers read its own parameter buffer (models may share layers)."""
+
     # ------------------------------------------------------------------ weights as Keras lists them
     @property
     def trainable(self) -> bool:
@@ -444,7 +452,7 @@ class Trainer:
             cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
         progress = Progress(verbose if comm.is_root else 0, epochs, steps)
         self.stop_training = False
-        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
+        dropouts = [layer for layer in self.leaf_layers if isinstance(layer, Dropout)]
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
             y_dtype = self.target_dtypes()
             size = sum(
@@ -528,6 +536,7 @@ class Trainer:
 
     def _train_step(self) -> TrainStep:
         """The step for the current optimizer and communicator (made again if a callback compiled anew)."""
+        self.hold_layers()  # a callback may have run a model that shares layers with this one
         step = self._step
         if step is None or step.optimizer is not self.optimizer or step.comm is not self._comm:
             step = self._step = TrainStep(self, self._comm)
@@ -553,7 +562,7 @@ class Trainer:
         return data.sample_weights(sample_weight, class_weight, yy, what, self.output_widths[0], self.dtype)
 
     def _require_differentiable(self) -> None:
-        for layer in self.layers:
+        for layer in self.leaf_layers:
             act = layer.activation
             if act is not None and not act.differentiable:
                 raise NotDifferentiableError(
@@ -627,6 +636,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int, W: Array | None = None) -> dict[str, float]:
+        self.hold_layers()
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
         n = data.rows(X)
@@ -741,7 +751,7 @@ class Trainer:
         ops = self.ops
         assert ops is not None
         store = self.store
-        dropouts = [(d, d.iterations) for d in self.layers if isinstance(d, Dropout)]
+        dropouts = [(d, d.iterations) for d in self.leaf_layers if isinstance(d, Dropout)]
         running_sink = store.sink
         store.use_sink(GradientSink(ops))
         moving = store.save_moving()
