@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import math
 import os
 import weakref
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ import numpy as np
 
 from . import h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
+from .file_checks import check_parameter_count
 from .layers.base import Layer, Shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
@@ -262,6 +264,8 @@ class Model(Trainer):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
                 layer.seed = layer_seed(self.seed, i)
+        # a model file being loaded must store this many parameters: refused before any is drawn
+        check_parameter_count(sum(math.prod(spec.shape) for layer in self.layers for spec in layer.param_specs()))
         dtype = np.dtype(self.dtype)
         chunks = [
             spec.initializer(spec.shape, init_rng(self.seed, i, j), dtype).ravel()
