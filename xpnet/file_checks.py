@@ -34,6 +34,20 @@ DEFLATE_SLACK = 1 << 20
 # JSON headers nest a few levels per layer; far deeper nesting is only there to crash the parser.
 MAX_JSON_DEPTH = 200
 _NUMERIC_KINDS = "biuf"
+# what zipfile and numpy's header parser raise on damaged input (an unknown zip version is
+# NotImplementedError, an encrypted member RuntimeError, a bad .npy header ValueError/SyntaxError)
+READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    SyntaxError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+)
 
 
 class FileFormatError(ValueError):
@@ -143,7 +157,7 @@ def read_member(z: zipfile.ZipFile, name: str, path: str | os.PathLike[str], kin
             return m.read()
     except KeyError as e:
         raise FileFormatError(path, kind, f"it has no {name}") from e
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
+    except READ_ERRORS as e:
         raise FileFormatError(path, kind, f"member {name!r} is damaged ({e})") from e
 
 
@@ -188,7 +202,7 @@ def read_npz_member(z: zipfile.ZipFile, name: str, path: str | os.PathLike[str],
             return _read_npy(m, info, path, kind)
     except FileFormatError:
         raise
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, SyntaxError) as e:
+    except READ_ERRORS as e:
         raise FileFormatError(path, kind, f"member {name!r} is damaged ({e})") from e
 
 
@@ -212,8 +226,7 @@ def read_npz(path: str | os.PathLike[str], kind: str) -> dict[str, np.ndarray]:
                     arrays[info.filename[:-4]] = _read_npy(m, info, path, kind)
     except FileFormatError:
         raise
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, SyntaxError) as e:
-        # numpy's header parser raises ValueError/SyntaxError; zipfile raises many kinds on damage
+    except READ_ERRORS as e:
         raise FileFormatError(path, kind, f"a damaged or truncated archive ({e})") from e
     return arrays
 

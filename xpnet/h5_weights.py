@@ -108,7 +108,7 @@ def load(path: str | os.PathLike[str], layers: list[Layer]) -> list[np.ndarray]:
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise FileFormatError(path, KIND, f"not a readable HDF5 file ({e})") from e
     with f:
         stored = read_layers(f, path, KIND, path.stat().st_size)

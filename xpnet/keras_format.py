@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import h5_weights
-from .file_checks import FileFormatError, check_zip_members, loads_json, read_member, read_npz_member
+from .file_checks import READ_ERRORS, FileFormatError, check_zip_members, loads_json, read_member, read_npz_member
 from .weights_io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def is_keras_zip(path: str | os.PathLike[str]) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             return CONFIG in z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except READ_ERRORS:
         return False
 
 
@@ -192,18 +192,19 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, list[n
             data = read_member(z, WEIGHTS, path, KIND)
     except FileFormatError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
+    except READ_ERRORS as e:
         raise FileFormatError(path, KIND, f"a damaged or truncated archive ({e})") from e
     h5py = _h5py_for_keras()
     try:
         f = h5py.File(io.BytesIO(data), "r")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise FileFormatError(path, KIND, f"its {WEIGHTS} is not a readable HDF5 file ({e})") from e
     with f:
         stored = h5_weights.read_layers(f, path, KIND, len(data))
     if (
         not isinstance(config, dict)
-        or config.get("class_name") not in _MODULES
+        or not isinstance(config.get("class_name"), str)
+        or config["class_name"] not in _MODULES
         or not isinstance(config.get("config"), dict)
     ):
         got = config.get("class_name") if isinstance(config, dict) else type(config).__name__

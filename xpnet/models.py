@@ -317,9 +317,9 @@ def _load(path: str | os.PathLike[str], custom: dict[str, Any], compile: bool, b
     kind = saving.MODEL_KIND
     with parameter_budget(path, kind, arrays["params"].size), saving.as_file_error(path, kind, "its architecture"):
         model = _build_from_spec(header["model"], custom, backend, path)
-    if header["layout"] != model.store.layout():
-        raise FileFormatError(path, kind, "its weights do not fit the architecture it describes")
     with saving.as_file_error(path, kind, "its saved state"):
+        if header["layout"] != model.store.layout():
+            raise FileFormatError(path, kind, "its weights do not fit the architecture it describes")
         saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
     return model
 

@@ -131,4 +131,8 @@ def load(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[np.nd
     names = [f"w{i:04d}" for i in range(len(arrays) - 1)]
     if sorted(names) != sorted(k for k in arrays if k != "header"):
         raise FileFormatError(path, kind, "its arrays are not w0000, w0001, ... as its header lists them")
+    listed = [list(shape) for ly in layers for shape in ly.get("params", {}).values()]
+    found = [list(arrays[k].shape) for k in names]
+    if listed != found:
+        raise FileFormatError(path, kind, f"its header lists arrays of shapes {listed} but it holds {found}")
     return layers, [arrays[k] for k in names]
