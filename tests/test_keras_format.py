@@ -118,3 +118,39 @@ def test_keras_itself_loads_an_xpnet_keras_file(tmp_path: Path) -> None:
         pytest.skip(f"Keras cannot run here: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "m.pred.npy"), model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def _with_compile_config(tmp_path: Path, compile_config: dict[str, object]) -> Path:
+    src = DATA / "keras_mlp.keras"
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(members["config.json"])
+    config["compile_config"] = {**config["compile_config"], **compile_config}
+    members["config.json"] = json.dumps(config).encode()
+    out = tmp_path / "m.keras"
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out
+
+
+def test_keras_compile_objects_with_default_settings_compile_in_xpnet(tmp_path: Path) -> None:
+    loss = {
+        "module": "keras.losses",
+        "class_name": "SparseCategoricalCrossentropy",
+        "config": {"name": "sparse_categorical_crossentropy", "reduction": "sum_over_batch_size", "from_logits": True},
+    }
+    rms = {"name": "rmsprop", "learning_rate": 0.01, "rho": 0.8, "momentum": 0.0, "epsilon": 1e-7, "centered": False}
+    optimizer = {"module": "keras.optimizers", "class_name": "RMSprop", "config": rms}
+    model = load_model(_with_compile_config(tmp_path, {"loss": loss, "optimizer": optimizer}))
+    assert type(model.optimizer).__name__ == "RMSprop" and model.optimizer.rho == pytest.approx(0.8)
+    assert type(model.loss).__name__ == "SparseCategoricalCrossentropy" and model.loss.from_logits is True
+
+
+def test_keras_settings_xpnet_lacks_load_the_weights_uncompiled_with_a_warning(tmp_path: Path) -> None:
+    loss = {"module": "keras.losses", "class_name": "CategoricalCrossentropy", "config": {"label_smoothing": 0.1}}
+    with pytest.warns(RuntimeWarning, match=r"CategoricalCrossentropy settings \{'label_smoothing': 0.1\}"):
+        model = load_model(_with_compile_config(tmp_path, {"loss": loss}))
+    ref = np.load(DATA / "keras_mlp.npz")
+    assert model.optimizer is None
+    np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=1e-6)

@@ -214,10 +214,43 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, list[n
     return config, stored, header, slots
 
 
-def optimizer_from_keras(cfg: Any, custom: dict[str, Any]) -> Any:
-    """xpnet's optimizer for Keras's {"class_name", "config"}; None (with a warning) where xpnet has no match."""
+# Keras settings that xpnet has no argument for but whose Keras default is what xpnet does anyway
+_INERT: dict[str, tuple[Any, ...]] = {
+    "name": (),  # any value: a label only
+    "use_ema": (False,),
+    "ema_momentum": (0.99,),
+    "ema_overwrite_frequency": (None,),
+    "loss_scale_factor": (None,),
+    "amsgrad": (False,),
+    "centered": (False,),
+    "reduction": ("sum_over_batch_size",),
+    "dtype": (None, "float32"),
+    "axis": (-1,),
+    "label_smoothing": (0, 0.0),
+    "ignore_class": (None,),
+}
+
+
+def keras_settings(cls: type, config: Any, what: str) -> dict[str, Any] | None:
+    """The arguments for xpnet's `cls` from a Keras config; None (with a warning) if a setting has no counterpart."""
     import inspect
 
+    accepted = inspect.signature(cls).parameters
+    settings = dict(config) if isinstance(config, dict) else {}
+    unknown = {
+        k: v
+        for k, v in settings.items()
+        if k not in accepted and v is not None and not (k in _INERT and (not _INERT[k] or v in _INERT[k]))
+    }
+    if unknown:
+        message = f"the .keras file's {what} settings {unknown} have no xpnet counterpart; not compiled"
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return None
+    return {k: v for k, v in settings.items() if k in accepted}
+
+
+def optimizer_from_keras(cfg: Any, custom: dict[str, Any]) -> Any:
+    """xpnet's optimizer for Keras's {"class_name", "config"}; None (with a warning) where xpnet has no match."""
     from . import optimizers
 
     if isinstance(cfg, str):
@@ -225,18 +258,22 @@ def optimizer_from_keras(cfg: Any, custom: dict[str, Any]) -> Any:
     name = cfg.get("class_name") if isinstance(cfg, dict) else None
     cls = custom.get(str(name)) or getattr(optimizers, str(name), None)
     if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
-        warnings.warn(f"the .keras file's optimizer {name!r} has no xpnet counterpart; not compiled", stacklevel=3)
+        warnings.warn(f"the .keras file's optimizer {name!r} has no xpnet counterpart; not compiled", RuntimeWarning, 3)
         return None
-    accepted = inspect.signature(cls).parameters
-    settings = dict(cfg.get("config") or {})
-    inert = {"name", "use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor", "amsgrad"}
-    unknown = {
-        k: v
-        for k, v in settings.items()
-        if k not in accepted and v is not None and not ((k in inert and v in (False, 0.99, None)) or k == "name")
-    }
-    if unknown:
-        what = f"the .keras file's {name} settings {unknown}"
-        warnings.warn(f"{what} have no xpnet counterpart; not compiled", stacklevel=3)
+    settings = keras_settings(cls, cfg.get("config"), str(name))
+    return None if settings is None else cls(**settings)
+
+
+def loss_from_keras(cfg: Any, custom: dict[str, Any]) -> Any:
+    """xpnet's loss for Keras's loss entry (a name, or {"module", "class_name", "config"}); None with a warning."""
+    from . import losses
+
+    if isinstance(cfg, str):
+        return custom[cfg]() if cfg in custom else losses.get(cfg)
+    name = cfg.get("class_name") if isinstance(cfg, dict) else None
+    cls = custom.get(str(name)) or getattr(losses, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, losses.Loss)):
+        warnings.warn(f"the .keras file's loss {name!r} has no xpnet counterpart; not compiled", RuntimeWarning, 3)
         return None
-    return cls(**{k: v for k, v in settings.items() if k in accepted})
+    settings = keras_settings(cls, cfg.get("config"), str(name))
+    return None if settings is None else cls(**settings)
