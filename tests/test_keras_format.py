@@ -107,7 +107,8 @@ def test_without_h5py_keras_save_names_the_extra(tmp_path: Path, monkeypatch: py
 def test_keras_itself_loads_an_xpnet_keras_file(tmp_path: Path) -> None:
     x, y = _data()
     model = _mlp()
-    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    schedule = xpnet.schedules.ExponentialDecay(0.01, 100, 0.9)  # Keras must find it by its module
+    model.compile(xpnet.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     model.save(tmp_path / "m.keras")
     np.save(tmp_path / "x.npy", x)
@@ -140,10 +141,21 @@ def test_keras_compile_objects_with_default_settings_compile_in_xpnet(tmp_path: 
         "class_name": "SparseCategoricalCrossentropy",
         "config": {"name": "sparse_categorical_crossentropy", "reduction": "sum_over_batch_size", "from_logits": True},
     }
-    rms = {"name": "rmsprop", "learning_rate": 0.01, "rho": 0.8, "momentum": 0.0, "epsilon": 1e-7, "centered": False}
+    decay = {"initial_learning_rate": 0.01, "decay_steps": 100, "decay_rate": 0.9, "name": "ExponentialDecay"}
+    schedule = {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay", "config": decay}
+    rms = {
+        "name": "rmsprop",
+        "learning_rate": schedule,
+        "rho": 0.8,
+        "momentum": 0.0,
+        "epsilon": 1e-7,
+        "centered": False,
+    }
     optimizer = {"module": "keras.optimizers", "class_name": "RMSprop", "config": rms}
     model = load_model(_with_compile_config(tmp_path, {"loss": loss, "optimizer": optimizer}))
     assert type(model.optimizer).__name__ == "RMSprop" and model.optimizer.rho == pytest.approx(0.8)
+    rate = model.optimizer.get_config()["learning_rate"]
+    assert rate["class_name"] == "ExponentialDecay" and rate["config"]["decay_rate"] == pytest.approx(0.9)
     assert type(model.loss).__name__ == "SparseCategoricalCrossentropy" and model.loss.from_logits is True
 
 

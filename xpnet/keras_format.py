@@ -117,6 +117,8 @@ def keras_config(model: Trainer, spec: dict[str, Any], compile_cfg: dict[str, An
     if compile_cfg is not None and isinstance(compile_cfg.get("loss"), str | dict):
         opt = compile_cfg["optimizer"]
         settings = {k: v for k, v in opt["config"].items() if k not in ("iterations",)}
+        if isinstance(settings.get("learning_rate"), dict):
+            settings["learning_rate"] = _keras_object(settings["learning_rate"], "keras.optimizers.schedules")
         out["compile_config"] = {
             "optimizer": {"module": "keras.optimizers", "class_name": opt["class_name"], "config": settings},
             "loss": _keras_object(compile_cfg["loss"], "keras.losses"),
@@ -261,6 +263,17 @@ def optimizer_from_keras(cfg: Any, custom: dict[str, Any]) -> Any:
         warnings.warn(f"the .keras file's optimizer {name!r} has no xpnet counterpart; not compiled", RuntimeWarning, 3)
         return None
     settings = keras_settings(cls, cfg.get("config"), str(name))
+    if settings is not None and isinstance(settings.get("learning_rate"), dict):
+        from . import schedules
+
+        rate = settings["learning_rate"]
+        kind = custom.get(str(rate.get("class_name"))) or getattr(schedules, str(rate.get("class_name")), None)
+        if not (isinstance(kind, type) and issubclass(kind, schedules.LearningRateSchedule)):
+            raise ValueError(f"learning-rate schedule {rate.get('class_name')!r} has no xpnet counterpart")
+        rate_settings = keras_settings(kind, rate.get("config"), str(rate.get("class_name")))
+        if rate_settings is None:
+            return None
+        settings["learning_rate"] = kind(**rate_settings)
     return None if settings is None else cls(**settings)
 
 

@@ -144,15 +144,16 @@ def _layout_size(layout: list[Any], path: str | os.PathLike[str], kind: str) -> 
 
 def compile_from_keras(model: Trainer, cfg: dict[str, Any], custom: dict[str, Any]) -> None:
     """Compile `model` as a Keras compile_config says, where xpnet has the same optimizer, loss and metrics."""
-    opt = keras_format.optimizer_from_keras(cfg.get("optimizer"), custom)
-    loss = keras_format.loss_from_keras(cfg.get("loss"), custom) if isinstance(cfg.get("loss"), str | dict) else None
-    if opt is None or loss is None:
-        return  # several losses, or settings xpnet lacks: weights only (as Keras, with a warning)
-    metrics = cfg.get("metrics") or []
-    weighted = cfg.get("weighted_metrics") or None
     try:
+        opt = keras_format.optimizer_from_keras(cfg.get("optimizer"), custom)
+        loss = cfg.get("loss")
+        loss = keras_format.loss_from_keras(loss, custom) if isinstance(loss, str | dict) else None
+        if opt is None or loss is None:
+            return  # several losses, or settings xpnet lacks: weights only (as Keras, with a warning)
+        metrics = cfg.get("metrics") or []
+        weighted = cfg.get("weighted_metrics") or None
         model.compile(opt, loss, metrics, weighted_metrics=weighted)
-    except (TypeError, ValueError, KeyError) as e:  # metrics xpnet lacks: the weights still load, as in Keras
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # the weights still load, as in Keras
         what = f"the .keras file's compile_config was not applied ({e})"
         warnings.warn(f"{what}; compile the model yourself", RuntimeWarning, stacklevel=3)
 
