@@ -10,6 +10,9 @@ Writes, for an MLP (Dense layers), a small LeNet (Conv2D, MaxPooling2D, Flatten,
 functional model with branches of different depths joined by Concatenate ("branches"):
   keras_<name>.weights.h5   model.save_weights after one epoch of training
   keras_<name>.json         model.to_json(), which xpnet.models.model_from_json reads
+  keras_<name>.keras        model.save of the same weights (Keras 3's .keras zip), compiled with
+                            Adam and sparse categorical cross-entropy; `--keras-files` writes
+                            only these, from the committed .weights.h5 (any Keras backend)
   keras_<name>.npz          x, Keras's predict(x), the Keras version; for the MLP also
                             evaluate(..., sample_weight) numbers, one class-weighted SGD step
                             and the gelu activation on a grid
@@ -104,17 +107,32 @@ def mlp_extras(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def check_xpnet_file(path: Path, kind: str, x: np.ndarray) -> np.ndarray:
-    """Keras reads a .weights.h5 written by xpnet; returns its predictions for x."""
+    """Keras reads a .weights.h5 (or, for kind "model", a whole .keras) written by xpnet; its predictions for x."""
+    if kind == "model":
+        return keras.models.load_model(path).predict(x, verbose=0)
     model = {"mlp": mlp, "lenet": lenet}[kind]()
     model.load_weights(path)
     return model.predict(x, verbose=0)
+
+
+def write_keras_files() -> None:
+    """keras_<name>.keras for each fixture, from its committed .weights.h5: Keras's own model.save."""
+    for name, make in (("mlp", mlp), ("lenet", lenet), ("branches", branches)):
+        model = make()
+        model.load_weights(DATA / f"keras_{name}.weights.h5")
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.save(DATA / f"keras_{name}.keras")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", nargs=3, metavar=("FILE", "KIND", "X_NPY"), help="Keras predicts from xpnet's file")
     parser.add_argument("--branches", action="store_true", help="write only the functional 'branches' fixture")
+    parser.add_argument("--keras-files", action="store_true", help="write only the .keras files")
     args = parser.parse_args()
+    if args.keras_files:
+        write_keras_files()
+        return
     if args.branches:
         keras.utils.set_random_seed(1)
         write_branches(np.random.default_rng(1))
@@ -135,6 +153,7 @@ def main() -> None:
     write("lenet", lenet(), xi, yi, {})
     keras.utils.set_random_seed(1)
     write_branches(np.random.default_rng(1))
+    write_keras_files()
     print(f"wrote keras_mlp, keras_lenet and keras_branches fixtures in {DATA} with Keras {keras.__version__}")
 
 

@@ -189,7 +189,7 @@ def test_corrupt_newest_checkpoint_is_one_warning_line(capsys: pytest.CaptureFix
     rc, _, err = _run([*QUICK, "--resume", "--out", str(finished_run)], capsys)
     assert rc == 0
     line = _one_error_line(err)
-    assert line.startswith(f"warning: skipping checkpoint: {newest} is not an xpnet checkpoint file")
+    assert line.startswith(f"warning: skipping checkpoint: xpnet: {newest} is not a valid xpnet checkpoint file")
     assert "pickle" not in line
     assert (finished_run / "history.json").is_file()
 
@@ -228,10 +228,10 @@ def test_garbage_is_not_an_xpnet_weights_file(tmp_path: Path, content: bytes) ->
     path = tmp_path / "w.npz"
     path.write_bytes(content)
     model = experiments.build_model("B", seed=0)
-    with pytest.raises(ValueError, match="is not an xpnet weights file") as info:
+    with pytest.raises(ValueError, match="is not a valid xpnet weights file") as info:
         model.load_weights(path)
     assert "pickle" not in str(info.value)
-    with pytest.raises(checkpoint.CheckpointError, match="is not an xpnet checkpoint file") as info2:
+    with pytest.raises(checkpoint.CheckpointError, match="is not a valid xpnet checkpoint file") as info2:
         checkpoint.load(path)
     assert "pickle" not in str(info2.value)
 

@@ -210,12 +210,12 @@ def test_missing_and_corrupt_weight_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         model.load_weights(tmp_path / "nope.npz")
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 this is not a zip")
-    with pytest.raises(ValueError, match=r"bad.npz is not a readable xpnet weights file"):
+    with pytest.raises(ValueError, match=r"^xpnet: .*bad.npz is not a valid xpnet weights file: a damaged"):
         model.load_weights(tmp_path / "bad.npz")
     model.save_weights(tmp_path / "good.npz")
     data = (tmp_path / "good.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"cut.npz is not a readable"):
+    with pytest.raises(ValueError, match=r"cut.npz is not a valid xpnet weights file: a damaged"):
         model.load_weights(tmp_path / "cut.npz")
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import xpnet
 from xpnet.callbacks import ModelCheckpoint
+from xpnet.file_checks import FileFormatError
 from xpnet.layers import Conv2D, Flatten, MaxPooling2D
 from xpnet.models import load_model
 
@@ -99,15 +100,15 @@ def test_bad_model_files_give_clear_errors(tmp_path: Path) -> None:
     model.save(good)
     truncated = tmp_path / "cut.keras"
     truncated.write_bytes(good.read_bytes()[:300])
-    with pytest.raises(ValueError, match="not a readable xpnet model file"):
+    with pytest.raises(FileFormatError, match=r"^xpnet: .*cut.keras is not a valid xpnet model file: a damaged"):
         load_model(truncated)
     pickled = tmp_path / "p.keras"
     np.savez(pickled.open("wb"), header=np.array([{"format": "xpnet-model"}], dtype=object))
-    with pytest.raises(ValueError, match=r"not an xpnet model file \(it holds pickled objects\)"):
+    with pytest.raises(FileFormatError, match=r"p.keras is not a valid xpnet model file: .*dtype object"):
         load_model(pickled)
     raw = tmp_path / "raw.keras"
     raw.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(ValueError, match="not an xpnet model file"):
+    with pytest.raises(FileFormatError, match=r"raw\.keras is not a valid xpnet model file: not an \.npz archive"):
         load_model(raw)
     weights = tmp_path / "w.npz"
     model.save_weights(weights)

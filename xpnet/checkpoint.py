@@ -16,7 +16,6 @@ import math
 import os
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +24,10 @@ import numpy as np
 from . import argcheck
 from ._checks import probably_finite
 from .callbacks import Callback
+from .file_checks import FileFormatError, json_member, remove_stale_temps
 from .layers.dropout import Dropout
 from .runlock import FolderLock
-from .weights_io import atomic_write_bytes, open_npz
+from .weights_io import atomic_write_bytes, read_xpnet_npz
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
@@ -46,6 +46,10 @@ class CheckpointError(ValueError):
     """A checkpoint is unreadable, corrupt, or does not match the model."""
 
 
+class DamagedCheckpoint(FileFormatError, CheckpointError):
+    """A checkpoint file that is damaged or crafted (both a FileFormatError and a CheckpointError)."""
+
+
 def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
@@ -58,31 +62,35 @@ def save(path: str | os.PathLike[str], header: dict[str, Any], arrays: dict[str,
 
 
 def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify one checkpoint file; CheckpointError says what is wrong."""
+    """Read and verify one checkpoint file; CheckpointError says what is wrong (DamagedCheckpoint: the file)."""
     path = Path(path)
+    kind = "xpnet checkpoint"
     try:
-        with open_npz(path, "checkpoint") as z:
-            header = json.loads(bytes(z["header"]).decode())
-            arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
+        arrays = read_xpnet_npz(path, kind)
+        header = json_member(arrays, "header", path, kind)
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint not found: {path}") from e
     except IsADirectoryError as e:
         raise CheckpointError(str(e)) from e
-    except ValueError as e:
-        raise CheckpointError(str(e) if str(path) in str(e) else f"{path} is not an xpnet checkpoint file") from e
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
-        raise CheckpointError(f"{path} is not an xpnet checkpoint file (a damaged or truncated archive)") from e
+    except FileFormatError as e:
+        raise DamagedCheckpoint(path, kind, e.problem) from e
+    arrays = {k[2:]: v for k, v in arrays.items() if k.startswith("a_")}
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        kind = _OTHER_KINDS.get(str(header.get("format"))) if isinstance(header, dict) else None
-        if kind is not None:
+        other = _OTHER_KINDS.get(str(header.get("format"))) if isinstance(header, dict) else None
+        if other is not None:
             raise CheckpointError(
-                f"{path} is an xpnet {kind}, not a checkpoint: resume_from takes a folder written by "
-                f"xpnet.checkpoint.Checkpoint (to start from these weights, use {_LOADERS[kind]}({str(path)!r}))"
+                f"{path} is an xpnet {other}, not a checkpoint: resume_from takes a folder written by "
+                f"xpnet.checkpoint.Checkpoint (to start from these weights, use {_LOADERS[other]}({str(path)!r}))"
             )
-        raise CheckpointError(f"{path} is not an xpnet checkpoint file")
-    for k, digest in header.get("sha256", {}).items():
+        raise DamagedCheckpoint(path, kind, f"its header does not name format {FORMAT!r}")
+    digests = header.get("sha256", {})
+    if not isinstance(digests, dict):
+        raise DamagedCheckpoint(path, kind, "its checksums are not a {name: sha256} table")
+    for k, digest in digests.items():
         if k not in arrays or _digest(arrays[k]) != digest:
-            raise CheckpointError(f"{path}: array {k!r} is missing or does not match its checksum")
+            raise DamagedCheckpoint(path, kind, f"array {k!r} is missing or does not match its checksum")
+    if "params" not in arrays:
+        raise DamagedCheckpoint(path, kind, "it has no parameters")
     return header, arrays
 
 
@@ -101,17 +109,22 @@ def load_latest(where: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], di
         raise CheckpointError(f"nothing to resume from: {where} does not exist")
     if where.is_file():  # one named file: its own error, not "all 1 checkpoints are corrupt"
         return (where, *load(where))
+    remove_stale_temps(where)  # a killed run's half-written checkpoints
     candidates = list(reversed(list_checkpoints(where)))
+    newest_problem = ""
     for i, path in enumerate(candidates):
         try:
             header, arrays = load(path)
         except CheckpointError as e:
+            newest_problem = newest_problem or str(e)
             nxt = f"trying the previous one, {candidates[i + 1].name}" if i + 1 < len(candidates) else "none left"
             warnings.warn(f"skipping checkpoint: {e}; {nxt}", RuntimeWarning, stacklevel=2)
             continue
         return path, header, arrays
     if candidates:
-        raise CheckpointError(f"no readable checkpoint in {where}: all {len(candidates)} are corrupt")
+        raise CheckpointError(
+            f"no readable checkpoint in {where}: all {len(candidates)} are corrupt (the newest: {newest_problem})"
+        )
     return None
 
 
@@ -178,6 +191,7 @@ class Checkpoint(Callback):
         self.saved.append(path)
         for old in list_checkpoints(self.directory)[: -self.keep]:
             old.unlink(missing_ok=True)
+        remove_stale_temps(self.directory)  # killed saves' leftovers (never a live writer's)
         return path
 
 
@@ -239,25 +253,41 @@ def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray
         problems.append(f"seed {header.get('seed')} (model: {model.seed})")
     if problems:
         raise CheckpointError("the checkpoint does not match this run: it has " + "; ".join(problems))
+    try:  # every value read before anything changes: a crafted header fails here, the model untouched
+        iterations = int(header["optimizer"]["iterations"])
+        dropout = {ly.name: int(header["dropout"][ly.name]) for ly in model.layers if isinstance(ly, Dropout)}
+        epoch, step = int(pos["epoch"]), int(pos["step"])
+        epochs_trained = int(header.get("epochs_trained", epoch))
+        history_epochs = [int(e) for e in header.get("history_epochs", [])]
+        history = {str(k): [float(x) for x in v] for k, v in dict(header.get("history", {})).items()}
+        sums_sizes = [int(n) for n in header.get("sums_sizes", [])] if "sums" in arrays else []
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"the checkpoint's header is damaged ({type(e).__name__}: {e})") from e
+    size = sum(s.size for s in model.store.slots)
+    if arrays["params"].shape != (size,) or ("sums" in arrays and sum(sums_sizes) != arrays["sums"].size):
+        raise CheckpointError(f"the checkpoint's arrays do not fit the model ({arrays['params'].shape} parameters)")
     if opt.ops is not ops or set(opt.slots) != {k[5:] for k in arrays if k.startswith("slot_")}:
         opt.build(ops, model.store.params)
+    for k, v in opt.slots.items():
+        if arrays.get(f"slot_{k}", np.zeros(0)).shape != tuple(v.shape):
+            raise CheckpointError(f"the checkpoint's optimizer slot {k!r} does not fit the model")
     model.store.set_host_params(arrays["params"])
     with ops.activate():
         for k, v in opt.slots.items():
             v[...] = ops.asarray(arrays[f"slot_{k}"])
-    opt.iterations = int(header["optimizer"]["iterations"])
+    opt.iterations = iterations
     for layer in model.layers:
         if isinstance(layer, Dropout):
-            layer.iterations = int(header["dropout"][layer.name])
-    state.epoch, state.step = int(pos["epoch"]), int(pos["step"])
-    state.epochs_trained = int(header.get("epochs_trained", pos["epoch"]))
-    state.history.epoch = list(header.get("history_epochs", []))
-    state.history.history = {k: list(v) for k, v in header.get("history", {}).items()}
+            layer.iterations = dropout[layer.name]
+    state.epoch, state.step = epoch, step
+    state.epochs_trained = epochs_trained
+    state.history.epoch = history_epochs
+    state.history.history = history
     state.running = []
     if "sums" in arrays:  # they hold every rank's share: rank 0 carries them, the others start at 0
         saved = arrays["sums"] if model.comm.is_root else np.zeros_like(arrays["sums"])
         off = 0
-        for size in header["sums_sizes"]:
+        for size in sums_sizes:
             part = saved[off : off + size]
             state.running.append(ops.asarray(part.reshape(()) if size == 1 else part))
             off += size

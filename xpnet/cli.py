@@ -37,6 +37,7 @@ from .backend import BackendUnavailableError, available_backends, get_backend, u
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError
 from .datasets import DatasetError, DatasetNotFoundError, fashion_mnist, mnist
+from .file_checks import FileFormatError
 from .runlock import FolderLock, FolderLockedError
 
 QUICK_LIMIT = 500
@@ -703,6 +704,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             print(f"error: {e}", file=sys.stderr)
             return e.code
+        except FileFormatError as e:  # already one line that names the file and what is wrong with it
+            if args.debug:
+                raise
+            print(e, file=sys.stderr)
+            return 1
         except Exception as e:  # anything unforeseen: still one line, the traceback on request
             if args.debug:
                 raise

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ import numpy as np
 from . import h5_weights, saving, sharing, summary, weights_io
 from .backend import Ops, get_backend
 from .config import layer_entry
+from .file_checks import check_parameter_count
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
@@ -341,6 +343,8 @@ class Model(Trainer):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
                 layer.seed = layer_seed(self.seed, i)
+        # a model file being loaded must store this many parameters: refused before any is drawn
+        check_parameter_count(sum(math.prod(spec.shape) for layer in leaves for spec in layer.param_specs()))
         dtype = np.dtype(self.dtype)
         chunks = []
         for i, layer in enumerate(leaves):

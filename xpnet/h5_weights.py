@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .file_checks import DEFLATE_SLACK, MAX_DEFLATE_RATIO, FileFormatError, h5_dataset, h5_group
 from .layers.base import Layer
 from .weights_io import atomic_write_path
 
@@ -73,21 +74,31 @@ def save(path: str | os.PathLike[str], model_name: str, layers: list[Layer]) -> 
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
-            f.create_group("vars").attrs["name"] = model_name
-            group = f.create_group("layers")
-            for layer, where, arrays in zip(layers, layer_paths(layers), weights, strict=True):
-                vars_ = group.create_group(where).create_group("vars")
-                vars_.attrs["name"] = layer.name or where
-                for i, a in enumerate(arrays):
-                    vars_.create_dataset(str(i), data=a)
+            write_layers(f, model_name, layers, weights)
 
     return atomic_write_path(path, write)
+
+
+def write_layers(f: Any, model_name: str, layers: list[Layer], weights: list[list[np.ndarray]]) -> None:
+    """Keras 3's groups and datasets for `layers` (weights: each layer's get_weights()) into open HDF5 file f."""
+    f.create_group("vars").attrs["name"] = model_name
+    group = f.create_group("layers")
+    for layer, where, arrays in zip(layers, layer_paths(layers), weights, strict=True):
+        vars_ = group.create_group(where).create_group("vars")
+        vars_.attrs["name"] = layer.name or where
+        for i, a in enumerate(arrays):
+            vars_.create_dataset(str(i), data=a)
+
+
+KIND = "Keras .weights.h5"
 
 
 def load(path: str | os.PathLike[str], layers: list[Layer]) -> list[np.ndarray]:
     """The weights in `path` for `layers`, in get_weights order, each checked against the layer's shapes.
 
-    Raises FileNotFoundError, or ValueError naming the file's and the model's layers when they differ.
+    Raises FileNotFoundError, FileFormatError for a damaged or crafted file (external storage,
+    links, virtual datasets, more data than the file holds), or ValueError naming the file's and
+    the model's layers when they differ.
     """
     h5py = _h5py()
     path = Path(path)
@@ -97,19 +108,47 @@ def load(path: str | os.PathLike[str], layers: list[Layer]) -> list[np.ndarray]:
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path} is not a readable HDF5 file ({e})") from e
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        raise FileFormatError(path, KIND, f"not a readable HDF5 file ({e})") from e
     with f:
-        if "layers" not in f:
+        stored = read_layers(f, path, KIND, path.stat().st_size)
+    return match(stored, layers, path)
+
+
+def read_layers(f: Any, path: str | os.PathLike[str], kind: str, file_size: int) -> dict[str, list[np.ndarray]]:
+    """{layer path: its arrays} of an open Keras weights HDF5 file, each dataset checked before it is read.
+
+    file_size: the bytes the data came from; together the arrays may take at most
+    MAX_DEFLATE_RATIO times that (see `file_checks.h5_dataset`).
+    """
+    budget = [file_size * MAX_DEFLATE_RATIO + DEFLATE_SLACK]
+    try:
+        group = h5_group(f, "layers", path, kind)
+        if group is None:
             legacy = (
                 " It looks like a Keras 2 .h5 file (layer_names), which xpnet does not read."
                 if ("layer_names" in f.attrs or "model_weights" in f)
                 else ""
             )
-            raise ValueError(f"{path} is not a Keras 3 .weights.h5 file (no 'layers' group).{legacy}")
-        stored = {name: _arrays(f["layers"][name]) for name in f["layers"]}
+            raise FileFormatError(path, kind, f"no 'layers' group.{legacy}")
+        stored = {}
+        for name in list(group):
+            layer = h5_group(group, name, path, kind)
+            vars_ = h5_group(layer, "vars", path, kind)
+            keys = sorted((k for k in vars_ if k.isdigit()), key=int) if vars_ is not None else []
+            stored[name] = [h5_dataset(vars_, k, path, kind, budget) for k in keys]
+        return stored
+    except FileFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+        raise FileFormatError(path, kind, f"a damaged HDF5 structure ({type(e).__name__}: {e})") from e
+
+
+def match(stored: dict[str, list[np.ndarray]], layers: list[Layer], path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """The stored arrays in `layers`' get_weights order; ValueError naming both sides when they differ."""
     ours = layer_paths(layers)
-    wanted = [[w.shape for w in layer.get_weights()] for layer in layers]
+    # the shapes the layers hold, also where get_weights is empty for now (a Normalization before adapt)
+    wanted = [[tuple(spec.shape) for spec in layer.param_specs()] for layer in layers]
     found = [[a.shape for a in stored.get(p, [])] for p in ours]
     extra = sorted(p for p in stored if p not in ours and stored[p])
     if found != wanted or extra:
@@ -120,12 +159,3 @@ def load(path: str | os.PathLike[str], layers: list[Layer]) -> list[np.ndarray]:
             + ", ".join(f"{p}{[tuple(s) for s in shapes]}" for p, shapes in zip(ours, wanted, strict=True))
         )
     return [a for p in ours for a in stored.get(p, [])]
-
-
-def _arrays(group: Any) -> list[np.ndarray]:
-    """The datasets "0", "1", ... of a layer's "vars" group, in numeric order (a missing group: none)."""
-    vars_ = group.get("vars")
-    if vars_ is None:
-        return []
-    keys = sorted((k for k in vars_ if k.isdigit()), key=int)
-    return [np.asarray(vars_[k][()]) for k in keys]

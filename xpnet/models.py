@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import config, saving, sharing, summary
+from . import config, h5_weights, keras_format, saving, sharing, summary
 from ._checks import probably_finite, require_finite
 from .backend import Ops
 from .backend.base import builtin_name
+from .file_checks import FileFormatError, parameter_budget
 from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
@@ -325,24 +327,81 @@ def load_model(
     custom_objects: {class name: class} for your own layers, activations, losses or optimizers.
     compile=False gives the architecture and weights only.
     """
-    custom = dict(custom_objects or {})
-    header, arrays = saving.read_model_file(filepath)
-    spec = header["model"]
+    return _load(filepath, dict(custom_objects or {}), compile, backend)
+
+
+def _load(path: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: Any) -> Model:
+    """The model in `path` (Keras 3 .keras, or xpnet's .npz-based file), checked before anything is built.
+
+    The architecture may need at most as many parameters as the file stores (`file_checks.
+    parameter_budget`), so a crafted file cannot make xpnet draw weights its size does not justify.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a model file")
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if keras_format.is_keras_zip(path):
+        return _load_keras(path, custom, compile, backend)
+    header, arrays = saving.read_model_file(path)
+    kind = saving.MODEL_KIND
+    with parameter_budget(path, kind, arrays["params"].size), saving.as_file_error(path, kind, "its architecture"):
+        model = _build_from_spec(header["model"], custom, backend, path)
+    with saving.as_file_error(path, kind, "its saved state"):
+        if header["layout"] != model.store.layout():
+            raise FileFormatError(path, kind, "its weights do not fit the architecture it describes")
+        saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
+    return model
+
+
+def _load_keras(path: Path, custom: dict[str, Any], compile: bool, backend: Any) -> Model:
+    kind = keras_format.KIND
+    config, stored, header, slots = keras_format.read(path)
+    count = sum(a.size for arrays in stored.values() for a in arrays)
+    inner = config["config"]
+    seed = header["model"].get("seed") if isinstance(header, dict) and isinstance(header.get("model"), dict) else None
+    with parameter_budget(path, kind, count), saving.as_file_error(path, kind, "its architecture"):
+        dtype = inner.get("dtype", "float32")
+        if isinstance(dtype, dict):  # Keras's DTypePolicy
+            dtype = dtype["config"]["name"]
+        if config["class_name"] == "Functional":
+            spec = {"class_name": "Functional", "seed": seed, "dtype": dtype, "config": inner}
+        else:
+            spec = {"class_name": "Sequential", "keras_config": {**inner, "seed": seed}}
+        model = _build_from_spec(spec, custom, backend, path)
+    with saving.as_file_error(path, kind, "its weights"):
+        model.set_weights(h5_weights.match(stored, model.layers, path))
+    if header is not None:
+        with saving.as_file_error(path, kind, "its saved state"):
+            saving.check_header({**header, "layout": model.store.layout()}, path, kind)
+            arrays = {"params": model.store.host_params(), **{f"slot_{k}": v for k, v in slots.items()}}
+            full = {**header, "layout": model.store.layout()}
+            saving.restore_state(model, full if compile else {**full, "compile": None}, arrays, custom)
+    elif compile and isinstance(config.get("compile_config"), dict) and config["compile_config"]:
+        with saving.as_file_error(path, kind, "its compile_config"):
+            saving.compile_from_keras(model, config["compile_config"], custom)
+    return model
+
+
+def _build_from_spec(spec: dict[str, Any], custom: dict[str, Any], backend: Any, path: str | os.PathLike[str]) -> Model:
+    """A new model from a file's architecture: {"class_name": "Functional", "config", "seed", "dtype"},
+    {"class_name": "Sequential", "layers", "input_shape", "name", "seed", "dtype"} (xpnet's .npz file),
+    or {"class_name": "Sequential", "keras_config": Sequential.get_config()} (a .keras file)."""
+    model: Model
     if spec.get("class_name") == "Functional":
-        graph = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
-        if backend is not None:
-            graph.to_backend(backend)
-        saving.restore_state(graph, header if compile else {**header, "compile": None}, arrays, custom)
-        return graph
-    if spec.get("class_name") != "Sequential":
-        raise ValueError(
-            f"{filepath} holds a {spec.get('class_name')} model; this xpnet loads Sequential and Functional models"
+        model = Model.from_config(spec["config"], custom, seed=spec.get("seed"), dtype=spec.get("dtype", "float32"))
+    elif spec.get("class_name") == "Sequential" and "keras_config" in spec:
+        shape, layers, kwargs = saving.sequential_from_config(spec["keras_config"], custom)
+        if shape is None:
+            raise ValueError("the Sequential config has no InputLayer, so its input shape is unknown")
+        model = Sequential([Input(shape), *layers], **kwargs)
+    elif spec.get("class_name") == "Sequential":
+        layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
+        model = Sequential(
+            [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]
         )
-    layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
-    model = Sequential(
-        [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]
-    )
+    else:
+        raise ValueError(f"{path} holds a {spec.get('class_name')} model; xpnet loads Sequential and Functional models")
     if backend is not None:
         model.to_backend(backend)
-    saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
     return model

@@ -1,33 +1,42 @@
 """Whole-model files: architecture, weights, compile settings and optimizer state in one .keras/.npz file.
 
-The file is an uncompressed zip (NumPy's .npz, never pickle) holding a JSON header and the flat
-parameter and optimizer buffers, written atomically. It carries what a resumed `fit` needs to
-continue exactly: the optimizer's slots and step count, the dropout counters and the number of
-epochs trained (which keys the next shuffle). `xpnet.models.load_model` reads it on any backend.
+A ".keras" name gets Keras 3's layout (`xpnet.keras_format`: config.json, metadata.json,
+model.weights.h5, plus xpnet's header and optimizer slots); ".npz" gets an uncompressed zip
+(NumPy's .npz, never pickle) holding a JSON header and the flat parameter and optimizer
+buffers, the layout xpnet used for ".keras" before, which still loads. Both are written
+atomically and carry what a resumed `fit` needs to continue exactly: the optimizer's slots and
+step count, the dropout counters and the number of epochs trained (which keys the next
+shuffle). `xpnet.models.load_model` reads either on any backend, checked before anything is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import math
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import activations, initializers, losses, optimizers, regularizers, schedules
+from . import activations, initializers, keras_format, losses, optimizers, regularizers, schedules
 from .config import layer_entry, serialize
+from .file_checks import FileFormatError, json_member
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
-from .weights_io import atomic_write_bytes, open_npz
+from .weights_io import atomic_write_bytes, read_xpnet_npz
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
 
 FORMAT = "xpnet-model"
 VERSION = 1
+MODEL_KIND = "xpnet model"
 
 # "Sequential" and "Functional": the model classes a config may hold as layers, registered by their
 # modules (which import this one, so it cannot import them)
@@ -83,30 +92,85 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
             header["compile"]["metrics"] = [[m.name for m in ms] for ms in model.output_metrics]
         if model.ops is not None and opt.ops is model.ops:
             arrays.update({f"slot_{k}": model.ops.to_numpy(v) for k, v in opt.slots.items()})
+    if suffix == ".keras":
+        slots = {k[5:]: v for k, v in arrays.items() if k.startswith("slot_")}
+        return keras_format.save(model, path, header, slots)
     entries = {f"a_{k}": v for k, v in arrays.items()}
     entries["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     return atomic_write_bytes(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
 
 
 def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The header and arrays of a file written by `save_model`; ValueError says what is wrong."""
-    with open_npz(path, "model") as z:
-        try:
-            header = json.loads(bytes(z["header"]).decode()) if "header" in z.files else None
-            arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
-        except ValueError as e:  # an object array: NumPy would suggest unpickling, which xpnet never does
-            raise ValueError(f"{path} is not an xpnet model file (it holds pickled objects)") from e
-        except (OSError, EOFError, KeyError) as e:
-            raise ValueError(f"{path} is not a readable xpnet model file (a damaged or truncated archive)") from e
+    """The header and arrays of an .npz-based model file (`save_model`'s ".npz", main's ".keras").
+
+    Raises FileNotFoundError, IsADirectoryError, or FileFormatError saying what is wrong.
+    """
+    kind = MODEL_KIND
+    entries = read_xpnet_npz(path, kind)
+    header = json_member(entries, "header", path, kind) if "header" in entries else None
+    arrays = {k[2:]: v for k, v in entries.items() if k.startswith("a_")}
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} is not an xpnet model file (no xpnet-model header; weights files load with load_weights)"
-        )
-    if header.get("version", 0) > VERSION:
-        raise ValueError(f"{path} was written by a newer xpnet (model format version {header['version']})")
-    if "params" not in arrays:
-        raise ValueError(f"{path} is not a complete xpnet model file (no parameters)")
+        raise FileFormatError(path, kind, "no xpnet-model header (weights files load with load_weights)")
+    version = header.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise FileFormatError(path, kind, f"model format version {version!r} (this xpnet reads up to {VERSION})")
+    check_header(header, path, kind)
+    params = arrays.get("params")
+    if params is None or params.ndim != 1 or params.dtype.kind != "f":
+        raise FileFormatError(path, kind, "no flat float parameter array")
+    declared = _layout_size(header["layout"], path, kind)
+    if declared != params.size:
+        raise FileFormatError(path, kind, f"its layout lists {declared:,} parameters but it stores {params.size:,}")
     return header, arrays
+
+
+def check_header(header: dict[str, Any], path: str | os.PathLike[str], kind: str) -> None:
+    spec, layout = header.get("model"), header.get("layout")
+    if not isinstance(spec, dict) or not isinstance(layout, list):
+        raise FileFormatError(path, kind, "its header has no model description and layout")
+    cfg = header.get("compile")
+    if cfg is not None and not (isinstance(cfg, dict) and isinstance(cfg.get("optimizer"), dict)):
+        raise FileFormatError(path, kind, "its compile settings are not {'optimizer', 'loss', ...}")
+
+
+def _layout_size(layout: list[Any], path: str | os.PathLike[str], kind: str) -> int:
+    """The number of parameters a header's layout lists ([{"params": {name: shape}}, ...])."""
+    total = 0
+    for entry in layout:
+        shapes = entry.get("params") if isinstance(entry, dict) else None
+        if not isinstance(shapes, dict) or not all(
+            isinstance(sh, list) and all(isinstance(d, int) and d >= 0 for d in sh) for sh in shapes.values()
+        ):
+            raise FileFormatError(path, kind, f"its layout entry {entry!r:.80} is not {{'params': {{name: shape}}}}")
+        total += sum(math.prod(sh) for sh in shapes.values())
+    return total
+
+
+def compile_from_keras(model: Trainer, cfg: dict[str, Any], custom: dict[str, Any]) -> None:
+    """Compile `model` as a Keras compile_config says, where xpnet has the same optimizer, loss and metrics."""
+    try:
+        opt = keras_format.optimizer_from_keras(cfg.get("optimizer"), custom)
+        loss = cfg.get("loss")
+        loss = keras_format.loss_from_keras(loss, custom) if isinstance(loss, str | dict) else None
+        if opt is None or loss is None:
+            return  # several losses, or settings xpnet lacks: weights only (as Keras, with a warning)
+        metrics = cfg.get("metrics") or []
+        weighted = cfg.get("weighted_metrics") or None
+        model.compile(opt, loss, metrics, weighted_metrics=weighted)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # the weights still load, as in Keras
+        what = f"the .keras file's compile_config was not applied ({e})"
+        warnings.warn(f"{what}; compile the model yourself", RuntimeWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def as_file_error(path: str | os.PathLike[str], kind: str, what: str) -> Iterator[None]:
+    """Whatever a crafted description makes the constructors raise, as the one FileFormatError line."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as e:
+        raise FileFormatError(path, kind, f"{what} cannot be used: {e}") from e
 
 
 def _class(name: str, module: Any, base: type, custom: dict[str, Any]) -> Any:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .file_checks import FileFormatError, json_member, read_npz, remove_stale_temps, temp_prefix
 
 FORMAT = "xpnet-weights"
 VERSION = 1
@@ -41,8 +42,9 @@ def atomic_write_path(path: str | os.PathLike[str], write: Callable[[str], None]
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    remove_stale_temps(folder, path.name)  # what killed writes of this file left behind
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
     except OSError as e:  # name the file the user asked for, not the hidden temp file beside it
         raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
@@ -77,40 +79,29 @@ _OTHER_FORMATS = {
 }
 
 
-def open_npz(path: str | os.PathLike[str], what: str) -> Any:
-    """np.load of an xpnet .npz (never pickle), with errors that say what the file is not.
+def read_xpnet_npz(path: str | os.PathLike[str], kind: str) -> dict[str, np.ndarray]:
+    """The arrays of an xpnet .npz (never pickle), read within `file_checks`' bounds.
 
-    what: "weights" or "checkpoint", for the messages. Raises FileNotFoundError, IsADirectoryError,
-    or ValueError "<path> is not an xpnet <what> file (...)".
+    kind: "xpnet weights", "xpnet model" or "xpnet checkpoint", for the messages. Raises
+    FileNotFoundError, IsADirectoryError, or FileFormatError "xpnet: <path> is not a valid <kind> file: ...".
     """
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not an xpnet {what} file")
+        raise IsADirectoryError(f"{path} is a folder, not an {kind} file")
     if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+        raise FileNotFoundError(f"{kind} file not found: {path}")
     with path.open("rb") as f:
         start = f.read(8)
     if start == _HDF5_MAGIC:
-        raise ValueError(
-            f"{path} is an HDF5 file, not an xpnet {what} file; Keras 3 weights load when the name ends in "
-            f".weights.h5 (e.g. {path.name.split('.')[0]}.weights.h5); Keras 2 .h5 files are not supported"
+        raise FileFormatError(
+            path,
+            kind,
+            "it is an HDF5 file; Keras 3 weights load when the name ends in "
+            f".weights.h5 (e.g. {path.name.split('.')[0]}.weights.h5); Keras 2 .h5 files are not supported",
         )
-    start = start[:4]
-    if start != _ZIP_MAGIC:  # NumPy would call anything else pickled data and suggest allow_pickle
-        kind = "an empty file" if not start else "not an .npz archive"
-        raise ValueError(f"{path} is not an xpnet {what} file ({kind})")
-    # np.load(path) leaks its file handle when the archive is damaged: open it here and close it on failure
-    f = path.open("rb")
-    try:
-        archive = np.load(f, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        f.close()
-        raise ValueError(f"{path} is not a readable xpnet {what} file (a damaged or truncated archive)") from e
-    except BaseException:
-        f.close()
-        raise
-    archive.fid = f  # closing the archive (its `with` block) closes the file too
-    return archive
+    if start[:4] != _ZIP_MAGIC:  # NumPy would call anything else pickled data and suggest allow_pickle
+        raise FileFormatError(path, kind, "an empty file" if not start else "not an .npz archive")
+    return read_npz(path, kind)
 
 
 def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: list[np.ndarray]) -> Path:
@@ -128,21 +119,27 @@ def save(path: str | os.PathLike[str], layout: list[dict[str, Any]], arrays: lis
 
 
 def load(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    path = Path(path)
-    try:
-        with open_npz(path, "weights") as z:
-            if "header" not in z.files:
-                raise ValueError(f"{path} is not an xpnet weights file (an .npz without an xpnet header)")
-            header = json.loads(bytes(z["header"]).decode())
-            n = len(z.files) - 1
-            arrays = [z[f"w{i:04d}"] for i in range(n)]
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        if isinstance(e, FileNotFoundError | IsADirectoryError):
-            raise
-        raise ValueError(f"{path} is not a readable xpnet weights file (a damaged or truncated archive)") from e
+    """The layout and arrays of a file written by `save`; FileFormatError says what is wrong."""
+    kind = "xpnet weights"
+    arrays = read_xpnet_npz(path, kind)
+    header = json_member(arrays, "header", path, kind)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         fmt = header.get("format") if isinstance(header, dict) else None
-        raise ValueError(f"{path} is not an xpnet weights file (format {fmt!r})")
-    if header.get("version", 0) > VERSION:
-        raise ValueError(f"{path} was written by a newer xpnet (format version {header['version']})")
-    return header["layers"], arrays
+        raise FileFormatError(path, kind, f"its header names format {fmt!r}, not {FORMAT!r}")
+    version = header.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise FileFormatError(path, kind, f"format version {version!r} (this xpnet reads up to {VERSION})")
+    layers = header.get("layers")
+    if not isinstance(layers, list) or not all(
+        isinstance(ly, dict) and isinstance(ly.get("class"), str) and isinstance(ly.get("params", {}), dict)
+        for ly in layers
+    ):
+        raise FileFormatError(path, kind, "its header's layer list is not [{'class', 'params'}, ...]")
+    names = [f"w{i:04d}" for i in range(len(arrays) - 1)]
+    if sorted(names) != sorted(k for k in arrays if k != "header"):
+        raise FileFormatError(path, kind, "its arrays are not w0000, w0001, ... as its header lists them")
+    listed = [list(shape) for ly in layers for shape in ly.get("params", {}).values()]
+    found = [list(arrays[k].shape) for k in names]
+    if listed != found:
+        raise FileFormatError(path, kind, f"its header lists arrays of shapes {listed} but it holds {found}")
+    return layers, [arrays[k] for k in names]
