@@ -514,6 +514,39 @@ class DeviceScalar:
         return f"DeviceScalar({self.value!r})"
 
 
+def weight_source(ops: Ops, value: Any) -> Array:
+    """`value` as it should be written into a weight of `ops`: this backend's own array as it is (no
+    copy, no trip through the host), anything else (a host array, a list, another device's array) as
+    a host NumPy array."""
+    if ops.is_native(value):
+        return value
+    get = getattr(value, "get", None)  # a CuPy array of another device or backend: one explicit download
+    if get is not None and not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
+        return get()
+    return np.asarray(value)
+
+
+def all_finite(ops: Ops, a: Array) -> bool:
+    """Whether `a` (from `weight_source`) holds numbers only, none NaN or infinite (one read on a device)."""
+    if host_dtype(a.dtype).kind not in "biuf":
+        return False
+    if isinstance(a, np.ndarray):
+        return bool(np.all(np.isfinite(a)))
+    return bool(ops.to_numpy(ops.xp.all(ops.xp.isfinite(a))))
+
+
+def write_weight(ops: Ops, view: Array, a: Array) -> None:
+    """view[...] = a, for `a` from `weight_source`, cast to the view's dtype (one upload for host data)."""
+    dtype = host_dtype(view.dtype)
+    with ops.activate():
+        if isinstance(a, np.ndarray) and not ops.is_native(a):
+            view[...] = ops.asarray(a.astype(dtype, copy=False))
+        elif host_dtype(a.dtype) == dtype:
+            view[...] = a
+        else:
+            view[...] = ops.xp.astype(a, view.dtype)
+
+
 def host_dtype(dtype: Any) -> np.dtype[Any]:
     """The NumPy dtype of a backend's dtype (NumPy's, CuPy's, or the strict stand-in's `float32`)."""
     try:

@@ -89,24 +89,44 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         from cupy.cuda import nccl
 
         dtype = nccl.NCCL_FLOAT32 if buf.dtype == np.float32 else nccl.NCCL_FLOAT64
-        stream = self.xp.cuda.get_current_stream().ptr
-        nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl.NCCL_SUM, stream)
+        with self.device:
+            stream = self.xp.cuda.get_current_stream().ptr
+            nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl.NCCL_SUM, stream)
 
     def _nccl(self, comm: Any) -> Any:
-        if "nccl" in self._kernels:
-            return self._kernels["nccl"]
-        nccl_comm = None
+        """The NCCL communicator over the ranks of mpi4py communicator `comm`, or None to stage through MPI.
+
+        One per `comm` (kept with it, so its id is not reused while cached). Whether NCCL is used is
+        decided by every rank together: each finds out locally (import, PCI bus), then one allgather
+        that every rank reaches, so no rank waits in a collective the others skipped.
+        """
+        cache: dict[int, tuple[Any, Any]] = self.__dict__.setdefault("_nccl_comms", {})
+        hit = cache.get(id(comm))
+        if hit is not None and hit[0] is comm:
+            return hit[1]
+        bus: str | None = None
         try:
             from cupy.cuda import nccl
 
-            bus = self.xp.cuda.runtime.deviceGetPCIBusId(self.device_id)
-            if len(set(comm.allgather(bus))) == comm.Get_size():
-                uid = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
-                with self.device:
-                    nccl_comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
-        except Exception:
-            nccl_comm = None
-        self._kernels["nccl"] = nccl_comm
+            if nccl.available:
+                bus = str(self.xp.cuda.runtime.deviceGetPCIBusId(self.device_id))
+        except Exception:  # no NCCL in this CuPy build: this rank says so in the allgather below
+            bus = None
+        buses = comm.allgather(bus)
+        nccl_comm = None
+        if all(b is not None for b in buses) and len(set(buses)) == len(buses):
+            uid, problem = None, None
+            if comm.Get_rank() == 0:
+                try:
+                    uid = nccl.get_unique_id()
+                except Exception as e:  # sent to every rank, so all raise together
+                    problem = f"{type(e).__name__}: {e}"
+            uid, problem = comm.bcast((uid, problem), root=0)
+            if problem is not None:
+                raise RuntimeError(f"NCCL: rank 0 could not make the communicator's id ({problem})")
+            with self.device:  # a collective across ranks: an error here is raised, never swallowed
+                nccl_comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
+        cache[id(comm)] = (comm, nccl_comm)
         return nccl_comm
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
@@ -267,7 +287,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
         arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
         t = x.dtype.type
-        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), t(np.nan), y, arg)
+        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), y, arg)
         return y, arg
 
     def max_pool_backward(
@@ -293,15 +313,17 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
 
 _MAX_ROW = 1024
 
-# bias + activation, in place on u: the expressions match activations.py so results agree to rounding
+# bias + activation, in place on u: the expressions match activations.py so results agree to rounding,
+# NaN included: NumPy's maximum/minimum keep a NaN operand (`u != u` below), and relu's gradient is
+# dh · [u > 0], so a NaN dh stays NaN where the unit is inactive
 _ACT_FWD = {
-    "relu": "u = u + b; h = u > (T)0 ? u : (T)0;",
+    "relu": "u = u + b; h = (u > (T)0 || u != u) ? u : (T)0;",
     "sigmoid": "u = u + b; h = (T)0.5 * tanh((T)0.5 * u) + (T)0.5;",
     "tanh": "u = u + b; h = tanh(u);",
-    "elu": "u = u + b; h = u > (T)0 ? u : alpha * expm1(u < (T)0 ? u : (T)0);",
+    "elu": "u = u + b; h = u > (T)0 ? u : alpha * expm1(u);",
 }
 _ACT_BWD = {
-    "relu": "du = u > (T)0 ? dh : (T)0;",
+    "relu": "du = dh * (u > (T)0 ? (T)1 : (T)0);",
     "sigmoid": "du = dh * h * ((T)1 - h);",
     "tanh": "du = dh * ((T)1 - h * h);",
     "elu": "du = u > (T)0 ? dh : dh * (h + alpha);",
@@ -471,18 +493,20 @@ def _build_image_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs 
             _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "img = acc;",
             "xpnet_col2im",
         )
-    if name == "max_pool":  # the order and comparisons of Ops.max_pool_forward: position 0 first, then v > best
+    if name == "max_pool":
+        # the order and comparisons of Ops.max_pool_forward: position 0 first, then `v > best` moves the
+        # argmax and best = maximum(best, v), which turns NaN at the first NaN and stays NaN (no later
+        # value beats it), so a NaN window's argmax is the generic code's
         return ek(
-            f"raw T img, {_GEOMETRY}, T neg_inf, T nan_value",
+            f"raw T img, {_GEOMETRY}, T neg_inf",
             "T out, S arg",
-            _WINDOW + "T best = 0; int at = 0; bool nan = false;"
+            _WINDOW + "T best = 0; int at = 0;"
             "for (int t2 = 0; t2 < kh * kw; ++t2) {"
             "  const int y = oy * sh + t2 / kw - top; const int x = ox * sw + t2 % kw - left;"
             "  const T v = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : neg_inf;"
-            "  nan = nan || v != v;"
-            "  if (t2 == 0) { best = v; } else if (v > best) { best = v; at = t2; }"
+            "  if (t2 == 0) { best = v; } else { if (v > best) at = t2; if (v > best || v != v) best = v; }"
             "}"
-            "out = nan ? nan_value : best; arg = (S)at;",
+            "out = best; arg = (S)at;",
             "xpnet_max_pool",
         )
     if name == "max_pool_grad":  # each pixel sums ∂L/∂y of the windows whose argmax it is
