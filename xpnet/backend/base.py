@@ -172,6 +172,18 @@ class Ops:
         """∂L/∂u from ∂L/∂h for h = act(u)."""
         return act.backward(self.xp, u, h, dh)
 
+    def activation_backward_sum(self, act: Any, u: Array, h: Array, dh: Array, out: Array, mode: str) -> Array:
+        """∂L/∂u = act'(u)·dh: (n, units), and its column sums into out (units,).
+
+        mode "set": out = Σ_i ∂L/∂u[i, :] (`bias_grad`); "sub": out −= that sum (`bias_sub`, SGD on a bias).
+        """
+        du = self.activation_backward(act, u, h, dh)
+        if mode == "set":
+            self.bias_grad(du, out)
+        else:
+            self.bias_sub(du, out)
+        return du
+
     def bias_grad(self, du: Array, out: Array) -> None:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
@@ -201,6 +213,13 @@ class Ops:
         """-> (x * mask, mask) for the hash mask of `keys`."""
         mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype, offset)
         return x * mask, mask
+
+    def dropout_step(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        """-> (x * mask, mask) for layer key `base` at call `step` (a 0-d uint32 device counter).
+
+        `dropout_forward` with `dropout_keys(base, step)`; CuPy derives the keys inside the mask kernel.
+        """
+        return self.dropout_forward(x, self.dropout_keys(base, step), rate, offset)
 
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
         """A loss fused with its output activation, from the pre-activation u: (n, k).
@@ -260,6 +279,18 @@ class Ops:
         m *= momentum
         m += inc
         p -= m
+
+    def adam_step(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        """Adam's update at step t: lr and t are 0-d float64 device values (t already counts this update).
+
+        The bias correction lr·√(1−β₂ᵗ)/(1−β₁ᵗ) in float64, as Python would compute it, then in p's
+        dtype; CuPy computes it inside the update kernel.
+        """
+        xp = self.xp
+        lr_t = self.cast(lr * xp.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t), p.dtype)
+        self.adam_update(p, g, m, v, lr_t, beta_1, beta_2, eps)
 
     def adam_update(
         self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
