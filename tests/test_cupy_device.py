@@ -162,3 +162,25 @@ def test_nccl_is_skipped_by_every_rank_when_one_rank_lacks_it(fake_nccl: tuple[A
     assert ops._nccl(comm) is None and comm.calls == ["allgather"] and made == []
     shared = _Comm(0, ["0000:00:00.0"])  # two ranks on one GPU
     assert ops._nccl(shared) is None and shared.calls == ["allgather"]
+
+
+def test_benchmark_prints_launches_per_step_on_the_stand_in(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cp = sys.modules.get("cupy")
+    if cp is None or "gpusim" not in type(cp).__module__:
+        pytest.skip("launches are counted only on the GPU stand-in (gpusim)")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("xpnet_benchmark_script", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    assert bench.main(["--backend", "cupy"]) == 0
+    out = capsys.readouterr().out
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if "launches per step" in line}
+    # the counts after the fused kernels (before: A 32, B 62, LeNet 57): a new launch in the step shows here
+    assert counts["A"] <= 26 and counts["B"] <= 25 and counts["LENET"] <= 47, counts
