@@ -86,7 +86,7 @@ class Ops:
     def carries_nan(self, act: Any) -> bool:
         """Whether a NaN input row stays NaN through this backend's dense layer with activation `act`.
 
-        Probed once per activation on the backend's own kernels (a fused CuPy relu maps NaN to 0,
+        Probed once per activation on the backend's own kernels (a kernel that maps NaN to 0 would drop it,
         NumPy's maximum keeps it; a reference BLAS skips zero terms), so a shortcut that relies on
         it holds on every backend or is not taken.
         """
