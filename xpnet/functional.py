@@ -33,7 +33,7 @@ import numpy as np
 
 from . import h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
-from .backend.base import all_finite, weight_source, write_weight
+from .backend.base import is_numeric, weight_source, write_weight
 from .layers.base import Layer, Shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
@@ -528,7 +528,11 @@ class Model(Trainer):
         return self.store.split(self.store.host_params())
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged."""
+        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged.
+
+        NaN and inf are accepted (as Keras does), so `set_weights(get_weights())` works on a diverged model.
+        Device arrays of the model's backend are written device to device.
+        """
         slots = self.store.slots
         if len(weights) != len(slots):
             raise ValueError(f"set_weights expects {len(slots)} arrays for this model, received {len(weights)}")
@@ -538,8 +542,8 @@ class Model(Trainer):
             a = weight_source(ops, w)
             if tuple(a.shape) != tuple(s.spec.shape):
                 raise ValueError(f"set_weights: {s.label} must have shape {s.spec.shape}, received {tuple(a.shape)}")
-            if not all_finite(ops, a):
-                raise ValueError(f"set_weights: {s.label} must be finite numbers, received dtype {a.dtype}")
+            if not is_numeric(a):
+                raise ValueError(f"set_weights: {s.label} must be numbers, received dtype {a.dtype}")
             arrays.append(a)
         if all(isinstance(a, np.ndarray) for a in arrays):  # host data: one upload of the whole buffer
             flat = [a.astype(self.dtype).ravel() for a in arrays]

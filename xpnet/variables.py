@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend.base import all_finite, weight_source, write_weight
+from .backend.base import is_numeric, weight_source, write_weight
 
 if TYPE_CHECKING:
     from .layers.base import Layer, ParamSpec
@@ -63,15 +63,15 @@ class Variable:
         return np.array(ops.to_numpy(self.value), copy=True)
 
     def assign(self, value: Any) -> None:
-        """Overwrite the weight in place; the shape must match and the numbers be finite."""
+        """Overwrite the weight in place; the shape must match (NaN and inf are taken, as Keras takes them)."""
         ops = self._layer.ops
         assert ops is not None
         # a device array of the model's backend is written as it is, device to device
         a = weight_source(ops, value.value if isinstance(value, Variable) else value)
         if tuple(a.shape) != self.shape:
             raise ValueError(f"{self.path}.assign: expected shape {self.shape}, received {tuple(a.shape)}")
-        if not all_finite(ops, a):
-            raise ValueError(f"{self.path}.assign: expected finite numbers, received dtype {a.dtype}")
+        if not is_numeric(a):
+            raise ValueError(f"{self.path}.assign: expected numbers, received dtype {a.dtype}")
         write_weight(ops, self.value, a)
         self._layer.weights_assigned()
 
