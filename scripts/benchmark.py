@@ -21,6 +21,7 @@ issue's targets are marked met/missed.
     python scripts/benchmark.py                      # everything, numpy backend (~2 min on an idle 2-core box)
     python scripts/benchmark.py --quick              # a smoke run (subset of the data, 3 repeats)
     python scripts/benchmark.py --backend cupy       # on a GPU: CuPy floor + xpnet on CuPy + torch CUDA
+    python -m gpusim.count -- scripts/benchmark.py --backend cupy   # on the GPU stand-in: launches per step only
     python scripts/benchmark.py --workloads A,infer --repeats 9 --json /tmp/bench.json
     python scripts/benchmark.py --profile --workloads A --repeats 1   # + pyinstrument flat profile of A
     git worktree add /tmp/xpnet-old <rev>
@@ -1363,9 +1364,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def gpusim_module() -> Any:
+    """The GPU stand-in (gpusim) when it is the `cupy` this process imports, else None."""
+    cp = sys.modules.get("cupy")
+    if cp is None or not type(cp).__module__.startswith("gpusim"):
+        return None
+    import gpusim
+
+    return gpusim
+
+
+def launches_per_step(gpusim: Any, steps: int = 4) -> dict[str, int]:
+    """Kernel launches of one steady-state training step (the third) of models A, B and LeNet, counted by gpusim.
+
+    Random data through the real `fit(backend="cupy")` loop; the events are split where each batch begins.
+    """
+    from gpusim import device
+
+    from xpnet.callbacks import Callback
+    from xpnet.experiments import DEFAULTS, build_model, make_optimizer
+
+    class Marker(Callback):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            device.record("mark", f"begin {batch}")
+
+    counts = {}
+    for name in ("A", "B", "LENET"):
+        d = DEFAULTS[name]
+        rng = np.random.default_rng(0)
+        x = rng.random((d.batch_size * steps, 28, 28), dtype=np.float32)
+        x = x[..., None] if name == "LENET" else x
+        y = rng.integers(0, 10, x.shape[0])
+        model = build_model(name, seed=1)
+        opt = make_optimizer(d.optimizer, d.learning_rate)
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy")
+        with gpusim.counting() as c:
+            model.fit(x, y, batch_size=d.batch_size, epochs=1, verbose=0, callbacks=[Marker()])
+        marks = [i for i, (cat, _) in enumerate(c.events) if cat == "mark"]
+        counts[name] = sum(cat == "kernel" for cat, _ in c.events[marks[2] + 1 : marks[3]])
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     global BASELINE
     args = parse_args(argv)
+    if args.backend == "cupy":
+        gpusim = gpusim_module()
+        if gpusim is not None:  # a stand-in's times mean nothing: its launch counts are what it shows
+            counts = launches_per_step(gpusim)
+            print("gpusim stand-in: kernel launches per training step (steady state, the fit loop):")
+            for name, n in counts.items():
+                print(f"  {name:<6} {n:3d} launches per step")
+            print("(no timings on the stand-in; run on a GPU for them)")
+            return 0
+        print("launches per step: skipped (counted only when cupy is the gpusim stand-in)", file=sys.stderr)
     if args.baseline:
         BASELINE = load_baseline(args.baseline)
     t_start = time.perf_counter()

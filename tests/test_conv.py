@@ -532,7 +532,9 @@ def test_numpy_inference_in_batch_slices_matches_one_pass(
     strides: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
 
+    # NumpyOps's own slicing is under test: the model is on NumPy whatever "auto" would pick
     model = xpnet.Sequential([Conv2D(4, 3, strides=strides, padding="same", input_shape=(9, 8, 3))], seed=0)
+    model.build(backend="numpy")
     x = np.random.default_rng(0).standard_normal((7, 9, 8, 3)).astype(np.float32)
     whole = model.predict(x, batch_size=7)
     monkeypatch.setattr(NumpyOps, "conv_patch_bytes", 1)  # one image per slice

@@ -53,7 +53,9 @@ def test_conv_filters_returns_the_first_layer_feature_maps(tmp_path: Path) -> No
     image = np.random.default_rng(0).random((28, 28), dtype=np.float32)
     maps = plots.conv_filters(model, image, tmp_path / "f.png")
     assert maps.shape == (28, 28, 6)
-    np.testing.assert_allclose(maps, model.layers[0].forward(image.reshape(1, 28, 28, 1))[0], rtol=1e-6)
+    ops = model.ops  # the layer computes on the model's backend: device arrays in and out
+    direct = ops.to_numpy(model.layers[0].forward(ops.asarray(image.reshape(1, 28, 28, 1))))
+    np.testing.assert_allclose(maps, direct[0], rtol=1e-6)
     with pytest.raises(ValueError, match="needs a model with a Conv2D layer"):
         plots.conv_filters(experiments.build_model("A"), image, tmp_path / "g.png")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .backend import namespace_of
 from .backend.special import erfc
 from .tape import Tape, Tensor, recording
 
@@ -270,15 +271,21 @@ _REGISTRY["step"] = Heaviside
 _REGISTRY["silu"] = Swish
 
 
+def _array_and_namespace(x: Any) -> tuple[Array, Any]:
+    """(x, its array module): arrays stay on their device (CuPy too); lists and scalars become float64 NumPy."""
+    xp = namespace_of(x)
+    if xp is None:
+        import numpy as np
+
+        return np.asarray(x, dtype=float), np
+    return x, xp
+
+
 def _function(name: str) -> Any:
     """Keras's `keras.activations.relu(x)`: φ applied to an array; also accepted as `activation=`."""
 
     def apply(x: Array) -> Array:
-        xp = x.__array_namespace__() if hasattr(x, "__array_namespace__") else None
-        if xp is None:
-            import numpy as np
-
-            x, xp = np.asarray(x, dtype=float), np
+        x, xp = _array_and_namespace(x)
         return _REGISTRY[name]().forward(xp, x)
 
     apply.__name__ = apply.__qualname__ = name
@@ -294,11 +301,7 @@ silu, leaky_relu, softmax = (_function(n) for n in ("silu", "leaky_relu", "softm
 
 def gelu(x: Array, approximate: bool = False) -> Array:
     """Keras's `keras.activations.gelu(x, approximate=False)` on an array (NumPy, CuPy or array-API)."""
-    xp = x.__array_namespace__() if hasattr(x, "__array_namespace__") else None
-    if xp is None:
-        import numpy as np
-
-        x, xp = np.asarray(x, dtype=float), np
+    x, xp = _array_and_namespace(x)
     return GELU(approximate).forward(xp, x)
 
 

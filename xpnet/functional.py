@@ -37,6 +37,7 @@ import numpy as np
 
 from . import h5_weights, saving, sharing, summary, weights_io
 from .backend import Ops, get_backend
+from .backend.base import is_numeric, weight_source, write_weight
 from .config import layer_entry
 from .file_checks import check_parameter_count
 from .layers.base import Layer, Shape, _as_shape
@@ -654,20 +655,29 @@ class Model(Trainer):
         """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged.
 
         NaN and inf are accepted (as Keras does), so `set_weights(get_weights())` works on a diverged model.
+        Device arrays of the model's backend are written device to device.
         """
         slots = self.store.slots
         if len(weights) != len(slots):
             raise ValueError(f"set_weights expects {len(slots)} arrays for this model, received {len(weights)}")
+        ops = self.store.ops
         arrays = []
         for s, w in zip(slots, weights, strict=True):
-            a = np.asarray(w)
-            if a.shape != s.spec.shape:
-                raise ValueError(f"set_weights: {s.label} must have shape {s.spec.shape}, received {a.shape}")
-            # NaN and inf are taken as Keras takes them: a diverged model's get_weights() goes back in
-            if a.dtype.kind not in "biuf":
+            a = weight_source(ops, w)
+            if tuple(a.shape) != tuple(s.spec.shape):
+                raise ValueError(f"set_weights: {s.label} must have shape {s.spec.shape}, received {tuple(a.shape)}")
+            if not is_numeric(a):
                 raise ValueError(f"set_weights: {s.label} must be numbers, received dtype {a.dtype}")
-            arrays.append(a.astype(self.dtype).ravel())
-        self.store.set_host_params(np.concatenate(arrays) if arrays else np.zeros(0, self.dtype))
+            arrays.append(a)
+        if all(isinstance(a, np.ndarray) for a in arrays):  # host data: one upload of the whole buffer
+            flat = [a.astype(self.dtype).ravel() for a in arrays]
+            self.store.set_host_params(np.concatenate(flat) if flat else np.zeros(0, self.dtype))
+            return
+        # device arrays are written into each weight's view on the device, without a host round trip
+        for s, a in zip(slots, arrays, strict=True):
+            write_weight(ops, s.layer.params[s.spec.name], a)
+        for layer in self.store.layers:
+            layer.weights_assigned()
 
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""

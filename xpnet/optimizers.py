@@ -99,6 +99,10 @@ class Optimizer:
         rate = self._schedule.on_device(self.ops.xp, self._t - 1.0 if updating else self._t)
         return rate if dtype64 else self.ops.cast(rate, self._dtype)
 
+    def has_constant_rate(self) -> bool:
+        """True without a schedule: the rate changes only when `learning_rate` is set."""
+        return self._schedule is None
+
     def gradient_sink(self, store: ParamStore, one_process: bool) -> GradientSink:
         """Where layers should put gradients for this optimizer: the store's buffer, by default."""
         return GradientSink(store.ops)
@@ -254,13 +258,18 @@ class Adam(Optimizer):
     def update(self, params: Array, grads: Array, scaled: bool) -> None:
         ops = self.ops
         assert ops is not None
-        t = self._t
-        # the bias correction from the device's t, in float64 as Python would compute it
-        lr_t = ops.cast(
-            self.lr(dtype64=True, updating=True) * ops.xp.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t),
-            params.dtype,
+        # the bias correction from the device's t (see Ops.adam_step)
+        ops.adam_step(
+            params,
+            grads,
+            self.slots["m"],
+            self.slots["v"],
+            self.lr(dtype64=True, updating=True),
+            self._t,
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
         )
-        ops.adam_update(params, grads, self.slots["m"], self.slots["v"], lr_t, self.beta_1, self.beta_2, self.epsilon)
 
 
 _REGISTRY: dict[str, type[SGD] | type[RMSprop] | type[Adam]] = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}

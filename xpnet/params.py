@@ -258,6 +258,24 @@ class GradientSink:
         if name in layer.grads:
             self.ops.bias_grad(d, layer.grads[name])
 
+    def activation_column_sum(self, layer: Layer, name: str, act: Any, u: Array, h: Array, dh: Array) -> Array:
+        """∂L/∂u = act'(u)·dh (batch, units), with `column_sum(layer, name, ∂L/∂u)` done as well.
+
+        One call, so a backend can compute both in one pass (`Ops.activation_backward_sum`).
+        """
+        target = self._column_target(layer, name)
+        if target is None:
+            du = self.ops.activation_backward(act, u, h, dh)
+            self.column_sum(layer, name, du)
+            return du
+        return self.ops.activation_backward_sum(act, u, h, dh, *target)
+
+    def _column_target(self, layer: Layer, name: str) -> tuple[Array, str] | None:
+        """(buffer, "set" or "sub") that `column_sum` would write, None where it does something else."""
+        if type(self).column_sum is not GradientSink.column_sum or name not in layer.grads:
+            return None
+        return layer.grads[name], "set"
+
     def put(self, layer: Layer, name: str, g: Array) -> None:
         """∂L/∂w = g, any shape."""
         if name in layer.grads:
@@ -285,6 +303,11 @@ class InPlaceSGD(GradientSink):
     def column_sum(self, layer: Layer, name: str, d: Array) -> None:
         if name in layer.grads:
             self.ops.bias_sub(d, layer.params[name])
+
+    def _column_target(self, layer: Layer, name: str) -> tuple[Array, str] | None:
+        if type(self).column_sum is not InPlaceSGD.column_sum or name not in layer.grads:
+            return None
+        return layer.params[name], "sub"
 
     def put(self, layer: Layer, name: str, g: Array) -> None:
         if name in layer.grads:

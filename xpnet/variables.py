@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .backend.base import is_numeric, weight_source, write_weight
+
 if TYPE_CHECKING:
     from .layers.base import Layer, ParamSpec
 
@@ -67,16 +69,15 @@ class Variable:
 
     def assign(self, value: Any) -> None:
         """Overwrite the weight in place; the shape must match (NaN and inf are taken, as Keras takes them)."""
-        a = np.asarray(value.numpy() if isinstance(value, Variable) else value)
-        if a.shape != self.shape:
-            raise ValueError(f"{self.path}.assign: expected shape {self.shape}, received {a.shape}")
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"{self.path}.assign: expected numbers, received dtype {a.dtype}")
         ops = self._layer.ops
         assert ops is not None
-        view = self.value
-        with ops.activate():
-            view[...] = ops.asarray(a.astype(self.dtype))
+        # a device array of the model's backend is written as it is, device to device
+        a = weight_source(ops, value.value if isinstance(value, Variable) else value)
+        if tuple(a.shape) != self.shape:
+            raise ValueError(f"{self.path}.assign: expected shape {self.shape}, received {tuple(a.shape)}")
+        if not is_numeric(a):
+            raise ValueError(f"{self.path}.assign: expected numbers, received dtype {a.dtype}")
+        write_weight(ops, self.value, a)
         self._layer.weights_assigned()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:

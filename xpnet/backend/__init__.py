@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .base import Array, Ops
 from .numpy_ops import NumpyOps
 
-__all__ = ["Array", "BackendUnavailableError", "Ops", "available_backends", "get_backend", "use_backend"]
+__all__ = [
+    "Array",
+    "BackendUnavailableError",
+    "Ops",
+    "available_backends",
+    "get_backend",
+    "namespace_of",
+    "use_backend",
+]
 
 _current: contextvars.ContextVar[str | Ops | None] = contextvars.ContextVar("xpnet_backend", default=None)
 _cache: dict[str, Ops] = {}
@@ -103,6 +112,21 @@ def get_backend(spec: str | Ops | None = None) -> Ops:
         ops = CupyOps(dev)
     _cache[key] = ops
     return ops
+
+
+def namespace_of(a: object) -> object | None:
+    """The array module of array `a` (NumPy, CuPy or an array-API namespace), None for other objects.
+
+    CuPy arrays have no `__array_namespace__`; they are recognised through an already imported
+    cupy, so asking never imports CUDA.
+    """
+    get = getattr(a, "__array_namespace__", None)
+    if get is not None:
+        return get()
+    cp = sys.modules.get("cupy")
+    if cp is not None and isinstance(a, getattr(cp, "ndarray", ())):
+        return cp
+    return None
 
 
 def available_backends() -> list[str]:

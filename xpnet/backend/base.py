@@ -86,7 +86,7 @@ class Ops:
     def carries_nan(self, act: Any) -> bool:
         """Whether a NaN input row stays NaN through this backend's dense layer with activation `act`.
 
-        Probed once per activation on the backend's own kernels (a fused CuPy relu maps NaN to 0,
+        Probed once per activation on the backend's own kernels (a kernel that maps NaN to 0 would drop it,
         NumPy's maximum keeps it; a reference BLAS skips zero terms), so a shortcut that relies on
         it holds on every backend or is not taken.
         """
@@ -172,6 +172,18 @@ class Ops:
         """∂L/∂u from ∂L/∂h for h = act(u)."""
         return act.backward(self.xp, u, h, dh)
 
+    def activation_backward_sum(self, act: Any, u: Array, h: Array, dh: Array, out: Array, mode: str) -> Array:
+        """∂L/∂u = act'(u)·dh: (n, units), and its column sums into out (units,).
+
+        mode "set": out = Σ_i ∂L/∂u[i, :] (`bias_grad`); "sub": out −= that sum (`bias_sub`, SGD on a bias).
+        """
+        du = self.activation_backward(act, u, h, dh)
+        if mode == "set":
+            self.bias_grad(du, out)
+        else:
+            self.bias_sub(du, out)
+        return du
+
     def bias_grad(self, du: Array, out: Array) -> None:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
@@ -201,6 +213,13 @@ class Ops:
         """-> (x * mask, mask) for the hash mask of `keys`."""
         mask = self.dropout_mask(tuple(x.shape), keys, rate, x.dtype, offset)
         return x * mask, mask
+
+    def dropout_step(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        """-> (x * mask, mask) for layer key `base` at call `step` (a 0-d uint32 device counter).
+
+        `dropout_forward` with `dropout_keys(base, step)`; CuPy derives the keys inside the mask kernel.
+        """
+        return self.dropout_forward(x, self.dropout_keys(base, step), rate, offset)
 
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
         """A loss fused with its output activation, from the pre-activation u: (n, k).
@@ -260,6 +279,18 @@ class Ops:
         m *= momentum
         m += inc
         p -= m
+
+    def adam_step(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        """Adam's update at step t: lr and t are 0-d float64 device values (t already counts this update).
+
+        The bias correction lr·√(1−β₂ᵗ)/(1−β₁ᵗ) in float64, as Python would compute it, then in p's
+        dtype; CuPy computes it inside the update kernel.
+        """
+        xp = self.xp
+        lr_t = self.cast(lr * xp.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t), p.dtype)
+        self.adam_update(p, g, m, v, lr_t, beta_1, beta_2, eps)
 
     def adam_update(
         self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
@@ -512,6 +543,35 @@ class DeviceScalar:
 
     def __repr__(self) -> str:
         return f"DeviceScalar({self.value!r})"
+
+
+def weight_source(ops: Ops, value: Any) -> Array:
+    """`value` as it should be written into a weight of `ops`: this backend's own array as it is (no
+    copy, no trip through the host), anything else (a host array, a list, another device's array) as
+    a host NumPy array."""
+    if ops.is_native(value):
+        return value
+    get = getattr(value, "get", None)  # a CuPy array of another device or backend: one explicit download
+    if get is not None and not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
+        return get()
+    return np.asarray(value)
+
+
+def is_numeric(a: Array) -> bool:
+    """Whether `a` (from `weight_source`) holds numbers (bool, integers or floats; NaN and inf included)."""
+    return host_dtype(a.dtype).kind in "biuf"
+
+
+def write_weight(ops: Ops, view: Array, a: Array) -> None:
+    """view[...] = a, for `a` from `weight_source`, cast to the view's dtype (one upload for host data)."""
+    dtype = host_dtype(view.dtype)
+    with ops.activate():
+        if isinstance(a, np.ndarray) and not ops.is_native(a):
+            view[...] = ops.asarray(a.astype(dtype, copy=False))
+        elif host_dtype(a.dtype) == dtype:
+            view[...] = a
+        else:
+            view[...] = ops.xp.astype(a, view.dtype)
 
 
 def host_dtype(dtype: Any) -> np.dtype[Any]:

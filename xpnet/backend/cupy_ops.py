@@ -89,24 +89,44 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         from cupy.cuda import nccl
 
         dtype = nccl.NCCL_FLOAT32 if buf.dtype == np.float32 else nccl.NCCL_FLOAT64
-        stream = self.xp.cuda.get_current_stream().ptr
-        nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl.NCCL_SUM, stream)
+        with self.device:
+            stream = self.xp.cuda.get_current_stream().ptr
+            nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl.NCCL_SUM, stream)
 
     def _nccl(self, comm: Any) -> Any:
-        if "nccl" in self._kernels:
-            return self._kernels["nccl"]
-        nccl_comm = None
+        """The NCCL communicator over the ranks of mpi4py communicator `comm`, or None to stage through MPI.
+
+        One per `comm` (kept with it, so its id is not reused while cached). Whether NCCL is used is
+        decided by every rank together: each finds out locally (import, PCI bus), then one allgather
+        that every rank reaches, so no rank waits in a collective the others skipped.
+        """
+        cache: dict[int, tuple[Any, Any]] = self.__dict__.setdefault("_nccl_comms", {})
+        hit = cache.get(id(comm))
+        if hit is not None and hit[0] is comm:
+            return hit[1]
+        bus: str | None = None
         try:
             from cupy.cuda import nccl
 
-            bus = self.xp.cuda.runtime.deviceGetPCIBusId(self.device_id)
-            if len(set(comm.allgather(bus))) == comm.Get_size():
-                uid = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
-                with self.device:
-                    nccl_comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
-        except Exception:
-            nccl_comm = None
-        self._kernels["nccl"] = nccl_comm
+            if nccl.available:
+                bus = str(self.xp.cuda.runtime.deviceGetPCIBusId(self.device_id))
+        except Exception:  # no NCCL in this CuPy build: this rank says so in the allgather below
+            bus = None
+        buses = comm.allgather(bus)
+        nccl_comm = None
+        if all(b is not None for b in buses) and len(set(buses)) == len(buses):
+            uid, problem = None, None
+            if comm.Get_rank() == 0:
+                try:
+                    uid = nccl.get_unique_id()
+                except Exception as e:  # sent to every rank, so all raise together
+                    problem = f"{type(e).__name__}: {e}"
+            uid, problem = comm.bcast((uid, problem), root=0)
+            if problem is not None:
+                raise RuntimeError(f"NCCL: rank 0 could not make the communicator's id ({problem})")
+            with self.device:  # a collective across ranks: an error here is raised, never swallowed
+                nccl_comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
+        cache[id(comm)] = (comm, nccl_comm)
         return nccl_comm
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
@@ -132,6 +152,25 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return self._kernel(f"bwd_{name}")(u, h, dh, dh.dtype.type(getattr(act, "alpha", 0.0)))
         return act.backward(self.xp, u, h, dh)
 
+    def activation_backward_sum(self, act: Any, u: Array, h: Array, dh: Array, out: Array, mode: str) -> Array:
+        name = builtin_name(act)
+        n = int(u.shape[0]) if u.ndim == 2 else 0
+        # one thread per unit walks the rows: one launch for ∂L/∂u and the sums, worth it while the
+        # batch is short (a long column is a long serial loop; then a separate tree reduction wins)
+        if (
+            name not in _ACT_BWD
+            or u.ndim != 2
+            or n > _MAX_SUM_ROWS
+            or not all(a.flags.c_contiguous and a.shape == u.shape for a in (h, dh))
+            or not u.flags.c_contiguous
+            or not out.flags.c_contiguous
+        ):
+            return super().activation_backward_sum(act, u, h, dh, out, mode)
+        du = self.xp.empty_like(dh)
+        alpha = dh.dtype.type(getattr(act, "alpha", 0.0))
+        self._kernel(f"bwdsum_{name}")(u, h, dh, alpha, np.int32(n), np.int32(u.shape[1]), mode == "sub", du, out)
+        return du
+
     def bias_grad(self, du: Array, out: Array) -> None:
         self.xp.sum(du, axis=0, out=out)
 
@@ -144,6 +183,20 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         k0, k1, off = (self._u32(v) for v in (*keys, offset))
         self._kernel("dropout")(x, k0, k1, np.uint32(threshold), scale, off, y, mask)
         return y, mask
+
+    def dropout_step(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        # the keys of `dropout_keys` computed by every thread from the device counter: one launch, not 27
+        threshold = min(int(rate * 4294967296.0), 4294967295)
+        scale = x.dtype.type(1.0 / (1.0 - rate))
+        y = self.xp.empty_like(x)
+        mask = self.xp.empty_like(x)
+        b, st, off = (self._u32(v) for v in (base, step, offset))
+        self._kernel("dropout_step")(x, b, st, np.uint32(threshold), scale, off, y, mask)
+        return y, mask
+
+    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
+        # one gather kernel straight into the batch buffer (the generic code takes, then copies)
+        return self.xp.take(a, idx, axis=0, out=out)
 
     def _u32(self, v: Any) -> Any:
         return v if isinstance(v, self.xp.ndarray) else np.uint32(int(v) & 0xFFFFFFFF)
@@ -209,6 +262,14 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         t = p.dtype.type
         self._kernel("adam")(g, lr_t, t(1.0 - beta_1), t(1.0 - beta_2), t(eps), p, m, v)
 
+    def adam_step(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        # lr and t are 0-d float64 device arrays, read by every thread: no launches for the correction
+        ty = p.dtype.type
+        args = (np.float64(beta_1), np.float64(beta_2), ty(1.0 - beta_1), ty(1.0 - beta_2), ty(eps))
+        self._kernel("adam_step")(g, lr, t, *args, p, m, v)
+
     def rmsprop_update(
         self, p: Array, g: Array, v: Array, m: Array | None, lr: Any, rho: float, momentum: float, eps: float
     ) -> None:
@@ -267,8 +328,44 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
         arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
         t = x.dtype.type
-        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), t(np.nan), y, arg)
+        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), False, y, arg)
         return y, arg
+
+    def max_pool_relu_forward(
+        self,
+        x: Array,
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        relu: Any,
+        need_arg: bool = True,
+    ) -> tuple[Array, Any]:
+        # the relu inside the pooling kernel: one launch instead of two
+        n, _, _, c = x.shape
+        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
+        y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
+        arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
+        t = x.dtype.type
+        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), True, y, arg)
+        return y, ((arg, y) if need_arg else None)
+
+    def max_pool_relu_backward(
+        self,
+        dy: Array,
+        ctx: Any,
+        x_shape: tuple[int, ...],
+        size: tuple[int, int],
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        relu: Any,
+    ) -> Array:
+        # relu'(y) applied as each window's ∂L/∂y is gathered: one launch instead of two
+        arg, y = ctx
+        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
+        out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
+        dy, arg, y = (self.xp.ascontiguousarray(a) for a in (dy, arg, y))
+        self._image_kernel("max_pool_grad")(dy, arg, y, *args, True, out)
+        return out
 
     def max_pool_backward(
         self,
@@ -281,7 +378,8 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     ) -> Array:
         _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
         out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
-        self._image_kernel("max_pool_grad")(self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(arg), *args, out)
+        dy, arg = self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(arg)
+        self._image_kernel("max_pool_grad")(dy, arg, dy, *args, False, out)  # dy stands in for the unread y
         return out
 
     def _image_kernel(self, name: str) -> Any:
@@ -292,16 +390,19 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
 
 
 _MAX_ROW = 1024
+_MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread sums serially
 
-# bias + activation, in place on u: the expressions match activations.py so results agree to rounding
+# bias + activation, in place on u: the expressions match activations.py so results agree to rounding,
+# NaN included: NumPy's maximum/minimum keep a NaN operand (`u != u` below), and relu's gradient is
+# dh · [u > 0], so a NaN dh stays NaN where the unit is inactive
 _ACT_FWD = {
-    "relu": "u = u + b; h = u > (T)0 ? u : (T)0;",
+    "relu": "u = u + b; h = (u > (T)0 || u != u) ? u : (T)0;",
     "sigmoid": "u = u + b; h = (T)0.5 * tanh((T)0.5 * u) + (T)0.5;",
     "tanh": "u = u + b; h = tanh(u);",
-    "elu": "u = u + b; h = u > (T)0 ? u : alpha * expm1(u < (T)0 ? u : (T)0);",
+    "elu": "u = u + b; h = u > (T)0 ? u : alpha * expm1(u);",
 }
 _ACT_BWD = {
-    "relu": "du = u > (T)0 ? dh : (T)0;",
+    "relu": "du = dh * (u > (T)0 ? (T)1 : (T)0);",
     "sigmoid": "du = dh * h * ((T)1 - h);",
     "tanh": "du = dh * ((T)1 - h * h);",
     "elu": "du = u > (T)0 ? dh : dh * (h + alpha);",
@@ -388,6 +489,19 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
     if name.startswith("bwd_"):
         act = name[4:]
         return ek("T u, T h, T dh, T alpha", "T du", _ACT_BWD[act], f"xpnet_{name}")
+    if name.startswith("bwdsum_"):  # over the units: each thread its column of ∂L/∂u, summed in row order
+        body = _ACT_BWD[name[7:]]
+        return ek(
+            "raw T u_, raw T h_, raw T dh_, T alpha, int32 n, int32 k, bool sub",
+            "raw T du_, T out",
+            "T acc = 0;"
+            "for (int r = 0; r < n; ++r) {"
+            "  const long long o = (long long)r * k + i; const T u = u_[o]; const T h = h_[o]; const T dh = dh_[o];"
+            f"  T du; {body} du_[o] = du; acc += du;"
+            "}"
+            "out = sub ? out - acc : acc;",
+            f"xpnet_{name}",
+        )
     if name == "dropout":
         return ek(
             "T x, uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
@@ -395,6 +509,17 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
             "mask = h >= threshold ? scale : (T)0; y = x * mask;",
             "xpnet_dropout",
+            preamble=_MIX,
+        )
+    if name == "dropout_step":  # Ops.dropout_keys, then the mask of "dropout"
+        return ek(
+            "T x, uint32 base, uint32 step, uint32 threshold, T scale, uint32 offset",
+            "T y, T mask",
+            "unsigned int k0 = xpnet_mix32(xpnet_mix32(step ^ 0x85EBCA6BU) ^ base);"
+            "unsigned int k1 = xpnet_mix32(k0 + 0x632BE5ABU);"
+            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
+            "mask = h >= threshold ? scale : (T)0; y = x * mask;",
+            "xpnet_dropout_step",
             preamble=_MIX,
         )
     if name == "sgd_momentum":
@@ -410,6 +535,14 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "T p, T m, T v",
             "m += one_m_b1 * (g - m); v += one_m_b2 * (g * g - v); p -= lr_t * m / (sqrt(v) + eps);",
             "xpnet_adam",
+        )
+    if name == "adam_step":  # Ops.adam_step: the correction in double, as the generic code, then in T
+        return ek(
+            "T g, float64 lr, float64 t, float64 b1, float64 b2, T one_m_b1, T one_m_b2, T eps",
+            "T p, T m, T v",
+            "const T lr_t = (T)(lr * sqrt(1.0 - pow(b2, t)) / (1.0 - pow(b1, t)));"
+            "m += one_m_b1 * (g - m); v += one_m_b2 * (g * g - v); p -= lr_t * m / (sqrt(v) + eps);",
+            "xpnet_adam_step",
         )
     if name == "rmsprop":
         return ek(
@@ -471,24 +604,29 @@ def _build_image_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs 
             _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "img = acc;",
             "xpnet_col2im",
         )
-    if name == "max_pool":  # the order and comparisons of Ops.max_pool_forward: position 0 first, then v > best
+    if name == "max_pool":
+        # the order and comparisons of Ops.max_pool_forward: position 0 first, then `v > best` moves the
+        # argmax and best = maximum(best, v), which turns NaN at the first NaN and stays NaN (no later
+        # value beats it), so a NaN window's argmax is the generic code's
         return ek(
-            f"raw T img, {_GEOMETRY}, T neg_inf, T nan_value",
+            f"raw T img, {_GEOMETRY}, T neg_inf, bool relu",
             "T out, S arg",
-            _WINDOW + "T best = 0; int at = 0; bool nan = false;"
+            _WINDOW + "T best = 0; int at = 0;"
             "for (int t2 = 0; t2 < kh * kw; ++t2) {"
             "  const int y = oy * sh + t2 / kw - top; const int x = ox * sw + t2 % kw - left;"
             "  const T v = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : neg_inf;"
-            "  nan = nan || v != v;"
-            "  if (t2 == 0) { best = v; } else if (v > best) { best = v; at = t2; }"
+            "  if (t2 == 0) { best = v; } else { if (v > best) at = t2; if (v > best || v != v) best = v; }"
             "}"
-            "out = nan ? nan_value : best; arg = (S)at;",
+            "out = (relu && best <= (T)0) ? (T)0 : best; arg = (S)at;",  # NaN stays NaN, as NumPy's maximum
             "xpnet_max_pool",
         )
-    if name == "max_pool_grad":  # each pixel sums ∂L/∂y of the windows whose argmax it is
-        body = "if ((int)arg[o * c + ch] == ky * kw + kx) acc += dy[o * c + ch];"
+    if name == "max_pool_grad":  # each pixel sums ∂L/∂y of the windows whose argmax it is (× relu'(y))
+        body = (
+            "if ((int)arg[o * c + ch] == ky * kw + kx)"
+            " acc += relu ? dy[o * c + ch] * (y_[o * c + ch] > (T)0 ? (T)1 : (T)0) : dy[o * c + ch];"
+        )
         return ek(
-            f"raw T dy, raw S arg, {_GEOMETRY}",
+            f"raw T dy, raw S arg, raw T y_, {_GEOMETRY}, bool relu",
             "T dx",
             _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "dx = acc;",
             "xpnet_max_pool_grad",

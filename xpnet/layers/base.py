@@ -25,6 +25,7 @@ import numpy as np
 from .. import initializers as inits
 from .. import regularizers as regs
 from ..backend import Ops
+from ..backend.base import weight_source, write_weight
 from ..regularizers import Regularizer
 from ..variables import Variable
 from . import custom
@@ -361,13 +362,13 @@ class Layer:
             raise RuntimeError(f"layer {self.name!r} is not built yet; build the model first")
         if len(weights) != len(specs):
             raise ValueError(f"layer {self.name!r} expects {len(specs)} weight arrays, received {len(weights)}")
-        arrays = [np.asarray(w) for w in weights]
+        # device arrays of this backend are written as they are; host data is uploaded once per weight
+        arrays = [weight_source(self.ops, w) for w in weights]
         for s, w in zip(specs, arrays, strict=True):
-            if w.shape != s.shape:
-                raise ValueError(f"layer {self.name!r}: {s.name} must have shape {s.shape}, received {w.shape}")
+            if tuple(w.shape) != tuple(s.shape):
+                raise ValueError(f"layer {self.name!r}: {s.name} must have shape {s.shape}, received {tuple(w.shape)}")
         for s, w in zip(specs, arrays, strict=True):
-            view = self.params[s.name]
-            view[...] = self.ops.asarray(w.astype(_host_dtype(view)))
+            write_weight(self.ops, self.params[s.name], w)
         self.weights_assigned()
 
     def get_config(self) -> dict[str, Any]:
@@ -406,10 +407,6 @@ def _keras_build(user_build: Any) -> Any:
         return None
 
     return build
-
-
-def _host_dtype(a: Array) -> np.dtype:
-    return np.dtype(str(a.dtype).split(".")[-1])
 
 
 def _as_shape(shape: Any) -> Shape:

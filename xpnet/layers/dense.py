@@ -97,19 +97,26 @@ class Dense(Layer):
         return u
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
-        assert self.ops is not None
-        du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
-        return self.backward_preactivation(du, need_input_grad)
+        assert self.ops is not None and self.sink is not None
+        if not self.use_bias or self.replaces_methods():  # a replaced backward_preactivation must see du
+            du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
+            return self.backward_preactivation(du, need_input_grad)
+        # the sink gets ∂L/∂b with ∂L/∂u: a backend may compute both in one pass
+        du = self.sink.activation_column_sum(self, "bias", self.activation, self._u, self._h, dy)
+        return self._backward_weights(du, need_input_grad, with_bias=False)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         """Backward from ∂L/∂u (batch, units), e.g. the fused softmax + cross-entropy p − y.
 
         ∂L/∂W = xᵀ·du and ∂L/∂b = Σ_rows du go to the sink (which may apply SGD right away).
         """
+        return self._backward_weights(du, need_input_grad, with_bias=self.use_bias)
+
+    def _backward_weights(self, du: Array, need_input_grad: bool, with_bias: bool) -> Array | None:
         assert self.ops is not None and self.sink is not None
         dx = self.ops.matmul(du, self.params["kernel"].T) if need_input_grad else None  # before the sink moves W
         self.sink.matmul_t(self, "kernel", self._x, du)
-        if self.use_bias:
+        if with_bias:
             self.sink.column_sum(self, "bias", du)
         return dx
 

@@ -82,7 +82,7 @@ class Dropout(Layer):
         for d in x.shape[1:]:
             width *= int(d)
         offset = self._offset.set(self.row_offset * width)
-        y, self._mask = ops.dropout_forward(x, ops.dropout_keys(self.base_key(), self._counter), self.rate, offset)
+        y, self._mask = ops.dropout_step(x, self.base_key(), self._counter, self.rate, offset)
         self._counter += 1
         return y
 

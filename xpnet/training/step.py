@@ -129,6 +129,7 @@ class TrainStep:
         self.sink: GradientSink = sink
         self.fused = model.fused_outputs  # fixed while this step lives: compile and rebuilds make a new one
         self._denoms: dict[int, DeviceScalar] = {}
+        self._coefs: dict[int, DeviceScalar] = {}  # η / batch of a constant-rate optimizer, per batch size
         moving = int(model.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
         self.plan = ReluAfterMaxPool(model)  # exact rewrites, on while the step runs
@@ -143,6 +144,15 @@ class TrainStep:
             if d is None:
                 d = self._denoms[global_batch] = DeviceScalar(ops, 1.0 / global_batch, model.dtype)
             return d.array, 1.0
+        if self.optimizer.has_constant_rate():
+            # η / batch computed once per (batch size, η) on the host, exactly as the device would
+            # (float64 division, then rounded to the model's dtype), and kept in device memory
+            rate = self.optimizer.learning_rate
+            d = self._coefs.get(global_batch)
+            if d is None:
+                d = self._coefs[global_batch] = DeviceScalar(ops, rate / global_batch, model.dtype)
+            penalty = self.optimizer.lr() if model.store.regularized() else 1.0
+            return d.set(rate / global_batch), penalty
         penalty = ops.cast(scale, model.dtype) if model.store.regularized() else 1.0
         return ops.cast(scale / global_batch, model.dtype), penalty
 

@@ -1,0 +1,123 @@
+"""Each fused hot spot against the plain code it replaces, on every backend (CuPy on a GPU or the stand-in).
+
+The fused paths cut the launches of a CuPy training step: the dropout keys derived inside the mask
+kernel, Adam's bias correction inside its update kernel, the batch gather straight into its buffer,
+an activation's backward with the bias gradient, relu inside max pooling. Bit-identical where the
+arithmetic is the same; within rounding where only the summation order differs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import activations
+from xpnet.backend import Ops
+from xpnet.layers import Dense
+
+
+@pytest.mark.parametrize(("step", "offset"), [(0, 0), (7, 1000), (2**32 - 1, 2**31 + 5)])
+def test_dropout_step_is_bit_identical_to_keys_then_mask(ops: Ops, step: int, offset: int) -> None:
+    x = ops.asarray(np.random.default_rng(0).standard_normal((33, 70)).astype(np.float32))
+    counter = ops.asarray(np.asarray(step, dtype=np.uint32))
+    off = ops.asarray(np.asarray(offset, dtype=np.uint32))
+    base = 0x9E3779B9
+    y1, m1 = ops.dropout_step(x, base, counter, 0.3, off)
+    with np.errstate(over="ignore"):  # uint32 wrap-around is the hash (NumPy warns on 0-d values)
+        y2, m2 = Ops.dropout_forward(ops, x, Ops.dropout_keys(ops, base, counter), 0.3, off)
+    np.testing.assert_array_equal(ops.to_numpy(m1), ops.to_numpy(m2))
+    np.testing.assert_array_equal(ops.to_numpy(y1), ops.to_numpy(y2))
+    kept = float(np.mean(ops.to_numpy(m1) > 0))
+    assert 0.6 < kept < 0.8
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adam_step_matches_the_correction_computed_apart(ops: Ops, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    host = [rng.standard_normal(257).astype(dtype) for _ in range(2)]
+    runs = []
+    for fused in (True, False):
+        p, g = (ops.asarray(a.copy()) for a in host)
+        m, v = ops.zeros(257, p.dtype), ops.zeros(257, p.dtype)
+        lr = ops.asarray(np.asarray(0.01, np.float64))
+        for t in (1, 2, 3, 50, 1000):
+            tt = ops.asarray(np.asarray(float(t), np.float64))
+            (ops.adam_step if fused else lambda *a: Ops.adam_step(ops, *a))(p, g, m, v, lr, tt, 0.9, 0.999, 1e-7)
+        runs.append([ops.to_numpy(a) for a in (p, m, v)])
+    tol = 1e-6 if dtype == "float32" else 1e-13  # the device's pow may differ from the host's by an ulp
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_take_rows_into_a_buffer_matches_plain_take(ops: Ops) -> None:
+    rng = np.random.default_rng(2)
+    a = ops.asarray(rng.standard_normal((50, 3, 4)).astype(np.float32))
+    labels = ops.asarray(rng.integers(0, 10, 50).astype(np.int32))
+    idx = ops.asarray(rng.permutation(50)[:17].astype(np.int64))
+    buf, ybuf = ops.zeros((20, 3, 4), a.dtype), ops.zeros(20, labels.dtype)
+    got = ops.take_rows(a, idx, out=buf[:17, ...])
+    ops.take_rows(labels, idx, out=ybuf[:17])
+    want = Ops.take_rows(ops, a, idx)
+    np.testing.assert_array_equal(ops.to_numpy(got), ops.to_numpy(want))
+    np.testing.assert_array_equal(ops.to_numpy(buf[:17, ...]), ops.to_numpy(want))
+    np.testing.assert_array_equal(ops.to_numpy(ybuf[:17]), ops.to_numpy(Ops.take_rows(ops, labels, idx)))
+    assert not ops.to_numpy(buf[17:, ...]).any()
+
+
+@pytest.mark.parametrize("act_name", ["relu", "elu", "sigmoid", "tanh", "gelu"])
+@pytest.mark.parametrize("rows", [1, 32, 300])  # 300: past the fused kernel's row limit, the plain path
+@pytest.mark.parametrize("mode", ["set", "sub"])
+def test_activation_backward_with_bias_sum_matches_plain_code(ops: Ops, act_name: str, rows: int, mode: str) -> None:
+    act = activations.get(act_name)
+    rng = np.random.default_rng(3)
+    u = ops.asarray(rng.standard_normal((rows, 37)).astype(np.float32))
+    h = act.forward(ops.xp, u)
+    dh = ops.asarray(rng.standard_normal((rows, 37)).astype(np.float32))
+    b0 = rng.standard_normal(37).astype(np.float32)
+    out1, out2 = ops.asarray(b0.copy()), ops.asarray(b0.copy())
+    du1 = ops.activation_backward_sum(act, u, h, dh, out1, mode)
+    du2 = Ops.activation_backward(ops, act, u, h, dh)
+    if mode == "set":
+        Ops.bias_grad(ops, du2, out2)
+    else:
+        Ops.bias_sub(ops, du2, out2)
+    np.testing.assert_array_equal(ops.to_numpy(du1), ops.to_numpy(du2))
+    # a serial column sum against a tree reduction: equal to rounding
+    np.testing.assert_allclose(ops.to_numpy(out1), ops.to_numpy(out2), rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_relu_matches_pool_then_relu(ops: Ops) -> None:
+    rng = np.random.default_rng(4)
+    x = ops.asarray(rng.standard_normal((3, 7, 6, 4)).astype(np.float32))
+    relu = activations.get("relu")
+    for size, strides, pads in [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1))]:
+        y1, ctx1 = ops.max_pool_relu_forward(x, size, strides, pads, relu)
+        y2, ctx2 = Ops.max_pool_relu_forward(ops, x, size, strides, pads, relu)
+        np.testing.assert_array_equal(ops.to_numpy(y1), ops.to_numpy(y2))
+        dy = ops.asarray(rng.standard_normal(tuple(y1.shape)).astype(np.float32))
+        g1 = ops.max_pool_relu_backward(dy, ctx1, tuple(x.shape), size, strides, pads, relu)
+        g2 = Ops.max_pool_relu_backward(ops, dy, ctx2, tuple(x.shape), size, strides, pads, relu)
+        np.testing.assert_array_equal(ops.to_numpy(g1), ops.to_numpy(g2))
+
+
+def test_sgd_factor_is_the_devices_own_rounding_and_follows_the_rate(backend: str) -> None:
+    from xpnet.training.step import TrainStep
+
+    model = xpnet.Sequential([Dense(3, input_shape=(4,))], seed=0)
+    model.compile(xpnet.optimizers.SGD(0.07), "mse", backend=backend)
+    ops = model.ops
+    model.fit(np.ones((8, 4), np.float32), np.zeros((8, 3), np.float32), epochs=1, verbose=0)
+    step = TrainStep(model, model.comm if hasattr(model, "comm") else _one_process())
+    for rate, batch in [(0.07, 32), (0.07, 7), (0.3, 32)]:
+        model.optimizer.learning_rate = rate
+        coef, _ = step.factors(batch)
+        plain = ops.cast(ops.asarray(np.asarray(rate, np.float64)) / batch, model.dtype)
+        assert ops.to_numpy(coef).tobytes() == ops.to_numpy(plain).tobytes()
+    assert step.factors(32)[0] is step.factors(32)[0]  # kept per batch size, not made per step
+
+
+def _one_process() -> object:
+    from xpnet.distributed import Communicator
+
+    return Communicator()
