@@ -118,7 +118,7 @@ class Checkpoint(Callback):
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         assert self.model is not None
         opt = self.model.optimizer
         if isinstance(self.save_freq, int) and opt is not None and opt.iterations % self.save_freq == 0:

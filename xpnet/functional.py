@@ -33,6 +33,7 @@ import numpy as np
 
 from . import h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
+from .callbacks import Callback
 from .layers.base import Layer, Shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
@@ -41,6 +42,7 @@ from .layers.node import KerasTensor, Node
 from .params import AccumulatingSink, GradientSink, ParamStore
 from .random import init_rng, layer_seed, next_model_seed
 from .training import data
+from .training.stream import is_stream
 from .training.trainer import Trainer, check_batch_size
 
 Array = Any
@@ -694,8 +696,17 @@ class Model(Trainer):
         )
 
     # ------------------------------------------------------------------ inference
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> Any:
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = 0,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Any:
         """Outputs for x as host NumPy arrays: (n, *output_shape), a list of them for several outputs."""
+        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
+            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         x = self.check_inputs(x, "predict")
         ops = self.ops

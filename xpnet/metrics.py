@@ -30,6 +30,17 @@ Array = Any
 class Metric:
     name = "metric"
 
+    @property
+    def stateful(self) -> bool:
+        """Whether this is a Keras-style metric with its own `update_state` (state in its variables)."""
+        return type(self).update_state is not Metric.update_state
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        raise NotImplementedError
+
+    def reset_state(self) -> None:
+        pass
+
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         raise NotImplementedError
 

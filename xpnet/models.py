@@ -20,6 +20,7 @@ from . import config, saving, summary
 from ._checks import probably_finite, require_finite
 from .backend import Ops
 from .backend.base import builtin_name
+from .callbacks import Callback
 from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
@@ -28,6 +29,7 @@ from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .random import layer_seed
 from .training import data
+from .training.stream import is_stream
 from .training.trainer import check_batch_size
 
 Array = Any
@@ -133,7 +135,14 @@ class Sequential(Model):
         saving.save_model(self, filepath)
 
     # ------------------------------------------------------------------ inference
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = 0,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> np.ndarray:
         """Outputs for x as a host NumPy array: (n, outputs).
 
         NaN and inf inputs raise a ValueError. Where this backend's kernels carry a NaN input
@@ -142,6 +151,8 @@ class Sequential(Model):
         CPU). An inf input then still raises unless the network maps it to its finite limit
         (e.g. a relu of -inf, a saturated sigmoid), which is the value an answer would have.
         """
+        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
+            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         by_output = self.ops is not None and self._carries_nan()
         x = self.check_inputs(x, "predict", finite=not by_output)

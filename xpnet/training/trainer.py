@@ -13,6 +13,7 @@ metrics, and the history gets Keras's per-output keys (`dense_1_loss`, `dense_1_
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -29,13 +30,14 @@ from .. import optimizers as opt_mod
 from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
-from ..callbacks import Callback, History, Progress, format_logs
+from ..callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
 from ..threads import blas_threads_for, macs_per_sample
 from ..variables import Variable
 from . import data
+from . import stream as stream_mod
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
 
@@ -107,6 +109,16 @@ class Trainer:
         raise NotImplementedError
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = 0,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Any:
         raise NotImplementedError
 
     def forward_logits(self, x: Array, training: bool = False) -> Array:
@@ -361,6 +373,8 @@ class Trainer:
         resume_from: str | os.PathLike[str] | None = None,
         class_weight: dict[int, float] | None = None,
         sample_weight: Any = None,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
     ) -> History:
         """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
 
@@ -372,20 +386,35 @@ class Trainer:
         class_weight / sample_weight (one of them): Keras's weighted loss, Σ wᵢℓᵢ / batch size per
         batch, with wᵢ = class_weight[class of sample i] or sample_weight[i] ((n,) non-negative).
         validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
+        x may instead be an `xpnet.utils.PyDataset` or an iterator of (x, y[, sample_weight]) batches
+        (y then None): its batches stream through fixed device buffers; steps_per_epoch bounds an
+        epoch (an iterator without it runs until exhausted). validation_data may be such a source too.
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         if not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, received {epochs!r}")
         if not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"validation_split must be in [0, 1), received {validation_split}")
-        x, yy = self.prepare(x, y, "fit")
+        source: stream_mod.Stream | None = None
+        if stream_mod.is_stream(x):
+            source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
+            x, yy = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
+            if yy is None:
+                raise ValueError("fit: each batch must hold targets, (x, y) or (x, y, sample_weight)")
+        else:
+            x, yy = self.prepare(x, y, "fit")
         if yy is None:
             raise ValueError("fit: y (the targets) is required")
         self._require_differentiable()
         # class weights are made after the validation split (training data only); both at once is refused here
-        sw = self._sample_weights(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
+        sw = None
+        if source is None:
+            sw = self.sample_weights_for(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
         vx = vy = vw = None
-        if validation_data is not None:
+        val_source: stream_mod.Stream | None = None
+        if validation_data is not None and stream_mod.is_stream(validation_data):
+            val_source = stream_mod.Stream(validation_data, validation_steps, "fit (validation_data)")
+        elif validation_data is not None:
             if len(validation_data) not in (2, 3):
                 raise ValueError(
                     "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
@@ -394,7 +423,7 @@ class Trainer:
             vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
             if len(validation_data) == 3:
                 assert vy is not None
-                vw = self._sample_weights(validation_data[2], None, vy, "fit (validation_data)")
+                vw = self.sample_weights_for(validation_data[2], None, vy, "fit (validation_data)")
         elif validation_split:
             n = data.rows(x)
             split = int(n * (1.0 - validation_split))
@@ -404,15 +433,18 @@ class Trainer:
             yy, vy = data.select(yy, 0, split), data.select(yy, split, n)
             if sw is not None:  # Keras splits the sample weights with the data; class weights are for training only
                 sw, vw = sw[:split], sw[split:]
-        if class_weight is not None:
-            sw = self._sample_weights(sample_weight, class_weight, yy, "fit")
+        if class_weight is not None and source is None:
+            sw = self.sample_weights_for(sample_weight, class_weight, yy, "fit")
 
         ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
         assert ops is not None and opt is not None and loss is not None
         state = self.train_state
-        state.samples, state.batch_size = data.rows(x), batch_size
+        state.samples, state.batch_size = (data.rows(x), batch_size) if source is None else (0, data.rows(x))
         state.epoch, state.step, state.running, state.history = initial_epoch, 0, [], History()
-        steps = math.ceil(state.samples / (batch_size * comm.size))
+        if source is None:
+            steps = math.ceil(state.samples / (batch_size * comm.size))
+        else:  # an iterator without steps_per_epoch runs until it is exhausted
+            steps = source.steps if source.steps is not None else sys.maxsize
         if resume_from is not None:
             self._resume(resume_from, steps, verbose)
             if state.epoch >= epochs:  # a finished run: nothing to train, nothing to change
@@ -427,15 +459,13 @@ class Trainer:
         history = state.history
         cbs: list[Callback] = [history, *(callbacks or [])]
 
-        def overrides(cb: Callback, hook: str) -> bool:
-            return getattr(type(cb), hook) is not getattr(Callback, hook) or hook in vars(cb)
-
         begin_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_begin")]
         batch_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_end")]
         for cb in cbs:
             cb.set_model(self)
-            cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
-        progress = Progress(verbose if comm.is_root else 0, epochs, steps)
+            shown = None if steps == sys.maxsize else steps
+            cb.set_params({"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
+        progress = Progress(verbose if comm.is_root else 0, epochs, steps if steps != sys.maxsize else 0)
         self.stop_training = False
         dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
@@ -444,8 +474,12 @@ class Trainer:
                 data.nbytes(a, dt)
                 for a, dt in ((x, self.dtype), (yy, None), (vx, self.dtype), (vy, None), (sw, None), (vw, None))
             )
-            resident = ops.fits_on_device(size)  # else each batch is uploaded as it is used
-            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+            resident = source is None and ops.fits_on_device(size)  # else each batch is uploaded as it is used
+            batches: data.Batches | stream_mod.StreamBatches
+            if source is None:
+                batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+            else:
+                batches = stream_mod.StreamBatches(self, source, class_weight)
             val: tuple[Any, Any, Any] | None = None
             if vx is not None:
                 val = (
@@ -454,19 +488,23 @@ class Trainer:
                     else (vx, vy, vw)
                 )
             for cb in cbs:
-                cb.on_train_begin()
+                cb.on_train_begin({})
+            logs: dict[str, float] = {}
             try:
                 while state.epoch < epochs:
                     epoch = state.epoch
                     for cb in cbs:
-                        cb.on_epoch_begin(epoch)
+                        cb.on_epoch_begin(epoch, {})
                     batches.shuffle(self.seed, state.epochs_trained, shuffle)
                     progress.epoch_begin(epoch)
                     hi = min(state.step * batches.global_batch, state.samples)
                     for step in range(state.step, steps):
+                        try:
+                            lo, hi, a, b = batches.bounds(step)
+                        except StopIteration:  # a stream's epoch ended
+                            break
                         for cb in begin_hooks:
-                            cb.on_train_batch_begin(step)
-                        lo, hi, a, b = batches.bounds(step)
+                            cb.on_train_batch_begin(step, {})
                         for d in dropouts:
                             d.row_offset = a - lo
                         xb, yb, wb = batches.gather(a, b)
@@ -475,8 +513,11 @@ class Trainer:
                             batch if not state.running else [u + v for u, v in zip(state.running, batch, strict=True)]
                         )
                         state.step = step + 1
-                        for cb in batch_hooks:
-                            cb.on_train_batch_end(step)
+                        if batch_hooks:
+                            # the running values so far, as Keras's batch logs; read only if a callback looks
+                            batch_logs = BatchLogs(functools.partial(self._read, state.running, hi))
+                            for cb in batch_hooks:
+                                cb.on_train_batch_end(step, batch_logs)
                         if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
                             break
                         # the read is a collective under MPI: every rank must decide alike
@@ -486,6 +527,16 @@ class Trainer:
                                 break
                             if progress.mode == 1:
                                 progress.update(step + 1, logs)
+                    if isinstance(batches, stream_mod.StreamBatches):
+                        batches.end_epoch()
+                    if source is not None and not state.running:  # the stream ran dry
+                        warnings.warn(
+                            "fit: the data ran out before this epoch's first batch; training stopped. "
+                            "Pass steps_per_epoch with a generator that repeats, or use a PyDataset",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        break
                     logs = self._read(state.running, hi)
                     state.end_epoch()
                     if not math.isfinite(logs["loss"]):
@@ -497,8 +548,11 @@ class Trainer:
                             RuntimeWarning,
                             stacklevel=2,
                         )
+                    elif val_source is not None:
+                        vals = self._evaluate_stream(val_source, cbs)
+                        logs.update({f"val_{k}": v for k, v in vals.items()})
                     elif val is not None:
-                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2])
+                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2], cbs)
                         logs.update({f"val_{k}": v for k, v in vals.items()})
                     if not self.stop_training:
                         progress.epoch_end(epoch, logs)
@@ -512,9 +566,115 @@ class Trainer:
                 for d in dropouts:
                     d.row_offset = 0
             for cb in cbs:
-                cb.on_train_end()
+                cb.on_train_end(dict(logs))
         self.history = history
         return history
+
+    def _stream_for_fit(
+        self, x: Any, y: Any, steps: int | None, validation_split: float, sample_weight: Any, resume_from: Any
+    ) -> stream_mod.Stream:
+        """fit's checks for a PyDataset or iterator x (each refusal says what to do instead)."""
+        kind = type(x).__name__
+        if y is not None:
+            raise ValueError(f"fit: y must be None when x is a {kind}: its batches hold the targets, (x, y[, w])")
+        if validation_split:
+            raise ValueError(f"fit: validation_split cannot split a {kind}; pass validation_data instead")
+        if sample_weight is not None:
+            raise ValueError(f"fit: sample_weight cannot go with a {kind}; yield (x, y, sample_weight) batches")
+        if resume_from is not None:
+            raise ValueError(f"fit: resume_from needs array data (a {kind} cannot be replayed to a step)")
+        if self._comm.size > 1:
+            raise ValueError(f"fit: a {kind} is not sharded over MPI ranks; pass arrays under mpiexec")
+        return stream_mod.Stream(x, steps, "fit")
+
+    def _one(self) -> Array:
+        """A device 1 in the model's dtype (the inference loss factor), made once per backend."""
+        ops = self.ops
+        assert ops is not None
+        ones: dict[tuple[int, str], DeviceScalar] = self.__dict__.setdefault("_ones", {})
+        one = ones.get((id(ops), self.dtype))
+        if one is None:
+            one = ones[(id(ops), self.dtype)] = DeviceScalar(ops, 1.0, self.dtype)
+        return one.array
+
+    def reset_metrics(self) -> None:
+        """Clear the state of stateful (Keras-style `update_state`) metrics, as Keras's `reset_metrics`."""
+        for m in (*self.metrics, *self.weighted_metrics):
+            if m.stateful:
+                m.reset_state()
+
+    def _evaluate_stream(self, source: stream_mod.Stream, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+        """Loss and metrics over a stream's batches (one pass), with the on_test_* hooks."""
+        if self._comm.size > 1:
+            raise ValueError(f"{source.what}: a {type(source.source).__name__} is not sharded over MPI ranks")
+        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
+        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        run_hooks(callbacks, "on_test_begin", {})
+        self.reset_metrics()
+        sums: list[Array] = []
+        seen = 0
+        for index, raw in enumerate(source.epoch()):
+            x, y, w = stream_mod.split_batch(raw, source.what)
+            x, y = self.prepare(x, y, source.what)
+            if y is None:
+                raise ValueError(f"{source.what}: each batch must hold targets, (x, y) or (x, y, sample_weight)")
+            w = self.sample_weights_for(w, None, y, source.what)
+            for cb in begin_hooks:
+                cb.on_test_batch_begin(index, {})
+            wb = None if w is None else self.upload(w)
+            batch = forward_sums(self, self.upload(x), self.upload(y, targets=True), self._one(), wb)
+            sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+            seen += data.rows(x)
+            if end_hooks:
+                batch_logs = BatchLogs(functools.partial(self._read, sums, seen))
+                for cb in end_hooks:
+                    cb.on_test_batch_end(index, batch_logs)
+        source.end_epoch()
+        if not sums:
+            raise ValueError(f"{source.what}: the data yielded no batches")
+        if self.store.regularized():
+            sums[0] = sums[0] + self.store.penalty() * seen
+        result = self._read(sums, seen)
+        run_hooks(callbacks, "on_test_end", dict(result))
+        return result
+
+    def _predict_batches(self, x: Any, batch_size: int | None, callbacks: Sequence[Callback], steps: int | None) -> Any:
+        """predict batch by batch, for a stream or for callbacks with on_predict_* hooks.
+
+        Each batch runs through the model's own predict; on_predict_batch_end gets {"outputs": ...}
+        (host arrays: predict's results come to the host anyway).
+        """
+        batches: Any
+        source = stream_mod.Stream(x, steps, "predict") if stream_mod.is_stream(x) else None
+        if source is not None:
+            batches = (stream_mod.predict_inputs(b) for b in source.epoch())
+        else:
+            size = check_batch_size(32 if batch_size is None else batch_size)
+            x = self.check_inputs(x, "predict", finite=False)
+            n = data.rows(x)
+            count = math.ceil(n / size) if steps is None else min(steps, math.ceil(n / size))
+            batches = (data.select(x, lo, min(lo + size, n)) for lo in range(0, count * size, size))
+        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_predict_batch_begin")]
+        end_hooks = [cb for cb in callbacks if overrides(cb, "on_predict_batch_end")]
+        for cb in callbacks:
+            cb.set_model(self)
+        run_hooks(callbacks, "on_predict_begin", {})
+        parts: list[Any] = []
+        for index, xb in enumerate(batches):
+            for cb in begin_hooks:
+                cb.on_predict_batch_begin(index, {})
+            out = self.predict(xb, batch_size=max(1, data.rows(self.check_inputs(xb, "predict", finite=False))))
+            for cb in end_hooks:
+                cb.on_predict_batch_end(index, {"outputs": out})
+            parts.append(out)
+        if source is not None:
+            source.end_epoch()
+        run_hooks(callbacks, "on_predict_end", {})
+        if not parts:
+            raise ValueError("predict: the data yielded no batches")
+        if isinstance(parts[0], list):
+            return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
+        return np.concatenate(parts, axis=0)
 
     def _train_step(self) -> TrainStep:
         """The step for the current optimizer and communicator (made again if a callback compiled anew)."""
@@ -523,7 +683,7 @@ class Trainer:
             step = self._step = TrainStep(self, self._comm)
         return step
 
-    def _sample_weights(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None:
+    def sample_weights_for(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None:
         """Checked host weights (n,) in the model's dtype for targets yy, or None; see `data.sample_weights`.
 
         With several outputs one (n,) sample_weight weighs every output's loss; class_weight is
@@ -616,30 +776,42 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int, W: Array | None = None) -> dict[str, float]:
+    def _evaluate_arrays(
+        self, X: Array, Y: Array, batch_size: int, W: Array | None = None, callbacks: Sequence[Callback] = ()
+    ) -> dict[str, float]:
+        """Loss and metrics over device data (X, Y) in batches; `callbacks` get the on_test_* hooks."""
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
         n = data.rows(X)
-        ones: dict[tuple[int, str], DeviceScalar] = self.__dict__.setdefault("_ones", {})
-        one = ones.get((id(ops), self.dtype))
-        if one is None:
-            one = ones[(id(ops), self.dtype)] = DeviceScalar(ops, 1.0, self.dtype)
+        one = self._one()
         first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
         sums: list[Array] = []
-        for lo in range(first, last, batch_size):
+        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
+        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        run_hooks(callbacks, "on_test_begin", {})
+        self.reset_metrics()
+        for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
+            for cb in begin_hooks:
+                cb.on_test_batch_begin(index, {})
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
-            batch = forward_sums(self, xb, yb, one.array, wb)
+            batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+            if end_hooks:
+                batch_logs = BatchLogs(functools.partial(self._read, sums, hi - first))
+                for cb in end_hooks:
+                    cb.on_test_batch_end(index, batch_logs)
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
             w0 = None if W is None else self.upload(W[0:1])
-            sums = [s * 0 for s in forward_sums(self, *first_row, one.array, w0)]
+            sums = [s * 0 for s in forward_sums(self, *first_row, one, w0)]
         if self.store.regularized():
             sums[0] = sums[0] + self.store.penalty() * (last - first)
-        return self._read(sums, n)
+        result = self._read(sums, n)
+        run_hooks(callbacks, "on_test_end", dict(result))
+        return result
 
     def evaluate(
         self,
@@ -649,21 +821,45 @@ class Trainer:
         verbose: int | str = "auto",
         return_dict: bool = False,
         sample_weight: Any = None,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
     ) -> float | list[float] | dict[str, float]:
         """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict.
 
         sample_weight: (n,) non-negative; the loss becomes Σ wᵢℓᵢ / n and `weighted_metrics` use it.
+        x may be an `xpnet.utils.PyDataset` or an iterator of (x, y[, w]) batches (y None; `steps`
+        bounds the pass). callbacks: their on_test_* hooks run (batch-end logs: the running values).
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
+        cbs = list(callbacks or [])
+        for cb in cbs:
+            cb.set_model(self)
+        if stream_mod.is_stream(x):
+            if y is not None or sample_weight is not None:
+                raise ValueError(f"evaluate: y and sample_weight must be None when x is a {type(x).__name__}")
+            source = stream_mod.Stream(x, steps, "evaluate")
+            self.prepare(*stream_mod.split_batch(source.peek(), "evaluate")[:2], "evaluate")
+            ops = self.ops
+            assert ops is not None
+            with ops.activate():
+                result = self._evaluate_stream(source, cbs)
+            if verbose == "auto" or verbose:
+                print(f"{format_logs(result)}", file=sys.stdout, flush=True)
+            return _shape_result(result, return_dict)
         x, yy = self.prepare(x, y, "evaluate")
         if yy is None:
             raise ValueError("evaluate: y (the targets) is required")
-        sw = self._sample_weights(sample_weight, None, yy, "evaluate")
+        sw = self.sample_weights_for(sample_weight, None, yy, "evaluate")
         ops = self.ops
         assert ops is not None
         with ops.activate():
             W = None if sw is None else self.upload(sw)
-            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W)
+            if steps is not None:  # Keras: evaluate only the first `steps` batches
+                n_keep = min(data.rows(x), check_batch_size(steps) * batch_size)
+                x, yy = data.select(x, 0, n_keep), data.select(yy, 0, n_keep)
+                sw = None if sw is None else sw[:n_keep]
+                W = None if sw is None else self.upload(sw)
+            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W, cbs)
         steps = math.ceil(data.rows(x) / batch_size)
         if verbose == "auto":
             verbose = 1
@@ -685,7 +881,7 @@ class Trainer:
         if yy is None:
             raise ValueError("train_on_batch: y (the targets) is required")
         self._require_differentiable()
-        sw = self._sample_weights(sample_weight, class_weight, yy, "train_on_batch")
+        sw = self.sample_weights_for(sample_weight, class_weight, yy, "train_on_batch")
         ops = self.ops
         assert ops is not None
         n = data.rows(x)
