@@ -99,9 +99,18 @@ def batch_sums(
     assert model.ops is not None
     xp = model.ops.xp
     ys = [yb] if model.single_output else list(yb)
-    states = [m.update(xp, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
+    states = [_update(xp, m, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
     states += [m.update(xp, ys[0], preds[0], wb) for m in model.weighted_metrics]
     return [loss_sum, *([] if model.single_output else sums), *states]
+
+
+def _update(xp: Any, metric: Any, y: Array, pred: Array) -> Array:
+    """A metric's contribution to the running sums; a Keras-style metric updates its own variables
+    on the device instead and contributes nothing (its `result()` is read with the sums)."""
+    if metric.stateful:
+        metric.update_state(y, pred)
+        return xp.zeros((0,), dtype=pred.dtype)
+    return metric.update(xp, y, pred)
 
 
 class TrainStep:

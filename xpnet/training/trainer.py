@@ -496,6 +496,8 @@ class Trainer:
                     for cb in cbs:
                         cb.on_epoch_begin(epoch, {})
                     batches.shuffle(self.seed, state.epochs_trained, shuffle)
+                    if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
+                        self.reset_metrics()
                     progress.epoch_begin(epoch)
                     hi = min(state.step * batches.global_batch, state.samples)
                     for step in range(state.step, steps):
@@ -598,9 +600,12 @@ class Trainer:
         return one.array
 
     def reset_metrics(self) -> None:
-        """Clear the state of stateful (Keras-style `update_state`) metrics, as Keras's `reset_metrics`."""
+        """Clear the state of stateful (Keras-style `update_state`) metrics, as Keras's `reset_metrics`
+        (their variables move to the model's device the first time)."""
         for m in (*self.metrics, *self.weighted_metrics):
             if m.stateful:
+                if self.ops is not None:
+                    m.place(self.ops)
                 m.reset_state()
 
     def _evaluate_stream(self, source: stream_mod.Stream, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
@@ -760,18 +765,25 @@ class Trainer:
         assert ops is not None
         xp = ops.xp
         flat = [xp.reshape(s, (-1,)) for s in sums]
+        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
+        first = len(flat) - len(every)
+        for k, m in enumerate(every):
+            if m.stateful:  # its state lives in its variables: its result joins this one read
+                flat[first + k] = m.device_result(xp, flat[0].dtype)
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
         # several outputs: each output's loss sum comes before the metric states
-        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
         readers: list[metrics_mod.Metric | None] = [None] * (len(self.metrics_names) - 1 - len(every))
         for name, metric, s in zip(self.metrics_names[1:], [*readers, *every], flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
-            out[name] = (
-                float(state[0]) / count if metric is None else metric.result(state[0] if size == 1 else state, count)
-            )
+            if metric is None:
+                out[name] = float(state[0]) / count
+            elif metric.stateful:
+                out[name] = float(state[0])
+            else:
+                out[name] = metric.result(state[0] if size == 1 else state, count)
             off += size
         return out
 
