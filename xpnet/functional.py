@@ -519,7 +519,9 @@ class Model(Trainer):
         ys = self._by_name(y, self.output_names, f"{what}: y (the targets)", self._single_out)
         checked = [
             data.check_y(a, n, f"{what} (output {name!r})", loss, width, self.dtype)
-            for a, name, loss, width in zip(ys, self.output_names, self.losses, self.output_widths, strict=True)
+            for a, name, loss, width in zip(
+                ys, self.output_names, self.compiled_losses, self.output_widths, strict=True
+            )
         ]
         return checked[0] if self._single_out else checked
 

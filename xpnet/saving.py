@@ -74,7 +74,7 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
             ],
         }
         if not model.single_output:  # one loss, weight and metric list per output
-            header["compile"]["loss"] = [serialize(loss) for loss in model.losses]
+            header["compile"]["loss"] = [serialize(loss) for loss in model.compiled_losses]
             header["compile"]["loss_weights"] = model.loss_weights
             header["compile"]["metrics"] = [[m.name for m in ms] for ms in model.output_metrics]
         if model.ops is not None and opt.ops is model.ops:

@@ -158,10 +158,10 @@ class Layer:
         return self.output_shape is not None
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        raise NotImplementedError
+        raise NotImplementedError(hand_written_layer_message(self))
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
-        raise NotImplementedError
+        raise NotImplementedError(hand_written_layer_message(self))
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """The output before `activation`; layers without one return their forward."""
@@ -264,3 +264,15 @@ def _as_shape(shape: Any) -> Shape:
     if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise ValueError(f"input shape must be positive integers (without the batch axis), received {shape}")
     return tuple(int(d) for d in shape)
+
+
+def hand_written_layer_message(layer: Layer) -> str:
+    """What a custom layer lacks, said once for every place that finds out (Keras's `call()` alone is not enough)."""
+    name = type(layer).__name__
+    if callable(getattr(layer, "call", None)):
+        return (
+            f"{name} defines call(), but xpnet does not differentiate call() yet: a custom layer computes with "
+            "forward(x, training) and backward(dy, need_input_grad) written by hand (backward returns dL/dx and "
+            "stores weight gradients in self.grads); see xpnet/layers/dense.py for one"
+        )
+    return f"{name} must define forward(x, training) and backward(dy, need_input_grad), as xpnet/layers/dense.py does"

@@ -58,7 +58,7 @@ def loss_and_grads(
     ys = [yb] if model.single_output else list(yb)
     outs = model.forward_outputs(xb, True, fused)
     grads, preds, sums = [], [], []
-    for k, (loss, w) in enumerate(zip(model.losses, model.loss_weights, strict=True)):
+    for k, (loss, w) in enumerate(zip(model.compiled_losses, model.loss_weights, strict=True)):
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
         if fused[k]:
@@ -182,7 +182,7 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     with ReluAfterMaxPool(model):
         outs = model.forward_outputs(xb, False, fused)
     preds, sums = [], []
-    for k, loss in enumerate(model.losses):
+    for k, loss in enumerate(model.compiled_losses):
         if fused[k]:
             value, _, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], one)
         else:

@@ -57,7 +57,7 @@ class Trainer:
     def _init_trainer(self) -> None:
         self.optimizer: opt_mod.Optimizer | None = None
         self.loss: losses_mod.Loss | None = None
-        self.losses: list[losses_mod.Loss] = []  # one per output; `loss` is the first
+        self.compiled_losses: list[losses_mod.Loss] = []  # one per output; `loss` is the first
         self.loss_weights: list[float] = []
         self.metrics: list[metrics_mod.Metric] = []
         self.output_metrics: list[list[metrics_mod.Metric]] = []  # `metrics` split by output
@@ -152,6 +152,18 @@ class Trainer:
     def non_trainable_weights(self) -> list[Variable]:
         return [w for w in self.weights if not w.trainable]
 
+    @property
+    def losses(self) -> list[float]:
+        """Keras's `model.losses`: each regularized trainable weight's penalty (floats, read from the
+        device; empty without regularizers or before the model is built). The compiled loss
+        functions are `compiled_losses`."""
+        if not self.built or self.ops is None:
+            return []
+        store, ops = self.store, self.ops
+        xp = ops.xp
+        with ops.activate():
+            return [float(ops.to_numpy(reg.penalty(xp, s.layer.params[s.spec.name]))) for s, reg in store.regularized()]
+
     # the outputs, as lists; a one-output model gets these from the hooks above
     @property
     def single_output(self) -> bool:
@@ -220,7 +232,12 @@ class Trainer:
         reported as "weighted_<name>" for the weighted one. One-output models only, for now.
         """
         if loss is None:
-            raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+            raise ValueError(
+                "compile(loss=None): xpnet needs a loss to train and evaluate (Keras's add_loss, which lets "
+                "Keras go without one, is not supported). Pass loss='sparse_categorical_crossentropy' for "
+                "integer labels, 'categorical_crossentropy' for one-hot rows, 'binary_crossentropy' for 0/1 "
+                "targets or 'mse' for regression; predict() needs no compile at all"
+            )
         names = self.output_names
         per_loss = _per_output(loss, names, "loss")
         per_weight = [1.0] * len(names) if loss_weights is None else _per_output(loss_weights, names, "loss_weights")
@@ -244,7 +261,7 @@ class Trainer:
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
         self.loss, self.optimizer = new_losses[0], new_optimizer
-        self.losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
+        self.compiled_losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
         self._metric_ids = list(metrics) if isinstance(metrics, (list, tuple)) else per_metrics[0]
         self._output_metric_ids = per_metrics
         self._weighted_metric_ids = list(weighted_metrics or [])
@@ -266,7 +283,7 @@ class Trainer:
         ids = self._output_metric_ids or [list(self._metric_ids)]
         self.output_metrics = [
             [metrics_mod.get(m, loss, width) for m in ms]
-            for ms, loss, width in zip(ids, self.losses or [self.loss], self.output_widths, strict=True)
+            for ms, loss, width in zip(ids, self.compiled_losses or [self.loss], self.output_widths, strict=True)
         ]
         self.metrics = [m for ms in self.output_metrics for m in ms]
         plain = {m.name for m in self.metrics}
@@ -319,7 +336,7 @@ class Trainer:
         return [
             ok and _fuses(loss, layer)
             for loss, layer, ok in zip(
-                self.losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True
+                self.compiled_losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True
             )
         ]
 
@@ -349,7 +366,7 @@ class Trainer:
 
     def target_dtypes(self) -> Any:
         """The device dtype of the targets (None: integer labels stay as they are); a list for several outputs."""
-        dts = [None if loss.sparse else self.dtype for loss in self.losses]
+        dts = [None if loss.sparse else self.dtype for loss in self.compiled_losses]
         return dts[0] if self.single_output else dts
 
     def upload(self, a: Any, targets: bool = False) -> Array:
