@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import h5_weights, saving, summary, weights_io
+from . import h5_model, h5_weights, saving, summary, weights_io
 from .backend import Ops, get_backend
 from .callbacks import Callback
 from .layers.base import Layer, Shape
@@ -41,6 +41,7 @@ from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .params import AccumulatingSink, GradientSink, ParamStore
 from .random import init_rng, layer_seed, next_model_seed
+from .serialization import merged_custom_objects
 from .training import data
 from .training.stream import is_stream
 from .training.trainer import Trainer, check_batch_size
@@ -572,7 +573,11 @@ class Model(Trainer):
         self.set_weights(arrays)
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
-        """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state."""
+        """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state.
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        if h5_model.is_legacy_h5(filepath):
+            h5_model.save_model(self, filepath, spec=self.file_spec())
+            return
         saving.save_model(self, filepath, spec=self.file_spec())
 
     def file_spec(self) -> dict[str, Any]:
@@ -645,7 +650,7 @@ class Model(Trainer):
         if not isinstance(config, dict) or not all(k in config for k in need):
             got = sorted(config) if isinstance(config, dict) else type(config).__name__
             raise ValueError(f"a functional config is a dict with {list(need)} (model.get_config()), received {got}")
-        custom = dict(custom_objects or {})
+        custom = merged_custom_objects(custom_objects)
         tensors: dict[tuple[str, int], KerasTensor] = {}
         pending: list[tuple[Layer, int, dict[str, Any]]] = []
         for entry in config["layers"]:

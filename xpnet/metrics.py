@@ -272,7 +272,18 @@ class Metric:
         return xp.reshape(xp.astype(xp.asarray(value), dtype), (1,))
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.__dict__.get("dtype")}
+        """The constructor's arguments this metric was made with (its public settings the constructor takes)."""
+        import inspect
+
+        from .config import plain_settings
+
+        params = inspect.signature(type(self).__init__).parameters
+        anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        settings = {k: v for k, v in plain_settings(self).items() if anything or k in params}
+        out = {**settings, "name": self.name}
+        if anything or "dtype" in params:
+            out["dtype"] = self.__dict__.get("dtype")
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -407,6 +418,9 @@ class LossMetric(Metric):
             k = 2 if isinstance(self.loss, _binary_losses()) else int(y_pred.shape[-1])
             y_true = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / k
         return self.loss.call(xp, y_true, y_pred)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.loss.from_logits}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, loss={self.loss!r})"

@@ -10,6 +10,16 @@ from typing import Any
 import numpy as np
 
 from . import random as xpnet_random
+from .serialization import (  # as keras.utils exposes them
+    CustomObjectScope,
+    custom_object_scope,
+    deserialize_keras_object,
+    get_custom_objects,
+    get_registered_name,
+    get_registered_object,
+    register_keras_serializable,
+    serialize_keras_object,
+)
 
 
 def to_categorical(y: Any, num_classes: int | None = None, dtype: str = "float32") -> np.ndarray:
@@ -206,3 +216,20 @@ def plot_model(model: Any, to_file: str | os.PathLike[str] = "model.png", **opti
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+__all__ = [
+    "CustomObjectScope",
+    "PyDataset",
+    "custom_object_scope",
+    "deserialize_keras_object",
+    "get_custom_objects",
+    "get_registered_name",
+    "get_registered_object",
+    "model_to_dot",
+    "plot_model",
+    "register_keras_serializable",
+    "serialize_keras_object",
+    "set_random_seed",
+    "to_categorical",
+]
