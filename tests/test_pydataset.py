@@ -82,6 +82,9 @@ def test_fit_on_a_repeating_generator_with_steps_per_epoch() -> None:
     hist = streamed.fit(batches(), steps_per_epoch=3, epochs=2, verbose=0)
     ref = _model().fit(x, y, batch_size=30, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(hist.history["loss"], ref.history["loss"], rtol=1e-5)
+    assert streamed.evaluate(x, y, batch_size=30, steps=1, verbose=0) == pytest.approx(
+        streamed.evaluate(x[:30], y[:30], verbose=0), rel=1e-6
+    )
     assert streamed.evaluate(batches(), steps=3, verbose=0)[0] == pytest.approx(
         streamed.evaluate(x, y, verbose=0)[0], rel=1e-5
     )

@@ -879,15 +879,14 @@ class Trainer:
         if yy is None:
             raise ValueError("evaluate: y (the targets) is required")
         sw = self.sample_weights_for(sample_weight, None, yy, "evaluate")
+        if steps is not None:  # Keras: evaluate only the first `steps` batches
+            n_keep = min(data.rows(x), check_batch_size(steps) * batch_size)
+            x, yy = data.select(x, 0, n_keep), data.select(yy, 0, n_keep)
+            sw = None if sw is None else sw[:n_keep]
         ops = self.ops
         assert ops is not None
         with ops.activate():
             W = None if sw is None else self.upload(sw)
-            if steps is not None:  # Keras: evaluate only the first `steps` batches
-                n_keep = min(data.rows(x), check_batch_size(steps) * batch_size)
-                x, yy = data.select(x, 0, n_keep), data.select(yy, 0, n_keep)
-                sw = None if sw is None else sw[:n_keep]
-                W = None if sw is None else self.upload(sw)
             result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W, cbs)
         steps = math.ceil(data.rows(x) / batch_size)
         if verbose == "auto":
