@@ -115,7 +115,7 @@ def test_bad_model_files_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="load with load_weights"):
         load_model(weights)
     with pytest.raises(ValueError, match=r"writes a \.keras"):
-        model.save(tmp_path / "m.h5")
+        model.save(tmp_path / "m.pkl")  # ".h5" is Keras's legacy format: tests/test_h5_model.py
     assert zipfile.is_zipfile(good) and not list(tmp_path.glob(".*tmp"))  # atomic: no temp files left
 
 

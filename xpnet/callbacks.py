@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -17,10 +18,17 @@ if TYPE_CHECKING:
     from .training.trainer import Trainer
 
 
-class Callback:
-    """Base class. Hooks receive `logs`: a dict of Python floats (epoch hooks only).
+Logs = dict[str, Any]
 
-    Batch hooks get `logs=None`: reading the loss every step would force a device sync.
+
+class Callback:
+    """Base class, as Keras's: every hook receives `logs`, a dict (never None).
+
+    Epoch-end logs hold the epoch's loss and metrics (and val_ ones); batch-end logs hold the
+    running loss and metrics of the epoch so far, read from the device only when a callback
+    looks at them (see `BatchLogs`); begin hooks get {}. `on_test_*` run in `evaluate` and in
+    fit's validation pass, `on_predict_*` in `predict` (batch-end logs: {"outputs": array}).
+    `on_train_batch_*` call the older `on_batch_*` names by default, as Keras does.
     """
 
     def __init__(self) -> None:
@@ -33,12 +41,86 @@ class Callback:
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
 
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None: ...
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
-    def on_train_batch_begin(self, batch: int, logs: None = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: None = None) -> None: ...
+    def on_train_begin(self, logs: Logs | None = None) -> None: ...
+    def on_train_end(self, logs: Logs | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
+    def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        self.on_batch_end(batch, logs)
+
+    def on_test_begin(self, logs: Logs | None = None) -> None: ...
+    def on_test_end(self, logs: Logs | None = None) -> None: ...
+    def on_test_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_test_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_predict_begin(self, logs: Logs | None = None) -> None: ...
+    def on_predict_end(self, logs: Logs | None = None) -> None: ...
+    def on_predict_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_predict_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+
+
+def overrides(cb: Callback, hook: str) -> bool:
+    """Whether `cb` does something in `hook` (its class or the instance defines it, or its older alias)."""
+
+    def own(name: str) -> bool:
+        return getattr(type(cb), name) is not getattr(Callback, name) or name in vars(cb)
+
+    return own(hook) or (hook in _ALIASES and own(_ALIASES[hook]))
+
+
+class BatchLogs(dict):  # type: ignore[type-arg]
+    """A batch's logs, filled from the device the first time anything looks at them.
+
+    A callback that overrides a batch hook but never reads its logs (ModelCheckpoint between
+    saves, a step counter) so costs no device→host copy; one that prints `logs["loss"]` pays
+    one read for that batch.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        super().__init__()
+        self._pending: Callable[[], dict[str, float]] | None = read
+
+    def _fill(self) -> None:
+        read, self._pending = self._pending, None
+        if read is not None:
+            dict.update(self, read())
+
+
+def _filling(name: str) -> Any:
+    method = getattr(dict, name)
+
+    def wrapped(self: BatchLogs, *args: Any, **kwargs: Any) -> Any:
+        self._fill()
+        return method(self, *args, **kwargs)
+
+    wrapped.__name__ = name
+    return wrapped
+
+
+for _name in (
+    "__getitem__", "__setitem__", "__delitem__", "__contains__", "__iter__", "__len__", "__repr__", "__eq__",
+    "__ne__", "__or__", "__ror__", "__ior__", "__reversed__", "keys", "values", "items", "get", "copy", "pop",
+    "popitem", "setdefault", "update", "clear",
+):  # fmt: skip
+    setattr(BatchLogs, _name, _filling(_name))
+
+
+def run_hooks(callbacks: Sequence[Callback], hook: str, *args: Any) -> None:
+    """Call `hook` on every callback that overrides it."""
+    for cb in callbacks:
+        if overrides(cb, hook):
+            getattr(cb, hook)(*args)
 
 
 class History(Callback):
@@ -49,16 +131,16 @@ class History(Callback):
         self.epoch: list[int] = []
         self.history: dict[str, list[float]] = {}
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
         self._last = logs
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         self._late_keys()
 
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+    def on_train_end(self, logs: Logs | None = None) -> None:
         self._late_keys()
 
     def _late_keys(self) -> None:
@@ -108,7 +190,7 @@ class EarlyStopping(Callback):
     def _improved(self, value: float, ref: float) -> bool:
         return value < ref - self.min_delta if self.mode == "min" else value > ref + self.min_delta
 
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+    def on_train_begin(self, logs: Logs | None = None) -> None:
         self.wait, self.stopped_epoch = 0, 0
         self.best_weights: list[Any] | None = None
         self.best = self.baseline if self.baseline is not None else (math.inf if self.mode == "min" else -math.inf)
@@ -132,7 +214,7 @@ class EarlyStopping(Callback):
                 stacklevel=2,
             )
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None and self.model is not None and self.model.stop_training:
             return  # training already stopped (a non-finite loss): no validation pass was run
@@ -154,7 +236,7 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+    def on_train_end(self, logs: Logs | None = None) -> None:
         assert self.model is not None
         if self.stopped_epoch and self.verbose:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
@@ -226,24 +308,27 @@ class ModelCheckpoint(Callback):
         self._epoch = 0
         self._steps = 0
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
         if isinstance(self.save_freq, int):
             self._steps += 1
-            if self._steps % self.save_freq == 0:
-                self._save(self._epoch, {})
+            if self._steps % self.save_freq == 0:  # only now are the batch logs read from the device
+                self._save(self._epoch, logs if logs is not None else {}, batch)
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         if self.save_freq == "epoch":
             self._save(epoch, logs or {})
 
-    def _save(self, epoch: int, logs: dict[str, float]) -> None:
+    def _save(self, epoch: int, logs: Logs, batch: int | None = None) -> None:
         model = self.model
         assert model is not None
+        fields = dict(logs)
+        if batch is not None:
+            fields["batch"] = batch + 1
         try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
+            path = self.filepath.format(epoch=epoch + 1, **fields)
         except KeyError as e:
             raise KeyError(f"ModelCheckpoint: {self.filepath!r} names {e}, which the logs {sorted(logs)} lack") from e
         if self.save_best_only:
@@ -264,6 +349,9 @@ class ModelCheckpoint(Callback):
         elif self.verbose:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")
         if model.comm.is_root:
+            folder = os.path.dirname(path)
+            if folder:  # as Keras, the checkpoint's folder is made when it does not exist
+                os.makedirs(folder, exist_ok=True)
             if self.save_weights_only:
                 model.save_weights(path)
             else:
@@ -282,7 +370,7 @@ class LearningRateScheduler(Callback):
             raise TypeError(f"schedule must be a function of (epoch, lr), received {schedule!r}")
         self.schedule, self.verbose = schedule, argcheck.verbosity("LearningRateScheduler", verbose)
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         opt = self.model.optimizer if self.model is not None else None
         if opt is None:
             raise ValueError("LearningRateScheduler needs a compiled model")
@@ -297,7 +385,7 @@ class LearningRateScheduler(Callback):
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         if logs is not None and self.model is not None and self.model.optimizer is not None:
             logs["learning_rate"] = self.model.optimizer.learning_rate
 
@@ -330,11 +418,11 @@ class ReduceLROnPlateau(Callback):
         self._better = _improves(self.mode, self.min_delta)
         self.on_train_begin()
 
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+    def on_train_begin(self, logs: Logs | None = None) -> None:
         self.wait, self.cooldown_counter = 0, 0
         self.best = math.inf if self.mode == "min" else -math.inf
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         opt = self.model.optimizer if self.model is not None else None
         assert opt is not None
         logs = logs if logs is not None else {}
@@ -372,7 +460,7 @@ class CSVLogger(Callback):
         self._keys: list[str] | None = None
         self._file: TextIO | None = None
 
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+    def on_train_begin(self, logs: Logs | None = None) -> None:
         existing = self.append and self.filename.is_file() and self.filename.stat().st_size > 0
         self._keys = None
         if existing:
@@ -380,7 +468,7 @@ class CSVLogger(Callback):
                 self._keys = next(csv.reader(f, delimiter=self.sep))[1:]
         self._file = self.filename.open("a" if self.append else "w", newline="")
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         assert self._file is not None
         logs = logs or {}
         writer = csv.writer(self._file, delimiter=self.sep)
@@ -390,7 +478,7 @@ class CSVLogger(Callback):
         writer.writerow([epoch, *(logs.get(k, "NA") for k in self._keys)])
         self._file.flush()
 
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+    def on_train_end(self, logs: Logs | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -408,7 +496,7 @@ class TerminateOnNaN(Callback):
         super().__init__()
         self.check_every = argcheck.integer("TerminateOnNaN", "check_every", check_every, 1)
 
-    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
         model = self.model
         assert model is not None and model.ops is not None
         if (batch + 1) % self.check_every or not model.train_state.running:
@@ -422,7 +510,8 @@ class TerminateOnNaN(Callback):
 class LambdaCallback(Callback):
     """A callback from functions, called as Keras calls them: on_epoch_begin(epoch, logs),
     on_epoch_end(epoch, logs), on_train_begin(logs), on_train_end(logs), on_train_batch_begin(batch, logs),
-    on_train_batch_end(batch, logs) (batch logs are None: reading them would sync the device)."""
+    on_train_batch_end(batch, logs), and likewise the on_batch_*, on_test_* and on_predict_* hooks
+    (batch-end logs are read from the device only if the function looks at them)."""
 
     _HOOKS = (
         "on_epoch_begin",
@@ -431,6 +520,16 @@ class LambdaCallback(Callback):
         "on_train_end",
         "on_train_batch_begin",
         "on_train_batch_end",
+        "on_batch_begin",
+        "on_batch_end",
+        "on_test_begin",
+        "on_test_end",
+        "on_test_batch_begin",
+        "on_test_batch_end",
+        "on_predict_begin",
+        "on_predict_end",
+        "on_predict_batch_begin",
+        "on_predict_batch_end",
     )
 
     def __init__(self, **hooks: Any) -> None:
@@ -444,9 +543,12 @@ class LambdaCallback(Callback):
 
     def _caller(self, name: str) -> Any:
         fn = self.hooks[name]
-        if name in ("on_train_begin", "on_train_end"):
+        if "batch" not in name and "epoch" not in name:
             return lambda logs=None: fn(logs)
         return lambda index, logs=None: fn(index, logs)
+
+    def __repr__(self) -> str:
+        return f"LambdaCallback(hooks={sorted(self.hooks)})"
 
 
 def format_logs(logs: dict[str, float]) -> str:

@@ -156,7 +156,7 @@ class Checkpoint(Callback):
         """Let another writer use the folder (fit calls this also when training stops on an error)."""
         self._lock.release()
 
-    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         assert self.model is not None
         opt = self.model.optimizer
         if isinstance(self.save_freq, int) and opt is not None and opt.iterations % self.save_freq == 0:

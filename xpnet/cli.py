@@ -87,7 +87,7 @@ class EpochTimer(Callback):
         self._sync()
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, batch: int, logs: None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         if batch == self.params.get("steps", 0) - 1:
             self._sync()
             self.train_seconds.append(time.perf_counter() - self._t0)

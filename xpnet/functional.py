@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from . import h5_weights, saving, sharing, summary, weights_io
+from . import h5_model, h5_weights, saving, sharing, summary, weights_io
 from .backend import Ops, get_backend
 from .backend.base import is_numeric, weight_source, write_weight
+from .callbacks import Callback
 from .config import layer_entry
 from .file_checks import check_parameter_count
 from .layers.base import Layer, Shape, _as_shape
@@ -47,7 +48,9 @@ from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .params import AccumulatingSink, GradientSink, ParamStore
 from .random import init_rng, layer_seed, next_model_seed
+from .serialization import merged_custom_objects
 from .training import data
+from .training.stream import is_stream
 from .training.trainer import Trainer, check_batch_size
 
 Array = Any
@@ -642,7 +645,9 @@ class Model(Trainer):
         ys = self._by_name(y, self.output_names, f"{what}: y (the targets)", self._single_out)
         checked = [
             data.check_y(a, n, f"{what} (output {name!r})", loss, width, self.dtype)
-            for a, name, loss, width in zip(ys, self.output_names, self.losses, self.output_widths, strict=True)
+            for a, name, loss, width in zip(
+                ys, self.output_names, self.compiled_losses, self.output_widths, strict=True
+            )
         ]
         return checked[0] if self._single_out else checked
 
@@ -716,7 +721,11 @@ class Model(Trainer):
             )
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
-        """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state."""
+        """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state.
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        if h5_model.is_legacy_h5(filepath):
+            h5_model.save_model(self, filepath, spec=self.file_spec())
+            return
         saving.save_model(self, filepath, spec=self.file_spec())
 
     def file_spec(self) -> dict[str, Any]:
@@ -790,7 +799,7 @@ class Model(Trainer):
         if not isinstance(config, dict) or not all(k in config for k in need):
             got = sorted(config) if isinstance(config, dict) else type(config).__name__
             raise ValueError(f"a functional config is a dict with {list(need)} (model.get_config()), received {got}")
-        custom = dict(custom_objects or {})
+        custom = merged_custom_objects(custom_objects)
         tensors: dict[tuple[str, int], KerasTensor] = {}
         pending: list[tuple[Layer, int, dict[str, Any]]] = []
         for entry in config["layers"]:
@@ -847,8 +856,17 @@ class Model(Trainer):
         )
 
     # ------------------------------------------------------------------ inference
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> Any:
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = 0,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Any:
         """Outputs for x as host NumPy arrays: (n, *output_shape), a list of them for several outputs."""
+        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
+            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         x = self.check_inputs(x, "predict")
         self.hold_layers()

@@ -220,7 +220,7 @@ def float64_copy(model: Trainer, backend: str | Ops | None = None) -> Trainer:
         if model.loss is not None:
             twin.compile(
                 optimizer="sgd",
-                loss=copy.deepcopy(model.losses or [model.loss])
+                loss=copy.deepcopy(model.compiled_losses or [model.loss])
                 if not model.single_output
                 else copy.deepcopy(model.loss),
                 loss_weights=model.loss_weights or None,

@@ -33,13 +33,20 @@ class Loss:
     sparse = False
     from_logits = False
 
-    def __init__(self, name: str | None = None, reduction: str = "sum_over_batch_size", dtype: Any = None) -> None:
-        if reduction != "sum_over_batch_size":
+    def __init__(
+        self, name: str | None = None, reduction: str | None = "sum_over_batch_size", dtype: Any = None
+    ) -> None:
+        """name: shown in reprs and saved (Keras's `name=`); the history key stays "loss", as in Keras.
+        reduction: xpnet reduces a batch by its mean ("sum_over_batch_size", Keras's default)."""
+        if reduction not in ("sum_over_batch_size", "auto", None):
             raise ValueError(
-                f"xpnet losses average over the batch (reduction='sum_over_batch_size'), received {reduction!r}"
+                f"{type(self).__name__}: xpnet supports only reduction='sum_over_batch_size' (the batch mean), "
+                f"received {reduction!r}"
             )
         if name is not None:
-            self.name = name
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{type(self).__name__}: name must be a non-empty string, received {name!r}")
+            self.name = name  # on the instance only: fast paths key on the class's name
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,7 +91,8 @@ class Loss:
         return float(np.mean(self.call(np, yt, yp)))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        named = self.__dict__.get("name")
+        return f"{type(self).__name__}(name={named!r})" if named else f"{type(self).__name__}()"
 
 
 class MeanSquaredError(Loss):
@@ -145,7 +153,8 @@ class Hinge(Loss):
 class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
 
-    def __init__(self, from_logits: bool = False) -> None:
+    def __init__(self, from_logits: bool = False, name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
         self.from_logits = bool(from_logits)
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
@@ -180,7 +189,8 @@ class BinaryCrossentropy(Loss):
         return y
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(from_logits={self.from_logits})"
+        named = self.__dict__.get("name")
+        return f"{type(self).__name__}(from_logits={self.from_logits}" + (f", name={named!r})" if named else ")")
 
 
 def _log_softmax(xp: Any, u: Array) -> tuple[Array, Array]:
@@ -201,7 +211,8 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
 
-    def __init__(self, from_logits: bool = False) -> None:
+    def __init__(self, from_logits: bool = False, name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
         self.from_logits = bool(from_logits)
 
     def _onehot(self, xp: Any, y_true: Array, k: int, dtype: Any) -> Array:
@@ -244,7 +255,8 @@ class CategoricalCrossentropy(Loss):
         return super().prepare_targets(y, n_outputs)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(from_logits={self.from_logits})"
+        named = self.__dict__.get("name")
+        return f"{type(self).__name__}(from_logits={self.from_logits}" + (f", name={named!r})" if named else ")")
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):

@@ -13,11 +13,13 @@ binning of scores into `num_thresholds` bins).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from . import losses as losses_mod
 from .backend.base import arange_like
 from .evaluation import scores_from_counts
 from .losses import Loss
@@ -27,19 +29,261 @@ EPSILON = 1e-7
 Array = Any
 
 
+class MetricVariable:
+    """One state variable of a Keras-style metric (`Metric.add_variable`): an array updated in place.
+
+    It lives on the host until the metric is used in a compiled model, then on the model's device;
+    `assign`/`assign_add`/`assign_sub` write into the same memory, so a training step updates it
+    without a host read. Arithmetic (`v + x`, `v / w`) works on `.value`.
+    """
+
+    def __init__(self, value: Array, name: str) -> None:
+        self._value, self.name = value, name
+        self._ops: Any = None
+
+    @property
+    def value(self) -> Array:
+        return self._value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._value.shape)
+
+    @property
+    def dtype(self) -> str:
+        return str(np.dtype(getattr(self._value.dtype, "name", self._value.dtype)))
+
+    def _coerce(self, value: Any) -> Any:
+        if isinstance(value, MetricVariable):
+            return value.value
+        if self._ops is not None and isinstance(value, np.ndarray):
+            return self._ops.asarray(value)  # a host array meets a device variable (reset_state: not per step)
+        return value
+
+    def assign(self, value: Any) -> MetricVariable:
+        self._value[...] = self._coerce(value)
+        return self
+
+    def assign_add(self, value: Any) -> MetricVariable:
+        self._value[...] = self._value + self._coerce(value)
+        return self
+
+    def assign_sub(self, value: Any) -> MetricVariable:
+        self._value[...] = self._value - self._coerce(value)
+        return self
+
+    def numpy(self) -> np.ndarray:
+        """A host copy (a device→host read on a GPU)."""
+        return self._ops.to_numpy(self._value) if self._ops is not None else np.array(self._value)
+
+    def to_device(self, ops: Any) -> None:
+        """Move to `ops`'s device (once, when a compiled model adopts the metric)."""
+        if self._ops is not ops:
+            self._value = ops.asarray(self.numpy())
+            self._ops = ops
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __float__(self) -> float:
+        return float(self.numpy())
+
+    def __add__(self, o: Any) -> Array:
+        return self._value + self._coerce(o)
+
+    def __radd__(self, o: Any) -> Array:
+        return self._coerce(o) + self._value
+
+    def __sub__(self, o: Any) -> Array:
+        return self._value - self._coerce(o)
+
+    def __rsub__(self, o: Any) -> Array:
+        return self._coerce(o) - self._value
+
+    def __mul__(self, o: Any) -> Array:
+        return self._value * self._coerce(o)
+
+    def __rmul__(self, o: Any) -> Array:
+        return self._coerce(o) * self._value
+
+    def __truediv__(self, o: Any) -> Array:
+        return self._value / self._coerce(o)
+
+    def __rtruediv__(self, o: Any) -> Array:
+        return self._coerce(o) / self._value
+
+    def __neg__(self) -> Array:
+        return -self._value
+
+    def __getitem__(self, index: Any) -> Array:
+        return self._value[index]
+
+    def __repr__(self) -> str:
+        return f"<MetricVariable name={self.name!r} shape={self.shape} dtype={self.dtype}>"
+
+
 class Metric:
+    """Base of every metric. Two ways to write one:
+
+    - xpnet's way (the built-ins): `call(xp, y_true, y_pred) -> (n,)` per-sample values whose mean
+      is the metric (or `update`/`result(state, count)` for summed states such as confusion counts);
+      the trainer sums them on the device.
+    - Keras's way: `__init__(name=..., dtype=...)` creating state with `add_variable`, then
+      `update_state(y_true, y_pred, sample_weight=None)` written with array operations and
+      methods (they run on the model's device: NumPy or CuPy arrays), `result()` and optionally
+      `reset_state()`. Such a metric works in `compile(metrics=[...])`; fit resets it each epoch
+      and evaluate at its start, and its `result()` is read with the loss, never per step.
+
+    Every metric can also be used alone, as in Keras: `m.update_state(y_true, y_pred)`, then
+    `m.result()` (a Python float for the built-ins) and `m.reset_state()`.
+    """
+
     name = "metric"
 
+    def __init__(self, name: str | None = None, dtype: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+        if dtype is not None and np.dtype(dtype).kind != "f":
+            raise ValueError(f"{type(self).__name__}: dtype must be a float type, received {dtype!r}")
+        self.dtype = dtype
+
+    # xpnet's way
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define update_state(y_true, y_pred, sample_weight=None) and result() "
+            "(Keras's way), or call(xp, y_true, y_pred) returning per-sample values"
+        )
 
     def update(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         """This batch's contribution to the running state (a 0-d or 1-d device array; states add)."""
         return xp.sum(self.call(xp, y_true, y_pred))
 
-    def result(self, state: Any, count: int) -> float:
-        """The metric from the summed host state over `count` samples."""
+    def result(self, state: Any = None, count: int | None = None) -> float:
+        """The metric from the summed host state over `count` samples; without arguments, the value
+        accumulated by `update_state` (Keras's standalone use)."""
+        if state is None:
+            return self._standalone_result()
+        assert count is not None
         return float(state) / count
+
+    # Keras's way
+    @property
+    def stateful(self) -> bool:
+        """Whether this is a Keras-style metric with its own `update_state` (state in its variables)."""
+        return type(self).update_state is not Metric.update_state
+
+    @property
+    def variables(self) -> list[MetricVariable]:
+        return list(self.__dict__.get("_metric_variables", []))
+
+    def add_variable(
+        self,
+        shape: Any = (),
+        initializer: Any = "zeros",
+        dtype: str | None = None,
+        aggregation: str = "sum",
+        name: str | None = None,
+    ) -> MetricVariable:
+        """A state variable (host zeros/ones/a constant until a model places it on its device)."""
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+        dt = np.dtype(dtype or self.__dict__.get("dtype") or "float32")
+        if initializer in ("zeros", None):
+            value = np.zeros(shape, dt)
+        elif initializer == "ones":
+            value = np.ones(shape, dt)
+        elif isinstance(initializer, (int, float)):
+            value = np.full(shape, initializer, dt)
+        elif callable(initializer):
+            value = np.asarray(initializer(shape, dt), dt)
+        else:
+            raise ValueError(
+                f"add_variable: initializer must be 'zeros', 'ones', a number or a function (shape, dtype), "
+                f"received {initializer!r}"
+            )
+        var = MetricVariable(value, name or f"variable_{len(self.variables)}")
+        self.__dict__.setdefault("_metric_variables", []).append(var)
+        self.__dict__.setdefault("_metric_initial", []).append(value.copy())
+        return var
+
+    add_weight = add_variable
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Accumulate a batch of host arrays (the built-ins' standalone use; Keras's sample weighting)."""
+        dtype = np.dtype(self.__dict__.get("dtype") or "float32")
+        yp = np.asarray(y_pred, dtype=dtype)
+        yt = np.asarray(y_true)
+        if getattr(self, "sparse_targets", False):  # integer labels (n,) or (n, 1), as Keras squeezes them
+            yt = yt.reshape(-1).astype(np.int64)
+        else:
+            yt = yt.astype(dtype)
+            if yp.ndim == 1:  # Keras reads 1-d inputs as n samples of one value
+                yp, yt = yp[:, None], yt.reshape(-1, 1)
+        if type(self).update is Metric.update:  # a mean of per-sample values: Σ w v / Σ w
+            v = np.asarray(self.call(np, yt, yp), dtype=np.float64).reshape(-1)
+            w = (
+                np.ones_like(v)
+                if sample_weight is None
+                else np.broadcast_to(np.asarray(sample_weight, dtype=np.float64).reshape(-1), v.shape)
+            )
+            acc = np.array([np.sum(w * v), np.sum(w)])
+            count = 0
+        else:
+            if sample_weight is not None:
+                raise ValueError(f"{self.name}: sample_weight is supported only by mean metrics")
+            acc, count = np.asarray(self.update(np, yt, yp), dtype=np.float64), int(yp.shape[0])
+        prev = self.__dict__.get("_standalone")
+        self._standalone = (acc, count) if prev is None else (prev[0] + acc, prev[1] + count)
+
+    def _standalone_result(self) -> float:
+        got = self.__dict__.get("_standalone")
+        if type(self).update is Metric.update:
+            if got is None or got[0][1] == 0:
+                return 0.0
+            return float(got[0][0] / got[0][1])
+        if got is None:
+            return 0.0
+        return self.result(got[0] if got[0].size > 1 else got[0].reshape(()), got[1])
+
+    def reset_state(self) -> None:
+        """Forget what `update_state` accumulated (variables back to their initial values)."""
+        self.__dict__.pop("_standalone", None)
+        for var, initial in zip(self.variables, self.__dict__.get("_metric_initial", []), strict=True):
+            var.assign(initial)
+
+    def reset_states(self) -> None:  # Keras 2's name
+        self.reset_state()
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """update_state, then the result so far (Keras's `metric(y_true, y_pred)`)."""
+        self.update_state(y_true, y_pred, sample_weight)
+        return self.result()
+
+    def place(self, ops: Any) -> None:
+        """Move a Keras-style metric's variables to `ops`'s device (done by compile/fit)."""
+        for var in self.variables:
+            var.to_device(ops)
+
+    def device_result(self, xp: Any, dtype: Any) -> Array:
+        """A stateful metric's `result()` as a (1,) device array, to join the one read of the loss."""
+        value = self.result()
+        if isinstance(value, MetricVariable):
+            value = value.value
+        return xp.reshape(xp.astype(xp.asarray(value), dtype), (1,))
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments this metric was made with (its public settings the constructor takes)."""
+        import inspect
+
+        from .config import plain_settings
+
+        params = inspect.signature(type(self).__init__).parameters
+        anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        settings = {k: v for k, v in plain_settings(self).items() if anything or k in params}
+        out = {**settings, "name": self.name}
+        if anything or "dtype" in params:
+            out["dtype"] = self.__dict__.get("dtype")
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -47,6 +291,7 @@ class Metric:
 
 class SparseCategoricalAccuracy(Metric):
     name = "sparse_categorical_accuracy"
+    sparse_targets = True
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         return xp.astype(xp.argmax(y_pred, axis=-1) == y_true, y_pred.dtype)
@@ -66,7 +311,8 @@ class CategoricalAccuracy(Metric):
 class BinaryAccuracy(Metric):
     name = "binary_accuracy"
 
-    def __init__(self, threshold: float = 0.5) -> None:
+    def __init__(self, name: str | None = None, dtype: str | None = None, threshold: float = 0.5) -> None:
+        super().__init__(name, dtype)
         self.threshold = float(threshold)
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
@@ -96,6 +342,153 @@ class MeanAbsolutePercentageError(Metric):
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         return 100.0 * xp.mean(xp.abs(y_true - y_pred) / xp.maximum(xp.abs(y_true), 1e-7), axis=-1)
+
+
+class MeanSquaredLogarithmicError(Metric):
+    """mean((log(1 + max(y, 0)) − log(1 + max(ŷ, 0)))²) over the last axis."""
+
+    name = "mean_squared_logarithmic_error"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        d = xp.log(xp.maximum(y_pred, 0.0) + 1.0) - xp.log(xp.maximum(y_true, 0.0) + 1.0)
+        return xp.mean(d * d, axis=-1)
+
+
+class RootMeanSquaredError(Metric):
+    """sqrt of the mean squared error over every element seen (not a mean of per-sample roots)."""
+
+    name = "root_mean_squared_error"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        d = y_pred - y_true
+        return xp.mean(d * d, axis=-1)
+
+    def result(self, state: Any = None, count: int | None = None) -> float:
+        return math.sqrt(super().result(state, count))
+
+
+class LogCoshError(Metric):
+    """mean(log(cosh(ŷ − y))) over the last axis, computed as |d| + log1p(e^{−2|d|}) − log 2 (no overflow)."""
+
+    name = "logcosh"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        a = xp.abs(y_pred - y_true)
+        return xp.mean(a + xp.log1p(xp.exp(-2.0 * a)) - math.log(2.0), axis=-1)
+
+
+class CosineSimilarity(Metric):
+    """Σ ŷ·y / (‖ŷ‖ ‖y‖) per sample (along the last axis), averaged."""
+
+    name = "cosine_similarity"
+
+    def __init__(self, name: str | None = None, dtype: str | None = None, axis: int = -1) -> None:
+        super().__init__(name, dtype)
+        if axis != -1:
+            raise ValueError(f"CosineSimilarity: only axis=-1 (the feature axis) is supported, received {axis}")
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        def unit(a: Array) -> Array:
+            return a / xp.sqrt(xp.maximum(xp.sum(a * a, axis=-1, keepdims=True), 1e-12))
+
+        return xp.sum(unit(y_true) * unit(y_pred), axis=-1)
+
+
+class LossMetric(Metric):
+    """The mean of a loss's per-sample values over the samples seen: Keras's loss-named metrics.
+
+    Subclasses name the loss (`loss_class`); options (`from_logits`, `label_smoothing`) are the
+    loss's. Targets are what the loss takes (one-hot or 0/1 rows; integer labels for the sparse one).
+    """
+
+    loss_class: type[Loss] = Loss
+    sparse_targets = False
+
+    def __init__(self, name: str | None = None, dtype: str | None = None, **options: Any) -> None:
+        super().__init__(name, dtype)
+        smoothing = float(options.pop("label_smoothing", 0.0))
+        if not 0.0 <= smoothing <= 1.0:
+            raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0, 1], received {smoothing}")
+        self.label_smoothing = smoothing
+        options.pop("axis", None)  # the class axis is the last one, as xpnet's losses use
+        self.loss = self.loss_class(**options)
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        if self.label_smoothing:
+            k = 2 if isinstance(self.loss, _binary_losses()) else int(y_pred.shape[-1])
+            y_true = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / k
+        return self.loss.call(xp, y_true, y_pred)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "from_logits": self.loss.from_logits}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, loss={self.loss!r})"
+
+
+class BinaryCrossentropy(LossMetric):
+    """Binary cross-entropy, averaged: `BinaryCrossentropy(from_logits=False, label_smoothing=0)`."""
+
+    name = "binary_crossentropy"
+    loss_class = losses_mod.BinaryCrossentropy
+
+
+class CategoricalCrossentropy(LossMetric):
+    """Cross-entropy against one-hot (or soft) targets, averaged."""
+
+    name = "categorical_crossentropy"
+    loss_class = losses_mod.CategoricalCrossentropy
+
+
+class SparseCategoricalCrossentropy(LossMetric):
+    """Cross-entropy against integer class labels (n,), averaged."""
+
+    name = "sparse_categorical_crossentropy"
+    loss_class = losses_mod.SparseCategoricalCrossentropy
+    sparse_targets = True
+
+
+class Poisson(LossMetric):
+    name = "poisson"
+    loss_class = losses_mod.Poisson
+
+
+class Hinge(LossMetric):
+    name = "hinge"
+    loss_class = losses_mod.Hinge
+
+
+class SquaredHinge(Metric):
+    """mean(max(0, 1 − y·ŷ)²), 0/1 labels mapped to −1/1 as for `Hinge`."""
+
+    name = "squared_hinge"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        binary = xp.all((y_true == 0.0) | (y_true == 1.0))  # Keras maps 0/1 labels to −1/1, as Hinge does
+        m = xp.maximum(1.0 - xp.where(binary, 2.0 * y_true - 1.0, y_true) * y_pred, 0.0)
+        return xp.mean(m * m, axis=-1)
+
+
+class CategoricalHinge(Metric):
+    """max(0, 1 + max_{j≠true} ŷ_j − ŷ_true) with one-hot targets: Σ(1−y)ŷ's max vs Σ yŷ."""
+
+    name = "categorical_hinge"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        pos = xp.sum(y_true * y_pred, axis=-1)
+        neg = xp.max((1.0 - y_true) * y_pred, axis=-1)
+        return xp.maximum(neg - pos + 1.0, 0.0)
+
+
+class KLDivergence(Metric):
+    """Σ y log(y / ŷ) per sample, both clipped to [ε, 1]."""
+
+    name = "kl_divergence"
+
+    def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
+        t = xp.clip(y_true, EPSILON, 1.0)
+        p = xp.clip(y_pred, EPSILON, 1.0)
+        return xp.sum(t * xp.log(t / p), axis=-1)
 
 
 class FunctionMetric(Metric):
@@ -196,7 +589,9 @@ class _PrecisionRecallF1(_ConfusionCounts):
         fn = xp.sum(true, axis=axis) - tp
         return _concat_counts(xp, [tp, fp, fn])
 
-    def result(self, state: Any, count: int) -> float:
+    def result(self, state: Any = None, count: int | None = None) -> float:
+        if state is None:
+            return self._standalone_result()
         tp, fp, fn = np.asarray(state, dtype=np.float64).reshape(3, -1)
         average = "binary" if tp.shape[0] == 1 else self.average
         return float(scores_from_counts(tp, fp, fn, average)[self.score])  # type: ignore[arg-type]
@@ -290,7 +685,9 @@ class AUC(_ConfusionCounts):
         weights = xp.stack([true_t, 1.0 - true_t], axis=1)  # (k, 2, n): positive, negative
         return xp.reshape(weights @ above, (-1,))  # (k, 2, T): tp, fp per class and threshold
 
-    def result(self, state: Any, count: int) -> float:
+    def result(self, state: Any = None, count: int | None = None) -> float:
+        if state is None:
+            return self._standalone_result()
         counts = np.asarray(state, dtype=np.float64).reshape(-1, 2, self.num_thresholds)
         tp, fp = counts[:, 0], counts[:, 1]  # (k, T); threshold -ε counts every sample
         pos, neg = tp[:, :1], fp[:, :1]
@@ -320,6 +717,21 @@ _REGISTRY: dict[str, type[Metric]] = {
     "recall": Recall,
     "f1_score": F1Score,
     "auc": AUC,
+    "msle": MeanSquaredLogarithmicError,
+    "mean_squared_logarithmic_error": MeanSquaredLogarithmicError,
+    "root_mean_squared_error": RootMeanSquaredError,
+    "logcosh": LogCoshError,
+    "log_cosh_error": LogCoshError,
+    "cosine_similarity": CosineSimilarity,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "poisson": Poisson,
+    "hinge": Hinge,
+    "squared_hinge": SquaredHinge,
+    "categorical_hinge": CategoricalHinge,
+    "kld": KLDivergence,
+    "kl_divergence": KLDivergence,
 }
 
 
@@ -332,6 +744,11 @@ class WeightedMean(Metric):
     """
 
     def __init__(self, inner: Metric) -> None:
+        if inner.stateful:
+            raise ValueError(
+                f"weighted_metrics: {inner.name!r} keeps its own state (update_state); xpnet weights only its "
+                "mean metrics (accuracy, mse, mae, ...): pass it in metrics=[...]"
+            )
         if isinstance(inner, _ConfusionCounts):
             raise ValueError(
                 f"weighted_metrics: {inner.name!r} is not a mean of per-sample values, and xpnet weights only "
@@ -344,7 +761,9 @@ class WeightedMean(Metric):
         w = xp.ones_like(v) if sample_weight is None else xp.astype(sample_weight, v.dtype)
         return xp.stack([xp.sum(w * v), xp.sum(w)])
 
-    def result(self, state: Any, count: int) -> float:
+    def result(self, state: Any = None, count: int | None = None) -> float:
+        if state is None:
+            return self._standalone_result()
         return float(state[0]) / float(state[1]) if float(state[1]) != 0.0 else 0.0
 
     def __repr__(self) -> str:
@@ -357,6 +776,8 @@ def check_identifier(identifier: Any) -> None:
         key = identifier.lower()
         if key not in ("accuracy", "acc") and key not in _REGISTRY:
             raise ValueError(f"Unknown metric {identifier!r}; known: ['accuracy', {', '.join(map(repr, _REGISTRY))}]")
+    elif isinstance(identifier, type) and issubclass(identifier, Metric):
+        raise TypeError(f"metrics: received the class {identifier.__name__}; pass an instance, {identifier.__name__}()")
     elif not (isinstance(identifier, Metric) or callable(identifier)):
         raise TypeError(f"metrics must be names, Metric instances or functions; received {identifier!r}")
 
@@ -381,6 +802,8 @@ def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: 
     'precision', 'recall', 'f1_score' and 'auc' (and such instances) likewise learn from the
     loss and the output width whether the model is binary (threshold) or multi-class (argmax).
     """
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        raise TypeError(f"metrics: received the class {identifier.__name__}; pass an instance, {identifier.__name__}()")
     if isinstance(identifier, Metric):
         metric = identifier
     elif isinstance(identifier, str):
@@ -389,7 +812,7 @@ def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: 
             if loss.sparse:
                 metric = SparseCategoricalAccuracy()
             elif n_outputs == 1 or isinstance(loss, _binary_losses()):
-                metric = BinaryAccuracy(0.0 if loss.from_logits else 0.5)
+                metric = BinaryAccuracy(threshold=0.0 if loss.from_logits else 0.5)
             else:
                 metric = CategoricalAccuracy()
         elif key in _REGISTRY:
@@ -403,7 +826,11 @@ def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: 
         raise TypeError(f"metrics must be names, Metric instances or functions; received {identifier!r}")
     if isinstance(metric, _ConfusionCounts):
         metric.configure(loss, n_outputs)
-    elif loss.sparse and not isinstance(metric, (SparseCategoricalAccuracy, FunctionMetric)):
+    elif loss.sparse and not (
+        isinstance(metric, (SparseCategoricalAccuracy, FunctionMetric))
+        or getattr(metric, "sparse_targets", False)
+        or metric.stateful  # a Keras-style metric reads the targets as the model gets them, as in Keras
+    ):
         metric = SparseAsDense(metric)
     return metric
 

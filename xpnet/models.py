@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from . import config, h5_weights, keras_format, saving, sharing, summary
+from . import config, h5_model, h5_weights, keras_format, saving, sharing, summary
 from ._checks import probably_finite, require_finite
 from .backend import Ops
 from .backend.base import builtin_name
+from .callbacks import Callback
 from .file_checks import FileFormatError, parameter_budget
 from .functional import Model
 from .layers.base import Layer, Shape, _as_shape
@@ -29,7 +30,9 @@ from .layers.fusion import ReluAfterMaxPool
 from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .random import layer_seed
+from .serialization import merged_custom_objects
 from .training import data
+from .training.stream import is_stream
 from .training.trainer import check_batch_size
 
 Array = Any
@@ -159,11 +162,22 @@ class Sequential(Model):
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): architecture, weights, compile settings and
-        optimizer state, so `xpnet.models.load_model` continues training exactly; no pickle, atomic."""
+        optimizer state, so `xpnet.models.load_model` continues training exactly; no pickle, atomic.
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        if h5_model.is_legacy_h5(filepath):
+            h5_model.save_model(self, filepath)
+            return
         saving.save_model(self, filepath)
 
     # ------------------------------------------------------------------ inference
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = 0,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> np.ndarray:
         """Outputs for x as a host NumPy array: (n, outputs).
 
         NaN and inf inputs raise a ValueError. Where this backend's kernels carry a NaN input
@@ -172,6 +186,8 @@ class Sequential(Model):
         CPU). An inf input then still raises unless the network maps it to its finite limit
         (e.g. a relu of -inf, a saturated sigmoid), which is the value an answer would have.
         """
+        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
+            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         by_output = self.ops is not None and self._carries_nan()
         x = self.check_inputs(x, "predict", finite=not by_output)
@@ -274,7 +290,7 @@ class Sequential(Model):
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Sequential:
         """A new model (new layers, weights drawn from the config's seed) from `get_config()`'s dict."""
-        shape, layers, kwargs = saving.sequential_from_config(config, dict(custom_objects or {}))
+        shape, layers, kwargs = saving.sequential_from_config(config, merged_custom_objects(custom_objects))
         return cls([Input(shape), *layers] if shape is not None else layers, **kwargs)
 
     def __repr__(self) -> str:
@@ -327,7 +343,10 @@ def load_model(
     custom_objects: {class name: class} for your own layers, activations, losses or optimizers.
     compile=False gives the architecture and weights only.
     """
-    return _load(filepath, dict(custom_objects or {}), compile, backend)
+    custom = merged_custom_objects(custom_objects)
+    if h5_model.is_legacy_h5(filepath):
+        return _load_h5(filepath, custom, compile, backend)
+    return _load(filepath, custom, compile, backend)
 
 
 def _load(path: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: Any) -> Model:
@@ -404,4 +423,32 @@ def _build_from_spec(spec: dict[str, Any], custom: dict[str, Any], backend: Any,
         raise ValueError(f"{path} holds a {spec.get('class_name')} model; xpnet loads Sequential and Functional models")
     if backend is not None:
         model.to_backend(backend)
+    return model
+
+
+def _load_h5(
+    filepath: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: str | Ops | None
+) -> Model:
+    """load_model for a legacy .h5 file (see xpnet/h5_model.py): xpnet's exact state when xpnet wrote it."""
+    with h5_model.LegacyFile(filepath) as f:
+        header = f.xpnet_header
+        spec = header.get("model") if isinstance(header, dict) else None
+        model: Model
+        if spec is not None and spec.get("class_name") == "Functional":
+            model = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
+        elif spec is not None:
+            layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
+            model = Sequential(
+                [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]
+            )
+        else:  # written by Keras
+            model = model_from_json(f.model_json(), custom)
+        if backend is not None:
+            model.to_backend(backend)
+        model.set_weights(f.layer_weights(model))
+        if header is not None:
+            arrays = {"params": model.store.host_params(), **f.slots(int(model.store.params.shape[0]))}
+            saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
+        elif compile and f.training_config is not None:
+            h5_model.compile_from_keras(model, f.training_config, custom)
     return model

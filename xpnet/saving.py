@@ -87,7 +87,7 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
             ],
         }
         if not model.single_output:  # one loss, weight and metric list per output
-            header["compile"]["loss"] = [serialize(loss) for loss in model.losses]
+            header["compile"]["loss"] = [serialize(loss) for loss in model.compiled_losses]
             header["compile"]["loss_weights"] = model.loss_weights
             header["compile"]["metrics"] = [[m.name for m in ms] for ms in model.output_metrics]
         if model.ops is not None and opt.ops is model.ops:
@@ -344,3 +344,16 @@ def restore_state(
         if isinstance(layer, Dropout) and layer.name in header.get("dropout", {}):
             layer.iterations = int(header["dropout"][layer.name])
     model.train_state.epochs_trained = int(header.get("epochs_trained", 0))
+
+
+# Keras's registry and (de)serialization live in xpnet/serialization.py; `keras.saving` exposes them here
+from .serialization import custom_object_scope as custom_object_scope  # noqa: E402
+from .serialization import deserialize_keras_object as deserialize_keras_object  # noqa: E402
+from .serialization import get_custom_objects as get_custom_objects  # noqa: E402
+from .serialization import get_registered_name as get_registered_name  # noqa: E402
+from .serialization import get_registered_object as get_registered_object  # noqa: E402
+from .serialization import register_keras_serializable as register_keras_serializable  # noqa: E402
+from .serialization import serialize_keras_object as serialize_keras_object  # noqa: E402
+from .serialization import set_layer_support  # noqa: E402
+
+set_layer_support(Layer, layer_from_config)

@@ -18,10 +18,15 @@ Array = Any
 
 
 class LearningRateSchedule:
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: Any) -> Any:
+        """The rate at `step`: a float for one step, a float64 NumPy array for an array of steps
+        (`schedule(np.arange(1000))`, to plot it, as Keras's schedules accept tensors)."""
         import numpy as np
 
-        return float(self.on_device(np, np.asarray(float(step))))
+        if np.ndim(step) == 0:
+            return float(self.on_device(np, np.asarray(float(step))))
+        steps = np.asarray(step, dtype=np.float64)
+        return np.broadcast_to(self.on_device(np, steps), steps.shape).astype(np.float64)
 
     def on_device(self, xp: Any, step: Array) -> Array:
         raise NotImplementedError

@@ -616,7 +616,8 @@ def builtin_name(obj: Any) -> str | None:
 
     Backends key their fused fast paths on this, so a user's subclass always runs its own code.
     """
-    return getattr(obj, "name", None) if type(obj).__module__ in ("xpnet.activations", "xpnet.losses") else None
+    # the class's name: a loss made with name="..." (Keras's display name) keeps its fast path
+    return getattr(type(obj), "name", None) if type(obj).__module__ in ("xpnet.activations", "xpnet.losses") else None
 
 
 def arange_like(xp: Any, n: int, dtype: Any, like: Array) -> Array:

@@ -1,3 +1,5 @@
+from typing import Any
+
 from .activation import Activation
 from .base import Layer, ParamSpec
 from .batch_normalization import BatchNormalization
@@ -106,3 +108,23 @@ __all__ = [
     "multiply",
     "subtract",
 ]
+
+
+def serialize(layer: Layer) -> dict[str, Any]:
+    """A layer as Keras's `layers.serialize` gives it: {"module", "class_name", "config", "registered_name"}."""
+    from ..serialization import serialize_keras_object
+
+    if not isinstance(layer, Layer):
+        raise TypeError(f"layers.serialize expects a Layer, received {type(layer).__name__}")
+    out: dict[str, Any] = serialize_keras_object(layer)
+    return out
+
+
+def deserialize(config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
+    """A new layer (fresh weights) from `serialize`'s dict (or Keras's {"class_name", "config"})."""
+    from ..serialization import deserialize_keras_object
+
+    layer = deserialize_keras_object(config, custom_objects)
+    if not isinstance(layer, Layer):
+        raise TypeError(f"layers.deserialize: {config.get('class_name')!r} is not a layer")
+    return layer

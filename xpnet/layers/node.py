@@ -68,6 +68,11 @@ class KerasTensor:
     def shape(self) -> tuple[int | None, ...]:
         return (None, *self.feature_shape)
 
+    @property
+    def dtype(self) -> str:
+        """Layers compute in the model's float dtype ("float32" unless the model asks for float64)."""
+        return "float32"
+
     def describe(self) -> str:
         """Where this tensor comes from, for error messages: "Dense 'dense_1'" or "Input 'input_layer'"."""
         if self.node is None:

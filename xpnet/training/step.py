@@ -59,7 +59,7 @@ def loss_and_grads(
     ys = [yb] if model.single_output else list(yb)
     outs = model.forward_outputs(xb, True, fused)
     grads, preds, sums = [], [], []
-    for k, (loss, w) in enumerate(zip(model.losses, model.loss_weights, strict=True)):
+    for k, (loss, w) in enumerate(zip(model.compiled_losses, model.loss_weights, strict=True)):
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
         if fused[k]:
@@ -106,9 +106,18 @@ def batch_sums(
     assert model.ops is not None
     xp = model.ops.xp
     ys = [yb] if model.single_output else list(yb)
-    states = [m.update(xp, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
+    states = [_update(xp, m, ys[k], preds[k]) for k, metrics in enumerate(model.output_metrics) for m in metrics]
     states += [m.update(xp, ys[0], preds[0], wb) for m in model.weighted_metrics]
     return [loss_sum, *([] if model.single_output else sums), *states]
+
+
+def _update(xp: Any, metric: Any, y: Array, pred: Array) -> Array:
+    """A metric's contribution to the running sums; a Keras-style metric updates its own variables
+    on the device instead and contributes nothing (its `result()` is read with the sums)."""
+    if metric.stateful:
+        metric.update_state(y, pred)
+        return xp.zeros((0,), dtype=pred.dtype)
+    return metric.update(xp, y, pred)
 
 
 class TrainStep:
@@ -190,7 +199,7 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     with ReluAfterMaxPool(model):
         outs = model.forward_outputs(xb, False, fused)
     preds, sums = [], []
-    for k, loss in enumerate(model.losses):
+    for k, loss in enumerate(model.compiled_losses):
         if fused[k]:
             value, _, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], one)
         else:

@@ -13,6 +13,7 @@ metrics, and the history gets Keras's per-output keys (`dense_1_loss`, `dense_1_
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -29,13 +30,14 @@ from .. import optimizers as opt_mod
 from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
-from ..callbacks import Callback, History, Progress, format_logs
+from ..callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
 from ..threads import blas_threads_for, macs_per_sample
 from ..variables import Variable
 from . import data
+from . import stream as stream_mod
 from .guard import exclusive
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
@@ -56,7 +58,7 @@ class Trainer:
     def _init_trainer(self) -> None:
         self.optimizer: opt_mod.Optimizer | None = None
         self.loss: losses_mod.Loss | None = None
-        self.losses: list[losses_mod.Loss] = []  # one per output; `loss` is the first
+        self.compiled_losses: list[losses_mod.Loss] = []  # one per output; `loss` is the first
         self.loss_weights: list[float] = []
         self.metrics: list[metrics_mod.Metric] = []
         self.output_metrics: list[list[metrics_mod.Metric]] = []  # `metrics` split by output
@@ -110,6 +112,16 @@ class Trainer:
     def forward(self, x: Array, training: bool = False) -> Array:
         raise NotImplementedError
 
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = 0,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Any:
+        raise NotImplementedError
+
     def forward_logits(self, x: Array, training: bool = False) -> Array:
         raise NotImplementedError
 
@@ -148,6 +160,18 @@ class Trainer:
     @property
     def non_trainable_weights(self) -> list[Variable]:
         return [w for w in self.weights if not w.trainable]
+
+    @property
+    def losses(self) -> list[float]:
+        """Keras's `model.losses`: each regularized trainable weight's penalty (floats, read from the
+        device; empty without regularizers or before the model is built). The compiled loss
+        functions are `compiled_losses`."""
+        if not self.built or self.ops is None:
+            return []
+        store, ops = self.store, self.ops
+        xp = ops.xp
+        with ops.activate():
+            return [float(ops.to_numpy(reg.penalty(xp, s.layer.params[s.spec.name]))) for s, reg in store.regularized()]
 
     # the outputs, as lists; a one-output model gets these from the hooks above
     @property
@@ -218,7 +242,12 @@ class Trainer:
         """
         if loss is None:
             if not any(layer.keras_call for layer in self.layers):
-                raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+                raise ValueError(
+                    "compile(loss=None): xpnet needs a loss to train and evaluate unless a custom layer calls "
+                    "add_loss. Pass loss='sparse_categorical_crossentropy' for integer labels, "
+                    "'categorical_crossentropy' for one-hot rows, 'binary_crossentropy' for 0/1 targets or 'mse' "
+                    "for regression; predict() needs no compile at all"
+                )
             loss = losses_mod.AddedLossesOnly()  # custom layers may call add_loss: that is the loss then
         names = self.output_names
         per_loss = _per_output(loss, names, "loss")
@@ -243,7 +272,7 @@ class Trainer:
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
         self.loss, self.optimizer = new_losses[0], new_optimizer
-        self.losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
+        self.compiled_losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
         self._metric_ids = list(metrics) if isinstance(metrics, (list, tuple)) else per_metrics[0]
         self._output_metric_ids = per_metrics
         self._weighted_metric_ids = list(weighted_metrics or [])
@@ -265,7 +294,7 @@ class Trainer:
         ids = self._output_metric_ids or [list(self._metric_ids)]
         self.output_metrics = [
             [metrics_mod.get(m, loss, width) for m in ms]
-            for ms, loss, width in zip(ids, self.losses or [self.loss], self.output_widths, strict=True)
+            for ms, loss, width in zip(ids, self.compiled_losses or [self.loss], self.output_widths, strict=True)
         ]
         self.metrics = [m for ms in self.output_metrics for m in ms]
         plain = {m.name for m in self.metrics}
@@ -318,7 +347,7 @@ class Trainer:
         return [
             ok and _fuses(loss, layer)
             for loss, layer, ok in zip(
-                self.losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True
+                self.compiled_losses or [self.loss], self.output_layers, self.fusable_outputs, strict=True
             )
         ]
 
@@ -348,7 +377,7 @@ class Trainer:
 
     def target_dtypes(self) -> Any:
         """The device dtype of the targets (None: integer labels stay as they are); a list for several outputs."""
-        dts = [None if loss.sparse else self.dtype for loss in self.losses]
+        dts = [None if loss.sparse else self.dtype for loss in self.compiled_losses]
         return dts[0] if self.single_output else dts
 
     def upload(self, a: Any, targets: bool = False) -> Array:
@@ -373,6 +402,8 @@ class Trainer:
         resume_from: str | os.PathLike[str] | None = None,
         class_weight: dict[int, float] | None = None,
         sample_weight: Any = None,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
     ) -> History:
         """Train for `epochs` epochs of mini-batch gradient descent; returns a History.
 
@@ -384,6 +415,9 @@ class Trainer:
         class_weight / sample_weight (one of them): Keras's weighted loss, Σ wᵢℓᵢ / batch size per
         batch, with wᵢ = class_weight[class of sample i] or sample_weight[i] ((n,) non-negative).
         validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
+        x may instead be an `xpnet.utils.PyDataset` or an iterator of (x, y[, sample_weight]) batches
+        (y then None): its batches stream through fixed device buffers; steps_per_epoch bounds an
+        epoch (an iterator without it runs until exhausted). validation_data may be such a source too.
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         epochs = argcheck.integer("fit", "epochs", epochs)
@@ -393,14 +427,26 @@ class Trainer:
         callbacks = _callback_list(callbacks)
         if verbose != "auto":
             verbose = argcheck.verbosity("fit", verbose)
-        x, yy = self.prepare(x, y, "fit")
+        source: stream_mod.Stream | None = None
+        if stream_mod.is_stream(x):
+            source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
+            x, yy = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
+            if yy is None:
+                raise ValueError("fit: each batch must hold targets, (x, y) or (x, y, sample_weight)")
+        else:
+            x, yy = self.prepare(x, y, "fit")
         if yy is None:
             raise ValueError("fit: y (the targets) is required")
         self._require_differentiable()
         # class weights are made after the validation split (training data only); both at once is refused here
-        sw = self._sample_weights(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
+        sw = None
+        if source is None:
+            sw = self.sample_weights_for(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
         vx = vy = vw = None
-        if validation_data is not None:
+        val_source: stream_mod.Stream | None = None
+        if validation_data is not None and stream_mod.is_stream(validation_data):
+            val_source = stream_mod.Stream(validation_data, validation_steps, "fit (validation_data)")
+        elif validation_data is not None:
             if len(validation_data) not in (2, 3):
                 raise ValueError(
                     "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
@@ -409,7 +455,7 @@ class Trainer:
             vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
             if len(validation_data) == 3:
                 assert vy is not None
-                vw = self._sample_weights(validation_data[2], None, vy, "fit (validation_data)")
+                vw = self.sample_weights_for(validation_data[2], None, vy, "fit (validation_data)")
         elif validation_split:
             n = data.rows(x)
             split = int(n * (1.0 - validation_split))
@@ -419,15 +465,18 @@ class Trainer:
             yy, vy = data.select(yy, 0, split), data.select(yy, split, n)
             if sw is not None:  # Keras splits the sample weights with the data; class weights are for training only
                 sw, vw = sw[:split], sw[split:]
-        if class_weight is not None:
-            sw = self._sample_weights(sample_weight, class_weight, yy, "fit")
+        if class_weight is not None and source is None:
+            sw = self.sample_weights_for(sample_weight, class_weight, yy, "fit")
 
         ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
         assert ops is not None and opt is not None and loss is not None
         state = self.train_state
-        state.samples, state.batch_size = data.rows(x), batch_size
+        state.samples, state.batch_size = (data.rows(x), batch_size) if source is None else (0, data.rows(x))
         state.epoch, state.step, state.running, state.history = initial_epoch, 0, [], History()
-        steps = math.ceil(state.samples / (batch_size * comm.size))
+        if source is None:
+            steps = math.ceil(state.samples / (batch_size * comm.size))
+        else:  # an iterator without steps_per_epoch runs until it is exhausted
+            steps = source.steps if source.steps is not None else sys.maxsize
         if resume_from is not None:
             self._resume(resume_from, steps, verbose)
             if state.epoch >= epochs:  # a finished run: nothing to train, nothing to change
@@ -442,15 +491,13 @@ class Trainer:
         history = state.history
         cbs: list[Callback] = [history, *(callbacks or [])]
 
-        def overrides(cb: Callback, hook: str) -> bool:
-            return getattr(type(cb), hook) is not getattr(Callback, hook) or hook in vars(cb)
-
         begin_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_begin")]
         batch_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_end")]
         for cb in cbs:
             cb.set_model(self)
-            cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
-        progress = Progress(verbose if comm.is_root else 0, epochs, steps)
+            shown = None if steps == sys.maxsize else steps
+            cb.set_params({"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
+        progress = Progress(verbose if comm.is_root else 0, epochs, steps if steps != sys.maxsize else 0)
         self.stop_training = False
         dropouts = [layer for layer in self.leaf_layers if isinstance(layer, Dropout)]
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
@@ -459,8 +506,12 @@ class Trainer:
                 data.nbytes(a, dt)
                 for a, dt in ((x, self.dtype), (yy, None), (vx, self.dtype), (vy, None), (sw, None), (vw, None))
             )
-            resident = ops.fits_on_device(size)  # else each batch is uploaded as it is used
-            batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+            resident = source is None and ops.fits_on_device(size)  # else each batch is uploaded as it is used
+            batches: data.Batches | stream_mod.StreamBatches
+            if source is None:
+                batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+            else:
+                batches = stream_mod.StreamBatches(self, source, class_weight)
             val: tuple[Any, Any, Any] | None = None
             if vx is not None:
                 val = (
@@ -469,19 +520,25 @@ class Trainer:
                     else (vx, vy, vw)
                 )
             for cb in cbs:
-                cb.on_train_begin()
+                cb.on_train_begin({})
+            logs: dict[str, float] = {}
             try:
                 while state.epoch < epochs:
                     epoch = state.epoch
                     for cb in cbs:
-                        cb.on_epoch_begin(epoch)
+                        cb.on_epoch_begin(epoch, {})
                     batches.shuffle(self.seed, state.epochs_trained, shuffle)
+                    if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
+                        self.reset_metrics()
                     progress.epoch_begin(epoch)
                     hi = min(state.step * batches.global_batch, state.samples)
                     for step in range(state.step, steps):
+                        try:
+                            lo, hi, a, b = batches.bounds(step)
+                        except StopIteration:  # a stream's epoch ended
+                            break
                         for cb in begin_hooks:
-                            cb.on_train_batch_begin(step)
-                        lo, hi, a, b = batches.bounds(step)
+                            cb.on_train_batch_begin(step, {})
                         for d in dropouts:
                             d.row_offset = a - lo
                         xb, yb, wb = batches.gather(a, b)
@@ -490,8 +547,11 @@ class Trainer:
                             batch if not state.running else [u + v for u, v in zip(state.running, batch, strict=True)]
                         )
                         state.step = step + 1
-                        for cb in batch_hooks:
-                            cb.on_train_batch_end(step)
+                        if batch_hooks:
+                            # the running values so far, as Keras's batch logs; read only if a callback looks
+                            batch_logs = BatchLogs(functools.partial(self._read, state.running, hi))
+                            for cb in batch_hooks:
+                                cb.on_train_batch_end(step, batch_logs)
                         if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
                             break
                         # the read is a collective under MPI: every rank must decide alike
@@ -501,6 +561,16 @@ class Trainer:
                                 break
                             if progress.mode == 1:
                                 progress.update(step + 1, logs)
+                    if isinstance(batches, stream_mod.StreamBatches):
+                        batches.end_epoch()
+                    if source is not None and not state.running:  # the stream ran dry
+                        warnings.warn(
+                            "fit: the data ran out before this epoch's first batch; training stopped. "
+                            "Pass steps_per_epoch with a generator that repeats, or use a PyDataset",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        break
                     logs = self._read(state.running, hi)
                     state.end_epoch()
                     if not math.isfinite(logs["loss"]):
@@ -512,8 +582,11 @@ class Trainer:
                             RuntimeWarning,
                             stacklevel=2,
                         )
+                    elif val_source is not None:
+                        vals = self._evaluate_stream(val_source, cbs)
+                        logs.update({f"val_{k}": v for k, v in vals.items()})
                     elif val is not None:
-                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2])
+                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2], cbs)
                         logs.update({f"val_{k}": v for k, v in vals.items()})
                     if not self.stop_training:
                         progress.epoch_end(epoch, logs)
@@ -530,9 +603,118 @@ class Trainer:
                 for d in dropouts:
                     d.row_offset = 0
             for cb in cbs:
-                cb.on_train_end()
+                cb.on_train_end(dict(logs))
         self.history = history
         return history
+
+    def _stream_for_fit(
+        self, x: Any, y: Any, steps: int | None, validation_split: float, sample_weight: Any, resume_from: Any
+    ) -> stream_mod.Stream:
+        """fit's checks for a PyDataset or iterator x (each refusal says what to do instead)."""
+        kind = type(x).__name__
+        if y is not None:
+            raise ValueError(f"fit: y must be None when x is a {kind}: its batches hold the targets, (x, y[, w])")
+        if validation_split:
+            raise ValueError(f"fit: validation_split cannot split a {kind}; pass validation_data instead")
+        if sample_weight is not None:
+            raise ValueError(f"fit: sample_weight cannot go with a {kind}; yield (x, y, sample_weight) batches")
+        if resume_from is not None:
+            raise ValueError(f"fit: resume_from needs array data (a {kind} cannot be replayed to a step)")
+        if self._comm.size > 1:
+            raise ValueError(f"fit: a {kind} is not sharded over MPI ranks; pass arrays under mpiexec")
+        return stream_mod.Stream(x, steps, "fit")
+
+    def _one(self) -> Array:
+        """A device 1 in the model's dtype (the inference loss factor), made once per backend."""
+        ops = self.ops
+        assert ops is not None
+        ones: dict[tuple[int, str], DeviceScalar] = self.__dict__.setdefault("_ones", {})
+        one = ones.get((id(ops), self.dtype))
+        if one is None:
+            one = ones[(id(ops), self.dtype)] = DeviceScalar(ops, 1.0, self.dtype)
+        return one.array
+
+    def reset_metrics(self) -> None:
+        """Clear the state of stateful (Keras-style `update_state`) metrics, as Keras's `reset_metrics`
+        (their variables move to the model's device the first time)."""
+        for m in (*self.metrics, *self.weighted_metrics):
+            if m.stateful:
+                if self.ops is not None:
+                    m.place(self.ops)
+                m.reset_state()
+
+    def _evaluate_stream(self, source: stream_mod.Stream, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+        """Loss and metrics over a stream's batches (one pass), with the on_test_* hooks."""
+        if self._comm.size > 1:
+            raise ValueError(f"{source.what}: a {type(source.source).__name__} is not sharded over MPI ranks")
+        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
+        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        run_hooks(callbacks, "on_test_begin", {})
+        self.reset_metrics()
+        sums: list[Array] = []
+        seen = 0
+        for index, raw in enumerate(source.epoch()):
+            x, y, w = stream_mod.split_batch(raw, source.what)
+            x, y = self.prepare(x, y, source.what)
+            if y is None:
+                raise ValueError(f"{source.what}: each batch must hold targets, (x, y) or (x, y, sample_weight)")
+            w = self.sample_weights_for(w, None, y, source.what)
+            for cb in begin_hooks:
+                cb.on_test_batch_begin(index, {})
+            wb = None if w is None else self.upload(w)
+            batch = forward_sums(self, self.upload(x), self.upload(y, targets=True), self._one(), wb)
+            sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+            seen += data.rows(x)
+            if end_hooks:
+                batch_logs = BatchLogs(functools.partial(self._read, sums, seen))
+                for cb in end_hooks:
+                    cb.on_test_batch_end(index, batch_logs)
+        source.end_epoch()
+        if not sums:
+            raise ValueError(f"{source.what}: the data yielded no batches")
+        if self.store.regularized():
+            sums[0] = sums[0] + self.store.penalty() * seen
+        result = self._read(sums, seen)
+        run_hooks(callbacks, "on_test_end", dict(result))
+        return result
+
+    def _predict_batches(self, x: Any, batch_size: int | None, callbacks: Sequence[Callback], steps: int | None) -> Any:
+        """predict batch by batch, for a stream or for callbacks with on_predict_* hooks.
+
+        Each batch runs through the model's own predict; on_predict_batch_end gets {"outputs": ...}
+        (host arrays: predict's results come to the host anyway).
+        """
+        batches: Any
+        source = stream_mod.Stream(x, steps, "predict") if stream_mod.is_stream(x) else None
+        if source is not None:
+            batches = (stream_mod.predict_inputs(b) for b in source.epoch())
+        else:
+            size = check_batch_size(32 if batch_size is None else batch_size)
+            x = self.check_inputs(x, "predict", finite=False)
+            n = data.rows(x)
+            count = math.ceil(n / size) if steps is None else min(steps, math.ceil(n / size))
+            batches = (data.select(x, lo, min(lo + size, n)) for lo in range(0, count * size, size))
+        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_predict_batch_begin")]
+        end_hooks = [cb for cb in callbacks if overrides(cb, "on_predict_batch_end")]
+        for cb in callbacks:
+            cb.set_model(self)
+        run_hooks(callbacks, "on_predict_begin", {})
+        parts: list[Any] = []
+        for index, xb in enumerate(batches):
+            for cb in begin_hooks:
+                cb.on_predict_batch_begin(index, {})
+            out = self.predict(xb, batch_size=max(1, data.rows(self.check_inputs(xb, "predict", finite=False))))
+            for cb in end_hooks:
+                cb.on_predict_batch_end(index, {"outputs": out})
+            parts.append(out)
+        if source is not None:
+            source.end_epoch()
+        run_hooks(callbacks, "on_predict_end", {})
+        if not parts:
+            raise ValueError("predict: the data yielded no batches")
+        if isinstance(parts[0], list):
+            return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
+        return np.concatenate(parts, axis=0)
 
     def _train_step(self) -> TrainStep:
         """The step for the current optimizer and communicator (made again if a callback compiled anew)."""
@@ -542,7 +724,7 @@ class Trainer:
             step = self._step = TrainStep(self, self._comm)
         return step
 
-    def _sample_weights(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None:
+    def sample_weights_for(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None:
         """Checked host weights (n,) in the model's dtype for targets yy, or None; see `data.sample_weights`.
 
         With several outputs one (n,) sample_weight weighs every output's loss; class_weight is
@@ -619,47 +801,66 @@ class Trainer:
         assert ops is not None
         xp = ops.xp
         flat = [xp.reshape(s, (-1,)) for s in sums]
+        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
+        first = len(flat) - len(every)
+        for k, m in enumerate(every):
+            if m.stateful:  # its state lives in its variables: its result joins this one read
+                flat[first + k] = m.device_result(xp, flat[0].dtype)
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
         # several outputs: each output's loss sum comes before the metric states
-        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
         readers: list[metrics_mod.Metric | None] = [None] * (len(self.metrics_names) - 1 - len(every))
         for name, metric, s in zip(self.metrics_names[1:], [*readers, *every], flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
-            out[name] = (
-                float(state[0]) / count if metric is None else metric.result(state[0] if size == 1 else state, count)
-            )
+            if metric is None:
+                out[name] = float(state[0]) / count
+            elif metric.stateful:
+                out[name] = float(state[0])
+            else:
+                out[name] = metric.result(state[0] if size == 1 else state, count)
             off += size
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_arrays(self, X: Array, Y: Array, batch_size: int, W: Array | None = None) -> dict[str, float]:
+    def _evaluate_arrays(
+        self, X: Array, Y: Array, batch_size: int, W: Array | None = None, callbacks: Sequence[Callback] = ()
+    ) -> dict[str, float]:
+        """Loss and metrics over device data (X, Y) in batches; `callbacks` get the on_test_* hooks."""
         self.hold_layers()
         ops, loss = self.ops, self.loss
         assert ops is not None and loss is not None
         n = data.rows(X)
-        ones: dict[tuple[int, str], DeviceScalar] = self.__dict__.setdefault("_ones", {})
-        one = ones.get((id(ops), self.dtype))
-        if one is None:
-            one = ones[(id(ops), self.dtype)] = DeviceScalar(ops, 1.0, self.dtype)
+        one = self._one()
         first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
         sums: list[Array] = []
-        for lo in range(first, last, batch_size):
+        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
+        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        run_hooks(callbacks, "on_test_begin", {})
+        self.reset_metrics()
+        for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
+            for cb in begin_hooks:
+                cb.on_test_batch_begin(index, {})
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
-            batch = forward_sums(self, xb, yb, one.array, wb)
+            batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+            if end_hooks:
+                batch_logs = BatchLogs(functools.partial(self._read, sums, hi - first))
+                for cb in end_hooks:
+                    cb.on_test_batch_end(index, batch_logs)
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
             w0 = None if W is None else self.upload(W[0:1])
-            sums = [s * 0 for s in forward_sums(self, *first_row, one.array, w0)]
+            sums = [s * 0 for s in forward_sums(self, *first_row, one, w0)]
         if self.store.regularized():
             sums[0] = sums[0] + self.store.penalty() * (last - first)
-        return self._read(sums, n)
+        result = self._read(sums, n)
+        run_hooks(callbacks, "on_test_end", dict(result))
+        return result
 
     @exclusive("evaluate")
     def evaluate(
@@ -670,21 +871,44 @@ class Trainer:
         verbose: int | str = "auto",
         return_dict: bool = False,
         sample_weight: Any = None,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
     ) -> float | list[float] | dict[str, float]:
         """Loss (plus any weight penalty) and metrics over (x, y): a float, a list, or a dict.
 
         sample_weight: (n,) non-negative; the loss becomes Σ wᵢℓᵢ / n and `weighted_metrics` use it.
+        x may be an `xpnet.utils.PyDataset` or an iterator of (x, y[, w]) batches (y None; `steps`
+        bounds the pass). callbacks: their on_test_* hooks run (batch-end logs: the running values).
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
+        cbs = list(callbacks or [])
+        for cb in cbs:
+            cb.set_model(self)
+        if stream_mod.is_stream(x):
+            if y is not None or sample_weight is not None:
+                raise ValueError(f"evaluate: y and sample_weight must be None when x is a {type(x).__name__}")
+            source = stream_mod.Stream(x, steps, "evaluate")
+            self.prepare(*stream_mod.split_batch(source.peek(), "evaluate")[:2], "evaluate")
+            ops = self.ops
+            assert ops is not None
+            with ops.activate():
+                result = self._evaluate_stream(source, cbs)
+            if verbose == "auto" or verbose:
+                print(f"{format_logs(result)}", file=sys.stdout, flush=True)
+            return _shape_result(result, return_dict)
         x, yy = self.prepare(x, y, "evaluate")
         if yy is None:
             raise ValueError("evaluate: y (the targets) is required")
-        sw = self._sample_weights(sample_weight, None, yy, "evaluate")
+        sw = self.sample_weights_for(sample_weight, None, yy, "evaluate")
+        if steps is not None:  # Keras: evaluate only the first `steps` batches
+            n_keep = min(data.rows(x), check_batch_size(steps) * batch_size)
+            x, yy = data.select(x, 0, n_keep), data.select(yy, 0, n_keep)
+            sw = None if sw is None else sw[:n_keep]
         ops = self.ops
         assert ops is not None
         with ops.activate():
             W = None if sw is None else self.upload(sw)
-            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W)
+            result = self._evaluate_arrays(self.upload(x), self.upload(yy, targets=True), batch_size, W, cbs)
         steps = math.ceil(data.rows(x) / batch_size)
         if verbose == "auto":
             verbose = 1
@@ -707,7 +931,7 @@ class Trainer:
         if yy is None:
             raise ValueError("train_on_batch: y (the targets) is required")
         self._require_differentiable()
-        sw = self._sample_weights(sample_weight, class_weight, yy, "train_on_batch")
+        sw = self.sample_weights_for(sample_weight, class_weight, yy, "train_on_batch")
         ops = self.ops
         assert ops is not None
         n = data.rows(x)
