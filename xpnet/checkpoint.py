@@ -96,8 +96,8 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     """Read and verify one checkpoint file; CheckpointError says what is wrong (DamagedCheckpoint: the file)."""
     path = Path(path)
     kind = "xpnet checkpoint"
-    if path.is_file() and (other := _other_file_kind(path)) is not None:
-        raise other
+    if path.is_file() and (foreign := _other_file_kind(path)) is not None:
+        raise foreign
     try:
         arrays = read_xpnet_npz(path, kind)
         header = json_member(arrays, "header", path, kind)
