@@ -370,3 +370,41 @@ def test_checkpoint_rotation_and_resume_clean_the_folder(tmp_path: Path) -> None
     found = checkpoint.load_latest(tmp_path)
     assert found is not None and not stale.exists()
     assert remove_stale_temps(tmp_path) == []
+
+
+def _nested_weights(tmp_path: Path) -> tuple[Sequential, Path]:
+    inner = Sequential([xpnet.Input((6,)), Dense(4, activation="relu"), Dense(3)], name="inner", seed=0)
+    outer = Sequential([inner, Dense(2)], name="outer", seed=1)
+    path = tmp_path / "w.weights.h5"
+    outer.save_weights(path)
+    return outer, path
+
+
+@pytest.mark.parametrize("kind", ["soft", "unwritten"])
+def test_a_nested_models_weight_groups_are_checked_like_the_outer_ones(tmp_path: Path, kind: str) -> None:
+    h5py = pytest.importorskip("h5py")
+    outer, path = _nested_weights(tmp_path)
+    with h5py.File(path, "a") as f:
+        assert f["layers/sequential/vars"].attrs["name"] == "inner"
+        del f["layers/sequential/layers/dense_1/vars/0"]
+        g = f["layers/sequential/layers/dense_1/vars"]
+        if kind == "soft":
+            f["elsewhere"] = np.ones((4, 3), np.float32)
+            g["0"] = h5py.SoftLink("/elsewhere")
+        else:  # 4 GB declared, nothing stored: all fill value
+            g.create_dataset("0", shape=(1 << 15, 1 << 15), dtype="f4")
+    before = outer.get_weights()
+    word = {"soft": "layers/sequential/layers/dense_1/vars/0 is a soft link", "unwritten": "declares shape"}[kind]
+    with pytest.raises(FileFormatError, match=rf"w\.weights\.h5 is not a valid Keras \.weights\.h5 file: .*{word}"):
+        outer.load_weights(path)
+    for a, b in zip(outer.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_model_groups_that_loop_back_are_refused(tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    outer, path = _nested_weights(tmp_path)
+    with h5py.File(path, "a") as f:
+        f["layers/sequential/layers/sequential"] = f["layers/sequential"]  # a hard link to its own ancestor
+    with pytest.raises(FileFormatError, match=r"nests models more than 32 deep"):
+        outer.load_weights(path)

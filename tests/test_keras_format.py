@@ -7,6 +7,7 @@ tests/data/keras_<name>.keras were written by Keras 3.15.1's model.save (scripts
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -166,3 +167,86 @@ def test_keras_settings_xpnet_lacks_load_the_weights_uncompiled_with_a_warning(t
     ref = np.load(DATA / "keras_mlp.npz")
     assert model.optimizer is None
     np.testing.assert_allclose(model.predict(ref["x"]), ref["pred"], rtol=1e-5, atol=1e-6)
+
+
+def _nested_models() -> dict[str, xpnet.models.Model]:
+    """A Sequential in a Sequential, the same Sequential in a functional model, a functional model in a Sequential."""
+    from xpnet.layers import Flatten, Softmax
+    from xpnet.models import Model
+
+    inner = Sequential([xpnet.Input((2, 3)), Flatten(), Dense(4, activation="relu", name="hidden"), Dense(3)], seed=1)
+    a = xpnet.Input((2, 3))
+    b = xpnet.Input((2, 3))
+    base = Model(b, Dense(3)(Flatten()(b)), name="base", seed=2)
+    return {
+        "seq": Sequential([inner, Softmax()], name="outer"),
+        "func": Model(a, Softmax()(inner(a)), name="func"),
+        "fseq": Sequential([xpnet.Input((2, 3)), base, Softmax()], name="fouter"),
+    }
+
+
+_KERAS_NESTED = """
+import sys, numpy as np, keras
+out, x = sys.argv[1], np.load(sys.argv[2])
+inner = keras.Sequential([keras.Input((2, 3)), keras.layers.Flatten(), keras.layers.Dense(4, activation="relu"),
+                          keras.layers.Dense(3)], name="inner")
+a = keras.Input((2, 3))
+b = keras.Input((2, 3))
+base = keras.Model(b, keras.layers.Dense(3)(keras.layers.Flatten()(b)), name="base")
+models = {"seq": keras.Sequential([keras.Input((2, 3)), inner, keras.layers.Softmax()], name="outer"),
+          "func": keras.Model(a, keras.layers.Softmax()(inner(a)), name="func"),
+          "fseq": keras.Sequential([keras.Input((2, 3)), base, keras.layers.Softmax()], name="fouter")}
+for name, model in models.items():
+    model.save(f"{out}/k_{name}.keras")
+    model.save_weights(f"{out}/k_{name}.weights.h5")
+    np.save(f"{out}/k_{name}.pred.npy", model.predict(x, verbose=0))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="needs Keras 3 (pip install keras jax)")
+def test_nested_models_cross_between_keras_and_xpnet_both_ways(tmp_path: Path) -> None:
+    """Keras 3 reads xpnet's .keras files of models inside models, and xpnet reads Keras's (.keras and
+    .weights.h5): the inner model's layers under layers/<its class>/layers/, its config inside the outer's."""
+    x = np.random.default_rng(0).normal(size=(8, 2, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "jax")}
+    done = subprocess.run(
+        [sys.executable, "-c", _KERAS_NESTED, str(tmp_path), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if done.returncode and "No module named" in done.stderr:
+        pytest.skip(f"Keras cannot run here: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, model in _nested_models().items():
+        ref = np.load(tmp_path / f"k_{name}.pred.npy")
+        loaded = load_model(tmp_path / f"k_{name}.keras")
+        assert [type(layer).__name__ for layer in loaded.layers][-1] == "Softmax"
+        np.testing.assert_allclose(loaded.predict(x), ref, rtol=1e-5, atol=1e-6)
+        model.load_weights(tmp_path / f"k_{name}.weights.h5")
+        np.testing.assert_allclose(model.predict(x), ref, rtol=1e-5, atol=1e-6)
+        model.save(tmp_path / f"x_{name}.keras")
+        script = [str(ROOT / "scripts" / "make_keras_fixtures.py"), "--check", str(tmp_path / f"x_{name}.keras")]
+        done = subprocess.run(
+            [sys.executable, *script, "model", str(tmp_path / "x.npy")], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        np.testing.assert_allclose(np.load(tmp_path / f"x_{name}.pred.npy"), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_nested_models_keras_file_has_keras_groups_and_config(tmp_path: Path) -> None:
+    models = _nested_models()
+    models["func"].save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        config = json.loads(z.read("config.json"))
+        weights = z.read("model.weights.h5")
+    entry = next(e for e in config["config"]["layers"] if e["class_name"] == "Sequential")
+    assert entry["module"] == "keras" and entry["registered_name"] is None
+    assert [e["module"] for e in entry["config"]["layers"]] == ["keras.layers"] * 4  # InputLayer, Flatten, 2 Dense
+    with h5py.File(io.BytesIO(weights), "r") as f:
+        assert f["layers/sequential/vars"].attrs["name"] == "sequential"
+        assert f["layers/sequential/layers/dense/vars"].attrs["name"] == "hidden"
+        assert f["layers/sequential/layers/dense/vars/0"].shape == (6, 4)
+        assert f["layers/sequential/layers/dense_1/vars/1"].shape == (3,)
+    np.testing.assert_array_equal(load_model(tmp_path / "m.keras").get_weights()[0], models["func"].get_weights()[0])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,23 @@ def test_resume_from_a_weights_file_says_what_it_is_and_what_to_call(tmp_path: P
     model.save(tmp_path / "m.keras")
     with pytest.raises(CheckpointError, match=r"is an xpnet model file \(model.save\).*xpnet.models.load_model"):
         model.fit(x, y, verbose=0, resume_from=tmp_path / "m.keras")
+
+
+def test_resume_from_a_keras_file_says_what_it_is_and_what_to_call(tmp_path: Path) -> None:
+    """Keras's own .keras zip and a .weights.h5 (HDF5) are named as such, not as damaged checkpoints."""
+    pytest.importorskip("h5py")
+    model, (x, y) = _model(), _data()
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        members = {n: z.read(n) for n in z.namelist() if not n.startswith("xpnet/")}
+    with zipfile.ZipFile(tmp_path / "k.keras", "w") as z:  # as Keras writes it: no xpnet members
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(CheckpointError, match=r"is a Keras \.keras model file, not a checkpoint.*models.load_model"):
+        model.fit(x, y, verbose=0, resume_from=tmp_path / "k.keras")
+    model.save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(CheckpointError, match=r"is a Keras \.weights\.h5 weights file.*model.load_weights\("):
+        model.fit(x, y, verbose=0, resume_from=tmp_path / "w.weights.h5")
 
 
 def test_save_weights_to_an_empty_name_is_refused_before_writing(

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,39 @@ VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
 
 
-# files xpnet writes that a user may pass to resume_from by mistake
+# files xpnet writes (or reads from Keras) that a user may pass to resume_from by mistake
 _OTHER_KINDS = {"xpnet-weights": "weights file (save_weights)", "xpnet-model": "model file (model.save)"}
 _LOADERS = {"weights file (save_weights)": "model.load_weights", "model file (model.save)": "xpnet.models.load_model"}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _not_a_checkpoint(path: Path, what: str, loader: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is {what}, not a checkpoint: resume_from takes a folder written by "
+        f"xpnet.checkpoint.Checkpoint (to start from these weights, use {loader}({str(path)!r}))"
+    )
+
+
+def _other_file_kind(path: Path) -> CheckpointError | None:
+    """The error for a Keras-layout file (a .keras zip, an HDF5 .weights.h5) given as a checkpoint; None otherwise."""
+    from . import keras_format
+
+    if keras_format.is_keras_zip(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                ours = keras_format.XPNET_HEADER in z.namelist()
+        except (OSError, ValueError, zipfile.BadZipFile):
+            ours = False
+        what = "an xpnet model file (model.save)" if ours else "a Keras .keras model file"
+        return _not_a_checkpoint(path, what, "xpnet.models.load_model")
+    try:
+        with open(path, "rb") as f:
+            hdf5 = f.read(len(_HDF5_MAGIC)) == _HDF5_MAGIC
+    except OSError:
+        return None
+    if hdf5:
+        return _not_a_checkpoint(path, "a Keras .weights.h5 weights file (save_weights)", "model.load_weights")
+    return None
 
 
 class CheckpointError(ValueError):
@@ -65,6 +96,8 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     """Read and verify one checkpoint file; CheckpointError says what is wrong (DamagedCheckpoint: the file)."""
     path = Path(path)
     kind = "xpnet checkpoint"
+    if path.is_file() and (foreign := _other_file_kind(path)) is not None:
+        raise foreign
     try:
         arrays = read_xpnet_npz(path, kind)
         header = json_member(arrays, "header", path, kind)
@@ -78,10 +111,7 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         other = _OTHER_KINDS.get(str(header.get("format"))) if isinstance(header, dict) else None
         if other is not None:
-            raise CheckpointError(
-                f"{path} is an xpnet {other}, not a checkpoint: resume_from takes a folder written by "
-                f"xpnet.checkpoint.Checkpoint (to start from these weights, use {_LOADERS[other]}({str(path)!r}))"
-            )
+            raise _not_a_checkpoint(path, f"an xpnet {other}", _LOADERS[other])
         raise DamagedCheckpoint(path, kind, f"its header does not name format {FORMAT!r}")
     digests = header.get("sha256", {})
     if not isinstance(digests, dict):

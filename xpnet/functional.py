@@ -687,7 +687,6 @@ class Model(Trainer):
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""
         if h5_weights.is_keras_h5_name(filepath):
-            self._no_nested_h5(filepath)
             h5_weights.save(filepath, self.name, self.layers)
             return
         weights_io.save(filepath, self.store.layout(), self.get_weights())
@@ -696,7 +695,6 @@ class Model(Trainer):
         """Load a file written by `save_weights` (or Keras's .weights.h5); a mismatch raises and changes nothing."""
         if h5_weights.is_keras_h5_name(filepath):
             _ = self.store  # an unbuilt model has no shapes to check the file against: a clear error first
-            self._no_nested_h5(filepath)
             self.set_weights(h5_weights.load(filepath, self.layers))
             return
         mine = self.store.layout()
@@ -711,14 +709,6 @@ class Model(Trainer):
                 + ", ".join(f"{c}{s}" for c, s in ours)
             )
         self.set_weights(arrays)
-
-    def _no_nested_h5(self, filepath: str | os.PathLike[str]) -> None:
-        nested = [str(layer.name) for layer in self.layers if isinstance(layer, Model)]
-        if nested:
-            raise ValueError(
-                f"{filepath}: Keras's .weights.h5 layout of nested models ({nested}) is not supported; "
-                "save_weights to a .npz file, or save the whole model with model.save('....keras')"
-            )
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state.

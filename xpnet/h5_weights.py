@@ -13,7 +13,10 @@ Keras 3 (saving_lib.save_weights_only, H5IOStore) writes one HDF5 group per obje
 <path> is not the layer's name: it is the snake-case class name, numbered by class in layer
 order ("dense", "dense_1", "conv2d", "max_pooling2d"), the InputLayer left out. So weights
 match by position and class, as Keras matches them, whatever the layers are called. Layers
-without weights get a group too. h5py is an optional dependency: `pip install xpnet[h5]`.
+without weights get a group too. A model used as a layer is one such group ("sequential",
+"functional" for a `Model(inputs, outputs)`) with its own empty `vars` (attrs name=<its name>)
+and its layers below it, numbered afresh: `layers/sequential/layers/dense/vars/0`, nested as
+deep as the models are. h5py is an optional dependency: `pip install xpnet[h5]`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .layers.base import Layer
 from .weights_io import atomic_write_path
 
 SUFFIX = ".weights.h5"
+MAX_NESTING = 32  # models inside models a file may describe (a crafted file could loop its groups)
 
 
 def is_keras_h5_name(path: str | os.PathLike[str]) -> bool:
@@ -55,22 +59,50 @@ def snake_case(class_name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def _inner(layer: Layer) -> list[Layer] | None:
+    """The layers of a model used as a layer (`sharing.leaves`), None for a plain layer."""
+    return getattr(layer, "nested_layers", None)
+
+
+def _class_path(layer: Layer) -> str:
+    kind = type(layer).__name__
+    if kind == "Model" and _inner(layer) is not None:  # Keras's class for Model(inputs, outputs)
+        kind = "Functional"
+    return snake_case(kind)
+
+
 def layer_paths(layers: list[Layer]) -> list[str]:
     """The group of each layer under "layers/": its class in snake case, "_k" from the second of a class on."""
     seen: dict[str, int] = {}
     paths = []
     for layer in layers:
-        base = snake_case(type(layer).__name__)
+        base = _class_path(layer)
         k = seen.get(base)
         seen[base] = 0 if k is None else k + 1
         paths.append(base if k is None else f"{base}_{k + 1}")
     return paths
 
 
+def leaf_paths(layers: list[Layer], prefix: str = "") -> list[tuple[str, Layer]]:
+    """(group path under "layers/", layer) of each weight-holding layer, a nested model's in its place.
+
+    The order is `sharing.leaves`' (the model's get_weights order); a nested model's layers sit under
+    "<its path>/layers/", as Keras 3 writes them.
+    """
+    out: list[tuple[str, Layer]] = []
+    for layer, where in zip(layers, layer_paths(layers), strict=True):
+        inner = _inner(layer)
+        if inner is None:
+            out.append((prefix + where, layer))
+        else:
+            out += leaf_paths(inner, f"{prefix}{where}/layers/")
+    return out
+
+
 def save(path: str | os.PathLike[str], model_name: str, layers: list[Layer]) -> Path:
     """Write the layers' weights in Keras 3's layout, atomically (a temp file renamed over `path`)."""
     h5py = _h5py()
-    weights = [layer.get_weights() for layer in layers]
+    weights = [layer.get_weights() for _, layer in leaf_paths(layers)]
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
@@ -80,14 +112,28 @@ def save(path: str | os.PathLike[str], model_name: str, layers: list[Layer]) -> 
 
 
 def write_layers(f: Any, model_name: str, layers: list[Layer], weights: list[list[np.ndarray]]) -> None:
-    """Keras 3's groups and datasets for `layers` (weights: each layer's get_weights()) into open HDF5 file f."""
+    """Keras 3's groups and datasets for `layers` into open HDF5 file f.
+
+    weights: each leaf's get_weights(), in `leaf_paths(layers)` order (a nested model's layers in its place).
+    """
     f.create_group("vars").attrs["name"] = model_name
-    group = f.create_group("layers")
-    for layer, where, arrays in zip(layers, layer_paths(layers), weights, strict=True):
-        vars_ = group.create_group(where).create_group("vars")
-        vars_.attrs["name"] = layer.name or where
-        for i, a in enumerate(arrays):
-            vars_.create_dataset(str(i), data=a)
+    left = list(weights)
+
+    def write(group: Any, layers: list[Layer]) -> None:
+        for layer, where in zip(layers, layer_paths(layers), strict=True):
+            node = group.create_group(where)
+            vars_ = node.create_group("vars")
+            vars_.attrs["name"] = layer.name or where
+            inner = _inner(layer)
+            if inner is not None:  # a model used as a layer: no variables of its own, its layers below
+                write(node.create_group("layers"), inner)
+                continue
+            for i, a in enumerate(left.pop(0)):
+                vars_.create_dataset(str(i), data=a)
+
+    write(f.create_group("layers"), layers)
+    if left:
+        raise ValueError(f"write_layers: {len(left)} more weight lists than the layers hold")
 
 
 KIND = "Keras .weights.h5"
@@ -131,12 +177,21 @@ def read_layers(f: Any, path: str | os.PathLike[str], kind: str, file_size: int)
                 else ""
             )
             raise FileFormatError(path, kind, f"no 'layers' group.{legacy}")
-        stored = {}
-        for name in list(group):
-            layer = h5_group(group, name, path, kind)
-            vars_ = h5_group(layer, "vars", path, kind)
-            keys = sorted((k for k in vars_ if k.isdigit()), key=int) if vars_ is not None else []
-            stored[name] = [h5_dataset(vars_, k, path, kind, budget) for k in keys]
+        stored: dict[str, list[np.ndarray]] = {}
+        # (group, its path, depth): a nested model's layers are under <its path>/layers/, as deep as models nest
+        todo = [(group, "", 0)]
+        while todo:
+            parent, prefix, depth = todo.pop()
+            if depth > MAX_NESTING:
+                raise FileFormatError(path, kind, f"{parent.name} nests models more than {MAX_NESTING} deep")
+            for name in list(parent):
+                layer = h5_group(parent, name, path, kind)
+                vars_ = h5_group(layer, "vars", path, kind)
+                keys = sorted((k for k in vars_ if k.isdigit()), key=int) if vars_ is not None else []
+                stored[prefix + name] = [h5_dataset(vars_, k, path, kind, budget) for k in keys]
+                inner = h5_group(layer, "layers", path, kind)
+                if inner is not None:
+                    todo.append((inner, f"{prefix}{name}/layers/", depth + 1))
         return stored
     except FileFormatError:
         raise
@@ -145,10 +200,12 @@ def read_layers(f: Any, path: str | os.PathLike[str], kind: str, file_size: int)
 
 
 def match(stored: dict[str, list[np.ndarray]], layers: list[Layer], path: str | os.PathLike[str]) -> list[np.ndarray]:
-    """The stored arrays in `layers`' get_weights order; ValueError naming both sides when they differ."""
-    ours = layer_paths(layers)
+    """The stored arrays in `layers`' get_weights order (a nested model's layers in its place); ValueError
+    naming both sides when they differ."""
+    leaves = leaf_paths(layers)
+    ours = [p for p, _ in leaves]
     # the shapes the layers hold, also where get_weights is empty for now (a Normalization before adapt)
-    wanted = [[tuple(spec.shape) for spec in layer.param_specs()] for layer in layers]
+    wanted = [[tuple(spec.shape) for spec in layer.param_specs()] for _, layer in leaves]
     found = [[a.shape for a in stored.get(p, [])] for p in ours]
     extra = sorted(p for p in stored if p not in ours and stored[p])
     if found != wanted or extra:

@@ -68,10 +68,20 @@ def _keras_object(value: Any, module: str) -> Any:
 
 
 def _with_modules(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Layer entries as Keras writes them: Keras looks classes up by module, and nested objects too."""
+    """Layer entries as Keras writes them: Keras looks classes up by module, and nested objects too.
+
+    A model used as a layer ("Sequential", "Functional") gets its model class's module, and its own
+    layers theirs, as deep as models nest.
+    """
     out = []
     for entry in layers:
         config = dict(entry["config"])
+        kind = entry.get("class_name")
+        if kind in _MODULES and isinstance(config.get("layers"), list):
+            config["layers"] = _with_modules(config["layers"])
+            registered = None if kind == "Sequential" else kind
+            out.append({"module": _MODULES[kind], **entry, "config": config, "registered_name": registered})
+            continue
         for key, value in config.items():
             if key.endswith("_regularizer"):
                 config[key] = _keras_object(value, "keras.regularizers")
@@ -142,7 +152,8 @@ def save(
     h5py = _h5py_for_keras()
     weights = io.BytesIO()
     with h5py.File(weights, "w") as f:
-        h5_weights.write_layers(f, model.name, model.layers, [layer.get_weights() for layer in model.layers])
+        leaves = h5_weights.leaf_paths(model.layers)
+        h5_weights.write_layers(f, model.name, model.layers, [layer.get_weights() for _, layer in leaves])
     config = keras_config(model, header["model"], header.get("compile"))
     from . import __version__
 
