@@ -458,9 +458,9 @@ class Trainer:
                     if resident
                     else (vx, vy, vw)
                 )
-            for cb in cbs:
-                cb.on_train_begin()
             try:
+                for cb in cbs:  # inside the try: a callback failing here must not leave a Checkpoint's folder locked
+                    cb.on_train_begin()
                 while state.epoch < epochs:
                     epoch = state.epoch
                     for cb in cbs:
