@@ -381,8 +381,7 @@ class Trainer:
         validation_split = argcheck.number("fit", "validation_split", validation_split, 0, 1, high_open=True)
         shuffle = argcheck.boolean("fit", "shuffle", shuffle)
         callbacks = _callback_list(callbacks)
-        if verbose != "auto":
-            verbose = argcheck.verbosity("fit", verbose)
+        verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
         x, yy = self.prepare(x, y, "fit")
         if yy is None:
             raise ValueError("fit: y (the targets) is required")
