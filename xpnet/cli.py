@@ -189,12 +189,13 @@ def _dataset_not_found(dataset: str, data_dir: str | None, detail: str) -> str:
     """One short line for missing dataset files, in the command line's words (--data-dir, not data_dir=)."""
     spec = DATASETS[dataset].SPEC
     names = ", ".join(f.filename for f in spec.files.values())
-    # the loader lists each place it looked as "  <folder>  (<why not>)"
-    searched = [" ".join(ln.split()) for ln in detail.splitlines() if ln.startswith("  ") and ln.strip()[:1] != "-"]
+    # the loader lists each place it looked as "  <folder>  (<why not>)"; the folder itself may hold "(" or spaces
+    searched = [ln[2:].rsplit("  (", 1) for ln in detail.splitlines() if ln.startswith("  ") and ln.strip()[:1] != "-"]
+    searched = [pair for pair in searched if len(pair) == 2]
     if data_dir is not None:
-        why = searched[0].split("(", 1)[-1].rstrip(")") if searched else "not found"
+        why = searched[0][1].removesuffix(")") if searched else "not found"
         return f"could not load {spec.title}: --data-dir {data_dir} {why}; it must hold {names} (or .gz)"
-    looked = "; ".join(searched) or "nowhere"
+    looked = "; ".join(f"{folder} ({why}" for folder, why in searched) or "nowhere"
     return (
         f"could not load {spec.title}: not found (looked in {looked}) and not downloaded; "
         f"pass --data-dir FOLDER holding {names} (or .gz)"
