@@ -41,6 +41,7 @@ from .layers.node import KerasTensor, Node
 from .params import AccumulatingSink, GradientSink, ParamStore
 from .random import init_rng, layer_seed, next_model_seed
 from .training import data
+from .training.guard import exclusive
 from .training.trainer import Trainer, check_batch_size
 
 Array = Any
@@ -698,6 +699,7 @@ class Model(Trainer):
         )
 
     # ------------------------------------------------------------------ inference
+    @exclusive("predict", shared=True)
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> Any:
         """Outputs for x as host NumPy arrays: (n, *output_shape), a list of them for several outputs."""
         batch_size = check_batch_size(32 if batch_size is None else batch_size)

@@ -28,6 +28,7 @@ from .layers.input import Input
 from .layers.node import KerasTensor, Node
 from .random import layer_seed
 from .training import data
+from .training.guard import exclusive
 from .training.trainer import check_batch_size
 
 Array = Any
@@ -133,6 +134,7 @@ class Sequential(Model):
         saving.save_model(self, filepath)
 
     # ------------------------------------------------------------------ inference
+    @exclusive("predict", shared=True)
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> np.ndarray:
         """Outputs for x as a host NumPy array: (n, outputs).
 
