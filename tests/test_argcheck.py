@@ -74,6 +74,14 @@ def test_keras_ranges_and_numpy_scalars_are_accepted() -> None:
     assert regularizers.L2(0).l2 == 0.0
 
 
+def test_a_piecewise_schedule_may_end_at_zero_as_in_keras_but_not_below() -> None:
+    # keras.optimizers.schedules.PiecewiseConstantDecay([10], [0.1, 0.0]) is valid: training pauses after step 10
+    schedule = schedules.PiecewiseConstantDecay([10], [0.1, 0.0])
+    assert (schedule(5), schedule(20)) == (pytest.approx(0.1), 0.0)
+    with pytest.raises(ValueError, match=r"PiecewiseConstantDecay: values\[1\] must be a number >= 0, received -0.1"):
+        schedules.PiecewiseConstantDecay([10], [0.1, -0.1])
+
+
 def _model() -> xpnet.Sequential:
     model = xpnet.Sequential([Dense(3, activation="softmax", input_shape=(4,))], seed=0)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
@@ -88,7 +96,7 @@ def _model() -> xpnet.Sequential:
         ({"epochs": -1}, r"fit: epochs must be an integer >= 0, received -1"),
         ({"validation_split": 1.0}, r"fit: validation_split must be a number in \[0, 1\), received 1.0"),
         ({"shuffle": "false"}, r"fit: shuffle must be True or False, received 'false'"),
-        ({"verbose": 5}, r"fit: verbose must be one of 0, 1, 2, received 5"),
+        ({"verbose": 5}, r"fit: verbose must be one of 'auto', 0, 1, 2, received 5"),
     ],
 )
 def test_bad_fit_arguments_are_refused_before_training(kwargs, pattern) -> None:

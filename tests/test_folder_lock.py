@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,3 +112,57 @@ def test_a_second_cli_run_on_the_same_out_is_refused_in_one_line(
     assert rc == 1 and len(err) == 1
     assert err[0].startswith(f"error: {out} is in use by another xpnet checkpoint writer (pid {proc.pid} on host")
     assert not (out / "history.json").exists()
+
+
+def test_a_callback_failing_at_train_begin_leaves_the_checkpoint_folder_free(tmp_path: Path) -> None:
+    folder, (x, y) = tmp_path / "ckpt", _data()
+    model = _model()
+    broken = xpnet.callbacks.CSVLogger(tmp_path / "no-such-folder" / "log.csv")
+    with pytest.raises(FileNotFoundError) as failed:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[Checkpoint(folder), broken])
+    # the user fixes the path and runs again in the same session, whose last traceback (kept, as an interactive
+    # session keeps sys.last_traceback) still holds the failed fit's Checkpoint: the folder is free, not
+    # "in use by another xpnet checkpoint writer (pid <this one>)"
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[Checkpoint(folder)])
+    assert failed.traceback  # kept alive until here
+    assert [p.name for p in list_checkpoints(folder)] == ["ckpt-000000001.npz"]
+    assert not (folder / LOCK_NAME).exists()
+
+
+@needs_fashion
+@pytest.mark.parametrize("other_run_finished", [True, False])
+def test_resume_reads_the_run_under_the_lock_not_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], other_run_finished: bool
+) -> None:
+    """`--resume` started while another run holds the folder: by the time it gets the lock (after loading the
+    data), the other run has rotated the checkpoint it saw away, and finished (or was killed)."""
+    out, side = tmp_path / "run", tmp_path / "side"
+    argv = ["train", "--quick", "--limit", "200", "--backend", "numpy", "--no-plots", "--verbose", "0"]
+    argv += ["--data-dir", str(FASHION_DIR), "--out", str(out), "--checkpoint-every", "2"]
+    assert cli.main(argv) == 0
+    history = (out / "history.json").read_bytes()
+    # what --resume sees while the first run is still going: no results yet, only its oldest checkpoint
+    (out / "history.json").unlink()
+    oldest, *newer = list_checkpoints(out / "checkpoints")
+    side.mkdir()
+    for p in newer:
+        shutil.move(p, side / p.name)
+    real = cli.DATASETS["fashion_mnist"].load_data
+
+    def load_data(*args: object, **kwargs: object) -> object:  # meanwhile the first run goes on
+        oldest.unlink()
+        for p in newer:
+            shutil.move(side / p.name, p)
+        if other_run_finished:
+            (out / "history.json").write_bytes(history)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli.DATASETS["fashion_mnist"], "load_data", load_data)
+    capsys.readouterr()
+    rc = cli.main([*argv, "--resume"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    if other_run_finished:
+        assert "is complete" in captured.out and (out / "history.json").read_bytes() == history
+    else:  # the first run was killed: this one continues from its newest checkpoint
+        assert "wrote to" in captured.out

@@ -145,6 +145,18 @@ def test_cli_missing_dataset_is_one_short_line_naming_data_dir(
     assert "data_dir=" not in err and "download=True" not in err and len(err) < 300
 
 
+def test_cli_dataset_not_found_keeps_a_data_dir_with_parentheses_whole() -> None:
+    detail = "Fashion-MNIST files not found in the given directory:\n  /d/my (copy)/data  (has none of the files)"
+    line = cli._dataset_not_found("fashion_mnist", "/d/my (copy)/data", detail)
+    assert line.startswith("could not load Fashion-MNIST: --data-dir /d/my (copy)/data has none of the files; it must")
+    detail = (
+        "MNIST not found. Searched:\n  /d/a (b)  (does not exist)\n  /e  (has none of the files)\nDownload failed: x"
+    )
+    assert "(looked in /d/a (b) (does not exist); /e (has none of the files)) and not downloaded" in (
+        cli._dataset_not_found("mnist", None, detail)
+    )
+
+
 def test_cli_dataset_not_found_without_data_dir_points_to_the_flag() -> None:
     detail = (
         "MNIST not found. Searched:\n  /c/mnist  (has none of the files)\n  /usr/share/datasets/mnist  (does not exist)"

@@ -190,12 +190,13 @@ def _dataset_not_found(dataset: str, data_dir: str | None, detail: str) -> str:
     """One short line for missing dataset files, in the command line's words (--data-dir, not data_dir=)."""
     spec = DATASETS[dataset].SPEC
     names = ", ".join(f.filename for f in spec.files.values())
-    # the loader lists each place it looked as "  <folder>  (<why not>)"
-    searched = [" ".join(ln.split()) for ln in detail.splitlines() if ln.startswith("  ") and ln.strip()[:1] != "-"]
+    # the loader lists each place it looked as "  <folder>  (<why not>)"; the folder itself may hold "(" or spaces
+    searched = [ln[2:].rsplit("  (", 1) for ln in detail.splitlines() if ln.startswith("  ") and ln.strip()[:1] != "-"]
+    searched = [pair for pair in searched if len(pair) == 2]
     if data_dir is not None:
-        why = searched[0].split("(", 1)[-1].rstrip(")") if searched else "not found"
+        why = searched[0][1].removesuffix(")") if searched else "not found"
         return f"could not load {spec.title}: --data-dir {data_dir} {why}; it must hold {names} (or .gz)"
-    looked = "; ".join(searched) or "nowhere"
+    looked = "; ".join(f"{folder} ({why}" for folder, why in searched) or "nowhere"
     return (
         f"could not load {spec.title}: not found (looked in {looked}) and not downloaded; "
         f"pass --data-dir FOLDER holding {names} (or .gz)"
@@ -334,8 +335,8 @@ def _checkpointed_dataset(ckpt_dir: Path) -> str | None:
     return dataset if isinstance(dataset, str) else None
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The checkpoint --resume will start from; skipped corrupt ones print a warning line each."""
+def _latest_checkpoint(ckpt_dir: Path, quiet: bool = False) -> Path | None:
+    """The checkpoint --resume will start from; skipped corrupt ones print a warning line each (unless quiet)."""
     if not ckpt_dir.is_dir():
         raise CLIError(f"nothing to resume: {ckpt_dir} does not exist (drop --resume to start a new run)")
     with warnings.catch_warnings(record=True) as caught:
@@ -344,7 +345,7 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
             found = checkpoint.load_latest(ckpt_dir)
         except CheckpointError as e:
             raise CLIError(f"cannot resume: {e}; delete {ckpt_dir} or choose another --out to start over") from e
-    for w in caught:
+    for w in caught if not quiet else ():
         _show_warning(w.message, w.category)
     return found[0] if found is not None else None
 
@@ -420,6 +421,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.run_lock.acquire()
         except FolderLockedError as e:
             raise CLIError(str(e)) from e
+        # read the run again under the lock: another run may have finished or rotated its checkpoints since
+        # (under MPI every rank must start from the same file: they keep the one they read alike above)
+        if args.resume and model.comm.size == 1:
+            done = _finished_run(out, cfg)
+            if done is not None:
+                print(done)
+                return 0
+            resume_from = _latest_checkpoint(ckpt_dir, quiet=True)
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
     images = x_test  # (n, 28, 28) for the pictures

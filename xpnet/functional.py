@@ -50,6 +50,7 @@ from .params import AccumulatingSink, GradientSink, ParamStore
 from .random import init_rng, layer_seed, next_model_seed
 from .serialization import merged_custom_objects
 from .training import data
+from .training.guard import exclusive
 from .training.stream import is_stream
 from .training.trainer import Trainer, check_batch_size
 
@@ -846,6 +847,7 @@ class Model(Trainer):
         )
 
     # ------------------------------------------------------------------ inference
+    @exclusive("predict", shared=True)
     def predict(
         self,
         x: Any,

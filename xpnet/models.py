@@ -32,6 +32,7 @@ from .layers.node import KerasTensor, Node
 from .random import layer_seed
 from .serialization import merged_custom_objects
 from .training import data
+from .training.guard import exclusive
 from .training.stream import is_stream
 from .training.trainer import check_batch_size
 
@@ -170,6 +171,7 @@ class Sequential(Model):
         saving.save_model(self, filepath)
 
     # ------------------------------------------------------------------ inference
+    @exclusive("predict", shared=True)
     def predict(
         self,
         x: Any,

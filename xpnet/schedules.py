@@ -127,7 +127,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
             )
         who = "PiecewiseConstantDecay"
         self.boundaries = [argcheck.number(who, f"boundaries[{i}]", b, 0) for i, b in enumerate(boundaries)]
-        self.values = [_positive(who, f"values[{i}]", v) for i, v in enumerate(values)]
+        # a value of 0 is a valid stage (Keras takes it: training pauses there); a negative one would ascend
+        self.values = [argcheck.number(who, f"values[{i}]", v, 0) for i, v in enumerate(values)]
         if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:], strict=False)):
             raise ValueError(f"PiecewiseConstantDecay: boundaries must increase, received {list(boundaries)}")
 

@@ -425,8 +425,7 @@ class Trainer:
         validation_split = argcheck.number("fit", "validation_split", validation_split, 0, 1, high_open=True)
         shuffle = argcheck.boolean("fit", "shuffle", shuffle)
         callbacks = _callback_list(callbacks)
-        if verbose != "auto":
-            verbose = argcheck.verbosity("fit", verbose)
+        verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
         source: stream_mod.Stream | None = None
         if stream_mod.is_stream(x):
             source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
@@ -519,10 +518,10 @@ class Trainer:
                     if resident
                     else (vx, vy, vw)
                 )
-            for cb in cbs:
-                cb.on_train_begin({})
             logs: dict[str, float] = {}
             try:
+                for cb in cbs:  # inside the try: a callback failing here must not leave a Checkpoint's folder locked
+                    cb.on_train_begin({})
                 while state.epoch < epochs:
                     epoch = state.epoch
                     for cb in cbs:
