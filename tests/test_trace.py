@@ -169,3 +169,26 @@ def test_trace_needs_a_loss_for_backward_and_training_mode() -> None:
     np.testing.assert_allclose(t.output, model.predict(X), rtol=1e-6)
     with pytest.raises(ValueError, match="trace with y"):
         t.delta(1)
+
+
+def test_trace_writes_the_transposed_convolution_as_such() -> None:
+    """Conv2DTranspose is the adjoint of a convolution: its forward is h ⋆ᵀ W, its kernel gradient comes from
+    the patches of δ (not of its input), and the layer below it receives δ ⋆ W (a plain convolution)."""
+    model = Sequential(
+        [xpnet.Input((3, 3, 1)), xpnet.layers.Conv2D(2, 2), xpnet.layers.Conv2DTranspose(2, 3, strides=2)],
+        dtype="float64",
+        seed=0,
+    )
+    model.add(xpnet.layers.Flatten())
+    model.add(Dense(1))
+    model.compile("sgd", "mse")
+    text = str(trace(model, np.ones((1, 3, 3, 1)), [[1.0]]))
+    for expected in (
+        "u(1) = h(0) ⋆ W(1) + b(1)",
+        "u(2) = h(1) ⋆ᵀ W(2) + b(2)",
+        "∂L/∂h(1) = δ(2) ⋆ W(2)",
+        "∂L/∂W(2) = Σ patches(δ(2))ᵀ h(1)",
+        "∂L/∂W(1) = Σ patches(h(0))ᵀ δ(1)",
+    ):
+        assert expected in text, f"{expected!r} missing from\n{text}"
+    assert "u(2) = h(1) ⋆ W(2)" not in text
