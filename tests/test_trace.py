@@ -192,3 +192,20 @@ def test_trace_writes_the_transposed_convolution_as_such() -> None:
     ):
         assert expected in text, f"{expected!r} missing from\n{text}"
     assert "u(2) = h(1) ⋆ W(2)" not in text
+
+
+def test_trace_of_a_merge_keeps_each_input(backend: str) -> None:
+    """A merge's input is a list of tensors (of different widths for concatenate): the trace keeps one host
+    array per input (it stacked them, which failed on unequal widths and on CuPy arrays)."""
+    x = xpnet.Input((3,))
+    a, b = xpnet.layers.Dense(3, name="a")(x), xpnet.layers.Dense(5, name="b")(x)
+    joined = xpnet.layers.concatenate([a, xpnet.layers.maximum([b, xpnet.layers.Dense(5)(x)])], name="joined")
+    with xpnet.use_backend(backend):
+        model = xpnet.Model(x, Dense(2, "softmax")(joined), seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    t = model.trace(np.ones((2, 3)), np.array([0, 1]))
+    merged = t.layer("joined")
+    assert [v.shape for v in merged.input] == [(2, 3), (2, 5)]
+    np.testing.assert_allclose(merged.output, np.concatenate(merged.input, axis=1))
+    assert [len(v) for v in merged.to_dict()["input"]] == [2, 2]
+    json.dumps(t.to_dict())

@@ -55,7 +55,7 @@ class LayerTrace:
     name: str
     kind: str
     activation: str | None
-    input: np.ndarray
+    input: np.ndarray | list[np.ndarray]  # a list for a merge: one array per input
     preactivation: np.ndarray | None
     output: np.ndarray
     weights: dict[str, np.ndarray] = field(default_factory=dict)
@@ -68,7 +68,9 @@ class LayerTrace:
     consumers: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        def arr(a: np.ndarray | None) -> Any:
+        def arr(a: np.ndarray | list[np.ndarray] | None) -> Any:
+            if isinstance(a, list):  # a merge's inputs
+                return [arr(v) for v in a]
             return None if a is None else a.tolist()
 
         return {
@@ -256,8 +258,11 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
 
     records: dict[int, dict[str, Any]] = {i: {} for i in range(len(model.layers))}
 
-    def host(a: Any) -> np.ndarray | None:
-        # copied at once: later steps update some buffers in place (e.g. NumPy's relu backward)
+    def host(a: Any) -> Any:
+        # copied at once: later steps update some buffers in place (e.g. NumPy's relu backward);
+        # a merge's inputs (and its input gradients) are a list: one host array each
+        if isinstance(a, (list, tuple)):
+            return [host(v) for v in a]
         return None if a is None else np.array(ops.to_numpy(a), copy=True)
 
     def wrap_forward(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
