@@ -515,3 +515,24 @@ def test_sgd_inside_backprop_matches_the_separate_update(which: str, monkeypatch
         runs.append(model.get_weights())
     for a, b in zip(*runs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_fit_on_an_image_output_says_what_the_output_is_and_how_to_flatten_it(functional: bool) -> None:
+    """An autoencoder ending in an image (Keras's pattern) cannot be fitted yet: the error names the model's
+    real output shape and the way around it, instead of a wrong "(None, 1)" or a NumPy broadcast error."""
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 5, 5, 1)).astype(np.float32)
+    stack = [Conv2DTranspose(2, 2, strides=2, padding="same"), Conv2D(1, 3, padding="same", activation="sigmoid")]
+    if functional:
+        inputs = Input((5, 5, 1))
+        h = inputs
+        for layer in stack:
+            h = layer(h)
+        model: xpnet.Sequential | xpnet.Model = xpnet.Model(inputs, h)
+    else:
+        model = xpnet.Sequential([Input((5, 5, 1)), *stack])
+    model.compile("adam", "binary_crossentropy")
+    for y in (rng.random((8, 10, 10, 1)), rng.random((8, 1))):
+        with pytest.raises(ValueError, match=r"output has shape \(None, 10, 10, 1\).*Flatten\(\)"):
+            model.fit(x, y, epochs=1, verbose=0)

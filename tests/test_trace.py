@@ -169,3 +169,43 @@ def test_trace_needs_a_loss_for_backward_and_training_mode() -> None:
     np.testing.assert_allclose(t.output, model.predict(X), rtol=1e-6)
     with pytest.raises(ValueError, match="trace with y"):
         t.delta(1)
+
+
+def test_trace_writes_the_transposed_convolution_as_such() -> None:
+    """Conv2DTranspose is the adjoint of a convolution: its forward is h ⋆ᵀ W, its kernel gradient comes from
+    the patches of δ (not of its input), and the layer below it receives δ ⋆ W (a plain convolution)."""
+    model = Sequential(
+        [xpnet.Input((3, 3, 1)), xpnet.layers.Conv2D(2, 2), xpnet.layers.Conv2DTranspose(2, 3, strides=2)],
+        dtype="float64",
+        seed=0,
+    )
+    model.add(xpnet.layers.Flatten())
+    model.add(Dense(1))
+    model.compile("sgd", "mse")
+    text = str(trace(model, np.ones((1, 3, 3, 1)), [[1.0]]))
+    for expected in (
+        "u(1) = h(0) ⋆ W(1) + b(1)",
+        "u(2) = h(1) ⋆ᵀ W(2) + b(2)",
+        "∂L/∂h(1) = δ(2) ⋆ W(2)",
+        "∂L/∂W(2) = Σ patches(δ(2))ᵀ h(1)",
+        "∂L/∂W(1) = Σ patches(h(0))ᵀ δ(1)",
+    ):
+        assert expected in text, f"{expected!r} missing from\n{text}"
+    assert "u(2) = h(1) ⋆ W(2)" not in text
+
+
+def test_trace_of_a_merge_keeps_each_input(backend: str) -> None:
+    """A merge's input is a list of tensors (of different widths for concatenate): the trace keeps one host
+    array per input (it stacked them, which failed on unequal widths and on CuPy arrays)."""
+    x = xpnet.Input((3,))
+    a, b = xpnet.layers.Dense(3, name="a")(x), xpnet.layers.Dense(5, name="b")(x)
+    joined = xpnet.layers.concatenate([a, xpnet.layers.maximum([b, xpnet.layers.Dense(5)(x)])], name="joined")
+    with xpnet.use_backend(backend):
+        model = xpnet.Model(x, Dense(2, "softmax")(joined), seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    t = model.trace(np.ones((2, 3)), np.array([0, 1]))
+    merged = t.layer("joined")
+    assert [v.shape for v in merged.input] == [(2, 3), (2, 5)]
+    np.testing.assert_allclose(merged.output, np.concatenate(merged.input, axis=1))
+    assert [len(v) for v in merged.to_dict()["input"]] == [2, 2]
+    json.dumps(t.to_dict())

@@ -644,6 +644,8 @@ class Model(Trainer):
         if self._single_out and not isinstance(y, dict):
             return super().check_targets(y, n, what)
         ys = self._by_name(y, self.output_names, f"{what}: y (the targets)", self._single_out)
+        for t, name in zip(self.outputs, self.output_names, strict=True):
+            data.require_flat_output(t.feature_shape, f"{what} (output {name!r})")
         checked = [
             data.check_y(a, n, f"{what} (output {name!r})", loss, width, self.dtype)
             for a, name, loss, width in zip(

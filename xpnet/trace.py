@@ -174,6 +174,7 @@ class Trace:
             f"{'sample' if n == 1 else 'samples'}, {'training' if self.training else 'inference'} mode",
             "forward:  u(l) = h(l-1) W(l) + b(l)"
             + ("  (Conv2D: h(l-1) ⋆ W(l) + b(l), ⋆ the cross-correlation)" if any(map(_is_conv, self.layers)) else "")
+            + ("  (Conv2DTranspose: h(l-1) ⋆ᵀ W(l) + b(l))" if any(map(_is_transpose, self.layers)) else "")
             + ",   h(l) = φ(u(l)),   h(0) = x",
             "",
         ]
@@ -449,7 +450,8 @@ def _forward_rows(lt: LayerTrace, fmt: _Formatter) -> list[tuple[str, str]]:
     prev = ", ".join(map(str, lt.sources)) if lt.sources is not None else str(l - 1)
     rows = [(f"{_sym(k, l)} {tuple(v.shape)}", fmt(v, batch=False)) for k, v in lt.weights.items()]
     if "kernel" in lt.weights:
-        product = f"h({prev}) ⋆ W({l})" if _is_conv(lt) else f"h({prev}) W({l})"  # ⋆: cross-correlation
+        # ⋆: cross-correlation, ⋆ᵀ: its adjoint (the transposed convolution)
+        product = f"h({prev}) {'⋆ᵀ' if _is_transpose(lt) else '⋆'} W({l})" if _is_conv(lt) else f"h({prev}) W({l})"
         expr = product + (f" + b({l})" if "bias" in lt.weights else "")
         rows.append((f"u({l}) = {expr}", fmt(lt.preactivation)))
         rows.append((f"h({l}) = {lt.activation}(u({l}))", fmt(lt.output)))
@@ -467,6 +469,11 @@ def _is_conv(lt: LayerTrace) -> bool:
     return "kernel" in lt.weights and lt.weights["kernel"].ndim > 2
 
 
+def _is_transpose(lt: LayerTrace) -> bool:
+    """A transposed convolution (Conv2DTranspose): its forward is the input gradient of a convolution."""
+    return lt.kind == "Conv2DTranspose"
+
+
 def _backward_rows(lt: LayerTrace, layers: list[LayerTrace], fmt: _Formatter, fused: bool) -> list[tuple[str, str]]:
     l = lt.l  # noqa: E741
     prev = ", ".join(map(str, lt.sources)) if lt.sources is not None else str(l - 1)
@@ -482,7 +489,10 @@ def _backward_rows(lt: LayerTrace, layers: list[LayerTrace], fmt: _Formatter, fu
             how = " = Σ of what " + ", ".join(f"[{k}]" for k in readers) + " send back"
         elif after is not None and "kernel" in after.weights and after.delta is not None:
             c = after.l
-            how = f" = δ({c}) ⋆ᵀ W({c})" if _is_conv(after) else f" = δ({c}) W({c})ᵀ"
+            if _is_conv(after):  # a convolution sends back δ ⋆ᵀ W; a transposed one, δ ⋆ W
+                how = f" = δ({c}) {'⋆' if _is_transpose(after) else '⋆ᵀ'} W({c})"
+            else:
+                how = f" = δ({c}) W({c})ᵀ"
         else:
             how = ""
         rows.append((f"∂L/∂h({l}){how}", fmt(lt.grad_output)))
@@ -492,7 +502,9 @@ def _backward_rows(lt: LayerTrace, layers: list[LayerTrace], fmt: _Formatter, fu
         how = f" = ∂L/∂h({l}) ⊙ {lt.activation}'(u({l}))" if lt.grad_output is not None else ""
         rows.append((f"δ({l}) = ∂L/∂u({l}){how}", fmt(lt.delta)))
     for k, g in lt.grads.items():
-        if k == "kernel" and _is_conv(lt):
+        if k == "kernel" and _is_transpose(lt):
+            rows.append((f"∂L/∂W({l}) = Σ patches(δ({l}))ᵀ h({prev})", fmt(g, batch=False)))
+        elif k == "kernel" and _is_conv(lt):
             rows.append((f"∂L/∂W({l}) = Σ patches(h({prev}))ᵀ δ({l})", fmt(g, batch=False)))
         elif k == "kernel":
             rows.append((f"∂L/∂W({l}) = h({prev})ᵀ δ({l})", fmt(g, batch=False)))

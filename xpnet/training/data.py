@@ -64,6 +64,16 @@ def _adjust_rank(a: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
     return a
 
 
+def require_flat_output(feature_shape: tuple[int | None, ...] | None, what: str) -> None:
+    """The losses compare (batch, k) outputs with (batch, k) targets: a clear error for an output with more axes."""
+    if feature_shape is not None and len(feature_shape) > 1:
+        shown = "(None, " + ", ".join(map(str, feature_shape)) + ")"
+        raise ValueError(
+            f"{what}: the model's output has shape {shown}, but xpnet's losses take outputs of shape (batch, k); "
+            "end the model with Flatten() (or a global pooling layer) and give y as y.reshape(len(y), -1)"
+        )
+
+
 def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -> np.ndarray:
     """Targets as the loss takes them: (n,) int labels for sparse losses, else (n, outputs) in `dtype`."""
     if y is None:

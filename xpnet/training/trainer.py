@@ -373,6 +373,7 @@ class Trainer:
     def check_targets(self, y: Any, n: int, what: str) -> Any:
         """y as the loss takes it (see `data.check_y`); a list with one per output for several outputs."""
         assert self.loss is not None
+        data.require_flat_output(tuple(self.output_shape[1:]), what)
         return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
 
     def target_dtypes(self) -> Any:
