@@ -105,6 +105,8 @@ CASES: dict[str, tuple[Callable[..., Any], list[np.ndarray]]] = {
     "matmul_vector_matrix": (ops.matmul, [_rand(R, 4), _rand(R, 4, 3)]),
     "matmul_matrix_vector": (ops.matmul, [_rand(R, 3, 4), _rand(R, 4)]),
     "dot": (ops.dot, [_rand(R, 2, 3), _rand(R, 3, 2)]),
+    "matmul_vector_vector": (ops.matmul, [_rand(R, 4), _rand(R, 4)]),
+    "dot_vector_vector": (ops.dot, [_rand(R, 3), _rand(R, 3)]),
     "reshape": (lambda a: ops.reshape(a, (3, -1)), [_rand(R, 2, 3, 2)]),
     "transpose_axes": (lambda a: ops.transpose(a, (2, 0, 1)), [_rand(R, 2, 3, 4)]),
     "transpose": (ops.transpose, [_rand(R, 2, 3)]),
@@ -115,7 +117,10 @@ CASES: dict[str, tuple[Callable[..., Any], list[np.ndarray]]] = {
     "take_rows_repeated": (lambda a: ops.take(a, np.array([2, 0, 2]), axis=0), [_rand(R, 3, 2)]),
     "take_axis1": (lambda a: ops.take(a, np.array([[1, 1], [0, 2]]), axis=1), [_rand(R, 2, 3)]),
     "take_flat": (lambda a: ops.take(a, np.array([5, 0, 5])), [_rand(R, 2, 3)]),
+    "take_one_index": (lambda a: ops.take(a, -1, axis=1), [_rand(R, 2, 3)]),
     "getitem": (lambda a: a[1:, ::2], [_rand(R, 3, 4)]),
+    "where_on_a_comparison": (lambda a: ops.where(a > 0.05, a, 0.1 * a), [_distinct(R, 2, 3)]),
+    "reflected_power": (lambda a: 2.0**a, [_rand(R, 2, 3)]),
     "cast": (lambda a: ops.cast(a, "float64"), [_rand(R, 3)]),
     "operators": (lambda a, b: -((a @ b + 1.0) * 2.0 - 0.5) / 3.0 + a[:, :1] ** 2, [_rand(R, 2, 3), _rand(R, 3, 2)]),
     "reflected_operators": (lambda a: 1.0 - 2.0 / (3.0 + a * a), [_rand(R, 2, 3)]),
@@ -129,7 +134,7 @@ def test_vjp_matches_finite_differences_float64(xp: Any, name: str) -> None:
     if name == "where":  # the condition must live where the operands do
         cond = xp.asarray(np.array([[True, False, True]]))
         fn = lambda a, b: ops.where(cond, a, b)  # noqa: E731
-    if name.startswith("take"):
+    if name.startswith("take") and name != "take_one_index":
         idx = {"take_rows_repeated": [2, 0, 2], "take_axis1": [[1, 1], [0, 2]], "take_flat": [5, 0, 5]}[name]
         dev_idx = xp.asarray(np.array(idx))
         axis = {"take_rows_repeated": 0, "take_axis1": 1, "take_flat": None}[name]
@@ -202,3 +207,15 @@ def test_unused_leaves_get_no_gradient_and_shared_leaves_add_up() -> None:
     ga, gb = tape.backward([(out, 1.0)], [a, b])
     np.testing.assert_array_equal(ga, [3.0, 5.0])
     assert gb is None
+
+
+def test_arange_takes_step_without_stop_and_comparisons_give_plain_conditions() -> None:
+    """Keras: arange(10, step=3) is [0, 3, 6, 9]; `x > 0` on a recorded tensor is a boolean array for where."""
+    with xpnet.use_backend("numpy"):
+        assert ops.arange(10, step=3).tolist() == [0, 3, 6, 9]
+        assert ops.arange(2, 8, 2).tolist() == [2, 4, 6] and ops.arange(3).tolist() == [0, 1, 2]
+    t = Tensor(np.array([-1.0, 0.0, 2.0]))
+    with recording(Tape(np)):
+        assert (t > 0).tolist() == [False, False, True] and (t >= 0).tolist() == [False, True, True]
+        assert (t < 0).tolist() == [True, False, False] and (t <= 0).tolist() == [True, True, False]
+        assert ops.greater(t, t).dtype == np.bool_

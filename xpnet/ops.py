@@ -141,7 +141,9 @@ def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None) -> Ar
     xp = _default_xp()
     whole = all(isinstance(v, (int, np.integer)) for v in (start, stop, step) if v is not None)
     kind = _dtype(xp, dtype, "int32" if whole else FLOATX)
-    return xp.arange(start, stop, step, dtype=kind) if stop is not None else xp.arange(start, dtype=kind)
+    if stop is None:  # arange(stop) and arange(stop, step=s), as Keras
+        start, stop = 0, start
+    return xp.arange(start, stop, step, dtype=kind)
 
 
 def eye(N: int, M: int | None = None, k: int = 0, dtype: Any = None) -> Array:
@@ -405,6 +407,35 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     return _apply(_log_softmax, x, axis=axis)
 
 
+# ---- comparisons (boolean arrays, no gradient) ----
+
+
+def _compare(x1: Any, x2: Any, name: str) -> Array:
+    a, b = _data(x1), _data(x2)
+    xp = _xp_for(a if hasattr(a, "shape") else b)
+    return getattr(xp, name)(a, b)
+
+
+def greater(x1: Any, x2: Any) -> Array:
+    """x1 > x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "greater")
+
+
+def greater_equal(x1: Any, x2: Any) -> Array:
+    """x1 >= x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "greater_equal")
+
+
+def less(x1: Any, x2: Any) -> Array:
+    """x1 < x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "less")
+
+
+def less_equal(x1: Any, x2: Any) -> Array:
+    """x1 <= x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "less_equal")
+
+
 # ---- reductions ----
 
 
@@ -493,9 +524,11 @@ def _matmul(xp: Any, a: Array, b: Array) -> Out:
         a2 = xp.reshape(a, (1, -1)) if len(sa) == 1 else a
         b2 = xp.reshape(b, (-1, 1)) if len(sb) == 1 else b
         g2 = g
-        if len(sa) == 1:
+        if len(sa) == 1 and len(sb) == 1:  # a vector·vector product: g is 0-d
+            g2 = xp.reshape(g2, (1, 1))
+        elif len(sa) == 1:
             g2 = xp.expand_dims(g2, -2)
-        if len(sb) == 1:
+        elif len(sb) == 1:
             g2 = xp.expand_dims(g2, -1)
         da = db = None
         if n[0]:
@@ -616,6 +649,11 @@ def _take(xp: Any, a: Array, indices: Array, axis: int | None) -> Out:
     def vjp(g: Array, n: tuple[bool, ...]) -> Sequence[Array | None]:
         # a scatter-add written as a product with one-hot rows: no atomics, the same on every backend
         size = flat.shape[ax]
+        if isinstance(indices, (int, np.integer)):  # one index (the axis is dropped): g goes back to that slice
+            hot1 = xp.astype(xp.arange(size) == int(indices) % size, g.dtype)
+            along = [1] * flat.ndim
+            along[ax] = size
+            return (xp.reshape(xp.expand_dims(g, ax) * xp.reshape(hot1, tuple(along)), shape), None)
         idx = xp.reshape(indices, (-1,)) % size
         hot = xp.astype(idx[:, None] == xp.arange(size, dtype=idx.dtype)[None, :], g.dtype)
         rest = [d for i, d in enumerate(flat.shape) if i != ax]
@@ -739,6 +777,10 @@ __all__ = [
     "eye",
     "full",
     "getitem",
+    "greater",
+    "greater_equal",
+    "less",
+    "less_equal",
     "log",
     "log_softmax",
     "logsumexp",
@@ -782,4 +824,8 @@ OPERATORS.update(
     abs=abs,
     getitem=getitem,
     transpose=transpose,
+    greater=greater,
+    greater_equal=greater_equal,
+    less=less,
+    less_equal=less_equal,
 )
