@@ -557,3 +557,45 @@ def test_a_step_with_custom_layers_and_loss_has_no_sync_on_the_stand_in() -> Non
     for s in steps[2:]:
         assert [e for e in s if e[0] in ("sync", "upload")] == []
         assert s == steps[1]
+
+
+class DropoutBlock(Layer):
+    """A custom layer holding Dense and Dropout sublayers (the guides' transformer-block shape)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = Dense(6, activation="relu")
+        self.dropout = xpnet.layers.Dropout(0.5)
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        return self.dropout(self.dense(inputs), training=training)
+
+
+def test_dropout_inside_a_custom_layer_gets_a_seed_and_trains() -> None:
+    """A Dropout sublayer is seeded by the model as a top-level one is (it raised "has no seed yet"), its masks
+    follow the model's seed, and its gradient is checked: the sequential twin with the same seed and draws."""
+    x, y = _data()
+    custom = Sequential([Input((5,)), DropoutBlock(), Dense(2)], seed=3, dtype="float64")
+    again = Sequential([Input((5,)), DropoutBlock(), Dense(2)], seed=3, dtype="float64")
+    for m in (custom, again):
+        m.compile("sgd", "mse")
+    ha = custom.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    hb = again.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    assert ha == hb and np.isfinite(ha).all()
+    drop = custom.layers[0].dropout
+    assert drop.seed is not None and drop.seed != again.layers[0].dropout.seed + 1
+    np.testing.assert_array_equal(custom.predict(x, verbose=0), custom.predict(x, verbose=0))  # off at inference
+
+
+def leaky(x: Any) -> Any:
+    return ops.where(x > 0, x, 0.1 * x)
+
+
+def test_an_activation_with_a_comparison_trains() -> None:
+    """ops.where(x > 0, ...) inside a custom activation: the comparison on a recorded tensor used to raise."""
+    x, y = _data()
+    model = Sequential([Input((5,)), Dense(4, activation=leaky), Dense(2)], seed=1, dtype="float64")
+    model.compile("sgd", "mse")
+    hist = model.fit(x, y, epochs=3, batch_size=16, verbose=0).history["loss"]
+    assert hist[-1] < hist[0]
+    assert model.check_gradients(x[:8], y[:8]).passed

@@ -121,6 +121,23 @@ def sublayers(layer: Layer) -> list[tuple[str, Layer]]:
     return found
 
 
+def seed_dropouts(layer: Layer, seed: int) -> None:
+    """Give each Dropout that `layer` holds (at any depth of sublayers) without a seed one drawn from `seed`
+    and its place, as a model seeds its own Dropout layers (their masks need a seed)."""
+    from ..random import layer_seed
+    from .dropout import Dropout
+
+    def walk(owner: Layer) -> Iterator[Layer]:
+        for _, sub in sublayers(owner):
+            yield sub
+            if sub.keras_call:
+                yield from walk(sub)
+
+    for k, sub in enumerate(walk(layer)):
+        if isinstance(sub, Dropout) and sub.seed is None:
+            sub.seed = layer_seed(seed, k + 1)
+
+
 def param_specs(layer: Layer) -> list[Any]:
     """The layer's own `add_weight` specs, then each sublayer's under "path/name"."""
     specs = list(getattr(layer, "_xp_added", []))
@@ -388,6 +405,7 @@ def bind_standalone(layer: Layer) -> None:
 
     dtype = np.dtype(layer.compute_dtype)
     seed = next_model_seed()
+    seed_dropouts(layer, seed)
     chunks = [s.initializer(s.shape, init_rng(seed, 0, j), dtype).ravel() for j, s in enumerate(layer.param_specs())]
     host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
     store = ParamStore(get_backend(), [layer], host, layer.compute_dtype)
