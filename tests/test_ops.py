@@ -219,3 +219,27 @@ def test_arange_takes_step_without_stop_and_comparisons_give_plain_conditions() 
         assert (t > 0).tolist() == [False, False, True] and (t >= 0).tolist() == [False, True, True]
         assert (t < 0).tolist() == [True, False, False] and (t <= 0).tolist() == [True, True, False]
         assert ops.greater(t, t).dtype == np.bool_
+
+
+def test_ints_meeting_floats_take_keras_dtypes_so_float32_stays_float32() -> None:
+    """Keras (not NumPy): int32 with float32 or a Python float gives float32; exp/log/mean/divide of ints float32."""
+    f = np.ones((2, 3), np.float32)
+    i = np.arange(6, dtype=np.int32).reshape(2, 3)
+    with xpnet.use_backend("numpy"):
+        for got in (
+            ops.add(f, i),
+            ops.multiply(i, 0.5),
+            ops.divide(i, i + 1),
+            ops.maximum(i, 1.5),
+            ops.where(i > 2, i, f),
+            ops.clip(i, 0.5, 2.5),
+            ops.exp(i),
+            ops.sqrt(i),
+            ops.mean(i),
+            ops.softmax(i),
+        ):
+            assert got.dtype == np.float32, got.dtype
+        assert ops.add(i, i).dtype == np.int32 and ops.add(f, f.astype(np.float64)).dtype == np.float64
+    t = Tensor(f)
+    with recording(Tape(np)):
+        assert (t * ops.arange(3)).dtype == np.float32

@@ -59,10 +59,30 @@ def _apply(fn: Callable[..., Out], *args: Any, **settings: Any) -> Any:
     raw = [x.data if isinstance(x, Tensor) else x for x in xs]
     xp = tape.xp if tape is not None else _namespace(raw)
     raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
+    if fn in _KERAS_TYPES:
+        raw = _keras_promote(xp, raw, *_KERAS_TYPES[fn])
     out, vjp = fn(xp, *raw, **settings)
     if tape is None or not any(isinstance(x, Tensor) for x in xs):
         return out
     return tape.record(Tensor(out, tuple(xs), vjp))
+
+
+def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> list[Any]:
+    """Keras's dtypes where NumPy's differ (arguments from position `first` on): an int or bool array meeting a
+    float array takes that float's dtype, meeting a Python float it becomes float32, and with `float_result`
+    (exp, log, mean, divide, ...) int inputs become float32: float32 code stays float32."""
+    arrays = [r for r in raw[first:] if hasattr(r, "dtype")]
+    floats = [r.dtype for r in arrays if r.dtype.kind == "f"]
+    ints = [r for r in arrays if r.dtype.kind in "biu"]
+    if not ints:
+        return raw
+    if floats:
+        target = xp.result_type(*floats)
+    elif float_result or any(isinstance(r, float) for r in raw[first:]):
+        target = np.dtype(FLOATX)
+    else:
+        return raw
+    return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in raw[first:]]
 
 
 def _default_xp() -> Any:
@@ -758,6 +778,28 @@ def _xp_for(raw: Any) -> Any:
     tape = active()
     return tape.xp if tape is not None else _namespace([raw])
 
+
+# the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, float result)
+_KERAS_TYPES: dict[Callable[..., Out], tuple[int, bool]] = {
+    _add: (0, False),
+    _subtract: (0, False),
+    _multiply: (0, False),
+    _divide: (0, True),
+    _power: (0, False),
+    _maximum: (0, False),
+    _minimum: (0, False),
+    _where: (1, False),
+    _clip: (0, False),
+    _exp: (0, True),
+    _log: (0, True),
+    _sqrt: (0, True),
+    _tanh: (0, True),
+    _sigmoid: (0, True),
+    _softmax: (0, True),
+    _log_softmax: (0, True),
+    _logsumexp: (0, True),
+    _mean: (0, True),
+}
 
 __all__ = [
     "abs",
