@@ -599,3 +599,31 @@ def test_an_activation_with_a_comparison_trains() -> None:
     hist = model.fit(x, y, epochs=3, batch_size=16, verbose=0).history["loss"]
     assert hist[-1] < hist[0]
     assert model.check_gradients(x[:8], y[:8]).passed
+
+
+def test_a_custom_loss_reads_integer_labels_as_given() -> None:
+    """Keras hands a loss function y_true as the user gave it: a sparse loss written with ops gets (n,) labels
+    for a (n, 3) output (it was refused: "targets of shape (64,) do not match the model output")."""
+
+    def my_sparse_ce(y_true: Any, y_pred: Any) -> Any:
+        hot = ops.one_hot(ops.cast(y_true, "int32"), 3)
+        return -ops.sum(hot * ops.log(y_pred), axis=-1)
+
+    class MySparseCE(xpnet.losses.Loss):
+        def call(self, y_true: Any, y_pred: Any) -> Any:
+            return my_sparse_ce(y_true, y_pred)
+
+    rng = np.random.default_rng(0)
+    x, labels = rng.normal(size=(48, 5)), rng.integers(0, 3, 48)
+    for loss in (my_sparse_ce, MySparseCE()):
+        custom = Sequential([Input((5,)), Dense(3, activation="softmax")], seed=1, dtype="float64")
+        builtin = Sequential([Input((5,)), Dense(3, activation="softmax")], seed=1, dtype="float64")
+        custom.compile("sgd", loss)
+        builtin.compile("sgd", "sparse_categorical_crossentropy")
+        (la, ga), (lb, gb) = custom.compute_gradients(x, labels), builtin.compute_gradients(x, labels)
+        assert abs(la - lb) <= TOL
+        for a, b in zip(ga, gb, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
+        ha = custom.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+        hb = builtin.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+        np.testing.assert_allclose(ha, hb, rtol=0, atol=TOL)
