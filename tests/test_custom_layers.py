@@ -627,3 +627,29 @@ def test_a_custom_loss_reads_integer_labels_as_given() -> None:
         ha = custom.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
         hb = builtin.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
         np.testing.assert_allclose(ha, hb, rtol=0, atol=TOL)
+
+
+class TiedDecoder(Layer):
+    """x → h = x·W (a built-in Dense sublayer) → h·Wᵀ, W read again as a weight: a tied autoencoder."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encode = Dense(3, use_bias=False)
+
+    def build(self, input_shape: Any) -> None:
+        self.encode.build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        return ops.matmul(self.encode(inputs), ops.transpose(self.encode.weights[0]))
+
+
+def test_a_weight_used_by_a_builtin_sublayer_and_by_ops_gets_both_gradients() -> None:
+    """The sublayer's backward wrote its share of ∂L/∂W and the op's share then overwrote it (0.9 off)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(16, 5)), rng.normal(size=(16, 5))
+    model = Sequential([Input((5,)), TiedDecoder()], seed=1, dtype="float64")
+    model.compile("sgd", "mse")
+    _, (g,) = model.compute_gradients(x, y)
+    (w,) = model.get_weights()
+    r = 2 * (x @ w @ w.T - y) / y.size
+    np.testing.assert_allclose(g, x.T @ (r @ w) + r.T @ (x @ w), rtol=0, atol=TOL)
