@@ -653,3 +653,13 @@ def test_a_weight_used_by_a_builtin_sublayer_and_by_ops_gets_both_gradients() ->
     (w,) = model.get_weights()
     r = 2 * (x @ w @ w.T - y) / y.size
     np.testing.assert_allclose(g, x.T @ (r @ w) + r.T @ (x @ w), rtol=0, atol=TOL)
+
+
+def test_a_call_with_arguments_nothing_passes_on_is_refused() -> None:
+    """Keras's layer(x, mask=m) reaches call's mask; xpnet passes only inputs and training, and dropped the rest
+    silently."""
+    x = Input((4,))
+    with pytest.raises(TypeError, match=r"\['mask'\]"):
+        Dense(2)(x, mask=None)
+    with pytest.raises(TypeError, match=r"\['mask'\]"):
+        Linear(2)(np.ones((1, 4)), mask=None)
