@@ -122,10 +122,9 @@ def sublayers(layer: Layer) -> list[tuple[str, Layer]]:
 
 
 def seed_dropouts(layer: Layer, seed: int) -> None:
-    """Give each Dropout that `layer` holds (at any depth of sublayers) without a seed one drawn from `seed`
-    and its place, as a model seeds its own Dropout layers (their masks need a seed)."""
+    """Give each layer with a `seed` still None (Dropout: its masks need one) that `layer` holds, at any depth
+    of sublayers, a seed drawn from `seed` and its place, as a model seeds its own Dropout layers."""
     from ..random import layer_seed
-    from .dropout import Dropout
 
     def walk(owner: Layer) -> Iterator[Layer]:
         for _, sub in sublayers(owner):
@@ -134,8 +133,8 @@ def seed_dropouts(layer: Layer, seed: int) -> None:
                 yield from walk(sub)
 
     for k, sub in enumerate(walk(layer)):
-        if isinstance(sub, Dropout) and sub.seed is None:
-            sub.seed = layer_seed(seed, k + 1)
+        if getattr(sub, "seed", 0) is None:
+            sub.seed = layer_seed(seed, k + 1)  # type: ignore[attr-defined]
 
 
 def param_specs(layer: Layer) -> list[Any]:
