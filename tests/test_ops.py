@@ -243,3 +243,17 @@ def test_ints_meeting_floats_take_keras_dtypes_so_float32_stays_float32() -> Non
     t = Tensor(f)
     with recording(Tape(np)):
         assert (t * ops.arange(3)).dtype == np.float32
+
+
+def test_take_gradient_of_a_large_table_needs_no_indices_by_rows_matrix() -> None:
+    """An embedding-style lookup: 10⁶ indices into a 10⁶-row table. The one-hot VJP built an (indices × rows)
+    matrix (here ~1 TB: MemoryError; for a 20000-word vocabulary and 32×100 tokens, 256 MB and 5 s per step);
+    on NumPy the gradient is a scatter-add."""
+    rng = np.random.default_rng(0)
+    table = Tensor(rng.normal(size=(10**6, 1)))
+    idx = rng.integers(0, 10**6, 10**6)
+    tape = Tape(np)
+    with recording(tape):
+        out = ops.take(table, idx, axis=0)
+    (g,) = tape.backward([(out, 1.0)], [table])
+    np.testing.assert_array_equal(g[:, 0], np.bincount(idx, minlength=10**6))

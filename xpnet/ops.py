@@ -667,7 +667,7 @@ def _take(xp: Any, a: Array, indices: Array, axis: int | None) -> Out:
     out = xp.take(flat, indices, axis=ax)
 
     def vjp(g: Array, n: tuple[bool, ...]) -> Sequence[Array | None]:
-        # a scatter-add written as a product with one-hot rows: no atomics, the same on every backend
+        # a scatter-add; on a device, a product with one-hot rows (no atomics: the same sums every run)
         size = flat.shape[ax]
         if isinstance(indices, (int, np.integer)):  # one index (the axis is dropped): g goes back to that slice
             hot1 = xp.astype(xp.arange(size) == int(indices) % size, g.dtype)
@@ -675,11 +675,16 @@ def _take(xp: Any, a: Array, indices: Array, axis: int | None) -> Out:
             along[ax] = size
             return (xp.reshape(xp.expand_dims(g, ax) * xp.reshape(hot1, tuple(along)), shape), None)
         idx = xp.reshape(indices, (-1,)) % size
-        hot = xp.astype(idx[:, None] == xp.arange(size, dtype=idx.dtype)[None, :], g.dtype)
         rest = [d for i, d in enumerate(flat.shape) if i != ax]
         gm = xp.moveaxis(g, tuple(range(ax, ax + indices.ndim)), tuple(range(indices.ndim)))
         gm = xp.reshape(gm, (idx.shape[0], -1))
-        d = xp.reshape(xp.matmul(hot.T, gm), (size, *rest))
+        if xp is np:  # NumPy: an exact, in-order scatter-add, without the (indices × size) one-hot matrix
+            d = np.zeros((size, gm.shape[1]), dtype=g.dtype)
+            np.add.at(d, idx, gm)
+        else:
+            hot = xp.astype(idx[:, None] == xp.arange(size, dtype=idx.dtype)[None, :], g.dtype)
+            d = xp.matmul(hot.T, gm)
+        d = xp.reshape(d, (size, *rest))
         d = xp.moveaxis(d, 0, ax)
         return (xp.reshape(d, shape), None)
 
