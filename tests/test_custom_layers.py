@@ -557,3 +557,109 @@ def test_a_step_with_custom_layers_and_loss_has_no_sync_on_the_stand_in() -> Non
     for s in steps[2:]:
         assert [e for e in s if e[0] in ("sync", "upload")] == []
         assert s == steps[1]
+
+
+class DropoutBlock(Layer):
+    """A custom layer holding Dense and Dropout sublayers (the guides' transformer-block shape)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = Dense(6, activation="relu")
+        self.dropout = xpnet.layers.Dropout(0.5)
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        return self.dropout(self.dense(inputs), training=training)
+
+
+def test_dropout_inside_a_custom_layer_gets_a_seed_and_trains() -> None:
+    """A Dropout sublayer is seeded by the model as a top-level one is (it raised "has no seed yet"), its masks
+    follow the model's seed, and its gradient is checked: the sequential twin with the same seed and draws."""
+    x, y = _data()
+    custom = Sequential([Input((5,)), DropoutBlock(), Dense(2)], seed=3, dtype="float64")
+    again = Sequential([Input((5,)), DropoutBlock(), Dense(2)], seed=3, dtype="float64")
+    for m in (custom, again):
+        m.compile("sgd", "mse")
+    ha = custom.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    hb = again.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    assert ha == hb and np.isfinite(ha).all()
+    drop = custom.layers[0].dropout
+    assert drop.seed is not None and drop.seed != again.layers[0].dropout.seed + 1
+    np.testing.assert_array_equal(custom.predict(x, verbose=0), custom.predict(x, verbose=0))  # off at inference
+
+
+def leaky(x: Any) -> Any:
+    return ops.where(x > 0, x, 0.1 * x)
+
+
+def test_an_activation_with_a_comparison_trains() -> None:
+    """ops.where(x > 0, ...) inside a custom activation: the comparison on a recorded tensor used to raise."""
+    x, y = _data()
+    model = Sequential([Input((5,)), Dense(4, activation=leaky), Dense(2)], seed=1, dtype="float64")
+    model.compile("sgd", "mse")
+    hist = model.fit(x, y, epochs=3, batch_size=16, verbose=0).history["loss"]
+    assert hist[-1] < hist[0]
+    assert model.check_gradients(x[:8], y[:8]).passed
+
+
+def test_a_custom_loss_reads_integer_labels_as_given() -> None:
+    """Keras hands a loss function y_true as the user gave it: a sparse loss written with ops gets (n,) labels
+    for a (n, 3) output (it was refused: "targets of shape (64,) do not match the model output")."""
+
+    def my_sparse_ce(y_true: Any, y_pred: Any) -> Any:
+        hot = ops.one_hot(ops.cast(y_true, "int32"), 3)
+        return -ops.sum(hot * ops.log(y_pred), axis=-1)
+
+    class MySparseCE(xpnet.losses.Loss):
+        def call(self, y_true: Any, y_pred: Any) -> Any:
+            return my_sparse_ce(y_true, y_pred)
+
+    rng = np.random.default_rng(0)
+    x, labels = rng.normal(size=(48, 5)), rng.integers(0, 3, 48)
+    for loss in (my_sparse_ce, MySparseCE()):
+        custom = Sequential([Input((5,)), Dense(3, activation="softmax")], seed=1, dtype="float64")
+        builtin = Sequential([Input((5,)), Dense(3, activation="softmax")], seed=1, dtype="float64")
+        custom.compile("sgd", loss)
+        builtin.compile("sgd", "sparse_categorical_crossentropy")
+        (la, ga), (lb, gb) = custom.compute_gradients(x, labels), builtin.compute_gradients(x, labels)
+        assert abs(la - lb) <= TOL
+        for a, b in zip(ga, gb, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
+        ha = custom.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+        hb = builtin.fit(x, labels, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+        np.testing.assert_allclose(ha, hb, rtol=0, atol=TOL)
+
+
+class TiedDecoder(Layer):
+    """x → h = x·W (a built-in Dense sublayer) → h·Wᵀ, W read again as a weight: a tied autoencoder."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encode = Dense(3, use_bias=False)
+
+    def build(self, input_shape: Any) -> None:
+        self.encode.build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        return ops.matmul(self.encode(inputs), ops.transpose(self.encode.weights[0]))
+
+
+def test_a_weight_used_by_a_builtin_sublayer_and_by_ops_gets_both_gradients() -> None:
+    """The sublayer's backward wrote its share of ∂L/∂W and the op's share then overwrote it (0.9 off)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(16, 5)), rng.normal(size=(16, 5))
+    model = Sequential([Input((5,)), TiedDecoder()], seed=1, dtype="float64")
+    model.compile("sgd", "mse")
+    _, (g,) = model.compute_gradients(x, y)
+    (w,) = model.get_weights()
+    r = 2 * (x @ w @ w.T - y) / y.size
+    np.testing.assert_allclose(g, x.T @ (r @ w) + r.T @ (x @ w), rtol=0, atol=TOL)
+
+
+def test_a_call_with_arguments_nothing_passes_on_is_refused() -> None:
+    """Keras's layer(x, mask=m) reaches call's mask; xpnet passes only inputs and training, and dropped the rest
+    silently."""
+    x = Input((4,))
+    with pytest.raises(TypeError, match=r"\['mask'\]"):
+        Dense(2)(x, mask=None)
+    with pytest.raises(TypeError, match=r"\['mask'\]"):
+        Linear(2)(np.ones((1, 4)), mask=None)

@@ -105,6 +105,8 @@ CASES: dict[str, tuple[Callable[..., Any], list[np.ndarray]]] = {
     "matmul_vector_matrix": (ops.matmul, [_rand(R, 4), _rand(R, 4, 3)]),
     "matmul_matrix_vector": (ops.matmul, [_rand(R, 3, 4), _rand(R, 4)]),
     "dot": (ops.dot, [_rand(R, 2, 3), _rand(R, 3, 2)]),
+    "matmul_vector_vector": (ops.matmul, [_rand(R, 4), _rand(R, 4)]),
+    "dot_vector_vector": (ops.dot, [_rand(R, 3), _rand(R, 3)]),
     "reshape": (lambda a: ops.reshape(a, (3, -1)), [_rand(R, 2, 3, 2)]),
     "transpose_axes": (lambda a: ops.transpose(a, (2, 0, 1)), [_rand(R, 2, 3, 4)]),
     "transpose": (ops.transpose, [_rand(R, 2, 3)]),
@@ -115,7 +117,10 @@ CASES: dict[str, tuple[Callable[..., Any], list[np.ndarray]]] = {
     "take_rows_repeated": (lambda a: ops.take(a, np.array([2, 0, 2]), axis=0), [_rand(R, 3, 2)]),
     "take_axis1": (lambda a: ops.take(a, np.array([[1, 1], [0, 2]]), axis=1), [_rand(R, 2, 3)]),
     "take_flat": (lambda a: ops.take(a, np.array([5, 0, 5])), [_rand(R, 2, 3)]),
+    "take_one_index": (lambda a: ops.take(a, -1, axis=1), [_rand(R, 2, 3)]),
     "getitem": (lambda a: a[1:, ::2], [_rand(R, 3, 4)]),
+    "where_on_a_comparison": (lambda a: ops.where(a > 0.05, a, 0.1 * a), [_distinct(R, 2, 3)]),
+    "reflected_power": (lambda a: 2.0**a, [_rand(R, 2, 3)]),
     "cast": (lambda a: ops.cast(a, "float64"), [_rand(R, 3)]),
     "operators": (lambda a, b: -((a @ b + 1.0) * 2.0 - 0.5) / 3.0 + a[:, :1] ** 2, [_rand(R, 2, 3), _rand(R, 3, 2)]),
     "reflected_operators": (lambda a: 1.0 - 2.0 / (3.0 + a * a), [_rand(R, 2, 3)]),
@@ -129,7 +134,7 @@ def test_vjp_matches_finite_differences_float64(xp: Any, name: str) -> None:
     if name == "where":  # the condition must live where the operands do
         cond = xp.asarray(np.array([[True, False, True]]))
         fn = lambda a, b: ops.where(cond, a, b)  # noqa: E731
-    if name.startswith("take"):
+    if name.startswith("take") and name != "take_one_index":
         idx = {"take_rows_repeated": [2, 0, 2], "take_axis1": [[1, 1], [0, 2]], "take_flat": [5, 0, 5]}[name]
         dev_idx = xp.asarray(np.array(idx))
         axis = {"take_rows_repeated": 0, "take_axis1": 1, "take_flat": None}[name]
@@ -202,3 +207,53 @@ def test_unused_leaves_get_no_gradient_and_shared_leaves_add_up() -> None:
     ga, gb = tape.backward([(out, 1.0)], [a, b])
     np.testing.assert_array_equal(ga, [3.0, 5.0])
     assert gb is None
+
+
+def test_arange_takes_step_without_stop_and_comparisons_give_plain_conditions() -> None:
+    """Keras: arange(10, step=3) is [0, 3, 6, 9]; `x > 0` on a recorded tensor is a boolean array for where."""
+    with xpnet.use_backend("numpy"):
+        assert ops.arange(10, step=3).tolist() == [0, 3, 6, 9]
+        assert ops.arange(2, 8, 2).tolist() == [2, 4, 6] and ops.arange(3).tolist() == [0, 1, 2]
+    t = Tensor(np.array([-1.0, 0.0, 2.0]))
+    with recording(Tape(np)):
+        assert (t > 0).tolist() == [False, False, True] and (t >= 0).tolist() == [False, True, True]
+        assert (t < 0).tolist() == [True, False, False] and (t <= 0).tolist() == [True, True, False]
+        assert ops.greater(t, t).dtype == np.bool_
+
+
+def test_ints_meeting_floats_take_keras_dtypes_so_float32_stays_float32() -> None:
+    """Keras (not NumPy): int32 with float32 or a Python float gives float32; exp/log/mean/divide of ints float32."""
+    f = np.ones((2, 3), np.float32)
+    i = np.arange(6, dtype=np.int32).reshape(2, 3)
+    with xpnet.use_backend("numpy"):
+        for got in (
+            ops.add(f, i),
+            ops.multiply(i, 0.5),
+            ops.divide(i, i + 1),
+            ops.maximum(i, 1.5),
+            ops.where(i > 2, i, f),
+            ops.clip(i, 0.5, 2.5),
+            ops.exp(i),
+            ops.sqrt(i),
+            ops.mean(i),
+            ops.softmax(i),
+        ):
+            assert got.dtype == np.float32, got.dtype
+        assert ops.add(i, i).dtype == np.int32 and ops.add(f, f.astype(np.float64)).dtype == np.float64
+    t = Tensor(f)
+    with recording(Tape(np)):
+        assert (t * ops.arange(3)).dtype == np.float32
+
+
+def test_take_gradient_of_a_large_table_needs_no_indices_by_rows_matrix() -> None:
+    """An embedding-style lookup: 10⁶ indices into a 10⁶-row table. The one-hot VJP built an (indices × rows)
+    matrix (here ~1 TB: MemoryError; for a 20000-word vocabulary and 32×100 tokens, 256 MB and 5 s per step);
+    on NumPy the gradient is a scatter-add."""
+    rng = np.random.default_rng(0)
+    table = Tensor(rng.normal(size=(10**6, 1)))
+    idx = rng.integers(0, 10**6, 10**6)
+    tape = Tape(np)
+    with recording(tape):
+        out = ops.take(table, idx, axis=0)
+    (g,) = tape.backward([(out, 1.0)], [table])
+    np.testing.assert_array_equal(g[:, 0], np.bincount(idx, minlength=10**6))

@@ -41,6 +41,7 @@ from .backend.base import is_numeric, weight_source, write_weight
 from .callbacks import Callback
 from .config import layer_entry
 from .file_checks import check_parameter_count
+from .layers import custom
 from .layers.base import Layer, Shape, _as_shape
 from .layers.dropout import Dropout
 from .layers.fusion import ReluAfterMaxPool
@@ -348,6 +349,8 @@ class Model(Trainer):
             layer.index = i
             if isinstance(layer, Dropout) and layer.seed is None:
                 layer.seed = layer_seed(self.seed, i)
+            if layer.keras_call:  # a custom layer's Dropout sublayers
+                custom.seed_dropouts(layer, layer_seed(self.seed, i))
         # a model file being loaded must store this many parameters: refused before any is drawn
         check_parameter_count(sum(math.prod(spec.shape) for layer in leaves for spec in layer.param_specs()))
         dtype = np.dtype(self.dtype)

@@ -56,6 +56,8 @@ class Loss:
             cls.keras_call = own  # type: ignore[attr-defined]
             cls.call = _keras_call_value  # type: ignore[method-assign]
             cls.grad = _keras_call_grad  # type: ignore[method-assign]
+            if "prepare_targets" not in cls.__dict__:
+                cls.prepare_targets = _targets_as_given  # type: ignore[method-assign]
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         """-> (n,) per-sample loss."""
@@ -324,6 +326,17 @@ def _tape_grad(xp: Any, fn: Callable[[Any, Any], Any], y_true: Array, y_pred: Ar
     return xp.zeros_like(y_pred) if g is None else g
 
 
+def _targets_as_given(self: Loss, y: np.ndarray, n_outputs: int) -> np.ndarray:
+    """A loss written with ops reads y_true as the user gave it (Keras checks no shape: integer labels (n,)
+    for a (n, k) output are the function's business); (n,) for a one-unit output becomes (n, 1), as Keras
+    expands it to y_pred's rank."""
+    if y.ndim == 1 and n_outputs == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim == 0:
+        raise ValueError(f"{self.name}: targets must have one row per sample, received a scalar")
+    return y
+
+
 def _keras_call_value(self: Loss, xp: Any, y_true: Array, y_pred: Array) -> Array:
     _, v = _values(xp, lambda a, b: type(self).keras_call(self, a, b), y_true, y_pred, None)  # type: ignore[attr-defined]
     return _per_sample(xp, v, int(y_pred.shape[0]))
@@ -344,6 +357,8 @@ class FunctionLoss(Loss):
         super().__init__(name=name or getattr(fn, "__name__", "custom_loss"))
         self.fn = fn
         self.keras_name = getattr(fn, "__name__", self.name)
+
+    prepare_targets = _targets_as_given
 
     def call(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         _, v = _values(xp, self.fn, y_true, y_pred, None)

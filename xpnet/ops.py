@@ -59,10 +59,30 @@ def _apply(fn: Callable[..., Out], *args: Any, **settings: Any) -> Any:
     raw = [x.data if isinstance(x, Tensor) else x for x in xs]
     xp = tape.xp if tape is not None else _namespace(raw)
     raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
+    if fn in _KERAS_TYPES:
+        raw = _keras_promote(xp, raw, *_KERAS_TYPES[fn])
     out, vjp = fn(xp, *raw, **settings)
     if tape is None or not any(isinstance(x, Tensor) for x in xs):
         return out
     return tape.record(Tensor(out, tuple(xs), vjp))
+
+
+def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> list[Any]:
+    """Keras's dtypes where NumPy's differ (arguments from position `first` on): an int or bool array meeting a
+    float array takes that float's dtype, meeting a Python float it becomes float32, and with `float_result`
+    (exp, log, mean, divide, ...) int inputs become float32: float32 code stays float32."""
+    arrays = [r for r in raw[first:] if hasattr(r, "dtype")]
+    floats = [r.dtype for r in arrays if r.dtype.kind == "f"]
+    ints = [r for r in arrays if r.dtype.kind in "biu"]
+    if not ints:
+        return raw
+    if floats:
+        target = xp.result_type(*floats)
+    elif float_result or any(isinstance(r, float) for r in raw[first:]):
+        target = np.dtype(FLOATX)
+    else:
+        return raw
+    return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in raw[first:]]
 
 
 def _default_xp() -> Any:
@@ -141,7 +161,9 @@ def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None) -> Ar
     xp = _default_xp()
     whole = all(isinstance(v, (int, np.integer)) for v in (start, stop, step) if v is not None)
     kind = _dtype(xp, dtype, "int32" if whole else FLOATX)
-    return xp.arange(start, stop, step, dtype=kind) if stop is not None else xp.arange(start, dtype=kind)
+    if stop is None:  # arange(stop) and arange(stop, step=s), as Keras
+        start, stop = 0, start
+    return xp.arange(start, stop, step, dtype=kind)
 
 
 def eye(N: int, M: int | None = None, k: int = 0, dtype: Any = None) -> Array:
@@ -405,6 +427,35 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     return _apply(_log_softmax, x, axis=axis)
 
 
+# ---- comparisons (boolean arrays, no gradient) ----
+
+
+def _compare(x1: Any, x2: Any, name: str) -> Array:
+    a, b = _data(x1), _data(x2)
+    xp = _xp_for(a if hasattr(a, "shape") else b)
+    return getattr(xp, name)(a, b)
+
+
+def greater(x1: Any, x2: Any) -> Array:
+    """x1 > x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "greater")
+
+
+def greater_equal(x1: Any, x2: Any) -> Array:
+    """x1 >= x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "greater_equal")
+
+
+def less(x1: Any, x2: Any) -> Array:
+    """x1 < x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "less")
+
+
+def less_equal(x1: Any, x2: Any) -> Array:
+    """x1 <= x2 elementwise, broadcast: a boolean array (no gradient)."""
+    return _compare(x1, x2, "less_equal")
+
+
 # ---- reductions ----
 
 
@@ -493,9 +544,11 @@ def _matmul(xp: Any, a: Array, b: Array) -> Out:
         a2 = xp.reshape(a, (1, -1)) if len(sa) == 1 else a
         b2 = xp.reshape(b, (-1, 1)) if len(sb) == 1 else b
         g2 = g
-        if len(sa) == 1:
+        if len(sa) == 1 and len(sb) == 1:  # a vector·vector product: g is 0-d
+            g2 = xp.reshape(g2, (1, 1))
+        elif len(sa) == 1:
             g2 = xp.expand_dims(g2, -2)
-        if len(sb) == 1:
+        elif len(sb) == 1:
             g2 = xp.expand_dims(g2, -1)
         da = db = None
         if n[0]:
@@ -614,14 +667,24 @@ def _take(xp: Any, a: Array, indices: Array, axis: int | None) -> Out:
     out = xp.take(flat, indices, axis=ax)
 
     def vjp(g: Array, n: tuple[bool, ...]) -> Sequence[Array | None]:
-        # a scatter-add written as a product with one-hot rows: no atomics, the same on every backend
+        # a scatter-add; on a device, a product with one-hot rows (no atomics: the same sums every run)
         size = flat.shape[ax]
+        if isinstance(indices, (int, np.integer)):  # one index (the axis is dropped): g goes back to that slice
+            hot1 = xp.astype(xp.arange(size) == int(indices) % size, g.dtype)
+            along = [1] * flat.ndim
+            along[ax] = size
+            return (xp.reshape(xp.expand_dims(g, ax) * xp.reshape(hot1, tuple(along)), shape), None)
         idx = xp.reshape(indices, (-1,)) % size
-        hot = xp.astype(idx[:, None] == xp.arange(size, dtype=idx.dtype)[None, :], g.dtype)
         rest = [d for i, d in enumerate(flat.shape) if i != ax]
         gm = xp.moveaxis(g, tuple(range(ax, ax + indices.ndim)), tuple(range(indices.ndim)))
         gm = xp.reshape(gm, (idx.shape[0], -1))
-        d = xp.reshape(xp.matmul(hot.T, gm), (size, *rest))
+        if xp is np:  # NumPy: an exact, in-order scatter-add, without the (indices × size) one-hot matrix
+            d = np.zeros((size, gm.shape[1]), dtype=g.dtype)
+            np.add.at(d, idx, gm)
+        else:
+            hot = xp.astype(idx[:, None] == xp.arange(size, dtype=idx.dtype)[None, :], g.dtype)
+            d = xp.matmul(hot.T, gm)
+        d = xp.reshape(d, (size, *rest))
         d = xp.moveaxis(d, 0, ax)
         return (xp.reshape(d, shape), None)
 
@@ -721,6 +784,28 @@ def _xp_for(raw: Any) -> Any:
     return tape.xp if tape is not None else _namespace([raw])
 
 
+# the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, float result)
+_KERAS_TYPES: dict[Callable[..., Out], tuple[int, bool]] = {
+    _add: (0, False),
+    _subtract: (0, False),
+    _multiply: (0, False),
+    _divide: (0, True),
+    _power: (0, False),
+    _maximum: (0, False),
+    _minimum: (0, False),
+    _where: (1, False),
+    _clip: (0, False),
+    _exp: (0, True),
+    _log: (0, True),
+    _sqrt: (0, True),
+    _tanh: (0, True),
+    _sigmoid: (0, True),
+    _softmax: (0, True),
+    _log_softmax: (0, True),
+    _logsumexp: (0, True),
+    _mean: (0, True),
+}
+
 __all__ = [
     "abs",
     "absolute",
@@ -739,6 +824,10 @@ __all__ = [
     "eye",
     "full",
     "getitem",
+    "greater",
+    "greater_equal",
+    "less",
+    "less_equal",
     "log",
     "log_softmax",
     "logsumexp",
@@ -782,4 +871,8 @@ OPERATORS.update(
     abs=abs,
     getitem=getitem,
     transpose=transpose,
+    greater=greater,
+    greater_equal=greater_equal,
+    less=less,
+    less_equal=less_equal,
 )

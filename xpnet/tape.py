@@ -27,7 +27,8 @@ class Tensor:
     """An array inside a recording: `data` (the backend array), and how it was made (`parents`, `vjp`).
 
     Python operators (+, -, *, /, @, **, unary -, [basic index]) run the matching `xpnet.ops`
-    function, so `ops.matmul(x, w) + b` is recorded as two ops.
+    function, so `ops.matmul(x, w) + b` is recorded as two ops; <, <=, >, >= give plain boolean
+    arrays (conditions for `ops.where`, which carry no gradient).
     """
 
     # NumPy and CuPy arrays hand `array + tensor` to Tensor.__radd__ instead of converting it
@@ -91,8 +92,24 @@ class Tensor:
     def __pow__(self, o: Any) -> Any:
         return OPERATORS["power"](self, o)
 
+    def __rpow__(self, o: Any) -> Any:
+        return OPERATORS["power"](o, self)
+
     def __neg__(self) -> Any:
         return OPERATORS["negative"](self)
+
+    # comparisons give plain boolean arrays (no gradient), for ops.where(x > 0, x, 0.1 * x)
+    def __gt__(self, o: Any) -> Any:
+        return OPERATORS["greater"](self, o)
+
+    def __ge__(self, o: Any) -> Any:
+        return OPERATORS["greater_equal"](self, o)
+
+    def __lt__(self, o: Any) -> Any:
+        return OPERATORS["less"](self, o)
+
+    def __le__(self, o: Any) -> Any:
+        return OPERATORS["less_equal"](self, o)
 
     def __pos__(self) -> Tensor:
         return self

@@ -208,6 +208,11 @@ class Layer:
         """
         from .node import KerasTensor, Node
 
+        if kwargs:  # nothing would pass them on: refuse rather than ignore (Keras's mask=, ...)
+            raise TypeError(
+                f"{type(self).__name__} was called with {sorted(kwargs)}; xpnet calls a layer with its inputs "
+                "and training only"
+            )
         if self.keras_call and args:
             inputs = [inputs, *args]
             self.__dict__["_xp_spread"] = True

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import ops as _ops  # noqa: F401 (Tensor's operators are xpnet.ops functions, registered on import)
+from ..ops import _namespace  # importing ops also registers Tensor's operators (xpnet.ops functions)
 from ..params import AccumulatingSink
 from ..tape import Tape, Tensor, active, recording
 from ..variables import Variable
@@ -121,6 +121,22 @@ def sublayers(layer: Layer) -> list[tuple[str, Layer]]:
     return found
 
 
+def seed_dropouts(layer: Layer, seed: int) -> None:
+    """Give each layer with a `seed` still None (Dropout: its masks need one) that `layer` holds, at any depth
+    of sublayers, a seed drawn from `seed` and its place, as a model seeds its own Dropout layers."""
+    from ..random import layer_seed
+
+    def walk(owner: Layer) -> Iterator[Layer]:
+        for _, sub in sublayers(owner):
+            yield sub
+            if sub.keras_call:
+                yield from walk(sub)
+
+    for k, sub in enumerate(walk(layer)):
+        if getattr(sub, "seed", 0) is None:
+            sub.seed = layer_seed(seed, k + 1)  # type: ignore[attr-defined]
+
+
 def param_specs(layer: Layer) -> list[Any]:
     """The layer's own `add_weight` specs, then each sublayer's under "path/name"."""
     specs = list(getattr(layer, "_xp_added", []))
@@ -188,9 +204,9 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
 def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
     """Run `call` on one row of zeros (NumPy; zero weights until the layer is bound) and read the output's shape."""
     dtype = np.dtype(layer.compute_dtype)
-    xp = layer.ops.xp if layer.ops is not None else np  # a bound layer's weights live on its backend
+    xp = _weights_xp(layer)
     zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
-    with recording(None), placeholder_params(layer):
+    with recording(None), placeholder_params(layer, xp):
         out = run_call(layer, zeros, False)
     out = _plain(out)
     if not hasattr(out, "shape") or len(out.shape) < 1:
@@ -198,15 +214,30 @@ def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tupl
     return tuple(out.shape[1:])
 
 
+def _weights_xp(layer: Layer) -> Any:
+    """The array module where `layer`'s weights live: its backend's once bound; before that, the backend of
+    a sublayer already built on its own (`self.dense.build(input_shape)` in build), else NumPy."""
+    if layer.ops is not None:
+        return layer.ops.xp
+    for _, sub in sublayers(layer):
+        if sub.ops is not None:
+            return sub.ops.xp
+        if sub.keras_call:
+            inner = _weights_xp(sub)
+            if inner is not np:
+                return inner
+    return np
+
+
 @contextmanager
-def placeholder_params(layer: Layer) -> Iterator[None]:
-    """While an unbound layer's output shape is inferred: zero weights, and sublayers only compute shapes."""
+def placeholder_params(layer: Layer, xp: Any) -> Iterator[None]:
+    """While an unbound layer's output shape is inferred: zero weights (on `xp`), and sublayers only compute shapes."""
     if layer.ops is not None:
         yield
         return
     dtype = np.dtype(layer.compute_dtype)
     saved = layer.params
-    layer.params = {s.name: np.zeros(s.shape, dtype) for s in getattr(layer, "_xp_added", [])}
+    layer.params = {s.name: xp.zeros(s.shape, dtype) for s in getattr(layer, "_xp_added", [])}
     token = _placeholder_depth.set(_placeholder_depth.get() + 1)
     try:
         yield
@@ -270,11 +301,20 @@ def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
     wanted = (ins if need_input_grad else []) + [t for _, t in weights]
     grads = tape.backward(seeds, wanted)
     k = len(ins) if need_input_grad else 0
+    # built-in sublayers whose own backward ran in this replay: they wrote their share of their weights' gradients
+    wrote = tape.__dict__.get("builtin_backward", set())
     for (var, _), g in zip(weights, grads[k:], strict=True):
         owner = var.layer
-        if owner.sink is not None:
-            # a weight this step did not reach gets 0, not the previous step's gradient
-            owner.sink.put(owner, var.name, g if g is not None else 0.0)
+        sink = owner.sink
+        if sink is None:
+            continue
+        if id(owner) in wrote:  # the weight was also read by ops (tied weights): add this share
+            if g is not None:
+                assert owner.ops is not None
+                (sink if isinstance(sink, AccumulatingSink) else AccumulatingSink(owner.ops)).put(owner, var.name, g)
+            continue
+        # a weight this step did not reach gets 0, not the previous step's gradient
+        sink.put(owner, var.name, g if g is not None else 0.0)
     layer.__dict__["_xp_tape"] = None
     if not need_input_grad:
         return None
@@ -313,7 +353,7 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
         arg: Any = xs if many else xs[0]
         if tape is None and layer.ops is not None:
             arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
-        with placeholder_params(layer) if placeholder else nullcontext():
+        with placeholder_params(layer, _xp_of(xs[0])) if placeholder else nullcontext():
             out = run_call(layer, arg, bool(training))
         return out if tape is not None else _plain(out)
     if placeholder:
@@ -335,6 +375,11 @@ def _on(layer: Layer, a: Any) -> Any:
     return a if layer.ops.is_native(a) else layer.ops.asarray(a)
 
 
+def _xp_of(a: Any) -> Any:
+    """The array module of array `a` (placeholders are made where the inputs live)."""
+    return _namespace([_plain(a)])
+
+
 def _placeholder_running() -> bool:
     """Whether an output-shape inference (zeros through `call`) is running: sublayers then only compute shapes."""
     return _placeholder_depth.get() > 0
@@ -343,8 +388,8 @@ def _placeholder_running() -> bool:
 def _placeholder_forward(layer: Layer, x: Any) -> Any:
     """A built-in sublayer during shape inference: zeros of its output shape (its weights are not bound yet)."""
     assert layer.output_shape is not None
-    rows = _shape(x[0] if isinstance(x, list) else x)[0]
-    return np.zeros((rows, *layer.output_shape), np.dtype(layer.compute_dtype))
+    first = x[0] if isinstance(x, list) else x
+    return _xp_of(first).zeros((_shape(first)[0], *layer.output_shape), np.dtype(layer.compute_dtype))
 
 
 def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
@@ -388,6 +433,7 @@ def bind_standalone(layer: Layer) -> None:
 
     dtype = np.dtype(layer.compute_dtype)
     seed = next_model_seed()
+    seed_dropouts(layer, seed)
     chunks = [s.initializer(s.shape, init_rng(seed, 0, j), dtype).ravel() for j, s in enumerate(layer.param_specs())]
     host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
     store = ParamStore(get_backend(), [layer], host, layer.compute_dtype)
