@@ -68,6 +68,15 @@ class Optimizer:
         self._schedule, self._rate = None, float(value)
 
     @property
+    def schedule(self) -> LearningRateSchedule | None:
+        """The learning-rate schedule, or None for a constant rate."""
+        return self._schedule
+
+    def count_replayed_update(self) -> None:
+        """Advance the host's `iterations` alone: a replayed CUDA graph has advanced the device's t."""
+        self._iterations += 1
+
+    @property
     def built(self) -> bool:
         return self.ops is not None
 
@@ -251,8 +260,13 @@ class Adam(Optimizer):
         assert ops is not None
         t = self._t
         # the bias correction from the device's t, in float64 as Python would compute it
+        xp = ops.xp  # η·√(1 − β₂ᵗ)/(1 − β₁ᵗ) in namespace calls, whose results a captured step keeps
+        power = getattr(xp, "pow", None) or xp.power  # the array API's name, CuPy's
         lr_t = ops.cast(
-            self.lr(dtype64=True, updating=True) * ops.xp.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t),
+            xp.divide(
+                xp.multiply(self.lr(dtype64=True, updating=True), xp.sqrt(xp.subtract(1.0, power(self.beta_2, t)))),
+                xp.subtract(1.0, power(self.beta_1, t)),
+            ),
             params.dtype,
         )
         ops.adam_update(params, grads, self.slots["m"], self.slots["v"], lr_t, self.beta_1, self.beta_2, self.epsilon)
