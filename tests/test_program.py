@@ -97,7 +97,7 @@ def _stand_in_or_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(emulated, "IN_CAPTURE", True)
 
 
-def _train(kind: str, jit: bool, steps: int, callbacks: list[Any] | None = None) -> tuple[Any, Any]:
+def _train(kind: str, jit: bool | str, steps: int, callbacks: list[Any] | None = None) -> tuple[Any, Any]:
     model, opt, shape = _model(kind)
     rng = np.random.default_rng(7)
     n = 32 * steps // 2 + 8  # two epochs of `steps // 2` full batches and a short last one
@@ -228,3 +228,60 @@ def test_the_cublas_binding_matches_cupy_matmul_and_the_sgd_fold_the_plain_updat
         ValueError, match=r"gemm: out must be a C-contiguous .* \(32, 100\) array, received \(100, 32\)"
     ):
         gemm(da, ops.asarray(w), ops.asarray(np.zeros((100, 32), dtype)))
+
+
+@pytest.mark.gpu
+def test_a_captured_run_resumed_from_a_checkpoint_mid_epoch_is_bit_identical(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    from xpnet.checkpoint import Checkpoint
+
+    class Crash(xpnet.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if self.model.optimizer.iterations == 17:
+                raise KeyboardInterrupt
+
+    reference, h_reference = _train("B", True, 24)
+    with pytest.raises(KeyboardInterrupt):  # 13 steps per epoch: dies at step 17, the last checkpoint at 15
+        _train("B", True, 24, [Checkpoint(tmp_path, save_freq=5), Crash()])
+    model, opt, shape = _model("B")
+    rng = np.random.default_rng(7)
+    x, y = rng.random((32 * 12 + 8, *shape), dtype=np.float32), rng.integers(0, 10, 32 * 12 + 8)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=True)
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, resume_from=tmp_path)
+    assert model.step_program.launches > 0
+    for a, b in zip(reference.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert history.history == h_reference.history
+    assert model.optimizer.iterations == reference.optimizer.iterations == 26
+
+
+@pytest.mark.gpu
+def test_auto_says_once_why_a_step_is_not_captured(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    model = xpnet.Sequential([Dense(8, "relu", input_shape=(4,)), Dense(3, "softmax")], seed=1)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["mae"], backend="cupy")
+    x, y = np.random.default_rng(0).random((64, 4), dtype=np.float32), np.arange(64) % 3
+    with pytest.warns(UserWarning, match="not captured as a CUDA graph: eager: the metric 'mae' is not among those"):
+        model.fit(x, y, batch_size=16, verbose=0)
+    assert not model.step_program.captures and model.step_program.launches == 0
+    with pytest.raises(ValueError, match="the metric 'mae' is not among those checked for capture"):
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["mae"], backend="cupy", jit_compile=True)
+
+
+@pytest.mark.gpu
+def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    pytest.importorskip("gpusim", reason="CuPy 14.2's refusal of cuBLAS during capture is modelled by the stand-in")
+    import gpusim.cublas as emulated
+
+    monkeypatch.setattr(emulated, "IN_CAPTURE", False)  # CuPy's own wrappers: refused while capturing
+    eager, _ = _train("A", False, 6)
+    with pytest.warns(UserWarning, match=r"eager: the capture was refused \(calling cuBLAS API during stream capture"):
+        auto, _ = _train("A", "auto", 6)
+    assert not auto.step_program.captures and auto.step_program.launches == 0
+    for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="jit_compile=True: the training step could not be captured"):
+        _train("A", True, 6)

@@ -15,6 +15,7 @@ Cᵀ = op(B)ᵀ·op(A)ᵀ with the operands swapped.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -94,13 +95,21 @@ class _CupyLowLevel:
 
 
 def _load(cp: Any) -> _DirectLib | _CupyLowLevel:
-    for name in ("libcublas.so.12", "libcublas.so.13", "libcublas.so", "cublas64_12.dll"):
+    # importing CuPy's wrappers makes CuPy load its libcublas; dlopen by soname then finds that copy
+    from cupy_backends.cuda.libs import cublas
+
+    names = ["libcublas.so.12", "libcublas.so.13", "libcublas.so", "cublas64_12.dll"]
+    try:  # the pip wheel's copy (nvidia-cublas-cu12), where the soname is not on the search path
+        import nvidia.cublas  # type: ignore[import-not-found]
+
+        names += [os.path.join(p, "lib", "libcublas.so.12") for p in nvidia.cublas.__path__]
+    except ImportError:
+        pass
+    for name in names:
         try:
             return _DirectLib(ctypes.CDLL(name))
         except (OSError, AttributeError):
             continue
-    from cupy_backends.cuda.libs import cublas
-
     return _CupyLowLevel(cublas)
 
 

@@ -411,7 +411,8 @@ class StepProgram:
         sums = [cp.zeros(shape, dtype=dt) for shape, dt in shapes]
         stream = cp.cuda.Stream(non_blocking=True)
         with ops.activate(), stream:
-            stream.begin_capture()
+            # relaxed: the memory pool may still grow (cudaMalloc) while the step is recorded
+            stream.begin_capture(cp.cuda.runtime.streamCaptureModeRelaxed)
             try:
                 with _retaining(ops, keep):
                     batch = self.step(xb, yb, global_batch, wb)
