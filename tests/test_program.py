@@ -161,6 +161,27 @@ def test_a_new_learning_rate_from_a_callback_reaches_the_graph(monkeypatch: pyte
     for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(captured.get_weights()[0], unchanged.get_weights()[0])
+    assert captured.step_program.launches == unchanged.step_program.launches  # no new capture for a new rate
+
+
+@pytest.mark.gpu
+def test_a_hyperparameter_the_graph_holds_makes_it_record_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+
+    def calmer() -> Any:
+        class Calmer(xpnet.Callback):
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                if batch == 4:
+                    self.model.optimizer.beta_1 = 0.5
+
+        return Calmer()
+
+    eager, _ = _train("B", False, 20, [calmer()])
+    captured, _ = _train("B", True, 20, [calmer()])
+    for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # one launch fewer than without the change: step 5 is a new warm-up, step 6 is captured again
+    assert captured.step_program.launches == 20 - 1
 
 
 @pytest.mark.gpu

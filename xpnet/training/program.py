@@ -304,6 +304,7 @@ class StepProgram:
         self._warm: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}  # shapes and dtypes of the warm-up's sums
         self._graphs: dict[tuple[Any, ...], _Graph] = {}
         self.launches = 0  # graph launches so far (a test reads it)
+        self._captured_settings: dict[str, Any] = {}
         self.listing: list[str] = []  # one step's backend calls, written down by the first step of a fit
         self._listed = False
 
@@ -356,6 +357,10 @@ class StepProgram:
             return out
         if not self.captures or wb is not None:  # sample-weighted steps are not yet checked for capture
             return _accumulate(running, self.step(xb, yb, global_batch, wb))
+        if self._graphs and self._settings() != self._captured_settings:
+            # a callback changed a hyperparameter the graphs hold as a constant: record them again
+            self._graphs.clear()
+            self._warm.clear()
         key = (_rows(xb), global_batch, wb is not None)
         g = self._graphs.get(key)
         if g is None:
@@ -372,6 +377,7 @@ class StepProgram:
                 self.say_once()
                 return _accumulate(running, self.step(xb, yb, global_batch, wb))
             self._graphs[key] = g
+            self._captured_settings = self._settings()
             # the capture ran the step's host code once (the optimizer's host count moved): launch, nothing more
             self._load(g, running)
             g.launch()
@@ -392,6 +398,15 @@ class StepProgram:
                 acc.fill(0)
             else:
                 acc[...] = r
+
+    def _settings(self) -> dict[str, Any]:
+        """The optimizer's settings a graph bakes in: all but a constant learning rate (read from the device)."""
+        opt = self.model.optimizer
+        assert opt is not None
+        config = opt.get_config()
+        if opt.schedule is None:
+            config.pop("learning_rate", None)
+        return config
 
     def _before_launch(self) -> None:
         opt = self.model.optimizer
