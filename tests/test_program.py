@@ -40,6 +40,9 @@ def _model(kind: str) -> tuple[Any, Any, tuple[int, ...]]:
             Dense(10, "softmax"),
         ]
         return xpnet.Sequential(layers, seed=1), xpnet.optimizers.SGD(0.05), (28, 28, 1)
+    if kind == "B_float64":
+        layers = [Dense(128, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")]
+        return xpnet.Sequential(layers, seed=1, dtype="float64"), "adam", (784,)
     if kind in ("activations_rmsprop", "activations_momentum"):
         layers = [Dense(64, "tanh", input_shape=(784,)), Dense(32, "sigmoid"), Dense(16), Activation("relu")]
         layers.append(Dense(10, "softmax"))
@@ -118,6 +121,7 @@ def _train(kind: str, jit: bool | str, steps: int, callbacks: list[Any] | None =
         ("B", 200),
         ("lenet", 40),
         ("functional_bn", 200),
+        ("B_float64", 20),
         ("activations_rmsprop", 20),
         ("activations_momentum", 20),
     ],
@@ -137,6 +141,7 @@ def test_captured_training_is_bit_identical_to_eager(kind: str, steps: int, monk
     for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert h_eager.history == h_captured.history
+    assert captured.get_weights()[0].dtype == (np.float64 if kind.endswith("float64") else np.float32)
     assert eager.optimizer.iterations == captured.optimizer.iterations == 2 * (steps // 2 + 1)
     for d_e, d_c in zip(eager.layers, captured.layers, strict=True):
         if isinstance(d_e, Dropout):
