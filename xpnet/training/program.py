@@ -414,6 +414,13 @@ class StepProgram:
         # what the step's Python code does on the host, which a launch skips: the host's mirror of
         # the device count (the graph advances t), and a constant rate a callback may have changed
         opt.count_replayed_update()
+        self._sync_rate()
+
+    def _sync_rate(self) -> None:
+        """Write a changed constant learning rate to the device now, outside any capture: written inside
+        one, the write would become part of the graph and put the old rate back at every launch."""
+        opt = self.model.optimizer
+        assert opt is not None
         if opt.schedule is None:
             opt.lr()
             opt.lr(dtype64=True)
@@ -424,6 +431,7 @@ class StepProgram:
         keep: list[Any] = [xb, yb, wb]
         # the accumulators exist before capture, shaped as the warm-up step's sums
         sums = [cp.zeros(shape, dtype=dt) for shape, dt in shapes]
+        self._sync_rate()
         stream = cp.cuda.Stream(non_blocking=True)
         with ops.activate(), stream:
             # relaxed: the memory pool may still grow (cudaMalloc) while the step is recorded
