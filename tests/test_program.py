@@ -40,6 +40,10 @@ def _model(kind: str) -> tuple[Any, Any, tuple[int, ...]]:
             Dense(10, "softmax"),
         ]
         return xpnet.Sequential(layers, seed=1), xpnet.optimizers.SGD(0.05), (28, 28, 1)
+    if kind == "frozen_bn":  # statistics given, not learned: BatchNormalization's inference branch in training
+        layers = [Dense(32, input_shape=(784,)), BatchNormalization(trainable=False), Activation("relu")]
+        layers.append(Dense(10, "softmax"))
+        return xpnet.Sequential(layers, seed=1), xpnet.optimizers.SGD(0.05), (784,)
     if kind == "B_float64":
         layers = [Dense(128, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")]
         return xpnet.Sequential(layers, seed=1, dtype="float64"), "adam", (784,)
@@ -122,6 +126,7 @@ def _train(kind: str, jit: bool | str, steps: int, callbacks: list[Any] | None =
         ("lenet", 40),
         ("functional_bn", 200),
         ("B_float64", 20),
+        ("frozen_bn", 20),
         ("activations_rmsprop", 20),
         ("activations_momentum", 20),
     ],

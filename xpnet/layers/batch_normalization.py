@@ -92,9 +92,11 @@ class BatchNormalization(Layer):
 
     def _affine(self, x2: Array, mean: Array, inv: Array) -> tuple[Array, Array]:
         """(x̂ = (x − mean)·inv, y = γ·x̂ + β) for x2: (rows, features)."""
-        xhat = (x2 - mean) * inv
-        y = xhat * self.params["gamma"] if self.scale else xhat
-        return xhat, (y + self.params["beta"] if self.center else y)
+        assert self.ops is not None
+        xp = self.ops.xp  # namespace calls, not operators: a captured step keeps their results
+        xhat = xp.multiply(xp.subtract(x2, mean), inv)
+        y = xp.multiply(xhat, self.params["gamma"]) if self.scale else xhat
+        return xhat, (xp.add(y, self.params["beta"]) if self.center else y)
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
@@ -117,7 +119,7 @@ class BatchNormalization(Layer):
             mm[...] = add(mul(mm, self.momentum), mul(mean, 1.0 - self.momentum))
             mv[...] = add(mul(mv, self.momentum), mul(var, 1.0 - self.momentum))
         else:
-            inv = 1.0 / xp.sqrt(self.params["moving_variance"] + self.epsilon)
+            inv = xp.divide(1.0, xp.sqrt(xp.add(self.params["moving_variance"], self.epsilon)))
             xhat, y = self._affine(x2, self.params["moving_mean"], inv)
         if training:
             self._xhat, self._inv = xhat, inv
