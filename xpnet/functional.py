@@ -532,10 +532,13 @@ class Model(Trainer):
         self, plan: list[tuple[_Call, list[bool], bool]], grads: Sequence[Array], from_logits: Sequence[bool]
     ) -> list[Array]:
         """Run `plan` from the outputs' gradients; returns the pending gradients (the inputs' come first)."""
+        assert self.ops is not None
+        # namespace calls rather than operators: a captured step keeps their results (training/program.py)
+        xp = self.ops.xp
         pending: list[Array] = [None] * len(self._slots)
         for t, g in zip(self.outputs, grads, strict=True):
             i = self._slots[id(t)]
-            pending[i] = g if pending[i] is None else pending[i] + g
+            pending[i] = g if pending[i] is None else xp.add(pending[i], g)
         stop = self._stop_at(from_logits)
         seen: set[int] = set()
         for call, need_in, need in plan:
@@ -569,12 +572,12 @@ class Model(Trainer):
                         continue
                     if id(g) in given:
                         # one array for two inputs (Add's backward): the next backward may overwrite it in place
-                        g = g * 1
+                        g = xp.multiply(g, 1)
                     given.add(id(g))
-                    pending[i] = g if pending[i] is None else pending[i] + g
+                    pending[i] = g if pending[i] is None else xp.add(pending[i], g)
             else:
                 i = call.inputs[0]
-                pending[i] = dx if pending[i] is None else pending[i] + dx
+                pending[i] = dx if pending[i] is None else xp.add(pending[i], dx)
         return pending
 
     def _shared_backward(self, node: Node, dy: Array, need: bool, logits: bool, again: bool) -> Any:

@@ -298,7 +298,7 @@ class SparseCategoricalAccuracy(Metric):
 
     def update(self, xp: Any, y_true: Array, y_pred: Array) -> Array:
         # count hits, then cast the 0-d count: one pass fewer than summing a float per sample
-        return xp.astype(xp.count_nonzero(xp.argmax(y_pred, axis=-1) == y_true), y_pred.dtype)
+        return xp.astype(xp.count_nonzero(xp.equal(xp.argmax(y_pred, axis=-1), y_true)), y_pred.dtype)
 
 
 class CategoricalAccuracy(Metric):

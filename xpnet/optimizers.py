@@ -70,6 +70,15 @@ class Optimizer:
         self._schedule, self._rate = None, rate
 
     @property
+    def schedule(self) -> LearningRateSchedule | None:
+        """The learning-rate schedule, or None for a constant rate."""
+        return self._schedule
+
+    def count_replayed_update(self) -> None:
+        """Advance the host's `iterations` alone: a replayed CUDA graph has advanced the device's t."""
+        self._iterations += 1
+
+    @property
     def built(self) -> bool:
         return self.ops is not None
 

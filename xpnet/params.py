@@ -319,19 +319,20 @@ class AccumulatingSink(GradientSink):
 
     A layer called twice in one graph has ∂L/∂w = the sum over its calls; the first call's
     backward writes its share (the ordinary sink), the others add theirs through this one.
+    The sums are namespace calls, not operators: a captured step keeps their results (training/program.py).
     """
 
     def matmul_t(self, layer: Layer, name: str, a: Array, b: Array) -> None:
         out = layer.grads.get(name)
         if out is not None:
-            out[...] = out + self.ops.xp.reshape(self.ops.matmul(a.T, b), out.shape)
+            out[...] = self.ops.xp.add(out, self.ops.xp.reshape(self.ops.matmul(a.T, b), out.shape))
 
     def column_sum(self, layer: Layer, name: str, d: Array) -> None:
         out = layer.grads.get(name)
         if out is not None:
-            out[...] = out + self.ops.xp.sum(d, axis=0)
+            out[...] = self.ops.xp.add(out, self.ops.xp.sum(d, axis=0))
 
     def put(self, layer: Layer, name: str, g: Array) -> None:
         out = layer.grads.get(name)
         if out is not None:
-            out[...] = out + g
+            out[...] = self.ops.xp.add(out, g)

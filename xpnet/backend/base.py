@@ -128,7 +128,7 @@ class Ops:
 
     def affine(self, x: Array, w: Array, b: Array | None) -> Array:
         """x: (n, in) @ w: (in, out) + b: (out,) -> (n, out)."""
-        u = x @ w
+        u = self.matmul(x, w)
         return u if b is None else u + b
 
     def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
@@ -194,7 +194,7 @@ class Ops:
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""
-        c -= self.xp.matmul(a.T, b)
+        c -= self.matmul(a.T, b)
 
     def bias_sub(self, du: Array, b: Array) -> None:
         """b ← b − Σ_i du[i, :] in place."""
@@ -205,9 +205,10 @@ class Ops:
 
         Computed on the device from the counter, so a recorded step draws a new mask each replay.
         """
-        k0 = _mix32(step ^ 0x85EBCA6B) ^ base
-        k0 = _mix32(k0)
-        return k0, _mix32(k0 + 0x632BE5AB)
+        xp = self.xp
+        k0 = xp.bitwise_xor(_mix32(xp.bitwise_xor(step, 0x85EBCA6B), xp), base)
+        k0 = _mix32(k0, xp)
+        return k0, _mix32(xp.add(k0, 0x632BE5AB), xp)
 
     def dropout_forward(self, x: Array, keys: tuple[Any, Any], rate: float, offset: Any = 0) -> tuple[Array, Array]:
         """-> (x * mask, mask) for the hash mask of `keys`."""
@@ -371,7 +372,7 @@ class Ops:
         kh, kw, _, f = kernel.shape
         cols = self.im2col(x, (kh, kw), strides, pads)
         n, oh, ow, k = cols.shape
-        u = xp.reshape(xp.reshape(cols, (n * oh * ow, k)) @ xp.reshape(kernel, (k, f)), (n, oh, ow, f))
+        u = xp.reshape(self.matmul(xp.reshape(cols, (n * oh * ow, k)), xp.reshape(kernel, (k, f))), (n, oh, ow, f))
         return (u if bias is None else u + bias), cols
 
     def conv2d_backward(
@@ -394,11 +395,11 @@ class Ops:
         cols = ctx
         n, oh, ow, k = cols.shape
         du2 = xp.reshape(du, (n * oh * ow, f))
-        dkernel = xp.reshape(xp.reshape(cols, (n * oh * ow, k)).T @ du2, kernel.shape)
+        dkernel = xp.reshape(self.matmul(xp.reshape(cols, (n * oh * ow, k)).T, du2), kernel.shape)
         dbias = xp.sum(du2, axis=0)
         if not need_input_grad:
             return dkernel, dbias, None
-        dcols = xp.reshape(du2 @ xp.reshape(kernel, (k, f)).T, (n, oh, ow, k))
+        dcols = xp.reshape(self.matmul(du2, xp.reshape(kernel, (k, f)).T), (n, oh, ow, k))
         return dkernel, dbias, self.col2im(dcols, x_shape, (kh, kw), strides, pads)
 
     def max_pool_forward(
@@ -582,8 +583,16 @@ def host_dtype(dtype: Any) -> np.dtype[Any]:
         return np.dtype(str(dtype).split(".")[-1])
 
 
-def _mix32(x: Array) -> Array:
+def _mix32(x: Array, xp: Any = None) -> Array:
     # "lowbias32" integer finaliser (C. Wellons): good avalanche with three multiplies.
+    # With xp, the same through namespace calls, whose results a captured step keeps (training/program.py).
+    if xp is not None:
+        shift = getattr(xp, "bitwise_right_shift", None) or xp.right_shift  # the array API's name, CuPy's
+        x = xp.bitwise_xor(x, shift(x, 16))
+        x = xp.multiply(x, 0x7FEB352D)
+        x = xp.bitwise_xor(x, shift(x, 15))
+        x = xp.multiply(x, 0x846CA68B)
+        return xp.bitwise_xor(x, shift(x, 16))
     x = x ^ (x >> 16)
     x = x * 0x7FEB352D
     x = x ^ (x >> 15)

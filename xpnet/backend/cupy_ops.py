@@ -25,6 +25,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self.device_id = device_id
         self.device = cupy.cuda.Device(device_id)
         self._kernels: dict[str, Any] = {}
+        self.blas: Any = None  # a capturable cuBLAS GEMM (`_cublas.routed`) while a step program needs one
 
     def describe(self) -> str:
         return f"cupy:{self.device_id}"
@@ -79,7 +80,29 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self.device.synchronize()
 
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
+        blas = self.blas
+        if blas is not None and blas.supports(a, b) and (out is None or out.flags.c_contiguous):
+            return blas(a, b, out)
         return self.xp.matmul(a, b, out=out)
+
+    @property
+    def inplace_sgd(self) -> bool:  # type: ignore[override]
+        # plain SGD folded into the weight-gradient GEMM (β = 1) while cuBLAS is bound directly
+        return self.blas is not None
+
+    def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
+        # c ← c + (−1)·aᵀb in one GEMM: b carries η already, and α = −1, β = 1 round as c − aᵀb does
+        blas = self.blas
+        if blas is not None and blas.supports(a.T, b) and c.flags.c_contiguous and c.dtype == a.dtype:
+            blas(a.T, b, c, alpha=-1.0, beta=1.0)
+            return
+        super().gemm_sub(a, b, c)
+
+    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
+        # straight into the fixed batch buffer: one launch per array, outside a captured step
+        if out is not None and out.flags.c_contiguous and out.dtype == a.dtype:
+            return self.xp.take(a, idx, axis=0, out=out)
+        return super().take_rows(a, idx, out)
 
     def allreduce_sum(self, comm: Any, buf: Array) -> None:
         nccl_comm = self._nccl(comm)
@@ -130,7 +153,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         return nccl_comm
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
-        u = self.xp.matmul(x, w)
+        u = self.matmul(x, w)
         name = builtin_name(act)
         if name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
             h = self.xp.empty_like(u)
@@ -193,10 +216,6 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         b, st, off = (self._u32(v) for v in (base, step, offset))
         self._kernel("dropout_step")(x, b, st, np.uint32(threshold), scale, off, y, mask)
         return y, mask
-
-    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
-        # one gather kernel straight into the batch buffer (the generic code takes, then copies)
-        return self.xp.take(a, idx, axis=0, out=out)
 
     def _u32(self, v: Any) -> Any:
         return v if isinstance(v, self.xp.ndarray) else np.uint32(int(v) & 0xFFFFFFFF)

@@ -92,9 +92,11 @@ class BatchNormalization(Layer):
 
     def _affine(self, x2: Array, mean: Array, inv: Array) -> tuple[Array, Array]:
         """(x̂ = (x − mean)·inv, y = γ·x̂ + β) for x2: (rows, features)."""
-        xhat = (x2 - mean) * inv
-        y = xhat * self.params["gamma"] if self.scale else xhat
-        return xhat, (y + self.params["beta"] if self.center else y)
+        assert self.ops is not None
+        xp = self.ops.xp  # namespace calls, not operators: a captured step keeps their results
+        xhat = xp.multiply(xp.subtract(x2, mean), inv)
+        y = xp.multiply(xhat, self.params["gamma"]) if self.scale else xhat
+        return xhat, (xp.add(y, self.params["beta"]) if self.center else y)
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
@@ -103,19 +105,21 @@ class BatchNormalization(Layer):
         # an empty batch (a data-parallel rank's share of a short last batch) has no statistics
         self._batch_stats = bool(training and self.trainable and x2.shape[0])
         if self._batch_stats:
+            # namespace calls, not operators: a captured step keeps their results (training/program.py)
+            mul, add = xp.multiply, xp.add
             mean = xp.mean(x2, axis=0)
-            centred = x2 - mean
-            var = xp.mean(centred * centred, axis=0)  # biased, as Keras (and its moving variance)
-            inv = 1.0 / xp.sqrt(var + self.epsilon)
-            xhat = centred * inv
-            y = xhat * self.params["gamma"] if self.scale else xhat
+            centred = xp.subtract(x2, mean)
+            var = xp.mean(mul(centred, centred), axis=0)  # biased, as Keras (and its moving variance)
+            inv = xp.divide(1.0, xp.sqrt(add(var, self.epsilon)))
+            xhat = mul(centred, inv)
+            y = mul(xhat, self.params["gamma"]) if self.scale else xhat
             if self.center:
-                y = y + self.params["beta"]
+                y = add(y, self.params["beta"])
             mm, mv = self.params["moving_mean"], self.params["moving_variance"]
-            mm[...] = mm * self.momentum + mean * (1.0 - self.momentum)
-            mv[...] = mv * self.momentum + var * (1.0 - self.momentum)
+            mm[...] = add(mul(mm, self.momentum), mul(mean, 1.0 - self.momentum))
+            mv[...] = add(mul(mv, self.momentum), mul(var, 1.0 - self.momentum))
         else:
-            inv = 1.0 / xp.sqrt(self.params["moving_variance"] + self.epsilon)
+            inv = xp.divide(1.0, xp.sqrt(xp.add(self.params["moving_variance"], self.epsilon)))
             xhat, y = self._affine(x2, self.params["moving_mean"], inv)
         if training:
             self._xhat, self._inv = xhat, inv
@@ -127,16 +131,17 @@ class BatchNormalization(Layer):
         assert self.ops is not None and self.sink is not None
         xp = self.ops.xp
         dy2 = xp.reshape(dy, (-1, dy.shape[-1]))
+        mul, sub = xp.multiply, xp.subtract  # namespace calls: see forward
         dbeta = xp.sum(dy2, axis=0)
-        dgamma = xp.sum(dy2 * self._xhat, axis=0)
+        dgamma = xp.sum(mul(dy2, self._xhat), axis=0)
         dx = None
         if need_input_grad:  # before the sink moves γ (plain SGD updates it in place)
-            g = self._inv * self.params["gamma"] if self.scale else self._inv
+            g = mul(self._inv, self.params["gamma"]) if self.scale else self._inv
             if self._batch_stats:
                 m = 1.0 / dy2.shape[0]
-                dx = xp.reshape((dy2 - dbeta * m - self._xhat * (dgamma * m)) * g, dy.shape)
+                dx = xp.reshape(mul(sub(sub(dy2, mul(dbeta, m)), mul(self._xhat, mul(dgamma, m))), g), dy.shape)
             else:
-                dx = xp.reshape(dy2 * g, dy.shape)
+                dx = xp.reshape(mul(dy2, g), dy.shape)
         if self.scale:
             self.sink.put(self, "gamma", dgamma)
         if self.center:

@@ -89,7 +89,9 @@ class Dropout(Layer):
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         if not need_input_grad:
             return None
-        return dy if self.rate == 0.0 else dy * self._mask
+        assert self.ops is not None
+        # a namespace call rather than `*`: a captured step keeps its result (training/program.py)
+        return dy if self.rate == 0.0 else self.ops.xp.multiply(dy, self._mask)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "rate": self.rate, "seed": self.seed}

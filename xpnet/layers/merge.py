@@ -52,9 +52,11 @@ class Add(Merge):
     """y = x_1 + x_2 + …; ∂L/∂x_i = ∂L/∂y."""
 
     def forward(self, x: Any, training: bool = False) -> Array:
-        y = x[0] + x[1]
+        assert self.ops is not None
+        add = self.ops.xp.add  # a namespace call, not `+`: a captured step keeps its result (training/program.py)
+        y = add(x[0], x[1])
         for xi in x[2:]:
-            y = y + xi
+            y = add(y, xi)
         return y
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Any:

@@ -131,17 +131,22 @@ class TrainStep:
         assert model.optimizer is not None and model.ops is not None
         self.model, self.comm = model, comm
         self.optimizer: Optimizer = model.optimizer
-        sink = self.optimizer.gradient_sink(model.store, comm.size == 1)
-        if sink.applies_update and model.shares_layers:
-            # a shared layer's weights serve several calls: each call's backward needs them unchanged
-            sink = GradientSink(model.store.ops)
-        self.sink: GradientSink = sink
+        self.sink: GradientSink = self.choose_sink()
         self.fused = model.fused_outputs  # fixed while this step lives: compile and rebuilds make a new one
         self._denoms: dict[int, DeviceScalar] = {}
         self._coefs: dict[int, DeviceScalar] = {}  # η / batch of a constant-rate optimizer, per batch size
         moving = int(model.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
         self.plan = ReluAfterMaxPool(model)  # exact rewrites, on while the step runs
+
+    def choose_sink(self) -> GradientSink:
+        """Where backprop puts gradients: the optimizer's choice (updating in place where it can), unless
+        a layer is shared. Chosen again by a step program that binds cuBLAS (SGD then folds into the GEMM)."""
+        sink = self.optimizer.gradient_sink(self.model.store, self.comm.size == 1)
+        if sink.applies_update and self.model.shares_layers:
+            # a shared layer's weights serve several calls: each call's backward needs them unchanged
+            sink = GradientSink(self.model.store.ops)
+        return sink
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -163,7 +168,8 @@ class TrainStep:
             penalty = self.optimizer.lr() if model.store.regularized() else 1.0
             return d.set(rate / global_batch), penalty
         penalty = ops.cast(scale, model.dtype) if model.store.regularized() else 1.0
-        return ops.cast(scale / global_batch, model.dtype), penalty
+        # a namespace call, not an operator: a captured step keeps the results of those (see program.py)
+        return ops.cast(ops.xp.divide(scale, global_batch), model.dtype), penalty
 
     def __call__(self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None) -> list[Array]:
         model, comm = self.model, self.comm

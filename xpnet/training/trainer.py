@@ -39,6 +39,7 @@ from ..variables import Variable
 from . import data
 from . import stream as stream_mod
 from .guard import exclusive
+from .program import JitRequest, StepProgram, check_jit_compile
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
 
@@ -72,6 +73,8 @@ class Trainer:
         self._backend_request: str | Ops | None = None
         self._comm: distributed.Communicator = distributed.Communicator()
         self._step: TrainStep | None = None
+        self._program: StepProgram | None = None
+        self._jit_compile: JitRequest = "auto"
         self._trainable = True
 
     # structure the model provides
@@ -226,8 +229,14 @@ class Trainer:
         distribute: bool | str | distributed.Communicator | None = "auto",
         loss_weights: Sequence[float] | dict[str, float] | None = None,
         weighted_metrics: Sequence[Any] | None = None,
+        jit_compile: bool | str = "auto",
     ) -> None:
         """Choose optimizer, loss, metrics and (optionally) the backend: "auto", "numpy", "cupy", "cupy:N".
+
+        jit_compile: "auto" captures the training step as a CUDA graph on CuPy when every layer,
+        loss, metric and optimizer allows it (and says once why not otherwise); True requires the
+        capture (a clear error where it cannot be); False runs every step eagerly.
+        `model.step_program.explain()` says which and why.
 
         distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`
         (N > 1); True requires MPI; False always trains in this process alone.
@@ -268,6 +277,7 @@ class Trainer:
         for w in per_weight:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                 raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
+        jit = check_jit_compile(jit_compile)
         new_losses, new_optimizer = [losses_mod.get(lo) for lo in per_loss], opt_mod.get(optimizer)
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
@@ -277,7 +287,7 @@ class Trainer:
         self._output_metric_ids = per_metrics
         self._weighted_metric_ids = list(weighted_metrics or [])
         self.metrics, self.output_metrics, self.weighted_metrics = [], [], []
-        self._step = None
+        self._step, self._program, self._jit_compile = None, None, jit
         if ops is not None:
             self._backend_request = ops
         if self.built:
@@ -288,6 +298,8 @@ class Trainer:
             else:
                 self.optimizer.build(self.ops, self.store.params)
             self._resolve_metrics()
+            if jit is True:  # refused now rather than at the first fit
+                self._step_program()
 
     def _resolve_metrics(self) -> None:
         assert self.loss is not None
@@ -499,8 +511,11 @@ class Trainer:
             cb.set_params({"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
         progress = Progress(verbose if comm.is_root else 0, epochs, steps if steps != sys.maxsize else 0)
         self.stop_training = False
+        program = self._step_program()
+        program.reset()  # this fit's batch buffers are new
+        program.say_once()
         dropouts = [layer for layer in self.leaf_layers if isinstance(layer, Dropout)]
-        with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size):
+        with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size), program.routing():
             y_dtype = self.target_dtypes()
             size = sum(
                 data.nbytes(a, dt)
@@ -542,10 +557,9 @@ class Trainer:
                         for d in dropouts:
                             d.row_offset = a - lo
                         xb, yb, wb = batches.gather(a, b)
-                        batch = self._train_step()(xb, yb, hi - lo, wb)
-                        state.running = (
-                            batch if not state.running else [u + v for u, v in zip(state.running, batch, strict=True)]
-                        )
+                        if self._program is not program:  # a callback compiled anew
+                            program = self._step_program()
+                        state.running = program.run(xb, yb, hi - lo, wb, state.running)
                         state.step = step + 1
                         if batch_hooks:
                             # the running values so far, as Keras's batch logs; read only if a callback looks
@@ -715,6 +729,20 @@ class Trainer:
         if isinstance(parts[0], list):
             return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
         return np.concatenate(parts, axis=0)
+
+    @property
+    def step_program(self) -> StepProgram:
+        """How fit runs the training step: captured as a CUDA graph or eager, and why (`explain()`)."""
+        if self.optimizer is None or not self.built:
+            raise RuntimeError("step_program: compile and build the model first (fit builds it from the data)")
+        return self._step_program()
+
+    def _step_program(self) -> StepProgram:
+        step = self._train_step()
+        program = self._program
+        if program is None or program.step is not step:
+            program = self._program = StepProgram(self, step, self._jit_compile)
+        return program
 
     def _train_step(self) -> TrainStep:
         """The step for the current optimizer and communicator (made again if a callback compiled anew)."""

@@ -1,0 +1,319 @@
+"""The step program: `compile(jit_compile=...)`, its decision and explanation, and on CuPy the
+training step captured as a CUDA graph, replayed bit for bit as the eager step computes it.
+
+The CuPy tests run on a GPU or on the CPU stand-in (`-p gpusim.pytest_plugin`); without either
+they skip. On the stand-in, the capture's cuBLAS calls go through CuPy's low-level wrappers,
+which it lets record (as the direct libcublas binding does on a GPU) when IN_CAPTURE is set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet.backend import _cublas, _cupy_problem
+from xpnet.layers import Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+
+
+def _model(kind: str) -> tuple[Any, Any, tuple[int, ...]]:
+    """(model, optimizer, input shape) of the issue's workloads, small where the test needs only the structure."""
+    if kind == "A":
+        layers = [Dense(300, "relu", input_shape=(784,)), Dense(100, "relu"), Dense(10, "softmax")]
+        return xpnet.Sequential(layers, seed=1), xpnet.optimizers.SGD(0.01), (784,)
+    if kind == "B":
+        layers = [Dense(128, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")]
+        return xpnet.Sequential(layers, seed=1), "adam", (784,)
+    if kind == "lenet":
+        layers = [
+            Conv2D(6, 5, activation="relu", padding="same", input_shape=(28, 28, 1)),
+            MaxPooling2D(2),
+            Conv2D(16, 5, activation="relu"),
+            MaxPooling2D(2),
+            Flatten(),
+            Dense(120, "relu"),
+            Dense(84, "relu"),
+            Dense(10, "softmax"),
+        ]
+        return xpnet.Sequential(layers, seed=1), xpnet.optimizers.SGD(0.05), (28, 28, 1)
+    if kind == "frozen_bn":  # statistics given, not learned: BatchNormalization's inference branch in training
+        layers = [Dense(32, input_shape=(784,)), BatchNormalization(trainable=False), Activation("relu")]
+        layers.append(Dense(10, "softmax"))
+        return xpnet.Sequential(layers, seed=1), xpnet.optimizers.SGD(0.05), (784,)
+    if kind == "B_float64":
+        layers = [Dense(128, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")]
+        return xpnet.Sequential(layers, seed=1, dtype="float64"), "adam", (784,)
+    if kind in ("activations_rmsprop", "activations_momentum"):
+        layers = [Dense(64, "tanh", input_shape=(784,)), Dense(32, "sigmoid"), Dense(16), Activation("relu")]
+        layers.append(Dense(10, "softmax"))
+        opt = "rmsprop" if kind == "activations_rmsprop" else xpnet.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+        return xpnet.Sequential(layers, seed=1), opt, (784,)
+    # a functional model with BatchNormalization, Dropout and one Dense layer called twice
+    i = xpnet.Input((784,))
+    h = Activation("relu")(BatchNormalization()(Dense(32)(i)))
+    shared = Dense(32, "relu")
+    a = shared(h)
+    b = shared(Dropout(0.3)(a))
+    return xpnet.Model(i, Dense(10, "softmax")(xpnet.layers.Add()([a, b])), seed=1), "adam", (784,)
+
+
+def test_jit_compile_takes_auto_true_or_false_only() -> None:
+    model, opt, _ = _model("A")
+    with pytest.raises(ValueError, match=r"jit_compile must be \"auto\", True or False, received 'yes'"):
+        model.compile(opt, "sparse_categorical_crossentropy", jit_compile="yes")
+
+
+def test_numpy_runs_the_step_eagerly_and_says_why() -> None:
+    model, opt, _ = _model("A")
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
+    program = model.step_program
+    assert not program.captures
+    assert "numpy backend runs the step eagerly" in program.explain()
+    assert repr(program) == "StepProgram(eager, graphs=0)"
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
+    assert model.step_program.explain() == "jit_compile=False: every step runs eagerly"
+
+
+def test_jit_compile_true_refuses_a_step_it_cannot_capture() -> None:
+    model, opt, _ = _model("A")
+    with pytest.raises(
+        ValueError, match=r"compile\(jit_compile=True\): the training step cannot be captured: the numpy backend"
+    ):
+        model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=True)
+
+
+def test_step_program_needs_a_compiled_built_model() -> None:
+    model = xpnet.Sequential([Dense(3)], seed=1)
+    with pytest.raises(RuntimeError, match="step_program: compile and build the model first"):
+        _ = model.step_program
+
+
+def _stand_in_or_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = _cupy_problem(0)
+    if problem:
+        pytest.skip(f"cupy backend unavailable: {problem.split(' (')[0]}")
+    gpusim = sys.modules.get("gpusim")
+    if gpusim is not None:
+        import gpusim.cublas as emulated
+
+        # the stand-in's low-level cuBLAS records into the graph as the direct libcublas binding would
+        monkeypatch.setattr(emulated, "IN_CAPTURE", True)
+
+
+def _train(kind: str, jit: bool | str, steps: int, callbacks: list[Any] | None = None) -> tuple[Any, Any]:
+    model, opt, shape = _model(kind)
+    rng = np.random.default_rng(7)
+    n = 32 * steps // 2 + 8  # two epochs of `steps // 2` full batches and a short last one
+    x = rng.random((n, *shape), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+    route = _cublas.routed(xpnet.get_backend("cupy"))
+    with route:  # the eager run multiplies through the same cuBLAS binding as the graph
+        history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=callbacks)
+    return model, history
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("kind", "steps"),
+    [
+        ("A", 200),
+        ("B", 200),
+        ("lenet", 40),
+        ("functional_bn", 200),
+        ("B_float64", 20),
+        ("frozen_bn", 20),
+        ("activations_rmsprop", 20),
+        ("activations_momentum", 20),
+    ],
+)
+def test_captured_training_is_bit_identical_to_eager(kind: str, steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    eager, h_eager = _train(kind, False, steps)
+    captured, h_captured = _train(kind, True, steps)
+    program = captured.step_program
+    assert program.captures and not eager.step_program.captures
+    if kind in ("A", "lenet"):  # plain SGD: folded into each weight-gradient GEMM (β = 1)
+        assert type(program.step.sink).__name__ == "InPlaceSGD"
+    # epoch 1: a warm-up step eager, the other full batches launched, the short batch eager (its warm-up);
+    # epoch 2 launches every batch (the short one captured in a graph of its own)
+    assert program.launches == (steps // 2 - 1) + (steps // 2 + 1)
+    assert program.explain().endswith("(graphs for 32 rows, 8 rows)")
+    for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h_eager.history == h_captured.history
+    assert captured.get_weights()[0].dtype == (np.float64 if kind.endswith("float64") else np.float32)
+    assert eager.optimizer.iterations == captured.optimizer.iterations == 2 * (steps // 2 + 1)
+    for d_e, d_c in zip(eager.layers, captured.layers, strict=True):
+        if isinstance(d_e, Dropout):
+            assert d_e.iterations == d_c.iterations == 2 * (steps // 2 + 1)
+
+
+@pytest.mark.gpu
+def test_a_new_learning_rate_from_a_callback_reaches_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+
+    def halve() -> Any:
+        class Halve(xpnet.Callback):
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                # before the step that is captured (batch 1), and after
+                if batch in (0, 5):
+                    self.model.optimizer.learning_rate = self.model.optimizer.learning_rate * 0.5
+
+        return Halve()
+
+    eager, _ = _train("A", False, 20, [halve()])
+    captured, _ = _train("A", True, 20, [halve()])
+    unchanged, _ = _train("A", True, 20)
+    for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(captured.get_weights()[0], unchanged.get_weights()[0])
+    assert captured.step_program.launches == unchanged.step_program.launches  # no new capture for a new rate
+
+
+@pytest.mark.gpu
+def test_a_hyperparameter_the_graph_holds_makes_it_record_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+
+    def calmer() -> Any:
+        class Calmer(xpnet.Callback):
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                if batch == 4:
+                    self.model.optimizer.beta_1 = 0.5
+
+        return Calmer()
+
+    eager, _ = _train("B", False, 20, [calmer()])
+    captured, _ = _train("B", True, 20, [calmer()])
+    for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # one launch fewer than without the change: step 5 is a new warm-up, step 6 is captured again
+    assert captured.step_program.launches == 20 - 1
+
+
+@pytest.mark.gpu
+def test_a_replayed_step_is_one_graph_launch_and_two_gathers(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    gpusim = pytest.importorskip("gpusim", reason="launch counts need the CPU stand-in")
+    marks: list[tuple[int, int, int, int]] = []
+    counts: list[Any] = []
+
+    class Mark(xpnet.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            c = counts[0]
+            marks.append((c.total_launches, c.graph_launches, c.syncs, c.uploads))
+
+    with gpusim.counting(keep_events=False) as c:
+        counts.append(c)
+        _train("B", True, 12, [Mark()])
+    steady = [(b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3]) for a, b in itertools.pairwise(marks[2:6])]
+    assert steady == [(2, 1, 0, 0)] * 3  # x and y gathered into the fixed buffers, then the graph
+    assert c.captured > 20
+
+
+def test_print_step_program_lists_one_training_step_in_order() -> None:
+    model, opt, _ = _model("A")
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy")
+    assert "(no step recorded yet" in str(model.step_program)
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64), batch_size=32, verbose=0)
+    lines = str(model.step_program).splitlines()
+    assert lines[0].startswith("StepProgram: eager: the numpy backend")
+    calls = [line.split()[0] for line in lines[1:]]
+    assert calls[:6] == ["divide", "cast", "dense_forward", "dense_forward", "affine", "fused_loss"]
+    assert calls.count("gemm_sub") == 3 and calls[-1] == "astype"
+    first = lines[3]
+    assert "t3[32,300] f32, t4[32,300] f32  ←  x[32,784] f32, dense.kernel[784,300] f32, dense.bias[300] f32" in first
+    # the last layer's weight update reads the second hidden activation and the loss gradient
+    assert "(in place)  ←  t6[32,100] f32, t9[32,10] f32, dense_2.kernel[100,10] f32" in lines[9]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_cublas_binding_matches_cupy_matmul_and_the_sgd_fold_the_plain_update(
+    dtype: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    ops = xpnet.get_backend("cupy")
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((32, 300)).astype(dtype), rng.standard_normal((32, 100)).astype(dtype)
+    w = rng.standard_normal((300, 100)).astype(dtype)
+    da, db = ops.asarray(a), ops.asarray(b)
+    plain_w, fold_w = ops.asarray(w), ops.asarray(w)
+    plain = ops.to_numpy(ops.matmul(da.T, db))
+    ops.gemm_sub(da, db, plain_w)  # c -= aᵀb: a GEMM, then a subtraction
+    with _cublas.routed(ops) as gemm:
+        assert gemm is not None and ops.inplace_sgd
+        bound = ops.to_numpy(ops.matmul(da.T, db))  # a transposed operand: cuBLAS's op T, no copy
+        ops.gemm_sub(da, db, fold_w)  # one GEMM with α = −1, β = 1
+    assert not ops.inplace_sgd and ops.blas is None
+    np.testing.assert_allclose(bound, a.T @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert bound.dtype == dtype and plain.dtype == dtype
+    # the fold rounds once, as w − aᵀb does (on a GPU this also checks cuBLAS keeps its kernel for β = 1)
+    np.testing.assert_array_equal(ops.to_numpy(fold_w), w - bound)
+    np.testing.assert_array_equal(ops.to_numpy(plain_w), w - plain)
+    with pytest.raises(
+        ValueError, match=r"gemm: out must be a C-contiguous .* \(32, 100\) array, received \(100, 32\)"
+    ):
+        gemm(da, ops.asarray(w), ops.asarray(np.zeros((100, 32), dtype)))
+
+
+@pytest.mark.gpu
+def test_a_captured_run_resumed_from_a_checkpoint_mid_epoch_is_bit_identical(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    from xpnet.checkpoint import Checkpoint
+
+    class Crash(xpnet.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if self.model.optimizer.iterations == 17:
+                raise KeyboardInterrupt
+
+    reference, h_reference = _train("B", True, 24)
+    with pytest.raises(KeyboardInterrupt):  # 13 steps per epoch: dies at step 17, the last checkpoint at 15
+        _train("B", True, 24, [Checkpoint(tmp_path, save_freq=5), Crash()])
+    model, opt, shape = _model("B")
+    rng = np.random.default_rng(7)
+    x, y = rng.random((32 * 12 + 8, *shape), dtype=np.float32), rng.integers(0, 10, 32 * 12 + 8)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=True)
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, resume_from=tmp_path)
+    assert model.step_program.launches > 0
+    for a, b in zip(reference.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert history.history == h_reference.history
+    assert model.optimizer.iterations == reference.optimizer.iterations == 26
+
+
+@pytest.mark.gpu
+def test_auto_says_once_why_a_step_is_not_captured(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    model = xpnet.Sequential([Dense(8, "relu", input_shape=(4,)), Dense(3, "softmax")], seed=1)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["mae"], backend="cupy")
+    x, y = np.random.default_rng(0).random((64, 4), dtype=np.float32), np.arange(64) % 3
+    with pytest.warns(UserWarning, match="not captured as a CUDA graph: eager: the metric 'mae' is not among those"):
+        model.fit(x, y, batch_size=16, verbose=0)
+    assert not model.step_program.captures and model.step_program.launches == 0
+    with pytest.raises(ValueError, match="the metric 'mae' is not among those checked for capture"):
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["mae"], backend="cupy", jit_compile=True)
+
+
+@pytest.mark.gpu
+def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    pytest.importorskip("gpusim", reason="CuPy 14.2's refusal of cuBLAS during capture is modelled by the stand-in")
+    import gpusim.cublas as emulated
+
+    monkeypatch.setattr(emulated, "IN_CAPTURE", False)  # CuPy's own wrappers: refused while capturing
+    eager, _ = _train("A", False, 6)
+    with pytest.warns(UserWarning, match=r"eager: the capture was refused \(calling cuBLAS API during stream capture"):
+        auto, _ = _train("A", "auto", 6)
+    assert not auto.step_program.captures and auto.step_program.launches == 0
+    for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="jit_compile=True: the training step could not be captured"):
+        _train("A", True, 6)
