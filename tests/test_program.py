@@ -224,12 +224,13 @@ def test_print_step_program_lists_one_training_step_in_order() -> None:
     lines = str(model.step_program).splitlines()
     assert lines[0].startswith("StepProgram: eager: the numpy backend")
     calls = [line.split()[0] for line in lines[1:]]
-    assert calls[:6] == ["divide", "cast", "dense_forward", "dense_forward", "affine", "fused_loss"]
+    # the SGD factor η/batch (made once per batch size, a device scalar), then forward, loss, backward
+    assert calls[:5] == ["asarray", "dense_forward", "dense_forward", "affine", "fused_loss"]
     assert calls.count("gemm_sub") == 3 and calls[-1] == "astype"
-    first = lines[3]
-    assert "t3[32,300] f32, t4[32,300] f32  ←  x[32,784] f32, dense.kernel[784,300] f32, dense.bias[300] f32" in first
+    first = lines[2]
+    assert "t2[32,300] f32, t3[32,300] f32  ←  x[32,784] f32, dense.kernel[784,300] f32, dense.bias[300] f32" in first
     # the last layer's weight update reads the second hidden activation and the loss gradient
-    assert "(in place)  ←  t6[32,100] f32, t9[32,10] f32, dense_2.kernel[100,10] f32" in lines[9]
+    assert "(in place)  ←  t5[32,100] f32, t8[32,10] f32, dense_2.kernel[100,10] f32" in lines[8]
 
 
 @pytest.mark.gpu

@@ -157,7 +157,7 @@ class _Recorder:
         named = [(store.params, "params"), (store.grads, "grads")]
         if opt is not None:
             named += [(a, f"{opt.name}.{k}") for k, a in opt.slots.items()]
-        for layer in model.layers:
+        for layer in model.leaf_layers:
             named += [(a, f"{layer.name}.{k}") for k, a in layer.params.items()]
             named += [(a, f"∇{layer.name}.{k}") for k, a in layer.grads.items()]
         for label, v in (("x", xb), ("y", yb), ("w", wb)):
@@ -210,7 +210,8 @@ class _Recorder:
 
 
 def _is_array(v: Any) -> bool:
-    return hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "ndim")
+    # an array class (np.ndarray passed as an argument) has these names too, as descriptors
+    return not isinstance(v, type) and hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "ndim")
 
 
 def _listed(v: Any) -> list[Any]:
