@@ -396,3 +396,28 @@ def test_a_layer_shared_by_a_model_and_a_custom_layers_sublayer_keeps_one_set_of
         np.testing.assert_array_equal(c, a)
     w, b = d.get_weights()
     np.testing.assert_allclose(blocked.predict(x, verbose=0), np.maximum(x @ w + b, 0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("change", ["add", "pop"])
+def test_changing_the_layers_of_a_nested_model_is_not_silently_left_out_of_the_outer_model(change: str) -> None:
+    """After `inner.add(...)` the outer model's buffer lacks the new layer's weights (its fit would leave them
+    untrained, its get_weights miss them), after `inner.pop()` it keeps the dropped ones: it says so instead."""
+    x, y = _data()
+    inner = _logits_model()
+    outer = Sequential([inner, Softmax()])
+    outer.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    outer.fit(x, y, epochs=1, verbose=0)
+    if change == "add":
+        inner.add(Dense(3, name="extra"))
+    else:
+        inner.pop()
+    for run in (lambda: outer.predict(x, verbose=0), lambda: outer.fit(x, y, epochs=1, verbose=0)):
+        with pytest.raises(ValueError, match=r"'sequential' changed its layers after .* make the outer model again"):
+            run()
+    # a new outer model over the changed inner model trains all of its weights
+    again = Sequential([inner, Softmax()])
+    again.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    before = [w.copy() for w in inner.get_weights()]
+    again.fit(x, y, epochs=1, verbose=0)
+    assert len(again.get_weights()) == len(before)
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(inner.get_weights(), before, strict=True))

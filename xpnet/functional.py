@@ -314,6 +314,15 @@ class Model(Trainer):
         store = self._store
         if store is None or self._handovers_seen == sharing.handovers():
             return
+        leaves = self.leaf_layers
+        if len(leaves) != len(store.layers) or any(a is not b for a, b in zip(leaves, store.layers, strict=True)):
+            # a nested model added or popped layers since this model was built: its buffer lacks (or keeps) them
+            nested = [layer.name for layer in self.layers if isinstance(layer, Model)]
+            raise ValueError(
+                f"model {nested[0] if len(nested) == 1 else nested!r} changed its layers after it became a layer of "
+                f"{self.name!r}, whose weights were laid out for the layers it had then; make the outer model again "
+                "(e.g. Sequential([inner, ...])) to use the changed one"
+            )
         if sharing.take_back(store, self):
             self.plan_backward()
             self._step = None  # a recorded step may hold the other store's views
