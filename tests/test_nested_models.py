@@ -351,3 +351,73 @@ def test_a_base_model_called_with_training_false_stays_in_inference_mode_while_t
         model.fit(x, y, epochs=1, batch_size=8, verbose=0)
     with pytest.raises(ValueError, match="training must be None, True or False, received 'no'"):
         base(inputs, training="no")  # type: ignore[arg-type]
+
+
+class _ReluBlock(xpnet.layers.Layer):
+    """A custom (autodiff) layer over a Dense it is handed: relu(dense(x))."""
+
+    def __init__(self, dense: Dense, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.dense = dense
+
+    def call(self, x: object) -> object:
+        return xpnet.ops.relu(self.dense(x))
+
+
+def test_a_layer_shared_by_a_model_and_a_custom_layers_sublayer_keeps_one_set_of_weights() -> None:
+    """Keras: `Sequential([d])` and `Sequential([Block(d)])` hold the same variables, whichever trained last."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)), rng.normal(size=(32, 3))
+    d = Dense(3, name="shared")
+    direct = Sequential([Input((4,)), d], dtype="float64", seed=1)
+    direct.compile(optimizer="sgd", loss="mse")
+    direct.fit(x, y, epochs=2, verbose=0)
+    trained = [w.copy() for w in d.get_weights()]
+    blocked = Sequential([Input((4,)), _ReluBlock(d)], dtype="float64", seed=2)
+    for a, b in zip(blocked.get_weights(), trained, strict=True):  # starts from d's weights, not fresh ones
+        np.testing.assert_array_equal(a, b)
+    # the block model trains as the plain relu Dense model from the same weights
+    plain = Sequential([Input((4,)), Dense(3, "relu")], dtype="float64")
+    plain.set_weights(trained)
+    for m in (blocked, plain):
+        m.compile(optimizer="sgd", loss="mse")
+        m.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    for a, b, c in zip(blocked.get_weights(), plain.get_weights(), direct.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(c, a)  # the direct model sees the block model's training
+    # and back: the direct model trains from there, and the block model then sees that
+    linear = Sequential([Input((4,)), Dense(3)], dtype="float64")
+    linear.set_weights(plain.get_weights())
+    for m in (direct, linear):
+        m.compile(optimizer="sgd", loss="mse")
+        m.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    for a, b, c in zip(direct.get_weights(), linear.get_weights(), blocked.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(c, a)
+    w, b = d.get_weights()
+    np.testing.assert_allclose(blocked.predict(x, verbose=0), np.maximum(x @ w + b, 0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("change", ["add", "pop"])
+def test_changing_the_layers_of_a_nested_model_is_not_silently_left_out_of_the_outer_model(change: str) -> None:
+    """After `inner.add(...)` the outer model's buffer lacks the new layer's weights (its fit would leave them
+    untrained, its get_weights miss them), after `inner.pop()` it keeps the dropped ones: it says so instead."""
+    x, y = _data()
+    inner = _logits_model()
+    outer = Sequential([inner, Softmax()])
+    outer.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    outer.fit(x, y, epochs=1, verbose=0)
+    if change == "add":
+        inner.add(Dense(3, name="extra"))
+    else:
+        inner.pop()
+    for run in (lambda: outer.predict(x, verbose=0), lambda: outer.fit(x, y, epochs=1, verbose=0)):
+        with pytest.raises(ValueError, match=r"'sequential' changed its layers after .* make the outer model again"):
+            run()
+    # a new outer model over the changed inner model trains all of its weights
+    again = Sequential([inner, Softmax()])
+    again.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    before = [w.copy() for w in inner.get_weights()]
+    again.fit(x, y, epochs=1, verbose=0)
+    assert len(again.get_weights()) == len(before)
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(inner.get_weights(), before, strict=True))

@@ -316,6 +316,15 @@ class Model(Trainer):
         store = self._store
         if store is None or self._handovers_seen == sharing.handovers():
             return
+        leaves = self.leaf_layers
+        if len(leaves) != len(store.layers) or any(a is not b for a, b in zip(leaves, store.layers, strict=True)):
+            # a nested model added or popped layers since this model was built: its buffer lacks (or keeps) them
+            nested = [layer.name for layer in self.layers if isinstance(layer, Model)]
+            raise ValueError(
+                f"model {nested[0] if len(nested) == 1 else nested!r} changed its layers after it became a layer of "
+                f"{self.name!r}, whose weights were laid out for the layers it had then; make the outer model again "
+                "(e.g. Sequential([inner, ...])) to use the changed one"
+            )
         if sharing.take_back(store, self):
             self.plan_backward()
             self._step = None  # a recorded step may hold the other store's views
@@ -362,24 +371,25 @@ class Model(Trainer):
                 continue
             specs = layer.param_specs()
             kept = sharing.current_values(layer, self.dtype)
-            if kept is not None and [w.shape for w in kept] != [s.shape for s in specs]:
+            if kept is not None and [s.shape if w is None else w.shape for w, s in zip(kept, specs, strict=False)] != [
+                s.shape for s in specs
+            ]:
                 raise ValueError(
-                    f"layer {layer.name!r} holds weights of shapes {[w.shape for w in kept]} from another model, "
+                    f"layer {layer.name!r} holds weights of shapes {[None if w is None else w.shape for w in kept]} "
+                    "from another model, "
                     f"but this model builds it for {[s.shape for s in specs]}; give it inputs of the shape it was "
                     "built for, or use a new layer"
                 )
-            if kept is not None and layer.compute_dtype != self.dtype:
+            if kept is not None and sharing.current_dtype(layer) != self.dtype:
                 # sharing across dtypes would round the other model's weights each time they move
                 raise ValueError(
-                    f"layer {layer.name!r} holds {layer.compute_dtype} weights from another model, and this model "
-                    f"is {self.dtype}; give it dtype={layer.compute_dtype!r} to share the layer"
+                    f"layer {layer.name!r} holds {sharing.current_dtype(layer)} weights from another model, and this "
+                    f"model is {self.dtype}; give it dtype={sharing.current_dtype(layer)!r} to share the layer"
                 )
-            if kept is not None:
-                chunks += [w.ravel() for w in kept]
-            else:
-                chunks += [
-                    s.initializer(s.shape, init_rng(self.seed, i, j), dtype).ravel() for j, s in enumerate(specs)
-                ]
+            chunks += [
+                s.initializer(s.shape, init_rng(self.seed, i, j), dtype).ravel() if w is None else w.ravel()
+                for j, (s, w) in enumerate(zip(specs, kept or [None] * len(specs), strict=True))
+            ]
         host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
 

@@ -76,18 +76,60 @@ def leaves(layers: Sequence[Any]) -> list[Layer]:
     return out
 
 
-def current_values(layer: Layer, dtype: str) -> list[np.ndarray] | None:
-    """A layer's weights as its current store holds them (host copies in `dtype`), or None if it has none yet
-    (never bound, or placeholders the layer does not hand out, as Normalization's before `adapt`)."""
+def current_values(layer: Layer, dtype: str) -> list[np.ndarray | None] | None:
+    """A layer's weights as its current store holds them (host copies in `dtype`, in `param_specs` order), or None if
+    it has none yet (never bound, or placeholders the layer does not hand out, as Normalization's before `adapt`).
+
+    A custom layer's sublayer may be held by another model too (`Block(dense)` and `Sequential([dense])`): its
+    weights are read where the sublayer is bound now, and an entry is None where no model has drawn it yet.
+    """
+    if len(_tree(layer)) > 1:
+        out: list[np.ndarray | None] = []
+        for spec in layer.param_specs():
+            holder, name = _holder(layer, spec.name)
+            hops = holder.ops
+            value = holder.params.get(name) if hops is not None and holder.params else None
+            out.append(None if hops is None or value is None else np.asarray(hops.to_numpy(value), dtype=dtype))
+        return out if any(v is not None for v in out) else None
     if layer.ops is None or not layer.params:
         return None
     weights = layer.get_weights()
     return [np.asarray(w, dtype=dtype) for w in weights] if weights else None
 
 
+def current_dtype(layer: Layer) -> str:
+    """The dtype of the weights `current_values` reads (a sublayer's, where another model holds it)."""
+    return str(next((sub.compute_dtype for sub in _tree(layer) if sub.ops is not None), layer.compute_dtype))
+
+
+def _tree(layer: Layer) -> list[Layer]:
+    """The layer, and for a custom (`call`) layer the sublayers whose weights its store slot holds."""
+    out = [layer]
+    if getattr(layer, "keras_call", False):
+        from .layers import custom
+
+        for _, sub in custom.sublayers(layer):
+            out += _tree(sub)
+    return out
+
+
+def _holder(layer: Layer, name: str) -> tuple[Layer, str]:
+    """The layer whose `params` hold `layer`'s weight `name` now: a sublayer's for "path/kernel"."""
+    if getattr(layer, "keras_call", False) and "/" in name:
+        from .layers import custom
+
+        for path, sub in custom.sublayers(layer):
+            if name.startswith(path + "/"):
+                return _holder(sub, name[len(path) + 1 :])
+    return layer, name
+
+
 def owned_by(layer: Layer, model: Any) -> bool:
-    ref = getattr(layer, "model_ref", None)
-    return ref is not None and ref() is model
+    for sub in _tree(layer):  # a custom layer's sublayer may have served another model since
+        ref = getattr(sub, "model_ref", None)
+        if ref is None or ref() is not model:
+            return False
+    return True
 
 
 def mark_owner(model: Any, layers: Sequence[Layer]) -> None:
@@ -95,7 +137,8 @@ def mark_owner(model: Any, layers: Sequence[Layer]) -> None:
     moved = any(not owned_by(layer, model) for layer in layers)
     ref = weakref.ref(model)
     for layer in layers:
-        layer.model_ref = ref
+        for sub in _tree(layer):
+            sub.model_ref = ref
     if moved:
         _HANDOVERS[0] += 1
 
@@ -111,14 +154,15 @@ def take_back(store: ParamStore, model: Any) -> bool:
         for s in store.slots:
             if id(s.layer) not in away:
                 continue
-            value = s.layer.params.get(s.spec.name) if s.layer.ops is not None else None
+            holder, name = _holder(s.layer, s.spec.name)  # a sublayer's weight: where the sublayer is bound now
+            value = holder.params.get(name) if holder.ops is not None else None
             if value is None:
                 continue  # never bound elsewhere: this store's values are current
-            if s.layer.ops is ops and str(value.dtype) == str(flat.dtype):
+            if holder.ops is ops and str(value.dtype) == str(flat.dtype):
                 flat[s.offset : s.offset + s.size] = ops.xp.reshape(value, (s.size,))
             else:  # another backend or dtype: through the host
-                assert s.layer.ops is not None
-                host = np.asarray(s.layer.ops.to_numpy(value), dtype=store.dtype).reshape(s.size)
+                assert holder.ops is not None
+                host = np.asarray(holder.ops.to_numpy(value), dtype=store.dtype).reshape(s.size)
                 flat[s.offset : s.offset + s.size] = ops.asarray(host)
     store.rebind()  # the same values moved: not `weights_assigned` (that means new ones, e.g. statistics given)
     mark_owner(model, store.layers)
