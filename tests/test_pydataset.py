@@ -98,6 +98,19 @@ def test_a_finite_generator_trains_one_epoch_then_warns_that_it_ran_out() -> Non
     assert len(hist.history["loss"]) == 1
 
 
+def test_a_finite_validation_generator_validates_once_then_training_goes_on_with_a_warning() -> None:
+    # Keras warns that the validation input ran out and keeps training; a crash in epoch 2
+    # ("the data yielded no batches", though it did in epoch 1) threw the run away.
+    x, y = _data()
+    val = ((x[lo : lo + 30], y[lo : lo + 30]) for lo in range(0, 90, 30))
+    with pytest.warns(RuntimeWarning, match="validation_data ran out"):
+        hist = _model().fit(x, y, batch_size=30, epochs=3, validation_data=val, verbose=0)
+    assert len(hist.history["loss"]) == 3
+    assert len(hist.history["val_loss"]) == 1
+    with pytest.raises(ValueError, match="yielded no batches"):  # empty from the start: still an error
+        _model().fit(x, y, batch_size=30, epochs=1, validation_data=iter([]), verbose=0)
+
+
 def test_generator_batches_with_sample_weights_match_weighted_arrays() -> None:
     x, y = _data()
     w = np.linspace(0.5, 1.5, 90).astype(np.float32)

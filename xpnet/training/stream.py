@@ -65,6 +65,7 @@ class Stream:
             self.steps = steps
             self._iter = iter(source)
         self._held: list[Any] = []
+        self.yielded = 0  # batches given out over all epochs (an iterator that gave some and now none ran out)
 
     def peek(self) -> Any:
         if self.dataset is not None:
@@ -87,12 +88,15 @@ class Stream:
             self.dataset.on_epoch_begin()
             assert self.steps is not None
             for i in range(self.steps):
+                self.yielded += 1
                 yield self.dataset[i]
             return
         assert self._iter is not None
         source = itertools.chain(self._held, self._iter)
         self._held = []
-        yield from itertools.islice(source, self.steps) if self.steps is not None else source
+        for batch in itertools.islice(source, self.steps) if self.steps is not None else source:
+            self.yielded += 1
+            yield batch
 
 
 class StreamBatches:

@@ -583,7 +583,14 @@ class Trainer:
                             stacklevel=2,
                         )
                     elif val_source is not None:
-                        vals = self._evaluate_stream(val_source, cbs)
+                        vals = self._evaluate_stream(val_source, cbs, ran_out_ok=True)
+                        if not vals:
+                            warnings.warn(
+                                f"fit: validation_data ran out of batches; epoch {epoch + 1} has no val_ metrics. "
+                                "Pass a PyDataset, or a generator that repeats with validation_steps",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
                         logs.update({f"val_{k}": v for k, v in vals.items()})
                     elif val is not None:
                         vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2], cbs)
@@ -643,8 +650,14 @@ class Trainer:
                     m.place(self.ops)
                 m.reset_state()
 
-    def _evaluate_stream(self, source: stream_mod.Stream, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
-        """Loss and metrics over a stream's batches (one pass), with the on_test_* hooks."""
+    def _evaluate_stream(
+        self, source: stream_mod.Stream, callbacks: Sequence[Callback] = (), ran_out_ok: bool = False
+    ) -> dict[str, float]:
+        """Loss and metrics over a stream's batches (one pass), with the on_test_* hooks.
+
+        ran_out_ok: an iterator that yielded batches in an earlier pass and none now gives {}
+        (fit's validation goes on without it, as Keras's does) instead of an error.
+        """
         if self._comm.size > 1:
             raise ValueError(f"{source.what}: a {type(source.source).__name__} is not sharded over MPI ranks")
         begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
@@ -670,6 +683,9 @@ class Trainer:
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         source.end_epoch()
+        if not sums and ran_out_ok and source.yielded:  # an iterator spent by an earlier pass
+            run_hooks(callbacks, "on_test_end", {})
+            return {}
         if not sums:
             raise ValueError(f"{source.what}: the data yielded no batches")
         if self.store.regularized():
