@@ -148,3 +148,12 @@ def test_stream_misuse_says_what_to_do() -> None:
         model.fit(NoLen(), verbose=0)
     assert model.fit(NoLen(), steps_per_epoch=2, verbose=0).history["loss"]
     assert "batches=9" in repr(SlicedDataset(x, y, 10))
+
+
+def test_the_epoch_line_of_a_generator_without_steps_counts_the_batches_it_ran(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the step count is unknown ahead; the line printed "0/0" and the epoch's whole time as per-step
+    x, y = _data()
+    _model().fit(((x[lo : lo + 30], y[lo : lo + 30]) for lo in range(0, 90, 30)), epochs=1, verbose=2)
+    assert " - 3/3 - " in capsys.readouterr().out

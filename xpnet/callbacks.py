@@ -616,6 +616,7 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         per_step = elapsed / max(self.steps, 1)
         if self.mode == 1:
+            self.bar.total = self.steps  # a stream of unknown length learns it at the epoch's end
             self.bar.set_postfix_str(f"{_fmt_time(per_step)}/step - {format_logs(logs)}", refresh=False)
             self.bar.update(self.steps - self.bar.n)
             self.bar.close()

@@ -572,6 +572,8 @@ class Trainer:
                         )
                         break
                     logs = self._read(state.running, hi)
+                    if steps == sys.maxsize:  # a stream of unknown length: the epoch line counts what ran
+                        progress.steps = state.step
                     state.end_epoch()
                     if not math.isfinite(logs["loss"]):
                         self.stop_training = True
