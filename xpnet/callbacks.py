@@ -265,8 +265,8 @@ class ModelCheckpoint(Callback):
     """Save the model (or only its weights) every epoch or every `save_freq` steps, as Keras does.
 
     filepath may hold `{epoch:02d}` (1-based) and logged values such as `{val_loss:.2f}`; it ends in
-    ".keras" for `model.save`, or ".npz" (e.g. "w.weights.npz") or Keras 3's ".weights.h5" with
-    save_weights_only=True.
+    ".keras" (or a legacy ".h5" model file) for `model.save`, or ".npz" (e.g. "w.weights.npz") or
+    Keras 3's ".weights.h5" with save_weights_only=True.
     save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule).
     """
 
@@ -286,12 +286,12 @@ class ModelCheckpoint(Callback):
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, argcheck.verbosity(who, verbose)
         self.save_best_only = argcheck.boolean(who, "save_best_only", save_best_only)
         self.save_weights_only = argcheck.boolean(who, "save_weights_only", save_weights_only)
-        want = (".npz", ".weights.h5") if self.save_weights_only else (".keras",)
-        if not self.filepath.endswith(want):
+        want = (".npz", ".weights.h5") if self.save_weights_only else (".keras", ".h5")
+        if not self.filepath.endswith(want) or (not self.save_weights_only and self.filepath.endswith(".weights.h5")):
             what = (
                 "save_weights_only=True writes .npz or Keras .weights.h5 weights"
                 if self.save_weights_only
-                else "it writes .keras files"
+                else "it writes .keras files, or legacy .h5 model files; .weights.h5 needs save_weights_only=True"
             )
             raise ValueError(
                 f"ModelCheckpoint: filepath must end in {' or '.join(want)} ({what}), received {self.filepath!r}"
