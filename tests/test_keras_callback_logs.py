@@ -160,6 +160,20 @@ def test_model_checkpoint_by_step_names_the_file_by_the_loss_and_makes_its_folde
     assert restored.predict(x[:3]).shape == (3, 3)
 
 
+def test_model_checkpoint_by_step_keeps_the_best_by_the_running_batch_loss(tmp_path: Path) -> None:
+    # Keras: with an integer save_freq, save_best_only compares `monitor` in the batch logs
+    x, y = _data()
+    seen: list[float] = []
+    record = LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs["loss"]) if (b + 1) % 2 == 0 else None)
+    ckpt = ModelCheckpoint(
+        str(tmp_path / "best.weights.npz"), monitor="loss", save_best_only=True, save_weights_only=True, save_freq=2
+    )
+    model = _model()
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0, shuffle=False, callbacks=[record, ckpt])
+    assert len(seen) == 10 and ckpt.best == min(seen)
+    assert (tmp_path / "best.weights.npz").is_file()
+
+
 def test_model_checkpoint_each_epoch_into_a_new_folder(tmp_path: Path) -> None:
     x, y = _data()
     path = tmp_path / "a" / "b" / "w-{epoch:02d}.weights.npz"

@@ -267,7 +267,8 @@ class ModelCheckpoint(Callback):
     filepath may hold `{epoch:02d}` (1-based) and logged values such as `{val_loss:.2f}`; it ends in
     ".keras" (or a legacy ".h5" model file) for `model.save`, or ".npz" (e.g. "w.weights.npz") or
     Keras 3's ".weights.h5" with save_weights_only=True.
-    save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule).
+    save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule);
+    with an integer save_freq, `monitor` is read from that batch's logs (the epoch's running values).
     """
 
     def __init__(
@@ -297,8 +298,6 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: filepath must end in {' or '.join(want)} ({what}), received {self.filepath!r}"
             )
         save_freq = argcheck.save_frequency(who, save_freq)
-        if save_best_only and save_freq != "epoch":
-            raise ValueError("save_best_only needs save_freq='epoch': xpnet logs values once per epoch")
         self.save_freq = save_freq
         self.mode = _mode(mode, monitor, "ModelCheckpoint")
         self._better = _improves(self.mode, 0.0)
