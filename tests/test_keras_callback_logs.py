@@ -146,6 +146,26 @@ def test_evaluate_and_predict_run_their_hooks() -> None:
     np.testing.assert_allclose(np.concatenate(outputs), pred)
 
 
+def test_test_batch_logs_hold_the_weight_penalty_as_the_final_loss_does() -> None:
+    # Keras's evaluate loss includes the regularization penalty at every batch; the batch logs
+    # left it out while on_test_end's logs (and the result) had it
+    x, y = _data()
+    model = xpnet.Sequential(
+        [
+            xpnet.Dense(8, "relu", input_shape=(4,), kernel_regularizer=xpnet.regularizers.L2(0.5)),
+            xpnet.Dense(3, "softmax"),
+        ],
+        seed=1,
+    )
+    model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    logs: list[dict[str, float]] = []
+    cb = LambdaCallback(on_test_batch_end=lambda b, batch_logs: logs.append(dict(batch_logs)))
+    result = model.evaluate(x, y, batch_size=30, verbose=0, return_dict=True, callbacks=[cb])
+    assert logs[-1] == pytest.approx(result)
+    streamed = model.evaluate(((x[i : i + 30], y[i : i + 30]) for i in range(0, 100, 30)), verbose=0, callbacks=[cb])
+    assert logs[-1]["loss"] == pytest.approx(streamed[0])
+
+
 def test_model_checkpoint_by_step_names_the_file_by_the_loss_and_makes_its_folder(tmp_path: Path) -> None:
     x, y = _data()
     folder = tmp_path / "runs" / "not-there-yet"

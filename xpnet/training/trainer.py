@@ -681,7 +681,7 @@ class Trainer:
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             seen += data.rows(x)
             if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read, sums, seen))
+                batch_logs = BatchLogs(functools.partial(self._read_evaluation, sums, seen))
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         source.end_epoch()
@@ -695,6 +695,13 @@ class Trainer:
         result = self._read(sums, seen)
         run_hooks(callbacks, "on_test_end", dict(result))
         return result
+
+    def _read_evaluation(self, sums: list[Array], seen: int) -> dict[str, float]:
+        """An evaluation's running values after `seen` samples, the weight penalty in the loss as in
+        its final result (an on_test_batch_end read)."""
+        if self.store.regularized():
+            sums = [sums[0] + self.store.penalty() * seen, *sums[1:]]
+        return self._read(sums, seen)
 
     def _predict_batches(self, x: Any, batch_size: int | None, callbacks: Sequence[Callback], steps: int | None) -> Any:
         """predict batch by batch, for a stream or for callbacks with on_predict_* hooks.
@@ -867,7 +874,7 @@ class Trainer:
             batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read, sums, hi - first))
+                batch_logs = BatchLogs(functools.partial(self._read_evaluation, sums, hi - first))
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
