@@ -549,7 +549,7 @@ class Trainer:
                         state.step = step + 1
                         if batch_hooks:
                             # the running values so far, as Keras's batch logs; read only if a callback looks
-                            batch_logs = BatchLogs(functools.partial(self._read, state.running, hi))
+                            batch_logs = BatchLogs(functools.partial(self._read, self._snapshot(state.running), hi))
                             for cb in batch_hooks:
                                 cb.on_train_batch_end(step, batch_logs)
                         if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
@@ -681,7 +681,7 @@ class Trainer:
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             seen += data.rows(x)
             if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read_evaluation, sums, seen))
+                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), seen))
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         source.end_epoch()
@@ -820,6 +820,20 @@ class Trainer:
         if comm.is_root and verbose:
             print(f"Resuming from {path} (epoch {state.epoch + 1}, step {state.step}/{steps})")
 
+    def _snapshot(self, sums: list[Array]) -> list[Array]:
+        """sums with each stateful metric's result now (on the device, no read), for batch logs that
+        are read later: its variables move on with the next batch, the sums do not."""
+        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
+        if not any(m.stateful for m in every):
+            return sums
+        assert self.ops is not None
+        xp, first = self.ops.xp, len(sums) - len(every)
+        out = list(sums)
+        for k, m in enumerate(every):
+            if m.stateful:
+                out[first + k] = m.device_result(xp, sums[0].dtype)
+        return out
+
     def _read(self, sums: list[Array], count: int) -> dict[str, float]:
         """One device→host read of the running sums; returns the loss and metric values."""
         ops = self.ops
@@ -829,8 +843,8 @@ class Trainer:
         every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
         first = len(flat) - len(every)
         for k, m in enumerate(every):
-            if m.stateful:  # its state lives in its variables: its result joins this one read
-                flat[first + k] = m.device_result(xp, flat[0].dtype)
+            if m.stateful and flat[first + k].shape[0] == 0:  # its state lives in its variables: its
+                flat[first + k] = m.device_result(xp, flat[0].dtype)  # result joins this one read
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
@@ -874,7 +888,7 @@ class Trainer:
             batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read_evaluation, sums, hi - first))
+                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), hi - first))
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
