@@ -157,3 +157,21 @@ def test_the_epoch_line_of_a_generator_without_steps_counts_the_batches_it_ran(
     x, y = _data()
     _model().fit(((x[lo : lo + 30], y[lo : lo + 30]) for lo in range(0, 90, 30)), epochs=1, verbose=2)
     assert " - 3/3 - " in capsys.readouterr().out
+
+
+def test_steps_per_epoch_with_arrays_runs_that_many_batches_on_through_the_data() -> None:
+    # Keras: each epoch is steps_per_epoch batches, continuing where the last epoch stopped and
+    # starting over when the data is used up; the argument was ignored for arrays (whole epochs)
+    x, y = _data()
+    batches: list[int] = []
+    count = xpnet.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
+    arrays = _model().fit(x, y, batch_size=20, epochs=4, steps_per_epoch=2, shuffle=False, verbose=0, callbacks=[count])
+    assert batches == [0, 1] * 4
+
+    def cycling() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while True:
+            for lo in range(0, 90, 20):
+                yield x[lo : lo + 20], y[lo : lo + 20]
+
+    ref = _model().fit(cycling(), epochs=4, steps_per_epoch=2, verbose=0)
+    np.testing.assert_allclose(arrays.history["loss"], ref.history["loss"], rtol=1e-6)

@@ -164,6 +164,28 @@ class StreamBatches:
         return out
 
 
+def cycle(x: Any, y: Any, sample_weight: Any, batch_size: int, shuffle: bool, seed: int | None) -> Iterator[Any]:
+    """Array data as Keras reads it under `steps_per_epoch`: batches that run on across epochs,
+    starting over (reshuffled when `shuffle`) each time the data is used up."""
+    import numpy as np
+
+    def take(a: Any, idx: np.ndarray) -> Any:
+        if isinstance(a, list):
+            return [np.asarray(v)[idx] for v in a]
+        if isinstance(a, dict):
+            return {k: np.asarray(v)[idx] for k, v in a.items()}
+        return np.asarray(a)[idx]
+
+    n = data.rows(x)
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            batch = (take(x, idx), take(y, idx))
+            yield batch if sample_weight is None else (*batch, take(sample_weight, idx))
+
+
 def predict_inputs(batch: Any) -> Any:
     """The x of a predict batch: `x`, `(x,)`, or the x of `(x, y[, w])`."""
     return batch[0] if isinstance(batch, tuple) else batch

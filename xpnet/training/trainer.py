@@ -417,7 +417,8 @@ class Trainer:
         validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
         x may instead be an `xpnet.utils.PyDataset` or an iterator of (x, y[, sample_weight]) batches
         (y then None): its batches stream through fixed device buffers; steps_per_epoch bounds an
-        epoch (an iterator without it runs until exhausted). validation_data may be such a source too.
+        epoch (an iterator without it runs until exhausted); with arrays, as in Keras, an epoch is then
+        steps_per_epoch batches running on through the data. validation_data may be such a source too.
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         epochs = argcheck.integer("fit", "epochs", epochs)
@@ -428,6 +429,10 @@ class Trainer:
         if verbose != "auto":
             verbose = argcheck.verbosity("fit", verbose)
         source: stream_mod.Stream | None = None
+        if steps_per_epoch is not None and not stream_mod.is_stream(x) and y is not None:
+            # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
+            x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
+            y = sample_weight = None
         if stream_mod.is_stream(x):
             source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
             x, yy = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
