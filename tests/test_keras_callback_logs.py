@@ -146,6 +146,26 @@ def test_evaluate_and_predict_run_their_hooks() -> None:
     np.testing.assert_allclose(np.concatenate(outputs), pred)
 
 
+def test_test_batch_logs_hold_the_weight_penalty_as_the_final_loss_does() -> None:
+    # Keras's evaluate loss includes the regularization penalty at every batch; the batch logs
+    # left it out while on_test_end's logs (and the result) had it
+    x, y = _data()
+    model = xpnet.Sequential(
+        [
+            xpnet.Dense(8, "relu", input_shape=(4,), kernel_regularizer=xpnet.regularizers.L2(0.5)),
+            xpnet.Dense(3, "softmax"),
+        ],
+        seed=1,
+    )
+    model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    logs: list[dict[str, float]] = []
+    cb = LambdaCallback(on_test_batch_end=lambda b, batch_logs: logs.append(dict(batch_logs)))
+    result = model.evaluate(x, y, batch_size=30, verbose=0, return_dict=True, callbacks=[cb])
+    assert logs[-1] == pytest.approx(result)
+    streamed = model.evaluate(((x[i : i + 30], y[i : i + 30]) for i in range(0, 100, 30)), verbose=0, callbacks=[cb])
+    assert logs[-1]["loss"] == pytest.approx(streamed[0])
+
+
 def test_model_checkpoint_by_step_names_the_file_by_the_loss_and_makes_its_folder(tmp_path: Path) -> None:
     x, y = _data()
     folder = tmp_path / "runs" / "not-there-yet"
@@ -158,6 +178,20 @@ def test_model_checkpoint_by_step_names_the_file_by_the_loss_and_makes_its_folde
     assert 0.0 < loss < 5.0
     restored = xpnet.models.load_model(files[-1])
     assert restored.predict(x[:3]).shape == (3, 3)
+
+
+def test_model_checkpoint_by_step_keeps_the_best_by_the_running_batch_loss(tmp_path: Path) -> None:
+    # Keras: with an integer save_freq, save_best_only compares `monitor` in the batch logs
+    x, y = _data()
+    seen: list[float] = []
+    record = LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs["loss"]) if (b + 1) % 2 == 0 else None)
+    ckpt = ModelCheckpoint(
+        str(tmp_path / "best.weights.npz"), monitor="loss", save_best_only=True, save_weights_only=True, save_freq=2
+    )
+    model = _model()
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0, shuffle=False, callbacks=[record, ckpt])
+    assert len(seen) == 10 and ckpt.best == min(seen)
+    assert (tmp_path / "best.weights.npz").is_file()
 
 
 def test_model_checkpoint_each_epoch_into_a_new_folder(tmp_path: Path) -> None:

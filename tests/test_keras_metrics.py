@@ -158,6 +158,23 @@ def test_a_users_keras_style_metric_in_fit_and_evaluate(backend: str) -> None:
     assert again["binary_true_positives"] == result["binary_true_positives"]
 
 
+def test_kept_batch_logs_hold_a_keras_style_metric_as_it_was_at_that_batch() -> None:
+    # a callback may keep each batch's logs and read them after fit, as with Keras's dicts; the
+    # user metric's value was read from its variables at that late time (validation's state)
+    model, x, y = _regression("numpy")
+    kept: list[Any] = []
+    now: list[float] = []
+    keep = xpnet.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: kept.append(logs))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[keep], validation_data=(x[:5], y[:5]))
+    model2, _, _ = _regression("numpy")
+    read = xpnet.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: now.append(logs["mae_by_hand"]))
+    model2.fit(
+        x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[read], validation_data=(x[:5], y[:5])
+    )
+    np.testing.assert_allclose([logs["mae_by_hand"] for logs in kept], now, rtol=1e-6)
+    np.testing.assert_allclose([logs["mae_by_hand"] for logs in kept], [logs["mae"] for logs in kept], rtol=1e-5)
+
+
 def test_keras_style_metric_misuse_is_named() -> None:
     with pytest.raises(TypeError, match="pass an instance, BinaryTruePositives"):
         _regression("numpy")[0].compile("sgd", "mse", metrics=[BinaryTruePositives])

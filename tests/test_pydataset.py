@@ -98,6 +98,19 @@ def test_a_finite_generator_trains_one_epoch_then_warns_that_it_ran_out() -> Non
     assert len(hist.history["loss"]) == 1
 
 
+def test_a_finite_validation_generator_validates_once_then_training_goes_on_with_a_warning() -> None:
+    # Keras warns that the validation input ran out and keeps training; a crash in epoch 2
+    # ("the data yielded no batches", though it did in epoch 1) threw the run away.
+    x, y = _data()
+    val = ((x[lo : lo + 30], y[lo : lo + 30]) for lo in range(0, 90, 30))
+    with pytest.warns(RuntimeWarning, match="validation_data ran out"):
+        hist = _model().fit(x, y, batch_size=30, epochs=3, validation_data=val, verbose=0)
+    assert len(hist.history["loss"]) == 3
+    assert len(hist.history["val_loss"]) == 1
+    with pytest.raises(ValueError, match="yielded no batches"):  # empty from the start: still an error
+        _model().fit(x, y, batch_size=30, epochs=1, validation_data=iter([]), verbose=0)
+
+
 def test_generator_batches_with_sample_weights_match_weighted_arrays() -> None:
     x, y = _data()
     w = np.linspace(0.5, 1.5, 90).astype(np.float32)
@@ -135,3 +148,30 @@ def test_stream_misuse_says_what_to_do() -> None:
         model.fit(NoLen(), verbose=0)
     assert model.fit(NoLen(), steps_per_epoch=2, verbose=0).history["loss"]
     assert "batches=9" in repr(SlicedDataset(x, y, 10))
+
+
+def test_the_epoch_line_of_a_generator_without_steps_counts_the_batches_it_ran(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the step count is unknown ahead; the line printed "0/0" and the epoch's whole time as per-step
+    x, y = _data()
+    _model().fit(((x[lo : lo + 30], y[lo : lo + 30]) for lo in range(0, 90, 30)), epochs=1, verbose=2)
+    assert " - 3/3 - " in capsys.readouterr().out
+
+
+def test_steps_per_epoch_with_arrays_runs_that_many_batches_on_through_the_data() -> None:
+    # Keras: each epoch is steps_per_epoch batches, continuing where the last epoch stopped and
+    # starting over when the data is used up; the argument was ignored for arrays (whole epochs)
+    x, y = _data()
+    batches: list[int] = []
+    count = xpnet.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
+    arrays = _model().fit(x, y, batch_size=20, epochs=4, steps_per_epoch=2, shuffle=False, verbose=0, callbacks=[count])
+    assert batches == [0, 1] * 4
+
+    def cycling() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while True:
+            for lo in range(0, 90, 20):
+                yield x[lo : lo + 20], y[lo : lo + 20]
+
+    ref = _model().fit(cycling(), epochs=4, steps_per_epoch=2, verbose=0)
+    np.testing.assert_allclose(arrays.history["loss"], ref.history["loss"], rtol=1e-6)

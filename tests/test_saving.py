@@ -145,9 +145,17 @@ def test_model_checkpoint_save_best_only_keeps_the_best_epoch(tmp_path: Path) ->
     assert other.layers[0].get_weights()[0][0, 0] == 4.0  # the last improvement's weights
     assert written[:2] == [True, True] and written[4]
     with pytest.raises(ValueError, match=r"must end in \.keras"):
-        ModelCheckpoint(tmp_path / "m.h5")
-    with pytest.raises(ValueError, match="save_best_only needs save_freq='epoch'"):
-        ModelCheckpoint(tmp_path / "m.keras", save_best_only=True, save_freq=5)
+        ModelCheckpoint(tmp_path / "m.npz")
+
+
+def test_model_checkpoint_writes_a_legacy_h5_model_file_as_keras_does(tmp_path: Path) -> None:
+    # Keras takes ".keras" or the legacy ".h5" for whole models, and model.save writes .h5 now
+    pytest.importorskip("h5py")
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "ck" / "m-{epoch}.h5")])
+    loaded = xpnet.models.load_model(tmp_path / "ck" / "m-2.h5")
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
 
 
 def test_model_checkpoint_every_n_steps(tmp_path: Path) -> None:

@@ -265,9 +265,10 @@ class ModelCheckpoint(Callback):
     """Save the model (or only its weights) every epoch or every `save_freq` steps, as Keras does.
 
     filepath may hold `{epoch:02d}` (1-based) and logged values such as `{val_loss:.2f}`; it ends in
-    ".keras" for `model.save`, or ".npz" (e.g. "w.weights.npz") or Keras 3's ".weights.h5" with
-    save_weights_only=True.
-    save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule).
+    ".keras" (or a legacy ".h5" model file) for `model.save`, or ".npz" (e.g. "w.weights.npz") or
+    Keras 3's ".weights.h5" with save_weights_only=True.
+    save_best_only keeps writing only when `monitor` beats the best so far (strictly; Keras's rule);
+    with an integer save_freq, `monitor` is read from that batch's logs (the epoch's running values).
     """
 
     def __init__(
@@ -286,19 +287,17 @@ class ModelCheckpoint(Callback):
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, argcheck.verbosity(who, verbose)
         self.save_best_only = argcheck.boolean(who, "save_best_only", save_best_only)
         self.save_weights_only = argcheck.boolean(who, "save_weights_only", save_weights_only)
-        want = (".npz", ".weights.h5") if self.save_weights_only else (".keras",)
-        if not self.filepath.endswith(want):
+        want = (".npz", ".weights.h5") if self.save_weights_only else (".keras", ".h5")
+        if not self.filepath.endswith(want) or (not self.save_weights_only and self.filepath.endswith(".weights.h5")):
             what = (
                 "save_weights_only=True writes .npz or Keras .weights.h5 weights"
                 if self.save_weights_only
-                else "it writes .keras files"
+                else "it writes .keras files, or legacy .h5 model files; .weights.h5 needs save_weights_only=True"
             )
             raise ValueError(
                 f"ModelCheckpoint: filepath must end in {' or '.join(want)} ({what}), received {self.filepath!r}"
             )
         save_freq = argcheck.save_frequency(who, save_freq)
-        if save_best_only and save_freq != "epoch":
-            raise ValueError("save_best_only needs save_freq='epoch': xpnet logs values once per epoch")
         self.save_freq = save_freq
         self.mode = _mode(mode, monitor, "ModelCheckpoint")
         self._better = _improves(self.mode, 0.0)
@@ -616,6 +615,7 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         per_step = elapsed / max(self.steps, 1)
         if self.mode == 1:
+            self.bar.total = self.steps  # a stream of unknown length learns it at the epoch's end
             self.bar.set_postfix_str(f"{_fmt_time(per_step)}/step - {format_logs(logs)}", refresh=False)
             self.bar.update(self.steps - self.bar.n)
             self.bar.close()

@@ -55,8 +55,8 @@ def register_keras_serializable(package: str = "Custom", name: str | None = None
             raise ValueError(
                 f"register_keras_serializable: {obj.__name__} needs a get_config() method to be saved and loaded"
             )
-        if key in _REGISTRY and _REGISTRY[key] is not obj:
-            raise ValueError(f"register_keras_serializable: {key!r} is already registered to {_REGISTRY[key]!r}")
+        # a second registration under the same name replaces the first, as in Keras: re-running a
+        # notebook cell that defines a registered class gives a new class of the same name
         _REGISTRY[key] = obj
         _NAMES[obj] = key
         return obj

@@ -65,6 +65,7 @@ class Stream:
             self.steps = steps
             self._iter = iter(source)
         self._held: list[Any] = []
+        self.yielded = 0  # batches given out over all epochs (an iterator that gave some and now none ran out)
 
     def peek(self) -> Any:
         if self.dataset is not None:
@@ -87,12 +88,15 @@ class Stream:
             self.dataset.on_epoch_begin()
             assert self.steps is not None
             for i in range(self.steps):
+                self.yielded += 1
                 yield self.dataset[i]
             return
         assert self._iter is not None
         source = itertools.chain(self._held, self._iter)
         self._held = []
-        yield from itertools.islice(source, self.steps) if self.steps is not None else source
+        for batch in itertools.islice(source, self.steps) if self.steps is not None else source:
+            self.yielded += 1
+            yield batch
 
 
 class StreamBatches:
@@ -158,6 +162,28 @@ class StreamBatches:
         out = buf[:n, ...]
         out[...] = data.upload(ops, a, dtype)
         return out
+
+
+def cycle(x: Any, y: Any, sample_weight: Any, batch_size: int, shuffle: bool, seed: int | None) -> Iterator[Any]:
+    """Array data as Keras reads it under `steps_per_epoch`: batches that run on across epochs,
+    starting over (reshuffled when `shuffle`) each time the data is used up."""
+    import numpy as np
+
+    def take(a: Any, idx: np.ndarray) -> Any:
+        if isinstance(a, list):
+            return [np.asarray(v)[idx] for v in a]
+        if isinstance(a, dict):
+            return {k: np.asarray(v)[idx] for k, v in a.items()}
+        return np.asarray(a)[idx]
+
+    n = data.rows(x)
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            batch = (take(x, idx), take(y, idx))
+            yield batch if sample_weight is None else (*batch, take(sample_weight, idx))
 
 
 def predict_inputs(batch: Any) -> Any:

@@ -430,7 +430,8 @@ class Trainer:
         validation_split also splits sample_weight; validation_data may be (x, y, sample_weight).
         x may instead be an `xpnet.utils.PyDataset` or an iterator of (x, y[, sample_weight]) batches
         (y then None): its batches stream through fixed device buffers; steps_per_epoch bounds an
-        epoch (an iterator without it runs until exhausted). validation_data may be such a source too.
+        epoch (an iterator without it runs until exhausted); with arrays, as in Keras, an epoch is then
+        steps_per_epoch batches running on through the data. validation_data may be such a source too.
         """
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         epochs = argcheck.integer("fit", "epochs", epochs)
@@ -440,6 +441,10 @@ class Trainer:
         callbacks = _callback_list(callbacks)
         verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
         source: stream_mod.Stream | None = None
+        if steps_per_epoch is not None and not stream_mod.is_stream(x) and y is not None:
+            # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
+            x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
+            y = sample_weight = None
         if stream_mod.is_stream(x):
             source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
             x, yy = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
@@ -563,7 +568,7 @@ class Trainer:
                         state.step = step + 1
                         if batch_hooks:
                             # the running values so far, as Keras's batch logs; read only if a callback looks
-                            batch_logs = BatchLogs(functools.partial(self._read, state.running, hi))
+                            batch_logs = BatchLogs(functools.partial(self._read, self._snapshot(state.running), hi))
                             for cb in batch_hooks:
                                 cb.on_train_batch_end(step, batch_logs)
                         if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
@@ -586,6 +591,8 @@ class Trainer:
                         )
                         break
                     logs = self._read(state.running, hi)
+                    if steps == sys.maxsize:  # a stream of unknown length: the epoch line counts what ran
+                        progress.steps = state.step
                     state.end_epoch()
                     if not math.isfinite(logs["loss"]):
                         self.stop_training = True
@@ -597,7 +604,14 @@ class Trainer:
                             stacklevel=2,
                         )
                     elif val_source is not None:
-                        vals = self._evaluate_stream(val_source, cbs)
+                        vals = self._evaluate_stream(val_source, cbs, ran_out_ok=True)
+                        if not vals:
+                            warnings.warn(
+                                f"fit: validation_data ran out of batches; epoch {epoch + 1} has no val_ metrics. "
+                                "Pass a PyDataset, or a generator that repeats with validation_steps",
+                                RuntimeWarning,
+                                stacklevel=2,
+                            )
                         logs.update({f"val_{k}": v for k, v in vals.items()})
                     elif val is not None:
                         vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2], cbs)
@@ -657,8 +671,14 @@ class Trainer:
                     m.place(self.ops)
                 m.reset_state()
 
-    def _evaluate_stream(self, source: stream_mod.Stream, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
-        """Loss and metrics over a stream's batches (one pass), with the on_test_* hooks."""
+    def _evaluate_stream(
+        self, source: stream_mod.Stream, callbacks: Sequence[Callback] = (), ran_out_ok: bool = False
+    ) -> dict[str, float]:
+        """Loss and metrics over a stream's batches (one pass), with the on_test_* hooks.
+
+        ran_out_ok: an iterator that yielded batches in an earlier pass and none now gives {}
+        (fit's validation goes on without it, as Keras's does) instead of an error.
+        """
         if self._comm.size > 1:
             raise ValueError(f"{source.what}: a {type(source.source).__name__} is not sharded over MPI ranks")
         begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
@@ -680,10 +700,13 @@ class Trainer:
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             seen += data.rows(x)
             if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read, sums, seen))
+                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), seen))
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         source.end_epoch()
+        if not sums and ran_out_ok and source.yielded:  # an iterator spent by an earlier pass
+            run_hooks(callbacks, "on_test_end", {})
+            return {}
         if not sums:
             raise ValueError(f"{source.what}: the data yielded no batches")
         if self.store.regularized():
@@ -691,6 +714,13 @@ class Trainer:
         result = self._read(sums, seen)
         run_hooks(callbacks, "on_test_end", dict(result))
         return result
+
+    def _read_evaluation(self, sums: list[Array], seen: int) -> dict[str, float]:
+        """An evaluation's running values after `seen` samples, the weight penalty in the loss as in
+        its final result (an on_test_batch_end read)."""
+        if self.store.regularized():
+            sums = [sums[0] + self.store.penalty() * seen, *sums[1:]]
+        return self._read(sums, seen)
 
     def _predict_batches(self, x: Any, batch_size: int | None, callbacks: Sequence[Callback], steps: int | None) -> Any:
         """predict batch by batch, for a stream or for callbacks with on_predict_* hooks.
@@ -823,6 +853,20 @@ class Trainer:
         if comm.is_root and verbose:
             print(f"Resuming from {path} (epoch {state.epoch + 1}, step {state.step}/{steps})")
 
+    def _snapshot(self, sums: list[Array]) -> list[Array]:
+        """sums with each stateful metric's result now (on the device, no read), for batch logs that
+        are read later: its variables move on with the next batch, the sums do not."""
+        every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
+        if not any(m.stateful for m in every):
+            return sums
+        assert self.ops is not None
+        xp, first = self.ops.xp, len(sums) - len(every)
+        out = list(sums)
+        for k, m in enumerate(every):
+            if m.stateful:
+                out[first + k] = m.device_result(xp, sums[0].dtype)
+        return out
+
     def _read(self, sums: list[Array], count: int) -> dict[str, float]:
         """One device→host read of the running sums; returns the loss and metric values."""
         ops = self.ops
@@ -832,8 +876,8 @@ class Trainer:
         every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
         first = len(flat) - len(every)
         for k, m in enumerate(every):
-            if m.stateful:  # its state lives in its variables: its result joins this one read
-                flat[first + k] = m.device_result(xp, flat[0].dtype)
+            if m.stateful and flat[first + k].shape[0] == 0:  # its state lives in its variables: its
+                flat[first + k] = m.device_result(xp, flat[0].dtype)  # result joins this one read
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
         host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
         out, off = {"loss": float(host[0]) / count}, 1
@@ -877,7 +921,7 @@ class Trainer:
             batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read, sums, hi - first))
+                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), hi - first))
                 for cb in end_hooks:
                     cb.on_test_batch_end(index, batch_logs)
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
