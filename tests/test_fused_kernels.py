@@ -121,3 +121,22 @@ def _one_process() -> object:
     from xpnet.distributed import Communicator
 
     return Communicator()
+
+
+def test_a_dense_subclass_overriding_backward_preactivation_still_gets_du(backend: str) -> None:
+    # the fused activation-backward-with-bias-sum path must not skip a subclass's backward_preactivation
+    seen: list[tuple[int, ...]] = []
+
+    class ZeroGradDense(Dense):
+        def backward_preactivation(self, du, need_input_grad=True):  # type: ignore[no-untyped-def]
+            seen.append(tuple(du.shape))
+            return super().backward_preactivation(du * 0.0, need_input_grad)
+
+    model = xpnet.Sequential([ZeroGradDense(4, "relu", input_shape=(3,)), Dense(2)], seed=0)
+    model.compile(xpnet.optimizers.SGD(0.1), "mse", backend=backend)
+    before = model.layers[0].get_weights()
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal((8, 2)), epochs=1, verbose=0)
+    assert seen == [(8, 4)]
+    for a, b in zip(before, model.layers[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # its override zeroed ∂L/∂u: no update reached its weights
