@@ -140,3 +140,20 @@ def test_a_dense_subclass_overriding_backward_preactivation_still_gets_du(backen
     assert seen == [(8, 4)]
     for a, b in zip(before, model.layers[0].get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # its override zeroed ∂L/∂u: no update reached its weights
+
+
+def test_sgd_factor_cache_leaves_a_subclass_gradient_scale_in_force(backend: str) -> None:
+    # the per-batch-size η/batch cache stands for SGD's own gradient_scale (η) only: an override is kept
+    class HalfSGD(xpnet.optimizers.SGD):
+        def gradient_scale(self):  # type: ignore[no-untyped-def]
+            return self.lr(dtype64=True) * 0.5
+
+    weights = []
+    for opt in (HalfSGD(0.2), xpnet.optimizers.SGD(0.1)):
+        model = xpnet.Sequential([Dense(2, input_shape=(3,))], seed=0)
+        model.compile(opt, "mse", backend=backend)
+        x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
