@@ -98,3 +98,15 @@ def test_a_model_on_another_backend_takes_cupy_arrays(target: str) -> None:
     np.testing.assert_array_equal(layer.get_weights()[0], host[2] * 2)
     layer.weights[1].assign(gpu.asarray(host[3] * 3))
     np.testing.assert_array_equal(layer.get_weights()[1], host[3] * 3)
+
+
+def test_variable_assign_takes_a_variable_of_a_model_on_another_backend(backend: str) -> None:
+    # a Variable of another device (the strict stand-in's, a GPU's) is read through its own backend
+    source = _model(backend)
+    target = _model("numpy")
+    other = xpnet.Sequential([Dense(5, "relu", input_shape=(3,)), Dense(2)], seed=7)
+    other.build(backend=backend)
+    target.layers[0].weights[0].assign(other.layers[0].weights[0])
+    np.testing.assert_array_equal(target.layers[0].weights[0].numpy(), other.layers[0].weights[0].numpy())
+    source.layers[1].weights[1].assign(target.layers[1].weights[1])  # and from NumPy onto `backend`
+    np.testing.assert_array_equal(source.layers[1].weights[1].numpy(), target.layers[1].weights[1].numpy())
