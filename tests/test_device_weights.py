@@ -74,3 +74,39 @@ def test_device_weights_are_checked_like_host_weights(ops: Ops, backend: str) ->
     with pytest.raises(ValueError, match=r"must have shape \(3, 5\), received \(5, 3\)"):
         model.layers[0].set_weights([ops.asarray(host[0].T.copy()), ops.asarray(host[1])])
     np.testing.assert_array_equal(model.get_weights()[0], nan)  # the failed calls changed nothing
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("target", ["numpy", "strict"])
+def test_a_model_on_another_backend_takes_cupy_arrays(target: str) -> None:
+    # e.g. a CPU copy of a GPU model: cpu.set_weights(gpu weights) downloads each array once, explicitly
+    from xpnet.backend import _cupy_problem, get_backend
+
+    problem = _cupy_problem(0)
+    if problem:
+        pytest.skip(f"cupy backend unavailable: {problem.split(' (')[0]}")
+    if target == "strict":
+        pytest.importorskip("array_api_strict")
+    gpu = get_backend("cupy")
+    model = _model(target)
+    host = _new_weights(model)
+    model.set_weights([gpu.asarray(w) for w in host])
+    for got, want in zip(model.get_weights(), host, strict=True):
+        np.testing.assert_array_equal(got, want)
+    layer = model.layers[1]
+    layer.set_weights([gpu.asarray(host[2] * 2), gpu.asarray(host[3] * 2)])
+    np.testing.assert_array_equal(layer.get_weights()[0], host[2] * 2)
+    layer.weights[1].assign(gpu.asarray(host[3] * 3))
+    np.testing.assert_array_equal(layer.get_weights()[1], host[3] * 3)
+
+
+def test_variable_assign_takes_a_variable_of_a_model_on_another_backend(backend: str) -> None:
+    # a Variable of another device (the strict stand-in's, a GPU's) is read through its own backend
+    source = _model(backend)
+    target = _model("numpy")
+    other = xpnet.Sequential([Dense(5, "relu", input_shape=(3,)), Dense(2)], seed=7)
+    other.build(backend=backend)
+    target.layers[0].weights[0].assign(other.layers[0].weights[0])
+    np.testing.assert_array_equal(target.layers[0].weights[0].numpy(), other.layers[0].weights[0].numpy())
+    source.layers[1].weights[1].assign(target.layers[1].weights[1])  # and from NumPy onto `backend`
+    np.testing.assert_array_equal(source.layers[1].weights[1].numpy(), target.layers[1].weights[1].numpy())

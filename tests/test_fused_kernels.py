@@ -121,3 +121,39 @@ def _one_process() -> object:
     from xpnet.distributed import Communicator
 
     return Communicator()
+
+
+def test_a_dense_subclass_overriding_backward_preactivation_still_gets_du(backend: str) -> None:
+    # the fused activation-backward-with-bias-sum path must not skip a subclass's backward_preactivation
+    seen: list[tuple[int, ...]] = []
+
+    class ZeroGradDense(Dense):
+        def backward_preactivation(self, du, need_input_grad=True):  # type: ignore[no-untyped-def]
+            seen.append(tuple(du.shape))
+            return super().backward_preactivation(du * 0.0, need_input_grad)
+
+    model = xpnet.Sequential([ZeroGradDense(4, "relu", input_shape=(3,)), Dense(2)], seed=0)
+    model.compile(xpnet.optimizers.SGD(0.1), "mse", backend=backend)
+    before = model.layers[0].get_weights()
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal((8, 2)), epochs=1, verbose=0)
+    assert seen == [(8, 4)]
+    for a, b in zip(before, model.layers[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # its override zeroed ∂L/∂u: no update reached its weights
+
+
+def test_sgd_factor_cache_leaves_a_subclass_gradient_scale_in_force(backend: str) -> None:
+    # the per-batch-size η/batch cache stands for SGD's own gradient_scale (η) only: an override is kept
+    class HalfSGD(xpnet.optimizers.SGD):
+        def gradient_scale(self):  # type: ignore[no-untyped-def]
+            return self.lr(dtype64=True) * 0.5
+
+    weights = []
+    for opt in (HalfSGD(0.2), xpnet.optimizers.SGD(0.1)):
+        model = xpnet.Sequential([Dense(2, input_shape=(3,))], seed=0)
+        model.compile(opt, "mse", backend=backend)
+        x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

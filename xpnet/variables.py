@@ -71,8 +71,11 @@ class Variable:
         """Overwrite the weight in place; the shape must match (NaN and inf are taken, as Keras takes them)."""
         ops = self._layer.ops
         assert ops is not None
-        # a device array of the model's backend is written as it is, device to device
-        a = weight_source(ops, value.value if isinstance(value, Variable) else value)
+        # a device array of the model's backend is written as it is, device to device; a Variable of
+        # another backend or device is read through its own backend (its array may refuse np.asarray)
+        if isinstance(value, Variable):
+            value = value.value if ops.is_native(value.value) else value.numpy()
+        a = weight_source(ops, value)
         if tuple(a.shape) != self.shape:
             raise ValueError(f"{self.path}.assign: expected shape {self.shape}, received {tuple(a.shape)}")
         if not is_numeric(a):

@@ -9,6 +9,7 @@ CuPy kernels); each override is tested against the plain method here.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -553,7 +554,13 @@ def weight_source(ops: Ops, value: Any) -> Array:
     if ops.is_native(value):
         return value
     get = getattr(value, "get", None)  # a CuPy array of another device or backend: one explicit download
-    if get is not None and not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
+    cp = sys.modules.get("cupy")  # recognised by type too: the CPU stand-in has no __cuda_array_interface__
+    cupy_array = cp is not None and isinstance(value, getattr(cp, "ndarray", ()))
+    if (
+        get is not None
+        and not isinstance(value, np.ndarray)
+        and (cupy_array or hasattr(value, "__cuda_array_interface__"))
+    ):
         return get()
     return np.asarray(value)
 

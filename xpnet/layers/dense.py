@@ -98,7 +98,12 @@ class Dense(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None and self.sink is not None
-        if not self.use_bias or self.replaces_methods():  # a replaced backward_preactivation must see du
+        # a backward_preactivation replaced on the instance or overridden by a subclass must see du
+        if (
+            not self.use_bias
+            or self.replaces_methods()
+            or type(self).backward_preactivation is not Dense.backward_preactivation
+        ):
             du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
             return self.backward_preactivation(du, need_input_grad)
         # the sink gets ∂L/∂b with ∂L/∂u: a backend may compute both in one pass

@@ -158,7 +158,7 @@ class TrainStep:
             if d is None:
                 d = self._denoms[global_batch] = DeviceScalar(ops, 1.0 / global_batch, model.dtype)
             return d.array, 1.0
-        if self.optimizer.has_constant_rate():
+        if self.optimizer.has_constant_rate() and _scale_is_the_rate(self.optimizer):
             # η / batch computed once per (batch size, η) on the host, exactly as the device would
             # (float64 division, then rounded to the model's dtype), and kept in device memory
             rate = self.optimizer.learning_rate
@@ -193,6 +193,18 @@ class TrainStep:
                 store.moving[...] *= 1.0 / min(comm.size, global_batch)
         self.optimizer.apply(store, self.sink)
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
+
+
+def _scale_is_the_rate(opt: Optimizer) -> bool:
+    """Whether `opt.gradient_scale()` is SGD's own η (not a subclass's or an instance's override of it or of lr)."""
+    from ..optimizers import SGD
+
+    cls = type(opt)
+    return (
+        cls.gradient_scale is SGD.gradient_scale
+        and cls.lr is SGD.lr
+        and not any(k in vars(opt) for k in ("gradient_scale", "lr"))
+    )
 
 
 def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | None = None) -> list[Array]:
