@@ -380,11 +380,12 @@ class Model(Trainer):
                     f"but this model builds it for {[s.shape for s in specs]}; give it inputs of the shape it was "
                     "built for, or use a new layer"
                 )
-            if kept is not None and sharing.current_dtype(layer) != self.dtype:
+            held = sharing.current_dtype(layer)
+            if kept is not None and held is not None and held != self.dtype:
                 # sharing across dtypes would round the other model's weights each time they move
                 raise ValueError(
-                    f"layer {layer.name!r} holds {sharing.current_dtype(layer)} weights from another model, and this "
-                    f"model is {self.dtype}; give it dtype={sharing.current_dtype(layer)!r} to share the layer"
+                    f"layer {layer.name!r} holds {held} weights from another model, and this "
+                    f"model is {self.dtype}; give it dtype={held!r} to share the layer"
                 )
             chunks += [
                 s.initializer(s.shape, init_rng(self.seed, i, j), dtype).ravel() if w is None else w.ravel()

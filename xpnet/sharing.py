@@ -97,9 +97,11 @@ def current_values(layer: Layer, dtype: str) -> list[np.ndarray | None] | None:
     return [np.asarray(w, dtype=dtype) for w in weights] if weights else None
 
 
-def current_dtype(layer: Layer) -> str:
-    """The dtype of the weights `current_values` reads (a sublayer's, where another model holds it)."""
-    return str(next((sub.compute_dtype for sub in _tree(layer) if sub.ops is not None), layer.compute_dtype))
+def current_dtype(layer: Layer) -> str | None:
+    """The dtype of the weights another model holds for `layer` (a sublayer's, where another model holds it), or None
+    when no model holds them: weights a layer made on its own (`layer.build`) are cast to the model's dtype."""
+    held = [sub for sub in _tree(layer) if sub.ops is not None and "_xp_standalone" not in vars(sub)]
+    return str(held[0].compute_dtype) if held else None
 
 
 def _tree(layer: Layer) -> list[Layer]:
