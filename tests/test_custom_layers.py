@@ -663,3 +663,31 @@ def test_a_call_with_arguments_nothing_passes_on_is_refused() -> None:
         Dense(2)(x, mask=None)
     with pytest.raises(TypeError, match=r"\['mask'\]"):
         Linear(2)(np.ones((1, 4)), mask=None)
+
+
+class _ActivityPenalty(Layer):
+    """Passes x through and adds mean(x²) as a loss (Keras's activity-regularization pattern)."""
+
+    def call(self, x: Any) -> Any:
+        self.add_loss(ops.mean(ops.square(x)))
+        return x
+
+
+def test_a_layer_called_twice_adds_its_loss_once_per_call() -> None:
+    """A shared layer's add_loss counted only its last call in the reported loss (evaluate 0.944, expected 1.723)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 3)), np.zeros((16, 3))
+    i = xpnet.Input((3,))
+    penalty, dense = _ActivityPenalty(), Dense(3)
+    model = xpnet.Model(i, penalty(dense(penalty(i))), seed=1, dtype="float64")
+    model.compile("sgd", "mse")
+    w, b = model.get_weights()
+    h = x @ w + b
+    expected = np.mean(h**2) + np.mean(x**2) + np.mean(h**2)  # mse of h against 0, then both penalties
+    assert abs(model.evaluate(x, y, verbose=0) - expected) <= TOL
+    loss, (gw, gb) = model.compute_gradients(x, y)
+    assert abs(loss - expected) <= TOL
+    # d/dh of mean(h²) twice: 2 · 2h / h.size, through h = xW + b (the input's own penalty has no weights)
+    dh = 2 * 2 * h / h.size
+    np.testing.assert_allclose(gw, x.T @ dh, rtol=0, atol=TOL)
+    np.testing.assert_allclose(gb, dh.sum(0), rtol=0, atol=TOL)

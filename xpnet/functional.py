@@ -531,6 +531,21 @@ class Model(Trainer):
                 call.node.cache = dict(vars(layer))
         return [values[self._slots[id(t)]] for t in self.outputs]
 
+    def step_added_losses(self) -> list[Array]:
+        """The `add_loss` values of the last forward pass, call by call: a layer called twice adds twice."""
+        if not self._forward_program:
+            return custom.step_losses(self.layers)
+        found: list[Array] = []
+        for call in self._forward_program:
+            layer = call.node.layer
+            if isinstance(layer, Model):
+                found += layer.step_added_losses()
+            elif call.shared and call.node.cache is not None:  # each call's state was kept (forward_outputs)
+                found += call.node.cache.get("_xp_step_losses", [])
+            else:
+                found += layer.__dict__.get("_xp_step_losses", [])
+        return found
+
     def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
         self._backprop(self._plan, grads, from_logits)
 

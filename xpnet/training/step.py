@@ -74,7 +74,7 @@ def loss_and_grads(
         preds.append(out)
         sums.append(xp.sum(value))
     # add_loss values join the mean loss: each is seeded with scale / global batch × this rank's rows
-    added = custom.step_losses(model.layers)
+    added = model.step_added_losses()
     with custom.added_loss_seed(coef * data.rows(xb) if added else None):
         model.backward_outputs(grads, fused)
     loss_sum = _weighted_total(sums, model.loss_weights)
@@ -228,6 +228,6 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
         preds.append(out)
         sums.append(xp.sum(value))
     loss_sum = _weighted_total(sums, model.loss_weights)
-    for added in custom.step_losses(model.layers):  # add_loss values count in evaluation too, as in Keras
+    for added in model.step_added_losses():  # add_loss values count in evaluation too, as in Keras
         loss_sum = loss_sum + added * data.rows(xb)
     return batch_sums(model, loss_sum, sums, yb, preds, wb)

@@ -31,6 +31,7 @@ from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
 from ..callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
+from ..layers import custom
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
@@ -214,6 +215,10 @@ class Trainer:
     def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
         """Backprop ∂L/∂(each output), or ∂L/∂u of its layer where `from_logits[k]`."""
         self.backward(grads[0], from_logits[0])
+
+    def step_added_losses(self) -> list[Array]:
+        """The `add_loss` values of the last forward pass (0-d device arrays), one per call that added one."""
+        return custom.step_losses(self.layers)
 
     # ------------------------------------------------------------------ compile
     def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Trainer:
