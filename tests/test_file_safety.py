@@ -125,6 +125,33 @@ def h5_with_unwritten_dataset(path: Path) -> Path:
     return path
 
 
+def crafted_legacy_h5(path: Path) -> Path:
+    """A legacy full-model .h5 (Keras 2's layout) declaring Dense(20000) on 20000 inputs, with no weights."""
+    import h5py
+
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 20000]}},
+        {"class_name": "Dense", "config": {"units": 20000, "name": "d"}},
+    ]
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"name": "m", "layers": layers}})
+        f.create_group("model_weights").attrs["layer_names"] = [b"d"]
+    return path
+
+
+def legacy_h5_with_extra_gzip(path: Path) -> Path:
+    """The small model's legacy .h5 with a gzip dataset of 128 MiB of zeros as one layer's weight."""
+    import h5py
+
+    _small().save(path)
+    with h5py.File(path, "a") as f:
+        g = f["model_weights/dense"]
+        g.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0", b"extra"]
+        zeros = np.zeros((1 << 13, 1 << 12), np.float32)
+        g.create_dataset("extra", data=zeros, chunks=(1024, 1024), compression="gzip")
+    return path
+
+
 CHILD = textwrap.dedent(
     """
     import os, re, resource, sys
@@ -187,6 +214,21 @@ def test_crafted_files_are_refused_before_allocating_what_they_declare(tmp_path:
     assert "stored bytes" in lines[6] and "stored bytes" in lines[7]
 
 
+def test_crafted_legacy_h5_models_are_refused_before_building_or_reading(tmp_path: Path) -> None:
+    """The legacy .h5 path (load_model("m.h5")) has the same bounds: main built Dense(20000) on 20000
+    inputs (4.6 GB, 50 s) before finding no weights, and read a gzip bomb whole."""
+    pytest.importorskip("h5py")
+    cases = [
+        ("model", crafted_legacy_h5(tmp_path / "dense20000.h5")),
+        ("model", legacy_h5_with_extra_gzip(tmp_path / "extra.h5")),
+    ]
+    lines = _load_capped(cases)
+    for (_, path), line in zip(cases, lines, strict=True):
+        assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .h5 model file: "), line
+    assert "needs 400,020,000 parameters but the file stores only 0" in lines[0]
+    assert "stored bytes" in lines[1]
+
+
 def test_a_legitimate_file_loads_under_the_same_cap(tmp_path: Path) -> None:
     """The cap is not what refuses the crafted files: a real 16 MiB model loads under it."""
     pytest.importorskip("h5py")
@@ -194,7 +236,8 @@ def test_a_legitimate_file_loads_under_the_same_cap(tmp_path: Path) -> None:
     big.compile("adam", "mse")
     big.save(tmp_path / "big.keras")
     big.save(tmp_path / "big.npz")
-    cases = [("model", tmp_path / "big.keras"), ("model", tmp_path / "big.npz")]
+    big.save(tmp_path / "big.h5")
+    cases = [("model", tmp_path / "big.keras"), ("model", tmp_path / "big.npz"), ("model", tmp_path / "big.h5")]
     # the file's arrays: parameters and Adam's two slots; the weights drawn at build come on top
     legit = (tmp_path / "big.npz").stat().st_size
     for case in cases:  # one child each: a first load's freed memory may stay mapped
@@ -245,6 +288,27 @@ def test_weights_h5_must_keep_its_data_inside_the_file(tmp_path: Path, kind: str
         model.load_weights(path)
     for a, b in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_a_legacy_h5_model_must_keep_its_data_inside_the_file(tmp_path: Path, kind: str) -> None:
+    """load_model("m.h5") read an external-storage dataset, i.e. any local file, into the weights."""
+    h5py = pytest.importorskip("h5py")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(24, dtype=np.float32).tobytes())
+    path = tmp_path / "m.h5"
+    _small().save(path)
+    with h5py.File(path, "a") as f:
+        g = f["model_weights/dense"]
+        del g["dense/kernel:0"]
+        if kind == "external":
+            g.create_dataset("dense/kernel:0", shape=(6, 4), dtype="f4", external=[(str(secret), 0, 96)])
+        else:
+            f["elsewhere"] = np.ones((6, 4), np.float32)
+            g["dense/kernel:0"] = h5py.SoftLink("/elsewhere")
+    word = "external files" if kind == "external" else "soft link"
+    with pytest.raises(FileFormatError, match=rf"m\.h5 is not a valid Keras \.h5 model file: .*{word}"):
+        load_model(path)
 
 
 def test_a_soft_linked_group_is_refused(tmp_path: Path) -> None:
