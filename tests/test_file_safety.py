@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,45 @@ def legacy_h5_with_extra_gzip(path: Path) -> Path:
     return path
 
 
+def keras_gzip_in_deflate(path: Path) -> Path:
+    """A ~0.5 MB .keras whose deflated model.weights.h5 (~38x) holds gzip datasets (~15x) declaring 256 MiB.
+
+    Each layer bounds its own ratio, but the two multiply: the datasets' budget must come from the
+    archive's size, not from the inflated member's.
+    """
+    import h5py
+
+    raw = np.zeros(1 << 18, np.uint8)
+    raw[::32] = np.random.default_rng(1).integers(1, 256, raw[::32].size)
+    chunk = zlib.compress(raw.tobytes(), 1)  # identical chunks: the zip's deflate finds each one again
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        for i, w in enumerate(_small().get_weights()):
+            f.create_dataset(f"layers/{'dense' if i < 2 else 'dense_1'}/vars/{i % 2}", data=w)
+        for k in range(16):
+            ds = f.create_dataset(
+                f"layers/extra_{k}/vars/0",
+                shape=(64, raw.size // 4),
+                dtype="f4",
+                chunks=(1, raw.size // 4),
+                compression="gzip",
+            )
+            for i in range(64):
+                ds.id.write_direct_chunk((i, 0), chunk, filter_mask=0)
+        noise = np.random.default_rng(0).integers(0, 256, len(chunk) * 64 * 16 // 60, np.uint8)
+        f.create_dataset("noise", data=noise)  # brings the zip's ratio under its cap
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 6]}},
+        {"class_name": "Dense", "config": {"units": 4, "name": "dense", "activation": "relu"}},
+        {"class_name": "Dense", "config": {"units": 3, "name": "dense_1"}},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": layers}}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
 CHILD = textwrap.dedent(
     """
     import os, re, resource, sys
@@ -202,8 +242,10 @@ def test_crafted_files_are_refused_before_allocating_what_they_declare(tmp_path:
         ("weights", huge_npy_header(tmp_path / "huge.npz")),
         ("weights", h5_with_extra_gzip(tmp_path / "extra.weights.h5")),
         ("weights", h5_with_unwritten_dataset(tmp_path / "unwritten.weights.h5")),
+        ("model", keras_gzip_in_deflate(tmp_path / "gzip-in-deflate.keras")),
     ]
     assert (tmp_path / "dense20000.keras").stat().st_size < 2000
+    assert (tmp_path / "gzip-in-deflate.keras").stat().st_size < 600_000
     lines = _load_capped(cases)
     assert len(lines) == len(cases)
     for (kind, path), line in zip(cases, lines, strict=True):
@@ -211,7 +253,7 @@ def test_crafted_files_are_refused_before_allocating_what_they_declare(tmp_path:
     assert "20,000" in lines[0] or "400,020,000" in lines[0]
     assert "zip bomb" in lines[2] and "zip bomb" in lines[3]
     assert "1000000000000" in lines[5]
-    assert "stored bytes" in lines[6] and "stored bytes" in lines[7]
+    assert "stored bytes" in lines[6] and "stored bytes" in lines[7] and "stored bytes" in lines[8]
 
 
 def test_crafted_legacy_h5_models_are_refused_before_building_or_reading(tmp_path: Path) -> None:
