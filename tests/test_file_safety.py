@@ -192,6 +192,26 @@ def keras_gzip_in_deflate(path: Path) -> Path:
     return path
 
 
+def h5_with_short_chunks(path: Path, how: str) -> Path:
+    """The small model's .weights.h5 plus a chunked dataset whose chunks hold fewer bytes than a chunk:
+    HDF5 copies a whole chunk out of them, reading past its buffer (garbage weights, or a segmentation
+    fault that kills the process, as 18 KB chunks of 256 KB ones did)."""
+    import h5py
+
+    _small().save_weights(path)
+    with h5py.File(path, "a") as f:
+        gzip = "gzip" if how != "unfiltered" else None
+        ds = f.create_dataset("layers/extra/vars/0", shape=(4, 65536), dtype="f4", chunks=(1, 65536), compression=gzip)
+        for i in range(4):
+            if how == "unfiltered":
+                ds.id.write_direct_chunk((i, 0), bytes(1000))
+            elif how == "inflates_short":
+                ds.id.write_direct_chunk((i, 0), zlib.compress(bytes(1000)))
+            else:  # "filter_skipped": the chunk says its deflate was not applied
+                ds.id.write_direct_chunk((i, 0), bytes(1000), filter_mask=1)
+    return path
+
+
 CHILD = textwrap.dedent(
     """
     import os, re, resource, sys
@@ -269,6 +289,17 @@ def test_crafted_legacy_h5_models_are_refused_before_building_or_reading(tmp_pat
         assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .h5 model file: "), line
     assert "needs 400,020,000 parameters but the file stores only 0" in lines[0]
     assert "stored bytes" in lines[1]
+
+
+def test_chunks_that_hold_less_than_a_chunk_are_refused_not_a_crash(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    hows = ["unfiltered", "inflates_short", "filter_skipped"]
+    cases = [("weights", h5_with_short_chunks(tmp_path / f"{how}.weights.h5", how)) for how in hows]
+    lines = _load_capped(cases)  # in a child: on main, reading these may crash the process
+    assert len(lines) == len(cases)
+    for (_, path), line in zip(cases, lines, strict=True):
+        assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .weights.h5 file: "), line
+        assert "/layers/extra/vars/0" in line and "of 1,000 bytes, not 262,144" in line, line
 
 
 def test_a_legitimate_file_loads_under_the_same_cap(tmp_path: Path) -> None:

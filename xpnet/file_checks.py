@@ -271,11 +271,60 @@ def h5_dataset(group: Any, name: str, path: str | os.PathLike[str], kind: str, b
         raise FileFormatError(
             path, kind, f"{where} declares shape {shape} {dtype} ({n:,} bytes) from {stored:,} stored bytes"
         )
+    if layout == h5py.h5d.CHUNKED and n:
+        _check_chunks(ds, dtype, where, path, kind)
     budget[0] -= n
     out = np.empty(shape, dtype)
     if n:
         ds.read_direct(out)
     return out
+
+
+def _check_chunks(ds: Any, dtype: np.dtype, where: str, path: str | os.PathLike[str], kind: str) -> None:
+    """Refuse chunks that would not decode to exactly one chunk's bytes.
+
+    HDF5 copies a whole chunk out of whatever the stored bytes (or its filters' output) hold: a
+    chunk stored or inflating short crashes the process (a segmentation fault) instead of raising.
+    So each chunk is decoded here first, as far as its size goes: deflate (bounded), shuffle and
+    fletcher32, the filters h5py and Keras write; a file with other filters is refused.
+    """
+    import h5py
+
+    full = math.prod(ds.chunks) * dtype.itemsize
+    plist = ds.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    known = (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32)
+    unknown = [f for f in filters if f not in known]
+    if unknown:
+        raise FileFormatError(path, kind, f"{where} uses HDF5 filters {unknown} (xpnet reads deflate and shuffle)")
+
+    def check(info: Any) -> None:
+        size = info.size
+        if any(f != h5py.h5z.FILTER_SHUFFLE for f in filters):  # the size changes: decode to see it
+            data = ds.id.read_direct_chunk(info.chunk_offset)[1]
+            for i in reversed(range(len(filters))):
+                if info.filter_mask & (1 << i):
+                    continue  # skipped for this chunk when it was written
+                if filters[i] == h5py.h5z.FILTER_FLETCHER32:
+                    data = data[:-4]
+                elif filters[i] == h5py.h5z.FILTER_DEFLATE:
+                    try:
+                        data = zlib.decompressobj().decompress(data, full + 1)
+                    except zlib.error as e:
+                        raise FileFormatError(
+                            path, kind, f"{where} has a damaged chunk at {info.chunk_offset} ({e})"
+                        ) from e
+            size = len(data)
+        if size != full:
+            raise FileFormatError(
+                path, kind, f"{where} stores a chunk at {info.chunk_offset} of {size:,} bytes, not {full:,}"
+            )
+
+    if hasattr(ds.id, "chunk_iter"):  # h5py >= 3.8: one pass over the chunk index
+        ds.id.chunk_iter(check)
+    else:
+        for i in range(ds.id.get_num_chunks()):
+            check(ds.id.get_chunk_info(i))
 
 
 def _plain_link(group: Any, name: str, path: str | os.PathLike[str], kind: str) -> None:
