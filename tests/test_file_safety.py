@@ -456,15 +456,17 @@ def _dead_pid() -> int:
 
 def test_stale_temp_files_of_the_target_are_removed_on_the_next_save(tmp_path: Path) -> None:
     dead, me = _dead_pid(), os.getpid()
-    killed = _temp(tmp_path, f".w.npz.{dead}-abc123.tmp", 120)
-    just_killed = _temp(tmp_path, f".w.npz.{dead}-def456.tmp", 1)  # might still be another host's live write
-    live = _temp(tmp_path, f".w.npz.{me}-ghi789.tmp", 3600)
+    killed = _temp(tmp_path, f".w.npz.{dead}-abc12345.tmp", 120)
+    just_killed = _temp(tmp_path, f".w.npz.{dead}-def45678.tmp", 1)  # might still be another host's live write
+    live = _temp(tmp_path, f".w.npz.{me}-ghi78901.tmp", 3600)
     old_style = _temp(tmp_path, ".w.npz.k2j4h5g6.tmp", 2 * 24 * 3600)
     old_style_recent = _temp(tmp_path, ".w.npz.a1b2c3d4.tmp", 600)
-    other_target = _temp(tmp_path, f".v.npz.{dead}-abc123.tmp", 120)
+    other_target = _temp(tmp_path, f".v.npz.{dead}-abc12345.tmp", 120)
+    users_own = [_temp(tmp_path, name, 2 * 24 * 3600) for name in (".w.npz.old.tmp", ".w.npz.Backup_Copy.tmp")]
     _small().save_weights(tmp_path / "w.npz")
     assert not killed.exists() and not old_style.exists()
     assert just_killed.exists() and live.exists() and old_style_recent.exists() and other_target.exists()
+    assert all(p.exists() for p in users_own)  # not mkstemp's names: a user's files, kept
 
 
 def test_a_killed_save_leaves_a_temp_file_that_the_next_save_removes(tmp_path: Path) -> None:
@@ -500,10 +502,10 @@ def test_checkpoint_rotation_and_resume_clean_the_folder(tmp_path: Path) -> None
     y = np.random.default_rng(1).integers(0, 3, size=32)
     model = _small()
     model.compile("sgd", xpnet.losses.SparseCategoricalCrossentropy(from_logits=True))
-    stale = _temp(tmp_path, f".ckpt-000000002.npz.{dead}-zz11.tmp", 300)
+    stale = _temp(tmp_path, f".ckpt-000000002.npz.{dead}-zz11zz11.tmp", 300)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[checkpoint.Checkpoint(tmp_path)])
     assert not stale.exists()
-    stale = _temp(tmp_path, f".ckpt-000000004.npz.{dead}-zz22.tmp", 300)
+    stale = _temp(tmp_path, f".ckpt-000000004.npz.{dead}-zz22zz22.tmp", 300)
     found = checkpoint.load_latest(tmp_path)
     assert found is not None and not stale.exists()
     assert remove_stale_temps(tmp_path) == []

@@ -351,8 +351,9 @@ def h5_group(group: Any, name: str, path: str | os.PathLike[str], kind: str) -> 
     return g
 
 
-# Temp files of an interrupted write: ".<target>.<pid>-<random>.tmp" (or main's ".<target>.<random>.tmp").
-_TEMP = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
+# Temp files of an interrupted write: ".<target>.<pid>-<random>.tmp" (or main's ".<target>.<random>.tmp"),
+# <random> being mkstemp's 8 characters: a user's own ".<target>.old.tmp" is not ours to delete
+_TEMP = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-)?[a-z0-9_]{8}\.tmp$")
 STALE_AFTER_S = 60.0  # a live writer touches its temp file far more often than this
 ORPHAN_AFTER_S = 24 * 3600.0  # names without a pid (older xpnet) or from another machine's process
 
