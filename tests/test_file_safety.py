@@ -212,6 +212,42 @@ def h5_with_short_chunks(path: Path, how: str) -> Path:
     return path
 
 
+def keras_config_of_empty_dicts(path: Path) -> Path:
+    """A ~0.35 MB .keras whose deflated config.json (12 MB, under the 64x cap) lists 4 million {}: parsed,
+    256 MB of Python dicts."""
+    import base64
+
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros((2, 2), np.float32))
+    pad = base64.b64encode(np.random.default_rng(0).bytes(260_000))  # brings the ratio under the zip cap
+    junk = b"[" + b"{}," * (4 << 20) + b"{}]"
+    config = b'{"class_name": "Sequential", "config": {"name": "m", "pad": "' + pad + b'", "junk": ' + junk
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", config + b', "layers": []}}')
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
+def keras_config_with_a_long_string(path: Path) -> Path:
+    """A ~0.2 MB .keras whose deflated config.json holds one 8 MB string: the JSON depth check's regex
+    (`(?:[^"\\\\]|\\\\.)*`) kept backtracking state per character, about 1 GB."""
+    import base64
+
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros((2, 2), np.float32))
+    text = base64.b64encode(np.random.default_rng(0).bytes(150_000)) + b"a" * (8 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", b'{"class_name": "Sequential", "config": {"name": "' + text + b'", "layers": []}}')
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
 CHILD = textwrap.dedent(
     """
     import os, re, resource, sys
@@ -300,6 +336,24 @@ def test_chunks_that_hold_less_than_a_chunk_are_refused_not_a_crash(tmp_path: Pa
     for (_, path), line in zip(cases, lines, strict=True):
         assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .weights.h5 file: "), line
         assert "/layers/extra/vars/0" in line and "of 1,000 bytes, not 262,144" in line, line
+
+
+def test_json_of_millions_of_values_is_refused_before_parsing(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    path = keras_config_of_empty_dicts(tmp_path / "dicts.keras")
+    assert path.stat().st_size < 400_000
+    (line,) = _load_capped([("model", path)])  # main: MemoryError
+    assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .keras file: its config.json holds ")
+    assert "values (at most 2,000,000)" in line
+
+
+def test_a_long_json_string_is_scanned_in_bounded_memory(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    path = keras_config_with_a_long_string(tmp_path / "string.keras")
+    assert path.stat().st_size < 300_000
+    (line,) = _load_capped([("model", path)])  # main: MemoryError in the nesting check
+    assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .keras file: "), line
+    assert "no InputLayer" in line  # the JSON was read; the model it describes is what is wrong
 
 
 def test_a_legitimate_file_loads_under_the_same_cap(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ MAX_DEFLATE_RATIO = 64
 DEFLATE_SLACK = 1 << 20
 # JSON headers nest a few levels per layer; far deeper nesting is only there to crash the parser.
 MAX_JSON_DEPTH = 200
+# Parsed JSON takes 30-70 bytes per value from as little as 2 bytes of text ("0,"), which a deflated
+# member multiplies again: a header of a few KB of ":0," would become gigabytes of Python objects.
+# A model config or a checkpoint's history holds thousands of values; this caps the parse near 100 MB.
+MAX_JSON_VALUES = 2_000_000
 _NUMERIC_KINDS = "biuf"
 # what zipfile and numpy's header parser raise on damaged input (an unknown zip version is
 # NotImplementedError, an encrypted member RuntimeError, a bad .npy header ValueError/SyntaxError)
@@ -97,8 +101,14 @@ def loads_json(data: bytes, path: str | os.PathLike[str], kind: str, what: str) 
         text = data.decode()
     except UnicodeDecodeError as e:
         raise FileFormatError(path, kind, f"its {what} is not UTF-8 text") from e
+    # brackets and commas inside strings do not count; possessive, so that a long string costs no
+    # backtracking state (the plain `(?:[^"\\]|\\.)*` took 1.2 GB for a 10 MB string)
+    bare = re.sub(r'"(?:[^"\\]++|\\.)*+"', "", text)
+    values = bare.count(",") + bare.count("[") + bare.count("{")
+    if values > MAX_JSON_VALUES:
+        raise FileFormatError(path, kind, f"its {what} holds {values:,} values (at most {MAX_JSON_VALUES:,})")
     depth = deepest = 0
-    for ch in re.sub(r'"(?:[^"\\]|\\.)*"', "", text):  # brackets inside strings do not nest
+    for ch in bare:
         if ch in "[{":
             depth += 1
             deepest = max(deepest, depth)
