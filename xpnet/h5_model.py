@@ -94,7 +94,8 @@ def _write(
             group.attrs["keras_version"] = "2.15.0"
             for layer, arrays_ in zip(layers, weights, strict=True):
                 g = group.create_group(str(layer.name))
-                names = [f"{layer.name}/{w.name}:0" for w in layer.weights]
+                # a model used as a layer holds its layers' weights: their paths ("i1/kernel") keep the names apart
+                names = [f"{w.path}:0" for w in layer.weights]
                 g.attrs["weight_names"] = [n.encode() for n in names]
                 for name, a in zip(names, arrays_, strict=True):
                     g.create_dataset(name, data=a)
