@@ -12,6 +12,7 @@ import pytest
 
 import xpnet
 from xpnet import h5_model
+from xpnet.file_checks import FileFormatError
 
 h5py = pytest.importorskip("h5py")
 
@@ -151,3 +152,13 @@ def test_a_model_with_a_model_inside_round_trips(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "nested.h5", "r") as f:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["model_weights/inner"].attrs["weight_names"]]
     assert names == ["i1/kernel:0", "i1/bias:0", "i2/kernel:0", "i2/bias:0"]
+
+
+def test_a_damaged_optimizer_group_is_the_one_error_line() -> None:
+    """tests/data/legacy_h5_bad_heap.h5: xpnet's .h5 of test_file_fuzz's model with bytes flipped in the
+    optimizer_weights group's heap (fuzz seed 7, case 15); listing the group raised h5py's RuntimeError."""
+    path = Path(__file__).parent / "data" / "legacy_h5_bad_heap.h5"
+    with pytest.raises(
+        FileFormatError, match=r"legacy_h5_bad_heap\.h5 is not a valid Keras \.h5 model file: a damaged"
+    ):
+        xpnet.models.load_model(path)

@@ -235,6 +235,14 @@ class LegacyFile:
 
     def slots(self, size: int) -> dict[str, np.ndarray]:
         """xpnet's optimizer slots (each (size,), checked before reading); {} for a Keras-written file."""
+        try:
+            return self._slots(size)
+        except FileFormatError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+            raise FileFormatError(self.path, KIND, f"a damaged HDF5 structure ({type(e).__name__}: {e})") from e
+
+    def _slots(self, size: int) -> dict[str, np.ndarray]:
         group = h5_group(self.file, "optimizer_weights", self.path, KIND)
         if group is None:
             return {}
