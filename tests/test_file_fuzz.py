@@ -1,7 +1,7 @@
 """Seeded fuzzing of damaged archives: every case ends in a correct load or the one FileFormatError line.
 
-Five good files (a Keras-layout .keras, an .npz model, .npz and .weights.h5 weights, a
-checkpoint) are damaged in seeded ways: byte flips, truncations, swapped or replaced zip
+Six good files (a Keras-layout .keras, a legacy full-model .h5, an .npz model, .npz and
+.weights.h5 weights, a checkpoint) are damaged in seeded ways: byte flips, truncations, swapped or replaced zip
 members, hostile JSON headers and HDF5 datasets replaced by links, external storage, strings,
 groups or unwritten giants. Loading into the model the file was made from may also end in the
 model-mismatch ValueErrors that load_weights documents (a shape changed by a flip: "different
@@ -54,7 +54,9 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if _has_h5py():
         files["keras"] = folder / "m.keras"
         files["h5_weights"] = folder / "w.weights.h5"
+        files["h5_model"] = folder / "m.h5"
         model.save(files["keras"])
+        model.save(files["h5_model"])
         model.save_weights(files["h5_weights"])
     return files
 
@@ -68,7 +70,7 @@ def _has_h5py() -> bool:
 
 
 def _load(kind: str, path: Path) -> None:
-    if kind in ("npz_model", "keras"):
+    if kind in ("npz_model", "keras", "h5_model"):
         load_model(path)
     elif kind == "checkpoint":
         checkpoint.load(path)
@@ -199,7 +201,7 @@ MUTATIONS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
 }
 
 
-@pytest.mark.parametrize("kind", ["npz_model", "keras", "npz_weights", "h5_weights", "checkpoint"])
+@pytest.mark.parametrize("kind", ["npz_model", "keras", "npz_weights", "h5_weights", "checkpoint", "h5_model"])
 def test_damaged_files_end_in_a_load_or_the_one_error(good: dict[str, Path], kind: str, tmp_path: Path) -> None:
     if kind not in good:
         pytest.skip("needs h5py")
@@ -207,7 +209,7 @@ def test_damaged_files_end_in_a_load_or_the_one_error(good: dict[str, Path], kin
     original = good[kind].read_bytes()
     is_zip = original[:4] == b"PK\x03\x04"
     ops = [m for m in MUTATIONS if is_zip or m in ("flip", "truncate")]
-    if kind in ("keras", "h5_weights"):
+    if kind in ("keras", "h5_weights", "h5_model"):
         ops.append("h5")
     outcomes: dict[str, int] = {}
     for case in range(CASES_PER_FILE):

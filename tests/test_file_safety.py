@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,128 @@ def h5_with_unwritten_dataset(path: Path) -> Path:
     return path
 
 
+def crafted_legacy_h5(path: Path) -> Path:
+    """A legacy full-model .h5 (Keras 2's layout) declaring Dense(20000) on 20000 inputs, with no weights."""
+    import h5py
+
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 20000]}},
+        {"class_name": "Dense", "config": {"units": 20000, "name": "d"}},
+    ]
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"name": "m", "layers": layers}})
+        f.create_group("model_weights").attrs["layer_names"] = [b"d"]
+    return path
+
+
+def legacy_h5_with_extra_gzip(path: Path) -> Path:
+    """The small model's legacy .h5 with a gzip dataset of 128 MiB of zeros as one layer's weight."""
+    import h5py
+
+    _small().save(path)
+    with h5py.File(path, "a") as f:
+        g = f["model_weights/dense"]
+        g.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0", b"extra"]
+        zeros = np.zeros((1 << 13, 1 << 12), np.float32)
+        g.create_dataset("extra", data=zeros, chunks=(1024, 1024), compression="gzip")
+    return path
+
+
+def keras_gzip_in_deflate(path: Path) -> Path:
+    """A ~0.5 MB .keras whose deflated model.weights.h5 (~38x) holds gzip datasets (~15x) declaring 256 MiB.
+
+    Each layer bounds its own ratio, but the two multiply: the datasets' budget must come from the
+    archive's size, not from the inflated member's.
+    """
+    import h5py
+
+    raw = np.zeros(1 << 18, np.uint8)
+    raw[::32] = np.random.default_rng(1).integers(1, 256, raw[::32].size)
+    chunk = zlib.compress(raw.tobytes(), 1)  # identical chunks: the zip's deflate finds each one again
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        for i, w in enumerate(_small().get_weights()):
+            f.create_dataset(f"layers/{'dense' if i < 2 else 'dense_1'}/vars/{i % 2}", data=w)
+        for k in range(16):
+            ds = f.create_dataset(
+                f"layers/extra_{k}/vars/0",
+                shape=(64, raw.size // 4),
+                dtype="f4",
+                chunks=(1, raw.size // 4),
+                compression="gzip",
+            )
+            for i in range(64):
+                ds.id.write_direct_chunk((i, 0), chunk, filter_mask=0)
+        noise = np.random.default_rng(0).integers(0, 256, len(chunk) * 64 * 16 // 60, np.uint8)
+        f.create_dataset("noise", data=noise)  # brings the zip's ratio under its cap
+    layers = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 6]}},
+        {"class_name": "Dense", "config": {"units": 4, "name": "dense", "activation": "relu"}},
+        {"class_name": "Dense", "config": {"units": 3, "name": "dense_1"}},
+    ]
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": layers}}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
+def h5_with_short_chunks(path: Path, how: str) -> Path:
+    """The small model's .weights.h5 plus a chunked dataset whose chunks hold fewer bytes than a chunk:
+    HDF5 copies a whole chunk out of them, reading past its buffer (garbage weights, or a segmentation
+    fault that kills the process, as 18 KB chunks of 256 KB ones did)."""
+    import h5py
+
+    _small().save_weights(path)
+    with h5py.File(path, "a") as f:
+        gzip = "gzip" if how != "unfiltered" else None
+        ds = f.create_dataset("layers/extra/vars/0", shape=(4, 65536), dtype="f4", chunks=(1, 65536), compression=gzip)
+        for i in range(4):
+            if how == "unfiltered":
+                ds.id.write_direct_chunk((i, 0), bytes(1000))
+            elif how == "inflates_short":
+                ds.id.write_direct_chunk((i, 0), zlib.compress(bytes(1000)))
+            else:  # "filter_skipped": the chunk says its deflate was not applied
+                ds.id.write_direct_chunk((i, 0), bytes(1000), filter_mask=1)
+    return path
+
+
+def keras_config_of_empty_dicts(path: Path) -> Path:
+    """A ~0.35 MB .keras whose deflated config.json (12 MB, under the 64x cap) lists 4 million {}: parsed,
+    256 MB of Python dicts."""
+    import base64
+
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros((2, 2), np.float32))
+    pad = base64.b64encode(np.random.default_rng(0).bytes(260_000))  # brings the ratio under the zip cap
+    junk = b"[" + b"{}," * (4 << 20) + b"{}]"
+    config = b'{"class_name": "Sequential", "config": {"name": "m", "pad": "' + pad + b'", "junk": ' + junk
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", config + b', "layers": []}}')
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
+def keras_config_with_a_long_string(path: Path) -> Path:
+    """A ~0.2 MB .keras whose deflated config.json holds one 8 MB string: the JSON depth check's regex
+    (`(?:[^"\\\\]|\\\\.)*`) kept backtracking state per character, about 1 GB."""
+    import base64
+
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros((2, 2), np.float32))
+    text = base64.b64encode(np.random.default_rng(0).bytes(150_000)) + b"a" * (8 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", b'{"class_name": "Sequential", "config": {"name": "' + text + b'", "layers": []}}')
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
 CHILD = textwrap.dedent(
     """
     import os, re, resource, sys
@@ -175,8 +298,10 @@ def test_crafted_files_are_refused_before_allocating_what_they_declare(tmp_path:
         ("weights", huge_npy_header(tmp_path / "huge.npz")),
         ("weights", h5_with_extra_gzip(tmp_path / "extra.weights.h5")),
         ("weights", h5_with_unwritten_dataset(tmp_path / "unwritten.weights.h5")),
+        ("model", keras_gzip_in_deflate(tmp_path / "gzip-in-deflate.keras")),
     ]
     assert (tmp_path / "dense20000.keras").stat().st_size < 2000
+    assert (tmp_path / "gzip-in-deflate.keras").stat().st_size < 600_000
     lines = _load_capped(cases)
     assert len(lines) == len(cases)
     for (kind, path), line in zip(cases, lines, strict=True):
@@ -184,7 +309,51 @@ def test_crafted_files_are_refused_before_allocating_what_they_declare(tmp_path:
     assert "20,000" in lines[0] or "400,020,000" in lines[0]
     assert "zip bomb" in lines[2] and "zip bomb" in lines[3]
     assert "1000000000000" in lines[5]
-    assert "stored bytes" in lines[6] and "stored bytes" in lines[7]
+    assert "stored bytes" in lines[6] and "stored bytes" in lines[7] and "stored bytes" in lines[8]
+
+
+def test_crafted_legacy_h5_models_are_refused_before_building_or_reading(tmp_path: Path) -> None:
+    """The legacy .h5 path (load_model("m.h5")) has the same bounds: main built Dense(20000) on 20000
+    inputs (4.6 GB, 50 s) before finding no weights, and read a gzip bomb whole."""
+    pytest.importorskip("h5py")
+    cases = [
+        ("model", crafted_legacy_h5(tmp_path / "dense20000.h5")),
+        ("model", legacy_h5_with_extra_gzip(tmp_path / "extra.h5")),
+    ]
+    lines = _load_capped(cases)
+    for (_, path), line in zip(cases, lines, strict=True):
+        assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .h5 model file: "), line
+    assert "needs 400,020,000 parameters but the file stores only 0" in lines[0]
+    assert "stored bytes" in lines[1]
+
+
+def test_chunks_that_hold_less_than_a_chunk_are_refused_not_a_crash(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    hows = ["unfiltered", "inflates_short", "filter_skipped"]
+    cases = [("weights", h5_with_short_chunks(tmp_path / f"{how}.weights.h5", how)) for how in hows]
+    lines = _load_capped(cases)  # in a child: on main, reading these may crash the process
+    assert len(lines) == len(cases)
+    for (_, path), line in zip(cases, lines, strict=True):
+        assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .weights.h5 file: "), line
+        assert "/layers/extra/vars/0" in line and "of 1,000 bytes, not 262,144" in line, line
+
+
+def test_json_of_millions_of_values_is_refused_before_parsing(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    path = keras_config_of_empty_dicts(tmp_path / "dicts.keras")
+    assert path.stat().st_size < 400_000
+    (line,) = _load_capped([("model", path)])  # main: MemoryError
+    assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .keras file: its config.json holds ")
+    assert "values (at most 2,000,000)" in line
+
+
+def test_a_long_json_string_is_scanned_in_bounded_memory(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    path = keras_config_with_a_long_string(tmp_path / "string.keras")
+    assert path.stat().st_size < 300_000
+    (line,) = _load_capped([("model", path)])  # main: MemoryError in the nesting check
+    assert line.startswith(f"FileFormatError: xpnet: {path} is not a valid Keras .keras file: "), line
+    assert "no InputLayer" in line  # the JSON was read; the model it describes is what is wrong
 
 
 def test_a_legitimate_file_loads_under_the_same_cap(tmp_path: Path) -> None:
@@ -194,7 +363,8 @@ def test_a_legitimate_file_loads_under_the_same_cap(tmp_path: Path) -> None:
     big.compile("adam", "mse")
     big.save(tmp_path / "big.keras")
     big.save(tmp_path / "big.npz")
-    cases = [("model", tmp_path / "big.keras"), ("model", tmp_path / "big.npz")]
+    big.save(tmp_path / "big.h5")
+    cases = [("model", tmp_path / "big.keras"), ("model", tmp_path / "big.npz"), ("model", tmp_path / "big.h5")]
     # the file's arrays: parameters and Adam's two slots; the weights drawn at build come on top
     legit = (tmp_path / "big.npz").stat().st_size
     for case in cases:  # one child each: a first load's freed memory may stay mapped
@@ -245,6 +415,27 @@ def test_weights_h5_must_keep_its_data_inside_the_file(tmp_path: Path, kind: str
         model.load_weights(path)
     for a, b in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_a_legacy_h5_model_must_keep_its_data_inside_the_file(tmp_path: Path, kind: str) -> None:
+    """load_model("m.h5") read an external-storage dataset, i.e. any local file, into the weights."""
+    h5py = pytest.importorskip("h5py")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(24, dtype=np.float32).tobytes())
+    path = tmp_path / "m.h5"
+    _small().save(path)
+    with h5py.File(path, "a") as f:
+        g = f["model_weights/dense"]
+        del g["dense/kernel:0"]
+        if kind == "external":
+            g.create_dataset("dense/kernel:0", shape=(6, 4), dtype="f4", external=[(str(secret), 0, 96)])
+        else:
+            f["elsewhere"] = np.ones((6, 4), np.float32)
+            g["dense/kernel:0"] = h5py.SoftLink("/elsewhere")
+    word = "external files" if kind == "external" else "soft link"
+    with pytest.raises(FileFormatError, match=rf"m\.h5 is not a valid Keras \.h5 model file: .*{word}"):
+        load_model(path)
 
 
 def test_a_soft_linked_group_is_refused(tmp_path: Path) -> None:
@@ -319,15 +510,17 @@ def _dead_pid() -> int:
 
 def test_stale_temp_files_of_the_target_are_removed_on_the_next_save(tmp_path: Path) -> None:
     dead, me = _dead_pid(), os.getpid()
-    killed = _temp(tmp_path, f".w.npz.{dead}-abc123.tmp", 120)
-    just_killed = _temp(tmp_path, f".w.npz.{dead}-def456.tmp", 1)  # might still be another host's live write
-    live = _temp(tmp_path, f".w.npz.{me}-ghi789.tmp", 3600)
+    killed = _temp(tmp_path, f".w.npz.{dead}-abc12345.tmp", 120)
+    just_killed = _temp(tmp_path, f".w.npz.{dead}-def45678.tmp", 1)  # might still be another host's live write
+    live = _temp(tmp_path, f".w.npz.{me}-ghi78901.tmp", 3600)
     old_style = _temp(tmp_path, ".w.npz.k2j4h5g6.tmp", 2 * 24 * 3600)
     old_style_recent = _temp(tmp_path, ".w.npz.a1b2c3d4.tmp", 600)
-    other_target = _temp(tmp_path, f".v.npz.{dead}-abc123.tmp", 120)
+    other_target = _temp(tmp_path, f".v.npz.{dead}-abc12345.tmp", 120)
+    users_own = [_temp(tmp_path, name, 2 * 24 * 3600) for name in (".w.npz.old.tmp", ".w.npz.Backup_Copy.tmp")]
     _small().save_weights(tmp_path / "w.npz")
     assert not killed.exists() and not old_style.exists()
     assert just_killed.exists() and live.exists() and old_style_recent.exists() and other_target.exists()
+    assert all(p.exists() for p in users_own)  # not mkstemp's names: a user's files, kept
 
 
 def test_a_killed_save_leaves_a_temp_file_that_the_next_save_removes(tmp_path: Path) -> None:
@@ -363,10 +556,10 @@ def test_checkpoint_rotation_and_resume_clean_the_folder(tmp_path: Path) -> None
     y = np.random.default_rng(1).integers(0, 3, size=32)
     model = _small()
     model.compile("sgd", xpnet.losses.SparseCategoricalCrossentropy(from_logits=True))
-    stale = _temp(tmp_path, f".ckpt-000000002.npz.{dead}-zz11.tmp", 300)
+    stale = _temp(tmp_path, f".ckpt-000000002.npz.{dead}-zz11zz11.tmp", 300)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[checkpoint.Checkpoint(tmp_path)])
     assert not stale.exists()
-    stale = _temp(tmp_path, f".ckpt-000000004.npz.{dead}-zz22.tmp", 300)
+    stale = _temp(tmp_path, f".ckpt-000000004.npz.{dead}-zz22zz22.tmp", 300)
     found = checkpoint.load_latest(tmp_path)
     assert found is not None and not stale.exists()
     assert remove_stale_temps(tmp_path) == []

@@ -12,6 +12,7 @@ import pytest
 
 import xpnet
 from xpnet import h5_model
+from xpnet.file_checks import FileFormatError
 
 h5py = pytest.importorskip("h5py")
 
@@ -135,3 +136,29 @@ def test_h5_names_that_are_not_full_models(tmp_path: Path) -> None:
     (tmp_path / "renamed.h5").write_bytes((tmp_path / "w.weights.h5").read_bytes())
     with pytest.raises(ValueError, match=r"no model_config.*load_weights"):
         xpnet.models.load_model(tmp_path / "renamed.h5")
+
+
+def test_a_model_with_a_model_inside_round_trips(tmp_path: Path) -> None:
+    """The nested model's weights were all named "inner/kernel:0", "inner/bias:0": h5py refused the second
+    ("name already exists") and model.save("m.h5") failed; its layers' paths keep them apart."""
+    x, _ = _data()
+    inner = xpnet.Sequential(
+        [xpnet.Input((3,)), xpnet.Dense(4, "relu", name="i1"), xpnet.Dense(2, name="i2")], name="inner"
+    )
+    model = xpnet.Sequential([xpnet.Input((3,)), inner, xpnet.Dense(1, name="out")], seed=0)
+    model.save(tmp_path / "nested.h5")
+    loaded = xpnet.models.load_model(tmp_path / "nested.h5")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    with h5py.File(tmp_path / "nested.h5", "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["model_weights/inner"].attrs["weight_names"]]
+    assert names == ["i1/kernel:0", "i1/bias:0", "i2/kernel:0", "i2/bias:0"]
+
+
+def test_a_damaged_optimizer_group_is_the_one_error_line() -> None:
+    """tests/data/legacy_h5_bad_heap.h5: xpnet's .h5 of test_file_fuzz's model with bytes flipped in the
+    optimizer_weights group's heap (fuzz seed 7, case 15); listing the group raised h5py's RuntimeError."""
+    path = Path(__file__).parent / "data" / "legacy_h5_bad_heap.h5"
+    with pytest.raises(
+        FileFormatError, match=r"legacy_h5_bad_heap\.h5 is not a valid Keras \.h5 model file: a damaged"
+    ):
+        xpnet.models.load_model(path)

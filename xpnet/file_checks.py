@@ -33,6 +33,10 @@ MAX_DEFLATE_RATIO = 64
 DEFLATE_SLACK = 1 << 20
 # JSON headers nest a few levels per layer; far deeper nesting is only there to crash the parser.
 MAX_JSON_DEPTH = 200
+# Parsed JSON takes 30-70 bytes per value from as little as 2 bytes of text ("0,"), which a deflated
+# member multiplies again: a header of a few KB of ":0," would become gigabytes of Python objects.
+# A model config or a checkpoint's history holds thousands of values; this caps the parse near 100 MB.
+MAX_JSON_VALUES = 2_000_000
 _NUMERIC_KINDS = "biuf"
 # what zipfile and numpy's header parser raise on damaged input (an unknown zip version is
 # NotImplementedError, an encrypted member RuntimeError, a bad .npy header ValueError/SyntaxError)
@@ -97,8 +101,14 @@ def loads_json(data: bytes, path: str | os.PathLike[str], kind: str, what: str) 
         text = data.decode()
     except UnicodeDecodeError as e:
         raise FileFormatError(path, kind, f"its {what} is not UTF-8 text") from e
+    # brackets and commas inside strings do not count; possessive, so that a long string costs no
+    # backtracking state (the plain `(?:[^"\\]|\\.)*` took 1.2 GB for a 10 MB string)
+    bare = re.sub(r'"(?:[^"\\]++|\\.)*+"', "", text)
+    values = bare.count(",") + bare.count("[") + bare.count("{")
+    if values > MAX_JSON_VALUES:
+        raise FileFormatError(path, kind, f"its {what} holds {values:,} values (at most {MAX_JSON_VALUES:,})")
     depth = deepest = 0
-    for ch in re.sub(r'"(?:[^"\\]|\\.)*"', "", text):  # brackets inside strings do not nest
+    for ch in bare:
         if ch in "[{":
             depth += 1
             deepest = max(deepest, depth)
@@ -271,11 +281,60 @@ def h5_dataset(group: Any, name: str, path: str | os.PathLike[str], kind: str, b
         raise FileFormatError(
             path, kind, f"{where} declares shape {shape} {dtype} ({n:,} bytes) from {stored:,} stored bytes"
         )
+    if layout == h5py.h5d.CHUNKED and n:
+        _check_chunks(ds, dtype, where, path, kind)
     budget[0] -= n
     out = np.empty(shape, dtype)
     if n:
         ds.read_direct(out)
     return out
+
+
+def _check_chunks(ds: Any, dtype: np.dtype, where: str, path: str | os.PathLike[str], kind: str) -> None:
+    """Refuse chunks that would not decode to exactly one chunk's bytes.
+
+    HDF5 copies a whole chunk out of whatever the stored bytes (or its filters' output) hold: a
+    chunk stored or inflating short crashes the process (a segmentation fault) instead of raising.
+    So each chunk is decoded here first, as far as its size goes: deflate (bounded), shuffle and
+    fletcher32, the filters h5py and Keras write; a file with other filters is refused.
+    """
+    import h5py
+
+    full = math.prod(ds.chunks) * dtype.itemsize
+    plist = ds.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    known = (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32)
+    unknown = [f for f in filters if f not in known]
+    if unknown:
+        raise FileFormatError(path, kind, f"{where} uses HDF5 filters {unknown} (xpnet reads deflate and shuffle)")
+
+    def check(info: Any) -> None:
+        size = info.size
+        if any(f != h5py.h5z.FILTER_SHUFFLE for f in filters):  # the size changes: decode to see it
+            data = ds.id.read_direct_chunk(info.chunk_offset)[1]
+            for i in reversed(range(len(filters))):
+                if info.filter_mask & (1 << i):
+                    continue  # skipped for this chunk when it was written
+                if filters[i] == h5py.h5z.FILTER_FLETCHER32:
+                    data = data[:-4]
+                elif filters[i] == h5py.h5z.FILTER_DEFLATE:
+                    try:
+                        data = zlib.decompressobj().decompress(data, full + 1)
+                    except zlib.error as e:
+                        raise FileFormatError(
+                            path, kind, f"{where} has a damaged chunk at {info.chunk_offset} ({e})"
+                        ) from e
+            size = len(data)
+        if size != full:
+            raise FileFormatError(
+                path, kind, f"{where} stores a chunk at {info.chunk_offset} of {size:,} bytes, not {full:,}"
+            )
+
+    if hasattr(ds.id, "chunk_iter"):  # h5py >= 3.8: one pass over the chunk index
+        ds.id.chunk_iter(check)
+    else:
+        for i in range(ds.id.get_num_chunks()):
+            check(ds.id.get_chunk_info(i))
 
 
 def _plain_link(group: Any, name: str, path: str | os.PathLike[str], kind: str) -> None:
@@ -302,8 +361,9 @@ def h5_group(group: Any, name: str, path: str | os.PathLike[str], kind: str) -> 
     return g
 
 
-# Temp files of an interrupted write: ".<target>.<pid>-<random>.tmp" (or main's ".<target>.<random>.tmp").
-_TEMP = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
+# Temp files of an interrupted write: ".<target>.<pid>-<random>.tmp" (or main's ".<target>.<random>.tmp"),
+# <random> being mkstemp's 8 characters: a user's own ".<target>.old.tmp" is not ours to delete
+_TEMP = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-)?[a-z0-9_]{8}\.tmp$")
 STALE_AFTER_S = 60.0  # a live writer touches its temp file far more often than this
 ORPHAN_AFTER_S = 24 * 3600.0  # names without a pid (older xpnet) or from another machine's process
 

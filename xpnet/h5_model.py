@@ -13,8 +13,12 @@ layout, compile settings, counters) and optimizer_weights/xpnet_slot_<name> (the
 flat slots). A file Keras 2 wrote loads too: architecture, weights, and (compile=True) its loss,
 metrics and optimizer settings, without optimizer state.
 
-Every read is bounded: the JSON attributes by size, and each weight by the shape the model
-expects, compared with the dataset's declared shape before anything is read.
+Every read is bounded and checked as `file_checks` checks Keras 3's files: the JSON attributes
+by size and nesting, each dataset refused unless its data lies plainly inside the file (no
+external storage, virtual datasets or links) in an amount its stored bytes justify, and the
+weights are read before the architecture is built, so that it may need at most as many
+parameters as the file stores (`file_checks.parameter_budget`). Every problem is one
+`FileFormatError` line.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import optimizers, saving
+from .file_checks import DEFLATE_SLACK, MAX_DEFLATE_RATIO, FileFormatError, h5_dataset, h5_group, loads_json
 from .weights_io import atomic_write_path
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
 
 _MAX_JSON = 64 << 20  # bytes of a config attribute: far above any real model, far below a hostile one
+KIND = "Keras .h5 model"
 
 
 def is_legacy_h5(path: str | os.PathLike[str]) -> bool:
@@ -88,7 +94,8 @@ def _write(
             group.attrs["keras_version"] = "2.15.0"
             for layer, arrays_ in zip(layers, weights, strict=True):
                 g = group.create_group(str(layer.name))
-                names = [f"{layer.name}/{w.name}:0" for w in layer.weights]
+                # a model used as a layer holds its layers' weights: their paths ("i1/kernel") keep the names apart
+                names = [f"{w.path}:0" for w in layer.weights]
                 g.attrs["weight_names"] = [n.encode() for n in names]
                 for name, a in zip(names, arrays_, strict=True):
                     g.create_dataset(name, data=a)
@@ -132,17 +139,26 @@ class LegacyFile:
             raise FileNotFoundError(f"model file not found: {self.path}")
         try:
             self.file = h5py.File(self.path, "r")
-        except OSError as e:
-            raise ValueError(f"{self.path} is not a readable HDF5 file ({e})") from e
+        except (OSError, ValueError, RuntimeError, TypeError) as e:
+            raise FileFormatError(self.path, KIND, f"not a readable HDF5 file ({e})") from e
+        # what this file may still make us allocate (see `file_checks.h5_dataset`)
+        self.budget = [self.path.stat().st_size * MAX_DEFLATE_RATIO + DEFLATE_SLACK]
         try:
             if "model_config" not in self.file.attrs:
                 hint = (
                     " (a weights-only file: build the model, then model.load_weights)" if "layers" in self.file else ""
                 )
-                raise ValueError(f"{self.path} holds no model_config: it is not a Keras full-model .h5 file{hint}")
+                raise FileFormatError(self.path, KIND, f"it holds no model_config: not a full-model file{hint}")
             self.model_config = self._json("model_config")
             self.xpnet_header = self._json("xpnet_header") if "xpnet_header" in self.file.attrs else None
             self.training_config = self._json("training_config") if "training_config" in self.file.attrs else None
+            self.stored = self._stored()
+        except FileFormatError:
+            self.file.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+            self.file.close()
+            raise FileFormatError(self.path, KIND, f"a damaged HDF5 structure ({type(e).__name__}: {e})") from e
         except BaseException:
             self.file.close()
             raise
@@ -158,61 +174,88 @@ class LegacyFile:
         # the file's heap, so reading it allocates no more than the file holds, and its length is checked after
         declared = self.file.attrs.get_id(name).get_storage_size()
         if declared > _MAX_JSON:
-            raise ValueError(f"{self.path}: the {name} attribute is {declared} bytes, more than a model config can be")
+            raise FileFormatError(
+                self.path, KIND, f"the {name} attribute is {declared} bytes, more than a model config can be"
+            )
         value = self.file.attrs[name]
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        if len(text) > _MAX_JSON:
-            raise ValueError(f"{self.path}: the {name} attribute is {len(text)} bytes, more than a model config can be")
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{self.path}: the {name} attribute is not JSON ({e})") from e
+        if not isinstance(value, str | bytes):
+            raise FileFormatError(self.path, KIND, f"the {name} attribute is not a string")
+        data = value if isinstance(value, bytes) else value.encode()
+        if len(data) > _MAX_JSON:
+            raise FileFormatError(
+                self.path, KIND, f"the {name} attribute is {len(data)} bytes, more than a model config can be"
+            )
+        return loads_json(data, self.path, KIND, f"{name} attribute")
 
     def model_json(self) -> str:
         return json.dumps(self.model_config)
 
+    def _stored(self) -> dict[str, dict[str, np.ndarray]]:
+        """{layer group: {weight name: array}} of model_weights, each dataset checked before it is read."""
+        group = h5_group(self.file, "model_weights", self.path, KIND)
+        if group is None:
+            raise FileFormatError(self.path, KIND, "it has no model_weights group")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for layer in list(group):
+            g = h5_group(group, layer, self.path, KIND)
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs.get("weight_names", [])]
+            out[layer] = {name: h5_dataset(g, name, self.path, KIND, self.budget) for name in names}
+        return out
+
+    def count(self) -> int:
+        """The number of weights the file stores (the most an architecture it describes may need)."""
+        return sum(a.size for arrays in self.stored.values() for a in arrays.values())
+
     def layer_weights(self, model: Trainer) -> list[np.ndarray]:
-        """The weights for `model` in get_weights order, matched by layer name, each dataset's declared
-        shape checked against the model's before it is read."""
-        if "model_weights" not in self.file:
-            raise ValueError(f"{self.path} has no model_weights group")
-        group = self.file["model_weights"]
+        """The weights for `model` in get_weights order, matched by layer name and checked against its shapes."""
         out: list[np.ndarray] = []
         for layer in model.layers:
             expected = [tuple(w.shape) for w in layer.get_weights()]
             if not expected:
                 continue
-            if str(layer.name) not in group:
-                raise ValueError(f"{self.path} has no weights for layer {layer.name!r}; it has {sorted(group)}")
-            g = group[str(layer.name)]
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs.get("weight_names", [])]
-            if len(names) != len(expected):
-                raise ValueError(
-                    f"{self.path}: layer {layer.name!r} has {len(names)} weights in the file, the model expects "
-                    f"{len(expected)} {expected}"
+            if str(layer.name) not in self.stored:
+                raise FileFormatError(
+                    self.path, KIND, f"it has no weights for layer {layer.name!r}; it has {sorted(self.stored)}"
                 )
-            for name, shape in zip(names, expected, strict=True):
-                if name not in g:
-                    raise ValueError(f"{self.path}: layer {layer.name!r} names weight {name!r} but does not hold it")
-                ds = g[name]
-                if tuple(ds.shape) != shape or np.dtype(ds.dtype).kind not in "fiu":
-                    raise ValueError(
-                        f"{self.path}: weight {name!r} is {ds.dtype}{tuple(ds.shape)}, the model expects {shape}"
+            arrays = self.stored[str(layer.name)]
+            if len(arrays) != len(expected):
+                raise FileFormatError(
+                    self.path,
+                    KIND,
+                    f"layer {layer.name!r} has {len(arrays)} weights in the file, the model expects "
+                    f"{len(expected)} {expected}",
+                )
+            for (name, a), shape in zip(arrays.items(), expected, strict=True):
+                if a.shape != shape:
+                    raise FileFormatError(
+                        self.path, KIND, f"weight {name!r} is {a.dtype}{a.shape}, the model expects {shape}"
                     )
-                out.append(np.asarray(ds[()]))
+                out.append(a)
         return out
 
     def slots(self, size: int) -> dict[str, np.ndarray]:
         """xpnet's optimizer slots (each (size,), checked before reading); {} for a Keras-written file."""
-        if "optimizer_weights" not in self.file:
+        try:
+            return self._slots(size)
+        except FileFormatError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
+            raise FileFormatError(self.path, KIND, f"a damaged HDF5 structure ({type(e).__name__}: {e})") from e
+
+    def _slots(self, size: int) -> dict[str, np.ndarray]:
+        group = h5_group(self.file, "optimizer_weights", self.path, KIND)
+        if group is None:
             return {}
         out = {}
-        for key, ds in self.file["optimizer_weights"].items():
-            if not key.startswith("xpnet_slot_") or not hasattr(ds, "shape"):
+        for key in list(group):
+            if not key.startswith("xpnet_slot_"):
                 continue  # Keras 2's own optimizer variables: not xpnet's layout, so training restarts them
-            if tuple(ds.shape) != (size,):
-                raise ValueError(f"{self.path}: optimizer slot {key!r} has shape {ds.shape}, expected ({size},)")
-            out[key[len("xpnet_") :]] = np.asarray(ds[()])
+            a = h5_dataset(group, key, self.path, KIND, self.budget)
+            if a.shape != (size,):
+                raise FileFormatError(
+                    self.path, KIND, f"optimizer slot {key!r} has shape {a.shape}, expected ({size},)"
+                )
+            out[key[len("xpnet_") :]] = a
         return out
 
 

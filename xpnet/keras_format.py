@@ -213,7 +213,8 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, list[n
     except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise FileFormatError(path, KIND, f"its {WEIGHTS} is not a readable HDF5 file ({e})") from e
     with f:
-        stored = h5_weights.read_layers(f, path, KIND, len(data))
+        # bounded by the archive's size, not the inflated member's: else the zip's ratio and HDF5's gzip multiply
+        stored = h5_weights.read_layers(f, path, KIND, size)
     if (
         not isinstance(config, dict)
         or not isinstance(config.get("class_name"), str)

@@ -431,26 +431,38 @@ def _build_from_spec(spec: dict[str, Any], custom: dict[str, Any], backend: Any,
 def _load_h5(
     filepath: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: str | Ops | None
 ) -> Model:
-    """load_model for a legacy .h5 file (see xpnet/h5_model.py): xpnet's exact state when xpnet wrote it."""
+    """load_model for a legacy .h5 file (see xpnet/h5_model.py): xpnet's exact state when xpnet wrote it.
+
+    The weights are read (bounded) before the architecture is built, which may need at most as many
+    parameters as the file stores; whatever a crafted file makes go wrong is one FileFormatError line.
+    """
+    kind = h5_model.KIND
     with h5_model.LegacyFile(filepath) as f:
         header = f.xpnet_header
         spec = header.get("model") if isinstance(header, dict) else None
         model: Model
-        if spec is not None and spec.get("class_name") == "Functional":
-            model = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
-        elif spec is not None:
-            layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
-            model = Sequential(
-                [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]
-            )
-        else:  # written by Keras
-            model = model_from_json(f.model_json(), custom)
-        if backend is not None:
-            model.to_backend(backend)
-        model.set_weights(f.layer_weights(model))
-        if header is not None:
-            arrays = {"params": model.store.host_params(), **f.slots(int(model.store.params.shape[0]))}
-            saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
-        elif compile and f.training_config is not None:
-            h5_model.compile_from_keras(model, f.training_config, custom)
+        with parameter_budget(filepath, kind, f.count()), saving.as_file_error(filepath, kind, "its architecture"):
+            if spec is not None and spec.get("class_name") == "Functional":
+                model = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
+            elif spec is not None:
+                layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
+                model = Sequential(
+                    [Input(tuple(spec["input_shape"])), *layers],
+                    name=spec["name"],
+                    seed=spec["seed"],
+                    dtype=spec["dtype"],
+                )
+            else:  # written by Keras
+                model = model_from_json(f.model_json(), custom)
+            if backend is not None:
+                model.to_backend(backend)
+        with saving.as_file_error(filepath, kind, "its weights"):
+            model.set_weights(f.layer_weights(model))
+        with saving.as_file_error(filepath, kind, "its saved state"):
+            if header is not None:
+                saving.check_header({**header, "layout": model.store.layout()}, filepath, kind)
+                arrays = {"params": model.store.host_params(), **f.slots(int(model.store.params.shape[0]))}
+                saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
+            elif compile and f.training_config is not None:
+                h5_model.compile_from_keras(model, f.training_config, custom)
     return model
