@@ -385,7 +385,7 @@ class StepProgram:
             self.launches += 1
             return g.sums
         self._load(g, running)
-        self._before_launch()
+        self._before_launch(global_batch)
         g.launch()
         self.launches += 1
         return g.sums
@@ -409,13 +409,14 @@ class StepProgram:
             config.pop("learning_rate", None)
         return config
 
-    def _before_launch(self) -> None:
+    def _before_launch(self, global_batch: int) -> None:
         opt = self.model.optimizer
         assert opt is not None
         # what the step's Python code does on the host, which a launch skips: the host's mirror of
         # the device count (the graph advances t), and a constant rate a callback may have changed
         opt.count_replayed_update()
         self._sync_rate()
+        self.step.refresh_factors(global_batch)
 
     def _sync_rate(self) -> None:
         """Write a changed constant learning rate to the device now, outside any capture: written inside
@@ -433,6 +434,7 @@ class StepProgram:
         # the accumulators exist before capture, shaped as the warm-up step's sums
         sums = [cp.zeros(shape, dtype=dt) for shape, dt in shapes]
         self._sync_rate()
+        self.step.refresh_factors(global_batch)
         stream = cp.cuda.Stream(non_blocking=True)
         with ops.activate(), stream:
             # relaxed: the memory pool may still grow (cudaMalloc) while the step is recorded

@@ -171,6 +171,13 @@ class TrainStep:
         # a namespace call, not an operator: a captured step keeps the results of those (see program.py)
         return ops.cast(ops.xp.divide(scale, global_batch), model.dtype), penalty
 
+    def refresh_factors(self, global_batch: int) -> None:
+        """Bring the kept η / batch up to date outside a captured step, which reads it but never recomputes it
+        (a callback may have changed η since the graph was recorded)."""
+        d = self._coefs.get(global_batch)
+        if d is not None and self.optimizer.has_constant_rate() and _scale_is_the_rate(self.optimizer):
+            d.set(self.optimizer.learning_rate / global_batch)
+
     def __call__(self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None) -> list[Array]:
         model, comm = self.model, self.comm
         ops = model.ops
