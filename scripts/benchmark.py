@@ -1374,10 +1374,12 @@ def gpusim_module() -> Any:
     return gpusim
 
 
-def launches_per_step(gpusim: Any, steps: int = 4) -> dict[str, int]:
-    """Kernel launches of one steady-state training step (the third) of models A, B and LeNet, counted by gpusim.
+def launches_per_step(gpusim: Any, steps: int = 5, jit_compile: bool = False) -> dict[str, int]:
+    """Kernel launches of one steady-state training step (the fourth) of models A, B and LeNet, counted by gpusim.
 
     Random data through the real `fit(backend="cupy")` loop; the events are split where each batch begins.
+    jit_compile=False counts the eager step's kernels; True the captured step's launches (a graph launch
+    and the gathers outside it; raises RuntimeError where the step cannot be captured).
     """
     from gpusim import device
 
@@ -1397,11 +1399,13 @@ def launches_per_step(gpusim: Any, steps: int = 4) -> dict[str, int]:
         y = rng.integers(0, 10, x.shape[0])
         model = build_model(name, seed=1)
         opt = make_optimizer(d.optimizer, d.learning_rate)
-        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy")
+        model.compile(
+            opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit_compile
+        )
         with gpusim.counting() as c:
             model.fit(x, y, batch_size=d.batch_size, epochs=1, verbose=0, callbacks=[Marker()])
         marks = [i for i, (cat, _) in enumerate(c.events) if cat == "mark"]
-        counts[name] = sum(cat == "kernel" for cat, _ in c.events[marks[2] + 1 : marks[3]])
+        counts[name] = sum(cat == "kernel" for cat, _ in c.events[marks[3] + 1 : marks[4]])
     return counts
 
 
@@ -1412,9 +1416,13 @@ def main(argv: list[str] | None = None) -> int:
         gpusim = gpusim_module()
         if gpusim is not None:  # a stand-in's times mean nothing: its launch counts are what it shows
             counts = launches_per_step(gpusim)
+            try:
+                captured: dict[str, Any] = launches_per_step(gpusim, jit_compile=True)
+            except RuntimeError as e:  # CuPy's own cuBLAS wrappers refuse capture (GPUSIM_CUBLAS_IN_CAPTURE=1)
+                captured = dict.fromkeys(counts, f"not captured ({e})")
             print("gpusim stand-in: kernel launches per training step (steady state, the fit loop):")
             for name, n in counts.items():
-                print(f"  {name:<6} {n:3d} launches per step")
+                print(f"  {name:<6} {n:3d} launches per step eager; captured: {captured[name]}")
             print("(no timings on the stand-in; run on a GPU for them)")
             return 0
         print("launches per step: skipped (counted only when cupy is the gpusim stand-in)", file=sys.stderr)
