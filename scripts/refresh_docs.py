@@ -137,7 +137,8 @@ def block_readme_accuracy() -> str:
     return (
         f"Measured on the course's Fashion-MNIST models (`{command('A')}`, NumPy, 1 BLAS thread): "
         f"model A reaches validation accuracy {a['val_accuracy'][-1]:.4f} at epoch 30 and test accuracy "
-        f"{a['test_accuracy']:.4f}; model B (`--model B`) {b['test_accuracy']:.4f} on the test set. The "
+        f"{a['test_accuracy']:.4f}; model B (`{command('B')}`, one run, {b['date'][:10]}) "
+        f"{b['test_accuracy']:.4f} on the test set. The "
         "per-epoch table next to the course's is in [docs/experiments.md](docs/experiments.md); "
         "`python scripts/refresh_docs.py` reruns them and rewrites these numbers. These are one machine's "
         "numbers: on another CPU model the same command gave test accuracy 0.8810 for model A, so expect "
@@ -153,10 +154,12 @@ def block_readme_mpi() -> str:
     lr = best["config"]["learning_rate"]
     return (
         f"The global batch of 1024 at the course's lr 0.01 takes 32× fewer steps per epoch than batch 32 and "
-        f"trains a worse model in 30 epochs: test accuracy {base['test_accuracy']:.4f} against "
+        f"trains a worse model in 30 epochs: test accuracy {base['test_accuracy']:.4f} (`{command('mpi-lr0.01')}`, "
+        "one run on the 2-core machine) against "
         f"{load('A')['test_accuracy']:.4f}. Scale the learning rate with the global batch: "
         f"`mpiexec -n 2 xpnet train --model A --batch-size 512 --learning-rate {lr:g}` reaches "
-        f"{best['test_accuracy']:.4f} (lr chosen on validation accuracy among 0.08, 0.16, 0.32; table in "
+        f"{best['test_accuracy']:.4f} (same flags, one run; lr chosen on validation accuracy among 0.08, 0.16, 0.32; "
+        "table in "
         "[docs/experiments.md](docs/experiments.md#data-parallel-runs-global-batch-1024))."
     )
 
