@@ -122,3 +122,8 @@ def test_a_lone_callback_is_refused_with_the_fix() -> None:
         model.fit(x, y, callbacks=callbacks.History(), verbose=0)
     with pytest.raises(TypeError, match=r"callbacks\[1\] must be a Callback, received 'x'"):
         model.fit(x, y, callbacks=[callbacks.History(), "x"], verbose=0)
+
+
+def test_an_int_too_large_for_a_float_is_the_one_line_not_an_overflow_error() -> None:
+    with pytest.raises(ValueError, match=r"Adam: epsilon must be a number .* received 1000000"):
+        xpnet.optimizers.Adam(epsilon=10**400)

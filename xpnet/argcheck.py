@@ -45,7 +45,10 @@ def number(
     where = _interval(low, high, low_open, high_open)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{owner}: {name} must be a number {where}, received {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float's range (10**400)
+        v = math.inf
     bad = (
         not math.isfinite(v)
         or (low is not None and (v <= low if low_open else v < low))
