@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import xpnet  # noqa: E402
 
 PKG = Path(xpnet.__file__).resolve().parent
-APPS = {"cli.py", "search.py", "plots.py"}
+APPS = {"cli.py", "search.py", "plots.py"}  # xpnet/apps/, and their old-path aliases
 
 # Each fast path and the identifiers that only code knowing about it would use.
 FAST_PATHS = {

@@ -21,8 +21,8 @@ import numpy as np
 
 from . import losses as losses_mod
 from .backend.base import arange_like
-from .evaluation import scores_from_counts
 from .losses import Loss
+from .teaching.evaluation import scores_from_counts
 
 EPSILON = 1e-7
 
@@ -275,7 +275,7 @@ class Metric:
         """The constructor's arguments this metric was made with (its public settings the constructor takes)."""
         import inspect
 
-        from .config import plain_settings
+        from .io.config import plain_settings
 
         params = inspect.signature(type(self).__init__).parameters
         anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

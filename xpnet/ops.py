@@ -135,9 +135,6 @@ def _expand(xp: Any, g: Array, axis: Any, ndim: int, keepdims: bool) -> Array:
     return xp.reshape(g, tuple(shape))
 
 
-# ---- creation (no gradients) ----
-
-
 def ones(shape: Any, dtype: Any = None) -> Array:
     """An array of ones: shape int or tuple; dtype float32 unless given."""
     xp = _default_xp()
@@ -184,9 +181,6 @@ def one_hot(x: Any, num_classes: int, axis: int = -1, dtype: Any = None) -> Arra
     classes = xp.arange(int(num_classes), dtype=labels.dtype)
     out = xp.astype(labels[..., None] == classes, _dtype(xp, dtype))
     return out if axis in (-1, out.ndim - 1) else xp.moveaxis(out, -1, axis)
-
-
-# ---- elementwise math ----
 
 
 def _add(xp: Any, a: Array, b: Array) -> Out:
@@ -427,9 +421,6 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
     return _apply(_log_softmax, x, axis=axis)
 
 
-# ---- comparisons (boolean arrays, no gradient) ----
-
-
 def _compare(x1: Any, x2: Any, name: str) -> Array:
     a, b = _data(x1), _data(x2)
     xp = _xp_for(a if hasattr(a, "shape") else b)
@@ -454,9 +445,6 @@ def less(x1: Any, x2: Any) -> Array:
 def less_equal(x1: Any, x2: Any) -> Array:
     """x1 <= x2 elementwise, broadcast: a boolean array (no gradient)."""
     return _compare(x1, x2, "less_equal")
-
-
-# ---- reductions ----
 
 
 def _sum(xp: Any, a: Array, axis: Any, keepdims: bool) -> Out:
@@ -532,9 +520,6 @@ def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return _apply(_logsumexp, x, axis=axis, keepdims=keepdims)
 
 
-# ---- linear algebra ----
-
-
 def _matmul(xp: Any, a: Array, b: Array) -> Out:
     sa, sb = _shape_of(a), _shape_of(b)
     if not sa or not sb:
@@ -580,9 +565,6 @@ def dot(x1: Any, x2: Any) -> Any:
             "use ops.matmul for batched products"
         )
     return matmul(x1, x2)
-
-
-# ---- shapes ----
 
 
 def _reshape(xp: Any, a: Array, newshape: tuple[int, ...]) -> Out:
@@ -717,9 +699,6 @@ def getitem(x: Any, key: Any) -> Any:
                 "for integer arrays and ops.where for masks"
             )
     return _apply(_getitem, x, key=key)
-
-
-# ---- types and conversion ----
 
 
 def _cast(xp: Any, a: Array, dtype: Any) -> Out:

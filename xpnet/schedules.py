@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from . import argcheck
-from .config import plain_settings
+from .io.config import plain_settings
 
 Array = Any
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import random as xpnet_random
-from .serialization import (  # as keras.utils exposes them
+from .io.serialization import (  # as keras.utils exposes them
     CustomObjectScope,
     custom_object_scope,
     deserialize_keras_object,

@@ -112,7 +112,7 @@ __all__ = [
 
 def serialize(layer: Layer) -> dict[str, Any]:
     """A layer as Keras's `layers.serialize` gives it: {"module", "class_name", "config", "registered_name"}."""
-    from ..serialization import serialize_keras_object
+    from ..io.serialization import serialize_keras_object
 
     if not isinstance(layer, Layer):
         raise TypeError(f"layers.serialize expects a Layer, received {type(layer).__name__}")
@@ -122,7 +122,7 @@ def serialize(layer: Layer) -> dict[str, Any]:
 
 def deserialize(config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
     """A new layer (fresh weights) from `serialize`'s dict (or Keras's {"class_name", "config"})."""
-    from ..serialization import deserialize_keras_object
+    from ..io.serialization import deserialize_keras_object
 
     layer = deserialize_keras_object(config, custom_objects)
     if not isinstance(layer, Layer):

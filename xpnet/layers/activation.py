@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import activations as acts
-from ..config import serialize
+from ..io.config import serialize
 from .base import Array, Layer
 
 

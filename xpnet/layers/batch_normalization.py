@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import initializers as inits
 from .. import regularizers as regs
-from ..config import serialize
+from ..io.config import serialize
 from .base import Array, Layer, ParamSpec, Shape
 
 

@@ -5,7 +5,7 @@ from typing import Any
 from .. import activations as acts
 from .. import initializers as inits
 from .. import regularizers as regs
-from ..config import serialize
+from ..io.config import serialize
 from . import _spatial as sp
 from .base import Array, Layer, ParamSpec, Shape
 

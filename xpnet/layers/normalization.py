@@ -70,7 +70,6 @@ class Normalization(Layer):
         self._given: tuple[Array, Array] | None = None  # the given statistics on the device, broadcast-shaped
         self._denom: Array = None
 
-    # ------------------------------------------------------------------ shapes
     def _keep(self, rank: int) -> tuple[int, ...]:
         """The kept axes as positive indices into (batch, *input_shape)."""
         keep = []
@@ -134,7 +133,6 @@ class Normalization(Layer):
             shape[keep[-i]] = a.shape[-i]
         return a.reshape(shape) if a.ndim <= len(keep) else a
 
-    # ------------------------------------------------------------------ statistics
     def adapt(self, data: Any) -> None:
         """Compute the mean and (biased) variance of `data` (batch, *input_shape), per position on the kept axes."""
         if self.input_mean is not None:
@@ -174,7 +172,6 @@ class Normalization(Layer):
     def weights_assigned(self) -> None:
         self.adapted = True  # statistics came from set_weights or a file
 
-    # ------------------------------------------------------------------ computation
     def _statistics(self) -> tuple[Array, Array]:
         if self._given is not None:
             return self._given

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import distributed
 from .._checks import numeric_array, require_finite
 from ..backend import Ops
 from ..backend.base import host_dtype
 from ..random import shuffle_rng
+from . import distributed
 
 if TYPE_CHECKING:
     from ..losses import Loss

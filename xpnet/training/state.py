@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..callbacks import History
+from .callbacks import History
 
 Array = Any
 

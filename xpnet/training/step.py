@@ -21,8 +21,8 @@ from ..params import GradientSink
 from . import data
 
 if TYPE_CHECKING:
-    from ..distributed import Communicator
     from ..optimizers import Optimizer
+    from .distributed import Communicator
     from .trainer import Trainer
 
 Array = Any

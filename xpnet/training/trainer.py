@@ -23,26 +23,26 @@ from typing import Any
 
 import numpy as np
 
-from .. import argcheck, checkpoint, distributed
+from .. import argcheck
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as opt_mod
 from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
-from ..callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
 from ..layers import custom
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
-from ..threads import blas_threads_for, macs_per_sample
 from ..variables import Variable
-from . import data
+from . import checkpoint, data, distributed
 from . import stream as stream_mod
+from .callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
 from .guard import exclusive
 from .program import JitRequest, StepProgram, check_jit_compile
 from .state import TrainState
 from .step import TrainStep, forward_sums, loss_and_grads
+from .threads import blas_threads_for, macs_per_sample
 
 Array = Any
 _DIST_READ_EVERY = 100  # steps between progress reads in a data-parallel run
@@ -140,7 +140,6 @@ class Trainer:
     def hold_layers(self) -> None:
         """Make sure this model's layers read its own parameter buffer (models may share layers)."""
 
-    # ------------------------------------------------------------------ weights as Keras lists them
     @property
     def trainable(self) -> bool:
         """Keras's model switch: setting it sets every layer's `trainable` (applied at the next compile)."""
@@ -220,7 +219,6 @@ class Trainer:
         """The `add_loss` values of the last forward pass (0-d device arrays), one per call that added one."""
         return custom.step_losses(self.layers)
 
-    # ------------------------------------------------------------------ compile
     def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Trainer:
         """The same architecture over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
         raise NotImplementedError
@@ -368,7 +366,6 @@ class Trainer:
             )
         ]
 
-    # ------------------------------------------------------------------ data at the boundary
     def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
         """x as a checked host NumPy array (or this backend's own array), or a clear error."""
         return data.check_x(x, what, self.ops, self.feature_shape, finite)
@@ -403,7 +400,6 @@ class Trainer:
         assert self.ops is not None and self.loss is not None
         return data.upload_all(self.ops, a, self.target_dtypes() if targets else self.dtype)
 
-    # ------------------------------------------------------------------ training
     @exclusive("fit")
     def fit(
         self,
@@ -900,7 +896,6 @@ class Trainer:
             off += size
         return out
 
-    # ------------------------------------------------------------------ evaluation
     def _evaluate_arrays(
         self, X: Array, Y: Array, batch_size: int, W: Array | None = None, callbacks: Sequence[Callback] = ()
     ) -> dict[str, float]:
@@ -993,7 +988,6 @@ class Trainer:
             print(f"{steps}/{steps} - {format_logs(result)}", file=sys.stdout, flush=True)
         return _shape_result(result, return_dict)
 
-    # ------------------------------------------------------------------ one batch
     @exclusive("train_on_batch")
     def train_on_batch(
         self,
@@ -1027,7 +1021,6 @@ class Trainer:
             x, y, batch_size=max(1, data.rows(x)), verbose=0, return_dict=return_dict, sample_weight=sample_weight
         )
 
-    # ------------------------------------------------------------------ gradients
     @exclusive("compute_gradients")
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
         """Loss over (x, y) as one batch, and its gradient for every trainable weight (`trainable_weights`' order).

@@ -17,24 +17,25 @@ from typing import Any
 
 import numpy as np
 
-from . import config, h5_model, h5_weights, keras_format, saving, sharing, summary
-from ._checks import probably_finite, require_finite
-from .backend import Ops
-from .backend.base import builtin_name
-from .callbacks import Callback
-from .file_checks import FileFormatError, parameter_budget
+from .._checks import probably_finite, require_finite
+from ..backend import Ops
+from ..backend.base import builtin_name
+from ..io import config, h5_model, h5_weights, keras_format, saving
+from ..io.file_checks import FileFormatError, parameter_budget
+from ..io.serialization import merged_custom_objects
+from ..layers.base import Layer, Shape, _as_shape
+from ..layers.dropout import Dropout
+from ..layers.fusion import ReluAfterMaxPool
+from ..layers.input import Input
+from ..layers.node import KerasTensor, Node
+from ..random import layer_seed
+from ..training import data
+from ..training.callbacks import Callback
+from ..training.guard import exclusive
+from ..training.stream import is_stream
+from ..training.trainer import check_batch_size
+from . import sharing, summary
 from .functional import Model
-from .layers.base import Layer, Shape, _as_shape
-from .layers.dropout import Dropout
-from .layers.fusion import ReluAfterMaxPool
-from .layers.input import Input
-from .layers.node import KerasTensor, Node
-from .random import layer_seed
-from .serialization import merged_custom_objects
-from .training import data
-from .training.guard import exclusive
-from .training.stream import is_stream
-from .training.trainer import check_batch_size
 
 Array = Any
 
@@ -59,7 +60,6 @@ class Sequential(Model):
         for layer in layers or []:
             self.add(layer)
 
-    # ------------------------------------------------------------------ structure
     def add(self, layer: Layer | Input | Model) -> None:
         """Append a layer, or a model used as one layer (`Sequential([model, Softmax()])`, see xpnet/sharing.py)."""
         if isinstance(layer, Input):
@@ -170,7 +170,6 @@ class Sequential(Model):
             return
         saving.save_model(self, filepath)
 
-    # ------------------------------------------------------------------ inference
     @exclusive("predict", shared=True)
     def predict(
         self,
@@ -282,7 +281,6 @@ class Sequential(Model):
                 self._resolve_metrics()
         return last
 
-    # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
         """Keras's model config: {"name", "dtype", "seed", "layers": [InputLayer?, {"class_name", "config"}, ...]}."""
         return config.sequential_config(self)
