@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,70 +62,10 @@ def _run_model(name: str, tiny: bool) -> dict[str, Any]:
     else:
         x = rng.standard_normal((n, 20)).astype(np.float32)
         y = np.argmax(x @ rng.standard_normal((20, 3)).astype(np.float32), axis=1)
-    build: dict[str, Callable[[], tuple[Any, Any, str]]] = {
-        "A": lambda: (
-            xpnet.Sequential(
-                [
-                    xpnet.Flatten(input_shape=(28, 28)),
-                    xpnet.Dense(300, activation="relu"),
-                    xpnet.Dense(100, activation="relu"),
-                    xpnet.Dense(10, activation="softmax"),
-                ],
-                seed=11,
-            ),
-            xpnet.optimizers.SGD(learning_rate=0.01),
-            "sparse_categorical_crossentropy",
-        ),
-        "B": lambda: (
-            xpnet.Sequential(
-                [
-                    xpnet.Flatten(input_shape=(28, 28)),
-                    xpnet.Dense(128, activation="relu"),
-                    xpnet.Dropout(0.2),
-                    xpnet.Dense(10, activation="softmax"),
-                ],
-                seed=12,
-            ),
-            xpnet.optimizers.Adam(learning_rate=0.001),
-            "sparse_categorical_crossentropy",
-        ),
-        "lenet": lambda: (
-            xpnet.Sequential(
-                [
-                    xpnet.Conv2D(6, (5, 5), padding="same", activation="relu", input_shape=(28, 28, 1)),
-                    xpnet.MaxPool2D(pool_size=(2, 2), strides=(2, 2)),
-                    xpnet.Conv2D(16, (5, 5), padding="same", activation="relu"),
-                    xpnet.MaxPool2D(pool_size=(2, 2), strides=(2, 2)),
-                    xpnet.Flatten(),
-                    xpnet.Dense(120, activation="relu"),
-                    xpnet.Dense(84, activation="relu"),
-                    xpnet.Dense(10, activation="softmax"),
-                ],
-                seed=13,
-            ),
-            xpnet.optimizers.SGD(learning_rate=0.01),
-            "sparse_categorical_crossentropy",
-        ),
-        "residual": lambda: _residual(xpnet),
-        "sgd_momentum_l2_f64": lambda: (
-            xpnet.Sequential(
-                [
-                    xpnet.Dense(
-                        32, activation="relu", kernel_regularizer=xpnet.regularizers.L2(1e-3), input_shape=(20,)
-                    ),
-                    xpnet.Dense(1, kernel_regularizer=xpnet.regularizers.L2(1e-3)),
-                ],
-                seed=15,
-                dtype="float64",
-            ),
-            xpnet.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-            "mse",
-        ),
-    }
     if name == "sgd_momentum_l2_f64":
         x = x.astype(np.float64)
         y = (np.sin(x[:, :1]) + 0.5 * x[:, 1:2]).astype(np.float64)
-    model, optimizer, loss = build[name]()
+    model, optimizer, loss = _build(name, xpnet)
     model.compile(optimizer, loss, backend="numpy")
     history = model.fit(x, y, batch_size=size["batch"], epochs=size["epochs"], verbose=0)
     out: dict[str, Any] = {f"weights[{i}]": w for i, w in enumerate(model.get_weights())}
@@ -134,6 +73,42 @@ def _run_model(name: str, tiny: bool) -> dict[str, Any]:
     out["predict (batch 32)"] = model.predict(x, batch_size=32, verbose=0)
     out["predict (5 rows)"] = model.predict(x[:5], verbose=0)
     return out
+
+
+def _build(name: str, xpnet: Any) -> tuple[Any, Any, str]:
+    """-> (the model, its optimizer, its loss) of model `name`, seeded."""
+    sparse = "sparse_categorical_crossentropy"
+    if name == "A":
+        middle = [xpnet.Dense(300, activation="relu"), xpnet.Dense(100, activation="relu")]
+        return _classifier(xpnet, middle, 11), xpnet.optimizers.SGD(learning_rate=0.01), sparse
+    if name == "B":
+        middle = [xpnet.Dense(128, activation="relu"), xpnet.Dropout(0.2)]
+        return _classifier(xpnet, middle, 12), xpnet.optimizers.Adam(learning_rate=0.001), sparse
+    if name == "lenet":
+        middle = [
+            xpnet.Conv2D(6, (5, 5), padding="same", activation="relu", input_shape=(28, 28, 1)),
+            xpnet.MaxPool2D(pool_size=(2, 2), strides=(2, 2)),
+            xpnet.Conv2D(16, (5, 5), padding="same", activation="relu"),
+            xpnet.MaxPool2D(pool_size=(2, 2), strides=(2, 2)),
+            xpnet.Flatten(),
+            xpnet.Dense(120, activation="relu"),
+            xpnet.Dense(84, activation="relu"),
+        ]
+        return _classifier(xpnet, middle, 13, flatten=False), xpnet.optimizers.SGD(learning_rate=0.01), sparse
+    if name == "residual":
+        return _residual(xpnet)
+    layers = [
+        xpnet.Dense(32, activation="relu", kernel_regularizer=xpnet.regularizers.L2(1e-3), input_shape=(20,)),
+        xpnet.Dense(1, kernel_regularizer=xpnet.regularizers.L2(1e-3)),
+    ]
+    optimizer = xpnet.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    return xpnet.Sequential(layers, seed=15, dtype="float64"), optimizer, "mse"
+
+
+def _classifier(xpnet: Any, middle: list[Any], seed: int, flatten: bool = True) -> Any:
+    """Flatten (28, 28) images (unless the first layer takes images), the middle layers, Dense 10 softmax."""
+    head = [xpnet.Flatten(input_shape=(28, 28))] if flatten else []
+    return xpnet.Sequential([*head, *middle, xpnet.Dense(10, activation="softmax")], seed=seed)
 
 
 def _residual(xpnet: Any) -> tuple[Any, Any, str]:

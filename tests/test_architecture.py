@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
 import inspect
 import itertools
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,16 +22,8 @@ ROOT = Path(xpnet.__file__).parent
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def _figures() -> Any:
-    """scripts/architecture_figures.py as a module: the import scan the figures and these tests share."""
-    spec = importlib.util.spec_from_file_location("architecture_figures", SCRIPTS / "architecture_figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FIGURES = _figures()
+# scripts/architecture_figures.py's names: the import scan the figures and these tests share
+FIGURES = SimpleNamespace(**runpy.run_path(str(SCRIPTS / "architecture_figures.py")))
 
 # Import circles that other work in progress is breaking (issue 23): each entry is the set of
 # modules of one known circle; a circle found here must lie inside one of them. The lead empties

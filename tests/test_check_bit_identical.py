@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +12,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "check_bit_identical.py"
-
-
-def _script() -> object:
-    spec = importlib.util.spec_from_file_location("check_bit_identical", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_check_bit_identical_finds_this_checkout_identical_to_itself():
@@ -40,7 +32,7 @@ def test_check_bit_identical_finds_this_checkout_identical_to_itself():
 
 
 def test_first_difference_names_the_first_differing_array_and_its_max_diff():
-    first_difference = _script().first_difference  # type: ignore[attr-defined]
+    first_difference = runpy.run_path(str(SCRIPT))["first_difference"]
     a = {"m/weights[0]": np.zeros(3, np.float32), "m/loss per epoch": np.array([0.5, 0.25])}
     b = {"m/weights[0]": np.array([0.0, 2e-7, -1e-7], np.float32), "m/loss per epoch": np.array([0.5, 0.25])}
     assert first_difference("m", a, dict(a)) is None
