@@ -1,8 +1,12 @@
 """The figures that say how readable the code's structure is (the design issue's yardsticks).
 
-    python scripts/architecture_figures.py [--json PATH]
+    python scripts/architecture_figures.py [--root CHECKOUT] [--json PATH|-] [--compare BEFORE.json]
 
-Prints, for the checkout it runs from:
+--json writes every figure, with a flat "headline" of the yardsticks, as JSON; run it on the old
+checkout (--root, e.g. a worktree of the old commit) and pass that file to --compare on the new
+one for a before → after table.
+
+Prints, for the checkout measured (this script's, or --root's):
 - the walk of one step: one MLP `train_on_batch` (Input 20 → Dense 16 relu → Dense 3 softmax, SGD,
   NumPy; the second call, so nothing is being built) — how many files under xpnet/ it enters and how
   many times consecutive Python calls switch from one such file to another (`sys.setprofile`);
@@ -25,14 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-import xpnet  # noqa: E402
-
-PKG = Path(xpnet.__file__).resolve().parent
+PKG = ROOT / "xpnet"  # the package measured: this checkout's, or --root's
 APPS = {"cli.py", "search.py", "plots.py"}  # xpnet/apps/, and their old-path aliases
 
 # Each fast path and the identifiers that only code knowing about it would use.
@@ -49,7 +49,11 @@ def library_files() -> list[Path]:
 
 
 def walk_of_one_step() -> dict[str, Any]:
+    import xpnet
     from xpnet import Dense, Input, Sequential
+
+    if Path(xpnet.__file__).resolve().parent != PKG.resolve():
+        raise RuntimeError(f"walking the step of {xpnet.__file__}, not of {PKG}: is another xpnet first on sys.path?")
 
     model = Sequential([Input((20,)), Dense(16, activation="relu"), Dense(3, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy")
@@ -111,37 +115,81 @@ def files_and_modules() -> dict[str, Any]:
     return {"largest_file": largest, "top_level_modules_over_10_lines": len(top), "top_level": top}
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PKG.parent).with_suffix("").parts
+def module_name(path: Path, pkg: Path | None = None) -> str:
+    """xpnet/io/saving.py -> "xpnet.io.saving"; a package's __init__.py -> the package."""
+    parts = path.relative_to((pkg or PKG).parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported(path: Path, me: str, modules: set[str]) -> list[tuple[str, bool]]:
+    """(module, runs) for each import statement's targets in `path`, at any depth (inside functions
+    too); runs is False under `if TYPE_CHECKING:`, whose imports only the type checker follows."""
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, runs: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                visit(ast.Module(body=child.body, type_ignores=[]), False)
+                visit(ast.Module(body=child.orelse, type_ignores=[]), runs)
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((a.name, runs) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - (child.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                found.append((base, runs))
+                found.extend((f"{base}.{a.name}", runs) for a in child.names if f"{base}.{a.name}" in modules)
+            visit(child, runs)
+
+    visit(ast.parse(path.read_text()), True)
+    return found
+
+
+def import_graph(pkg: Path | None = None, type_checking: bool = True) -> dict[str, set[str]]:
+    """module -> the xpnet modules it imports: at module level and inside functions, and (with
+    type_checking) under `if TYPE_CHECKING:` too, since a type-only import is still a dependency of
+    the design. An import that runs also runs the __init__ of each package on the way (importing
+    a.b.c runs a.b), unless the importer is inside that package (then its __init__ is running).
+    The top package and the packages the importer is inside of are left out: they are initialising."""
+    pkg = pkg or PKG
+    files = sorted(p for p in pkg.rglob("*.py") if "__pycache__" not in p.parts)
+    modules = {module_name(p, pkg) for p in files}
+    top = pkg.name
+    graph: dict[str, set[str]] = {}
+    for path in files:
+        me = module_name(path, pkg)
+        edges: set[str] = set()
+        for target, runs in _imported(path, me, modules):
+            if target not in modules or me.startswith(target + ".") or not (runs or type_checking):
+                continue
+            edges.add(target)
+            parts = target.split(".")
+            for i in range(2, len(parts)):
+                parent = ".".join(parts[:i])
+                if runs and parent in modules and not me.startswith(parent + ".") and me != parent:
+                    edges.add(parent)
+        graph[me] = edges - {me, top}
+    return graph
 
 
 def import_circles() -> list[list[str]]:
     """Strongly connected groups of xpnet modules, every import counted (TYPE_CHECKING, in functions)."""
-    files = library_files()
-    modules = {_module_name(p) for p in files}
-    graph: dict[str, set[str]] = {}
-    for path in files:
-        me = _module_name(path)
-        package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")
-                    anchor = anchor[: len(anchor) - (node.level - 1)]
-                    base = ".".join([*anchor, *([base] if base else [])])
-                found.add(base)
-                found.update(f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules)
-        # A package's __init__ re-exporting its own modules is not a circle of design.
-        graph[me] = {t for t in found if t in modules and t != me and not me.startswith(t + ".") and t != "xpnet"}
-    return _strongly_connected(graph)
+    return strongly_connected(import_graph())
 
 
-def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of two or more modules that import one another, directly or round a circle (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -186,14 +234,57 @@ def fast_path_files() -> dict[str, list[str]]:
     return out
 
 
+BANNER = re.compile(r"^\s*#\s*[-=]{4,}", re.M)  # `# ----- section -----`, `# =====`
+
+
 def banners() -> int:
-    return sum(len(re.findall(r"^\s*# ?-{4,}", p.read_text(), re.M)) for p in library_files())
+    return sum(len(BANNER.findall(p.read_text())) for p in library_files())
+
+
+def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """The issue's yardsticks as flat name -> number (or file) pairs, the same keys on every checkout."""
+    walk, cx, fm = figures["walk"], figures["complexity"], figures["files"]
+    out: dict[str, Any] = {
+        "step: files entered": walk["files_entered"],
+        "step: switches between files": walk["switches"],
+    }
+    if "skipped" not in cx:
+        out["complexity: fit (worst)"] = cx["fit"][0][0] if cx["fit"] else None
+        out["complexity: predict (worst)"] = cx["predict"][0][0] if cx["predict"] else None
+        out["complexity: worst library function"] = cx["worst_library_function"][0]
+        out["functions above complexity 20"] = cx["functions_over_20"]
+    out["largest library file (lines)"] = fm["largest_file"][1]
+    out["modules over 10 lines directly under xpnet/"] = fm["top_level_modules_over_10_lines"]
+    out["import circles"] = len(figures["import_circles"])
+    out.update({f"files naming: {name}": len(files) for name, files in figures["fast_paths"].items()})
+    out["banner comments"] = figures["banners"]
+    return out
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """One line per yardstick: name, before, after (a figure missing on one side shows as —)."""
+    keys = list(dict.fromkeys([*before, *after]))
+    width = max((len(k) for k in keys), default=0)
+    return [f"{k.ljust(width)}  {before.get(k, '—')!s:>8} → {after.get(k, '—')!s}" for k in keys]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", help="also write the figures as JSON")
+    ap.add_argument("--json", help="also write the figures as JSON ('-': print only the JSON, to stdout)")
+    ap.add_argument("--compare", metavar="BEFORE.json", help="print each yardstick before (from --json) and now")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure (default: this script's)")
     args = ap.parse_args()
+    global PKG
+    PKG = args.root.resolve() / "xpnet"
+    if not (PKG / "__init__.py").is_file():
+        ap.error(f"--root: {args.root} is not an xpnet checkout (no xpnet/__init__.py)")
+    sys.path.insert(0, str(PKG.parent))  # the step is walked with that checkout's xpnet
+    before = None
+    if args.compare:
+        try:
+            before = json.loads(Path(args.compare).read_text())["headline"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--compare: {args.compare} is not a JSON file written by --json ({e})")
     sections: dict[str, Callable[[], Any]] = {
         "walk": walk_of_one_step,
         "complexity": complexity,
@@ -203,6 +294,23 @@ def main() -> int:
         "banners": banners,
     }
     figures = {name: fn() for name, fn in sections.items()}
+    figures["headline"] = headline(figures)
+    text = json.dumps(figures, indent=1, default=str)
+    if args.json == "-":
+        print(text)
+        return 0
+    if before is not None:
+        print("\n".join(compare(before, figures["headline"])))
+    else:
+        _print_figures(figures)
+    if args.json:
+        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.json)
+    return 0
+
+
+def _print_figures(figures: dict[str, Any]) -> None:
     walk = figures["walk"]
     print(f"one MLP train_on_batch: {walk['files_entered']} files entered, {walk['switches']} switches between files")
     cx = figures["complexity"]
@@ -223,9 +331,6 @@ def main() -> int:
     for name, files in figures["fast_paths"].items():
         print(f"files naming '{name}': {len(files)}")
     print(f"banner comments: {figures['banners']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
-    return 0
 
 
 if __name__ == "__main__":

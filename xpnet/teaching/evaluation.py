@@ -334,13 +334,14 @@ def auc(x: Any, y: Any) -> float:
     return sign * float(np.sum(dx * (ys[1:] + ys[:-1]) / 2.0))
 
 
-def _binary_auc(pos: np.ndarray, s: np.ndarray, what: str = "y_true") -> float:
+def _binary_auc(pos: np.ndarray, s: np.ndarray, what: str = "y_true", stacklevel: int = 3) -> float:
+    """stacklevel: frames up to the user's call, for the warning."""
     if pos.all() or not pos.any():
         warnings.warn(
             f"only one class is present in {what}: ROC AUC is undefined there (NaN); "
             "it needs at least one positive and one negative sample",
             UndefinedMetricWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         return math.nan
     fpr, tpr, _ = roc_curve(pos.astype(np.int64), s)
@@ -376,51 +377,56 @@ def roc_auc(
         raise ValueError(f"average must be 'macro', 'micro', 'weighted' or None; received {average!r}")
     s = _scores(scores)
     if s.ndim == 1 or (s.ndim == 2 and s.shape[1] == 1):
-        t = _labels(y_true, "y_true")
-        s = s.reshape(-1)
-        if t.shape[0] != s.shape[0]:
-            raise ValueError(f"y_true and scores have different numbers of samples: {t.shape[0]} and {s.shape[0]}")
-        bad = np.setdiff1d(t, [0, 1])
-        if bad.size:
-            raise ValueError(f"binary roc_auc needs labels 0 and 1; received label {int(bad[0])} (pass (n, k) scores)")
-        return _binary_auc(t == 1, s)
+        return _binary_roc_auc(y_true, s.reshape(-1))
     if s.ndim != 2:
         raise ValueError(f"scores must be (n,) or (n, k), received shape {s.shape}")
-    n, k = s.shape
+    onehot = _one_vs_rest_targets(y_true, s.shape[0], s.shape[1])
+    if average == "micro":
+        return _binary_auc(onehot.reshape(-1), s.reshape(-1))
+    per_class = np.array([_binary_auc(onehot[:, c], s[:, c], f"y_true column {c}") for c in range(s.shape[1])])
+    if average is None:
+        return per_class
+    if average == "weighted":
+        npos = onehot.sum(axis=0)
+        if npos.sum() == 0:
+            return math.nan
+        # a class without positives has weight 0: its NaN must not reach the sum (0 · NaN = NaN)
+        return float(np.where(npos > 0, per_class, 0.0) @ (npos / npos.sum()))
+    return float(per_class.mean())
+
+
+def _binary_roc_auc(y_true: Any, s: np.ndarray) -> float:
+    """roc_auc of (n,) float scores s against labels y_true in {0, 1}."""
+    t = _labels(y_true, "y_true")
+    if t.shape[0] != s.shape[0]:
+        raise ValueError(f"y_true and scores have different numbers of samples: {t.shape[0]} and {s.shape[0]}")
+    bad = np.setdiff1d(t, [0, 1])
+    if bad.size:
+        raise ValueError(f"binary roc_auc needs labels 0 and 1; received label {int(bad[0])} (pass (n, k) scores)")
+    return _binary_auc(t == 1, s, stacklevel=4)
+
+
+def _one_vs_rest_targets(y_true: Any, n: int, k: int) -> np.ndarray:
+    """y_true as an (n, k) bool indicator matrix: from (n, k) 0/1 indicators or (n,) labels in [0, k)."""
     yt = _to_host(y_true, "y_true")
     if yt.ndim == 2 and yt.shape[1] == k and k > 1:
         if yt.shape[0] != n:
             raise ValueError(f"y_true and scores have different numbers of samples: {yt.shape[0]} and {n}")
         if not np.all((yt == 0) | (yt == 1)):
             raise ValueError("an (n, k) y_true must be an indicator matrix of 0s and 1s")
-        onehot = yt.astype(bool)
-    else:
-        t = _labels(yt, "y_true")
-        if t.shape[0] != n:
-            raise ValueError(f"y_true and scores have different numbers of samples: {t.shape[0]} and {n}")
-        if t.min() < 0 or t.max() >= k:
-            raise ValueError(
-                f"labels must lie in [0, {k}) for scores with {k} columns; found labels {t.min()}..{t.max()}"
-            )
-        onehot = t[:, None] == np.arange(k)
-        missing = np.setdiff1d(np.arange(k), t)
-        if missing.size:
-            raise ValueError(
-                f"class {int(missing[0])} has no sample in y_true, so its one-vs-rest ROC AUC is undefined; "
-                "evaluate on data containing every class (or drop that score column)"
-            )
-    if average == "micro":
-        return _binary_auc(onehot.reshape(-1), s.reshape(-1))
-    npos = onehot.sum(axis=0)
-    per_class = np.array([_binary_auc(onehot[:, c], s[:, c], f"y_true column {c}") for c in range(k)])
-    if average is None:
-        return per_class
-    if average == "weighted":
-        if npos.sum() == 0:
-            return math.nan
-        # a class without positives has weight 0: its NaN must not reach the sum (0 · NaN = NaN)
-        return float(np.where(npos > 0, per_class, 0.0) @ (npos / npos.sum()))
-    return float(per_class.mean())
+        return yt.astype(bool)
+    t = _labels(yt, "y_true")
+    if t.shape[0] != n:
+        raise ValueError(f"y_true and scores have different numbers of samples: {t.shape[0]} and {n}")
+    if t.min() < 0 or t.max() >= k:
+        raise ValueError(f"labels must lie in [0, {k}) for scores with {k} columns; found labels {t.min()}..{t.max()}")
+    missing = np.setdiff1d(np.arange(k), t)
+    if missing.size:
+        raise ValueError(
+            f"class {int(missing[0])} has no sample in y_true, so its one-vs-rest ROC AUC is undefined; "
+            "evaluate on data containing every class (or drop that score column)"
+        )
+    return t[:, None] == np.arange(k)
 
 
 def mape(y_true: Any, y_pred: Any) -> float:

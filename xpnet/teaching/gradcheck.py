@@ -32,9 +32,9 @@ import numpy as np
 from ..backend import Ops, get_backend, use_backend
 from ..backend.base import DeviceScalar
 from ..layers.base import Layer
-from ..layers.dropout import Dropout
 from ..params import ParamStore
 from ..random import init_rng, layer_seed
+from ._counters import restore_step_counters, step_counters
 
 if TYPE_CHECKING:
     from ..training.trainer import Trainer
@@ -200,8 +200,8 @@ def _clone_layer(layer: Layer) -> Layer:
             memo[id(value)] = None  # forward caches (_x, _u, _h, _mask) and device counters: rebuilt on binding
     clone = copy.deepcopy(layer, memo)
     clone.ops = None
-    if isinstance(layer, Dropout) and isinstance(clone, Dropout):
-        clone.iterations = layer.iterations  # the copy draws the masks the layer would draw next
+    # the copy draws the masks the layer would draw next
+    restore_step_counters((clone, steps) for _, steps in step_counters([layer]))
     return clone
 
 
@@ -317,13 +317,8 @@ def _check_model(
 ) -> GradCheckResult:
     ops, loss_fn = twin.ops, twin.loss
     assert ops is not None and loss_fn is not None
-    dropouts = [(layer, layer.iterations) for layer in twin.layers if isinstance(layer, Dropout)]
-
-    def restart_dropout() -> None:
-        for layer, step in dropouts:
-            layer.iterations = step  # one fixed mask for every evaluation
-
-    restart_dropout()
+    counters = step_counters(twin.layers)  # one fixed dropout mask for every evaluation
+    restore_step_counters(counters)
     loss, analytic = twin.compute_gradients(x, y)  # the public path, for the gradient under test
     # The differences then run the same `loss_at` that compute_gradients runs, on data uploaded
     # once and with single parameters changed in place in the flat buffer: no per-evaluation
@@ -335,7 +330,7 @@ def _check_model(
     base = ops.to_numpy(params).astype(np.float64, copy=True)
 
     def loss_now() -> float:
-        restart_dropout()
+        restore_step_counters(counters)
         with ops.activate():
             return twin.loss_at(X, Y)
 
@@ -382,17 +377,7 @@ def _check_model(
         flat_d = np.concatenate([v.ravel() for v in d]) if d else np.zeros(0)
         num = (loss_at_vector(base + eps * flat_d) - loss_at_vector(base - eps * flat_d)) / (2 * eps)
         ana = float(sum(float(np.sum(g * v)) for g, v in zip(analytic, d, strict=True)))
-        err = abs(ana - num)
-        scale = max(abs(ana), abs(num))
-        result.directions.append(
-            DirectionCheck(
-                analytic=ana,
-                numeric=num,
-                abs_error=err,
-                rel_error=err / scale if scale > 0 else 0.0,
-                passed=err <= atol + rtol * scale,
-            )
-        )
+        result.directions.append(_direction_check(ana, num, rtol, atol))
     return result
 
 
@@ -422,43 +407,16 @@ def check_layer_gradients(
     shape = (int(input_shape),) if isinstance(input_shape, (int, np.integer)) else tuple(int(d) for d in input_shape)
     rng = np.random.default_rng(seed)
     ops = get_backend(backend if backend is not None else "numpy")
-    lyr = _clone_layer(layer)
-    lyr.name = lyr.name or lyr.default_name
-    lyr.build(shape)
-    if isinstance(lyr, Dropout) and lyr.seed is None:
-        lyr.seed = layer_seed(seed, 0)
-    f64 = np.dtype(np.float64)
-    chunks = [s.initializer(s.shape, init_rng(seed, 0, j), f64).ravel() for j, s in enumerate(lyr.param_specs())]
-    ParamStore(ops, [lyr], np.concatenate(chunks) if chunks else np.zeros(0, f64), "float64")
+    lyr = _bound_float64_copy(layer, shape, seed, ops)
     assert lyr.output_shape is not None
     if x is None:
         xa = rng.standard_normal((batch_size, *shape))
         xa = np.where(np.abs(xa) < 0.05, np.copysign(0.3, xa), xa)
     else:
         xa = np.array(x, dtype=np.float64, order="C", copy=True)
-    r = rng.standard_normal((xa.shape[0], *lyr.output_shape))
-    step = lyr.iterations if isinstance(lyr, Dropout) else None
-
-    def run(xh: np.ndarray, weights: list[np.ndarray], backward: bool) -> tuple[float, Any, list[np.ndarray]]:
-        if step is not None and isinstance(lyr, Dropout):
-            lyr.iterations = step
-        if weights:
-            lyr.set_weights(weights)
-        with ops.activate():
-            out = lyr.forward(ops.asarray(xh), training=True)
-            value = float(ops.to_numpy(ops.xp.sum(out * ops.asarray(r))))
-            if not backward:
-                return value, None, []
-            dx = lyr.backward(ops.asarray(r.copy()), True)  # backward may reuse its argument in place
-            grads = [np.array(ops.to_numpy(lyr.grads[s.name]), copy=True) for s in trained]
-            return value, (None if dx is None else np.array(ops.to_numpy(dx), copy=True)), grads
-
-    # non-trainable state (BatchNormalization's moving statistics) has no gradient: it is restored
-    # before every evaluation and left out of the comparison
-    trained = [s for s in lyr.param_specs() if s.name in lyr.grads]
-    which = [i for i, s in enumerate(lyr.param_specs()) if s.name in lyr.grads]
+    probe = _LayerProbe(lyr, ops, rng.standard_normal((xa.shape[0], *lyr.output_shape)))
     base = lyr.get_weights()
-    loss, dx, analytic = run(xa, base, True)
+    loss, dx, analytic = probe.run(xa, base, True)
     result = LayerGradCheckResult(
         loss=loss,
         eps=eps,
@@ -469,44 +427,95 @@ def check_layer_gradients(
         what=f"layer {lyr.name!r} ({type(lyr).__name__})",
     )
 
-    def differences(target: np.ndarray, f: Any, idx: np.ndarray) -> np.ndarray:
-        flat, numeric = target.reshape(-1), np.empty(idx.size)
-        for n, k in enumerate(idx):
-            old = flat[k]
-            flat[k] = old + eps
-            plus = f()
-            flat[k] = old - eps
-            minus = f()
-            flat[k] = old
-            numeric[n] = (plus - minus) / (2 * eps)
-        return numeric
+    def value() -> float:
+        return probe.run(xa, base, False)[0]
 
     if dx is not None:
         idx = _indices(xa.size, max_elements, rng)
-        numeric = differences(xa, lambda: run(xa, base, False)[0], idx)
+        numeric = _differences(xa, value, idx, eps)
         result.weights.append(_compare("input", xa.shape, dx, numeric, idx, rtol, atol))
-    for i, (s, j) in enumerate(zip(trained, which, strict=True)):
+    for i, (s, j) in enumerate(zip(probe.trained, probe.which, strict=True)):
         name, w = f"{lyr.name}/{s.name}", base[j]
         idx = _indices(w.size, max_elements, rng)
-        numeric = differences(w, lambda: run(xa, base, False)[0], idx)
+        numeric = _differences(w, value, idx, eps)
         result.weights.append(_compare(name, w.shape, analytic[i], numeric, idx, rtol, atol))
-    shapes = [xa.shape, *(base[j].shape for j in which)] if dx is not None else [base[j].shape for j in which]
-
-    def moved(dws: Sequence[np.ndarray], sign: float) -> list[np.ndarray]:
-        out = list(base)
-        for j, v in zip(which, dws, strict=True):
-            out[j] = base[j] + sign * eps * v
-        return out
-
+    grads = [dx, *analytic] if dx is not None else analytic
+    shapes = [g.shape for g in grads]
     for d in _unit_directions(shapes, directions if shapes else 0, rng):
         dxs, dws = (d[0], d[1:]) if dx is not None else (np.zeros_like(xa), d)
-        plus = run(xa + eps * dxs, moved(dws, 1.0), False)[0]
-        minus = run(xa - eps * dxs, moved(dws, -1.0), False)[0]
-        num = (plus - minus) / (2 * eps)
-        grads = [dx, *analytic] if dx is not None else analytic
+        plus = probe.run(xa + eps * dxs, probe.moved(base, dws, eps), False)[0]
+        minus = probe.run(xa - eps * dxs, probe.moved(base, dws, -eps), False)[0]
         ana = float(sum(float(np.sum(g * v)) for g, v in zip(grads, d, strict=True)))
-        err, scale = abs(ana - num), max(abs(ana), abs(num))
-        result.directions.append(
-            DirectionCheck(ana, num, err, err / scale if scale > 0 else 0.0, err <= atol + rtol * scale)
-        )
+        result.directions.append(_direction_check(ana, (plus - minus) / (2 * eps), rtol, atol))
     return result
+
+
+def _bound_float64_copy(layer: Layer, shape: tuple[int, ...], seed: int, ops: Ops) -> Layer:
+    """A copy of `layer` built for inputs (batch, *shape), bound to its own float64 parameter store."""
+    lyr = _clone_layer(layer)
+    lyr.name = lyr.name or lyr.default_name
+    lyr.build(shape)
+    if getattr(lyr, "seed", 0) is None:  # a layer that draws masks (Dropout) needs a seed to draw them
+        lyr.seed = layer_seed(seed, 0)  # type: ignore[attr-defined]
+    f64 = np.dtype(np.float64)
+    chunks = [s.initializer(s.shape, init_rng(seed, 0, j), f64).ravel() for j, s in enumerate(lyr.param_specs())]
+    ParamStore(ops, [lyr], np.concatenate(chunks) if chunks else np.zeros(0, f64), "float64")
+    return lyr
+
+
+class _LayerProbe:
+    """L(x, w) = Σ r ⊙ layer.forward(x, training=True) for a fixed upstream gradient r (batch, *output_shape).
+
+    Every evaluation starts from the same mask step, so a Dropout layer keeps one mask. Non-trainable
+    state (BatchNormalization's moving statistics) has no gradient: it is restored before every
+    evaluation (all weights are set) and left out of the comparison.
+    """
+
+    def __init__(self, layer: Layer, ops: Ops, r: np.ndarray) -> None:
+        self.layer, self.ops, self.r = layer, ops, r
+        self.counters = step_counters([layer])
+        specs = layer.param_specs()
+        self.trained = [s for s in specs if s.name in layer.grads]
+        self.which = [i for i, s in enumerate(specs) if s.name in layer.grads]
+
+    def run(self, xh: np.ndarray, weights: list[np.ndarray], backward: bool) -> tuple[float, Any, list[np.ndarray]]:
+        """-> (L, ∂L/∂x or None, [∂L/∂w for the trainable weights]); the gradients only when backward."""
+        lyr, ops = self.layer, self.ops
+        restore_step_counters(self.counters)
+        if weights:
+            lyr.set_weights(weights)
+        with ops.activate():
+            out = lyr.forward(ops.asarray(xh), training=True)
+            value = float(ops.to_numpy(ops.xp.sum(out * ops.asarray(self.r))))
+            if not backward:
+                return value, None, []
+            dx = lyr.backward(ops.asarray(self.r.copy()), True)  # backward may reuse its argument in place
+            grads = [np.array(ops.to_numpy(lyr.grads[s.name]), copy=True) for s in self.trained]
+            return value, (None if dx is None else np.array(ops.to_numpy(dx), copy=True)), grads
+
+    def moved(self, base: list[np.ndarray], dws: Sequence[np.ndarray], step: float) -> list[np.ndarray]:
+        """The weights base with base[j] + step · v for each trainable weight j and its direction v."""
+        out = list(base)
+        for j, v in zip(self.which, dws, strict=True):
+            out[j] = base[j] + step * v
+        return out
+
+
+def _differences(target: np.ndarray, f: Any, idx: np.ndarray, eps: float) -> np.ndarray:
+    """Central differences of f() at the flat indices idx of target, which is changed in place and put back."""
+    flat, numeric = target.reshape(-1), np.empty(idx.size)
+    for n, k in enumerate(idx):
+        old = flat[k]
+        flat[k] = old + eps
+        plus = f()
+        flat[k] = old - eps
+        minus = f()
+        flat[k] = old
+        numeric[n] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+def _direction_check(ana: float, num: float, rtol: float, atol: float) -> DirectionCheck:
+    """A directional derivative: analytic Σ g·d against the central difference num."""
+    err, scale = abs(ana - num), max(abs(ana), abs(num))
+    return DirectionCheck(ana, num, err, err / scale if scale > 0 else 0.0, err <= atol + rtol * scale)

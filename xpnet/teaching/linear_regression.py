@@ -88,6 +88,42 @@ def mse(x: Any, y: Any, w: Any, b: Any = 0.0) -> float:
     return float(np.mean((a @ w2 + np.asarray(b, dtype=np.float64) - t) ** 2))
 
 
+def _check_descent(
+    mode: Any, learning_rate: Any, epochs: Any, batch_size: Any, lr_decay: Any, dtype: Any
+) -> tuple[str, float]:
+    """gradient_descent's settings checked: -> (the canonical mode name, the learning rate as a float)."""
+    if not isinstance(mode, str) or mode.lower() not in _ALIASES:
+        raise ValueError(f"mode must be one of {MODES}, received {mode!r}")
+    mode = _ALIASES[mode.lower()]
+    lr = float(learning_rate)
+    if not math.isfinite(lr) or lr <= 0.0:
+        raise ValueError(f"learning_rate must be a positive number, received {learning_rate!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, received {epochs!r}")
+    if mode == "minibatch" and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer, received {batch_size!r}")
+    if not math.isfinite(float(lr_decay)) or lr_decay < 0.0:
+        raise ValueError(f"lr_decay must be >= 0, received {lr_decay!r}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+    return mode, lr
+
+
+def _descent_epoch(xp: Any, X: Any, Y: Any, w: Any, b: Any, eta: float, m: int, fit_intercept: bool) -> None:
+    """One pass over X (n, d), Y (n, k) in batches of m rows, updating w (d, k) and b (k,) in place."""
+    n, k = int(X.shape[0]), int(Y.shape[1])
+    for start in range(0, n, m):
+        stop = min(start + m, n)  # the array API leaves out-of-bounds slice stops unspecified
+        xb, yb = X[start:stop, :], Y[start:stop, :]
+        r = xb @ w + b - yb  # (m, k) residuals
+        scale = 2.0 / (int(xb.shape[0]) * k)  # d mean(r²) / d ŷ
+        w -= (eta * scale) * (xb.T @ r)
+        if fit_intercept:
+            b -= (eta * scale) * xp.sum(r, axis=0)
+
+
 def gradient_descent(
     x: Any,
     y: Any,
@@ -115,22 +151,7 @@ def gradient_descent(
     training and after each epoch. A diverging run (learning rate too large) warns.
     """
     a, t, y1d = _check_xy(x, y, "gradient_descent")
-    if not isinstance(mode, str) or mode.lower() not in _ALIASES:
-        raise ValueError(f"mode must be one of {MODES}, received {mode!r}")
-    mode = _ALIASES[mode.lower()]
-    lr = float(learning_rate)
-    if not math.isfinite(lr) or lr <= 0.0:
-        raise ValueError(f"learning_rate must be a positive number, received {learning_rate!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, received {epochs!r}")
-    if mode == "minibatch" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer, received {batch_size!r}")
-    if not math.isfinite(float(lr_decay)) or lr_decay < 0.0:
-        raise ValueError(f"lr_decay must be >= 0, received {lr_decay!r}")
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
+    mode, lr = _check_descent(mode, learning_rate, epochs, batch_size, lr_decay, dtype)
 
     ops = get_backend(backend)
     xp = ops.xp
@@ -162,14 +183,7 @@ def gradient_descent(
             if mode != "batch":
                 idx = ops.asarray(shuffle_rng(seed, epoch).permutation(n).astype(np.int64))
                 Xe, Ye = ops.take_rows(X, idx), ops.take_rows(Y, idx)
-            for start in range(0, n, m):
-                stop = min(start + m, n)  # the array API leaves out-of-bounds slice stops unspecified
-                xb, yb = Xe[start:stop, :], Ye[start:stop, :]
-                r = xb @ w + b - yb  # (m, k) residuals
-                scale = 2.0 / (int(xb.shape[0]) * k)  # d mean(r²) / d ŷ
-                w -= (eta * scale) * (xb.T @ r)
-                if fit_intercept:
-                    b -= (eta * scale) * xp.sum(r, axis=0)
+            _descent_epoch(xp, Xe, Ye, w, b, eta, m, fit_intercept)
             losses.append(loss())
             if bar is not None:
                 bar.set_postfix_str(f"mse {float(ops.to_numpy(losses[-1])):.3g}", refresh=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,8 +32,7 @@ def train_on(
     model = model_b(seed)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
     hist = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
-    dropout = model.layers[1]
-    assert isinstance(dropout, Dropout)
+    dropout = cast(Dropout, model.layers[1])  # model_b's second layer
     assert model.ops is not None
     return {
         "weights": model.get_weights(),

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..layers.activation import Activation as ActivationLayer
-from ..layers.dropout import Dropout
 from ..training.data import upload
 from ..training.trainer import Trainer
+from ._counters import restore_step_counters, step_counters
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layers.base import Layer
@@ -226,6 +226,52 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
     them (needs a compiled model). training=False traces the inference forward pass (no
     dropout); backward needs training mode.
     """
+    _check_traceable(model, y, training)
+    xa, y = _as_batch(model, x, y)
+    if not model.built:
+        model.build(xa.shape[1:])
+    ops = model.ops
+    assert ops is not None
+    _refuse_shared_layers(model)
+    recorder = _Recorder(model, ops)
+    counters = step_counters(model.layers)
+    moving = model.store.save_moving()  # a training-mode forward moves BatchNormalization's statistics
+    loss_value: float | None = None
+    grads: list[np.ndarray] = []
+    yy: np.ndarray | None = None
+    try:
+        with recorder.patched():
+            if y is None:
+                xc = model.check_inputs(xa, "trace")
+                with ops.activate():
+                    model.forward(upload(ops, xc, model.dtype), training=training)
+            else:
+                loss_value, grads = model.compute_gradients(xa, y)
+                xc, yy = model.prepare(xa, y, "trace")
+    finally:
+        restore_step_counters(counters)
+        model.store.restore_moving(moving)
+
+    sources, consumers, output_layer = _graph_links(model)
+    layers = _layer_traces(model, recorder.records, grads, sources, consumers)
+    return Trace(
+        model=model.name,
+        backend=ops.describe(),
+        dtype=model.dtype,
+        training=training,
+        x=np.asarray(xc),
+        layers=layers,
+        output=layers[output_layer - 1].output if layers else np.asarray(xc),
+        y=None if yy is None else np.asarray(yy),
+        loss=loss_value,
+        loss_name=None if model.loss is None or y is None else model.loss.name,
+        fused=y is not None and model.fused_loss,
+        output_layer=output_layer,
+    )
+
+
+def _check_traceable(model: Any, y: Any, training: bool) -> None:
+    """Refuse what trace cannot show: not a model, backward without training mode or loss, several inputs/outputs."""
     if not isinstance(model, Trainer):
         raise TypeError(f"trace expects an xpnet model (e.g. Sequential), received {type(model).__name__}")
     if y is not None and not training:
@@ -237,16 +283,19 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
             "trace follows a model with one input and one output (its table is one chain of h(l)); for this "
             "model use compute_gradients(x, y) and the layers' get_weights()"
         )
+
+
+def _as_batch(model: Trainer, x: Any, y: Any) -> tuple[np.ndarray, Any]:
+    """x as a batch (batch, *input_shape): one sample of shape input_shape gets a batch axis, and so does its y."""
     xa = np.asarray(x)
-    single = model.feature_shape is not None and tuple(xa.shape) == model.feature_shape
-    if single:
+    if model.feature_shape is not None and tuple(xa.shape) == model.feature_shape:
         xa = xa[None, ...]
         if y is not None:
             y = np.asarray(y)[None, ...]
-    if not model.built:
-        model.build(xa.shape[1:])
-    ops = model.ops
-    assert ops is not None
+    return xa, y
+
+
+def _refuse_shared_layers(model: Trainer) -> None:
     calls = Counter(id(node.layer) for node in getattr(model, "nodes", []))
     shared = [layer.name for layer in model.layers if calls[id(layer)] > 1]
     if shared:  # one row of values per layer: a second call would overwrite the first's
@@ -255,81 +304,90 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
             "(a shared layer); for this model use compute_gradients(x, y) and the layers' get_weights()"
         )
 
-    records: dict[int, dict[str, Any]] = {i: {} for i in range(len(model.layers))}
 
-    def host(a: Any) -> Any:
+class _Recorder:
+    """Wraps each layer's forward/backward methods on the instance to copy what flows through them to the host.
+
+    records[i]: for model.layers[i], "input", "output", "u" (the pre-activation or None), and after
+    backward "dh" (∂L/∂h as it arrived) and "delta" (∂L/∂u).
+    """
+
+    def __init__(self, model: Trainer, ops: Any) -> None:
+        self.model, self.ops = model, ops
+        self.records: dict[int, dict[str, Any]] = {i: {} for i in range(len(model.layers))}
+
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        """The layers' methods wrapped for the length of the block, then put back."""
+        with ExitStack() as stack:
+            for i, layer in enumerate(self.model.layers):
+                stack.enter_context(_patched(layer, "forward", partial(self.wrap_forward, i)))
+                stack.enter_context(_patched(layer, "backward", partial(self.wrap_backward, i)))
+                stack.enter_context(
+                    _patched(layer, "forward_preactivation", partial(self.wrap_forward_preactivation, i))
+                )
+                stack.enter_context(
+                    _patched(layer, "backward_preactivation", partial(self.wrap_backward_preactivation, i))
+                )
+            yield
+
+    def host(self, a: Any) -> Any:
         # copied at once: later steps update some buffers in place (e.g. NumPy's relu backward);
         # a merge layer's input is a list of device arrays, each downloaded on its own
         if a is None:
             return None
         if isinstance(a, (list, tuple)):
-            return [host(e) for e in a]
-        return np.array(ops.to_numpy(a), copy=True)
+            return [self.host(e) for e in a]
+        return np.array(self.ops.to_numpy(a), copy=True)
 
-    def wrap_forward(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_forward(self, i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
         def forward(inp: Any, training: bool = False) -> Any:
             out = fn(inp, training)
-            rec = records[i]
-            rec["input"], rec["output"] = host(inp), host(out)
-            u = getattr(model.layers[i], "preactivation", None)
-            rec["u"] = host(u) if u is not None else None
+            rec = self.records[i]
+            rec["input"], rec["output"] = self.host(inp), self.host(out)
+            u = getattr(self.model.layers[i], "preactivation", None)
+            rec["u"] = self.host(u) if u is not None else None
             return out
 
         return forward
 
-    def wrap_forward_preactivation(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_forward_preactivation(self, i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
         def forward_preactivation(inp: Any, training: bool = False) -> Any:
             u = fn(inp, training)
-            act = getattr(model.layers[i], "activation", None)
-            rec = records[i]
-            rec["input"], rec["u"] = host(inp), host(u)
-            rec["output"] = host(act.forward(ops.xp, u) if act is not None else u)
+            act = getattr(self.model.layers[i], "activation", None)
+            rec = self.records[i]
+            rec["input"], rec["u"] = self.host(inp), self.host(u)
+            rec["output"] = self.host(act.forward(self.ops.xp, u) if act is not None else u)
             return u
 
         return forward_preactivation
 
-    def wrap_backward(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_backward(self, i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
         def backward(dy: Any, need_input_grad: bool = True) -> Any:
-            records[i]["dh"] = host(dy)
+            self.records[i]["dh"] = self.host(dy)
             out = fn(dy, need_input_grad)
-            if isinstance(model.layers[i], ActivationLayer) and out is not None:
-                records[i]["delta"] = host(out)  # the Activation layer's u is its input
+            if isinstance(self.model.layers[i], ActivationLayer) and out is not None:
+                self.records[i]["delta"] = self.host(out)  # the Activation layer's u is its input
             return out
 
         return backward
 
-    def wrap_backward_preactivation(i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_backward_preactivation(self, i: int, fn: Callable[..., Any]) -> Callable[..., Any]:
         def backward_preactivation(du: Any, need_input_grad: bool = True) -> Any:
-            records[i]["delta"] = host(du)
+            self.records[i]["delta"] = self.host(du)
             return fn(du, need_input_grad)
 
         return backward_preactivation
 
-    dropout_steps = [(layer, layer.iterations) for layer in model.layers if isinstance(layer, Dropout)]
-    moving = model.store.save_moving()  # a training-mode forward moves BatchNormalization's statistics
-    loss_value: float | None = None
-    grads: list[np.ndarray] = []
-    yy: np.ndarray | None = None
-    try:
-        with ExitStack() as stack:
-            for i, layer in enumerate(model.layers):
-                stack.enter_context(_patched(layer, "forward", partial(wrap_forward, i)))
-                stack.enter_context(_patched(layer, "backward", partial(wrap_backward, i)))
-                stack.enter_context(_patched(layer, "forward_preactivation", partial(wrap_forward_preactivation, i)))
-                stack.enter_context(_patched(layer, "backward_preactivation", partial(wrap_backward_preactivation, i)))
-            if y is None:
-                xc = model.check_inputs(xa, "trace")
-                with ops.activate():
-                    model.forward(upload(ops, xc, model.dtype), training=training)
-            else:
-                loss_value, grads = model.compute_gradients(xa, y)
-                xc, yy = model.prepare(xa, y, "trace")
-    finally:
-        for layer, steps in dropout_steps:
-            layer.iterations = steps
-        model.store.restore_moving(moving)
 
-    sources, consumers, output_layer = _graph_links(model)
+def _layer_traces(
+    model: Trainer,
+    records: dict[int, dict[str, Any]],
+    grads: list[np.ndarray],
+    sources: dict[int, tuple[int, ...]],
+    consumers: dict[int, tuple[int, ...]],
+) -> list[LayerTrace]:
+    """One LayerTrace per layer from the recorded values; grads: the model's gradients, in weight order."""
     layers: list[LayerTrace] = []
     off = 0
     for i, layer in enumerate(model.layers):
@@ -359,20 +417,7 @@ def trace(model: Trainer, x: Any, y: Any = None, training: bool = True) -> Trace
                 consumers=consumers.get(i),
             )
         )
-    return Trace(
-        model=model.name,
-        backend=ops.describe(),
-        dtype=model.dtype,
-        training=training,
-        x=np.asarray(xc),
-        layers=layers,
-        output=layers[output_layer - 1].output if layers else np.asarray(xc),
-        y=None if yy is None else np.asarray(yy),
-        loss=loss_value,
-        loss_name=None if model.loss is None or y is None else model.loss.name,
-        fused=y is not None and model.fused_loss,
-        output_layer=output_layer,
-    )
+    return layers
 
 
 def _graph_links(model: Trainer) -> tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]], int]:
@@ -477,42 +522,47 @@ def _backward_rows(lt: LayerTrace, layers: list[LayerTrace], fmt: _Formatter, fu
     prev = ", ".join(map(str, lt.sources)) if lt.sources is not None else str(l - 1)
     chain_readers = (l + 1,) if l < len(layers) else ()
     readers = lt.consumers if lt.consumers is not None else chain_readers
-    last = not readers
-    after = layers[readers[0] - 1] if len(readers) == 1 else None
     rows: list[tuple[str, str]] = []
     if lt.grad_output is not None:
-        if last:
-            how = " = ∂L/∂ŷ"
-        elif len(readers) > 1:  # a tensor read by several layers gets the sum of what each sends back
-            how = " = Σ of what " + ", ".join(f"[{k}]" for k in readers) + " send back"
-        elif after is not None and "kernel" in after.weights and after.delta is not None:
-            c = after.l
-            if _is_conv(after):  # a convolution sends back δ ⋆ᵀ W; a transposed one, δ ⋆ W
-                how = f" = δ({c}) {'⋆' if _is_transpose(after) else '⋆ᵀ'} W({c})"
-            else:
-                how = f" = δ({c}) W({c})ᵀ"
-        else:
-            how = ""
-        rows.append((f"∂L/∂h({l}){how}", fmt(lt.grad_output)))
-    elif last and fused:
+        rows.append((f"∂L/∂h({l}){_grad_output_source(readers, layers)}", fmt(lt.grad_output)))
+    elif not readers and fused:
         rows.append((f"∂L/∂h({l})", "— (fused: the loss gives δ directly from u)"))
     if lt.delta is not None:
         how = f" = ∂L/∂h({l}) ⊙ {lt.activation}'(u({l}))" if lt.grad_output is not None else ""
         rows.append((f"δ({l}) = ∂L/∂u({l}){how}", fmt(lt.delta)))
-    for k, g in lt.grads.items():
-        if k == "kernel" and _is_transpose(lt):
-            rows.append((f"∂L/∂W({l}) = Σ patches(δ({l}))ᵀ h({prev})", fmt(g, batch=False)))
-        elif k == "kernel" and _is_conv(lt):
-            rows.append((f"∂L/∂W({l}) = Σ patches(h({prev}))ᵀ δ({l})", fmt(g, batch=False)))
-        elif k == "kernel":
-            rows.append((f"∂L/∂W({l}) = h({prev})ᵀ δ({l})", fmt(g, batch=False)))
-        elif k == "bias" and _is_conv(lt):
-            rows.append((f"∂L/∂b({l}) = Σ_batch,pixels δ({l})", fmt(g, batch=False)))
-        elif k == "bias":
-            rows.append((f"∂L/∂b({l}) = Σ δ({l})", fmt(g, batch=False)))
-        else:
-            rows.append((f"∂L/∂{_sym(k, l)}", fmt(g, batch=False)))
+    rows.extend((_param_grad_label(lt, k, prev), fmt(g, batch=False)) for k, g in lt.grads.items())
     return rows
+
+
+def _grad_output_source(readers: tuple[int, ...], layers: list[LayerTrace]) -> str:
+    """How ∂L/∂h(l) came about, given the course indices of the layers that read h(l): " = …" or ""."""
+    if not readers:
+        return " = ∂L/∂ŷ"
+    if len(readers) > 1:  # a tensor read by several layers gets the sum of what each sends back
+        return " = Σ of what " + ", ".join(f"[{k}]" for k in readers) + " send back"
+    after = layers[readers[0] - 1]
+    if "kernel" not in after.weights or after.delta is None:
+        return ""
+    c = after.l
+    if _is_conv(after):  # a convolution sends back δ ⋆ᵀ W; a transposed one, δ ⋆ W
+        return f" = δ({c}) {'⋆' if _is_transpose(after) else '⋆ᵀ'} W({c})"
+    return f" = δ({c}) W({c})ᵀ"
+
+
+def _param_grad_label(lt: LayerTrace, k: str, prev: str) -> str:
+    """The row label of ∂L/∂(weight k) of layer lt, with its formula where the course gives one."""
+    l = lt.l  # noqa: E741
+    if k == "kernel" and _is_transpose(lt):
+        return f"∂L/∂W({l}) = Σ patches(δ({l}))ᵀ h({prev})"
+    if k == "kernel" and _is_conv(lt):
+        return f"∂L/∂W({l}) = Σ patches(h({prev}))ᵀ δ({l})"
+    if k == "kernel":
+        return f"∂L/∂W({l}) = h({prev})ᵀ δ({l})"
+    if k == "bias" and _is_conv(lt):
+        return f"∂L/∂b({l}) = Σ_batch,pixels δ({l})"
+    if k == "bias":
+        return f"∂L/∂b({l}) = Σ δ({l})"
+    return f"∂L/∂{_sym(k, l)}"
 
 
 def _align(rows: list[tuple[str, str]]) -> list[str]:
