@@ -34,8 +34,8 @@ class Activation:
     differentiable = True
     # one of the registry's classes (not a subclass): the backends probe only these for NaN propagation
     builtin: ClassVar[bool] = False
-    # φ acts entry by entry and predict's transposed small-batch route (NumpyOps.inference_program)
-    # is checked with it; False where unknown (a user's function) or not checked
+    # φ acts entry by entry and NumPy's predict route for small batches, which computes on uᵀ, is
+    # checked with it; False where unknown (a user's function) or not checked
     elementwise: ClassVar[bool] = False
     # φ and φ' as CUDA C for CuPy's fused kernels, beside the formula they must match: `h` from `u`
     # (type T, the bias already added), `du` from u, h and dh; `alpha` is the activation's parameter.
