@@ -38,7 +38,7 @@ class Activation:
     # checked with it; False where unknown (a user's function) or not checked
     elementwise: ClassVar[bool] = False
     # φ and φ' as CUDA C for CuPy's fused kernels, beside the formula they must match: `h` from `u`
-    # (type T, the bias already added), `du` from u, h and dh; `alpha` is the activation's parameter.
+    # (type T, the bias already added), `du` from u, h and dh; `alpha` is the object's `alpha` (else 0).
     # None: no kernel, CuPy runs `forward`/`backward`.
     cuda_forward: ClassVar[str | None] = None
     cuda_backward: ClassVar[str | None] = None
