@@ -2,16 +2,25 @@
 
 `forward(xp, u) -> h` and `backward(xp, u, h, dh) -> du` take the pre-activation
 u: (batch, units) and the activation h = φ(u) of the same shape and dtype.
+
+Backend variants sit with the formula they compute. `apply(ops, u)` and `backprop(ops, …)` run φ
+and φ' by the backend's method named after the math where it has one (`ops.relu`, `ops.softmax`,
+`ops.backprop_relu`; NumPy writes in place), and `cuda_forward`/`cuda_backward` hold the same
+formulas as CUDA C for CuPy's fused kernels. A subclass that writes its own `forward` drops the
+variants (its own `backward`: those of φ'), so it always runs its own code.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import namespace_of
 from .backend.special import erfc
 from .tape import Tape, Tensor, recording
+
+if TYPE_CHECKING:
+    from .backend.base import Ops
 
 Array = Any
 
@@ -23,6 +32,29 @@ class NotDifferentiableError(RuntimeError):
 class Activation:
     name = "activation"
     differentiable = True
+    # one of the registry's classes (not a subclass): the backends probe only these for NaN propagation
+    builtin: ClassVar[bool] = False
+    # φ acts entry by entry and NumPy's predict route for small batches, which computes on uᵀ, is
+    # checked with it; False where unknown (a user's function) or not checked
+    elementwise: ClassVar[bool] = False
+    # φ and φ' as CUDA C for CuPy's fused kernels, beside the formula they must match: `h` from `u`
+    # (type T, the bias already added), `du` from u, h and dh; `alpha` is the object's `alpha` (else 0).
+    # None: no kernel, CuPy runs `forward`/`backward`.
+    cuda_forward: ClassVar[str | None] = None
+    cuda_backward: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.builtin = cls.__module__ == __name__ and "name" in cls.__dict__  # not FunctionActivation
+        # a variant computes the formula it was written beside, so a subclass with its own formula runs
+        # that; backward variants may read h (NumPy's relu' does), so a new forward drops them too
+        backward = ("backprop", "cuda_backward")
+        forward = ("apply", "apply_biased", "output_of_softmax", "cuda_forward", "elementwise", *backward)
+        for own, variants in (("forward", forward), ("backward", backward)):
+            if own in cls.__dict__:
+                for v in variants:
+                    if v not in cls.__dict__:
+                        setattr(cls, v, Activation.__dict__[v])
 
     def forward(self, xp: Any, u: Array) -> Array:
         raise NotImplementedError
@@ -30,12 +62,29 @@ class Activation:
     def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
         raise NotImplementedError
 
+    def apply(self, ops: Ops, u: Array, in_place: bool = False) -> Array:
+        """h = φ(u) on `ops`, by its own method for this φ where it has one; in_place lets it write into u."""
+        return self.forward(ops.xp, u)
+
+    def backprop(self, ops: Ops, u: Array, h: Array, dh: Array) -> Array:
+        """∂L/∂u = φ'(u)·dh on `ops`, by its own method for this φ where it has one (it may write into dh)."""
+        return self.backward(ops.xp, u, h, dh)
+
+    def apply_biased(self, ops: Ops, u: Array, b: Array | None) -> Array:
+        """h = φ(u + b) for u: (n, units), b: (units,) or None; u becomes u + b. CuPy fuses the two."""
+        return ops.bias_activation(self, u, b)
+
+    def output_of_softmax(self, xp: Any, u: Array, p: Array) -> Array:
+        """φ(u) where p = softmax(u) is at hand already (a fused softmax + cross-entropy computed it)."""
+        return self.forward(xp, u)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class Linear(Activation):
     name = "linear"
+    elementwise = True
 
     def forward(self, xp: Any, u: Array) -> Array:
         return u
@@ -46,6 +95,9 @@ class Linear(Activation):
 
 class Sigmoid(Activation):
     name = "sigmoid"
+    elementwise = True
+    cuda_forward = "h = (T)0.5 * tanh((T)0.5 * u) + (T)0.5;"
+    cuda_backward = "du = dh * h * ((T)1 - h);"
 
     def forward(self, xp: Any, u: Array) -> Array:
         # 1/(1+e^-u) overflows for very negative u; the tanh form never does.
@@ -57,6 +109,9 @@ class Sigmoid(Activation):
 
 class Tanh(Activation):
     name = "tanh"
+    elementwise = True
+    cuda_forward = "h = tanh(u);"
+    cuda_backward = "du = dh * ((T)1 - h * h);"
 
     def forward(self, xp: Any, u: Array) -> Array:
         return xp.tanh(u)
@@ -67,6 +122,11 @@ class Tanh(Activation):
 
 class ReLU(Activation):
     name = "relu"
+    elementwise = True
+    # NaN stays NaN (`u != u`), as NumPy's maximum keeps it; φ' is [u > 0], so a NaN dh stays NaN
+    # where the unit is inactive
+    cuda_forward = "h = (u > (T)0 || u != u) ? u : (T)0;"
+    cuda_backward = "du = dh * (u > (T)0 ? (T)1 : (T)0);"
 
     def forward(self, xp: Any, u: Array) -> Array:
         return xp.maximum(u, 0.0)
@@ -74,9 +134,18 @@ class ReLU(Activation):
     def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
         return dh * xp.astype(u > 0.0, dh.dtype)
 
+    def apply(self, ops: Ops, u: Array, in_place: bool = False) -> Array:
+        return ops.relu(self, u, in_place)
+
+    def backprop(self, ops: Ops, u: Array, h: Array, dh: Array) -> Array:
+        return ops.backprop_relu(self, u, h, dh)
+
 
 class ELU(Activation):
     name = "elu"
+    elementwise = True
+    cuda_forward = "h = u > (T)0 ? u : alpha * expm1(u);"
+    cuda_backward = "du = u > (T)0 ? dh : dh * (h + alpha);"
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = float(alpha)
@@ -217,6 +286,15 @@ class Softmax(Activation):
 
     def backward(self, xp: Any, u: Array, h: Array, dh: Array) -> Array:
         return h * (dh - xp.sum(dh * h, axis=-1, keepdims=True))
+
+    def apply(self, ops: Ops, u: Array, in_place: bool = False) -> Array:
+        return ops.softmax(self, u, in_place)
+
+    def apply_biased(self, ops: Ops, u: Array, b: Array | None) -> Array:
+        return ops.bias_softmax(self, u, b)
+
+    def output_of_softmax(self, xp: Any, u: Array, p: Array) -> Array:
+        return p
 
 
 class _Step(Activation):

@@ -4,19 +4,23 @@ The model reports mean over the batch and divides the gradient by the batch size
 Shapes: y_pred (n, k) float; y_true (n, k) float, or (n,) int class indices for sparse losses.
 Cross-entropies fuse with their output activation (softmax / sigmoid) or take logits
 (`from_logits=True`): value and gradient then come from the pre-activation u, which is
-exact for huge logits and gives ∂ℓ/∂u = p − y directly.
+exact for huge logits and gives ∂ℓ/∂u = p − y directly. `fused(ops, …)` runs that path by the
+backend's method named after the math where it has one (`ops.softmax_crossentropy`).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backend.base import arange_like
 from .tape import Tape, Tensor, recording
+
+if TYPE_CHECKING:
+    from .backend.base import Ops
 
 Array = Any
 EPSILON = 1e-7
@@ -50,6 +54,9 @@ class Loss:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # a backend's fused form computes the formula it was written beside: a subclass with its own runs that
+        if "call_and_grad_from_preactivation" in cls.__dict__ and "fused" not in cls.__dict__:
+            cls.fused = Loss.fused  # type: ignore[method-assign]
         own = cls.__dict__.get("call")
         # Keras's call(self, y_true, y_pred) without a grad: differentiate it with the tape
         if own is not None and "grad" not in cls.__dict__ and len(inspect.signature(own).parameters) == 3:
@@ -74,6 +81,14 @@ class Loss:
 
     def call_and_grad_from_preactivation(self, xp: Any, y_true: Array, u: Array) -> tuple[Array, Array]:
         raise NotImplementedError
+
+    def fused(self, ops: Ops, act: Any, y_true: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        """The loss from the pre-activation u: (n, k) of its fused output activation `act`, on `ops`.
+
+        -> (per-sample loss (n,), scale · ∂ℓ/∂u (n, k), the model output act(u) (n, k)); scale is a
+        float or a 0-d device value. The backend's own method for this loss where it has one.
+        """
+        return ops.preactivation_loss(self, act, y_true, u, scale)
 
     def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         """Check host targets against the model's output width; return them in the loss's layout."""
@@ -247,6 +262,9 @@ class CategoricalCrossentropy(Loss):
         logp, p = _log_softmax(xp, u)
         return -xp.sum(y * logp, axis=-1), p - y
 
+    def fused(self, ops: Ops, act: Any, y_true: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        return ops.softmax_crossentropy(self, act, y_true, u, scale)
+
     def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and n_outputs > 1):
             raise ValueError(
@@ -270,6 +288,9 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     def _onehot(self, xp: Any, y_true: Array, k: int, dtype: Any) -> Array:
         classes = arange_like(xp, k, y_true.dtype, y_true)
         return xp.astype(xp.reshape(y_true, (-1, 1)) == classes, dtype)
+
+    def fused(self, ops: Ops, act: Any, y_true: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        return ops.sparse_softmax_crossentropy(self, act, y_true, u, scale)
 
     def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         return prepare_sparse_labels(y, n_outputs, self.name)

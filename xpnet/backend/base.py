@@ -4,6 +4,12 @@
 against the Python array API standard, so they run unchanged on NumPy, CuPy and the strict
 stand-in used in CI. Backends override only the hot spots (in-place NumPy updates, fused
 CuPy kernels); each override is tested against the plain method here.
+
+Activations and losses choose their variant by calling the method named after their math
+(`ReLU.apply` calls `ops.relu`, `SparseCategoricalCrossentropy.fused` calls
+`ops.sparse_softmax_crossentropy`), in the way Thinc's `CupyOps` overrides `Ops.relu`; no backend
+looks at an activation's or a loss's name. The methods of `Ops` itself stay the plain formulas, so
+`Ops.activation_forward(ops, …)` is always the reference a backend's variant is tested against.
 """
 
 from __future__ import annotations
@@ -91,10 +97,10 @@ class Ops:
         NumPy's maximum keeps it; a reference BLAS skips zero terms), so a shortcut that relies on
         it holds on every backend or is not taken.
         """
-        cache: dict[str, bool] = self.__dict__.setdefault("_carries_nan", {})
-        key = builtin_name(act) or ""
-        if not key:
+        cache: dict[type, bool] = self.__dict__.setdefault("_carries_nan", {})
+        if not getattr(act, "builtin", False):
             return False
+        key = type(act)
         if key not in cache:
             x = np.zeros((4, 8), np.float32)
             x[0, 0] = np.nan
@@ -173,6 +179,30 @@ class Ops:
         """∂L/∂u from ∂L/∂h for h = act(u)."""
         return act.backward(self.xp, u, h, dh)
 
+    # The variants activations ask for by name of their math (`Activation.apply`, `.backprop`,
+    # `.apply_biased`); here the activation's own formula, overridden where a backend has a faster form.
+    def relu(self, act: Any, u: Array, in_place: bool = False) -> Array:
+        """max(u, 0) for the relu activation `act`; in_place=True lets a backend write it into u."""
+        return act.forward(self.xp, u)
+
+    def backprop_relu(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
+        """dh · [u > 0] for h = relu(u); a backend may write the result into dh."""
+        return act.backward(self.xp, u, h, dh)
+
+    def softmax(self, act: Any, u: Array, in_place: bool = False) -> Array:
+        """softmax(u) over the last axis for the softmax activation `act`; in_place as `relu`."""
+        return act.forward(self.xp, u)
+
+    def bias_activation(self, act: Any, u: Array, b: Array | None) -> Array:
+        """h = act(u + b) for u: (n, units), b: (units,) or None; u is updated to u + b in place."""
+        if b is not None:
+            u += b
+        return act.forward(self.xp, u)
+
+    def bias_softmax(self, act: Any, u: Array, b: Array | None) -> Array:
+        """`bias_activation` for the softmax activation `act`."""
+        return self.bias_activation(act, u, b)
+
     def activation_backward_sum(self, act: Any, u: Array, h: Array, dh: Array, out: Array, mode: str) -> Array:
         """∂L/∂u = act'(u)·dh: (n, units), and its column sums into out (units,).
 
@@ -228,8 +258,23 @@ class Ops:
 
         -> (per-sample loss (n,), scale · ∂ℓ/∂u (n, k), the model output act(u) (n, k)).
         """
+        return self.preactivation_loss(loss, act, y, u, scale)
+
+    def preactivation_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        """`fused_loss` by the loss's own formula (`call_and_grad_from_preactivation`)."""
         value, grad = loss.call_and_grad_from_preactivation(self.xp, y, u)
         return value, grad * scale, act.forward(self.xp, u)
+
+    # The variants losses ask for by name of their math (`Loss.fused`); here the loss's own formula.
+    def softmax_crossentropy(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        """`fused_loss` of softmax + categorical cross-entropy, y: (n, k) one-hot or soft targets."""
+        return self.preactivation_loss(loss, act, y, u, scale)
+
+    def sparse_softmax_crossentropy(
+        self, loss: Any, act: Any, y: Array, u: Array, scale: Any
+    ) -> tuple[Array, Array, Array]:
+        """`fused_loss` of softmax + sparse categorical cross-entropy, y: (n,) int class indices."""
+        return self.preactivation_loss(loss, act, y, u, scale)
 
     def allreduce_sum(self, comm: Any, buf: Array) -> None:
         """Sum a device buffer over the ranks of an mpi4py communicator, in place (staged through the host)."""
@@ -630,7 +675,8 @@ def mix_int(x: int) -> int:
 def builtin_name(obj: Any) -> str | None:
     """The name of a built-in activation or loss, None for user classes (subclasses included).
 
-    Backends key their fused fast paths on this, so a user's subclass always runs its own code.
+    For the registry points outside the backend (which layers a capture is checked with); the backends
+    themselves choose variants by method (`Activation.apply`, `Loss.fused`), never by this name.
     """
     # the class's name: a loss made with name="..." (Keras's display name) keeps its fast path
     return getattr(type(obj), "name", None) if type(obj).__module__ in ("xpnet.activations", "xpnet.losses") else None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Array, Ops, builtin_name
+from .base import Array, Ops
 
 
 class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
@@ -154,34 +154,36 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         u = self.matmul(x, w)
-        name = builtin_name(act)
-        if name == "softmax" and u.ndim == 2 and u.shape[1] <= _MAX_ROW:
-            h = self.xp.empty_like(u)
-            bias = b if b is not None else self.xp.zeros(u.shape[1], dtype=u.dtype)
-            self._rows("softmax", u.dtype, u.shape[0], (u, bias, h, np.int32(u.shape[0]), np.int32(u.shape[1])))
-            return u, h
-        if name in _ACT_FWD:
-            h = self.xp.empty_like(u)
-            bias = b if b is not None else u.dtype.type(0)
-            self._kernel(f"fwd_{name}")(bias, u.dtype.type(getattr(act, "alpha", 0.0)), u, h)
-            return u, h
-        if b is not None:
-            u += b
-        return u, act.forward(self.xp, u)
+        return u, act.apply_biased(self, u, b)  # `bias_softmax` or `bias_activation` below
+
+    def bias_softmax(self, act: Any, u: Array, b: Array | None) -> Array:
+        if u.ndim != 2 or u.shape[1] > _MAX_ROW:
+            return super().bias_softmax(act, u, b)
+        h = self.xp.empty_like(u)
+        bias = b if b is not None else self.xp.zeros(u.shape[1], dtype=u.dtype)
+        self._rows("softmax", u.dtype, u.shape[0], (u, bias, h, np.int32(u.shape[0]), np.int32(u.shape[1])))
+        return h
+
+    def bias_activation(self, act: Any, u: Array, b: Array | None) -> Array:
+        # one kernel for the bias and φ, from the activation's own CUDA C
+        if act.cuda_forward is None:
+            return super().bias_activation(act, u, b)
+        h = self.xp.empty_like(u)
+        bias = b if b is not None else u.dtype.type(0)
+        self._activation_kernel("fwd", act)(bias, u.dtype.type(getattr(act, "alpha", 0.0)), u, h)
+        return h
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
-        name = builtin_name(act)
-        if name in _ACT_BWD:
-            return self._kernel(f"bwd_{name}")(u, h, dh, dh.dtype.type(getattr(act, "alpha", 0.0)))
+        if act.cuda_backward is not None:
+            return self._activation_kernel("bwd", act)(u, h, dh, dh.dtype.type(getattr(act, "alpha", 0.0)))
         return act.backward(self.xp, u, h, dh)
 
     def activation_backward_sum(self, act: Any, u: Array, h: Array, dh: Array, out: Array, mode: str) -> Array:
-        name = builtin_name(act)
         n = int(u.shape[0]) if u.ndim == 2 else 0
         # one thread per unit walks the rows: one launch for ∂L/∂u and the sums, worth it while the
         # batch is short (a long column is a long serial loop; then a separate tree reduction wins)
         if (
-            name not in _ACT_BWD
+            act.cuda_backward is None
             or u.ndim != 2
             or n > _MAX_SUM_ROWS
             or not all(a.flags.c_contiguous and a.shape == u.shape for a in (h, dh))
@@ -191,7 +193,8 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return super().activation_backward_sum(act, u, h, dh, out, mode)
         du = self.xp.empty_like(dh)
         alpha = dh.dtype.type(getattr(act, "alpha", 0.0))
-        self._kernel(f"bwdsum_{name}")(u, h, dh, alpha, np.int32(n), np.int32(u.shape[1]), mode == "sub", du, out)
+        k = self._activation_kernel("bwdsum", act)
+        k(u, h, dh, alpha, np.int32(n), np.int32(u.shape[1]), mode == "sub", du, out)
         return du
 
     def bias_grad(self, du: Array, out: Array) -> None:
@@ -221,11 +224,20 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         return v if isinstance(v, self.xp.ndarray) else np.uint32(int(v) & 0xFFFFFFFF)
 
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
-        kind = {"sparse_categorical_crossentropy": "sce", "categorical_crossentropy": "cce"}.get(
-            builtin_name(loss) or ""
-        )
-        if kind is None or u.ndim != 2 or u.shape[1] > _MAX_ROW or not u.flags.c_contiguous:
-            return super().fused_loss(loss, act, y, u, scale)
+        return loss.fused(self, act, y, u, scale)  # the loss calls one of the two methods below where it is one
+
+    def softmax_crossentropy(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        return self._softmax_ce("cce", loss, act, y, u, scale)
+
+    def sparse_softmax_crossentropy(
+        self, loss: Any, act: Any, y: Array, u: Array, scale: Any
+    ) -> tuple[Array, Array, Array]:
+        return self._softmax_ce("sce", loss, act, y, u, scale)
+
+    def _softmax_ce(self, kind: str, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
+        """One thread per row: softmax, the loss, its gradient (scaled) and the probabilities; kind "sce"/"cce"."""
+        if u.ndim != 2 or u.shape[1] > _MAX_ROW or not u.flags.c_contiguous:
+            return self.preactivation_loss(loss, act, y, u, scale)
         n, k = u.shape
         value = self.xp.empty(n, dtype=u.dtype)
         grad = self.xp.empty_like(u)
@@ -238,7 +250,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         scale = scale if isinstance(scale, self.xp.ndarray) else self.xp.asarray(scale, dtype=u.dtype)
         self._rows(kind, u.dtype, n, (u, y, value, grad, probs, np.int32(n), np.int32(k), scale))
         # with from_logits the model's output is u itself, not the softmax the loss needed
-        return value, grad, probs if builtin_name(act) == "softmax" else act.forward(self.xp, u)
+        return value, grad, act.output_of_softmax(self.xp, u, probs)
 
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""
@@ -257,6 +269,17 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         if k is None:
             k = _build_kernel(self.xp, name)
             self._kernels[name] = k
+        return k
+
+    def _activation_kernel(self, kind: str, act: Any) -> Any:
+        """The fused kernel `kind` ("fwd", "bwd", "bwdsum") of `act`, built from its CUDA C, one per source."""
+        body = act.cuda_forward if kind == "fwd" else act.cuda_backward
+        key = f"{kind}:{body}"
+        k = self._kernels.get(key)
+        if k is None:
+            k = self._kernels[key] = _build_activation_kernel(
+                self.xp, kind, f"xpnet_{kind}_{type(act).__name__.lower()}", body
+            )
         return k
 
     def dropout_mask(
@@ -411,21 +434,6 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
 _MAX_ROW = 1024
 _MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread sums serially
 
-# bias + activation, in place on u: the expressions match activations.py so results agree to rounding,
-# NaN included: NumPy's maximum/minimum keep a NaN operand (`u != u` below), and relu's gradient is
-# dh · [u > 0], so a NaN dh stays NaN where the unit is inactive
-_ACT_FWD = {
-    "relu": "u = u + b; h = (u > (T)0 || u != u) ? u : (T)0;",
-    "sigmoid": "u = u + b; h = (T)0.5 * tanh((T)0.5 * u) + (T)0.5;",
-    "tanh": "u = u + b; h = tanh(u);",
-    "elu": "u = u + b; h = u > (T)0 ? u : alpha * expm1(u);",
-}
-_ACT_BWD = {
-    "relu": "du = dh * (u > (T)0 ? (T)1 : (T)0);",
-    "sigmoid": "du = dh * h * ((T)1 - h);",
-    "tanh": "du = dh * ((T)1 - h * h);",
-    "elu": "du = u > (T)0 ? dh : dh * (h + alpha);",
-}
 
 _ROWS = r"""
 #define T TYPE
@@ -492,6 +500,30 @@ __device__ inline unsigned int xpnet_mix32(unsigned int x) {
 """
 
 
+def _build_activation_kernel(cp: Any, kind: str, name: str, body: str) -> Any:  # pragma: no cover - needs a CUDA device
+    """An activation's fused kernel from its CUDA C `body` (`Activation.cuda_forward` or `.cuda_backward`).
+
+    "fwd": bias + φ, u updated in place; "bwd": φ'; "bwdsum": φ' and its column sums (the bias gradient).
+    """
+    ek = cp.ElementwiseKernel
+    if kind == "fwd":
+        return ek("T b, T alpha", "T u, T h", "u = u + b; " + body, name)
+    if kind == "bwd":
+        return ek("T u, T h, T dh, T alpha", "T du", body, name)
+    # over the units: each thread its column of ∂L/∂u, summed in row order
+    return ek(
+        "raw T u_, raw T h_, raw T dh_, T alpha, int32 n, int32 k, bool sub",
+        "raw T du_, T out",
+        "T acc = 0;"
+        "for (int r = 0; r < n; ++r) {"
+        "  const long long o = (long long)r * k + i; const T u = u_[o]; const T h = h_[o]; const T dh = dh_[o];"
+        f"  T du; {body} du_[o] = du; acc += du;"
+        "}"
+        "out = sub ? out - acc : acc;",
+        name,
+    )
+
+
 def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA device
     ek = cp.ElementwiseKernel
     if name == "dropout_mask":
@@ -501,25 +533,6 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);out = h >= threshold ? scale : (T)0;",
             "xpnet_dropout_mask",
             preamble=_MIX,
-        )
-    if name.startswith("fwd_"):
-        act = name[4:]
-        return ek("T b, T alpha", "T u, T h", _ACT_FWD[act], f"xpnet_{name}")
-    if name.startswith("bwd_"):
-        act = name[4:]
-        return ek("T u, T h, T dh, T alpha", "T du", _ACT_BWD[act], f"xpnet_{name}")
-    if name.startswith("bwdsum_"):  # over the units: each thread its column of ∂L/∂u, summed in row order
-        body = _ACT_BWD[name[7:]]
-        return ek(
-            "raw T u_, raw T h_, raw T dh_, T alpha, int32 n, int32 k, bool sub",
-            "raw T du_, T out",
-            "T acc = 0;"
-            "for (int r = 0; r < n; ++r) {"
-            "  const long long o = (long long)r * k + i; const T u = u_[o]; const T h = h_[o]; const T dh = dh_[o];"
-            f"  T du; {body} du_[o] = du; acc += du;"
-            "}"
-            "out = sub ? out - acc : acc;",
-            f"xpnet_{name}",
         )
     if name == "dropout":
         return ek(

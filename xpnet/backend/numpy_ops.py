@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _cblas, _jit
-from .base import Array, Ops, _window, builtin_name, mix_int
+from .base import Array, Ops, _window, mix_int
 
 
 class NumpyOps(Ops):
@@ -123,32 +123,39 @@ class NumpyOps(Ops):
         return u, self.activation_forward(act, u, in_place=not keep_u)
 
     def activation_forward(self, act: Any, u: Array, in_place: bool = False) -> Array:
-        name = builtin_name(act)
-        if name == "relu":
-            return np.maximum(u, 0.0, dtype=u.dtype, out=u if in_place else None)
-        if name == "linear":
-            return u
-        if name == "softmax" and u.ndim == 2:
-            h = np.subtract(u, np.maximum.reduce(u, axis=1, keepdims=True), out=u if in_place else None)
-            np.exp(h, out=h)
-            h /= np.add.reduce(h, axis=1, keepdims=True)
-            return h
-        return act.forward(np, u)
+        return act.apply(self, u, in_place)  # the activation calls `relu`/`softmax` below where it is one
 
     def activation_backward(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
-        if builtin_name(act) == "relu":
-            # h > 0 exactly where u > 0; h is contiguous where u may be a strided view (a conv's output)
-            positive = (u if h is None else h) > 0.0
-            # dh is a fresh temporary from the layer above, so it can take the result
-            return np.multiply(dh, positive, out=dh) if dh.flags.writeable else dh * positive
-        return act.backward(np, u, h, dh)
+        return act.backprop(self, u, h, dh)
+
+    def relu(self, act: Any, u: Array, in_place: bool = False) -> Array:
+        return np.maximum(u, 0.0, dtype=u.dtype, out=u if in_place else None)
+
+    def backprop_relu(self, act: Any, u: Array, h: Array, dh: Array) -> Array:
+        # h > 0 exactly where u > 0; h is contiguous where u may be a strided view (a conv's output)
+        positive = (u if h is None else h) > 0.0
+        # dh is a fresh temporary from the layer above, so it can take the result
+        return np.multiply(dh, positive, out=dh) if dh.flags.writeable else dh * positive
+
+    def softmax(self, act: Any, u: Array, in_place: bool = False) -> Array:
+        if u.ndim != 2:
+            return act.forward(np, u)
+        h = np.subtract(u, np.maximum.reduce(u, axis=1, keepdims=True), out=u if in_place else None)
+        np.exp(h, out=h)
+        h /= np.add.reduce(h, axis=1, keepdims=True)
+        return h
 
     def bias_grad(self, du: Array, out: Array) -> None:
         np.add.reduce(du, axis=0, out=out)
 
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
-        if builtin_name(loss) != "sparse_categorical_crossentropy" or u.ndim != 2:
-            return super().fused_loss(loss, act, y, u, scale)
+        return loss.fused(self, act, y, u, scale)  # the loss calls `sparse_softmax_crossentropy` where it is one
+
+    def sparse_softmax_crossentropy(
+        self, loss: Any, act: Any, y: Array, u: Array, scale: Any
+    ) -> tuple[Array, Array, Array]:
+        if u.ndim != 2:
+            return self.preactivation_loss(loss, act, y, u, scale)
         # 1-D indices of each row's label: a flat take/put is cheaper than u[rows, y]
         idx = self._row_starts(*u.shape) + y
         m = np.maximum.reduce(u, axis=1)
@@ -162,7 +169,7 @@ class NumpyOps(Ops):
         grad = np.multiply(p, scale)
         grad.reshape(-1)[idx] -= scale
         # with from_logits the model's output is u itself, not the softmax the loss needed
-        return value, grad, p if builtin_name(act) == "softmax" else act.forward(np, u)
+        return value, grad, act.output_of_softmax(np, u, p)
 
     def _row_starts(self, n: int, k: int) -> Array:
         r = getattr(self, "_row_starts_cache", None)
@@ -198,7 +205,7 @@ class NumpyOps(Ops):
         if chain is None or limit is None or rows > limit or n < 4 * rows:
             return None
         layers = [a for a in chain if a is not None]
-        if not layers or any(builtin_name(a.activation) not in _ELEMENTWISE for a in layers[:-1]):
+        if not layers or not all(getattr(a.activation, "elementwise", False) for a in layers[:-1]):
             return None
         plan = [
             (np.ascontiguousarray(a.kernel.T), None if a.bias is None else a.bias[:, None], a.activation)
@@ -757,6 +764,3 @@ class _Wide:
         """The (c, n, h, w) image pixels inside the padded buffer."""
         grid = buf[: self.c * self.span].reshape(self.c, self.n, self.hp, self.wp)
         return grid[:, :, self.top : self.top + self.h, self.left : self.left + self.w]
-
-
-_ELEMENTWISE = ("linear", "relu", "elu", "sigmoid", "tanh")

@@ -18,7 +18,7 @@ from collections import Counter
 from types import TracebackType
 from typing import Any
 
-from ..backend.base import builtin_name
+from ..activations import ReLU
 from .activation import Activation
 from .base import Layer
 from .conv import Conv2D
@@ -27,11 +27,7 @@ from .pooling import MaxPooling2D
 
 def _defers(layer: Layer) -> bool:
     """A built-in layer (not a subclass, no replaced methods) whose activation is the built-in relu."""
-    return (
-        type(layer) in (Conv2D, Activation)
-        and builtin_name(layer.activation) == "relu"
-        and not layer.replaces_methods()
-    )
+    return type(layer) in (Conv2D, Activation) and type(layer.activation) is ReLU and not layer.replaces_methods()
 
 
 class ReluAfterMaxPool:
