@@ -19,7 +19,6 @@ class Dropout(Layer):
     """
 
     identity_at_inference = True
-    carries_nan = True
 
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None, input_shape: Any = None) -> None:
         super().__init__(name=name, input_shape=input_shape)
