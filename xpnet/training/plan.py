@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..backend import _cublas
@@ -103,7 +104,7 @@ KEEP_NAN = frozenset(
 IN_PLACE_LAYERS = frozenset({Dense, Conv2D, Conv1D, Conv2DTranspose})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Plan:
     """The decisions for one compiled model; see the module docstring. Frozen: a change makes a new one.
 
@@ -123,11 +124,23 @@ class Plan:
     # or "layer by layer"
     predict_route: str
     logits_at_end: bool  # predict applies the output activation once over all the logits
-    nan_check: str  # "by output" or "by input"
     captures: bool
     capture_reason: str
     affine_chain: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
+    # (backend, the layers' activations) where every layer passes a NaN row on, else None: the backend's
+    # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
+    nan_probe: tuple[Any, tuple[Any, ...]] | None = field(default=None, compare=False, repr=False)
     key: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+    @cached_property
+    def nan_check(self) -> str:
+        """Where predict looks for NaN: "by output" where a NaN input surely reaches the output on this backend
+        (the outputs are checked, the inputs only if one is not finite), else "by input"."""
+        if self.nan_probe is None:
+            return "by input"
+        ops, acts = self.nan_probe
+        keeps = ops.matmul_keeps_nan() and all(a is None or ops.carries_nan(a) for a in acts)
+        return "by output" if keeps else "by input"
 
     @property
     def updates_in_backprop(self) -> bool:
@@ -156,6 +169,12 @@ class Plan:
 
     def __str__(self) -> str:
         return f"Plan: {self.explain()}"
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(sink={self.sink!r}, fused={self.fused}, relu_pairs={len(self.relu_pairs)}, "
+            f"predict={self.predict_route!r}, nan_check={self.nan_check!r}, captures={self.captures})"
+        )
 
 
 def plan_key(model: Any) -> tuple[Any, ...]:
@@ -200,7 +219,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         predict_forms=predict_forms,
         predict_route=route,
         logits_at_end=at_end,
-        nan_check="by output" if _keeps_nan(model, nodes) else "by input",
+        nan_probe=_nan_probe(model, nodes),
         captures=captures,
         capture_reason=capture_reason,
         affine_chain=chain,
@@ -317,15 +336,10 @@ def _affine_chain(model: Any, nodes: list[Any]) -> tuple[tuple[Any, ...] | None,
     return tuple(chain), True
 
 
-def _keeps_nan(model: Any, nodes: Sequence[Any]) -> bool:
-    """Whether a NaN input surely reaches the output on this backend (then predict checks the outputs)."""
-    ops = model.ops
-    if not getattr(model, "chain", False) or ops is None or not ops.matmul_keeps_nan():
-        return False
-    for node in nodes:
-        layer = node.layer
-        if type(layer) not in KEEP_NAN:
-            return False  # a user's layer may do anything
-        if layer.activation is not None and not ops.carries_nan(layer.activation):
-            return False
-    return True
+def _nan_probe(model: Any, nodes: Sequence[Any]) -> tuple[Any, tuple[Any, ...]] | None:
+    """What `Plan.nan_check` probes: a chain of layers that each pass a NaN row on, given the backend's kernels."""
+    if not getattr(model, "chain", False) or model.ops is None:
+        return None
+    if any(type(n.layer) not in KEEP_NAN for n in nodes):
+        return None  # a user's layer may do anything
+    return model.ops, tuple(n.layer.activation for n in nodes)
