@@ -320,9 +320,13 @@ class Layer:
         """Whether forward or backward methods were replaced on this instance (a fast path must not skip them)."""
         return any(k in vars(self) for k in _STEP_METHODS)
 
-    def inference_affine(self) -> Affine | None:
-        """This layer as an `Affine`, when its inference forward is exactly that (a backend may run it faster)."""
-        return None
+    def take_model_seed(self, seed: int) -> None:
+        """Given the seed the model drew for this layer at build: layers with random draws of their own
+        (Dropout) keep it when the user gave none; others have no use for it."""
+
+    def seeded_by_model(self, seed: int) -> bool:
+        """Whether this layer's random draws follow `seed`, the one the model drew for it (not the user's own)."""
+        return False
 
     def count_params(self) -> int:
         return sum(int(np.prod(s.shape)) for s in self.param_specs()) if self.built else 0

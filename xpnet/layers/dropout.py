@@ -32,6 +32,13 @@ class Dropout(Layer):
         self._offset: DeviceScalar | None = None
         self._mask: Array = None
 
+    def take_model_seed(self, seed: int) -> None:
+        if self.seed is None:
+            self.seed = seed
+
+    def seeded_by_model(self, seed: int) -> bool:
+        return self.seed == seed
+
     def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None:
         steps = self.iterations
         super().bind(ops, params, grads)

@@ -44,7 +44,6 @@ from ..io.file_checks import check_parameter_count
 from ..io.serialization import merged_custom_objects
 from ..layers import custom
 from ..layers.base import Layer, Shape, _as_shape
-from ..layers.dropout import Dropout
 from ..layers.input import Input
 from ..layers.node import KerasTensor, Node
 from ..params import AccumulatingSink, GradientSink, ParamStore
@@ -290,7 +289,7 @@ class Model(Trainer):
         """Every execution decision for this model as it stands (training/plan.py); `plan.explain()` says them."""
         if not self.built:
             raise ValueError("plan: the model is not built yet; build it (or call fit or predict) first")
-        key = plan_key(self)
+        key = plan_key(self, self._nodes)
         plan = self._exec_plan
         if plan is None or plan.key != key:  # made again after a recompile, a rebuild, a changed layer
             plan = self._exec_plan = make_plan(self, key)
@@ -369,8 +368,7 @@ class Model(Trainer):
         leaves = self.leaf_layers
         for i, layer in enumerate(leaves):
             layer.index = i
-            if isinstance(layer, Dropout) and layer.seed is None:
-                layer.seed = layer_seed(self.seed, i)
+            layer.take_model_seed(layer_seed(self.seed, i))
             if layer.keras_call:  # a custom layer's Dropout sublayers
                 custom.seed_dropouts(layer, layer_seed(self.seed, i))
         # a model file being loaded must store this many parameters: refused before any is drawn
@@ -909,21 +907,26 @@ class Model(Trainer):
         raises unless the network maps it to its finite limit (e.g. a relu of -inf, a saturated
         sigmoid), which is the value an answer would have.
         """
-        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
-            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
+        hooks = list(callbacks or [])
+        if hooks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
+            return self._predict_batches(x, batch_size, hooks, steps)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         by_output = self.built and self.plan.nan_check == "by output"
         x = self.check_inputs(x, "predict", finite=not by_output)
         if not self.built:
             self.build(x.shape[1:])
+        result = self._predict_arrays(x, batch_size)
+        if by_output:
+            _check_outputs(x, result)
+        return result[0] if self._single_out else result
+
+    def _predict_arrays(self, x: Any, batch_size: int) -> list[np.ndarray]:
+        """Each output for checked host x as a host array."""
         self.hold_layers()
         ops = self.ops
         assert ops is not None
         with ops.activate():
-            result = [ops.to_numpy(out) for out in self._predict_on_device(x, batch_size, self.plan)]
-        if by_output and isinstance(x, np.ndarray) and not all(probably_finite(r) for r in result):
-            require_finite(x, "predict", "x")  # names the bad inputs; finite inputs may overflow: then no error
-        return result[0] if self._single_out else result
+            return [ops.to_numpy(out) for out in self._predict_on_device(x, batch_size, self.plan)]
 
     def _predict_on_device(self, x: Any, batch_size: int, plan: Plan) -> list[Array]:
         """The outputs for host x on the device, batch by batch, by the plan's route."""
@@ -933,8 +936,7 @@ class Model(Trainer):
         n = data.rows(X)
         outs = [ops.zeros((n, *t.feature_shape), getattr(ops.xp, self.dtype)) for t in self.outputs]
         rows = min(batch_size, ops.inference_rows or batch_size)
-        chain = plan.affine_chain
-        program = ops.inference_program(list(chain), n, rows) if chain is not None else None
+        program = plan.predict_program(ops, n, rows)
         for lo in range(0, n, rows):
             hi = min(lo + rows, n)
             if program is not None:
@@ -995,9 +997,6 @@ class Model(Trainer):
     def requested_input_shape(self) -> Shape | None:
         """The input shape a `Sequential` that starts with this model takes (its own input's, once known)."""
         return self.inputs[0].feature_shape if len(self.inputs) == 1 else None
-
-    def inference_affine(self) -> None:
-        return None
 
     def is_inference_identity(self) -> bool:
         return False
@@ -1062,6 +1061,12 @@ class Model(Trainer):
             f"<Model name={self.name!r} inputs={len(self.inputs)} outputs={len(self.outputs)} "
             f"layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
         )
+
+
+def _check_outputs(x: Any, result: list[np.ndarray]) -> None:
+    """After a NaN check by output: an output that is not finite sends predict back to name the bad inputs."""
+    if isinstance(x, np.ndarray) and not all(probably_finite(r) for r in result):
+        require_finite(x, "predict", "x")  # finite inputs may overflow: then no error
 
 
 def _has_trained_weights(layer: Any) -> bool:

@@ -20,7 +20,6 @@ from ..io import config, h5_model, h5_weights, keras_format, saving
 from ..io.file_checks import FileFormatError, parameter_budget
 from ..io.serialization import merged_custom_objects
 from ..layers.base import Layer, Shape, _as_shape
-from ..layers.dropout import Dropout
 from ..layers.input import Input
 from ..layers.node import KerasTensor, Node
 from ..random import layer_seed
@@ -234,7 +233,7 @@ def clone_model(model: Model, custom_objects: dict[str, Any] | None = None) -> M
     spec = model.get_config()
     entries = [e for e in spec["layers"] if e["class_name"] != "InputLayer"]
     for i, (layer, entry) in enumerate(zip(model.layers, entries, strict=True)):
-        if isinstance(layer, Dropout) and layer.seed == layer_seed(model.seed, i):
+        if isinstance(layer, Layer) and layer.seeded_by_model(layer_seed(model.seed, i)):
             entry["config"]["seed"] = None  # drawn from the model's seed at build: the clone draws its own
     if isinstance(model, Sequential):
         spec["seed"] = None  # a new seed: fresh weights, as Keras's clone_model

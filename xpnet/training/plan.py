@@ -27,7 +27,7 @@ tests/test_fastpaths.py).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import _cublas
 from ..backend.base import builtin_name
 from ..layers.activation import Activation
+from ..layers.base import _STEP_METHODS, Layer
 from ..layers.batch_normalization import BatchNormalization
 from ..layers.conv import Conv2D
 from ..layers.conv1d import Conv1D
@@ -55,7 +56,6 @@ from .program import capture_obstacle
 
 if TYPE_CHECKING:
     from ..backend import Ops
-    from ..layers.base import Layer
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,8 @@ KEEP_NAN = frozenset(
         Subtract,
     }
 )
+# the classes that can say when they are h = act(x·kernel + bias) at inference (`inference_affine`)
+AFFINE_LAYERS = frozenset({Dense})
 # the classes whose `forward_inference` is their inference forward with the activation in place
 IN_PLACE_LAYERS = frozenset({Dense, Conv2D, Conv1D, Conv2DTranspose})
 
@@ -147,6 +149,10 @@ class Plan:
         """Whether plain SGD updates each layer's weights as backprop reaches it."""
         return self.sink == "in backprop"
 
+    def predict_program(self, ops: Ops, n: int, rows: int) -> Callable[[Any, Any], None] | None:
+        """The backend's program for the logits of n rows in batches of `rows`, or None: the layers' own forward."""
+        return None if self.affine_chain is None else ops.inference_program(list(self.affine_chain), n, rows)
+
     def make_sink(self, ops: Ops) -> GradientSink:
         """The sink this plan sends gradients to, on `ops`."""
         return InPlaceSGD(ops) if self.updates_in_backprop else GradientSink(ops)
@@ -177,9 +183,15 @@ class Plan:
         )
 
 
-def plan_key(model: Any) -> tuple[Any, ...]:
-    """What a plan depends on, compared by identity: a plan whose key differs is made again."""
-    layers = tuple((id(n.layer), id(n.layer.activation), n.layer.replaces_methods()) for n in _nodes(model))
+def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
+    """What a plan depends on, compared by identity: a plan whose key differs is made again.
+
+    Read before every training step, so it calls no methods: the layers' instance dicts are looked at
+    directly for replaced step methods (what `Layer.replaces_methods` checks).
+    """
+    layers = tuple(
+        (id(n.layer), id(n.layer.activation), any(m in n.layer.__dict__ for m in _STEP_METHODS)) for n in nodes
+    )
     store = model.__dict__.get("_store")
     return (
         id(model.ops),
@@ -223,7 +235,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         captures=captures,
         capture_reason=capture_reason,
         affine_chain=chain,
-        key=plan_key(model) if key is None else key,
+        key=plan_key(model, nodes) if key is None else key,
     )
 
 
@@ -324,13 +336,14 @@ def _affine_chain(model: Any, nodes: list[Any]) -> tuple[tuple[Any, ...] | None,
         return None, False
     layers = [n.layer for n in nodes]
     last = layers[-1]
-    at_end = builtin_name(last.activation) is not None and last.inference_affine() is not None
+    at_end = type(last) in AFFINE_LAYERS and builtin_name(last.activation) is not None
+    at_end = at_end and last.inference_affine() is not None
     if not at_end:
         return None, False
     chain = []
     for layer in layers:
-        affine = layer.inference_affine()
-        if affine is None and not layer.is_inference_identity():
+        affine = layer.inference_affine() if type(layer) in AFFINE_LAYERS else None
+        if affine is None and not (isinstance(layer, Layer) and layer.is_inference_identity()):
             return None, True
         chain.append(affine)
     return tuple(chain), True
