@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backend import _cublas
 from ..backend.base import builtin_name
+from ..layers import merge
 from ..layers.activation import Activation
 from ..layers.base import _STEP_METHODS, Layer
 from ..layers.batch_normalization import BatchNormalization
@@ -46,7 +47,6 @@ from ..layers.dropout import Dropout
 from ..layers.elementwise import LeakyReLU, Rescaling
 from ..layers.elu import ELU
 from ..layers.flatten import Flatten
-from ..layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from ..layers.pooling import MaxPooling2D
 from ..layers.prelu import PReLU
 from ..layers.relu import ReLU
@@ -80,25 +80,8 @@ SINK_ONLY = frozenset({Dense, Conv2D, Conv1D, Conv2DTranspose, BatchNormalizatio
 # The classes whose output row is NaN when an input row is (given the backend's kernels, probed by
 # `Ops.carries_nan` and `Ops.matmul_keeps_nan`): then predict may check its outputs, not its inputs.
 KEEP_NAN = frozenset(
-    {
-        Activation,
-        Dense,
-        Dropout,
-        Flatten,
-        PReLU,
-        ReLU,
-        LeakyReLU,
-        ELU,
-        Rescaling,
-        Softmax,
-        Add,
-        Average,
-        Concatenate,
-        Maximum,
-        Minimum,
-        Multiply,
-        Subtract,
-    }
+    {Activation, Dense, Dropout, Flatten, PReLU, ReLU, LeakyReLU, ELU, Rescaling, Softmax}
+    | {merge.Add, merge.Average, merge.Concatenate, merge.Maximum, merge.Minimum, merge.Multiply, merge.Subtract}
 )
 # the classes that can say when they are h = act(x·kernel + bias) at inference (`inference_affine`)
 AFFINE_LAYERS = frozenset({Dense})
