@@ -51,7 +51,7 @@ from ..random import init_rng, layer_seed, next_model_seed
 from ..training import data
 from ..training.callbacks import Callback
 from ..training.guard import exclusive
-from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, make_plan, plan_key
+from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, make_plan, plan_key, same_key
 from ..training.stream import is_stream
 from ..training.trainer import Trainer, check_batch_size
 from . import sharing, summary
@@ -291,7 +291,7 @@ class Model(Trainer):
             raise ValueError("plan: the model is not built yet; build it (or call fit or predict) first")
         key = plan_key(self, self._nodes)
         plan = self._exec_plan
-        if plan is None or plan.key != key:  # made again after a recompile, a rebuild, a changed layer
+        if plan is None or not same_key(plan.key, key):  # made again after a recompile, a rebuild, a changed layer
             plan = self._exec_plan = make_plan(self, key)
         return plan
 

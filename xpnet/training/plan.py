@@ -159,6 +159,10 @@ class Plan:
     def __str__(self) -> str:
         return f"Plan: {self.explain()}"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Plan:
+        # immutable, and tied to the objects of its key: a copied model's key differs, so it plans again
+        return self
+
     def __repr__(self) -> str:
         return (
             f"Plan(sink={self.sink!r}, fused={self.fused}, relu_pairs={len(self.relu_pairs)}, "
@@ -167,24 +171,29 @@ class Plan:
 
 
 def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
-    """What a plan depends on, compared by identity: a plan whose key differs is made again.
+    """What a plan depends on: the objects themselves (held, so no id is reused), compared by `same_key`.
 
     Read before every training step, so it calls no methods: the layers' instance dicts are looked at
     directly for replaced step methods (what `Layer.replaces_methods` checks).
     """
-    layers = tuple(
-        (id(n.layer), id(n.layer.activation), any(m in n.layer.__dict__ for m in _STEP_METHODS)) for n in nodes
-    )
-    store = model.__dict__.get("_store")
-    return (
-        id(model.ops),
-        id(store),
-        id(model.optimizer),
+    key = [
+        model.ops,
+        model.__dict__.get("_store"),
+        model.optimizer,
         model.comm.size,
-        tuple(map(id, model.compiled_losses)),
         model.__dict__.get("_jit_compile"),
-        layers,
-    )
+    ]
+    key += model.compiled_losses
+    for n in nodes:
+        key += (n.layer, n.layer.activation, any(m in n.layer.__dict__ for m in _STEP_METHODS))
+    return tuple(key)
+
+
+def same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether two `plan_key`s hold the same objects (and equal numbers and flags)."""
+    if len(a) != len(b):
+        return False
+    return all(x is y or (type(x) in (int, bool, str) and x == y) for x, y in zip(a, b, strict=True))
 
 
 def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
