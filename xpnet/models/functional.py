@@ -51,7 +51,7 @@ from ..random import init_rng, layer_seed, next_model_seed
 from ..training import data
 from ..training.callbacks import Callback
 from ..training.guard import exclusive
-from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, make_plan, plan_key, same_key
+from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, current_plan
 from ..training.stream import is_stream
 from ..training.trainer import Trainer, check_batch_size
 from . import sharing, summary
@@ -289,10 +289,8 @@ class Model(Trainer):
         """Every execution decision for this model as it stands (training/plan.py); `plan.explain()` says them."""
         if not self.built:
             raise ValueError("plan: the model is not built yet; build it (or call fit or predict) first")
-        key = plan_key(self, self._nodes)
-        plan = self._exec_plan
-        if plan is None or not same_key(plan.key, key):  # made again after a recompile, a rebuild, a changed layer
-            plan = self._exec_plan = make_plan(self, key)
+        # made again after a recompile, a rebuild, a changed layer
+        plan = self._exec_plan = current_plan(self, self._exec_plan, self._nodes)
         return plan
 
     def _calls_as_made(self) -> list[Node]:

@@ -176,13 +176,8 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     Read before every training step, so it calls no methods: the layers' instance dicts are looked at
     directly for replaced step methods (what `Layer.replaces_methods` checks).
     """
-    key = [
-        model.ops,
-        model.__dict__.get("_store"),
-        model.optimizer,
-        model.comm.size,
-        model.__dict__.get("_jit_compile"),
-    ]
+    state = model.__dict__
+    key = [model.ops, state.get("_store"), model.optimizer, state.get("_comm"), state.get("_jit_compile")]
     key += model.compiled_losses
     for n in nodes:
         key += (n.layer, n.layer.activation, any(m in n.layer.__dict__ for m in _STEP_METHODS))
@@ -190,10 +185,18 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Whether two `plan_key`s hold the same objects (and equal numbers and flags)."""
+    """Whether two `plan_key`s hold the same objects (and equal flags)."""
     if len(a) != len(b):
         return False
-    return all(x is y or (type(x) in (int, bool, str) and x == y) for x, y in zip(a, b, strict=True))
+    return all(x is y or (type(x) in (bool, str) and x == y) for x, y in zip(a, b, strict=True))
+
+
+def current_plan(model: Any, plan: Plan | None, nodes: Sequence[Any]) -> Plan:
+    """`plan` while what it depends on is unchanged, else a new one for `model` as it stands."""
+    key = plan_key(model, nodes)
+    if plan is not None and same_key(plan.key, key):
+        return plan
+    return make_plan(model, key)
 
 
 def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
