@@ -149,3 +149,27 @@ def test_one_predict_equals_the_layers_as_written(kind: str) -> None:
         h = layer.forward(h, False)
     np.testing.assert_array_equal(got, model.ops.to_numpy(h))
     assert model.plan.predict_route == ("transposed small batches" if kind == "sequential" else "layer by layer")
+
+
+def test_a_deep_copy_plans_for_its_own_layers() -> None:
+    import copy
+
+    model = _model_a()
+    plan = model.plan
+    twin = copy.deepcopy(model)
+    assert twin.plan is not plan and twin.plan == plan  # the same decisions, for the copy's layers and store
+    assert twin.plan.affine_chain[0].kernel is twin.layers[0].params["kernel"]
+
+
+def test_dropout_says_whether_its_seed_is_the_models_and_clone_model_asks_it_beside_a_nested_model() -> None:
+    model = Sequential([Input((4,)), Dense(3, "relu"), Dropout(0.2), Dense(2, "softmax")], seed=2)
+    drop, dense = model.layers[1], model.layers[0]
+    assert drop.seeded_by_model(drop.seed) and not drop.seeded_by_model(drop.seed + 1)
+    assert not dense.seeded_by_model(0)
+    assert xpnet.models.clone_model(model).layers[1].seed != drop.seed  # drawn again from the clone's seed
+    user = Dropout(0.2, seed=7)
+    user.take_model_seed(3)
+    assert user.seed == 7  # the user's seed stays
+    inner = Sequential([Input((4,)), Dense(3, "relu")], seed=1)
+    nested = Sequential([inner, Dropout(0.2), Dense(2, "softmax")], seed=2)
+    assert isinstance(xpnet.models.clone_model(nested).layers[0], Sequential)  # a model among the layers: no error
