@@ -48,6 +48,7 @@ KNOWN_CIRCLES: list[frozenset[str]] = [
             "xpnet.io.keras_format",
             "xpnet.training.callbacks",
             "xpnet.training.checkpoint",
+            "xpnet.training.plan",
             "xpnet.training.program",
             "xpnet.training.state",
             "xpnet.training.step",

@@ -10,6 +10,7 @@ import pytest
 import xpnet
 from xpnet.backend import numpy_ops
 from xpnet.layers import Activation, Conv2D, Dense, Flatten, MaxPooling2D
+from xpnet.training import plan as plan_mod
 
 
 def _small(seed: int = 0) -> xpnet.Sequential:
@@ -78,15 +79,14 @@ def test_relu_after_max_pool_trains_and_predicts_bit_for_bit_as_written(pool: di
     x, y = rng.standard_normal((48, side, side, 2)).astype(np.float32), rng.integers(0, 5, 48)
     x[0, :3, :3, :] = 0.0  # windows whose maximum is exactly 0 (ties): relu' = 0 either way
     fused, plain = _relu_pool_model(0, pool, side), _relu_pool_model(0, pool, side)
-    assert [(a.name, b.name) for a, b in fused._train_step().plan.pairs] == [
-        ("conv2d", "max_pooling2d"),
-        ("activation", "max_pooling2d_1"),
-    ]
-    plain._train_step().plan.pairs.clear()  # the layers exactly as written
+    assert fused.plan.relu_pairs == (("conv2d", "max_pooling2d"), ("activation", "max_pooling2d_1"))
     h1 = fused.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
     wide = isinstance(fused.layers[1]._arg, numpy_ops._WideHalves)
     assert wide == (side == 10 and not pool)  # the relu on the pooled buffer took NumPy's wide path
-    h2 = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    with pytest.MonkeyPatch.context() as mp:  # the layers exactly as written
+        mp.setattr(plan_mod, "_relu_pairs", lambda model, nodes: [])
+        assert plain.plan.relu_pairs == ()
+        h2 = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
     assert h1.history["loss"] == h2.history["loss"]
     for u, v in zip(fused.get_weights(), plain.get_weights(), strict=True):
         np.testing.assert_array_equal(u, v)
@@ -94,8 +94,8 @@ def test_relu_after_max_pool_trains_and_predicts_bit_for_bit_as_written(pool: di
     for layer in plain.layers:  # a layer called on its own never sees the rewrite
         by_layers = plain.ops.to_numpy(layer.forward(plain.ops.asarray(by_layers)))
     np.testing.assert_array_equal(fused.predict(x, batch_size=48), by_layers)
-    assert not any(getattr(layer, "activation_deferred", False) for layer in fused.layers)
-    assert not any(getattr(layer, "relu_after", False) for layer in fused.layers)
+    # the rewrite is the plan's forward program, never a switch left on a layer
+    assert not any(hasattr(layer, "activation_deferred") or hasattr(layer, "relu_after") for layer in fused.layers)
 
 
 def test_relu_after_max_pool_leaves_trace_and_subclasses_alone() -> None:
@@ -106,18 +106,15 @@ def test_relu_after_max_pool_leaves_trace_and_subclasses_alone() -> None:
         [Conv2D(2, 3, activation="relu", input_shape=(6, 6, 1)), MyPool(), Flatten(), Dense(2, "softmax")]
     )
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
-    assert model._train_step().plan.pairs == []
+    assert model.plan.relu_pairs == ()
     model = _small()
-    plan = model._train_step().plan
-    assert len(plan.pairs) == 1
+    plan = model.plan
+    assert len(plan.relu_pairs) == 1
     conv = model.layers[0]
     conv.forward = conv.forward  # replaced on the instance after the plan was made: not rewritten
-    with plan:
-        assert plan.active == [] and not conv.activation_deferred
+    assert model.plan is not plan and model.plan.relu_pairs == ()
     del conv.forward
-    with plan:
-        assert conv.activation_deferred
-    assert not conv.activation_deferred
+    assert model.plan.relu_pairs == plan.relu_pairs
     rng = np.random.default_rng(4)
     t = model.trace(rng.standard_normal((2, 8, 8, 1)).astype(np.float32), np.array([0, 1]))
     np.testing.assert_array_equal(t.h(1), np.maximum(t.u(1), 0.0))  # the conv layer's own h = relu(u)
@@ -126,8 +123,6 @@ def test_relu_after_max_pool_leaves_trace_and_subclasses_alone() -> None:
 
 def test_relu_after_max_pool_in_a_graph_only_where_the_pool_alone_reads_the_relu() -> None:
     """In a functional model a relu output that another layer also reads must stay relu'd: no rewrite there."""
-    from xpnet.layers.fusion import ReluAfterMaxPool
-
     x = xpnet.Input((8, 8, 1))
     c = Conv2D(2, 3, padding="same", activation="relu", name="c")(x)
     p = MaxPooling2D(name="p")(c)
@@ -137,7 +132,7 @@ def test_relu_after_max_pool_in_a_graph_only_where_the_pool_alone_reads_the_relu
     out = Dense(3, "softmax", name="out")(xpnet.layers.Concatenate()([Flatten()(p2), side]))
     model = xpnet.Model(x, out, seed=2)
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
-    assert [(a.name, b.name) for a, b in ReluAfterMaxPool(model).pairs] == [("c2", "p2")]
+    assert model.plan.relu_pairs == (("c2", "p2"),)
     rng = np.random.default_rng(0)
     xs, ys = rng.standard_normal((6, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 6)
     plain = xpnet.Model.from_config(model.get_config(), seed=2)
@@ -145,7 +140,7 @@ def test_relu_after_max_pool_in_a_graph_only_where_the_pool_alone_reads_the_relu
     plain.set_weights(model.get_weights())
     model.fit(xs, ys, batch_size=3, epochs=2, verbose=0)
     with pytest.MonkeyPatch.context() as mp:  # the same training with no rewrite at all
-        mp.setattr(ReluAfterMaxPool, "__enter__", lambda self: self)
+        mp.setattr(plan_mod, "_relu_pairs", lambda model, nodes: [])
         plain.fit(xs, ys, batch_size=3, epochs=2, verbose=0)
     for a, b in zip(model.get_weights(), plain.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -153,17 +148,17 @@ def test_relu_after_max_pool_in_a_graph_only_where_the_pool_alone_reads_the_relu
 
 def test_functional_conv_model_predicts_the_same_with_the_rewrite() -> None:
     """Model.predict runs the relu-after-pool plan too; its outputs equal those with no rewrite at all."""
-    from xpnet.layers.fusion import ReluAfterMaxPool
-
     x = xpnet.Input((8, 8, 1))
     h = MaxPooling2D()(Conv2D(3, 3, padding="same", activation="relu")(x))
     model = xpnet.Model(x, Dense(4, "softmax")(Flatten()(h)), seed=5)
-    assert len(ReluAfterMaxPool(model).pairs) == 1
+    assert len(model.plan.relu_pairs) == 1
     images = np.random.default_rng(1).standard_normal((7, 8, 8, 1)).astype(np.float32)
     fast = model.predict(images)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ReluAfterMaxPool, "__enter__", lambda self: self)
+        mp.setattr(plan_mod, "_relu_pairs", lambda model, nodes: [])
+        mp.setattr(model, "_exec_plan", None)  # made again without the rewrite
         plain = model.predict(images)
+        assert model.plan.relu_pairs == ()
     np.testing.assert_array_equal(fast, plain)
 
 

@@ -494,7 +494,6 @@ def test_sgd_inside_backprop_matches_the_separate_update(which: str, monkeypatch
     each layer must compute ∂L/∂x from the kernel before the sink changes it, so both routes train alike."""
     from xpnet.backend.numpy_ops import NumpyOps
     from xpnet.layers import Conv1D, Dense, GlobalMaxPooling1D
-    from xpnet.params import InPlaceSGD
 
     rng = np.random.default_rng(0)
     shape = (12, 2) if which == "1d" else (3, 3, 2)
@@ -510,7 +509,7 @@ def test_sgd_inside_backprop_matches_the_separate_update(which: str, monkeypatch
             stack += [GlobalMaxPooling2D()]
         model = xpnet.Sequential([Input(shape), *stack, Dense(3, "softmax")], seed=0)
         model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", backend="numpy")
-        assert isinstance(model.optimizer.gradient_sink(model.store, one_process=True), InPlaceSGD) == in_backward
+        assert model.plan.updates_in_backprop == in_backward
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         runs.append(model.get_weights())
     for a, b in zip(*runs, strict=True):

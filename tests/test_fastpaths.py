@@ -11,7 +11,6 @@ import xpnet
 from xpnet import Dense, Dropout, Sequential
 from xpnet.backend import _cblas, get_backend
 from xpnet.backend.numpy_ops import NumpyOps
-from xpnet.params import InPlaceSGD
 from xpnet.parity import synthetic_fashion_like
 
 needs_cblas = pytest.mark.skipif(_cblas.find() is None, reason="NumPy's BLAS has no CBLAS symbol reachable here")
@@ -26,8 +25,8 @@ def _model_a(optimizer: Any = "sgd", **dense: Any) -> Sequential:
 
 
 def _inplace(model: Sequential) -> bool:
-    """Whether the model's optimizer would update weights inside backprop (the InPlaceSGD sink)."""
-    return isinstance(model.optimizer.gradient_sink(model.store, one_process=True), InPlaceSGD)
+    """Whether the model's plan updates weights inside backprop (the InPlaceSGD sink)."""
+    return model.plan.updates_in_backprop
 
 
 def _train(monkeypatch: pytest.MonkeyPatch, in_backward: bool, **kw: Any) -> tuple[list[np.ndarray], Any]:
@@ -222,10 +221,11 @@ def test_small_batch_predict_in_transposed_layout_matches_the_layer_path(
     )
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
     model.build((6, 5))
-    assert model.ops.inference_program(model._affine_chain(), 300, 32) is not None  # the path under test is taken
+    assert model.plan.predict_route == "transposed small batches"
+    assert model.ops.inference_program(list(model.plan.affine_chain), 300, 32) is not None  # the path under test
     fast = model.predict(x, batch_size=32)
     monkeypatch.setattr(NumpyOps, "transposed_inference_rows", None)
-    assert model.ops.inference_program(model._affine_chain(), 300, 32) is None
+    assert model.ops.inference_program(list(model.plan.affine_chain), 300, 32) is None
     np.testing.assert_allclose(fast, model.predict(x, batch_size=32), rtol=1e-5, atol=1e-7)
 
 

@@ -143,7 +143,6 @@ def test_optimizer_and_penalties_never_change_non_trainable_weights(optimizer: s
 
 def test_plain_sgd_updates_batch_norm_inside_backprop_like_the_gradient_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
     from xpnet.backend.numpy_ops import NumpyOps
-    from xpnet.params import InPlaceSGD
 
     x, y = _data()
     runs = []
@@ -151,7 +150,7 @@ def test_plain_sgd_updates_batch_norm_inside_backprop_like_the_gradient_buffer(m
         monkeypatch.setattr(NumpyOps, "inplace_sgd", in_backward)
         model = _bn_model()
         model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
-        assert isinstance(model.optimizer.gradient_sink(model.store, one_process=True), InPlaceSGD) == in_backward
+        assert model.plan.updates_in_backprop == in_backward
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
         runs.append(model.get_weights())
     for a, b in zip(*runs, strict=True):

@@ -17,7 +17,7 @@ import numpy as np
 from . import argcheck, schedules
 from .backend import Ops
 from .backend.base import DeviceScalar
-from .params import GradientSink, InPlaceSGD, ParamStore
+from .params import GradientSink, ParamStore
 from .schedules import LearningRateSchedule
 
 Array = Any
@@ -112,10 +112,6 @@ class Optimizer:
         """True without a schedule: the rate changes only when `learning_rate` is set."""
         return self._schedule is None
 
-    def gradient_sink(self, store: ParamStore, one_process: bool) -> GradientSink:
-        """Where layers should put gradients for this optimizer: the store's buffer, by default."""
-        return GradientSink(store.ops)
-
     def gradient_scale(self) -> Array | None:
         """The factor the step folds into the loss gradient (a 0-d float64 device value), None for 1."""
         return None
@@ -156,8 +152,8 @@ class SGD(Optimizer):
     """w ← w − η·g; with momentum μ: v ← μv − η·g, w ← w + v (Nesterov: w ← w + μv − η·g).
 
     Without momentum the loss gradient arrives already multiplied by η, so the update is one
-    subtraction, or none at all where the backend updates each layer inside backprop
-    (`InPlaceSGD`: on NumPy, one GEMM with β = 1 per weight).
+    subtraction, or none at all where the model's plan updates each layer inside backprop
+    (xpnet/training/plan.py: on NumPy, one GEMM with β = 1 per weight).
     """
 
     name = "sgd"
@@ -179,23 +175,6 @@ class SGD(Optimizer):
 
     def gradient_scale(self) -> Array | None:
         return None if self.momentum else self.lr(dtype64=True)
-
-    def gradient_sink(self, store: ParamStore, one_process: bool) -> GradientSink:
-        # in-place needs every weight's gradient to come through the sink, no penalty gradients added
-        # after backprop, no Allreduce between backprop and update, and this class's own update rule
-        inplace = (
-            not self.momentum
-            and one_process
-            and store.ops.inplace_sgd
-            and not store.regularized()
-            and type(self).update is SGD.update
-            and not any(k in vars(self) for k in ("update", "apply"))
-            and all(
-                type(s.layer).__dict__.get("grads_via_sink", False) and not s.layer.replaces_methods()
-                for s in store.trainable_slots
-            )
-        )
-        return InPlaceSGD(store.ops) if inplace else GradientSink(store.ops)
 
     def update(self, params: Array, grads: Array, scaled: bool) -> None:
         assert self.ops is not None

@@ -678,8 +678,11 @@ def builtin_name(obj: Any) -> str | None:
     For the registry points outside the backend (which layers a capture is checked with); the backends
     themselves choose variants by method (`Activation.apply`, `Loss.fused`), never by this name.
     """
-    # the class's name: a loss made with name="..." (Keras's display name) keeps its fast path
-    return getattr(type(obj), "name", None) if type(obj).__module__ in ("xpnet.activations", "xpnet.losses") else None
+    # the class's name: a loss made with name="..." (Keras's display name) keeps its fast path;
+    # FunctionActivation lives in xpnet.activations but runs the user's code, so it is no built-in
+    if type(obj).__module__ not in ("xpnet.activations", "xpnet.losses") or getattr(obj, "builtin", True) is False:
+        return None
+    return getattr(type(obj), "name", None)
 
 
 def arange_like(xp: Any, n: int, dtype: Any, like: Array) -> Array:

@@ -10,20 +10,13 @@ from .base import Array, Layer
 class Activation(Layer):
     """Applies φ elementwise: (batch, ...) → same shape."""
 
-    carries_nan = True
-
     def __init__(self, activation: str | acts.Activation, name: str | None = None, input_shape: Any = None) -> None:
         super().__init__(name=name, input_shape=input_shape)
         self.activation: acts.Activation = acts.get(activation)
         self._h: Array = None
-        # set only while a `fusion.ReluAfterMaxPool` plan runs: the max pool that follows applies the relu
-        self.activation_deferred = False
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        if self.activation_deferred:
-            self._u = x
-            return x
         h = self.activation.forward(self.ops.xp, x)
         self._u = x  # kept at inference too: the loss reads logits from it
         if training:
@@ -38,8 +31,6 @@ class Activation(Layer):
         assert self.ops is not None
         if not need_input_grad:
             return None
-        if self.activation_deferred:  # the pool above already applied relu'
-            return dy
         return self.ops.activation_backward(self.activation, self._u, self._h, dy)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:

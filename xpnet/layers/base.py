@@ -67,14 +67,8 @@ class Affine:
 class Layer:
     # The output activation `forward_preactivation` stops before (None: the layer has none).
     activation: Activation | None = None
-    # True when this class (not a parent) hands every parameter gradient to `self.sink` in its
-    # backward: then plain SGD may update the weights inside backprop (`params.InPlaceSGD`).
-    grads_via_sink: ClassVar[bool] = False
     # True when the layer is the identity at inference on flat inputs (Dropout; Flatten).
     identity_at_inference: ClassVar[bool] = False
-    # True when a NaN in an input row always reaches the same output row (with the backend's
-    # matmul and activation kernels, which the model probes): predict may then check outputs only.
-    carries_nan: ClassVar[bool] = False
     # True for layers that take a list of inputs (merges): forward gets a list of arrays and
     # backward returns a list with one gradient (or None) per input.
     multi_input: ClassVar[bool] = False
@@ -106,9 +100,6 @@ class Layer:
         self.trainable = bool(trainable)
         # the model's dtype, set when the model binds the layer (for constants a layer uploads then)
         self.compute_dtype = "float32"
-        # at inference, whether to keep the pre-activation for someone to look at (trace); predict
-        # turns it off so activations may reuse its memory
-        self.keep_preactivation = True
         # a weak reference to the model whose parameter buffer holds this layer's weights (set when
         # the model binds it): a layer serves one model, so another model may not take it over
         self.model_ref: Any = None
@@ -329,9 +320,13 @@ class Layer:
         """Whether forward or backward methods were replaced on this instance (a fast path must not skip them)."""
         return any(k in vars(self) for k in _STEP_METHODS)
 
-    def inference_affine(self) -> Affine | None:
-        """This layer as an `Affine`, when its inference forward is exactly that (a backend may run it faster)."""
-        return None
+    def take_model_seed(self, seed: int) -> None:
+        """Given the seed the model drew for this layer at build: layers with random draws of their own
+        (Dropout) keep it when the user gave none; others have no use for it."""
+
+    def seeded_by_model(self, seed: int) -> bool:
+        """Whether this layer's random draws follow `seed`, the one the model drew for it (not the user's own)."""
+        return False
 
     def count_params(self) -> int:
         return sum(int(np.prod(s.shape)) for s in self.param_specs()) if self.built else 0

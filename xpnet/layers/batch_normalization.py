@@ -22,8 +22,6 @@ class BatchNormalization(Layer):
     Weights, in Keras's order: gamma, beta (trainable), moving_mean, moving_variance (not).
     """
 
-    grads_via_sink = True
-
     def __init__(
         self,
         axis: int = -1,

@@ -20,8 +20,6 @@ class Conv2D(Layer):
     matrix (im2col) with W for the forward pass, one for ∂L/∂W and one (then col2im) for ∂L/∂x.
     """
 
-    grads_via_sink = True  # every weight gradient goes through `_put_grad` → the sink
-
     def __init__(
         self,
         filters: int,
@@ -58,9 +56,6 @@ class Conv2D(Layer):
         self.bias_initializer = inits.get(bias_initializer)
         self.kernel_regularizer = regs.get(kernel_regularizer)
         self.bias_regularizer = regs.get(bias_regularizer)
-        self.keep_preactivation = True  # predict() turns it off: the activation may then reuse u's memory
-        # set only while a `fusion.ReluAfterMaxPool` plan runs: the max pool that follows applies the relu
-        self.activation_deferred = False
         self.pads: sp.Pads = (0, 0, 0, 0)
         self._ctx: Any = None
         self._u: Array = None
@@ -95,12 +90,15 @@ class Conv2D(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
         u = self.forward_preactivation(x, training)
-        if self.activation_deferred:
-            return u
-        h = self.ops.activation_forward(self.activation, u, in_place=not (training or self.keep_preactivation))
+        h = self.ops.activation_forward(self.activation, u)
         if training:
             self._h = h
         return h
+
+    def forward_inference(self, x: Array, training: bool = False) -> Array:
+        """predict's forward: φ applied in u's memory, (batch, out_height, out_width, filters)."""
+        assert self.ops is not None
+        return self.ops.activation_forward(self.activation, self.forward_preactivation(x, False), in_place=True)
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """u = x ⋆ W + b only: (batch, out_height, out_width, filters)."""
@@ -116,8 +114,6 @@ class Conv2D(Layer):
 
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None
-        if self.activation_deferred:  # the pool above already applied relu'
-            return self.backward_preactivation(dy, need_input_grad)
         du = self.ops.activation_backward(self.activation, self._u, self._h, dy)
         return self.backward_preactivation(du, need_input_grad)
 

@@ -20,8 +20,6 @@ class Conv1D(Layer):
     2-D convolution on (batch, 1, steps, in), with a dilated kernel holding zeros between the taps.
     """
 
-    grads_via_sink = True
-
     def __init__(
         self,
         filters: int,
@@ -126,10 +124,15 @@ class Conv1D(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
         u = self.forward_preactivation(x, training)
-        h = self.ops.activation_forward(self.activation, u, in_place=not (training or self.keep_preactivation))
+        h = self.ops.activation_forward(self.activation, u)
         if training:
             self._h = h
         return h
+
+    def forward_inference(self, x: Array, training: bool = False) -> Array:
+        """predict's forward: φ applied in u's memory, (batch, out_steps, filters)."""
+        assert self.ops is not None
+        return self.ops.activation_forward(self.activation, self.forward_preactivation(x, False), in_place=True)
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """u = x ⋆ W + b only: (batch, out_steps, filters)."""

@@ -25,8 +25,6 @@ class Conv2DTranspose(Layer):
     the forward pass and its im2col the backward pass (one GEMM each, one more for ∂L/∂W).
     """
 
-    grads_via_sink = True
-
     def __init__(
         self,
         filters: int,
@@ -129,10 +127,15 @@ class Conv2DTranspose(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
         u = self.forward_preactivation(x, training)
-        h = self.ops.activation_forward(self.activation, u, in_place=not (training or self.keep_preactivation))
+        h = self.ops.activation_forward(self.activation, u)
         if training:
             self._h = h
         return h
+
+    def forward_inference(self, x: Array, training: bool = False) -> Array:
+        """predict's forward: φ applied in u's memory, (batch, out_height, out_width, filters)."""
+        assert self.ops is not None
+        return self.ops.activation_forward(self.activation, self.forward_preactivation(x, False), in_place=True)
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """u = x ⋆ᵀ W + b only: (batch, out_height, out_width, filters)."""

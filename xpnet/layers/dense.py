@@ -15,9 +15,6 @@ class Dense(Layer):
     x: (batch, in) → h: (batch, units); kernel W: (in, units), bias b: (units,).
     """
 
-    grads_via_sink = True
-    carries_nan = True
-
     def __init__(
         self,
         units: int,
@@ -79,12 +76,18 @@ class Dense(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         assert self.ops is not None
-        # at inference u is only kept when someone may look at it (trace); NumPy then reuses its memory
-        keep_u = training or self.keep_preactivation
-        u, h = self.ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), self.activation, keep_u)
-        self._u = u  # kept at inference too: the loss reads logits from it
+        u, h = self.ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), self.activation)
+        self._u = u  # kept at inference too: the loss and trace read logits from it
         if training:
             self._x, self._h = x, h
+        return h
+
+    def forward_inference(self, x: Array, training: bool = False) -> Array:
+        """predict's forward, h = φ(xW + b): (batch, in) → (batch, units), φ computed in u's memory where the
+        backend can (u is then not meaningful; nobody looks at it after predict)."""
+        assert self.ops is not None
+        u, h = self.ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), self.activation, False)
+        self._u = u
         return h
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:

@@ -19,7 +19,6 @@ class Dropout(Layer):
     """
 
     identity_at_inference = True
-    carries_nan = True
 
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None, input_shape: Any = None) -> None:
         super().__init__(name=name, input_shape=input_shape)
@@ -32,6 +31,13 @@ class Dropout(Layer):
         self._counter: Array = None  # 0-d uint32 on the device once bound
         self._offset: DeviceScalar | None = None
         self._mask: Array = None
+
+    def take_model_seed(self, seed: int) -> None:
+        if self.seed is None:
+            self.seed = seed
+
+    def seeded_by_model(self, seed: int) -> bool:
+        return self.seed == seed
 
     def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None:
         steps = self.iterations

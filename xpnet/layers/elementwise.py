@@ -28,8 +28,6 @@ class LeakyReLU(Activation):
 class Rescaling(Layer):
     """h = x·scale + offset, e.g. Rescaling(1 / 255) for pixels; the same shape out."""
 
-    carries_nan = True
-
     def __init__(self, scale: float, offset: float = 0.0, name: str | None = None, input_shape: Any = None) -> None:
         super().__init__(name=name, input_shape=input_shape)
         self.scale, self.offset = float(scale), float(offset)

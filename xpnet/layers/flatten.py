@@ -10,8 +10,6 @@ from .base import Array, Layer, Shape
 class Flatten(Layer):
     """(batch, d1, d2, ...) → (batch, d1·d2·...)."""
 
-    carries_nan = True
-
     identity_at_inference = True  # on rows that are already flat, or as the first layer of an affine chain
 
     def __init__(self, name: str | None = None, input_shape: Any = None) -> None:

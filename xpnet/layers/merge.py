@@ -18,7 +18,6 @@ class Merge(Layer):
     """Elementwise merges: every input has the same shape, and so does the output."""
 
     multi_input: ClassVar[bool] = True
-    carries_nan = True
     min_inputs: ClassVar[int] = 2
     max_inputs: ClassVar[int | None] = None
 

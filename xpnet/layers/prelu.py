@@ -19,9 +19,6 @@ class PReLU(Layer):
     alpha_initializer defaults to zeros (a plain relu at first), as in Keras.
     """
 
-    grads_via_sink = True
-    carries_nan = True
-
     def __init__(
         self,
         alpha_initializer: str | inits.Initializer = "zeros",

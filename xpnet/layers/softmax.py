@@ -15,8 +15,6 @@ class Softmax(Layer):
     normalized over, since each sample's output must depend on that sample only.
     """
 
-    carries_nan = True
-
     def __init__(
         self, axis: int | tuple[int, ...] | list[int] = -1, name: str | None = None, input_shape: Any = None
     ) -> None:

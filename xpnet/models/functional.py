@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import probably_finite, require_finite
 from ..backend import Ops, get_backend
 from ..backend.base import is_numeric, weight_source, write_weight
 from ..io import h5_model, h5_weights, saving, weights_io
@@ -43,8 +44,6 @@ from ..io.file_checks import check_parameter_count
 from ..io.serialization import merged_custom_objects
 from ..layers import custom
 from ..layers.base import Layer, Shape, _as_shape
-from ..layers.dropout import Dropout
-from ..layers.fusion import ReluAfterMaxPool
 from ..layers.input import Input
 from ..layers.node import KerasTensor, Node
 from ..params import AccumulatingSink, GradientSink, ParamStore
@@ -52,6 +51,7 @@ from ..random import init_rng, layer_seed, next_model_seed
 from ..training import data
 from ..training.callbacks import Callback
 from ..training.guard import exclusive
+from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, current_plan
 from ..training.stream import is_stream
 from ..training.trainer import Trainer, check_batch_size
 from . import sharing, summary
@@ -84,9 +84,9 @@ class Model(Trainer):
     # what another model's graph reads of its layers (a model used as a layer has no activation of its own)
     activation = None
     multi_input = False
-    carries_nan = False
     identity_at_inference = False
-    grads_via_sink = False
+    # a chain of layers (Sequential): predict may then take the chain's fast routes (training/plan.py)
+    chain = False
 
     def __init__(
         self,
@@ -122,14 +122,14 @@ class Model(Trainer):
         self._plan: list[tuple[_Call, list[bool], bool]] = []
         self._forward_program: list[_Call] = []
         self._slots: dict[int, int] = {}
-        self._stops: dict[tuple[bool, ...], frozenset[int]] = {}
+        self._forms: dict[tuple[bool, ...], tuple[Form, ...]] = {}
+        self._exec_plan: Plan | None = None
         self._shared: set[int] = set()
         self._consumers: dict[int, int] = {}
         self._accumulate: GradientSink | None = None
         self._plan_in: list[tuple[_Call, list[bool], bool]] = []
         self._handovers_seen = -1
         self.inbound_nodes: list[Node] = []
-        self.keep_preactivation = True
         self.index = 0
         self._init_trainer()
 
@@ -247,7 +247,7 @@ class Model(Trainer):
             )
             for k, node in enumerate(order)
         ]
-        self._stops = {}
+        self._forms = {}
 
     def plan_backward(self) -> None:
         """The calls backward runs, in reverse order: those with trained weights behind them.
@@ -273,14 +273,25 @@ class Model(Trainer):
                 plan.append((call, need_in, any(need_in)))
         return plan[::-1]
 
-    def _stop_at(self, logits: Sequence[bool]) -> frozenset[int]:
-        """The indices of the calls that stop at their pre-activation for this choice of fused outputs."""
+    def _forms_for(self, logits: Sequence[bool]) -> tuple[Form, ...]:
+        """Per call, as written, except the output calls that stop at their pre-activation (`logits`, per output)."""
         key = tuple(logits)
-        stop = self._stops.get(key)
-        if stop is None:
+        forms = self._forms.get(key)
+        if forms is None:
             ids = {id(t.node) for t, u in zip(self.outputs, key, strict=True) if u}
-            stop = self._stops[key] = frozenset(c.index for c in self._forward_program if id(c.node) in ids)
-        return stop
+            forms = self._forms[key] = tuple(
+                PREACTIVATION if id(c.node) in ids else AS_WRITTEN for c in self._forward_program
+            )
+        return forms
+
+    @property
+    def plan(self) -> Plan:
+        """Every execution decision for this model as it stands (training/plan.py); `plan.explain()` says them."""
+        if not self.built:
+            raise ValueError("plan: the model is not built yet; build it (or call fit or predict) first")
+        # made again after a recompile, a rebuild, a changed layer
+        plan = self._exec_plan = current_plan(self, self._exec_plan, self._nodes)
+        return plan
 
     def _calls_as_made(self) -> list[Node]:
         """The layer calls in the order they were made (a topological order too): Keras numbers a layer's
@@ -355,8 +366,7 @@ class Model(Trainer):
         leaves = self.leaf_layers
         for i, layer in enumerate(leaves):
             layer.index = i
-            if isinstance(layer, Dropout) and layer.seed is None:
-                layer.seed = layer_seed(self.seed, i)
+            layer.take_model_seed(layer_seed(self.seed, i))
             if layer.keras_call:  # a custom layer's Dropout sublayers
                 custom.seed_dropouts(layer, layer_seed(self.seed, i))
         # a model file being loaded must store this many parameters: refused before any is drawn
@@ -512,19 +522,19 @@ class Model(Trainer):
         return sum(layer.count_params() for layer in self.leaf_layers)
 
     def forward_outputs(self, x: Any, training: bool, logits: Sequence[bool]) -> list[Array]:
+        return self.run_forward(x, training, self._forms_for(logits))
+
+    def run_forward(self, x: Any, training: bool, forms: Sequence[Form]) -> list[Array]:
+        """The outputs for device batch x, each call run in its `Form` (one per call of the forward program)."""
         values: list[Array] = [None] * len(self._slots)
         if self._single_input:
             values[0] = x
         else:
             values[: len(self.inputs)] = x
-        stop = self._stop_at(logits)
-        for call in self._forward_program:
+        for call, form in zip(self._forward_program, forms, strict=True):
             layer = call.node.layer
             arg = [values[i] for i in call.inputs] if call.node.multi else values[call.inputs[0]]
-            train = training and call.trains
-            values[call.output] = (
-                layer.forward_preactivation(arg, train) if call.index in stop else layer.forward(arg, train)
-            )
+            values[call.output] = getattr(layer, form.forward)(arg, training and call.trains)
             if call.shared:  # the layer's state after this call (its caches), for this call's backward
                 call.node.cache = dict(vars(layer))
         return [values[self._slots[id(t)]] for t in self.outputs]
@@ -545,15 +555,19 @@ class Model(Trainer):
         return found
 
     def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
-        self._backprop(self._plan, grads, from_logits)
+        self._backprop(self._plan, grads, self._forms_for(from_logits))
+
+    def run_backward(self, grads: Sequence[Array], forms: Sequence[Form]) -> None:
+        """Backprop the outputs' gradients through the calls run forward in `forms`."""
+        self._backprop(self._plan, grads, forms)
 
     def backward_nested(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         """Backward of this model as one call in another model's graph: ∂L/∂output → ∂L/∂input (or None)."""
-        pending = self._backprop(self._plan_in if need_input_grad else self._plan, [dy], [False])
+        pending = self._backprop(self._plan_in if need_input_grad else self._plan, [dy], self._forms_for([False]))
         return pending[0] if need_input_grad else None
 
     def _backprop(
-        self, plan: list[tuple[_Call, list[bool], bool]], grads: Sequence[Array], from_logits: Sequence[bool]
+        self, plan: list[tuple[_Call, list[bool], bool]], grads: Sequence[Array], forms: Sequence[Form]
     ) -> list[Array]:
         """Run `plan` from the outputs' gradients; returns the pending gradients (the inputs' come first)."""
         assert self.ops is not None
@@ -563,7 +577,6 @@ class Model(Trainer):
         for t, g in zip(self.outputs, grads, strict=True):
             i = self._slots[id(t)]
             pending[i] = g if pending[i] is None else xp.add(pending[i], g)
-        stop = self._stop_at(from_logits)
         seen: set[int] = set()
         for call, need_in, need in plan:
             dy = pending[call.output]
@@ -578,15 +591,14 @@ class Model(Trainer):
                     f"only through calls in training mode: freeze it ({layer.name}.trainable = False) or call "
                     "it without training=False"
                 )
+            form = forms[call.index]
             if call.shared:
-                dx = self._shared_backward(call.node, dy, need, call.index in stop, id(layer) in seen)
+                dx = self._shared_backward(call.node, dy, need, form, id(layer) in seen)
                 seen.add(id(layer))
-            elif call.index in stop:
-                dx = layer.backward_preactivation(dy, need)
-            elif isinstance(layer, Model):
+            elif form is AS_WRITTEN and isinstance(layer, Model):
                 dx = layer.backward_nested(dy, need)
             else:
-                dx = layer.backward(dy, need)
+                dx = getattr(layer, form.backward)(dy, need)
             if not need:
                 continue
             if call.node.multi:
@@ -604,7 +616,7 @@ class Model(Trainer):
                 pending[i] = dx if pending[i] is None else xp.add(pending[i], dx)
         return pending
 
-    def _shared_backward(self, node: Node, dy: Array, need: bool, logits: bool, again: bool) -> Any:
+    def _shared_backward(self, node: Node, dy: Array, need: bool, form: Form, again: bool) -> Any:
         """One call of a shared layer: its own caches in place, its weight gradients added to the others'."""
         layer = node.layer
         state, after = vars(layer), node.cache
@@ -621,7 +633,7 @@ class Model(Trainer):
         if again and sink is not None and not sink.applies_update:
             layer.sink = self._accumulate
         try:
-            return layer.backward_preactivation(dy, need) if logits else layer.backward(dy, need)
+            return getattr(layer, form.backward)(dy, need)
         finally:
             layer.sink = sink
             for k, v in saved.items():  # as after the forward pass: the last call's caches
@@ -884,34 +896,58 @@ class Model(Trainer):
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
-        """Outputs for x as host NumPy arrays: (n, *output_shape), a list of them for several outputs."""
-        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
-            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
+        """Outputs for x as host NumPy arrays: (n, *output_shape), a list of them for several outputs.
+
+        Runs as `self.plan` says (`plan.explain()`). NaN and inf inputs raise a ValueError. Where the
+        plan checks by output (a chain whose backend kernels carry a NaN input through every layer,
+        probed once per backend and activation), the inputs are looked at only if an output is not
+        finite, which spares a pass over them (~8% of predict on a CPU). An inf input then still
+        raises unless the network maps it to its finite limit (e.g. a relu of -inf, a saturated
+        sigmoid), which is the value an answer would have.
+        """
+        hooks = list(callbacks or [])
+        if hooks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
+            return self._predict_batches(x, batch_size, hooks, steps)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
-        x = self.check_inputs(x, "predict")
+        by_output = self.built and self.plan.nan_check == "by output"
+        x = self.check_inputs(x, "predict", finite=not by_output)
+        if not self.built:
+            self.build(x.shape[1:])
+        result = self._predict_arrays(x, batch_size)
+        if by_output:
+            _check_outputs(x, result)
+        return result[0] if self._single_out else result
+
+    def _predict_arrays(self, x: Any, batch_size: int) -> list[np.ndarray]:
+        """Each output for checked host x as a host array."""
         self.hold_layers()
         ops = self.ops
         assert ops is not None
-        xp = ops.xp
-        with ops.activate(), ReluAfterMaxPool(self):  # exact rewrites, as in training
-            X = data.upload_all(ops, x, self.dtype)
-            n = data.rows(X)
-            outs = [ops.zeros((n, *t.feature_shape), getattr(xp, self.dtype)) for t in self.outputs]
-            rows = min(batch_size, ops.inference_rows or batch_size)
-            kept = [(layer, layer.keep_preactivation) for layer in self.layers]
-            for layer, _ in kept:  # predict keeps no pre-activations, so activations may reuse their memory
-                layer.keep_preactivation = False
-            try:
-                for lo in range(0, n, rows):
-                    hi = min(lo + rows, n)
-                    got = self.forward_outputs(data.select(X, lo, hi), False, [False] * len(self.outputs))
-                    for out, a in zip(outs, got, strict=True):
-                        out[lo:hi, ...] = a
-            finally:
-                for layer, keep in kept:
-                    layer.keep_preactivation = keep
-            result = [ops.to_numpy(out) for out in outs]
-        return result[0] if self._single_out else result
+        with ops.activate():
+            return [ops.to_numpy(out) for out in self._predict_on_device(x, batch_size, self.plan)]
+
+    def _predict_on_device(self, x: Any, batch_size: int, plan: Plan) -> list[Array]:
+        """The outputs for host x on the device, batch by batch, by the plan's route."""
+        ops = self.ops
+        assert ops is not None
+        X = data.upload_all(ops, x, self.dtype)
+        n = data.rows(X)
+        outs = [ops.zeros((n, *t.feature_shape), getattr(ops.xp, self.dtype)) for t in self.outputs]
+        rows = min(batch_size, ops.inference_rows or batch_size)
+        program = plan.predict_program(ops, n, rows)
+        for lo in range(0, n, rows):
+            hi = min(lo + rows, n)
+            if program is not None:
+                program(X[lo:hi, ...], outs[0][lo:hi])
+                continue
+            for out, a in zip(outs, self.run_forward(data.select(X, lo, hi), False, plan.predict_forms), strict=True):
+                out[lo:hi, ...] = a
+        last = self.output_layers[0]
+        if program is not None and n:  # as the layer path leaves it: the last batch's logits
+            last.preactivation = outs[0][(n - 1) // rows * rows :, ...].copy()
+        if plan.logits_at_end:  # a built-in activation works row by row: once over all the logits
+            outs[0] = ops.activation_forward(last.activation, outs[0], in_place=True)
+        return outs
 
     def predict_on_batch(self, x: Any) -> Any:
         x = self.check_inputs(x, "predict_on_batch", finite=False)  # a list or dict of inputs: rows, not len(x)
@@ -959,9 +995,6 @@ class Model(Trainer):
     def requested_input_shape(self) -> Shape | None:
         """The input shape a `Sequential` that starts with this model takes (its own input's, once known)."""
         return self.inputs[0].feature_shape if len(self.inputs) == 1 else None
-
-    def inference_affine(self) -> None:
-        return None
 
     def is_inference_identity(self) -> bool:
         return False
@@ -1026,6 +1059,12 @@ class Model(Trainer):
             f"<Model name={self.name!r} inputs={len(self.inputs)} outputs={len(self.outputs)} "
             f"layers={len(self.layers)} backend={backend!r} dtype={self.dtype}>"
         )
+
+
+def _check_outputs(x: Any, result: list[np.ndarray]) -> None:
+    """After a NaN check by output: an output that is not finite sends predict back to name the bad inputs."""
+    if isinstance(x, np.ndarray) and not all(probably_finite(r) for r in result):
+        require_finite(x, "predict", "x")  # finite inputs may overflow: then no error
 
 
 def _has_trained_weights(layer: Any) -> bool:

@@ -3,8 +3,8 @@
 The weights live in one flat `ParamStore` (xpnet/params.py); compile, fit, evaluate and
 compute_gradients in xpnet/training/; the traversals, weight I/O and the graph in
 xpnet/functional.py. This file adds what a stack has of its own: adding and popping layers
-with the input shape known late, its summary, and a predict with the fast paths a chain of
-affine layers allows.
+with the input shape known late, and its summary. Its one `predict` is the Model's; the plan
+(xpnet/training/plan.py) gives a chain the routes a chain of affine layers allows.
 """
 
 from __future__ import annotations
@@ -15,25 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .._checks import probably_finite, require_finite
 from ..backend import Ops
-from ..backend.base import builtin_name
 from ..io import config, h5_model, h5_weights, keras_format, saving
 from ..io.file_checks import FileFormatError, parameter_budget
 from ..io.serialization import merged_custom_objects
 from ..layers.base import Layer, Shape, _as_shape
-from ..layers.dropout import Dropout
-from ..layers.fusion import ReluAfterMaxPool
 from ..layers.input import Input
 from ..layers.node import KerasTensor, Node
 from ..random import layer_seed
-from ..training import data
-from ..training.callbacks import Callback
-from ..training.guard import exclusive
-from ..training.stream import is_stream
-from ..training.trainer import check_batch_size
 from . import sharing, summary
 from .functional import Model
 
@@ -47,6 +36,8 @@ class Sequential(Model):
     dtype: "float32" (default) or "float64" for parameters and computation.
     Once its input shape is known it is the functional `Model` of the chain Input → layer 1 → ….
     """
+
+    chain = True
 
     def __init__(
         self,
@@ -170,88 +161,6 @@ class Sequential(Model):
             return
         saving.save_model(self, filepath)
 
-    @exclusive("predict", shared=True)
-    def predict(
-        self,
-        x: Any,
-        batch_size: int | None = None,
-        verbose: int | str = 0,
-        steps: int | None = None,
-        callbacks: Sequence[Callback] | None = None,
-    ) -> np.ndarray:
-        """Outputs for x as a host NumPy array: (n, outputs).
-
-        NaN and inf inputs raise a ValueError. Where this backend's kernels carry a NaN input
-        through every layer (probed once per backend and activation), the inputs are looked at
-        only if an output is not finite, which spares a pass over them (~8% of predict on a
-        CPU). An inf input then still raises unless the network maps it to its finite limit
-        (e.g. a relu of -inf, a saturated sigmoid), which is the value an answer would have.
-        """
-        if callbacks or steps is not None or is_stream(x):  # batch by batch: a PyDataset, a generator, hooks
-            return self._predict_batches(x, batch_size, list(callbacks or []), steps)
-        batch_size = check_batch_size(32 if batch_size is None else batch_size)
-        by_output = self.ops is not None and self._carries_nan()
-        x = self.check_inputs(x, "predict", finite=not by_output)
-        if not self.built:
-            self.build(x.shape[1:])
-        self.hold_layers()
-        ops = self.ops
-        assert ops is not None
-        last = self.layers[-1]
-        # a built-in output activation works row by row: once over all the logits, not once per batch
-        at_end = builtin_name(last.activation) is not None and last.inference_affine() is not None
-        with ops.activate(), ReluAfterMaxPool(self):  # exact rewrites of the layer sequence
-            X = data.upload(ops, x, self.dtype)
-            n = X.shape[0]
-            out = ops.zeros((n, *(d for d in self.output_shape[1:] if d is not None)), getattr(ops.xp, self.dtype))
-            rows = min(batch_size, ops.inference_rows or batch_size)
-            program = ops.inference_program(self._affine_chain(), n, rows) if at_end else None
-            kept = [(layer, layer.keep_preactivation) for layer in self.layers]
-            for layer, _ in kept:  # predict keeps no pre-activations, so activations may reuse their memory
-                layer.keep_preactivation = False
-            try:
-                for lo in range(0, n, rows):
-                    hi = min(lo + rows, n)
-                    if program is not None:
-                        program(X[lo:hi, ...], out[lo:hi])
-                    else:
-                        out[lo:hi, ...] = self.forward_logits(X[lo:hi, ...]) if at_end else self.forward(X[lo:hi, ...])
-            finally:
-                for layer, keep in kept:
-                    layer.keep_preactivation = keep
-            if program is not None and n:  # as the layer path leaves it: the last batch's logits
-                last.preactivation = out[(n - 1) // rows * rows :, ...].copy()
-            if at_end:
-                assert last.activation is not None
-                out = ops.activation_forward(last.activation, out, in_place=True)
-            result = ops.to_numpy(out)
-        if by_output and isinstance(x, np.ndarray) and not probably_finite(result):
-            require_finite(x, "predict", "x")  # names the bad inputs; finite inputs may overflow: then no error
-        return result
-
-    def _affine_chain(self) -> list[Any] | None:
-        """Per layer its `Affine` (None for an identity at inference), or None if some layer is neither."""
-        chain = []
-        for layer in self.layers:
-            affine = layer.inference_affine()
-            if affine is None and not layer.is_inference_identity():
-                return None
-            chain.append(affine)
-        return chain
-
-    def _carries_nan(self) -> bool:
-        """Whether a NaN input surely reaches the output on this backend (then predict checks the outputs)."""
-        ops = self.ops
-        assert ops is not None
-        if not ops.matmul_keeps_nan():
-            return False
-        for layer in self.layers:
-            if not layer.carries_nan or type(layer).__module__.split(".")[:2] != ["xpnet", "layers"]:
-                return False  # a user's layer may do anything
-            if layer.activation is not None and not ops.carries_nan(layer.activation):
-                return False
-        return True
-
     def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Sequential:
         """The same stack over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
         if self.feature_shape is None:
@@ -324,7 +233,7 @@ def clone_model(model: Model, custom_objects: dict[str, Any] | None = None) -> M
     spec = model.get_config()
     entries = [e for e in spec["layers"] if e["class_name"] != "InputLayer"]
     for i, (layer, entry) in enumerate(zip(model.layers, entries, strict=True)):
-        if isinstance(layer, Dropout) and layer.seed == layer_seed(model.seed, i):
+        if isinstance(layer, Layer) and layer.seeded_by_model(layer_seed(model.seed, i)):
             entry["config"]["seed"] = None  # drawn from the model's seed at build: the clone draws its own
     if isinstance(model, Sequential):
         spec["seed"] = None  # a new seed: fresh weights, as Keras's clone_model

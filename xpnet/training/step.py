@@ -3,27 +3,42 @@
     batch (fixed buffers) → layers forward → loss (from the logits where fused) → layers backward
     hand gradients to the sink → [Allreduce] → optimizer update → metric sums on the device
 
-Backend variants sit behind the calls: `ops.fused_loss` (one CuPy kernel per row block, in-place
-NumPy), the sink (`InPlaceSGD` updates each layer inside backprop on NumPy), the optimizer rule
-(one fused kernel on CuPy). They are chosen once, when the step is made. Every number that
+Every decision about how it runs is the model's plan (training/plan.py: `model.plan.explain()`):
+the form each layer call runs in (an output stopping at its pre-activation for the fused loss, a
+relu moved after its max pool), the sink (plain SGD may update each layer inside backprop). Backend
+variants sit behind the calls: `ops.fused_loss` (one CuPy kernel per row block, in-place NumPy),
+the optimizer rule (one fused kernel on CuPy). Every number that
 changes from step to step is read from device memory (the learning rate, the optimizer's t, the
 dropout counters and row offsets), so on CuPy the whole step can be recorded once and replayed.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..backend.base import DeviceScalar
 from ..layers import custom
-from ..layers.fusion import ReluAfterMaxPool
 from ..params import GradientSink
 from . import data
+from .plan import Form, Plan
 
 if TYPE_CHECKING:
     from ..optimizers import Optimizer
     from .distributed import Communicator
     from .trainer import Trainer
+
+
+class Planned(Protocol):
+    """What the step needs of the model beyond `Trainer`: its plan and the program runs (models/functional.py)."""
+
+    @property
+    def plan(self) -> Plan: ...
+
+    def run_forward(self, x: Any, training: bool, forms: Sequence[Form]) -> list[Any]: ...
+
+    def run_backward(self, grads: Sequence[Any], forms: Sequence[Form]) -> None: ...
+
 
 Array = Any
 
@@ -35,7 +50,7 @@ def loss_and_grads(
     coef: Array,
     scale: Any = 1.0,
     add_penalty_grad: bool = True,
-    fused: list[bool] | None = None,
+    plan: Plan | None = None,
     wb: Array | None = None,
 ) -> tuple[Array, list[Array], list[Array]]:
     """Forward and backward on one batch: the sink receives scale × ∂(mean loss + penalty)/∂w.
@@ -46,7 +61,7 @@ def loss_and_grads(
     Returns (Σ per-sample loss + batch size × weight penalty, [each output's unweighted Σ loss],
     [each output]), on the device. The total is Σ_k loss_weight_k × Σ loss_k; each output's own
     loss is reported without its loss weight, as Keras 3's history does.
-    fused: `model.fused_outputs`, when the caller already knows it.
+    plan: `model.plan`, when the caller already has it.
     wb: (batch,) sample weights or None, for every output. Keras's reduction: the batch loss is
     Σ wᵢℓᵢ / batch size (not / Σ wᵢ), so each sample's gradient row (p − y on the fused path) is
     scaled by wᵢ.
@@ -54,10 +69,12 @@ def loss_and_grads(
     ops = model.ops
     assert ops is not None
     xp = ops.xp
+    runner = cast(Planned, model)
+    plan = runner.plan if plan is None else plan
     # where fused, an output layer stops at u and the loss applies the activation and gives p − y directly
-    fused = model.fused_outputs if fused is None else fused
+    fused = plan.fused
     ys = [yb] if model.single_output else list(yb)
-    outs = model.forward_outputs(xb, True, fused)
+    outs = runner.run_forward(xb, True, plan.train_forms)
     grads, preds, sums = [], [], []
     for k, (loss, w) in enumerate(zip(model.compiled_losses, model.loss_weights, strict=True)):
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
@@ -76,7 +93,7 @@ def loss_and_grads(
     # add_loss values join the mean loss: each is seeded with scale / global batch × this rank's rows
     added = model.step_added_losses()
     with custom.added_loss_seed(coef * data.rows(xb) if added else None):
-        model.backward_outputs(grads, fused)
+        runner.run_backward(grads, plan.train_forms)
     loss_sum = _weighted_total(sums, model.loss_weights)
     for value in added:
         term = value * data.rows(xb)
@@ -131,22 +148,16 @@ class TrainStep:
         assert model.optimizer is not None and model.ops is not None
         self.model, self.comm = model, comm
         self.optimizer: Optimizer = model.optimizer
+        self.plan: Plan = cast(Planned, model).plan
         self.sink: GradientSink = self.choose_sink()
-        self.fused = model.fused_outputs  # fixed while this step lives: compile and rebuilds make a new one
         self._denoms: dict[int, DeviceScalar] = {}
         self._coefs: dict[int, DeviceScalar] = {}  # η / batch of a constant-rate optimizer, per batch size
         moving = int(model.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
-        self.plan = ReluAfterMaxPool(model)  # exact rewrites, on while the step runs
 
     def choose_sink(self) -> GradientSink:
-        """Where backprop puts gradients: the optimizer's choice (updating in place where it can), unless
-        a layer is shared. Chosen again by a step program that binds cuBLAS (SGD then folds into the GEMM)."""
-        sink = self.optimizer.gradient_sink(self.model.store, self.comm.size == 1)
-        if sink.applies_update and self.model.shares_layers:
-            # a shared layer's weights serve several calls: each call's backward needs them unchanged
-            sink = GradientSink(self.model.store.ops)
-        return sink
+        """The sink the plan names: the gradient buffer, or plain SGD inside backprop."""
+        return self.plan.make_sink(self.model.store.ops)
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:
         """(scale / global batch, scale) in the model's dtype, scale from the optimizer (float64, then cast)."""
@@ -182,10 +193,13 @@ class TrainStep:
         model, comm = self.model, self.comm
         ops = model.ops
         assert ops is not None
+        plan = cast(Planned, model).plan
+        if plan is not self.plan:  # remade since the last step: a layer changed (its activation, a method)
+            self.plan = plan
+            self.sink = self.choose_sink()
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        with self.plan:
-            loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, self.fused, wb)
+        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, plan, wb)
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
@@ -219,10 +233,11 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     ops = model.ops
     assert ops is not None
     xp = ops.xp
-    fused = model.fused_outputs
+    runner = cast(Planned, model)
+    plan = runner.plan
+    fused = plan.fused
     ys = [yb] if model.single_output else list(yb)
-    with ReluAfterMaxPool(model):
-        outs = model.forward_outputs(xb, False, fused)
+    outs = runner.run_forward(xb, False, plan.train_forms)
     preds, sums = [], []
     for k, loss in enumerate(model.compiled_losses):
         if fused[k]:

@@ -1,0 +1,191 @@
+"""The plan (xpnet/training/plan.py): every execution decision made once per compiled model, in words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import Activation, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D, Sequential
+from xpnet.backend import get_backend
+from xpnet.training.plan import AS_WRITTEN, IN_PLACE, PREACTIVATION, RELU_AFTER_POOL
+
+INPLACE = get_backend("numpy").inplace_sgd  # NumPy's BLAS at hand: plain SGD goes inside backprop
+
+
+def _model_a() -> Sequential:
+    model = Sequential([Input((784,)), Dense(300, "relu"), Dense(100, "relu"), Dense(10, "softmax")], seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy")
+    return model
+
+
+def _model_b() -> Sequential:
+    model = Sequential([Input((784,)), Dense(128, "relu"), Dropout(0.2), Dense(10, "softmax")], seed=2)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy")
+    return model
+
+
+def _lenet() -> Sequential:
+    model = Sequential(
+        [
+            Input((28, 28, 1)),
+            Conv2D(6, 5, padding="same", activation="relu"),
+            MaxPooling2D(),
+            Conv2D(16, 5),
+            Activation("relu"),
+            MaxPooling2D(),
+            Flatten(),
+            Dense(120, "relu"),
+            Dense(84, "relu"),
+            Dense(10, "softmax"),
+        ],
+        seed=3,
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy")
+    return model
+
+
+def test_model_a_updates_inside_backprop_fuses_softmax_and_predicts_transposed() -> None:
+    plan = _model_a().plan
+    assert plan.updates_in_backprop == INPLACE
+    assert plan.fused == (True,)
+    assert plan.relu_pairs == ()
+    assert plan.train_forms == (AS_WRITTEN, AS_WRITTEN, PREACTIVATION)
+    assert plan.predict_forms == (IN_PLACE, IN_PLACE, PREACTIVATION)
+    assert plan.predict_route == "transposed small batches" and plan.logits_at_end
+    assert plan.nan_check == "by output"
+    assert not plan.captures
+    text = plan.explain()
+    if INPLACE:
+        assert text.startswith(
+            "weights updated inside backprop: plain SGD, one process, no penalty, every layer sink-only"
+        )
+    assert "softmax fused into the loss" in text
+    assert "predict: transposed small batches" in text and "NaN check by output" in text
+    assert "the numpy backend runs the step eagerly" in text
+
+
+def test_model_b_keeps_the_gradient_buffer_for_adam_and_skips_dropout_in_the_chain() -> None:
+    plan = _model_b().plan
+    assert plan.sink == "gradient buffer" and plan.sink_reason == "Adam"
+    assert plan.fused == (True,)
+    assert plan.train_forms == (AS_WRITTEN, AS_WRITTEN, PREACTIVATION)
+    assert plan.predict_forms == (IN_PLACE, AS_WRITTEN, PREACTIVATION)  # Dropout has no in-place form
+    assert plan.affine_chain is not None and plan.affine_chain[1] is None  # Dropout: the identity at inference
+    assert plan.explain().startswith("gradients into the buffer, then the optimizer's update: Adam;")
+
+
+def test_lenet_moves_each_relu_after_its_max_pool() -> None:
+    plan = _lenet().plan
+    assert plan.updates_in_backprop == INPLACE
+    assert plan.relu_pairs == (("conv2d", "max_pooling2d"), ("activation", "max_pooling2d_1"))
+    assert plan.train_forms[:5] == (PREACTIVATION, RELU_AFTER_POOL, AS_WRITTEN, PREACTIVATION, RELU_AFTER_POOL)
+    assert plan.train_forms[-1] == PREACTIVATION
+    assert plan.predict_route == "layer by layer" and plan.nan_check == "by input"  # Conv2D: not an affine chain
+    assert "relu moved after the max pool: conv2d → max_pooling2d, activation → max_pooling2d_1" in plan.explain()
+
+
+def test_the_plan_is_made_once_and_again_after_a_change() -> None:
+    model = _model_a()
+    plan = model.plan
+    assert model.plan is plan  # nothing changed: the same object
+    model.compile(xpnet.optimizers.Adam(), "sparse_categorical_crossentropy")
+    adam = model.plan
+    assert adam is not plan and adam.sink == "gradient buffer"
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.plan.updates_in_backprop == INPLACE
+    model.layers[0].trainable = False
+    model.compile("sgd", "sparse_categorical_crossentropy")  # compile applies the flag: a new store, a new plan
+    frozen = model.plan
+    assert frozen.updates_in_backprop == INPLACE  # the other layers still hand their gradients to the sink
+    model.layers[1].activation = xpnet.activations.get("tanh")
+    assert model.plan is not frozen
+    model.compile(xpnet.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+    assert model.plan.sink_reason == "SGD with momentum"
+
+
+def test_a_penalty_a_replaced_backward_and_a_shared_layer_keep_sgd_out_of_backprop() -> None:
+    model = Sequential([Input((4,)), Dense(3, "relu", kernel_regularizer="l2"), Dense(2, "softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    assert model.plan.sink_reason == "plain SGD with a weight penalty"
+    model = Sequential([Input((4,)), Dense(3, "relu"), Dense(2, "softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    layer = model.layers[0]
+    layer.backward = layer.backward  # type: ignore[method-assign]
+    assert not model.plan.updates_in_backprop and "compute their own gradients" in model.plan.sink_reason
+    x = Input((4,))
+    shared = Dense(4, "relu")
+    out = Dense(2, "softmax")(shared(shared(x)))
+    graph = xpnet.Model(x, out, seed=1)
+    graph.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    assert graph.plan.sink_reason == "plain SGD, but a layer is called more than once"
+
+
+def test_a_model_that_is_not_compiled_has_a_predict_only_plan() -> None:
+    model = Sequential([Input((4,)), Dense(3, "relu"), Dense(2, "softmax")], seed=0)
+    plan = model.plan
+    assert plan.sink == "none" and plan.fused == (False,) and not plan.captures
+    assert plan.explain().startswith("not compiled: predict only;")
+    with pytest.raises(ValueError, match="not built yet"):
+        _ = Sequential([Dense(3)]).plan
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_one_predict_equals_the_layers_as_written(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 12)).astype(np.float32)
+    layers = [Dense(16, "relu"), Dropout(0.3), Dense(8, "tanh"), Dense(5, "softmax")]
+    if kind == "sequential":
+        model: xpnet.Model = Sequential([Input((12,)), *layers], seed=4)
+    else:
+        inp = Input((12,))
+        h = inp
+        for layer in layers:
+            h = layer(h)
+        model = xpnet.Model(inp, h, seed=4)
+    got = model.predict(x, batch_size=37)
+    h = model.ops.asarray(x)
+    for layer in model.layers:  # each layer's own forward, in inference mode
+        h = layer.forward(h, False)
+    np.testing.assert_array_equal(got, model.ops.to_numpy(h))
+    assert model.plan.predict_route == ("transposed small batches" if kind == "sequential" else "layer by layer")
+
+
+def test_a_deep_copy_plans_for_its_own_layers() -> None:
+    import copy
+
+    model = _model_a()
+    plan = model.plan
+    twin = copy.deepcopy(model)
+    assert twin.plan is not plan and twin.plan == plan  # the same decisions, for the copy's layers and store
+    assert twin.plan.affine_chain[0].kernel is twin.layers[0].params["kernel"]
+
+
+def test_dropout_says_whether_its_seed_is_the_models_and_clone_model_asks_it_beside_a_nested_model() -> None:
+    model = Sequential([Input((4,)), Dense(3, "relu"), Dropout(0.2), Dense(2, "softmax")], seed=2)
+    drop, dense = model.layers[1], model.layers[0]
+    assert drop.seeded_by_model(drop.seed) and not drop.seeded_by_model(drop.seed + 1)
+    assert not dense.seeded_by_model(0)
+    assert xpnet.models.clone_model(model).layers[1].seed != drop.seed  # drawn again from the clone's seed
+    user = Dropout(0.2, seed=7)
+    user.take_model_seed(3)
+    assert user.seed == 7  # the user's seed stays
+    inner = Sequential([Input((4,)), Dense(3, "relu")], seed=1)
+    nested = Sequential([inner, Dropout(0.2), Dense(2, "softmax")], seed=2)
+    assert isinstance(xpnet.models.clone_model(nested).layers[0], Sequential)  # a model among the layers: no error
+
+
+def test_a_function_activation_at_the_end_is_not_taken_for_a_builtin() -> None:
+    """A row-mixing function activation at the output: predict's transposed route must not apply it
+    once over all rows at the end as it may a built-in (builtin_name said "activation" for it)."""
+    from xpnet import ops
+
+    def centre(x: np.ndarray) -> np.ndarray:
+        return x - ops.mean(x, axis=0)
+
+    model = Sequential([Input((6,)), Dense(5, activation="relu"), Dense(3, activation=centre)])
+    model.compile(optimizer="sgd", loss="mse", backend="numpy")
+    x = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
+    expected = np.concatenate([model(x[i : i + 8]) for i in range(0, 40, 8)])
+    np.testing.assert_allclose(model.predict(x, batch_size=8, verbose=0), expected, rtol=1e-6, atol=1e-6)
+    assert "at the end" not in model.plan.explain()
