@@ -7,12 +7,9 @@ in the error.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..training import data
-
-if TYPE_CHECKING:
-    from .functional import Model
 
 
 def by_name(a: Any, names: list[str], what: str, single: bool) -> list[Any]:
@@ -30,7 +27,7 @@ def by_name(a: Any, names: list[str], what: str, single: bool) -> list[Any]:
     return list(a)
 
 
-def check_inputs(model: Model, x: Any, what: str, finite: bool) -> Any:
+def check_inputs(model: Any, x: Any, what: str, finite: bool) -> Any:
     """The inputs x (a list or dict of (n, *feature_shape) arrays) checked, with as many rows each."""
     single = model.graph.single_input
     xs = by_name(x, model.input_names, f"{what}: x (the inputs)", single)
@@ -44,7 +41,7 @@ def check_inputs(model: Model, x: Any, what: str, finite: bool) -> Any:
     return checked[0] if single else checked
 
 
-def check_targets(model: Model, y: Any, n: int, what: str) -> Any:
+def check_targets(model: Any, y: Any, n: int, what: str) -> Any:
     """The targets y (a list or dict with one per output) as each output's loss takes them (`data.check_y`)."""
     single = model.graph.single_output
     names = model.output_names

@@ -8,7 +8,7 @@ the outer store holds (xpnet/models/sharing.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..layers.base import Shape
 from ..layers.node import KerasTensor, Node
@@ -16,7 +16,6 @@ from .graph import check_model_call
 
 if TYPE_CHECKING:
     from ..layers.base import Layer
-    from .functional import Model
 
 
 class ModelAsLayer:
@@ -39,7 +38,7 @@ class ModelAsLayer:
         runs in inference mode (Dropout off, BatchNormalization on its moving statistics), also
         while the outer model trains.
         """
-        model = cast("Model", self)
+        model: Any = self  # a Model (whose module imports this one)
         if training not in (None, True, False):
             raise ValueError(f"training must be None, True or False, received {training!r}")
         parts = x if isinstance(x, (list, tuple)) else [x]
@@ -49,7 +48,7 @@ class ModelAsLayer:
 
     def call_symbolic(self, x: Any, training: bool | None = None) -> KerasTensor:
         """Record a call of this model on the symbolic tensor x (as `Layer.__call__` does for a layer)."""
-        model = cast("Model", self)
+        model: Any = self  # a Model (whose module imports this one)
         if not model.inputs and model.layers and isinstance(x, KerasTensor):  # a Sequential without an input shape
             model.build((None, *x.feature_shape))
         check_model_call(model.name, model.graph, x)
@@ -61,12 +60,12 @@ class ModelAsLayer:
     @property
     def nested_layers(self) -> list[Layer]:
         """This model's layers, as the model of which it is a layer sees them (`sharing.leaves`)."""
-        return cast("Model", self).layers
+        return self.layers  # type: ignore[attr-defined, no-any-return]
 
     @property
     def requested_input_shape(self) -> Shape | None:
         """The input shape a `Sequential` that starts with this model takes (its own input's, once known)."""
-        inputs = cast("Model", self).inputs
+        inputs = self.inputs  # type: ignore[attr-defined]
         return inputs[0].feature_shape if len(inputs) == 1 else None
 
     def inference_affine(self) -> None:

@@ -40,7 +40,7 @@ from . import arrays, sharing, summary
 from . import config as model_config
 from . import weights as model_weights
 from .as_layer import ModelAsLayer
-from .graph import BackwardStep, Call, Graph, call_view
+from .graph import BackwardStep, Graph, call_view
 from .weights import check_model_args
 
 Array = Any
@@ -55,7 +55,7 @@ class Model(ModelAsLayer, Trainer):
     dtype: "float32" (default) or "float64" for parameters and computation.
 
     A one-input, one-output model is also a layer: `Sequential([model, Softmax()])` or `model(x)` on a
-    symbolic x puts it in another model as one call (xpnet/sharing.py: how the weights are shared).
+    symbolic x puts it in another model as one call (xpnet/models/sharing.py: how the weights are shared).
     """
 
     def __init__(
@@ -86,6 +86,7 @@ class Model(ModelAsLayer, Trainer):
         self.ops: Ops | None = None
         self._store: ParamStore | None = None
         self._graph = Graph([], [], [])
+        self.index_graph()
         self._plan: list[BackwardStep] = []
         self._plan_in: list[BackwardStep] = []
         self._accumulate: GradientSink | None = None
@@ -109,39 +110,23 @@ class Model(ModelAsLayer, Trainer):
         """Run the calls of `graph` from now on; its layers are this model's layers (in Keras's order)."""
         self._graph = graph
         self.layers = list(graph.layers)
+        self.index_graph()
+
+    def index_graph(self) -> None:
+        """Keep what each step reads of the graph as plain attributes (reading a property is a call per read)."""
+        g = self._graph
+        self.inputs, self.outputs = g.inputs, g.outputs
+        self._single_input, self._single_out = g.single_input, g.single_output
+        self._forward_program, self._slots = g.program, g.slots
 
     @property
     def graph(self) -> Graph:
         """The layer calls between the inputs and the outputs, in the order forward runs them."""
         return self._graph
 
-    @property
-    def inputs(self) -> list[KerasTensor]:
-        return self._graph.inputs
-
-    @property
-    def outputs(self) -> list[KerasTensor]:
-        return self._graph.outputs
-
-    # what the forward and backward passes read of the graph
-    @property
-    def _single_input(self) -> bool:
-        return self._graph.single_input
-
-    @property
-    def _single_out(self) -> bool:
-        return self._graph.single_output
-
-    @property
-    def _forward_program(self) -> list[Call]:
-        return self._graph.program
-
-    @property
-    def _slots(self) -> dict[int, int]:
-        return self._graph.slots
-
     def _stop_at(self, logits: Sequence[bool]) -> frozenset[int]:
-        return self._graph.stop_at(logits)
+        stop = self._graph.stops.get(tuple(logits))  # made once per choice of fused outputs
+        return stop if stop is not None else self._graph.stop_at(logits)
 
     def plan_backward(self) -> None:
         """The calls backward runs, in reverse order: those with trained weights behind them.
@@ -181,7 +166,7 @@ class Model(ModelAsLayer, Trainer):
         return self._store
 
     def hold_layers(self) -> None:
-        """Take back the layers another model used since this one last did (xpnet/sharing.py).
+        """Take back the layers another model used since this one last did (xpnet/models/sharing.py).
 
         One integer comparison when no layer changed hands since this model last looked, so the
         training loop calls it every step (a callback may have run a model that shares layers).
@@ -270,7 +255,7 @@ class Model(ModelAsLayer, Trainer):
     def output_layers(self) -> list[Layer]:
         if not self.outputs:
             return super().output_layers
-        return self._graph.output_layers()
+        return [t.node.layer for t in self.outputs if t.node is not None]  # read each step: no call
 
     @property
     def output_names(self) -> list[str]:
@@ -461,7 +446,7 @@ class Model(ModelAsLayer, Trainer):
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state.
-        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/io/h5_model.py)."""
         if h5_model.is_legacy_h5(filepath):
             h5_model.save_model(self, filepath, spec=self.file_spec())
             return

@@ -89,7 +89,7 @@ class Graph:
             )
             for k, node in enumerate(self.nodes)
         ]
-        self._stops: dict[tuple[bool, ...], frozenset[int]] = {}
+        self.stops: dict[tuple[bool, ...], frozenset[int]] = {}
 
     @classmethod
     def between(
@@ -148,10 +148,10 @@ class Graph:
     def stop_at(self, logits: Sequence[bool]) -> frozenset[int]:
         """The indices of the calls that stop at their pre-activation for this choice of fused outputs."""
         key = tuple(logits)
-        stop = self._stops.get(key)
+        stop = self.stops.get(key)
         if stop is None:
             ids = {id(t.node) for t, u in zip(self.outputs, key, strict=True) if u}
-            stop = self._stops[key] = frozenset(c.index for c in self.program if id(c.node) in ids)
+            stop = self.stops[key] = frozenset(c.index for c in self.program if id(c.node) in ids)
         return stop
 
     def backward_plan(self, input_grads: bool) -> list[BackwardStep]:
@@ -173,10 +173,6 @@ class Graph:
         """The layer calls in the order they were made (a topological order too): Keras numbers a layer's
         calls this way ("dense[1][0]" is the second call of dense), in configs and in the summary."""
         return sorted(self.nodes, key=lambda node: node.serial)
-
-    def output_layers(self) -> list[Any]:
-        """The layer whose call makes each output."""
-        return [output_node(t).layer for t in self.outputs]
 
     def output_names(self) -> list[str]:
         """The names of the layers that make the outputs; one layer's second call as an output is "name_1"."""

@@ -151,7 +151,7 @@ def _build_from_spec(spec: dict[str, Any], custom: dict[str, Any], backend: Any,
 def _load_h5(
     filepath: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: str | Ops | None
 ) -> Model:
-    """load_model for a legacy .h5 file (see xpnet/h5_model.py): xpnet's exact state when xpnet wrote it.
+    """load_model for a legacy .h5 file (see xpnet/io/h5_model.py): xpnet's exact state when xpnet wrote it.
 
     The weights are read (bounded) before the architecture is built, which may need at most as many
     parameters as the file stores; whatever a crafted file makes go wrong is one FileFormatError line.

@@ -1,10 +1,10 @@
 """`Sequential`: a linear stack of layers, the chain case of the functional `Model`.
 
-The weights live in one flat `ParamStore` (xpnet/params.py); compile, fit, evaluate and
-compute_gradients in xpnet/training/; the traversals, weight I/O and the graph in
-xpnet/functional.py. This file adds what a stack has of its own: adding and popping layers
-with the input shape known late, its summary, and a predict with the fast paths a chain of
-affine layers allows.
+Once its input shape is known, a Sequential is a `Model` whose `Graph` (xpnet/models/graph.py)
+is the chain Input → layer 1 → …: the traversals, weights and config are the Model's. This file
+adds what a stack has of its own: adding and popping layers with the input shape known late,
+its summary and config, and a predict with the fast paths a chain of affine layers allows.
+Loading a model back from a file is in xpnet/models/loading.py.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Sequential(Model):
             self.add(layer)
 
     def add(self, layer: Layer | Input | Model) -> None:
-        """Append a layer, or a model used as one layer (`Sequential([model, Softmax()])`, see xpnet/sharing.py)."""
+        """Append a layer, or a model used as one layer (`Sequential([model, Softmax()])`, xpnet/models/sharing.py)."""
         if isinstance(layer, Input):
             if self.layers:
                 raise ValueError("Input(...) must come first in a Sequential model")
@@ -156,7 +156,7 @@ class Sequential(Model):
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): architecture, weights, compile settings and
         optimizer state, so `xpnet.models.load_model` continues training exactly; no pickle, atomic.
-        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/io/h5_model.py)."""
         if h5_model.is_legacy_h5(filepath):
             h5_model.save_model(self, filepath)
             return

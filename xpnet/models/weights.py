@@ -13,7 +13,7 @@ import copy
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..random import init_rng, layer_seed, next_model_seed
 from . import sharing
-
-if TYPE_CHECKING:
-    from .functional import Model
 
 
 def check_model_args(seed: Any, dtype: str) -> int:
@@ -107,7 +104,7 @@ def _standalone_weights(layer: Layer) -> np.ndarray | None:
     return np.asarray(own.host_params())
 
 
-def set_weights(model: Model, weights: Sequence[Any]) -> None:
+def set_weights(model: Any, weights: Sequence[Any]) -> None:
     """`model.set_weights`: shapes are checked first, so a mismatch leaves the model unchanged.
 
     NaN and inf are accepted (as Keras does), so `set_weights(get_weights())` works on a diverged model.
@@ -136,7 +133,7 @@ def set_weights(model: Model, weights: Sequence[Any]) -> None:
         layer.weights_assigned()
 
 
-def save_weights(model: Model, filepath: str | os.PathLike[str]) -> None:
+def save_weights(model: Any, filepath: str | os.PathLike[str]) -> None:
     """`model.save_weights`: .npz (no pickle), or Keras 3's layout for "*.weights.h5"; written atomically."""
     if h5_weights.is_keras_h5_name(filepath):
         h5_weights.save(filepath, model.name, model.layers)
@@ -144,7 +141,7 @@ def save_weights(model: Model, filepath: str | os.PathLike[str]) -> None:
     weights_io.save(filepath, model.store.layout(), model.get_weights())
 
 
-def load_weights(model: Model, filepath: str | os.PathLike[str]) -> None:
+def load_weights(model: Any, filepath: str | os.PathLike[str]) -> None:
     """`model.load_weights`: a file of `save_weights` (or Keras's .weights.h5); a mismatch raises, changes nothing."""
     if h5_weights.is_keras_h5_name(filepath):
         _ = model.store  # an unbuilt model has no shapes to check the file against: a clear error first
@@ -164,24 +161,25 @@ def load_weights(model: Model, filepath: str | os.PathLike[str]) -> None:
     model.set_weights(arrays)
 
 
-def deep_copy(model: Model, memo: dict[int, Any]) -> Model:
+def deep_copy(model: Any, memo: dict[int, Any]) -> Any:
     """`copy.deepcopy(model)`: a model with its own layers, weights and optimizer state, equal to `model`.
 
     A plain deep copy would cut the layers' weight views loose from the copied flat buffer: the
     weights are put in a new buffer, bound to the copied layers (the copied graph indexes itself
-    again, `Graph.__deepcopy__`). The backend is shared, not copied.
+    again, `Graph.__deepcopy__`, and the model reads that index). The backend is shared, not copied.
     """
-    new = type(model).__new__(type(model))
+    new = object.__new__(type(model))
     memo[id(model)] = new
     if model.ops is not None:
         memo[id(model.ops)] = model.ops
     for key, value in vars(model).items():
         new.__dict__[key] = copy.deepcopy(value, memo)
+    new.index_graph()
     adopt_copy(new, model)
     return new
 
 
-def adopt_copy(new: Model, original: Model) -> None:
+def adopt_copy(new: Any, original: Any) -> None:
     """After `copy.deepcopy(original)` filled `new`'s attributes: its weights in a buffer of its own, bound to
     the copied layers, with the optimizer's state."""
     if original.built and original.ops is not None:
