@@ -11,6 +11,8 @@ that forward and backward read each step:
 * `shared`: the layers called more than once. Each call of a shared layer keeps its own
   forward state in its `Node` (`node.cache`), and its backward runs on `call_view`, the layer as
   that call's forward left it, so one call's backward never reads another call's caches.
+  The calls' weight gradients add up (`params.AccumulatingSink`); plain SGD then updates the
+  weights after backprop, not inside it, since an earlier call's backward still needs them.
 
 A graph knows layers and calls only; the weights, the backend and training are the `Model`'s.
 """
