@@ -4,6 +4,7 @@
 """
 
 from .functional import Model
-from .sequential import Sequential, clone_model, load_model, model_from_json
+from .loading import clone_model, load_model, model_from_json
+from .sequential import Sequential
 
 __all__ = ["Model", "Sequential", "clone_model", "load_model", "model_from_json"]

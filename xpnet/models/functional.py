@@ -5,29 +5,17 @@
     y = Dense(10, "softmax")(Add()([h, Dense(64, "relu")(h)]))
     model = Model(x, y)
 
-Calling a layer on symbolic tensors records a `Node` (xpnet/layers/node.py); `Model` walks the
-nodes from its outputs back to its inputs once, checks the graph, and orders the calls
-topologically. Forward runs the calls in that order; backward runs them in reverse, summing
-the gradients of a tensor that several calls read. The weights live in the same flat
-`ParamStore`, and fit / evaluate / checkpoints / MPI / the fused softmax + cross-entropy come
-from `Trainer`, as for `Sequential`, which is the special case of a chain.
-
-A layer called more than once (a shared layer) keeps one set of weights; each call keeps its
-own forward caches (the layer's attributes as that call's forward left them, put back for that
-call's backward), and the calls' weight gradients add up (`params.AccumulatingSink`). Plain SGD then
-updates weights after backprop instead of inside it, since a later call's backward still
-needs the weights unchanged.
-
-A model is also a layer of another model (`Sequential([model, Softmax()])`, `model(x)` on a
-symbolic x), and models may share layers; xpnet/sharing.py says how the weights stay shared
-with one flat buffer per model.
+The calls live in a `Graph` (xpnet/models/graph.py: walk, order, slots, shared layers); the
+weights in one flat `ParamStore` (xpnet/models/weights.py: drawn, read, written, copied); the
+config in xpnet/models/config.py; fit / evaluate / the fused softmax + cross-entropy in
+`Trainer`. This file runs the graph forward and backward and predicts. `Sequential` is the
+special case of a chain. A model is also a layer of another model (`Sequential([model,
+Softmax()])`, `model(x)` on a symbolic x), and models may share layers (xpnet/models/sharing.py).
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -37,39 +25,29 @@ import numpy as np
 
 from .._checks import probably_finite, require_finite
 from ..backend import Ops, get_backend
-from ..backend.base import is_numeric, weight_source, write_weight
-from ..io import h5_model, h5_weights, saving, weights_io
-from ..io.config import layer_entry
-from ..io.file_checks import check_parameter_count
+from ..io import h5_model, saving
 from ..io.serialization import merged_custom_objects
 from ..layers import custom
-from ..layers.base import Layer, Shape, _as_shape
-from ..layers.input import Input
+from ..layers.base import Layer, Shape
 from ..layers.node import KerasTensor, Node
 from ..params import AccumulatingSink, GradientSink, ParamStore
-from ..random import init_rng, layer_seed, next_model_seed
 from ..training import data
 from ..training.callbacks import Callback
 from ..training.guard import exclusive
 from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, current_plan
 from ..training.stream import is_stream
 from ..training.trainer import Trainer, check_batch_size
-from . import sharing, summary
+from . import arrays, sharing, summary
+from . import config as model_config
+from . import weights as model_weights
+from .as_layer import ModelAsLayer
+from .graph import BackwardStep, Graph, call_view
+from .weights import check_model_args
 
 Array = Any
-_MISSING = object()
 
 
-def check_model_args(seed: Any, dtype: str) -> int:
-    """The seed as an int (a fresh one for None), or a ValueError for a bad seed or dtype."""
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', received {dtype!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer (or None), received {seed!r}")
-    return int(seed) if seed is not None else next_model_seed()
-
-
-class Model(Trainer):
+class Model(ModelAsLayer, Trainer):
     """A graph of layer calls from `inputs` (Input tensors) to `outputs` (tensors the calls made).
 
     inputs, outputs: one tensor or a list; with lists, fit/evaluate/predict take lists of arrays
@@ -78,13 +56,9 @@ class Model(Trainer):
     dtype: "float32" (default) or "float64" for parameters and computation.
 
     A one-input, one-output model is also a layer: `Sequential([model, Softmax()])` or `model(x)` on a
-    symbolic x puts it in another model as one call (xpnet/sharing.py: how the weights are shared).
+    symbolic x puts it in another model as one call (xpnet/models/sharing.py: how the weights are shared).
     """
 
-    # what another model's graph reads of its layers (a model used as a layer has no activation of its own)
-    activation = None
-    multi_input = False
-    identity_at_inference = False
     # a chain of layers (Sequential): predict may then take the chain's fast routes (training/plan.py)
     chain = False
 
@@ -115,139 +89,66 @@ class Model(Trainer):
         self.layers: list[Layer] = []
         self.ops: Ops | None = None
         self._store: ParamStore | None = None
-        self.inputs: list[KerasTensor] = []
-        self.outputs: list[KerasTensor] = []
-        self._single_input = self._single_out = True
-        self._nodes: list[Node] = []
-        self._plan: list[tuple[_Call, list[bool], bool]] = []
-        self._forward_program: list[_Call] = []
-        self._slots: dict[int, int] = {}
-        self._forms: dict[tuple[bool, ...], tuple[Form, ...]] = {}
+        self._graph = Graph([], [], [])
         self._exec_plan: Plan | None = None
-        self._shared: set[int] = set()
-        self._consumers: dict[int, int] = {}
+        self.index_graph()
+        self._plan: list[BackwardStep] = []
+        self._plan_in: list[BackwardStep] = []
         self._accumulate: GradientSink | None = None
-        self._plan_in: list[tuple[_Call, list[bool], bool]] = []
         self._handovers_seen = -1
         self.inbound_nodes: list[Node] = []
         self.index = 0
         self._init_trainer()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Model:
-        """A model with its own layers, weights and optimizer state, equal to this one (copy.deepcopy).
-
-        A plain deep copy would cut the layers' weight views loose from the copied flat buffer and
-        leave the id()-keyed lookups pointing at this model's tensors: the copy's graph is indexed
-        again and its weights are put in a new buffer, bound to the copied layers.
-        """
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        if self.ops is not None:
-            memo[id(self.ops)] = self.ops  # a backend is shared, not copied
-        for key, value in vars(self).items():
-            new.__dict__[key] = copy.deepcopy(value, memo)
-        new.adopt_copy_of(self)
-        return new
-
-    def adopt_copy_of(self, original: Model) -> None:
-        """After `copy.deepcopy(original)` filled this model's attributes: index the copied graph and put the
-        weights in a buffer of its own, bound to the copied layers, with the optimizer's state."""
-        if self._nodes:
-            self._set_order(self._nodes)
-        if original.built and original.ops is not None:
-            self.install(original.ops, np.array(original.store.host_params()))  # NumPy hands out its buffer: copy
-            if self.optimizer is not None and original.optimizer is not None:
-                with original.ops.activate():
-                    for name, slot in self.optimizer.slots.items():
-                        slot[...] = original.optimizer.slots[name]
+        """A model with its own layers, weights and optimizer state, equal to this one (copy.deepcopy)."""
+        return model_weights.deep_copy(self, memo)
 
     def set_graph(
         self, inputs: KerasTensor | Sequence[KerasTensor], outputs: KerasTensor | Sequence[KerasTensor]
     ) -> None:
         """Find, check and order the layer calls between `inputs` and `outputs`; names unnamed layers."""
-        ins = [inputs] if isinstance(inputs, KerasTensor) else list(inputs)
-        outs = [outputs] if isinstance(outputs, KerasTensor) else list(outputs)
-        if not ins or not outs:
-            raise ValueError(f"a Model needs at least one input and one output, received {len(ins)} and {len(outs)}")
-        for what, group in (("inputs", ins), ("outputs", outs)):
-            for t in group:
-                if not isinstance(t, KerasTensor):
-                    raise TypeError(
-                        f"Model {what} must be symbolic tensors (Input(...), layer outputs), "
-                        f"received {type(t).__name__}"
-                    )
-        for t in ins:
-            if t.node is not None:
-                raise ValueError(f"Model inputs must be Input(...) tensors; received the output of {t.describe()}")
-        if len({id(t) for t in ins}) != len(ins):
-            raise ValueError("the same Input appears twice in the model's inputs")
-        order, cycle, foreign = _walk(outs)
-        _name_layers(ins, order)
-        if cycle:
-            raise ValueError(
-                "the layer graph has a cycle: "
-                + " -> ".join(n.output.describe() for n in cycle)
-                + "; a layer's output cannot feed back into its own inputs"
-            )
-        in_ids = {id(t) for t in ins}
-        for out_t, t in foreign:
-            if id(t) not in in_ids:
-                raise ValueError(
-                    f"output {out_t.describe()} {out_t.shape} is not connected to the model's inputs "
-                    f"[{', '.join(i.describe() for i in ins)}]: it depends on {t.describe()} {t.shape}. "
-                    "Pass that Input in inputs=[...], or build the output from the given inputs"
-                )
-        reached = {id(t) for _, t in foreign}
-        for t in ins:
-            if id(t) not in reached:
-                raise ValueError(
-                    f"{t.describe()} {t.shape} is not connected to any output "
-                    f"[{', '.join(o.describe() for o in outs)}]; remove it from inputs or use it"
-                )
-        for t in outs:
-            if t.node is None:
-                raise ValueError(f"output {t.describe()} is an Input itself; a model's outputs come from layers")
-        self.inputs, self.outputs = ins, outs
-        self._single_input = isinstance(inputs, KerasTensor)
-        self._single_out = isinstance(outputs, KerasTensor)
-        self._set_order(order)
+        self.use_graph(Graph.between(inputs, outputs))
 
-    def _set_order(self, order: list[Node]) -> None:
-        """Precompute what forward and backward need from the topologically ordered calls.
+    def use_graph(self, graph: Graph) -> None:
+        """Run the calls of `graph` from now on; its layers are this model's layers (in Keras's order)."""
+        self._graph = graph
+        self.layers = list(graph.layers)
+        self.index_graph()
 
-        Tensors get slots in a list (inputs first, then each call's output), so a step looks up
-        arrays by index; the per-step cost of the traversal stays a few µs per call.
-        """
-        self._nodes = order
-        calls: dict[int, int] = {}
-        for node in order:
-            calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
-        self.layers = _keras_layer_order(self.outputs, order)
-        self._shared = {k for k, v in calls.items() if v > 1}
-        slot = {id(t): i for i, t in enumerate(self.inputs)}
-        for node in order:
-            slot[id(node.output)] = len(slot)
-        self._slots = slot
-        consumers: dict[int, int] = {}
-        for node in order:
-            for t in node.inputs:
-                consumers[id(t)] = consumers.get(id(t), 0) + 1
-        for t in self.outputs:
-            consumers[id(t)] = consumers.get(id(t), 0) + 1
-        self._consumers = consumers
-        for node in order:
-            if isinstance(node.layer, Model) and id(node.layer) in self._shared:
-                raise ValueError(
-                    f"model {node.layer.name!r} is called more than once in one model; a nested model may be "
-                    "called once (call its layers on each input instead)"
-                )
-        self._forward_program = [
-            _Call(
-                k, node, tuple(slot[id(t)] for t in node.inputs), slot[id(node.output)], id(node.layer) in self._shared
+    def index_graph(self) -> None:
+        """Keep what each step reads of the graph as plain attributes (reading a property is a call per read)."""
+        g = self._graph
+        self.inputs, self.outputs = g.inputs, g.outputs
+        self._single_input, self._single_out = g.single_input, g.single_output
+        self._forward_program, self._slots = g.program, g.slots
+        self._forms: dict[tuple[bool, ...], tuple[Form, ...]] = {}
+
+    @property
+    def graph(self) -> Graph:
+        """The layer calls between the inputs and the outputs, in the order forward runs them."""
+        return self._graph
+
+    def _forms_for(self, logits: Sequence[bool]) -> tuple[Form, ...]:
+        """Per call, as written, except the output calls that stop at their pre-activation (`logits`, per output)."""
+        key = tuple(logits)
+        forms = self._forms.get(key)
+        if forms is None:
+            stop = self._graph.stops.get(key)  # made once per choice of fused outputs
+            stop = stop if stop is not None else self._graph.stop_at(logits)
+            forms = self._forms[key] = tuple(
+                PREACTIVATION if c.index in stop else AS_WRITTEN for c in self._forward_program
             )
-            for k, node in enumerate(order)
-        ]
-        self._forms = {}
+        return forms
+
+    @property
+    def plan(self) -> Plan:
+        """Every execution decision for this model as it stands (training/plan.py); `plan.explain()` says them."""
+        if not self.built:
+            raise ValueError("plan: the model is not built yet; build it (or call fit or predict) first")
+        # made again after a recompile, a rebuild, a changed layer
+        plan = self._exec_plan = current_plan(self, self._exec_plan, self._graph.nodes)
+        return plan
 
     def plan_backward(self) -> None:
         """The calls backward runs, in reverse order: those with trained weights behind them.
@@ -260,48 +161,17 @@ class Model(Trainer):
         for layer in self.layers:
             if isinstance(layer, Model):
                 layer.plan_backward()
-        self._plan = self._backward_plan(False)
-        self._plan_in = self._backward_plan(True)
-
-    def _backward_plan(self, input_grads: bool) -> list[tuple[_Call, list[bool], bool]]:
-        needs = [input_grads] * len(self.inputs) + [False] * (len(self._slots) - len(self.inputs))
-        plan = []
-        for call in self._forward_program:
-            need_in = [needs[i] for i in call.inputs]
-            needs[call.output] = _has_trained_weights(call.node.layer) or any(need_in)
-            if needs[call.output]:
-                plan.append((call, need_in, any(need_in)))
-        return plan[::-1]
-
-    def _forms_for(self, logits: Sequence[bool]) -> tuple[Form, ...]:
-        """Per call, as written, except the output calls that stop at their pre-activation (`logits`, per output)."""
-        key = tuple(logits)
-        forms = self._forms.get(key)
-        if forms is None:
-            ids = {id(t.node) for t, u in zip(self.outputs, key, strict=True) if u}
-            forms = self._forms[key] = tuple(
-                PREACTIVATION if id(c.node) in ids else AS_WRITTEN for c in self._forward_program
-            )
-        return forms
-
-    @property
-    def plan(self) -> Plan:
-        """Every execution decision for this model as it stands (training/plan.py); `plan.explain()` says them."""
-        if not self.built:
-            raise ValueError("plan: the model is not built yet; build it (or call fit or predict) first")
-        # made again after a recompile, a rebuild, a changed layer
-        plan = self._exec_plan = current_plan(self, self._exec_plan, self._nodes)
-        return plan
+        self._plan = self._graph.backward_plan(False)
+        self._plan_in = self._graph.backward_plan(True)
 
     def _calls_as_made(self) -> list[Node]:
-        """The layer calls in the order they were made (a topological order too): Keras numbers a layer's
-        calls this way ("dense[1][0]" is the second call of dense), in configs and in the summary."""
-        return sorted(self._nodes, key=lambda node: node.serial)
+        """The layer calls in the order they were made (Keras's numbering of a layer's calls)."""
+        return self._graph.calls_as_made()
 
     @property
     def nodes(self) -> list[Node]:
         """The layer calls in the order forward runs them."""
-        return list(self._nodes)
+        return list(self._graph.nodes)
 
     @property
     def built(self) -> bool:
@@ -318,7 +188,7 @@ class Model(Trainer):
         return self._store
 
     def hold_layers(self) -> None:
-        """Take back the layers another model used since this one last did (xpnet/sharing.py).
+        """Take back the layers another model used since this one last did (xpnet/models/sharing.py).
 
         One integer comparison when no layer changed hands since this model last looked, so the
         training loop calls it every step (a callback may have run a model that shares layers).
@@ -326,15 +196,7 @@ class Model(Trainer):
         store = self._store
         if store is None or self._handovers_seen == sharing.handovers():
             return
-        leaves = self.leaf_layers
-        if len(leaves) != len(store.layers) or any(a is not b for a, b in zip(leaves, store.layers, strict=True)):
-            # a nested model added or popped layers since this model was built: its buffer lacks (or keeps) them
-            nested = [layer.name for layer in self.layers if isinstance(layer, Model)]
-            raise ValueError(
-                f"model {nested[0] if len(nested) == 1 else nested!r} changed its layers after it became a layer of "
-                f"{self.name!r}, whose weights were laid out for the layers it had then; make the outer model again "
-                "(e.g. Sequential([inner, ...])) to use the changed one"
-            )
+        sharing.check_leaves(self, store)
         if sharing.take_back(store, self):
             self.plan_backward()
             self._step = None  # a recorded step may hold the other store's views
@@ -344,11 +206,6 @@ class Model(Trainer):
     def leaf_layers(self) -> list[Layer]:
         """The layers whose weights this model's store holds: its layers, a nested model's layers in its place."""
         return sharing.leaves(self.layers)
-
-    @property
-    def nested_layers(self) -> list[Layer]:
-        """This model's layers, as the model of which it is a layer sees them (`sharing.leaves`)."""
-        return self.layers
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Draw initial weights on the host (the same numbers on any backend) and put them on the backend.
@@ -361,64 +218,12 @@ class Model(Trainer):
         keeps them, as in Keras, and is shared with that model from now on; so does a layer built on its
         own (`layer.build`, `layer(array)`).
         """
-        if not self._nodes and callable(getattr(type(self), "call", None)):
-            self._trace(input_shape)
+        if not self._graph.nodes and callable(getattr(type(self), "call", None)):
+            self.use_graph(Graph.traced(self.call, type(self).__name__, self.name, input_shape))  # type: ignore[attr-defined]
         leaves = self.leaf_layers
-        for i, layer in enumerate(leaves):
-            layer.index = i
-            layer.take_model_seed(layer_seed(self.seed, i))
-            if layer.keras_call:  # a custom layer's Dropout sublayers
-                custom.seed_dropouts(layer, layer_seed(self.seed, i))
-        # a model file being loaded must store this many parameters: refused before any is drawn
-        check_parameter_count(sum(math.prod(spec.shape) for layer in leaves for spec in layer.param_specs()))
-        dtype = np.dtype(self.dtype)
-        chunks = []
-        for i, layer in enumerate(leaves):
-            own = _standalone_weights(layer)
-            if own is not None:  # built on its own (layer.build, layer(array)) before: Keras keeps those weights
-                chunks.append(own.astype(dtype))
-                continue
-            specs = layer.param_specs()
-            kept = sharing.current_values(layer, self.dtype)
-            if kept is not None and [s.shape if w is None else w.shape for w, s in zip(kept, specs, strict=False)] != [
-                s.shape for s in specs
-            ]:
-                raise ValueError(
-                    f"layer {layer.name!r} holds weights of shapes {[None if w is None else w.shape for w in kept]} "
-                    "from another model, "
-                    f"but this model builds it for {[s.shape for s in specs]}; give it inputs of the shape it was "
-                    "built for, or use a new layer"
-                )
-            held = sharing.current_dtype(layer)
-            if kept is not None and held is not None and held != self.dtype:
-                # sharing across dtypes would round the other model's weights each time they move
-                raise ValueError(
-                    f"layer {layer.name!r} holds {held} weights from another model, and this "
-                    f"model is {self.dtype}; give it dtype={held!r} to share the layer"
-                )
-            chunks += [
-                s.initializer(s.shape, init_rng(self.seed, i, j), dtype).ravel() if w is None else w.ravel()
-                for j, (s, w) in enumerate(zip(specs, kept or [None] * len(specs), strict=True))
-            ]
-        host = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
+        model_weights.seed_dropouts(leaves, self.seed)
+        host = model_weights.initial_weights(leaves, self.seed, self.dtype)
         self.install(get_backend(backend if backend is not None else (self._backend_request or self.ops)), host)
-
-    def _trace(self, input_shape: Any) -> None:
-        if input_shape is None:
-            raise ValueError(
-                f"model {self.name!r} is subclassed and its input shape is unknown: "
-                "call model.build((None, n_features)) or fit it first"
-            )
-        source = Input(_as_shape(input_shape), name="input_layer")
-        out = self.call(source)  # type: ignore[attr-defined]
-        if not isinstance(out, KerasTensor) and not (
-            isinstance(out, (list, tuple)) and all(isinstance(t, KerasTensor) for t in out)
-        ):
-            raise TypeError(
-                f"{type(self).__name__}.call returned {type(out).__name__} when traced on an Input; it must return the "
-                "outputs of layer calls (or xpnet.ops functions) on its inputs"
-            )
-        self.set_graph(source, out if isinstance(out, KerasTensor) else list(out))
 
     def install(self, ops: Ops, host_params: np.ndarray) -> None:
         """Put the flat parameters on `ops` and bind each layer (each nested model's layers too) to its views."""
@@ -472,21 +277,13 @@ class Model(Trainer):
     def output_layers(self) -> list[Layer]:
         if not self.outputs:
             return super().output_layers
-        return [_node(t).layer for t in self.outputs]
+        return [t.node.layer for t in self.outputs if t.node is not None]  # read each step: no call
 
     @property
     def output_names(self) -> list[str]:
         if not self.outputs:
             return super().output_names
-        names: list[str] = []
-        for t in self.outputs:
-            base = str(_node(t).layer.name)
-            name, k = base, 0
-            while name in names:  # one layer's two calls as two outputs
-                k += 1
-                name = f"{base}_{k}"
-            names.append(name)
-        return names
+        return self._graph.output_names()
 
     @property
     def output_widths(self) -> list[int]:
@@ -499,11 +296,11 @@ class Model(Trainer):
         # the fused loss reads the logits: no other call may need the layer's activated output
         if not self.outputs:
             return super().fusable_outputs
-        return [self._consumers.get(id(t), 0) == 1 and id(_node(t).layer) not in self._shared for t in self.outputs]
+        return self._graph.fusable_outputs()
 
     @property
     def shares_layers(self) -> bool:
-        return bool(self._shared)
+        return bool(self._graph.shared)
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         if index is not None:
@@ -566,9 +363,7 @@ class Model(Trainer):
         pending = self._backprop(self._plan_in if need_input_grad else self._plan, [dy], self._forms_for([False]))
         return pending[0] if need_input_grad else None
 
-    def _backprop(
-        self, plan: list[tuple[_Call, list[bool], bool]], grads: Sequence[Array], forms: Sequence[Form]
-    ) -> list[Array]:
+    def _backprop(self, plan: list[BackwardStep], grads: Sequence[Array], forms: Sequence[Form]) -> list[Array]:
         """Run `plan` from the outputs' gradients; returns the pending gradients (the inputs' come first)."""
         assert self.ops is not None
         # namespace calls rather than operators: a captured step keeps their results (training/program.py)
@@ -617,30 +412,19 @@ class Model(Trainer):
         return pending
 
     def _shared_backward(self, node: Node, dy: Array, need: bool, form: Form, again: bool) -> Any:
-        """One call of a shared layer: its own caches in place, its weight gradients added to the others'."""
+        """One call of a shared layer: its backward on that call's own forward state (`node.cache`, see
+        `graph.call_view`), its weight gradients added to those of the calls whose backward ran before."""
         layer = node.layer
-        state, after = vars(layer), node.cache
-        # every attribute that differs from right after this call's forward (other calls' caches) goes back
-        saved = {
-            k: state.get(k, _MISSING) for k in {*state, *after} if state.get(k, _MISSING) is not after.get(k, _MISSING)
-        }
-        for k in saved:
-            if k in after:
-                state[k] = after[k]
-            else:
-                del state[k]
+        view = call_view(layer, node.cache)
         sink = layer.sink
-        if again and sink is not None and not sink.applies_update:
-            layer.sink = self._accumulate
+        if not (again and sink is not None and not sink.applies_update):
+            return getattr(view, form.backward)(dy, need)
+        # the layer too: a custom layer's weights are owned by the layer (and its sublayers), not the view
+        layer.sink = view.sink = self._accumulate
         try:
-            return getattr(layer, form.backward)(dy, need)
+            return getattr(view, form.backward)(dy, need)
         finally:
             layer.sink = sink
-            for k, v in saved.items():  # as after the forward pass: the last call's caches
-                if v is _MISSING:
-                    state.pop(k, None)
-                else:
-                    state[k] = v
 
     def forward(self, x: Any, training: bool = False) -> Any:
         """The model's output(s) for device batch x (a list of arrays for several inputs)."""
@@ -655,45 +439,15 @@ class Model(Trainer):
         """Backprop ∂L/∂output (∂L/∂u of the output layer when from_logits) of a one-output model."""
         self.backward_outputs([grad], [from_logits])
 
-    def _by_name(self, a: Any, names: list[str], what: str, single: bool) -> list[Any]:
-        if isinstance(a, dict):
-            missing = [n for n in names if n not in a]
-            if missing or len(a) != len(names):
-                raise ValueError(f"{what} must have the keys {names}, received {sorted(a)}")
-            return [a[n] for n in names]
-        if single or (len(names) == 1 and not isinstance(a, (list, tuple))):  # Model([x], ...) takes x alone too
-            return [a]
-        if not isinstance(a, (list, tuple)) or len(a) != len(names):
-            got = f"a list of {len(a)}" if isinstance(a, (list, tuple)) else type(a).__name__
-            raise ValueError(f"{what}: the model has {len(names)} ({', '.join(names)}), received {got}")
-        return list(a)
-
     def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
         if self._single_input and not isinstance(x, dict):
             return super().check_inputs(x, what, finite)
-        xs = self._by_name(x, self.input_names, f"{what}: x (the inputs)", self._single_input)
-        checked = [
-            data.check_x(a, f"{what} (input {t.name!r})", self.ops, t.feature_shape, finite)
-            for a, t in zip(xs, self.inputs, strict=True)
-        ]
-        counts = {t.name: data.rows(a) for t, a in zip(self.inputs, checked, strict=True)}
-        if len(set(counts.values())) > 1:
-            raise ValueError(f"{what}: the inputs have different numbers of samples: {counts}")
-        return checked[0] if self._single_input else checked
+        return arrays.check_inputs(self, x, what, finite)
 
     def check_targets(self, y: Any, n: int, what: str) -> Any:
         if self._single_out and not isinstance(y, dict):
             return super().check_targets(y, n, what)
-        ys = self._by_name(y, self.output_names, f"{what}: y (the targets)", self._single_out)
-        for t, name in zip(self.outputs, self.output_names, strict=True):
-            data.require_flat_output(t.feature_shape, f"{what} (output {name!r})")
-        checked = [
-            data.check_y(a, n, f"{what} (output {name!r})", loss, width, self.dtype)
-            for a, name, loss, width in zip(
-                ys, self.output_names, self.compiled_losses, self.output_widths, strict=True
-            )
-        ]
-        return checked[0] if self._single_out else checked
+        return arrays.check_targets(self, y, n, what)
 
     def get_weights(self) -> list[np.ndarray]:
         """All parameters as host NumPy arrays, layer by layer ([kernel, bias] for each Dense)."""
@@ -702,60 +456,21 @@ class Model(Trainer):
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged.
 
-        NaN and inf are accepted (as Keras does), so `set_weights(get_weights())` works on a diverged model.
-        Device arrays of the model's backend are written device to device.
+        NaN and inf are accepted (as Keras does); device arrays of the model's backend are written on the device.
         """
-        slots = self.store.slots
-        if len(weights) != len(slots):
-            raise ValueError(f"set_weights expects {len(slots)} arrays for this model, received {len(weights)}")
-        ops = self.store.ops
-        arrays = []
-        for s, w in zip(slots, weights, strict=True):
-            a = weight_source(ops, w)
-            if tuple(a.shape) != tuple(s.spec.shape):
-                raise ValueError(f"set_weights: {s.label} must have shape {s.spec.shape}, received {tuple(a.shape)}")
-            if not is_numeric(a):
-                raise ValueError(f"set_weights: {s.label} must be numbers, received dtype {a.dtype}")
-            arrays.append(a)
-        if all(isinstance(a, np.ndarray) for a in arrays):  # host data: one upload of the whole buffer
-            flat = [a.astype(self.dtype).ravel() for a in arrays]
-            self.store.set_host_params(np.concatenate(flat) if flat else np.zeros(0, self.dtype))
-            return
-        # device arrays are written into each weight's view on the device, without a host round trip
-        for s, a in zip(slots, arrays, strict=True):
-            write_weight(ops, s.layer.params[s.spec.name], a)
-        for layer in self.store.layers:
-            layer.weights_assigned()
+        model_weights.set_weights(self, weights)
 
     def save_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""
-        if h5_weights.is_keras_h5_name(filepath):
-            h5_weights.save(filepath, self.name, self.layers)
-            return
-        weights_io.save(filepath, self.store.layout(), self.get_weights())
+        model_weights.save_weights(self, filepath)
 
     def load_weights(self, filepath: str | os.PathLike[str]) -> None:
         """Load a file written by `save_weights` (or Keras's .weights.h5); a mismatch raises and changes nothing."""
-        if h5_weights.is_keras_h5_name(filepath):
-            _ = self.store  # an unbuilt model has no shapes to check the file against: a clear error first
-            self.set_weights(h5_weights.load(filepath, self.layers))
-            return
-        mine = self.store.layout()
-        layout, arrays = weights_io.load(filepath)
-        theirs = [[ly.get("class"), list(ly.get("params", {}).values())] for ly in layout]
-        ours = [[ly["class"], list(ly["params"].values())] for ly in mine]
-        if theirs != ours:
-            raise ValueError(
-                f"{filepath} holds weights for a different architecture:\n  file:  "
-                + ", ".join(f"{c}{s}" for c, s in theirs)
-                + "\n  model: "
-                + ", ".join(f"{c}{s}" for c, s in ours)
-            )
-        self.set_weights(arrays)
+        model_weights.load_weights(self, filepath)
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state.
-        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/io/h5_model.py)."""
         if h5_model.is_legacy_h5(filepath):
             h5_model.save_model(self, filepath, spec=self.file_spec())
             return
@@ -772,51 +487,7 @@ class Model(Trainer):
 
     def get_config(self) -> dict[str, Any]:
         """Keras's functional config: layers with their `inbound_nodes`, `input_layers`, `output_layers`."""
-        index: dict[int, tuple[str, int]] = {id(t): (str(t.name), 0) for t in self.inputs}
-        calls: dict[int, int] = {}  # a layer's calls numbered as they were made, as Keras's node indices
-        inbound: dict[int, list[Any]] = {id(layer): [] for layer in self.layers}
-
-        def ref(t: KerasTensor) -> dict[str, Any]:
-            name, k = index[id(t)]
-            return {"class_name": "__keras_tensor__", "config": {"shape": list(t.shape), "keras_history": [name, k, 0]}}
-
-        made = self._calls_as_made()
-        for node in made:
-            k = calls.get(id(node.layer), 0)
-            calls[id(node.layer)] = k + 1
-            index[id(node.output)] = (str(node.layer.name), k)
-            refs = [ref(t) for t in node.inputs]
-            kwargs = {} if node.training is None else {"training": node.training}
-            inbound[id(node.layer)].append({"args": [refs] if node.multi else refs, "kwargs": kwargs})
-        entries: list[dict[str, Any]] = [
-            {
-                "class_name": "InputLayer",
-                "name": t.name,
-                "config": {"batch_shape": list(t.shape), "dtype": self.dtype, "name": t.name},
-                "inbound_nodes": [],
-            }
-            for t in self.inputs
-        ]
-        entries += [
-            {
-                "class_name": layer_entry(layer)["class_name"],
-                "name": layer.name,
-                "config": layer_entry(layer)["config"],
-                "inbound_nodes": inbound[id(layer)],
-            }
-            for layer in self.layers
-        ]
-
-        def history(t: KerasTensor) -> list[Any]:
-            name, k = index[id(t)]
-            return [name, k, 0]
-
-        return {
-            "name": self.name,
-            "layers": entries,
-            "input_layers": [history(t) for t in self.inputs] if not self._single_input else history(self.inputs[0]),
-            "output_layers": [history(t) for t in self.outputs] if not self._single_out else history(self.outputs[0]),
-        }
+        return model_config.functional_config(self._graph, self.name, self.dtype)
 
     @classmethod
     def from_config(
@@ -827,65 +498,13 @@ class Model(Trainer):
         dtype: str = "float32",
     ) -> Model:
         """A new model (fresh weights) from `get_config()`; a cycle or a missing layer raises naming the layers."""
-        need = ("layers", "input_layers", "output_layers")
-        if not isinstance(config, dict) or not all(k in config for k in need):
-            got = sorted(config) if isinstance(config, dict) else type(config).__name__
-            raise ValueError(f"a functional config is a dict with {list(need)} (model.get_config()), received {got}")
-        custom = merged_custom_objects(custom_objects)
-        tensors: dict[tuple[str, int], KerasTensor] = {}
-        pending: list[tuple[Layer, int, dict[str, Any]]] = []
-        for entry in config["layers"]:
-            if entry["class_name"] == "InputLayer":
-                cfg = entry["config"]
-                tensors[(entry["name"], 0)] = Input(tuple(cfg["batch_shape"][1:]), name=cfg.get("name", entry["name"]))
-                continue
-            layer = saving.layer_from_config({"class_name": entry["class_name"], "config": entry["config"]}, custom)
-            layer.name = entry.get("name", layer.name)
-            pending += [(layer, k, node) for k, node in enumerate(entry["inbound_nodes"])]
-        # a layer's later call may read a layer listed after it: call whatever is ready until nothing is left
-        while pending:
-            left = []
-            for layer, k, node in pending:
-                args = node["args"]
-                multi = len(args) == 1 and isinstance(args[0], list)
-                refs = args[0] if multi else args
-                keys = [tuple(r["config"]["keras_history"][:2]) for r in refs]
-                if all(key in tensors for key in keys) and (k == 0 or (str(layer.name), k - 1) in tensors):
-                    inputs = [tensors[key] for key in keys]  # type: ignore[index]
-                    training = node.get("kwargs", {}).get("training")
-                    arg = inputs if multi else inputs[0]
-                    tensors[(str(layer.name), k)] = (
-                        layer(arg, training=training) if isinstance(layer, Model) else layer(arg)
-                    )
-                else:
-                    left.append((layer, k, node))
-            if len(left) == len(pending):
-                stuck = sorted({str(layer.name) for layer, _, _ in left})
-                raise ValueError(
-                    f"the model config cannot be built: the calls of {stuck} wait on each other (a cycle) "
-                    "or on layers the config does not have"
-                )
-            pending = left
-
-        def pick(spec: Any) -> Any:
-            if spec and isinstance(spec[0], list):
-                return [tensors[(s[0], s[1])] for s in spec]
-            return tensors[(spec[0], spec[1])]
-
-        return cls(pick(config["input_layers"]), pick(config["output_layers"]), config["name"], seed, dtype)
+        inputs, outputs = model_config.graph_from_config(config, merged_custom_objects(custom_objects))
+        return cls(inputs, outputs, config["name"], seed, dtype)
 
     def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Model:
         """The same graph over copies of the layers (`copy_layer`), with this model's seed, as `dtype`."""
-        copies = {id(layer): copy_layer(layer) for layer in self.layers}
-        tensors: dict[int, KerasTensor] = {id(t): Input(t.feature_shape, name=t.name) for t in self.inputs}
-        for node in self._calls_as_made():  # so a shared layer's copy numbers its calls as the original
-            args = [tensors[id(t)] for t in node.inputs]
-            tensors[id(node.output)] = copies[id(node.layer)](args if node.multi else args[0])
-        ins = [tensors[id(t)] for t in self.inputs]
-        outs = [tensors[id(t)] for t in self.outputs]
-        return Model(
-            ins[0] if self._single_input else ins, outs[0] if self._single_out else outs, name, self.seed, dtype
-        )
+        inputs, outputs = model_config.copy_graph(self._graph, copy_layer)
+        return Model(inputs, outputs, name, self.seed, dtype)
 
     @exclusive("predict", shared=True)
     def predict(
@@ -953,58 +572,9 @@ class Model(Trainer):
         x = self.check_inputs(x, "predict_on_batch", finite=False)  # a list or dict of inputs: rows, not len(x)
         return self.predict(x, batch_size=max(1, data.rows(x)))
 
-    def __call__(self, x: Any, training: bool | None = None) -> Any:
-        """Outputs for arrays x as one batch; on a symbolic tensor, this model as one call of a new graph.
-
-        x: (batch, *input_shape) arrays → NumPy outputs; or a `KerasTensor` (Input(...), a layer's
-        output) → the output tensor of this model's call, so the model is a layer of the model built
-        from it (one input and one output; see xpnet/sharing.py for the weights).
-        training=False (Keras's fine-tuning `base_model(inputs, training=False)`): that call always
-        runs in inference mode (Dropout off, BatchNormalization on its moving statistics), also
-        while the outer model trains.
-        """
-        if training not in (None, True, False):
-            raise ValueError(f"training must be None, True or False, received {training!r}")
-        parts = x if isinstance(x, (list, tuple)) else [x]
-        if any(isinstance(t, KerasTensor) for t in parts):
-            return self.call_symbolic(x, training)
-        return self.predict_on_batch(x)
-
-    def call_symbolic(self, x: Any, training: bool | None = None) -> KerasTensor:
-        """Record a call of this model on the symbolic tensor x (as `Layer.__call__` does for a layer)."""
-        if not self.inputs and self.layers and isinstance(x, KerasTensor):  # a Sequential without an input shape
-            self.build((None, *x.feature_shape))
-        if len(self.inputs) != 1 or len(self.outputs) != 1 or not isinstance(x, KerasTensor):
-            got = f"{len(x)} tensors" if isinstance(x, (list, tuple)) else type(x).__name__
-            raise TypeError(
-                f"model {self.name!r} (inputs {len(self.inputs)}, outputs {len(self.outputs)}) was called on {got}; "
-                "a model used as a layer takes one tensor and has one input and one output"
-            )
-        want = self.inputs[0].feature_shape
-        if x.feature_shape != want:
-            raise ValueError(
-                f"model {self.name!r} was built for input {(None, *want)} and cannot be called on "
-                f"{x.describe()} {x.shape}"
-            )
-        _ = self.store  # the inner model's weights are what the outer model starts from: it must be built
-        node = Node(self, [x], False, self.outputs[0].feature_shape)
-        node.training = training
-        return node.output
-
-    @property
-    def requested_input_shape(self) -> Shape | None:
-        """The input shape a `Sequential` that starts with this model takes (its own input's, once known)."""
-        return self.inputs[0].feature_shape if len(self.inputs) == 1 else None
-
-    def is_inference_identity(self) -> bool:
-        return False
-
-    def replaces_methods(self) -> bool:
-        return False
-
     @property
     def default_name(self) -> str:
-        return "functional" if type(self) is Model else re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+        return "functional" if type(self) is Model else _snake(type(self).__name__)
 
     @property
     def output(self) -> KerasTensor:
@@ -1040,18 +610,7 @@ class Model(Trainer):
 
     def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int | None = None) -> None:
         """Keras 3's functional table: Layer (type) | Output Shape | Param # | Connected to, then the counts."""
-        index: dict[int, str] = {id(t): f"{t.name}[0][0]" for t in self.inputs}
-        calls: dict[int, int] = {}
-        links: dict[int, list[str]] = {id(layer): [] for layer in self.layers}
-        for node in self._calls_as_made():
-            k = calls.get(id(node.layer), 0)
-            calls[id(node.layer)] = k + 1
-            index[id(node.output)] = f"{node.layer.name}[{k}][0]"
-            links[id(node.layer)] += [index[id(t)] for t in node.inputs]
-        rows = [[f"{t.name} (InputLayer)", str(t.shape), "0", "-"] for t in self.inputs]
-        rows += [[*summary.layer_cells(layer, self.built), ",\n".join(links[id(layer)])] for layer in self.layers]
-        headers = ("Layer (type)", "Output Shape", "Param #", "Connected to")
-        summary.print_summary(self, print_fn, line_length, headers, rows)
+        summary.print_functional(self, print_fn, line_length)
 
     def __repr__(self) -> str:
         backend = self.ops.describe() if self.ops is not None else "unbuilt"
@@ -1067,158 +626,9 @@ def _check_outputs(x: Any, result: list[np.ndarray]) -> None:
         require_finite(x, "predict", "x")  # finite inputs may overflow: then no error
 
 
-def _has_trained_weights(layer: Any) -> bool:
-    """Whether the store gave some weight of this layer (of a nested model's layers) a gradient view."""
-    if isinstance(layer, Model):
-        return any(leaf.grads for leaf in layer.leaf_layers)
-    return bool(layer.grads)
-
-
 saving.MODEL_CLASSES["Functional"] = Model
-
-
-class _Call:
-    """One step of the forward program: call `index` runs `node` from the tensors in slots `inputs` into `output`."""
-
-    __slots__ = ("index", "inputs", "node", "output", "shared", "trains")
-
-    def __init__(self, index: int, node: Node, inputs: tuple[int, ...], output: int, shared: bool) -> None:
-        self.index, self.node, self.inputs, self.output, self.shared = index, node, inputs, output, shared
-        # False for a call made with training=False (Keras's base_model(x, training=False)): always inference
-        self.trains = node.training is not False
-
-
-def _node(t: KerasTensor) -> Node:
-    assert t.node is not None
-    return t.node
-
-
-def _walk(outputs: list[KerasTensor]) -> tuple[list[Node], list[Node], list[tuple[KerasTensor, KerasTensor]]]:
-    """Depth-first from the outputs: (the calls in topological order, a cycle if any, (output, Input) pairs reached).
-
-    Iterative, so deep chains do not hit Python's recursion limit; the post-order of a DAG's
-    depth-first walk is a topological order, and for a chain it is the chain's own order.
-    """
-    order: list[Node] = []
-    state: dict[int, int] = {}  # 1: on the current path, 2: done
-    cycle: list[Node] = []
-    foreign: list[tuple[KerasTensor, KerasTensor]] = []
-    for out in outputs:
-        stack: list[tuple[KerasTensor, int]] = [(out, 0)]
-        path: list[Node] = []
-        while stack:
-            t, i = stack.pop()
-            node = t.node
-            if node is None:
-                foreign.append((out, t))
-                continue
-            if i == 0:
-                s = state.get(id(node))
-                if s == 2:
-                    continue
-                if s == 1:
-                    if not cycle:
-                        cycle = [*path[path.index(node) :], node]
-                    continue
-                state[id(node)] = 1
-                path.append(node)
-            if i < len(node.inputs):
-                stack.append((t, i + 1))
-                stack.append((node.inputs[i], 0))
-            else:
-                state[id(node)] = 2
-                path.pop()
-                order.append(node)
-    return order, cycle, foreign
-
-
-def _keras_layer_order(outputs: list[KerasTensor], order: list[Node]) -> list[Layer]:
-    """The layers as Keras 3 lists a functional model's layers (`keras.src.ops.function.map_graph`).
-
-    Deepest first (a call's depth is its longest path to an output; a layer takes its deepest
-    call's), ties in the order a depth-first walk from the outputs first meets them. Weights,
-    .weights.h5 paths (per class, by position), get_config and summary follow this order, so a
-    file Keras wrote lands in the right layers. `order` is the walk's post-order (`_walk`).
-    """
-    first: dict[int, int] = {}  # the walk's pre-order: when each layer is first met
-    done: set[int] = set()
-    for out in outputs:
-        stack = [out]
-        while stack:
-            t = stack.pop()
-            node = t.node
-            if node is None or id(node) in done:
-                continue
-            done.add(id(node))
-            first.setdefault(id(node.layer), len(first))
-            stack.extend(reversed(node.inputs))
-    node_depth: dict[int, int] = {}
-    layer_depth: dict[int, int] = {}
-    for node in reversed(order):
-        depth = max(node_depth.get(id(node), 0), layer_depth.get(id(node.layer), 0))
-        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
-        for t in node.inputs:
-            if t.node is not None:
-                node_depth[id(t.node)] = max(depth + 1, node_depth.get(id(t.node), 0))
-    layers = {id(node.layer): node.layer for node in order}
-    return sorted(layers.values(), key=lambda layer: (-layer_depth[id(layer)], first[id(layer)]))
-
-
-def _name_layers(inputs: list[KerasTensor], order: list[Node]) -> None:
-    """Unique names, as Sequential gives them: `dense`, `dense_1`, ... in call order; Inputs `input_layer`, ..."""
-    taken: dict[str, int] = {}
-    seen: set[int] = set()
-    explicit = [t.name for t in inputs if t.name] + [n.layer.name for n in order if n.layer.name]
-    owners: dict[str, int] = {}
-    # Inputs share the namespace (the config refers to both by name; load_model could not rebuild otherwise)
-    for t in inputs:
-        if t.name and owners.setdefault(t.name, id(t)) != id(t):
-            raise ValueError(f"two different Inputs are named {t.name!r}; input and layer names must be unique")
-    for n in order:
-        if n.layer.name and owners.setdefault(n.layer.name, id(n.layer)) != id(n.layer):
-            if isinstance(n.layer, Model) and n.layer.name == n.layer.default_name:
-                n.layer.name = None  # type: ignore[assignment]  # named below: Keras names each model uniquely
-                continue
-            clash = any(t.name == n.layer.name for t in inputs)
-            what = "an Input and a layer are" if clash else "two different layers are"
-            raise ValueError(f"{what} named {n.layer.name!r}; layer names must be unique (Inputs' too)")
-    for n in order:  # the layers of a nested model keep their names, which new layers must not take
-        if isinstance(getattr(n.layer, "nested_layers", None), list):
-            explicit += [str(leaf.name) for leaf in sharing.leaves([n.layer]) if leaf.name]
-    used = set(explicit)
-
-    def fresh(base: str) -> str:
-        k = taken.get(base, 0)
-        name = base if k == 0 else f"{base}_{k}"
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        taken[base] = k + 1
-        used.add(name)
-        return name
-
-    for t in inputs:
-        if not t.name:
-            t.name = fresh("input_layer")
-    for n in order:
-        if id(n.layer) in seen:
-            continue
-        seen.add(id(n.layer))
-        if not n.layer.name:
-            n.layer.name = fresh(n.layer.default_name)
 
 
 def _snake(name: str) -> str:
     """A class name as Keras names a subclassed model by default: MyModel → my_model."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _standalone_weights(layer: Layer) -> np.ndarray | None:
-    """The (P,) host weights of a layer that has a parameter store of its own (a standalone layer), if it
-    still has the weights its specs declare; else None."""
-    own = layer.__dict__.get("_xp_standalone")
-    if own is None or own.layers != [layer]:
-        return None
-    if [tuple(s.spec.shape) for s in own.slots] != [tuple(s.shape) for s in layer.param_specs()]:
-        return None
-    return np.asarray(own.host_params())

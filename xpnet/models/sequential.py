@@ -1,30 +1,28 @@
 """`Sequential`: a linear stack of layers, the chain case of the functional `Model`.
 
-The weights live in one flat `ParamStore` (xpnet/params.py); compile, fit, evaluate and
-compute_gradients in xpnet/training/; the traversals, weight I/O and the graph in
-xpnet/functional.py. This file adds what a stack has of its own: adding and popping layers
-with the input shape known late, and its summary. Its one `predict` is the Model's; the plan
-(xpnet/training/plan.py) gives a chain the routes a chain of affine layers allows.
+Once its input shape is known, a Sequential is a `Model` whose `Graph` (xpnet/models/graph.py)
+is the chain Input → layer 1 → …: the traversals, weights and config are the Model's. This file
+adds what a stack has of its own: adding and popping layers with the input shape known late,
+its summary and config. Its one `predict` is the Model's; the plan (xpnet/training/plan.py)
+gives a chain the routes a chain of affine layers allows.
+Loading a model back from a file is in xpnet/models/loading.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..backend import Ops
-from ..io import config, h5_model, h5_weights, keras_format, saving
-from ..io.file_checks import FileFormatError, parameter_budget
+from ..io import config, h5_model, saving
 from ..io.serialization import merged_custom_objects
 from ..layers.base import Layer, Shape, _as_shape
 from ..layers.input import Input
 from ..layers.node import KerasTensor, Node
-from ..random import layer_seed
 from . import sharing, summary
 from .functional import Model
+from .graph import Graph, UniqueNames
 
 Array = Any
 
@@ -52,17 +50,26 @@ class Sequential(Model):
             self.add(layer)
 
     def add(self, layer: Layer | Input | Model) -> None:
-        """Append a layer, or a model used as one layer (`Sequential([model, Softmax()])`, see xpnet/sharing.py)."""
+        """Append a layer, or a model used as one layer (`Sequential([model, Softmax()])`, xpnet/models/sharing.py)."""
         if isinstance(layer, Input):
             if self.layers:
                 raise ValueError("Input(...) must come first in a Sequential model")
             self._input_shape = layer.feature_shape
             return
+        self._name_new_layer(layer)
+        if not self.layers and self._input_shape is None and layer.requested_input_shape is not None:
+            self._input_shape = layer.requested_input_shape
+        self.layers.append(layer)  # type: ignore[arg-type]  # a nested Model stands where a Layer would
+        if self._input_shape is not None:
+            self.build()  # the layers that hold weights keep them
+
+    def _name_new_layer(self, layer: Layer | Model) -> None:
+        """Check that `layer` may be added, and name it if unnamed: names are unique over the model's layers
+        and over the weight-holding layers of its nested models ("dense/kernel" must name one weight)."""
         if not isinstance(layer, (Layer, Model)):
             raise TypeError(f"Sequential.add expects a Layer or a Model, received {type(layer).__name__}")
         if layer is self:
             raise ValueError(f"a model cannot be a layer of itself ({self.name!r})")
-        # names are unique over the weight-holding layers too: "dense/kernel" must name one weight
         taken = {lyr.name for lyr in [*self.layers, *sharing.leaves(self.layers)]}
         if isinstance(layer, Model):
             clash = sorted({str(leaf.name) for leaf in layer.leaf_layers} & taken)
@@ -71,26 +78,14 @@ class Sequential(Model):
                     f"model {layer.name!r} has layers named {clash}, names the model already uses; "
                     "layer names must be unique (name the layers, e.g. Dense(5, name='head'))"
                 )
-        if layer.name is None:
-            base, k = layer.default_name, 0
-            layer.name = base
-            while layer.name in taken:
-                k += 1
-                layer.name = f"{base}_{k}"
-        elif isinstance(layer, Model) and layer.name == layer.default_name and layer.name in taken:
-            base, k = layer.name, 1  # Keras names each model uniquely: "sequential_1" for the second
-            while f"{base}_{k}" in taken:
-                k += 1
-            layer.name = f"{base}_{k}"
+        # Keras names each model uniquely: "sequential_1" for the second
+        renamed = isinstance(layer, Model) and layer.name == layer.default_name and layer.name in taken
+        if layer.name is None or renamed:
+            layer.name = UniqueNames(taken).fresh(layer.default_name)
         elif layer.name in taken:
             raise ValueError(f"a layer named {layer.name!r} is already in the model; layer names must be unique")
         if isinstance(layer, Sequential) and not layer.built and not layer.layers:
             raise ValueError(f"model {layer.name!r} has no layers; add some before using it as a layer")
-        if not self.layers and self._input_shape is None and layer.requested_input_shape is not None:
-            self._input_shape = layer.requested_input_shape
-        self.layers.append(layer)  # type: ignore[arg-type]  # a nested Model stands where a Layer would
-        if self._input_shape is not None:
-            self.build()  # the layers that hold weights keep them
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
         """Build every layer and draw initial weights on the host (same numbers on any backend)."""
@@ -117,13 +112,12 @@ class Sequential(Model):
             layer.build_for(t.feature_shape)
             nodes.append(Node(layer, [t], False))
             t = nodes[-1].output
-        self.inputs, self.outputs = [source], [t]
-        self._set_order(nodes)
+        self.use_graph(Graph([source], [t], nodes))
         super().build(backend=backend)  # the weights, drawn as for any Model
 
     def _forget_calls(self) -> None:
         """Drop this model's graph from its layers' calls (`layer.output` is then the next graph's)."""
-        for node in self._nodes:
+        for node in self._graph.nodes:
             calls = getattr(node.layer, "inbound_nodes", None)
             if calls is not None and node in calls:
                 calls.remove(node)
@@ -155,7 +149,7 @@ class Sequential(Model):
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """The whole model in one file (".keras" or ".npz"): architecture, weights, compile settings and
         optimizer state, so `xpnet.models.load_model` continues training exactly; no pickle, atomic.
-        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/h5_model.py)."""
+        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/io/h5_model.py)."""
         if h5_model.is_legacy_h5(filepath):
             h5_model.save_model(self, filepath)
             return
@@ -179,10 +173,9 @@ class Sequential(Model):
         self.hold_layers()
         last = self.layers.pop()
         kept_layers = list(self.layers)
-        self.inputs, self.outputs = [], []
         self._store, self._step = None, None
         self._forget_calls()
-        self._set_order([])  # no graph until the shorter chain is built
+        self.use_graph(Graph([], [], []))  # no graph until the shorter chain is built
         self.layers.extend(kept_layers)
         if self.layers and self._input_shape is not None:
             self.build()  # the layers keep their weights
@@ -208,168 +201,3 @@ class Sequential(Model):
 
 
 saving.MODEL_CLASSES["Sequential"] = Sequential
-
-
-def model_from_json(json_string: str, custom_objects: dict[str, Any] | None = None) -> Model:
-    """The (unweighted, freshly initialized) model that `model.to_json()` describes: Sequential or Functional."""
-    try:
-        spec = json.loads(json_string)
-    except (TypeError, json.JSONDecodeError) as e:
-        got = f"{json_string!r:.80}"
-        raise ValueError(f"model_from_json expects the JSON text of model.to_json(), received {got}") from e
-    kind = spec.get("class_name") if isinstance(spec, dict) else None
-    if kind not in ("Sequential", "Functional") or "config" not in spec:
-        what = kind if isinstance(spec, dict) else type(spec).__name__
-        raise ValueError(f"model_from_json builds Sequential and Functional models; the JSON describes {what!r}")
-    if kind == "Sequential":
-        return Sequential.from_config(spec["config"], custom_objects)
-    return Model.from_config(spec["config"], custom_objects)
-
-
-def clone_model(model: Model, custom_objects: dict[str, Any] | None = None) -> Model:
-    """A new model with the same architecture: new layers, freshly initialized weights (as Keras), not compiled."""
-    if not isinstance(model, Model):
-        raise TypeError(f"clone_model expects a Sequential or functional Model, received {type(model).__name__}")
-    spec = model.get_config()
-    entries = [e for e in spec["layers"] if e["class_name"] != "InputLayer"]
-    for i, (layer, entry) in enumerate(zip(model.layers, entries, strict=True)):
-        if isinstance(layer, Layer) and layer.seeded_by_model(layer_seed(model.seed, i)):
-            entry["config"]["seed"] = None  # drawn from the model's seed at build: the clone draws its own
-    if isinstance(model, Sequential):
-        spec["seed"] = None  # a new seed: fresh weights, as Keras's clone_model
-        return type(model).from_config(spec, custom_objects)
-    return Model.from_config(spec, custom_objects)  # no seed given: a new one
-
-
-def load_model(
-    filepath: str | os.PathLike[str],
-    custom_objects: dict[str, Any] | None = None,
-    compile: bool = True,
-    backend: str | Ops | None = None,
-) -> Model:
-    """A model saved by `model.save`, on `backend` (default: as a new model would choose).
-
-    custom_objects: {class name: class} for your own layers, activations, losses or optimizers.
-    compile=False gives the architecture and weights only.
-    """
-    custom = merged_custom_objects(custom_objects)
-    if h5_model.is_legacy_h5(filepath):
-        return _load_h5(filepath, custom, compile, backend)
-    return _load(filepath, custom, compile, backend)
-
-
-def _load(path: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: Any) -> Model:
-    """The model in `path` (Keras 3 .keras, or xpnet's .npz-based file), checked before anything is built.
-
-    The architecture may need at most as many parameters as the file stores (`file_checks.
-    parameter_budget`), so a crafted file cannot make xpnet draw weights its size does not justify.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not a model file")
-    if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
-    if keras_format.is_keras_zip(path):
-        return _load_keras(path, custom, compile, backend)
-    header, arrays = saving.read_model_file(path)
-    kind = saving.MODEL_KIND
-    with parameter_budget(path, kind, arrays["params"].size), saving.as_file_error(path, kind, "its architecture"):
-        model = _build_from_spec(header["model"], custom, backend, path)
-    with saving.as_file_error(path, kind, "its saved state"):
-        if header["layout"] != model.store.layout():
-            raise FileFormatError(path, kind, "its weights do not fit the architecture it describes")
-        saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
-    return model
-
-
-def _load_keras(path: Path, custom: dict[str, Any], compile: bool, backend: Any) -> Model:
-    kind = keras_format.KIND
-    config, stored, header, slots = keras_format.read(path)
-    count = sum(a.size for arrays in stored.values() for a in arrays)
-    inner = config["config"]
-    seed = header["model"].get("seed") if isinstance(header, dict) and isinstance(header.get("model"), dict) else None
-    with parameter_budget(path, kind, count), saving.as_file_error(path, kind, "its architecture"):
-        dtype = inner.get("dtype", "float32")
-        if isinstance(dtype, dict):  # Keras's DTypePolicy
-            dtype = dtype["config"]["name"]
-        if config["class_name"] == "Functional":
-            spec = {"class_name": "Functional", "seed": seed, "dtype": dtype, "config": inner}
-        else:
-            spec = {"class_name": "Sequential", "keras_config": {**inner, "seed": seed}}
-        model = _build_from_spec(spec, custom, backend, path)
-    with saving.as_file_error(path, kind, "its weights"):
-        model.set_weights(h5_weights.match(stored, model.layers, path))
-    if header is not None:
-        with saving.as_file_error(path, kind, "its saved state"):
-            saving.check_header({**header, "layout": model.store.layout()}, path, kind)
-            arrays = {"params": model.store.host_params(), **{f"slot_{k}": v for k, v in slots.items()}}
-            full = {**header, "layout": model.store.layout()}
-            saving.restore_state(model, full if compile else {**full, "compile": None}, arrays, custom)
-    elif compile and isinstance(config.get("compile_config"), dict) and config["compile_config"]:
-        with saving.as_file_error(path, kind, "its compile_config"):
-            saving.compile_from_keras(model, config["compile_config"], custom)
-    return model
-
-
-def _build_from_spec(spec: dict[str, Any], custom: dict[str, Any], backend: Any, path: str | os.PathLike[str]) -> Model:
-    """A new model from a file's architecture: {"class_name": "Functional", "config", "seed", "dtype"},
-    {"class_name": "Sequential", "layers", "input_shape", "name", "seed", "dtype"} (xpnet's .npz file),
-    or {"class_name": "Sequential", "keras_config": Sequential.get_config()} (a .keras file)."""
-    model: Model
-    if spec.get("class_name") == "Functional":
-        model = Model.from_config(spec["config"], custom, seed=spec.get("seed"), dtype=spec.get("dtype", "float32"))
-    elif spec.get("class_name") == "Sequential" and "keras_config" in spec:
-        shape, layers, kwargs = saving.sequential_from_config(spec["keras_config"], custom)
-        if shape is None:
-            raise ValueError("the Sequential config has no InputLayer, so its input shape is unknown")
-        model = Sequential([Input(shape), *layers], **kwargs)
-    elif spec.get("class_name") == "Sequential":
-        layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
-        model = Sequential(
-            [Input(tuple(spec["input_shape"])), *layers], name=spec["name"], seed=spec["seed"], dtype=spec["dtype"]
-        )
-    else:
-        raise ValueError(f"{path} holds a {spec.get('class_name')} model; xpnet loads Sequential and Functional models")
-    if backend is not None:
-        model.to_backend(backend)
-    return model
-
-
-def _load_h5(
-    filepath: str | os.PathLike[str], custom: dict[str, Any], compile: bool, backend: str | Ops | None
-) -> Model:
-    """load_model for a legacy .h5 file (see xpnet/h5_model.py): xpnet's exact state when xpnet wrote it.
-
-    The weights are read (bounded) before the architecture is built, which may need at most as many
-    parameters as the file stores; whatever a crafted file makes go wrong is one FileFormatError line.
-    """
-    kind = h5_model.KIND
-    with h5_model.LegacyFile(filepath) as f:
-        header = f.xpnet_header
-        spec = header.get("model") if isinstance(header, dict) else None
-        model: Model
-        with parameter_budget(filepath, kind, f.count()), saving.as_file_error(filepath, kind, "its architecture"):
-            if spec is not None and spec.get("class_name") == "Functional":
-                model = Model.from_config(spec["config"], custom, seed=spec["seed"], dtype=spec["dtype"])
-            elif spec is not None:
-                layers = [saving.layer_from_config(entry, custom) for entry in spec["layers"]]
-                model = Sequential(
-                    [Input(tuple(spec["input_shape"])), *layers],
-                    name=spec["name"],
-                    seed=spec["seed"],
-                    dtype=spec["dtype"],
-                )
-            else:  # written by Keras
-                model = model_from_json(f.model_json(), custom)
-            if backend is not None:
-                model.to_backend(backend)
-        with saving.as_file_error(filepath, kind, "its weights"):
-            model.set_weights(f.layer_weights(model))
-        with saving.as_file_error(filepath, kind, "its saved state"):
-            if header is not None:
-                saving.check_header({**header, "layout": model.store.layout()}, filepath, kind)
-                arrays = {"params": model.store.host_params(), **f.slots(int(model.store.params.shape[0]))}
-                saving.restore_state(model, header if compile else {**header, "compile": None}, arrays, custom)
-            elif compile and f.training_config is not None:
-                h5_model.compile_from_keras(model, f.training_config, custom)
-    return model

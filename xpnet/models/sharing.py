@@ -169,3 +169,17 @@ def take_back(store: ParamStore, model: Any) -> bool:
     store.rebind()  # the same values moved: not `weights_assigned` (that means new ones, e.g. statistics given)
     mark_owner(model, store.layers)
     return True
+
+
+def check_leaves(model: Any, store: ParamStore) -> None:
+    """Raise if the layers under `model` are no longer those its store was laid out for."""
+    leaves_now = model.leaf_layers
+    if len(leaves_now) == len(store.layers) and all(a is b for a, b in zip(leaves_now, store.layers, strict=True)):
+        return
+    # a nested model added or popped layers since this model was built: its buffer lacks (or keeps) them
+    nested = [layer.name for layer in model.layers if getattr(layer, "nested_layers", None) is not None]
+    raise ValueError(
+        f"model {nested[0] if len(nested) == 1 else nested!r} changed its layers after it became a layer of "
+        f"{model.name!r}, whose weights were laid out for the layers it had then; make the outer model again "
+        "(e.g. Sequential([inner, ...])) to use the changed one"
+    )

@@ -148,3 +148,20 @@ def print_summary(
     align = ["right" if h == "Param #" else "left" for h in headers]
     for text in [f'Model: "{model.name}"', *table(headers, rows, line_length, align), *totals(model)]:
         out(text)
+
+
+def print_functional(model: Any, print_fn: Callable[[str], Any] | None = None, line_length: int | None = None) -> None:
+    """Print a functional model's table: Sequential's columns and "Connected to", each call's input tensors
+    named as Keras names them ("dense[1][0]": the output of dense's second call)."""
+    index: dict[int, str] = {id(t): f"{t.name}[0][0]" for t in model.inputs}
+    calls: dict[int, int] = {}
+    links: dict[int, list[str]] = {id(layer): [] for layer in model.layers}
+    for node in model.graph.calls_as_made():
+        k = calls.get(id(node.layer), 0)
+        calls[id(node.layer)] = k + 1
+        index[id(node.output)] = f"{node.layer.name}[{k}][0]"
+        links[id(node.layer)] += [index[id(t)] for t in node.inputs]
+    rows = [[f"{t.name} (InputLayer)", str(t.shape), "0", "-"] for t in model.inputs]
+    rows += [[*layer_cells(layer, model.built), ",\n".join(links[id(layer)])] for layer in model.layers]
+    headers = ("Layer (type)", "Output Shape", "Param #", "Connected to")
+    print_summary(model, print_fn, line_length, headers, rows)
