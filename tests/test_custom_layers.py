@@ -203,7 +203,7 @@ def test_standalone_layer_computes_eagerly_and_keeps_weights() -> None:
     assert layer.built and out.shape == (2, 4) and out.dtype == np.float32
     assert xpnet.get_backend().is_native(out)
     w, b = layer.get_weights()
-    np.testing.assert_allclose(ops.convert_to_numpy(out), np.ones((2, 3)) @ w + b, rtol=1e-6, atol=1e-6)  # float32 sums near 0
+    np.testing.assert_allclose(ops.convert_to_numpy(out), np.ones((2, 3)) @ w + b, rtol=1e-6, atol=1e-6)
     layer.set_weights([np.full((3, 4), 0.5), np.arange(4.0)])
     np.testing.assert_allclose(ops.convert_to_numpy(layer(np.ones((1, 3)))), [[1.5, 2.5, 3.5, 4.5]], rtol=1e-6)
 
