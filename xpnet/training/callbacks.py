@@ -123,6 +123,56 @@ def run_hooks(callbacks: Sequence[Callback], hook: str, *args: Any) -> None:
             getattr(cb, hook)(*args)
 
 
+class CallbackList:
+    """A run's callbacks, with the callbacks that override each per-batch hook found once.
+
+    `batch_hooks` names the hooks looked up at the start (as Keras's CallbackList does), so a
+    step pays nothing for callbacks that ignore them and makes no batch logs nobody reads.
+    """
+
+    def __init__(self, callbacks: Sequence[Callback], batch_hooks: Sequence[str] = ()) -> None:
+        self.callbacks = list(callbacks)
+        self._hooked = {hook: [cb for cb in self.callbacks if overrides(cb, hook)] for hook in batch_hooks}
+
+    def bind(self, model: Trainer, params: dict[str, Any] | None = None) -> None:
+        """set_model (and set_params, when given) on each callback in turn."""
+        for cb in self.callbacks:
+            cb.set_model(model)
+            if params is not None:
+                cb.set_params(params)
+
+    def every(self, hook: str, *args: Any) -> None:
+        """Call `hook` on every callback (fit's train and epoch hooks)."""
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    def wants(self, hook: str) -> bool:
+        """Whether some callback overrides batch hook `hook` (else its logs need not be made)."""
+        return bool(self._hooked[hook])
+
+    def batch(self, hook: str, index: int, logs: Any) -> None:
+        """Call batch hook `hook` on the callbacks that override it."""
+        for cb in self._hooked[hook]:
+            getattr(cb, hook)(index, logs)
+
+    def release(self) -> None:
+        """Free what the callbacks hold for the run (a Checkpoint's folder lock), also after an error."""
+        for cb in self.callbacks:
+            if isinstance(cb, HoldingCallback):
+                cb.release()
+
+    def __repr__(self) -> str:
+        return f"CallbackList({self.callbacks!r})"
+
+
+class HoldingCallback(Callback):
+    """A callback that holds something from on_train_begin to on_train_end (a folder lock):
+    fit calls `release` also when training stops on an error, where on_train_end does not run."""
+
+    def release(self) -> None:
+        """Let go of what on_train_begin took."""
+
+
 class History(Callback):
     """`history.history` maps each logged name to its per-epoch list; `history.epoch` lists epoch indices."""
 

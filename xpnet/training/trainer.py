@@ -19,6 +19,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,15 +33,14 @@ from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
 from ..layers import custom
 from ..layers.base import Layer
-from ..layers.dropout import Dropout
 from ..params import GradientSink, ParamStore
 from ..variables import Variable
 from . import checkpoint, data, distributed
 from . import stream as stream_mod
-from .callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
+from .callbacks import BatchLogs, Callback, CallbackList, History, Progress, format_logs, overrides, run_hooks
 from .guard import exclusive
 from .program import JitRequest, StepProgram, check_jit_compile
-from .state import TrainState
+from .state import TrainState, step_counted
 from .step import TrainStep, forward_sums, loss_and_grads
 from .threads import blas_threads_for, macs_per_sample
 
@@ -439,202 +439,220 @@ class Trainer:
         initial_epoch = argcheck.integer("fit", "initial_epoch", initial_epoch)
         validation_split = argcheck.number("fit", "validation_split", validation_split, 0, 1, high_open=True)
         shuffle = argcheck.boolean("fit", "shuffle", shuffle)
-        callbacks = _callback_list(callbacks)
+        callback_list = _callback_list(callbacks)
         verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
-        source: stream_mod.Stream | None = None
         if steps_per_epoch is not None and not stream_mod.is_stream(x) and y is not None:
             # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
             x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
             y = sample_weight = None
+        source = None
         if stream_mod.is_stream(x):
             source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
-            x, yy = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
-            if yy is None:
-                raise ValueError("fit: each batch must hold targets, (x, y) or (x, y, sample_weight)")
-        else:
-            x, yy = self.prepare(x, y, "fit")
-        if yy is None:
-            raise ValueError("fit: y (the targets) is required")
-        self._require_differentiable()
-        # class weights are made after the validation split (training data only); both at once is refused here
-        sw = None
-        if source is None:
-            sw = self.sample_weights_for(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
-        vx = vy = vw = None
-        val_source: stream_mod.Stream | None = None
+        train = self._fit_data(x, y, source, sample_weight, class_weight, validation_split, validation_data)
+        val_source = None
         if validation_data is not None and stream_mod.is_stream(validation_data):
             val_source = stream_mod.Stream(validation_data, validation_steps, "fit (validation_data)")
-        elif validation_data is not None:
-            if len(validation_data) not in (2, 3):
-                raise ValueError(
-                    "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
-                    f"received {len(validation_data)} items"
-                )
-            vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
-            if len(validation_data) == 3:
-                assert vy is not None
-                vw = self.sample_weights_for(validation_data[2], None, vy, "fit (validation_data)")
-        elif validation_split:
-            n = data.rows(x)
-            split = int(n * (1.0 - validation_split))
-            if split == 0 or split == n:
-                raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
-            x, vx = data.select(x, 0, split), data.select(x, split, n)
-            yy, vy = data.select(yy, 0, split), data.select(yy, split, n)
-            if sw is not None:  # Keras splits the sample weights with the data; class weights are for training only
-                sw, vw = sw[:split], sw[split:]
-        if class_weight is not None and source is None:
-            sw = self.sample_weights_for(sample_weight, class_weight, yy, "fit")
-
-        ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
-        assert ops is not None and opt is not None and loss is not None
-        state = self.train_state
-        state.samples, state.batch_size = (data.rows(x), batch_size) if source is None else (0, data.rows(x))
-        state.epoch, state.step, state.running, state.history = initial_epoch, 0, [], History()
+        state, comm = self.train_state, self._comm
         if source is None:
+            state.start(initial_epoch, data.rows(train.x), batch_size)
             steps = math.ceil(state.samples / (batch_size * comm.size))
         else:  # an iterator without steps_per_epoch runs until it is exhausted
+            state.start(initial_epoch, 0, data.rows(train.x))
             steps = source.steps if source.steps is not None else sys.maxsize
-        if resume_from is not None:
-            self._resume(resume_from, steps, verbose)
-            if state.epoch >= epochs:  # a finished run: nothing to train, nothing to change
-                if comm.is_root and verbose:
-                    done = f"{state.epoch} of {epochs} epochs"
-                    print(f"The run in {resume_from} is complete ({done}); nothing to resume.")
-                self.history = state.history
-                return state.history
-        distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
-        if comm.size > 1:
-            comm.bcast_from_root(ops, self.store.flat)
-        history = state.history
-        cbs: list[Callback] = [history, *(callbacks or [])]
-
-        begin_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_begin")]
-        batch_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_end")]
-        for cb in cbs:
-            cb.set_model(self)
-            shown = None if steps == sys.maxsize else steps
-            cb.set_params({"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
-        progress = Progress(verbose if comm.is_root else 0, epochs, steps if steps != sys.maxsize else 0)
+        if resume_from is not None and checkpoint.resume(self, resume_from, steps, epochs, verbose):
+            self.history = state.history  # a finished run: nothing to train, nothing to change
+            return state.history
+        self._share_weights()
+        shown = None if steps == sys.maxsize else steps
+        cbs = CallbackList([state.history, *callback_list], ("on_train_batch_begin", "on_train_batch_end"))
+        cbs.bind(self, {"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
+        progress = Progress(verbose if comm.is_root else 0, epochs, shown or 0)
         self.stop_training = False
         program = self._step_program()
         program.reset()  # this fit's batch buffers are new
         program.say_once()
-        dropouts = [layer for layer in self.leaf_layers if isinstance(layer, Dropout)]
+        ops = self.ops
+        assert ops is not None
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size), program.routing():
-            y_dtype = self.target_dtypes()
-            size = sum(
-                data.nbytes(a, dt)
-                for a, dt in ((x, self.dtype), (yy, None), (vx, self.dtype), (vy, None), (sw, None), (vw, None))
-            )
-            resident = source is None and ops.fits_on_device(size)  # else each batch is uploaded as it is used
             batches: data.Batches | stream_mod.StreamBatches
             if source is None:
-                batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+                batches, val = train.on_device(ops, batch_size, comm, self.dtype, self.target_dtypes())
             else:
-                batches = stream_mod.StreamBatches(self, source, class_weight)
-            val: tuple[Any, Any, Any] | None = None
-            if vx is not None:
-                val = (
-                    (self.upload(vx), self.upload(vy, targets=True), None if vw is None else self.upload(vw))
-                    if resident
-                    else (vx, vy, vw)
-                )
-            logs: dict[str, float] = {}
+                batches, val = stream_mod.StreamBatches(self, source, class_weight), train.val
+            run = _FitRun(batches, cbs, progress, steps, shuffle, program, step_counted(self.leaf_layers))
+            run.val, run.val_source, run.batch_size = val, val_source, batch_size
             try:
-                for cb in cbs:  # inside the try: a callback failing here must not leave a Checkpoint's folder locked
-                    cb.on_train_begin({})
-                while state.epoch < epochs:
-                    epoch = state.epoch
-                    for cb in cbs:
-                        cb.on_epoch_begin(epoch, {})
-                    batches.shuffle(self.seed, state.epochs_trained, shuffle)
-                    if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
-                        self.reset_metrics()
-                    progress.epoch_begin(epoch)
-                    hi = min(state.step * batches.global_batch, state.samples)
-                    for step in range(state.step, steps):
-                        try:
-                            lo, hi, a, b = batches.bounds(step)
-                        except StopIteration:  # a stream's epoch ended
-                            break
-                        for cb in begin_hooks:
-                            cb.on_train_batch_begin(step, {})
-                        for d in dropouts:
-                            d.row_offset = a - lo
-                        xb, yb, wb = batches.gather(a, b)
-                        if self._program is not program:  # a callback compiled anew
-                            program = self._step_program()
-                        state.running = program.run(xb, yb, hi - lo, wb, state.running)
-                        state.step = step + 1
-                        if batch_hooks:
-                            # the running values so far, as Keras's batch logs; read only if a callback looks
-                            batch_logs = BatchLogs(functools.partial(self._read, self._snapshot(state.running), hi))
-                            for cb in batch_hooks:
-                                cb.on_train_batch_end(step, batch_logs)
-                        if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
-                            break
-                        # the read is a collective under MPI: every rank must decide alike
-                        if progress.due() if comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0:
-                            logs = self._read(state.running, hi)
-                            if not math.isfinite(logs["loss"]):
-                                break
-                            if progress.mode == 1:
-                                progress.update(step + 1, logs)
-                    if isinstance(batches, stream_mod.StreamBatches):
-                        batches.end_epoch()
-                    if source is not None and not state.running:  # the stream ran dry
-                        warnings.warn(
-                            "fit: the data ran out before this epoch's first batch; training stopped. "
-                            "Pass steps_per_epoch with a generator that repeats, or use a PyDataset",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                        break
-                    logs = self._read(state.running, hi)
-                    if steps == sys.maxsize:  # a stream of unknown length: the epoch line counts what ran
-                        progress.steps = state.step
-                    state.end_epoch()
-                    if not math.isfinite(logs["loss"]):
-                        self.stop_training = True
-                        progress.close()
-                        warnings.warn(
-                            f"Epoch {epoch + 1}: the loss became {logs['loss']} (not finite); training stopped. "
-                            "Lower the learning rate, check the inputs are scaled, or use a stabler loss.",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                    elif val_source is not None:
-                        vals = self._evaluate_stream(val_source, cbs, ran_out_ok=True)
-                        if not vals:
-                            warnings.warn(
-                                f"fit: validation_data ran out of batches; epoch {epoch + 1} has no val_ metrics. "
-                                "Pass a PyDataset, or a generator that repeats with validation_steps",
-                                RuntimeWarning,
-                                stacklevel=2,
-                            )
-                        logs.update({f"val_{k}": v for k, v in vals.items()})
-                    elif val is not None:
-                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2], cbs)
-                        logs.update({f"val_{k}": v for k, v in vals.items()})
-                    if not self.stop_training:
-                        progress.epoch_end(epoch, logs)
-                    for cb in cbs:
-                        cb.on_epoch_end(epoch, logs)
-                    if self.stop_training:
-                        break
+                cbs.every("on_train_begin", {})  # inside the try: a failing callback must not keep a folder locked
+                while state.epoch < epochs and self._fit_epoch(run):
+                    pass
             finally:
-                progress.close()
-                self.store.use_sink()  # after fit, backward fills the gradient buffer again
-                for cb in cbs:  # on an error on_train_end is not called: a checkpoint folder is freed here
-                    if isinstance(cb, checkpoint.Checkpoint):
-                        cb.release()
-                for d in dropouts:
-                    d.row_offset = 0
-            for cb in cbs:
-                cb.on_train_end(dict(logs))
-        self.history = history
-        return history
+                self._end_fit(run)
+            cbs.every("on_train_end", dict(run.logs))
+        self.history = state.history
+        return state.history
+
+    def _fit_epoch(self, run: _FitRun) -> bool:
+        """Run epoch `train_state.epoch` with its callbacks; False when training stops."""
+        state = self.train_state
+        epoch = state.epoch
+        run.cbs.every("on_epoch_begin", epoch, {})
+        run.batches.shuffle(self.seed, state.epochs_trained, run.shuffle)
+        if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
+            self.reset_metrics()
+        run.progress.epoch_begin(epoch)
+        seen = self._fit_steps(run)
+        run.batches.end_epoch()
+        if isinstance(run.batches, stream_mod.StreamBatches) and not state.running:  # the stream ran dry
+            warnings.warn(
+                "fit: the data ran out before this epoch's first batch; training stopped. "
+                "Pass steps_per_epoch with a generator that repeats, or use a PyDataset",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        logs = run.logs = self._epoch_logs(run, epoch, seen)
+        if not self.stop_training:
+            run.progress.epoch_end(epoch, logs)
+        run.cbs.every("on_epoch_end", epoch, logs)
+        return not self.stop_training
+
+    def _fit_steps(self, run: _FitRun) -> int:
+        """This epoch's remaining steps; returns how many samples the running sums cover."""
+        state, batches, cbs = self.train_state, run.batches, run.cbs
+        hi = min(state.step * batches.global_batch, state.samples)
+        for step in range(state.step, run.steps):
+            try:
+                lo, hi, a, b = batches.bounds(step)
+            except StopIteration:  # a stream's epoch ended
+                break
+            cbs.batch("on_train_batch_begin", step, {})
+            for layer in run.counted:
+                layer.row_offset = a - lo
+            xb, yb, wb = batches.gather(a, b)
+            if self._program is not run.program:  # a callback compiled anew
+                run.program = self._step_program()
+            state.running = run.program.run(xb, yb, hi - lo, wb, state.running)
+            state.step = step + 1
+            if cbs.wants("on_train_batch_end"):
+                # the running values so far, as Keras's batch logs; read only if a callback looks
+                read = functools.partial(self._read, self._snapshot(state.running), hi)
+                cbs.batch("on_train_batch_end", step, BatchLogs(read))
+            if self.stop_training or self._diverged(run, step, hi):  # a batch callback (TerminateOnNaN) may stop
+                break
+        return hi
+
+    def _diverged(self, run: _FitRun, step: int, seen: int) -> bool:
+        """Read the running loss when the progress bar is due (and update it); True when it is not finite."""
+        progress = run.progress
+        # the read is a collective under MPI: every rank must decide alike
+        if not (progress.due() if self._comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0):
+            return False
+        logs = self._read(self.train_state.running, seen)
+        if not math.isfinite(logs["loss"]):
+            return True
+        if progress.mode == 1:
+            progress.update(step + 1, logs)
+        return False
+
+    def _epoch_logs(self, run: _FitRun, epoch: int, seen: int) -> dict[str, float]:
+        """The epoch's loss and metrics, then validation's; a loss that is not finite stops training."""
+        state, progress = self.train_state, run.progress
+        logs = self._read(state.running, seen)
+        if run.steps == sys.maxsize:  # a stream of unknown length: the epoch line counts what ran
+            progress.steps = state.step
+        state.end_epoch()
+        if math.isfinite(logs["loss"]):
+            logs.update(self._validate(run, epoch))
+            return logs
+        self.stop_training = True
+        progress.close()
+        warnings.warn(
+            f"Epoch {epoch + 1}: the loss became {logs['loss']} (not finite); training stopped. "
+            "Lower the learning rate, check the inputs are scaled, or use a stabler loss.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return logs
+
+    def _validate(self, run: _FitRun, epoch: int) -> dict[str, float]:
+        """The val_ logs of this epoch's end (empty without validation data)."""
+        callbacks = run.cbs.callbacks
+        if run.val_source is not None:
+            vals = self._evaluate_stream(run.val_source, callbacks, ran_out_ok=True)
+            if not vals:
+                warnings.warn(
+                    f"fit: validation_data ran out of batches; epoch {epoch + 1} has no val_ metrics. "
+                    "Pass a PyDataset, or a generator that repeats with validation_steps",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
+        elif run.val is not None:
+            vals = self._evaluate_arrays(run.val[0], run.val[1], run.batch_size, run.val[2], callbacks)
+        else:
+            return {}
+        return {f"val_{k}": v for k, v in vals.items()}
+
+    def _end_fit(self, run: _FitRun) -> None:
+        """After the last epoch, or an error: the bar ends, gradients fill the buffer again, locks are freed."""
+        run.progress.close()
+        self.store.use_sink()  # after fit, backward fills the gradient buffer again
+        run.cbs.release()  # on an error on_train_end is not called: a checkpoint folder is freed here
+        for layer in run.counted:
+            layer.row_offset = 0
+
+    def _fit_data(
+        self,
+        x: Any,
+        y: Any,
+        source: stream_mod.Stream | None,
+        sample_weight: Any,
+        class_weight: Any,
+        validation_split: float,
+        validation_data: Any,
+    ) -> data.FitData:
+        """fit's checked host data, its weights made once, and the validation set split off or checked.
+
+        For a stream, x is its first batch (a stream's weights come with its batches).
+        """
+        if source is not None:
+            x, y = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
+            if y is None:
+                raise ValueError("fit: each batch must hold targets, (x, y) or (x, y, sample_weight)")
+        else:
+            x, y = self.prepare(x, y, "fit")
+        if y is None:
+            raise ValueError("fit: y (the targets) is required")
+        self._require_differentiable()
+        w = None if source is not None else self.sample_weights_for(sample_weight, class_weight, y, "fit")
+        train = data.FitData(x, y, w)
+        if validation_data is not None and not stream_mod.is_stream(validation_data):
+            train.val = self._validation_arrays(validation_data)
+        elif validation_data is None and validation_split:
+            train = data.split_validation(train, validation_split, split_weights=class_weight is None)
+        return train
+
+    def _validation_arrays(self, validation_data: Any) -> data.Validation:
+        """fit's validation_data (x, y) or (x, y, sample_weight), checked."""
+        if len(validation_data) not in (2, 3):
+            raise ValueError(
+                "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
+                f"received {len(validation_data)} items"
+            )
+        what = "fit (validation_data)"
+        vx, vy = self.prepare(validation_data[0], validation_data[1], what)
+        vw = None
+        if len(validation_data) == 3:
+            assert vy is not None
+            vw = self.sample_weights_for(validation_data[2], None, vy, what)
+        return vx, vy, vw
+
+    def _share_weights(self) -> None:
+        """Check every rank runs the same model, then give every rank rank 0's weights (data-parallel runs)."""
+        comm, opt, ops = self._comm, self.optimizer, self.ops
+        assert opt is not None and ops is not None
+        distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
+        if comm.size > 1:
+            comm.bcast_from_root(ops, self.store.flat)
 
     def _stream_for_fit(
         self, x: Any, y: Any, steps: int | None, validation_split: float, sample_weight: Any, resume_from: Any
@@ -1045,7 +1063,7 @@ class Trainer:
         ops = self.ops
         assert ops is not None
         store = self.store
-        dropouts = [(d, d.iterations) for d in self.leaf_layers if isinstance(d, Dropout)]
+        counters = [(layer, layer.iterations) for layer in step_counted(self.leaf_layers)]
         running_sink = store.sink
         store.use_sink(GradientSink(ops))
         moving = store.save_moving()
@@ -1056,8 +1074,27 @@ class Trainer:
         finally:  # a look at the gradients must not move the masks a later fit() draws, nor BN's statistics
             store.use_sink(running_sink)
             store.restore_moving(moving)
-            for d, steps in dropouts:
-                d.iterations = steps
+            for layer, steps in counters:
+                layer.iterations = steps
+
+
+@dataclass
+class _FitRun:
+    """What one fit's epochs share: batches (`data.Batches` or `stream.StreamBatches`), callbacks,
+    progress bar, steps per epoch (sys.maxsize: until a stream runs out), validation data, and
+    the last epoch's logs (on_train_end gets them)."""
+
+    batches: data.Batches | stream_mod.StreamBatches
+    cbs: CallbackList
+    progress: Progress
+    steps: int
+    shuffle: bool
+    program: StepProgram
+    counted: list[Any]  # layers whose masks depend on the rows' place in the global batch
+    val: data.Validation | None = None
+    val_source: stream_mod.Stream | None = None
+    batch_size: int = 0
+    logs: dict[str, float] = field(default_factory=dict)
 
 
 def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
