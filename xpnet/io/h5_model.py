@@ -262,16 +262,7 @@ class LegacyFile:
 
 def compile_from_keras(model: Trainer, training: dict[str, Any], custom: dict[str, Any]) -> None:
     """compile `model` from a Keras 2 training_config: its loss, metrics and optimizer settings."""
-    opt_cfg = training.get("optimizer_config") or {}
-    opt_name = str(opt_cfg.get("class_name"))
-    cls = custom.get(opt_name) or getattr(optimizers, opt_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
-        raise ValueError(f"the file's optimizer {opt_cfg.get('class_name')!r} has no counterpart in xpnet")
-    params = inspect.signature(cls).parameters
-    settings = dict(opt_cfg.get("config") or {})
-    if "lr" in settings and "learning_rate" not in settings:  # Keras 2's older name
-        settings["learning_rate"] = settings.pop("lr")
-    kept = {k: v for k, v in settings.items() if k in params and not isinstance(v, dict) and v is not None}
+    optimizer = _optimizer_from_keras(training.get("optimizer_config") or {}, custom)
     loss = training.get("loss")
     if isinstance(loss, dict) and "config" in loss and "class_name" in loss:
         loss = {
@@ -282,4 +273,18 @@ def compile_from_keras(model: Trainer, training: dict[str, Any], custom: dict[st
         m if isinstance(m, str) else m.get("config", {}).get("name", m.get("class_name"))
         for m in training.get("metrics") or []
     ]
-    model.compile(cls(**kept), saving.deserialize(loss, "loss", custom), metrics or None)
+    model.compile(optimizer, saving.deserialize(loss, "loss", custom), metrics or None)
+
+
+def _optimizer_from_keras(opt_cfg: dict[str, Any], custom: dict[str, Any]) -> optimizers.Optimizer:
+    """The xpnet optimizer for a Keras 2 optimizer_config, with the settings xpnet's class takes."""
+    opt_name = str(opt_cfg.get("class_name"))
+    cls = custom.get(opt_name) or getattr(optimizers, opt_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
+        raise ValueError(f"the file's optimizer {opt_cfg.get('class_name')!r} has no counterpart in xpnet")
+    params = inspect.signature(cls).parameters
+    settings = dict(opt_cfg.get("config") or {})
+    if "lr" in settings and "learning_rate" not in settings:  # Keras 2's older name
+        settings["learning_rate"] = settings.pop("lr")
+    kept = {k: v for k, v in settings.items() if k in params and not isinstance(v, dict) and v is not None}
+    return cls(**kept)

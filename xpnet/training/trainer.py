@@ -252,57 +252,52 @@ class Trainer:
         (Σ wᵢvᵢ / Σ wᵢ); `metrics` ignore the weights, as in Keras. A name in both lists is
         reported as "weighted_<name>" for the weighted one. One-output models only, for now.
         """
-        if loss is None:
-            if not any(layer.keras_call for layer in self.layers):
-                raise ValueError(
-                    "compile(loss=None): xpnet needs a loss to train and evaluate unless a custom layer calls "
-                    "add_loss. Pass loss='sparse_categorical_crossentropy' for integer labels, "
-                    "'categorical_crossentropy' for one-hot rows, 'binary_crossentropy' for 0/1 targets or 'mse' "
-                    "for regression; predict() needs no compile at all"
-                )
-            loss = losses_mod.AddedLossesOnly()  # custom layers may call add_loss: that is the loss then
+        loss = self._default_loss(loss)
         names = self.output_names
         per_loss = _per_output(loss, names, "loss")
-        per_weight = [1.0] * len(names) if loss_weights is None else _per_output(loss_weights, names, "loss_weights")
+        per_weight = _loss_weights(loss_weights, names)
         per_metrics = _per_output_metrics(metrics, names)
-        if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
-            weighted_metrics = [weighted_metrics]
-        for ms in per_metrics:  # everything is checked before anything changes
-            for m in ms:
-                metrics_mod.check_identifier(m)
-        for m in weighted_metrics or []:
-            metrics_mod.check_weighted_identifier(m)
-        if weighted_metrics and len(names) > 1:
-            raise ValueError(
-                f"weighted_metrics on a model with {len(names)} outputs is not supported; "
-                "use metrics per output (sample weights still weigh every output's loss)"
-            )
-        for w in per_weight:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
+        weighted_metrics = _weighted_metric_list(weighted_metrics, per_metrics, len(names))
         jit = check_jit_compile(jit_compile)
         new_losses, new_optimizer = [losses_mod.get(lo) for lo in per_loss], opt_mod.get(optimizer)
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
         self.loss, self.optimizer = new_losses[0], new_optimizer
-        self.compiled_losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
+        self.compiled_losses, self.loss_weights = new_losses, per_weight
         self._metric_ids = list(metrics) if isinstance(metrics, (list, tuple)) else per_metrics[0]
         self._output_metric_ids = per_metrics
-        self._weighted_metric_ids = list(weighted_metrics or [])
+        self._weighted_metric_ids = weighted_metrics
         self.metrics, self.output_metrics, self.weighted_metrics = [], [], []
         self._step, self._program, self._jit_compile = None, None, jit
         if ops is not None:
             self._backend_request = ops
         if self.built:
-            assert self.ops is not None
-            target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
-            if target is not self.ops or self.store.stale():  # a changed `trainable` flag takes effect here
-                self.install(target, self.store.host_params())
-            else:
-                self.optimizer.build(self.ops, self.store.params)
-            self._resolve_metrics()
-            if jit is True:  # refused now rather than at the first fit
-                self._step_program()
+            self._recompile_built(jit)
+
+    def _default_loss(self, loss: Any) -> Any:
+        """compile's loss, or the added losses alone when none is given and a custom layer may add one."""
+        if loss is not None:
+            return loss
+        if not any(layer.keras_call for layer in self.layers):
+            raise ValueError(
+                "compile(loss=None): xpnet needs a loss to train and evaluate unless a custom layer calls "
+                "add_loss. Pass loss='sparse_categorical_crossentropy' for integer labels, "
+                "'categorical_crossentropy' for one-hot rows, 'binary_crossentropy' for 0/1 targets or 'mse' "
+                "for regression; predict() needs no compile at all"
+            )
+        return losses_mod.AddedLossesOnly()  # custom layers may call add_loss: that is the loss then
+
+    def _recompile_built(self, jit: JitRequest) -> None:
+        """A built model's compile: move it to the requested backend, or rebuild the optimizer's slots."""
+        assert self.ops is not None and self.optimizer is not None
+        target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
+        if target is not self.ops or self.store.stale():  # a changed `trainable` flag takes effect here
+            self.install(target, self.store.host_params())
+        else:
+            self.optimizer.build(self.ops, self.store.params)
+        self._resolve_metrics()
+        if jit is True:  # refused now rather than at the first fit
+            self._step_program()
 
     def _resolve_metrics(self) -> None:
         assert self.loss is not None
@@ -445,20 +440,11 @@ class Trainer:
             # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
             x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
             y = sample_weight = None
-        source = None
-        if stream_mod.is_stream(x):
-            source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
+        source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
         train = self._fit_data(x, y, source, sample_weight, class_weight, validation_split, validation_data)
-        val_source = None
-        if validation_data is not None and stream_mod.is_stream(validation_data):
-            val_source = stream_mod.Stream(validation_data, validation_steps, "fit (validation_data)")
+        val_source = _validation_stream(validation_data, validation_steps)
         state, comm = self.train_state, self._comm
-        if source is None:
-            state.start(initial_epoch, data.rows(train.x), batch_size)
-            steps = math.ceil(state.samples / (batch_size * comm.size))
-        else:  # an iterator without steps_per_epoch runs until it is exhausted
-            state.start(initial_epoch, 0, data.rows(train.x))
-            steps = source.steps if source.steps is not None else sys.maxsize
+        steps = self._start_run(train, source, initial_epoch, batch_size)
         if resume_from is not None and checkpoint.resume(self, resume_from, steps, epochs, verbose):
             self.history = state.history  # a finished run: nothing to train, nothing to change
             return state.history
@@ -654,10 +640,23 @@ class Trainer:
         if comm.size > 1:
             comm.bcast_from_root(ops, self.store.flat)
 
+    def _start_run(self, train: data.FitData, source: stream_mod.Stream | None, epoch: int, batch_size: int) -> int:
+        """Set `train_state` for a new fit from `epoch`; returns the steps per epoch (sys.maxsize: a
+        stream without a length runs until it is exhausted)."""
+        state = self.train_state
+        if source is None:
+            state.start(epoch, data.rows(train.x), batch_size)
+            return math.ceil(state.samples / (batch_size * self._comm.size))
+        state.start(epoch, 0, data.rows(train.x))  # a stream's "batch size" is its first batch's
+        return source.steps if source.steps is not None else sys.maxsize
+
     def _stream_for_fit(
         self, x: Any, y: Any, steps: int | None, validation_split: float, sample_weight: Any, resume_from: Any
-    ) -> stream_mod.Stream:
-        """fit's checks for a PyDataset or iterator x (each refusal says what to do instead)."""
+    ) -> stream_mod.Stream | None:
+        """fit's x as a Stream when it is a PyDataset or iterator (None for arrays), after the checks
+        for one (each refusal says what to do instead)."""
+        if not stream_mod.is_stream(x):
+            return None
         kind = type(x).__name__
         if y is not None:
             raise ValueError(f"fit: y must be None when x is a {kind}: its batches hold the targets, (x, y[, w])")
@@ -834,43 +833,6 @@ class Trainer:
                 "fit: the model has no trainable parameters"
                 + (" (every layer with weights has trainable=False)" if self.store.size else "")
             )
-
-    def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str) -> None:
-        state, comm = self.train_state, self._comm
-        if comm.size == 1:
-            found = checkpoint.load_latest(where)
-        else:
-            # only rank 0 writes checkpoints, so rank 0 chooses the file: another rank looking for
-            # itself may arrive before rank 0's last write of an earlier fit and resume from an older one
-            chosen: tuple[str | None, str | None] = (None, None)
-            found = None
-            if comm.is_root:
-                try:
-                    found = checkpoint.load_latest(where)
-                    chosen = (str(found[0]) if found is not None else None, None)
-                except checkpoint.CheckpointError as e:
-                    chosen = (None, str(e))
-            path_or_error = comm.allgather(chosen)[0]
-            if path_or_error[1] is not None:
-                raise checkpoint.CheckpointError(path_or_error[1])
-            failed: str | None = None
-            if not comm.is_root and path_or_error[0] is not None:
-                try:
-                    found = checkpoint.load_latest(path_or_error[0])
-                except checkpoint.CheckpointError as e:
-                    failed = f"rank {comm.rank}: {e}"
-            # a rank that cannot read rank 0's choice stops every rank (alone, it would leave them waiting)
-            failures = [f for f in comm.allgather(failed) if f is not None]
-            if failures:
-                raise checkpoint.CheckpointError(failures[0])
-        if found is None:
-            if comm.is_root and verbose:
-                print(f"No checkpoint in {where}: starting from the beginning.")
-            return
-        path, header, arrays = found
-        checkpoint.restore(self, header, arrays)
-        if comm.is_root and verbose:
-            print(f"Resuming from {path} (epoch {state.epoch + 1}, step {state.step}/{steps})")
 
     def _snapshot(self, sums: list[Array]) -> list[Array]:
         """sums with each stateful metric's result now (on the device, no read), for batch logs that
@@ -1097,6 +1059,13 @@ class _FitRun:
     logs: dict[str, float] = field(default_factory=dict)
 
 
+def _validation_stream(validation_data: Any, steps: int | None) -> stream_mod.Stream | None:
+    """fit's validation_data as a Stream when it is a PyDataset or iterator, else None."""
+    if validation_data is None or not stream_mod.is_stream(validation_data):
+        return None
+    return stream_mod.Stream(validation_data, steps, "fit (validation_data)")
+
+
 def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     """Whether `loss` can start backprop from `layer`'s pre-activation (softmax + cross-entropy gives p − y)."""
     want = loss.fused_activation()
@@ -1126,17 +1095,41 @@ def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
     return [value] * len(names)
 
 
+def _loss_weights(loss_weights: Any, names: list[str]) -> list[float]:
+    """compile's loss_weights as one finite float per output (1.0 each when not given)."""
+    if loss_weights is None:
+        return [1.0] * len(names)
+    per_weight = _per_output(loss_weights, names, "loss_weights")
+    for w in per_weight:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
+    return [float(w) for w in per_weight]
+
+
+def _weighted_metric_list(weighted_metrics: Any, per_metrics: list[list[Any]], outputs: int) -> list[Any]:
+    """compile's weighted_metrics as a list, after every metric identifier is checked."""
+    if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
+        weighted_metrics = [weighted_metrics]
+    for ms in per_metrics:  # everything is checked before anything changes
+        for m in ms:
+            metrics_mod.check_identifier(m)
+    for m in weighted_metrics or []:
+        metrics_mod.check_weighted_identifier(m)
+    if weighted_metrics and outputs > 1:
+        raise ValueError(
+            f"weighted_metrics on a model with {outputs} outputs is not supported; "
+            "use metrics per output (sample weights still weigh every output's loss)"
+        )
+    return list(weighted_metrics or [])
+
+
 def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
     """compile's metrics as one list per output: a dict, a list of lists, a flat list with one entry per
     output (Keras 3's reading), else the same list for every output."""
     if metrics is None:
         return [[] for _ in names]
     if isinstance(metrics, dict):
-        unknown = sorted(set(metrics) - set(names))
-        if unknown:
-            raise ValueError(f"compile: metrics keys must be output names {names}; unknown {unknown}")
-        picked = [metrics.get(n, []) for n in names]
-        return [list(m) if isinstance(m, (list, tuple)) else [m] for m in picked]
+        return _metrics_by_name(metrics, names)
     if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
         metrics = [metrics]
     metrics = list(metrics)
@@ -1147,6 +1140,15 @@ def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
     if len(names) > 1 and len(metrics) == len(names):  # Keras 3: a flat list with one entry per output
         return [[m] if m is not None else [] for m in metrics]
     return [list(metrics) for _ in names]
+
+
+def _metrics_by_name(metrics: dict[str, Any], names: list[str]) -> list[list[Any]]:
+    """compile's metrics dict {output name: metric or list} as one list per output."""
+    unknown = sorted(set(metrics) - set(names))
+    if unknown:
+        raise ValueError(f"compile: metrics keys must be output names {names}; unknown {unknown}")
+    picked = [metrics.get(n, []) for n in names]
+    return [list(m) if isinstance(m, (list, tuple)) else [m] for m in picked]
 
 
 def _shape_result(result: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:
