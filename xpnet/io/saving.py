@@ -33,7 +33,7 @@ from .file_checks import FileFormatError, json_member
 from .weights_io import atomic_write_bytes, read_xpnet_npz
 
 if TYPE_CHECKING:
-    from ..training.trainer import Trainer
+    from ..training.protocol import TrainableModel
 
 FORMAT = "xpnet-model"
 VERSION = 1
@@ -44,7 +44,7 @@ MODEL_KIND = "xpnet model"
 MODEL_CLASSES: dict[str, Any] = {}
 
 
-def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
+def save_model(model: TrainableModel, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
     """Write `model` to `path` (".keras" or ".npz"); see the module docstring.
 
     spec: the architecture as the model describes it (a functional model's graph); by default
@@ -77,7 +77,7 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
     return atomic_write_bytes(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
 
 
-def _sequential_spec(model: Trainer) -> dict[str, Any]:
+def _sequential_spec(model: TrainableModel) -> dict[str, Any]:
     """A Sequential's architecture for the header: its layer list and input shape."""
     assert model.feature_shape is not None
     return {
@@ -90,7 +90,7 @@ def _sequential_spec(model: Trainer) -> dict[str, Any]:
     }
 
 
-def _compile_header(model: Trainer) -> dict[str, Any] | None:
+def _compile_header(model: TrainableModel) -> dict[str, Any] | None:
     """The compile settings for the header (None for a model that was never compiled)."""
     opt = model.optimizer
     if opt is None or model.loss is None:
@@ -160,7 +160,7 @@ def _layout_size(layout: list[Any], path: str | os.PathLike[str], kind: str) -> 
     return total
 
 
-def compile_from_keras(model: Trainer, cfg: dict[str, Any], custom: dict[str, Any]) -> None:
+def compile_from_keras(model: TrainableModel, cfg: dict[str, Any], custom: dict[str, Any]) -> None:
     """Compile `model` as a Keras compile_config says, where xpnet has the same optimizer, loss and metrics."""
     try:
         opt = keras_format.optimizer_from_keras(cfg.get("optimizer"), custom)
@@ -317,7 +317,7 @@ def sequential_from_config(config: Any, custom: dict[str, Any]) -> tuple[Shape |
 
 
 def restore_state(
-    model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray], custom: dict[str, Any]
+    model: TrainableModel, header: dict[str, Any], arrays: dict[str, np.ndarray], custom: dict[str, Any]
 ) -> None:
     """Weights, compile settings, optimizer state and counters of a model file into `model` (built alike)."""
     if header["layout"] != model.store.layout():

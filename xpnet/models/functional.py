@@ -461,13 +461,13 @@ class Model(Trainer):
     @property
     def output_layers(self) -> list[Layer]:
         if not self.outputs:
-            return super().output_layers
+            return [self.layers[-1]]
         return [_node(t).layer for t in self.outputs]
 
     @property
     def output_names(self) -> list[str]:
         if not self.outputs:
-            return super().output_names
+            return [str(self.layers[-1].name)] if self.layers else ["output"]
         names: list[str] = []
         for t in self.outputs:
             base = str(_node(t).layer.name)
@@ -481,14 +481,14 @@ class Model(Trainer):
     @property
     def output_widths(self) -> list[int]:
         if not self.outputs:
-            return super().output_widths
+            return [self.output_shape[-1] or 1]
         return [t.feature_shape[-1] if t.feature_shape else 1 for t in self.outputs]
 
     @property
     def fusable_outputs(self) -> list[bool]:
         # the fused loss reads the logits: no other call may need the layer's activated output
         if not self.outputs:
-            return super().fusable_outputs
+            return [True]
         return [self._consumers.get(id(t), 0) == 1 and id(_node(t).layer) not in self._shared for t in self.outputs]
 
     @property
@@ -658,7 +658,7 @@ class Model(Trainer):
 
     def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
         if self._single_input and not isinstance(x, dict):
-            return super().check_inputs(x, what, finite)
+            return data.check_x(x, what, self.ops, self.feature_shape, finite)
         xs = self._by_name(x, self.input_names, f"{what}: x (the inputs)", self._single_input)
         checked = [
             data.check_x(a, f"{what} (input {t.name!r})", self.ops, t.feature_shape, finite)
@@ -671,7 +671,9 @@ class Model(Trainer):
 
     def check_targets(self, y: Any, n: int, what: str) -> Any:
         if self._single_out and not isinstance(y, dict):
-            return super().check_targets(y, n, what)
+            assert self.loss is not None
+            data.require_flat_output(tuple(self.output_shape[1:]), what)
+            return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
         ys = self._by_name(y, self.output_names, f"{what}: y (the targets)", self._single_out)
         for t, name in zip(self.outputs, self.output_names, strict=True):
             data.require_flat_output(t.feature_shape, f"{what} (output {name!r})")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .. import argcheck
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from .protocol import TrainableModel
 
 
 Logs = dict[str, Any]
@@ -32,10 +32,10 @@ class Callback:
     """
 
     def __init__(self) -> None:
-        self.model: Trainer | None = None
+        self.model: TrainableModel | None = None
         self.params: dict[str, Any] = {}
 
-    def set_model(self, model: Trainer) -> None:
+    def set_model(self, model: TrainableModel) -> None:
         self.model = model
 
     def set_params(self, params: dict[str, Any]) -> None:
@@ -134,7 +134,7 @@ class CallbackList:
         self.callbacks = list(callbacks)
         self._hooked = {hook: [cb for cb in self.callbacks if overrides(cb, hook)] for hook in batch_hooks}
 
-    def bind(self, model: Trainer, params: dict[str, Any] | None = None) -> None:
+    def bind(self, model: TrainableModel, params: dict[str, Any] | None = None) -> None:
         """set_model (and set_params, when given) on each callback in turn."""
         for cb in self.callbacks:
             cb.set_model(model)

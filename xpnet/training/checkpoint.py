@@ -33,7 +33,7 @@ from .state import set_step_counters, step_counted, step_counters
 
 if TYPE_CHECKING:
     from .distributed import Communicator
-    from .trainer import Trainer
+    from .protocol import TrainableModel
 
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
@@ -230,7 +230,7 @@ class Checkpoint(HoldingCallback):
         return path
 
 
-def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def capture(model: TrainableModel) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Everything a resumed fit needs, as a JSON-able header and host arrays (a collective under MPI)."""
     opt, state, ops = model.optimizer, model.train_state, model.ops
     assert opt is not None and ops is not None
@@ -258,7 +258,7 @@ def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def restore(model: TrainableModel, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Check that a checkpoint fits this model and run, then load it; nothing changes on a mismatch.
 
     The run's data size and batch size are `model.train_state.samples` / `batch_size`.
@@ -286,7 +286,7 @@ def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray
     _restore_position(model, saved, arrays.get("sums"))
 
 
-def _mismatches(model: Trainer, header: dict[str, Any]) -> list[str]:
+def _mismatches(model: TrainableModel, header: dict[str, Any]) -> list[str]:
     """How the checkpoint differs from this model and run, in words (empty when it fits)."""
     opt, state, store = model.optimizer, model.train_state, model.store
     assert opt is not None
@@ -328,7 +328,7 @@ class _Position:
     sums_sizes: list[int]
 
 
-def _read_position(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Position:
+def _read_position(model: TrainableModel, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Position:
     """Every counter the header holds, as numbers; a crafted header fails here, the model untouched."""
     try:
         pos = header["position"]
@@ -347,7 +347,7 @@ def _read_position(model: Trainer, header: dict[str, Any], arrays: dict[str, np.
         raise CheckpointError(f"the checkpoint's header is damaged ({type(e).__name__}: {e})") from e
 
 
-def _restore_position(model: Trainer, saved: _Position, sums: np.ndarray | None) -> None:
+def _restore_position(model: TrainableModel, saved: _Position, sums: np.ndarray | None) -> None:
     """The run's position, history and partial-epoch sums from a checked checkpoint."""
     state, ops = model.train_state, model.ops
     assert ops is not None
@@ -367,7 +367,7 @@ def _restore_position(model: Trainer, saved: _Position, sums: np.ndarray | None)
         off += size
 
 
-def resume(model: Trainer, where: str | os.PathLike[str], steps: int, epochs: int, verbose: int | str) -> bool:
+def resume(model: TrainableModel, where: str | os.PathLike[str], steps: int, epochs: int, verbose: int | str) -> bool:
     """Load the newest checkpoint in `where` into the model and its run (fit's resume_from).
 
     steps: the fit's steps per epoch (for the message). Returns True when that run had already

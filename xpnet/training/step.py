@@ -23,7 +23,7 @@ from . import data
 if TYPE_CHECKING:
     from ..optimizers import Optimizer
     from .distributed import Communicator
-    from .trainer import Trainer
+    from .protocol import TrainableModel as Trainer
 
 Array = Any
 

@@ -1,14 +1,16 @@
 """`Trainer`: compile, fit, evaluate and compute_gradients for any model that gives it its structure.
 
 A model class composes it (`class Model(Trainer)`, which `Sequential` specializes, as Keras's `Model(Trainer, Layer)`)
-and provides: `layers`, `store` (the flat `ParamStore`), `ops`, `dtype`, `seed`, `built`,
-`build(shape)`, `feature_shape`, `output_shape`, and the traversals `forward(x, training)`,
-`forward_logits(x, training)` and `backward(grad, from_logits)`.
+and provides the structure `protocol.TrainableModel` lists: `layers`, `store` (the flat
+`ParamStore`), `ops`, `dtype`, `seed`, `built`, `build(shape)`, `feature_shape`, the input and
+target checks, and the per-output hooks (`output_layers`, `output_names`, `forward_outputs`,
+`backward_outputs`, ...). With several inputs or outputs x and y are lists with one array per
+input and per output, each output has its own loss, weight and metrics, and the history gets
+Keras's per-output keys (`dense_1_loss`, `dense_1_accuracy`).
 
-A model with several inputs or outputs (`xpnet.functional.Model`) overrides the output hooks
-(`output_layers`, `output_names`, `forward_outputs`, `backward_outputs`, ...): x and y are then
-lists with one array per input and per output, each output has its own loss, weight and
-metrics, and the history gets Keras's per-output keys (`dense_1_loss`, `dense_1_accuracy`).
+`fit` is the epoch and step loop; the data is prepared in `data` (validation split, weights,
+residency, shuffling, sharding), a resumed run is loaded by `checkpoint.resume`, and the
+callbacks are called through a `callbacks.CallbackList`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,9 +33,8 @@ from .. import optimizers as opt_mod
 from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
-from ..layers import custom
 from ..layers.base import Layer
-from ..params import GradientSink, ParamStore
+from ..params import GradientSink
 from ..variables import Variable
 from . import checkpoint, data, distributed
 from . import stream as stream_mod
@@ -44,11 +45,20 @@ from .state import TrainState, step_counted
 from .step import TrainStep, forward_sums, loss_and_grads
 from .threads import blas_threads_for, macs_per_sample
 
+if TYPE_CHECKING:
+    from .protocol import TrainableModel
+
 Array = Any
 _DIST_READ_EVERY = 100  # steps between progress reads in a data-parallel run
 
 
-class Trainer:
+if TYPE_CHECKING:  # the model's structure, for the type checker: `protocol.TrainableModel` lists it
+    _Model = TrainableModel
+else:
+    _Model = object
+
+
+class Trainer(_Model):
     """The Keras training API over a model's structure; see the module docstring for what the model provides."""
 
     layers: list[Layer]
@@ -77,68 +87,6 @@ class Trainer:
         self._program: StepProgram | None = None
         self._jit_compile: JitRequest = "auto"
         self._trainable = True
-
-    # structure the model provides
-    @property
-    def built(self) -> bool:
-        raise NotImplementedError
-
-    @property
-    def store(self) -> ParamStore:
-        raise NotImplementedError
-
-    @property
-    def feature_shape(self) -> tuple[int, ...] | None:
-        raise NotImplementedError
-
-    @property
-    def output_shape(self) -> tuple[int | None, ...]:
-        raise NotImplementedError
-
-    def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
-        raise NotImplementedError
-
-    def install(self, ops: Ops, host_params: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def get_weights(self) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        raise NotImplementedError
-
-    def save(self, filepath: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def forward(self, x: Array, training: bool = False) -> Array:
-        raise NotImplementedError
-
-    def predict(
-        self,
-        x: Any,
-        batch_size: int | None = None,
-        verbose: int | str = 0,
-        steps: int | None = None,
-        callbacks: Sequence[Callback] | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    def forward_logits(self, x: Array, training: bool = False) -> Array:
-        raise NotImplementedError
-
-    def backward(self, grad: Array, from_logits: bool) -> None:
-        raise NotImplementedError
-
-    @property
-    def leaf_layers(self) -> list[Layer]:
-        """The layers that hold this model's weights (a nested model's layers in its place)."""
-        return list(self.layers)
-
-    def hold_layers(self) -> None:
-        """Make sure this model's layers read its own parameter buffer (models may share layers)."""
 
     @property
     def trainable(self) -> bool:
@@ -175,53 +123,6 @@ class Trainer:
         xp = ops.xp
         with ops.activate():
             return [float(ops.to_numpy(reg.penalty(xp, s.layer.params[s.spec.name]))) for s, reg in store.regularized()]
-
-    # the outputs, as lists; a one-output model gets these from the hooks above
-    @property
-    def single_output(self) -> bool:
-        """True when y is one array (else a list with one per output) and history keys have no output prefix."""
-        return True
-
-    @property
-    def output_layers(self) -> list[Layer]:
-        """The layer that computes each output."""
-        return [self.layers[-1]]
-
-    @property
-    def output_names(self) -> list[str]:
-        """Each output's name (its layer's name): the keys of loss/metrics dicts and history prefixes."""
-        return [str(self.layers[-1].name)] if self.layers else ["output"]
-
-    @property
-    def output_widths(self) -> list[int]:
-        """Each output's last axis: the number of classes metrics and targets see."""
-        return [self.output_shape[-1] or 1]
-
-    @property
-    def fusable_outputs(self) -> list[bool]:
-        """Per output, whether its layer may stop at the logits (nothing else reads its activation)."""
-        return [True]
-
-    @property
-    def shares_layers(self) -> bool:
-        """Whether some layer runs more than once per step (then weights must not move inside backprop)."""
-        return False
-
-    def forward_outputs(self, x: Array, training: bool, logits: Sequence[bool]) -> list[Array]:
-        """Each output for batch x: its layer's pre-activation u where `logits[k]`, else the output."""
-        return [self.forward_logits(x, training) if logits[0] else self.forward(x, training)]
-
-    def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
-        """Backprop ∂L/∂(each output), or ∂L/∂u of its layer where `from_logits[k]`."""
-        self.backward(grads[0], from_logits[0])
-
-    def step_added_losses(self) -> list[Array]:
-        """The `add_loss` values of the last forward pass (0-d device arrays), one per call that added one."""
-        return custom.step_losses(self.layers)
-
-    def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Trainer:
-        """The same architecture over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
-        raise NotImplementedError
 
     def compile(
         self,
@@ -361,10 +262,6 @@ class Trainer:
             )
         ]
 
-    def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
-        """x as a checked host NumPy array (or this backend's own array), or a clear error."""
-        return data.check_x(x, what, self.ops, self.feature_shape, finite)
-
     def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """Check (x, y) for `what` on a compiled model, building it from x's shape if needed."""
         if self.loss is None or self.optimizer is None:
@@ -378,12 +275,6 @@ class Trainer:
         if y is None:
             return x, None
         return x, self.check_targets(y, data.rows(x), what)
-
-    def check_targets(self, y: Any, n: int, what: str) -> Any:
-        """y as the loss takes it (see `data.check_y`); a list with one per output for several outputs."""
-        assert self.loss is not None
-        data.require_flat_output(tuple(self.output_shape[1:]), what)
-        return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
 
     def target_dtypes(self) -> Any:
         """The device dtype of the targets (None: integer labels stay as they are); a list for several outputs."""
