@@ -1,11 +1,10 @@
-"""What the training machinery needs of a compiled model, as `typing.Protocol`s.
+"""What the training machinery needs of a model, as `typing.Protocol`s.
 
-`xpnet.models.Model` (through its `Trainer` base) is the one class that has all of it; the
-step, its program, the callbacks, checkpoints and model files are typed against these
-protocols rather than against `Trainer`, so none of them imports the trainer that imports them.
-The model's structure (layers, parameter store, traversals, per-output hooks) comes from the
-model class; the compiled settings (optimizer, losses, metrics, communicator) and the run's
-state from `Trainer`.
+`ModelStructure` is what a model class gives `Trainer` (layers, parameter store, checks,
+traversals, per-output hooks); `TrainableModel` adds what `Trainer` itself provides (optimizer,
+losses, metrics, communicator, the run's state). `xpnet.models.Model` is the one class with
+all of it. The step, its program, the callbacks, checkpoints and model files are typed against
+`TrainableModel` rather than `Trainer`, so none of them imports the trainer that imports them.
 """
 
 from __future__ import annotations
@@ -52,11 +51,11 @@ class RunState(Protocol):
         ...
 
 
-class TrainableModel(Protocol):
-    """A model the trainer can compile and fit: its structure, and its compiled settings.
+class ModelStructure(Protocol):
+    """What a model class gives `Trainer`: its layers and buffers, the input and target checks,
+    and the traversals, with one entry per output in the per-output lists.
 
-    Shapes: x is (batch, *feature_shape), or a list with one array per input; the per-output
-    lists (`output_layers`, `output_names`, ...) have one entry per output.
+    Shapes: x is (batch, *feature_shape), or a list with one array per input.
     """
 
     layers: list[Layer]
@@ -64,15 +63,6 @@ class TrainableModel(Protocol):
     dtype: str
     seed: int
     name: str
-    optimizer: Optimizer | None
-    loss: Loss | None
-    compiled_losses: list[Loss]
-    loss_weights: list[float]
-    metrics: list[Metric]
-    output_metrics: list[list[Metric]]
-    weighted_metrics: list[WeightedMean]
-    stop_training: bool
-    train_state: RunState
 
     @property
     def built(self) -> bool: ...
@@ -81,9 +71,6 @@ class TrainableModel(Protocol):
     def store(self) -> ParamStore:
         """The flat parameter, gradient and slot buffers."""
         ...
-
-    @property
-    def comm(self) -> Communicator: ...
 
     @property
     def feature_shape(self) -> tuple[int, ...] | None:
@@ -101,6 +88,7 @@ class TrainableModel(Protocol):
     @property
     def weights(self) -> list[Variable]: ...
 
+    # the outputs, as lists
     @property
     def single_output(self) -> bool:
         """True when y is one array (else a list, one per output)."""
@@ -123,18 +111,9 @@ class TrainableModel(Protocol):
         ...
 
     @property
-    def fused_outputs(self) -> list[bool]: ...
-
-    @property
     def shares_layers(self) -> bool:
         """Whether some layer runs more than once per step."""
         ...
-
-    @property
-    def metric_ids(self) -> list[Any]: ...
-
-    @property
-    def weighted_metric_ids(self) -> list[Any]: ...
 
     def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None: ...
 
@@ -150,11 +129,9 @@ class TrainableModel(Protocol):
 
     def check_targets(self, y: Any, n: int, what: str) -> Any: ...
 
-    def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, Any]: ...
-
-    def sample_weights_for(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None: ...
-
-    def target_dtypes(self) -> Any: ...
+    def forward(self, x: Array, training: bool = False) -> Array:
+        """The model's output for batch x."""
+        ...
 
     def forward_outputs(self, x: Array, training: bool, logits: Sequence[bool]) -> list[Array]:
         """Each output for batch x: its layer's pre-activation where `logits[k]`, else the output."""
@@ -164,26 +141,13 @@ class TrainableModel(Protocol):
 
     def step_added_losses(self) -> list[Array]: ...
 
-    def predict(
-        self,
-        x: Any,
-        batch_size: int | None = None,
-        verbose: int | str = 0,
-        steps: int | None = None,
-        callbacks: Any = None,
-    ) -> Any: ...
-
-    def forward(self, x: Array, training: bool = False) -> Array:
-        """The model's output for batch x."""
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """The model's outputs for x as host arrays (Keras's `predict` arguments)."""
         ...
 
     def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Self:
         """The same architecture over copy_layer(each layer), with this model's seed, in `dtype`."""
         ...
-
-    def compile(self, *args: Any, **kwargs: Any) -> None: ...
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def get_weights(self) -> list[np.ndarray]: ...
 
@@ -198,3 +162,44 @@ class TrainableModel(Protocol):
     def save_weights(self, filepath: str | os.PathLike[str]) -> None: ...
 
     def load_weights(self, filepath: str | os.PathLike[str]) -> None: ...
+
+
+class TrainableModel(ModelStructure, Protocol):
+    """A compiled model (`Trainer` over a `ModelStructure`), as the step, its program, the
+    callbacks, checkpoints and model files use it."""
+
+    optimizer: Optimizer | None
+    loss: Loss | None
+    compiled_losses: list[Loss]
+    loss_weights: list[float]
+    metrics: list[Metric]
+    output_metrics: list[list[Metric]]
+    weighted_metrics: list[WeightedMean]
+    stop_training: bool
+
+    @property
+    def train_state(self) -> RunState:
+        """Where the current (or last) fit stands."""
+        ...
+
+    @property
+    def comm(self) -> Communicator: ...
+
+    @property
+    def fused_outputs(self) -> list[bool]: ...
+
+    @property
+    def metric_ids(self) -> list[Any]: ...
+
+    @property
+    def weighted_metric_ids(self) -> list[Any]: ...
+
+    def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, Any]: ...
+
+    def sample_weights_for(self, sample_weight: Any, class_weight: Any, yy: Any, what: str) -> np.ndarray | None: ...
+
+    def target_dtypes(self) -> Any: ...
+
+    def compile(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any: ...

@@ -1,7 +1,7 @@
 """`Trainer`: compile, fit, evaluate and compute_gradients for any model that gives it its structure.
 
 A model class composes it (`class Model(Trainer)`, which `Sequential` specializes, as Keras's `Model(Trainer, Layer)`)
-and provides the structure `protocol.TrainableModel` lists: `layers`, `store` (the flat
+and provides the structure `protocol.ModelStructure` lists: `layers`, `store` (the flat
 `ParamStore`), `ops`, `dtype`, `seed`, `built`, `build(shape)`, `feature_shape`, the input and
 target checks, and the per-output hooks (`output_layers`, `output_names`, `forward_outputs`,
 `backward_outputs`, ...). With several inputs or outputs x and y are lists with one array per
@@ -46,14 +46,14 @@ from .step import TrainStep, forward_sums, loss_and_grads
 from .threads import blas_threads_for, macs_per_sample
 
 if TYPE_CHECKING:
-    from .protocol import TrainableModel
+    from .protocol import ModelStructure
 
 Array = Any
 _DIST_READ_EVERY = 100  # steps between progress reads in a data-parallel run
 
 
-if TYPE_CHECKING:  # the model's structure, for the type checker: `protocol.TrainableModel` lists it
-    _Model = TrainableModel
+if TYPE_CHECKING:  # the model's structure, for the type checker only
+    _Model = ModelStructure
 else:
     _Model = object
 
@@ -590,8 +590,7 @@ class Trainer(_Model):
         """
         if self._comm.size > 1:
             raise ValueError(f"{source.what}: a {type(source.source).__name__} is not sharded over MPI ranks")
-        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
-        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        hooks = CallbackList(callbacks, ("on_test_batch_begin", "on_test_batch_end"))
         run_hooks(callbacks, "on_test_begin", {})
         self.reset_metrics()
         sums: list[Array] = []
@@ -602,16 +601,14 @@ class Trainer(_Model):
             if y is None:
                 raise ValueError(f"{source.what}: each batch must hold targets, (x, y) or (x, y, sample_weight)")
             w = self.sample_weights_for(w, None, y, source.what)
-            for cb in begin_hooks:
-                cb.on_test_batch_begin(index, {})
+            hooks.batch("on_test_batch_begin", index, {})
             wb = None if w is None else self.upload(w)
             batch = forward_sums(self, self.upload(x), self.upload(y, targets=True), self._one(), wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             seen += data.rows(x)
-            if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), seen))
-                for cb in end_hooks:
-                    cb.on_test_batch_end(index, batch_logs)
+            if hooks.wants("on_test_batch_end"):
+                read = functools.partial(self._read_evaluation, self._snapshot(sums), seen)
+                hooks.batch("on_test_batch_end", index, BatchLogs(read))
         source.end_epoch()
         if not sums and ran_out_ok and source.yielded:  # an iterator spent by an earlier pass
             run_hooks(callbacks, "on_test_end", {})
@@ -778,23 +775,20 @@ class Trainer(_Model):
         one = self._one()
         first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
         sums: list[Array] = []
-        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
-        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        hooks = CallbackList(callbacks, ("on_test_batch_begin", "on_test_batch_end"))
         run_hooks(callbacks, "on_test_begin", {})
         self.reset_metrics()
         for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
-            for cb in begin_hooks:
-                cb.on_test_batch_begin(index, {})
+            hooks.batch("on_test_batch_begin", index, {})
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
             batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
-            if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), hi - first))
-                for cb in end_hooks:
-                    cb.on_test_batch_end(index, batch_logs)
+            if hooks.wants("on_test_batch_end"):
+                read = functools.partial(self._read_evaluation, self._snapshot(sums), hi - first)
+                hooks.batch("on_test_batch_end", index, BatchLogs(read))
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
             w0 = None if W is None else self.upload(W[0:1])
