@@ -124,6 +124,29 @@ def test_callback_list_calls_batch_hooks_only_on_callbacks_that_override_them() 
     assert holding.released == 1
 
 
+def test_begin_hooks_give_each_callback_its_own_logs_and_epoch_end_shares_them() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    class Writes(Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            logs["mine"] = 1.0
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs["added"] = 2.0
+
+    class Reads(Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            seen.append(("begin", dict(logs)))
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            seen.append(("end", dict(logs)))
+
+    x, y = _xy()
+    history = _model().fit(x, y, epochs=1, callbacks=[Writes(), Reads()], verbose=0)
+    assert seen[0] == ("begin", {})
+    assert seen[1][1]["added"] == 2.0 and "added" in history.history  # History ran first, saw it after
+
+
 def test_a_failing_callback_still_frees_the_checkpoint_folder(tmp_path: Path) -> None:
     class Boom(Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:

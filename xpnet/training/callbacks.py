@@ -141,19 +141,28 @@ class CallbackList:
             if params is not None:
                 cb.set_params(params)
 
-    def every(self, hook: str, *args: Any) -> None:
-        """Call `hook` on every callback (fit's train and epoch hooks)."""
+    def every(self, hook: str, *args: Any, own_logs: bool = False) -> None:
+        """Call `hook` on every callback (fit's train and epoch hooks).
+
+        own_logs: each callback gets its own copy of the logs (the last argument), as for the
+        begin and train-end hooks; else they share one dict (epoch end: History sees what later
+        callbacks add).
+        """
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            if own_logs:
+                getattr(cb, hook)(*args[:-1], dict(args[-1]))
+            else:
+                getattr(cb, hook)(*args)
 
     def wants(self, hook: str) -> bool:
         """Whether some callback overrides batch hook `hook` (else its logs need not be made)."""
         return bool(self._hooked[hook])
 
-    def batch(self, hook: str, index: int, logs: Any) -> None:
-        """Call batch hook `hook` on the callbacks that override it."""
+    def batch(self, hook: str, index: int, logs: Any = None) -> None:
+        """Call batch hook `hook` on the callbacks that override it, with `logs` (shared; None: an empty
+        dict of its own for each callback, as the begin hooks get)."""
         for cb in self._hooked[hook]:
-            getattr(cb, hook)(index, logs)
+            getattr(cb, hook)(index, {} if logs is None else logs)
 
     def release(self) -> None:
         """Free what the callbacks hold for the run (a Checkpoint's folder lock), also after an error."""

@@ -358,13 +358,13 @@ class Trainer(_Model):
                 batches, val = stream_mod.StreamBatches(self, source, class_weight), train.val
             run = _FitRun(batches, cbs, progress, steps, shuffle, program, step_counted(self.leaf_layers))
             run.val, run.val_source, run.batch_size = val, val_source, batch_size
-            try:
-                cbs.every("on_train_begin", {})  # inside the try: a failing callback must not keep a folder locked
+            try:  # on_train_begin inside: a failing callback must not keep a checkpoint folder locked
+                cbs.every("on_train_begin", {}, own_logs=True)
                 while state.epoch < epochs and self._fit_epoch(run):
                     pass
             finally:
                 self._end_fit(run)
-            cbs.every("on_train_end", dict(run.logs))
+            cbs.every("on_train_end", run.logs, own_logs=True)
         self.history = state.history
         return state.history
 
@@ -372,7 +372,7 @@ class Trainer(_Model):
         """Run epoch `train_state.epoch` with its callbacks; False when training stops."""
         state = self.train_state
         epoch = state.epoch
-        run.cbs.every("on_epoch_begin", epoch, {})
+        run.cbs.every("on_epoch_begin", epoch, {}, own_logs=True)
         run.batches.shuffle(self.seed, state.epochs_trained, run.shuffle)
         if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
             self.reset_metrics()
@@ -402,7 +402,7 @@ class Trainer(_Model):
                 lo, hi, a, b = batches.bounds(step)
             except StopIteration:  # a stream's epoch ended
                 break
-            cbs.batch("on_train_batch_begin", step, {})
+            cbs.batch("on_train_batch_begin", step)
             for layer in run.counted:
                 layer.row_offset = a - lo
             xb, yb, wb = batches.gather(a, b)
@@ -601,7 +601,7 @@ class Trainer(_Model):
             if y is None:
                 raise ValueError(f"{source.what}: each batch must hold targets, (x, y) or (x, y, sample_weight)")
             w = self.sample_weights_for(w, None, y, source.what)
-            hooks.batch("on_test_batch_begin", index, {})
+            hooks.batch("on_test_batch_begin", index)
             wb = None if w is None else self.upload(w)
             batch = forward_sums(self, self.upload(x), self.upload(y, targets=True), self._one(), wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
@@ -780,7 +780,7 @@ class Trainer(_Model):
         self.reset_metrics()
         for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
-            hooks.batch("on_test_batch_begin", index, {})
+            hooks.batch("on_test_batch_begin", index)
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
