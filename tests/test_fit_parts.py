@@ -197,9 +197,9 @@ def test_resume_returns_whether_the_run_is_finished(tmp_path: Path) -> None:
     fresh = _model()
     fresh.build((None, 4))
     fresh.train_state.start(0, 20, 5)
-    assert resume(fresh, tmp_path, 4, 1, 0) is True
+    assert resume(fresh, tmp_path, 4, 0, epochs=1) is True
     fresh.train_state.start(0, 20, 5)
-    assert resume(fresh, tmp_path, 4, 3, 0) is False and fresh.train_state.epoch == 1
+    assert resume(fresh, tmp_path, 4, 0, epochs=3) is False and fresh.train_state.epoch == 1
 
 
 def test_trainer_declares_no_model_structure() -> None:

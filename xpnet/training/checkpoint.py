@@ -367,12 +367,14 @@ def _restore_position(model: TrainableModel, saved: _Position, sums: np.ndarray 
         off += size
 
 
-def resume(model: TrainableModel, where: str | os.PathLike[str], steps: int, epochs: int, verbose: int | str) -> bool:
+def resume(
+    model: TrainableModel, where: str | os.PathLike[str], steps: int, verbose: int | str, epochs: int | None = None
+) -> bool:
     """Load the newest checkpoint in `where` into the model and its run (fit's resume_from).
 
-    steps: the fit's steps per epoch (for the message). Returns True when that run had already
-    reached `epochs` (or the fit starts there): nothing is left to train. Under MPI rank 0 picks
-    the file for every rank.
+    steps: the fit's steps per epoch (for the message). Returns True when the run stands at
+    `epochs` or later (the checkpoint's, or the fit's initial epoch): nothing is left to train.
+    Under MPI rank 0 picks the file for every rank.
     """
     state, comm = model.train_state, model.comm
     found = load_latest(where) if comm.size == 1 else _load_chosen_by_root(comm, where)
@@ -383,7 +385,7 @@ def resume(model: TrainableModel, where: str | os.PathLike[str], steps: int, epo
         restore(model, found[1], found[2])
         if comm.is_root and verbose:
             print(f"Resuming from {found[0]} (epoch {state.epoch + 1}, step {state.step}/{steps})")
-    finished = state.epoch >= epochs
+    finished = epochs is not None and state.epoch >= epochs
     if finished and comm.is_root and verbose:
         print(f"The run in {where} is complete ({state.epoch} of {epochs} epochs); nothing to resume.")
     return finished

@@ -336,7 +336,7 @@ class Trainer(_Model):
         val_source = _validation_stream(validation_data, validation_steps)
         state, comm = self.train_state, self._comm
         steps = self._start_run(train, source, initial_epoch, batch_size)
-        if resume_from is not None and checkpoint.resume(self, resume_from, steps, epochs, verbose):
+        if resume_from is not None and self._resume(resume_from, steps, verbose, epochs):
             self.history = state.history  # a finished run: nothing to train, nothing to change
             return state.history
         self._share_weights()
@@ -530,6 +530,10 @@ class Trainer(_Model):
         distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
         if comm.size > 1:
             comm.bcast_from_root(ops, self.store.flat)
+
+    def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str, epochs: int | None = None) -> bool:
+        """`checkpoint.resume` of this model: True when nothing is left to train."""
+        return checkpoint.resume(self, where, steps, verbose, epochs)
 
     def _start_run(self, train: data.FitData, source: stream_mod.Stream | None, epoch: int, batch_size: int) -> int:
         """Set `train_state` for a new fit from `epoch`; returns the steps per epoch (sys.maxsize: a
