@@ -38,7 +38,7 @@ from .file_checks import DEFLATE_SLACK, MAX_DEFLATE_RATIO, FileFormatError, h5_d
 from .weights_io import atomic_write_path
 
 if TYPE_CHECKING:
-    from ..training.trainer import Trainer
+    from ..training.protocol import TrainableModel
 
 _MAX_JSON = 64 << 20  # bytes of a config attribute: far above any real model, far below a hostile one
 KIND = "Keras .h5 model"
@@ -61,7 +61,7 @@ def _h5py() -> Any:
     return h5py
 
 
-def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
+def save_model(model: TrainableModel, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
     """Write `model` to a legacy .h5 file, atomically (spec: as for `saving.save_model`)."""
     h5py = _h5py()
     if not Path(path).parent.is_dir() and str(Path(path).parent):
@@ -74,7 +74,11 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
 
 
 def _write(
-    h5py: Any, model: Trainer, path: str | os.PathLike[str], header: dict[str, Any], arrays: dict[str, np.ndarray]
+    h5py: Any,
+    model: TrainableModel,
+    path: str | os.PathLike[str],
+    header: dict[str, Any],
+    arrays: dict[str, np.ndarray],
 ) -> Path:
     model_json = json.dumps({"class_name": header["model"].get("class_name", "Sequential"), "config": _config(model)})
     layers = [layer for layer in model.layers]
@@ -109,7 +113,7 @@ def _write(
     return atomic_write_path(path, write)
 
 
-def _config(model: Trainer) -> Any:
+def _config(model: TrainableModel) -> Any:
     get_config = getattr(model, "get_config", None)
     return get_config() if callable(get_config) else {}
 
@@ -207,7 +211,7 @@ class LegacyFile:
         """The number of weights the file stores (the most an architecture it describes may need)."""
         return sum(a.size for arrays in self.stored.values() for a in arrays.values())
 
-    def layer_weights(self, model: Trainer) -> list[np.ndarray]:
+    def layer_weights(self, model: TrainableModel) -> list[np.ndarray]:
         """The weights for `model` in get_weights order, matched by layer name and checked against its shapes."""
         out: list[np.ndarray] = []
         for layer in model.layers:
@@ -260,18 +264,9 @@ class LegacyFile:
         return out
 
 
-def compile_from_keras(model: Trainer, training: dict[str, Any], custom: dict[str, Any]) -> None:
+def compile_from_keras(model: TrainableModel, training: dict[str, Any], custom: dict[str, Any]) -> None:
     """compile `model` from a Keras 2 training_config: its loss, metrics and optimizer settings."""
-    opt_cfg = training.get("optimizer_config") or {}
-    opt_name = str(opt_cfg.get("class_name"))
-    cls = custom.get(opt_name) or getattr(optimizers, opt_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
-        raise ValueError(f"the file's optimizer {opt_cfg.get('class_name')!r} has no counterpart in xpnet")
-    params = inspect.signature(cls).parameters
-    settings = dict(opt_cfg.get("config") or {})
-    if "lr" in settings and "learning_rate" not in settings:  # Keras 2's older name
-        settings["learning_rate"] = settings.pop("lr")
-    kept = {k: v for k, v in settings.items() if k in params and not isinstance(v, dict) and v is not None}
+    optimizer = _optimizer_from_keras(training.get("optimizer_config") or {}, custom)
     loss = training.get("loss")
     if isinstance(loss, dict) and "config" in loss and "class_name" in loss:
         loss = {
@@ -282,4 +277,18 @@ def compile_from_keras(model: Trainer, training: dict[str, Any], custom: dict[st
         m if isinstance(m, str) else m.get("config", {}).get("name", m.get("class_name"))
         for m in training.get("metrics") or []
     ]
-    model.compile(cls(**kept), saving.deserialize(loss, "loss", custom), metrics or None)
+    model.compile(optimizer, saving.deserialize(loss, "loss", custom), metrics or None)
+
+
+def _optimizer_from_keras(opt_cfg: dict[str, Any], custom: dict[str, Any]) -> optimizers.Optimizer:
+    """The xpnet optimizer for a Keras 2 optimizer_config, with the settings xpnet's class takes."""
+    opt_name = str(opt_cfg.get("class_name"))
+    cls = custom.get(opt_name) or getattr(optimizers, opt_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
+        raise ValueError(f"the file's optimizer {opt_cfg.get('class_name')!r} has no counterpart in xpnet")
+    params = inspect.signature(cls).parameters
+    settings = dict(opt_cfg.get("config") or {})
+    if "lr" in settings and "learning_rate" not in settings:  # Keras 2's older name
+        settings["learning_rate"] = settings.pop("lr")
+    kept = {k: v for k, v in settings.items() if k in params and not isinstance(v, dict) and v is not None}
+    return cls(**kept)

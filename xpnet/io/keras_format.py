@@ -31,7 +31,7 @@ from .file_checks import READ_ERRORS, FileFormatError, check_zip_members, loads_
 from .weights_io import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from ..training.trainer import Trainer
+    from ..training.protocol import TrainableModel
 
 KIND = "Keras .keras"
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -105,7 +105,7 @@ def _with_tensor_dtypes(value: Any, dtype: str) -> Any:
     return out
 
 
-def keras_config(model: Trainer, spec: dict[str, Any], compile_cfg: dict[str, Any] | None) -> dict[str, Any]:
+def keras_config(model: TrainableModel, spec: dict[str, Any], compile_cfg: dict[str, Any] | None) -> dict[str, Any]:
     """config.json for `model` from xpnet's file spec (a Sequential's layer list or a functional config)."""
     if spec.get("class_name") == "Functional":
         kind, config = "Functional", dict(spec["config"])
@@ -143,7 +143,7 @@ def keras_config(model: Trainer, spec: dict[str, Any], compile_cfg: dict[str, An
 
 
 def save(
-    model: Trainer,
+    model: TrainableModel,
     path: str | os.PathLike[str],
     header: dict[str, Any],
     slots: dict[str, np.ndarray],

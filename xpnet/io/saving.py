@@ -26,14 +26,14 @@ import numpy as np
 
 from .. import activations, initializers, losses, optimizers, regularizers, schedules
 from ..layers.base import Layer, Shape, _as_shape
-from ..layers.dropout import Dropout
+from ..training.state import step_counted, step_counters
 from . import keras_format
 from .config import layer_entry, serialize
 from .file_checks import FileFormatError, json_member
 from .weights_io import atomic_write_bytes, read_xpnet_npz
 
 if TYPE_CHECKING:
-    from ..training.trainer import Trainer
+    from ..training.protocol import TrainableModel
 
 FORMAT = "xpnet-model"
 VERSION = 1
@@ -44,7 +44,7 @@ MODEL_KIND = "xpnet model"
 MODEL_CLASSES: dict[str, Any] = {}
 
 
-def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
+def save_model(model: TrainableModel, path: str | os.PathLike[str], spec: dict[str, Any] | None = None) -> Path:
     """Write `model` to `path` (".keras" or ".npz"); see the module docstring.
 
     spec: the architecture as the model describes it (a functional model's graph); by default
@@ -55,50 +55,63 @@ def save_model(model: Trainer, path: str | os.PathLike[str], spec: dict[str, Any
         raise ValueError(f"model.save writes a .keras (or .npz) file, not {suffix or 'a name without suffix'}: {path}")
     if not model.built or (spec is None and model.feature_shape is None):
         raise ValueError("model.save: build the model first (give the first layer input_shape=..., or fit it)")
-    opt = model.optimizer
-    if spec is None:
-        assert model.feature_shape is not None
-        spec = {
-            "class_name": type(model).__name__,
-            "name": model.name,
-            "seed": model.seed,
-            "dtype": model.dtype,
-            "input_shape": list(model.feature_shape),
-            "layers": [layer_entry(layer) for layer in model.layers],
-        }
     header: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "model": spec,
+        "model": spec if spec is not None else _sequential_spec(model),
         "layout": model.store.layout(),
         "trainable": model.store.trainable_labels(),
-        "dropout": {layer.name: layer.iterations for layer in model.leaf_layers if isinstance(layer, Dropout)},
+        "dropout": step_counters(model.leaf_layers),
         "epochs_trained": model.train_state.epochs_trained,
-        "compile": None,
+        "compile": _compile_header(model),
     }
     arrays = {"params": model.store.host_params()}
-    if opt is not None and model.loss is not None:
-        header["compile"] = {
-            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
-            "iterations": opt.iterations,
-            "loss": serialize(model.loss),
-            "metrics": [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.metric_ids],
-            "weighted_metrics": [
-                m if isinstance(m, str) else getattr(m, "name", str(m)) for m in model.weighted_metric_ids
-            ],
-        }
-        if not model.single_output:  # one loss, weight and metric list per output
-            header["compile"]["loss"] = [serialize(loss) for loss in model.compiled_losses]
-            header["compile"]["loss_weights"] = model.loss_weights
-            header["compile"]["metrics"] = [[m.name for m in ms] for ms in model.output_metrics]
-        if model.ops is not None and opt.ops is model.ops:
-            arrays.update({f"slot_{k}": model.ops.to_numpy(v) for k, v in opt.slots.items()})
+    opt = model.optimizer
+    if header["compile"] is not None and opt is not None and model.ops is not None and opt.ops is model.ops:
+        arrays.update({f"slot_{k}": model.ops.to_numpy(v) for k, v in opt.slots.items()})
     if suffix == ".keras":
         slots = {k[5:]: v for k, v in arrays.items() if k.startswith("slot_")}
         return keras_format.save(model, path, header, slots)
     entries = {f"a_{k}": v for k, v in arrays.items()}
     entries["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     return atomic_write_bytes(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
+
+
+def _sequential_spec(model: TrainableModel) -> dict[str, Any]:
+    """A Sequential's architecture for the header: its layer list and input shape."""
+    assert model.feature_shape is not None
+    return {
+        "class_name": type(model).__name__,
+        "name": model.name,
+        "seed": model.seed,
+        "dtype": model.dtype,
+        "input_shape": list(model.feature_shape),
+        "layers": [layer_entry(layer) for layer in model.layers],
+    }
+
+
+def _compile_header(model: TrainableModel) -> dict[str, Any] | None:
+    """The compile settings for the header (None for a model that was never compiled)."""
+    opt = model.optimizer
+    if opt is None or model.loss is None:
+        return None
+    out: dict[str, Any] = {
+        "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config()},
+        "iterations": opt.iterations,
+        "loss": serialize(model.loss),
+        "metrics": [_metric_name(m) for m in model.metric_ids],
+        "weighted_metrics": [_metric_name(m) for m in model.weighted_metric_ids],
+    }
+    if not model.single_output:  # one loss, weight and metric list per output
+        out["loss"] = [serialize(loss) for loss in model.compiled_losses]
+        out["loss_weights"] = model.loss_weights
+        out["metrics"] = [[m.name for m in ms] for ms in model.output_metrics]
+    return out
+
+
+def _metric_name(metric: Any) -> str:
+    """A compile metric as the header names it: its string, else its `name`."""
+    return metric if isinstance(metric, str) else getattr(metric, "name", str(metric))
 
 
 def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -147,7 +160,7 @@ def _layout_size(layout: list[Any], path: str | os.PathLike[str], kind: str) -> 
     return total
 
 
-def compile_from_keras(model: Trainer, cfg: dict[str, Any], custom: dict[str, Any]) -> None:
+def compile_from_keras(model: TrainableModel, cfg: dict[str, Any], custom: dict[str, Any]) -> None:
     """Compile `model` as a Keras compile_config says, where xpnet has the same optimizer, loss and metrics."""
     try:
         opt = keras_format.optimizer_from_keras(cfg.get("optimizer"), custom)
@@ -304,7 +317,7 @@ def sequential_from_config(config: Any, custom: dict[str, Any]) -> tuple[Shape |
 
 
 def restore_state(
-    model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray], custom: dict[str, Any]
+    model: TrainableModel, header: dict[str, Any], arrays: dict[str, np.ndarray], custom: dict[str, Any]
 ) -> None:
     """Weights, compile settings, optimizer state and counters of a model file into `model` (built alike)."""
     if header["layout"] != model.store.layout():
@@ -341,9 +354,10 @@ def restore_state(
                 if same and f"slot_{k}" in arrays:
                     v[...] = ops.asarray(arrays[f"slot_{k}"])
         opt.iterations = int(cfg["iterations"])
-    for layer in model.leaf_layers:
-        if isinstance(layer, Dropout) and layer.name in header.get("dropout", {}):
-            layer.iterations = int(header["dropout"][layer.name])
+    saved = header.get("dropout", {})
+    for layer in step_counted(model.leaf_layers):
+        if layer.name in saved:
+            layer.iterations = int(saved[layer.name])
     model.train_state.epochs_trained = int(header.get("epochs_trained", 0))
 
 

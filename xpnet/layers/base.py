@@ -75,6 +75,10 @@ class Layer:
     # True for a Keras-style custom layer: a subclass that defines `call` (forward code only, xpnet.ops);
     # the tape differentiates it (xpnet/layers/custom.py)
     keras_call: ClassVar[bool] = False
+    # True when the layer's random draws are keyed by its own training-call counter `iterations`
+    # (Dropout): checkpoints carry it, and fit sets its `row_offset` (this rank's first row in the
+    # global batch) before each step.
+    counts_steps: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -19,6 +19,7 @@ class Dropout(Layer):
     """
 
     identity_at_inference = True
+    counts_steps = True
 
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None, input_shape: Any = None) -> None:
         super().__init__(name=name, input_shape=input_shape)

@@ -276,26 +276,26 @@ class Model(ModelAsLayer, Trainer):
     @property
     def output_layers(self) -> list[Layer]:
         if not self.outputs:
-            return super().output_layers
+            return [self.layers[-1]]
         return [t.node.layer for t in self.outputs if t.node is not None]  # read each step: no call
 
     @property
     def output_names(self) -> list[str]:
         if not self.outputs:
-            return super().output_names
+            return [str(self.layers[-1].name)] if self.layers else ["output"]
         return self._graph.output_names()
 
     @property
     def output_widths(self) -> list[int]:
         if not self.outputs:
-            return super().output_widths
+            return [self.output_shape[-1] or 1]
         return [t.feature_shape[-1] if t.feature_shape else 1 for t in self.outputs]
 
     @property
     def fusable_outputs(self) -> list[bool]:
         # the fused loss reads the logits: no other call may need the layer's activated output
         if not self.outputs:
-            return super().fusable_outputs
+            return [True]
         return self._graph.fusable_outputs()
 
     @property
@@ -441,12 +441,14 @@ class Model(ModelAsLayer, Trainer):
 
     def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
         if self._single_input and not isinstance(x, dict):
-            return super().check_inputs(x, what, finite)
+            return data.check_x(x, what, self.ops, self.feature_shape, finite)
         return arrays.check_inputs(self, x, what, finite)
 
     def check_targets(self, y: Any, n: int, what: str) -> Any:
         if self._single_out and not isinstance(y, dict):
-            return super().check_targets(y, n, what)
+            assert self.loss is not None
+            data.require_flat_output(tuple(self.output_shape[1:]), what)
+            return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
         return arrays.check_targets(self, y, n, what)
 
     def get_weights(self) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .. import argcheck
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from .protocol import TrainableModel
 
 
 Logs = dict[str, Any]
@@ -32,10 +32,10 @@ class Callback:
     """
 
     def __init__(self) -> None:
-        self.model: Trainer | None = None
+        self.model: TrainableModel | None = None
         self.params: dict[str, Any] = {}
 
-    def set_model(self, model: Trainer) -> None:
+    def set_model(self, model: TrainableModel) -> None:
         self.model = model
 
     def set_params(self, params: dict[str, Any]) -> None:
@@ -121,6 +121,65 @@ def run_hooks(callbacks: Sequence[Callback], hook: str, *args: Any) -> None:
     for cb in callbacks:
         if overrides(cb, hook):
             getattr(cb, hook)(*args)
+
+
+class CallbackList:
+    """A run's callbacks, with the callbacks that override each per-batch hook found once.
+
+    `batch_hooks` names the hooks looked up at the start (as Keras's CallbackList does), so a
+    step pays nothing for callbacks that ignore them and makes no batch logs nobody reads.
+    """
+
+    def __init__(self, callbacks: Sequence[Callback], batch_hooks: Sequence[str] = ()) -> None:
+        self.callbacks = list(callbacks)
+        self._hooked = {hook: [cb for cb in self.callbacks if overrides(cb, hook)] for hook in batch_hooks}
+
+    def bind(self, model: TrainableModel, params: dict[str, Any] | None = None) -> None:
+        """set_model (and set_params, when given) on each callback in turn."""
+        for cb in self.callbacks:
+            cb.set_model(model)
+            if params is not None:
+                cb.set_params(params)
+
+    def every(self, hook: str, *args: Any, own_logs: bool = False) -> None:
+        """Call `hook` on every callback (fit's train and epoch hooks).
+
+        own_logs: each callback gets its own copy of the logs (the last argument), as for the
+        begin and train-end hooks; else they share one dict (epoch end: History sees what later
+        callbacks add).
+        """
+        for cb in self.callbacks:
+            if own_logs:
+                getattr(cb, hook)(*args[:-1], dict(args[-1]))
+            else:
+                getattr(cb, hook)(*args)
+
+    def wants(self, hook: str) -> bool:
+        """Whether some callback overrides batch hook `hook` (else its logs need not be made)."""
+        return bool(self._hooked[hook])
+
+    def batch(self, hook: str, index: int, logs: Any = None) -> None:
+        """Call batch hook `hook` on the callbacks that override it, with `logs` (shared; None: an empty
+        dict of its own for each callback, as the begin hooks get)."""
+        for cb in self._hooked[hook]:
+            getattr(cb, hook)(index, {} if logs is None else logs)
+
+    def release(self) -> None:
+        """Free what the callbacks hold for the run (a Checkpoint's folder lock), also after an error."""
+        for cb in self.callbacks:
+            if isinstance(cb, HoldingCallback):
+                cb.release()
+
+    def __repr__(self) -> str:
+        return f"CallbackList({self.callbacks!r})"
+
+
+class HoldingCallback(Callback):
+    """A callback that holds something from on_train_begin to on_train_end (a folder lock):
+    fit calls `release` also when training stops on an error, where on_train_end does not run."""
+
+    def release(self) -> None:
+        """Let go of what on_train_begin took."""
 
 
 class History(Callback):

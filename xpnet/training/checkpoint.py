@@ -17,6 +17,7 @@ import os
 import re
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +27,13 @@ from .. import argcheck
 from .._checks import probably_finite
 from ..io.file_checks import FileFormatError, json_member, remove_stale_temps
 from ..io.weights_io import atomic_write_bytes, read_xpnet_npz
-from ..layers.dropout import Dropout
-from .callbacks import Callback
+from .callbacks import HoldingCallback
 from .runlock import FolderLock
+from .state import set_step_counters, step_counted, step_counters
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from .distributed import Communicator
+    from .protocol import TrainableModel
 
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
@@ -161,7 +163,7 @@ def load_latest(where: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], di
     return None
 
 
-class Checkpoint(Callback):
+class Checkpoint(HoldingCallback):
     """Write a checkpoint every `save_freq` training steps (an int) or at every epoch end ("epoch").
 
     Keeps the newest `keep` files in `directory` (ckpt-<optimizer step>.npz). Resume with
@@ -228,7 +230,7 @@ class Checkpoint(Callback):
         return path
 
 
-def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def capture(model: TrainableModel) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Everything a resumed fit needs, as a JSON-able header and host arrays (a collective under MPI)."""
     opt, state, ops = model.optimizer, model.train_state, model.ops
     assert opt is not None and ops is not None
@@ -239,7 +241,7 @@ def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         "seed": model.seed,
         "optimizer": {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations},
         "position": {"epoch": state.epoch, "step": state.step, "n": state.samples, "batch_size": state.batch_size},
-        "dropout": {layer.name: layer.iterations for layer in model.layers if isinstance(layer, Dropout)},
+        "dropout": step_counters(model.layers),
         "epochs_trained": state.epochs_trained,
         "history": state.history.history,
         "history_epochs": state.history.epoch,
@@ -256,19 +258,44 @@ def capture(model: Trainer) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def restore(model: TrainableModel, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Check that a checkpoint fits this model and run, then load it; nothing changes on a mismatch.
 
     The run's data size and batch size are `model.train_state.samples` / `batch_size`.
     """
-    opt, state, ops = model.optimizer, model.train_state, model.ops
+    opt, ops = model.optimizer, model.ops
     assert opt is not None and ops is not None
+    problems = _mismatches(model, header)
+    if problems:
+        raise CheckpointError("the checkpoint does not match this run: it has " + "; ".join(problems))
+    saved = _read_position(model, header, arrays)
+    size = sum(s.size for s in model.store.slots)
+    if arrays["params"].shape != (size,) or ("sums" in arrays and sum(saved.sums_sizes) != arrays["sums"].size):
+        raise CheckpointError(f"the checkpoint's arrays do not fit the model ({arrays['params'].shape} parameters)")
+    if opt.ops is not ops or set(opt.slots) != {k[5:] for k in arrays if k.startswith("slot_")}:
+        opt.build(ops, model.store.params)
+    for k, v in opt.slots.items():
+        if arrays.get(f"slot_{k}", np.zeros(0)).shape != tuple(v.shape):
+            raise CheckpointError(f"the checkpoint's optimizer slot {k!r} does not fit the model")
+    model.store.set_host_params(arrays["params"])
+    with ops.activate():
+        for k, v in opt.slots.items():
+            v[...] = ops.asarray(arrays[f"slot_{k}"])
+    opt.iterations = saved.iterations
+    set_step_counters(model.layers, saved.counters)
+    _restore_position(model, saved, arrays.get("sums"))
+
+
+def _mismatches(model: TrainableModel, header: dict[str, Any]) -> list[str]:
+    """How the checkpoint differs from this model and run, in words (empty when it fits)."""
+    opt, state, store = model.optimizer, model.train_state, model.store
+    assert opt is not None
     problems = []
-    if header.get("layout") != model.store.layout():
+    if header.get("layout") != store.layout():
         problems.append("a different architecture")
-    elif header.get("trainable", model.store.trainable_labels()) != model.store.trainable_labels():
+    elif header.get("trainable", store.trainable_labels()) != store.trainable_labels():
         problems.append(
-            f"trainable weights {header.get('trainable')} (model: {model.store.trainable_labels()}); "
+            f"trainable weights {header.get('trainable')} (model: {store.trainable_labels()}); "
             "set the layers' `trainable` as in that run and compile again"
         )
     cfg = header.get("optimizer", {})
@@ -284,43 +311,113 @@ def restore(model: Trainer, header: dict[str, Any], arrays: dict[str, np.ndarray
         )
     if header.get("seed") != model.seed:
         problems.append(f"seed {header.get('seed')} (model: {model.seed})")
-    if problems:
-        raise CheckpointError("the checkpoint does not match this run: it has " + "; ".join(problems))
-    try:  # every value read before anything changes: a crafted header fails here, the model untouched
-        iterations = int(header["optimizer"]["iterations"])
-        dropout = {ly.name: int(header["dropout"][ly.name]) for ly in model.layers if isinstance(ly, Dropout)}
-        epoch, step = int(pos["epoch"]), int(pos["step"])
-        epochs_trained = int(header.get("epochs_trained", epoch))
-        history_epochs = [int(e) for e in header.get("history_epochs", [])]
-        history = {str(k): [float(x) for x in v] for k, v in dict(header.get("history", {})).items()}
-        sums_sizes = [int(n) for n in header.get("sums_sizes", [])] if "sums" in arrays else []
+    return problems
+
+
+@dataclass
+class _Position:
+    """A checkpoint's counters and history, read and checked before anything changes."""
+
+    iterations: int
+    counters: dict[str, int]
+    epoch: int
+    step: int
+    epochs_trained: int
+    history_epochs: list[int]
+    history: dict[str, list[float]]
+    sums_sizes: list[int]
+
+
+def _read_position(model: TrainableModel, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Position:
+    """Every counter the header holds, as numbers; a crafted header fails here, the model untouched."""
+    try:
+        pos = header["position"]
+        epoch = int(pos["epoch"])
+        return _Position(
+            iterations=int(header["optimizer"]["iterations"]),
+            counters={ly.name: int(header["dropout"][ly.name]) for ly in step_counted(model.layers)},
+            epoch=epoch,
+            step=int(pos["step"]),
+            epochs_trained=int(header.get("epochs_trained", epoch)),
+            history_epochs=[int(e) for e in header.get("history_epochs", [])],
+            history={str(k): [float(x) for x in v] for k, v in dict(header.get("history", {})).items()},
+            sums_sizes=[int(n) for n in header.get("sums_sizes", [])] if "sums" in arrays else [],
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"the checkpoint's header is damaged ({type(e).__name__}: {e})") from e
-    size = sum(s.size for s in model.store.slots)
-    if arrays["params"].shape != (size,) or ("sums" in arrays and sum(sums_sizes) != arrays["sums"].size):
-        raise CheckpointError(f"the checkpoint's arrays do not fit the model ({arrays['params'].shape} parameters)")
-    if opt.ops is not ops or set(opt.slots) != {k[5:] for k in arrays if k.startswith("slot_")}:
-        opt.build(ops, model.store.params)
-    for k, v in opt.slots.items():
-        if arrays.get(f"slot_{k}", np.zeros(0)).shape != tuple(v.shape):
-            raise CheckpointError(f"the checkpoint's optimizer slot {k!r} does not fit the model")
-    model.store.set_host_params(arrays["params"])
-    with ops.activate():
-        for k, v in opt.slots.items():
-            v[...] = ops.asarray(arrays[f"slot_{k}"])
-    opt.iterations = iterations
-    for layer in model.layers:
-        if isinstance(layer, Dropout):
-            layer.iterations = dropout[layer.name]
-    state.epoch, state.step = epoch, step
-    state.epochs_trained = epochs_trained
-    state.history.epoch = history_epochs
-    state.history.history = history
+
+
+def _restore_position(model: TrainableModel, saved: _Position, sums: np.ndarray | None) -> None:
+    """The run's position, history and partial-epoch sums from a checked checkpoint."""
+    state, ops = model.train_state, model.ops
+    assert ops is not None
+    state.epoch, state.step = saved.epoch, saved.step
+    state.epochs_trained = saved.epochs_trained
+    state.history.epoch = saved.history_epochs
+    state.history.history = saved.history
     state.running = []
-    if "sums" in arrays:  # they hold every rank's share: rank 0 carries them, the others start at 0
-        saved = arrays["sums"] if model.comm.is_root else np.zeros_like(arrays["sums"])
-        off = 0
-        for size in sums_sizes:
-            part = saved[off : off + size]
-            state.running.append(ops.asarray(part.reshape(()) if size == 1 else part))
-            off += size
+    if sums is None:
+        return
+    # they hold every rank's share: rank 0 carries them, the others start at 0
+    own = sums if model.comm.is_root else np.zeros_like(sums)
+    off = 0
+    for size in saved.sums_sizes:
+        part = own[off : off + size]
+        state.running.append(ops.asarray(part.reshape(()) if size == 1 else part))
+        off += size
+
+
+def resume(
+    model: TrainableModel, where: str | os.PathLike[str], steps: int, verbose: int | str, epochs: int | None = None
+) -> bool:
+    """Load the newest checkpoint in `where` into the model and its run (fit's resume_from).
+
+    steps: the fit's steps per epoch (for the message). Returns True when the run stands at
+    `epochs` or later (the checkpoint's, or the fit's initial epoch): nothing is left to train.
+    Under MPI rank 0 picks the file for every rank.
+    """
+    state, comm = model.train_state, model.comm
+    found = load_latest(where) if comm.size == 1 else _load_chosen_by_root(comm, where)
+    if found is None:
+        if comm.is_root and verbose:
+            print(f"No checkpoint in {where}: starting from the beginning.")
+    else:
+        restore(model, found[1], found[2])
+        if comm.is_root and verbose:
+            print(f"Resuming from {found[0]} (epoch {state.epoch + 1}, step {state.step}/{steps})")
+    finished = epochs is not None and state.epoch >= epochs
+    if finished and comm.is_root and verbose:
+        print(f"The run in {where} is complete ({state.epoch} of {epochs} epochs); nothing to resume.")
+    return finished
+
+
+def _load_chosen_by_root(
+    comm: Communicator, where: str | os.PathLike[str]
+) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]] | None:
+    """`load_latest` on every rank of the file rank 0 found.
+
+    Only rank 0 writes checkpoints, so rank 0 chooses the file: another rank looking for itself
+    may arrive before rank 0's last write of an earlier fit and resume from an older one.
+    """
+    chosen: tuple[str | None, str | None] = (None, None)
+    found = None
+    if comm.is_root:
+        try:
+            found = load_latest(where)
+            chosen = (str(found[0]) if found is not None else None, None)
+        except CheckpointError as e:
+            chosen = (None, str(e))
+    path_or_error = comm.allgather(chosen)[0]
+    if path_or_error[1] is not None:
+        raise CheckpointError(path_or_error[1])
+    failed: str | None = None
+    if not comm.is_root and path_or_error[0] is not None:
+        try:
+            found = load_latest(path_or_error[0])
+        except CheckpointError as e:
+            failed = f"rank {comm.rank}: {e}"
+    # a rank that cannot read rank 0's choice stops every rank (alone, it would leave them waiting)
+    failures = [f for f in comm.allgather(failed) if f is not None]
+    if failures:
+        raise CheckpointError(failures[0])
+    return found

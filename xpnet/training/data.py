@@ -8,6 +8,7 @@ buffers, so a recorded step reads its batch from memory it already knows.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -100,34 +101,11 @@ def sample_weights(
     """
     if sample_weight is not None and class_weight is not None:
         raise ValueError(f"{what}: pass sample_weight or class_weight, not both (Keras refuses them together too)")
-    n = int(y.shape[0])
     if class_weight is not None:
-        if not isinstance(class_weight, dict):
-            raise TypeError(
-                f"{what}: class_weight must be a dict {{class index: weight}}, received {type(class_weight).__name__}"
-            )
-        classes = max(n_outputs, 2)  # one sigmoid output still has the classes 0 and 1
-        table = np.ones(classes, np.float64)
-        for key, value in class_weight.items():
-            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < classes:
-                raise ValueError(
-                    f"{what}: class_weight keys must be class indices 0..{classes - 1} for this model, received {key!r}"
-                )
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
-                raise ValueError(
-                    f"{what}: class_weight values must be non-negative numbers, received {value!r} for class {key}"
-                )
-            table[int(key)] = float(value)
-        if y.ndim == 1:
-            labels = y
-        elif y.shape[-1] == 1:
-            labels = np.round(y[:, 0])
-        else:
-            labels = np.argmax(y, axis=-1)
-        labels = np.clip(labels.astype(np.int64), 0, classes - 1)
-        return table[labels].astype(dtype)
+        return _class_weights(class_weight, y, what, n_outputs, dtype)
     if sample_weight is None:
         return None
+    n = int(y.shape[0])
     mod = type(sample_weight).__module__.split(".")[0]
     if mod in _DEVICE_MODULES:
         sample_weight = sample_weight.get() if hasattr(sample_weight, "get") else np.asarray(sample_weight)
@@ -142,6 +120,34 @@ def sample_weights(
     if w.size and w.min() < 0:
         raise ValueError(f"{what}: sample_weight must be non-negative, received a minimum of {w.min()}")
     return w.astype(dtype)
+
+
+def _class_weights(class_weight: Any, y: np.ndarray, what: str, n_outputs: int, dtype: str) -> np.ndarray:
+    """class_weight {class index: weight} as (n,) `dtype` weights, one per row of targets y."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(
+            f"{what}: class_weight must be a dict {{class index: weight}}, received {type(class_weight).__name__}"
+        )
+    classes = max(n_outputs, 2)  # one sigmoid output still has the classes 0 and 1
+    table = np.ones(classes, np.float64)
+    for key, value in class_weight.items():
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < classes:
+            raise ValueError(
+                f"{what}: class_weight keys must be class indices 0..{classes - 1} for this model, received {key!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+            raise ValueError(
+                f"{what}: class_weight values must be non-negative numbers, received {value!r} for class {key}"
+            )
+        table[int(key)] = float(value)
+    if y.ndim == 1:
+        labels = y
+    elif y.shape[-1] == 1:
+        labels = np.round(y[:, 0])
+    else:
+        labels = np.argmax(y, axis=-1)
+    labels = np.clip(labels.astype(np.int64), 0, classes - 1)
+    return table[labels].astype(dtype)
 
 
 def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
@@ -180,6 +186,61 @@ def upload_all(ops: Ops, a: Any, dtype: Any) -> Any:
         dtypes = dtype if isinstance(dtype, list) else [dtype] * len(a)
         return [upload(ops, ai, d) for ai, d in zip(a, dtypes, strict=True)]
     return upload(ops, a, dtype)
+
+
+Validation = tuple[Any, Any, np.ndarray | None]
+
+
+@dataclass
+class FitData:
+    """One fit's checked host data: training rows, their weights, and the validation set if any.
+
+    x: (n, ...) or a list of such per input; y: as `check_y` makes it (a list per output);
+    w: (n,) weights in the model's dtype or None; val: (x, y, w) for validation, or None.
+    """
+
+    x: Any
+    y: Any
+    w: np.ndarray | None = None
+    val: Validation | None = None
+
+    def nbytes(self, dtype: str) -> int:
+        """Bytes of everything fit would upload (x in `dtype`, the rest as they are)."""
+        vx, vy, vw = self.val if self.val is not None else (None, None, None)
+        pairs = ((self.x, dtype), (self.y, None), (vx, dtype), (vy, None), (self.w, None), (vw, None))
+        return sum(nbytes(a, dt) for a, dt in pairs)
+
+    def on_device(
+        self, ops: Ops, batch_size: int, comm: distributed.Communicator, dtype: str, y_dtype: Any
+    ) -> tuple[Batches, Validation | None]:
+        """The training batches and the validation set, resident on the device when all of it fits there
+        (else each batch is uploaded as it is used)."""
+        resident = ops.fits_on_device(self.nbytes(dtype))
+        batches = Batches(ops, self.x, self.y, batch_size, comm, dtype, y_dtype, resident, self.w)
+        if self.val is None or not resident:
+            return batches, self.val
+        vx, vy, vw = self.val
+        val = (upload_all(ops, vx, dtype), upload_all(ops, vy, y_dtype), None if vw is None else upload(ops, vw, dtype))
+        return batches, val
+
+
+def split_validation(data: FitData, validation_split: float, split_weights: bool) -> FitData:
+    """Keras's validation_split: the last fraction of the rows validates (unshuffled).
+
+    split_weights: the weights are sample weights, which validation keeps for its rows (class
+    weights are for training only).
+    """
+    n = rows(data.x)
+    split = int(n * (1.0 - validation_split))
+    if split == 0 or split == n:
+        raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
+    w, vw = (None, None) if data.w is None else (data.w[:split], data.w[split:])
+    return FitData(
+        select(data.x, 0, split),
+        select(data.y, 0, split),
+        w,
+        (select(data.x, split, n), select(data.y, split, n), vw if split_weights else None),
+    )
 
 
 class Batches:
@@ -236,6 +297,9 @@ class Batches:
         """Fix this epoch's order: a permutation keyed by (seed, epochs over the model's life)."""
         perm = shuffle_rng(seed, epochs_trained).permutation(self.n) if shuffle else None
         self.order = self.ops.asarray(perm) if perm is not None and self.resident else perm
+
+    def end_epoch(self) -> None:
+        """Nothing to close at an epoch's end (a stream's batches close their pass here)."""
 
     def bounds(self, step: int) -> tuple[int, int, int, int]:
         """(lo, hi) of global batch `step` and this rank's rows [a, b) within it."""

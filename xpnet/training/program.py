@@ -29,8 +29,8 @@ from ..backend import _cublas
 
 if TYPE_CHECKING:
     from ..backend import Ops
+    from .protocol import TrainableModel as Trainer
     from .step import TrainStep
-    from .trainer import Trainer
 
 Array = Any
 JitRequest = bool | str

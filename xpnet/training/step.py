@@ -26,7 +26,7 @@ from .plan import Form, Plan
 if TYPE_CHECKING:
     from ..optimizers import Optimizer
     from .distributed import Communicator
-    from .trainer import Trainer
+    from .protocol import TrainableModel as Trainer
 
 
 class Planned(Protocol):

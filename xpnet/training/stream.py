@@ -16,7 +16,7 @@ from ..backend import Ops
 from . import data
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from .protocol import TrainableModel
 
 Array = Any
 
@@ -107,7 +107,7 @@ class StreamBatches:
     buffers and returns views of them.
     """
 
-    def __init__(self, model: Trainer, stream: Stream, class_weight: Any) -> None:
+    def __init__(self, model: TrainableModel, stream: Stream, class_weight: Any) -> None:
         self.model, self.stream, self.class_weight = model, stream, class_weight
         self.global_batch = 0  # unknown ahead: a stream's batches may differ in size
         self.steps = stream.steps

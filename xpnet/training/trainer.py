@@ -1,14 +1,16 @@
 """`Trainer`: compile, fit, evaluate and compute_gradients for any model that gives it its structure.
 
 A model class composes it (`class Model(Trainer)`, which `Sequential` specializes, as Keras's `Model(Trainer, Layer)`)
-and provides: `layers`, `store` (the flat `ParamStore`), `ops`, `dtype`, `seed`, `built`,
-`build(shape)`, `feature_shape`, `output_shape`, and the traversals `forward(x, training)`,
-`forward_logits(x, training)` and `backward(grad, from_logits)`.
+and provides the structure `protocol.ModelStructure` lists: `layers`, `store` (the flat
+`ParamStore`), `ops`, `dtype`, `seed`, `built`, `build(shape)`, `feature_shape`, the input and
+target checks, and the per-output hooks (`output_layers`, `output_names`, `forward_outputs`,
+`backward_outputs`, ...). With several inputs or outputs x and y are lists with one array per
+input and per output, each output has its own loss, weight and metrics, and the history gets
+Keras's per-output keys (`dense_1_loss`, `dense_1_accuracy`).
 
-A model with several inputs or outputs (`xpnet.functional.Model`) overrides the output hooks
-(`output_layers`, `output_names`, `forward_outputs`, `backward_outputs`, ...): x and y are then
-lists with one array per input and per output, each output has its own loss, weight and
-metrics, and the history gets Keras's per-output keys (`dense_1_loss`, `dense_1_accuracy`).
+`fit` is the epoch and step loop; the data is prepared in `data` (validation split, weights,
+residency, shuffling, sharding), a resumed run is loaded by `checkpoint.resume`, and the
+callbacks are called through a `callbacks.CallbackList`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,25 +33,32 @@ from .. import optimizers as opt_mod
 from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
-from ..layers import custom
 from ..layers.base import Layer
-from ..layers.dropout import Dropout
-from ..params import GradientSink, ParamStore
+from ..params import GradientSink
 from ..variables import Variable
 from . import checkpoint, data, distributed
 from . import stream as stream_mod
-from .callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
+from .callbacks import BatchLogs, Callback, CallbackList, History, Progress, format_logs, overrides, run_hooks
 from .guard import exclusive
 from .program import JitRequest, StepProgram, check_jit_compile
-from .state import TrainState
+from .state import TrainState, step_counted
 from .step import TrainStep, forward_sums, loss_and_grads
 from .threads import blas_threads_for, macs_per_sample
+
+if TYPE_CHECKING:
+    from .protocol import ModelStructure
 
 Array = Any
 _DIST_READ_EVERY = 100  # steps between progress reads in a data-parallel run
 
 
-class Trainer:
+if TYPE_CHECKING:  # the model's structure, for the type checker only
+    _Model = ModelStructure
+else:
+    _Model = object
+
+
+class Trainer(_Model):
     """The Keras training API over a model's structure; see the module docstring for what the model provides."""
 
     layers: list[Layer]
@@ -77,68 +87,6 @@ class Trainer:
         self._program: StepProgram | None = None
         self._jit_compile: JitRequest = "auto"
         self._trainable = True
-
-    # structure the model provides
-    @property
-    def built(self) -> bool:
-        raise NotImplementedError
-
-    @property
-    def store(self) -> ParamStore:
-        raise NotImplementedError
-
-    @property
-    def feature_shape(self) -> tuple[int, ...] | None:
-        raise NotImplementedError
-
-    @property
-    def output_shape(self) -> tuple[int | None, ...]:
-        raise NotImplementedError
-
-    def build(self, input_shape: Any = None, backend: str | Ops | None = None) -> None:
-        raise NotImplementedError
-
-    def install(self, ops: Ops, host_params: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def get_weights(self) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        raise NotImplementedError
-
-    def save(self, filepath: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
-
-    def forward(self, x: Array, training: bool = False) -> Array:
-        raise NotImplementedError
-
-    def predict(
-        self,
-        x: Any,
-        batch_size: int | None = None,
-        verbose: int | str = 0,
-        steps: int | None = None,
-        callbacks: Sequence[Callback] | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    def forward_logits(self, x: Array, training: bool = False) -> Array:
-        raise NotImplementedError
-
-    def backward(self, grad: Array, from_logits: bool) -> None:
-        raise NotImplementedError
-
-    @property
-    def leaf_layers(self) -> list[Layer]:
-        """The layers that hold this model's weights (a nested model's layers in its place)."""
-        return list(self.layers)
-
-    def hold_layers(self) -> None:
-        """Make sure this model's layers read its own parameter buffer (models may share layers)."""
 
     @property
     def trainable(self) -> bool:
@@ -176,53 +124,6 @@ class Trainer:
         with ops.activate():
             return [float(ops.to_numpy(reg.penalty(xp, s.layer.params[s.spec.name]))) for s, reg in store.regularized()]
 
-    # the outputs, as lists; a one-output model gets these from the hooks above
-    @property
-    def single_output(self) -> bool:
-        """True when y is one array (else a list with one per output) and history keys have no output prefix."""
-        return True
-
-    @property
-    def output_layers(self) -> list[Layer]:
-        """The layer that computes each output."""
-        return [self.layers[-1]]
-
-    @property
-    def output_names(self) -> list[str]:
-        """Each output's name (its layer's name): the keys of loss/metrics dicts and history prefixes."""
-        return [str(self.layers[-1].name)] if self.layers else ["output"]
-
-    @property
-    def output_widths(self) -> list[int]:
-        """Each output's last axis: the number of classes metrics and targets see."""
-        return [self.output_shape[-1] or 1]
-
-    @property
-    def fusable_outputs(self) -> list[bool]:
-        """Per output, whether its layer may stop at the logits (nothing else reads its activation)."""
-        return [True]
-
-    @property
-    def shares_layers(self) -> bool:
-        """Whether some layer runs more than once per step (then weights must not move inside backprop)."""
-        return False
-
-    def forward_outputs(self, x: Array, training: bool, logits: Sequence[bool]) -> list[Array]:
-        """Each output for batch x: its layer's pre-activation u where `logits[k]`, else the output."""
-        return [self.forward_logits(x, training) if logits[0] else self.forward(x, training)]
-
-    def backward_outputs(self, grads: Sequence[Array], from_logits: Sequence[bool]) -> None:
-        """Backprop ∂L/∂(each output), or ∂L/∂u of its layer where `from_logits[k]`."""
-        self.backward(grads[0], from_logits[0])
-
-    def step_added_losses(self) -> list[Array]:
-        """The `add_loss` values of the last forward pass (0-d device arrays), one per call that added one."""
-        return custom.step_losses(self.layers)
-
-    def clone_structure(self, copy_layer: Callable[[Layer], Layer], name: str, dtype: str) -> Trainer:
-        """The same architecture over copy_layer(each layer), with this model's seed, in `dtype` (fresh weights)."""
-        raise NotImplementedError
-
     def compile(
         self,
         optimizer: str | opt_mod.Optimizer = "rmsprop",
@@ -252,57 +153,52 @@ class Trainer:
         (Σ wᵢvᵢ / Σ wᵢ); `metrics` ignore the weights, as in Keras. A name in both lists is
         reported as "weighted_<name>" for the weighted one. One-output models only, for now.
         """
-        if loss is None:
-            if not any(layer.keras_call for layer in self.layers):
-                raise ValueError(
-                    "compile(loss=None): xpnet needs a loss to train and evaluate unless a custom layer calls "
-                    "add_loss. Pass loss='sparse_categorical_crossentropy' for integer labels, "
-                    "'categorical_crossentropy' for one-hot rows, 'binary_crossentropy' for 0/1 targets or 'mse' "
-                    "for regression; predict() needs no compile at all"
-                )
-            loss = losses_mod.AddedLossesOnly()  # custom layers may call add_loss: that is the loss then
+        loss = self._default_loss(loss)
         names = self.output_names
         per_loss = _per_output(loss, names, "loss")
-        per_weight = [1.0] * len(names) if loss_weights is None else _per_output(loss_weights, names, "loss_weights")
+        per_weight = _loss_weights(loss_weights, names)
         per_metrics = _per_output_metrics(metrics, names)
-        if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
-            weighted_metrics = [weighted_metrics]
-        for ms in per_metrics:  # everything is checked before anything changes
-            for m in ms:
-                metrics_mod.check_identifier(m)
-        for m in weighted_metrics or []:
-            metrics_mod.check_weighted_identifier(m)
-        if weighted_metrics and len(names) > 1:
-            raise ValueError(
-                f"weighted_metrics on a model with {len(names)} outputs is not supported; "
-                "use metrics per output (sample weights still weigh every output's loss)"
-            )
-        for w in per_weight:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
+        weighted_metrics = _weighted_metric_list(weighted_metrics, per_metrics, len(names))
         jit = check_jit_compile(jit_compile)
         new_losses, new_optimizer = [losses_mod.get(lo) for lo in per_loss], opt_mod.get(optimizer)
         ops = get_backend(backend) if backend is not None else None
         self._comm = distributed.get_communicator(distribute)
         self.loss, self.optimizer = new_losses[0], new_optimizer
-        self.compiled_losses, self.loss_weights = new_losses, [float(w) for w in per_weight]
+        self.compiled_losses, self.loss_weights = new_losses, per_weight
         self._metric_ids = list(metrics) if isinstance(metrics, (list, tuple)) else per_metrics[0]
         self._output_metric_ids = per_metrics
-        self._weighted_metric_ids = list(weighted_metrics or [])
+        self._weighted_metric_ids = weighted_metrics
         self.metrics, self.output_metrics, self.weighted_metrics = [], [], []
         self._step, self._program, self._jit_compile = None, None, jit
         if ops is not None:
             self._backend_request = ops
         if self.built:
-            assert self.ops is not None
-            target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
-            if target is not self.ops or self.store.stale():  # a changed `trainable` flag takes effect here
-                self.install(target, self.store.host_params())
-            else:
-                self.optimizer.build(self.ops, self.store.params)
-            self._resolve_metrics()
-            if jit is True:  # refused now rather than at the first fit
-                self._step_program()
+            self._recompile_built(jit)
+
+    def _default_loss(self, loss: Any) -> Any:
+        """compile's loss, or the added losses alone when none is given and a custom layer may add one."""
+        if loss is not None:
+            return loss
+        if not any(layer.keras_call for layer in self.layers):
+            raise ValueError(
+                "compile(loss=None): xpnet needs a loss to train and evaluate unless a custom layer calls "
+                "add_loss. Pass loss='sparse_categorical_crossentropy' for integer labels, "
+                "'categorical_crossentropy' for one-hot rows, 'binary_crossentropy' for 0/1 targets or 'mse' "
+                "for regression; predict() needs no compile at all"
+            )
+        return losses_mod.AddedLossesOnly()  # custom layers may call add_loss: that is the loss then
+
+    def _recompile_built(self, jit: JitRequest) -> None:
+        """A built model's compile: move it to the requested backend, or rebuild the optimizer's slots."""
+        assert self.ops is not None and self.optimizer is not None
+        target = self._backend_request if isinstance(self._backend_request, Ops) else self.ops
+        if target is not self.ops or self.store.stale():  # a changed `trainable` flag takes effect here
+            self.install(target, self.store.host_params())
+        else:
+            self.optimizer.build(self.ops, self.store.params)
+        self._resolve_metrics()
+        if jit is True:  # refused now rather than at the first fit
+            self._step_program()
 
     def _resolve_metrics(self) -> None:
         assert self.loss is not None
@@ -366,10 +262,6 @@ class Trainer:
             )
         ]
 
-    def check_inputs(self, x: Any, what: str, finite: bool = True) -> Any:
-        """x as a checked host NumPy array (or this backend's own array), or a clear error."""
-        return data.check_x(x, what, self.ops, self.feature_shape, finite)
-
     def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """Check (x, y) for `what` on a compiled model, building it from x's shape if needed."""
         if self.loss is None or self.optimizer is None:
@@ -383,12 +275,6 @@ class Trainer:
         if y is None:
             return x, None
         return x, self.check_targets(y, data.rows(x), what)
-
-    def check_targets(self, y: Any, n: int, what: str) -> Any:
-        """y as the loss takes it (see `data.check_y`); a list with one per output for several outputs."""
-        assert self.loss is not None
-        data.require_flat_output(tuple(self.output_shape[1:]), what)
-        return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
 
     def target_dtypes(self) -> Any:
         """The device dtype of the targets (None: integer labels stay as they are); a list for several outputs."""
@@ -439,207 +325,233 @@ class Trainer:
         initial_epoch = argcheck.integer("fit", "initial_epoch", initial_epoch)
         validation_split = argcheck.number("fit", "validation_split", validation_split, 0, 1, high_open=True)
         shuffle = argcheck.boolean("fit", "shuffle", shuffle)
-        callbacks = _callback_list(callbacks)
+        callback_list = _callback_list(callbacks)
         verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
-        source: stream_mod.Stream | None = None
         if steps_per_epoch is not None and not stream_mod.is_stream(x) and y is not None:
             # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
             x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
             y = sample_weight = None
-        if stream_mod.is_stream(x):
-            source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
-            x, yy = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
-            if yy is None:
-                raise ValueError("fit: each batch must hold targets, (x, y) or (x, y, sample_weight)")
-        else:
-            x, yy = self.prepare(x, y, "fit")
-        if yy is None:
-            raise ValueError("fit: y (the targets) is required")
-        self._require_differentiable()
-        # class weights are made after the validation split (training data only); both at once is refused here
-        sw = None
-        if source is None:
-            sw = self.sample_weights_for(sample_weight, class_weight if sample_weight is not None else None, yy, "fit")
-        vx = vy = vw = None
-        val_source: stream_mod.Stream | None = None
-        if validation_data is not None and stream_mod.is_stream(validation_data):
-            val_source = stream_mod.Stream(validation_data, validation_steps, "fit (validation_data)")
-        elif validation_data is not None:
-            if len(validation_data) not in (2, 3):
-                raise ValueError(
-                    "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
-                    f"received {len(validation_data)} items"
-                )
-            vx, vy = self.prepare(validation_data[0], validation_data[1], "fit (validation_data)")
-            if len(validation_data) == 3:
-                assert vy is not None
-                vw = self.sample_weights_for(validation_data[2], None, vy, "fit (validation_data)")
-        elif validation_split:
-            n = data.rows(x)
-            split = int(n * (1.0 - validation_split))
-            if split == 0 or split == n:
-                raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set")
-            x, vx = data.select(x, 0, split), data.select(x, split, n)
-            yy, vy = data.select(yy, 0, split), data.select(yy, split, n)
-            if sw is not None:  # Keras splits the sample weights with the data; class weights are for training only
-                sw, vw = sw[:split], sw[split:]
-        if class_weight is not None and source is None:
-            sw = self.sample_weights_for(sample_weight, class_weight, yy, "fit")
-
-        ops, comm, opt, loss = self.ops, self._comm, self.optimizer, self.loss
-        assert ops is not None and opt is not None and loss is not None
-        state = self.train_state
-        state.samples, state.batch_size = (data.rows(x), batch_size) if source is None else (0, data.rows(x))
-        state.epoch, state.step, state.running, state.history = initial_epoch, 0, [], History()
-        if source is None:
-            steps = math.ceil(state.samples / (batch_size * comm.size))
-        else:  # an iterator without steps_per_epoch runs until it is exhausted
-            steps = source.steps if source.steps is not None else sys.maxsize
-        if resume_from is not None:
-            self._resume(resume_from, steps, verbose)
-            if state.epoch >= epochs:  # a finished run: nothing to train, nothing to change
-                if comm.is_root and verbose:
-                    done = f"{state.epoch} of {epochs} epochs"
-                    print(f"The run in {resume_from} is complete ({done}); nothing to resume.")
-                self.history = state.history
-                return state.history
-        distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
-        if comm.size > 1:
-            comm.bcast_from_root(ops, self.store.flat)
-        history = state.history
-        cbs: list[Callback] = [history, *(callbacks or [])]
-
-        begin_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_begin")]
-        batch_hooks = [cb for cb in cbs if overrides(cb, "on_train_batch_end")]
-        for cb in cbs:
-            cb.set_model(self)
-            shown = None if steps == sys.maxsize else steps
-            cb.set_params({"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
-        progress = Progress(verbose if comm.is_root else 0, epochs, steps if steps != sys.maxsize else 0)
+        source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
+        train = self._fit_data(x, y, source, sample_weight, class_weight, validation_split, validation_data)
+        val_source = _validation_stream(validation_data, validation_steps)
+        state, comm = self.train_state, self._comm
+        steps = self._start_run(train, source, initial_epoch, batch_size)
+        if resume_from is not None and self._resume(resume_from, steps, verbose, epochs):
+            self.history = state.history  # a finished run: nothing to train, nothing to change
+            return state.history
+        self._share_weights()
+        shown = None if steps == sys.maxsize else steps
+        cbs = CallbackList([state.history, *callback_list], ("on_train_batch_begin", "on_train_batch_end"))
+        cbs.bind(self, {"epochs": epochs, "steps": shown, "verbose": verbose, "batch_size": batch_size})
+        progress = Progress(verbose if comm.is_root else 0, epochs, shown or 0)
         self.stop_training = False
         program = self._step_program()
         program.reset()  # this fit's batch buffers are new
         program.say_once()
-        dropouts = [layer for layer in self.leaf_layers if isinstance(layer, Dropout)]
+        ops = self.ops
+        assert ops is not None
         with ops.activate(), blas_threads_for(macs_per_sample(self), batch_size, comm.size), program.routing():
-            y_dtype = self.target_dtypes()
-            size = sum(
-                data.nbytes(a, dt)
-                for a, dt in ((x, self.dtype), (yy, None), (vx, self.dtype), (vy, None), (sw, None), (vw, None))
-            )
-            resident = source is None and ops.fits_on_device(size)  # else each batch is uploaded as it is used
             batches: data.Batches | stream_mod.StreamBatches
             if source is None:
-                batches = data.Batches(ops, x, yy, batch_size, comm, self.dtype, y_dtype, resident, sw)
+                batches, val = train.on_device(ops, batch_size, comm, self.dtype, self.target_dtypes())
             else:
-                batches = stream_mod.StreamBatches(self, source, class_weight)
-            val: tuple[Any, Any, Any] | None = None
-            if vx is not None:
-                val = (
-                    (self.upload(vx), self.upload(vy, targets=True), None if vw is None else self.upload(vw))
-                    if resident
-                    else (vx, vy, vw)
-                )
-            logs: dict[str, float] = {}
-            try:
-                for cb in cbs:  # inside the try: a callback failing here must not leave a Checkpoint's folder locked
-                    cb.on_train_begin({})
-                while state.epoch < epochs:
-                    epoch = state.epoch
-                    for cb in cbs:
-                        cb.on_epoch_begin(epoch, {})
-                    batches.shuffle(self.seed, state.epochs_trained, shuffle)
-                    if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
-                        self.reset_metrics()
-                    progress.epoch_begin(epoch)
-                    hi = min(state.step * batches.global_batch, state.samples)
-                    for step in range(state.step, steps):
-                        try:
-                            lo, hi, a, b = batches.bounds(step)
-                        except StopIteration:  # a stream's epoch ended
-                            break
-                        for cb in begin_hooks:
-                            cb.on_train_batch_begin(step, {})
-                        for d in dropouts:
-                            d.row_offset = a - lo
-                        xb, yb, wb = batches.gather(a, b)
-                        if self._program is not program:  # a callback compiled anew
-                            program = self._step_program()
-                        state.running = program.run(xb, yb, hi - lo, wb, state.running)
-                        state.step = step + 1
-                        if batch_hooks:
-                            # the running values so far, as Keras's batch logs; read only if a callback looks
-                            batch_logs = BatchLogs(functools.partial(self._read, self._snapshot(state.running), hi))
-                            for cb in batch_hooks:
-                                cb.on_train_batch_end(step, batch_logs)
-                        if self.stop_training:  # a batch callback (TerminateOnNaN) asked to stop
-                            break
-                        # the read is a collective under MPI: every rank must decide alike
-                        if progress.due() if comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0:
-                            logs = self._read(state.running, hi)
-                            if not math.isfinite(logs["loss"]):
-                                break
-                            if progress.mode == 1:
-                                progress.update(step + 1, logs)
-                    if isinstance(batches, stream_mod.StreamBatches):
-                        batches.end_epoch()
-                    if source is not None and not state.running:  # the stream ran dry
-                        warnings.warn(
-                            "fit: the data ran out before this epoch's first batch; training stopped. "
-                            "Pass steps_per_epoch with a generator that repeats, or use a PyDataset",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                        break
-                    logs = self._read(state.running, hi)
-                    if steps == sys.maxsize:  # a stream of unknown length: the epoch line counts what ran
-                        progress.steps = state.step
-                    state.end_epoch()
-                    if not math.isfinite(logs["loss"]):
-                        self.stop_training = True
-                        progress.close()
-                        warnings.warn(
-                            f"Epoch {epoch + 1}: the loss became {logs['loss']} (not finite); training stopped. "
-                            "Lower the learning rate, check the inputs are scaled, or use a stabler loss.",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                    elif val_source is not None:
-                        vals = self._evaluate_stream(val_source, cbs, ran_out_ok=True)
-                        if not vals:
-                            warnings.warn(
-                                f"fit: validation_data ran out of batches; epoch {epoch + 1} has no val_ metrics. "
-                                "Pass a PyDataset, or a generator that repeats with validation_steps",
-                                RuntimeWarning,
-                                stacklevel=2,
-                            )
-                        logs.update({f"val_{k}": v for k, v in vals.items()})
-                    elif val is not None:
-                        vals = self._evaluate_arrays(val[0], val[1], batch_size, val[2], cbs)
-                        logs.update({f"val_{k}": v for k, v in vals.items()})
-                    if not self.stop_training:
-                        progress.epoch_end(epoch, logs)
-                    for cb in cbs:
-                        cb.on_epoch_end(epoch, logs)
-                    if self.stop_training:
-                        break
+                batches, val = stream_mod.StreamBatches(self, source, class_weight), train.val
+            run = _FitRun(batches, cbs, progress, steps, shuffle, program, step_counted(self.leaf_layers))
+            run.val, run.val_source, run.batch_size = val, val_source, batch_size
+            try:  # on_train_begin inside: a failing callback must not keep a checkpoint folder locked
+                cbs.every("on_train_begin", {}, own_logs=True)
+                while state.epoch < epochs and self._fit_epoch(run):
+                    pass
             finally:
-                progress.close()
-                self.store.use_sink()  # after fit, backward fills the gradient buffer again
-                for cb in cbs:  # on an error on_train_end is not called: a checkpoint folder is freed here
-                    if isinstance(cb, checkpoint.Checkpoint):
-                        cb.release()
-                for d in dropouts:
-                    d.row_offset = 0
-            for cb in cbs:
-                cb.on_train_end(dict(logs))
-        self.history = history
-        return history
+                self._end_fit(run)
+            cbs.every("on_train_end", run.logs, own_logs=True)
+        self.history = state.history
+        return state.history
+
+    def _fit_epoch(self, run: _FitRun) -> bool:
+        """Run epoch `train_state.epoch` with its callbacks; False when training stops."""
+        state = self.train_state
+        epoch = state.epoch
+        run.cbs.every("on_epoch_begin", epoch, {}, own_logs=True)
+        run.batches.shuffle(self.seed, state.epochs_trained, run.shuffle)
+        if state.step == 0:  # a resumed epoch keeps its sums (stateful metrics restart, though)
+            self.reset_metrics()
+        run.progress.epoch_begin(epoch)
+        seen = self._fit_steps(run)
+        run.batches.end_epoch()
+        if isinstance(run.batches, stream_mod.StreamBatches) and not state.running:  # the stream ran dry
+            warnings.warn(
+                "fit: the data ran out before this epoch's first batch; training stopped. "
+                "Pass steps_per_epoch with a generator that repeats, or use a PyDataset",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        logs = run.logs = self._epoch_logs(run, epoch, seen)
+        if not self.stop_training:
+            run.progress.epoch_end(epoch, logs)
+        run.cbs.every("on_epoch_end", epoch, logs)
+        return not self.stop_training
+
+    def _fit_steps(self, run: _FitRun) -> int:
+        """This epoch's remaining steps; returns how many samples the running sums cover."""
+        state, batches, cbs = self.train_state, run.batches, run.cbs
+        hi = min(state.step * batches.global_batch, state.samples)
+        for step in range(state.step, run.steps):
+            try:
+                lo, hi, a, b = batches.bounds(step)
+            except StopIteration:  # a stream's epoch ended
+                break
+            cbs.batch("on_train_batch_begin", step)
+            for layer in run.counted:
+                layer.row_offset = a - lo
+            xb, yb, wb = batches.gather(a, b)
+            if self._program is not run.program:  # a callback compiled anew
+                run.program = self._step_program()
+            state.running = run.program.run(xb, yb, hi - lo, wb, state.running)
+            state.step = step + 1
+            if cbs.wants("on_train_batch_end"):
+                # the running values so far, as Keras's batch logs; read only if a callback looks
+                read = functools.partial(self._read, self._snapshot(state.running), hi)
+                cbs.batch("on_train_batch_end", step, BatchLogs(read))
+            if self.stop_training or self._diverged(run, step, hi):  # a batch callback (TerminateOnNaN) may stop
+                break
+        return hi
+
+    def _diverged(self, run: _FitRun, step: int, seen: int) -> bool:
+        """Read the running loss when the progress bar is due (and update it); True when it is not finite."""
+        progress = run.progress
+        # the read is a collective under MPI: every rank must decide alike
+        if not (progress.due() if self._comm.size == 1 else (step + 1) % _DIST_READ_EVERY == 0):
+            return False
+        logs = self._read(self.train_state.running, seen)
+        if not math.isfinite(logs["loss"]):
+            return True
+        if progress.mode == 1:
+            progress.update(step + 1, logs)
+        return False
+
+    def _epoch_logs(self, run: _FitRun, epoch: int, seen: int) -> dict[str, float]:
+        """The epoch's loss and metrics, then validation's; a loss that is not finite stops training."""
+        state, progress = self.train_state, run.progress
+        logs = self._read(state.running, seen)
+        if run.steps == sys.maxsize:  # a stream of unknown length: the epoch line counts what ran
+            progress.steps = state.step
+        state.end_epoch()
+        if math.isfinite(logs["loss"]):
+            logs.update(self._validate(run, epoch))
+            return logs
+        self.stop_training = True
+        progress.close()
+        warnings.warn(
+            f"Epoch {epoch + 1}: the loss became {logs['loss']} (not finite); training stopped. "
+            "Lower the learning rate, check the inputs are scaled, or use a stabler loss.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return logs
+
+    def _validate(self, run: _FitRun, epoch: int) -> dict[str, float]:
+        """The val_ logs of this epoch's end (empty without validation data)."""
+        callbacks = run.cbs.callbacks
+        if run.val_source is not None:
+            vals = self._evaluate_stream(run.val_source, callbacks, ran_out_ok=True)
+            if not vals:
+                warnings.warn(
+                    f"fit: validation_data ran out of batches; epoch {epoch + 1} has no val_ metrics. "
+                    "Pass a PyDataset, or a generator that repeats with validation_steps",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
+        elif run.val is not None:
+            vals = self._evaluate_arrays(run.val[0], run.val[1], run.batch_size, run.val[2], callbacks)
+        else:
+            return {}
+        return {f"val_{k}": v for k, v in vals.items()}
+
+    def _end_fit(self, run: _FitRun) -> None:
+        """After the last epoch, or an error: the bar ends, gradients fill the buffer again, locks are freed."""
+        run.progress.close()
+        self.store.use_sink()  # after fit, backward fills the gradient buffer again
+        run.cbs.release()  # on an error on_train_end is not called: a checkpoint folder is freed here
+        for layer in run.counted:
+            layer.row_offset = 0
+
+    def _fit_data(
+        self,
+        x: Any,
+        y: Any,
+        source: stream_mod.Stream | None,
+        sample_weight: Any,
+        class_weight: Any,
+        validation_split: float,
+        validation_data: Any,
+    ) -> data.FitData:
+        """fit's checked host data, its weights made once, and the validation set split off or checked.
+
+        For a stream, x is its first batch (a stream's weights come with its batches).
+        """
+        if source is not None:
+            x, y = self.prepare(*stream_mod.split_batch(source.peek(), "fit")[:2], "fit")
+            if y is None:
+                raise ValueError("fit: each batch must hold targets, (x, y) or (x, y, sample_weight)")
+        else:
+            x, y = self.prepare(x, y, "fit")
+        if y is None:
+            raise ValueError("fit: y (the targets) is required")
+        self._require_differentiable()
+        w = None if source is not None else self.sample_weights_for(sample_weight, class_weight, y, "fit")
+        train = data.FitData(x, y, w)
+        if validation_data is not None and not stream_mod.is_stream(validation_data):
+            train.val = self._validation_arrays(validation_data)
+        elif validation_data is None and validation_split:
+            train = data.split_validation(train, validation_split, split_weights=class_weight is None)
+        return train
+
+    def _validation_arrays(self, validation_data: Any) -> data.Validation:
+        """fit's validation_data (x, y) or (x, y, sample_weight), checked."""
+        if len(validation_data) not in (2, 3):
+            raise ValueError(
+                "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), "
+                f"received {len(validation_data)} items"
+            )
+        what = "fit (validation_data)"
+        vx, vy = self.prepare(validation_data[0], validation_data[1], what)
+        vw = None
+        if len(validation_data) == 3:
+            assert vy is not None
+            vw = self.sample_weights_for(validation_data[2], None, vy, what)
+        return vx, vy, vw
+
+    def _share_weights(self) -> None:
+        """Check every rank runs the same model, then give every rank rank 0's weights (data-parallel runs)."""
+        comm, opt, ops = self._comm, self.optimizer, self.ops
+        assert opt is not None and ops is not None
+        distributed.check_same_model(comm, self.store.layout(), self.seed, opt.get_config())
+        if comm.size > 1:
+            comm.bcast_from_root(ops, self.store.flat)
+
+    def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str, epochs: int | None = None) -> bool:
+        """`checkpoint.resume` of this model: True when nothing is left to train."""
+        return checkpoint.resume(self, where, steps, verbose, epochs)
+
+    def _start_run(self, train: data.FitData, source: stream_mod.Stream | None, epoch: int, batch_size: int) -> int:
+        """Set `train_state` for a new fit from `epoch`; returns the steps per epoch (sys.maxsize: a
+        stream without a length runs until it is exhausted)."""
+        state = self.train_state
+        if source is None:
+            state.start(epoch, data.rows(train.x), batch_size)
+            return math.ceil(state.samples / (batch_size * self._comm.size))
+        state.start(epoch, 0, data.rows(train.x))  # a stream's "batch size" is its first batch's
+        return source.steps if source.steps is not None else sys.maxsize
 
     def _stream_for_fit(
         self, x: Any, y: Any, steps: int | None, validation_split: float, sample_weight: Any, resume_from: Any
-    ) -> stream_mod.Stream:
-        """fit's checks for a PyDataset or iterator x (each refusal says what to do instead)."""
+    ) -> stream_mod.Stream | None:
+        """fit's x as a Stream when it is a PyDataset or iterator (None for arrays), after the checks
+        for one (each refusal says what to do instead)."""
+        if not stream_mod.is_stream(x):
+            return None
         kind = type(x).__name__
         if y is not None:
             raise ValueError(f"fit: y must be None when x is a {kind}: its batches hold the targets, (x, y[, w])")
@@ -682,8 +594,7 @@ class Trainer:
         """
         if self._comm.size > 1:
             raise ValueError(f"{source.what}: a {type(source.source).__name__} is not sharded over MPI ranks")
-        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
-        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        hooks = CallbackList(callbacks, ("on_test_batch_begin", "on_test_batch_end"))
         run_hooks(callbacks, "on_test_begin", {})
         self.reset_metrics()
         sums: list[Array] = []
@@ -694,16 +605,14 @@ class Trainer:
             if y is None:
                 raise ValueError(f"{source.what}: each batch must hold targets, (x, y) or (x, y, sample_weight)")
             w = self.sample_weights_for(w, None, y, source.what)
-            for cb in begin_hooks:
-                cb.on_test_batch_begin(index, {})
+            hooks.batch("on_test_batch_begin", index)
             wb = None if w is None else self.upload(w)
             batch = forward_sums(self, self.upload(x), self.upload(y, targets=True), self._one(), wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
             seen += data.rows(x)
-            if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), seen))
-                for cb in end_hooks:
-                    cb.on_test_batch_end(index, batch_logs)
+            if hooks.wants("on_test_batch_end"):
+                read = functools.partial(self._read_evaluation, self._snapshot(sums), seen)
+                hooks.batch("on_test_batch_end", index, BatchLogs(read))
         source.end_epoch()
         if not sums and ran_out_ok and source.yielded:  # an iterator spent by an earlier pass
             run_hooks(callbacks, "on_test_end", {})
@@ -817,43 +726,6 @@ class Trainer:
                 + (" (every layer with weights has trainable=False)" if self.store.size else "")
             )
 
-    def _resume(self, where: str | os.PathLike[str], steps: int, verbose: int | str) -> None:
-        state, comm = self.train_state, self._comm
-        if comm.size == 1:
-            found = checkpoint.load_latest(where)
-        else:
-            # only rank 0 writes checkpoints, so rank 0 chooses the file: another rank looking for
-            # itself may arrive before rank 0's last write of an earlier fit and resume from an older one
-            chosen: tuple[str | None, str | None] = (None, None)
-            found = None
-            if comm.is_root:
-                try:
-                    found = checkpoint.load_latest(where)
-                    chosen = (str(found[0]) if found is not None else None, None)
-                except checkpoint.CheckpointError as e:
-                    chosen = (None, str(e))
-            path_or_error = comm.allgather(chosen)[0]
-            if path_or_error[1] is not None:
-                raise checkpoint.CheckpointError(path_or_error[1])
-            failed: str | None = None
-            if not comm.is_root and path_or_error[0] is not None:
-                try:
-                    found = checkpoint.load_latest(path_or_error[0])
-                except checkpoint.CheckpointError as e:
-                    failed = f"rank {comm.rank}: {e}"
-            # a rank that cannot read rank 0's choice stops every rank (alone, it would leave them waiting)
-            failures = [f for f in comm.allgather(failed) if f is not None]
-            if failures:
-                raise checkpoint.CheckpointError(failures[0])
-        if found is None:
-            if comm.is_root and verbose:
-                print(f"No checkpoint in {where}: starting from the beginning.")
-            return
-        path, header, arrays = found
-        checkpoint.restore(self, header, arrays)
-        if comm.is_root and verbose:
-            print(f"Resuming from {path} (epoch {state.epoch + 1}, step {state.step}/{steps})")
-
     def _snapshot(self, sums: list[Array]) -> list[Array]:
         """sums with each stateful metric's result now (on the device, no read), for batch logs that
         are read later: its variables move on with the next batch, the sums do not."""
@@ -907,23 +779,20 @@ class Trainer:
         one = self._one()
         first, last = distributed.shard(0, n, self._comm.rank, self._comm.size)  # each rank evaluates a share
         sums: list[Array] = []
-        begin_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_begin")]
-        end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
+        hooks = CallbackList(callbacks, ("on_test_batch_begin", "on_test_batch_end"))
         run_hooks(callbacks, "on_test_begin", {})
         self.reset_metrics()
         for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
-            for cb in begin_hooks:
-                cb.on_test_batch_begin(index, {})
+            hooks.batch("on_test_batch_begin", index)
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
             batch = forward_sums(self, xb, yb, one, wb)
             sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
-            if end_hooks:
-                batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), hi - first))
-                for cb in end_hooks:
-                    cb.on_test_batch_end(index, batch_logs)
+            if hooks.wants("on_test_batch_end"):
+                read = functools.partial(self._read_evaluation, self._snapshot(sums), hi - first)
+                hooks.batch("on_test_batch_end", index, BatchLogs(read))
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
             w0 = None if W is None else self.upload(W[0:1])
@@ -1045,7 +914,7 @@ class Trainer:
         ops = self.ops
         assert ops is not None
         store = self.store
-        dropouts = [(d, d.iterations) for d in self.leaf_layers if isinstance(d, Dropout)]
+        counters = [(layer, layer.iterations) for layer in step_counted(self.leaf_layers)]
         running_sink = store.sink
         store.use_sink(GradientSink(ops))
         moving = store.save_moving()
@@ -1056,8 +925,34 @@ class Trainer:
         finally:  # a look at the gradients must not move the masks a later fit() draws, nor BN's statistics
             store.use_sink(running_sink)
             store.restore_moving(moving)
-            for d, steps in dropouts:
-                d.iterations = steps
+            for layer, steps in counters:
+                layer.iterations = steps
+
+
+@dataclass
+class _FitRun:
+    """What one fit's epochs share: batches (`data.Batches` or `stream.StreamBatches`), callbacks,
+    progress bar, steps per epoch (sys.maxsize: until a stream runs out), validation data, and
+    the last epoch's logs (on_train_end gets them)."""
+
+    batches: data.Batches | stream_mod.StreamBatches
+    cbs: CallbackList
+    progress: Progress
+    steps: int
+    shuffle: bool
+    program: StepProgram
+    counted: list[Any]  # layers whose masks depend on the rows' place in the global batch
+    val: data.Validation | None = None
+    val_source: stream_mod.Stream | None = None
+    batch_size: int = 0
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def _validation_stream(validation_data: Any, steps: int | None) -> stream_mod.Stream | None:
+    """fit's validation_data as a Stream when it is a PyDataset or iterator, else None."""
+    if validation_data is None or not stream_mod.is_stream(validation_data):
+        return None
+    return stream_mod.Stream(validation_data, steps, "fit (validation_data)")
 
 
 def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
@@ -1089,17 +984,41 @@ def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
     return [value] * len(names)
 
 
+def _loss_weights(loss_weights: Any, names: list[str]) -> list[float]:
+    """compile's loss_weights as one finite float per output (1.0 each when not given)."""
+    if loss_weights is None:
+        return [1.0] * len(names)
+    per_weight = _per_output(loss_weights, names, "loss_weights")
+    for w in per_weight:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ValueError(f"loss_weights must be finite numbers, received {loss_weights!r}")
+    return [float(w) for w in per_weight]
+
+
+def _weighted_metric_list(weighted_metrics: Any, per_metrics: list[list[Any]], outputs: int) -> list[Any]:
+    """compile's weighted_metrics as a list, after every metric identifier is checked."""
+    if isinstance(weighted_metrics, (str, metrics_mod.Metric)) or callable(weighted_metrics):
+        weighted_metrics = [weighted_metrics]
+    for ms in per_metrics:  # everything is checked before anything changes
+        for m in ms:
+            metrics_mod.check_identifier(m)
+    for m in weighted_metrics or []:
+        metrics_mod.check_weighted_identifier(m)
+    if weighted_metrics and outputs > 1:
+        raise ValueError(
+            f"weighted_metrics on a model with {outputs} outputs is not supported; "
+            "use metrics per output (sample weights still weigh every output's loss)"
+        )
+    return list(weighted_metrics or [])
+
+
 def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
     """compile's metrics as one list per output: a dict, a list of lists, a flat list with one entry per
     output (Keras 3's reading), else the same list for every output."""
     if metrics is None:
         return [[] for _ in names]
     if isinstance(metrics, dict):
-        unknown = sorted(set(metrics) - set(names))
-        if unknown:
-            raise ValueError(f"compile: metrics keys must be output names {names}; unknown {unknown}")
-        picked = [metrics.get(n, []) for n in names]
-        return [list(m) if isinstance(m, (list, tuple)) else [m] for m in picked]
+        return _metrics_by_name(metrics, names)
     if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
         metrics = [metrics]
     metrics = list(metrics)
@@ -1110,6 +1029,15 @@ def _per_output_metrics(metrics: Any, names: list[str]) -> list[list[Any]]:
     if len(names) > 1 and len(metrics) == len(names):  # Keras 3: a flat list with one entry per output
         return [[m] if m is not None else [] for m in metrics]
     return [list(metrics) for _ in names]
+
+
+def _metrics_by_name(metrics: dict[str, Any], names: list[str]) -> list[list[Any]]:
+    """compile's metrics dict {output name: metric or list} as one list per output."""
+    unknown = sorted(set(metrics) - set(names))
+    if unknown:
+        raise ValueError(f"compile: metrics keys must be output names {names}; unknown {unknown}")
+    picked = [metrics.get(n, []) for n in names]
+    return [list(m) if isinstance(m, (list, tuple)) else [m] for m in picked]
 
 
 def _shape_result(result: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:
