@@ -262,6 +262,69 @@ def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], r
     return run
 
 
+def adam_pass(kernels: Any) -> Callable[..., None]:
+    """`adam_update(p, g, m, v, lr_t, c1, c2, eps, scratch)` over flat buffers, in place: numba's one
+    pass where `kernels` has it, else NumPy's passes of `NumpyOps.adam_update` through `scratch`.
+
+    p, g, m, v, scratch: (n,) of one float dtype; lr_t: 0-d of that dtype; c1 = 1 − β₁, c2 = 1 − β₂
+    and eps: NumPy scalars of that dtype. The same roundings either way (tests compare them).
+    """
+    if kernels is not None:
+        one = kernels.adam_update
+        return lambda p, g, m, v, lr_t, c1, c2, eps, scratch: one(p, g, m, v, lr_t[()], c1, c2, eps)
+    subtract, multiply, add, sqrt, divide = np.subtract, np.multiply, np.add, np.sqrt, np.divide
+
+    def passes(p: Any, g: Any, m: Any, v: Any, lr_t: Any, c1: Any, c2: Any, eps: Any, t: Any) -> None:
+        subtract(g, m, out=t)
+        multiply(t, c1, out=t)
+        add(m, t, out=m)
+        multiply(g, g, out=t)
+        subtract(t, v, out=t)
+        multiply(t, c2, out=t)
+        add(v, t, out=v)
+        sqrt(v, out=t)
+        add(t, eps, out=t)
+        divide(m, t, out=t)
+        multiply(t, lr_t, out=t)
+        subtract(p, t, out=p)
+
+    return passes
+
+
+def bind_adam_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`adam_step(p, g, m, v, lr, t, β₁, β₂, ε)`: the bias correction lr·√(1−β₂ᵗ)/(1−β₁ᵗ) in float64 0-d
+    scratch (as `Ops.adam_step` computes it), then one pass over the flat buffers (`adam_pass`)."""
+    if kwargs or len(args) != 9 or not _mirrors(ops, "adam_step") or not _mirrors(ops, "adam_update"):
+        return None
+    p, g, m, v, lr, t, beta_1, beta_2, eps = args
+    if not _arrays(p, g, m, v, lr, t) or lr.shape != () or t.shape != () or lr.dtype != np.float64:
+        return None
+    if not all(isinstance(b, float) for b in (beta_1, beta_2, eps)) or t.dtype != np.float64:
+        return None
+    if p.ndim != 1 or not all(a.flags.c_contiguous and a.dtype == p.dtype for a in (p, g, m, v)):
+        return None
+    dt = p.dtype.type
+    kernels = getattr(ops, "kernels", None) if p.dtype in (np.float32, np.float64) else None
+    update = adam_pass(kernels)
+    c1, c2, e = dt(1.0 - beta_1), dt(1.0 - beta_2), dt(eps)
+    num, den, lr_t = np.empty((), np.float64), np.empty((), np.float64), np.empty((), p.dtype)
+    scratch = np.empty_like(p) if kernels is None else None
+    power, subtract, sqrt, multiply, divide, copyto = np.power, np.subtract, np.sqrt, np.multiply, np.divide, np.copyto
+
+    def run() -> None:
+        power(beta_2, t, out=num)
+        subtract(1.0, num, out=num)
+        sqrt(num, out=num)
+        multiply(lr, num, out=num)
+        power(beta_1, t, out=den)
+        subtract(1.0, den, out=den)
+        divide(num, den, out=num)
+        copyto(lr_t, num, casting="unsafe")
+        update(p, g, m, v, lr_t, c1, c2, e, scratch)
+
+    return run
+
+
 def bind_gemm_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`gemm_sub(a, b, c)`: c −= aᵀb by NumPy's BLAS on the arrays' fixed addresses (what NumpyOps calls)."""
     if kwargs or len(args) != 3 or not _mirrors(ops, "gemm_sub") or not _arrays(*args):
@@ -275,6 +338,7 @@ BINDERS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], Bound |
     "matmul": bind_matmul,
     "gemm_sub": bind_gemm_sub,
     "dropout_step": bind_dropout_step,
+    "adam_step": bind_adam_step,
     "fused_loss": bind_fused_loss,
     "bias_sub": bind_bias_sub,
     "activation_backward_sum": bind_activation_backward_sum,
