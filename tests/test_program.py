@@ -111,6 +111,7 @@ def test_numpy_replay_is_bit_identical_to_eager(kind: str) -> None:
     replayed, h_replayed = _fit_numpy(kind, True, steps)
     program = replayed.step_program
     assert program.replays, program.explain()
+    assert "rows: " in program.explain() and " calls, " in program.explain()
     # per epoch: the listing, the recording and the check run eagerly, so does the short last batch
     assert program.replayed >= 4 * (steps // 4 - 5), program.replayed
     assert h_replayed.history == h_eager.history

@@ -192,10 +192,15 @@ def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[s
     return run
 
 
+_VIEWS = (np.reshape, np.transpose, np.expand_dims, np.squeeze, np.swapaxes, np.moveaxis)
+
+
 def bind_xp(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """A NumPy function of the step (`np.multiply`, `np.sum`, ...) with `out=` its recorded result."""
     if not isinstance(result, np.ndarray) or "out" in kwargs:
         return None
+    if f in _VIEWS and args and isinstance(args[0], np.ndarray) and np.shares_memory(result, args[0]):
+        return lambda: None  # a view of memory that lasts: the recorded view shows each replay's values
     if isinstance(f, np.ufunc) and f.nout == 1:
         return lambda: f(*args, out=result, **kwargs)
     if f is np.sum or f is np.argmax or f is np.argmin or f is np.max or f is np.min:

@@ -360,8 +360,12 @@ class StepProgram:
         return _accumulate(running, batch)
 
     def explain(self) -> str:
-        """One line: captured or eager, and why."""
+        """One line: captured, replayed or eager, and why."""
         shapes = ", ".join(f"{k[0]} rows" for k in self._graphs)
+        r = self._replay
+        if r is not None and r.verified:
+            shapes = f"{r.xb_rows} rows: {len(r.calls)} calls, {r.bound} on fixed buffers, {len(r.rerun)} re-run"
+            return f"{self.reason} ({shapes})"
         return self.reason + (f" (graphs for {shapes})" if shapes else "")
 
     def __repr__(self) -> str:
@@ -621,6 +625,7 @@ class _Replay:
 
         model = program.model
         self.program, self.xb, self.yb, self.global_batch = program, xb, yb, global_batch
+        self.xb_rows = _rows(xb)
         self.verified = False
         self.bound = 0  # calls bound to fixed buffers
         self.rerun: list[str] = []  # the calls re-run as recorded, their results copied
