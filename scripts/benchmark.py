@@ -98,6 +98,9 @@ class Env:
     torch_note: str = ""
     keras: Any = None
     keras_note: str = ""
+    jax: Any = None
+    jax_note: str = ""
+    replay: bool = False  # xpnet compiled with jit_compile=True (--replay)
     notes: list[str] = field(default_factory=list)
 
 
@@ -211,6 +214,7 @@ def make_env(args: argparse.Namespace) -> Env:
     else:
         env = Env("numpy", np, lambda: None, 0, "")
     env.blas_threads, env.blas_desc = blas_threads()
+    env.replay = bool(getattr(args, "replay", False))
     peers = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
     if "torch" in peers:
         try:
@@ -236,6 +240,18 @@ def make_env(args: argparse.Namespace) -> Env:
             env.keras_note = "Keras not installed: skipped"
     else:
         env.keras_note = "Keras skipped (--peers)"
+    if "jax" in peers:
+        if env.blas_threads == 1 and "XLA_FLAGS" not in os.environ:  # XLA's own pool, as BLAS is held to one
+            os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        try:
+            import jax
+
+            env.jax = jax
+            env.jax_note = f"JAX {jax.__version__} on {jax.default_backend()}: SGD and Adam written out (no optax)"
+        except ImportError:
+            env.jax_note = "JAX not installed: skipped (pip install jax)"
+    else:
+        env.jax_note = "JAX skipped (--peers)"
     return env
 
 
@@ -416,7 +432,10 @@ def load_baseline(path: str) -> Any:
     return mod
 
 
-def build_xpnet(wl: Workload, backend: str, seed: int = 0, mod: Any = xpnet) -> xpnet.Sequential:
+def build_xpnet(
+    wl: Workload, backend: str, seed: int = 0, mod: Any = xpnet, jit: bool | None = None
+) -> xpnet.Sequential:
+    """jit: compile(jit_compile=...) (True: the recorded step replayed on NumPy); None: the default."""
     layers: list[Any] = [mod.Dense(wl.hidden[0], "relu", input_shape=(IN,))]
     if wl.dropout:
         layers.append(mod.Dropout(wl.dropout))
@@ -424,7 +443,8 @@ def build_xpnet(wl: Workload, backend: str, seed: int = 0, mod: Any = xpnet) -> 
     layers.append(mod.Dense(N_CLASSES, "softmax"))
     model = mod.Sequential(layers, seed=seed)
     opt = mod.optimizers.SGD(0.01) if wl.optimizer == "sgd" else mod.optimizers.Adam(0.001)
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+    extra = {} if jit is None else {"jit_compile": jit}
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend, **extra)
     return model
 
 
@@ -440,7 +460,8 @@ class XpnetContender(Contender):
         self.wl, self.data, self.env = wl, data, env
         if mod is not None:  # another checkout's xpnet, reported as a peer: "× xpnet <rev>" columns
             self.name, self.kind = f"xpnet {mod.revision}", "peer"
-        self.model = model if model is not None else build_xpnet(wl, env.backend, mod=mod or xpnet)
+        jit = True if mod is None and model is None and env.replay else None
+        self.model = model if model is not None else build_xpnet(wl, env.backend, mod=mod or xpnet, jit=jit)
         # On CuPy pass the training images already on the device (fit passes native arrays through),
         # so the per-call host->device upload is not repeated; the memory measurement passes host data.
         self.x = data.xtr if env.backend == "numpy" else self.model.ops.asarray(data.xtr)  # type: ignore[union-attr]
@@ -631,6 +652,109 @@ class KerasContender(Contender):
         return time.perf_counter() - t0
 
 
+class JaxContender(Contender):
+    """JAX, compiled: the same layers (Glorot-uniform, zero bias), optimizer and batch, as one `lax.scan`
+    over an epoch's batches (`scan=True`, one compiled call per epoch) or one `jit` call per step.
+
+    The last partial batch is dropped (one compiled shape). The first epoch, which compiles, is timed
+    apart (`first_epoch_s`); the timed epochs run the compiled code. SGD and Adam (Keras's defaults,
+    ε 1e-7) are written out here, so optax is not needed. Dropout draws its mask with `jax.random`.
+    """
+
+    def __init__(self, wl: Workload, data: Data, env: Env, scan: bool) -> None:
+        jax = env.jax
+        jnp = jax.numpy
+        self.jax, self.wl, self.scan = jax, wl, scan
+        self.name = f"JAX {'lax.scan' if scan else 'jit/step'}"
+        rng = np.random.default_rng(0)
+        params = []
+        for a, b in itertools.pairwise(wl.dims):
+            limit = math.sqrt(6.0 / (a + b))
+            params.append((jnp.asarray(rng.uniform(-limit, limit, (a, b)).astype(np.float32)), jnp.zeros(b)))
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        self.state = (params, zeros, zeros, jnp.zeros((), jnp.float32), jax.random.PRNGKey(0))
+        self.X, self.Y = jnp.asarray(data.xtr), jnp.asarray(data.ytr)
+        self.steps = data.xtr.shape[0] // wl.batch
+        self.order = np.random.default_rng(0)
+        self.first_epoch_s: float | None = None
+        self._logs: dict[str, float] = {}
+        step = self._step_fn()
+        if scan:
+
+            def epoch(state: Any, perm: Any) -> Any:
+                idx = perm.reshape(self.steps, wl.batch)
+                return jax.lax.scan(lambda c, i: step(c, self.X[i], self.Y[i]), state, idx)
+
+            self._epoch = jax.jit(epoch)
+        else:
+            self._step = jax.jit(step)
+
+    def _step_fn(self) -> Callable[..., Any]:
+        jax, wl = self.jax, self.wl
+        jnp = jax.numpy
+        n_layers = len(wl.dims) - 1
+
+        def loss(params: Any, x: Any, y: Any, key: Any) -> Any:
+            h = x
+            for i, (w, b) in enumerate(params):
+                h = h @ w + b
+                if i < n_layers - 1:
+                    h = jax.nn.relu(h)
+                    if i == 0 and wl.dropout:
+                        keep = jax.random.bernoulli(key, 1.0 - wl.dropout, h.shape)
+                        h = jnp.where(keep, h / (1.0 - wl.dropout), 0.0)
+            logp = jax.nn.log_softmax(h)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1)), h
+
+        grad = jax.value_and_grad(loss, has_aux=True)
+
+        def step(state: Any, x: Any, y: Any) -> Any:
+            params, m, v, t, key = state
+            key, sub = jax.random.split(key)
+            (value, logits), g = grad(params, x, y, sub)
+            t = t + 1.0
+            if wl.optimizer == "sgd":
+                params = jax.tree_util.tree_map(lambda p, d: p - 0.01 * d, params, g)
+            else:
+                b1, b2, eps = 0.9, 0.999, 1e-7
+                m = jax.tree_util.tree_map(lambda a, d: b1 * a + (1 - b1) * d, m, g)
+                v = jax.tree_util.tree_map(lambda a, d: b2 * a + (1 - b2) * d * d, v, g)
+                lr_t = 0.001 * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+                params = jax.tree_util.tree_map(lambda p, a, c: p - lr_t * a / (jnp.sqrt(c) + eps), params, m, v)
+            correct = jnp.sum(jnp.argmax(logits, axis=1) == y)
+            return (params, m, v, t, key), (value * x.shape[0], correct)
+
+        return step
+
+    def _one_epoch(self) -> None:
+        jnp, b = self.jax.numpy, self.wl.batch
+        perm = jnp.asarray(self.order.permutation(self.X.shape[0])[: self.steps * b].astype(np.int32))
+        if self.scan:
+            self.state, (losses, correct) = self._epoch(self.state, perm)
+            loss_sum, right = losses.sum(), correct.sum()
+        else:
+            loss_sum = right = 0.0
+            for k in range(self.steps):
+                idx = perm[k * b : (k + 1) * b]
+                self.state, (value, correct) = self._step(self.state, self.X[idx], self.Y[idx])
+                loss_sum, right = loss_sum + value, right + correct
+        n = self.steps * b
+        self._logs = {"loss": float(loss_sum) / n, "accuracy": float(right) / n}  # waits for the device
+
+    def train_epochs(self, k: int) -> float:
+        if self.first_epoch_s is None:  # compilation and the first epoch, reported apart
+            t0 = time.perf_counter()
+            self._one_epoch()
+            self.first_epoch_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(k):
+            self._one_epoch()
+        return (time.perf_counter() - t0) / k
+
+    def last_logs(self) -> dict[str, float]:
+        return self._logs
+
+
 # --------------------------------------------------------------------------------------- running
 def floors_for(wl: Workload, data: Data, env: Env, x_dev: Any) -> list[Contender]:
     out: list[Contender] = []
@@ -651,6 +775,12 @@ def peers_for(wl: Workload, data: Data, env: Env) -> list[Contender]:
         out.append(TorchContender(wl, data, env))
     if env.keras is not None:
         out.append(KerasContender(wl, data, env))
+    if env.jax is not None and wl.name in WORKLOADS:  # the dense workloads; not yet LeNet or predict
+        out += [JaxContender(wl, data, env, scan=True), JaxContender(wl, data, env, scan=False)]
+    if env.replay and wl.name in WORKLOADS:  # the main xpnet replays: eager xpnet beside it
+        eager = XpnetContender(wl, data, env, model=build_xpnet(wl, env.backend, jit=False))
+        eager.name, eager.kind = "xpnet eager", "peer"
+        out.append(eager)
     return out
 
 
@@ -746,6 +876,8 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
             "raw_s": res[c.name],
             "last_logs": c.last_logs(),
         }
+        if getattr(c, "first_epoch_s", None) is not None:  # a compiling peer's first epoch, compilation included
+            rows[c.name]["first_epoch_s"] = c.first_epoch_s
     out: dict[str, Any] = {
         "workload": wl.title,
         "batch": wl.batch,
@@ -952,7 +1084,7 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
     )
     if env.torch is not None:
         L.append(f"- PyTorch {env.torch.__version__} on {env.torch_device}, torch.set_num_threads({env.blas_threads})")
-    for note in (env.torch_note, env.keras_note, *env.notes):
+    for note in (env.torch_note, env.keras_note, env.jax_note, *env.notes):
         if note:
             L.append(f"- note: {note}")
     L.append(
@@ -974,6 +1106,10 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
         L.append("")
         L += training_table(res, env)
         L += _discard_note(res)
+        firsts = [f"{n} {r['first_epoch_s']:.2f} s" for n, r in res["rows"].items() if "first_epoch_s" in r]
+        if firsts:
+            L.append("")
+            L.append(f"First epoch, compilation included (as measured, not scaled): {'; '.join(firsts)}")
         if res.get("xpnet_fit_call_overhead_s") is not None:
             L.append("")
             L.append(
@@ -1314,7 +1450,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="A,B,A1024,infer",
         help="comma list of A, B, A1024, infer, lenet (LeNet-5 training + predict)",
     )
-    p.add_argument("--peers", default="torch,keras", help="comma list of peers to try (torch, keras; '' for none)")
+    p.add_argument(
+        "--peers", default="torch,keras,jax", help="comma list of peers to try (torch, keras, jax; '' for none)"
+    )
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="time xpnet with compile(jit_compile=True) (the step replayed on NumPy), eager xpnet as a peer",
+    )
     p.add_argument(
         "--train-size",
         type=int,

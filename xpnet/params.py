@@ -279,7 +279,7 @@ class GradientSink:
     def put(self, layer: Layer, name: str, g: Array) -> None:
         """∂L/∂w = g, any shape."""
         if name in layer.grads:
-            layer.grads[name][...] = g
+            self.ops.assign(layer.grads[name], g)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -311,7 +311,7 @@ class InPlaceSGD(GradientSink):
 
     def put(self, layer: Layer, name: str, g: Array) -> None:
         if name in layer.grads:
-            layer.params[name][...] -= g
+            self.ops.subtract_(layer.params[name], g)
 
 
 class AccumulatingSink(GradientSink):
@@ -325,14 +325,14 @@ class AccumulatingSink(GradientSink):
     def matmul_t(self, layer: Layer, name: str, a: Array, b: Array) -> None:
         out = layer.grads.get(name)
         if out is not None:
-            out[...] = self.ops.xp.add(out, self.ops.xp.reshape(self.ops.matmul(a.T, b), out.shape))
+            self.ops.assign(out, self.ops.xp.add(out, self.ops.xp.reshape(self.ops.matmul(a.T, b), out.shape)))
 
     def column_sum(self, layer: Layer, name: str, d: Array) -> None:
         out = layer.grads.get(name)
         if out is not None:
-            out[...] = self.ops.xp.add(out, self.ops.xp.sum(d, axis=0))
+            self.ops.assign(out, self.ops.xp.add(out, self.ops.xp.sum(d, axis=0)))
 
     def put(self, layer: Layer, name: str, g: Array) -> None:
         out = layer.grads.get(name)
         if out is not None:
-            out[...] = self.ops.xp.add(out, g)
+            self.ops.assign(out, self.ops.xp.add(out, g))

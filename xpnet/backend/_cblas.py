@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -81,40 +82,58 @@ def _address(m: np.ndarray) -> int:
         return int(m.ctypes.data)
 
 
+def _gemm_sub_call(fns: dict[np.dtype, Callable[..., None]], a: np.ndarray, b: np.ndarray, c: np.ndarray) -> Any:
+    """(the BLAS function, its arguments) for c −= aᵀb, or None where the arrays do not suit it."""
+    fn = fns.get(c.dtype)
+    if (
+        fn is None
+        or a.dtype != c.dtype
+        or b.dtype != c.dtype
+        or a.ndim != 2
+        or b.ndim != 2
+        or c.ndim != 2
+        or a.shape[0] != b.shape[0]
+        or c.shape != (a.shape[1], b.shape[1])
+        or a.size == 0
+        or c.size == 0
+        or not c.flags.writeable
+        or np.may_share_memory(c, a)  # BLAS reads a and b while writing c
+        or np.may_share_memory(c, b)
+    ):
+        return None
+    item = c.itemsize
+    (sa, ta), (sb, tb), (sc, tc) = a.strides, b.strides, c.strides
+    # rows may be strided (a row slice of a wider array), elements may not
+    if ta != item or tb != item or tc != item or sa % item or sb % item or sc % item:
+        return None
+    lda, ldb, ldc = sa // item, sb // item, sc // item
+    if lda < a.shape[1] or ldb < b.shape[1] or ldc < c.shape[1] or max(lda, ldb, ldc, a.shape[0]) >= _INT_MAX:
+        return None
+    return fn, (_ROW_MAJOR, _TRANS, _NO_TRANS, c.shape[0], c.shape[1], a.shape[0], -1.0, _address(a), lda,
+                _address(b), ldb, 1.0, _address(c), ldc)  # fmt: skip
+
+
 def _make(fns: dict[np.dtype, Callable[..., None]]) -> GemmSub:
     def gemm_sub(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
         """c -= a.T @ b in place for 2-D a (k, m), b (k, n), c (m, n); False (nothing done) if unsupported."""
-        fn = fns.get(c.dtype)
-        if (
-            fn is None
-            or a.dtype != c.dtype
-            or b.dtype != c.dtype
-            or a.ndim != 2
-            or b.ndim != 2
-            or c.ndim != 2
-            or a.shape[0] != b.shape[0]
-            or c.shape != (a.shape[1], b.shape[1])
-            or a.size == 0
-            or c.size == 0
-            or not c.flags.writeable
-            or np.may_share_memory(c, a)  # BLAS reads a and b while writing c
-            or np.may_share_memory(c, b)
-        ):
+        call = _gemm_sub_call(fns, a, b, c)
+        if call is None:
             return False
-        item = c.itemsize
-        (sa, ta), (sb, tb), (sc, tc) = a.strides, b.strides, c.strides
-        # rows may be strided (a row slice of a wider array), elements may not
-        if ta != item or tb != item or tc != item or sa % item or sb % item or sc % item:
-            return False
-        lda, ldb, ldc = sa // item, sb // item, sc // item
-        if lda < a.shape[1] or ldb < b.shape[1] or ldc < c.shape[1] or max(lda, ldb, ldc, a.shape[0]) >= _INT_MAX:
-            return False
-        fn(_ROW_MAJOR, _TRANS, _NO_TRANS, c.shape[0], c.shape[1], a.shape[0], -1.0, _address(a), lda,
-           _address(b), ldb, 1.0, _address(c), ldc)  # fmt: skip
+        call[0](*call[1])
         return True
 
-    gemm_sub.fns = fns  # type: ignore[attr-defined]  # for `shifted_gemm_sub`
+    gemm_sub.fns = fns  # type: ignore[attr-defined]  # for `shifted_gemm_sub` and `bound_gemm_sub`
     return gemm_sub
+
+
+def bound_gemm_sub(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> Callable[[], None] | None:
+    """c −= aᵀb as a call on fixed addresses, for arrays that keep their memory (a replayed step's
+    buffers): the checks and the address look-ups done once, here. None where `gemm_sub` would refuse."""
+    call = _gemm_sub_call(getattr(find(), "fns", {}), a, b, c)
+    if call is None:
+        return None
+    fn, args = call
+    return lambda: fn(*args)
 
 
 def _works(gemm_sub: GemmSub) -> bool:

@@ -96,4 +96,23 @@ def _define(numba: Any, cache: bool) -> SimpleNamespace:
             dx[2 * k] = zero if r else d
             dx[2 * k + 1] = d if r else zero
 
-    return SimpleNamespace(numba=numba.__version__, pool2x2_forward=pool2x2_forward, pool2x2_backward=pool2x2_backward)
+    @jit  # type: ignore[misc]
+    def adam_update(p, g, m, v, lr_t, c1, c2, eps):  # type: ignore[no-untyped-def]
+        """One pass of `NumpyOps.adam_update` over flat buffers: the same roundings in the same order.
+
+        c1 = 1 − β₁, c2 = 1 − β₂, eps and lr_t in p's dtype (what NumPy casts the Python floats to).
+        """
+        for i in range(p.size):
+            gi = g[i]
+            mi = m[i] + (gi - m[i]) * c1
+            vi = v[i] + (gi * gi - v[i]) * c2
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - (mi / (np.sqrt(vi) + eps)) * lr_t
+
+    return SimpleNamespace(
+        numba=numba.__version__,
+        pool2x2_forward=pool2x2_forward,
+        pool2x2_backward=pool2x2_backward,
+        adam_update=adam_update,
+    )

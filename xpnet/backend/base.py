@@ -154,6 +154,10 @@ class Ops:
         """p ← p − g in place (plain SGD on gradients that already carry the learning rate)."""
         p -= g
 
+    def assign(self, dst: Array, src: Array) -> None:
+        """dst[...] = src: a write into lasting memory as a backend call, which a recorded step replays."""
+        dst[...] = src
+
     # predict() may compute a chain of affine layers by another route (see NumpyOps)
     def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
         """A faster route to the last layer's logits, or None: the layers' own forward.

@@ -114,8 +114,8 @@ class BatchNormalization(Layer):
             if self.center:
                 y = add(y, self.params["beta"])
             mm, mv = self.params["moving_mean"], self.params["moving_variance"]
-            mm[...] = add(mul(mm, self.momentum), mul(mean, 1.0 - self.momentum))
-            mv[...] = add(mul(mv, self.momentum), mul(var, 1.0 - self.momentum))
+            self.ops.assign(mm, add(mul(mm, self.momentum), mul(mean, 1.0 - self.momentum)))
+            self.ops.assign(mv, add(mul(mv, self.momentum), mul(var, 1.0 - self.momentum)))
         else:
             inv = xp.divide(1.0, xp.sqrt(xp.add(self.params["moving_variance"], self.epsilon)))
             xhat, y = self._affine(x2, self.params["moving_mean"], inv)

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..backend import _cublas
 
 if TYPE_CHECKING:
@@ -64,6 +66,28 @@ def capture_obstacle(model: Trainer, ops: Ops) -> str | None:
     """Why the model's training step cannot be captured as a CUDA graph, or None when it can."""
     if getattr(ops, "name", "") != "cupy":
         return f"the {ops.describe()} backend runs the step eagerly (CUDA graphs are a CuPy feature)"
+    return _step_obstacle(model)
+
+
+def replay_obstacle(model: Trainer, ops: Ops, request: JitRequest) -> str | None:
+    """Why the model's training step is not recorded and replayed on NumPy, or None when it is.
+
+    This becomes one of the plan's decisions (training/plan.py) once the plan exists: replay on
+    NumPy is asked for with `jit_compile=True` ("auto" keeps the eager step there for now), and
+    takes the same checked classes as a CUDA graph. Later, per step, the program itself runs a
+    step eagerly where the batch differs from the recorded one (the last partial batch), records
+    anew where a setting the list holds changed, and gives up where a replayed step differs from
+    the eager one.
+    """
+    if getattr(ops, "name", "") != "numpy":
+        return f"the {ops.describe()} backend has no NumPy replay"
+    if request is not True:
+        return "the numpy backend runs the step eagerly unless compile(jit_compile=True) asks for the replay"
+    return _step_obstacle(model)
+
+
+def _step_obstacle(model: Trainer) -> str | None:
+    """What in the model keeps its step from being recorded once and replayed, on either backend."""
     if model.comm.size > 1:
         return f"data-parallel training over {model.comm.size} ranks exchanges gradients between steps"
     if not model.single_output:
@@ -234,7 +258,7 @@ def _short(dtype: Any) -> str:
 
 
 @contextmanager
-def _recording(ops: Ops, rec: _Recorder) -> Iterator[None]:
+def _recording(ops: Ops, rec: _Recorder | _Tape) -> Iterator[None]:
     """Inside: every top-level `ops` method and `ops.xp` function call is written down by `rec`."""
     names = [n for n, _ in inspect.getmembers(type(ops), inspect.isfunction) if not n.startswith("_")]
     names = [n for n in names if n not in ("activate", "describe", "info", "to_numpy", "is_native")]
@@ -288,16 +312,28 @@ class StepProgram:
         assert model.ops is not None
         self.model, self.step, self.request = model, step, request
         self.ops: Ops = model.ops
+        on_numpy = getattr(self.ops, "name", "") == "numpy"
         obstacle = None if request is False else capture_obstacle(model, self.ops)
+        if on_numpy and request is not False:
+            obstacle = replay_obstacle(model, self.ops, request)
         if request is True and obstacle is not None:
-            raise ValueError(f"compile(jit_compile=True): the training step cannot be captured: {obstacle}")
-        self.captures = request is not False and obstacle is None
+            how = "recorded and replayed" if on_numpy else "captured"
+            raise ValueError(f"compile(jit_compile=True): the training step cannot be {how}: {obstacle}")
+        self.captures = request is not False and obstacle is None and not on_numpy
+        self.replays = request is not False and obstacle is None and on_numpy
         if request is False:
             self.reason = "jit_compile=False: every step runs eagerly"
         elif obstacle is not None:
             self.reason = f"eager: {obstacle}"
+        elif self.replays:
+            self.reason = (
+                "replayed: the step's NumPy calls recorded once (the second step), checked against an eager "
+                "step, then run as a flat list on fixed buffers"
+            )
         else:
             self.reason = "captured: one CUDA graph per batch shape, after one eager warm-up step"
+        self._replay: _Replay | None = None
+        self.replayed = 0  # steps run from the list so far (a test reads it)
         self._said = False
         if self.captures:
             with self.routing():  # plain SGD may then update inside the weight-gradient GEMM
@@ -324,15 +360,21 @@ class StepProgram:
         return _accumulate(running, batch)
 
     def explain(self) -> str:
-        """One line: captured or eager, and why."""
+        """One line: captured, replayed or eager, and why."""
         shapes = ", ".join(f"{k[0]} rows" for k in self._graphs)
+        r = self._replay
+        if r is not None and r.verified:
+            shapes = f"{r.xb_rows} rows: {len(r.calls)} calls, {r.bound} on fixed buffers, {len(r.rerun)} re-run"
+            return f"{self.reason} ({shapes})"
         return self.reason + (f" (graphs for {shapes})" if shapes else "")
 
     def __repr__(self) -> str:
-        return f"StepProgram({'captured' if self.captures else 'eager'}, graphs={len(self._graphs)})"
+        how = "captured" if self.captures else "replayed" if self.replays else "eager"
+        return f"StepProgram({how}, graphs={len(self._graphs)})"
 
     def reset(self) -> None:
-        """Drop the graphs: a new fit gathers into new batch buffers."""
+        """Drop the graphs and the NumPy list: a new fit gathers into new batch buffers."""
+        self._replay = None
         self._graphs.clear()
         self._warm.clear()
         self._listed = False
@@ -356,6 +398,8 @@ class StepProgram:
             if self.captures and wb is None:
                 self._warm[key] = [(b.shape, b.dtype) for b in out]  # the running sums: the batch sums' shapes
             return out
+        if self.replays and wb is None:
+            return self._numpy_step(xb, yb, global_batch, running)
         if not self.captures or wb is not None:  # sample-weighted steps are not yet checked for capture
             return _accumulate(running, self.step(xb, yb, global_batch, wb))
         if self._graphs and self._settings() != self._captured_settings:
@@ -389,6 +433,60 @@ class StepProgram:
         g.launch()
         self.launches += 1
         return g.sums
+
+    def _numpy_step(self, xb: Any, yb: Any, global_batch: int, running: list[Array]) -> list[Array]:
+        """One step on NumPy: recorded (the first after the listing), checked (the next), then replayed;
+        eager where the batch is not the recorded one's shape."""
+        r = self._replay
+        if r is not None and not r.current():  # a callback changed a setting the list holds: record anew
+            r = self._replay = None
+        if r is None:
+            tape = _Tape()
+            held = list({id(a): a for a in map(_root, _state(self.model, self.step))}.values())
+            with _recording(self.ops, tape):
+                batch = self.step(xb, yb, global_batch, None)
+            try:
+                self._replay = _Replay(self, tape, held, xb, yb, global_batch, batch)
+            except _NotReplayable as e:
+                self._give_up(str(e))
+            return _accumulate(running, batch)
+        if not r.fits(xb, yb, global_batch):
+            return _accumulate(running, self.step(xb, yb, global_batch, None))
+        if not r.verified:
+            return self._check(r, xb, yb, global_batch, running)
+        self.replayed += 1
+        return r.run(running)
+
+    def _check(self, r: _Replay, xb: Any, yb: Any, global_batch: int, running: list[Array]) -> list[Array]:
+        """Replay one step, then run it eagerly from the same state; keep the list only if both agree bit for bit."""
+        state = r.held
+        opt = self.model.optimizer
+        assert opt is not None
+        self.prepare(global_batch)  # its writes (and their host mirrors) before the snapshot, for both runs
+        before, count = [a.copy() for a in state], opt.iterations
+        replayed = r.run(running)
+        after = [a.copy() for a in state]
+        for a, b in zip(state, before, strict=True):
+            a[...] = b
+        opt.iterations = count
+        out = _accumulate(running, self.step(xb, yb, global_batch, None))
+        for a, b in zip([*state, *out], [*after, *replayed], strict=True):
+            if np.asarray(a).shape != np.asarray(b).shape or not _same_bits(a, b):
+                self._give_up(f"a replayed step differed from the eager step (an array of shape {np.shape(a)})")
+                return out
+        r.verified = True
+        return out
+
+    def _give_up(self, why: str) -> None:
+        self.replays, self._replay = False, None
+        self.reason = f"eager: {why}"
+        if self.request is True:
+            warnings.warn(f"jit_compile=True: the training step runs eagerly: {why}", UserWarning, stacklevel=4)
+
+    def prepare(self, global_batch: int) -> None:
+        """What the step's Python code writes to memory the list reads: a changed learning rate, η / batch."""
+        self._sync_rate()
+        self.step.refresh_factors(global_batch)
 
     def _load(self, g: _Graph, running: list[Array]) -> None:
         """Make the graph's accumulators hold `running` (outside the graph: zero at an epoch's start)."""
@@ -460,3 +558,222 @@ def _rows(x: Any) -> int:
 
 def _accumulate(running: list[Array], batch: list[Array]) -> list[Array]:
     return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
+
+
+class _Tape:
+    """Keeps the top-level backend calls of one step as (name, function, args, kwargs, result), to replay."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], Any]] = []
+        self.depth = 0
+
+    def call(self, name: str, f: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.depth += 1
+            try:
+                r = f(*args, **kwargs)
+            finally:
+                self.depth -= 1
+            if self.depth == 0:
+                self.calls.append((name, f, args, dict(kwargs), r))
+            return r
+
+        return run
+
+
+def _root(a: Any) -> Any:
+    """The array that owns a view's memory."""
+    while isinstance(getattr(a, "base", None), type(a)):
+        a = a.base
+    return a
+
+
+def _state(model: Trainer, step: TrainStep) -> list[Any]:
+    """Every array the step's objects hold between steps: weights, gradients, moving statistics,
+    optimizer slots and counters, layer counters and per-step values (DeviceScalar), cached tensors."""
+    from ..backend.base import DeviceScalar
+
+    owners: list[Any] = [model.store, model.optimizer, step, *model.leaf_layers]
+    found: dict[int, Any] = {}
+    for owner in owners:
+        values = list(vars(owner).values())
+        for v in list(values):
+            if isinstance(v, dict):
+                values += list(v.values())
+        for v in values:
+            a = v.array if isinstance(v, DeviceScalar) else v
+            if _is_array(a) and not isinstance(a, type):
+                found.setdefault(id(a), a)
+    return list(found.values())
+
+
+class _Replay:
+    """One training step as a flat list of bound calls on the buffers of the step it was recorded from.
+
+    `calls` run in order: NumPy functions with `out=` their recorded result, the backend's fused
+    step operations bound to scratch (backend/fused_cpu.py), and any other backend call re-run
+    as recorded with its result copied into the recorded buffer. Before them the host counters
+    the step's Python code moves (the optimizer's t); after them the dropout counters.
+    """
+
+    def __init__(
+        self, program: StepProgram, tape: _Tape, held: list[Any], xb: Any, yb: Any, global_batch: int, batch: list[Any]
+    ) -> None:
+        """held: the memory the step's objects held before the recorded step (weights, counters, ...)."""
+        from ..backend import fused_cpu
+        from ..layers.dropout import Dropout
+
+        model = program.model
+        self.program, self.xb, self.yb, self.global_batch = program, xb, yb, global_batch
+        self.xb_rows = _rows(xb)
+        self.verified = False
+        self.bound = 0  # calls bound to fixed buffers
+        self.rerun: list[str] = []  # the calls re-run as recorded, their results copied
+        self.held = held
+        known = {id(a) for a in held} | {id(_root(a)) for a in [*_listed(xb), *_listed(yb)]}
+        swap: dict[int, Any] = {}  # a NumPy scalar result → the 0-d buffer that holds it on replay
+        cells: dict[int, list[Any]] = {}  # a result that is no array (a convolution's context) → its latest
+        self.keep: list[Any] = []
+        self.calls: list[Any] = []
+        for name, f, args, kwargs, result in tape.calls:
+            args = tuple(swap.get(id(a), a) if isinstance(a, np.generic) else a for a in args)
+            kwargs = {k: swap.get(id(v), v) if isinstance(v, np.generic) else v for k, v in kwargs.items()}
+            for a in [*args, *kwargs.values()]:
+                for v in a if isinstance(a, (list, tuple)) else [a]:
+                    if _is_array(v) and not isinstance(v, type) and id(_root(v)) not in known:
+                        raise _NotReplayable(f"{name} reads an array made outside the backend's calls")
+            if isinstance(result, np.generic):
+                scalar = result
+                result = np.asarray(scalar).copy()
+                swap[id(scalar)] = result
+                self.keep.append(scalar)  # its id stays its own while the list is made
+            for r in result if isinstance(result, tuple) else [result]:
+                if isinstance(r, np.ndarray):
+                    known.add(id(_root(r)))
+            passed = [cells.get(id(a)) for a in args]
+            outs = result if isinstance(result, tuple) else (result,)
+            made = [(k, [r]) for k, r in enumerate(outs) if _is_object(r)]  # a context: each replay makes its own
+            for _, cell in made:
+                cells[id(cell[0])] = cell
+            run = None
+            if not made and not any(passed):
+                binder = fused_cpu.BINDERS.get(name) if getattr(f, "__self__", None) is program.ops else None
+                run = (
+                    binder(program.ops, args, kwargs, result) if binder else fused_cpu.bind_xp(f, args, kwargs, result)
+                )
+            if run is None:
+                run = _rerun(f, args, kwargs, result, passed, made)
+                self.rerun.append(name)
+            else:
+                self.bound += 1
+            self.keep += [args, kwargs, result]
+            self.calls.append(run)
+        self.batch = [swap.get(id(b), b) if isinstance(b, np.generic) else b for b in batch]
+        if any(not isinstance(b, np.ndarray) or id(_root(b)) not in known for b in self.batch):
+            raise _NotReplayable("the step's sums are not all results of its backend calls")
+        self.sums = [np.empty_like(b) for b in self.batch]
+        opt = model.optimizer
+        assert opt is not None
+        self.before = [lambda: setattr(opt, "iterations", opt.iterations + 1)]
+        # Dropout.forward's `self._counter += 1`, Python outside the backend's calls
+        dropouts = [d for d in model.leaf_layers if isinstance(d, Dropout) and d.rate != 0.0]
+        self.after = [_advance(d._counter) for d in dropouts]  # noqa: SLF001
+        self.settings = _settings_of(model)
+
+    def current(self) -> bool:
+        """False when a setting the list holds as a constant changed (a callback, a new `trainable`)."""
+        return all(owner.__dict__.get(key, _MISSING) is value for owner, key, value in self.settings)
+
+    def fits(self, xb: Any, yb: Any, global_batch: int) -> bool:
+        """Whether this batch lies in the recorded buffers, at the recorded shape (not the last partial batch)."""
+        if global_batch != self.global_batch:
+            return False
+        for new, old in ((xb, self.xb), (yb, self.yb)):
+            for a, b in zip(_listed(new), _listed(old), strict=True):
+                if a.shape != b.shape or a.base is not b.base or a.strides != b.strides:
+                    return False
+        return True
+
+    def run(self, running: list[Array]) -> list[Array]:
+        """One step: the host counters, the list, the running sums [loss, *metric states] in place."""
+        self.program.prepare(self.global_batch)
+        for f in self.before:
+            f()
+        for f in self.calls:
+            f()
+        for f in self.after:
+            f()
+        # the sums go back as fresh 0-d copies: a batch callback may read a step's logs after later steps
+        sums, copy = self.sums, np.copy
+        for acc, r, b in zip(sums, running or self.batch, self.batch, strict=True):
+            if running:
+                np.add(r, b, out=acc)
+            else:
+                np.copyto(acc, r)
+        return [copy(acc) for acc in sums]
+
+
+class _NotReplayable(Exception):
+    pass
+
+
+_MISSING = object()
+_PER_STEP = frozenset({"_iterations", "row_offset", "_steps"})  # attributes the step or the loop moves
+
+
+def _settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
+    """(owner, attribute, value) of every plain setting of the optimizer and the layers: a recorded
+    list holds them as constants, so a change (learning_rate, trainable, rate) means record anew."""
+    out = []
+    for owner in [model.optimizer, *model.leaf_layers]:
+        for key, value in vars(owner).items():
+            if key not in _PER_STEP and (value is None or isinstance(value, (bool, int, float, str))):
+                out.append((owner, key, value))
+    return out
+
+
+def _advance(counter: Array) -> Any:
+    add = np.add
+    one = np.ones((), dtype=counter.dtype)
+    return lambda: add(counter, one, out=counter)
+
+
+def _is_object(v: Any) -> bool:
+    return v is not None and not isinstance(v, (np.ndarray, np.generic, bool, int, float, str, tuple, list))
+
+
+def _rerun(
+    f: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    passed: list[list[Any] | None],
+    made: list[tuple[int, list[Any]]],
+) -> Any:
+    """A recorded call no binder knows: run it as recorded, copy the arrays it returns into the recorded
+    results. passed: per argument, the cell holding the current value of an object an earlier call made
+    (None: the recorded argument); made: (position in the result, cell) of the objects this call makes."""
+    copyto = np.copyto
+    single = not isinstance(result, tuple)
+    pairs = [(k, r) for k, r in enumerate((result,) if single else result) if isinstance(r, np.ndarray)]
+    live = any(passed)
+
+    def run() -> None:
+        got = (
+            f(*[a if c is None else c[0] for a, c in zip(args, passed, strict=True)], **kwargs)
+            if live
+            else f(*args, **kwargs)
+        )
+        outs = (got,) if single else got
+        for k, r in pairs:
+            if outs[k] is not r:
+                copyto(r, outs[k])
+        for k, cell in made:
+            cell[0] = outs[k]
+
+    return run
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.tobytes() == b.tobytes()

@@ -139,7 +139,8 @@ class Trainer(_Model):
 
         jit_compile: "auto" captures the training step as a CUDA graph on CuPy when every layer,
         loss, metric and optimizer allows it (and says once why not otherwise); True requires the
-        capture (a clear error where it cannot be); False runs every step eagerly.
+        capture (a clear error where it cannot be); False runs every step eagerly. On NumPy, True
+        records the step once and replays it as a flat list of bound calls; "auto" stays eager there.
         `model.step_program.explain()` says which and why.
 
         distribute: "auto" trains data-parallel over MPI when the script runs under `mpiexec -n N`

@@ -1,0 +1,114 @@
+"""The bound NumPy operations of a replayed step (backend/fused_cpu.py) against the backend's plain methods:
+each bound call, run on fresh inputs written into its fixed arrays, gives the same bits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xpnet import activations, losses
+from xpnet.backend import _jit, fused_cpu
+from xpnet.backend.numpy_ops import NumpyOps
+
+DTYPES = [np.float32, np.float64]
+
+
+def _bound_matches(
+    ops: NumpyOps, name: str, make: Callable[[np.random.Generator], tuple[Any, ...]], inputs: list[int]
+) -> None:
+    """Bind `name` on one draw of arguments, then for a second draw written into the same arrays
+    compare the bound call's results with the plain method's on copies."""
+    rng = np.random.default_rng(0)
+    args = make(rng)
+    result = getattr(ops, name)(*args)
+    bound = fused_cpu.BINDERS[name](ops, args, {}, result)
+    assert bound is not None, name
+    fresh = make(rng)
+    for k in inputs:
+        args[k][...] = fresh[k]
+    copies = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    want = getattr(ops, name)(*copies)
+    bound()
+    got = result if isinstance(result, tuple) else (result,)
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want, strict=True):
+        if isinstance(g, np.ndarray):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+    for a, c in zip(args, copies, strict=True):  # what the method writes in place, the bound call writes too
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["relu", "softmax", "linear"])
+def test_bound_dense_forward_is_the_plain_one(dtype: Any, act: str) -> None:
+    def make(rng: np.random.Generator) -> tuple[Any, ...]:
+        x, w = rng.standard_normal((13, 7)).astype(dtype), rng.standard_normal((7, 5)).astype(dtype)
+        return x, w, rng.standard_normal(5).astype(dtype), activations.get(act), True
+
+    _bound_matches(NumpyOps(), "dense_forward", make, [0, 1, 2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bound_softmax_cross_entropy_and_gradient_is_the_plain_one(dtype: Any) -> None:
+    def make(rng: np.random.Generator) -> tuple[Any, ...]:
+        u = (rng.standard_normal((11, 6)) * 4).astype(dtype)
+        scale = np.asarray(1 / 11, dtype=dtype)
+        loss = losses.get("sparse_categorical_crossentropy")
+        return loss, activations.get("softmax"), rng.integers(0, 6, 11).astype(np.int32), u, scale
+
+    _bound_matches(NumpyOps(), "fused_loss", make, [2, 3, 4])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["set", "sub"])
+def test_bound_relu_backward_with_column_sums_is_the_plain_one(dtype: Any, mode: str) -> None:
+    def make(rng: np.random.Generator) -> tuple[Any, ...]:
+        u = rng.standard_normal((9, 4)).astype(dtype)
+        h = np.maximum(u, 0.0)
+        return activations.get("relu"), u, h, rng.standard_normal((9, 4)).astype(dtype), np.ones(4, dtype), mode
+
+    _bound_matches(NumpyOps(), "activation_backward_sum", make, [1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bound_dropout_draws_the_plain_mask(dtype: Any) -> None:
+    counter = np.asarray(3, dtype=np.uint32)
+
+    def make(rng: np.random.Generator) -> tuple[Any, ...]:
+        counter[...] += 1  # a new step: a new mask
+        return rng.standard_normal((6, 10)).astype(dtype), 12345, counter, 0.3, np.asarray(0, np.uint32)
+
+    _bound_matches(NumpyOps(), "dropout_step", make, [0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_bound_adam_step_is_the_plain_one_with_and_without_numba(dtype: Any, jit: bool) -> None:
+    if jit and _jit.kernels() is None:
+        pytest.skip("numba is not installed")
+    ops = NumpyOps(jit=jit)
+    t = np.asarray(4.0)
+
+    def make(rng: np.random.Generator) -> tuple[Any, ...]:
+        p, g = rng.standard_normal(257).astype(dtype), rng.standard_normal(257).astype(dtype)
+        m, v = rng.standard_normal(257).astype(dtype) * 0.1, rng.random(257).astype(dtype) * 0.01
+        return p, g, m, v, np.asarray(0.001), t, 0.9, 0.999, 1e-7
+
+    _bound_matches(ops, "adam_step", make, [0, 1, 2, 3])
+
+
+def test_a_binder_declines_what_it_does_not_mirror() -> None:
+    class Other(NumpyOps):
+        def affine(self, x: Any, w: Any, b: Any) -> Any:
+            return x @ w
+
+    x, w, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones(4, np.float32)
+    assert fused_cpu.bind_affine(Other(), (x, w, b), {}, np.empty((2, 4), np.float32)) is None
+    assert fused_cpu.bind_affine(NumpyOps(), (x, w, b), {}, np.empty((2, 4), np.float32)) is not None
+    tanh = (x, w, b, activations.get("tanh"), True)
+    assert fused_cpu.bind_dense_forward(NumpyOps(), tanh, {}, (np.empty((2, 4)), np.empty((2, 4)))) is None

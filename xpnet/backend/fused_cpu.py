@@ -1,0 +1,350 @@
+"""NumPy operations of a training step bound once to buffers: the calls a replayed step makes.
+
+A step recorded on NumPy (training/program.py) knows every array its operations read and write.
+`bind` turns one recorded call into a function of no arguments that does the same arithmetic
+into the recorded result's memory, with any intermediate in scratch made here, once: the same
+ufuncs in the same order as the `NumpyOps` method it stands for, so the result is bit-identical
+and a replayed step allocates nothing. A call it does not know gets None, and the program
+re-runs that call as it is and copies its result into the recorded buffer.
+
+Each binder checks that the backend still runs the method it mirrors (`NumpyOps`'s own, not an
+override) and that the recorded arrays have the layout it assumes; the program then checks a
+whole replayed step against an eager one before it trusts the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _cblas
+from .base import builtin_name, mix_int
+from .numpy_ops import NumpyOps
+
+Bound = Callable[[], object]  # what it returns is not used
+
+
+def _mirrors(ops: Any, name: str) -> bool:
+    """Whether `ops.name` is NumpyOps's own method (a subclass or another backend may compute differently)."""
+    return isinstance(ops, NumpyOps) and getattr(type(ops), name, None) is getattr(NumpyOps, name)
+
+
+def _arrays(*a: Any) -> bool:
+    return all(isinstance(v, np.ndarray) for v in a)
+
+
+def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, u: np.ndarray) -> Bound:
+    """u = x @ w (+ b): x (n, i), w (i, k), b (k,) or None, u (n, k), one dtype."""
+    if b is None:
+        return lambda: np.matmul(x, w, out=u)
+    matmul, add = np.matmul, np.add
+
+    def run() -> None:
+        matmul(x, w, out=u)
+        add(u, b, out=u)
+
+    return run
+
+
+def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
+    """h = act(u) as `NumpyOps.activation_forward` computes it (relu, linear, row softmax)."""
+    name = builtin_name(act)
+    if name == "linear":
+        return (lambda: None) if h is u else None
+    if name == "relu":
+        maximum, dt = np.maximum, u.dtype
+        return lambda: maximum(u, 0.0, dtype=dt, out=h)
+    if name == "softmax" and u.ndim == 2 and h is not u:
+        col = np.empty((u.shape[0], 1), dtype=u.dtype)  # each row's max, then its sum
+        top, add, subtract, exp, divide = np.maximum.reduce, np.add.reduce, np.subtract, np.exp, np.divide
+
+        def run() -> None:
+            top(u, axis=1, keepdims=True, out=col)
+            subtract(u, col, out=h)
+            exp(h, out=h)
+            add(h, axis=1, keepdims=True, out=col)
+            divide(h, col, out=h)
+
+        return run
+    return None
+
+
+def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`dense_forward(x, w, b, act, keep_u)` -> (u, h), into the recorded u and h."""
+    if kwargs or len(args) != 5 or not _mirrors(ops, "dense_forward") or not _mirrors(ops, "activation_forward"):
+        return None
+    x, w, b, act, keep_u = args
+    u, h = result
+    if keep_u is not True or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
+        return None
+    first, second = _dense(x, w, b, u), _activate(act, u, h)
+    if second is None:
+        return None
+
+    def run() -> None:
+        first()
+        second()
+
+    return run
+
+
+def bind_affine(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`affine(x, w, b)` -> u, into the recorded u."""
+    if kwargs or len(args) != 3 or not _mirrors(ops, "affine"):
+        return None
+    x, w, b = args
+    if not _arrays(x, w, result) or (b is not None and not _arrays(b)):
+        return None
+    return _dense(x, w, b, result)
+
+
+def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`fused_loss(loss, softmax, y, u, scale)` for sparse cross-entropy -> (ℓ (n,), scale·(p − y) (n, k), p (n, k)).
+
+    softmax, the per-row loss log Σexp(u − m) + m − u[y] and its gradient in one list of passes
+    over fixed scratch (m, Σ, the labels' flat indices).
+    """
+    if kwargs or len(args) != 5 or not _mirrors(ops, "fused_loss"):
+        return None
+    loss, act, y, u, scale = args
+    value, grad, p = result
+    if (
+        builtin_name(loss) != "sparse_categorical_crossentropy"
+        or builtin_name(act) != "softmax"
+        or not _arrays(y, u, value, grad, p)
+        or u.ndim != 2
+        or not u.flags.c_contiguous
+        or not grad.flags.c_contiguous
+        or not isinstance(scale, np.ndarray)
+    ):
+        return None
+    n, k = u.shape
+    starts = np.arange(n) * k
+    idx = np.empty(n, dtype=np.result_type(starts, y))
+    m = np.empty(n, dtype=u.dtype)
+    s = np.empty(n, dtype=u.dtype)
+    picked = np.empty(n, dtype=u.dtype)
+    mcol, scol = m[:, None], s[:, None]
+    uflat, gflat = u.reshape(-1), grad.reshape(-1)
+    add, subtract, multiply, divide, exp, log = np.add, np.subtract, np.multiply, np.divide, np.exp, np.log
+    top, total, take, put = np.maximum.reduce, np.add.reduce, np.take, np.put
+
+    def run() -> None:
+        add(starts, y, out=idx)
+        top(u, axis=1, out=m)
+        subtract(u, mcol, out=p)
+        exp(p, out=p)
+        total(p, axis=1, out=s)
+        divide(p, scol, out=p)
+        log(s, out=value)
+        add(value, m, out=value)
+        take(uflat, idx, out=picked, mode="clip")  # labels are in range (checked when the data came in)
+        subtract(value, picked, out=value)
+        multiply(p, scale, out=grad)
+        take(gflat, idx, out=picked, mode="clip")
+        subtract(picked, scale, out=picked)
+        put(gflat, idx, picked, mode="clip")
+
+    return run
+
+
+def bind_bias_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`bias_sub(du, b)`: b −= Σ_i du[i, :], the column sums in scratch."""
+    if kwargs or len(args) != 2 or not _mirrors(ops, "bias_sub") or not _arrays(*args):
+        return None
+    du, b = args
+    return _bias(du, b, "sub")
+
+
+def _bias(du: np.ndarray, b: np.ndarray, mode: str) -> Bound:
+    total, subtract = np.add.reduce, np.subtract
+    if mode == "set":
+        return lambda: total(du, axis=0, out=b)
+    sums = np.empty(b.shape, dtype=np.result_type(du.dtype))
+
+    def run() -> None:
+        total(du, axis=0, out=sums)
+        subtract(b, sums, out=b)
+
+    return run
+
+
+def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`activation_backward_sum(relu, u, h, dh, out, mode)`: dh ·= (h > 0) in place, then its column sums."""
+    if kwargs or len(args) != 6:
+        return None
+    act, _, h, dh, out, mode = args
+    names = ("activation_backward_sum", "activation_backward", "bias_grad", "bias_sub")
+    if not all(_mirrors(ops, n) for n in names) or builtin_name(act) != "relu" or mode not in ("set", "sub"):
+        return None
+    if not _arrays(h, dh, out) or result is not dh or not dh.flags.writeable:
+        return None
+    positive = np.empty(h.shape, dtype=bool)
+    greater, multiply, tail = np.greater, np.multiply, _bias(dh, out, mode)
+
+    def run() -> None:
+        greater(h, 0.0, out=positive)
+        multiply(dh, positive, out=dh)
+        tail()
+
+    return run
+
+
+_VIEWS = (np.reshape, np.transpose, np.expand_dims, np.squeeze, np.swapaxes, np.moveaxis)
+
+
+def bind_xp(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """A NumPy function of the step (`np.multiply`, `np.sum`, ...) with `out=` its recorded result."""
+    if not isinstance(result, np.ndarray) or "out" in kwargs:
+        return None
+    if f in _VIEWS and args and isinstance(args[0], np.ndarray) and np.shares_memory(result, args[0]):
+        return lambda: None  # a view of memory that lasts: the recorded view shows each replay's values
+    if isinstance(f, np.ufunc) and f.nout == 1:
+        return lambda: f(*args, out=result, **kwargs)
+    if f is np.sum or f is np.argmax or f is np.argmin or f is np.max or f is np.min:
+        return lambda: f(*args, out=result, **kwargs)
+    if f is np.count_nonzero and not kwargs and len(args) == 1 and getattr(args[0], "dtype", None) == np.dtype(bool):
+        # the count of True is the integer sum of the booleans, exact, into the recorded 0-d buffer
+        x, total, dt = args[0], np.add.reduce, result.dtype
+        return lambda: total(x, axis=None, dtype=dt, out=result)
+    if f is getattr(np, "astype", None) and len(args) == 2 and not kwargs:
+        copyto, x = np.copyto, args[0]
+        return lambda: copyto(result, x, casting="unsafe")
+    return None
+
+
+def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`matmul(a, b, out=None)` -> a @ b, into the recorded result (the given `out`, or the step's temporary)."""
+    out = kwargs.get("out", args[2] if len(args) > 2 else None)
+    if len(args) < 2 or set(kwargs) - {"out"} or not _mirrors(ops, "matmul") or not isinstance(result, np.ndarray):
+        return None
+    if out is not None and out is not result:
+        return None
+    a, b, matmul = args[0], args[1], np.matmul
+    return lambda: matmul(a, b, out=result)
+
+
+def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`dropout_step(x, base, counter, rate, offset)` -> (x · mask, mask): the counter-hash mask of
+    `NumpyOps.dropout_mask` in uint32 scratch, the keys from the counter's value at each replay."""
+    names = ("dropout_step", "dropout_forward", "dropout_keys", "dropout_mask")
+    if kwargs or len(args) != 5 or not all(_mirrors(ops, n) for n in names):
+        return None
+    x, base, counter, rate, offset = args
+    y, mask = result
+    if not _arrays(x, counter, y, mask) or not isinstance(base, int) or not isinstance(rate, float):
+        return None
+    if mask.shape != x.shape or not mask.flags.c_contiguous or not 0.0 < rate < 1.0:
+        return None
+    n = mask.size
+    ramp = ops.arange_u32(n)
+    h, t = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint32)
+    keep, flat = np.empty(n, dtype=bool), mask.reshape(-1)
+    threshold = np.uint32(min(int(rate * 4294967296.0), 4294967295))
+    # True · 1/(1 − rate) in the mask's dtype is that number rounded to the dtype: written where kept
+    scale = np.multiply(np.ones((), dtype=bool), 1.0 / (1.0 - rate), dtype=mask.dtype)
+    add, xor, shift, mul, ge, copyto = np.add, np.bitwise_xor, np.right_shift, np.multiply, np.greater_equal, np.copyto
+    mults = tuple(np.uint32(m) for m in (0x7FEB352D, 0x846CA68B))
+
+    def run() -> None:
+        k0 = mix_int(base ^ mix_int(int(counter) ^ 0x85EBCA6B))
+        k1 = mix_int(k0 + 0x632BE5AB)
+        add(ramp, np.uint32((k0 + int(offset)) & 0xFFFFFFFF), out=h)
+        xor(h, np.uint32(k1), out=h)
+        for s, m in ((16, mults[0]), (15, mults[1])):
+            shift(h, s, out=t)
+            xor(h, t, out=h)
+            mul(h, m, out=h)
+        shift(h, 16, out=t)
+        xor(h, t, out=h)
+        ge(h, threshold, out=keep)
+        flat.fill(0)
+        copyto(flat, scale, where=keep)
+        mul(x, mask, out=y)
+
+    return run
+
+
+def adam_pass(kernels: Any) -> Callable[..., None]:
+    """`adam_update(p, g, m, v, lr_t, c1, c2, eps, scratch)` over flat buffers, in place: numba's one
+    pass where `kernels` has it, else NumPy's passes of `NumpyOps.adam_update` through `scratch`.
+
+    p, g, m, v, scratch: (n,) of one float dtype; lr_t: 0-d of that dtype; c1 = 1 − β₁, c2 = 1 − β₂
+    and eps: NumPy scalars of that dtype. The same roundings either way (tests compare them).
+    """
+    if kernels is not None:
+        one = kernels.adam_update
+        return lambda p, g, m, v, lr_t, c1, c2, eps, scratch: one(p, g, m, v, lr_t[()], c1, c2, eps)
+    subtract, multiply, add, sqrt, divide = np.subtract, np.multiply, np.add, np.sqrt, np.divide
+
+    def passes(p: Any, g: Any, m: Any, v: Any, lr_t: Any, c1: Any, c2: Any, eps: Any, t: Any) -> None:
+        subtract(g, m, out=t)
+        multiply(t, c1, out=t)
+        add(m, t, out=m)
+        multiply(g, g, out=t)
+        subtract(t, v, out=t)
+        multiply(t, c2, out=t)
+        add(v, t, out=v)
+        sqrt(v, out=t)
+        add(t, eps, out=t)
+        divide(m, t, out=t)
+        multiply(t, lr_t, out=t)
+        subtract(p, t, out=p)
+
+    return passes
+
+
+def bind_adam_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`adam_step(p, g, m, v, lr, t, β₁, β₂, ε)`: the bias correction lr·√(1−β₂ᵗ)/(1−β₁ᵗ) in float64 0-d
+    scratch (as `Ops.adam_step` computes it), then one pass over the flat buffers (`adam_pass`)."""
+    if kwargs or len(args) != 9 or not _mirrors(ops, "adam_step") or not _mirrors(ops, "adam_update"):
+        return None
+    p, g, m, v, lr, t, beta_1, beta_2, eps = args
+    if not _arrays(p, g, m, v, lr, t) or lr.shape != () or t.shape != () or lr.dtype != np.float64:
+        return None
+    if not all(isinstance(b, float) for b in (beta_1, beta_2, eps)) or t.dtype != np.float64:
+        return None
+    if p.ndim != 1 or not all(a.flags.c_contiguous and a.dtype == p.dtype for a in (p, g, m, v)):
+        return None
+    dt = p.dtype.type
+    kernels = getattr(ops, "kernels", None) if p.dtype in (np.float32, np.float64) else None
+    update = adam_pass(kernels)
+    c1, c2, e = dt(1.0 - beta_1), dt(1.0 - beta_2), dt(eps)
+    num, den, lr_t = np.empty((), np.float64), np.empty((), np.float64), np.empty((), p.dtype)
+    scratch = np.empty_like(p) if kernels is None else None
+    power, subtract, sqrt, multiply, divide, copyto = np.power, np.subtract, np.sqrt, np.multiply, np.divide, np.copyto
+
+    def run() -> None:
+        power(beta_2, t, out=num)
+        subtract(1.0, num, out=num)
+        sqrt(num, out=num)
+        multiply(lr, num, out=num)
+        power(beta_1, t, out=den)
+        subtract(1.0, den, out=den)
+        divide(num, den, out=num)
+        copyto(lr_t, num, casting="unsafe")
+        update(p, g, m, v, lr_t, c1, c2, e, scratch)
+
+    return run
+
+
+def bind_gemm_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`gemm_sub(a, b, c)`: c −= aᵀb by NumPy's BLAS on the arrays' fixed addresses (what NumpyOps calls)."""
+    if kwargs or len(args) != 3 or not _mirrors(ops, "gemm_sub") or not _arrays(*args):
+        return None
+    return _cblas.bound_gemm_sub(*args)
+
+
+BINDERS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], Bound | None]] = {
+    "dense_forward": bind_dense_forward,
+    "affine": bind_affine,
+    "matmul": bind_matmul,
+    "gemm_sub": bind_gemm_sub,
+    "dropout_step": bind_dropout_step,
+    "adam_step": bind_adam_step,
+    "fused_loss": bind_fused_loss,
+    "bias_sub": bind_bias_sub,
+    "activation_backward_sum": bind_activation_backward_sum,
+}
