@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..activations import Linear, ReLU, Softmax
+from ..losses import SparseCategoricalCrossentropy
 from . import _cblas
-from .base import builtin_name, mix_int
+from .base import mix_int
 from .numpy_ops import NumpyOps
 
 Bound = Callable[[], object]  # what it returns is not used
@@ -50,13 +52,13 @@ def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, u: np.ndarray) ->
 
 def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
     """h = act(u) as `NumpyOps.activation_forward` computes it (relu, linear, row softmax)."""
-    name = builtin_name(act)
-    if name == "linear":
+    kind = type(act)  # exact types: a subclass may compute differently
+    if kind is Linear:
         return (lambda: None) if h is u else None
-    if name == "relu":
+    if kind is ReLU:
         maximum, dt = np.maximum, u.dtype
         return lambda: maximum(u, 0.0, dtype=dt, out=h)
-    if name == "softmax" and u.ndim == 2 and h is not u:
+    if kind is Softmax and u.ndim == 2 and h is not u:
         col = np.empty((u.shape[0], 1), dtype=u.dtype)  # each row's max, then its sum
         top, add, subtract, exp, divide = np.maximum.reduce, np.add.reduce, np.subtract, np.exp, np.divide
 
@@ -73,9 +75,14 @@ def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
 
 def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`dense_forward(x, w, b, act, keep_u)` -> (u, h), into the recorded u and h."""
-    if kwargs or len(args) != 5 or not _mirrors(ops, "dense_forward") or not _mirrors(ops, "activation_forward"):
+    if (
+        kwargs
+        or len(args) not in (4, 5)
+        or not _mirrors(ops, "dense_forward")
+        or not _mirrors(ops, "activation_forward")
+    ):
         return None
-    x, w, b, act, keep_u = args
+    x, w, b, act, keep_u = (*args, True) if len(args) == 4 else args  # keep_u defaults to True
     u, h = result
     if keep_u is not True or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
         return None
@@ -111,8 +118,8 @@ def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], res
     loss, act, y, u, scale = args
     value, grad, p = result
     if (
-        builtin_name(loss) != "sparse_categorical_crossentropy"
-        or builtin_name(act) != "softmax"
+        type(loss) is not SparseCategoricalCrossentropy
+        or type(act) is not Softmax
         or not _arrays(y, u, value, grad, p)
         or u.ndim != 2
         or not u.flags.c_contiguous
@@ -177,7 +184,7 @@ def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[s
         return None
     act, _, h, dh, out, mode = args
     names = ("activation_backward_sum", "activation_backward", "bias_grad", "bias_sub")
-    if not all(_mirrors(ops, n) for n in names) or builtin_name(act) != "relu" or mode not in ("set", "sub"):
+    if not all(_mirrors(ops, n) for n in names) or type(act) is not ReLU or mode not in ("set", "sub"):
         return None
     if not _arrays(h, dh, out) or result is not dh or not dh.flags.writeable:
         return None

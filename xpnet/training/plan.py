@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..activations import ReLU as ReluActivation
 from ..backend import _cublas
-from ..backend.base import builtin_name
 from ..layers import merge
 from ..layers.activation import Activation
 from ..layers.base import _STEP_METHODS, Layer
@@ -332,7 +331,8 @@ def _affine_chain(model: Any, nodes: list[Any]) -> tuple[tuple[Any, ...] | None,
         return None, False
     layers = [n.layer for n in nodes]
     last = layers[-1]
-    at_end = type(last) in AFFINE_LAYERS and builtin_name(last.activation) is not None
+    # a built-in activation works row by row (not a user's function, which may mix rows)
+    at_end = type(last) in AFFINE_LAYERS and getattr(last.activation, "builtin", False)
     at_end = at_end and last.inference_affine() is not None
     if not at_end:
         return None, False
