@@ -19,7 +19,6 @@ import numpy as np
 
 from .._checks import probably_finite, require_finite
 from ..backend import Ops
-from ..backend.base import builtin_name
 from ..io import config, h5_model, h5_weights, keras_format, saving
 from ..io.file_checks import FileFormatError, parameter_budget
 from ..io.serialization import merged_custom_objects
@@ -199,7 +198,8 @@ class Sequential(Model):
         assert ops is not None
         last = self.layers[-1]
         # a built-in output activation works row by row: once over all the logits, not once per batch
-        at_end = builtin_name(last.activation) is not None and last.inference_affine() is not None
+        # (a user's function may mix the rows of its batch: x - mean(x, axis=0))
+        at_end = getattr(last.activation, "builtin", False) and last.inference_affine() is not None
         with ops.activate(), ReluAfterMaxPool(self):  # exact rewrites of the layer sequence
             X = data.upload(ops, x, self.dtype)
             n = X.shape[0]
