@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xpnet import Dense, Sequential, ops
+from xpnet import Dense, Sequential, activations, ops
 
 
 def centred(x: Any) -> Any:
@@ -38,3 +38,40 @@ def test_predict_applies_a_function_activation_batch_by_batch(backend: str) -> N
     np.testing.assert_allclose(got, each, rtol=1e-6, atol=1e-6)
     # each batch of 4 (and the last of 2) is centred on its own mean
     np.testing.assert_allclose(got[8:].sum(axis=0), [0.0, 0.0], atol=1e-6)
+
+
+class _TempSoftmax(activations.Softmax):
+    """softmax(u / 4): a user's subclass of the built-in softmax with its own φ and φ'."""
+
+    def forward(self, xp: Any, u: Any) -> Any:
+        return super().forward(xp, u / 4.0)
+
+    def backward(self, xp: Any, u: Any, h: Any, dh: Any) -> Any:
+        return super().backward(xp, u, h, dh) / 4.0
+
+
+def softmax(x: Any) -> Any:
+    """A user's function that happens to be named softmax: softmax(u / 4)."""
+    return ops.softmax(x / 4.0)
+
+
+@pytest.mark.parametrize("act", [_TempSoftmax(), softmax], ids=["subclass", "function"])
+def test_cross_entropy_with_an_own_softmax_uses_its_output(act: Any) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    model = Sequential([Dense(3, act, input_shape=(3,))], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.fused_outputs == [False]
+    p = model.predict(x).astype(np.float64)
+    want = float(np.mean(-np.log(p[np.arange(16), y])))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)
+
+
+def test_cross_entropy_with_a_subclass_keeping_the_formula_still_fuses() -> None:
+    class Plain(activations.Softmax):
+        pass
+
+    model = Sequential([Dense(3, Plain(), input_shape=(3,))], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.fused_outputs == [True]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import argcheck
+from .. import activations, argcheck
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as opt_mod
@@ -1068,7 +1068,10 @@ def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     own = all(
         getattr(type(layer), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
     )
-    return want is not None and act is not None and act.name == want and own
+    # the loss then computes the activation itself (softmax of u), so it must be that very φ: a subclass or a
+    # user's function with a φ of its own runs unfused, whatever its name
+    same = want is not None and act is not None and type(act).forward is type(activations.get(want)).forward
+    return same and act.name == want and own
 
 
 def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
