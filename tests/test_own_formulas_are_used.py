@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xpnet import Dense, Sequential, activations, ops
+from xpnet import Dense, Sequential, activations, losses, ops
 
 
 def centred(x: Any) -> Any:
@@ -75,3 +75,42 @@ def test_cross_entropy_with_a_subclass_keeping_the_formula_still_fuses() -> None
     model = Sequential([Dense(3, Plain(), input_shape=(3,))], seed=0)
     model.compile("sgd", "sparse_categorical_crossentropy")
     assert model.fused_outputs == [True]
+
+
+class _Smoothed(losses.CategoricalCrossentropy):
+    """Cross-entropy against targets moved towards uniform: its own `call` and `grad`."""
+
+    def call(self, xp: Any, y_true: Any, y_pred: Any) -> Any:
+        return super().call(xp, y_true * 0.8 + 0.1, y_pred)
+
+    def grad(self, xp: Any, y_true: Any, y_pred: Any) -> Any:
+        return super().grad(xp, y_true * 0.8 + 0.1, y_pred)
+
+
+class _KerasStyle(losses.CategoricalCrossentropy):
+    """Keras's way: `call(self, y_true, y_pred)` on a subclass of a built-in loss."""
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:  # type: ignore[override]
+        return ops.mean(ops.square(y_true - y_pred), axis=-1)
+
+
+@pytest.mark.parametrize("loss", [_Smoothed(), _KerasStyle()], ids=["own-call-and-grad", "keras-call"])
+def test_loss_subclass_with_its_own_call_is_what_fit_and_evaluate_use(loss: losses.Loss) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 3)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 16)]
+    model = Sequential([Dense(2, "softmax", input_shape=(3,))], seed=0)
+    model.compile("sgd", loss)
+    assert model.fused_outputs == [False]
+    want = float(np.mean(loss(y, model.predict(x))))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)
+
+
+def test_loss_subclass_keeping_the_formula_still_fuses() -> None:
+    class Named(losses.CategoricalCrossentropy):
+        pass
+
+    model = Sequential([Dense(2, "softmax", input_shape=(3,))], seed=0)
+    model.compile("sgd", Named())
+    assert model.fused_outputs == [True]
+    assert losses.get("categorical_crossentropy").fused_activation() == "softmax"

@@ -58,6 +58,9 @@ class Loss:
         if "call_and_grad_from_preactivation" in cls.__dict__ and "fused" not in cls.__dict__:
             cls.fused = Loss.fused  # type: ignore[method-assign]
         own = cls.__dict__.get("call")
+        # its own call is its formula: the fused path (its parent's pre-activation formula) would not run it
+        if own is not None and not {"call_and_grad_from_preactivation", "fused_activation"} & set(cls.__dict__):
+            cls.fused_activation = Loss.fused_activation  # type: ignore[method-assign]
         # Keras's call(self, y_true, y_pred) without a grad: differentiate it with the tape
         if own is not None and "grad" not in cls.__dict__ and len(inspect.signature(own).parameters) == 3:
             cls.keras_call = own  # type: ignore[attr-defined]
