@@ -114,3 +114,29 @@ def test_loss_subclass_keeping_the_formula_still_fuses() -> None:
     model.compile("sgd", Named())
     assert model.fused_outputs == [True]
     assert losses.get("categorical_crossentropy").fused_activation() == "softmax"
+
+
+class _Doubling:
+    """A mixin with a formula of its own: 2·relu(u)."""
+
+    def forward(self, xp: Any, u: Any) -> Any:
+        return 2.0 * xp.maximum(u, 0.0)
+
+    def backward(self, xp: Any, u: Any, h: Any, dh: Any) -> Any:
+        return 2.0 * dh * xp.astype(u > 0.0, dh.dtype)
+
+
+class _DoubledRelu(_Doubling, activations.ReLU):
+    pass
+
+
+def test_formula_from_a_mixin_drops_the_builtin_variants(ops: Any) -> None:
+    act = _DoubledRelu()
+    assert act.cuda_forward is act.cuda_backward is None and not act.elementwise
+    u = np.array([[1.0, -1.0, 2.0]], np.float32)
+    h = ops.activation_forward(act, ops.asarray(u.copy()), in_place=True)
+    assert ops.to_numpy(h).tolist() == [[2.0, 0.0, 4.0]]
+    _, h = ops.dense_forward(ops.asarray(u), ops.asarray(np.eye(3, dtype=np.float32)), None, act)
+    assert ops.to_numpy(h).tolist() == [[2.0, 0.0, 4.0]]
+    du = ops.activation_backward(act, ops.asarray(u), h, ops.asarray(np.ones_like(u)))
+    assert ops.to_numpy(du).tolist() == [[2.0, 0.0, 2.0]]
