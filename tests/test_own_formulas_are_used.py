@@ -140,3 +140,38 @@ def test_formula_from_a_mixin_drops_the_builtin_variants(ops: Any) -> None:
     assert ops.to_numpy(h).tolist() == [[2.0, 0.0, 4.0]]
     du = ops.activation_backward(act, ops.asarray(u), h, ops.asarray(np.ones_like(u)))
     assert ops.to_numpy(du).tolist() == [[2.0, 0.0, 2.0]]
+
+
+class _Halving:
+    """A mixin with its own pre-activation formula: half the sparse cross-entropy."""
+
+    def call_and_grad_from_preactivation(self, xp: Any, y_true: Any, u: Any) -> tuple[Any, Any]:
+        value, grad = losses.SparseCategoricalCrossentropy.call_and_grad_from_preactivation(self, xp, y_true, u)
+        return 0.5 * value, 0.5 * grad
+
+
+class _HalfSparseCE(_Halving, losses.SparseCategoricalCrossentropy):
+    pass
+
+
+class _SmoothingMixin:
+    def call(self, xp: Any, y_true: Any, y_pred: Any) -> Any:
+        return losses.CategoricalCrossentropy.call(self, xp, y_true * 0.8 + 0.1, y_pred)
+
+    def grad(self, xp: Any, y_true: Any, y_pred: Any) -> Any:
+        return losses.CategoricalCrossentropy.grad(self, xp, y_true * 0.8 + 0.1, y_pred)
+
+
+class _SmoothedByMixin(_SmoothingMixin, losses.CategoricalCrossentropy):
+    pass
+
+
+def test_loss_formula_from_a_mixin_is_the_one_that_runs(ops: Any) -> None:
+    rng = np.random.default_rng(6)
+    u = ops.asarray(rng.standard_normal((5, 3)).astype(np.float32))
+    y = ops.asarray(rng.integers(0, 3, 5).astype(np.int32))
+    v1, g1, _ = ops.fused_loss(_HalfSparseCE(), activations.Softmax(), y, u, 1.0)
+    v2, g2, _ = ops.fused_loss(losses.SparseCategoricalCrossentropy(), activations.Softmax(), y, u, 1.0)
+    np.testing.assert_allclose(ops.to_numpy(v1), 0.5 * ops.to_numpy(v2), rtol=1e-6)
+    np.testing.assert_allclose(ops.to_numpy(g1), 0.5 * ops.to_numpy(g2), rtol=1e-6, atol=1e-7)
+    assert _SmoothedByMixin().fused_activation() is None

@@ -54,13 +54,19 @@ class Loss:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # a backend's fused form computes the formula it was written beside: a subclass with its own runs that
-        if "call_and_grad_from_preactivation" in cls.__dict__ and "fused" not in cls.__dict__:
+        # a backend's fused form computes the formula it was written beside: a subclass with its own (in its
+        # body or from a mixin) runs that
+        beside = next(k for k in cls.__mro__ if "fused" in k.__dict__)
+        if cls.call_and_grad_from_preactivation is not beside.call_and_grad_from_preactivation:
             cls.fused = Loss.fused  # type: ignore[method-assign]
-        own = cls.__dict__.get("call")
         # its own call is its formula: the fused path (its parent's pre-activation formula) would not run it
-        if own is not None and not {"call_and_grad_from_preactivation", "fused_activation"} & set(cls.__dict__):
+        beside = next(k for k in cls.__mro__ if "fused_activation" in k.__dict__)
+        if (
+            cls.call is not beside.call
+            and cls.call_and_grad_from_preactivation is beside.call_and_grad_from_preactivation
+        ):
             cls.fused_activation = Loss.fused_activation  # type: ignore[method-assign]
+        own = cls.__dict__.get("call")
         # Keras's call(self, y_true, y_pred) without a grad: differentiate it with the tape
         if own is not None and "grad" not in cls.__dict__ and len(inspect.signature(own).parameters) == 3:
             cls.keras_call = own  # type: ignore[attr-defined]
