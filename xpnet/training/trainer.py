@@ -1070,8 +1070,9 @@ def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     )
     # the loss then computes the activation itself (softmax of u), so it must be that very φ: a subclass or a
     # user's function with a φ of its own runs unfused, whatever its name
-    same = want is not None and act is not None and type(act).forward is type(activations.get(want)).forward
-    return same and act.name == want and own
+    if want is None or act is None or type(act).forward is not type(activations.get(want)).forward:
+        return False
+    return act.name == want and own
 
 
 def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
