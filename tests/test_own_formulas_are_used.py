@@ -175,3 +175,23 @@ def test_loss_formula_from_a_mixin_is_the_one_that_runs(ops: Any) -> None:
     np.testing.assert_allclose(ops.to_numpy(v1), 0.5 * ops.to_numpy(v2), rtol=1e-6)
     np.testing.assert_allclose(ops.to_numpy(g1), 0.5 * ops.to_numpy(g2), rtol=1e-6, atol=1e-7)
     assert _SmoothedByMixin().fused_activation() is None
+
+
+def doubled(x: Any) -> Any:
+    return x * 2.0
+
+
+def nan_to_zero(x: Any) -> Any:
+    return ops.where(x == x, x, 0.0)
+
+
+def test_predict_refuses_nan_inputs_through_function_activations() -> None:
+    """No NaN probe is shared between functions: the one that keeps NaN must not vouch for the one that drops it."""
+    x = np.random.default_rng(2).standard_normal((6, 4)).astype(np.float32)
+    x[0, 0] = np.nan
+    for fn in (doubled, nan_to_zero):  # same backend object, probed (or not) in this order
+        for hidden, out in ((fn, "softmax"), ("relu", fn)):
+            model = Sequential([Dense(5, hidden, input_shape=(4,)), Dense(3, out)], seed=0)
+            model.compile("sgd", "mse", backend="numpy")
+            with pytest.raises(ValueError, match=r"predict: x contains 1 NaN or inf"):
+                model.predict(x)
