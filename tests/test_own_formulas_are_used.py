@@ -195,3 +195,34 @@ def test_predict_refuses_nan_inputs_through_function_activations() -> None:
             model.compile("sgd", "mse", backend="numpy")
             with pytest.raises(ValueError, match=r"predict: x contains 1 NaN or inf"):
                 model.predict(x)
+
+
+class _Cube(activations.Activation):
+    name = "cube"
+
+    def forward(self, xp: Any, u: Any) -> Any:
+        return u * u * u
+
+    def backward(self, xp: Any, u: Any, h: Any, dh: Any) -> Any:
+        return 3.0 * u * u * dh
+
+
+class _CubeMSE(losses.MeanSquaredError):
+    """A user's loss that fuses with the user's own activation, by its name."""
+
+    def fused_activation(self) -> str | None:
+        return "cube"
+
+    def call_and_grad_from_preactivation(self, xp: Any, y_true: Any, u: Any) -> tuple[Any, Any]:
+        h = u * u * u
+        return xp.mean((h - y_true) ** 2, axis=-1), 6.0 * u * u * (h - y_true) / u.shape[-1]
+
+
+def test_loss_fusing_with_a_users_own_activation_name_still_compiles_and_fuses() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal((8, 2)).astype(np.float32)
+    model = Sequential([Dense(2, _Cube(), input_shape=(3,))], seed=0)
+    model.compile("sgd", _CubeMSE())
+    assert model.fused_outputs == [True]
+    want = float(np.mean((model.predict(x) - y) ** 2))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)

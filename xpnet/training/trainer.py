@@ -1068,11 +1068,15 @@ def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     own = all(
         getattr(type(layer), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
     )
-    # the loss then computes the activation itself (softmax of u), so it must be that very φ: a subclass or a
-    # user's function with a φ of its own runs unfused, whatever its name
-    if want is None or act is None or type(act).forward is not type(activations.get(want)).forward:
+    if want is None or act is None or act.name != want or not own:
         return False
-    return act.name == want and own
+    try:
+        named = type(activations.get(want))
+    except ValueError:  # a user's loss that fuses with an activation of the user's own: the name is the contract
+        return True
+    # the loss then computes the built-in activation itself (softmax of u), so it must be that very φ: a
+    # subclass or a user's function with a φ of its own runs unfused, whatever its name
+    return type(act).forward is named.forward
 
 
 def _per_output(value: Any, names: list[str], what: str) -> list[Any]:
