@@ -47,14 +47,15 @@ class Activation:
         super().__init_subclass__(**kwargs)
         cls.builtin = cls.__module__ == __name__ and "name" in cls.__dict__  # not FunctionActivation
         # a variant computes the formula it was written beside, so a subclass with its own formula runs
-        # that; backward variants may read h (NumPy's relu' does), so a new forward drops them too
+        # that; backward variants may read h (NumPy's relu' does), so a new forward drops them too. The
+        # formula is the one the class resolves (a mixin's forward counts), not only one in its own body.
         backward = ("backprop", "cuda_backward")
         forward = ("apply", "apply_biased", "output_of_softmax", "cuda_forward", "elementwise", *backward)
         for own, variants in (("forward", forward), ("backward", backward)):
-            if own in cls.__dict__:
-                for v in variants:
-                    if v not in cls.__dict__:
-                        setattr(cls, v, Activation.__dict__[v])
+            for v in variants:
+                beside = next(k for k in cls.__mro__ if v in k.__dict__)
+                if getattr(cls, own) is not getattr(beside, own):
+                    setattr(cls, v, Activation.__dict__[v])
 
     def forward(self, xp: Any, u: Array) -> Array:
         raise NotImplementedError

@@ -54,9 +54,18 @@ class Loss:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # a backend's fused form computes the formula it was written beside: a subclass with its own runs that
-        if "call_and_grad_from_preactivation" in cls.__dict__ and "fused" not in cls.__dict__:
+
+        # a backend's fused form computes the formula it was written beside: a subclass with its own (in its
+        # body or from a mixin) runs that
+        def same(name: str, beside: str) -> bool:
+            """Whether cls resolves `name` as the class that `beside` comes from does."""
+            return getattr(cls, name) is getattr(next(k for k in cls.__mro__ if beside in k.__dict__), name)
+
+        if not same("call_and_grad_from_preactivation", "fused"):
             cls.fused = Loss.fused  # type: ignore[method-assign]
+        # its own call is its formula: the fused path (its parent's pre-activation formula) would not run it
+        if not same("call", "fused_activation") and same("call_and_grad_from_preactivation", "fused_activation"):
+            cls.fused_activation = Loss.fused_activation  # type: ignore[method-assign]
         own = cls.__dict__.get("call")
         # Keras's call(self, y_true, y_pred) without a grad: differentiate it with the tape
         if own is not None and "grad" not in cls.__dict__ and len(inspect.signature(own).parameters) == 3:

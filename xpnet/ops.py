@@ -36,12 +36,15 @@ def _leaf_or_value(a: Any, tape: Tape | None) -> Any:
 
 def _namespace(raw: Sequence[Any]) -> Any:
     """The array module of the arrays among `raw` (NumPy for host data, else the backend that owns them)."""
-    from .backend import get_backend
+    from .backend import get_backend, namespace_of
 
     for a in raw:
         if isinstance(a, (np.ndarray, int, float, bool, np.generic, list, tuple)):
             continue
         if hasattr(a, "shape") and hasattr(a, "dtype"):
+            xp = namespace_of(a)  # an array-API array names its own namespace (the strict backend's)
+            if xp is not None:
+                return xp
             ops = get_backend()
             if ops.is_native(a):
                 return ops.xp
@@ -72,8 +75,8 @@ def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> l
     float array takes that float's dtype, meeting a Python float it becomes float32, and with `float_result`
     (exp, log, mean, divide, ...) int inputs become float32: float32 code stays float32."""
     arrays = [r for r in raw[first:] if hasattr(r, "dtype")]
-    floats = [r.dtype for r in arrays if r.dtype.kind == "f"]
-    ints = [r for r in arrays if r.dtype.kind in "biu"]
+    floats = [r.dtype for r in arrays if _kind(xp, r.dtype) == "f"]
+    ints = [r for r in arrays if _kind(xp, r.dtype) in "biu"]
     if not ints:
         return raw
     if floats:
@@ -83,6 +86,15 @@ def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> l
     else:
         return raw
     return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in raw[first:]]
+
+
+def _kind(xp: Any, dtype: Any) -> str:
+    """NumPy's dtype.kind ("f", "i", "u", "b", "c"), also for array-API dtypes that have none (the strict backend's)."""
+    kind = getattr(dtype, "kind", None)
+    if kind is not None:
+        return str(kind)
+    kinds = (("bool", "b"), ("real floating", "f"), ("signed integer", "i"), ("unsigned integer", "u"))
+    return next((k for name, k in kinds if xp.isdtype(dtype, name)), "c")
 
 
 def _default_xp() -> Any:

@@ -383,7 +383,9 @@ def roc_auc(
     onehot = _one_vs_rest_targets(y_true, s.shape[0], s.shape[1])
     if average == "micro":
         return _binary_auc(onehot.reshape(-1), s.reshape(-1))
-    per_class = np.array([_binary_auc(onehot[:, c], s[:, c], f"y_true column {c}") for c in range(s.shape[1])])
+    per_class = np.empty(s.shape[1])
+    for c in range(s.shape[1]):  # a loop, not a comprehension: Python < 3.12 gives that a frame of its own
+        per_class[c] = _binary_auc(onehot[:, c], s[:, c], f"y_true column {c}")
     if average is None:
         return per_class
     if average == "weighted":
