@@ -31,6 +31,9 @@ FLOATX = "float32"
 def _leaf_or_value(a: Any, tape: Tape | None) -> Any:
     if isinstance(a, Variable):
         return tape.leaf(a) if tape is not None else a.value
+    if tape is not None and tape.raw_weights and id(a) in tape.raw_weights:
+        # a layer's weight read as its raw array (`self.dense.kernel`): the same leaf as its Variable
+        return tape.leaf(tape.raw_weights[id(a)])
     return a
 
 
@@ -55,16 +58,17 @@ def _apply(fn: Callable[..., Out], *args: Any, **settings: Any) -> Any:
     if SYMBOLIC and any(hasattr(a, "feature_shape") for a in args):
         return SYMBOLIC["apply"](_apply, fn, args, settings)
     tape = active()
-    xs = [_leaf_or_value(a, tape) for a in args]
-    raw = [x.data if isinstance(x, Tensor) else x for x in xs]
+    xs = tuple(_leaf_or_value(a, tape) for a in args)
+    raw = [x.data if type(x) is Tensor else x for x in xs]
     xp = tape.xp if tape is not None else _namespace(raw)
-    raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
-    if fn in _KERAS_TYPES:
-        raw = _keras_promote(xp, raw, *_KERAS_TYPES[fn])
+    if fn in _KERAS_TYPES or any(isinstance(r, (list, tuple)) for r in raw):
+        raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
+        if fn in _KERAS_TYPES:
+            raw = _keras_promote(xp, raw, *_KERAS_TYPES[fn])
     out, vjp = fn(xp, *raw, **settings)
-    if tape is None or not any(isinstance(x, Tensor) for x in xs):
+    if tape is None or not any(type(x) is Tensor for x in xs):
         return out
-    return tape.record(Tensor(out, tuple(xs), vjp))
+    return tape.record(Tensor(out, xs, vjp, fn))
 
 
 def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> list[Any]:
@@ -186,6 +190,14 @@ def one_hot(x: Any, num_classes: int, axis: int = -1, dtype: Any = None) -> Arra
 def _add(xp: Any, a: Array, b: Array) -> Out:
     sa, sb = _shape_of(a), _shape_of(b)
     return a + b, lambda g, n: (_unbroadcast(xp, g, sa) if n[0] else None, _unbroadcast(xp, g, sb) if n[1] else None)
+
+
+def _add_into_sink(sink: Any, layer: Any, name: str, node: Tensor, i: int) -> Callable[[Array], None] | None:
+    """u + b with u (batch, units) and weight b (units,): ∂L/∂b = Σ_rows g goes to the sink as a Dense's bias."""
+    b, u = node.parents[i].data, _data(node.parents[1 - i])
+    if b.ndim != 1 or getattr(u, "ndim", 0) != 2 or u.shape[1] != b.shape[0] or u.dtype != b.dtype:
+        return None
+    return lambda g: sink.column_sum(layer, name, g)
 
 
 def add(x1: Any, x2: Any) -> Any:
@@ -549,6 +561,15 @@ def _matmul(xp: Any, a: Array, b: Array) -> Out:
     return xp.matmul(a, b), vjp
 
 
+def _matmul_into_sink(sink: Any, layer: Any, name: str, node: Tensor, i: int) -> Callable[[Array], None] | None:
+    """x @ W with x (batch, in) and weight W (in, out): ∂L/∂W = xᵀ·g goes to the sink as a Dense's kernel
+    (in-place SGD: one GEMM into W, after the VJP has read W for ∂L/∂x)."""
+    x, w = _data(node.parents[0]), node.parents[1].data
+    if i != 1 or getattr(x, "ndim", 0) != 2 or w.ndim != 2 or x.dtype != w.dtype:
+        return None
+    return lambda g: sink.matmul_t(layer, name, x, g)
+
+
 def matmul(x1: Any, x2: Any) -> Any:
     """Matrix product with NumPy's rules: (…, n, k) @ (…, k, m) → (…, n, m); 1-D arguments are vectors."""
     return _apply(_matmul, x1, x2)
@@ -762,6 +783,13 @@ def _xp_for(raw: Any) -> Any:
     tape = active()
     return tape.xp if tape is not None else _namespace([raw])
 
+
+# ops whose weight gradient a gradient sink can take straight from the op's inputs, as a built-in layer hands it:
+# op -> route(sink, owner layer, weight name, node, input position) -> a function of the node's ∂L/∂output, or None
+SINK_ROUTES: dict[Callable[..., Out], Callable[..., Callable[[Array], None] | None]] = {
+    _add: _add_into_sink,
+    _matmul: _matmul_into_sink,
+}
 
 # the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, float result)
 _KERAS_TYPES: dict[Callable[..., Out], tuple[int, bool]] = {

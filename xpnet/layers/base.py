@@ -85,6 +85,8 @@ class Layer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.keras_call = callable(getattr(cls, "call", None))
+        if cls.keras_call and "grads_via_sink" not in cls.__dict__:
+            cls.grads_via_sink = True  # the tape hands every weight gradient to the sink (layers/custom.py)
         user_build = cls.__dict__.get("build")
         if cls.keras_call and user_build is not None:
             cls.build = _keras_build(user_build)  # type: ignore[method-assign]

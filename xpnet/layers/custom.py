@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..ops import _namespace  # importing ops also registers Tensor's operators (xpnet.ops functions)
-from ..params import AccumulatingSink
+from ..ops import SINK_ROUTES, _namespace  # importing ops also registers Tensor's operators (xpnet.ops functions)
+from ..params import AccumulatingSink, GradientSink
 from ..tape import Tape, Tensor, active, recording
 from ..variables import Variable
 
@@ -279,31 +279,123 @@ def forward(layer: Layer, x: Any, training: bool) -> Any:
         layer.__dict__["_xp_step_losses"] = [_plain(v) for v in collected]  # evaluate adds them, as Keras
         return _plain(out)
     tape = Tape(layer.ops.xp)
+    tape.raw_weights = _raw_weights(layer)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
     with recording(tape):
         out = run_call(layer, leaves, True)
     layer.__dict__["_xp_tape"] = (tape, leaves, out)
-    layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses]
+    layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses] if tape.added_losses else []
     return _plain(out)
+
+
+def _raw_weights(layer: Layer) -> dict[int, Variable]:
+    """id of each weight's array -> its Variable, for `layer` and its sublayers at any depth, so that ops
+    reading a raw weight (`self.dense.kernel`, a built-in sublayer's array) differentiate it too."""
+    cached = layer.__dict__.get("_xp_raw")
+    if cached is not None and cached[0] is layer.params:
+        return cached[1]  # type: ignore[no-any-return]
+    found: dict[int, Variable] = {}
+
+    def walk(owner: Layer) -> None:
+        # a custom layer's own weights under their own names; its sublayers' under theirs, from the sublayer
+        specs = getattr(owner, "_xp_added", []) if owner.keras_call else owner.param_specs()
+        for spec in specs:
+            view = owner.params.get(spec.name)
+            if view is not None:
+                found[id(view)] = Variable(owner, spec)
+        for _, sub in sublayers(owner) if owner.keras_call else ():
+            if sub.built:
+                walk(sub)
+
+    walk(layer)
+    layer.__dict__["_xp_raw"] = (layer.params, found)
+    return found
 
 
 def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
     """Replay the layer's tape from ∂L/∂output (and the seed of its added losses); weight gradients go to
-    each owner's sink, and ∂L/∂input (a list with several inputs) is returned when needed."""
+    each owner's sink, and ∂L/∂input (a list with several inputs) is returned when needed.
+
+    A weight read by one op that has a route to the sink (x @ W, u + b) hands its gradient to the sink
+    as the built-in Dense does (`matmul_t`, `column_sum`: in-place SGD where the sink applies it), from
+    inside the replay; the others get theirs with `put` once the replay is over.
+    """
     tape, leaves, out = layer.__dict__["_xp_tape"]
+    layer.__dict__["_xp_tape"] = None
     many = isinstance(leaves, list)
     ins = leaves if many else [leaves]
-    weights = list(tape.leaves.values())
     seeds: list[tuple[Any, Any]] = [(out, dy)]
     seed = _loss_seed.get()
     if seed is not None:
         seeds += [(v, seed) for v in tape.added_losses]
+    after, routed = _sink_routes(tape)
+    weights = [(var, t) for var, t in tape.leaves.values() if id(t) not in routed]
     wanted = (ins if need_input_grad else []) + [t for _, t in weights]
-    grads = tape.backward(seeds, wanted)
+    deferred = _defer_builtins(tape, layer.sink)
+    try:
+        grads = tape.backward(seeds, wanted, after)
+    finally:
+        for sub, own in deferred:
+            sub.sink = own
     k = len(ins) if need_input_grad else 0
+    _put_weight_grads(tape, weights, grads[k:])
+    wrote = tape.__dict__.get("builtin_backward", set())
+    for sub, own in deferred:
+        if id(sub) in wrote and own is not None:
+            for name, g in sub.grads.items():
+                own.put(sub, name, g)
+    for var, ran in routed.values():
+        if not ran and var.layer.sink is not None:  # the route's op got no gradient this step: 0, not the last one
+            var.layer.sink.put(var.layer, var.name, 0.0)
+    if not need_input_grad:
+        return None
+    dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
+    return dx if many else dx[0]
+
+
+def _sink_routes(tape: Tape) -> tuple[dict[int, Any], dict[int, list[Any]]]:
+    """The weights read by exactly one op that has a route to the sink (`ops.SINK_ROUTES`).
+
+    Returns (node id -> function of the node's ∂L/∂output that hands the gradient over, leaf id ->
+    [Variable, whether the route ran]). A built-in sublayer's weights keep their own backward's way.
+    """
+    weights = {id(t): var for var, t in tape.leaves.values() if id(var.layer) not in tape.builtin_layers}
+    uses: dict[int, Any] = {}
+    for node in tape.nodes:
+        for i, p in enumerate(node.parents):
+            k = id(p)
+            if k in weights:
+                uses[k] = (node, i) if k not in uses else None
+    after: dict[int, Any] = {}
+    routed: dict[int, list[Any]] = {}
+    for k, use in uses.items():
+        var = weights[k]
+        route = SINK_ROUTES.get(use[0].op) if use is not None else None
+        sink = var.layer.sink
+        hand = route(sink, var.layer, var.name, *use) if route is not None and sink is not None else None
+        if hand is None:
+            continue
+        done = routed[k] = [var, False]
+        after[id(use[0])] = _then(after.get(id(use[0])), hand, done)
+    return after, routed
+
+
+def _then(first: Any, hand: Any, done: list[Any]) -> Any:
+    """A node's hand-over: `first` (another weight of the same op, or None), then `hand`, marking it done."""
+
+    def run(g: Array) -> None:
+        if first is not None:
+            first(g)
+        hand(g)
+        done[1] = True
+
+    return run
+
+
+def _put_weight_grads(tape: Tape, weights: list[tuple[Variable, Tensor]], grads: list[Any]) -> None:
     # built-in sublayers whose own backward ran in this replay: they wrote their share of their weights' gradients
     wrote = tape.__dict__.get("builtin_backward", set())
-    for (var, _), g in zip(weights, grads[k:], strict=True):
+    for (var, _), g in zip(weights, grads, strict=True):
         owner = var.layer
         sink = owner.sink
         if sink is None:
@@ -315,11 +407,21 @@ def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
             continue
         # a weight this step did not reach gets 0, not the previous step's gradient
         sink.put(owner, var.name, g if g is not None else 0.0)
-    layer.__dict__["_xp_tape"] = None
-    if not need_input_grad:
-        return None
-    dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
-    return dx if many else dx[0]
+
+
+def _defer_builtins(tape: Tape, sink: Any) -> list[tuple[Any, Any]]:
+    """With a sink that applies updates (in-place SGD), built-in sublayers write their gradients into the
+    buffer during the replay, and `backward` applies them after it: ops recorded before such a sublayer's
+    call may still read its weights in their VJPs (tied weights), which must hold the step's old values.
+    Returns [(sublayer, its own sink)] to restore and apply, empty when nothing is deferred."""
+    if sink is None or not sink.applies_update or not tape.builtin_layers:
+        return []
+    subs = list(tape.builtin_layers.values())
+    deferred = [(sub, sub.sink) for sub in subs]
+    plain = GradientSink(sink.ops)
+    for sub in subs:
+        sub.sink = plain
+    return deferred
 
 
 def _plain(out: Any) -> Any:
@@ -405,7 +507,7 @@ def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
         state = vars(layer)
         current = dict(state)
         state.update(after)
-        sink = layer.sink
+        sink = layer.sink = current.get("sink")  # the sink of this replay (`_defer_builtins`), not the forward's
         # the first backward of this layer in the replay writes its gradients, later ones add to them
         if id(layer) in calls and sink is not None and not isinstance(sink, AccumulatingSink):
             assert layer.ops is not None
@@ -420,6 +522,7 @@ def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
         return list(dx or [None] * len(parents)) if many else [dx]
 
     node = tape.record(Tensor(out, parents, vjp))
+    tape.builtin_layers[id(layer)] = layer
     if layer.grads:
         tape.with_weights.add(id(node))
     return node
