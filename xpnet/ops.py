@@ -122,6 +122,13 @@ def _unbroadcast(xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
     return g
 
 
+def ends_in_softmax(out: Any) -> Any:
+    """The tensor u when recorded `out` is softmax(u) over the last axis, else None."""
+    if type(out) is Tensor and out.op is _softmax_rows and type(out.parents[0]) is Tensor:
+        return out.parents[0]
+    return None
+
+
 def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
@@ -417,8 +424,16 @@ def _softmax(xp: Any, a: Array, axis: int) -> Out:
     return out, lambda g, n: (out * (g - xp.sum(g * out, axis=axis, keepdims=True)),)
 
 
+def _softmax_rows(xp: Any, a: Array) -> Out:
+    """softmax over the last axis: its own op, so that a custom output layer ending in it can hand its
+    input u to a fused softmax + cross-entropy loss (layers/custom.py)."""
+    return _softmax(xp, a, -1)
+
+
 def softmax(x: Any, axis: int = -1) -> Any:
     """e^x / Σ e^x along `axis` (shifted by the max, so it never overflows)."""
+    if axis == -1 or axis == len(_shape_of(_data(x))) - 1:
+        return _apply(_softmax_rows, x)
     return _apply(_softmax, x, axis=axis)
 
 
@@ -808,6 +823,7 @@ _KERAS_TYPES: dict[Callable[..., Out], tuple[int, bool]] = {
     _tanh: (0, True),
     _sigmoid: (0, True),
     _softmax: (0, True),
+    _softmax_rows: (0, True),
     _log_softmax: (0, True),
     _logsumexp: (0, True),
     _mean: (0, True),

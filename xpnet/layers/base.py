@@ -302,11 +302,15 @@ class Layer:
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """The output before `activation`; layers without one return their forward."""
+        if self.keras_call:  # a call ending in ops.softmax stops before it (layers/custom.py)
+            return custom.forward(self, x, training, logits=True)
         self._no_activation("forward_preactivation")
         return self.forward(x, training)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         """Backward from ∂L/∂(pre-activation); layers without an activation run their backward."""
+        if self.keras_call:
+            return custom.backward(self, du, need_input_grad)
         self._no_activation("backward_preactivation")
         return self.backward(du, need_input_grad)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..ops import SINK_ROUTES, _namespace  # importing ops also registers Tensor's operators (xpnet.ops functions)
+from ..ops import SINK_ROUTES, _namespace, ends_in_softmax  # importing ops also registers Tensor's operators (xpnet.ops functions)
 from ..params import AccumulatingSink, GradientSink
 from ..tape import Tape, Tensor, active, recording
 from ..variables import Variable
@@ -203,15 +203,44 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
 
 def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
     """Run `call` on one row of zeros (NumPy; zero weights until the layer is bound) and read the output's shape."""
-    dtype = np.dtype(layer.compute_dtype)
-    xp = _weights_xp(layer)
-    zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
-    with recording(None), placeholder_params(layer, xp):
-        out = run_call(layer, zeros, False)
-    out = _plain(out)
+    out = _plain(_call_on_zeros(layer, feature_shape, many, None))
     if not hasattr(out, "shape") or len(out.shape) < 1:
         raise ValueError(f"{type(layer).__name__}.call must return a batch (an array with a batch axis)")
     return tuple(out.shape[1:])
+
+
+def _call_on_zeros(layer: Layer, feature_shape: Any, many: bool, tape: Tape | None) -> Any:
+    """`call` at inference on one row of zeros, recorded on `tape` (None: not recorded)."""
+    dtype = np.dtype(layer.compute_dtype)
+    xp = _weights_xp(layer)
+    zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
+    if tape is not None:
+        zeros = [Tensor(z) for z in zeros] if many else Tensor(zeros)
+    with recording(tape), placeholder_params(layer, xp):
+        return run_call(layer, zeros, False)
+
+
+def logits_activation(layer: Layer, want: str | None) -> Any:
+    """The output activation a fused loss wanting `want` may take over from custom `layer`: softmax, when its
+    `call` ends in `ops.softmax` over the last axis (seen by recording `call` once on zeros) and the layer
+    names no other activation. Else None."""
+    if want != "softmax":
+        return None
+    ends = layer.__dict__.get("_xp_ends_in_softmax")
+    if ends is None:
+        many = isinstance(getattr(layer, "input_shapes", None), list)
+        shape = layer.input_shapes if many else layer.input_shape  # type: ignore[attr-defined]
+        ends = ends_in_softmax(_call_on_zeros(layer, shape, many, Tape(_weights_xp(layer)))) is not None
+        layer.__dict__["_xp_ends_in_softmax"] = ends
+    if not ends:
+        return None
+    if layer.activation is None:
+        from ..activations import get
+
+        # the step's fused loss reads the output layer's activation to give the model's output softmax(u)
+        layer.__dict__["activation"] = get("softmax")
+    assert layer.activation is not None
+    return layer.activation if layer.activation.name == "softmax" else None
 
 
 def _weights_xp(layer: Layer) -> Any:
@@ -265,10 +294,14 @@ def _takes_training(call: Any) -> bool:
     return "training" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def forward(layer: Layer, x: Any, training: bool) -> Any:
-    """A custom layer's step forward: plain arrays at inference, recorded on a fresh tape in training."""
+def forward(layer: Layer, x: Any, training: bool, logits: bool = False) -> Any:
+    """A custom layer's step forward: plain arrays at inference, recorded on a fresh tape in training.
+
+    logits: stop before the final `ops.softmax` (the model fuses it with the cross-entropy loss, see
+    `logits_activation`) and return its input u; backward then starts from ∂L/∂u.
+    """
     assert layer.ops is not None
-    if not training:
+    if not training and not logits:
         collected: list[Any] = []
         token = _inference_losses.set(collected)
         try:
@@ -282,8 +315,17 @@ def forward(layer: Layer, x: Any, training: bool) -> Any:
     tape.raw_weights = _raw_weights(layer)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
     with recording(tape):
-        out = run_call(layer, leaves, True)
-    layer.__dict__["_xp_tape"] = (tape, leaves, out)
+        out = run_call(layer, leaves, training)
+    if logits:
+        out = ends_in_softmax(out)
+        if out is None:
+            raise RuntimeError(
+                f"{type(layer).__name__} {layer.name!r}: call ended in ops.softmax when the model was compiled but "
+                "not in this step; the fused softmax + cross-entropy needs the same last op every step"
+            )
+        layer.preactivation = out.data
+    if training:
+        layer.__dict__["_xp_tape"] = (tape, leaves, out)
     layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses] if tape.added_losses else []
     return _plain(out)
 

@@ -1063,9 +1063,9 @@ class Trainer:
 def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     """Whether `loss` can start backprop from `layer`'s pre-activation (softmax + cross-entropy gives p − y)."""
     want = loss.fused_activation()
-    act = layer.activation
+    act = custom.logits_activation(layer, want) if layer.keras_call else layer.activation
     # only layers that define the logits contract themselves (a custom layer may just have an activation)
-    own = all(
+    own = layer.keras_call or all(
         getattr(type(layer), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
     )
     return want is not None and act is not None and act.name == want and own
