@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..ops import SINK_ROUTES, _namespace, ends_in_softmax  # importing ops also registers Tensor's operators (xpnet.ops functions)
+# importing ops also registers Tensor's operators (xpnet.ops functions)
+from ..ops import SINK_ROUTES, _namespace, ends_in_softmax
 from ..params import AccumulatingSink, GradientSink
 from ..tape import Tape, Tensor, active, recording
 from ..variables import Variable
