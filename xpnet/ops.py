@@ -55,31 +55,54 @@ def _namespace(raw: Sequence[Any]) -> Any:
 def _apply(fn: Callable[..., Out], *args: Any, **settings: Any) -> Any:
     """Run op `fn` on `args` (arrays, Tensors, Variables, Python numbers): plain arrays out of a recording,
     a recorded Tensor when some input is one; on a model's symbolic tensors, a layer call in its graph."""
+    tape = active()
+    if tape is None:
+        return _apply_eagerly(fn, args, settings)
+    # one pass over the arguments: this runs for every op of every custom layer in every step
+    xp, raw_weights = tape.xp, tape.raw_weights
+    xs: Any = args
+    raw = []
+    recorded = False
+    for k, a in enumerate(args):
+        if type(a) is not Tensor and (isinstance(a, Variable) or id(a) in raw_weights):
+            if xs is args:
+                xs = list(args)
+            a = xs[k] = _leaf_or_value(a, tape)
+        if type(a) is Tensor:
+            raw.append(a.data)
+            recorded = True
+        else:
+            raw.append(xp.asarray(a) if isinstance(a, (list, tuple)) else a)
+    promote = _KERAS_TYPES.get(fn)
+    if promote is not None:
+        raw = _keras_promote(xp, raw, *promote)
+    out, vjp = fn(xp, *raw, **settings)
+    if not recorded:
+        return out
+    return tape.record(Tensor(out, tuple(xs), vjp, fn))
+
+
+def _apply_eagerly(fn: Callable[..., Out], args: tuple[Any, ...], settings: dict[str, Any]) -> Any:
+    """`fn` outside a recording: on the arrays' backend, or as a layer call on a model's symbolic tensors."""
     if SYMBOLIC and any(hasattr(a, "feature_shape") for a in args):
         return SYMBOLIC["apply"](_apply, fn, args, settings)
-    tape = active()
-    xs = tuple(_leaf_or_value(a, tape) for a in args)
-    raw = [x.data if type(x) is Tensor else x for x in xs]
-    xp = tape.xp if tape is not None else _namespace(raw)
-    if fn in _KERAS_TYPES or any(isinstance(r, (list, tuple)) for r in raw):
-        raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
-        if fn in _KERAS_TYPES:
-            raw = _keras_promote(xp, raw, *_KERAS_TYPES[fn])
-    out, vjp = fn(xp, *raw, **settings)
-    if tape is None or not any(type(x) is Tensor for x in xs):
-        return out
-    return tape.record(Tensor(out, xs, vjp, fn))
+    raw = [_data(a) for a in args]
+    xp = _namespace(raw)
+    raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
+    promote = _KERAS_TYPES.get(fn)
+    if promote is not None:
+        raw = _keras_promote(xp, raw, *promote)
+    return fn(xp, *raw, **settings)[0]
 
 
 def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> list[Any]:
     """Keras's dtypes where NumPy's differ (arguments from position `first` on): an int or bool array meeting a
     float array takes that float's dtype, meeting a Python float it becomes float32, and with `float_result`
     (exp, log, mean, divide, ...) int inputs become float32: float32 code stays float32."""
-    arrays = [r for r in raw[first:] if hasattr(r, "dtype")]
-    floats = [r.dtype for r in arrays if r.dtype.kind == "f"]
-    ints = [r for r in arrays if r.dtype.kind in "biu"]
+    ints = [r for r in raw[first:] if getattr(r, "dtype", None) is not None and r.dtype.kind in "biu"]
     if not ints:
         return raw
+    floats = [r.dtype for r in raw[first:] if getattr(r, "dtype", None) is not None and r.dtype.kind == "f"]
     if floats:
         target = xp.result_type(*floats)
     elif float_result or any(isinstance(r, float) for r in raw[first:]):

@@ -165,7 +165,7 @@ class Tape:
 
     def leaf(self, var: Any) -> Tensor:
         """The leaf standing for weight `var` (a `Variable`) in this recording."""
-        key = (id(var.layer), var.name)
+        key = (id(var._layer), var._spec.name)  # the Variable's own fields: this runs for every weight read
         found = self.leaves.get(key)
         if found is None:
             found = self.leaves[key] = (var, Tensor(var.value))
@@ -215,7 +215,7 @@ class Tape:
             if g is None:
                 continue
             parents = node.parents
-            needs = tuple(id(p) in live for p in parents)
+            needs = tuple([id(p) in live for p in parents])  # a list inside: faster than a generator
             if True in needs or id(node) in self.with_weights:
                 assert node.vjp is not None
                 for p, need, pg in zip(parents, needs, node.vjp(g, needs), strict=True):

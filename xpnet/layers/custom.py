@@ -30,7 +30,7 @@ import numpy as np
 # importing ops also registers Tensor's operators (xpnet.ops functions)
 from ..ops import SINK_ROUTES, _namespace, ends_in_softmax
 from ..params import AccumulatingSink, GradientSink
-from ..tape import Tape, Tensor, active, recording
+from ..tape import Tape, Tensor, _active, active, recording
 from ..variables import Variable
 
 if TYPE_CHECKING:
@@ -315,8 +315,11 @@ def forward(layer: Layer, x: Any, training: bool, logits: bool = False) -> Any:
     tape = Tape(layer.ops.xp)
     tape.raw_weights = _raw_weights(layer)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
-    with recording(tape):
+    token = _active.set(tape)  # `recording(tape)` without its generator: this runs for every layer every step
+    try:
         out = run_call(layer, leaves, training)
+    finally:
+        _active.reset(token)
     if logits:
         out = ends_in_softmax(out)
         if out is None:
