@@ -165,7 +165,7 @@ class Tape:
 
     def leaf(self, var: Any) -> Tensor:
         """The leaf standing for weight `var` (a `Variable`) in this recording."""
-        key = (id(var._layer), var._spec.name)  # the Variable's own fields: this runs for every weight read
+        key = var.key
         found = self.leaves.get(key)
         if found is None:
             found = self.leaves[key] = (var, Tensor(var.value))

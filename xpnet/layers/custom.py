@@ -315,11 +315,11 @@ def forward(layer: Layer, x: Any, training: bool, logits: bool = False) -> Any:
     tape = Tape(layer.ops.xp)
     tape.raw_weights = _raw_weights(layer)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
-    token = _active.set(tape)  # `recording(tape)` without its generator: this runs for every layer every step
+    recording_token = _active.set(tape)  # `recording(tape)` without its generator: this runs every step
     try:
         out = run_call(layer, leaves, training)
     finally:
-        _active.reset(token)
+        _active.reset(recording_token)
     if logits:
         out = ends_in_softmax(out)
         if out is None:
