@@ -139,7 +139,7 @@ def test_a_call_with_an_op_after_its_softmax_is_not_fused_and_still_trains_the_s
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_sublayers_raw_weight_arrays_get_their_gradients(optimizer: str) -> None:
-    x, y = _data()
+    x, _ = _data()
     y2 = np.random.default_rng(1).normal(size=(x.shape[0], 4))
     custom = _model(RawKernel(4))
     builtin = _model(Dense(4, "tanh"), seed=2)
@@ -151,7 +151,8 @@ def test_a_sublayers_raw_weight_arrays_get_their_gradients(optimizer: str) -> No
     assert [np.abs(g).max() > 0 for g in ga] == [True, True]
     for a, b in zip(ga, gb, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
-    for a, b in zip(_fit_weights(custom, x, y2, "mse", optimizer), _fit_weights(builtin, x, y2, "mse", optimizer)):
+    wa, wb = _fit_weights(custom, x, y2, "mse", optimizer), _fit_weights(builtin, x, y2, "mse", optimizer)
+    for a, b in zip(wa, wb, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
 
 
