@@ -95,21 +95,32 @@ def _apply_eagerly(fn: Callable[..., Out], args: tuple[Any, ...], settings: dict
     return fn(xp, *raw, **settings)[0]
 
 
-def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> list[Any]:
-    """Keras's dtypes where NumPy's differ (arguments from position `first` on): an int or bool array meeting a
-    float array takes that float's dtype, meeting a Python float it becomes float32, and with `float_result`
-    (exp, log, mean, divide, ...) int inputs become float32: float32 code stays float32."""
-    ints = [r for r in raw[first:] if getattr(r, "dtype", None) is not None and r.dtype.kind in "biu"]
+def _keras_promote(xp: Any, raw: list[Any], first: int, rule: str) -> list[Any]:
+    """Keras's dtypes where NumPy's differ (arguments from position `first` on), checked against keras.ops:
+
+    "mix": an int or bool array meeting a float array takes that float's dtype, meeting a Python float it
+    becomes float32 (float32 code stays float32), and a bool array meeting a Python int becomes int32;
+    "float": int inputs become float32 whatever they meet (exp, log, mean, divide, ...);
+    "int": as "mix", and bool arrays alone become int32 too (power, square, relu);
+    "matmul": as "mix", and int8 · int8 gives int32.
+    """
+    args = raw[first:]
+    ints = [r for r in args if getattr(r, "dtype", None) is not None and r.dtype.kind in "biu"]
     if not ints:
         return raw
-    floats = [r.dtype for r in raw[first:] if getattr(r, "dtype", None) is not None and r.dtype.kind == "f"]
+    floats = [r.dtype for r in args if getattr(r, "dtype", None) is not None and r.dtype.kind == "f"]
+    bools = all(r.dtype.kind == "b" for r in ints)
     if floats:
         target = xp.result_type(*floats)
-    elif float_result or any(isinstance(r, float) for r in raw[first:]):
+    elif rule == "float" or any(isinstance(r, float) for r in args):
         target = np.dtype(FLOATX)
+    elif bools and (rule == "int" or any(type(r) is int for r in args)):
+        target = np.dtype("int32")
+    elif rule == "matmul" and len(ints) == 2 and all(r.dtype == np.int8 for r in ints):
+        target = np.dtype("int32")
     else:
         return raw
-    return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in raw[first:]]
+    return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in args]
 
 
 def _default_xp() -> Any:
@@ -433,7 +444,8 @@ def sigmoid(x: Any) -> Any:
 
 
 def _relu(xp: Any, a: Array) -> Out:
-    return xp.maximum(a, 0.0), lambda g, n: (g * (a > 0.0),)
+    zero = 0.0 if a.dtype.kind == "f" else 0  # an int array stays int, as in Keras
+    return xp.maximum(a, zero), lambda g, n: (g * (a > zero),)
 
 
 def relu(x: Any) -> Any:
@@ -499,8 +511,12 @@ def less_equal(x1: Any, x2: Any) -> Array:
 
 def _sum(xp: Any, a: Array, axis: Any, keepdims: bool) -> Out:
     shape = _shape_of(a)
-    out = xp.sum(a, axis=axis, keepdims=keepdims)
+    out = xp.sum(a, axis=axis, keepdims=keepdims, dtype=_SUM_DTYPES.get(a.dtype.name))
     return out, lambda g, n: (xp.broadcast_to(_expand(xp, g, axis, len(shape), keepdims), shape),)
+
+
+# Keras sums small ints in 32 bits (NumPy in 64)
+_SUM_DTYPES = {"bool": "int32", "int8": "int32", "int16": "int32", "int32": "int32", "uint8": "uint32", "uint16": "uint32"}
 
 
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -829,27 +845,30 @@ SINK_ROUTES: dict[Callable[..., Out], Callable[..., Callable[[Array], None] | No
     _matmul: _matmul_into_sink,
 }
 
-# the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, float result)
-_KERAS_TYPES: dict[Callable[..., Out], tuple[int, bool]] = {
-    _add: (0, False),
-    _subtract: (0, False),
-    _multiply: (0, False),
-    _divide: (0, True),
-    _power: (0, False),
-    _maximum: (0, False),
-    _minimum: (0, False),
-    _where: (1, False),
-    _clip: (0, False),
-    _exp: (0, True),
-    _log: (0, True),
-    _sqrt: (0, True),
-    _tanh: (0, True),
-    _sigmoid: (0, True),
-    _softmax: (0, True),
-    _softmax_rows: (0, True),
-    _log_softmax: (0, True),
-    _logsumexp: (0, True),
-    _mean: (0, True),
+# the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, rule of _keras_promote)
+_KERAS_TYPES: dict[Callable[..., Out], tuple[int, str]] = {
+    _add: (0, "mix"),
+    _subtract: (0, "mix"),
+    _multiply: (0, "mix"),
+    _divide: (0, "float"),
+    _power: (0, "int"),
+    _maximum: (0, "mix"),
+    _minimum: (0, "mix"),
+    _where: (1, "mix"),
+    _clip: (0, "mix"),
+    _square: (0, "int"),
+    _relu: (0, "int"),
+    _matmul: (0, "matmul"),
+    _exp: (0, "float"),
+    _log: (0, "float"),
+    _sqrt: (0, "float"),
+    _tanh: (0, "float"),
+    _sigmoid: (0, "float"),
+    _softmax: (0, "float"),
+    _softmax_rows: (0, "float"),
+    _log_softmax: (0, "float"),
+    _logsumexp: (0, "float"),
+    _mean: (0, "float"),
 }
 
 __all__ = [
