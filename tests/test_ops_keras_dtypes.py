@@ -85,11 +85,7 @@ def test_result_dtypes_match_keras_ops() -> None:
     keras_dtypes = json.loads(done.stdout.strip().splitlines()[-1])
     cases = _cases()
     assert len(keras_dtypes) == len(cases) > 250
-    differ = [
-        (c, k, x)
-        for c, k in zip(cases, keras_dtypes, strict=True)
-        if k != "error" and k != (x := _run(ops, *c))
-    ]
+    differ = [(c, k, x) for c, k in zip(cases, keras_dtypes, strict=True) if k != "error" and k != (x := _run(ops, *c))]
     assert differ == []
 
 

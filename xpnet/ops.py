@@ -109,18 +109,23 @@ def _keras_promote(xp: Any, raw: list[Any], first: int, rule: str) -> list[Any]:
     if not ints:
         return raw
     floats = [r.dtype for r in args if getattr(r, "dtype", None) is not None and r.dtype.kind == "f"]
-    bools = all(r.dtype.kind == "b" for r in ints)
     if floats:
         target = xp.result_type(*floats)
     elif rule == "float" or any(isinstance(r, float) for r in args):
         target = np.dtype(FLOATX)
-    elif bools and (rule == "int" or any(type(r) is int for r in args)):
-        target = np.dtype("int32")
-    elif rule == "matmul" and len(ints) == 2 and all(r.dtype == np.int8 for r in ints):
+    elif _to_int32(rule, args, ints):
         target = np.dtype("int32")
     else:
         return raw
     return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in args]
+
+
+def _to_int32(rule: str, args: list[Any], ints: list[Any]) -> bool:
+    """Whether Keras gives int32 where no float takes part: bools with a Python int (or alone, by `rule`),
+    int8 · int8 in a matmul."""
+    if all(r.dtype.kind == "b" for r in ints) and (rule == "int" or any(type(r) is int for r in args)):
+        return True
+    return rule == "matmul" and len(ints) == 2 and all(r.dtype == np.int8 for r in ints)
 
 
 def _default_xp() -> Any:
@@ -516,7 +521,14 @@ def _sum(xp: Any, a: Array, axis: Any, keepdims: bool) -> Out:
 
 
 # Keras sums small ints in 32 bits (NumPy in 64)
-_SUM_DTYPES = {"bool": "int32", "int8": "int32", "int16": "int32", "int32": "int32", "uint8": "uint32", "uint16": "uint32"}
+_SUM_DTYPES = {
+    "bool": "int32",
+    "int8": "int32",
+    "int16": "int32",
+    "int32": "int32",
+    "uint8": "uint32",
+    "uint16": "uint32",
+}
 
 
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
