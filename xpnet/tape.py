@@ -190,18 +190,7 @@ class Tape:
         Only the ops between the wanted leaves (or the `after` nodes) and the seeded outputs run their VJPs.
         """
         after = after or {}
-        # which tensors lie on a path from a wanted leaf: their VJPs are the only ones worth running
-        live = {id(t) for t in wanted}
-        forced = self.with_weights | after.keys() if after else self.with_weights
-        for node in self.nodes:
-            k = id(node)
-            if k in forced:
-                live.add(k)
-                continue
-            for p in node.parents:
-                if id(p) in live:
-                    live.add(k)
-                    break
+        live = self._live(wanted, self.with_weights | after.keys() if after else self.with_weights)
         grads: dict[int, Array] = {}
         for out, seed in seeds:
             if isinstance(out, Tensor) and id(out) in live:
@@ -225,6 +214,20 @@ class Tape:
             if hook is not None:
                 hook(g)
         return [grads.get(id(t)) for t in wanted]
+
+    def _live(self, wanted: Sequence[Tensor], forced: Any) -> set[int]:
+        """Ids of the tensors on a path from a wanted leaf or a `forced` node: the only VJPs worth running."""
+        live = {id(t) for t in wanted}
+        for node in self.nodes:
+            k = id(node)
+            if k in forced:
+                live.add(k)
+                continue
+            for p in node.parents:
+                if id(p) in live:
+                    live.add(k)
+                    break
+        return live
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tape:
         # a copy of a layer (copy.deepcopy, gradcheck's twins) does not inherit a recording in progress

@@ -210,16 +210,7 @@ class Layer:
         """
         from .node import KerasTensor, Node
 
-        if kwargs:  # nothing would pass them on: refuse rather than ignore (Keras's mask=, ...)
-            raise TypeError(
-                f"{type(self).__name__} was called with {sorted(kwargs)}; xpnet calls a layer with its inputs "
-                "and training only"
-            )
-        if self.keras_call and args:
-            inputs = [inputs, *args]
-            self.__dict__["_xp_spread"] = True
-        elif args:
-            raise TypeError(f"{type(self).__name__} takes one input (or a list), received {1 + len(args)} arguments")
+        inputs = self._call_inputs(inputs, args, kwargs)
         many = isinstance(inputs, (list, tuple))
         tensors = list(inputs) if many else [inputs]
         if tensors and all(hasattr(t, "shape") and not isinstance(t, KerasTensor) for t in tensors):
@@ -236,6 +227,25 @@ class Layer:
         if many != self.multi_input:
             need = "a list of tensors" if self.multi_input else "one tensor"
             raise TypeError(f"{what} takes {need}, received {len(tensors) if many else 1} in {type(inputs).__name__}")
+        self._build_for_call(tensors, many, what)
+        return Node(self, tensors, many).output
+
+    def _call_inputs(self, inputs: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`__call__`'s inputs: a custom layer's several arguments as a list; other extra arguments refused."""
+        if kwargs:  # nothing would pass them on: refuse rather than ignore (Keras's mask=, ...)
+            raise TypeError(
+                f"{type(self).__name__} was called with {sorted(kwargs)}; xpnet calls a layer with its inputs "
+                "and training only"
+            )
+        if self.keras_call and args:
+            self.__dict__["_xp_spread"] = True
+            return [inputs, *args]
+        if args:
+            raise TypeError(f"{type(self).__name__} takes one input (or a list), received {1 + len(args)} arguments")
+        return inputs
+
+    def _build_for_call(self, tensors: list[Any], many: bool, what: str) -> None:
+        """Build for the symbolic tensors' shapes on the first call; later calls must bring the same shapes."""
         where = ", ".join(f"{t.describe()} {t.shape}" for t in tensors)
         shapes = [t.feature_shape for t in tensors]
         arg: Any = shapes if many else shapes[0]
@@ -244,12 +254,11 @@ class Layer:
             if built_for != arg:
                 shown = [(None, *s) for s in built_for or []] if many else (None, *(built_for or ()))
                 raise ValueError(f"{what} was built for input {shown} and cannot be called again on {where}")
-        else:
-            try:
-                self.build_for(arg)
-            except ValueError as e:
-                raise ValueError(f"{what} cannot be called on {where}: {e}") from e
-        return Node(self, tensors, many).output
+            return
+        try:
+            self.build_for(arg)
+        except ValueError as e:
+            raise ValueError(f"{what} cannot be called on {where}: {e}") from e
 
     @property
     def output(self) -> Any:

@@ -170,36 +170,43 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
     own_build, own_output_shape: whether the class defines `build` / `compute_output_shape`.
     """
     many = isinstance(feature_shape, list)
-    if layer.built and (getattr(layer, "input_shapes", None) if many else layer.input_shape) == (
-        [tuple(s) for s in feature_shape] if many else tuple(feature_shape)
-    ):
+    if layer.built and _built_for(layer, many) == ([tuple(s) for s in feature_shape] if many else tuple(feature_shape)):
         assert layer.output_shape is not None
         return layer.output_shape  # built already (a Sequential rebuilds after each add)
-    if own_build and getattr(layer, "_xp_user_built", False) and layer.input_shape is not None:
-        built_for = ", ".join(map(str, layer.input_shape))
-        given = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
-        raise ValueError(
-            f"{type(layer).__name__} {layer.name!r} was built for input (None, {built_for}) "
-            f"and cannot take input of shape {given}"
-        )
     batch_shape: Any = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
-    if own_build and not getattr(layer, "_xp_user_built", False):
-        layer.__dict__["_xp_building"] = True
-        try:
-            layer.build(batch_shape)
-        finally:
-            layer.__dict__["_xp_building"] = False
+    if own_build:
+        _run_user_build(layer, batch_shape)
     layer.__dict__["_xp_user_built"] = True
     if many:
         layer.input_shapes = [tuple(s) for s in feature_shape]  # type: ignore[attr-defined]
     layer.input_shape = tuple(feature_shape[0]) if many else tuple(feature_shape)
     if own_output_shape:
-        out = tuple(layer.compute_output_shape(batch_shape))
-        shape = out[1:]
+        shape = tuple(layer.compute_output_shape(batch_shape))[1:]
     else:
         shape = _inferred_output_shape(layer, feature_shape, many)
     layer.output_shape = tuple(int(d) for d in shape)
     return layer.output_shape
+
+
+def _built_for(layer: Layer, many: bool) -> Any:
+    """The feature shape(s) the layer was built for (a list with several inputs)."""
+    return getattr(layer, "input_shapes", None) if many else layer.input_shape
+
+
+def _run_user_build(layer: Layer, batch_shape: Any) -> None:
+    """The class's own `build(batch_shape)`, once: a second build for other shapes is refused, as in Keras."""
+    if not getattr(layer, "_xp_user_built", False):
+        layer.__dict__["_xp_building"] = True
+        try:
+            layer.build(batch_shape)
+        finally:
+            layer.__dict__["_xp_building"] = False
+    elif layer.input_shape is not None:
+        built_for = ", ".join(map(str, layer.input_shape))
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} was built for input (None, {built_for}) "
+            f"and cannot take input of shape {batch_shape}"
+        )
 
 
 def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
@@ -385,11 +392,7 @@ def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
             sub.sink = own
     k = len(ins) if need_input_grad else 0
     _put_weight_grads(tape, weights, grads[k:])
-    wrote = tape.__dict__.get("builtin_backward", set())
-    for sub, own in deferred:
-        if id(sub) in wrote and own is not None:
-            for name, g in sub.grads.items():
-                own.put(sub, name, g)
+    _apply_deferred(tape, deferred)
     for var, ran in routed.values():
         if not ran and var.layer.sink is not None:  # the route's op got no gradient this step: 0, not the last one
             var.layer.sink.put(var.layer, var.name, 0.0)
@@ -397,6 +400,15 @@ def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
         return None
     dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
     return dx if many else dx[0]
+
+
+def _apply_deferred(tape: Tape, deferred: list[tuple[Any, Any]]) -> None:
+    """Hand the gradients that deferred built-in sublayers left in the buffer to their own sinks."""
+    wrote = tape.__dict__.get("builtin_backward", set())
+    for sub, own in deferred:
+        if id(sub) in wrote and own is not None:
+            for name, g in sub.grads.items():
+                own.put(sub, name, g)
 
 
 def _sink_routes(tape: Tape) -> tuple[dict[int, Any], dict[int, list[Any]]]:
@@ -487,8 +499,7 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
     tape = active()
     many = isinstance(inputs, (list, tuple))
     xs = list(inputs) if many else [inputs]
-    if training is None:
-        training = _training.get()
+    training = bool(_training.get() if training is None else training)
     if not layer.built:
         shapes = [tuple(_shape(a)[1:]) for a in xs]
         if layer.keras_call and many:
@@ -498,18 +509,23 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
     if layer.ops is None and not placeholder:
         bind_standalone(layer)
     if layer.keras_call:
-        arg: Any = xs if many else xs[0]
-        if tape is None and layer.ops is not None:
-            arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
-        with placeholder_params(layer, _xp_of(xs[0])) if placeholder else nullcontext():
-            out = run_call(layer, arg, bool(training))
-        return out if tape is not None else _plain(out)
+        return _eager_custom(layer, xs, many, training, tape, placeholder)
     if placeholder:
         return _placeholder_forward(layer, xs if many else xs[0])
     if tape is not None and any(isinstance(a, (Tensor, Variable)) for a in xs):
-        return _record_builtin(layer, tape, xs if many else xs[0], bool(training))
+        return _record_builtin(layer, tape, xs if many else xs[0], training)
     arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
-    return layer.forward(arg, bool(training))
+    return layer.forward(arg, training)
+
+
+def _eager_custom(layer: Layer, xs: list[Any], many: bool, training: bool, tape: Tape | None, placeholder: bool) -> Any:
+    """A custom layer's `call` on arrays: recorded inside a recording, else on the layer's backend."""
+    arg: Any = xs if many else xs[0]
+    if tape is None and layer.ops is not None:
+        arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
+    with placeholder_params(layer, _xp_of(xs[0])) if placeholder else nullcontext():
+        out = run_call(layer, arg, training)
+    return out if tape is not None else _plain(out)
 
 
 def _shape(a: Any) -> tuple[int, ...]:
