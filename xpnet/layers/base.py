@@ -86,7 +86,11 @@ class Layer:
         super().__init_subclass__(**kwargs)
         cls.keras_call = callable(getattr(cls, "call", None))
         if cls.keras_call and "grads_via_sink" not in cls.__dict__:
-            cls.grads_via_sink = True  # the tape hands every weight gradient to the sink (layers/custom.py)
+            # the tape hands every weight gradient to the sink (layers/custom.py); a class between says
+            # otherwise (Model: its layers' own classes decide)
+            between = [k for k in cls.__mro__[1:] if k not in (Layer, object)]
+            said = [vars(k)["grads_via_sink"] for k in between if "grads_via_sink" in vars(k)]
+            cls.grads_via_sink = said[0] if said else True
         user_build = cls.__dict__.get("build")
         if cls.keras_call and user_build is not None:
             cls.build = _keras_build(user_build)  # type: ignore[method-assign]
