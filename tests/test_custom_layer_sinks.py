@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_linear_regression import _script  # loads a script of scripts/ as a module
 
 import xpnet
 from xpnet import Input, Sequential, ops
@@ -18,26 +19,15 @@ from xpnet.params import GradientSink, InPlaceSGD
 TOL = 1e-10
 
 
-class OpsDense(Layer):
-    """h = φ(x·W + b) with forward code only."""
+# the benchmark's own layer: h = φ(x·W + b) with forward code only
+OpsDense = _script("bench_custom_dense").OpsDense
 
-    def __init__(self, units: int, activation: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.units, self.act = units, activation
 
-    def build(self, input_shape: Any) -> None:
-        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer="glorot_uniform", name="kernel")
-        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
+class SoftmaxThenScale(OpsDense):  # type: ignore[misc,valid-type]
+    """softmax, then one more op: the loss may not start from u."""
 
     def call(self, x: Any) -> Any:
-        u = ops.matmul(x, self.kernel) + self.bias
-        if self.act == "relu":
-            return ops.relu(u)
-        if self.act == "softmax":
-            return ops.softmax(u)
-        if self.act == "scaled_softmax":  # softmax, then one more op: the loss may not start from u
-            return ops.softmax(u) * 1.0
-        return u
+        return super().call(x) * 1.0
 
 
 class RawKernel(Layer):
@@ -54,15 +44,8 @@ class RawKernel(Layer):
         return ops.tanh(ops.matmul(x, self.dense.kernel) + self.dense.bias)
 
 
-class TiedKernel(Layer):
+class TiedKernel(RawKernel):
     """Calls its Dense sublayer and also reads its kernel raw: both shares of ∂L/∂kernel must add up."""
-
-    def __init__(self, units: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.dense = Dense(units)
-
-    def build(self, input_shape: Any) -> None:
-        self.dense.build(input_shape)
 
     def call(self, x: Any) -> Any:
         side = ops.matmul(x, self.dense.kernel)  # recorded before the sublayer's own call
@@ -127,7 +110,7 @@ def test_fused_softmax_of_a_custom_layer_equals_the_unfused_tape() -> None:
 
 def test_a_call_with_an_op_after_its_softmax_is_not_fused_and_still_trains_the_same() -> None:
     x, y = _data()
-    after = _model(OpsDense(3, "scaled_softmax"))
+    after = _model(SoftmaxThenScale(3, "softmax"))
     plain = _model(OpsDense(3, "softmax"), seed=2)
     plain.set_weights(after.get_weights())
     after.compile("sgd", "sparse_categorical_crossentropy")
