@@ -2,9 +2,12 @@
 built-in Dense (hand-written backward), measured interleaved: the two models take turns, one epoch each.
 
     python scripts/bench_custom_dense.py [--rows 12800] [--batch 32] [--rounds 5] [--backend numpy] [--dtype float32]
+                                         [--clock wall|cpu]
 
 Prints each round's seconds per step and the medians, and the ratio custom / built-in
 (issue 28 asks for at most 1.5 on NumPy). Run it on an idle machine: the numbers of a loaded one mean little.
+On a shared machine `--clock cpu` (this process's CPU time; with OPENBLAS_NUM_THREADS=1 for one BLAS thread)
+is steadier than wall time, which then counts the other processes' turns too.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"])
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -76,21 +80,23 @@ def main() -> int:
         m.compile(xpnet.optimizers.SGD(0.01), "sparse_categorical_crossentropy", backend=args.backend)
         m.fit(x[: args.batch * 4], y[: args.batch * 4], batch_size=args.batch, epochs=1, verbose=0)  # warm-up
     steps = -(-args.rows // args.batch)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     times: dict[str, list[float]] = {k: [] for k in models}
     for r in range(args.rounds):
         for name, m in models.items():
             if m.ops is not None:
                 m.ops.synchronize()
-            t0 = time.perf_counter()
+            t0 = clock()
             m.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=True)
             if m.ops is not None:
                 m.ops.synchronize()
-            times[name].append((time.perf_counter() - t0) / steps)
+            times[name].append((clock() - t0) / steps)
         print(f"round {r}: " + ", ".join(f"{k} {v[-1] * 1e3:.3f} ms/step" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     summary = {
         "backend": next(iter(models.values())).ops.describe(),  # type: ignore[union-attr]
         "dtype": args.dtype,
+        "clock": args.clock,
         "batch": args.batch,
         "rows": args.rows,
         "median_ms_per_step": {k: round(v * 1e3, 4) for k, v in med.items()},

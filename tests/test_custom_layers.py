@@ -489,7 +489,8 @@ def _custom_model() -> Any:
     return model
 
 
-def test_a_step_with_custom_layers_and_loss_makes_the_same_calls_every_time_without_host_reads() -> None:
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])  # sgd: weight gradients go to the in-place sink
+def test_a_step_with_custom_layers_and_loss_makes_the_same_calls_every_time_without_host_reads(optimizer: str) -> None:
     """As tests/test_architecture.py's capture test: every Ops call and array-module call of a full step
     (the tape's included) repeats with the same shapes and numbers, and nothing is read back to the host."""
     from xpnet.backend.numpy_ops import NumpyOps
@@ -515,7 +516,7 @@ def test_a_step_with_custom_layers_and_loss_makes_the_same_calls_every_time_with
     rng = np.random.default_rng(0)
     x, y = rng.uniform(size=(200, 784)), rng.normal(size=(200, 2))
     model = _custom_model()
-    model.compile("adam", custom_mse, backend=Recording())
+    model.compile(optimizer, custom_mse, backend=Recording())
     marks: list[int] = []
 
     class Mark(xpnet.Callback):
@@ -532,7 +533,8 @@ def test_a_step_with_custom_layers_and_loss_makes_the_same_calls_every_time_with
         assert s == full[0]
 
 
-def test_a_step_with_custom_layers_and_loss_has_no_sync_on_the_stand_in() -> None:
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_step_with_custom_layers_and_loss_has_no_sync_on_the_stand_in(optimizer: str) -> None:
     """On gpusim (run the suite with -p gpusim.pytest_plugin): the same launches every step, no sync, no upload."""
     gpusim = pytest.importorskip("gpusim")
     from xpnet.backend import _cupy_problem
@@ -548,7 +550,7 @@ def test_a_step_with_custom_layers_and_loss_has_no_sync_on_the_stand_in() -> Non
     rng = np.random.default_rng(0)
     x, y = rng.uniform(size=(160, 784)).astype(np.float32), rng.normal(size=(160, 2)).astype(np.float32)
     model = _custom_model()
-    model.compile("adam", custom_mse, backend="cupy")
+    model.compile(optimizer, custom_mse, backend="cupy")
     with gpusim.counting() as c:
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[Marker()])
     cuts = [i for i, e in enumerate(c.events) if e[0] == "mark"]

@@ -31,6 +31,9 @@ FLOATX = "float32"
 def _leaf_or_value(a: Any, tape: Tape | None) -> Any:
     if isinstance(a, Variable):
         return tape.leaf(a) if tape is not None else a.value
+    if tape is not None and tape.raw_weights and id(a) in tape.raw_weights:
+        # a layer's weight read as its raw array (`self.dense.kernel`): the same leaf as its Variable
+        return tape.leaf(tape.raw_weights[id(a)])
     return a
 
 
@@ -55,37 +58,77 @@ def _namespace(raw: Sequence[Any]) -> Any:
 def _apply(fn: Callable[..., Out], *args: Any, **settings: Any) -> Any:
     """Run op `fn` on `args` (arrays, Tensors, Variables, Python numbers): plain arrays out of a recording,
     a recorded Tensor when some input is one; on a model's symbolic tensors, a layer call in its graph."""
+    tape = active()
+    if tape is None:
+        return _apply_eagerly(fn, args, settings)
+    # one pass over the arguments: this runs for every op of every custom layer in every step
+    xp, raw_weights = tape.xp, tape.raw_weights
+    xs: Any = args
+    raw = []
+    recorded = False
+    for k, a in enumerate(args):
+        if type(a) is not Tensor and (isinstance(a, Variable) or id(a) in raw_weights):
+            if xs is args:
+                xs = list(args)
+            a = xs[k] = _leaf_or_value(a, tape)
+        if type(a) is Tensor:
+            raw.append(a.data)
+            recorded = True
+        else:
+            raw.append(xp.asarray(a) if isinstance(a, (list, tuple)) else a)
+    promote = _KERAS_TYPES.get(fn)
+    if promote is not None:
+        raw = _keras_promote(xp, raw, *promote)
+    out, vjp = fn(xp, *raw, **settings)
+    if not recorded:
+        return out
+    return tape.record(Tensor(out, tuple(xs), vjp, fn))
+
+
+def _apply_eagerly(fn: Callable[..., Out], args: tuple[Any, ...], settings: dict[str, Any]) -> Any:
+    """`fn` outside a recording: on the arrays' backend, or as a layer call on a model's symbolic tensors."""
     if SYMBOLIC and any(hasattr(a, "feature_shape") for a in args):
         return SYMBOLIC["apply"](_apply, fn, args, settings)
-    tape = active()
-    xs = [_leaf_or_value(a, tape) for a in args]
-    raw = [x.data if isinstance(x, Tensor) else x for x in xs]
-    xp = tape.xp if tape is not None else _namespace(raw)
+    raw = [_data(a) for a in args]
+    xp = _namespace(raw)
     raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
-    if fn in _KERAS_TYPES:
-        raw = _keras_promote(xp, raw, *_KERAS_TYPES[fn])
-    out, vjp = fn(xp, *raw, **settings)
-    if tape is None or not any(isinstance(x, Tensor) for x in xs):
-        return out
-    return tape.record(Tensor(out, tuple(xs), vjp))
+    promote = _KERAS_TYPES.get(fn)
+    if promote is not None:
+        raw = _keras_promote(xp, raw, *promote)
+    return fn(xp, *raw, **settings)[0]
 
 
-def _keras_promote(xp: Any, raw: list[Any], first: int, float_result: bool) -> list[Any]:
-    """Keras's dtypes where NumPy's differ (arguments from position `first` on): an int or bool array meeting a
-    float array takes that float's dtype, meeting a Python float it becomes float32, and with `float_result`
-    (exp, log, mean, divide, ...) int inputs become float32: float32 code stays float32."""
-    arrays = [r for r in raw[first:] if hasattr(r, "dtype")]
-    floats = [r.dtype for r in arrays if _kind(xp, r.dtype) == "f"]
-    ints = [r for r in arrays if _kind(xp, r.dtype) in "biu"]
+def _keras_promote(xp: Any, raw: list[Any], first: int, rule: str) -> list[Any]:
+    """Keras's dtypes where NumPy's differ (arguments from position `first` on), checked against keras.ops:
+
+    "mix": an int or bool array meeting a float array takes that float's dtype, meeting a Python float it
+    becomes float32 (float32 code stays float32), and a bool array meeting a Python int becomes int32;
+    "float": int inputs become float32 whatever they meet (exp, log, mean, divide, ...);
+    "int": as "mix", and bool arrays alone become int32 too (power, square, relu);
+    "matmul": as "mix", and int8 · int8 gives int32.
+    """
+    args = raw[first:]
+    ints = [r for r in args if getattr(r, "dtype", None) is not None and _kind(xp, r.dtype) in "biu"]
     if not ints:
         return raw
+    floats = [r.dtype for r in args if getattr(r, "dtype", None) is not None and _kind(xp, r.dtype) == "f"]
     if floats:
         target = xp.result_type(*floats)
-    elif float_result or any(isinstance(r, float) for r in raw[first:]):
+    elif rule == "float" or any(isinstance(r, float) for r in args):
         target = np.dtype(FLOATX)
+    elif _to_int32(xp, rule, args, ints):
+        target = np.dtype("int32")
     else:
         return raw
-    return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in raw[first:]]
+    return raw[:first] + [xp.astype(r, target) if any(r is i for i in ints) else r for r in args]
+
+
+def _to_int32(xp: Any, rule: str, args: list[Any], ints: list[Any]) -> bool:
+    """Whether Keras gives int32 where no float takes part: bools with a Python int (or alone, by `rule`),
+    int8 · int8 in a matmul."""
+    if all(_kind(xp, r.dtype) == "b" for r in ints) and (rule == "int" or any(type(r) is int for r in args)):
+        return True
+    return rule == "matmul" and len(ints) == 2 and all(r.dtype == np.int8 for r in ints)
 
 
 def _kind(xp: Any, dtype: Any) -> str:
@@ -128,6 +171,13 @@ def _unbroadcast(xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
     if axes:
         g = xp.sum(g, axis=axes, keepdims=True)
     return g
+
+
+def ends_in_softmax(out: Any) -> Any:
+    """The tensor u when recorded `out` is softmax(u) over the last axis, else None."""
+    if type(out) is Tensor and out.op is _softmax_rows and type(out.parents[0]) is Tensor:
+        return out.parents[0]
+    return None
 
 
 def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
@@ -198,6 +248,14 @@ def one_hot(x: Any, num_classes: int, axis: int = -1, dtype: Any = None) -> Arra
 def _add(xp: Any, a: Array, b: Array) -> Out:
     sa, sb = _shape_of(a), _shape_of(b)
     return a + b, lambda g, n: (_unbroadcast(xp, g, sa) if n[0] else None, _unbroadcast(xp, g, sb) if n[1] else None)
+
+
+def _add_into_sink(sink: Any, layer: Any, name: str, node: Tensor, i: int) -> Callable[[Array], None] | None:
+    """u + b with u (batch, units) and weight b (units,): ∂L/∂b = Σ_rows g goes to the sink as a Dense's bias."""
+    b, u = node.parents[i].data, _data(node.parents[1 - i])
+    if b.ndim != 1 or getattr(u, "ndim", 0) != 2 or u.shape[1] != b.shape[0] or u.dtype != b.dtype:
+        return None
+    return lambda g: sink.column_sum(layer, name, g)
 
 
 def add(x1: Any, x2: Any) -> Any:
@@ -403,7 +461,8 @@ def sigmoid(x: Any) -> Any:
 
 
 def _relu(xp: Any, a: Array) -> Out:
-    return xp.maximum(a, 0.0), lambda g, n: (g * (a > 0.0),)
+    zero = 0.0 if a.dtype.kind == "f" else 0  # an int array stays int, as in Keras
+    return xp.maximum(a, zero), lambda g, n: (g * (a > zero),)
 
 
 def relu(x: Any) -> Any:
@@ -417,8 +476,16 @@ def _softmax(xp: Any, a: Array, axis: int) -> Out:
     return out, lambda g, n: (out * (g - xp.sum(g * out, axis=axis, keepdims=True)),)
 
 
+def _softmax_rows(xp: Any, a: Array) -> Out:
+    """softmax over the last axis: its own op, so that a custom output layer ending in it can hand its
+    input u to a fused softmax + cross-entropy loss (layers/custom.py)."""
+    return _softmax(xp, a, -1)
+
+
 def softmax(x: Any, axis: int = -1) -> Any:
     """e^x / Σ e^x along `axis` (shifted by the max, so it never overflows)."""
+    if axis == -1 or axis == len(_shape_of(_data(x))) - 1:
+        return _apply(_softmax_rows, x)
     return _apply(_softmax, x, axis=axis)
 
 
@@ -461,8 +528,19 @@ def less_equal(x1: Any, x2: Any) -> Array:
 
 def _sum(xp: Any, a: Array, axis: Any, keepdims: bool) -> Out:
     shape = _shape_of(a)
-    out = xp.sum(a, axis=axis, keepdims=keepdims)
+    out = xp.sum(a, axis=axis, keepdims=keepdims, dtype=_SUM_DTYPES.get(a.dtype.name))
     return out, lambda g, n: (xp.broadcast_to(_expand(xp, g, axis, len(shape), keepdims), shape),)
+
+
+# Keras sums small ints in 32 bits (NumPy in 64)
+_SUM_DTYPES = {
+    "bool": "int32",
+    "int8": "int32",
+    "int16": "int32",
+    "int32": "int32",
+    "uint8": "uint32",
+    "uint16": "uint32",
+}
 
 
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -559,6 +637,15 @@ def _matmul(xp: Any, a: Array, b: Array) -> Out:
         return da, db
 
     return xp.matmul(a, b), vjp
+
+
+def _matmul_into_sink(sink: Any, layer: Any, name: str, node: Tensor, i: int) -> Callable[[Array], None] | None:
+    """x @ W with x (batch, in) and weight W (in, out): ∂L/∂W = xᵀ·g goes to the sink as a Dense's kernel
+    (in-place SGD: one GEMM into W, after the VJP has read W for ∂L/∂x)."""
+    x, w = _data(node.parents[0]), node.parents[1].data
+    if i != 1 or getattr(x, "ndim", 0) != 2 or w.ndim != 2 or x.dtype != w.dtype:
+        return None
+    return lambda g: sink.matmul_t(layer, name, x, g)
 
 
 def matmul(x1: Any, x2: Any) -> Any:
@@ -775,26 +862,37 @@ def _xp_for(raw: Any) -> Any:
     return tape.xp if tape is not None else _namespace([raw])
 
 
-# the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, float result)
-_KERAS_TYPES: dict[Callable[..., Out], tuple[int, bool]] = {
-    _add: (0, False),
-    _subtract: (0, False),
-    _multiply: (0, False),
-    _divide: (0, True),
-    _power: (0, False),
-    _maximum: (0, False),
-    _minimum: (0, False),
-    _where: (1, False),
-    _clip: (0, False),
-    _exp: (0, True),
-    _log: (0, True),
-    _sqrt: (0, True),
-    _tanh: (0, True),
-    _sigmoid: (0, True),
-    _softmax: (0, True),
-    _log_softmax: (0, True),
-    _logsumexp: (0, True),
-    _mean: (0, True),
+# ops whose weight gradient a gradient sink can take straight from the op's inputs, as a built-in layer hands it:
+# op -> route(sink, owner layer, weight name, node, input position) -> a function of the node's ∂L/∂output, or None
+SINK_ROUTES: dict[Callable[..., Out], Callable[..., Callable[[Array], None] | None]] = {
+    _add: _add_into_sink,
+    _matmul: _matmul_into_sink,
+}
+
+# the ops whose dtypes follow Keras rather than NumPy: fn -> (first argument that counts, rule of _keras_promote)
+_KERAS_TYPES: dict[Callable[..., Out], tuple[int, str]] = {
+    _add: (0, "mix"),
+    _subtract: (0, "mix"),
+    _multiply: (0, "mix"),
+    _divide: (0, "float"),
+    _power: (0, "int"),
+    _maximum: (0, "mix"),
+    _minimum: (0, "mix"),
+    _where: (1, "mix"),
+    _clip: (0, "mix"),
+    _square: (0, "int"),
+    _relu: (0, "int"),
+    _matmul: (0, "matmul"),
+    _exp: (0, "float"),
+    _log: (0, "float"),
+    _sqrt: (0, "float"),
+    _tanh: (0, "float"),
+    _sigmoid: (0, "float"),
+    _softmax: (0, "float"),
+    _softmax_rows: (0, "float"),
+    _log_softmax: (0, "float"),
+    _logsumexp: (0, "float"),
+    _mean: (0, "float"),
 }
 
 __all__ = [

@@ -34,11 +34,17 @@ class Tensor:
     # NumPy and CuPy arrays hand `array + tensor` to Tensor.__radd__ instead of converting it
     __array_ufunc__ = None
     __array_priority__ = 1000.0
+    # a step makes a few Tensors per op: slots keep that cheap
+    __slots__ = ("data", "op", "parents", "vjp")
 
-    def __init__(self, data: Array, parents: tuple[Any, ...] = (), vjp: VJP | None = None) -> None:
+    def __init__(
+        self, data: Array, parents: tuple[Any, ...] = (), vjp: VJP | None = None, op: Callable[..., Any] | None = None
+    ) -> None:
         self.data = data
         self.parents = parents
         self.vjp = vjp
+        # the xpnet.ops function that made it (None for leaves): what a weight's gradient route looks up
+        self.op = op
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -148,6 +154,10 @@ class Tape:
         # nodes that must run backward whatever their inputs need: built-in layers handing weight gradients
         # to their sink from their own backward
         self.with_weights: set[int] = set()
+        # the built-in layers recorded as one op each, by id (their backward writes their weights' gradients)
+        self.builtin_layers: dict[int, Any] = {}
+        # id of a weight's raw array (`self.dense.kernel`) -> its Variable: ops read it as that weight's leaf
+        self.raw_weights: dict[int, Any] = {}
         # one leaf per weight, however often the code reads it: (layer id, weight name) -> (Variable, leaf)
         self.leaves: dict[tuple[int, str], tuple[Any, Tensor]] = {}
         # what the recorded code passed to `add_loss` (scalars that join the model's loss)
@@ -155,7 +165,7 @@ class Tape:
 
     def leaf(self, var: Any) -> Tensor:
         """The leaf standing for weight `var` (a `Variable`) in this recording."""
-        key = (id(var.layer), var.name)
+        key = var.key
         found = self.leaves.get(key)
         if found is None:
             found = self.leaves[key] = (var, Tensor(var.value))
@@ -165,18 +175,22 @@ class Tape:
         self.nodes.append(t)
         return t
 
-    def backward(self, seeds: Sequence[tuple[Tensor, Any]], wanted: Sequence[Tensor]) -> list[Array | None]:
+    def backward(
+        self,
+        seeds: Sequence[tuple[Tensor, Any]],
+        wanted: Sequence[Tensor],
+        after: dict[int, Callable[[Array], None]] | None = None,
+    ) -> list[Array | None]:
         """∂L/∂w for each of `wanted` (leaves), for L = Σ ⟨seed, output⟩ over (output, seed) in `seeds`.
 
         seed: an array shaped as its output, or a scalar (a 0-d array, a Python float).
+        after: node id -> a function called with that node's ∂L/∂output once its VJP has run (a weight
+        gradient handed straight to a sink, which may then change the weight: nothing reads it later).
         Returns one gradient per wanted leaf, None for a leaf that no seeded output depends on.
-        Only the ops between the wanted leaves and the seeded outputs run their VJPs.
+        Only the ops between the wanted leaves (or the `after` nodes) and the seeded outputs run their VJPs.
         """
-        # which tensors lie on a path from a wanted leaf: their VJPs are the only ones worth running
-        live = {id(t) for t in wanted}
-        for node in self.nodes:
-            if id(node) in self.with_weights or any(id(p) in live for p in node.parents):
-                live.add(id(node))
+        after = after or {}
+        live = self._live(wanted, self.with_weights | after.keys() if after else self.with_weights)
         grads: dict[int, Array] = {}
         for out, seed in seeds:
             if isinstance(out, Tensor) and id(out) in live:
@@ -189,12 +203,31 @@ class Tape:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            assert node.vjp is not None
-            needs = tuple(isinstance(p, Tensor) and id(p) in live for p in node.parents)
-            for p, pg in zip(node.parents, node.vjp(g, needs), strict=True):
-                if pg is not None:
-                    _accumulate(grads, p, pg)
+            parents = node.parents
+            needs = tuple([id(p) in live for p in parents])  # a list inside: faster than a generator
+            if True in needs or id(node) in self.with_weights:
+                assert node.vjp is not None
+                for p, need, pg in zip(parents, needs, node.vjp(g, needs), strict=True):
+                    if need and pg is not None:
+                        _accumulate(grads, p, pg)
+            hook = after.get(id(node))
+            if hook is not None:
+                hook(g)
         return [grads.get(id(t)) for t in wanted]
+
+    def _live(self, wanted: Sequence[Tensor], forced: Any) -> set[int]:
+        """Ids of the tensors on a path from a wanted leaf or a `forced` node: the only VJPs worth running."""
+        live = {id(t) for t in wanted}
+        for node in self.nodes:
+            k = id(node)
+            if k in forced:
+                live.add(k)
+                continue
+            for p in node.parents:
+                if id(p) in live:
+                    live.add(k)
+                    break
+        return live
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tape:
         # a copy of a layer (copy.deepcopy, gradcheck's twins) does not inherit a recording in progress
@@ -205,10 +238,9 @@ class Tape:
 
 
 def _accumulate(grads: dict[int, Array], t: Any, g: Array) -> None:
-    if not isinstance(t, Tensor):
-        return
     k = id(t)
-    grads[k] = g if k not in grads else grads[k] + g
+    old = grads.get(k)
+    grads[k] = g if old is None else old + g
 
 
 _active: contextvars.ContextVar[Tape | None] = contextvars.ContextVar("xpnet_tape", default=None)

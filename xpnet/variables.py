@@ -23,6 +23,8 @@ class Variable:
 
     def __init__(self, layer: Layer, spec: ParamSpec) -> None:
         self._layer, self._spec = layer, spec
+        # what a recording knows this weight by, however many Variables name it
+        self.key = (id(layer), spec.name)
 
     @property
     def name(self) -> str:

@@ -79,10 +79,19 @@ class Layer:
     # (Dropout): checkpoints carry it, and fit sets its `row_offset` (this rank's first row in the
     # global batch) before each step.
     counts_steps: ClassVar[bool] = False
+    # True for a custom layer (one with `call`) whose tape hands every weight gradient to the sink
+    # (layers/custom.py), so plain SGD may update its weights inside backprop (training/plan.py)
+    grads_via_sink: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.keras_call = callable(getattr(cls, "call", None))
+        if cls.keras_call and "grads_via_sink" not in cls.__dict__:
+            # the tape hands every weight gradient to the sink (layers/custom.py); a class between says
+            # otherwise (Model: its layers' own classes decide)
+            between = [k for k in cls.__mro__[1:] if k not in (Layer, object)]
+            said = [vars(k)["grads_via_sink"] for k in between if "grads_via_sink" in vars(k)]
+            cls.grads_via_sink = said[0] if said else True
         user_build = cls.__dict__.get("build")
         if cls.keras_call and user_build is not None:
             cls.build = _keras_build(user_build)  # type: ignore[method-assign]
@@ -203,16 +212,7 @@ class Layer:
         """
         from .node import KerasTensor, Node
 
-        if kwargs:  # nothing would pass them on: refuse rather than ignore (Keras's mask=, ...)
-            raise TypeError(
-                f"{type(self).__name__} was called with {sorted(kwargs)}; xpnet calls a layer with its inputs "
-                "and training only"
-            )
-        if self.keras_call and args:
-            inputs = [inputs, *args]
-            self.__dict__["_xp_spread"] = True
-        elif args:
-            raise TypeError(f"{type(self).__name__} takes one input (or a list), received {1 + len(args)} arguments")
+        inputs = self._call_inputs(inputs, args, kwargs)
         many = isinstance(inputs, (list, tuple))
         tensors = list(inputs) if many else [inputs]
         if tensors and all(hasattr(t, "shape") and not isinstance(t, KerasTensor) for t in tensors):
@@ -229,6 +229,25 @@ class Layer:
         if many != self.multi_input:
             need = "a list of tensors" if self.multi_input else "one tensor"
             raise TypeError(f"{what} takes {need}, received {len(tensors) if many else 1} in {type(inputs).__name__}")
+        self._build_for_call(tensors, many, what)
+        return Node(self, tensors, many).output
+
+    def _call_inputs(self, inputs: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`__call__`'s inputs: a custom layer's several arguments as a list; other extra arguments refused."""
+        if kwargs:  # nothing would pass them on: refuse rather than ignore (Keras's mask=, ...)
+            raise TypeError(
+                f"{type(self).__name__} was called with {sorted(kwargs)}; xpnet calls a layer with its inputs "
+                "and training only"
+            )
+        if self.keras_call and args:
+            self.__dict__["_xp_spread"] = True
+            return [inputs, *args]
+        if args:
+            raise TypeError(f"{type(self).__name__} takes one input (or a list), received {1 + len(args)} arguments")
+        return inputs
+
+    def _build_for_call(self, tensors: list[Any], many: bool, what: str) -> None:
+        """Build for the symbolic tensors' shapes on the first call; later calls must bring the same shapes."""
         where = ", ".join(f"{t.describe()} {t.shape}" for t in tensors)
         shapes = [t.feature_shape for t in tensors]
         arg: Any = shapes if many else shapes[0]
@@ -237,12 +256,11 @@ class Layer:
             if built_for != arg:
                 shown = [(None, *s) for s in built_for or []] if many else (None, *(built_for or ()))
                 raise ValueError(f"{what} was built for input {shown} and cannot be called again on {where}")
-        else:
-            try:
-                self.build_for(arg)
-            except ValueError as e:
-                raise ValueError(f"{what} cannot be called on {where}: {e}") from e
-        return Node(self, tensors, many).output
+            return
+        try:
+            self.build_for(arg)
+        except ValueError as e:
+            raise ValueError(f"{what} cannot be called on {where}: {e}") from e
 
     @property
     def output(self) -> Any:
@@ -295,11 +313,15 @@ class Layer:
 
     def forward_preactivation(self, x: Array, training: bool = False) -> Array:
         """The output before `activation`; layers without one return their forward."""
+        if self.keras_call:  # a call ending in ops.softmax stops before it (layers/custom.py)
+            return custom.forward(self, x, training, logits=True)
         self._no_activation("forward_preactivation")
         return self.forward(x, training)
 
     def backward_preactivation(self, du: Array, need_input_grad: bool = True) -> Array | None:
         """Backward from ∂L/∂(pre-activation); layers without an activation run their backward."""
+        if self.keras_call:
+            return custom.backward(self, du, need_input_grad)
         self._no_activation("backward_preactivation")
         return self.backward(du, need_input_grad)
 

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..ops import _namespace  # importing ops also registers Tensor's operators (xpnet.ops functions)
-from ..params import AccumulatingSink
-from ..tape import Tape, Tensor, active, recording
+# importing ops also registers Tensor's operators (xpnet.ops functions)
+from ..ops import SINK_ROUTES, _namespace, ends_in_softmax
+from ..params import AccumulatingSink, GradientSink
+from ..tape import Tape, Tensor, _active, active, recording
 from ..variables import Variable
 
 if TYPE_CHECKING:
@@ -169,49 +170,85 @@ def build_for(layer: Layer, feature_shape: Any, own_build: bool, own_output_shap
     own_build, own_output_shape: whether the class defines `build` / `compute_output_shape`.
     """
     many = isinstance(feature_shape, list)
-    if layer.built and (getattr(layer, "input_shapes", None) if many else layer.input_shape) == (
-        [tuple(s) for s in feature_shape] if many else tuple(feature_shape)
-    ):
+    if layer.built and _built_for(layer, many) == ([tuple(s) for s in feature_shape] if many else tuple(feature_shape)):
         assert layer.output_shape is not None
         return layer.output_shape  # built already (a Sequential rebuilds after each add)
-    if own_build and getattr(layer, "_xp_user_built", False) and layer.input_shape is not None:
-        built_for = ", ".join(map(str, layer.input_shape))
-        given = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
-        raise ValueError(
-            f"{type(layer).__name__} {layer.name!r} was built for input (None, {built_for}) "
-            f"and cannot take input of shape {given}"
-        )
     batch_shape: Any = [(None, *s) for s in feature_shape] if many else (None, *feature_shape)
-    if own_build and not getattr(layer, "_xp_user_built", False):
-        layer.__dict__["_xp_building"] = True
-        try:
-            layer.build(batch_shape)
-        finally:
-            layer.__dict__["_xp_building"] = False
+    if own_build:
+        _run_user_build(layer, batch_shape)
     layer.__dict__["_xp_user_built"] = True
     if many:
         layer.input_shapes = [tuple(s) for s in feature_shape]  # type: ignore[attr-defined]
     layer.input_shape = tuple(feature_shape[0]) if many else tuple(feature_shape)
     if own_output_shape:
-        out = tuple(layer.compute_output_shape(batch_shape))
-        shape = out[1:]
+        shape = tuple(layer.compute_output_shape(batch_shape))[1:]
     else:
         shape = _inferred_output_shape(layer, feature_shape, many)
     layer.output_shape = tuple(int(d) for d in shape)
     return layer.output_shape
 
 
+def _built_for(layer: Layer, many: bool) -> Any:
+    """The feature shape(s) the layer was built for (a list with several inputs)."""
+    return getattr(layer, "input_shapes", None) if many else layer.input_shape
+
+
+def _run_user_build(layer: Layer, batch_shape: Any) -> None:
+    """The class's own `build(batch_shape)`, once: a second build for other shapes is refused, as in Keras."""
+    if not getattr(layer, "_xp_user_built", False):
+        layer.__dict__["_xp_building"] = True
+        try:
+            layer.build(batch_shape)
+        finally:
+            layer.__dict__["_xp_building"] = False
+    elif layer.input_shape is not None:
+        built_for = ", ".join(map(str, layer.input_shape))
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} was built for input (None, {built_for}) "
+            f"and cannot take input of shape {batch_shape}"
+        )
+
+
 def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
     """Run `call` on one row of zeros (NumPy; zero weights until the layer is bound) and read the output's shape."""
-    dtype = np.dtype(layer.compute_dtype)
-    xp = _weights_xp(layer)
-    zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
-    with recording(None), placeholder_params(layer, xp):
-        out = run_call(layer, zeros, False)
-    out = _plain(out)
+    out = _plain(_call_on_zeros(layer, feature_shape, many, None))
     if not hasattr(out, "shape") or len(out.shape) < 1:
         raise ValueError(f"{type(layer).__name__}.call must return a batch (an array with a batch axis)")
     return tuple(out.shape[1:])
+
+
+def _call_on_zeros(layer: Layer, feature_shape: Any, many: bool, tape: Tape | None) -> Any:
+    """`call` at inference on one row of zeros, recorded on `tape` (None: not recorded)."""
+    dtype = np.dtype(layer.compute_dtype)
+    xp = _weights_xp(layer)
+    zeros: Any = [xp.zeros((1, *s), dtype) for s in feature_shape] if many else xp.zeros((1, *feature_shape), dtype)
+    if tape is not None:
+        zeros = [Tensor(z) for z in zeros] if many else Tensor(zeros)
+    with recording(tape), placeholder_params(layer, xp):
+        return run_call(layer, zeros, False)
+
+
+def logits_activation(layer: Layer, want: str | None) -> Any:
+    """The output activation a fused loss wanting `want` may take over from custom `layer`: softmax, when its
+    `call` ends in `ops.softmax` over the last axis (seen by recording `call` once on zeros) and the layer
+    names no other activation. Else None."""
+    if want != "softmax":
+        return None
+    ends = layer.__dict__.get("_xp_ends_in_softmax")
+    if ends is None:
+        many = isinstance(getattr(layer, "input_shapes", None), list)
+        shape = layer.input_shapes if many else layer.input_shape  # type: ignore[attr-defined]
+        ends = ends_in_softmax(_call_on_zeros(layer, shape, many, Tape(_weights_xp(layer)))) is not None
+        layer.__dict__["_xp_ends_in_softmax"] = ends
+    if not ends:
+        return None
+    if layer.activation is None:
+        from ..activations import get
+
+        # the step's fused loss reads the output layer's activation to give the model's output softmax(u)
+        layer.__dict__["activation"] = get("softmax")
+    assert layer.activation is not None
+    return layer.activation if layer.activation.name == "softmax" else None
 
 
 def _weights_xp(layer: Layer) -> Any:
@@ -265,10 +302,14 @@ def _takes_training(call: Any) -> bool:
     return "training" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def forward(layer: Layer, x: Any, training: bool) -> Any:
-    """A custom layer's step forward: plain arrays at inference, recorded on a fresh tape in training."""
+def forward(layer: Layer, x: Any, training: bool, logits: bool = False) -> Any:
+    """A custom layer's step forward: plain arrays at inference, recorded on a fresh tape in training.
+
+    logits: stop before the final `ops.softmax` (the model fuses it with the cross-entropy loss, see
+    `logits_activation`) and return its input u; backward then starts from ∂L/∂u.
+    """
     assert layer.ops is not None
-    if not training:
+    if not training and not logits:
         collected: list[Any] = []
         token = _inference_losses.set(collected)
         try:
@@ -279,31 +320,140 @@ def forward(layer: Layer, x: Any, training: bool) -> Any:
         layer.__dict__["_xp_step_losses"] = [_plain(v) for v in collected]  # evaluate adds them, as Keras
         return _plain(out)
     tape = Tape(layer.ops.xp)
+    tape.raw_weights = _raw_weights(layer)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
-    with recording(tape):
-        out = run_call(layer, leaves, True)
-    layer.__dict__["_xp_tape"] = (tape, leaves, out)
-    layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses]
+    recording_token = _active.set(tape)  # `recording(tape)` without its generator: this runs every step
+    try:
+        out = run_call(layer, leaves, training)
+    finally:
+        _active.reset(recording_token)
+    if logits:
+        out = ends_in_softmax(out)
+        if out is None:
+            raise RuntimeError(
+                f"{type(layer).__name__} {layer.name!r}: call ended in ops.softmax when the model was compiled but "
+                "not in this step; the fused softmax + cross-entropy needs the same last op every step"
+            )
+        layer.preactivation = out.data
+    if training:
+        layer.__dict__["_xp_tape"] = (tape, leaves, out)
+    layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses] if tape.added_losses else []
     return _plain(out)
+
+
+def _raw_weights(layer: Layer) -> dict[int, Variable]:
+    """id of each weight's array -> its Variable, for `layer` and its sublayers at any depth, so that ops
+    reading a raw weight (`self.dense.kernel`, a built-in sublayer's array) differentiate it too."""
+    cached = layer.__dict__.get("_xp_raw")
+    if cached is not None and cached[0] is layer.params:
+        return cached[1]  # type: ignore[no-any-return]
+    found: dict[int, Variable] = {}
+
+    def walk(owner: Layer) -> None:
+        # a custom layer's own weights under their own names; its sublayers' under theirs, from the sublayer
+        specs = getattr(owner, "_xp_added", []) if owner.keras_call else owner.param_specs()
+        for spec in specs:
+            view = owner.params.get(spec.name)
+            if view is not None:
+                found[id(view)] = Variable(owner, spec)
+        for _, sub in sublayers(owner) if owner.keras_call else ():
+            if sub.built:
+                walk(sub)
+
+    walk(layer)
+    layer.__dict__["_xp_raw"] = (layer.params, found)
+    return found
 
 
 def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
     """Replay the layer's tape from ∂L/∂output (and the seed of its added losses); weight gradients go to
-    each owner's sink, and ∂L/∂input (a list with several inputs) is returned when needed."""
+    each owner's sink, and ∂L/∂input (a list with several inputs) is returned when needed.
+
+    A weight read by one op that has a route to the sink (x @ W, u + b) hands its gradient to the sink
+    as the built-in Dense does (`matmul_t`, `column_sum`: in-place SGD where the sink applies it), from
+    inside the replay; the others get theirs with `put` once the replay is over.
+    """
     tape, leaves, out = layer.__dict__["_xp_tape"]
+    layer.__dict__["_xp_tape"] = None
     many = isinstance(leaves, list)
     ins = leaves if many else [leaves]
-    weights = list(tape.leaves.values())
     seeds: list[tuple[Any, Any]] = [(out, dy)]
     seed = _loss_seed.get()
     if seed is not None:
         seeds += [(v, seed) for v in tape.added_losses]
+    after, routed = _sink_routes(tape)
+    weights = [(var, t) for var, t in tape.leaves.values() if id(t) not in routed]
     wanted = (ins if need_input_grad else []) + [t for _, t in weights]
-    grads = tape.backward(seeds, wanted)
+    deferred = _defer_builtins(tape, layer.sink)
+    try:
+        grads = tape.backward(seeds, wanted, after)
+    finally:
+        for sub, own in deferred:
+            sub.sink = own
     k = len(ins) if need_input_grad else 0
+    _put_weight_grads(tape, weights, grads[k:])
+    _apply_deferred(tape, deferred)
+    for var, ran in routed.values():
+        if not ran and var.layer.sink is not None:  # the route's op got no gradient this step: 0, not the last one
+            var.layer.sink.put(var.layer, var.name, 0.0)
+    if not need_input_grad:
+        return None
+    dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
+    return dx if many else dx[0]
+
+
+def _apply_deferred(tape: Tape, deferred: list[tuple[Any, Any]]) -> None:
+    """Hand the gradients that deferred built-in sublayers left in the buffer to their own sinks."""
+    wrote = tape.__dict__.get("builtin_backward", set())
+    for sub, own in deferred:
+        if id(sub) in wrote and own is not None:
+            for name, g in sub.grads.items():
+                own.put(sub, name, g)
+
+
+def _sink_routes(tape: Tape) -> tuple[dict[int, Any], dict[int, list[Any]]]:
+    """The weights read by exactly one op that has a route to the sink (`ops.SINK_ROUTES`).
+
+    Returns (node id -> function of the node's ∂L/∂output that hands the gradient over, leaf id ->
+    [Variable, whether the route ran]). A built-in sublayer's weights keep their own backward's way.
+    """
+    weights = {id(t): var for var, t in tape.leaves.values() if id(var.layer) not in tape.builtin_layers}
+    uses: dict[int, Any] = {}
+    for node in tape.nodes:
+        for i, p in enumerate(node.parents):
+            k = id(p)
+            if k in weights:
+                uses[k] = (node, i) if k not in uses else None
+    after: dict[int, Any] = {}
+    routed: dict[int, list[Any]] = {}
+    for k, use in uses.items():
+        var = weights[k]
+        route = SINK_ROUTES.get(use[0].op) if use is not None else None
+        sink = var.layer.sink
+        hand = route(sink, var.layer, var.name, *use) if route is not None and sink is not None else None
+        if hand is None:
+            continue
+        done = routed[k] = [var, False]
+        after[id(use[0])] = _then(after.get(id(use[0])), hand, done)
+    return after, routed
+
+
+def _then(first: Any, hand: Any, done: list[Any]) -> Any:
+    """A node's hand-over: `first` (another weight of the same op, or None), then `hand`, marking it done."""
+
+    def run(g: Array) -> None:
+        if first is not None:
+            first(g)
+        hand(g)
+        done[1] = True
+
+    return run
+
+
+def _put_weight_grads(tape: Tape, weights: list[tuple[Variable, Tensor]], grads: list[Any]) -> None:
     # built-in sublayers whose own backward ran in this replay: they wrote their share of their weights' gradients
     wrote = tape.__dict__.get("builtin_backward", set())
-    for (var, _), g in zip(weights, grads[k:], strict=True):
+    for (var, _), g in zip(weights, grads, strict=True):
         owner = var.layer
         sink = owner.sink
         if sink is None:
@@ -315,11 +465,21 @@ def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
             continue
         # a weight this step did not reach gets 0, not the previous step's gradient
         sink.put(owner, var.name, g if g is not None else 0.0)
-    layer.__dict__["_xp_tape"] = None
-    if not need_input_grad:
-        return None
-    dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
-    return dx if many else dx[0]
+
+
+def _defer_builtins(tape: Tape, sink: Any) -> list[tuple[Any, Any]]:
+    """With a sink that applies updates (in-place SGD), built-in sublayers write their gradients into the
+    buffer during the replay, and `backward` applies them after it: ops recorded before such a sublayer's
+    call may still read its weights in their VJPs (tied weights), which must hold the step's old values.
+    Returns [(sublayer, its own sink)] to restore and apply, empty when nothing is deferred."""
+    if sink is None or not sink.applies_update or not tape.builtin_layers:
+        return []
+    subs = list(tape.builtin_layers.values())
+    deferred = [(sub, sub.sink) for sub in subs]
+    plain = GradientSink(sink.ops)
+    for sub in subs:
+        sub.sink = plain
+    return deferred
 
 
 def _plain(out: Any) -> Any:
@@ -339,8 +499,7 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
     tape = active()
     many = isinstance(inputs, (list, tuple))
     xs = list(inputs) if many else [inputs]
-    if training is None:
-        training = _training.get()
+    training = bool(_training.get() if training is None else training)
     if not layer.built:
         shapes = [tuple(_shape(a)[1:]) for a in xs]
         if layer.keras_call and many:
@@ -350,18 +509,23 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
     if layer.ops is None and not placeholder:
         bind_standalone(layer)
     if layer.keras_call:
-        arg: Any = xs if many else xs[0]
-        if tape is None and layer.ops is not None:
-            arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
-        with placeholder_params(layer, _xp_of(xs[0])) if placeholder else nullcontext():
-            out = run_call(layer, arg, bool(training))
-        return out if tape is not None else _plain(out)
+        return _eager_custom(layer, xs, many, training, tape, placeholder)
     if placeholder:
         return _placeholder_forward(layer, xs if many else xs[0])
     if tape is not None and any(isinstance(a, (Tensor, Variable)) for a in xs):
-        return _record_builtin(layer, tape, xs if many else xs[0], bool(training))
+        return _record_builtin(layer, tape, xs if many else xs[0], training)
     arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
-    return layer.forward(arg, bool(training))
+    return layer.forward(arg, training)
+
+
+def _eager_custom(layer: Layer, xs: list[Any], many: bool, training: bool, tape: Tape | None, placeholder: bool) -> Any:
+    """A custom layer's `call` on arrays: recorded inside a recording, else on the layer's backend."""
+    arg: Any = xs if many else xs[0]
+    if tape is None and layer.ops is not None:
+        arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
+    with placeholder_params(layer, _xp_of(xs[0])) if placeholder else nullcontext():
+        out = run_call(layer, arg, training)
+    return out if tape is not None else _plain(out)
 
 
 def _shape(a: Any) -> tuple[int, ...]:
@@ -405,7 +569,7 @@ def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
         state = vars(layer)
         current = dict(state)
         state.update(after)
-        sink = layer.sink
+        sink = layer.sink = current.get("sink")  # the sink of this replay (`_defer_builtins`), not the forward's
         # the first backward of this layer in the replay writes its gradients, later ones add to them
         if id(layer) in calls and sink is not None and not isinstance(sink, AccumulatingSink):
             assert layer.ops is not None
@@ -420,6 +584,7 @@ def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
         return list(dx or [None] * len(parents)) if many else [dx]
 
     node = tape.record(Tensor(out, parents, vjp))
+    tape.builtin_layers[id(layer)] = layer
     if layer.grads:
         tape.with_weights.add(id(node))
     return node

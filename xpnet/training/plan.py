@@ -266,9 +266,7 @@ def _sink(model: Any, captures: bool) -> tuple[str, str]:
         return "gradient buffer", f"plain SGD over {model.comm.size} processes (an Allreduce between)"
     if store.regularized():
         return "gradient buffer", "plain SGD with a weight penalty"
-    others = [
-        str(s.layer.name) for s in store.trainable_slots if type(s.layer) not in SINK_ONLY or s.layer.replaces_methods()
-    ]
+    others = [str(s.layer.name) for s in store.trainable_slots if not _sink_only(s.layer)]
     if others:
         return "gradient buffer", f"plain SGD, but layers {sorted(set(others))} compute their own gradients"
     if model.shares_layers:
@@ -279,6 +277,13 @@ def _sink(model: Any, captures: bool) -> tuple[str, str]:
         if not ops.inplace_sgd:
             return "gradient buffer", f"plain SGD, but the {ops.describe()} backend has no in-place GEMM here"
     return "in backprop", "plain SGD, one process, no penalty, every layer sink-only"
+
+
+def _sink_only(layer: Any) -> bool:
+    """Whether every gradient of the layer's weights goes through its sink: a built-in of SINK_ONLY, or a
+    custom layer whose tape hands each weight gradient to the sink (layers/custom.py), methods not replaced."""
+    kind = type(layer)
+    return (kind in SINK_ONLY or bool(kind.__dict__.get("grads_via_sink", False))) and not layer.replaces_methods()
 
 
 def _capture(model: Any) -> tuple[bool, str]:

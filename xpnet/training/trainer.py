@@ -33,6 +33,7 @@ from .. import optimizers as opt_mod
 from ..activations import NotDifferentiableError
 from ..backend import Ops, get_backend
 from ..backend.base import DeviceScalar
+from ..layers import custom
 from ..layers.base import Layer
 from ..params import GradientSink
 from ..variables import Variable
@@ -959,9 +960,9 @@ def _validation_stream(validation_data: Any, steps: int | None) -> stream_mod.St
 def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     """Whether `loss` can start backprop from `layer`'s pre-activation (softmax + cross-entropy gives p − y)."""
     want = loss.fused_activation()
-    act = layer.activation
+    act = custom.logits_activation(layer, want) if layer.keras_call else layer.activation
     # only layers that define the logits contract themselves (a custom layer may just have an activation)
-    own = all(
+    own = layer.keras_call or all(
         getattr(type(layer), m) is not getattr(Layer, m) for m in ("forward_preactivation", "backward_preactivation")
     )
     if want is None or act is None or act.name != want or not own:
