@@ -189,3 +189,27 @@ def test_a_function_activation_at_the_end_is_not_taken_for_a_builtin() -> None:
     expected = np.concatenate([model(x[i : i + 8]) for i in range(0, 40, 8)])
     np.testing.assert_allclose(model.predict(x, batch_size=8, verbose=0), expected, rtol=1e-6, atol=1e-6)
     assert "at the end" not in model.plan.explain()
+
+
+def test_a_method_replaced_on_a_nested_models_layer_after_predict_keeps_sgd_out_of_backprop() -> None:
+    """The plan made by predict must not outlive a step method replaced on a layer of a nested model: a
+    layer that writes its own gradients needs the buffer, or the optimizer never applies them."""
+    inner = Sequential([Input((4,)), Dense(3, "relu")], seed=1)
+    model = Sequential([inner, Dense(2, "softmax")], seed=2)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    x = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    model.predict(x)  # the plan is made here
+    layer = inner.layers[0]
+    written = layer.backward
+
+    def backward(dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        dx = written(dy, need_input_grad)
+        layer.grads["kernel"][...] = 1.0  # the layer's own gradient (it already carries the learning rate)
+        return dx
+
+    layer.backward = backward  # type: ignore[method-assign]
+    before = layer.get_weights()[0]
+    model.fit(x, np.arange(32) % 2, batch_size=32, epochs=1, verbose=0)
+    assert not model.plan.updates_in_backprop and "compute their own gradients" in model.plan.sink_reason
+    np.testing.assert_allclose(before - layer.get_weights()[0], 1.0, rtol=1e-6)
+

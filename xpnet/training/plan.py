@@ -182,6 +182,9 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     key += model.compiled_losses
     for n in nodes:
         key += (n.layer, n.layer.activation, any(m in n.layer.__dict__ for m in _STEP_METHODS))
+    store = state.get("_store")
+    if store is not None:  # the layers of a nested model too: the sink asks each weight's layer
+        key += [any(m in s.layer.__dict__ for m in _STEP_METHODS) for s in store.trainable_slots]
     return tuple(key)
 
 
