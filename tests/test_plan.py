@@ -147,8 +147,12 @@ def test_one_predict_equals_the_layers_as_written(kind: str) -> None:
     h = model.ops.asarray(x)
     for layer in model.layers:  # each layer's own forward, in inference mode
         h = layer.forward(h, False)
-    np.testing.assert_array_equal(got, model.ops.to_numpy(h))
-    assert model.plan.predict_route == ("transposed small batches" if kind == "sequential" else "layer by layer")
+    if model.ops.name == "numpy":
+        np.testing.assert_array_equal(got, model.ops.to_numpy(h))
+    else:  # CuPy's forward fuses bias + softmax in one kernel; predict applies softmax once to the logits
+        np.testing.assert_allclose(got, model.ops.to_numpy(h), rtol=1e-6, atol=1e-7)
+    transposed = kind == "sequential" and model.ops.name == "numpy"  # a chain, on the backend with that program
+    assert model.plan.predict_route == ("transposed small batches" if transposed else "layer by layer")
 
 
 def test_a_deep_copy_plans_for_its_own_layers() -> None:
@@ -213,3 +217,23 @@ def test_a_method_replaced_on_a_nested_models_layer_after_predict_keeps_sgd_out_
     assert not model.plan.updates_in_backprop and "compute their own gradients" in model.plan.sink_reason
     np.testing.assert_allclose(before - layer.get_weights()[0], 1.0, rtol=1e-6)
 
+
+def test_predict_route_is_transposed_only_where_the_backend_has_that_program(backend: str) -> None:
+    """explain() names the transposed route only where the backend runs it, with its condition."""
+    model = Sequential([Input((20,)), Dense(30, "relu"), Dense(5, "softmax")], seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend=backend)
+    x = np.random.default_rng(0).standard_normal((2000, 20)).astype(np.float32)
+    ran = model.plan.predict_program(model.ops, 2000, 32) is not None
+    text = model.plan.explain()
+    assert ("predict: transposed small batches" in text) == ran
+    assert model.plan.predict_route == ("transposed small batches" if ran else "layer by layer")
+    if ran:
+        assert "at most 256 rows" in text  # the batches it takes; larger ones run layer by layer
+    assert model.predict(x, batch_size=32).shape == (2000, 5)
+
+
+def test_predict_route_is_layer_by_layer_for_a_hidden_activation_that_mixes_a_row() -> None:
+    model = Sequential([Input((20,)), Dense(30, "softmax"), Dense(5, "softmax")], seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    assert model.plan.predict_program(model.ops, 2000, 32) is None  # NumPy's program takes elementwise ones only
+    assert model.plan.predict_route == "layer by layer" and "predict: layer by layer" in model.plan.explain()

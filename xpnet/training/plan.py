@@ -106,8 +106,8 @@ class Plan:
     relu_pairs: tuple[tuple[str, str], ...]
     train_forms: tuple[Form, ...]
     predict_forms: tuple[Form, ...]
-    # "transposed small batches" (an affine chain: the backend's program where it takes the batch size)
-    # or "layer by layer"
+    # "transposed small batches" (an affine chain the backend has a program for, where it takes the batch
+    # size: `predict_when` says which) or "layer by layer"
     predict_route: str
     logits_at_end: bool  # predict applies the output activation once over all the logits
     captures: bool
@@ -117,6 +117,7 @@ class Plan:
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
     nan_probe: tuple[Any, tuple[Any, ...]] | None = field(default=None, compare=False, repr=False)
     key: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    predict_when: str = ""  # the backend's condition for the transposed route (`Ops.inference_route`)
 
     @cached_property
     def nan_check(self) -> str:
@@ -154,7 +155,8 @@ class Plan:
         pools = ", ".join(f"{a} → {b}" for a, b in self.relu_pairs)
         rewrite = f"relu moved after the max pool: {pools}" if pools else "no relu moved after a max pool"
         end = ", output activation once over all rows" if self.logits_at_end else ""
-        predict = f"predict: {self.predict_route}{end}, NaN check {self.nan_check}"
+        when = f" ({self.predict_when})" if self.predict_when else ""
+        predict = f"predict: {self.predict_route}{when}{end}, NaN check {self.nan_check}"
         return "; ".join([where, loss, rewrite, predict, f"step: {self.capture_reason}"]) + "."
 
     def __str__(self) -> str:
@@ -219,6 +221,9 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
     )
     captures, capture_reason = _capture(model) if compiled else (False, "not compiled")
     sink, reason = _sink(model, captures) if compiled else ("none", "not compiled")
+    # only where the backend has a program for this chain (NumPy's; CuPy runs the layers)
+    when = model.ops.inference_route(list(chain)) if chain is not None else None
+    chain = chain if when is not None else None
     route = "transposed small batches" if chain is not None else "layer by layer"
     return Plan(
         sink=sink,
@@ -234,6 +239,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         captures=captures,
         capture_reason=capture_reason,
         affine_chain=chain,
+        predict_when=when or "",
         key=plan_key(model, nodes) if key is None else key,
     )
 
