@@ -237,3 +237,33 @@ def test_predict_route_is_layer_by_layer_for_a_hidden_activation_that_mixes_a_ro
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
     assert model.plan.predict_program(model.ops, 2000, 32) is None  # NumPy's program takes elementwise ones only
     assert model.plan.predict_route == "layer by layer" and "predict: layer by layer" in model.plan.explain()
+
+
+def test_an_optimizer_changed_after_predict_makes_the_plan_again() -> None:
+    """The plan predict made must not outlive a change to the optimizer the sink depends on: an update
+    replaced on the instance, momentum set, a schedule given (not checked for capture)."""
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    y = np.arange(64) % 2
+    model = Sequential([Input((4,)), Dense(3, "relu"), Dense(2, "softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
+    model.predict(x)  # the plan is made here
+    opt = model.optimizer
+    calls: list[int] = []
+    rule = opt.update
+
+    def update(params: np.ndarray, grads: np.ndarray, scaled: bool) -> None:
+        calls.append(1)
+        rule(params, grads, scaled)
+
+    opt.update = update  # type: ignore[method-assign]
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert len(calls) == 2 and not model.plan.updates_in_backprop
+    del opt.update
+    assert model.plan.updates_in_backprop == INPLACE
+    opt.momentum = 0.5
+    assert model.plan.sink_reason == "SGD with momentum"
+    opt.momentum = 0.0
+    assert model.plan.updates_in_backprop == INPLACE
+    plan = model.plan
+    opt.learning_rate = xpnet.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    assert model.plan is not plan

@@ -3,7 +3,8 @@
 A `Plan` is made from the model as it stands (its layers, backend, optimizer, communicator,
 losses and `jit_compile` request) the first time `model.plan` is read, and made again when any
 of those changes (a recompile, `layer.trainable` applied by compile, a layer added or popped, an
-activation or a method replaced on a layer). It decides:
+activation or a method replaced on a layer, the optimizer's momentum, schedule or update rule).
+It decides:
 
 - where backprop puts the weight gradients: into the gradient buffer for the optimizer's update,
   or, for plain SGD, straight into the weights as backprop reaches each layer (`InPlaceSGD`);
@@ -182,6 +183,9 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     state = model.__dict__
     key = [model.ops, state.get("_store"), model.optimizer, state.get("_comm"), state.get("_jit_compile")]
     key += model.compiled_losses
+    # what _sink and _capture read of the optimizer instance: settable after compile (and after predict planned)
+    opt = vars(model.optimizer) if model.optimizer is not None else {}
+    key += [opt.get("momentum"), "update" in opt or "apply" in opt, opt.get("_schedule")]
     for n in nodes:
         key += (n.layer, n.layer.activation, any(m in n.layer.__dict__ for m in _STEP_METHODS))
     store = state.get("_store")
@@ -191,10 +195,13 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Whether two `plan_key`s hold the same objects (and equal flags)."""
+    """Whether two `plan_key`s hold the same objects (and equal numbers and flags)."""
     if len(a) != len(b):
         return False
-    return all(x is y or (type(x) in (bool, str) and x == y) for x, y in zip(a, b, strict=True))
+    return all(
+        x is y or (type(x) in (bool, int, float, str) and type(x) is type(y) and x == y)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def current_plan(model: Any, plan: Plan | None, nodes: Sequence[Any]) -> Plan:
