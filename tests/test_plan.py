@@ -267,3 +267,24 @@ def test_an_optimizer_changed_after_predict_makes_the_plan_again() -> None:
     plan = model.plan
     opt.learning_rate = xpnet.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
     assert model.plan is not plan
+
+
+def test_a_recompile_with_other_metrics_makes_the_plan_again(backend: str) -> None:
+    """Same optimizer, loss and communicator, another metric: the capture decision (a metric not checked
+    for capture keeps the step eager on CuPy) is made again, and says what the step program says."""
+    from xpnet.training.distributed import Communicator
+
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    model = Sequential([Input((4,)), Dense(3, "relu"), Dense(2, "softmax")], seed=0)
+    comm, opt = Communicator(), xpnet.optimizers.SGD(0.01)
+    loss = xpnet.losses.get("sparse_categorical_crossentropy")
+    model.compile(opt, loss, metrics=["accuracy"], backend=backend, distribute=comm)
+    model.predict(x)
+    plan = model.plan
+
+    def first_column(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        return y_pred[:, 0]
+
+    model.compile(opt, loss, metrics=[first_column], distribute=comm)
+    assert model.plan is not plan
+    assert model.plan.capture_reason == model.step_program.reason

@@ -183,6 +183,7 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     state = model.__dict__
     key = [model.ops, state.get("_store"), model.optimizer, state.get("_comm"), state.get("_jit_compile")]
     key += model.compiled_losses
+    key += [*model.metrics, *model.weighted_metrics]  # made anew by each compile; _capture checks them
     # what _sink and _capture read of the optimizer instance: settable after compile (and after predict planned)
     opt = vars(model.optimizer) if model.optimizer is not None else {}
     key += [opt.get("momentum"), "update" in opt or "apply" in opt, opt.get("_schedule")]
