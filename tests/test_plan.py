@@ -271,7 +271,7 @@ def test_an_optimizer_changed_after_predict_makes_the_plan_again() -> None:
 
 def test_a_recompile_with_other_metrics_makes_the_plan_again(backend: str) -> None:
     """Same optimizer, loss and communicator, another metric: the capture decision (a metric not checked
-    for capture keeps the step eager on CuPy) is made again, and says what the step program says."""
+    for capture keeps the step eager on CuPy) is made again, and agrees with the step program."""
     from xpnet.training.distributed import Communicator
 
     x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
@@ -287,4 +287,6 @@ def test_a_recompile_with_other_metrics_makes_the_plan_again(backend: str) -> No
 
     model.compile(opt, loss, metrics=[first_column], distribute=comm)
     assert model.plan is not plan
-    assert model.plan.capture_reason == model.step_program.reason
+    assert model.plan.captures == model.step_program.captures
+    if model.ops.name == "cupy":  # captured with accuracy, eager with a metric not checked for capture
+        assert plan.captures and "first_column" in model.plan.capture_reason
