@@ -167,6 +167,10 @@ class Ops:
         """
         return None
 
+    def inference_route(self, chain: list[Any] | None) -> str | None:
+        """When `inference_program` gives a route for this chain, in words (the batches it takes); None: never."""
+        return None
+
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         """-> (u, h) with u = x w + b: (n, units) and h = act(u). Backends fuse bias + activation.
 

@@ -194,19 +194,24 @@ class NumpyOps(Ops):
         t *= lr_t
         p -= t
 
+    def inference_route(self, chain: list[Any] | None) -> str | None:
+        limit = self.transposed_inference_rows
+        layers = [a for a in chain or [] if a is not None]
+        if limit is None or not layers or not all(getattr(a.activation, "elementwise", False) for a in layers[:-1]):
+            return None
+        return f"batches of at most {limit} rows, 4 or more; else layer by layer"
+
     def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
         """Small batches as uᵀ = Wᵀhᵀ with contiguous Wᵀ copies (PyTorch's weight layout).
 
         OpenBLAS is ~12% faster at that product than at u = hW for batches of a few dozen rows.
         Copying Wᵀ costs about one batch, so only for predictions of at least 4 batches, and only
-        for chains whose hidden activations are elementwise.
+        for chains whose hidden activations are elementwise (`inference_route`).
         """
         limit = self.transposed_inference_rows
-        if chain is None or limit is None or rows > limit or n < 4 * rows:
+        if chain is None or limit is None or rows > limit or n < 4 * rows or self.inference_route(chain) is None:
             return None
         layers = [a for a in chain if a is not None]
-        if not layers or not all(getattr(a.activation, "elementwise", False) for a in layers[:-1]):
-            return None
         plan = [
             (np.ascontiguousarray(a.kernel.T), None if a.bias is None else a.bias[:, None], a.activation)
             for a in layers

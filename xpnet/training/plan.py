@@ -3,7 +3,8 @@
 A `Plan` is made from the model as it stands (its layers, backend, optimizer, communicator,
 losses and `jit_compile` request) the first time `model.plan` is read, and made again when any
 of those changes (a recompile, `layer.trainable` applied by compile, a layer added or popped, an
-activation or a method replaced on a layer). It decides:
+activation or a method replaced on a layer, the optimizer's momentum, schedule or update rule).
+It decides:
 
 - where backprop puts the weight gradients: into the gradient buffer for the optimizer's update,
   or, for plain SGD, straight into the weights as backprop reaches each layer (`InPlaceSGD`);
@@ -105,8 +106,8 @@ class Plan:
     relu_pairs: tuple[tuple[str, str], ...]
     train_forms: tuple[Form, ...]
     predict_forms: tuple[Form, ...]
-    # "transposed small batches" (an affine chain: the backend's program where it takes the batch size)
-    # or "layer by layer"
+    # "transposed small batches" (an affine chain the backend has a program for, where it takes the batch
+    # size: `predict_when` says which) or "layer by layer"
     predict_route: str
     logits_at_end: bool  # predict applies the output activation once over all the logits
     captures: bool
@@ -116,6 +117,7 @@ class Plan:
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
     nan_probe: tuple[Any, tuple[Any, ...]] | None = field(default=None, compare=False, repr=False)
     key: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    predict_when: str = ""  # the backend's condition for the transposed route (`Ops.inference_route`)
 
     @cached_property
     def nan_check(self) -> str:
@@ -153,7 +155,8 @@ class Plan:
         pools = ", ".join(f"{a} → {b}" for a, b in self.relu_pairs)
         rewrite = f"relu moved after the max pool: {pools}" if pools else "no relu moved after a max pool"
         end = ", output activation once over all rows" if self.logits_at_end else ""
-        predict = f"predict: {self.predict_route}{end}, NaN check {self.nan_check}"
+        when = f" ({self.predict_when})" if self.predict_when else ""
+        predict = f"predict: {self.predict_route}{when}{end}, NaN check {self.nan_check}"
         return "; ".join([where, loss, rewrite, predict, f"step: {self.capture_reason}"]) + "."
 
     def __str__(self) -> str:
@@ -179,16 +182,26 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     state = model.__dict__
     key = [model.ops, state.get("_store"), model.optimizer, state.get("_comm"), state.get("_jit_compile")]
     key += model.compiled_losses
+    key += [*model.metrics, *model.weighted_metrics]  # made anew by each compile; _capture checks them
+    # what _sink and _capture read of the optimizer instance: settable after compile (and after predict planned)
+    opt = vars(model.optimizer) if model.optimizer is not None else {}
+    key += [opt.get("momentum"), "update" in opt or "apply" in opt, opt.get("_schedule")]
     for n in nodes:
         key += (n.layer, n.layer.activation, any(m in n.layer.__dict__ for m in _STEP_METHODS))
+    store = state.get("_store")
+    if store is not None:  # the layers of a nested model too: the sink asks each weight's layer
+        key += [any(m in s.layer.__dict__ for m in _STEP_METHODS) for s in store.trainable_slots]
     return tuple(key)
 
 
 def same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Whether two `plan_key`s hold the same objects (and equal flags)."""
+    """Whether two `plan_key`s hold the same objects (and equal numbers and flags)."""
     if len(a) != len(b):
         return False
-    return all(x is y or (type(x) in (bool, str) and x == y) for x, y in zip(a, b, strict=True))
+    return all(
+        x is y or (type(x) in (bool, int, float, str) and type(x) is type(y) and x == y)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def current_plan(model: Any, plan: Plan | None, nodes: Sequence[Any]) -> Plan:
@@ -215,6 +228,9 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
     )
     captures, capture_reason = _capture(model) if compiled else (False, "not compiled")
     sink, reason = _sink(model, captures) if compiled else ("none", "not compiled")
+    # only where the backend has a program for this chain (NumPy's; CuPy runs the layers)
+    when = model.ops.inference_route(list(chain)) if chain is not None else None
+    chain = chain if when is not None else None
     route = "transposed small batches" if chain is not None else "layer by layer"
     return Plan(
         sink=sink,
@@ -230,6 +246,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         captures=captures,
         capture_reason=capture_reason,
         affine_chain=chain,
+        predict_when=when or "",
         key=plan_key(model, nodes) if key is None else key,
     )
 
