@@ -15,7 +15,7 @@ MAX_REL = 1e-3
 
 def test_two_numpy_runs_are_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
     # the thread policy reads the machine's load each fit; BLAS sums in another order with other threads
-    monkeypatch.setenv("XPNET_THREADS", "1")
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "1")
     x, y = synthetic_fashion_like(1000)
     a, b = train_on("numpy", x, y, epochs=1), train_on("numpy", x, y, epochs=1)
     for u, v in zip(a["weights"], b["weights"], strict=True):
