@@ -157,3 +157,34 @@ def test_sgd_factor_cache_leaves_a_subclass_gradient_scale_in_force(backend: str
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("label_dtype", ["int64", "int32", "uint8", "float32"])
+def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(ops: Ops, dtype: str, label_dtype: str) -> None:
+    from xpnet.backend import cupy_metrics
+    from xpnet.metrics import SparseCategoricalAccuracy
+
+    if label_dtype == "float32" and ops.name == "strict":
+        pytest.skip("the array API promotes no integer with a float: float labels are a NumPy/CuPy liberty")
+    rng = np.random.default_rng(5)
+    p = rng.integers(0, 3, (41, 7)).astype(dtype)  # small integers: many tied maxima
+    p[3, 2] = p[4, 0] = p[5, 6] = np.nan  # a NaN is the maximum, the first NaN the argmax
+    p[5, 1] = np.nan
+    p[6, :] = -np.inf
+    y = rng.integers(0, 7, 41).astype(label_dtype)
+    y[3], y[4], y[5], y[6] = 2, 0, 1, 0
+    xp = ops.xp
+    want = np.count_nonzero(np.argmax(p, axis=-1) == y)
+    got = SparseCategoricalAccuracy().update(xp, ops.asarray(y), ops.asarray(p))
+    assert ops.to_numpy(got).dtype == np.dtype(dtype) and float(ops.to_numpy(got)) == want
+    assert want >= 4  # the NaN and -inf rows are hits: the fused scan must find them
+    fused = cupy_metrics.sparse_hits(xp, ops.asarray(y), ops.asarray(p))
+    assert (fused is not None) == (ops.name == "cupy")
+    # a sequence model's (batch, time, classes) scores, and a shape the kernel leaves to the plain code
+    p3, y3 = ops.asarray(p[:40].reshape(4, 10, 7)), ops.asarray(y[:40].reshape(4, 10))
+    got3 = SparseCategoricalAccuracy().update(xp, y3, p3)
+    assert float(ops.to_numpy(got3)) == np.count_nonzero(np.argmax(p[:40], axis=-1) == y[:40])
+    assert cupy_metrics.sparse_hits(xp, ops.asarray(y[:, None]), ops.asarray(p)) is None
+    empty = SparseCategoricalAccuracy().update(xp, ops.asarray(y[:0]), ops.asarray(p[:0]))
+    assert float(ops.to_numpy(empty)) == 0.0
