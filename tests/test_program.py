@@ -316,5 +316,13 @@ def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypa
     assert not auto.step_program.captures and auto.step_program.launches == 0
     for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # the next fit runs as jit_compile=False does: the plain sink, not the in-place one of the routed GEMMs
+    assert type(auto.step_program.step.sink).__name__ == "InPlaceSGD"
+    x = np.random.default_rng(8).random((64, 784), dtype=np.float32)
+    auto.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0)
+    eager.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0)
+    assert type(auto.step_program.step.sink).__name__ == type(eager.step_program.step.sink).__name__ == "GradientSink"
+    for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(RuntimeError, match="jit_compile=True: the training step could not be captured"):
         _train("A", True, 6)

@@ -336,6 +336,8 @@ class StepProgram:
         self._graphs.clear()
         self._warm.clear()
         self._listed = False
+        if not self.captures:  # a refused capture's routed sink must not outlive the fit that routed GEMMs
+            self.step.sink = self.step.choose_sink()
 
     def say_once(self) -> None:
         """With jit_compile="auto" on CuPy, say once why the step is not captured."""
