@@ -326,3 +326,61 @@ def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypa
         np.testing.assert_array_equal(a, b)
     with pytest.raises(RuntimeError, match="jit_compile=True: the training step could not be captured"):
         _train("A", True, 6)
+
+
+def _evaluate_and_predict(kind: str, jit: bool | str) -> tuple[Any, list[Any], list[Any]]:
+    model, opt, shape = _model(kind)
+    rng = np.random.default_rng(9)
+    x = rng.random((2 * 32 * 3 + 8, *shape), dtype=np.float32)  # three full batches and a short one, twice over
+    y = rng.integers(0, 10, x.shape[0])
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+    with _cublas.routed(xpnet.get_backend("cupy")):  # the eager run multiplies through the graph's cuBLAS binding
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+        scores = [model.evaluate(x, y, batch_size=32, verbose=0) for _ in range(2)]
+        outputs = [model.predict(x, batch_size=32) for _ in range(2)]
+    return model, scores, outputs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["B", "lenet", "functional_bn"])
+def test_captured_evaluate_and_predict_are_bit_identical_to_eager(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    _, eager_scores, eager_outputs = _evaluate_and_predict(kind, False)
+    model, scores, outputs = _evaluate_and_predict(kind, True)
+    programs = {k: v[-1] for k, v in model.__dict__["_forward_programs"].items()}
+    assert all(p.captures for p in programs.values()), {k: p.explain() for k, p in programs.items()}
+    # per pass 7 batches: the first pass warms up 32 and 8 rows eagerly, then every batch is one launch
+    assert programs["evaluate"].launches == programs["predict"].launches == 5 + 7
+    assert scores[0] == scores[1] == eager_scores[0] == eager_scores[1]
+    for got in [*outputs, *eager_outputs[1:]]:
+        np.testing.assert_array_equal(got, eager_outputs[0])
+
+
+@pytest.mark.gpu
+def test_forward_capture_follows_jit_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    from xpnet.training.forward_program import ForwardProgram, forward_program
+
+    model, _, _ = _evaluate_and_predict("B", False)
+    assert forward_program(model, "evaluate", True).explain() == "jit_compile=False: every batch runs eagerly"
+    assert forward_program(model, "predict", False).launches == 0
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["mae"], backend="cupy")
+    assert "the metric 'mae' is not among those checked for capture" in forward_program(model, "evaluate", True).reason
+    assert forward_program(model, "predict", False).captures  # predict computes no metric
+    with pytest.raises(ValueError, match="jit_compile=True: the forward pass cannot be captured: the metric 'mae'"):
+        ForwardProgram(model, model.ops, True, with_loss=True)
+
+
+@pytest.mark.gpu
+def test_a_refused_forward_capture_runs_eagerly_under_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    pytest.importorskip("gpusim", reason="CuPy 14.2's refusal of cuBLAS during capture is modelled by the stand-in")
+    import gpusim.cublas as emulated
+
+    _, eager_scores, eager_outputs = _evaluate_and_predict("B", False)
+    monkeypatch.setattr(emulated, "IN_CAPTURE", False)  # CuPy's own wrappers: refused while capturing
+    model, scores, outputs = _evaluate_and_predict("B", "auto")
+    program = model.__dict__["_forward_programs"]["evaluate"][-1]
+    assert not program.captures and "the capture was refused" in program.explain() and program.launches == 0
+    assert scores[1] == eager_scores[1]
+    np.testing.assert_array_equal(outputs[1], eager_outputs[1])

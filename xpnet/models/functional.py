@@ -51,6 +51,7 @@ from ..params import AccumulatingSink, GradientSink, ParamStore
 from ..random import init_rng, layer_seed, next_model_seed
 from ..training import data
 from ..training.callbacks import Callback
+from ..training.forward_program import forward_program
 from ..training.guard import exclusive
 from ..training.stream import is_stream
 from ..training.trainer import Trainer, check_batch_size
@@ -901,10 +902,12 @@ class Model(Trainer):
             kept = [(layer, layer.keep_preactivation) for layer in self.layers]
             for layer, _ in kept:  # predict keeps no pre-activations, so activations may reuse their memory
                 layer.keep_preactivation = False
+            graphs = forward_program(self, "predict", False)  # on CuPy, a CUDA graph per batch shape
+            flags = [False] * len(self.outputs)
             try:
                 for lo in range(0, n, rows):
                     hi = min(lo + rows, n)
-                    got = self.forward_outputs(data.select(X, lo, hi), False, [False] * len(self.outputs))
+                    got = graphs.outputs(lambda a: self.forward_outputs(a, False, flags), [data.select(X, lo, hi)])
                     for out, a in zip(outs, got, strict=True):
                         out[lo:hi, ...] = a
             finally:

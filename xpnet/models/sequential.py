@@ -31,6 +31,7 @@ from ..layers.node import KerasTensor, Node
 from ..random import layer_seed
 from ..training import data
 from ..training.callbacks import Callback
+from ..training.forward_program import forward_program
 from ..training.guard import exclusive
 from ..training.stream import is_stream
 from ..training.trainer import check_batch_size
@@ -209,13 +210,15 @@ class Sequential(Model):
             kept = [(layer, layer.keep_preactivation) for layer in self.layers]
             for layer, _ in kept:  # predict keeps no pre-activations, so activations may reuse their memory
                 layer.keep_preactivation = False
+            graphs = forward_program(self, "predict", False)  # on CuPy, a CUDA graph per batch shape
+            forward = (lambda a: [self.forward_logits(a)]) if at_end else (lambda a: [self.forward(a)])
             try:
                 for lo in range(0, n, rows):
                     hi = min(lo + rows, n)
                     if program is not None:
                         program(X[lo:hi, ...], out[lo:hi])
                     else:
-                        out[lo:hi, ...] = self.forward_logits(X[lo:hi, ...]) if at_end else self.forward(X[lo:hi, ...])
+                        out[lo:hi, ...] = graphs.outputs(forward, [X[lo:hi, ...]])[0]
             finally:
                 for layer, keep in kept:
                     layer.keep_preactivation = keep

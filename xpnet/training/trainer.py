@@ -38,6 +38,7 @@ from ..variables import Variable
 from . import checkpoint, data, distributed
 from . import stream as stream_mod
 from .callbacks import BatchLogs, Callback, History, Progress, format_logs, overrides, run_hooks
+from .forward_program import forward_program
 from .guard import exclusive
 from .program import JitRequest, StepProgram, check_jit_compile
 from .state import TrainState
@@ -911,6 +912,7 @@ class Trainer:
         end_hooks = [cb for cb in callbacks if overrides(cb, "on_test_batch_end")]
         run_hooks(callbacks, "on_test_begin", {})
         self.reset_metrics()
+        program = forward_program(self, "evaluate", True)
         for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
             for cb in begin_hooks:
@@ -918,8 +920,8 @@ class Trainer:
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
-            batch = forward_sums(self, xb, yb, one, wb)
-            sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+            fn = functools.partial(forward_sums, self, one=one, wb=wb)
+            sums = program.sums(fn, [xb, yb], sums, eager=wb is not None)  # a CUDA graph per batch shape
             if end_hooks:
                 batch_logs = BatchLogs(functools.partial(self._read_evaluation, self._snapshot(sums), hi - first))
                 for cb in end_hooks:

@@ -1,0 +1,194 @@
+"""evaluate and predict replaying a captured forward pass: on CuPy, one CUDA graph per batch shape.
+
+    first batch of a shape: eager (the warm-up: every kernel is built, every buffer sized)
+    second: the batch is copied into fixed input buffers, the forward captured, then launched
+    later batches: copied in, launched
+
+Under the same `compile(jit_compile=...)` switch as the training step, and with the same
+checks (`program.capture_obstacle`, less the optimizer's): "auto" captures where it can, True
+raises where it cannot, False never captures. A graph replays raw addresses, so the inputs are
+copied into buffers made before the capture, every array the capture creates is kept for the
+graph's life (`program._retaining`), and evaluation's running sums are accumulated inside the
+graph into accumulators of its own. GEMMs go through the direct cuBLAS binding while a program
+captures, for the eager warm-up and short batches too, so all batches compute alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
+from typing import TYPE_CHECKING, Any
+
+from ..backend import _cublas
+from .program import CAPTURABLE_LAYERS, CAPTURABLE_LOSSES, CAPTURABLE_METRICS, JitRequest, _own, _retaining
+
+if TYPE_CHECKING:
+    from ..backend import Ops
+
+Array = Any
+
+
+def forward_obstacle(model: Any, ops: Ops, with_loss: bool) -> str | None:
+    """Why the model's inference forward (with its loss and metric sums when `with_loss`) cannot be
+    captured as a CUDA graph, or None when it can."""
+    from ..backend.base import builtin_name
+    from .program import CAPTURABLE_ACTIVATIONS
+
+    if getattr(ops, "name", "") != "cupy":
+        return f"the {ops.describe()} backend runs the forward pass eagerly (CUDA graphs are a CuPy feature)"
+    if not model.single_output or len(getattr(model, "inputs", None) or [None]) != 1:
+        return "a model with several inputs or outputs is not yet checked for capture"
+    for layer in model.layers:
+        if not _own(layer, CAPTURABLE_LAYERS):
+            return f"layer {layer.name!r} ({type(layer).__name__}) is not among the layers checked for capture"
+        act = layer.activation
+        if act is not None and builtin_name(act) not in CAPTURABLE_ACTIVATIONS:
+            return f"layer {layer.name!r} uses the activation {act.name!r}, not among those checked for capture"
+    if with_loss:
+        for loss, fused in zip(model.compiled_losses, model.fused_outputs, strict=True):
+            if not _own(loss, CAPTURABLE_LOSSES) or not fused:
+                return f"the loss {loss.name!r} (on a softmax output only: {fused}) is not checked for capture"
+        for m in [*model.metrics, *model.weighted_metrics]:
+            if not _own(m, CAPTURABLE_METRICS):
+                return f"the metric {m.name!r} is not among those checked for capture"
+        if model.store.regularized():
+            return "weight penalties (regularizers) are not yet checked for capture"
+    return None
+
+
+class _Graph:
+    """One captured forward: the graph, its fixed inputs and outputs, and every buffer it touches."""
+
+    def __init__(self, graph: Any, inputs: list[Array], outputs: list[Array], keep: list[Any]) -> None:
+        self.graph, self.inputs, self.outputs, self.keep = graph, inputs, outputs, keep
+
+
+class ForwardProgram:
+    """How evaluate or predict runs the forward pass of one model: captured per batch shape, or eagerly.
+
+    `outputs(fn, inputs)`: fn(*inputs) → list of arrays (predict's outputs); captured, the arrays
+    are the graph's own, overwritten by the next launch: copy them out before it.
+    `sums(fn, inputs, running)`: running + fn(*inputs), elementwise over lists of device sums
+    (evaluate); captured, the addition is inside the graph and the result is its accumulators.
+    """
+
+    def __init__(self, model: Any, ops: Ops, request: JitRequest, with_loss: bool) -> None:
+        self.ops, self.request = ops, request
+        obstacle = None if request is False else forward_obstacle(model, ops, with_loss)
+        if request is True and obstacle is not None:
+            raise ValueError(f"jit_compile=True: the forward pass cannot be captured: {obstacle}")
+        self.captures = request is not False and obstacle is None
+        if request is False:
+            self.reason = "jit_compile=False: every batch runs eagerly"
+        elif obstacle is not None:
+            self.reason = f"eager: {obstacle}"
+        else:
+            self.reason = "captured: one CUDA graph per batch shape, after one eager warm-up batch"
+        self._graphs: dict[Any, _Graph] = {}
+        self._warm: set[Any] = set()
+        self.launches = 0  # graph launches so far (a test reads it)
+
+    def explain(self) -> str:
+        return self.reason
+
+    def __repr__(self) -> str:
+        return f"ForwardProgram({'captured' if self.captures else 'eager'}, graphs={len(self._graphs)})"
+
+    def routing(self) -> Any:
+        """The GEMM route of every batch of this pass (the graph's own, when it captures)."""
+        return _cublas.routed(self.ops) if self.captures else nullcontext()
+
+    def outputs(self, fn: Callable[..., list[Array]], inputs: Sequence[Array]) -> list[Array]:
+        with self.routing():
+            g = self._graph(fn, inputs, None)
+            if g is None:
+                return fn(*inputs)
+        self._launch(g, inputs)
+        return list(g.outputs)
+
+    def sums(
+        self, fn: Callable[..., list[Array]], inputs: Sequence[Array], running: list[Array], eager: bool = False
+    ) -> list[Array]:
+        """eager: run this batch eagerly (sample-weighted evaluation is not yet checked for capture)."""
+        with self.routing():
+            g = None if eager else self._graph(fn, inputs, running)
+            if g is None:
+                batch = fn(*inputs)
+                return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
+        if len(running) != len(g.outputs) or any(r is not a for r, a in zip(running, g.outputs, strict=True)):
+            # a new pass, or the sums so far held elsewhere (the warm-up, another batch shape's graph)
+            for acc, r in zip(g.outputs, running or [None] * len(g.outputs), strict=True):
+                if r is None:
+                    acc.fill(0)
+                else:
+                    acc[...] = r
+        self._launch(g, inputs)
+        return list(g.outputs)
+
+    def _launch(self, g: _Graph, inputs: Sequence[Array]) -> None:
+        cp = self.ops.xp
+        for buf, a in zip(g.inputs, inputs, strict=True):
+            if a is not buf:
+                buf[...] = a
+        g.graph.launch(cp.cuda.get_current_stream())
+        self.launches += 1
+
+    def _graph(self, fn: Callable[..., list[Array]], inputs: Sequence[Array], running: list[Array] | None) -> Any:
+        """The graph for these inputs' shapes: None for an eager batch (not capturing, or the warm-up)."""
+        if not self.captures:
+            return None
+        key = (tuple((tuple(a.shape), str(a.dtype)) for a in inputs), running is not None)
+        g = self._graphs.get(key)
+        if g is None:
+            if key not in self._warm:
+                self._warm.add(key)
+                return None
+            try:
+                g = self._graphs[key] = self._capture(fn, inputs, running is not None)
+            except NotImplementedError as e:  # CuPy's own cuBLAS wrappers, which refuse a capturing stream
+                if self.request is True:
+                    raise RuntimeError(f"jit_compile=True: the forward pass could not be captured: {e}") from e
+                self.captures, self.reason = False, f"eager: the capture was refused ({e})"
+                return None
+        return g
+
+    def _capture(self, fn: Callable[..., list[Array]], inputs: Sequence[Array], accumulate: bool) -> _Graph:
+        ops = self.ops
+        cp = ops.xp
+        bufs = [cp.empty_like(a) for a in inputs]
+        for buf, a in zip(bufs, inputs, strict=True):
+            buf[...] = a
+        keep: list[Any] = list(bufs)
+        acc: list[Array] = []
+        if accumulate:  # shaped as the warm-up's sums, made before capture
+            with ops.activate():
+                acc = [cp.zeros_like(s) for s in fn(*bufs)]
+        stream = cp.cuda.Stream(non_blocking=True)
+        with ops.activate(), stream:
+            stream.begin_capture(cp.cuda.runtime.streamCaptureModeRelaxed)
+            try:
+                with _retaining(ops, keep):
+                    out = fn(*bufs)
+                    for a, b in zip(acc, out if accumulate else [], strict=True):
+                        cp.add(a, b, out=a)
+            except BaseException:
+                with suppress(Exception):  # the capture is already invalid; the first error is the one to report
+                    stream.end_capture()
+                raise
+            graph = stream.end_capture()
+        keep.append(out)
+        return _Graph(graph, bufs, acc if accumulate else list(out), keep)
+
+
+def forward_program(model: Any, kind: str, with_loss: bool) -> ForwardProgram:
+    """The model's program for `kind` ("evaluate" or "predict"), kept while its backend, layers, weights'
+    buffer, compiled loss and metrics and `jit_compile` stay."""
+    ops = model.ops
+    request: JitRequest = model.__dict__.get("_jit_compile", "auto")
+    parts = [ops, model.store.params, *model.layers, *getattr(model, "compiled_losses", []), *model.metrics]
+    kept: dict[str, tuple[list[Any], Any, ForwardProgram]] = model.__dict__.setdefault("_forward_programs", {})
+    hit = kept.get(kind)
+    same = hit is not None and len(hit[0]) == len(parts) and all(a is b for a, b in zip(hit[0], parts, strict=True))
+    if hit is None or not same or hit[1] != request:
+        hit = kept[kind] = (parts, request, ForwardProgram(model, ops, request, with_loss))
+    return hit[2]
