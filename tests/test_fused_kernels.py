@@ -188,3 +188,28 @@ def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(ops: Ops, dt
     assert cupy_metrics.sparse_hits(xp, ops.asarray(y[:, None]), ops.asarray(p)) is None
     empty = SparseCategoricalAccuracy().update(xp, ops.asarray(y[:0]), ops.asarray(p[:0]))
     assert float(ops.to_numpy(empty)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_subtract_counting_is_the_subtraction_and_one_more_step(ops: Ops, dtype: str) -> None:
+    rng = np.random.default_rng(6)
+    p0, g0 = (rng.standard_normal(301).astype(dtype) for _ in range(2))
+    g0[5] = np.nan
+    runs = []
+    for fused in (True, False):
+        p, g = ops.asarray(p0.copy()), ops.asarray(g0)
+        t = ops.asarray(np.asarray(41.0, np.float64))
+        for _ in range(3):
+            (ops.subtract_counting if fused else lambda *a: Ops.subtract_counting(ops, *a))(p, g, t)
+        runs.append((ops.to_numpy(p), float(ops.to_numpy(t))))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][0], p0 - g0 - g0 - g0)
+    assert runs[0][1] == runs[1][1] == 44.0
+
+
+def test_plain_sgd_counts_its_steps_on_the_device(backend: str) -> None:
+    model = xpnet.Sequential([Dense(3, input_shape=(4,))], seed=0)
+    model.compile(xpnet.optimizers.SGD(0.1), "mse", backend=backend)
+    model.fit(np.ones((12, 4), np.float32), np.zeros((12, 3), np.float32), batch_size=4, epochs=2, verbose=0)
+    opt = model.optimizer
+    assert opt.iterations == 6 and float(model.ops.to_numpy(opt._t)) == 6.0

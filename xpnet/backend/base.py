@@ -148,6 +148,11 @@ class Ops:
         """p ← p − g in place (plain SGD on gradients that already carry the learning rate)."""
         p -= g
 
+    def subtract_counting(self, p: Array, g: Array, t: Array) -> None:
+        """`subtract_(p, g)` and the optimizer's device step count t (0-d float64) ← t + 1: one kernel on CuPy."""
+        self.subtract_(p, g)
+        t += 1
+
     # predict() may compute a chain of affine layers by another route (see NumpyOps)
     def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
         """A faster route to the last layer's logits, or None: the layers' own forward.
