@@ -162,7 +162,7 @@ def test_sgd_factor_cache_leaves_a_subclass_gradient_scale_in_force(backend: str
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("label_dtype", ["int64", "int32", "uint8", "float32"])
 def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(ops: Ops, dtype: str, label_dtype: str) -> None:
-    from xpnet.backend import cupy_metrics
+    from xpnet.backend import metric_kernels
     from xpnet.metrics import SparseCategoricalAccuracy
 
     if label_dtype == "float32" and ops.name == "strict":
@@ -179,13 +179,13 @@ def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(ops: Ops, dt
     got = SparseCategoricalAccuracy().update(xp, ops.asarray(y), ops.asarray(p))
     assert ops.to_numpy(got).dtype == np.dtype(dtype) and float(ops.to_numpy(got)) == want
     assert want >= 4  # the NaN and -inf rows are hits: the fused scan must find them
-    fused = cupy_metrics.sparse_hits(xp, ops.asarray(y), ops.asarray(p))
+    fused = metric_kernels.sparse_hits(xp, ops.asarray(y), ops.asarray(p))
     assert (fused is not None) == (ops.name == "cupy")
     # a sequence model's (batch, time, classes) scores, and a shape the kernel leaves to the plain code
     p3, y3 = ops.asarray(p[:40].reshape(4, 10, 7)), ops.asarray(y[:40].reshape(4, 10))
     got3 = SparseCategoricalAccuracy().update(xp, y3, p3)
     assert float(ops.to_numpy(got3)) == np.count_nonzero(np.argmax(p[:40], axis=-1) == y[:40])
-    assert cupy_metrics.sparse_hits(xp, ops.asarray(y[:, None]), ops.asarray(p)) is None
+    assert metric_kernels.sparse_hits(xp, ops.asarray(y[:, None]), ops.asarray(p)) is None
     empty = SparseCategoricalAccuracy().update(xp, ops.asarray(y[:0]), ops.asarray(p[:0]))
     assert float(ops.to_numpy(empty)) == 0.0
 
