@@ -16,11 +16,11 @@ captures, for the eager warm-up and short batches too, so all batches compute al
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..backend import _cublas
-from .program import CAPTURABLE_LAYERS, CAPTURABLE_LOSSES, CAPTURABLE_METRICS, JitRequest, _own, _retaining
+from .program import JitRequest, capture_decision, load_sums, model_obstacle, record
 
 if TYPE_CHECKING:
     from ..backend import Ops
@@ -31,29 +31,11 @@ Array = Any
 def forward_obstacle(model: Any, ops: Ops, with_loss: bool) -> str | None:
     """Why the model's inference forward (with its loss and metric sums when `with_loss`) cannot be
     captured as a CUDA graph, or None when it can."""
-    from ..backend.base import builtin_name
-    from .program import CAPTURABLE_ACTIVATIONS
-
     if getattr(ops, "name", "") != "cupy":
         return f"the {ops.describe()} backend runs the forward pass eagerly (CUDA graphs are a CuPy feature)"
-    if not model.single_output or len(getattr(model, "inputs", None) or [None]) != 1:
-        return "a model with several inputs or outputs is not yet checked for capture"
-    for layer in model.layers:
-        if not _own(layer, CAPTURABLE_LAYERS):
-            return f"layer {layer.name!r} ({type(layer).__name__}) is not among the layers checked for capture"
-        act = layer.activation
-        if act is not None and builtin_name(act) not in CAPTURABLE_ACTIVATIONS:
-            return f"layer {layer.name!r} uses the activation {act.name!r}, not among those checked for capture"
-    if with_loss:
-        for loss, fused in zip(model.compiled_losses, model.fused_outputs, strict=True):
-            if not _own(loss, CAPTURABLE_LOSSES) or not fused:
-                return f"the loss {loss.name!r} (on a softmax output only: {fused}) is not checked for capture"
-        for m in [*model.metrics, *model.weighted_metrics]:
-            if not _own(m, CAPTURABLE_METRICS):
-                return f"the metric {m.name!r} is not among those checked for capture"
-        if model.store.regularized():
-            return "weight penalties (regularizers) are not yet checked for capture"
-    return None
+    if len(getattr(model, "inputs", None) or [None]) != 1:
+        return "a model with several inputs is not yet checked for capture"
+    return model_obstacle(model, with_loss)
 
 
 class _Graph:
@@ -75,15 +57,7 @@ class ForwardProgram:
     def __init__(self, model: Any, ops: Ops, request: JitRequest, with_loss: bool) -> None:
         self.ops, self.request = ops, request
         obstacle = None if request is False else forward_obstacle(model, ops, with_loss)
-        if request is True and obstacle is not None:
-            raise ValueError(f"jit_compile=True: the forward pass cannot be captured: {obstacle}")
-        self.captures = request is not False and obstacle is None
-        if request is False:
-            self.reason = "jit_compile=False: every batch runs eagerly"
-        elif obstacle is not None:
-            self.reason = f"eager: {obstacle}"
-        else:
-            self.reason = "captured: one CUDA graph per batch shape, after one eager warm-up batch"
+        self.captures, self.reason = capture_decision(request, obstacle, "the forward pass", "batch")
         self._graphs: dict[Any, _Graph] = {}
         self._warm: set[Any] = set()
         self.launches = 0  # graph launches so far (a test reads it)
@@ -117,11 +91,7 @@ class ForwardProgram:
                 return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
         if len(running) != len(g.outputs) or any(r is not a for r, a in zip(running, g.outputs, strict=True)):
             # a new pass, or the sums so far held elsewhere (the warm-up, another batch shape's graph)
-            for acc, r in zip(g.outputs, running or [None] * len(g.outputs), strict=True):
-                if r is None:
-                    acc.fill(0)
-                else:
-                    acc[...] = r
+            load_sums(g.outputs, running)
         self._launch(g, inputs)
         return list(g.outputs)
 
@@ -163,20 +133,8 @@ class ForwardProgram:
         if accumulate:  # shaped as the warm-up's sums, made before capture
             with ops.activate():
                 acc = [cp.zeros_like(s) for s in fn(*bufs)]
-        stream = cp.cuda.Stream(non_blocking=True)
-        with ops.activate(), stream:
-            stream.begin_capture(cp.cuda.runtime.streamCaptureModeRelaxed)
-            try:
-                with _retaining(ops, keep):
-                    out = fn(*bufs)
-                    for a, b in zip(acc, out if accumulate else [], strict=True):
-                        cp.add(a, b, out=a)
-            except BaseException:
-                with suppress(Exception):  # the capture is already invalid; the first error is the one to report
-                    stream.end_capture()
-                raise
-            graph = stream.end_capture()
-        keep.append(out)
+        graph, stream, out = record(ops, lambda: fn(*bufs), acc, keep)
+        keep.append(stream)
         return _Graph(graph, bufs, acc if accumulate else list(out), keep)
 
 
