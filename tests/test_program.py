@@ -385,3 +385,19 @@ def test_a_refused_forward_capture_runs_eagerly_under_auto(monkeypatch: pytest.M
     assert not program.captures and "the capture was refused" in program.explain() and program.launches == 0
     assert scores[1] == eager_scores[1]
     np.testing.assert_array_equal(outputs[1], eager_outputs[1])
+
+
+@pytest.mark.gpu
+def test_forward_graphs_stop_at_a_bound_and_further_shapes_run_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    from xpnet.training import forward_program as fp
+
+    monkeypatch.setattr(fp, "MAX_GRAPHS", 2)
+    model = xpnet.Sequential([Dense(8, "relu", input_shape=(4,)), Dense(3, "softmax")], seed=1)
+    x = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    want = [model.predict(x[:rows], batch_size=rows) for rows in (1, 2, 3, 4, 5, 6)]
+    for _ in range(2):
+        for rows, expected in zip((1, 2, 3, 4, 5, 6), want, strict=True):
+            np.testing.assert_array_equal(model.predict(x[:rows], batch_size=rows), expected)
+    program = model.__dict__["_forward_programs"]["predict"][-1]
+    assert program.captures and len(program._graphs) == 2 and program.launches == 2 + 2

@@ -38,6 +38,11 @@ def forward_obstacle(model: Any, ops: Ops, with_loss: bool) -> str | None:
     return model_obstacle(model, with_loss)
 
 
+# graphs kept per program: each holds its buffers for the model's life, so a caller cycling through
+# many batch shapes (predict_on_batch in a loop) runs the shapes past these eagerly
+MAX_GRAPHS = 8
+
+
 class _Graph:
     """One captured forward: the graph, its fixed inputs and outputs, and every buffer it touches."""
 
@@ -110,7 +115,7 @@ class ForwardProgram:
         key = (tuple((tuple(a.shape), str(a.dtype)) for a in inputs), running is not None)
         g = self._graphs.get(key)
         if g is None:
-            if key not in self._warm:
+            if key not in self._warm or len(self._graphs) >= MAX_GRAPHS:
                 self._warm.add(key)
                 return None
             try:
