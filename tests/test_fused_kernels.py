@@ -161,12 +161,16 @@ def test_sgd_factor_cache_leaves_a_subclass_gradient_scale_in_force(backend: str
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("label_dtype", ["int64", "int32", "uint8", "float32"])
-def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(ops: Ops, dtype: str, label_dtype: str) -> None:
+@pytest.mark.parametrize("serial_limit", [4096, 0])  # one thread walks the rows; a thread per row
+def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(
+    ops: Ops, dtype: str, label_dtype: str, serial_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from xpnet.backend import metric_kernels
     from xpnet.metrics import SparseCategoricalAccuracy
 
     if label_dtype == "float32" and ops.name == "strict":
         pytest.skip("the array API promotes no integer with a float: float labels are a NumPy/CuPy liberty")
+    monkeypatch.setattr(metric_kernels, "SERIAL_LIMIT", serial_limit)
     rng = np.random.default_rng(5)
     p = rng.integers(0, 3, (41, 7)).astype(dtype)  # small integers: many tied maxima
     p[3, 2] = p[4, 0] = p[5, 6] = np.nan  # a NaN is the maximum, the first NaN the argmax
