@@ -401,3 +401,24 @@ def test_forward_graphs_stop_at_a_bound_and_further_shapes_run_eagerly(monkeypat
             np.testing.assert_array_equal(model.predict(x[:rows], batch_size=rows), expected)
     program = model.__dict__["_forward_programs"]["predict"][-1]
     assert program.captures and len(program._graphs) == 2 and program.launches == 2 + 2
+
+
+@pytest.mark.gpu
+def test_a_copy_of_a_model_with_forward_graphs_starts_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+    import pickle
+
+    _stand_in_or_gpu(monkeypatch)
+    model, opt, _ = _model("B")  # not fitted: a captured training step is not copyable yet (its own graphs)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=True)
+    x = np.random.default_rng(3).random((40, 784), dtype=np.float32)
+    with _cublas.routed(xpnet.get_backend("cupy")):
+        for _ in range(2):
+            model.evaluate(x, np.arange(40) % 10, batch_size=32, verbose=0)
+            model.predict(x, batch_size=32)
+    assert model.__dict__["_forward_programs"]["predict"][-1].launches == 2
+    twin = copy.deepcopy(model)
+    assert dict(twin.__dict__["_forward_programs"]) == {}
+    assert pickle.loads(pickle.dumps(model.__dict__["_forward_programs"])) == {}
+    with _cublas.routed(xpnet.get_backend("cupy")):
+        np.testing.assert_array_equal(twin.predict(x, batch_size=32), model.predict(x, batch_size=32))

@@ -143,13 +143,27 @@ class ForwardProgram:
         return _Graph(graph, bufs, acc if accumulate else list(out), keep)
 
 
+class _Kept(dict[str, tuple[list[Any], Any, ForwardProgram]]):
+    """A model's forward programs by kind. A copy of the model (copy.deepcopy, pickle) starts without
+    them: their graphs hold device addresses and a cuBLAS handle, which no copy may share."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Kept:
+        return _Kept()
+
+    def __copy__(self) -> _Kept:
+        return _Kept()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Kept, ())
+
+
 def forward_program(model: Any, kind: str, with_loss: bool) -> ForwardProgram:
     """The model's program for `kind` ("evaluate" or "predict"), kept while its backend, layers, weights'
     buffer, compiled loss and metrics and `jit_compile` stay."""
     ops = model.ops
     request: JitRequest = model.__dict__.get("_jit_compile", "auto")
     parts = [ops, model.store.params, *model.layers, *getattr(model, "compiled_losses", []), *model.metrics]
-    kept: dict[str, tuple[list[Any], Any, ForwardProgram]] = model.__dict__.setdefault("_forward_programs", {})
+    kept: _Kept = model.__dict__.setdefault("_forward_programs", _Kept())
     hit = kept.get(kind)
     same = hit is not None and len(hit[0]) == len(parts) and all(a is b for a, b in zip(hit[0], parts, strict=True))
     if hit is None or not same or hit[1] != request:
