@@ -282,6 +282,7 @@ def section_identity(run: Run, box: float) -> dict[str, Any]:
         worst = max(
             float(np.max(np.abs(a - b))) for a, b in zip(eager.get_weights(), captured.get_weights(), strict=True)
         )
+        forward = forward_identity(eager, captured)
         res[kind] = {
             "bit_identical": same,
             "max_abs_diff": worst,
@@ -289,13 +290,39 @@ def section_identity(run: Run, box: float) -> dict[str, Any]:
             "graph_launches": program.launches,
             "explain": program.explain(),
             "steps": int(getattr(captured.optimizer, "iterations", -1)),
+            **forward,
         }
         run.say(
             f"model {kind}: {res[kind]['steps']} steps, captured ({program.explain()}) vs eager: "
-            f"{'bit-identical' if same else f'DIFFER (max {worst:.3g})'}"
+            f"{'bit-identical' if same else f'DIFFER (max {worst:.3g})'}; evaluate and predict, "
+            f"{forward['forward_graph_launches']} graph launches: "
+            f"{'bit-identical' if forward['forward_bit_identical'] else 'DIFFER'}"
         )
-    res["pass"] = all(res[k]["bit_identical"] and res[k]["captured"] for k in ("A", "B"))
+    res["pass"] = all(res[k]["bit_identical"] and res[k]["captured"] and res[k]["forward_bit_identical"] for k in "AB")
     return res
+
+
+def forward_identity(eager: xpnet.Sequential, captured: xpnet.Sequential) -> dict[str, Any]:
+    """evaluate and predict, twice each, of the captured model (its forward replayed from CUDA graphs) against
+    the eager one with the same weights: the graphs are recorded in the first pass and launched in both."""
+    x = np.random.default_rng(8).random((32 * 4 + 8, 784), dtype=np.float32)
+    y = np.arange(x.shape[0]) % 10
+    captured.set_weights(eager.get_weights())
+    runs = []
+    for model in (eager, captured):
+        with _cublas.routed(xpnet.get_backend("cupy")):
+            runs.append(
+                [model.evaluate(x, y, batch_size=32, verbose=0) for _ in range(2)]
+                + [model.predict(x, batch_size=32) for _ in range(2)]
+            )
+    same = all(
+        np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+        for r in runs
+        for a, b in zip(runs[0], r, strict=True)
+    )
+    programs = captured.__dict__.get("_forward_programs", {})
+    launches = sum(entry[-1].launches for entry in programs.values())
+    return {"forward_bit_identical": bool(same), "forward_graph_launches": launches}
 
 
 # ------------------------------------------------------------------ the epoch benchmark

@@ -157,3 +157,63 @@ def test_sgd_factor_cache_leaves_a_subclass_gradient_scale_in_force(backend: str
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("label_dtype", ["int64", "int32", "uint8", "float32"])
+@pytest.mark.parametrize("serial_limit", [4096, 0])  # one thread walks the rows; a thread per row
+def test_sparse_accuracy_count_is_the_plain_count_with_ties_and_nan(
+    ops: Ops, dtype: str, label_dtype: str, serial_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xpnet.backend import metric_kernels
+    from xpnet.metrics import SparseCategoricalAccuracy
+
+    if label_dtype == "float32" and ops.name == "strict":
+        pytest.skip("the array API promotes no integer with a float: float labels are a NumPy/CuPy liberty")
+    monkeypatch.setattr(metric_kernels, "SERIAL_LIMIT", serial_limit)
+    rng = np.random.default_rng(5)
+    p = rng.integers(0, 3, (41, 7)).astype(dtype)  # small integers: many tied maxima
+    p[3, 2] = p[4, 0] = p[5, 6] = np.nan  # a NaN is the maximum, the first NaN the argmax
+    p[5, 1] = np.nan
+    p[6, :] = -np.inf
+    y = rng.integers(0, 7, 41).astype(label_dtype)
+    y[3], y[4], y[5], y[6] = 2, 0, 1, 0
+    xp = ops.xp
+    want = np.count_nonzero(np.argmax(p, axis=-1) == y)
+    got = SparseCategoricalAccuracy().update(xp, ops.asarray(y), ops.asarray(p))
+    assert ops.to_numpy(got).dtype == np.dtype(dtype) and float(ops.to_numpy(got)) == want
+    assert want >= 4  # the NaN and -inf rows are hits: the fused scan must find them
+    fused = metric_kernels.sparse_hits(xp, ops.asarray(y), ops.asarray(p))
+    assert (fused is not None) == (ops.name == "cupy")
+    # a sequence model's (batch, time, classes) scores, and a shape the kernel leaves to the plain code
+    p3, y3 = ops.asarray(p[:40].reshape(4, 10, 7)), ops.asarray(y[:40].reshape(4, 10))
+    got3 = SparseCategoricalAccuracy().update(xp, y3, p3)
+    assert float(ops.to_numpy(got3)) == np.count_nonzero(np.argmax(p[:40], axis=-1) == y[:40])
+    assert metric_kernels.sparse_hits(xp, ops.asarray(y[:, None]), ops.asarray(p)) is None
+    empty = SparseCategoricalAccuracy().update(xp, ops.asarray(y[:0]), ops.asarray(p[:0]))
+    assert float(ops.to_numpy(empty)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_subtract_counting_is_the_subtraction_and_one_more_step(ops: Ops, dtype: str) -> None:
+    rng = np.random.default_rng(6)
+    p0, g0 = (rng.standard_normal(301).astype(dtype) for _ in range(2))
+    g0[5] = np.nan
+    runs = []
+    for fused in (True, False):
+        p, g = ops.asarray(p0.copy()), ops.asarray(g0)
+        t = ops.asarray(np.asarray(41.0, np.float64))
+        for _ in range(3):
+            (ops.subtract_counting if fused else lambda *a: Ops.subtract_counting(ops, *a))(p, g, t)
+        runs.append((ops.to_numpy(p), float(ops.to_numpy(t))))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][0], p0 - g0 - g0 - g0)
+    assert runs[0][1] == runs[1][1] == 44.0
+
+
+def test_plain_sgd_counts_its_steps_on_the_device(backend: str) -> None:
+    model = xpnet.Sequential([Dense(3, input_shape=(4,))], seed=0)
+    model.compile(xpnet.optimizers.SGD(0.1), "mse", backend=backend)
+    model.fit(np.ones((12, 4), np.float32), np.zeros((12, 3), np.float32), batch_size=4, epochs=2, verbose=0)
+    opt = model.optimizer
+    assert opt.iterations == 6 and float(model.ops.to_numpy(opt._t)) == 6.0

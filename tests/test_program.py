@@ -229,7 +229,7 @@ def _train(kind: str, jit: bool | str, steps: int, callbacks: list[Any] | None =
     [
         ("A", 200),
         ("B", 200),
-        ("lenet", 40),
+        pytest.param("lenet", 200, marks=pytest.mark.slow),  # ~4 minutes of C-run kernels on the stand-in
         ("functional_bn", 200),
         ("B_float64", 20),
         ("frozen_bn", 20),
@@ -422,5 +422,109 @@ def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypa
     assert not auto.step_program.captures and auto.step_program.launches == 0
     for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # the next fit runs as jit_compile=False does: the plain sink, not the in-place one of the routed GEMMs
+    assert type(auto.step_program.step.sink).__name__ == "InPlaceSGD"
+    x = np.random.default_rng(8).random((64, 784), dtype=np.float32)
+    auto.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0)
+    eager.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0)
+    assert type(auto.step_program.step.sink).__name__ == type(eager.step_program.step.sink).__name__ == "GradientSink"
+    for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(RuntimeError, match="jit_compile=True: the training step could not be captured"):
         _train("A", True, 6)
+
+
+def _evaluate_and_predict(kind: str, jit: bool | str) -> tuple[Any, list[Any], list[Any]]:
+    model, opt, shape = _model(kind)
+    rng = np.random.default_rng(9)
+    x = rng.random((32 * 2 + 8, *shape), dtype=np.float32)  # two full batches and a short one
+    y = rng.integers(0, 10, x.shape[0])
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+    with _cublas.routed(xpnet.get_backend("cupy")):  # the eager run multiplies through the graph's cuBLAS binding
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+        scores = [model.evaluate(x, y, batch_size=32, verbose=0) for _ in range(2)]
+        outputs = [model.predict(x, batch_size=32) for _ in range(2)]
+    return model, scores, outputs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["B", "lenet", "functional_bn"])
+def test_captured_evaluate_and_predict_are_bit_identical_to_eager(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    _, eager_scores, eager_outputs = _evaluate_and_predict(kind, False)
+    model, scores, outputs = _evaluate_and_predict(kind, True)
+    programs = {k: v[-1] for k, v in model.__dict__["_forward_programs"].items()}
+    assert all(p.captures for p in programs.values()), {k: p.explain() for k, p in programs.items()}
+    # the first pass warms up 32 and 8 rows eagerly and launches the second full batch; the second pass all 3
+    assert programs["evaluate"].launches == programs["predict"].launches == 1 + 3
+    assert scores[0] == scores[1] == eager_scores[0] == eager_scores[1]
+    for got in [*outputs, *eager_outputs[1:]]:
+        np.testing.assert_array_equal(got, eager_outputs[0])
+
+
+@pytest.mark.gpu
+def test_forward_capture_follows_jit_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    from xpnet.training.forward_program import ForwardProgram, forward_program
+
+    model, _, _ = _evaluate_and_predict("B", False)
+    assert forward_program(model, "evaluate", True).explain() == "jit_compile=False: every batch runs eagerly"
+    assert forward_program(model, "predict", False).launches == 0
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["mae"], backend="cupy")
+    assert "the metric 'mae' is not among those checked for capture" in forward_program(model, "evaluate", True).reason
+    assert forward_program(model, "predict", False).captures  # predict computes no metric
+    refused = r"compile\(jit_compile=True\): the forward pass cannot be captured: the metric 'mae'"
+    with pytest.raises(ValueError, match=refused):
+        ForwardProgram(model, model.ops, True, with_loss=True)
+
+
+@pytest.mark.gpu
+def test_a_refused_forward_capture_runs_eagerly_under_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    pytest.importorskip("gpusim", reason="CuPy 14.2's refusal of cuBLAS during capture is modelled by the stand-in")
+    import gpusim.cublas as emulated
+
+    _, eager_scores, eager_outputs = _evaluate_and_predict("B", False)
+    monkeypatch.setattr(emulated, "IN_CAPTURE", False)  # CuPy's own wrappers: refused while capturing
+    model, scores, outputs = _evaluate_and_predict("B", "auto")
+    program = model.__dict__["_forward_programs"]["evaluate"][-1]
+    assert not program.captures and "the capture was refused" in program.explain() and program.launches == 0
+    assert scores[1] == eager_scores[1]
+    np.testing.assert_array_equal(outputs[1], eager_outputs[1])
+
+
+@pytest.mark.gpu
+def test_forward_graphs_stop_at_a_bound_and_further_shapes_run_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stand_in_or_gpu(monkeypatch)
+    from xpnet.training import forward_program as fp
+
+    monkeypatch.setattr(fp, "MAX_GRAPHS", 2)
+    model = xpnet.Sequential([Dense(8, "relu", input_shape=(4,)), Dense(3, "softmax")], seed=1)
+    x = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    want = [model.predict(x[:rows], batch_size=rows) for rows in (1, 2, 3, 4, 5, 6)]
+    for _ in range(2):
+        for rows, expected in zip((1, 2, 3, 4, 5, 6), want, strict=True):
+            np.testing.assert_array_equal(model.predict(x[:rows], batch_size=rows), expected)
+    program = model.__dict__["_forward_programs"]["predict"][-1]
+    assert program.captures and len(program._graphs) == 2 and program.launches == 2 + 2
+
+
+@pytest.mark.gpu
+def test_a_copy_of_a_model_with_forward_graphs_starts_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+    import pickle
+
+    _stand_in_or_gpu(monkeypatch)
+    model, opt, _ = _model("B")  # not fitted: a captured training step is not copyable yet (its own graphs)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=True)
+    x = np.random.default_rng(3).random((40, 784), dtype=np.float32)
+    with _cublas.routed(xpnet.get_backend("cupy")):
+        for _ in range(2):
+            model.evaluate(x, np.arange(40) % 10, batch_size=32, verbose=0)
+            model.predict(x, batch_size=32)
+    assert model.__dict__["_forward_programs"]["predict"][-1].launches == 2
+    twin = copy.deepcopy(model)
+    assert dict(twin.__dict__["_forward_programs"]) == {}
+    assert pickle.loads(pickle.dumps(model.__dict__["_forward_programs"])) == {}
+    with _cublas.routed(xpnet.get_backend("cupy")):
+        np.testing.assert_array_equal(twin.predict(x, batch_size=32), model.predict(x, batch_size=32))

@@ -176,6 +176,15 @@ class SGD(Optimizer):
     def gradient_scale(self) -> Array | None:
         return None if self.momentum else self.lr(dtype64=True)
 
+    def apply(self, store: ParamStore, sink: GradientSink) -> None:
+        own_rule = type(self).update is SGD.update and "update" not in vars(self)
+        if self.momentum or sink.applies_update or not own_rule or self.ops is None:
+            super().apply(store, sink)
+            return
+        # grads carry η already: w ← w − g, and the device count moves in the same pass
+        self._iterations += 1
+        self.ops.subtract_counting(store.params, store.grads, self._t)
+
     def update(self, params: Array, grads: Array, scaled: bool) -> None:
         assert self.ops is not None
         if not self.momentum and scaled:

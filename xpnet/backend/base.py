@@ -158,6 +158,11 @@ class Ops:
         """dst[...] = src: a write into lasting memory as a backend call, which a recorded step replays."""
         dst[...] = src
 
+    def subtract_counting(self, p: Array, g: Array, t: Array) -> None:
+        """`subtract_(p, g)` and the optimizer's device step count t (0-d float64) ← t + 1: one kernel on CuPy."""
+        self.subtract_(p, g)
+        t += 1
+
     # predict() may compute a chain of affine layers by another route (see NumpyOps)
     def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
         """A faster route to the last layer's logits, or None: the layers' own forward.

@@ -298,6 +298,13 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         else:
             self._kernel("sgd_momentum")(g, lr, p.dtype.type(momentum), bool(nesterov), p, m)
 
+    def subtract_counting(self, p: Array, g: Array, t: Array) -> None:
+        # no other thread reads t, so the first one may move it: one launch, not a subtract and an add
+        if p.size and p.flags.c_contiguous and g.flags.c_contiguous and p.shape == g.shape and t.dtype == np.float64:
+            self._kernel("subtract_counting")(g, p, t)
+        else:
+            super().subtract_counting(p, g, t)
+
     def adam_update(
         self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
     ) -> None:
@@ -561,6 +568,8 @@ def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA
             "m = mu * m - lr * g; p += nesterov ? mu * m - lr * g : m;",
             "xpnet_sgd_momentum",
         )
+    if name == "subtract_counting":
+        return ek("T g", "T p, raw float64 t", "p -= g; if (i == 0) t[0] += 1.0;", "xpnet_subtract_counting")
     if name == "adam":
         return ek(
             "T g, T lr_t, T one_m_b1, T one_m_b2, T eps",

@@ -33,6 +33,7 @@ from ..layers.node import KerasTensor, Node
 from ..params import AccumulatingSink, GradientSink, ParamStore
 from ..training import data
 from ..training.callbacks import Callback
+from ..training.forward_program import forward_program
 from ..training.guard import exclusive
 from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, current_plan
 from ..training.stream import is_stream
@@ -556,12 +557,15 @@ class Model(ModelAsLayer, Trainer):
         outs = [ops.zeros((n, *t.feature_shape), getattr(ops.xp, self.dtype)) for t in self.outputs]
         rows = min(batch_size, ops.inference_rows or batch_size)
         program = plan.predict_program(ops, n, rows)
+        graphs = forward_program(self, "predict", False)  # on CuPy, a CUDA graph per batch shape
+        forms = plan.predict_forms
         for lo in range(0, n, rows):
             hi = min(lo + rows, n)
             if program is not None:
                 program(X[lo:hi, ...], outs[0][lo:hi])
                 continue
-            for out, a in zip(outs, self.run_forward(data.select(X, lo, hi), False, plan.predict_forms), strict=True):
+            got = graphs.outputs(lambda a: self.run_forward(a, False, forms), [data.select(X, lo, hi)])
+            for out, a in zip(outs, got, strict=True):
                 out[lo:hi, ...] = a
         last = self.output_layers[0]
         if program is not None and n:  # as the layer path leaves it: the last batch's logits

@@ -181,6 +181,8 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     """
     state = model.__dict__
     key = [model.ops, state.get("_store"), model.optimizer, state.get("_comm"), state.get("_jit_compile")]
+    # a refused capture, and whether cuBLAS is bound directly now (in-place SGD folds into its GEMM)
+    key += [state.get("_capture_refused"), getattr(model.ops, "blas", None) is not None]
     key += model.compiled_losses
     key += [*model.metrics, *model.weighted_metrics]  # made anew by each compile; _capture checks them
     # what _sink and _capture read of the optimizer instance: settable after compile (and after predict planned)
@@ -311,6 +313,9 @@ def _capture(model: Any) -> tuple[bool, str]:
     obstacle = capture_obstacle(model, model.ops)
     if obstacle is not None:
         return False, f"eager: {obstacle}"
+    refused = model.__dict__.get("_capture_refused")
+    if refused is not None:  # CuPy refused an earlier capture of this model's step
+        return False, refused
     return True, "captured: one CUDA graph per batch shape, after one eager warm-up step"
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,19 @@ def _step_obstacle(model: Trainer) -> str | None:
     """What in the model keeps its step from being recorded once and replayed, on either backend."""
     if model.comm.size > 1:
         return f"data-parallel training over {model.comm.size} ranks exchanges gradients between steps"
+    problem = model_obstacle(model, with_loss=True)
+    if problem is not None:
+        return problem
+    opt = model.optimizer
+    if opt is None or not _own(opt, CAPTURABLE_OPTIMIZERS):
+        return f"the optimizer {type(opt).__name__} is not among those checked for capture"
+    if opt.schedule is not None:
+        return "a learning-rate schedule is not yet checked for capture"
+    return None
+
+
+def model_obstacle(model: Trainer, with_loss: bool) -> str | None:
+    """Why the model's layers (and with_loss: its losses, metrics and penalties) keep a step from capture."""
     if not model.single_output:
         return "a model with several outputs is not yet checked for capture"
     from ..backend.base import builtin_name
@@ -100,20 +113,61 @@ def _step_obstacle(model: Trainer) -> str | None:
         act = layer.activation
         if act is not None and builtin_name(act) not in CAPTURABLE_ACTIVATIONS:
             return f"layer {layer.name!r} uses the activation {act.name!r}, not among those checked for capture"
+    if not with_loss:
+        return None
     for loss, fused in zip(model.compiled_losses, model.fused_outputs, strict=True):
         if not _own(loss, CAPTURABLE_LOSSES) or not fused:
             return f"the loss {loss.name!r} (on a softmax output only: {fused}) is not checked for capture"
     for m in [*model.metrics, *model.weighted_metrics]:
         if not _own(m, CAPTURABLE_METRICS):
             return f"the metric {m.name!r} is not among those checked for capture"
-    opt = model.optimizer
-    if opt is None or not _own(opt, CAPTURABLE_OPTIMIZERS):
-        return f"the optimizer {type(opt).__name__} is not among those checked for capture"
-    if opt.schedule is not None:
-        return "a learning-rate schedule is not yet checked for capture"
     if model.store.regularized():
         return "weight penalties (regularizers) are not yet checked for capture"
     return None
+
+
+def capture_decision(request: JitRequest, obstacle: str | None, what: str, unit: str) -> tuple[bool, str]:
+    """(captures, the reason in words) for `what` ("the training step"), run once per `unit` ("step").
+
+    jit_compile=True with an obstacle raises a ValueError naming it."""
+    if request is True and obstacle is not None:
+        raise ValueError(f"compile(jit_compile=True): {what} cannot be captured: {obstacle}")
+    if request is False:
+        return False, f"jit_compile=False: every {unit} runs eagerly"
+    if obstacle is not None:
+        return False, f"eager: {obstacle}"
+    return True, f"captured: one CUDA graph per batch shape, after one eager warm-up {unit}"
+
+
+def record(ops: Ops, run: Callable[[], list[Array]], sums: list[Array], keep: list[Any]) -> tuple[Any, Any, Any]:
+    """Capture `run()` on a new non-blocking stream, adding its results into `sums` (when given) inside the
+    graph; every array the capture makes goes into `keep`. Returns (graph, stream, run's results)."""
+    cp = ops.xp
+    stream = cp.cuda.Stream(non_blocking=True)
+    with ops.activate(), stream:
+        # relaxed: the memory pool may still grow (cudaMalloc) while the step is recorded
+        stream.begin_capture(cp.cuda.runtime.streamCaptureModeRelaxed)
+        try:
+            with _retaining(ops, keep):
+                out = run()
+                for acc, b in zip(sums, out if sums else [], strict=True):
+                    cp.add(acc, b, out=acc)
+        except BaseException:
+            with suppress(Exception):  # the capture is already invalid; the first error is the one to report
+                stream.end_capture()
+            raise
+        graph = stream.end_capture()
+    keep.append(out)
+    return graph, stream, out
+
+
+def load_sums(accumulators: list[Array], running: list[Array]) -> None:
+    """Make a graph's accumulators hold `running` (outside the graph: zero where nothing ran yet)."""
+    for acc, r in zip(accumulators, running or [None] * len(accumulators), strict=True):
+        if r is None:
+            acc.fill(0)
+        else:
+            acc[...] = r
 
 
 class _Keeping:
@@ -378,6 +432,8 @@ class StepProgram:
         self._graphs.clear()
         self._warm.clear()
         self._listed = False
+        if not self.captures:  # a refused capture's routed sink must not outlive the fit that routed GEMMs
+            self.step.sink = self.step.choose_sink()
 
     def say_once(self) -> None:
         """With jit_compile="auto" on CuPy, say once why the step is not captured."""
@@ -419,6 +475,7 @@ class StepProgram:
                 if self.request is True:
                     raise RuntimeError(f"jit_compile=True: the training step could not be captured: {e}") from e
                 self.captures, self.reason = False, f"eager: the capture was refused ({e})"
+                self.model.__dict__["_capture_refused"] = self.reason  # the plan then stops routing GEMMs
                 self.say_once()
                 return _accumulate(running, self.step(xb, yb, global_batch, wb))
             self._graphs[key] = g
@@ -490,13 +547,8 @@ class StepProgram:
 
     def _load(self, g: _Graph, running: list[Array]) -> None:
         """Make the graph's accumulators hold `running` (outside the graph: zero at an epoch's start)."""
-        if running is g.sums:
-            return
-        for acc, r in zip(g.sums, running or [None] * len(g.sums), strict=True):
-            if r is None:
-                acc.fill(0)
-            else:
-                acc[...] = r
+        if running is not g.sums:
+            load_sums(g.sums, running)
 
     def _settings(self) -> dict[str, Any]:
         """The optimizer's settings a graph bakes in: all but a constant learning rate (read from the device)."""
@@ -533,21 +585,7 @@ class StepProgram:
         sums = [cp.zeros(shape, dtype=dt) for shape, dt in shapes]
         self._sync_rate()
         self.step.refresh_factors(global_batch)
-        stream = cp.cuda.Stream(non_blocking=True)
-        with ops.activate(), stream:
-            # relaxed: the memory pool may still grow (cudaMalloc) while the step is recorded
-            stream.begin_capture(cp.cuda.runtime.streamCaptureModeRelaxed)
-            try:
-                with _retaining(ops, keep):
-                    batch = self.step(xb, yb, global_batch, wb)
-                    for acc, b in zip(sums, batch, strict=True):
-                        cp.add(acc, b, out=acc)
-            except BaseException:
-                with suppress(Exception):  # the capture is already invalid; the first error is the one to report
-                    stream.end_capture()
-                raise
-            graph = stream.end_capture()
-        keep.append(batch)
+        graph, stream, _ = record(ops, lambda: self.step(xb, yb, global_batch, wb), sums, keep)
         nodes = len(graph.nodes) if hasattr(graph, "nodes") else None
         return _Graph(graph, stream, keep, sums, nodes, cp.cuda.get_current_stream)
 

@@ -156,7 +156,8 @@ class TrainStep:
         self.average_moving = bool(moving) and comm.size > 1
 
     def choose_sink(self) -> GradientSink:
-        """The sink the plan names: the gradient buffer, or plain SGD inside backprop."""
+        """The sink the plan names: the gradient buffer, or plain SGD inside backprop (the plan as it stands now)."""
+        self.plan = cast(Planned, self.model).plan
         return self.plan.make_sink(self.model.store.ops)
 
     def factors(self, global_batch: int) -> tuple[Array, Any]:

@@ -40,6 +40,7 @@ from ..variables import Variable
 from . import checkpoint, data, distributed
 from . import stream as stream_mod
 from .callbacks import BatchLogs, Callback, CallbackList, History, Progress, format_logs, overrides, run_hooks
+from .forward_program import forward_program
 from .guard import exclusive
 from .program import JitRequest, StepProgram, check_jit_compile
 from .state import TrainState, step_counted
@@ -172,6 +173,7 @@ class Trainer(_Model):
         self._weighted_metric_ids = weighted_metrics
         self.metrics, self.output_metrics, self.weighted_metrics = [], [], []
         self._step, self._program, self._jit_compile = None, None, jit
+        self.__dict__.pop("_capture_refused", None)  # a new compile may capture again
         if ops is not None:
             self._backend_request = ops
         if self.built:
@@ -784,14 +786,15 @@ class Trainer(_Model):
         hooks = CallbackList(callbacks, ("on_test_batch_begin", "on_test_batch_end"))
         run_hooks(callbacks, "on_test_begin", {})
         self.reset_metrics()
+        program = forward_program(self, "evaluate", True)
         for index, lo in enumerate(range(first, last, batch_size)):
             hi = min(lo + batch_size, last)
             hooks.batch("on_test_batch_begin", index)
             # no-ops when resident
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
-            batch = forward_sums(self, xb, yb, one, wb)
-            sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+            fn = functools.partial(forward_sums, self, one=one, wb=wb)
+            sums = program.sums(fn, [xb, yb], sums, eager=wb is not None)  # a CUDA graph per batch shape
             if hooks.wants("on_test_batch_end"):
                 read = functools.partial(self._read_evaluation, self._snapshot(sums), hi - first)
                 hooks.batch("on_test_batch_end", index, BatchLogs(read))

@@ -1,0 +1,173 @@
+"""evaluate and predict replaying a captured forward pass: on CuPy, one CUDA graph per batch shape.
+
+    first batch of a shape: eager (the warm-up: every kernel is built, every buffer sized)
+    second: the batch is copied into fixed input buffers, the forward captured, then launched
+    later batches: copied in, launched
+
+Under the same `compile(jit_compile=...)` switch as the training step, and with the same
+checks (`program.capture_obstacle`, less the optimizer's): "auto" captures where it can, True
+raises where it cannot, False never captures. A graph replays raw addresses, so the inputs are
+copied into buffers made before the capture, every array the capture creates is kept for the
+graph's life (`program._retaining`), and evaluation's running sums are accumulated inside the
+graph into accumulators of its own. GEMMs go through the direct cuBLAS binding while a program
+captures, for the eager warm-up and short batches too, so all batches compute alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+from ..backend import _cublas
+from .program import JitRequest, capture_decision, load_sums, model_obstacle, record
+
+if TYPE_CHECKING:
+    from ..backend import Ops
+
+Array = Any
+
+
+def forward_obstacle(model: Any, ops: Ops, with_loss: bool) -> str | None:
+    """Why the model's inference forward (with its loss and metric sums when `with_loss`) cannot be
+    captured as a CUDA graph, or None when it can."""
+    if getattr(ops, "name", "") != "cupy":
+        return f"the {ops.describe()} backend runs the forward pass eagerly (CUDA graphs are a CuPy feature)"
+    if len(getattr(model, "inputs", None) or [None]) != 1:
+        return "a model with several inputs is not yet checked for capture"
+    return model_obstacle(model, with_loss)
+
+
+# graphs kept per program: each holds its buffers for the model's life, so a caller cycling through
+# many batch shapes (predict_on_batch in a loop) runs the shapes past these eagerly
+MAX_GRAPHS = 8
+
+
+class _Graph:
+    """One captured forward: the graph, its fixed inputs and outputs, and every buffer it touches."""
+
+    def __init__(self, graph: Any, inputs: list[Array], outputs: list[Array], keep: list[Any]) -> None:
+        self.graph, self.inputs, self.outputs, self.keep = graph, inputs, outputs, keep
+
+
+class ForwardProgram:
+    """How evaluate or predict runs the forward pass of one model: captured per batch shape, or eagerly.
+
+    `outputs(fn, inputs)`: fn(*inputs) → list of arrays (predict's outputs); captured, the arrays
+    are the graph's own, overwritten by the next launch: copy them out before it.
+    `sums(fn, inputs, running)`: running + fn(*inputs), elementwise over lists of device sums
+    (evaluate); captured, the addition is inside the graph and the result is its accumulators.
+    """
+
+    def __init__(self, model: Any, ops: Ops, request: JitRequest, with_loss: bool) -> None:
+        self.ops, self.request = ops, request
+        obstacle = None if request is False else forward_obstacle(model, ops, with_loss)
+        self.captures, self.reason = capture_decision(request, obstacle, "the forward pass", "batch")
+        self._graphs: dict[Any, _Graph] = {}
+        self._warm: set[Any] = set()
+        self.launches = 0  # graph launches so far (a test reads it)
+
+    def explain(self) -> str:
+        return self.reason
+
+    def __repr__(self) -> str:
+        return f"ForwardProgram({'captured' if self.captures else 'eager'}, graphs={len(self._graphs)})"
+
+    def routing(self) -> Any:
+        """The GEMM route of every batch of this pass (the graph's own, when it captures)."""
+        return _cublas.routed(self.ops) if self.captures else nullcontext()
+
+    def outputs(self, fn: Callable[..., list[Array]], inputs: Sequence[Array]) -> list[Array]:
+        with self.routing():
+            g = self._graph(fn, inputs, None)
+            if g is None:
+                return fn(*inputs)
+        self._launch(g, inputs)
+        return list(g.outputs)
+
+    def sums(
+        self, fn: Callable[..., list[Array]], inputs: Sequence[Array], running: list[Array], eager: bool = False
+    ) -> list[Array]:
+        """eager: run this batch eagerly (sample-weighted evaluation is not yet checked for capture)."""
+        with self.routing():
+            g = None if eager else self._graph(fn, inputs, running)
+            if g is None:
+                batch = fn(*inputs)
+                return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
+        if len(running) != len(g.outputs) or any(r is not a for r, a in zip(running, g.outputs, strict=True)):
+            # a new pass, or the sums so far held elsewhere (the warm-up, another batch shape's graph)
+            load_sums(g.outputs, running)
+        self._launch(g, inputs)
+        return list(g.outputs)
+
+    def _launch(self, g: _Graph, inputs: Sequence[Array]) -> None:
+        cp = self.ops.xp
+        for buf, a in zip(g.inputs, inputs, strict=True):
+            if a is not buf:
+                buf[...] = a
+        g.graph.launch(cp.cuda.get_current_stream())
+        self.launches += 1
+
+    def _graph(self, fn: Callable[..., list[Array]], inputs: Sequence[Array], running: list[Array] | None) -> Any:
+        """The graph for these inputs' shapes: None for an eager batch (not capturing, or the warm-up)."""
+        if not self.captures:
+            return None
+        key = (tuple((tuple(a.shape), str(a.dtype)) for a in inputs), running is not None)
+        g = self._graphs.get(key)
+        if g is None:
+            if key not in self._warm or len(self._graphs) >= MAX_GRAPHS:
+                self._warm.add(key)
+                return None
+            try:
+                g = self._graphs[key] = self._capture(fn, inputs, running is not None)
+            except NotImplementedError as e:  # CuPy's own cuBLAS wrappers, which refuse a capturing stream
+                if self.request is True:
+                    raise RuntimeError(f"jit_compile=True: the forward pass could not be captured: {e}") from e
+                self.captures, self.reason = False, f"eager: the capture was refused ({e})"
+                return None
+        return g
+
+    def _capture(self, fn: Callable[..., list[Array]], inputs: Sequence[Array], accumulate: bool) -> _Graph:
+        ops = self.ops
+        cp = ops.xp
+        bufs = [cp.empty_like(a) for a in inputs]
+        for buf, a in zip(bufs, inputs, strict=True):
+            buf[...] = a
+        keep: list[Any] = list(bufs)
+        acc: list[Array] = []
+        if accumulate:  # shaped as the warm-up's sums, made before capture
+            with ops.activate():
+                acc = [cp.zeros_like(s) for s in fn(*bufs)]
+        graph, stream, out = record(ops, lambda: fn(*bufs), acc, keep)
+        keep.append(stream)
+        return _Graph(graph, bufs, acc if accumulate else list(out), keep)
+
+
+class _Kept(dict[str, tuple[list[Any], Any, ForwardProgram]]):
+    """A model's forward programs by kind. A copy of the model (copy.deepcopy, pickle) starts without
+    them: their graphs hold device addresses and a cuBLAS handle, which no copy may share."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Kept:
+        return _Kept()
+
+    def __copy__(self) -> _Kept:
+        return _Kept()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Kept, ())
+
+
+def forward_program(model: Any, kind: str, with_loss: bool) -> ForwardProgram:
+    """The model's program for `kind` ("evaluate" or "predict"), kept while its backend, layers, weights'
+    buffer, compiled loss and metrics and `jit_compile` stay."""
+    ops = model.ops
+    request: JitRequest = model.__dict__.get("_jit_compile", "auto")
+    # the plan too: a new plan (a replaced activation, another route) runs other forms of the layers
+    plan = model.__dict__.get("_exec_plan")
+    parts = [ops, model.store.params, plan, *model.layers, *getattr(model, "compiled_losses", []), *model.metrics]
+    kept: _Kept = model.__dict__.setdefault("_forward_programs", _Kept())
+    hit = kept.get(kind)
+    same = hit is not None and len(hit[0]) == len(parts) and all(a is b for a, b in zip(hit[0], parts, strict=True))
+    if hit is None or not same or hit[1] != request:
+        hit = kept[kind] = (parts, request, ForwardProgram(model, ops, request, with_loss))
+    return hit[2]
