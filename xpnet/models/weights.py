@@ -171,7 +171,9 @@ def deep_copy(model: Any, memo: dict[int, Any]) -> Any:
     if model.ops is not None:
         memo[id(model.ops)] = model.ops
     for key, value in vars(model).items():
-        new.__dict__[key] = copy.deepcopy(value, memo)
+        # the step and its program are made again by the copy's first fit: a captured one holds CUDA graphs
+        # and a cuBLAS handle, which cannot be copied
+        new.__dict__[key] = None if key in ("_step", "_program") else copy.deepcopy(value, memo)
     new.index_graph()
     adopt_copy(new, model)
     return new
