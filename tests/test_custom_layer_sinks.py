@@ -171,3 +171,30 @@ def test_momentum_sgd_keeps_the_gradient_buffer_path() -> None:
     model.compile(xpnet.optimizers.SGD(0.1, momentum=0.9), "mse")
     sink = _sink_of(model)
     assert type(sink) is GradientSink
+
+
+class DropoutBlock(Layer):
+    """Dense → Dropout → OpsDense as sublayers: the Dropout's mask counter lives inside the custom layer."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden, self.drop, self.out = Dense(5, "tanh"), xpnet.layers.Dropout(0.5), OpsDense(4)
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        return self.out(self.drop(self.hidden(x), training=training))
+
+
+def test_a_dropout_sublayers_mask_stays_put_under_compute_gradients_and_fit_draws_it() -> None:
+    """compute_gradients leaves every Dropout counter where it was, a custom layer's sublayer's too: two
+    looks give the same loss, and fit's first step draws the mask they saw (in-place SGD: w − lr·g)."""
+    x, _ = _data(16)
+    y2 = np.random.default_rng(1).normal(size=(x.shape[0], 4))
+    model = _model(DropoutBlock())
+    model.compile(xpnet.optimizers.SGD(0.1), "mse", backend="numpy")
+    (la, ga), (lb, _) = model.compute_gradients(x, y2), model.compute_gradients(x, y2)
+    assert la == lb
+    before = model.get_weights()
+    model.fit(x, y2, batch_size=x.shape[0], epochs=1, shuffle=False, verbose=0)
+    assert model.layers[0].drop.iterations == 1
+    for w0, g, w1 in zip(before, ga, model.get_weights(), strict=True):
+        np.testing.assert_allclose(w1, w0 - 0.1 * g, rtol=0, atol=TOL)

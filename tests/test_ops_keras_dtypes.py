@@ -101,3 +101,14 @@ def test_keras_dtype_rules_that_numpy_does_not_follow() -> None:
     assert ops.matmul(np.ones((3, 3), np.int32), np.ones((3, 3), np.float32)).dtype == np.float32  # NumPy: float64
     assert ops.add(np.ones(3, np.int32), 2.0).dtype == np.float32
     np.testing.assert_array_equal(ops.relu(np.array([-2, 0, 3], np.int32)), [0, 0, 3])
+
+
+def test_concatenate_and_stack_follow_keras_dtypes_not_numpys() -> None:
+    """keras.ops (JAX) gives float32 for int32 joined with float32 and float16 for int16 with float16;
+    NumPy's promotion gives float64 and float32."""
+    i32, f32 = np.ones((2, 2), np.int32), np.ones((2, 2), np.float32)
+    i16, f16 = np.ones((2, 2), np.int16), np.ones((2, 2), np.float16)
+    for join in (ops.concatenate, ops.stack):
+        assert join([i32, f32]).dtype == np.float32 and join([f32, i32]).dtype == np.float32
+        assert join([i16, f16]).dtype == np.float16
+        assert join([i32, i32]).dtype == np.int32

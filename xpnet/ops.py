@@ -883,6 +883,8 @@ _KERAS_TYPES: dict[Callable[..., Out], tuple[int, str]] = {
     _square: (0, "int"),
     _relu: (0, "int"),
     _matmul: (0, "matmul"),
+    _concatenate: (0, "mix"),
+    _stack: (0, "mix"),
     _exp: (0, "float"),
     _log: (0, "float"),
     _sqrt: (0, "float"),

@@ -51,8 +51,16 @@ class TrainState:
 
 def step_counted(layers: Iterable[Layer]) -> list[Any]:
     """The layers that count their training calls (`Layer.counts_steps`: Dropout), each with
-    `iterations` (int, read from the device) and `row_offset`."""
-    return [layer for layer in layers if layer.counts_steps]
+    `iterations` (int, read from the device) and `row_offset`; a custom layer's sublayers count too."""
+    from ..layers.custom import sublayers
+
+    found: list[Any] = []
+    for layer in layers:
+        if layer.counts_steps:
+            found.append(layer)
+        if layer.keras_call:
+            found += step_counted(sub for _, sub in sublayers(layer))
+    return found
 
 
 def step_counters(layers: Iterable[Layer]) -> dict[str, int]:
