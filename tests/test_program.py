@@ -528,3 +528,38 @@ def test_a_copy_of_a_model_with_forward_graphs_starts_without_them(monkeypatch: 
     assert pickle.loads(pickle.dumps(model.__dict__["_forward_programs"])) == {}
     with _cublas.routed(xpnet.get_backend("cupy")):
         np.testing.assert_array_equal(twin.predict(x, batch_size=32), model.predict(x, batch_size=32))
+
+
+@pytest.mark.gpu
+def test_batch_logs_kept_by_a_callback_keep_their_batch_when_the_pass_is_captured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a graph adds into the same accumulators at every launch: logs read after the pass must still
+    # give each batch's running values, as they do eagerly
+    _stand_in_or_gpu(monkeypatch)
+
+    class Keep(xpnet.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[Any] = []
+
+        def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.logs.append(logs)
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.logs.append(logs)
+
+    x = np.random.default_rng(4).random((64, 8), dtype=np.float32)
+    y = np.arange(64) % 3
+    got = {}
+    for jit in (False, True):
+        model = xpnet.Sequential([Dense(6, "relu", input_shape=(8,)), Dense(3, "softmax")], seed=1)
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+        with _cublas.routed(xpnet.get_backend("cupy")):
+            model.evaluate(x, y, batch_size=16, verbose=0)  # the warm-up pass: the next one launches graphs
+            evaluated, fitted = Keep(), Keep()
+            model.evaluate(x, y, batch_size=16, verbose=0, callbacks=[evaluated])
+            model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[fitted])
+        got[jit] = [[(logs["loss"], logs["accuracy"]) for logs in k.logs] for k in (evaluated, fitted)]
+    assert len(got[True][0]) == 4 and len(got[True][1]) == 8
+    assert got[True] == got[False]

@@ -100,6 +100,13 @@ class ForwardProgram:
         self._launch(g, inputs)
         return list(g.outputs)
 
+    def holds(self, sums: list[Array]) -> bool:
+        """Whether `sums` are a graph's own accumulators (the next launch adds into them)."""
+        return bool(sums) and any(
+            len(sums) == len(g.outputs) and all(s is a for s, a in zip(sums, g.outputs, strict=True))
+            for g in self._graphs.values()
+        )
+
     def _launch(self, g: _Graph, inputs: Sequence[Array]) -> None:
         cp = self.ops.xp
         for buf, a in zip(g.inputs, inputs, strict=True):

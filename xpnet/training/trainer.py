@@ -416,7 +416,8 @@ class Trainer(_Model):
             state.step = step + 1
             if cbs.wants("on_train_batch_end"):
                 # the running values so far, as Keras's batch logs; read only if a callback looks
-                read = functools.partial(self._read, self._snapshot(state.running), hi)
+                snapshot = self._snapshot(state.running, run.program.holds(state.running))
+                read = functools.partial(self._read, snapshot, hi)
                 cbs.batch("on_train_batch_end", step, BatchLogs(read))
             if self.stop_training or self._diverged(run, step, hi):  # a batch callback (TerminateOnNaN) may stop
                 break
@@ -730,9 +731,12 @@ class Trainer(_Model):
                 + (" (every layer with weights has trainable=False)" if self.store.size else "")
             )
 
-    def _snapshot(self, sums: list[Array]) -> list[Array]:
+    def _snapshot(self, sums: list[Array], owned: bool = False) -> list[Array]:
         """sums with each stateful metric's result now (on the device, no read), for batch logs that
-        are read later: its variables move on with the next batch, the sums do not."""
+        are read later: its variables move on with the next batch, the sums do not. owned: the sums are
+        a captured graph's accumulators, which the next launch adds into, so they are copied."""
+        if owned:
+            sums = [s.copy() for s in sums]
         every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
         if not any(m.stateful for m in every):
             return sums
@@ -796,7 +800,7 @@ class Trainer(_Model):
             fn = functools.partial(forward_sums, self, one=one, wb=wb)
             sums = program.sums(fn, [xb, yb], sums, eager=wb is not None)  # a CUDA graph per batch shape
             if hooks.wants("on_test_batch_end"):
-                read = functools.partial(self._read_evaluation, self._snapshot(sums), hi - first)
+                read = functools.partial(self._read_evaluation, self._snapshot(sums, program.holds(sums)), hi - first)
                 hooks.batch("on_test_batch_end", index, BatchLogs(read))
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
