@@ -101,3 +101,23 @@ def test_the_dry_run_on_the_stand_in_runs_every_section(tmp_path: Path) -> None:
     assert sections["e2e"]["xpnet_train"].get("returncode", 0) == 0
     log = (out / "gpu_check.log").read_text()
     assert "model A: 22 steps" in log and "bit-identical" in log and "done in" in log
+
+
+@pytest.mark.gpu
+def test_forward_identity_says_whether_any_forward_graph_ran() -> None:
+    # two eager models agree trivially: the identity section must not pass on that alone
+    problem = _cupy_problem(0)
+    if problem:
+        pytest.skip(f"cupy backend unavailable: {problem.split(' (')[0]}")
+    import xpnet
+    from xpnet.layers import Dense
+
+    gc = _load_script()
+    models = []
+    for _ in range(2):
+        model = xpnet.Sequential([Dense(10, "softmax", input_shape=(784,))], seed=1)
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=False)
+        models.append(model)
+    got = gc.forward_identity(*models)
+    assert got["forward_bit_identical"] and got["forward_graph_launches"] == 0
+    assert got["forward_captured"] is False

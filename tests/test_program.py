@@ -528,3 +528,59 @@ def test_a_copy_of_a_model_with_forward_graphs_starts_without_them(monkeypatch: 
     assert pickle.loads(pickle.dumps(model.__dict__["_forward_programs"])) == {}
     with _cublas.routed(xpnet.get_backend("cupy")):
         np.testing.assert_array_equal(twin.predict(x, batch_size=32), model.predict(x, batch_size=32))
+
+
+@pytest.mark.gpu
+def test_batch_logs_kept_by_a_callback_keep_their_batch_when_the_pass_is_captured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a graph adds into the same accumulators at every launch: logs read after the pass must still
+    # give each batch's running values, as they do eagerly
+    _stand_in_or_gpu(monkeypatch)
+
+    class Keep(xpnet.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[Any] = []
+
+        def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.logs.append(logs)
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.logs.append(logs)
+
+    x = np.random.default_rng(4).random((64, 8), dtype=np.float32)
+    y = np.arange(64) % 3
+    got = {}
+    for jit in (False, True):
+        model = xpnet.Sequential([Dense(6, "relu", input_shape=(8,)), Dense(3, "softmax")], seed=1)
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+        with _cublas.routed(xpnet.get_backend("cupy")):
+            model.evaluate(x, y, batch_size=16, verbose=0)  # the warm-up pass: the next one launches graphs
+            evaluated, fitted = Keep(), Keep()
+            model.evaluate(x, y, batch_size=16, verbose=0, callbacks=[evaluated])
+            model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[fitted])
+        got[jit] = [[(logs["loss"], logs["accuracy"]) for logs in k.logs] for k in (evaluated, fitted)]
+    assert len(got[True][0]) == 4 and len(got[True][1]) == 8
+    assert got[True] == got[False]
+
+
+@pytest.mark.gpu
+def test_a_recompile_with_the_same_loss_object_drops_the_evaluate_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the loss instance is reused, but weighted_metrics and loss_weights change what the graph sums
+    _stand_in_or_gpu(monkeypatch)
+    x = np.random.default_rng(5).random((40, 8), dtype=np.float32)
+    y = np.arange(40) % 3
+    loss = xpnet.losses.SparseCategoricalCrossentropy()
+    model = xpnet.Sequential([Dense(6, "relu", input_shape=(8,)), Dense(3, "softmax")], seed=1)
+    with _cublas.routed(xpnet.get_backend("cupy")):
+        model.compile("sgd", loss, backend="cupy", jit_compile="auto")
+        plain = [model.evaluate(x, y, batch_size=16, verbose=0) for _ in range(2)]
+        assert model.__dict__["_forward_programs"]["evaluate"][-1].launches > 0
+        model.compile("sgd", loss, loss_weights=[2.0], backend="cupy", jit_compile="auto")
+        doubled = [model.evaluate(x, y, batch_size=16, verbose=0) for _ in range(2)]
+        model.compile("sgd", loss, weighted_metrics=["accuracy"], backend="cupy", jit_compile="auto")
+        weighted = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    assert plain[0] == plain[1] and doubled[0] == doubled[1] == pytest.approx(2 * plain[0], rel=1e-6)
+    hits = np.mean(model.predict(x).argmax(1) == y)
+    assert weighted["loss"] == plain[0] and weighted["accuracy"] == pytest.approx(hits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import sys
@@ -90,6 +91,13 @@ class BatchLogs(dict):  # type: ignore[type-arg]
     def __init__(self, read: Callable[[], dict[str, float]]) -> None:
         super().__init__()
         self._pending: Callable[[], dict[str, float]] | None = read
+
+    def detach(self) -> None:
+        """Read copies of the device sums from now on (their memory is about to be written again)."""
+        read = self._pending
+        if isinstance(read, functools.partial) and read.args:
+            copies = [s.copy() for s in read.args[0]]
+            self._pending = functools.partial(read.func, copies, *read.args[1:], **read.keywords)
 
     def _fill(self) -> None:
         read, self._pending = self._pending, None

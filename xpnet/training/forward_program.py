@@ -100,6 +100,13 @@ class ForwardProgram:
         self._launch(g, inputs)
         return list(g.outputs)
 
+    def holds(self, sums: list[Array]) -> bool:
+        """Whether `sums` are a graph's own accumulators (the next launch adds into them)."""
+        return bool(sums) and any(
+            len(sums) == len(g.outputs) and all(s is a for s, a in zip(sums, g.outputs, strict=True))
+            for g in self._graphs.values()
+        )
+
     def _launch(self, g: _Graph, inputs: Sequence[Array]) -> None:
         cp = self.ops.xp
         for buf, a in zip(g.inputs, inputs, strict=True):
@@ -159,12 +166,14 @@ class _Kept(dict[str, tuple[list[Any], Any, ForwardProgram]]):
 
 def forward_program(model: Any, kind: str, with_loss: bool) -> ForwardProgram:
     """The model's program for `kind` ("evaluate" or "predict"), kept while its backend, layers, weights'
-    buffer, compiled loss and metrics and `jit_compile` stay."""
+    buffer, compiled loss (and loss weights), metrics, weighted metrics and `jit_compile` stay."""
     ops = model.ops
     request: JitRequest = model.__dict__.get("_jit_compile", "auto")
     # the plan too: a new plan (a replaced activation, another route) runs other forms of the layers
     plan = model.__dict__.get("_exec_plan")
-    parts = [ops, model.store.params, plan, *model.layers, *getattr(model, "compiled_losses", []), *model.metrics]
+    # loss_weights: compile makes the list anew, so a recompile reusing the loss object still drops the graphs
+    losses = [*getattr(model, "compiled_losses", []), getattr(model, "loss_weights", None)]
+    parts = [ops, model.store.params, plan, *model.layers, *losses, *model.metrics, *model.weighted_metrics]
     kept: _Kept = model.__dict__.setdefault("_forward_programs", _Kept())
     hit = kept.get(kind)
     same = hit is not None and len(hit[0]) == len(parts) and all(a is b for a, b in zip(hit[0], parts, strict=True))

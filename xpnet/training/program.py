@@ -545,6 +545,10 @@ class StepProgram:
         self._sync_rate()
         self.step.refresh_factors(global_batch)
 
+    def holds(self, running: list[Array]) -> bool:
+        """Whether `running` is a graph's own accumulators (the next launch adds into them)."""
+        return bool(running) and any(running is g.sums for g in self._graphs.values())
+
     def _load(self, g: _Graph, running: list[Array]) -> None:
         """Make the graph's accumulators hold `running` (outside the graph: zero at an epoch's start)."""
         if running is not g.sums:

@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -412,12 +413,13 @@ class Trainer(_Model):
             xb, yb, wb = batches.gather(a, b)
             if self._program is not run.program:  # a callback compiled anew
                 run.program = self._step_program()
+            self._detach_kept_logs()
             state.running = run.program.run(xb, yb, hi - lo, wb, state.running)
             state.step = step + 1
             if cbs.wants("on_train_batch_end"):
                 # the running values so far, as Keras's batch logs; read only if a callback looks
                 read = functools.partial(self._read, self._snapshot(state.running), hi)
-                cbs.batch("on_train_batch_end", step, BatchLogs(read))
+                cbs.batch("on_train_batch_end", step, self._logs_of(read, run.program.holds(state.running)))
             if self.stop_training or self._diverged(run, step, hi):  # a batch callback (TerminateOnNaN) may stop
                 break
         return hi
@@ -732,7 +734,7 @@ class Trainer(_Model):
 
     def _snapshot(self, sums: list[Array]) -> list[Array]:
         """sums with each stateful metric's result now (on the device, no read), for batch logs that
-        are read later: its variables move on with the next batch, the sums do not."""
+        are read later: its variables move on with the next batch, the sums do not (but see `_logs_of`)."""
         every: list[metrics_mod.Metric] = [*self.metrics, *self.weighted_metrics]
         if not any(m.stateful for m in every):
             return sums
@@ -743,6 +745,20 @@ class Trainer(_Model):
             if m.stateful:
                 out[first + k] = m.device_result(xp, sums[0].dtype)
         return out
+
+    def _logs_of(self, read: functools.partial[dict[str, float]], in_graph: bool) -> BatchLogs:
+        """A batch's logs. in_graph: the sums `read` reads are a captured graph's accumulators, which its
+        next launch adds into: if a callback still holds the logs unread then, they get copies first."""
+        logs = BatchLogs(read)
+        self.__dict__["_kept_logs"] = weakref.ref(logs) if in_graph else None
+        return logs
+
+    def _detach_kept_logs(self) -> None:
+        """Before a graph launch: the last in-graph batch logs a callback kept unread now read copies."""
+        ref = self.__dict__.pop("_kept_logs", None)
+        logs = ref() if ref is not None else None
+        if logs is not None:
+            logs.detach()
 
     def _read(self, sums: list[Array], count: int) -> dict[str, float]:
         """One device→host read of the running sums; returns the loss and metric values."""
@@ -794,10 +810,11 @@ class Trainer(_Model):
             xb, yb = self.upload(data.select(X, lo, hi)), self.upload(data.select(Y, lo, hi), targets=True)
             wb = None if W is None else self.upload(W[lo:hi])
             fn = functools.partial(forward_sums, self, one=one, wb=wb)
+            self._detach_kept_logs()
             sums = program.sums(fn, [xb, yb], sums, eager=wb is not None)  # a CUDA graph per batch shape
             if hooks.wants("on_test_batch_end"):
                 read = functools.partial(self._read_evaluation, self._snapshot(sums), hi - first)
-                hooks.batch("on_test_batch_end", index, BatchLogs(read))
+                hooks.batch("on_test_batch_end", index, self._logs_of(read, program.holds(sums)))
         if not sums:  # more ranks than samples: this rank contributes zeros of the right shapes
             first_row = self.upload(data.select(X, 0, 1)), self.upload(data.select(Y, 0, 1), True)
             w0 = None if W is None else self.upload(W[0:1])
