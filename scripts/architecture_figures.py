@@ -40,7 +40,9 @@ FAST_PATHS = {
     "in-place SGD sink": r"InPlaceSGD|inplace_sgd|grads_via_sink|updates_in_backprop|SINK_ONLY",
     "relu after max pool": r"relu_after|ReluAfterMaxPool|activation_deferred|RELU_AFTER_POOL|_relu_pairs",
     "NaN check by output": r"carries_nan|KEEP_NAN|nan_check",
-    "transposed small-batch inference": r"inference_program|inference_affine|inference_route|predict_program|affine_chain",
+    "transposed small-batch inference": (
+        r"inference_program|inference_affine|inference_route|predict_program|affine_chain"
+    ),
 }
 
 
