@@ -528,3 +528,22 @@ def test_a_copy_of_a_model_with_forward_graphs_starts_without_them(monkeypatch: 
     assert pickle.loads(pickle.dumps(model.__dict__["_forward_programs"])) == {}
     with _cublas.routed(xpnet.get_backend("cupy")):
         np.testing.assert_array_equal(twin.predict(x, batch_size=32), model.predict(x, batch_size=32))
+
+
+def test_numpy_replay_fit_with_validation_evaluate_and_predict_run_their_forward_eagerly() -> None:
+    # jit_compile=True on NumPy asks for the training step's replay; the forward pass has none there,
+    # so validation, evaluate and predict run eagerly instead of refusing the model
+    rng = np.random.default_rng(3)
+    x, y = rng.random((83, 64), dtype=np.float32), rng.integers(0, 10, 83)
+    runs = []
+    for jit in (True, False):
+        model, opt, _ = _model("B", (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=jit)
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x[:20], y[:20]))
+        runs.append((model, history.history, model.evaluate(x, y, verbose=0), model.predict(x[:10], verbose=0)))
+    (replayed, h1, e1, p1), (eager, h0, e0, p0) = runs
+    assert replayed.step_program.replayed > 10
+    assert h1 == h0 and e1 == e0
+    np.testing.assert_array_equal(p1, p0)
+    for a, b in zip(replayed.get_weights(), eager.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
