@@ -547,3 +547,24 @@ def test_numpy_replay_fit_with_validation_evaluate_and_predict_run_their_forward
     np.testing.assert_array_equal(p1, p0)
     for a, b in zip(replayed.get_weights(), eager.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["B", "activations_rmsprop", "activations_momentum"])
+def test_numpy_replay_follows_a_setting_a_callback_sets_to_a_numpy_scalar(kind: str) -> None:
+    # a NumPy scalar is no buffer the step holds (it cannot be restored in place), and a change from
+    # one NumPy scalar to another is a changed setting all the same: the list is recorded anew
+    from xpnet.callbacks import Callback
+
+    class Set(Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch in (2, 6):
+                value = np.float32(1e-3 if batch == 2 else 0.3)
+                name = "momentum" if kind == "activations_momentum" else "epsilon"
+                setattr(self.model.optimizer, name, value if name == "epsilon" else np.float64(value))
+
+    eager, h0 = _fit_numpy(kind, False, 60, callbacks=[Set()])
+    replayed, h1 = _fit_numpy(kind, True, 60, callbacks=[Set()])
+    assert replayed.step_program.replayed > 20
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h0.history == h1.history

@@ -640,7 +640,8 @@ def _state(model: Trainer, step: TrainStep) -> list[Any]:
                 values += list(v.values())
         for v in values:
             a = v.array if isinstance(v, DeviceScalar) else v
-            if _is_array(a) and not isinstance(a, type):
+            # a NumPy scalar (a setting a callback wrote, np.float32(1e-3)) is immutable, no memory to restore
+            if _is_array(a) and not isinstance(a, (type, np.generic)):
                 found.setdefault(id(a), a)
     return list(found.values())
 
@@ -678,7 +679,8 @@ class _Replay:
             kwargs = {k: swap.get(id(v), v) if isinstance(v, np.generic) else v for k, v in kwargs.items()}
             for a in [*args, *kwargs.values()]:
                 for v in a if isinstance(a, (list, tuple)) else [a]:
-                    if _is_array(v) and not isinstance(v, type) and id(_root(v)) not in known:
+                    # a NumPy scalar left here is a constant, like a float: a setting (_settings_of) or literal
+                    if _is_array(v) and not isinstance(v, (type, np.generic)) and id(_root(v)) not in known:
                         raise _NotReplayable(f"{name} reads an array made outside the backend's calls")
             if isinstance(result, np.generic):
                 scalar = result
@@ -765,7 +767,7 @@ def _settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
     out = []
     for owner in [model.optimizer, *model.leaf_layers]:
         for key, value in vars(owner).items():
-            if key not in _PER_STEP and (value is None or isinstance(value, (bool, int, float, str))):
+            if key not in _PER_STEP and (value is None or isinstance(value, (bool, int, float, str, np.generic))):
                 out.append((owner, key, value))
     return out
 
