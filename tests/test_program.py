@@ -568,3 +568,20 @@ def test_numpy_replay_follows_a_setting_a_callback_sets_to_a_numpy_scalar(kind: 
     for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert h0.history == h1.history
+
+
+def test_numpy_replay_records_anew_when_a_callback_replaces_a_layers_activation() -> None:
+    # a replaced activation object is a change of the layer the list holds as recorded calls
+    from xpnet.callbacks import Callback
+
+    class Swap(Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == 4 and self.model.optimizer.iterations < 10:
+                self.model.layers[0].activation = xpnet.activations.get("tanh")
+
+    eager, h0 = _fit_numpy("A", False, 60, callbacks=[Swap()])
+    replayed, h1 = _fit_numpy("A", True, 60, callbacks=[Swap()])
+    assert replayed.step_program.replayed > 20
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h0.history == h1.history

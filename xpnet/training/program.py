@@ -762,12 +762,16 @@ _PER_STEP = frozenset({"_iterations", "row_offset", "_steps"})  # attributes the
 
 
 def _settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
-    """(owner, attribute, value) of every plain setting of the optimizer and the layers: a recorded
-    list holds them as constants, so a change (learning_rate, trainable, rate) means record anew."""
+    """(owner, attribute, value) of every plain setting of the optimizer and the layers, and of each
+    layer's activation object: a recorded list holds them as constants, so a change (learning_rate,
+    trainable, rate, a replaced activation) means record anew."""
+    from ..activations import Activation
+
+    plain = (bool, int, float, str, np.generic, Activation)
     out = []
     for owner in [model.optimizer, *model.leaf_layers]:
         for key, value in vars(owner).items():
-            if key not in _PER_STEP and (value is None or isinstance(value, (bool, int, float, str, np.generic))):
+            if key not in _PER_STEP and (value is None or isinstance(value, plain)):
                 out.append((owner, key, value))
     return out
 
