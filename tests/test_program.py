@@ -585,3 +585,11 @@ def test_numpy_replay_records_anew_when_a_callback_replaces_a_layers_activation(
     for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert h0.history == h1.history
+
+
+def test_numpy_replay_explain_says_sample_weighted_steps_run_eagerly() -> None:
+    # a class-weighted fit replays no step: explain must not claim the replay without saying so
+    eager_fit, _ = _fit_numpy("A", True, 40, class_weight={k: 1.0 + k / 10 for k in range(10)})
+    program = eager_fit.step_program
+    assert program.replayed == 0
+    assert "sample-weighted steps (sample_weight, class_weight) run eagerly" in program.explain()

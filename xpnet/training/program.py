@@ -382,7 +382,8 @@ class StepProgram:
         elif self.replays:
             self.reason = (
                 "replayed: the step's NumPy calls recorded once (the second step), checked against an eager "
-                "step, then run as a flat list on fixed buffers"
+                "step, then run as a flat list on fixed buffers; sample-weighted steps (sample_weight, "
+                "class_weight) run eagerly"
             )
         else:
             self.reason = "captured: one CUDA graph per batch shape, after one eager warm-up step"
@@ -419,7 +420,7 @@ class StepProgram:
         r = self._replay
         if r is not None and r.verified:
             shapes = f"{r.xb_rows} rows: {len(r.calls)} calls, {r.bound} on fixed buffers, {len(r.rerun)} re-run"
-            return f"{self.reason} ({shapes})"
+            return f"{self.reason}. The list: {shapes}"
         return self.reason + (f" (graphs for {shapes})" if shapes else "")
 
     def __repr__(self) -> str:
