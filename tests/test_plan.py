@@ -290,3 +290,20 @@ def test_a_recompile_with_other_metrics_makes_the_plan_again(backend: str) -> No
     assert model.plan.captures == model.step_program.captures
     if model.ops.name == "cupy":  # captured with accuracy, eager with a metric not checked for capture
         assert plan.captures and "first_column" in model.plan.capture_reason
+
+
+@pytest.mark.parametrize("jit", [True, "auto"])
+def test_plan_explain_says_the_numpy_step_is_replayed_when_jit_compile_true_asks(jit: bool | str) -> None:
+    # the plan's "step:" sentence and the step program agree (it said "CUDA graphs are a CuPy feature"
+    # while every step after the second was replayed)
+    model = xpnet.Sequential([Dense(16, "relu", input_shape=(8,)), Dense(3, "softmax")], seed=1)
+    model.compile("adam", "sparse_categorical_crossentropy", backend="numpy", jit_compile=jit)
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((40, 8), dtype=np.float32), rng.integers(0, 3, 40), batch_size=8, epochs=1, verbose=0)
+    step = model.plan.explain().split("step: ")[1]
+    assert not model.plan.captures
+    if jit is True:
+        assert model.step_program.replayed > 0
+        assert step.startswith("replayed: "), step
+    else:
+        assert step.startswith("eager: ") and "jit_compile=True" in step, step

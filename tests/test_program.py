@@ -584,3 +584,68 @@ def test_a_recompile_with_the_same_loss_object_drops_the_evaluate_graphs(monkeyp
     assert plain[0] == plain[1] and doubled[0] == doubled[1] == pytest.approx(2 * plain[0], rel=1e-6)
     hits = np.mean(model.predict(x).argmax(1) == y)
     assert weighted["loss"] == plain[0] and weighted["accuracy"] == pytest.approx(hits)
+
+
+def test_numpy_replay_fit_with_validation_evaluate_and_predict_run_their_forward_eagerly() -> None:
+    # jit_compile=True on NumPy asks for the training step's replay; the forward pass has none there,
+    # so validation, evaluate and predict run eagerly instead of refusing the model
+    rng = np.random.default_rng(3)
+    x, y = rng.random((83, 64), dtype=np.float32), rng.integers(0, 10, 83)
+    runs = []
+    for jit in (True, False):
+        model, opt, _ = _model("B", (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=jit)
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x[:20], y[:20]))
+        runs.append((model, history.history, model.evaluate(x, y, verbose=0), model.predict(x[:10], verbose=0)))
+    (replayed, h1, e1, p1), (eager, h0, e0, p0) = runs
+    assert replayed.step_program.replayed > 10
+    assert h1 == h0 and e1 == e0
+    np.testing.assert_array_equal(p1, p0)
+    for a, b in zip(replayed.get_weights(), eager.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["B", "activations_rmsprop", "activations_momentum"])
+def test_numpy_replay_follows_a_setting_a_callback_sets_to_a_numpy_scalar(kind: str) -> None:
+    # a NumPy scalar is no buffer the step holds (it cannot be restored in place), and a change from
+    # one NumPy scalar to another is a changed setting all the same: the list is recorded anew
+    from xpnet.callbacks import Callback
+
+    class Set(Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch in (2, 6):
+                value = np.float32(1e-3 if batch == 2 else 0.3)
+                name = "momentum" if kind == "activations_momentum" else "epsilon"
+                setattr(self.model.optimizer, name, value if name == "epsilon" else np.float64(value))
+
+    eager, h0 = _fit_numpy(kind, False, 60, callbacks=[Set()])
+    replayed, h1 = _fit_numpy(kind, True, 60, callbacks=[Set()])
+    assert replayed.step_program.replayed > 20
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h0.history == h1.history
+
+
+def test_numpy_replay_records_anew_when_a_callback_replaces_a_layers_activation() -> None:
+    # a replaced activation object is a change of the layer the list holds as recorded calls
+    from xpnet.callbacks import Callback
+
+    class Swap(Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == 4 and self.model.optimizer.iterations < 10:
+                self.model.layers[0].activation = xpnet.activations.get("tanh")
+
+    eager, h0 = _fit_numpy("A", False, 60, callbacks=[Swap()])
+    replayed, h1 = _fit_numpy("A", True, 60, callbacks=[Swap()])
+    assert replayed.step_program.replayed > 20
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h0.history == h1.history
+
+
+def test_numpy_replay_explain_says_sample_weighted_steps_run_eagerly() -> None:
+    # a class-weighted fit replays no step: explain must not claim the replay without saying so
+    eager_fit, _ = _fit_numpy("A", True, 40, class_weight={k: 1.0 + k / 10 for k in range(10)})
+    program = eager_fit.step_program
+    assert program.replayed == 0
+    assert "sample-weighted steps (sample_weight, class_weight) run eagerly" in program.explain()

@@ -61,6 +61,10 @@ class ForwardProgram:
 
     def __init__(self, model: Any, ops: Ops, request: JitRequest, with_loss: bool) -> None:
         self.ops, self.request = ops, request
+        if request is True and getattr(ops, "name", "") == "numpy":
+            # on NumPy, jit_compile=True asks for the training step's replay (program.replay_obstacle);
+            # the forward pass has no NumPy replay, so it runs eagerly rather than refusing the model
+            request = "auto"
         obstacle = None if request is False else forward_obstacle(model, ops, with_loss)
         self.captures, self.reason = capture_decision(request, obstacle, "the forward pass", "batch")
         self._graphs: dict[Any, _Graph] = {}

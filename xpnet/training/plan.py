@@ -53,7 +53,7 @@ from ..layers.prelu import PReLU
 from ..layers.relu import ReLU
 from ..layers.softmax import Softmax
 from ..params import GradientSink, InPlaceSGD
-from .program import capture_obstacle
+from .program import capture_obstacle, replay_obstacle
 
 if TYPE_CHECKING:
     from ..backend import Ops
@@ -310,6 +310,11 @@ def _capture(model: Any) -> tuple[bool, str]:
     if request is False:
         return False, "jit_compile=False: every step runs eagerly"
     assert model.ops is not None
+    if getattr(model.ops, "name", "") == "numpy":  # no CUDA graph; jit_compile=True asks for the replay
+        obstacle = replay_obstacle(model, model.ops, request)
+        if obstacle is None:
+            return False, "replayed: recorded once, then run as a flat list of NumPy calls (model.step_program)"
+        return False, f"eager: {obstacle}"
     obstacle = capture_obstacle(model, model.ops)
     if obstacle is not None:
         return False, f"eager: {obstacle}"

@@ -382,7 +382,8 @@ class StepProgram:
         elif self.replays:
             self.reason = (
                 "replayed: the step's NumPy calls recorded once (the second step), checked against an eager "
-                "step, then run as a flat list on fixed buffers"
+                "step, then run as a flat list on fixed buffers; sample-weighted steps (sample_weight, "
+                "class_weight) run eagerly"
             )
         else:
             self.reason = "captured: one CUDA graph per batch shape, after one eager warm-up step"
@@ -419,7 +420,7 @@ class StepProgram:
         r = self._replay
         if r is not None and r.verified:
             shapes = f"{r.xb_rows} rows: {len(r.calls)} calls, {r.bound} on fixed buffers, {len(r.rerun)} re-run"
-            return f"{self.reason} ({shapes})"
+            return f"{self.reason}. The list: {shapes}"
         return self.reason + (f" (graphs for {shapes})" if shapes else "")
 
     def __repr__(self) -> str:
@@ -644,7 +645,8 @@ def _state(model: Trainer, step: TrainStep) -> list[Any]:
                 values += list(v.values())
         for v in values:
             a = v.array if isinstance(v, DeviceScalar) else v
-            if _is_array(a) and not isinstance(a, type):
+            # a NumPy scalar (a setting a callback wrote, np.float32(1e-3)) is immutable, no memory to restore
+            if _is_array(a) and not isinstance(a, (type, np.generic)):
                 found.setdefault(id(a), a)
     return list(found.values())
 
@@ -682,7 +684,8 @@ class _Replay:
             kwargs = {k: swap.get(id(v), v) if isinstance(v, np.generic) else v for k, v in kwargs.items()}
             for a in [*args, *kwargs.values()]:
                 for v in a if isinstance(a, (list, tuple)) else [a]:
-                    if _is_array(v) and not isinstance(v, type) and id(_root(v)) not in known:
+                    # a NumPy scalar left here is a constant, like a float: a setting (_settings_of) or literal
+                    if _is_array(v) and not isinstance(v, (type, np.generic)) and id(_root(v)) not in known:
                         raise _NotReplayable(f"{name} reads an array made outside the backend's calls")
             if isinstance(result, np.generic):
                 scalar = result
@@ -764,12 +767,16 @@ _PER_STEP = frozenset({"_iterations", "row_offset", "_steps"})  # attributes the
 
 
 def _settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
-    """(owner, attribute, value) of every plain setting of the optimizer and the layers: a recorded
-    list holds them as constants, so a change (learning_rate, trainable, rate) means record anew."""
+    """(owner, attribute, value) of every plain setting of the optimizer and the layers, and of each
+    layer's activation object: a recorded list holds them as constants, so a change (learning_rate,
+    trainable, rate, a replaced activation) means record anew."""
+    from ..activations import Activation
+
+    plain = (bool, int, float, str, np.generic, Activation)
     out = []
     for owner in [model.optimizer, *model.leaf_layers]:
         for key, value in vars(owner).items():
-            if key not in _PER_STEP and (value is None or isinstance(value, (bool, int, float, str))):
+            if key not in _PER_STEP and (value is None or isinstance(value, plain)):
                 out.append((owner, key, value))
     return out
 
