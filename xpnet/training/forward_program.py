@@ -20,7 +20,8 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..backend import _cublas
-from .program import JitRequest, capture_decision, load_sums, model_obstacle, record
+from .capturable import JitRequest, capture_decision, model_obstacle
+from .program import load_sums, record
 
 if TYPE_CHECKING:
     from ..backend import Ops

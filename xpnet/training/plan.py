@@ -53,7 +53,7 @@ from ..layers.prelu import PReLU
 from ..layers.relu import ReLU
 from ..layers.softmax import Softmax
 from ..params import GradientSink, InPlaceSGD
-from .program import capture_obstacle, replay_obstacle
+from .capturable import capture_obstacle, replay_obstacle
 
 if TYPE_CHECKING:
     from ..backend import Ops

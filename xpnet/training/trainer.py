@@ -41,9 +41,10 @@ from ..variables import Variable
 from . import checkpoint, data, distributed
 from . import stream as stream_mod
 from .callbacks import BatchLogs, Callback, CallbackList, History, Progress, format_logs, overrides, run_hooks
+from .capturable import JitRequest, check_jit_compile
 from .forward_program import forward_program
 from .guard import exclusive
-from .program import JitRequest, StepProgram, check_jit_compile
+from .program import StepProgram
 from .state import TrainState, step_counted
 from .step import TrainStep, forward_sums, loss_and_grads
 from .threads import blas_threads_for, macs_per_sample
