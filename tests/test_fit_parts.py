@@ -207,3 +207,11 @@ def test_trainer_declares_no_model_structure() -> None:
     for name in ("build", "install", "store", "built", "forward", "output_layers", "output_names", "check_inputs"):
         assert name not in vars(Trainer), name
     assert Trainer.__bases__ == (object,)  # the protocol is the type checker's, not a runtime base
+
+
+def test_steps_per_epoch_on_arrays_refuses_validation_split_without_naming_a_generator() -> None:
+    model = _model()
+    x, y = _xy()
+    with pytest.raises(ValueError, match="validation_split cannot go with steps_per_epoch on arrays") as err:
+        model.fit(x, y, epochs=1, batch_size=5, steps_per_epoch=2, validation_split=0.2, verbose=0)
+    assert "generator" not in str(err.value)

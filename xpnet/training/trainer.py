@@ -335,6 +335,9 @@ class Trainer(_Model):
         verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
         if steps_per_epoch is not None and not stream_mod.is_stream(x) and y is not None:
             # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
+            for name, value in (("validation_split", validation_split), ("resume_from", resume_from)):
+                if value:  # the stream's own refusal would name a generator the caller never passed
+                    raise ValueError(f"fit: {name} cannot go with steps_per_epoch on arrays; leave one of them out")
             x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
             y = sample_weight = None
         source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
