@@ -334,11 +334,7 @@ class Trainer(_Model):
         callback_list = _callback_list(callbacks)
         verbose = argcheck.verbosity("fit", verbose, ("auto", 0, 1, 2))
         if steps_per_epoch is not None and not stream_mod.is_stream(x) and y is not None:
-            # Keras: an epoch is steps_per_epoch batches, the arrays' batches running on across epochs
-            for name, value in (("validation_split", validation_split), ("resume_from", resume_from)):
-                if value:  # the stream's own refusal would name a generator the caller never passed
-                    raise ValueError(f"fit: {name} cannot go with steps_per_epoch on arrays; leave one of them out")
-            x = stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
+            x = self._cycle(x, y, sample_weight, batch_size, shuffle, validation_split, resume_from)
             y = sample_weight = None
         source = self._stream_for_fit(x, y, steps_per_epoch, validation_split, sample_weight, resume_from)
         train = self._fit_data(x, y, source, sample_weight, class_weight, validation_split, validation_data)
@@ -376,6 +372,16 @@ class Trainer(_Model):
             cbs.every("on_train_end", run.logs, own_logs=True)
         self.history = state.history
         return state.history
+
+    def _cycle(
+        self, x: Any, y: Any, sample_weight: Any, batch_size: int, shuffle: bool, split: float, resume_from: Any
+    ) -> Any:
+        """Arrays as a stream for steps_per_epoch: Keras's epoch of steps_per_epoch batches, the arrays'
+        batches running on across epochs."""
+        for name, value in (("validation_split", split), ("resume_from", resume_from)):
+            if value:  # the stream's own refusal would name a generator the caller never passed
+                raise ValueError(f"fit: {name} cannot go with steps_per_epoch on arrays; leave one of them out")
+        return stream_mod.cycle(x, y, sample_weight, batch_size, shuffle, self.seed)
 
     def _fit_epoch(self, run: _FitRun) -> bool:
         """Run epoch `train_state.epoch` with its callbacks; False when training stops."""
