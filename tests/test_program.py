@@ -208,6 +208,9 @@ def _stand_in_or_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
         # the stand-in's low-level cuBLAS records into the graph as the direct libcublas binding would
         monkeypatch.setattr(emulated, "IN_CAPTURE", True)
+        # its GEMMs are NumPy's BLAS, whose sums follow the thread count the policy picks from the
+        # machine's load at each fit: one thread, so two fits compare bit for bit
+        monkeypatch.setenv("XPNET_BLAS_THREADS", "1")
 
 
 def _train(kind: str, jit: bool | str, steps: int, callbacks: list[Any] | None = None) -> tuple[Any, Any]:
