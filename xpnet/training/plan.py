@@ -220,19 +220,11 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
     compiled = model.optimizer is not None and model.loss is not None and model.built
     fused = tuple(model.fused_outputs) if compiled else (False,) * len(model.outputs)
     pairs = _relu_pairs(model, nodes)
-    paired = {id(n): f for a, b in pairs for n, f in ((a, PREACTIVATION), (b, RELU_AFTER_POOL))}
-    ends = {id(_node_of(t)) for t, f in zip(model.outputs, fused, strict=True) if f}
-    train_forms = tuple(PREACTIVATION if id(n) in ends else paired.get(id(n), AS_WRITTEN) for n in nodes)
     chain, at_end = _affine_chain(model, nodes)
-    last = id(nodes[-1]) if at_end and nodes else None
-    predict_forms = tuple(
-        PREACTIVATION if id(n) == last else paired.get(id(n), _inference_form(n.layer)) for n in nodes
-    )
+    train_forms, predict_forms = _forms(model, nodes, fused, pairs, at_end)
     captures, capture_reason = _capture(model) if compiled else (False, "not compiled")
     sink, reason = _sink(model, captures) if compiled else ("none", "not compiled")
-    # only where the backend has a program for this chain (NumPy's; CuPy runs the layers)
-    when = model.ops.inference_route(list(chain)) if chain is not None else None
-    chain = chain if when is not None else None
+    chain, when = _predict_route(model, chain)
     route = "transposed small batches" if chain is not None else "layer by layer"
     return Plan(
         sink=sink,
@@ -248,9 +240,28 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         captures=captures,
         capture_reason=capture_reason,
         affine_chain=chain,
-        predict_when=when or "",
+        predict_when=when,
         key=plan_key(model, nodes) if key is None else key,
     )
+
+
+def _forms(
+    model: Any, nodes: list[Any], fused: tuple[bool, ...], pairs: list[tuple[Any, Any]], at_end: bool
+) -> tuple[tuple[Form, ...], tuple[Form, ...]]:
+    """Per call, the form training runs it in and the form predict runs it in."""
+    paired = {id(n): f for a, b in pairs for n, f in ((a, PREACTIVATION), (b, RELU_AFTER_POOL))}
+    ends = {id(_node_of(t)) for t, f in zip(model.outputs, fused, strict=True) if f}
+    train = tuple(PREACTIVATION if id(n) in ends else paired.get(id(n), AS_WRITTEN) for n in nodes)
+    last = id(nodes[-1]) if at_end and nodes else None
+    predict = tuple(PREACTIVATION if id(n) == last else paired.get(id(n), _inference_form(n.layer)) for n in nodes)
+    return train, predict
+
+
+def _predict_route(model: Any, chain: tuple[Any, ...] | None) -> tuple[tuple[Any, ...] | None, str]:
+    """(the affine chain predict takes the transposed route over, or None; the backend's condition for it),
+    only where the backend has a program for this chain (NumPy's; CuPy runs the layers)."""
+    when = model.ops.inference_route(list(chain)) if chain is not None else None
+    return (chain if when is not None else None), (when or "")
 
 
 def _nodes(model: Any) -> list[Any]:
