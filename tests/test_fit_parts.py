@@ -204,9 +204,12 @@ def test_resume_returns_whether_the_run_is_finished(tmp_path: Path) -> None:
 
 def test_trainer_declares_no_model_structure() -> None:
     """The structure is the model class's (`protocol.ModelStructure`); Trainer neither stubs nor defaults it."""
-    for name in ("build", "install", "store", "built", "forward", "output_layers", "output_names", "check_inputs"):
-        assert name not in vars(Trainer), name
-    assert Trainer.__bases__ == (object,)  # the protocol is the type checker's, not a runtime base
+    chain = Trainer.__mro__[:-1]  # Trainer and the classes it extends, one file each
+    for cls in chain:
+        for name in ("build", "install", "store", "built", "forward", "output_layers", "output_names", "check_inputs"):
+            assert name not in vars(cls), (cls, name)
+        assert cls.__module__.startswith("xpnet.training."), cls
+    assert Trainer.__mro__[-1] is object  # the protocol is the type checker's, not a runtime base
 
 
 def test_steps_per_epoch_on_arrays_refuses_validation_split_without_naming_a_generator() -> None:
