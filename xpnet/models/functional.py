@@ -8,7 +8,8 @@
 The calls live in a `Graph` (xpnet/models/graph.py: walk, order, slots, shared layers); the
 weights in one flat `ParamStore` (xpnet/models/weights.py: drawn, read, written, copied); the
 config in xpnet/models/config.py; fit / evaluate / the fused softmax + cross-entropy in
-`Trainer`. This file runs the graph forward and backward and predicts. `Sequential` is the
+`Trainer`; weights, files and inspection (get_weights, save, trace, ...) in
+xpnet/models/model_tools.py. This file runs the graph forward and backward and predicts. `Sequential` is the
 special case of a chain. A model is also a layer of another model (`Sequential([model,
 Softmax()])`, `model(x)` on a symbolic x), and models may share layers (xpnet/models/sharing.py).
 """
@@ -16,7 +17,6 @@ Softmax()])`, `model(x)` on a symbolic x), and models may share layers (xpnet/mo
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +25,7 @@ import numpy as np
 
 from .._checks import probably_finite, require_finite
 from ..backend import Ops, get_backend
-from ..io import h5_model, saving
+from ..io import saving
 from ..io.serialization import merged_custom_objects
 from ..layers import custom
 from ..layers.base import Layer, Shape
@@ -37,18 +37,19 @@ from ..training.forward_program import forward_program
 from ..training.guard import exclusive
 from ..training.plan import AS_WRITTEN, PREACTIVATION, Form, Plan, current_plan
 from ..training.stream import is_stream
-from ..training.trainer import Trainer, check_batch_size
+from ..training.trainer import check_batch_size
 from . import arrays, sharing, summary
 from . import config as model_config
 from . import weights as model_weights
 from .as_layer import ModelAsLayer
 from .graph import BackwardStep, Graph, call_view
+from .model_tools import ModelTools
 from .weights import check_model_args
 
 Array = Any
 
 
-class Model(ModelAsLayer, Trainer):
+class Model(ModelAsLayer, ModelTools):
     """A graph of layer calls from `inputs` (Input tensors) to `outputs` (tensors the calls made).
 
     inputs, outputs: one tensor or a list; with lists, fit/evaluate/predict take lists of arrays
@@ -303,22 +304,6 @@ class Model(ModelAsLayer, Trainer):
     def shares_layers(self) -> bool:
         return bool(self._graph.shared)
 
-    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
-        if index is not None:
-            return self.layers[index]
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"no layer named {name!r}; layers are {[lyr.name for lyr in self.layers]}")
-
-    def count_params(self) -> int:
-        # from the layers, not the store: counting must not take the layers from a model that uses them
-        if self._store is None:
-            raise ValueError(
-                "the model is not built yet. Give the first layer input_shape=..., or call build() or fit() first"
-            )
-        return sum(layer.count_params() for layer in self.leaf_layers)
-
     def forward_outputs(self, x: Any, training: bool, logits: Sequence[bool]) -> list[Array]:
         return self.run_forward(x, training, self._forms_for(logits))
 
@@ -452,37 +437,6 @@ class Model(ModelAsLayer, Trainer):
             return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
         return arrays.check_targets(self, y, n, what)
 
-    def get_weights(self) -> list[np.ndarray]:
-        """All parameters as host NumPy arrays, layer by layer ([kernel, bias] for each Dense)."""
-        return self.store.split(self.store.host_params())
-
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Replace all parameters; shapes are checked first, so a mismatch leaves the model unchanged.
-
-        NaN and inf are accepted (as Keras does); device arrays of the model's backend are written on the device.
-        """
-        model_weights.set_weights(self, weights)
-
-    def save_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Write all parameters to `filepath` atomically: .npz (no pickle), or Keras 3's layout for "*.weights.h5"."""
-        model_weights.save_weights(self, filepath)
-
-    def load_weights(self, filepath: str | os.PathLike[str]) -> None:
-        """Load a file written by `save_weights` (or Keras's .weights.h5); a mismatch raises and changes nothing."""
-        model_weights.load_weights(self, filepath)
-
-    def save(self, filepath: str | os.PathLike[str]) -> None:
-        """The whole model in one file (".keras" or ".npz"): graph, weights, compile settings and optimizer state.
-        A ".h5" name writes Keras's legacy HDF5 layout instead (h5py needed; see xpnet/io/h5_model.py)."""
-        if h5_model.is_legacy_h5(filepath):
-            h5_model.save_model(self, filepath, spec=self.file_spec())
-            return
-        saving.save_model(self, filepath, spec=self.file_spec())
-
-    def file_spec(self) -> dict[str, Any]:
-        """What a model file records of the architecture: Keras's functional config with the seed and dtype."""
-        return {"class_name": "Functional", "seed": self.seed, "dtype": self.dtype, "config": self.get_config()}
-
     def to_json(self, **kwargs: Any) -> str:
         """The architecture as Keras-shaped JSON: {"class_name": "Functional" (or "Sequential"), "config": ...}."""
         kind = "Functional" if type(self) is Model else type(self).__name__
@@ -595,24 +549,6 @@ class Model(ModelAsLayer, Trainer):
         if len(self.inputs) != 1:
             raise AttributeError(f"model {self.name!r} has {len(self.inputs)} inputs: use model.inputs")
         return self.inputs[0]
-
-    def trace(self, x: Any, y: Any = None, training: bool = True) -> Any:
-        """Layer-by-layer values (and with y: δ and gradients); see `xpnet.trace.trace` (one input)."""
-        from ..teaching.trace import trace
-
-        nested = [str(layer.name) for layer in self.layers if isinstance(layer, Model)]
-        if nested:
-            raise ValueError(
-                f"trace follows layers, and {nested} are models used as layers; trace each model alone, "
-                "or build one model from all the layers (e.g. Sequential(inner.layers + [...]))"
-            )
-        return trace(self, x, y, training)
-
-    def check_gradients(self, x: Any, y: Any, **kwargs: Any) -> Any:
-        """Finite-difference check of this model's gradients in float64; see `xpnet.gradcheck.check_gradients`."""
-        from ..teaching.gradcheck import check_gradients
-
-        return check_gradients(self, x, y, **kwargs)
 
     def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int | None = None) -> None:
         """Keras 3's functional table: Layer (type) | Output Shape | Param # | Connected to, then the counts."""
