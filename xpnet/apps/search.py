@@ -15,7 +15,8 @@
 passed to `fit` instead. Each trial is seeded from (seed, trial index): the global xpnet
 seed is set to it before `build_fn` runs (and passed as `seed=` when build_fn takes one),
 so a trial gives the same model and history whichever process runs it and whatever ran
-before. The score is `metric` at the last epoch (aggregate="best": its best epoch).
+before. The score is `metric` at the last epoch (aggregate="best": its best epoch). The space,
+its distributions and each trial's parameters and seed are in xpnet/apps/search_space.py.
 
 n_jobs > 1 runs trials in worker processes started with "spawn" (safe with CUDA and
 threads; scripts need an `if __name__ == "__main__":` guard). Each worker gets the data
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
 import math
 import multiprocessing as mp
 import os
@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from .. import random as xrandom
+from .search_space import check_space, grid_of, loguniform, randint, sample_trial, trial_seed, uniform
 
 __all__ = [
     "FIT_PARAMS",
@@ -74,78 +75,6 @@ _THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-
-
-@dataclass(frozen=True)
-class _Distribution:
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def sample(self, rng: np.random.Generator) -> float | int:
-        if self.integer:
-            return int(rng.integers(int(self.low), int(self.high) + 1))
-        if self.log:
-            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        return float(rng.uniform(self.low, self.high))
-
-    def __repr__(self) -> str:
-        kind = "randint" if self.integer else ("loguniform" if self.log else "uniform")
-        return f"{kind}({self.low:g}, {self.high:g})"
-
-
-def uniform(low: float, high: float) -> _Distribution:
-    """For random_search: a float drawn uniformly from [low, high]."""
-    if not low < high:
-        raise ValueError(f"uniform needs low < high, received {low}, {high}")
-    return _Distribution(float(low), float(high))
-
-
-def loguniform(low: float, high: float) -> _Distribution:
-    """For random_search: a float whose log is uniform in [log low, log high] (learning rates, penalties)."""
-    if not 0 < low < high:
-        raise ValueError(f"loguniform needs 0 < low < high, received {low}, {high}")
-    return _Distribution(float(low), float(high), log=True)
-
-
-def randint(low: int, high: int) -> _Distribution:
-    """For random_search: an int from low to high inclusive."""
-    if not low <= high:
-        raise ValueError(f"randint needs low <= high, received {low}, {high}")
-    return _Distribution(low, high, integer=True)
-
-
-def _check_space(space: dict[str, Any], grid: bool) -> None:
-    if not isinstance(space, dict) or not space:
-        raise ValueError("space must be a non-empty dict {parameter name: list of values}")
-    for k, v in space.items():
-        if not isinstance(k, str):
-            raise TypeError(f"space keys must be parameter names (str), received {k!r}")
-        if isinstance(v, _Distribution):
-            if grid:
-                raise ValueError(f"grid_search needs a list of values for {k!r}, received {v!r}; use random_search")
-        elif isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) == 0:
-            raise ValueError(f"space[{k!r}] must be a non-empty list of values, received {v!r}")
-
-
-def _grid(space: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    keys = list(space)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(space[k] for k in keys))]
-
-
-def _sample(space: dict[str, Any], seed: int, index: int) -> dict[str, Any]:
-    """Trial `index`'s parameters: depend on (seed, index) alone, so more trials extend the same sequence."""
-    rng = np.random.default_rng([seed, 0x5EA6C4, index])
-    out: dict[str, Any] = {}
-    for k, v in space.items():
-        out[k] = v.sample(rng) if isinstance(v, _Distribution) else v[int(rng.integers(len(v)))]
-    return out
-
-
-def trial_seed(seed: int, index: int) -> int:
-    """The seed trial `index` runs with: a function of (seed, index) only."""
-    return int(np.random.SeedSequence([seed, 0x7121A1, index]).generate_state(1, np.uint32)[0])
 
 
 @dataclass(frozen=True)
@@ -440,8 +369,8 @@ def grid_search(
     module docstring; None: leave them alone). fit_kwargs: more arguments for fit (e.g.
     callbacks=[EarlyStopping(...)]).
     """
-    _check_space(space, grid=True)
-    trials = _grid(space)
+    check_space(space, grid=True)
+    trials = grid_of(space)
     setup = _setup(x, y, validation_data, validation_split, epochs, batch_size, metric, mode, aggregate, fit_kwargs)
     return _search("grid", build_fn, trials, setup, n_jobs, seed, verbose, threads_per_worker)
 
@@ -470,10 +399,10 @@ def random_search(
     space values: a list (one element drawn uniformly) or `uniform(a, b)`, `loguniform(a, b)`,
     `randint(a, b)`. Trial i's parameters depend on (seed, i) only.
     """
-    _check_space(space, grid=False)
+    check_space(space, grid=False)
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, received {n_trials!r}")
-    trials = [_sample(space, seed, i) for i in range(n_trials)]
+    trials = [sample_trial(space, seed, i) for i in range(n_trials)]
     setup = _setup(x, y, validation_data, validation_split, epochs, batch_size, metric, mode, aggregate, fit_kwargs)
     return _search("random", build_fn, trials, setup, n_jobs, seed, verbose, threads_per_worker)
 
