@@ -7,7 +7,8 @@
     xpnet train --quick                    # a few hundred images, 1 epoch: smoke test
     xpnet info
 
-`python -m xpnet.cli ...` works too.
+`python -m xpnet.cli ...` works too. The command line's errors and argument types are in cli_args.py,
+the machine record in machine.py, the output folder's checks, resume and atomic results in run_folder.py.
 """
 
 from __future__ import annotations
@@ -17,18 +18,14 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -42,32 +39,22 @@ from ..training.callbacks import Callback
 from ..training.checkpoint import Checkpoint, CheckpointError
 from ..training.runlock import FolderLock, FolderLockedError
 from . import plots
+from .cli_args import CLIError, Parser, is_root, positive_float, positive_int, show_warning, whole_number
+from .machine import machine_info
+from .run_folder import (
+    RUN_FILE,
+    check_writable,
+    finished_run,
+    latest_checkpoint,
+    resume_command,
+    write_results,
+)
 
 QUICK_LIMIT = 500
 QUICK_EPOCHS = 1
 EVAL_BATCH = 1000  # evaluation only runs forward passes: a big batch is faster and gives the same numbers
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 PNGS = ("curves.png", "samples.png", "confusion.png")
-_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-
-
-class CLIError(Exception):
-    """A failure the user can act on: printed as one line on stderr, exit status `code`."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _is_root() -> bool:
-    """Rank 0 under mpiexec (from the launcher's environment), or a single process."""
-    return all(os.environ.get(v, "0") == "0" for v in _RANK_VARS)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    """warnings.showwarning for the command line: one line, no source echo, rank 0 only."""
-    if _is_root():
-        print(f"warning: {message}", file=sys.stderr)
 
 
 class EpochTimer(Callback):
@@ -100,69 +87,6 @@ class EpochTimer(Callback):
         self.seconds.append(time.perf_counter() - self._t0)
 
 
-def _blas() -> str:
-    try:
-        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[index]
-        blas = deps["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # older NumPy has no mode="dicts"; this is informational only
-        return "unknown"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _usable_cpus() -> int | None:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count()
-
-
-def _git_revision() -> str | None:
-    """The source checkout's commit (+ "-dirty" with local edits), when xpnet runs from a git checkout."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return None
-
-    def git(*cmd: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=10, check=True)
-        return done.stdout.strip()
-
-    try:
-        return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--", "xpnet") else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def machine_info(backend: str | None = None) -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, NumPy/BLAS, and the GPU when CuPy ran them."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "blas": _blas(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": _usable_cpus(),
-        "xpnet": __version__,
-        "git": _git_revision(),
-    }
-    if backend and backend.startswith("cupy"):
-        try:
-            info.update(get_backend(backend).info())
-        except Exception as e:  # informational: never fail a finished run over it
-            info["gpu"] = f"unknown ({e})"
-    return info
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     info = machine_info()
     print(f"xpnet {__version__}")
@@ -177,7 +101,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 DATASETS = {"fashion_mnist": fashion_mnist, "mnist": mnist}
-RUN_FILE = "run.json"  # in the checkpoint folder: the model and dataset its checkpoints were trained on
 DATASET_TITLES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 
 
@@ -294,107 +217,13 @@ def _write_plots(
     return paths
 
 
-def _resume_command(args: argparse.Namespace, out: Path) -> str:
-    """The command that continues this run: the same arguments plus --resume and --out."""
-    tokens = [t for t in args.argv if t != "--resume"]
-    if not args.out:
-        tokens += ["--out", str(out)]
-    return "xpnet " + shlex.join([*tokens, "--resume"])
-
-
-def _finished_run(out: Path, cfg: dict[str, Any]) -> str | None:
-    """A line saying the run in `out` is complete, when its results show it; None when it is not."""
-    try:
-        record = json.loads((out / "history.json").read_text())
-        model, epochs, n = record["model"], record["config"]["epochs"], len(record["epoch"])
-    except FileNotFoundError:
-        _check_dataset(out, _checkpointed_dataset(out / "checkpoints"), cfg)  # an unfinished run: its checkpoints'
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CLIError(f"cannot read {out / 'history.json'} ({e}); choose another --out") from e
-    if model != cfg["model"]:
-        raise CLIError(f"{out} holds a run of model {model}: resume it with --model {model}, or choose another --out")
-    _check_dataset(out, record["config"].get("dataset", "fashion_mnist"), cfg)  # before --dataset: Fashion-MNIST
-    if epochs < cfg["epochs"]:
-        return None  # asked for more epochs than the finished run had: continue it
-    acc = record.get("test_accuracy")
-    score = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
-    return f"the run in {out} is complete ({n} of {epochs} epochs{score}); nothing to resume, nothing changed"
-
-
-def _check_dataset(out: Path, dataset: str | None, cfg: dict[str, Any]) -> None:
-    if dataset is not None and dataset != cfg["dataset"]:
-        raise CLIError(f"{out} holds a run on {dataset}: resume it with --dataset {dataset}, or choose another --out")
-
-
-def _checkpointed_dataset(ckpt_dir: Path) -> str | None:
-    """The dataset the checkpoints in ckpt_dir were trained on (RUN_FILE, written as they start); None if unknown."""
-    try:
-        dataset = json.loads((ckpt_dir / RUN_FILE).read_text()).get("dataset")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return dataset if isinstance(dataset, str) else None
-
-
-def _latest_checkpoint(ckpt_dir: Path, quiet: bool = False) -> Path | None:
-    """The checkpoint --resume will start from; skipped corrupt ones print a warning line each (unless quiet)."""
-    if not ckpt_dir.is_dir():
-        raise CLIError(f"nothing to resume: {ckpt_dir} does not exist (drop --resume to start a new run)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            found = checkpoint.load_latest(ckpt_dir)
-        except CheckpointError as e:
-            raise CLIError(f"cannot resume: {e}; delete {ckpt_dir} or choose another --out to start over") from e
-    for w in caught if not quiet else ():
-        _show_warning(w.message, w.category)
-    return found[0] if found is not None else None
-
-
-def _check_writable(out: Path, nbytes: int) -> None:
-    """Create `out` and write (then delete) `nbytes` there, so that a read-only or full folder fails now."""
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".xpnet-probe-", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for _ in range(0, nbytes, 1 << 20):
-                    f.write(b"\0" * min(1 << 20, nbytes))
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            os.unlink(probe)
-    except OSError as e:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        reason = e.strerror or str(e)
-        raise CLIError(f"cannot write to {out}: {reason}; choose another --out (checked before training)") from e
-
-
-def _write_results(out: Path, write: Any) -> None:
-    """Run write(folder) into a temp folder inside `out`, then move each file into `out`, history.json last.
-
-    A failure (disk full, Ctrl-C) leaves `out` as it was: history.json, the mark of a finished
-    run, only appears once every other result file is in place.
-    """
-    staging = Path(tempfile.mkdtemp(prefix=".results-", dir=out))
-    try:
-        write(staging)
-        names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == "history.json")
-        for name in names:
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _settings(args)
     if args.resume and not args.out:
         raise CLIError("--resume needs --out, the folder of the run to continue (e.g. --resume --out runs/a)", 2)
     out = Path(args.out) if args.out else _default_out(cfg["model"])
     if args.resume:
-        done = _finished_run(out, cfg)
+        done = finished_run(out, cfg)
         if done is not None:
             print(done)
             return 0
@@ -407,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     optimizer = experiments.make_optimizer(cfg["optimizer"], cfg["learning_rate"])
     model.compile(optimizer=optimizer, loss=experiments.LOSS, metrics=experiments.METRICS, backend=ops)
     ckpt_dir = out / "checkpoints"
-    resume_from = _latest_checkpoint(ckpt_dir) if args.resume else None
+    resume_from = latest_checkpoint(ckpt_dir) if args.resume else None
     try:
         train, test = DATASETS[cfg["dataset"]].load_data(data_dir=args.data_dir)
     except DatasetNotFoundError as e:
@@ -415,8 +244,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except DatasetError as e:
         where = " ".join(str(e).split())  # a damaged file: its name and what is wrong, on one line
         raise CLIError(f"could not load {DATASET_TITLES[cfg['dataset']]}: {where}") from e
-    _check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
-    if _is_root():  # two runs writing one folder would delete each other's checkpoints and results
+    check_writable(out, model.count_params() * np.dtype(model.dtype).itemsize + (2 << 20))
+    if is_root():  # two runs writing one folder would delete each other's checkpoints and results
         args.run_lock = FolderLock(out, "training run")
         try:
             args.run_lock.acquire()
@@ -425,11 +254,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         # read the run again under the lock: another run may have finished or rotated its checkpoints since
         # (under MPI every rank must start from the same file: they keep the one they read alike above)
         if args.resume and model.comm.size == 1:
-            done = _finished_run(out, cfg)
+            done = finished_run(out, cfg)
             if done is not None:
                 print(done)
                 return 0
-            resume_from = _latest_checkpoint(ckpt_dir, quiet=True)
+            resume_from = latest_checkpoint(ckpt_dir, quiet=True)
     data = experiments.prepare_fashion_mnist(train, test, limit=cfg["limit"])
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = data["train"], data["valid"], data["test"]
     images = x_test  # (n, 28, 28) for the pictures
@@ -460,7 +289,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if root and resume_from is None:  # what the checkpoints are of, for a --resume before history.json
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 _write_text(ckpt_dir / RUN_FILE, json.dumps({"model": cfg["model"], "dataset": cfg["dataset"]}) + "\n")
-            args.on_interrupt = f"interrupted; continue with: {_resume_command(args, out)}"
+            args.on_interrupt = f"interrupted; continue with: {resume_command(args, out)}"
         else:
             args.on_interrupt = "interrupted; nothing was written (add --checkpoint-every STEPS to be able to resume)"
         verbose: int | str = args.verbose if args.verbose == "auto" else int(args.verbose)
@@ -548,9 +377,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     args.on_interrupt = f"interrupted while writing the results; {out} is as it was before"
     try:
-        _write_results(out, write)
+        write_results(out, write)
     except OSError as e:
-        kept = f"; the checkpoints in {ckpt_dir} are kept: free space, then {_resume_command(args, out)}"
+        kept = f"; the checkpoints in {ckpt_dir} are kept: free space, then {resume_command(args, out)}"
         raise CLIError(
             f"could not write the results to {out}: {e.strerror or e}; nothing of them was written"
             + (kept if checkpointing else "")
@@ -586,45 +415,8 @@ def _course_settings(cfg: dict[str, Any]) -> bool:
     )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="xpnet", description="xpnet: Keras-style MLPs on NumPy or CuPy.")
+    parser = Parser(prog="xpnet", description="xpnet: Keras-style MLPs on NumPy or CuPy.")
     parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,info}")
@@ -637,15 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate on the test set and write history.csv/json, weights.npz and plots.",
     )
     t.add_argument("--model", choices=experiments.MODELS, default="A", type=str.upper, help="A (default), B or lenet")
-    t.add_argument("--epochs", type=_positive_int, help="default: A 30, B 15, lenet 10 (1 with --quick)")
-    t.add_argument("--batch-size", type=_positive_int, help="default: A 32, B 1000, lenet 32 (per rank under mpiexec)")
+    t.add_argument("--epochs", type=positive_int, help="default: A 30, B 15, lenet 10 (1 with --quick)")
+    t.add_argument("--batch-size", type=positive_int, help="default: A 32, B 1000, lenet 32 (per rank under mpiexec)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"], type=str.lower, help="default: A sgd, B adam")
-    t.add_argument("--learning-rate", "--lr", type=_positive_float, help="default: A 0.01, B 0.001")
+    t.add_argument("--learning-rate", "--lr", type=positive_float, help="default: A 0.01, B 0.001")
     t.add_argument("--backend", default="auto", help="auto (default), numpy, cupy or cupy:N")
-    t.add_argument("--seed", type=_seed, default=42, help="weights, shuffling and dropout (default 42)")
+    t.add_argument("--seed", type=whole_number, default=42, help="weights, shuffling and dropout (default 42)")
     t.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="BLAS threads, at most the usable CPUs (default: xpnet chooses from cores, MPI ranks, load and layer "
         f"sizes, unless {', '.join(threads.USER_VARS)} is set); the same count repeats a run exactly on the same "
         "machine: results also depend on the CPU model and the NumPy/BLAS build",
@@ -659,11 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fashion_mnist (default, the course's) or mnist (handwritten digits, when you have the files)",
     )
     t.add_argument("--data-dir", help="folder holding the dataset's four IDX files (default: search, then download)")
-    t.add_argument("--limit", type=_positive_int, help="train on the first N of the 55,000 training images")
+    t.add_argument("--limit", type=positive_int, help="train on the first N of the 55,000 training images")
     t.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_LIMIT} images, {QUICK_EPOCHS} epoch")
     t.add_argument("--no-plots", action="store_true", help="do not draw curves.png, samples.png, confusion.png")
     t.add_argument(
-        "--checkpoint-every", type=_positive_int, metavar="STEPS", help="write <out>/checkpoints every STEPS steps"
+        "--checkpoint-every", type=positive_int, metavar="STEPS", help="write <out>/checkpoints every STEPS steps"
     )
     t.add_argument(
         "--resume",
@@ -699,13 +491,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.on_interrupt = "interrupted"
     args.run_lock = None
     with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+        warnings.showwarning = show_warning
         try:
             return int(args.func(args))
         except KeyboardInterrupt:
             if args.debug:
                 traceback.print_exc()
-            if _is_root():
+            if is_root():
                 print(f"\n{args.on_interrupt}" if sys.stdout.isatty() else args.on_interrupt, file=sys.stderr)
             return 130
         except CLIError as e:
