@@ -63,6 +63,7 @@ class Model(ModelAsLayer, ModelTools):
 
     # a chain of layers (Sequential): predict may then take the chain's fast routes (training/plan.py)
     chain = False
+    single_output: bool  # one output (not a list of them): set with the graph, read by every step
 
     def __init__(
         self,
@@ -122,9 +123,10 @@ class Model(ModelAsLayer, ModelTools):
         """Keep what each step reads of the graph as plain attributes (reading a property is a call per read)."""
         g = self._graph
         self.inputs, self.outputs = g.inputs, g.outputs
-        self._single_input, self._single_out = g.single_input, g.single_output
+        self._single_input, self.single_output = g.single_input, g.single_output
         self._forward_program, self._slots = g.program, g.slots
         self._forms: dict[tuple[bool, ...], tuple[Form, ...]] = {}
+        self._batch_check = None  # what the input and target checks read of the model: read again
 
     @property
     def graph(self) -> Graph:
@@ -196,7 +198,7 @@ class Model(ModelAsLayer, ModelTools):
         training loop calls it every step (a callback may have run a model that shares layers).
         """
         store = self._store
-        if store is None or self._handovers_seen == sharing.handovers():
+        if store is None or self._handovers_seen == sharing.HANDOVERS[0]:
             return
         sharing.check_leaves(self, store)
         if sharing.take_back(store, self):
@@ -237,6 +239,7 @@ class Model(ModelAsLayer, ModelTools):
         self._handovers_seen = sharing.handovers()
         self.ops = ops
         self._step = None
+        self._batch_check = None  # the checks read the backend and shapes again
         self._accumulate = AccumulatingSink(ops)
         self.plan_backward()
         if self.optimizer is not None:
@@ -263,17 +266,13 @@ class Model(ModelAsLayer, ModelTools):
     @property
     def output_shape(self) -> Any:
         shapes = [t.shape for t in self.outputs]
-        return shapes[0] if self._single_out else shapes
+        return shapes[0] if self.single_output else shapes
 
     @property
     def input_names(self) -> list[str]:
         return [str(t.name) for t in self.inputs]
 
-    # the Trainer's per-output hooks
-    @property
-    def single_output(self) -> bool:
-        return self._single_out
-
+    # the Trainer's per-output hooks (`single_output` is set with the graph, in `index_graph`)
     # a Sequential whose input shape is not known yet has no graph: then its last layer is the output
     @property
     def output_layers(self) -> list[Layer]:
@@ -415,7 +414,7 @@ class Model(ModelAsLayer, ModelTools):
     def forward(self, x: Any, training: bool = False) -> Any:
         """The model's output(s) for device batch x (a list of arrays for several inputs)."""
         outs = self.forward_outputs(x, training, [False] * len(self.outputs))
-        return outs[0] if self._single_out else outs
+        return outs[0] if self.single_output else outs
 
     def forward_logits(self, x: Any, training: bool = False) -> Array:
         """A one-output model's output layer's pre-activation u."""
@@ -431,7 +430,7 @@ class Model(ModelAsLayer, ModelTools):
         return arrays.check_inputs(self, x, what, finite)
 
     def check_targets(self, y: Any, n: int, what: str) -> Any:
-        if self._single_out and not isinstance(y, dict):
+        if self.single_output and not isinstance(y, dict):
             assert self.loss is not None
             data.require_flat_output(tuple(self.output_shape[1:]), what)
             return data.check_y(y, n, what, self.loss, self.output_widths[0], self.dtype)
@@ -492,7 +491,7 @@ class Model(ModelAsLayer, ModelTools):
         result = self._predict_arrays(x, batch_size)
         if by_output:
             _check_outputs(x, result)
-        return result[0] if self._single_out else result
+        return result[0] if self.single_output else result
 
     def _predict_arrays(self, x: Any, batch_size: int) -> list[np.ndarray]:
         """Each output for checked host x as a host array."""

@@ -43,12 +43,12 @@ if TYPE_CHECKING:
     from ..params import ParamStore
 
 # incremented whenever layers move to another model's store: a model that saw the current count
-# still holds all of its layers
-_HANDOVERS = [0]
+# still holds all of its layers (read as `HANDOVERS[0]` where every step looks: no call)
+HANDOVERS = [0]
 
 
 def handovers() -> int:
-    return _HANDOVERS[0]
+    return HANDOVERS[0]
 
 
 def leaves(layers: Sequence[Any]) -> list[Layer]:
@@ -142,7 +142,7 @@ def mark_owner(model: Any, layers: Sequence[Layer]) -> None:
         for sub in _tree(layer):
             sub.model_ref = ref
     if moved:
-        _HANDOVERS[0] += 1
+        HANDOVERS[0] += 1
 
 
 def take_back(store: ParamStore, model: Any) -> bool:

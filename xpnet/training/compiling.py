@@ -24,6 +24,7 @@ from ..variables import Variable
 from . import distributed
 from .callbacks import History
 from .capturable import JitRequest, check_jit_compile
+from .data import BatchCheck
 from .program import StepProgram
 from .state import TrainState
 from .step import TrainStep
@@ -69,6 +70,7 @@ class Compiled(_Model):
         self._program: StepProgram | None = None
         self._jit_compile: JitRequest = "auto"
         self._trainable = True
+        self._batch_check: BatchCheck | None = None  # made by `prepare` once built (training/on_batch.py)
 
     @property
     def trainable(self) -> bool:

@@ -32,7 +32,7 @@ def check_x(x: Any, what: str, ops: Ops | None, input_shape: tuple[int, ...] | N
     input_shape: the model's input shape without the batch axis (None: not known yet).
     finite=False leaves the NaN/inf check to the caller.
     """
-    if ops is not None and ops.is_native(x) and not isinstance(x, np.ndarray):
+    if ops is not None and not isinstance(x, np.ndarray) and ops.is_native(x):
         return x
     mod = type(x).__module__.split(".")[0]
     if mod in _DEVICE_MODULES:
@@ -73,6 +73,27 @@ def require_flat_output(feature_shape: tuple[int | None, ...] | None, what: str)
             f"{what}: the model's output has shape {shown}, but xpnet's losses take outputs of shape (batch, k); "
             "end the model with Flatten() (or a global pooling layer) and give y as y.reshape(len(y), -1)"
         )
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """The checks of one batch (x, y) of a built one-input, one-output model, with what they read of
+    the model read once per build and compile: its backend, input shape (no batch axis), loss, output
+    width (the classes the targets may name) and dtype. Calling it is `check_x` then `check_y`, the
+    checks the model's `check_inputs` and `check_targets` make, without asking the model again."""
+
+    ops: Ops
+    feature_shape: tuple[int, ...]
+    loss: Loss
+    width: int
+    dtype: str
+
+    def __call__(self, x: Any, y: Any, what: str) -> tuple[Any, np.ndarray | None]:
+        """x: (n, *feature_shape) numbers; y: the targets or None. Returns them checked, as `check_x`/`check_y`."""
+        x = check_x(x, what, self.ops, self.feature_shape)
+        if y is None:
+            return x, None
+        return x, check_y(y, rows(x), what, self.loss, self.width, self.dtype)
 
 
 def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -> np.ndarray:
@@ -152,7 +173,7 @@ def _class_weights(class_weight: Any, y: np.ndarray, what: str, n_outputs: int, 
 
 def upload(ops: Ops, a: Any, dtype: str | None) -> Array:
     """A host array on the device (as `dtype` when given); device arrays pass through."""
-    if ops.is_native(a) and not isinstance(a, np.ndarray):
+    if not isinstance(a, np.ndarray) and ops.is_native(a):
         return a if dtype is None or host_dtype(a.dtype) == np.dtype(dtype) else ops.cast(a, dtype)
     return ops.asarray(np.ascontiguousarray(a, dtype=dtype) if dtype is not None else a)
 

@@ -27,18 +27,43 @@ class BatchRunner(Compiled):
     """`Compiled` plus the per-call data checks, `train_on_batch`, `compute_gradients` and the sums' read."""
 
     def prepare(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
-        """Check (x, y) for `what` on a compiled model, building it from x's shape if needed."""
+        """Check (x, y) for `what` on a compiled model, building it from x's shape if needed.
+
+        Once built, a one-input, one-output model's arrays go through its `data.BatchCheck` (the
+        same checks, with what they read of the model read once); dicts and other models ask the
+        model's `check_inputs` and `check_targets` each time.
+        """
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"You must compile the model before {what}(): model.compile(optimizer, loss, metrics)")
+        check = self._batch_check
+        if check is None or check.loss is not self.loss or isinstance(x, dict) or isinstance(y, dict):
+            return self._prepare_any(x, y, what)
+        if (not self.metrics and self._metric_ids) or (not self.weighted_metrics and self._weighted_metric_ids):
+            self._resolve_metrics()
+        return check(x, y, what)
+
+    def _prepare_any(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
+        """`prepare` through the model's own checks (any inputs and outputs); makes the batch check once built."""
         x = self.check_inputs(x, what)
         if not self.built:
             self.build(x.shape[1:])
             self._resolve_metrics()
         elif (not self.metrics and self._metric_ids) or (not self.weighted_metrics and self._weighted_metric_ids):
             self._resolve_metrics()
+        self._batch_check = self._make_batch_check()
         if y is None:
             return x, None
         return x, self.check_targets(y, data.rows(x), what)
+
+    def _make_batch_check(self) -> data.BatchCheck | None:
+        """The batch check of a built one-input, one-output model with a flat output, else None."""
+        shape = self.feature_shape
+        if not self.single_output or shape is None or self.ops is None or self.loss is None:
+            return None
+        out = tuple(self.output_shape[1:])
+        if len(out) > 1:  # check_targets refuses it, each time, with its own message
+            return None
+        return data.BatchCheck(self.ops, tuple(shape), self.loss, self.output_widths[0], self.dtype)
 
     def target_dtypes(self) -> Any:
         """The device dtype of the targets (None: integer labels stay as they are); a list for several outputs."""
@@ -56,6 +81,8 @@ class BatchRunner(Compiled):
         With several outputs one (n,) sample_weight weighs every output's loss; class_weight is
         refused there, as Keras refuses it.
         """
+        if sample_weight is None and class_weight is None:  # unweighted: nothing to check
+            return None
         if not self.single_output:
             if class_weight is not None:
                 raise ValueError(f"{what}: class_weight is only supported for models with one output")
@@ -70,7 +97,9 @@ class BatchRunner(Compiled):
         return data.sample_weights(sample_weight, class_weight, yy, what, self.output_widths[0], self.dtype)
 
     def _require_differentiable(self) -> None:
-        for layer in self.leaf_layers:
+        """Refuse to train a model with a step activation or without trainable parameters."""
+        store = self.store
+        for layer in store.layers:  # the leaf layers, as the store was laid out for them
             act = layer.activation
             if act is not None and not act.differentiable:
                 raise NotDifferentiableError(
@@ -78,10 +107,10 @@ class BatchRunner(Compiled):
                     "gradient, so fit() cannot backpropagate through it. Use 'sigmoid' or 'tanh' (smooth steps), "
                     "or train a perceptron with the perceptron learning rule."
                 )
-        if self.store.trainable_size == 0:
+        if store.trainable_size == 0:
             raise ValueError(
                 "fit: the model has no trainable parameters"
-                + (" (every layer with weights has trainable=False)" if self.store.size else "")
+                + (" (every layer with weights has trainable=False)" if store.size else "")
             )
 
     @exclusive("train_on_batch")
@@ -104,8 +133,9 @@ class BatchRunner(Compiled):
         n = data.rows(x)
         with ops.activate():
             wb = None if sw is None else self.upload(sw)
-            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
-            self.store.use_sink()
+            step = self._train_step()
+            sums = step(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
+            step.store.use_sink()  # backward fills the gradient buffer again (compute_gradients, trace)
             return _shape_result(self._read(sums, n * self._comm.size), return_dict)
 
     @exclusive("compute_gradients")
@@ -158,11 +188,14 @@ class BatchRunner(Compiled):
             if m.stateful and flat[first + k].shape[0] == 0:  # its state lives in its variables: its
                 flat[first + k] = m.device_result(xp, flat[0].dtype)  # result joins this one read
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
-        host = self._comm.allreduce_host(ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0]))
+        host = ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0])
+        if self._comm.size > 1:
+            host = self._comm.allreduce_host(host)
         out, off = {"loss": float(host[0]) / count}, 1
         # several outputs: each output's loss sum comes before the metric states
-        readers: list[metrics_mod.Metric | None] = [None] * (len(self.metrics_names) - 1 - len(every))
-        for name, metric, s in zip(self.metrics_names[1:], [*readers, *every], flat[1:], strict=True):
+        names = self.metrics_names
+        readers: list[metrics_mod.Metric | None] = [None] * (len(names) - 1 - len(every))
+        for name, metric, s in zip(names[1:], [*readers, *every], flat[1:], strict=True):
             size = int(s.shape[0])
             state = host[off : off + size]
             if metric is None:

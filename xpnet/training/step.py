@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..backend.base import DeviceScalar
 from ..layers import custom
-from ..params import GradientSink
+from ..params import GradientSink, ParamStore
 from . import data
 from .plan import Form, Plan
 
@@ -66,6 +66,17 @@ def loss_and_grads(
     Σ wᵢℓᵢ / batch size (not / Σ wᵢ), so each sample's gradient row (p − y on the fused path) is
     scaled by wᵢ.
     """
+    loss_sum, sums, preds = forward_backward(model, xb, yb, coef, plan, wb)
+    store = model.store
+    if store.regularized():
+        loss_sum = add_penalty(store, loss_sum, scale, add_penalty_grad, data.rows(xb))
+    return loss_sum, sums, preds
+
+
+def forward_backward(
+    model: Trainer, xb: Array, yb: Array, coef: Array, plan: Plan | None = None, wb: Array | None = None
+) -> tuple[Array, list[Array], list[Array]]:
+    """`loss_and_grads` without the weight penalty: (Σ loss, [each output's Σ loss], [each output])."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -92,17 +103,26 @@ def loss_and_grads(
         sums.append(xp.sum(value))
     # add_loss values join the mean loss: each is seeded with scale / global batch × this rank's rows
     added = model.step_added_losses()
-    with custom.added_loss_seed(coef * data.rows(xb) if added else None):
+    if added:
+        with custom.added_loss_seed(coef * data.rows(xb)):
+            runner.run_backward(grads, plan.train_forms)
+    else:  # no layer added a loss in this forward pass: backward reads no seed
         runner.run_backward(grads, plan.train_forms)
     loss_sum = _weighted_total(sums, model.loss_weights)
     for value in added:
         term = value * data.rows(xb)
         loss_sum = term if loss_sum is None else loss_sum + term
-    if model.store.regularized():
-        if add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
-            model.store.add_penalty_grads(scale)
-        loss_sum = loss_sum + model.store.penalty() * data.rows(xb)
     return loss_sum, sums, preds
+
+
+def add_penalty(store: ParamStore, loss_sum: Array, scale: Any, add_grad: bool, rows: int) -> Array:
+    """The weight penalty's gradient (× scale) into the sink, and loss_sum + rows × penalty.
+
+    add_grad: False on every rank but one of a data-parallel run (the Allreduce shares its gradient).
+    """
+    if add_grad:
+        store.add_penalty_grads(scale)
+    return loss_sum + store.penalty() * rows
 
 
 def _weighted_total(sums: list[Array], weights: list[float]) -> Array:
@@ -149,10 +169,15 @@ class TrainStep:
         self.model, self.comm = model, comm
         self.optimizer: Optimizer = model.optimizer
         self.plan: Plan = cast(Planned, model).plan
+        # the store, its penalty and this rank's part stay for the step's life: a new store (install,
+        # layers taken back from another model) or communicator makes a new step
+        self.store: ParamStore = model.store
+        self.regularized = bool(self.store.regularized())
+        self.adds_penalty_grad = comm.is_root  # data-parallel: one rank adds the penalty's gradient
         self.sink: GradientSink = self.choose_sink()
         self._denoms: dict[int, DeviceScalar] = {}
         self._coefs: dict[int, DeviceScalar] = {}  # η / batch of a constant-rate optimizer, per batch size
-        moving = int(model.store.moving.shape[0])
+        moving = int(self.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
 
     def choose_sink(self) -> GradientSink:
@@ -177,9 +202,9 @@ class TrainStep:
             d = self._coefs.get(global_batch)
             if d is None:
                 d = self._coefs[global_batch] = DeviceScalar(ops, rate / global_batch, model.dtype)
-            penalty = self.optimizer.lr() if model.store.regularized() else 1.0
+            penalty = self.optimizer.lr() if self.regularized else 1.0
             return d.set(rate / global_batch), penalty
-        penalty = ops.cast(scale, model.dtype) if model.store.regularized() else 1.0
+        penalty = ops.cast(scale, model.dtype) if self.regularized else 1.0
         # a namespace call, not an operator: a captured step keeps the results of those (see program.py)
         return ops.cast(ops.xp.divide(scale, global_batch), model.dtype), penalty
 
@@ -194,14 +219,17 @@ class TrainStep:
         model, comm = self.model, self.comm
         ops = model.ops
         assert ops is not None
+        model.hold_layers()  # a callback may have run a model that shares layers: their values come back first
         plan = cast(Planned, model).plan
         if plan is not self.plan:  # remade since the last step: a layer changed (its activation, a method)
             self.plan = plan
             self.sink = self.choose_sink()
-        model.store.use_sink(self.sink)
+        store = self.store
+        store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, plan, wb)
-        store = model.store
+        loss_sum, sums, preds = forward_backward(model, xb, yb, coef, plan, wb)
+        if self.regularized:
+            loss_sum = add_penalty(store, loss_sum, scale, self.adds_penalty_grad, data.rows(xb))
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
             if self.average_moving:
