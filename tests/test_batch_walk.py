@@ -182,3 +182,23 @@ def test_the_walk_of_one_train_on_batch_stays_short() -> None:
     model.train_on_batch(x, y)
     files, switches = _walk(model, x, y)
     assert files <= 17 and switches <= 81, (files, switches)
+
+
+def test_a_step_activation_set_after_a_step_is_refused_at_the_next() -> None:
+    model = _mlp()
+    x, y = _xy()
+    model.train_on_batch(x, y)
+    model.layers[0].activation = xpnet.activations.get("heaviside")  # a new plan: the step checks again
+    with pytest.raises(xpnet.activations.NotDifferentiableError, match="heaviside"):
+        model.train_on_batch(x, y)
+
+
+def test_a_frozen_model_compiles_for_a_recorded_step_and_refuses_only_training() -> None:
+    model = _mlp()
+    for layer in model.layers:
+        layer.trainable = False
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy", jit_compile=True)
+    x, y = _xy()
+    assert np.isfinite(model.evaluate(x, y, verbose=0))
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        model.train_on_batch(x, y)

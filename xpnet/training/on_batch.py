@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from .. import metrics as metrics_mod
-from ..activations import NotDifferentiableError
 from ..backend.base import DeviceScalar
 from ..params import GradientSink
 from . import data
@@ -20,7 +19,7 @@ from .callbacks import BatchLogs
 from .compiling import Array, Compiled
 from .guard import exclusive
 from .state import step_counted
-from .step import loss_and_grads
+from .step import loss_and_grads, require_trainable
 
 
 class BatchRunner(Compiled):
@@ -98,20 +97,7 @@ class BatchRunner(Compiled):
 
     def _require_differentiable(self) -> None:
         """Refuse to train a model with a step activation or without trainable parameters."""
-        store = self.store
-        for layer in store.layers:  # the leaf layers, as the store was laid out for them
-            act = layer.activation
-            if act is not None and not act.differentiable:
-                raise NotDifferentiableError(
-                    f"layer {layer.name!r} uses the {act.name!r} activation, a step function with no useful "
-                    "gradient, so fit() cannot backpropagate through it. Use 'sigmoid' or 'tanh' (smooth steps), "
-                    "or train a perceptron with the perceptron learning rule."
-                )
-        if store.trainable_size == 0:
-            raise ValueError(
-                "fit: the model has no trainable parameters"
-                + (" (every layer with weights has trainable=False)" if store.size else "")
-            )
+        require_trainable(self.store)
 
     @exclusive("train_on_batch")
     def train_on_batch(
@@ -126,14 +112,13 @@ class BatchRunner(Compiled):
         x, yy = self.prepare(x, y, "train_on_batch")
         if yy is None:
             raise ValueError("train_on_batch: y (the targets) is required")
-        self._require_differentiable()
-        sw = self.sample_weights_for(sample_weight, class_weight, yy, "train_on_batch")
         ops = self.ops
         assert ops is not None
         n = data.rows(x)
         with ops.activate():
+            step = self._train_step()  # its first call refuses a model it cannot train (`require_trainable`)
+            sw = self.sample_weights_for(sample_weight, class_weight, yy, "train_on_batch")
             wb = None if sw is None else self.upload(sw)
-            step = self._train_step()
             sums = step(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
             step.store.use_sink()  # backward fills the gradient buffer again (compute_gradients, trace)
             return _shape_result(self._read(sums, n * self._comm.size), return_dict)

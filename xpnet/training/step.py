@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from ..activations import NotDifferentiableError
 from ..backend.base import DeviceScalar
 from ..layers import custom
 from ..params import GradientSink, ParamStore
@@ -125,6 +126,23 @@ def add_penalty(store: ParamStore, loss_sum: Array, scale: Any, add_grad: bool, 
     return loss_sum + store.penalty() * rows
 
 
+def require_trainable(store: ParamStore) -> None:
+    """Refuse to train the store's layers through a step activation (no useful gradient) or with no trainable weight."""
+    for layer in store.layers:  # the leaf layers, as the store was laid out for them
+        act = layer.activation
+        if act is not None and not act.differentiable:
+            raise NotDifferentiableError(
+                f"layer {layer.name!r} uses the {act.name!r} activation, a step function with no useful "
+                "gradient, so fit() cannot backpropagate through it. Use 'sigmoid' or 'tanh' (smooth steps), "
+                "or train a perceptron with the perceptron learning rule."
+            )
+    if store.trainable_size == 0:
+        raise ValueError(
+            "fit: the model has no trainable parameters"
+            + (" (every layer with weights has trainable=False)" if store.size else "")
+        )
+
+
 def _weighted_total(sums: list[Array], weights: list[float]) -> Array:
     """Σ loss_weight_k × (output k's Σ loss); a weight of 1 multiplies nothing (one-output runs stay bit-identical)."""
     total: Array = None
@@ -172,6 +190,7 @@ class TrainStep:
         # the store, its penalty and this rank's part stay for the step's life: a new store (install,
         # layers taken back from another model) or communicator makes a new step
         self.store: ParamStore = model.store
+        self.trainable_under: Plan | None = None  # the plan the model was last found trainable under
         self.regularized = bool(self.store.regularized())
         self.adds_penalty_grad = comm.is_root  # data-parallel: one rank adds the penalty's gradient
         self.sink: GradientSink = self.choose_sink()
@@ -221,7 +240,10 @@ class TrainStep:
         assert ops is not None
         model.hold_layers()  # a callback may have run a model that shares layers: their values come back first
         plan = cast(Planned, model).plan
-        if plan is not self.plan:  # remade since the last step: a layer changed (its activation, a method)
+        if plan is not self.trainable_under:  # the first step, or a layer changed (its activation, a method)
+            require_trainable(self.store)
+            self.trainable_under = plan
+        if plan is not self.plan:  # remade since the last step
             self.plan = plan
             self.sink = self.choose_sink()
         store = self.store
