@@ -43,7 +43,7 @@ def usable_cpus() -> int | None:
 
 def git_revision() -> str | None:
     """The source checkout's commit (+ "-dirty" with local edits), when xpnet runs from a git checkout."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # xpnet/apps/machine.py → the checkout
     if not (root / ".git").exists():
         return None
 
