@@ -59,7 +59,10 @@ class BatchRunner(Compiled):
         shape = self.feature_shape
         if not self.single_output or shape is None or self.ops is None or self.loss is None:
             return None
-        out = tuple(self.output_shape[1:])
+        try:
+            out = tuple(self.output_shape[1:])
+        except AttributeError:  # an output shape not known yet: the model's own checks, each time
+            return None
         if len(out) > 1:  # check_targets refuses it, each time, with its own message
             return None
         return data.BatchCheck(self.ops, tuple(shape), self.loss, self.output_widths[0], self.dtype)
