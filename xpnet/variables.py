@@ -14,7 +14,7 @@ import numpy as np
 from .backend.base import is_numeric, weight_source, write_weight
 
 if TYPE_CHECKING:
-    from .layers.base import Layer, ParamSpec
+    from .params import Layer, ParamSpec
 
 
 class Variable:
