@@ -70,6 +70,32 @@ def test_gemm_sub_declines_what_it_cannot_do_and_the_backend_falls_back() -> Non
 
 
 @needs_cblas
+def test_gemm_sub_and_shifted_gemm_sub_refuse_overlap_read_only_empty_and_bad_offsets() -> None:
+    gemm_sub = _cblas.find()
+    assert gemm_sub is not None
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
+    c = np.zeros((4, 4), np.float32)
+    frozen = c.copy()
+    frozen.flags.writeable = False
+    assert not gemm_sub(a, b, frozen)  # read-only c
+    square = rng.standard_normal((4, 4)).astype(np.float32)
+    assert not gemm_sub(square, b[:4], square)  # c is a
+    assert not gemm_sub(a[:, :0], b, c[:0])
+    wide = np.zeros((4, 8), np.float32)[:, ::2]  # element-strided rows: BLAS cannot take them
+    assert not gemm_sub(a, b, wide)
+    t = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    buf = np.zeros(64, np.float32)
+    assert _cblas.shifted_gemm_sub(t, b, buf, 8, [0, 2])
+    assert not _cblas.shifted_gemm_sub(t, b, buf, 8, [0, -1])  # a negative offset
+    assert not _cblas.shifted_gemm_sub(t, b, buf, 3, [0, 2])  # rows of C longer than the row stride
+    assert not _cblas.shifted_gemm_sub(t[:, :0], b[:0], buf, 8, [0, 2])  # empty products
+    frozen_buf = buf.copy()
+    frozen_buf.flags.writeable = False
+    assert not _cblas.shifted_gemm_sub(t, b, frozen_buf, 8, [0, 2])
+
+
+@needs_cblas
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_shifted_gemm_sub_is_the_loop_of_gemm_subs_bit_for_bit(dtype: str) -> None:
     gemm_sub = _cblas.find()
