@@ -30,7 +30,7 @@ def _inplace(model: Sequential) -> bool:
 
 
 def _train(monkeypatch: pytest.MonkeyPatch, in_backward: bool, **kw: Any) -> tuple[list[np.ndarray], Any]:
-    monkeypatch.setattr(NumpyOps, "inplace_sgd", in_backward)
+    monkeypatch.setattr(NumpyOps, "runs_in_one_call", lambda self, method, on=in_backward: on)
     x, y = synthetic_fashion_like(800)
     model = _model_a(**kw)
     hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0, validation_split=0.2)
@@ -162,7 +162,7 @@ def test_the_in_backprop_update_is_only_taken_for_plain_sgd_without_penalties(ca
     assert not _inplace(model)
     plain = _model_a()
     plain.build((784,))
-    assert _inplace(plain) == get_backend("numpy").inplace_sgd
+    assert _inplace(plain) == get_backend("numpy").runs_in_one_call("gemm_sub")
 
 
 @needs_cblas
@@ -190,7 +190,7 @@ def test_dropout_model_with_sgd_trains_identically_with_and_without_the_fast_upd
     x, y = synthetic_fashion_like(640)
     out = []
     for flag in (True, False):
-        monkeypatch.setattr(NumpyOps, "inplace_sgd", flag)
+        monkeypatch.setattr(NumpyOps, "runs_in_one_call", lambda self, method, on=flag: on)
         model = Sequential([Dense(32, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")], seed=9)
         model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
         model.fit(x, y, batch_size=64, epochs=2, verbose=0)

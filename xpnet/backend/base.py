@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -163,19 +162,6 @@ class Ops:
         self.subtract_(p, g)
         t += 1
 
-    # predict() may compute a chain of affine layers by another route (see NumpyOps)
-    def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
-        """A faster route to the last layer's logits, or None: the layers' own forward.
-
-        chain: per layer an `Affine` (h = act(xW + b)) or None for an identity at inference;
-        None when some layer is neither.
-        """
-        return None
-
-    def inference_route(self, chain: list[Any] | None) -> str | None:
-        """When `inference_program` gives a route for this chain, in words (the batches it takes); None: never."""
-        return None
-
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         """-> (u, h) with u = x w + b: (n, units) and h = act(u). Backends fuse bias + activation.
 
@@ -232,9 +218,10 @@ class Ops:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
 
-    # Whether plain SGD should update the weights as backprop reaches them (`gemm_sub`, `bias_sub`;
-    # the `InPlaceSGD` gradient sink) rather than fill the gradient buffer for a separate pass.
-    inplace_sgd = False
+    def runs_in_one_call(self, method: str) -> bool:
+        """Whether this backend's `method` runs as one library call where the code here composes several
+        passes ("gemm_sub": c − aᵀb as one GEMM with β = 1). Routes that pay only then ask (the plan)."""
+        return False
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""

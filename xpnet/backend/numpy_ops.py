@@ -98,10 +98,9 @@ class NumpyOps(Ops):
         keep = np.greater_equal(h, np.uint32(threshold))
         return np.multiply(keep, 1.0 / (1.0 - rate), dtype=dtype).reshape(shape)
 
-    @property
-    def inplace_sgd(self) -> bool:  # type: ignore[override]
-        # only with NumPy's BLAS at hand: a GEMM into w, then a bias pass, beats filling grads + one pass
-        return _cblas.find() is not None
+    def runs_in_one_call(self, method: str) -> bool:
+        # `gemm_sub` is one GEMM only with NumPy's BLAS at hand (else matmul, then a subtraction)
+        return method == "gemm_sub" and _cblas.find() is not None
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         f = self.__dict__.get("_gemm_sub") or self.__dict__.setdefault("_gemm_sub", _cblas.find())
