@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend.base import is_numeric, weight_source, write_weight
+from .backend.values import is_numeric, weight_source, write_weight
 
 if TYPE_CHECKING:
     from .params import Layer, ParamSpec

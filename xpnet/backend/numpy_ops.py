@@ -11,7 +11,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _cblas, _jit
-from .base import Array, Ops, _window, mix_int
+from .base import Array, Ops, _window
+from .hashing import mix_int
 from .numpy_images import (
     _ZEROED_EXTRA,
     _empty_like_layout,

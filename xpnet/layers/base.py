@@ -25,7 +25,7 @@ import numpy as np
 from .. import initializers as inits
 from .. import regularizers as regs
 from ..backend import Ops
-from ..backend.base import weight_source, write_weight
+from ..backend.values import weight_source, write_weight
 from ..params import ParamSpec, Shape
 from ..variables import Variable
 from . import custom

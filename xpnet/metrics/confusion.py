@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend.base import arange_like
+from ..backend.values import arange_like
 from ..losses import Loss
 from ..teaching.evaluation import scores_from_counts
 from .base import EPSILON, Array, Metric, _binary_losses

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..backend.base import arange_like
+from ..backend.values import arange_like
 from .base import Array, Metric
 from .confusion import _ConfusionCounts
 
