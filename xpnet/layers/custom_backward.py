@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
 
 from ..ops import SINK_ROUTES
+from ..ops.core import unwrap
 from ..params import AccumulatingSink, GradientSink, Shape
 from ..params import Layer as WeightOwner
 from ..tape import Tape, Tensor
@@ -214,11 +215,3 @@ def record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
     if layer.grads:
         tape.with_weights.add(id(node))
     return node
-
-
-def unwrap(out: Any) -> Any:
-    if isinstance(out, Tensor):
-        return out.data
-    if isinstance(out, Variable):
-        return out.value
-    return out

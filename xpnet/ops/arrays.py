@@ -19,13 +19,13 @@ from .core import (
     Out,
     _apply,
     _axes,
-    _data,
     _default_xp,
     _dtype,
     _leaf_or_value,
     _namespace,
     _shape_of,
     _xp_for,
+    unwrap,
 )
 
 
@@ -101,7 +101,7 @@ def transpose(x: Any, axes: Any = None) -> Any:
 
 def expand_dims(x: Any, axis: int) -> Any:
     """x with a new axis of length 1 at `axis`."""
-    shape = list(_shape_of(_data(x)))
+    shape = list(_shape_of(unwrap(x)))
     k = axis if axis >= 0 else len(shape) + 1 + axis
     if not 0 <= k <= len(shape):
         raise ValueError(f"expand_dims: axis {axis} is out of range for an array of {len(shape)} dimensions")
@@ -111,7 +111,7 @@ def expand_dims(x: Any, axis: int) -> Any:
 
 def squeeze(x: Any, axis: Any = None) -> Any:
     """x without its axes of length 1 (only `axis`, when given; it must have length 1)."""
-    shape = _shape_of(_data(x))
+    shape = _shape_of(unwrap(x))
     drop = set(_axes(axis, len(shape))) if axis is not None else {i for i, d in enumerate(shape) if d == 1}
     for i in drop:
         if shape[i] != 1:
@@ -218,7 +218,7 @@ def _cast(xp: Any, a: Array, dtype: Any) -> Out:
 
 def cast(x: Any, dtype: Any) -> Any:
     """x converted to `dtype` ('float32', 'int32', ...); float-to-float casts pass the gradient through."""
-    raw = _data(x)
+    raw = unwrap(x)
     xp = _xp_for(raw)
     kind = _dtype(xp, dtype)
     if np.dtype(kind).kind != "f":
@@ -246,7 +246,7 @@ def convert_to_tensor(x: Any, dtype: Any = None, sparse: Any = None) -> Any:
 
 def convert_to_numpy(x: Any) -> np.ndarray:
     """A host NumPy copy of x (a device read: keep it out of the training step)."""
-    raw = _data(x)
+    raw = unwrap(x)
     if isinstance(raw, np.ndarray):
         return np.array(raw)
     if hasattr(raw, "get"):
@@ -256,4 +256,4 @@ def convert_to_numpy(x: Any) -> np.ndarray:
 
 def shape(x: Any) -> tuple[int, ...]:
     """x's shape as a tuple of ints (no device read)."""
-    return _shape_of(_data(x))
+    return _shape_of(unwrap(x))

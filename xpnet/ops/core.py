@@ -84,7 +84,7 @@ def _apply_eagerly(fn: Callable[..., Out], args: tuple[Any, ...], settings: dict
     """`fn` outside a recording: on the arrays' backend, or as a layer call on a model's symbolic tensors."""
     if SYMBOLIC and any(hasattr(a, "feature_shape") for a in args):
         return SYMBOLIC["apply"](_apply, fn, args, settings)
-    raw = [_data(a) for a in args]
+    raw = [unwrap(a) for a in args]
     xp = _namespace(raw)
     raw = [xp.asarray(r) if isinstance(r, (list, tuple)) else r for r in raw]
     promote = KERAS_TYPES.get(fn)
@@ -185,7 +185,7 @@ def _expand(xp: Any, g: Array, axis: Any, ndim: int, keepdims: bool) -> Array:
     return xp.reshape(g, tuple(shape))
 
 
-def _data(x: Any) -> Any:
+def unwrap(x: Any) -> Any:
     """The plain array under a Tensor or Variable; other values unchanged."""
     if isinstance(x, Tensor):
         return x.data

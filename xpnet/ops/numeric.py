@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..tape import Tensor
-from .core import Array, Out, _apply, _axes, _data, _expand, _shape_of, _unbroadcast, _xp_for
+from .core import Array, Out, _apply, _axes, _expand, _shape_of, _unbroadcast, _xp_for, unwrap
 
 
 def _add(xp: Any, a: Array, b: Array) -> Out:
@@ -20,7 +20,7 @@ def _add(xp: Any, a: Array, b: Array) -> Out:
 
 def _add_into_sink(sink: Any, layer: Any, name: str, node: Tensor, i: int) -> Callable[[Array], None] | None:
     """u + b with u (batch, units) and weight b (units,): ∂L/∂b = Σ_rows g goes to the sink as a Dense's bias."""
-    b, u = node.parents[i].data, _data(node.parents[1 - i])
+    b, u = node.parents[i].data, unwrap(node.parents[1 - i])
     if b.ndim != 1 or getattr(u, "ndim", 0) != 2 or u.shape[1] != b.shape[0] or u.dtype != b.dtype:
         return None
     return lambda g: sink.column_sum(layer, name, g)
@@ -252,7 +252,7 @@ def _softmax_rows(xp: Any, a: Array) -> Out:
 
 def softmax(x: Any, axis: int = -1) -> Any:
     """e^x / Σ e^x along `axis` (shifted by the max, so it never overflows)."""
-    if axis == -1 or axis == len(_shape_of(_data(x))) - 1:
+    if axis == -1 or axis == len(_shape_of(unwrap(x))) - 1:
         return _apply(_softmax_rows, x)
     return _apply(_softmax, x, axis=axis)
 
@@ -269,7 +269,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 
 
 def _compare(x1: Any, x2: Any, name: str) -> Array:
-    a, b = _data(x1), _data(x2)
+    a, b = unwrap(x1), unwrap(x2)
     xp = _xp_for(a if hasattr(a, "shape") else b)
     return getattr(xp, name)(a, b)
 
@@ -355,7 +355,7 @@ def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
 
 def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Array:
     """Index of the largest value along `axis` as int32, as Keras (no gradient)."""
-    raw = _data(x)
+    raw = unwrap(x)
     xp = _xp_for(raw)
     out = xp.astype(xp.argmax(raw, axis=axis), xp.int32)
     return xp.expand_dims(out, axis) if keepdims and axis is not None else out
@@ -410,7 +410,7 @@ def _matmul(xp: Any, a: Array, b: Array) -> Out:
 def _matmul_into_sink(sink: Any, layer: Any, name: str, node: Tensor, i: int) -> Callable[[Array], None] | None:
     """x @ W with x (batch, in) and weight W (in, out): ∂L/∂W = xᵀ·g goes to the sink as a Dense's kernel
     (in-place SGD: one GEMM into W, after the VJP has read W for ∂L/∂x)."""
-    x, w = _data(node.parents[0]), node.parents[1].data
+    x, w = unwrap(node.parents[0]), node.parents[1].data
     if i != 1 or getattr(x, "ndim", 0) != 2 or w.ndim != 2 or x.dtype != w.dtype:
         return None
     return lambda g: sink.matmul_t(layer, name, x, g)
@@ -423,7 +423,7 @@ def matmul(x1: Any, x2: Any) -> Any:
 
 def dot(x1: Any, x2: Any) -> Any:
     """NumPy's dot for arguments of up to two dimensions (a number scales the other argument)."""
-    n1, n2 = len(_shape_of(_data(x1))), len(_shape_of(_data(x2)))
+    n1, n2 = len(_shape_of(unwrap(x1))), len(_shape_of(unwrap(x2)))
     if n1 == 0 or n2 == 0:
         return multiply(x1, x2)
     if n1 > 2 or n2 > 2:
