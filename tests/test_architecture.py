@@ -298,3 +298,17 @@ def test_dropout_masks_follow_the_device_counter_as_the_host_keys_say() -> None:
         assert xpnet.get_backend("numpy").dropout_keys(layer.base_key(), np.asarray(step, np.uint32)) == layer.keys(
             step
         )
+
+
+def test_packages_made_of_old_modules_keep_their_public_names() -> None:
+    """xpnet.ops and xpnet.metrics became packages: every name they export is there, and the metric classes
+    still say they are xpnet.metrics' (saved configs write a class's module, and loading reads it)."""
+    from xpnet import metrics, ops
+
+    for module in (ops, metrics):
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert not missing, f"{module.__name__} lacks {missing}"
+    classes = [getattr(metrics, n) for n in metrics.__all__ if isinstance(getattr(metrics, n), type)]
+    assert len(classes) > 20 and all(c.__module__ == "xpnet.metrics" for c in classes)
+    assert metrics.get("auc", xpnet.losses.get("binary_crossentropy"), 1).__class__ is metrics.AUC
+    assert ops.matmul is ops.numeric.matmul and ops.reshape is ops.arrays.reshape

@@ -81,6 +81,7 @@ __all__ = [
     "get",
 ]
 
+
 _REGISTRY: dict[str, type[Metric]] = {
     "sparse_categorical_accuracy": SparseCategoricalAccuracy,
     "categorical_accuracy": CategoricalAccuracy,
@@ -176,3 +177,11 @@ def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: 
     ):
         metric = SparseAsDense(metric)
     return metric
+
+
+# saved configs name a metric's module ("module": "xpnet.metrics", as before the split), and loading
+# looks its class up there: the classes say they are this module's
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__

@@ -260,7 +260,7 @@ class Metric:
         """The constructor's arguments this metric was made with (its public settings the constructor takes)."""
         import inspect
 
-        from .io.config import plain_settings
+        from ..io.config import plain_settings
 
         params = inspect.signature(type(self).__init__).parameters
         anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
