@@ -130,7 +130,7 @@ class Plan:
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
     nan_probe: tuple[Any, tuple[Any, ...]] | None = field(default=None, compare=False, repr=False)
     key: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-    predict_when: str = ""  # the backend's condition for the transposed route (`Ops.inference_route`)
+    predict_when: str = ""  # the backend's condition for the transposed route (`TransposedInference.inference_route`)
 
     @cached_property
     def nan_check(self) -> str:
