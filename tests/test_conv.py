@@ -608,11 +608,11 @@ def test_numpy_conv_takes_the_pools_wide_gradient_as_it_is(jit: bool) -> None:
 
 
 def test_numpy_conv_products_in_column_blocks_match_generic_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    from xpnet.backend import numpy_ops
+    from xpnet.backend import numpy_images
 
     # blocks of 7 columns from 8 on: every product of this small conv is split, the last block ragged
-    monkeypatch.setattr(numpy_ops, "_GEMM_COLUMNS", 7)
-    monkeypatch.setattr(numpy_ops, "_GEMM_SPLIT_FROM", 8)
+    monkeypatch.setattr(numpy_images, "_GEMM_COLUMNS", 7)
+    monkeypatch.setattr(numpy_images, "_GEMM_SPLIT_FROM", 8)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 6, 5, 2)).astype(np.float32)
     w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)

@@ -500,7 +500,7 @@ def test_sgd_inside_backprop_matches_the_separate_update(which: str, monkeypatch
     x, y = rng.standard_normal((48, *shape)).astype(np.float32), rng.integers(0, 3, 48)
     runs = []
     for in_backward in (True, False):
-        monkeypatch.setattr(NumpyOps, "inplace_sgd", in_backward)
+        monkeypatch.setattr(NumpyOps, "runs_in_one_call", lambda self, method, on=in_backward: on)
         if which == "1d":
             stack = [Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu"), Conv1D(3, 3, strides=2)]
             stack += [GlobalMaxPooling1D()]

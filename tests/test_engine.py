@@ -112,7 +112,7 @@ def test_a_custom_layer_with_an_activation_but_no_logits_contract_trains_unfused
 
 def test_a_layer_whose_backward_is_replaced_keeps_sgd_out_of_backprop() -> None:
     model = _model()
-    assert model.plan.updates_in_backprop == model.ops.inplace_sgd
+    assert model.plan.updates_in_backprop == model.ops.runs_in_one_call("gemm_sub")
     layer = model.layers[0]
     original = layer.backward_preactivation
     layer.backward_preactivation = lambda du, need=True: original(du, need)  # type: ignore[method-assign]

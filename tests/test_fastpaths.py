@@ -30,7 +30,7 @@ def _inplace(model: Sequential) -> bool:
 
 
 def _train(monkeypatch: pytest.MonkeyPatch, in_backward: bool, **kw: Any) -> tuple[list[np.ndarray], Any]:
-    monkeypatch.setattr(NumpyOps, "inplace_sgd", in_backward)
+    monkeypatch.setattr(NumpyOps, "runs_in_one_call", lambda self, method, on=in_backward: on)
     x, y = synthetic_fashion_like(800)
     model = _model_a(**kw)
     hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0, validation_split=0.2)
@@ -65,6 +65,13 @@ def test_gemm_sub_declines_what_it_cannot_do_and_the_backend_falls_back() -> Non
     assert not gemm_sub(a, b, c)
     assert not gemm_sub(a.astype(np.float64), b, np.zeros((5, 6), np.float32))  # mixed dtypes
     assert not gemm_sub(a, b, np.zeros((5, 7), np.float32))  # wrong shape
+    frozen = np.zeros((5, 6), np.float32)
+    frozen.flags.writeable = False
+    assert not gemm_sub(a, b, frozen)  # read-only
+    square = rng.standard_normal((5, 5)).astype(np.float32)
+    assert not gemm_sub(square, square.copy(), square)  # c is a: BLAS would read what it writes
+    assert not gemm_sub(a[:, :0], b, np.zeros((0, 6), np.float32))  # empty
+    assert not gemm_sub(a, b, np.zeros((5, 12), np.float32)[:, ::2])  # element-strided rows
     get_backend("numpy").gemm_sub(a, b, c)  # NumPy does it instead
     np.testing.assert_allclose(c, -(a.T @ b), rtol=1e-6)
 
@@ -91,6 +98,12 @@ def test_shifted_gemm_sub_is_the_loop_of_gemm_subs_bit_for_bit(dtype: str) -> No
     assert not _cblas.shifted_gemm_sub(a, b, buf.astype(np.float16), ldc, offsets)
     assert not _cblas.shifted_gemm_sub(a, b[:, ::2], buf, ldc, offsets)  # not contiguous
     assert not _cblas.shifted_gemm_sub(a, b, b.reshape(-1), ldc, offsets)  # writing what it reads
+    assert not _cblas.shifted_gemm_sub(a, b, buf, ldc, [0, 1, -1, 7])  # a negative offset
+    assert not _cblas.shifted_gemm_sub(a, b, buf, 10, offsets)  # rows of 11 in a row stride of 10
+    assert not _cblas.shifted_gemm_sub(a[:, :0], b[:0], buf, ldc, offsets)  # empty products
+    frozen = buf.copy()
+    frozen.flags.writeable = False
+    assert not _cblas.shifted_gemm_sub(a, b, frozen, ldc, offsets)
     np.testing.assert_array_equal(buf, before)
 
 
@@ -136,7 +149,7 @@ def test_the_in_backprop_update_is_only_taken_for_plain_sgd_without_penalties(ca
     assert not _inplace(model)
     plain = _model_a()
     plain.build((784,))
-    assert _inplace(plain) == get_backend("numpy").inplace_sgd
+    assert _inplace(plain) == get_backend("numpy").runs_in_one_call("gemm_sub")
 
 
 @needs_cblas
@@ -164,7 +177,7 @@ def test_dropout_model_with_sgd_trains_identically_with_and_without_the_fast_upd
     x, y = synthetic_fashion_like(640)
     out = []
     for flag in (True, False):
-        monkeypatch.setattr(NumpyOps, "inplace_sgd", flag)
+        monkeypatch.setattr(NumpyOps, "runs_in_one_call", lambda self, method, on=flag: on)
         model = Sequential([Dense(32, "relu", input_shape=(784,)), Dropout(0.2), Dense(10, "softmax")], seed=9)
         model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
         model.fit(x, y, batch_size=64, epochs=2, verbose=0)

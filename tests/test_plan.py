@@ -10,7 +10,7 @@ from xpnet import Activation, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling
 from xpnet.backend import get_backend
 from xpnet.training.plan import AS_WRITTEN, IN_PLACE, PREACTIVATION, RELU_AFTER_POOL
 
-INPLACE = get_backend("numpy").inplace_sgd  # NumPy's BLAS at hand: plain SGD goes inside backprop
+INPLACE = get_backend("numpy").runs_in_one_call("gemm_sub")  # NumPy's BLAS at hand: plain SGD goes inside backprop
 
 
 def _model_a() -> Sequential:
@@ -223,7 +223,7 @@ def test_predict_route_is_transposed_only_where_the_backend_has_that_program(bac
     model = Sequential([Input((20,)), Dense(30, "relu"), Dense(5, "softmax")], seed=1)
     model.compile("sgd", "sparse_categorical_crossentropy", backend=backend)
     x = np.random.default_rng(0).standard_normal((2000, 20)).astype(np.float32)
-    ran = model.plan.predict_program(model.ops, 2000, 32) is not None
+    ran = model.plan.batch_logits(model.ops, 2000, 32) is not None
     text = model.plan.explain()
     assert ("predict: transposed small batches" in text) == ran
     assert model.plan.predict_route == ("transposed small batches" if ran else "layer by layer")
@@ -235,7 +235,7 @@ def test_predict_route_is_transposed_only_where_the_backend_has_that_program(bac
 def test_predict_route_is_layer_by_layer_for_a_hidden_activation_that_mixes_a_row() -> None:
     model = Sequential([Input((20,)), Dense(30, "softmax"), Dense(5, "softmax")], seed=1)
     model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")
-    assert model.plan.predict_program(model.ops, 2000, 32) is None  # NumPy's program takes elementwise ones only
+    assert model.plan.batch_logits(model.ops, 2000, 32) is None  # NumPy's program takes elementwise ones only
     assert model.plan.predict_route == "layer by layer" and "predict: layer by layer" in model.plan.explain()
 
 

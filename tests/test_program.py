@@ -357,10 +357,10 @@ def test_the_cublas_binding_matches_cupy_matmul_and_the_sgd_fold_the_plain_updat
     plain = ops.to_numpy(ops.matmul(da.T, db))
     ops.gemm_sub(da, db, plain_w)  # c -= aᵀb: a GEMM, then a subtraction
     with _cublas.routed(ops) as gemm:
-        assert gemm is not None and ops.inplace_sgd
+        assert gemm is not None and ops.runs_in_one_call("gemm_sub")
         bound = ops.to_numpy(ops.matmul(da.T, db))  # a transposed operand: cuBLAS's op T, no copy
         ops.gemm_sub(da, db, fold_w)  # one GEMM with α = −1, β = 1
-    assert not ops.inplace_sgd and ops.blas is None
+    assert not ops.runs_in_one_call("gemm_sub") and ops.blas is None
     np.testing.assert_allclose(bound, a.T @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
     assert bound.dtype == dtype and plain.dtype == dtype
     # the fold rounds once, as w − aᵀb does (on a GPU this also checks cuBLAS keeps its kernel for β = 1)

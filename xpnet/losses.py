@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend.base import arange_like
+from .backend.values import arange_like
 from .tape import Tape, Tensor, recording
 
 if TYPE_CHECKING:

@@ -9,25 +9,66 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from .backend import Ops
 
 if TYPE_CHECKING:
-    from .layers.base import Layer, ParamSpec
+    from .initializers import Initializer
     from .regularizers import Regularizer
 
 Array = Any
+Shape = tuple[int, ...]
+
+
+@dataclass
+class ParamSpec:
+    """One weight a layer declares.
+
+    trainable=False marks state the optimizer never touches (BatchNormalization's moving
+    statistics, Normalization's mean and variance). aggregation="mean": a non-trainable weight
+    the layer's training-mode forward updates, which data-parallel ranks average after each step.
+    """
+
+    name: str
+    shape: Shape
+    initializer: Initializer
+    regularizer: Regularizer | None = None
+    trainable: bool = True
+    aggregation: str = "none"
+
+
+class Layer(Protocol):
+    """What the store, the sinks and a `Variable` use of a layer (`xpnet.layers.Layer` has it all): its
+    name, its freezing switch, its weight declarations, and the views and sink the store binds to it."""
+
+    name: str | None
+    trainable: bool
+    ops: Ops | None
+    params: dict[str, Array]
+    grads: dict[str, Array]
+    sink: GradientSink | None
+    compute_dtype: str
+
+    def param_specs(self) -> list[ParamSpec]: ...
+
+    def bind(self, ops: Ops, params: dict[str, Array], grads: dict[str, Array]) -> None: ...
+
+    def weights_assigned(self) -> None: ...
+
+
+# the store keeps the model's own layer class for those who read its slots (models/sharing.py)
+L = TypeVar("L", bound=Layer)
 
 
 @dataclass(frozen=True)
-class Slot:
+class Slot(Generic[L]):
     """One weight's place: layer `layer`'s parameter `spec.name` at [offset, offset + size) of the device
     buffer, and at [host_offset, host_offset + size) of the host order (`get_weights`' order)."""
 
-    layer: Layer
+    layer: L
     spec: ParamSpec
     offset: int
     size: int
@@ -53,7 +94,7 @@ def buffer_group(layer: Layer, spec: ParamSpec) -> int:
     return 1 if spec.aggregation == "mean" and layer.trainable else 2
 
 
-class ParamStore:
+class ParamStore(Generic[L]):
     """Flat parameter and gradient buffers on one backend, with per-layer views.
 
     host_params: the initial (P,) values in host order: layer by layer, each layer's
@@ -67,9 +108,9 @@ class ParamStore:
     trainable has the same buffer as before non-trainable weights existed.
     """
 
-    def __init__(self, ops: Ops, layers: Sequence[Layer], host_params: np.ndarray, dtype: str) -> None:
+    def __init__(self, ops: Ops, layers: Sequence[L], host_params: np.ndarray, dtype: str) -> None:
         self.ops, self.dtype, self.layers = ops, dtype, list(layers)
-        found: list[tuple[Layer, ParamSpec, int, int]] = []
+        found: list[tuple[L, ParamSpec, int, int]] = []
         host = 0
         for layer in self.layers:
             for spec in layer.param_specs():

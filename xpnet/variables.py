@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend.base import is_numeric, weight_source, write_weight
+from .backend.values import is_numeric, weight_source, write_weight
 
 if TYPE_CHECKING:
-    from .layers.base import Layer, ParamSpec
+    from .params import Layer, ParamSpec
 
 
 class Variable:

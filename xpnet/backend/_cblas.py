@@ -82,33 +82,38 @@ def _address(m: np.ndarray) -> int:
         return int(m.ctypes.data)
 
 
-def _gemm_sub_call(fns: dict[np.dtype, Callable[..., None]], a: np.ndarray, b: np.ndarray, c: np.ndarray) -> Any:
-    """(the BLAS function, its arguments) for c −= aᵀb, or None where the arrays do not suit it."""
-    fn = fns.get(c.dtype)
-    if (
-        fn is None
-        or a.dtype != c.dtype
-        or b.dtype != c.dtype
-        or a.ndim != 2
-        or b.ndim != 2
-        or c.ndim != 2
-        or a.shape[0] != b.shape[0]
-        or c.shape != (a.shape[1], b.shape[1])
-        or a.size == 0
-        or c.size == 0
-        or not c.flags.writeable
-        or np.may_share_memory(c, a)  # BLAS reads a and b while writing c
-        or np.may_share_memory(c, b)
-    ):
-        return None
+def _suits_gemm_sub(fn: Any, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+    """Whether c −= aᵀb is one GEMM by `fn`: 2-D arrays of c's dtype, aligned shapes, none empty, c writable
+    and overlapping neither (BLAS reads a and b while writing c)."""
+    if fn is None or a.dtype != c.dtype or b.dtype != c.dtype or not a.ndim == b.ndim == c.ndim == 2:
+        return False
+    if a.shape[0] != b.shape[0] or c.shape != (a.shape[1], b.shape[1]) or a.size == 0 or c.size == 0:
+        return False
+    return bool(c.flags.writeable) and not np.may_share_memory(c, a) and not np.may_share_memory(c, b)
+
+
+def _leading_dims(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[int, int, int] | None:
+    """(lda, ldb, ldc): the row strides in elements, or None where the layout does not suit BLAS: rows may be
+    strided (a row slice of a wider array), elements may not, and every size must fit the library's int."""
     item = c.itemsize
     (sa, ta), (sb, tb), (sc, tc) = a.strides, b.strides, c.strides
-    # rows may be strided (a row slice of a wider array), elements may not
     if ta != item or tb != item or tc != item or sa % item or sb % item or sc % item:
         return None
     lda, ldb, ldc = sa // item, sb // item, sc // item
     if lda < a.shape[1] or ldb < b.shape[1] or ldc < c.shape[1] or max(lda, ldb, ldc, a.shape[0]) >= _INT_MAX:
         return None
+    return lda, ldb, ldc
+
+
+def _gemm_sub_call(fns: dict[np.dtype, Callable[..., None]], a: np.ndarray, b: np.ndarray, c: np.ndarray) -> Any:
+    """(the BLAS function, its arguments) for c −= aᵀb, or None where the arrays do not suit it."""
+    fn = fns.get(c.dtype)
+    if not _suits_gemm_sub(fn, a, b, c):
+        return None
+    lds = _leading_dims(a, b, c)
+    if lds is None:
+        return None
+    lda, ldb, ldc = lds
     return fn, (_ROW_MAJOR, _TRANS, _NO_TRANS, c.shape[0], c.shape[1], a.shape[0], -1.0, _address(a), lda,
                 _address(b), ldb, 1.0, _address(c), ldc)  # fmt: skip
 
@@ -176,27 +181,7 @@ def shifted_gemm_sub(a: np.ndarray, b: np.ndarray, buf: np.ndarray, ldc: int, of
     per product. All arrays C-contiguous and distinct; False (nothing done) where that or BLAS is missing.
     """
     fn = getattr(find(), "fns", {}).get(buf.dtype)
-    if not (
-        fn is not None
-        and a.dtype == b.dtype == buf.dtype
-        and a.ndim == 3
-        and b.ndim == 2
-        and buf.ndim == 1
-        and a.shape[0] == len(offsets)
-        and a.shape[1] == b.shape[0]
-        and b.shape[1] <= ldc
-        and all(o >= 0 for o in offsets)
-        and (a.shape[2] - 1) * ldc + max(offsets, default=0) + b.shape[1] <= buf.size
-        and a.flags.c_contiguous
-        and b.flags.c_contiguous
-        and buf.flags.c_contiguous
-        and buf.flags.writeable
-        and not np.may_share_memory(buf, a)
-        and not np.may_share_memory(buf, b)
-        and a.size > 0
-        and b.size > 0
-        and max(buf.size, a.shape[1]) < _INT_MAX
-    ):
+    if fn is None or not _suits_shifted(a, b, buf, ldc, offsets):
         return False
     item = buf.itemsize
     (_, k, m), n = a.shape, b.shape[1]
@@ -204,3 +189,17 @@ def shifted_gemm_sub(a: np.ndarray, b: np.ndarray, buf: np.ndarray, ldc: int, of
     for t, o in enumerate(offsets):
         fn(_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, -1.0, pa + t * k * m * item, m, pb, n, 1.0, pc + o * item, ldc)
     return True
+
+
+def _suits_shifted(a: np.ndarray, b: np.ndarray, buf: np.ndarray, ldc: int, offsets: list[int]) -> bool:
+    """Whether `shifted_gemm_sub`'s arrays suit BLAS: a (T, k, m), b (k, n), buf 1-D, of one dtype, every
+    shifted C_t inside buf, all C-contiguous and nonempty, buf writable and overlapping neither."""
+    if a.dtype != b.dtype or b.dtype != buf.dtype or (a.ndim, b.ndim, buf.ndim) != (3, 2, 1):
+        return False
+    if a.shape[0] != len(offsets) or a.shape[1] != b.shape[0] or b.shape[1] > ldc or a.size == 0 or b.size == 0:
+        return False
+    if any(o < 0 for o in offsets) or (a.shape[2] - 1) * ldc + max(offsets, default=0) + b.shape[1] > buf.size:
+        return False
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and buf.flags.c_contiguous and buf.flags.writeable):
+        return False
+    return not np.may_share_memory(buf, a) and not np.may_share_memory(buf, b) and max(buf.size, a.shape[1]) < _INT_MAX

@@ -10,17 +10,21 @@ Activations and losses choose their variant by calling the method named after th
 `ops.sparse_softmax_crossentropy`), in the way Thinc's `CupyOps` overrides `Ops.relu`; no backend
 looks at an activation's or a loss's name. The methods of `Ops` itself stay the plain formulas, so
 `Ops.activation_forward(ops, …)` is always the reference a backend's variant is tested against.
+Beside it: values.py (weight writes, host dtypes), hashing.py (the hash of dropout masks).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
+
+from .hashing import hash_u32, step_keys
+from .hashing import mix_int as mix_int  # the helpers' old home: their import paths keep working
+from .values import builtin_name as builtin_name
+from .values import host_dtype
 
 Array = Any
 
@@ -163,19 +167,6 @@ class Ops:
         self.subtract_(p, g)
         t += 1
 
-    # predict() may compute a chain of affine layers by another route (see NumpyOps)
-    def inference_program(self, chain: list[Any] | None, n: int, rows: int) -> Callable[[Array, Array], None] | None:
-        """A faster route to the last layer's logits, or None: the layers' own forward.
-
-        chain: per layer an `Affine` (h = act(xW + b)) or None for an identity at inference;
-        None when some layer is neither.
-        """
-        return None
-
-    def inference_route(self, chain: list[Any] | None) -> str | None:
-        """When `inference_program` gives a route for this chain, in words (the batches it takes); None: never."""
-        return None
-
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
         """-> (u, h) with u = x w + b: (n, units) and h = act(u). Backends fuse bias + activation.
 
@@ -232,9 +223,10 @@ class Ops:
         """out[j] = Σ_i du[i, j]."""
         out[...] = self.xp.sum(du, axis=0)
 
-    # Whether plain SGD should update the weights as backprop reaches them (`gemm_sub`, `bias_sub`;
-    # the `InPlaceSGD` gradient sink) rather than fill the gradient buffer for a separate pass.
-    inplace_sgd = False
+    def runs_in_one_call(self, method: str) -> bool:
+        """Whether this backend's `method` runs as one library call where the code here composes several
+        passes ("gemm_sub": c − aᵀb as one GEMM with β = 1). Routes that pay only then ask (the plan)."""
+        return False
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""
@@ -249,10 +241,7 @@ class Ops:
 
         Computed on the device from the counter, so a recorded step draws a new mask each replay.
         """
-        xp = self.xp
-        k0 = xp.bitwise_xor(_mix32(xp.bitwise_xor(step, 0x85EBCA6B), xp), base)
-        k0 = _mix32(k0, xp)
-        return k0, _mix32(xp.add(k0, 0x632BE5AB), xp)
+        return step_keys(self.xp, base, step)
 
     def dropout_forward(self, x: Array, keys: tuple[Any, Any], rate: float, offset: Any = 0) -> tuple[Array, Array]:
         """-> (x * mask, mask) for the hash mask of `keys`."""
@@ -603,106 +592,6 @@ class DeviceScalar:
 
     def __repr__(self) -> str:
         return f"DeviceScalar({self.value!r})"
-
-
-def weight_source(ops: Ops, value: Any) -> Array:
-    """`value` as it should be written into a weight of `ops`: this backend's own array as it is (no
-    copy, no trip through the host), anything else (a host array, a list, another device's array) as
-    a host NumPy array."""
-    if ops.is_native(value):
-        return value
-    get = getattr(value, "get", None)  # a CuPy array of another device or backend: one explicit download
-    cp = sys.modules.get("cupy")  # recognised by type too: the CPU stand-in has no __cuda_array_interface__
-    cupy_array = cp is not None and isinstance(value, getattr(cp, "ndarray", ()))
-    if (
-        get is not None
-        and not isinstance(value, np.ndarray)
-        and (cupy_array or hasattr(value, "__cuda_array_interface__"))
-    ):
-        return get()
-    return np.asarray(value)
-
-
-def is_numeric(a: Array) -> bool:
-    """Whether `a` (from `weight_source`) holds numbers (bool, integers or floats; NaN and inf included)."""
-    return host_dtype(a.dtype).kind in "biuf"
-
-
-def write_weight(ops: Ops, view: Array, a: Array) -> None:
-    """view[...] = a, for `a` from `weight_source`, cast to the view's dtype (one upload for host data)."""
-    dtype = host_dtype(view.dtype)
-    with ops.activate():
-        if isinstance(a, np.ndarray) and not ops.is_native(a):
-            view[...] = ops.asarray(a.astype(dtype, copy=False))
-        elif host_dtype(a.dtype) == dtype:
-            view[...] = a
-        else:
-            view[...] = ops.xp.astype(a, view.dtype)
-
-
-def host_dtype(dtype: Any) -> np.dtype[Any]:
-    """The NumPy dtype of a backend's dtype (NumPy's, CuPy's, or the strict stand-in's `float32`)."""
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        return np.dtype(str(dtype).split(".")[-1])
-
-
-def _mix32(x: Array, xp: Any = None) -> Array:
-    # "lowbias32" integer finaliser (C. Wellons): good avalanche with three multiplies.
-    # With xp, the same through namespace calls, whose results a captured step keeps (training/program.py).
-    if xp is not None:
-        shift = getattr(xp, "bitwise_right_shift", None) or xp.right_shift  # the array API's name, CuPy's
-        x = xp.bitwise_xor(x, shift(x, 16))
-        x = xp.multiply(x, 0x7FEB352D)
-        x = xp.bitwise_xor(x, shift(x, 15))
-        x = xp.multiply(x, 0x846CA68B)
-        return xp.bitwise_xor(x, shift(x, 16))
-    x = x ^ (x >> 16)
-    x = x * 0x7FEB352D
-    x = x ^ (x >> 15)
-    x = x * 0x846CA68B
-    return x ^ (x >> 16)
-
-
-def hash_u32(xp: Any, counters: Array, keys: tuple[int, int]) -> Array:
-    """One keyed round of the mixer over uint32 counters: mix32((c + k0) ^ k1); keys are Python ints < 2**32.
-
-    One round suffices here: the keys are themselves mixer outputs, and the tests check keep
-    rate and independence across steps, layers and neighbouring elements.
-    """
-    del xp
-    return _mix32((counters + keys[0]) ^ keys[1])
-
-
-def mix_int(x: int) -> int:
-    """The same mixer on a Python int (host side, for deriving keys)."""
-    x &= 0xFFFFFFFF
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    return x ^ (x >> 16)
-
-
-def builtin_name(obj: Any) -> str | None:
-    """The name of a built-in activation or loss, None for user classes (subclasses included).
-
-    For the registry points outside the backend (which layers a capture is checked with); the backends
-    themselves choose variants by method (`Activation.apply`, `Loss.fused`), never by this name.
-    """
-    # the class's name: a loss made with name="..." (Keras's display name) keeps its fast path;
-    # FunctionActivation lives in xpnet.activations but runs the user's code, so it is no built-in
-    if type(obj).__module__ not in ("xpnet.activations", "xpnet.losses") or getattr(obj, "builtin", True) is False:
-        return None
-    return getattr(type(obj), "name", None)
-
-
-def arange_like(xp: Any, n: int, dtype: Any, like: Array) -> Array:
-    """arange on the device of `like` (CuPy places arrays on the current device instead)."""
-    if getattr(xp, "__name__", "") == "cupy":
-        return xp.arange(n, dtype=dtype)
-    return xp.arange(n, dtype=dtype, device=like.device)
 
 
 def _window(xpad: Array, i: int, j: int, oh: int, ow: int, sh: int, sw: int) -> Array:

@@ -85,10 +85,9 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return blas(a, b, out)
         return self.xp.matmul(a, b, out=out)
 
-    @property
-    def inplace_sgd(self) -> bool:  # type: ignore[override]
-        # plain SGD folded into the weight-gradient GEMM (β = 1) while cuBLAS is bound directly
-        return self.blas is not None
+    def runs_in_one_call(self, method: str) -> bool:
+        # `gemm_sub` is one GEMM (β = 1) while cuBLAS is bound directly
+        return method == "gemm_sub" and self.blas is not None
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         # c ← c + (−1)·aᵀb in one GEMM: b carries η already, and α = −1, β = 1 round as c − aᵀb does

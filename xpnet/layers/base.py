@@ -25,8 +25,8 @@ import numpy as np
 from .. import initializers as inits
 from .. import regularizers as regs
 from ..backend import Ops
-from ..backend.base import weight_source, write_weight
-from ..regularizers import Regularizer
+from ..backend.values import weight_source, write_weight
+from ..params import ParamSpec, Shape
 from ..variables import Variable
 from . import custom
 
@@ -35,24 +35,6 @@ if TYPE_CHECKING:
     from ..params import GradientSink
 
 Array = Any
-Shape = tuple[int, ...]
-
-
-@dataclass
-class ParamSpec:
-    """One weight a layer declares.
-
-    trainable=False marks state the optimizer never touches (BatchNormalization's moving
-    statistics, Normalization's mean and variance). aggregation="mean": a non-trainable weight
-    the layer's training-mode forward updates, which data-parallel ranks average after each step.
-    """
-
-    name: str
-    shape: Shape
-    initializer: inits.Initializer
-    regularizer: Regularizer | None = None
-    trainable: bool = True
-    aggregation: str = "none"
 
 
 @dataclass

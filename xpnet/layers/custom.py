@@ -21,29 +21,31 @@ import contextvars
 import dataclasses
 import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 # importing ops also registers Tensor's operators (xpnet.ops functions)
-from ..ops import SINK_ROUTES, _namespace, ends_in_softmax
-from ..params import AccumulatingSink, GradientSink
+from ..ops import _namespace, ends_in_softmax
+from ..params import Shape
 from ..tape import Tape, Tensor, _active, active, recording
 from ..variables import Variable
+from .custom_backward import Layer, record_builtin, unwrap
 
-if TYPE_CHECKING:
-    from .base import Layer, Shape
+# the backward half lives in custom_backward.py; Layer and models reach it here, beside the forward
+from .custom_backward import added_loss_seed as added_loss_seed
+from .custom_backward import backward as backward
 
 Array = Any
+# a layer's sublayers are of its kind (xpnet.layers.Layer where the caller has one)
+L = TypeVar("L", bound=Layer)
 # xpnet.layers.base.Layer, set by that module (which imports this one)
 LAYER: type[Any] = object
 
 # the training flag of the custom layer running now, for sublayers called without one
 _training: contextvars.ContextVar[bool] = contextvars.ContextVar("xpnet_training", default=False)
-# the seed ∂L/∂(added loss) while a training step runs backward (None outside a step)
-_loss_seed: contextvars.ContextVar[Any] = contextvars.ContextVar("xpnet_added_loss_seed", default=None)
 # where add_loss puts its values while a layer's inference forward runs (None: nowhere)
 _inference_losses: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("xpnet_losses", default=None)
 # > 0 while an output shape is inferred: sublayers then compute shapes only
@@ -101,9 +103,9 @@ class Weight(Variable):
         return self._op("getitem", self, key)
 
 
-def sublayers(layer: Layer) -> list[tuple[str, Layer]]:
+def sublayers(layer: L) -> list[tuple[str, L]]:
     """The layers `layer` holds as attributes (also in lists, tuples and dicts), with their attribute paths."""
-    found: list[tuple[str, Layer]] = []
+    found: list[tuple[str, L]] = []
     seen: set[int] = set()
     for key, value in vars(layer).items():
         if key in ("model_ref",) or key.startswith("_xp_"):
@@ -211,7 +213,7 @@ def _run_user_build(layer: Layer, batch_shape: Any) -> None:
 
 def _inferred_output_shape(layer: Layer, feature_shape: Any, many: bool) -> tuple[int, ...]:
     """Run `call` on one row of zeros (NumPy; zero weights until the layer is bound) and read the output's shape."""
-    out = _plain(_call_on_zeros(layer, feature_shape, many, None))
+    out = unwrap(_call_on_zeros(layer, feature_shape, many, None))
     if not hasattr(out, "shape") or len(out.shape) < 1:
         raise ValueError(f"{type(layer).__name__}.call must return a batch (an array with a batch axis)")
     return tuple(out.shape[1:])
@@ -317,8 +319,8 @@ def forward(layer: Layer, x: Any, training: bool, logits: bool = False) -> Any:
                 out = run_call(layer, x, False)
         finally:
             _inference_losses.reset(token)
-        layer.__dict__["_xp_step_losses"] = [_plain(v) for v in collected]  # evaluate adds them, as Keras
-        return _plain(out)
+        layer.__dict__["_xp_step_losses"] = [unwrap(v) for v in collected]  # evaluate adds them, as Keras
+        return unwrap(out)
     tape = Tape(layer.ops.xp)
     tape.raw_weights = _raw_weights(layer)
     leaves: Any = [Tensor(a) for a in x] if isinstance(x, list) else Tensor(x)
@@ -337,8 +339,8 @@ def forward(layer: Layer, x: Any, training: bool, logits: bool = False) -> Any:
         layer.preactivation = out.data
     if training:
         layer.__dict__["_xp_tape"] = (tape, leaves, out)
-    layer.__dict__["_xp_step_losses"] = [_plain(v) for v in tape.added_losses] if tape.added_losses else []
-    return _plain(out)
+    layer.__dict__["_xp_step_losses"] = [unwrap(v) for v in tape.added_losses] if tape.added_losses else []
+    return unwrap(out)
 
 
 def _raw_weights(layer: Layer) -> dict[int, Variable]:
@@ -365,131 +367,6 @@ def _raw_weights(layer: Layer) -> dict[int, Variable]:
     return found
 
 
-def backward(layer: Layer, dy: Array, need_input_grad: bool) -> Any:
-    """Replay the layer's tape from ∂L/∂output (and the seed of its added losses); weight gradients go to
-    each owner's sink, and ∂L/∂input (a list with several inputs) is returned when needed.
-
-    A weight read by one op that has a route to the sink (x @ W, u + b) hands its gradient to the sink
-    as the built-in Dense does (`matmul_t`, `column_sum`: in-place SGD where the sink applies it), from
-    inside the replay; the others get theirs with `put` once the replay is over.
-    """
-    tape, leaves, out = layer.__dict__["_xp_tape"]
-    layer.__dict__["_xp_tape"] = None
-    many = isinstance(leaves, list)
-    ins = leaves if many else [leaves]
-    seeds: list[tuple[Any, Any]] = [(out, dy)]
-    seed = _loss_seed.get()
-    if seed is not None:
-        seeds += [(v, seed) for v in tape.added_losses]
-    after, routed = _sink_routes(tape)
-    weights = [(var, t) for var, t in tape.leaves.values() if id(t) not in routed]
-    wanted = (ins if need_input_grad else []) + [t for _, t in weights]
-    deferred = _defer_builtins(tape, layer.sink)
-    try:
-        grads = tape.backward(seeds, wanted, after)
-    finally:
-        for sub, own in deferred:
-            sub.sink = own
-    k = len(ins) if need_input_grad else 0
-    _put_weight_grads(tape, weights, grads[k:])
-    _apply_deferred(tape, deferred)
-    for var, ran in routed.values():
-        if not ran and var.layer.sink is not None:  # the route's op got no gradient this step: 0, not the last one
-            var.layer.sink.put(var.layer, var.name, 0.0)
-    if not need_input_grad:
-        return None
-    dx = [g if g is not None else tape.xp.zeros_like(t.data) for g, t in zip(grads[:k], ins, strict=True)]
-    return dx if many else dx[0]
-
-
-def _apply_deferred(tape: Tape, deferred: list[tuple[Any, Any]]) -> None:
-    """Hand the gradients that deferred built-in sublayers left in the buffer to their own sinks."""
-    wrote = tape.__dict__.get("builtin_backward", set())
-    for sub, own in deferred:
-        if id(sub) in wrote and own is not None:
-            for name, g in sub.grads.items():
-                own.put(sub, name, g)
-
-
-def _sink_routes(tape: Tape) -> tuple[dict[int, Any], dict[int, list[Any]]]:
-    """The weights read by exactly one op that has a route to the sink (`ops.SINK_ROUTES`).
-
-    Returns (node id -> function of the node's ∂L/∂output that hands the gradient over, leaf id ->
-    [Variable, whether the route ran]). A built-in sublayer's weights keep their own backward's way.
-    """
-    weights = {id(t): var for var, t in tape.leaves.values() if id(var.layer) not in tape.builtin_layers}
-    uses: dict[int, Any] = {}
-    for node in tape.nodes:
-        for i, p in enumerate(node.parents):
-            k = id(p)
-            if k in weights:
-                uses[k] = (node, i) if k not in uses else None
-    after: dict[int, Any] = {}
-    routed: dict[int, list[Any]] = {}
-    for k, use in uses.items():
-        var = weights[k]
-        route = SINK_ROUTES.get(use[0].op) if use is not None else None
-        sink = var.layer.sink
-        hand = route(sink, var.layer, var.name, *use) if route is not None and sink is not None else None
-        if hand is None:
-            continue
-        done = routed[k] = [var, False]
-        after[id(use[0])] = _then(after.get(id(use[0])), hand, done)
-    return after, routed
-
-
-def _then(first: Any, hand: Any, done: list[Any]) -> Any:
-    """A node's hand-over: `first` (another weight of the same op, or None), then `hand`, marking it done."""
-
-    def run(g: Array) -> None:
-        if first is not None:
-            first(g)
-        hand(g)
-        done[1] = True
-
-    return run
-
-
-def _put_weight_grads(tape: Tape, weights: list[tuple[Variable, Tensor]], grads: list[Any]) -> None:
-    # built-in sublayers whose own backward ran in this replay: they wrote their share of their weights' gradients
-    wrote = tape.__dict__.get("builtin_backward", set())
-    for (var, _), g in zip(weights, grads, strict=True):
-        owner = var.layer
-        sink = owner.sink
-        if sink is None:
-            continue
-        if id(owner) in wrote:  # the weight was also read by ops (tied weights): add this share
-            if g is not None:
-                assert owner.ops is not None
-                (sink if isinstance(sink, AccumulatingSink) else AccumulatingSink(owner.ops)).put(owner, var.name, g)
-            continue
-        # a weight this step did not reach gets 0, not the previous step's gradient
-        sink.put(owner, var.name, g if g is not None else 0.0)
-
-
-def _defer_builtins(tape: Tape, sink: Any) -> list[tuple[Any, Any]]:
-    """With a sink that applies updates (in-place SGD), built-in sublayers write their gradients into the
-    buffer during the replay, and `backward` applies them after it: ops recorded before such a sublayer's
-    call may still read its weights in their VJPs (tied weights), which must hold the step's old values.
-    Returns [(sublayer, its own sink)] to restore and apply, empty when nothing is deferred."""
-    if sink is None or not sink.applies_update or not tape.builtin_layers:
-        return []
-    subs = list(tape.builtin_layers.values())
-    deferred = [(sub, sub.sink) for sub in subs]
-    plain = GradientSink(sink.ops)
-    for sub in subs:
-        sub.sink = plain
-    return deferred
-
-
-def _plain(out: Any) -> Any:
-    if isinstance(out, Tensor):
-        return out.data
-    if isinstance(out, Variable):
-        return out.value
-    return out
-
-
 def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
     """`layer(array)` outside a model graph: build and bind the layer on its own if needed and compute.
 
@@ -513,8 +390,8 @@ def eager_call(layer: Layer, inputs: Any, training: Any) -> Any:
     if placeholder:
         return _placeholder_forward(layer, xs if many else xs[0])
     if tape is not None and any(isinstance(a, (Tensor, Variable)) for a in xs):
-        return _record_builtin(layer, tape, xs if many else xs[0], training)
-    arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
+        return record_builtin(layer, tape, xs if many else xs[0], training)
+    arg = [_on(layer, unwrap(a)) for a in xs] if many else _on(layer, unwrap(xs[0]))
     return layer.forward(arg, training)
 
 
@@ -522,10 +399,10 @@ def _eager_custom(layer: Layer, xs: list[Any], many: bool, training: bool, tape:
     """A custom layer's `call` on arrays: recorded inside a recording, else on the layer's backend."""
     arg: Any = xs if many else xs[0]
     if tape is None and layer.ops is not None:
-        arg = [_on(layer, _plain(a)) for a in xs] if many else _on(layer, _plain(xs[0]))
+        arg = [_on(layer, unwrap(a)) for a in xs] if many else _on(layer, unwrap(xs[0]))
     with placeholder_params(layer, _xp_of(xs[0])) if placeholder else nullcontext():
         out = run_call(layer, arg, training)
-    return out if tape is not None else _plain(out)
+    return out if tape is not None else unwrap(out)
 
 
 def _shape(a: Any) -> tuple[int, ...]:
@@ -541,7 +418,7 @@ def _on(layer: Layer, a: Any) -> Any:
 
 def _xp_of(a: Any) -> Any:
     """The array module of array `a` (placeholders are made where the inputs live)."""
-    return _namespace([_plain(a)])
+    return _namespace([unwrap(a)])
 
 
 def _placeholder_running() -> bool:
@@ -554,40 +431,6 @@ def _placeholder_forward(layer: Layer, x: Any) -> Any:
     assert layer.output_shape is not None
     first = x[0] if isinstance(x, list) else x
     return _xp_of(first).zeros((_shape(first)[0], *layer.output_shape), np.dtype(layer.compute_dtype))
-
-
-def _record_builtin(layer: Layer, tape: Tape, x: Any, training: bool) -> Tensor:
-    """A built-in layer inside a recording: one op, its VJP the layer's own backward."""
-    many = isinstance(x, list)
-    parents = tuple(x) if many else (x,)
-    data = [_plain(p) for p in parents]
-    out = layer.forward(data if many else data[0], training)
-    after = dict(vars(layer))  # this call's caches: the layer may be called again before backward
-    calls = tape.__dict__.setdefault("builtin_backward", set())
-
-    def vjp(g: Array, needs: tuple[bool, ...]) -> Any:
-        state = vars(layer)
-        current = dict(state)
-        state.update(after)
-        sink = layer.sink = current.get("sink")  # the sink of this replay (`_defer_builtins`), not the forward's
-        # the first backward of this layer in the replay writes its gradients, later ones add to them
-        if id(layer) in calls and sink is not None and not isinstance(sink, AccumulatingSink):
-            assert layer.ops is not None
-            layer.sink = AccumulatingSink(layer.ops)
-        calls.add(id(layer))
-        try:
-            dx = layer.backward(g, any(needs))
-        finally:
-            state.clear()
-            state.update(current)
-            layer.sink = sink
-        return list(dx or [None] * len(parents)) if many else [dx]
-
-    node = tape.record(Tensor(out, parents, vjp))
-    tape.builtin_layers[id(layer)] = layer
-    if layer.grads:
-        tape.with_weights.add(id(node))
-    return node
 
 
 def bind_standalone(layer: Layer) -> None:
@@ -605,22 +448,12 @@ def bind_standalone(layer: Layer) -> None:
     layer.__dict__["_xp_standalone"] = store
 
 
-def step_losses(layers: list[Layer]) -> list[Array]:
+def step_losses(layers: Sequence[Layer]) -> list[Array]:
     """The values the layers' last training forward passed to `add_loss` (0-d device arrays)."""
     found: list[Array] = []
     for layer in layers:
         found += layer.__dict__.get("_xp_step_losses", [])
     return found
-
-
-@contextmanager
-def added_loss_seed(seed: Any) -> Iterator[None]:
-    """While the block runs backward, added losses are seeded with `seed` (the step's scale / batch × rows)."""
-    token = _loss_seed.set(seed)
-    try:
-        yield
-    finally:
-        _loss_seed.reset(token)
 
 
 def add_loss(layer: Layer, value: Any) -> None:

@@ -11,7 +11,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Shape
+    from ..params import Shape
 
 
 class KerasTensor:

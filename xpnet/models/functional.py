@@ -509,7 +509,7 @@ class Model(ModelAsLayer, ModelTools):
         n = data.rows(X)
         outs = [ops.zeros((n, *t.feature_shape), getattr(ops.xp, self.dtype)) for t in self.outputs]
         rows = min(batch_size, ops.inference_rows or batch_size)
-        program = plan.predict_program(ops, n, rows)
+        program = plan.batch_logits(ops, n, rows)
         graphs = forward_program(self, "predict", False)  # on CuPy, a CUDA graph per batch shape
         forms = plan.predict_forms
         for lo in range(0, n, rows):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend.base import is_numeric, weight_source, write_weight
+from ..backend.values import is_numeric, weight_source, write_weight
 from ..io import h5_weights, weights_io
 from ..io.file_checks import check_parameter_count
 from ..layers import custom

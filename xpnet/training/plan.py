@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..activations import ReLU as ReluActivation
 from ..backend import _cublas
@@ -90,6 +90,19 @@ AFFINE_LAYERS = frozenset({Dense})
 IN_PLACE_LAYERS = frozenset({Dense, Conv2D, Conv1D, Conv2DTranspose})
 
 
+@runtime_checkable
+class TransposedInference(Protocol):
+    """A backend with a program for predict over a chain of affine layers, uᵀ = Wᵀhᵀ (NumPy's; CuPy runs the layers).
+
+    chain: per layer an `Affine` (h = act(xW + b)) or None for an identity at inference."""
+
+    def inference_route(self, chain: list[Any]) -> str | None:
+        """The batches the program takes for this chain, in words; None: never."""
+
+    def inference_program(self, chain: list[Any], n: int, rows: int) -> Callable[[Any, Any], None] | None:
+        """The program for the logits of n rows in batches of `rows`, or None where it does not pay."""
+
+
 @dataclass(frozen=True, repr=False)
 class Plan:
     """The decisions for one compiled model; see the module docstring. Frozen: a change makes a new one.
@@ -117,7 +130,7 @@ class Plan:
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
     nan_probe: tuple[Any, tuple[Any, ...]] | None = field(default=None, compare=False, repr=False)
     key: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-    predict_when: str = ""  # the backend's condition for the transposed route (`Ops.inference_route`)
+    predict_when: str = ""  # the backend's condition for the transposed route (`TransposedInference.inference_route`)
 
     @cached_property
     def nan_check(self) -> str:
@@ -134,9 +147,12 @@ class Plan:
         """Whether plain SGD updates each layer's weights as backprop reaches it."""
         return self.sink == "in backprop"
 
-    def predict_program(self, ops: Ops, n: int, rows: int) -> Callable[[Any, Any], None] | None:
-        """The backend's program for the logits of n rows in batches of `rows`, or None: the layers' own forward."""
-        return None if self.affine_chain is None else ops.inference_program(list(self.affine_chain), n, rows)
+    def batch_logits(self, ops: Ops, n: int, rows: int) -> Callable[[Any, Any], None] | None:
+        """How predict computes the logits of n rows in batches of `rows`: a function (x batch, out rows) that
+        writes them, the backend's program for this plan's route; or None: the layers' own forward."""
+        if self.affine_chain is None or not isinstance(ops, TransposedInference):
+            return None
+        return ops.inference_program(list(self.affine_chain), n, rows)
 
     def make_sink(self, ops: Ops) -> GradientSink:
         """The sink this plan sends gradients to, on `ops`."""
@@ -260,7 +276,8 @@ def _forms(
 def _predict_route(model: Any, chain: tuple[Any, ...] | None) -> tuple[tuple[Any, ...] | None, str]:
     """(the affine chain predict takes the transposed route over, or None; the backend's condition for it),
     only where the backend has a program for this chain (NumPy's; CuPy runs the layers)."""
-    when = model.ops.inference_route(list(chain)) if chain is not None else None
+    ops = model.ops
+    when = ops.inference_route(list(chain)) if chain is not None and isinstance(ops, TransposedInference) else None
     return (chain if when is not None else None), (when or "")
 
 
@@ -302,9 +319,10 @@ def _sink(model: Any, captures: bool) -> tuple[str, str]:
     if model.shares_layers:
         # a shared layer's weights serve several calls: each call's backward needs them unchanged
         return "gradient buffer", "plain SGD, but a layer is called more than once"
-    # on CuPy the in-place update folds into cuBLAS's GEMM, bound directly only in a captured step
+    # w ← w − xᵀ(ηδ) as one GEMM with β = 1 (`gemm_sub`), then a bias pass, beats filling the gradient buffer
+    # and a separate pass; on CuPy the GEMM is cuBLAS's, bound directly only in a captured step
     with _cublas.routed(ops) if captures else nullcontext():
-        if not ops.inplace_sgd:
+        if not ops.runs_in_one_call("gemm_sub"):
             return "gradient buffer", f"plain SGD, but the {ops.describe()} backend has no in-place GEMM here"
     return "in backprop", "plain SGD, one process, no penalty, every layer sink-only"
 
