@@ -8,8 +8,11 @@ For each workload, on the same data and shapes, this measures
   are reported: "3 GEMM/layer" and "no first dX" (the first layer needs no input gradient);
 * xpnet: seconds per epoch (median over repeats, after a warm-up), ms per step, peak memory of
   `fit`, and inference images/s over the 10,000 test images at batch 32 and at batch 10,000;
+* xpnet beside itself (--variants): eager (jit_compile=False), the replayed step (jit_compile=True)
+  and the default without numba's kernels (as XPNET_JIT=0 gives), each a row of its own;
 * peers when installed: PyTorch eager (a plain training loop, same architecture, optimizer,
-  batch size and thread count) and Keras.
+  batch size and thread count), JAX (`lax.scan` over an epoch, and `jit` per step; their first,
+  compiling epoch reported apart) and Keras.
 
 Contenders are interleaved within each repeat (in a rotating order) and the median of the
 repeats is reported; ratios are medians of per-repeat ratios, so slow spells of a noisy machine
@@ -23,6 +26,7 @@ issue's targets are marked met/missed.
     python scripts/benchmark.py --backend cupy       # on a GPU: CuPy floor + xpnet on CuPy + torch CUDA
     python -m gpusim.count -- scripts/benchmark.py --backend cupy   # on the GPU stand-in: launches per step only
     python scripts/benchmark.py --workloads A,infer --repeats 9 --json /tmp/bench.json
+    python scripts/benchmark.py --workloads A,B,lenet,infer --threads 1 --train-size 20000 --repeats 5   # issue 24
     python scripts/benchmark.py --profile --workloads A --repeats 1   # + pyinstrument flat profile of A
     git worktree add /tmp/xpnet-old <rev>
     python scripts/benchmark.py --baseline /tmp/xpnet-old --peers ''   # this code against <rev>, interleaved
@@ -1198,7 +1202,7 @@ def issue24_targets(results: dict[str, Any], env: Env) -> list[dict[str, Any]]:
         out.append({"target": target, "value": med, "shown": shown, "status": "met" if ok else "MISSED", "note": ""})
 
     for wl, prefix, limit in ISSUE24_TRAINING:
-        res = results["lenet"] if wl == "lenet" else results["training"].get(wl)
+        res = results.get("lenet") if wl == "lenet" else results["training"].get(wl)
         if res is None:
             continue
         rows = res["rows"]
