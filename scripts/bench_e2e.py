@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -173,6 +174,16 @@ def data_folder(data_dir: str | None) -> Path:
     )
 
 
+def timed_run(cmd: list[str], env: dict[str, str], what: str) -> tuple[float, str]:
+    """Wall seconds of the process `cmd` from start to exit, and its standard output."""
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return wall, done.stdout
+
+
 def run_xpnet(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="xpnet-e2e-") as tmp:
         cmd = [sys.executable, "-m", "xpnet.apps.cli", "train", "--model", "A", "--epochs", str(args.epochs)]
@@ -180,11 +191,7 @@ def run_xpnet(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> di
         cmd += ["--seed", str(args.seed)]
         cmd += ["--limit", str(args.limit)] if args.limit else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise SystemExit(f"xpnet train failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        wall, _ = timed_run(cmd, env, "xpnet train")
         hist = json.loads((Path(tmp) / "run" / "history.json").read_text())
     return {
         "wall_s": wall,
@@ -199,12 +206,8 @@ def run_jax(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict
     cmd = [sys.executable, os.path.abspath(__file__), "--jax-child", "--epochs", str(args.epochs)]
     cmd += ["--data-dir", str(folder), "--seed", str(args.seed)]
     cmd += ["--limit", str(args.limit)] if args.limit else []
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"the JAX run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return {"wall_s": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+    wall, out = timed_run(cmd, env, "the JAX run")
+    return {"wall_s": wall, **json.loads(out.strip().splitlines()[-1])}
 
 
 def spread(values: list[float]) -> str:
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print("JAX not installed: the end-to-end comparison with JAX lax.scan is skipped (pip install jax)")
         return 0
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import BUSY, CpuWatch, wait_for_idle
+    from benchmark import BUSY, interleaved, wait_for_idle
 
     import xpnet
 
@@ -236,31 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_numba:
         runs["xpnet train (XPNET_JIT=0)"] = lambda: run_xpnet(args, folder, {**base, "XPNET_JIT": "0"})
-    names = list(runs)
-    results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    discarded: list[float] = []
-    kept: list[float] = []
     busy_before = wait_for_idle(args.wait_idle)
-    r = 0
-    while r < args.repeats:
-        order = names[r % len(names) :] + names[: r % len(names)]
-        watch = CpuWatch(children=True)
-        got = {}
-        for n in order:
-            time.sleep(args.settle)
-            got[n] = runs[n]()
-            print(f"round {r + 1}: {n} {got[n]['wall_s']:.2f} s", file=sys.stderr)
-        share = watch.others()
-        if share is not None and share > BUSY and len(discarded) < args.redo:
-            discarded.append(share)
-            print(f"round {r + 1} discarded (other processes used {share:.0%} of the CPUs)", file=sys.stderr)
-            wait_for_idle(60.0)
-            continue
-        for n, v in got.items():
-            results[n].append(v)
-        if share is not None:
-            kept.append(share)
-        r += 1
+    contenders = [SimpleNamespace(name=n, run=run) for n, run in runs.items()]
+    res, discarded, kept, _ = interleaved(
+        contenders,
+        lambda c: c.run(),
+        0,
+        args.repeats,
+        "e2e",
+        args.redo,
+        args.settle,  # type: ignore[arg-type]
+    )
+    results: dict[str, list[dict[str, Any]]] = dict(res)
     print(report(args, folder, results, discarded, kept, busy_before, BUSY))
     if args.json:
         out = {"args": vars(args), "data": str(folder), "results": results, "discarded": discarded, "kept": kept}

@@ -165,14 +165,11 @@ def git_state() -> str:
 
 
 class CpuWatch:
-    """Share of the machine's CPU time taken by *other* processes (Linux /proc/stat minus our own usage).
+    """Share of the machine's CPU time taken by *other* processes (Linux /proc/stat minus our own usage,
+    which includes the child processes we waited for: scripts/bench_e2e.py times whole processes)."""
 
-    children: count the child processes this one has waited for as its own (a script timing subprocesses).
-    """
-
-    def __init__(self, children: bool = False) -> None:
+    def __init__(self) -> None:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self.children = children
         self.t0 = self._snap()
 
     def _snap(self) -> tuple[float, float, float] | None:
@@ -181,11 +178,8 @@ class CpuWatch:
                 v = [float(x) for x in f.readline().split()[1:9]]
         except (OSError, ValueError):
             return None
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        own = (me.ru_utime + me.ru_stime) * self.tick
-        if self.children:
-            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-            own += (kids.ru_utime + kids.ru_stime) * self.tick
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = (me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime) * self.tick
         return sum(v), v[3] + v[4], own  # total, idle + iowait, our own CPU (all in ticks)
 
     def others(self) -> float | None:
