@@ -1848,8 +1848,10 @@ def main(argv: list[str] | None = None) -> int:
     text += f"\n\n(total benchmark wall time {results['meta']['wall_s']:.0f} s)"
     print(text)
     if args.json:
-        with open(args.json, "w") as f:
+        tmp = f"{args.json}.tmp"  # written whole, then renamed: an interrupted run leaves the old file
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=2, default=float)
+        os.replace(tmp, args.json)
         print(f"\nJSON written to {args.json}", file=sys.stderr)
     return 0
 
