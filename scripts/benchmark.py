@@ -8,8 +8,11 @@ For each workload, on the same data and shapes, this measures
   are reported: "3 GEMM/layer" and "no first dX" (the first layer needs no input gradient);
 * xpnet: seconds per epoch (median over repeats, after a warm-up), ms per step, peak memory of
   `fit`, and inference images/s over the 10,000 test images at batch 32 and at batch 10,000;
+* xpnet beside itself (--variants): eager (jit_compile=False), the replayed step (jit_compile=True)
+  and the default without numba's kernels (as XPNET_JIT=0 gives), each a row of its own;
 * peers when installed: PyTorch eager (a plain training loop, same architecture, optimizer,
-  batch size and thread count) and Keras.
+  batch size and thread count), JAX (`lax.scan` over an epoch, and `jit` per step; their first,
+  compiling epoch reported apart) and Keras.
 
 Contenders are interleaved within each repeat (in a rotating order) and the median of the
 repeats is reported; ratios are medians of per-repeat ratios, so slow spells of a noisy machine
@@ -23,6 +26,7 @@ issue's targets are marked met/missed.
     python scripts/benchmark.py --backend cupy       # on a GPU: CuPy floor + xpnet on CuPy + torch CUDA
     python -m gpusim.count -- scripts/benchmark.py --backend cupy   # on the GPU stand-in: launches per step only
     python scripts/benchmark.py --workloads A,infer --repeats 9 --json /tmp/bench.json
+    python scripts/benchmark.py --workloads A,B,lenet,infer --threads 1 --train-size 20000 --repeats 5   # issue 24
     python scripts/benchmark.py --profile --workloads A --repeats 1   # + pyinstrument flat profile of A
     git worktree add /tmp/xpnet-old <rev>
     python scripts/benchmark.py --baseline /tmp/xpnet-old --peers ''   # this code against <rev>, interleaved
@@ -44,6 +48,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,8 +105,10 @@ class Env:
     keras_note: str = ""
     jax: Any = None
     jax_note: str = ""
-    replay: bool = False  # xpnet compiled with jit_compile=True (--replay)
+    threads: int | None = None  # --threads: one count for every contender's BLAS / intra-op pool
+    variants: list[str] = field(default_factory=list)  # xpnet rows beside the default (VARIANTS)
     notes: list[str] = field(default_factory=list)
+    _limit: Any = None  # threadpoolctl's limiter under --threads, kept for the whole run
 
 
 def blas_threads() -> tuple[int, str]:
@@ -158,7 +165,8 @@ def git_state() -> str:
 
 
 class CpuWatch:
-    """Share of the machine's CPU time taken by *other* processes (Linux /proc/stat minus our own usage)."""
+    """Share of the machine's CPU time taken by *other* processes (Linux /proc/stat minus our own usage,
+    which includes the child processes we waited for: scripts/bench_e2e.py times whole processes)."""
 
     def __init__(self) -> None:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -170,8 +178,8 @@ class CpuWatch:
                 v = [float(x) for x in f.readline().split()[1:9]]
         except (OSError, ValueError):
             return None
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        own = (me.ru_utime + me.ru_stime) * self.tick
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = (me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime) * self.tick
         return sum(v), v[3] + v[4], own  # total, idle + iowait, our own CPU (all in ticks)
 
     def others(self) -> float | None:
@@ -213,8 +221,14 @@ def make_env(args: argparse.Namespace) -> Env:
         env = Env("cupy", cupy, ops.synchronize, 0, "")
     else:
         env = Env("numpy", np, lambda: None, 0, "")
+    if args.threads is not None:
+        # xpnet's thread policy defers to XPNET_BLAS_THREADS inside fit; the floors and predict see the limit
+        os.environ["XPNET_BLAS_THREADS"] = str(args.threads)
+        from threadpoolctl import threadpool_limits
+
+        env.threads, env._limit = args.threads, threadpool_limits(limits=args.threads, user_api="blas")
     env.blas_threads, env.blas_desc = blas_threads()
-    env.replay = bool(getattr(args, "replay", False))
+    env.variants = [v for v in args.variants if v != "no-numba" or env.backend == "numpy"]
     peers = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
     if "torch" in peers:
         try:
@@ -247,7 +261,10 @@ def make_env(args: argparse.Namespace) -> Env:
             import jax
 
             env.jax = jax
-            env.jax_note = f"JAX {jax.__version__} on {jax.default_backend()}: SGD and Adam written out (no optax)"
+            pool = "1 thread (XLA_FLAGS)" if env.blas_threads == 1 else "XLA's default pool (every usable core)"
+            env.jax_note = (
+                f"JAX {jax.__version__} on {jax.default_backend()}, {pool}: SGD and Adam written out (no optax)"
+            )
         except ImportError:
             env.jax_note = "JAX not installed: skipped (pip install jax)"
     else:
@@ -438,9 +455,10 @@ def load_baseline(path: str) -> Any:
 
 
 def build_xpnet(
-    wl: Workload, backend: str, seed: int = 0, mod: Any = xpnet, jit: bool | None = None
+    wl: Workload, backend: Any, seed: int = 0, mod: Any = xpnet, jit: bool | None = None
 ) -> xpnet.Sequential:
-    """jit: compile(jit_compile=...) (True: the recorded step replayed on NumPy); None: the default."""
+    """backend: a name or an Ops; jit: compile(jit_compile=...) (True: the recorded step replayed on NumPy),
+    None: the default."""
     layers: list[Any] = [mod.Dense(wl.hidden[0], "relu", input_shape=(IN,))]
     if wl.dropout:
         layers.append(mod.Dropout(wl.dropout))
@@ -465,8 +483,7 @@ class XpnetContender(Contender):
         self.wl, self.data, self.env = wl, data, env
         if mod is not None:  # another checkout's xpnet, reported as a peer: "× xpnet <rev>" columns
             self.name, self.kind = f"xpnet {mod.revision}", "peer"
-        jit = True if mod is None and model is None and env.replay else None
-        self.model = model if model is not None else build_xpnet(wl, env.backend, mod=mod or xpnet, jit=jit)
+        self.model = model if model is not None else build_xpnet(wl, env.backend, mod=mod or xpnet)
         # On CuPy pass the training images already on the device (fit passes native arrays through),
         # so the per-call host->device upload is not repeated; the memory measurement passes host data.
         self.x = data.xtr if env.backend == "numpy" else self.model.ops.asarray(data.xtr)  # type: ignore[union-attr]
@@ -520,6 +537,62 @@ class XpnetContender(Contender):
         tracemalloc.stop()
         # (RSS high-water deltas are no use here: glibc reuses heap pages freed earlier, hiding the peak)
         return {"method": "tracemalloc peak during fit, NumPy allocations", "peak_bytes": peak}
+
+
+# xpnet rows beside the default one: name, compile's jit_compile (None: its default), numba's kernels
+VARIANTS: dict[str, tuple[str, bool | None, bool]] = {
+    "eager": ("xpnet eager (jit_compile=False)", False, True),
+    "replay": ("xpnet replay (jit_compile=True)", True, True),
+    "no-numba": ("xpnet without numba (XPNET_JIT=0)", None, False),
+}
+
+
+def numba_kernels(env: Env) -> bool:
+    """Whether the default xpnet model of this run uses numba's kernels (installed, XPNET_JIT not 0)."""
+    return getattr(xpnet.get_backend(env.backend), "kernels", None) is not None
+
+
+def variant_models(
+    env: Env, build: Callable[[Any, bool | None], Any], probe: Callable[[Any], None], what: str
+) -> dict[str, Any]:
+    """Row name -> compiled model for each of env.variants; `build(backend, jit_compile)` makes one.
+
+    A replay variant first runs `probe(model)` (a few steps): a step that cannot be recorded is
+    left out, and one that silently runs eagerly is named, with the reason, in the report's notes.
+    """
+    out: dict[str, Any] = {}
+    for v in env.variants:
+        name, jit, numba = VARIANTS[v]
+        backend: Any = env.backend
+        if not numba:
+            if not numba_kernels(env):
+                env.notes.append(f"{what}: no '{name}' row: the default row already runs without numba")
+                continue
+            from xpnet.backend.numpy_ops import NumpyOps
+
+            backend = NumpyOps(jit=False)  # what XPNET_JIT=0 gives, for this model only
+        model = build(backend, jit)
+        if jit:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    probe(model)
+                except (ValueError, RuntimeError) as e:
+                    env.notes.append(f"{what}: no '{name}' row: {e}")
+                    continue
+            eager = [w for w in caught if "eagerly" in str(w.message)]
+            if eager:
+                env.notes.append(f"{what}: '{name}' ran eagerly: {eager[0].message}")
+        out[name] = model
+    return out
+
+
+def step_route(model: Any) -> str:
+    """How the model's plan runs a training step (its capture decision), in its own words."""
+    try:
+        return str(model.plan.capture_reason)
+    except Exception as e:  # another checkout's model, or a plan that cannot be made: say so, don't fail the run
+        return f"unknown ({type(e).__name__})"
 
 
 class TorchContender(Contender):
@@ -773,7 +846,7 @@ def floors_for(wl: Workload, data: Data, env: Env, x_dev: Any) -> list[Contender
     return out
 
 
-def peers_for(wl: Workload, data: Data, env: Env) -> list[Contender]:
+def peers_for(wl: Workload, data: Data, env: Env, training: bool = True) -> list[Contender]:
     out: list[Contender] = []
     if BASELINE is not None:
         out.append(XpnetContender(wl, data, env, mod=BASELINE))
@@ -781,12 +854,18 @@ def peers_for(wl: Workload, data: Data, env: Env) -> list[Contender]:
         out.append(TorchContender(wl, data, env))
     if env.keras is not None:
         out.append(KerasContender(wl, data, env))
-    if env.jax is not None and wl.name in WORKLOADS:  # the dense workloads; not yet LeNet or predict
+    if env.jax is not None and training and wl.name in WORKLOADS:  # the dense workloads' training only
         out += [JaxContender(wl, data, env, scan=True), JaxContender(wl, data, env, scan=False)]
-    if env.replay and wl.name in WORKLOADS:  # the main xpnet replays: eager xpnet beside it
-        eager = XpnetContender(wl, data, env, model=build_xpnet(wl, env.backend, jit=False))
-        eager.name, eager.kind = "xpnet eager", "peer"
-        out.append(eager)
+    return out
+
+
+def xpnet_rows(wl: Workload, data: Data, env: Env, models: dict[str, Any]) -> list[Contender]:
+    """An XpnetContender for each named model (the variants' rows)."""
+    out: list[Contender] = []
+    for name, model in models.items():
+        c = XpnetContender(wl, data, env, model=model)
+        c.name = name
+        out.append(c)
     return out
 
 
@@ -798,14 +877,16 @@ def interleaved(
     desc: str,
     redo: int,
     settle: float = 0.0,
-) -> tuple[dict[str, list[Any]], list[float], list[float]]:
+) -> tuple[dict[str, list[Any]], list[float], list[float], dict[str, Any]]:
     """Warm each contender up, then run `repeats` rounds, each contender once per round, rotating the order.
 
     A round during which other processes took more than BUSY of the CPUs is thrown away and run
-    again once the machine is idle (at most `redo` times in all); returns the results and the
-    other-process CPU shares of the discarded and of the kept rounds.
+    again once the machine is idle (at most `redo` times in all); returns the results, the
+    other-process CPU shares of the discarded and of the kept rounds, and each contender's first
+    (warm-up) result.
     """
     results: dict[str, list[Any]] = {c.name: [] for c in contenders}
+    first: dict[str, Any] = {}
     discarded: list[float] = []
     kept: list[float] = []
     total = len(contenders) * (warmup + repeats)
@@ -815,7 +896,7 @@ def interleaved(
         for _ in range(warmup):
             for c in contenders:
                 bar.set_postfix_str(f"warm-up {c.name}", refresh=False)
-                fn(c)
+                first.setdefault(c.name, fn(c))
                 bar.update()
         r = 0
         while r < repeats:
@@ -842,7 +923,7 @@ def interleaved(
             if share is not None:
                 kept.append(share)
             r += 1
-    return results, discarded, kept
+    return results, discarded, kept, first
 
 
 def summarize(times: list[float]) -> dict[str, float]:
@@ -854,23 +935,12 @@ def paired(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
-    xp_c = XpnetContender(wl, data, env)
-    x_dev = xp_c.x
-    contenders: list[Contender] = [*floors_for(wl, data, env, x_dev), xp_c, *peers_for(wl, data, env)]
-    k = args.epochs_per_measure
-    res, discarded, kept = interleaved(
-        contenders,
-        lambda c: c.train_epochs(k),
-        args.warmup,
-        args.repeats,
-        f"{wl.name:>5} train",
-        args.redo,
-        args.settle,
-    )
-    steps = math.ceil(data.xtr.shape[0] / wl.batch)
-    scale = math.ceil(N_TRAIN_FULL / wl.batch) / steps  # to a full 55,000-image epoch when --train-size is smaller
-    rows = {}
+def training_rows(
+    contenders: list[Contender], res: dict[str, list[float]], first: dict[str, float], steps: int, scale: float
+) -> dict[str, dict[str, Any]]:
+    """Per contender: s/epoch median and spread (scaled to 55,000 images), ms/step, raw times, last logs,
+    its first epoch as measured (a compiling peer's compilation included), and xpnet's step route."""
+    rows: dict[str, dict[str, Any]] = {}
     for c in contenders:
         s = summarize(res[c.name])
         rows[c.name] = {
@@ -882,8 +952,40 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
             "raw_s": res[c.name],
             "last_logs": c.last_logs(),
         }
-        if getattr(c, "first_epoch_s", None) is not None:  # a compiling peer's first epoch, compilation included
-            rows[c.name]["first_epoch_s"] = c.first_epoch_s
+        compiled = getattr(c, "first_epoch_s", None)  # JAX: its own first epoch, before the warm-up's
+        if compiled is not None or c.name in first:
+            rows[c.name]["first_epoch_s"] = compiled if compiled is not None else first[c.name]
+        if isinstance(c, XpnetContender) and c.kind == "xpnet":
+            rows[c.name]["step"] = step_route(c.model)
+    return rows
+
+
+def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    xp_c = XpnetContender(wl, data, env)
+    x_dev = xp_c.x
+    b = wl.batch
+
+    def build(backend: Any, jit: bool | None) -> Any:
+        return build_xpnet(wl, backend, jit=jit)
+
+    def probe(model: Any) -> None:
+        model.fit(data.xtr[: 2 * b], data.ytr[: 2 * b], batch_size=b, epochs=1, verbose=0)
+
+    variants = xpnet_rows(wl, data, env, variant_models(env, build, probe, wl.name))
+    contenders: list[Contender] = [*floors_for(wl, data, env, x_dev), xp_c, *variants, *peers_for(wl, data, env)]
+    k = args.epochs_per_measure
+    res, discarded, kept, first = interleaved(
+        contenders,
+        lambda c: c.train_epochs(k),
+        args.warmup,
+        args.repeats,
+        f"{wl.name:>5} train",
+        args.redo,
+        args.settle,
+    )
+    steps = math.ceil(data.xtr.shape[0] / wl.batch)
+    scale = math.ceil(N_TRAIN_FULL / wl.batch) / steps  # to a full 55,000-image epoch when --train-size is smaller
+    rows = training_rows(contenders, res, first, steps, scale)
     out: dict[str, Any] = {
         "workload": wl.title,
         "batch": wl.batch,
@@ -903,13 +1005,16 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
                 mem["torch"] = torch_c.fit_memory()
             bar.update()
         out["memory"] = mem
-    out["_xpnet_model"] = xp_c.model  # reused for inference (stripped before JSON)
+    # reused for inference (stripped before JSON)
+    out["_xpnet_models"] = {c.name: c.model for c in (xp_c, *variants) if isinstance(c, XpnetContender)}
     return out
 
 
-def run_inference(model: xpnet.Sequential | None, data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
+def run_inference(models: dict[str, Any], data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    """predict over the test images at each of INFER_BATCHES: model A's xpnet rows (`models`: trained ones
+    by row name; empty: a fresh default model), the forward-GEMM floor and the peers."""
     wl = WORKLOADS["A"]
-    xp_c = XpnetContender(wl, data, env, model)
+    xp_rows = xpnet_rows(wl, data, env, models) if models else [XpnetContender(wl, data, env)]
     floors: list[Contender] = [
         GemmFloor("floor numpy (forward GEMMs)", np, lambda: None, wl.dims, 32, data.xtr[:64], True, x_test=data.xte)
     ]
@@ -926,13 +1031,13 @@ def run_inference(model: xpnet.Sequential | None, data: Data, env: Env, args: ar
                 x_test=env.xp.asarray(data.xte),
             )
         )
-    contenders = [*floors, xp_c, *peers_for(wl, data, env)]
+    contenders = [*floors, *xp_rows, *peers_for(wl, data, env, training=False)]
     repeats = args.infer_repeats or max(3, 2 * args.repeats)
 
     def both(c: Contender) -> dict[int, float]:
         return {b: c.infer(b) for b in INFER_BATCHES}
 
-    res, discarded, kept = interleaved(contenders, both, args.warmup, repeats, "infer", args.redo, args.settle)
+    res, discarded, kept, _ = interleaved(contenders, both, args.warmup, repeats, "infer", args.redo, args.settle)
     rows: dict[str, dict[str, Any]] = {}
     for c in contenders:
         rows[c.name] = {"kind": c.kind}
@@ -1062,6 +1167,75 @@ def evaluate_targets(results: dict[str, Any], env: Env) -> list[dict[str, Any]]:
     return out
 
 
+# issue 24's targets: (workload, peer's name prefix, xpnet time ÷ peer time at most)
+ISSUE24_TRAINING = (
+    ("A", "JAX lax.scan", 0.9),
+    ("A", "PyTorch", 0.5),
+    ("B", "JAX lax.scan", 0.5),
+    ("lenet", "PyTorch", 0.8),
+)
+ISSUE24_LENET_PREDICT_B32 = 1.2  # xpnet images/s ÷ PyTorch's, at least
+
+
+def paired_spread(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Median, min and max over repeats of a[r] / b[r]."""
+    r = [x / y for x, y in zip(a, b, strict=True)]
+    return statistics.median(r), min(r), max(r)
+
+
+def issue24_targets(results: dict[str, Any], env: Env) -> list[dict[str, Any]]:
+    """Issue 24's speed targets for every xpnet row (default, eager, replay, without numba), with the
+    spread of the per-repeat ratios; at the run's thread count."""
+    threads = f"{env.threads} thread{'s' if env.threads != 1 else ''}" if env.threads else "default threads"
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, rr: tuple[float, float, float], limit: float, higher: bool, n: int) -> None:
+        med, lo, hi = rr
+        ok = med >= limit if higher else med <= limit
+        shown = f"{med:.2f}× (per-repeat {lo:.2f}–{hi:.2f}, {n} repeats)"
+        out.append({"target": target, "value": med, "shown": shown, "status": "met" if ok else "MISSED", "note": ""})
+
+    for wl, prefix, limit in ISSUE24_TRAINING:
+        res = results.get("lenet") if wl == "lenet" else results["training"].get(wl)
+        if res is None:
+            continue
+        rows = res["rows"]
+        peer = next((n for n in _peer_names(rows) if n.startswith(prefix)), None)
+        if peer is None:
+            continue
+        for name, r in rows.items():
+            if r["kind"] == "xpnet":
+                rr = paired_spread(r["raw_s"], rows[peer]["raw_s"])
+                add(f"issue 24, {wl}, {threads}: {name} ≤ {limit}× {peer}'s epoch", rr, limit, False, len(r["raw_s"]))
+    if "lenet" in results:
+        irows = results["lenet"]["inference"]["rows"]
+        peer = next((n for n in _peer_names(irows) if n.startswith("PyTorch")), None)
+        for name, r in irows.items():
+            if peer is not None and r["kind"] == "xpnet":
+                rr = paired_spread(irows[peer]["raw_s_b32"], r["raw_s_b32"])
+                lim = ISSUE24_LENET_PREDICT_B32
+                target = f"issue 24, lenet predict b32, {threads}: {name} images/s ≥ {lim}× {peer}'s"
+                add(target, rr, lim, True, len(r["raw_s_b32"]))
+    return out
+
+
+def first_and_route_lines(res: dict[str, Any]) -> list[str]:
+    """Each contender's first epoch (as measured), and how each xpnet row's plan runs the step."""
+    rows = res["rows"]
+    firsts = [f"{n} {r['first_epoch_s']:.3f} s" for n, r in rows.items() if "first_epoch_s" in r]
+    out = []
+    if firsts:
+        out += [
+            "",
+            f"First epoch of each contender on {res['steps_measured']} steps, as measured (not scaled): JAX's "
+            f"includes its compilation, xpnet's its first steps (and any recording): {'; '.join(firsts)}",
+        ]
+    routes = [f"{n}: {r['step']}" for n, r in rows.items() if "step" in r]
+    if routes:
+        out += ["", "How xpnet's plan runs each row's training step: " + "; ".join(routes)]
+    return out
+
+
 def _discard_note(res: dict[str, Any]) -> list[str]:
     out = []
     d = res.get("discarded_repeats") or []
@@ -1090,6 +1264,10 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
     )
     if env.torch is not None:
         L.append(f"- PyTorch {env.torch.__version__} on {env.torch_device}, torch.set_num_threads({env.blas_threads})")
+    if env.threads is not None:
+        L.append(
+            f"- --threads {env.threads}: XPNET_BLAS_THREADS={env.threads} and a threadpoolctl limit for NumPy's BLAS"
+        )
     for note in (env.torch_note, env.keras_note, env.jax_note, *env.notes):
         if note:
             L.append(f"- note: {note}")
@@ -1112,10 +1290,7 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
         L.append("")
         L += training_table(res, env)
         L += _discard_note(res)
-        firsts = [f"{n} {r['first_epoch_s']:.2f} s" for n, r in res["rows"].items() if "first_epoch_s" in r]
-        if firsts:
-            L.append("")
-            L.append(f"First epoch, compilation included (as measured, not scaled): {'; '.join(firsts)}")
+        L += first_and_route_lines(res)
         if res.get("xpnet_fit_call_overhead_s") is not None:
             L.append("")
             L.append(
@@ -1211,15 +1386,18 @@ def lenet_images(data: Data, channels_first: bool = False) -> Data:
     return Data(data.xtr.reshape(-1, *shape), data.ytr, data.xte.reshape(-1, *shape), data.yte, data.source)
 
 
-def build_xpnet_lenet(backend: str, seed: int = 0) -> xpnet.Sequential:
+def build_xpnet_lenet(backend: Any, jit: bool | None = None, seed: int = 0) -> xpnet.Sequential:
+    """backend: a name or an Ops; jit: compile(jit_compile=...), None: the default."""
     from xpnet import experiments
 
     model = experiments.build_model("lenet", seed=seed)
+    extra = {} if jit is None else {"jit_compile": jit}
     model.compile(
         optimizer=xpnet.optimizers.SGD(0.01),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         backend=backend,
+        **extra,
     )
     return model
 
@@ -1328,30 +1506,29 @@ def profile_lenet(data: Data, env: Env, top: int, steps: int = 400) -> list[str]
 def run_lenet(data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
     """Training epoch (floor, xpnet, PyTorch interleaved), fit memory, then predict on the 10,000 test images."""
     nhwc, nchw = lenet_images(data), lenet_images(data, channels_first=True)
-    model = build_xpnet_lenet(env.backend)
-    xp_c = XpnetContender(WORKLOADS["A"], nhwc, env, model)
-    xp_c.wl = Workload("lenet", LENET_TITLE, (), None, "sgd", 32, None)
-    contenders: list[Contender] = [LenetGemmFloor("floor numpy (3 GEMM/layer)", data.xtr.shape[0]), xp_c]
+    lenet_wl = Workload("lenet", LENET_TITLE, (), None, "sgd", 32, None)
+
+    def probe(model: Any) -> None:
+        model.fit(nhwc.xtr[:64], nhwc.ytr[:64], batch_size=32, epochs=1, verbose=0)
+
+    models = {"xpnet": build_xpnet_lenet(env.backend)}
+    models.update(variant_models(env, build_xpnet_lenet, probe, "lenet"))
+    xp_all = xpnet_rows(WORKLOADS["A"], nhwc, env, models)
+    for c in xp_all:
+        assert isinstance(c, XpnetContender)
+        c.wl = lenet_wl
+    xp_c = xp_all[0]
+    assert isinstance(xp_c, XpnetContender)
+    contenders: list[Contender] = [LenetGemmFloor("floor numpy (3 GEMM/layer)", data.xtr.shape[0]), *xp_all]
     if env.torch is not None:
         contenders.append(TorchLenetContender(nchw, env))
     k = args.epochs_per_measure
-    res, discarded, kept = interleaved(
+    res, discarded, kept, first = interleaved(
         contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, "lenet train", args.redo, args.settle
     )
     steps = math.ceil(data.xtr.shape[0] / 32)
     scale = math.ceil(N_TRAIN_FULL / 32) / steps
-    rows = {}
-    for c in contenders:
-        s = summarize(res[c.name])
-        rows[c.name] = {
-            "kind": c.kind,
-            "s_per_epoch": s["median"] * scale,
-            "s_per_epoch_min": s["min"] * scale,
-            "s_per_epoch_max": s["max"] * scale,
-            "ms_per_step": s["median"] / steps * 1e3,
-            "raw_s": res[c.name],
-            "last_logs": c.last_logs(),
-        }
+    rows = training_rows(contenders, res, first, steps, scale)
     floor = contenders[0]
     assert isinstance(floor, LenetGemmFloor)
     out: dict[str, Any] = {
@@ -1372,7 +1549,7 @@ def run_lenet(data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
     def both(c: Contender) -> dict[int, float]:
         return {b: c.infer(b) for b in INFER_BATCHES}
 
-    ires, idisc, ikept = interleaved(infer_c, both, args.warmup, repeats, "lenet infer", args.redo, args.settle)
+    ires, idisc, ikept, _ = interleaved(infer_c, both, args.warmup, repeats, "lenet infer", args.redo, args.settle)
     irows: dict[str, dict[str, Any]] = {}
     for c in infer_c:
         irows[c.name] = {"kind": c.kind}
@@ -1391,6 +1568,7 @@ def lenet_report(res: dict[str, Any], env: Env) -> tuple[list[str], list[dict[st
     L = [f"### lenet: {res['workload']} ({res['steps_measured']} steps/epoch measured)", ""]
     L += training_table(res, env)
     L += _discard_note(res)
+    L += first_and_route_lines(res)
     L += [
         "",
         f"The floor's GEMMs: {res['gflop_per_epoch']:.0f} GFLOP per 55,000-image epoch "
@@ -1460,9 +1638,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peers", default="torch,keras,jax", help="comma list of peers to try (torch, keras, jax; '' for none)"
     )
     p.add_argument(
-        "--replay",
-        action="store_true",
-        help="time xpnet with compile(jit_compile=True) (the step replayed on NumPy), eager xpnet as a peer",
+        "--variants",
+        default="eager,replay,no-numba",
+        help="xpnet rows beside the default one (comma list, '' for none): eager (jit_compile=False), replay\n"
+        "(jit_compile=True), no-numba (the default without numba's kernels, as XPNET_JIT=0 gives)",
+    )
+    p.add_argument("--replay", action="store_true", help="old spelling: adds eager and replay to --variants")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="one thread count for all: NumPy's BLAS (xpnet via XPNET_BLAS_THREADS), PyTorch, and XLA\n"
+        "(N=1: one thread; otherwise XLA's default pool); default: each library's own choice",
     )
     p.add_argument(
         "--train-size",
@@ -1503,6 +1691,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.redo = a.repeats if a.redo is None else a.redo
     a.train_size = a.train_size or (11_000 if a.quick else N_TRAIN_FULL)
     a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    a.variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    if a.replay:
+        a.variants += [v for v in ("eager", "replay") if v not in a.variants]
+    bad_v = [v for v in a.variants if v not in VARIANTS]
+    if bad_v:
+        p.error(f"--variants: unknown variant(s) {bad_v}; choose from {list(VARIANTS)}")
+    if a.threads is not None and a.threads < 1:
+        p.error(f"--threads must be >= 1, received {a.threads}")
     bad = [w for w in a.workloads if w not in WORKLOADS and w not in ("infer", "lenet")]
     if bad:
         p.error(f"unknown workload(s) {bad}; choose from {[*WORKLOADS, 'infer', 'lenet']}")
@@ -1608,23 +1804,24 @@ def main(argv: list[str] | None = None) -> int:
         },
         "training": {},
     }
-    model_a = None
+    models_a: dict[str, Any] = {}
     for name in args.workloads:
         if name in ("infer", "lenet"):
             continue
         res = run_training(WORKLOADS[name], data, env, args)
-        model = res.pop("_xpnet_model")
+        models = res.pop("_xpnet_models")
         if name == "A":
-            model_a = model
+            models_a = models
         results["training"][name] = res
     if "infer" in args.workloads:
-        results["inference"] = run_inference(model_a, data, env, args)
+        results["inference"] = run_inference(models_a, data, env, args)
     results["targets"] = evaluate_targets(results, env)
     lenet_lines: list[str] = []
     if "lenet" in args.workloads:
         results["lenet"] = run_lenet(data, env, args)
         lenet_lines, lenet_targets = lenet_report(results["lenet"], env)
         results["targets"] += lenet_targets
+    results["targets"] += issue24_targets(results, env)
     text = report(results, env, args, data)
     if lenet_lines:
         head, sep, tail = text.partition("### Targets")
@@ -1651,8 +1848,10 @@ def main(argv: list[str] | None = None) -> int:
     text += f"\n\n(total benchmark wall time {results['meta']['wall_s']:.0f} s)"
     print(text)
     if args.json:
-        with open(args.json, "w") as f:
+        tmp = f"{args.json}.tmp"  # written whole, then renamed: an interrupted run leaves the old file
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=2, default=float)
+        os.replace(tmp, args.json)
         print(f"\nJSON written to {args.json}", file=sys.stderr)
     return 0
 

@@ -1,0 +1,157 @@
+"""Argument handling and report arithmetic of scripts/benchmark.py and scripts/bench_e2e.py (no timing runs)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"xpnet_script_{name}", SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _load("benchmark")
+
+
+@pytest.fixture(scope="module")
+def e2e() -> ModuleType:
+    return _load("bench_e2e")
+
+
+def test_benchmark_defaults_time_every_xpnet_variant(bench: ModuleType) -> None:
+    a = bench.parse_args([])
+    assert a.variants == ["eager", "replay", "no-numba"]
+    assert a.threads is None and a.repeats == 7 and a.train_size == 55_000
+
+
+def test_benchmark_replay_flag_adds_eager_and_replay_once(bench: ModuleType) -> None:
+    assert bench.parse_args(["--variants", "", "--replay"]).variants == ["eager", "replay"]
+    assert bench.parse_args(["--variants", "replay", "--replay"]).variants == ["replay", "eager"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--variants", "eager,fast"], "unknown variant(s) ['fast']"),
+        (["--threads", "0"], "--threads must be >= 1, received 0"),
+        (["--workloads", "A,C"], "unknown workload(s) ['C']"),
+    ],
+)
+def test_benchmark_bad_arguments_name_the_value(
+    bench: ModuleType, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_paired_spread_is_median_min_max_of_per_repeat_ratios(bench: ModuleType) -> None:
+    assert bench.paired_spread([1.0, 3.0, 2.0], [2.0, 2.0, 1.0]) == (1.5, 0.5, 2.0)
+
+
+def _train_rows(xpnet_s: list[float], peer: str, peer_s: list[float]) -> dict[str, object]:
+    return {
+        "rows": {
+            "xpnet": {"kind": "xpnet", "raw_s": xpnet_s},
+            "xpnet eager (jit_compile=False)": {"kind": "xpnet", "raw_s": [2 * t for t in xpnet_s]},
+            "floor numpy (3 GEMM/layer)": {"kind": "floor", "raw_s": xpnet_s},
+            peer: {"kind": "peer", "raw_s": peer_s},
+        }
+    }
+
+
+def test_issue24_targets_judge_every_xpnet_row_against_its_peer(bench: ModuleType) -> None:
+    results = {
+        "training": {
+            "A": _train_rows([0.8, 0.9, 1.0], "JAX lax.scan", [1.0, 1.0, 1.0]),
+            "B": _train_rows([0.4, 0.5, 0.6], "JAX lax.scan", [1.0, 1.0, 1.0]),
+        }
+    }
+    env = SimpleNamespace(threads=1)
+    got = {t["target"]: (t["value"], t["status"]) for t in bench.issue24_targets(results, env)}
+    assert got == {
+        "issue 24, A, 1 thread: xpnet ≤ 0.9× JAX lax.scan's epoch": (0.9, "met"),
+        "issue 24, A, 1 thread: xpnet eager (jit_compile=False) ≤ 0.9× JAX lax.scan's epoch": (1.8, "MISSED"),
+        "issue 24, B, 1 thread: xpnet ≤ 0.5× JAX lax.scan's epoch": (0.5, "met"),
+        "issue 24, B, 1 thread: xpnet eager (jit_compile=False) ≤ 0.5× JAX lax.scan's epoch": (1.0, "MISSED"),
+    }
+
+
+def test_issue24_lenet_predict_is_images_per_second_over_pytorchs(bench: ModuleType) -> None:
+    lenet = _train_rows([1.0, 1.0], "PyTorch 2.13.0 cpu", [1.0, 1.0])
+    lenet["inference"] = {
+        "rows": {
+            "xpnet": {"kind": "xpnet", "raw_s_b32": [0.5, 1.0]},
+            "PyTorch 2.13.0 cpu": {"kind": "peer", "raw_s_b32": [1.0, 1.0]},
+        }
+    }
+    targets = bench.issue24_targets({"training": {}, "lenet": lenet}, SimpleNamespace(threads=None))
+    predict = [t for t in targets if "predict" in t["target"]]
+    assert [(t["value"], t["status"]) for t in predict] == [(1.5, "met")]
+    assert "default threads" in predict[0]["target"]
+
+
+def test_e2e_defaults_are_the_issues_thirty_epochs(e2e: ModuleType) -> None:
+    a = e2e.parse_args([])
+    assert (a.epochs, a.repeats, a.limit, a.threads, a.redo, a.seed) == (30, 3, None, None, 3, 42)
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--repeats", "0"], ["--limit", "-5"], ["--settle", "-1"]])
+def test_e2e_bad_arguments_exit_with_the_value(
+    e2e: ModuleType, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        e2e.parse_args(argv)
+    assert e.value.code == 2
+    assert argv[1] in capsys.readouterr().err
+
+
+def test_e2e_without_jax_prints_one_line_and_succeeds(
+    e2e: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a))
+    assert e2e.main(["--epochs", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("JAX not installed")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_e2e_reads_idx_files_plain_and_gzipped(e2e: ModuleType, tmp_path: Path, compress: bool) -> None:
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    raw = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape) + images.tobytes()
+    name = "train-images-idx3-ubyte"
+    if compress:
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(raw))
+    else:
+        (tmp_path / name).write_bytes(raw)
+    np.testing.assert_array_equal(e2e.read_idx(tmp_path, name), images)
+
+
+def test_benchmark_threads_sets_one_count_for_blas_and_xpnet(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    env = bench.make_env(bench.parse_args(["--threads", "1", "--peers", ""]))
+    try:
+        assert env.threads == 1 and env.blas_threads == 1
+        assert bench.os.environ["XPNET_BLAS_THREADS"] == "1"
+    finally:
+        env._limit.restore_original_limits()
+        monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
