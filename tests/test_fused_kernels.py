@@ -217,3 +217,59 @@ def test_plain_sgd_counts_its_steps_on_the_device(backend: str) -> None:
     model.fit(np.ones((12, 4), np.float32), np.zeros((12, 3), np.float32), batch_size=4, epochs=2, verbose=0)
     opt = model.optimizer
     assert opt.iterations == 6 and float(model.ops.to_numpy(opt._t)) == 6.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("label_dtype", ["int64", "int32", "float32"])
+@pytest.mark.parametrize("serial_limit", [4096, 41 * 7 - 1])  # one thread walks the rows; a thread per row
+def test_loss_and_hits_is_the_ordered_loss_sum_and_the_plain_count(
+    ops: Ops, dtype: str, label_dtype: str, serial_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xpnet.backend import metric_kernels
+
+    # the 41 losses stay under the limit; with 286 the 41 × 7 scores take the per-row form
+    monkeypatch.setattr(metric_kernels, "SERIAL_LIMIT", serial_limit)
+    rng = np.random.default_rng(8)
+    p = rng.integers(0, 3, (41, 7)).astype(dtype)  # ties
+    p[3, 2] = p[5, 6] = np.nan
+    y = rng.integers(0, 7, 41).astype(label_dtype)
+    v = rng.standard_normal(41).astype(dtype)
+    xp = ops.xp
+    got = metric_kernels.loss_and_hits(xp, ops.asarray(v), ops.asarray(y), ops.asarray(p))
+    assert (got is not None) == (ops.name == "cupy")
+    if got is None:
+        return
+    for _ in range(2):  # the per-row form's ticket word is back at 0 after each launch
+        loss, hits = (ops.to_numpy(a) for a in got)
+        assert loss.dtype == hits.dtype == np.dtype(dtype)
+        assert loss == np.cumsum(v)[-1]  # in row order, bit for bit
+        assert hits == np.count_nonzero(np.argmax(p, axis=-1) == y)
+        got = metric_kernels.loss_and_hits(xp, ops.asarray(v), ops.asarray(y), ops.asarray(p))
+        assert got is not None
+    v[7] = np.nan  # a NaN loss stays NaN, as the plain sum
+    nan = metric_kernels.loss_and_hits(xp, ops.asarray(v), ops.asarray(y), ops.asarray(p))
+    assert nan is not None and np.isnan(ops.to_numpy(nan[0]))
+    assert metric_kernels.loss_and_hits(xp, ops.asarray(v[:0]), ops.asarray(y[:0]), ops.asarray(p[:0])) is None
+    assert metric_kernels.loss_and_hits(xp, ops.asarray(v[:, None]), ops.asarray(y), ops.asarray(p)) is None
+
+
+def test_training_sums_on_the_fused_kernel_match_the_plain_sums(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xpnet.backend import metric_kernels
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((96, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+    logs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(metric_kernels, "loss_and_hits", lambda *a: None)
+        model = xpnet.Sequential(
+            [Dense(8, activation="relu", input_shape=(5,)), Dense(3, activation="softmax")], seed=0
+        )
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        h = model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+        logs.append((h.history, model.get_weights()))
+    for a, b in zip(logs[0][1], logs[1][1], strict=True):
+        np.testing.assert_array_equal(a, b)  # the sums never feed back into training
+    assert logs[0][0]["accuracy"] == logs[1][0]["accuracy"]
+    np.testing.assert_allclose(logs[0][0]["loss"], logs[1][0]["loss"], rtol=1e-6)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from ..backend import metric_kernels
 from ..backend.base import DeviceScalar
 from ..layers import custom
 from ..params import GradientSink
@@ -66,6 +67,23 @@ def loss_and_grads(
     Σ wᵢℓᵢ / batch size (not / Σ wᵢ), so each sample's gradient row (p − y on the fused path) is
     scaled by wᵢ.
     """
+    sums, preds, added = _backprop(model, xb, yb, coef, scale, add_penalty_grad, plan, wb, True)
+    return _loss_total(model, xb, sums, added), sums, preds
+
+
+def _backprop(
+    model: Trainer,
+    xb: Array,
+    yb: Array,
+    coef: Array,
+    scale: Any,
+    add_penalty_grad: bool,
+    plan: Plan | None,
+    wb: Array | None,
+    summed: bool,
+) -> tuple[list[Array], list[Array], list[Array]]:
+    """`loss_and_grads`'s forward and backward: ([each output's Σ loss, or with summed=False its per-sample
+    loss (batch,)], [each output], [the add_loss values])."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -89,20 +107,25 @@ def loss_and_grads(
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
         grads.append(grad)
         preds.append(out)
-        sums.append(xp.sum(value))
+        sums.append(xp.sum(value) if summed else value)
     # add_loss values join the mean loss: each is seeded with scale / global batch × this rank's rows
     added = model.step_added_losses()
     with custom.added_loss_seed(coef * data.rows(xb) if added else None):
         runner.run_backward(grads, plan.train_forms)
+    if model.store.regularized() and add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
+        model.store.add_penalty_grads(scale)
+    return sums, preds, added
+
+
+def _loss_total(model: Trainer, xb: Array, sums: list[Array], added: list[Array]) -> Array:
+    """Σ_k loss_weight_k × Σ loss_k + the add_loss values and the weight penalty, × this rank's rows."""
     loss_sum = _weighted_total(sums, model.loss_weights)
     for value in added:
         term = value * data.rows(xb)
         loss_sum = term if loss_sum is None else loss_sum + term
     if model.store.regularized():
-        if add_penalty_grad:  # data-parallel: one rank adds it, the Allreduce shares it
-            model.store.add_penalty_grads(scale)
         loss_sum = loss_sum + model.store.penalty() * data.rows(xb)
-    return loss_sum, sums, preds
+    return loss_sum
 
 
 def _weighted_total(sums: list[Array], weights: list[float]) -> Array:
@@ -200,7 +223,19 @@ class TrainStep:
             self.sink = self.choose_sink()
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, sums, preds = loss_and_grads(model, xb, yb, coef, scale, comm.is_root, plan, wb)
+        # one launch for the loss sum and the accuracy count where the backend has the kernel
+        fuse = (
+            metric_kernels.has_kernels(ops.xp)
+            and wb is None
+            and not model.store.regularized()
+            and _hits_metric(model) is not None
+        )
+        parts, preds, added = _backprop(model, xb, yb, coef, scale, comm.is_root, plan, wb, not fuse)
+        fused_sums = _loss_and_hits(model, parts, yb, preds) if fuse and not added else None
+        if fused_sums is None:
+            if fuse:
+                parts = [ops.xp.sum(v) for v in parts]
+            loss_sum = _loss_total(model, xb, parts, added)
         store = model.store
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
@@ -214,7 +249,27 @@ class TrainStep:
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= 1.0 / min(comm.size, global_batch)
         self.optimizer.apply(store, self.sink)
-        return batch_sums(model, loss_sum, sums, yb, preds, wb)
+        if fused_sums is not None:
+            return fused_sums
+        return batch_sums(model, loss_sum, parts, yb, preds, wb)
+
+
+def _hits_metric(model: Trainer) -> Any:
+    """The model's one metric where it is the sparse accuracy and the loss its one loss of weight 1, else None."""
+    from ..metrics import SparseCategoricalAccuracy
+
+    metrics = model.output_metrics
+    if not model.single_output or model.loss_weights != [1.0] or model.weighted_metrics or len(metrics[0]) != 1:
+        return None
+    m = metrics[0][0]
+    return m if type(m) is SparseCategoricalAccuracy and not m.stateful else None
+
+
+def _loss_and_hits(model: Trainer, values: list[Array], yb: Array, preds: list[Array]) -> list[Array] | None:
+    """[Σ loss, accuracy count] of the batch in one launch (`metric_kernels.loss_and_hits`), None where the
+    backend or the layout has no such kernel (the plain sums then run)."""
+    assert model.ops is not None
+    return metric_kernels.loss_and_hits(model.ops.xp, values[0], yb, preds[0])
 
 
 def _scale_is_the_rate(opt: Optimizer) -> bool:
