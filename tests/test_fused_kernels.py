@@ -273,3 +273,23 @@ def test_training_sums_on_the_fused_kernel_match_the_plain_sums(backend: str, mo
         np.testing.assert_array_equal(a, b)  # the sums never feed back into training
     assert logs[0][0]["accuracy"] == logs[1][0]["accuracy"]
     np.testing.assert_allclose(logs[0][0]["loss"], logs[1][0]["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_add_sums_is_the_plain_adds(ops: Ops, dtype: str) -> None:
+    from xpnet.backend import metric_kernels
+
+    running = [ops.asarray(np.asarray(v, dtype)) for v in (0.1, np.nan, 3.0)]
+    batch = [ops.asarray(np.asarray(v, dtype)) for v in (0.7, 1.0, 2.0**-30)]
+    got = metric_kernels.add_sums(running, batch)
+    assert (got is not None) == (ops.name == "cupy")
+    if got is None:
+        return
+    for g, r, b in zip(got, running, batch, strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(g), ops.to_numpy(r + b))  # NaN stays NaN
+        assert g is not r and ops.to_numpy(g).dtype == np.dtype(dtype)
+    vector = [ops.asarray(np.ones(2, dtype))]
+    assert metric_kernels.add_sums(vector, vector) is None
+    other = ops.asarray(np.asarray(1.0, "float64" if dtype == "float32" else "float32"))
+    assert metric_kernels.add_sums([running[0]], [other]) is None
+    assert metric_kernels.add_sums([np.float32(1.0)], [np.float32(2.0)]) is None

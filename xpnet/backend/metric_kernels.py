@@ -10,6 +10,7 @@ imports cupy: the namespace in use is passed in.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 Array = Any
@@ -120,6 +121,35 @@ def _tickets(xp: Any) -> Array:
     if t is None:
         t = _ticket_words[key] = xp.zeros(1, dtype=xp.uint64)
     return t
+
+
+def add_sums(running: list[Array], batch: list[Array]) -> list[Array] | None:
+    """[r + b for each pair] in one launch where every array is a 0-d CuPy array of one dtype (a step's
+    running loss and metric sums), else None (the plain adds run). New arrays, as `r + b` gives."""
+    cp = sys.modules.get("cupy")  # never imported here: CuPy arrays come only from a loaded CuPy
+    if cp is None or not running or len(running) != len(batch) or not has_kernels(cp):
+        return None
+    arrays = [*running, *batch]
+    if not all(isinstance(a, cp.ndarray) and a.ndim == 0 for a in arrays):
+        return None
+    dtype = running[0].dtype
+    if dtype.char not in "fd" or any(a.dtype != dtype for a in arrays):
+        return None
+    m = len(running)
+    out = [cp.empty((), dtype=dtype) for _ in range(m)]
+    _adds(cp.ElementwiseKernel, m)(*(a for pair in zip(running, batch, strict=True) for a in pair), *out)
+    return out
+
+
+def _adds(kernel_type: Any, m: int) -> Any:
+    """The kernel c_j = a_j + b_j for j < m (0-d arrays: one thread)."""
+    kernel = _kernels.get((kernel_type, "adds", m))
+    if kernel is None:
+        params = ", ".join(f"T a{j}, T b{j}" for j in range(m))
+        outs = ", ".join(f"T c{j}" for j in range(m))
+        body = " ".join(f"c{j} = a{j} + b{j};" for j in range(m))
+        kernel = _kernels[(kernel_type, "adds", m)] = kernel_type(params, outs, body, f"xpnet_add_sums_{m}")
+    return kernel
 
 
 def _fits(xp: Any, y_true: Array, y_pred: Array) -> bool:
