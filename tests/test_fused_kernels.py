@@ -293,3 +293,26 @@ def test_add_sums_is_the_plain_adds(ops: Ops, dtype: str) -> None:
     other = ops.asarray(np.asarray(1.0, "float64" if dtype == "float32" else "float32"))
     assert metric_kernels.add_sums([running[0]], [other]) is None
     assert metric_kernels.add_sums([np.float32(1.0)], [np.float32(2.0)]) is None
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "y_shape", "y_dtype"),
+    [
+        ((50, 4, 3), (50,), "int64"),
+        ((50, 3), (50, 10), "float32"),
+        ((50,), (50, 6), "int32"),
+        ((50, 2), (50, 2), "int8"),
+    ],
+)
+def test_take_rows_into_is_take_rows_of_each(
+    ops: Ops, x_shape: tuple[int, ...], y_shape: tuple[int, ...], y_dtype: str
+) -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[7] = np.nan
+    y = rng.integers(0, 9, y_shape).astype(y_dtype)
+    idx = ops.asarray(rng.permutation(50)[:17])
+    outs = [ops.asarray(np.zeros((17, *a.shape[1:]), a.dtype)) for a in (x, y)]
+    ops.take_rows_into([ops.asarray(x), ops.asarray(y)], idx, outs)
+    for out, a in zip(outs, (x, y), strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(out), a[ops.to_numpy(idx)])

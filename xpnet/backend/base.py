@@ -146,6 +146,11 @@ class Ops:
         out[...] = rows
         return out
 
+    def take_rows_into(self, sources: list[Array], idx: Array, outs: list[Array]) -> None:
+        """outs[j][...] = sources[j][idx] along the first axis for each j (a batch's fixed buffers)."""
+        for a, out in zip(sources, outs, strict=True):
+            self.take_rows(a, idx, out=out)
+
     def cast(self, x: Array, dtype: Any) -> Array:
         """A 0-d device value in `dtype` (per-step scalars are computed in float64, used in the model's dtype)."""
         return self.xp.astype(x, getattr(self.xp, dtype) if isinstance(dtype, str) else dtype)

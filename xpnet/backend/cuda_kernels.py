@@ -128,6 +128,14 @@ def build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA 
             "xpnet_dropout_step",
             preamble=_MIX,
         )
+    if name == "take_rows_pair":  # out[r] = src[idx[r]] for two arrays, rows of `wide` and `narrow` elements
+        return ek(
+            "raw A a, raw B b, raw I idx, int64 wide, int64 narrow",
+            "raw A ao, raw B bo",
+            "const long long r = i / wide, c = i % wide, s = (long long)idx[r];"
+            "ao[i] = a[s * wide + c]; if (c < narrow) bo[r * narrow + c] = b[s * narrow + c];",
+            "xpnet_take_rows_pair",
+        )
     if name == "sgd_momentum":
         return ek(
             "T g, T lr, T mu, bool nesterov",

@@ -105,6 +105,25 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return self.xp.take(a, idx, axis=0, out=out)
         return super().take_rows(a, idx, out)
 
+    def take_rows_into(self, sources: list[Array], idx: Array, outs: list[Array]) -> None:
+        # two arrays (x and y) in one launch: the wider one's elements are the threads, each of the first
+        # `narrow` columns of a row also copies the other's element
+        pair = len(sources) == 2 and all(
+            o.flags.c_contiguous and a.flags.c_contiguous and a.dtype == o.dtype and a.shape[1:] == o.shape[1:]
+            for a, o in zip(sources, outs, strict=True)
+        )
+        n = int(idx.shape[0]) if idx.ndim == 1 else -1
+        if not pair or n <= 0 or any(int(o.shape[0]) != n for o in outs) or idx.dtype.kind not in "iu":
+            super().take_rows_into(sources, idx, outs)
+            return
+        widths = [a.size // max(int(a.shape[0]), 1) for a in sources]
+        w, v = (0, 1) if widths[0] >= widths[1] else (1, 0)
+        if widths[v] == 0:
+            super().take_rows_into(sources, idx, outs)
+            return
+        args = (sources[w], sources[v], self.xp.ascontiguousarray(idx), np.int64(widths[w]), np.int64(widths[v]))
+        self._kernel("take_rows_pair")(*args, outs[w], outs[v], size=n * widths[w])
+
     def allreduce_sum(self, comm: Any, buf: Array) -> None:
         nccl_comm = self._nccl(comm)
         if nccl_comm is None:  # no NCCL, or ranks sharing one GPU: stage through the host
