@@ -316,3 +316,26 @@ def test_take_rows_into_is_take_rows_of_each(
     ops.take_rows_into([ops.asarray(x), ops.asarray(y)], idx, outs)
     for out, a in zip(outs, (x, y), strict=True):
         np.testing.assert_array_equal(ops.to_numpy(out), a[ops.to_numpy(idx)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 257, 3000])
+def test_adam_counting_is_the_count_then_the_step(ops: Ops, dtype: str, n: int) -> None:
+    rng = np.random.default_rng(11)
+    host = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+    host[1][0] = np.nan  # a NaN gradient poisons its own weight only, as in the plain step
+    runs = []
+    for fused in (True, False):
+        p, g = ops.asarray(host[0].copy()), ops.asarray(host[1])
+        m, v = ops.asarray(np.zeros(n, dtype)), ops.asarray(np.zeros(n, dtype))
+        lr = ops.asarray(np.asarray(0.01, np.float64))
+        t = ops.asarray(np.asarray(4.0, np.float64))
+        for _ in range(3):  # the last thread's ticket word is back at 0 after each launch
+            if fused:
+                ops.adam_counting(p, g, m, v, lr, t, 0.9, 0.999, 1e-7)
+            else:
+                Ops.adam_counting(ops, p, g, m, v, lr, t, 0.9, 0.999, 1e-7)
+        runs.append([ops.to_numpy(a) for a in (p, m, v, t)])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(runs[0][3]) == 7.0 and np.isnan(runs[0][0][0]) and not np.isnan(runs[0][0][1:]).any()

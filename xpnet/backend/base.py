@@ -357,6 +357,13 @@ class Ops:
         lr_t = self.cast(lr * xp.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t), p.dtype)
         self.adam_update(p, g, m, v, lr_t, beta_1, beta_2, eps)
 
+    def adam_counting(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        """t ← t + 1, then `adam_step` at the new t (CuPy: one launch for both)."""
+        t += 1
+        self.adam_step(p, g, m, v, lr, t, beta_1, beta_2, eps)
+
     def adam_update(
         self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
     ) -> None:

@@ -67,6 +67,36 @@ def row_source(suffix: str) -> str:
     return _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
 
 
+# Adam with its step count: every thread reads t, updates its elements at t + 1, then draws a ticket;
+# the thread that draws the last one (every other has read t by then) writes t + 1 and puts the word
+# back to 0. Elementwise, the arithmetic of "adam_step".
+_ADAM_COUNTING = r"""
+#ifndef __CUDA_ARCH__
+#define __threadfence()
+#endif
+template <typename T>
+__global__ void xpnet_adam_counting(const T* g, T* p, T* m, T* v, double* t, unsigned long long* ticket,
+        const double* lr, long long n, double b1, double b2, T one_m_b1, T one_m_b2, T eps) {
+    const double tt = t[0] + 1.0;
+    const T lr_t = (T)(lr[0] * sqrt(1.0 - pow(b2, tt)) / (1.0 - pow(b1, tt)));
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const T gi = g[i];
+        T mi = m[i], vi = v[i];
+        mi += one_m_b1 * (gi - mi); vi += one_m_b2 * (gi * gi - vi); p[i] -= lr_t * mi / (sqrt(vi) + eps);
+        m[i] = mi; v[i] = vi;
+    }
+    __threadfence();
+    if (atomicAdd(ticket, 1ULL) == (unsigned long long)stride - 1) { t[0] = tt; ticket[0] = 0; }
+}
+"""
+
+
+def adam_counting_source() -> str:
+    """The CUDA C of `xpnet_adam_counting<float>` / `<double>` (a RawModule with name expressions)."""
+    return _ADAM_COUNTING
+
+
 _MIX = """
 __device__ inline unsigned int xpnet_mix32(unsigned int x) {
     x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16; return x;

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from .base import Array, Ops
-from .cuda_kernels import build_activation_kernel, build_image_kernel, build_kernel, row_source
+from .cuda_kernels import adam_counting_source, build_activation_kernel, build_image_kernel, build_kernel, row_source
+from .metric_kernels import ticket_word
 
 
 class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
@@ -338,6 +339,31 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         ty = p.dtype.type
         args = (np.float64(beta_1), np.float64(beta_2), ty(1.0 - beta_1), ty(1.0 - beta_2), ty(eps))
         self._kernel("adam_step")(g, lr, t, *args, p, m, v)
+
+    def adam_counting(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        # t read by every thread and moved by the last one (see cuda_kernels): one launch, not an add and a step
+        arrays = (p, g, m, v)
+        if (
+            p.dtype.char not in "fd"
+            or not all(a.flags.c_contiguous and a.shape == p.shape and a.dtype == p.dtype for a in arrays)
+            or not all(isinstance(a, self.xp.ndarray) and a.dtype == np.float64 and a.size == 1 for a in (lr, t))
+        ):
+            super().adam_counting(p, g, m, v, lr, t, beta_1, beta_2, eps)
+            return
+        ty = p.dtype.type
+        fn = self._kernels.get(f"adam_counting_{p.dtype.char}")
+        if fn is None:
+            names = ("xpnet_adam_counting<float>", "xpnet_adam_counting<double>")
+            module = self.xp.RawModule(code=adam_counting_source(), name_expressions=names)
+            for char, name in zip("fd", names, strict=True):
+                self._kernels[f"adam_counting_{char}"] = module.get_function(name)
+            fn = self._kernels[f"adam_counting_{p.dtype.char}"]
+        threads = 256
+        blocks = max(1, min((p.size + threads - 1) // threads, 2048))
+        args = (np.float64(beta_1), np.float64(beta_2), ty(1.0 - beta_1), ty(1.0 - beta_2), ty(eps))
+        fn((blocks,), (threads,), (g, p, m, v, t, ticket_word(self.xp), lr, np.int64(p.size), *args))
 
     def rmsprop_update(
         self, p: Array, g: Array, v: Array, m: Array | None, lr: Any, rho: float, momentum: float, eps: float

@@ -103,15 +103,15 @@ def loss_and_hits(xp: Any, values: Array, y_true: Array, y_pred: Array) -> list[
     if y_pred.size <= SERIAL_LIMIT:
         _kernel(xp.ElementwiseKernel, "loss")(values, y_pred, y_true, values.size, rows, k, loss, out)
     else:
-        ticket = _tickets(xp)
+        ticket = ticket_word(xp)
         _kernel(xp.ElementwiseKernel, "loss_rows")(
             values, y_pred, y_true, values.size, rows, k, ticket, loss, out, size=rows
         )
     return [loss, out]
 
 
-def _tickets(xp: Any) -> Array:
-    """The zeroed 64-bit word of `loss_and_hits`'s threads on the current stream (each launch leaves it 0).
+def ticket_word(xp: Any) -> Array:
+    """The zeroed 64-bit word of the current stream on which a launch's threads draw tickets (each launch leaves it 0).
 
     One per stream, so a graph replaying on its own stream never shares it with an eager launch;
     it lives as long as the process, as the graphs that may hold its address.
