@@ -339,3 +339,28 @@ def test_adam_counting_is_the_count_then_the_step(ops: Ops, dtype: str, n: int) 
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
     assert float(runs[0][3]) == 7.0 and np.isnan(runs[0][0][0]) and not np.isnan(runs[0][0][1:]).any()
+
+
+@pytest.mark.parametrize("need_input_grad", [True, False])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv2d_backward_into_writes_the_plain_gradients(ops: Ops, need_input_grad: bool, use_bias: bool) -> None:
+    rng = np.random.default_rng(12)
+    x = ops.asarray(rng.standard_normal((3, 7, 6, 2)).astype(np.float32))
+    kernel = ops.asarray(rng.standard_normal((3, 2, 2, 4)).astype(np.float32))
+    geometry = ((2, 1), (1, 0, 1, 1))
+    u, ctx = ops.conv2d_forward(x, kernel, None, *geometry, need_ctx=True)
+    du_host = rng.standard_normal(tuple(u.shape)).astype(np.float32)
+    du_host[1, 2, 3, 0] = np.nan
+    du = ops.asarray(du_host)
+    dk, db, dx = ops.conv2d_backward(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    flat = ops.asarray(np.zeros(kernel.size + 4, np.float32))  # the layer's views of the gradient buffer
+    views = (ops.xp.reshape(flat[: kernel.size], tuple(kernel.shape)), flat[kernel.size :] if use_bias else None)
+    dx2 = ops.conv2d_backward_into(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad, views)
+    np.testing.assert_array_equal(ops.to_numpy(views[0]), ops.to_numpy(dk))
+    if use_bias:
+        np.testing.assert_array_equal(ops.to_numpy(views[1]), ops.to_numpy(db))
+    else:
+        assert not ops.to_numpy(flat[kernel.size :]).any()
+    assert (dx2 is None) == (not need_input_grad)
+    if dx is not None and dx2 is not None:
+        np.testing.assert_array_equal(ops.to_numpy(dx2), ops.to_numpy(dx))
