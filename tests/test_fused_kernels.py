@@ -364,3 +364,25 @@ def test_conv2d_backward_into_writes_the_plain_gradients(ops: Ops, need_input_gr
     assert (dx2 is None) == (not need_input_grad)
     if dx is not None and dx2 is not None:
         np.testing.assert_array_equal(ops.to_numpy(dx2), ops.to_numpy(dx))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("step", "offset"), [(0, 0), (7, 1000), (2**32 - 1, 2**31 + 5)])
+def test_dropout_counting_is_the_step_then_the_count(ops: Ops, dtype: str, step: int, offset: int) -> None:
+    x_host = np.random.default_rng(13).standard_normal((33, 70)).astype(dtype)
+    x_host[4, 5] = np.nan  # dropped or kept, NaN × mask as the plain product
+    runs = []
+    for fused in (True, False):
+        x = ops.asarray(x_host)
+        counter = ops.asarray(np.asarray(step, dtype=np.uint32))
+        off = ops.asarray(np.asarray(offset, dtype=np.uint32))
+        outs = []
+        with np.errstate(over="ignore"):  # uint32 wrap-around of the count (NumPy warns on 0-d values)
+            for _ in range(3):  # the ticket word is back at 0 after each launch; each call a new mask
+                call = ops.dropout_counting if fused else lambda *a: Ops.dropout_counting(ops, *a)
+                outs += [ops.to_numpy(a) for a in call(x, 0x9E3779B9, counter, 0.3, off)]
+        runs.append((outs, int(ops.to_numpy(counter))))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][1] == runs[1][1] == (step + 3) % 2**32
+    assert not np.array_equal(runs[0][0][1], runs[0][0][3])  # the count moved between calls

@@ -271,6 +271,12 @@ class Ops:
         """
         return self.dropout_forward(x, self.dropout_keys(base, step), rate, offset)
 
+    def dropout_counting(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        """`dropout_step` at call `step`, then step ← step + 1 (CuPy: one launch for both)."""
+        out = self.dropout_step(x, base, step, rate, offset)
+        step += 1
+        return out
+
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
         """A loss fused with its output activation, from the pre-activation u: (n, k).
 

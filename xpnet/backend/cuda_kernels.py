@@ -70,10 +70,13 @@ def row_source(suffix: str) -> str:
 # Adam with its step count: every thread reads t, updates its elements at t + 1, then draws a ticket;
 # the thread that draws the last one (every other has read t by then) writes t + 1 and puts the word
 # back to 0. Elementwise, the arithmetic of "adam_step".
-_ADAM_COUNTING = r"""
+# the CPU stand-in compiles these with a C++ compiler, where threads run one after another
+_FENCE = r"""
 #ifndef __CUDA_ARCH__
 #define __threadfence()
 #endif
+"""
+_ADAM_COUNTING = r"""
 template <typename T>
 __global__ void xpnet_adam_counting(const T* g, T* p, T* m, T* v, double* t, unsigned long long* ticket,
         const double* lr, long long n, double b1, double b2, T one_m_b1, T one_m_b2, T eps) {
@@ -92,9 +95,30 @@ __global__ void xpnet_adam_counting(const T* g, T* p, T* m, T* v, double* t, uns
 """
 
 
-def adam_counting_source() -> str:
-    """The CUDA C of `xpnet_adam_counting<float>` / `<double>` (a RawModule with name expressions)."""
-    return _ADAM_COUNTING
+# Dropout with its call count, the same way: the keys of "dropout_step" from the count every thread
+# read, and the last thread to draw a ticket moves the count.
+_DROPOUT_COUNTING = r"""
+template <typename T>
+__global__ void xpnet_dropout_counting(const T* x, T* y, T* mask, unsigned int* step, const unsigned int* offset,
+        unsigned long long* ticket, long long n, unsigned int base, unsigned int threshold, T scale) {
+    const unsigned int st = step[0], off = offset[0];
+    const unsigned int k0 = xpnet_mix32(xpnet_mix32(st ^ 0x85EBCA6BU) ^ base);
+    const unsigned int k1 = xpnet_mix32(k0 + 0x632BE5ABU);
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const unsigned int h = xpnet_mix32((((unsigned int)i + off) + k0) ^ k1);
+        const T mk = h >= threshold ? scale : (T)0;
+        mask[i] = mk; y[i] = x[i] * mk;
+    }
+    __threadfence();
+    if (atomicAdd(ticket, 1ULL) == (unsigned long long)stride - 1) { step[0] = st + 1; ticket[0] = 0; }
+}
+"""
+
+
+def counting_source() -> str:
+    """The CUDA C of `xpnet_adam_counting<T>` and `xpnet_dropout_counting<T>` (a RawModule with name expressions)."""
+    return _FENCE + _MIX + _ADAM_COUNTING + _DROPOUT_COUNTING
 
 
 _MIX = """

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .base import Array, Ops
-from .cuda_kernels import adam_counting_source, build_activation_kernel, build_image_kernel, build_kernel, row_source
+from .cuda_kernels import build_activation_kernel, build_image_kernel, build_kernel, counting_source, row_source
 from .metric_kernels import ticket_word
 
 
@@ -353,17 +353,40 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             super().adam_counting(p, g, m, v, lr, t, beta_1, beta_2, eps)
             return
         ty = p.dtype.type
-        fn = self._kernels.get(f"adam_counting_{p.dtype.char}")
-        if fn is None:
-            names = ("xpnet_adam_counting<float>", "xpnet_adam_counting<double>")
-            module = self.xp.RawModule(code=adam_counting_source(), name_expressions=names)
-            for char, name in zip("fd", names, strict=True):
-                self._kernels[f"adam_counting_{char}"] = module.get_function(name)
-            fn = self._kernels[f"adam_counting_{p.dtype.char}"]
-        threads = 256
-        blocks = max(1, min((p.size + threads - 1) // threads, 2048))
         args = (np.float64(beta_1), np.float64(beta_2), ty(1.0 - beta_1), ty(1.0 - beta_2), ty(eps))
-        fn((blocks,), (threads,), (g, p, m, v, t, ticket_word(self.xp), lr, np.int64(p.size), *args))
+        self._counting("adam", p, (g, p, m, v, t, ticket_word(self.xp), lr, np.int64(p.size), *args))
+
+    def dropout_counting(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        # the count read by every thread and moved by the last one (see cuda_kernels): one launch, not two
+        counters = (step, offset)
+        if (
+            x.dtype.char not in "fd"
+            or not x.flags.c_contiguous
+            or not all(isinstance(a, self.xp.ndarray) and a.dtype == np.uint32 and a.size == 1 for a in counters)
+        ):
+            return super().dropout_counting(x, base, step, rate, offset)
+        threshold = min(int(rate * 4294967296.0), 4294967295)
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
+        head = (x, y, mask, step, offset, ticket_word(self.xp), np.int64(x.size))
+        tail = (np.uint32(int(base) & 0xFFFFFFFF), np.uint32(threshold), x.dtype.type(1.0 / (1.0 - rate)))
+        self._counting("dropout", x, (*head, *tail))
+        return y, mask
+
+    def _counting(self, name: str, like: Array, args: tuple[Any, ...]) -> None:
+        """Launch `xpnet_{name}_counting<T>` over like's elements, on a grid of at most 256 blocks: each
+        thread draws one ticket (one atomic on one word), so the grid stays small and each thread strides."""
+        key = f"{name}_counting_{like.dtype.char}"
+        fn = self._kernels.get(key)
+        if fn is None:
+            names = [f"xpnet_{k}_counting<{t}>" for k in ("adam", "dropout") for t in ("float", "double")]
+            module = self.xp.RawModule(code=counting_source(), name_expressions=names)
+            for full in names:
+                kind, t = full[len("xpnet_") :].split("_counting<")
+                self._kernels[f"{kind}_counting_{'f' if t == 'float>' else 'd'}"] = module.get_function(full)
+            fn = self._kernels[key]
+        threads = 256
+        blocks = max(1, min((like.size + threads - 1) // threads, 256))
+        fn((blocks,), (threads,), args)
 
     def rmsprop_update(
         self, p: Array, g: Array, v: Array, m: Array | None, lr: Any, rho: float, momentum: float, eps: float
