@@ -87,6 +87,8 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return blas(a, b, out)
         return self.xp.matmul(a, b, out=out)
 
+    counts_in_kernels = True
+
     @property
     def inplace_sgd(self) -> bool:  # type: ignore[override]
         # plain SGD folded into the weight-gradient GEMM (β = 1) while cuBLAS is bound directly
