@@ -36,10 +36,12 @@ _LOSS_AND_HITS = "T s = 0; for (long long r = 0; r < n; ++r) s += v[r]; loss = s
 _PARALLEL_LOSS_AND_HITS = (
     "const long long r = i;"
     + _ROW_HIT
-    + "const unsigned long long old = atomicAdd(&ticket[0], (1ULL << 32) | (hit ? 1ULL : 0ULL));"
+    # CuPy declares a uint64 as unsigned long: the atomics take unsigned long long
+    + "unsigned long long* word = (unsigned long long*)&ticket[0];"
+    "const unsigned long long old = atomicAdd(word, (1ULL << 32) | (hit ? 1ULL : 0ULL));"
     "if ((long long)(old >> 32) == rows - 1) {"
     "  T s = 0; for (long long j = 0; j < n; ++j) s += v[j]; loss[0] = s;"
-    "  out[0] = (T)((old & 0xFFFFFFFFULL) + (hit ? 1ULL : 0ULL)); atomicExch(&ticket[0], 0ULL);"
+    "  out[0] = (T)((old & 0xFFFFFFFFULL) + (hit ? 1ULL : 0ULL)); atomicExch(word, 0ULL);"
     "}"
 )
 _PARALLEL_HITS = "const long long r = i;" + _ROW_HIT + "if (hit) atomicAdd(&out[0], (T)1);"
