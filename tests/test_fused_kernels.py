@@ -355,7 +355,7 @@ def test_conv2d_backward_into_writes_the_plain_gradients(ops: Ops, need_input_gr
     dk, db, dx = ops.conv2d_backward(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
     flat = ops.asarray(np.zeros(kernel.size + 4, np.float32))  # the layer's views of the gradient buffer
     views = (ops.xp.reshape(flat[: kernel.size], tuple(kernel.shape)), flat[kernel.size :] if use_bias else None)
-    dx2 = ops.conv2d_backward_into(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad, views)
+    dx2 = ops.conv2d_backward_into(views, du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
     np.testing.assert_array_equal(ops.to_numpy(views[0]), ops.to_numpy(dk))
     if use_bias:
         np.testing.assert_array_equal(ops.to_numpy(views[1]), ops.to_numpy(db))

@@ -484,20 +484,10 @@ class Ops:
         dcols = xp.reshape(self.matmul(du2, xp.reshape(kernel, (k, f)).T), (n, oh, ow, k))
         return dkernel, dbias, self.col2im(dcols, x_shape, (kh, kw), strides, pads)
 
-    def conv2d_backward_into(
-        self,
-        du: Array,
-        ctx: Any,
-        kernel: Array,
-        x_shape: tuple[int, ...],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        need_input_grad: bool,
-        grads: tuple[Array, Array | None],
-    ) -> Array | None:
-        """`conv2d_backward` with ∂L/∂kernel and ∂L/∂bias written into grads = (kernel's, bias's or None);
-        returns ∂L/∂x or None. CuPy computes them there, with no copies."""
-        dk, db, dx = self.conv2d_backward(du, ctx, kernel, x_shape, strides, pads, need_input_grad)
+    def conv2d_backward_into(self, grads: tuple[Array, Array | None], *args: Any) -> Array | None:
+        """`conv2d_backward(*args)` with ∂L/∂kernel and ∂L/∂bias written into grads = (kernel's, bias's or
+        None); returns ∂L/∂x or None. CuPy computes them there, with no copies."""
+        dk, db, dx = self.conv2d_backward(*args)
         self.assign(grads[0], dk)
         if grads[1] is not None:
             self.assign(grads[1], db)

@@ -22,6 +22,13 @@ extern "C" __global__ void xpnet_softmax_SUFFIX(T* u, const T* b, T* h, int n, i
     for (int j = 0; j < k; ++j) { T e = exp(ur[j] - m); hr[j] = e; s += e; }
     for (int j = 0; j < k; ++j) hr[j] = hr[j] / s;
 }
+// a row's maximum m and Σ exp(u − m), the softmax's shift and denominator
+__device__ inline void xpnet_row_stats_SUFFIX(const T* ur, int k, T& m, T& s) {
+    m = ur[0];
+    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
+    s = 0;
+    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
+}
 extern "C" __global__ void xpnet_sce_SUFFIX(
         const T* u, const int* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -30,10 +37,8 @@ extern "C" __global__ void xpnet_sce_SUFFIX(
     const T* ur = u + (size_t)i * k;
     T* dr = du + (size_t)i * k;
     T* pr = p + (size_t)i * k;
-    T m = ur[0];
-    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
-    T s = 0;
-    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
+    T m, s;
+    xpnet_row_stats_SUFFIX(ur, k, m, s);
     int c = y[i];
     loss[i] = log(s) - (ur[c] - m);
     for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
@@ -43,14 +48,11 @@ extern "C" __global__ void xpnet_cce_SUFFIX(
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const T scale = *scale_ptr;
-    const T* ur = u + (size_t)i * k;
-    const T* yr = y + (size_t)i * k;
-    T* dr = du + (size_t)i * k;
-    T* pr = p + (size_t)i * k;
-    T m = ur[0];
-    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
-    T s = 0;
-    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
+    const size_t at = (size_t)i * k;
+    const T *ur = u + at, *yr = y + at;
+    T *dr = du + at, *pr = p + at;
+    T m, s;
+    xpnet_row_stats_SUFFIX(ur, k, m, s);
     T ls = log(s), acc = 0;
     for (int j = 0; j < k; ++j) {
         T q = exp(ur[j] - m) / s;

@@ -435,22 +435,13 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self._image_kernel("col2im")(self.xp.ascontiguousarray(cols), *args, out)
         return out
 
-    def conv2d_backward_into(
-        self,
-        du: Array,
-        ctx: Any,
-        kernel: Array,
-        x_shape: tuple[int, ...],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        need_input_grad: bool,
-        grads: tuple[Array, Array | None],
-    ) -> Array | None:
+    def conv2d_backward_into(self, grads: tuple[Array, Array | None], *args: Any) -> Array | None:
         # ∂kernel = Pᵀ du by the GEMM straight into the gradient buffer, ∂bias summed there: no copies
+        du, ctx, kernel, x_shape, strides, pads, need_input_grad = args
         dkernel, dbias = grads
         kh, kw, _, f = kernel.shape
         if not isinstance(ctx, self.xp.ndarray) or not dkernel.flags.c_contiguous or dkernel.shape != kernel.shape:
-            return super().conv2d_backward_into(du, ctx, kernel, x_shape, strides, pads, need_input_grad, grads)
+            return super().conv2d_backward_into(grads, *args)
         n, oh, ow, k = ctx.shape
         du2 = self.xp.reshape(du, (n * oh * ow, f))
         self.matmul(self.xp.reshape(ctx, (n * oh * ow, k)).T, du2, self.xp.reshape(dkernel, (k, f)))

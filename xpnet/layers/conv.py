@@ -125,8 +125,8 @@ class Conv2D(Layer):
         assert self.sink is not None
         targets = (self.sink.put_target(self, "kernel"), self.sink.put_target(self, "bias") if self.use_bias else None)
         if targets[0] is not None and (targets[1] is not None or not self.use_bias):  # computed in place
-            args = (self.strides, self.pads, need_input_grad, targets)
-            return self.ops.conv2d_backward_into(du, self._ctx, kernel, x_shape, *args)  # type: ignore[arg-type]
+            args = (du, self._ctx, kernel, x_shape, self.strides, self.pads, need_input_grad)
+            return self.ops.conv2d_backward_into(targets, *args)
         dk, db, dx = self.ops.conv2d_backward(du, self._ctx, kernel, x_shape, self.strides, self.pads, need_input_grad)
         self._put_grad("kernel", dk)
         if self.use_bias:
