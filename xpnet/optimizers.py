@@ -254,7 +254,7 @@ class Adam(Optimizer):
 
     def apply(self, store: ParamStore, sink: GradientSink) -> None:
         own_rule = type(self).update is Adam.update and "update" not in vars(self)
-        if sink.applies_update or not own_rule or self.ops is None or not self.ops.counts_in_kernels:
+        if sink.applies_update or not own_rule or self.ops is None or not self.ops.fuses_launches:
             super().apply(store, sink)
             return
         # t moves in the update's own pass (Ops.adam_counting); the rate is read at the t before it, as

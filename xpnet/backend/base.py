@@ -241,10 +241,11 @@ class Ops:
     # the `InPlaceSGD` gradient sink) rather than fill the gradient buffer for a separate pass.
     inplace_sgd = False
 
-    # Whether Adam and Dropout should move their device counts inside their kernels (`adam_counting`,
-    # `dropout_counting`) rather than by a separate add: where an add is a kernel launch (CuPy). The
-    # NumPy step keeps the add, which its recorded replay (training/program.py) advances itself.
-    counts_in_kernels = False
+    # Whether every array operation is a kernel launch worth saving (CuPy): then Adam and Dropout move
+    # their device counts inside their kernels (`adam_counting`, `dropout_counting`) and the step's loss
+    # sum and accuracy count come from one (`metric_kernels.loss_and_hits`). The NumPy step keeps the
+    # plain adds, which its recorded replay (training/program.py) advances itself.
+    fuses_launches = False
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""

@@ -87,7 +87,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return blas(a, b, out)
         return self.xp.matmul(a, b, out=out)
 
-    counts_in_kernels = True
+    fuses_launches = True
 
     @property
     def inplace_sgd(self) -> bool:  # type: ignore[override]

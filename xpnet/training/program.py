@@ -501,7 +501,8 @@ def _rows(x: Any) -> int:
 def _accumulate(running: list[Array], batch: list[Array]) -> list[Array]:
     if not running:
         return batch
-    fused = metric_kernels.add_sums(running, batch)  # CuPy: one launch for all the sums
+    # on a device, one launch for all the sums
+    fused = None if isinstance(running[0], np.ndarray) else metric_kernels.add_sums(running, batch)
     return fused if fused is not None else [u + v for u, v in zip(running, batch, strict=True)]
 
 

@@ -224,12 +224,7 @@ class TrainStep:
         model.store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
         # one launch for the loss sum and the accuracy count where the backend has the kernel
-        fuse = (
-            metric_kernels.has_kernels(ops.xp)
-            and wb is None
-            and not model.store.regularized()
-            and _hits_metric(model) is not None
-        )
+        fuse = ops.fuses_launches and wb is None and not model.store.regularized() and _hits_metric(model) is not None
         parts, preds, added = _backprop(model, xb, yb, coef, scale, comm.is_root, plan, wb, not fuse)
         fused_sums = _loss_and_hits(model, parts, yb, preds) if fuse and not added else None
         if fused_sums is None:
