@@ -1,7 +1,8 @@
 """CuPy backend: the generic code on a CUDA device, plus fused elementwise kernels.
 
-Only this module (and `select`) import cupy. Each fused kernel has the generic `Ops`
-method as its reference and a GPU test comparing the two.
+Only this module (and `select`) import cupy. The kernels' CUDA C is in cuda_kernels.py (the step's
+sums in metric_kernels.py). Each fused kernel has the generic `Ops` method as its reference and a
+GPU test comparing the two (tests/test_fused_kernels.py, on a GPU or the CPU stand-in).
 """
 
 from __future__ import annotations
