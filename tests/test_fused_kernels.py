@@ -217,3 +217,172 @@ def test_plain_sgd_counts_its_steps_on_the_device(backend: str) -> None:
     model.fit(np.ones((12, 4), np.float32), np.zeros((12, 3), np.float32), batch_size=4, epochs=2, verbose=0)
     opt = model.optimizer
     assert opt.iterations == 6 and float(model.ops.to_numpy(opt._t)) == 6.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("label_dtype", ["int64", "int32", "float32"])
+@pytest.mark.parametrize("serial_limit", [4096, 41 * 7 - 1])  # one thread walks the rows; a thread per row
+def test_loss_and_hits_is_the_ordered_loss_sum_and_the_plain_count(
+    ops: Ops, dtype: str, label_dtype: str, serial_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xpnet.backend import metric_kernels
+
+    # the 41 losses stay under the limit; with 286 the 41 × 7 scores take the per-row form
+    monkeypatch.setattr(metric_kernels, "SERIAL_LIMIT", serial_limit)
+    rng = np.random.default_rng(8)
+    p = rng.integers(0, 3, (41, 7)).astype(dtype)  # ties
+    p[3, 2] = p[5, 6] = np.nan
+    y = rng.integers(0, 7, 41).astype(label_dtype)
+    v = rng.standard_normal(41).astype(dtype)
+    xp = ops.xp
+    got = metric_kernels.loss_and_hits(xp, ops.asarray(v), ops.asarray(y), ops.asarray(p))
+    assert (got is not None) == (ops.name == "cupy")
+    if got is None:
+        return
+    for _ in range(2):  # the per-row form's ticket word is back at 0 after each launch
+        loss, hits = (ops.to_numpy(a) for a in got)
+        assert loss.dtype == hits.dtype == np.dtype(dtype)
+        assert loss == np.cumsum(v)[-1]  # in row order, bit for bit
+        assert hits == np.count_nonzero(np.argmax(p, axis=-1) == y)
+        got = metric_kernels.loss_and_hits(xp, ops.asarray(v), ops.asarray(y), ops.asarray(p))
+        assert got is not None
+    v[7] = np.nan  # a NaN loss stays NaN, as the plain sum
+    nan = metric_kernels.loss_and_hits(xp, ops.asarray(v), ops.asarray(y), ops.asarray(p))
+    assert nan is not None and np.isnan(ops.to_numpy(nan[0]))
+    assert metric_kernels.loss_and_hits(xp, ops.asarray(v[:0]), ops.asarray(y[:0]), ops.asarray(p[:0])) is None
+    assert metric_kernels.loss_and_hits(xp, ops.asarray(v[:, None]), ops.asarray(y), ops.asarray(p)) is None
+
+
+def test_training_sums_on_the_fused_kernel_match_the_plain_sums(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xpnet.backend import metric_kernels
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((96, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+    logs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(metric_kernels, "loss_and_hits", lambda *a: None)
+        model = xpnet.Sequential(
+            [Dense(8, activation="relu", input_shape=(5,)), Dense(3, activation="softmax")], seed=0
+        )
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        h = model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+        logs.append((h.history, model.get_weights()))
+    for a, b in zip(logs[0][1], logs[1][1], strict=True):
+        np.testing.assert_array_equal(a, b)  # the sums never feed back into training
+    assert logs[0][0]["accuracy"] == logs[1][0]["accuracy"]
+    np.testing.assert_allclose(logs[0][0]["loss"], logs[1][0]["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_add_sums_is_the_plain_adds(ops: Ops, dtype: str) -> None:
+    from xpnet.backend import metric_kernels
+
+    running = [ops.asarray(np.asarray(v, dtype)) for v in (0.1, np.nan, 3.0)]
+    batch = [ops.asarray(np.asarray(v, dtype)) for v in (0.7, 1.0, 2.0**-30)]
+    got = metric_kernels.add_sums(running, batch)
+    assert (got is not None) == (ops.name == "cupy")
+    if got is None:
+        return
+    for g, r, b in zip(got, running, batch, strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(g), ops.to_numpy(r + b))  # NaN stays NaN
+        assert g is not r and ops.to_numpy(g).dtype == np.dtype(dtype)
+    vector = [ops.asarray(np.ones(2, dtype))]
+    assert metric_kernels.add_sums(vector, vector) is None
+    other = ops.asarray(np.asarray(1.0, "float64" if dtype == "float32" else "float32"))
+    assert metric_kernels.add_sums([running[0]], [other]) is None
+    assert metric_kernels.add_sums([np.float32(1.0)], [np.float32(2.0)]) is None
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "y_shape", "y_dtype"),
+    [
+        ((50, 4, 3), (50,), "int64"),
+        ((50, 3), (50, 10), "float32"),
+        ((50,), (50, 6), "int32"),
+        ((50, 2), (50, 2), "int8"),
+    ],
+)
+def test_take_rows_into_is_take_rows_of_each(
+    ops: Ops, x_shape: tuple[int, ...], y_shape: tuple[int, ...], y_dtype: str
+) -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[7] = np.nan
+    y = rng.integers(0, 9, y_shape).astype(y_dtype)
+    idx = ops.asarray(rng.permutation(50)[:17])
+    outs = [ops.asarray(np.zeros((17, *a.shape[1:]), a.dtype)) for a in (x, y)]
+    ops.take_rows_into([ops.asarray(x), ops.asarray(y)], idx, outs)
+    for out, a in zip(outs, (x, y), strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(out), a[ops.to_numpy(idx)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 257, 3000])
+def test_adam_counting_is_the_count_then_the_step(ops: Ops, dtype: str, n: int) -> None:
+    rng = np.random.default_rng(11)
+    host = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+    host[1][0] = np.nan  # a NaN gradient poisons its own weight only, as in the plain step
+    runs = []
+    for fused in (True, False):
+        p, g = ops.asarray(host[0].copy()), ops.asarray(host[1])
+        m, v = ops.asarray(np.zeros(n, dtype)), ops.asarray(np.zeros(n, dtype))
+        lr = ops.asarray(np.asarray(0.01, np.float64))
+        t = ops.asarray(np.asarray(4.0, np.float64))
+        for _ in range(3):  # the last thread's ticket word is back at 0 after each launch
+            if fused:
+                ops.adam_counting(p, g, m, v, lr, t, 0.9, 0.999, 1e-7)
+            else:
+                Ops.adam_counting(ops, p, g, m, v, lr, t, 0.9, 0.999, 1e-7)
+        runs.append([ops.to_numpy(a) for a in (p, m, v, t)])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(runs[0][3]) == 7.0 and np.isnan(runs[0][0][0]) and not np.isnan(runs[0][0][1:]).any()
+
+
+@pytest.mark.parametrize("need_input_grad", [True, False])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv2d_backward_into_writes_the_plain_gradients(ops: Ops, need_input_grad: bool, use_bias: bool) -> None:
+    rng = np.random.default_rng(12)
+    x = ops.asarray(rng.standard_normal((3, 7, 6, 2)).astype(np.float32))
+    kernel = ops.asarray(rng.standard_normal((3, 2, 2, 4)).astype(np.float32))
+    geometry = ((2, 1), (1, 0, 1, 1))
+    u, ctx = ops.conv2d_forward(x, kernel, None, *geometry, need_ctx=True)
+    du_host = rng.standard_normal(tuple(u.shape)).astype(np.float32)
+    du_host[1, 2, 3, 0] = np.nan
+    du = ops.asarray(du_host)
+    dk, db, dx = ops.conv2d_backward(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    flat = ops.asarray(np.zeros(kernel.size + 4, np.float32))  # the layer's views of the gradient buffer
+    views = (ops.xp.reshape(flat[: kernel.size], tuple(kernel.shape)), flat[kernel.size :] if use_bias else None)
+    dx2 = ops.conv2d_backward_into(views, du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    np.testing.assert_array_equal(ops.to_numpy(views[0]), ops.to_numpy(dk))
+    if use_bias:
+        np.testing.assert_array_equal(ops.to_numpy(views[1]), ops.to_numpy(db))
+    else:
+        assert not ops.to_numpy(flat[kernel.size :]).any()
+    assert (dx2 is None) == (not need_input_grad)
+    if dx is not None and dx2 is not None:
+        np.testing.assert_array_equal(ops.to_numpy(dx2), ops.to_numpy(dx))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("step", "offset"), [(0, 0), (7, 1000), (2**32 - 1, 2**31 + 5)])
+def test_dropout_counting_is_the_step_then_the_count(ops: Ops, dtype: str, step: int, offset: int) -> None:
+    x_host = np.random.default_rng(13).standard_normal((33, 70)).astype(dtype)
+    x_host[4, 5] = np.nan  # dropped or kept, NaN × mask as the plain product
+    runs = []
+    for fused in (True, False):
+        x = ops.asarray(x_host)
+        counter = ops.asarray(np.asarray(step, dtype=np.uint32))
+        off = ops.asarray(np.asarray(offset, dtype=np.uint32))
+        outs = []
+        with np.errstate(over="ignore"):  # uint32 wrap-around of the count (NumPy warns on 0-d values)
+            for _ in range(3):  # the ticket word is back at 0 after each launch; each call a new mask
+                call = ops.dropout_counting if fused else lambda *a: Ops.dropout_counting(ops, *a)
+                outs += [ops.to_numpy(a) for a in call(x, 0x9E3779B9, counter, 0.3, off)]
+        runs.append((outs, int(ops.to_numpy(counter))))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][1] == runs[1][1] == (step + 3) % 2**32
+    assert not np.array_equal(runs[0][0][1], runs[0][0][3])  # the count moved between calls

@@ -252,6 +252,18 @@ class Adam(Optimizer):
     def slot_names(self) -> list[str]:
         return ["m", "v"]
 
+    def apply(self, store: ParamStore, sink: GradientSink) -> None:
+        own_rule = type(self).update is Adam.update and "update" not in vars(self)
+        if sink.applies_update or not own_rule or self.ops is None or not self.ops.fuses_launches:
+            super().apply(store, sink)
+            return
+        # t moves in the update's own pass (Ops.adam_counting); the rate is read at the t before it, as
+        # lr(updating=True) reads it once t has moved
+        self._iterations += 1
+        rate = self.lr(dtype64=True)
+        m, v = self.slots["m"], self.slots["v"]
+        self.ops.adam_counting(store.params, store.grads, m, v, rate, self._t, self.beta_1, self.beta_2, self.epsilon)
+
     def update(self, params: Array, grads: Array, scaled: bool) -> None:
         ops = self.ops
         assert ops is not None

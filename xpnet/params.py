@@ -322,6 +322,13 @@ class GradientSink:
         if name in layer.grads:
             self.ops.assign(layer.grads[name], g)
 
+    def put_target(self, layer: Layer, name: str) -> Array | None:
+        """The buffer `put(layer, name, g)` copies g into, so a backend may compute g there; None where
+        `put` does something else (an update, a sum) or the weight has no gradient."""
+        if type(self).put is not GradientSink.put or name not in layer.grads:
+            return None
+        return layer.grads[name]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

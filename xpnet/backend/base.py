@@ -150,6 +150,11 @@ class Ops:
         out[...] = rows
         return out
 
+    def take_rows_into(self, sources: list[Array], idx: Array, outs: list[Array]) -> None:
+        """outs[j][...] = sources[j][idx] along the first axis for each j (a batch's fixed buffers)."""
+        for a, out in zip(sources, outs, strict=True):
+            self.take_rows(a, idx, out=out)
+
     def cast(self, x: Array, dtype: Any) -> Array:
         """A 0-d device value in `dtype` (per-step scalars are computed in float64, used in the model's dtype)."""
         return self.xp.astype(x, getattr(self.xp, dtype) if isinstance(dtype, str) else dtype)
@@ -228,6 +233,12 @@ class Ops:
         passes ("gemm_sub": c − aᵀb as one GEMM with β = 1). Routes that pay only then ask (the plan)."""
         return False
 
+    # Whether every array operation is a kernel launch worth saving (CuPy): then Adam and Dropout move
+    # their device counts inside their kernels (`adam_counting`, `dropout_counting`) and the step's loss
+    # sum and accuracy count come from one (`metric_kernels.loss_and_hits`). The NumPy step keeps the
+    # plain adds, which its recorded replay (training/program.py) advances itself.
+    fuses_launches = False
+
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         """c ← c − aᵀb in place: a (k, m), b (k, n), c (m, n), c overlapping neither."""
         c -= self.matmul(a.T, b)
@@ -254,6 +265,12 @@ class Ops:
         `dropout_forward` with `dropout_keys(base, step)`; CuPy derives the keys inside the mask kernel.
         """
         return self.dropout_forward(x, self.dropout_keys(base, step), rate, offset)
+
+    def dropout_counting(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        """`dropout_step` at call `step`, then step ← step + 1 (CuPy: one launch for both)."""
+        out = self.dropout_step(x, base, step, rate, offset)
+        step += 1
+        return out
 
     def fused_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: float) -> tuple[Array, Array, Array]:
         """A loss fused with its output activation, from the pre-activation u: (n, k).
@@ -340,6 +357,13 @@ class Ops:
         xp = self.xp
         lr_t = self.cast(lr * xp.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t), p.dtype)
         self.adam_update(p, g, m, v, lr_t, beta_1, beta_2, eps)
+
+    def adam_counting(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        """t ← t + 1, then `adam_step` at the new t (CuPy: one launch for both)."""
+        t += 1
+        self.adam_step(p, g, m, v, lr, t, beta_1, beta_2, eps)
 
     def adam_update(
         self, p: Array, g: Array, m: Array, v: Array, lr_t: Any, beta_1: float, beta_2: float, eps: float
@@ -449,6 +473,15 @@ class Ops:
             return dkernel, dbias, None
         dcols = xp.reshape(self.matmul(du2, xp.reshape(kernel, (k, f)).T), (n, oh, ow, k))
         return dkernel, dbias, self.col2im(dcols, x_shape, (kh, kw), strides, pads)
+
+    def conv2d_backward_into(self, grads: tuple[Array, Array | None], *args: Any) -> Array | None:
+        """`conv2d_backward(*args)` with ∂L/∂kernel and ∂L/∂bias written into grads = (kernel's, bias's or
+        None); returns ∂L/∂x or None. CuPy computes them there, with no copies."""
+        dk, db, dx = self.conv2d_backward(*args)
+        self.assign(grads[0], dk)
+        if grads[1] is not None:
+            self.assign(grads[1], db)
+        return dx
 
     def max_pool_forward(
         self,

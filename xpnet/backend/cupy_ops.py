@@ -1,7 +1,8 @@
 """CuPy backend: the generic code on a CUDA device, plus fused elementwise kernels.
 
-Only this module (and `select`) import cupy. Each fused kernel has the generic `Ops`
-method as its reference and a GPU test comparing the two.
+Only this module (and `select`) import cupy. The kernels' CUDA C is in cuda_kernels.py (the step's
+sums in metric_kernels.py). Each fused kernel has the generic `Ops` method as its reference and a
+GPU test comparing the two (tests/test_fused_kernels.py, on a GPU or the CPU stand-in).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from .base import Array, Ops
+from .cuda_kernels import build_activation_kernel, build_image_kernel, build_kernel, counting_source, row_source
+from .metric_kernels import ticket_word
 
 
 class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
@@ -85,6 +88,8 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
             return blas(a, b, out)
         return self.xp.matmul(a, b, out=out)
 
+    fuses_launches = True
+
     def runs_in_one_call(self, method: str) -> bool:
         # `gemm_sub` is one GEMM (β = 1) while cuBLAS is bound directly
         return method == "gemm_sub" and self.blas is not None
@@ -102,6 +107,25 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         if out is not None and out.flags.c_contiguous and out.dtype == a.dtype:
             return self.xp.take(a, idx, axis=0, out=out)
         return super().take_rows(a, idx, out)
+
+    def take_rows_into(self, sources: list[Array], idx: Array, outs: list[Array]) -> None:
+        # two arrays (x and y) in one launch: the wider one's elements are the threads, each of the first
+        # `narrow` columns of a row also copies the other's element
+        pair = len(sources) == 2 and all(
+            o.flags.c_contiguous and a.flags.c_contiguous and a.dtype == o.dtype and a.shape[1:] == o.shape[1:]
+            for a, o in zip(sources, outs, strict=True)
+        )
+        n = int(idx.shape[0]) if idx.ndim == 1 else -1
+        if not pair or n <= 0 or any(int(o.shape[0]) != n for o in outs) or idx.dtype.kind not in "iu":
+            super().take_rows_into(sources, idx, outs)
+            return
+        widths = [a.size // max(int(a.shape[0]), 1) for a in sources]
+        w, v = (0, 1) if widths[0] >= widths[1] else (1, 0)
+        if widths[v] == 0:
+            super().take_rows_into(sources, idx, outs)
+            return
+        args = (sources[w], sources[v], self.xp.ascontiguousarray(idx), np.int64(widths[w]), np.int64(widths[v]))
+        self._kernel("take_rows_pair")(*args, outs[w], outs[v], size=n * widths[w])
 
     def allreduce_sum(self, comm: Any, buf: Array) -> None:
         nccl_comm = self._nccl(comm)
@@ -256,7 +280,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         suffix = "f32" if dtype == np.float32 else "f64"
         fn = self._kernels.get(f"{name}_{suffix}")
         if fn is None:
-            fn = self.xp.RawModule(code=_row_source(suffix)).get_function(f"xpnet_{name}_{suffix}")
+            fn = self.xp.RawModule(code=row_source(suffix)).get_function(f"xpnet_{name}_{suffix}")
             self._kernels[f"{name}_{suffix}"] = fn
         if n == 0:
             return
@@ -266,7 +290,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def _kernel(self, name: str) -> Any:
         k = self._kernels.get(name)
         if k is None:
-            k = _build_kernel(self.xp, name)
+            k = build_kernel(self.xp, name)
             self._kernels[name] = k
         return k
 
@@ -276,7 +300,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         key = f"{kind}:{body}"
         k = self._kernels.get(key)
         if k is None:
-            k = self._kernels[key] = _build_activation_kernel(
+            k = self._kernels[key] = build_activation_kernel(
                 self.xp, kind, f"xpnet_{kind}_{type(act).__name__.lower()}", body
             )
         return k
@@ -318,6 +342,54 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         args = (np.float64(beta_1), np.float64(beta_2), ty(1.0 - beta_1), ty(1.0 - beta_2), ty(eps))
         self._kernel("adam_step")(g, lr, t, *args, p, m, v)
 
+    def adam_counting(
+        self, p: Array, g: Array, m: Array, v: Array, lr: Array, t: Array, beta_1: float, beta_2: float, eps: float
+    ) -> None:
+        # t read by every thread and moved by the last one (see cuda_kernels): one launch, not an add and a step
+        arrays = (p, g, m, v)
+        if (
+            p.dtype.char not in "fd"
+            or not all(a.flags.c_contiguous and a.shape == p.shape and a.dtype == p.dtype for a in arrays)
+            or not all(isinstance(a, self.xp.ndarray) and a.dtype == np.float64 and a.size == 1 for a in (lr, t))
+        ):
+            super().adam_counting(p, g, m, v, lr, t, beta_1, beta_2, eps)
+            return
+        ty = p.dtype.type
+        args = (np.float64(beta_1), np.float64(beta_2), ty(1.0 - beta_1), ty(1.0 - beta_2), ty(eps))
+        self._counting("adam", p, (g, p, m, v, t, ticket_word(self.xp), lr, np.int64(p.size), *args))
+
+    def dropout_counting(self, x: Array, base: int, step: Array, rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        # the count read by every thread and moved by the last one (see cuda_kernels): one launch, not two
+        counters = (step, offset)
+        if (
+            x.dtype.char not in "fd"
+            or not x.flags.c_contiguous
+            or not all(isinstance(a, self.xp.ndarray) and a.dtype == np.uint32 and a.size == 1 for a in counters)
+        ):
+            return super().dropout_counting(x, base, step, rate, offset)
+        threshold = min(int(rate * 4294967296.0), 4294967295)
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
+        head = (x, y, mask, step, offset, ticket_word(self.xp), np.int64(x.size))
+        tail = (np.uint32(int(base) & 0xFFFFFFFF), np.uint32(threshold), x.dtype.type(1.0 / (1.0 - rate)))
+        self._counting("dropout", x, (*head, *tail))
+        return y, mask
+
+    def _counting(self, name: str, like: Array, args: tuple[Any, ...]) -> None:
+        """Launch `xpnet_{name}_counting<T>` over like's elements, on a grid of at most 256 blocks: each
+        thread draws one ticket (one atomic on one word), so the grid stays small and each thread strides."""
+        key = f"{name}_counting_{like.dtype.char}"
+        fn = self._kernels.get(key)
+        if fn is None:
+            names = [f"xpnet_{k}_counting<{t}>" for k in ("adam", "dropout") for t in ("float", "double")]
+            module = self.xp.RawModule(code=counting_source(), name_expressions=names)
+            for full in names:
+                kind, t = full[len("xpnet_") :].split("_counting<")
+                self._kernels[f"{kind}_counting_{'f' if t == 'float>' else 'd'}"] = module.get_function(full)
+            fn = self._kernels[key]
+        threads = 256
+        blocks = max(1, min((like.size + threads - 1) // threads, 256))
+        fn((blocks,), (threads,), args)
+
     def rmsprop_update(
         self, p: Array, g: Array, v: Array, m: Array | None, lr: Any, rho: float, momentum: float, eps: float
     ) -> None:
@@ -327,7 +399,7 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         t = p.dtype.type
         self._kernel("rmsprop")(g, lr, t(rho), t(eps), p, v)
 
-    # --- images: one thread per output element (Chainer's im2col_gpu / col2im_gpu, channels-last) ---
+    # images: one thread per output element (Chainer's im2col_gpu / col2im_gpu, channels-last)
     def full(self, shape: tuple[int, ...], value: float, dtype: Any) -> Array:
         with self.device:
             return self.xp.full(shape, value, dtype=dtype)
@@ -362,6 +434,23 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         out = self.xp.empty(tuple(x_shape), dtype=cols.dtype)
         self._image_kernel("col2im")(self.xp.ascontiguousarray(cols), *args, out)
         return out
+
+    def conv2d_backward_into(self, grads: tuple[Array, Array | None], *args: Any) -> Array | None:
+        # ∂kernel = Pᵀ du by the GEMM straight into the gradient buffer, ∂bias summed there: no copies
+        du, ctx, kernel, x_shape, strides, pads, need_input_grad = args
+        dkernel, dbias = grads
+        kh, kw, _, f = kernel.shape
+        if not isinstance(ctx, self.xp.ndarray) or not dkernel.flags.c_contiguous or dkernel.shape != kernel.shape:
+            return super().conv2d_backward_into(grads, *args)
+        n, oh, ow, k = ctx.shape
+        du2 = self.xp.reshape(du, (n * oh * ow, f))
+        self.matmul(self.xp.reshape(ctx, (n * oh * ow, k)).T, du2, self.xp.reshape(dkernel, (k, f)))
+        if dbias is not None:
+            self.bias_grad(du2, dbias)
+        if not need_input_grad:
+            return None
+        dcols = self.xp.reshape(self.matmul(du2, self.xp.reshape(kernel, (k, f)).T), (n, oh, ow, k))
+        return self.col2im(dcols, x_shape, (kh, kw), strides, pads)
 
     def max_pool_forward(
         self,
@@ -433,242 +522,9 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
     def _image_kernel(self, name: str) -> Any:
         k = self._kernels.get(name)
         if k is None:
-            k = self._kernels[name] = _build_image_kernel(self.xp, name)
+            k = self._kernels[name] = build_image_kernel(self.xp, name)
         return k
 
 
 _MAX_ROW = 1024
 _MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread sums serially
-
-
-_ROWS = r"""
-#define T TYPE
-extern "C" __global__ void xpnet_softmax_SUFFIX(T* u, const T* b, T* h, int n, int k) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    T* ur = u + (size_t)i * k;
-    T* hr = h + (size_t)i * k;
-    T m = ur[0] + b[0];
-    for (int j = 0; j < k; ++j) { T v = ur[j] + b[j]; ur[j] = v; m = v > m ? v : m; }
-    T s = 0;
-    for (int j = 0; j < k; ++j) { T e = exp(ur[j] - m); hr[j] = e; s += e; }
-    for (int j = 0; j < k; ++j) hr[j] = hr[j] / s;
-}
-extern "C" __global__ void xpnet_sce_SUFFIX(
-        const T* u, const int* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const T scale = *scale_ptr;
-    const T* ur = u + (size_t)i * k;
-    T* dr = du + (size_t)i * k;
-    T* pr = p + (size_t)i * k;
-    T m = ur[0];
-    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
-    T s = 0;
-    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
-    int c = y[i];
-    loss[i] = log(s) - (ur[c] - m);
-    for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
-}
-extern "C" __global__ void xpnet_cce_SUFFIX(
-        const T* u, const T* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const T scale = *scale_ptr;
-    const T* ur = u + (size_t)i * k;
-    const T* yr = y + (size_t)i * k;
-    T* dr = du + (size_t)i * k;
-    T* pr = p + (size_t)i * k;
-    T m = ur[0];
-    for (int j = 1; j < k; ++j) m = ur[j] > m ? ur[j] : m;
-    T s = 0;
-    for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
-    T ls = log(s), acc = 0;
-    for (int j = 0; j < k; ++j) {
-        T q = exp(ur[j] - m) / s;
-        pr[j] = q;
-        acc -= yr[j] * (ur[j] - m - ls);
-        dr[j] = (q - yr[j]) * scale;
-    }
-    loss[i] = acc;
-}
-"""
-
-
-def _row_source(suffix: str) -> str:
-    return _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
-
-
-_MIX = """
-__device__ inline unsigned int xpnet_mix32(unsigned int x) {
-    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16; return x;
-}
-"""
-
-
-def _build_activation_kernel(cp: Any, kind: str, name: str, body: str) -> Any:  # pragma: no cover - needs a CUDA device
-    """An activation's fused kernel from its CUDA C `body` (`Activation.cuda_forward` or `.cuda_backward`).
-
-    "fwd": bias + φ, u updated in place; "bwd": φ'; "bwdsum": φ' and its column sums (the bias gradient).
-    """
-    ek = cp.ElementwiseKernel
-    if kind == "fwd":
-        return ek("T b, T alpha", "T u, T h", "u = u + b; " + body, name)
-    if kind == "bwd":
-        return ek("T u, T h, T dh, T alpha", "T du", body, name)
-    # over the units: each thread its column of ∂L/∂u, summed in row order
-    return ek(
-        "raw T u_, raw T h_, raw T dh_, T alpha, int32 n, int32 k, bool sub",
-        "raw T du_, T out",
-        "T acc = 0;"
-        "for (int r = 0; r < n; ++r) {"
-        "  const long long o = (long long)r * k + i; const T u = u_[o]; const T h = h_[o]; const T dh = dh_[o];"
-        f"  T du; {body} du_[o] = du; acc += du;"
-        "}"
-        "out = sub ? out - acc : acc;",
-        name,
-    )
-
-
-def _build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA device
-    ek = cp.ElementwiseKernel
-    if name == "dropout_mask":
-        return ek(
-            "uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
-            "T out",
-            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);out = h >= threshold ? scale : (T)0;",
-            "xpnet_dropout_mask",
-            preamble=_MIX,
-        )
-    if name == "dropout":
-        return ek(
-            "T x, uint32 k0, uint32 k1, uint32 threshold, T scale, uint32 offset",
-            "T y, T mask",
-            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
-            "mask = h >= threshold ? scale : (T)0; y = x * mask;",
-            "xpnet_dropout",
-            preamble=_MIX,
-        )
-    if name == "dropout_step":  # Ops.dropout_keys, then the mask of "dropout"
-        return ek(
-            "T x, uint32 base, uint32 step, uint32 threshold, T scale, uint32 offset",
-            "T y, T mask",
-            "unsigned int k0 = xpnet_mix32(xpnet_mix32(step ^ 0x85EBCA6BU) ^ base);"
-            "unsigned int k1 = xpnet_mix32(k0 + 0x632BE5ABU);"
-            "unsigned int h = xpnet_mix32((((unsigned int)i + offset) + k0) ^ k1);"
-            "mask = h >= threshold ? scale : (T)0; y = x * mask;",
-            "xpnet_dropout_step",
-            preamble=_MIX,
-        )
-    if name == "sgd_momentum":
-        return ek(
-            "T g, T lr, T mu, bool nesterov",
-            "T p, T m",
-            "m = mu * m - lr * g; p += nesterov ? mu * m - lr * g : m;",
-            "xpnet_sgd_momentum",
-        )
-    if name == "subtract_counting":
-        return ek("T g", "T p, raw float64 t", "p -= g; if (i == 0) t[0] += 1.0;", "xpnet_subtract_counting")
-    if name == "adam":
-        return ek(
-            "T g, T lr_t, T one_m_b1, T one_m_b2, T eps",
-            "T p, T m, T v",
-            "m += one_m_b1 * (g - m); v += one_m_b2 * (g * g - v); p -= lr_t * m / (sqrt(v) + eps);",
-            "xpnet_adam",
-        )
-    if name == "adam_step":  # Ops.adam_step: the correction in double, as the generic code, then in T
-        return ek(
-            "T g, float64 lr, float64 t, float64 b1, float64 b2, T one_m_b1, T one_m_b2, T eps",
-            "T p, T m, T v",
-            "const T lr_t = (T)(lr * sqrt(1.0 - pow(b2, t)) / (1.0 - pow(b1, t)));"
-            "m += one_m_b1 * (g - m); v += one_m_b2 * (g * g - v); p -= lr_t * m / (sqrt(v) + eps);",
-            "xpnet_adam_step",
-        )
-    if name == "rmsprop":
-        return ek(
-            "T g, T lr, T rho, T eps",
-            "T p, T v",
-            "v = rho * v + (1 - rho) * g * g; p -= lr * g / sqrt(v + eps);",
-            "xpnet_rmsprop",
-        )
-    raise KeyError(name)
-
-
-# Geometry arguments of the image kernels (see CupyOps._geometry_args); the image is (n, h, w, c) and
-# `i` runs over the output's elements in C order.
-_GEOMETRY = (
-    "int32 h, int32 w, int32 c, int32 oh, int32 ow, int32 kh, int32 kw, int32 sh, int32 sw, int32 top, int32 left"
-)
-_PIXEL = (
-    "const int ch = i % c; long long t = i / c; const int x = t % w; t /= w; const int y = t % h;"
-    "const long long b = t / h;"
-)
-_WINDOW = (
-    "const int ch = i % c; long long t = i / c; const int ox = t % ow; t /= ow; const int oy = t % oh;"
-    "const long long b = t / oh;"
-)
-# every window (oy, ox) and position (ky, kx) that reads padded pixel (y + top, x + left)
-_WINDOWS_OF_PIXEL = """
-for (int ky = 0; ky < kh; ++ky) {
-  const int ry = y + top - ky;
-  if (ry < 0 || ry % sh != 0 || ry / sh >= oh) continue;
-  const int oy = ry / sh;
-  for (int kx = 0; kx < kw; ++kx) {
-    const int rx = x + left - kx;
-    if (rx < 0 || rx % sw != 0 || rx / sw >= ow) continue;
-    const int ox = rx / sw;
-    const long long o = ((b * oh + oy) * ow + ox);
-    BODY
-  }
-}
-"""
-
-
-def _build_image_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA device
-    ek = cp.ElementwiseKernel
-    if name == "im2col":  # cols (n, oh, ow, kh, kw, c) from img (n, h, w, c); zeros outside the image
-        return ek(
-            f"raw T img, {_GEOMETRY}",
-            "T col",
-            "const int ch = i % c; long long t = i / c; const int kx = t % kw; t /= kw; const int ky = t % kh; t /= kh;"
-            "const int ox = t % ow; t /= ow; const int oy = t % oh; const long long b = t / oh;"
-            "const int y = oy * sh + ky - top; const int x = ox * sw + kx - left;"
-            "col = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : (T)0;",
-            "xpnet_im2col",
-        )
-    if name == "col2im":  # each pixel gathers its windows' entries: no atomics, deterministic
-        body = "acc += col[(o * kh * kw + ky * kw + kx) * c + ch];"
-        return ek(
-            f"raw T col, {_GEOMETRY}",
-            "T img",
-            _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "img = acc;",
-            "xpnet_col2im",
-        )
-    if name == "max_pool":
-        # the order and comparisons of Ops.max_pool_forward: position 0 first, then `v > best` moves the
-        # argmax and best = maximum(best, v), which turns NaN at the first NaN and stays NaN (no later
-        # value beats it), so a NaN window's argmax is the generic code's
-        return ek(
-            f"raw T img, {_GEOMETRY}, T neg_inf, bool relu",
-            "T out, S arg",
-            _WINDOW + "T best = 0; int at = 0;"
-            "for (int t2 = 0; t2 < kh * kw; ++t2) {"
-            "  const int y = oy * sh + t2 / kw - top; const int x = ox * sw + t2 % kw - left;"
-            "  const T v = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : neg_inf;"
-            "  if (t2 == 0) { best = v; } else { if (v > best) at = t2; if (v > best || v != v) best = v; }"
-            "}"
-            "out = (relu && best <= (T)0) ? (T)0 : best; arg = (S)at;",  # NaN stays NaN, as NumPy's maximum
-            "xpnet_max_pool",
-        )
-    if name == "max_pool_grad":  # each pixel sums ∂L/∂y of the windows whose argmax it is (× relu'(y))
-        body = (
-            "if ((int)arg[o * c + ch] == ky * kw + kx)"
-            " acc += relu ? dy[o * c + ch] * (y_[o * c + ch] > (T)0 ? (T)1 : (T)0) : dy[o * c + ch];"
-        )
-        return ek(
-            f"raw T dy, raw S arg, raw T y_, {_GEOMETRY}, bool relu",
-            "T dx",
-            _PIXEL + "T acc = 0;" + _WINDOWS_OF_PIXEL.replace("BODY", body) + "dx = acc;",
-            "xpnet_max_pool_grad",
-        )
-    raise KeyError(name)

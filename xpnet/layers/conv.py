@@ -122,6 +122,11 @@ class Conv2D(Layer):
         assert self.ops is not None and self.input_shape is not None
         x_shape = (du.shape[0], *self.input_shape)
         kernel = self.params["kernel"]
+        assert self.sink is not None
+        targets = (self.sink.put_target(self, "kernel"), self.sink.put_target(self, "bias") if self.use_bias else None)
+        if targets[0] is not None and (targets[1] is not None or not self.use_bias):  # computed in place
+            args = (du, self._ctx, kernel, x_shape, self.strides, self.pads, need_input_grad)
+            return self.ops.conv2d_backward_into(targets, *args)
         dk, db, dx = self.ops.conv2d_backward(du, self._ctx, kernel, x_shape, self.strides, self.pads, need_input_grad)
         self._put_grad("kernel", dk)
         if self.use_bias:

@@ -332,6 +332,10 @@ class Batches:
         """Rows [a, b) of this epoch's order in the fixed buffers: (x, y, w) views of b − a rows (w None unweighted)."""
         wb = None if self.wbuf is None else self._gather(self.w, self.wbuf, self.dtype, a, b)
         if not isinstance(self.x, list) and not isinstance(self.y, list):
+            if self.resident and self.order is not None:  # both in one pass where the backend can
+                xb, yb = self.xbuf[: b - a, ...], self.ybuf[: b - a, ...]
+                self.ops.take_rows_into([self.x, self.y], self.order[a:b], [xb, yb])
+                return xb, yb, wb
             xb = self._gather(self.x, self.xbuf, self.dtype, a, b)
             return xb, self._gather(self.y, self.ybuf, self.y_dtype, a, b), wb
         xs = self.x if isinstance(self.x, list) else [self.x]

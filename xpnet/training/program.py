@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backend import _cublas
+from ..backend import _cublas, metric_kernels
 from .capturable import JitRequest, capture_obstacle, replay_obstacle
 
 if TYPE_CHECKING:
@@ -499,7 +499,11 @@ def _rows(x: Any) -> int:
 
 
 def _accumulate(running: list[Array], batch: list[Array]) -> list[Array]:
-    return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
+    if not running:
+        return batch
+    # on a device, one launch for all the sums
+    fused = None if isinstance(running[0], np.ndarray) else metric_kernels.add_sums(running, batch)
+    return fused if fused is not None else [u + v for u, v in zip(running, batch, strict=True)]
 
 
 class _Tape:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..activations import NotDifferentiableError
+from ..backend import metric_kernels
 from ..backend.base import DeviceScalar
 from ..layers import custom
 from ..params import GradientSink, ParamStore
@@ -78,6 +79,15 @@ def forward_backward(
     model: Trainer, xb: Array, yb: Array, coef: Array, plan: Plan | None = None, wb: Array | None = None
 ) -> tuple[Array, list[Array], list[Array]]:
     """`loss_and_grads` without the weight penalty: (Σ loss, [each output's Σ loss], [each output])."""
+    sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, True)
+    return _loss_total(model, xb, sums, added), sums, preds
+
+
+def _backprop(
+    model: Trainer, xb: Array, yb: Array, coef: Array, plan: Plan | None, wb: Array | None, summed: bool
+) -> tuple[list[Array], list[Array], list[Array]]:
+    """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
+    per-sample loss (batch,)], [each output], [the add_loss values])."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -101,7 +111,7 @@ def forward_backward(
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
         grads.append(grad)
         preds.append(out)
-        sums.append(xp.sum(value))
+        sums.append(xp.sum(value) if summed else value)
     # add_loss values join the mean loss: each is seeded with scale / global batch × this rank's rows
     added = model.step_added_losses()
     if added:
@@ -109,11 +119,16 @@ def forward_backward(
             runner.run_backward(grads, plan.train_forms)
     else:  # no layer added a loss in this forward pass: backward reads no seed
         runner.run_backward(grads, plan.train_forms)
+    return sums, preds, added
+
+
+def _loss_total(model: Trainer, xb: Array, sums: list[Array], added: list[Array]) -> Array:
+    """Σ_k loss_weight_k × Σ loss_k + the add_loss values × this rank's rows (the penalty is `add_penalty`'s)."""
     loss_sum = _weighted_total(sums, model.loss_weights)
     for value in added:
         term = value * data.rows(xb)
         loss_sum = term if loss_sum is None else loss_sum + term
-    return loss_sum, sums, preds
+    return loss_sum
 
 
 def add_penalty(store: ParamStore, loss_sum: Array, scale: Any, add_grad: bool, rows: int) -> Array:
@@ -249,9 +264,16 @@ class TrainStep:
         store = self.store
         store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
-        loss_sum, sums, preds = forward_backward(model, xb, yb, coef, plan, wb)
-        if self.regularized:
-            loss_sum = add_penalty(store, loss_sum, scale, self.adds_penalty_grad, data.rows(xb))
+        # one launch for the loss sum and the accuracy count where the backend has the kernel
+        fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
+        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse)
+        fused_sums = _loss_and_hits(model, sums, yb, preds) if fuse and not added else None
+        if fused_sums is None:
+            if fuse:
+                sums = [ops.xp.sum(v) for v in sums]
+            loss_sum = _loss_total(model, xb, sums, added)
+            if self.regularized:
+                loss_sum = add_penalty(store, loss_sum, scale, self.adds_penalty_grad, data.rows(xb))
         if comm.size > 1:
             comm.allreduce_sum(ops, store.grads)
             if self.average_moving:
@@ -264,7 +286,27 @@ class TrainStep:
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= 1.0 / min(comm.size, global_batch)
         self.optimizer.apply(store, self.sink)
+        if fused_sums is not None:
+            return fused_sums
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
+
+
+def _hits_metric(model: Trainer) -> Any:
+    """The model's one metric where it is the sparse accuracy and the loss its one loss of weight 1, else None."""
+    from ..metrics import SparseCategoricalAccuracy
+
+    metrics = model.output_metrics
+    if not model.single_output or model.loss_weights != [1.0] or model.weighted_metrics or len(metrics[0]) != 1:
+        return None
+    m = metrics[0][0]
+    return m if type(m) is SparseCategoricalAccuracy and not m.stateful else None
+
+
+def _loss_and_hits(model: Trainer, values: list[Array], yb: Array, preds: list[Array]) -> list[Array] | None:
+    """[Σ loss, accuracy count] of the batch in one launch (`metric_kernels.loss_and_hits`), None where the
+    backend or the layout has no such kernel (the plain sums then run)."""
+    assert model.ops is not None
+    return metric_kernels.loss_and_hits(model.ops.xp, values[0], yb, preds[0])
 
 
 def _scale_is_the_rate(opt: Optimizer) -> bool:
