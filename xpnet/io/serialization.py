@@ -155,11 +155,20 @@ def serialize_keras_object(obj: Any) -> Any:
         cfg = described["config"]
     cls = type(obj)
     return {
-        "module": cls.__module__,
+        "module": _saved_module(cls),
         "class_name": cls.__name__,
         "config": cfg,
         "registered_name": _NAMES.get(cls, cls.__name__),
     }
+
+
+def _saved_module(cls: type) -> str:
+    """The module a saved config names for `cls`: a class of a package of one kind (xpnet.metrics.means's
+    Precision) is the package's (xpnet.metrics), as before the package split, and loading looks it up there."""
+    for module in _MODULES.values():
+        if cls.__module__.startswith(module.__name__ + ".") and getattr(module, cls.__name__, None) is cls:
+            return module.__name__
+    return cls.__module__
 
 
 def _layer_classes() -> dict[str, type]:

@@ -177,11 +177,3 @@ def get(identifier: str | Metric | Callable[..., Array], loss: Loss, n_outputs: 
     ):
         metric = SparseAsDense(metric)
     return metric
-
-
-# saved configs name a metric's module ("module": "xpnet.metrics", as before the split), and loading
-# looks its class up there: the classes say they are this module's
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        _obj.__module__ = __name__
