@@ -188,9 +188,14 @@ def test_a_step_activation_set_after_a_step_is_refused_at_the_next() -> None:
     model = _mlp()
     x, y = _xy()
     model.train_on_batch(x, y)
+    before = model.get_weights()
     model.layers[0].activation = xpnet.activations.get("heaviside")  # a new plan: the step checks again
-    with pytest.raises(xpnet.activations.NotDifferentiableError, match="heaviside"):
+    # the step's own check, before anything runs (the activation's backward names "heaviside" too, but
+    # only after plain SGD has updated the layers above it)
+    with pytest.raises(xpnet.activations.NotDifferentiableError, match="uses the 'heaviside' activation"):
         model.train_on_batch(x, y)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_frozen_model_compiles_for_a_recorded_step_and_refuses_only_training() -> None:
@@ -202,3 +207,21 @@ def test_a_frozen_model_compiles_for_a_recorded_step_and_refuses_only_training()
     assert np.isfinite(model.evaluate(x, y, verbose=0))
     with pytest.raises(ValueError, match="no trainable parameters"):
         model.train_on_batch(x, y)
+
+
+def test_a_step_activation_set_inside_a_nested_model_is_refused_before_any_weight_moves() -> None:
+    """The step checks trainability again only when the plan is remade: a changed activation of a nested
+    model's layer (a node of the inner graph, not of this one) must remake it too, or backward reaches the
+    step function after plain SGD has already updated the layers above it."""
+    inner = Sequential([Input((20,)), Dense(8, activation="relu")], seed=1)
+    inputs = Input((20,))
+    model = xpnet.Model(inputs, Dense(3, activation="softmax")(inner(inputs)), seed=2)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy")
+    x, y = _xy()
+    model.train_on_batch(x, y)
+    before = model.get_weights()
+    inner.layers[-1].activation = xpnet.activations.get("heaviside")
+    with pytest.raises(xpnet.activations.NotDifferentiableError, match="uses the 'heaviside' activation"):
+        model.train_on_batch(x, y)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)

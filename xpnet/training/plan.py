@@ -209,6 +209,8 @@ def plan_key(model: Any, nodes: Sequence[Any]) -> tuple[Any, ...]:
     store = state.get("_store")
     if store is not None:  # the layers of a nested model too: the sink asks each weight's layer
         key += [any(m in s.layer.__dict__ for m in _STEP_METHODS) for s in store.trainable_slots]
+        # and each leaf layer's activation: the step checks trainability again when the plan is remade
+        key += [layer.activation for layer in store.layers]
     return tuple(key)
 
 
