@@ -208,18 +208,26 @@ def bind_xp(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) 
         return None
     if f in _VIEWS and args and isinstance(args[0], np.ndarray) and np.shares_memory(result, args[0]):
         return lambda: None  # a view of memory that lasts: the recorded view shows each replay's values
-    if isinstance(f, np.ufunc) and f.nout == 1:
+    if (isinstance(f, np.ufunc) and f.nout == 1) or f in _REDUCTIONS:
         return lambda: f(*args, out=result, **kwargs)
-    if f is np.sum or f is np.argmax or f is np.argmin or f is np.max or f is np.min:
-        return lambda: f(*args, out=result, **kwargs)
-    if f is np.count_nonzero and not kwargs and len(args) == 1 and getattr(args[0], "dtype", None) == np.dtype(bool):
-        # the count of True is the integer sum of the booleans, exact, into the recorded 0-d buffer
-        x, total, dt = args[0], np.add.reduce, result.dtype
-        return lambda: total(x, axis=None, dtype=dt, out=result)
+    if f is np.count_nonzero:
+        return _count(args, kwargs, result)
     if f is getattr(np, "astype", None) and len(args) == 2 and not kwargs:
         copyto, x = np.copyto, args[0]
         return lambda: copyto(result, x, casting="unsafe")
     return None
+
+
+_REDUCTIONS = (np.sum, np.argmax, np.argmin, np.max, np.min)
+
+
+def _count(args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndarray) -> Bound | None:
+    """`np.count_nonzero(mask)` of a boolean mask: the count of True is the integer sum of the booleans,
+    exact, into the recorded 0-d buffer."""
+    if kwargs or len(args) != 1 or getattr(args[0], "dtype", None) != np.dtype(bool):
+        return None
+    x, total, dt = args[0], np.add.reduce, result.dtype
+    return lambda: total(x, axis=None, dtype=dt, out=result)
 
 
 def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
