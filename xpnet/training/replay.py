@@ -114,12 +114,14 @@ class CallList:
         self._check_reads(name, [*args, *kwargs.values()])
         result = self._hold(result)
         passed = [self.cells.get(id(a)) for a in args]
-        outs = result if isinstance(result, tuple) else (result,)
-        made = [(k, [r]) for k, r in enumerate(outs) if _is_object(r)]  # a context: each replay makes its own
-        for _, cell in made:
-            self.cells[id(cell[0])] = cell
-        run = None if made or any(passed) else self._bound(name, f, args, kwargs, result)
+        # a call that makes a context object (a convolution's patches) may still be bound: its binder then
+        # writes the recorded context's arrays in place; one that reads a context a re-run call makes may not
+        run = None if any(passed) else self._bound(name, f, args, kwargs, result)
         if run is None:
+            outs = result if isinstance(result, tuple) else (result,)
+            made = [(k, [r]) for k, r in enumerate(outs) if _is_object(r)]  # a context: each re-run makes its own
+            for _, cell in made:
+                self.cells[id(cell[0])] = cell
             run = _rerun(f, args, kwargs, result, passed, made)
             self.rerun.append(name)
         else:
@@ -128,9 +130,10 @@ class CallList:
         return run
 
     def _bound(self, name: str, f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Any:
-        from ..backend import fused_cpu
+        from ..backend import fused_conv, fused_cpu
 
-        binder = fused_cpu.BINDERS.get(name) if getattr(f, "__self__", None) is self.ops else None
+        own = getattr(f, "__self__", None) is self.ops
+        binder = (fused_cpu.BINDERS.get(name) or fused_conv.BINDERS.get(name)) if own else None
         return binder(self.ops, args, kwargs, result) if binder else fused_cpu.bind_xp(f, args, kwargs, result)
 
     def swapped(self, v: Any) -> Any:

@@ -1,0 +1,138 @@
+"""The NumPy replay of a training step with convolutions and pooling (backend/fused_conv.py, training/replay.py):
+each bound call gives the plain method's bits, a replayed LeNet step re-runs no Python layer code and
+allocates nothing, and whole fits replay bit for bit as they run eagerly, with and without numba."""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+from test_program import _model  # the issue's workloads, shared with the program's tests
+
+import xpnet
+from xpnet.backend import _jit, fused_conv
+from xpnet.backend.numpy_ops import NumpyOps
+
+JITS = [False, True]
+
+
+def _ops(jit: bool) -> NumpyOps:
+    if jit and _jit.kernels() is None:
+        pytest.skip("numba is not installed")
+    return NumpyOps(jit=jit)
+
+
+def _conv_pool_step(ops: NumpyOps, x: Any, kernel: Any, bias: Any, pads: Any, dy: Any) -> list[Any]:
+    """conv (stride 1) → relu(2×2 max pool), then back: [u, y, ∂x of the pool, ∂W, ∂b, ∂x] as copies."""
+    u, ctx = ops.conv2d_forward(x, kernel, bias, (1, 1), pads, need_ctx=True)
+    y, halves = ops.max_pool_relu_forward(u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", True)
+    du = ops.max_pool_relu_backward(dy, halves, u.shape, (2, 2), (2, 2), (0, 0, 0, 0), "relu")
+    dk, db, dx = ops.conv2d_backward(du, ctx, kernel, x.shape, (1, 1), pads, True)
+    return [np.array(a) for a in (u, y, du, dk, db, dx)]
+
+
+@pytest.mark.parametrize("jit", JITS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("bias", "pads", "n"), [(True, (2, 2, 2, 2), 3), (False, (0, 0, 0, 0), 2)])
+def test_bound_convolution_and_pooling_are_the_plain_methods(
+    jit: bool, dtype: Any, bias: bool, pads: tuple[int, ...], n: int
+) -> None:
+    ops, rng = _ops(jit), np.random.default_rng(0)
+    shapes = {"x": (n, 12, 12, 3), "kernel": (5, 5, 3, 4), "bias": (4,)}
+
+    def draw() -> dict[str, Any]:
+        return {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+
+    first = draw()
+    b = first["bias"] if bias else None
+    tape = xpnet.training.replay.Tape()
+    with xpnet.training.listing.recording(ops, tape):
+        u, ctx = ops.conv2d_forward(first["x"], first["kernel"], b, (1, 1), pads, need_ctx=True)
+        y, halves = ops.max_pool_relu_forward(u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", True)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    with xpnet.training.listing.recording(ops, tape):
+        du = ops.max_pool_relu_backward(dy, halves, u.shape, (2, 2), (2, 2), (0, 0, 0, 0), "relu")
+        dk, db, dx = ops.conv2d_backward(du, ctx, first["kernel"], first["x"].shape, (1, 1), pads, True)
+    bound = [fused_conv.BINDERS[name](ops, args, kw, r) for name, _, args, kw, r in tape.calls]
+    assert all(f is not None for f in bound), [c[0] for c in tape.calls]
+    for _ in range(2):  # new values in the same arrays, twice: nothing of the first draw is left over
+        fresh = draw()
+        for k in ("x", "kernel", "bias"):
+            first[k][...] = fresh[k]
+        dy[...] = rng.standard_normal(dy.shape)
+        want = _conv_pool_step(NumpyOps(jit=jit), *(first[k].copy() for k in ("x", "kernel")), b, pads, dy.copy())
+        for f in bound:
+            f()
+        got = [u, y, du, dk, db if bias else None, dx]
+        for g, w in zip(got, want, strict=True):
+            if g is not None:
+                np.testing.assert_array_equal(g, w)
+
+
+def test_bound_subtract_is_plain_sgd() -> None:
+    p, g = np.arange(5.0, dtype=np.float32), np.full(5, 0.25, np.float32)
+    run = fused_conv.bind_subtract(NumpyOps(), (p, g), {}, None)
+    assert run is not None
+    run()
+    run()
+    np.testing.assert_array_equal(p, np.arange(5.0, dtype=np.float32) - 0.5)
+    assert fused_conv.bind_subtract(NumpyOps(), (p, g), {"extra": 1}, None) is None
+
+
+def _fit(kind: str, jit: bool | str, ops: NumpyOps, steps: int) -> tuple[Any, Any]:
+    model, opt, shape = _model(kind, (64,))
+    rng = np.random.default_rng(3)
+    n = 8 * (steps // 2 - 1) + 3  # two epochs of batches of 8, each ending on a short batch
+    x, y = rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, n)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=ops, jit_compile=jit)
+    return model, model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+
+
+@pytest.mark.parametrize("jit", JITS)
+def test_lenet_replays_every_call_bound_and_bit_identical_to_eager(jit: bool) -> None:
+    eager, h0 = _fit("lenet", False, _ops(jit), 60)
+    replayed, h1 = _fit("lenet", True, _ops(jit), 60)
+    program = replayed.step_program
+    replay = program._replay
+    assert replay is not None and replay.verified, program.explain()
+    assert replay.rerun == [] and replay.bound == len(replay.calls) > 25, replay.rerun
+    assert "0 re-run" in program.explain()
+    assert program.replayed >= 2 * (30 - 5)
+    assert h1.history == h0.history
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit", JITS)
+def test_a_replayed_lenet_step_allocates_nothing(jit: bool) -> None:
+    model, opt, shape = _model("lenet")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((96, *shape), dtype=np.float32), rng.integers(0, 10, 96)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=_ops(jit), jit_compile=True)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    program = model.step_program
+    replay = program._replay
+    assert replay is not None and replay.verified and replay.rerun == []
+    running = program.run(replay.xb, replay.yb, 32, None, [])
+    tracemalloc.start()
+    try:
+        running = program.run(replay.xb, replay.yb, 32, None, running)  # the first, outside the count
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(100):
+            running = program.run(replay.xb, replay.yb, 32, None, running)
+        end, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert end - start <= 512, end - start  # nothing kept from one step to the next
+    # no array: NumPy's own iterator buffers (64 KiB where the NumPy pooling pairs rows of two strided
+    # operands, 32 KiB for a broadcast add), the 0-d sums handed back and Python's frames
+    assert peak - start <= (70 if not jit else 40) * 1024, peak - start
+    eager = xpnet.training.step.TrainStep(model, model.comm)
+    tracemalloc.start()
+    eager(replay.xb, replay.yb, 32)
+    _, eager_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert eager_peak > 20 * (peak - start), (peak - start, eager_peak)
