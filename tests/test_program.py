@@ -68,13 +68,30 @@ def test_jit_compile_takes_auto_true_or_false_only() -> None:
         model.compile(opt, "sparse_categorical_crossentropy", jit_compile="yes")
 
 
-def test_numpy_runs_the_step_eagerly_and_says_why() -> None:
+def test_auto_replays_a_small_numpy_step_and_runs_a_large_one_eagerly_saying_why() -> None:
     model, opt, _ = _model("A")
     model.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
     program = model.step_program
-    assert not program.captures
-    assert "numpy backend runs the step eagerly" in program.explain()
-    assert repr(program) == "StepProgram(eager, graphs=0)"
+    assert not program.captures and program.replays
+    assert (
+        program.explain().startswith("replayed: ") and 'with jit_compile="auto" steps of more than' in program.explain()
+    )
+    assert "replayed: recorded once" in model.plan.capture_reason and "small enough" in model.plan.capture_reason
+    assert repr(program) == "StepProgram(replayed, graphs=0)"
+    rng = np.random.default_rng(0)
+    x, y = rng.random((320, 784), dtype=np.float32), rng.integers(0, 10, 320)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert program.replayed == 10 - 3  # the listing, the recording and the check ran eagerly
+    # B at batch 1000: 1e8 multiply-adds a step, the GEMMs dominate, "auto" keeps it eager
+    big, opt, _ = _model("B")
+    big.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
+    x, y = rng.random((3000, 784), dtype=np.float32), rng.integers(0, 10, 3000)
+    big.fit(x, y, batch_size=1000, epochs=1, verbose=0)
+    assert big.step_program.replayed == 0
+    assert "this fit's steps of 1000 rows (1.0e+08 multiply-adds) run eagerly" in big.step_program.explain()
+    big.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=True)  # asked for: replayed
+    big.fit(np.concatenate([x, x[:2000]]), np.concatenate([y, y[:2000]]), batch_size=1000, epochs=1, verbose=0)
+    assert big.step_program.replayed == 5 - 3
     model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
     assert model.step_program.explain() == "jit_compile=False: every step runs eagerly"
 

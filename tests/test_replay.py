@@ -136,3 +136,53 @@ def test_a_replayed_lenet_step_allocates_nothing(jit: bool) -> None:
     _, eager_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert eager_peak > 20 * (peak - start), (peak - start, eager_peak)
+
+
+@pytest.mark.parametrize("kind", ["A", "B", "lenet"])
+def test_train_on_batch_in_a_loop_replays_bit_identically_to_eager(kind: str) -> None:
+    runs = []
+    for jit in (False, True):
+        model, opt, shape = _model(kind, (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=jit)
+        data = np.random.default_rng(1)
+        x, y = data.random((8 * 24 + 5, *shape), dtype=np.float32), data.integers(0, 10, 8 * 24 + 5)
+        logs = [model.train_on_batch(x[k : k + 8], y[k : k + 8]) for k in range(0, 8 * 12, 8)]
+        logs.append(model.train_on_batch(x[-5:], y[-5:]))  # another shape: eager, then back to the list
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        logs += [model.train_on_batch(x[k : k + 8], y[k : k + 8]) for k in range(0, 8 * 12, 8)]
+        runs.append((model, logs))
+    (eager, logs0), (replayed, logs1) = runs
+    assert logs1 == logs0
+    # the first loop: the listing, the recording and the check run eagerly, 9 replay; fit the same on its
+    # own buffers (21 of 24); the second loop records on train_on_batch's buffers again (10 of 12)
+    assert replayed.step_program.replayed == 9 + 21 + 10, replayed.step_program.replayed
+    assert eager.step_program.replayed == 0
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["A", "B", "lenet", "functional_bn"])
+def test_evaluate_and_predict_replay_a_recorded_forward_bit_identically(kind: str) -> None:
+    from xpnet.training.forward_program import forward_program
+
+    data = np.random.default_rng(9)
+    got = {}
+    for jit in (False, True):
+        model, opt, shape = _model(kind, (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=jit)
+        x = data.random((32 * 3 + 8, *shape), dtype=np.float32) if jit is False else got[False][0]
+        y = data.integers(0, 10, x.shape[0]) if jit is False else got[False][1]
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+        scores = [model.evaluate(x, y, batch_size=32, verbose=0) for _ in range(3)]
+        outputs = [model.predict(x, batch_size=32, verbose=0) for _ in range(3)]
+        got[jit] = (x, y, scores, outputs, model)
+    _, _, scores, outputs, model = got[True]
+    evaluate = forward_program(model, "evaluate", True)
+    assert evaluate.replays and evaluate.replayed >= 4, evaluate.explain()  # 3 of 32 rows, 1 of 8: record, check
+    assert scores == got[False][2]
+    for a, b in zip(outputs, got[False][3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    predict = forward_program(model, "predict", False)
+    if kind == "lenet":  # A and B predict by the plan's transposed small-batch route, not the layer walk
+        assert predict.replays and predict.replayed >= 4, predict.explain()
+    assert forward_program(got[False][4], "evaluate", True).replayed == 0

@@ -33,8 +33,9 @@ import numpy as np
 
 from ..backend import _cublas
 from .capturable import JitRequest, capture_obstacle, replay_obstacle
-from .listing import Recorder, recording
+from .listing import Recorder, listed, recording
 from .replay import NotReplayable, Replay, Tape, accumulate, rows, same_bits, state_of
+from .threads import macs_per_sample
 
 if TYPE_CHECKING:
     from ..backend import Ops
@@ -136,6 +137,42 @@ class _Graph:
         self.graph.launch(self.current())
 
 
+# Above this many multiply-adds per step, jit_compile="auto" runs the NumPy step eagerly: there the
+# GEMMs dominate and the replay saved nothing measurable (B, 784-128-10 at batch 1000: 1e8, replay
+# 0.87-1.05x eager over three runs), while its recording and bit-for-bit check cost about three
+# eager steps per fit. A (batch 32: 8.5e6) and LeNet (batch 32: 1.3e7) replayed 1.1-1.3x faster.
+REPLAY_MAX_MACS = 50_000_000
+
+
+def _decide(model: Trainer, ops: Ops, request: JitRequest) -> tuple[bool, bool, str]:
+    """(captures, replays, the reason in words) for the training step of `model` on `ops`."""
+    on_numpy = getattr(ops, "name", "") == "numpy"
+    obstacle = None if request is False else capture_obstacle(model, ops)
+    if on_numpy and request is not False:
+        obstacle = replay_obstacle(model, ops, request)
+    if request is True and obstacle is not None:
+        how = "recorded and replayed" if on_numpy else "captured"
+        raise ValueError(f"compile(jit_compile=True): the training step cannot be {how}: {obstacle}")
+    if request is False:
+        return False, False, "jit_compile=False: every step runs eagerly"
+    if obstacle is not None:
+        return False, False, f"eager: {obstacle}"
+    if on_numpy:
+        reason = (
+            "replayed: the step's NumPy calls recorded once (the second step), checked against an eager "
+            "step, then run as a flat list on fixed buffers; sample-weighted steps (sample_weight, "
+            "class_weight) run eagerly"
+        )
+        if request == "auto":
+            reason += f', and with jit_compile="auto" steps of more than {REPLAY_MAX_MACS:.0e} multiply-adds'
+        return False, True, reason
+    return True, False, "captured: one CUDA graph per batch shape, after one eager warm-up step"
+
+
+def _copy(v: Any) -> Any:
+    return [a.copy() for a in v] if isinstance(v, list) else v.copy()
+
+
 class StepProgram:
     """How `fit` runs the training step of one compiled model: captured (CuPy) or eager, and why.
 
@@ -147,29 +184,12 @@ class StepProgram:
         assert model.ops is not None
         self.model, self.step, self.request = model, step, request
         self.ops: Ops = model.ops
-        on_numpy = getattr(self.ops, "name", "") == "numpy"
-        obstacle = None if request is False else capture_obstacle(model, self.ops)
-        if on_numpy and request is not False:
-            obstacle = replay_obstacle(model, self.ops, request)
-        if request is True and obstacle is not None:
-            how = "recorded and replayed" if on_numpy else "captured"
-            raise ValueError(f"compile(jit_compile=True): the training step cannot be {how}: {obstacle}")
-        self.captures = request is not False and obstacle is None and not on_numpy
-        self.replays = request is not False and obstacle is None and on_numpy
-        if request is False:
-            self.reason = "jit_compile=False: every step runs eagerly"
-        elif obstacle is not None:
-            self.reason = f"eager: {obstacle}"
-        elif self.replays:
-            self.reason = (
-                "replayed: the step's NumPy calls recorded once (the second step), checked against an eager "
-                "step, then run as a flat list on fixed buffers; sample-weighted steps (sample_weight, "
-                "class_weight) run eagerly"
-            )
-        else:
-            self.reason = "captured: one CUDA graph per batch shape, after one eager warm-up step"
+        self.captures, self.replays, self.reason = _decide(model, self.ops, request)
         self._replay: Replay | None = None
         self.replayed = 0  # steps run from the list so far (a test reads it)
+        self._work = macs_per_sample(model)  # multiply-adds per row: "auto" replays small steps only
+        self.eager_why = ""  # why "auto" ran this fit's steps eagerly after all
+        self._own_batches: dict[Any, tuple[Any, Any]] = {}  # train_on_batch's fixed buffers, per shape
         self._said = False
         if self.captures:
             with self.routing():  # plain SGD may then update inside the weight-gradient GEMM
@@ -202,6 +222,8 @@ class StepProgram:
         if r is not None and r.verified:
             shapes = f"{r.xb_rows} rows: {len(r.calls)} calls, {r.bound} on fixed buffers, {len(r.rerun)} re-run"
             return f"{self.reason}. The list: {shapes}"
+        if self.replays and self.eager_why:
+            return f"{self.reason}. Now: {self.eager_why}"
         return self.reason + (f" (graphs for {shapes})" if shapes else "")
 
     def __repr__(self) -> str:
@@ -211,6 +233,7 @@ class StepProgram:
     def reset(self) -> None:
         """Drop the graphs and the NumPy list: a new fit gathers into new batch buffers."""
         self._replay = None
+        self.eager_why = ""
         self._graphs.clear()
         self._warm.clear()
         self._listed = False
@@ -273,14 +296,38 @@ class StepProgram:
         self.launches += 1
         return g.sums
 
+    def train_on_batch(self, xb: Any, yb: Any, global_batch: int) -> list[Array]:
+        """`train_on_batch` on NumPy through the replay: the batch copied into this program's own fixed
+        buffers (one pair per batch shape, so a loop of calls replays), then one step; its sums."""
+        key = tuple((a.shape, a.dtype) for a in [*listed(xb), *listed(yb)])
+        held = self._own_batches.get(key)
+        if held is None:
+            held = self._own_batches[key] = (_copy(xb), _copy(yb))
+        else:
+            for dst, src in zip([*listed(held[0]), *listed(held[1])], [*listed(xb), *listed(yb)], strict=True):
+                np.copyto(dst, src)
+        r = self._replay
+        if r is not None and (r.xb is not held[0] or r.yb is not held[1]):
+            self._replay = None  # recorded on a fit's buffers or another shape's: record on these
+        return self.run(held[0], held[1], global_batch, None, [])
+
     def _numpy_step(self, xb: Any, yb: Any, global_batch: int, running: list[Array]) -> list[Array]:
         """One step on NumPy: recorded (the first after the listing), checked (the next), then replayed;
         eager where the batch is not the recorded one's shape."""
         r = self._replay
         if r is not None and not r.current():  # a callback changed a setting the list holds: record anew
             r = self._replay = None
+        if r is None and self.request == "auto" and rows(xb) * self._work > REPLAY_MAX_MACS:
+            self.eager_why = (
+                f"this fit's steps of {rows(xb)} rows ({rows(xb) * self._work:.1e} multiply-adds) run eagerly: "
+                "their GEMMs dominate, the replay would save nothing"
+            )
+            return accumulate(running, self.step(xb, yb, global_batch, None))
         if r is None:
             tape = Tape()
+            # η / batch for a batch size not seen yet is made outside the recording: memory the list reads
+            self.step.factors(global_batch)
+            self.prepare(global_batch)
             held = state_of(self.model, self.step)
             with recording(self.ops, tape):
                 batch = self.step(xb, yb, global_batch, None)

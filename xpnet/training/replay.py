@@ -14,15 +14,14 @@ changes one makes the program record anew. The host counters the step's Python c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .listing import is_array, listed
+from .listing import is_array, listed, recording
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..backend import Ops
     from .protocol import TrainableModel as Trainer
     from .step import TrainStep
@@ -70,12 +69,12 @@ def root(a: Any) -> Any:
     return a
 
 
-def state_of(model: Trainer, step: TrainStep | None) -> list[Any]:
-    """Every array the step's objects hold between steps (each view's owner once): weights, gradients,
-    moving statistics, optimizer slots and counters, layer counters and per-step values (DeviceScalar)."""
+def state_of(model: Trainer, step: TrainStep | None, *more: Any) -> list[Any]:
+    """Every array the step's objects (and `more` objects) hold between steps, each view's owner once: weights,
+    gradients, moving statistics, optimizer slots and counters, layer counters and per-step values (DeviceScalar)."""
     from ..backend.base import DeviceScalar
 
-    owners: list[Any] = [model.store, model.optimizer, step, *model.leaf_layers]
+    owners: list[Any] = [model.store, model.optimizer, step, *model.leaf_layers, *more]
     found: dict[int, Any] = {}
     for owner in owners:
         if owner is None:
@@ -318,3 +317,38 @@ def _rerun(
 def same_bits(a: Any, b: Any) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+class ForwardReplay:
+    """An inference forward pass (predict's outputs, or evaluate's batch sums) as a list of bound calls:
+    the inputs copied into buffers of its own, the list run, its outputs the recorded results' memory.
+
+    Made by running `fn` once on those buffers (the recording); `verified` once a replay matched an
+    eager run bit for bit (training/forward_program.py checks it).
+    """
+
+    def __init__(self, ops: Ops, model: Any, fn: Callable[..., list[Array]], inputs: list[Array]) -> None:
+        self.inputs = [np.array(a, copy=True) for a in inputs]
+        held = state_of(model, None, model)  # the model's own kept values too (the evaluation loss factor 1)
+        known = {id(a) for a in held} | {id(root(a)) for a in self.inputs}
+        tape = Tape()
+        with recording(ops, tape):
+            first = fn(*self.inputs)
+        self.list = CallList(ops, tape, known)
+        self.first = first  # the recording's own results: the eager answer for the batch it ran on
+        self.out = [self.list.swapped(o) for o in first]
+        if any(not isinstance(o, np.ndarray) or id(root(o)) not in known for o in self.out):
+            raise NotReplayable("the forward pass's outputs are not all results of its backend calls")
+        self.settings = settings_of(model)
+        self.verified = False
+
+    def current(self) -> bool:
+        """False when a layer setting the list holds as a constant changed."""
+        return all(owner.__dict__.get(key, _MISSING) is value for owner, key, value in self.settings)
+
+    def run(self, inputs: list[Array]) -> list[Array]:
+        """The pass on `inputs`: the list's own output buffers, overwritten by the next run."""
+        for buf, a in zip(self.inputs, inputs, strict=True):
+            np.copyto(buf, a)
+        self.list.run()
+        return self.out

@@ -909,7 +909,11 @@ class Trainer(_Model):
         n = data.rows(x)
         with ops.activate():
             wb = None if sw is None else self.upload(sw)
-            sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
+            program = self._step_program()
+            if wb is None and program.replays:  # NumPy: through the recorded step, as fit's steps
+                sums = program.train_on_batch(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
+            else:
+                sums = self._train_step()(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
             self.store.use_sink()
             return _shape_result(self._read(sums, n * self._comm.size), return_dict)
 
