@@ -209,11 +209,7 @@ _NOT_STEP = ("activate", "describe", "info", "to_numpy", "is_native")
 def recording(ops: Ops, rec: Writer) -> Iterator[None]:
     """Inside: every top-level `ops` method and `ops.xp` function call goes through `rec.call`."""
     names = [n for n, _ in inspect.getmembers(type(ops), inspect.isfunction) if not n.startswith("_")]
-    names = [n for n in names if n not in _NOT_STEP]
-    saved_xp = ops.__dict__.get("xp")
     xp = ops.xp
-    for name in names:
-        ops.__dict__[name] = rec.call(name, getattr(ops, name))
 
     class _Listed:
         def __getattr__(self, attr: str) -> Any:
@@ -222,7 +218,17 @@ def recording(ops: Ops, rec: Writer) -> Iterator[None]:
                 return v
             return rec.call(attr, v)
 
-    ops.__dict__["xp"] = _Listed()
+    with patched(ops, [n for n in names if n not in _NOT_STEP], rec.call, _Listed()):
+        yield
+
+
+@contextmanager
+def patched(ops: Ops, names: list[str], wrap: Callable[[str, Any], Any], xp: Any) -> Iterator[None]:
+    """Inside: `ops.<name>` is `wrap(name, the bound method)` for each of `names`, and `ops.xp` is `xp`."""
+    saved_xp = ops.__dict__.get("xp")
+    for name in names:
+        ops.__dict__[name] = wrap(name, getattr(ops, name))
+    ops.__dict__["xp"] = xp
     try:
         yield
     finally:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..backend import _cublas
 from .capturable import JitRequest, capture_obstacle, replay_obstacle
-from .listing import Recorder, listed, recording
+from .listing import Recorder, listed, patched, recording
 from .replay import NotReplayable, Replay, Tape, accumulate, rows, same_bits, state_of
 from .threads import macs_per_sample
 
@@ -100,26 +100,17 @@ class _Keeping:
 def _retaining(ops: Ops, keep: list[Any]) -> Iterator[None]:
     """Inside: every result of an `ops` method or of `ops.xp` is appended to `keep`."""
     names = [n for n, _ in inspect.getmembers(type(ops), inspect.isfunction) if not n.startswith("__")]
-    saved_xp = ops.__dict__.get("xp")
-    for name in names:
-        bound = getattr(ops, name)
 
-        def call(*args: Any, _f: Any = bound, **kwargs: Any) -> Any:
-            r = _f(*args, **kwargs)
+    def kept(_: str, f: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            r = f(*args, **kwargs)
             keep.append(r)
             return r
 
-        ops.__dict__[name] = call
-    ops.__dict__["xp"] = _Keeping(ops.xp, keep)
-    try:
+        return call
+
+    with patched(ops, names, kept, _Keeping(ops.xp, keep)):
         yield
-    finally:
-        for name in names:
-            ops.__dict__.pop(name, None)
-        if saved_xp is None:
-            ops.__dict__.pop("xp", None)
-        else:
-            ops.__dict__["xp"] = saved_xp
 
 
 class _Graph:
