@@ -68,6 +68,21 @@ def test_jit_compile_takes_auto_true_or_false_only() -> None:
         model.compile(opt, "sparse_categorical_crossentropy", jit_compile="yes")
 
 
+def test_numpy_runs_the_step_eagerly_and_says_why() -> None:
+    # jit_compile=False, and "auto" (the default) where a step is too large for the replay to pay
+    model, opt, _ = _model("A")
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
+    assert model.step_program.explain() == "jit_compile=False: every step runs eagerly"
+    assert repr(model.step_program) == "StepProgram(eager, graphs=0)"
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((96, 784), dtype=np.float32), rng.integers(0, 10, 96), batch_size=32, verbose=0)
+    assert model.step_program.replayed == 0
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
+    model.fit(rng.random((2000, 784), dtype=np.float32), rng.integers(0, 10, 2000), batch_size=1000, verbose=0)
+    assert model.step_program.replayed == 0
+    assert "steps of 1000 rows (2.7e+08 multiply-adds) run eagerly" in model.step_program.explain()
+
+
 def test_auto_replays_a_small_numpy_step_and_runs_a_large_one_eagerly_saying_why() -> None:
     model, opt, _ = _model("A")
     model.compile(opt, "sparse_categorical_crossentropy", backend="numpy")

@@ -353,6 +353,7 @@ class StepProgram:
                 self._give_up(f"a replayed step differed from the eager step (an array of shape {np.shape(a)})")
                 return out
         r.verified = True
+        r.show()
         return out
 
     def _give_up(self, why: str) -> None:

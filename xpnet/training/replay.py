@@ -195,6 +195,14 @@ class Replay:
         self.sums = [np.empty_like(b) for b in self.batch]
         self.before, self.after = _host_steps(model)
         self.settings = settings_of(model)
+        # what the recorded step left on its layers (a dropout mask, cached inputs): the recorded buffers,
+        # which each replay rewrites, and so what the layers show after a replayed step
+        self.left = [(layer, k, v) for layer in model.leaf_layers for k, v in vars(layer).items() if _is_buffer(v)]
+
+    def show(self) -> None:
+        """Point the layers' step-made attributes back at the recorded buffers (after an eager step)."""
+        for layer, key, value in self.left:
+            layer.__dict__[key] = value
 
     @property
     def calls(self) -> list[Any]:
@@ -270,6 +278,10 @@ def settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
             if key not in _PER_STEP and (value is None or isinstance(value, plain)):
                 out.append((owner, key, value))
     return out
+
+
+def _is_buffer(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.ndim > 0
 
 
 def _advance(counter: Array) -> Any:
