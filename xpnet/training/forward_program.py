@@ -176,9 +176,12 @@ class ForwardProgram:
         if r.verified:
             self.replayed += 1
             return r.run(inputs)
-        got = [a.copy() for a in r.run(inputs)]
+        try:
+            got: list[Array] | None = [a.copy() for a in r.run(inputs)]
+        except Exception:  # a re-run call that no longer takes its recorded arguments: eager
+            got = None
         want = fn(*inputs)
-        if len(got) == len(want) and all(same_bits(a, b) for a, b in zip(got, want, strict=True)):
+        if got is not None and len(got) == len(want) and all(same_bits(a, b) for a, b in zip(got, want, strict=True)):
             r.verified = True
         else:
             self._lists[key] = None

@@ -195,6 +195,7 @@ class Replay:
         self.sums = [np.empty_like(b) for b in self.batch]
         self.before, self.after = _host_steps(model)
         self.settings = settings_of(model)
+        self.ops, self.backend = ops, backend_settings(ops)
         # what the recorded step left on its layers (a dropout mask, cached inputs): the recorded buffers,
         # which each replay rewrites, and so what the layers show after a replayed step
         self.left = [(layer, k, v) for layer in model.leaf_layers for k, v in vars(layer).items() if _is_buffer(v)]
@@ -217,8 +218,9 @@ class Replay:
         return self.list.rerun
 
     def current(self) -> bool:
-        """False when a setting the list holds as a constant changed (a callback, a new `trainable`)."""
-        return all(owner.__dict__.get(key, _MISSING) is value for owner, key, value in self.settings)
+        """False when a setting the list holds as a constant changed (a callback, a new `trainable`, a
+        backend setting)."""
+        return unchanged(self.settings, self.ops, self.backend)
 
     def fits(self, xb: Any, yb: Any, global_batch: int) -> bool:
         """Whether this batch lies in the recorded buffers, at the recorded shape (not the last partial batch)."""
@@ -261,6 +263,22 @@ def _host_steps(model: Trainer) -> tuple[list[Callable[[], object]], list[Callab
 
 _MISSING = object()
 _PER_STEP = frozenset({"_iterations", "row_offset", "_steps"})  # attributes the step or the loop moves
+
+
+def backend_settings(ops: Ops) -> list[tuple[str, Any]]:
+    """(name, value) of the backend's plain settings (`conv_patch_bytes`, `inference_rows`, ...): its methods
+    read them to choose a path, so a recorded list is only good while they stay."""
+    plain = (bool, int, float, str, type(None))
+    # the names its class defines (set on the class or the instance): not counters of the instance's own
+    names = [k for k in dir(type(ops)) if not k.startswith("__")]
+    return [(k, v) for k in names if isinstance(v := getattr(ops, k, None), plain)]
+
+
+def unchanged(settings: list[tuple[Any, str, Any]], ops: Ops, backend: list[tuple[str, Any]]) -> bool:
+    """Whether every (owner, attribute, value) of `settings_of` and every backend setting is as recorded."""
+    return all(owner.__dict__.get(key, _MISSING) is value for owner, key, value in settings) and all(
+        getattr(ops, key, _MISSING) == value for key, value in backend
+    )
 
 
 def settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
@@ -352,11 +370,12 @@ class ForwardReplay:
         if any(not isinstance(o, np.ndarray) or id(root(o)) not in known for o in self.out):
             raise NotReplayable("the forward pass's outputs are not all results of its backend calls")
         self.settings = settings_of(model)
+        self.ops, self.backend = ops, backend_settings(ops)
         self.verified = False
 
     def current(self) -> bool:
-        """False when a layer setting the list holds as a constant changed."""
-        return all(owner.__dict__.get(key, _MISSING) is value for owner, key, value in self.settings)
+        """False when a layer setting or a backend setting the list holds as a constant changed."""
+        return unchanged(self.settings, self.ops, self.backend)
 
     def run(self, inputs: list[Array]) -> list[Array]:
         """The pass on `inputs`: the list's own output buffers, overwritten by the next run."""
