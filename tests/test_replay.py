@@ -209,3 +209,49 @@ def test_after_a_replayed_step_the_dropout_layer_shows_that_steps_mask() -> None
         masks.append(np.array(model.layers[1].mask))
         assert model.step_program.replayed == (10 - 3 if jit else 0)
     np.testing.assert_array_equal(masks[1], masks[0])
+
+
+@pytest.mark.parametrize("jit", JITS)
+@pytest.mark.parametrize(("block_bytes", "bias"), [(640 << 10, True), (30_000, True), (30_000, False)])
+def test_bound_inference_convolution_and_pooling_are_the_plain_methods(jit: bool, block_bytes: int, bias: bool) -> None:
+    # inference copies the patches block by block (30,000 bytes: 2 of the 5 images a block, the last one short)
+    ops, rng = _ops(jit), np.random.default_rng(1)
+    ops.conv_block_bytes = block_bytes
+    x, kernel = rng.standard_normal((5, 10, 10, 3)).astype(np.float32), rng.standard_normal((3, 3, 3, 4))
+    kernel, b = kernel.astype(np.float32), rng.standard_normal(4).astype(np.float32) if bias else None
+    pads = (1, 1, 1, 1)
+    tape = xpnet.training.replay.Tape()
+    with xpnet.training.listing.recording(ops, tape):
+        u, _ = ops.conv2d_forward(x, kernel, b, (1, 1), pads, False)
+        y, _ = ops.max_pool_relu_forward(u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", False)
+    bound = [fused_conv.BINDERS[name](ops, args, kw, r) for name, _, args, kw, r in tape.calls]
+    assert all(f is not None for f in bound), [c[0] for c in tape.calls]
+    x[...] = rng.standard_normal(x.shape)
+    kernel[...] = rng.standard_normal(kernel.shape)
+    plain = NumpyOps(jit=jit)
+    plain.conv_block_bytes = block_bytes
+    want_u, _ = plain.conv2d_forward(x.copy(), kernel.copy(), b, (1, 1), pads, False)
+    want_y, _ = plain.max_pool_relu_forward(want_u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", False)
+    for f in bound:
+        f()
+    np.testing.assert_array_equal(u, want_u)
+    np.testing.assert_array_equal(y, want_y)
+
+
+def test_auto_keeps_a_forward_pass_eager_where_calls_would_only_be_re_run() -> None:
+    from xpnet.training.forward_program import forward_program
+
+    x = np.random.default_rng(0).random((96, 64), dtype=np.float32)
+    model, _, _ = _model("activations_rmsprop", (64,))  # tanh and sigmoid: no binder, re-run and copied
+    model.build(backend="numpy")
+    want = [model.predict(x, batch_size=32) for _ in range(3)]
+    program = forward_program(model, "predict", False)
+    assert program.replayed == 0 and "of its calls would be re-run (dense_forward)" in program.explain()
+    np.testing.assert_array_equal(want[2], want[0])
+    lenet, _, shape = _model("lenet")
+    lenet.build(backend="numpy")
+    images = np.random.default_rng(1).random((96, *shape), dtype=np.float32)
+    outs = [lenet.predict(images, batch_size=32) for _ in range(2)]
+    # the first pass records, checks, then replays its third batch; the second pass replays all three
+    assert forward_program(lenet, "predict", False).replayed == 1 + 3
+    np.testing.assert_array_equal(outs[1], outs[0])

@@ -24,6 +24,7 @@ from .numpy_ops import (  # the layout and helpers of the methods bound here
     _ZEROED_EXTRA,
     _halving,
     _matmul_by_columns,
+    _Wide,
     _wide_base,
     _WideCtx,
     _WideHalves,
@@ -47,41 +48,72 @@ def _writes_into(view: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def bind_conv2d_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
-    """`conv2d_forward(x, kernel, bias, (1, 1), pads, need_ctx=True)` -> (u, ctx): the patches of x's
-    padded channels-first copy, then one GEMM [W; b]ᵀ P into the recorded u (f, n·oh·wp)."""
+    """`conv2d_forward(x, kernel, bias, (1, 1), pads, need_ctx)` -> (u, ctx or None): the patches of x's
+    padded channels-first copy, then [W; b]ᵀ P into the recorded u (f, n·oh·wp): for training all images
+    at once (the patches kept in ctx for ∂W), for inference a block of images at a time."""
     names = ("conv2d_forward", "_conv2d_wide")
-    if len(args) != 5 or set(kwargs) - {"need_ctx"} or not all(mirrors(ops, n) for n in names):
+    if len(args) not in (5, 6) or set(kwargs) - {"need_ctx"} or not all(mirrors(ops, n) for n in names):
         return None
-    x, kernel, bias, strides, _ = args
+    x, kernel, bias, strides, pads = args[:5]
+    need_ctx = kwargs.get("need_ctx", args[5] if len(args) == 6 else True)
     view, ctx = result
-    if kwargs.get("need_ctx", True) is not True or tuple(strides) != (1, 1) or not isinstance(ctx, _WideCtx):
+    if tuple(strides) != (1, 1) or not isinstance(x, np.ndarray) or need_ctx is not (ctx is not None):
         return None
-    g, cols = ctx.g, ctx.cols
-    if cols is None or not isinstance(x, np.ndarray) or x.shape != (g.n, g.h, g.w, g.c):
+    shaped = _geometry(ops, x, kernel, bias, tuple(pads), ctx)
+    if shaped is None:
         return None
+    g, cols, group = shaped
     f, k, per = kernel.shape[3], g.kh * g.kw * g.c, g.oh * g.wp
     u = _writes_into(view, (f, g.n * per))
-    if u is None or cols.shape != (k + (bias is not None), g.n * per):
+    if u is None or cols.shape != (k + (bias is not None), group * per):
         return None
     buf = np.zeros(g.buffer_size, x.dtype)  # the padding is never written: stays 0
     inner, xt = g.interior(buf), x.transpose(3, 0, 1, 2)
     e = buf.itemsize
     patches = as_strided(buf, (g.kh, g.kw, g.c, g.n, per), (g.wp * e, e, g.span * e, g.hp * g.wp * e, e))
-    dst = cols[:k].reshape(g.kh, g.kw, g.c, g.n, per)
+    dst = cols[:k].reshape(g.kh, g.kw, g.c, group, per)
+    blocks = [
+        (dst[:, :, :, :m], patches[:, :, :, lo : lo + m], cols[:, : m * per], u[:, lo * per : (lo + m) * per])
+        for lo in range(0, g.n, group)
+        for m in [min(group, g.n - lo)]
+    ]
     wt = np.empty((f, cols.shape[0]), x.dtype)  # [W; b]ᵀ, as `np.ascontiguousarray(weights.T)` lays it out
     kt, copyto, by_columns = kernel.reshape(k, f).T, np.copyto, _matmul_by_columns
 
     def run() -> None:
         copyto(inner, xt)
-        copyto(dst, patches)
         copyto(wt[:, :k], kt)
         if bias is not None:
             cols[k] = 1.0
             copyto(wt[:, k], bias)
-        ctx.cols = cols  # an eager forward pass in between may have taken these patches over
-        by_columns(wt, cols, u)
+        if ctx is not None:
+            ctx.cols = cols  # an eager forward pass in between may have taken these patches over
+        for d, src, c, out in blocks:
+            copyto(d, src)
+            by_columns(wt, c, out)
 
     return run
+
+
+def _geometry(ops: Any, x: np.ndarray, kernel: np.ndarray, bias: Any, pads: tuple[int, ...], ctx: Any) -> Any:
+    """(geometry, patch matrix, images per block) of a stride-1 convolution as `NumpyOps.conv2d_forward`
+    runs it: training's (the context's, all images), inference's (a patch matrix of its own, the block
+    `conv_block_bytes` allows), or None for inference in batch slices (a large batch)."""
+    if ctx is not None:
+        if not isinstance(ctx, _WideCtx) or ctx.cols is None or x.shape != (ctx.g.n, ctx.g.h, ctx.g.w, ctx.g.c):
+            return None
+        return ctx.g, ctx.cols, ctx.g.n
+    n, h, w, c = x.shape
+    kh, kw = kernel.shape[:2]
+    top, bottom, left, right = pads
+    per_image = (kh * kw * c + 1) * (top + h + bottom) * (left + w + right) * x.itemsize
+    if n > 2 * max(1, ops.conv_patch_bytes // per_image):
+        return None
+    per_image = (kh * kw * c + 1) * (top + h + bottom - kh + 1) * (left + w + right) * x.itemsize
+    group = max(1, min(n, ops.conv_block_bytes // per_image))
+    g = _Wide(n, h, w, c, kh, kw, top, top + h + bottom, left, left + w + right)
+    cols = np.empty((kh * kw * c + (bias is not None), group * g.oh * g.wp), x.dtype)
+    return g, cols, group
 
 
 def bind_conv2d_backward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -191,32 +223,52 @@ def _input_grad(ops: Any, kernel: np.ndarray, g: Any, f: int, dx: Any) -> Any:
 
 
 def bind_max_pool_relu_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
-    """`max_pool_relu_forward(x, (2, 2), (2, 2), no pads, relu, True)` on the wide layout -> (relu(max), winners):
-    numba's one pass where the backend runs it, else NumPy's passes over column pairs, then row pairs."""
+    """`max_pool_relu_forward(x, (2, 2), (2, 2), no pads, relu, need_arg)` on the wide layout -> (relu(max),
+    winners or None): numba's one pass where the backend runs it, else NumPy's passes over column pairs,
+    then row pairs; the winners into the recorded ones (training) or scratch (inference)."""
     if kwargs or len(args) != 6 or not mirrors(ops, "max_pool_relu_forward"):
         return None
     x, size, strides, pads, _, need_arg = args
     y, halves = result
-    if need_arg is not True or not _halving(size, strides, pads) or not isinstance(halves, _WideHalves):
+    wide = _wide_base(x) if _halving(size, strides, pads) else None
+    if wide is None or x.shape[1] % 2 or wide.shape[-1] % 2 or need_arg is not (halves is not None):
         return None
-    wide = _wide_base(x)
-    if wide is None or x.shape[1] % 2 or wide.shape[-1] % 2 or halves.positive is None:
+    if halves is not None and (not isinstance(halves, _WideHalves) or halves.positive is None):
         return None
     c, n, h, wp = wide.shape
     pooled = _writes_into(y, (c, n, h // 2, wp // 2))
     if pooled is None:
         return None
-    right, lower, positive, src = halves.right, halves.lower, halves.positive, wide.reshape(-1)
+    lower: np.ndarray = np.empty((c * n * h // 2, wp // 2), bool) if halves is None else halves.lower
+    right: np.ndarray = np.empty(wide.size // 2, bool) if halves is None else halves.right
+    positive: Any = np.empty_like(lower) if halves is None else halves.positive  # inference: scratch
+    src = wide.reshape(-1)
     kernels = ops.kernels if x.dtype in _jit.DTYPES else None
     if kernels is not None:
         pairs, forward = np.empty(wide.size // 2, wide.dtype), kernels.pool2x2_forward
         flat_y, flat_lower, flat_positive = pooled.reshape(-1), lower.reshape(-1), positive.reshape(-1)
         return lambda: forward(src, wp, pairs, right, flat_y, flat_lower, flat_positive, True)
+    return _numpy_pool(src, pooled, (right, lower, positive) if halves is not None else None)
+
+
+def _numpy_pool(src: np.ndarray, pooled: np.ndarray, winners: Any) -> Bound:
+    """The NumPy passes of `_max_pool_2x2_wide` and the relu after it; with `winners` (right, lower,
+    positive) also which of each pair won and where the result is positive (training)."""
+    c, n, half, halfwp = pooled.shape
     left, odd = src[0::2], src[1::2]
-    maxima = np.empty((c * n * h // 2, 2, wp // 2), wide.dtype)
-    upper, below, y2 = maxima[:, 0], maxima[:, 1], pooled.reshape(c * n * h // 2, wp // 2)
-    shaped = positive.reshape(pooled.shape)
+    maxima = np.empty((c * n * half, 2, halfwp), src.dtype)
+    upper, below, y2 = maxima[:, 0], maxima[:, 1], pooled.reshape(c * n * half, halfwp)
     maximum, greater, flat = np.maximum, np.greater, maxima.reshape(-1)
+    if winners is None:
+
+        def pool() -> None:
+            maximum(left, odd, out=flat)
+            maximum(upper, below, out=y2)
+            maximum(pooled, 0.0, out=pooled)
+
+        return pool
+    right, lower, positive = winners
+    shaped = positive.reshape(pooled.shape)
 
     def run() -> None:
         maximum(left, odd, out=flat)

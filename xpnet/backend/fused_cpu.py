@@ -74,12 +74,13 @@ def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
 
 
 def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
-    """`dense_forward(x, w, b, act, keep_u)` -> (u, h), into the recorded u and h."""
+    """`dense_forward(x, w, b, act, keep_u)` -> (u, h), into the recorded u and h (for inference,
+    keep_u=False, the same memory where the activation works in place)."""
     if kwargs or len(args) not in (4, 5) or not mirrors(ops, "dense_forward") or not mirrors(ops, "activation_forward"):
         return None
     x, w, b, act, keep_u = (*args, True) if len(args) == 4 else args  # keep_u defaults to True
     u, h = result
-    if keep_u is not True or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
+    if not isinstance(keep_u, bool) or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
         return None
     first, second = _dense(x, w, b, u), _activate(act, u, h)
     if second is None:
@@ -158,6 +159,14 @@ def bind_bias_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], resul
         return None
     du, b = args
     return _bias(du, b, "sub")
+
+
+def bind_bias_grad(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`bias_grad(du, out)`: out = Σ_i du[i, :] into the bias's gradient."""
+    if kwargs or len(args) != 2 or not mirrors(ops, "bias_grad") or not _arrays(*args):
+        return None
+    du, out = args
+    return _bias(du, out, "set")
 
 
 def _bias(du: np.ndarray, b: np.ndarray, mode: str) -> Bound:
@@ -368,5 +377,6 @@ BINDERS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], Bound |
     "adam_step": bind_adam_step,
     "fused_loss": bind_fused_loss,
     "bias_sub": bind_bias_sub,
+    "bias_grad": bind_bias_grad,
     "activation_backward_sum": bind_activation_backward_sum,
 }

@@ -50,6 +50,12 @@ def _replay_obstacle(model: Any, with_loss: bool) -> str | None:
 
 _UNSEEN: Any = object()
 
+
+def _rows(key: Any) -> int:
+    """The batch rows of a key of input shapes."""
+    return int(key[0][0][0]) if key and key[0][0] else 0
+
+
 # graphs (on NumPy: lists) kept per program: each holds its buffers for the model's life, so a caller cycling through
 # many batch shapes (predict_on_batch in a loop) runs the shapes past these eagerly
 MAX_GRAPHS = 8
@@ -170,8 +176,16 @@ class ForwardProgram:
                 r = self._lists[key] = ForwardReplay(self.ops, self.model, fn, inputs)
             except NotReplayable as e:
                 self._lists[key] = None
-                self.reason = f"eager for batches of {key[0][0][0] if key[0][0] else 0} rows: {e}"
+                self.reason = f"eager for batches of {_rows(key)} rows: {e}"
                 return fn(*inputs)
+            if r.list.rerun and self.request == "auto":
+                # a re-run call computes as the eager one does and then copies: with nothing bound
+                # that skips work, the list would only add copies (LeNet's predict: 0.5-1.0x eager)
+                self._lists[key] = None
+                self.reason = (
+                    f"eager for batches of {_rows(key)} rows: {len(r.list.rerun)} of its calls would be re-run "
+                    f"({', '.join(sorted(set(r.list.rerun)))}), so a replay would only add copies"
+                )
             return r.first
         if r.verified:
             self.replayed += 1
