@@ -112,3 +112,12 @@ def test_a_binder_declines_what_it_does_not_mirror() -> None:
     assert fused_cpu.bind_affine(NumpyOps(), (x, w, b), {}, np.empty((2, 4), np.float32)) is not None
     tanh = (x, w, b, activations.get("tanh"), True)
     assert fused_cpu.bind_dense_forward(NumpyOps(), tanh, {}, (np.empty((2, 4)), np.empty((2, 4)))) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["bias_grad", "bias_sub"])
+def test_bound_bias_gradient_and_update_are_the_plain_ones(dtype: Any, name: str) -> None:
+    def make(rng: np.random.Generator) -> tuple[Any, ...]:
+        return rng.standard_normal((33, 7)).astype(dtype), rng.standard_normal(7).astype(dtype)
+
+    _bound_matches(NumpyOps(), name, make, [0, 1])

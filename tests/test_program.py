@@ -69,12 +69,44 @@ def test_jit_compile_takes_auto_true_or_false_only() -> None:
 
 
 def test_numpy_runs_the_step_eagerly_and_says_why() -> None:
+    # jit_compile=False, and "auto" (the default) where a step is too large for the replay to pay
+    model, opt, _ = _model("A")
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
+    assert model.step_program.explain() == "jit_compile=False: every step runs eagerly"
+    assert repr(model.step_program) == "StepProgram(eager, graphs=0)"
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((96, 784), dtype=np.float32), rng.integers(0, 10, 96), batch_size=32, verbose=0)
+    assert model.step_program.replayed == 0
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
+    model.fit(rng.random((2000, 784), dtype=np.float32), rng.integers(0, 10, 2000), batch_size=1000, verbose=0)
+    assert model.step_program.replayed == 0
+    assert "steps of 1000 rows (2.7e+08 multiply-adds) run eagerly" in model.step_program.explain()
+
+
+def test_auto_replays_a_small_numpy_step_and_runs_a_large_one_eagerly_saying_why() -> None:
     model, opt, _ = _model("A")
     model.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
     program = model.step_program
-    assert not program.captures
-    assert "numpy backend runs the step eagerly" in program.explain()
-    assert repr(program) == "StepProgram(eager, graphs=0)"
+    assert not program.captures and program.replays
+    assert (
+        program.explain().startswith("replayed: ") and 'with jit_compile="auto" steps of more than' in program.explain()
+    )
+    assert "replayed: recorded once" in model.plan.capture_reason and "small enough" in model.plan.capture_reason
+    assert repr(program) == "StepProgram(replayed, graphs=0)"
+    rng = np.random.default_rng(0)
+    x, y = rng.random((320, 784), dtype=np.float32), rng.integers(0, 10, 320)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert program.replayed == 10 - 3  # the listing, the recording and the check ran eagerly
+    # B at batch 1000: 1e8 multiply-adds a step, the GEMMs dominate, "auto" keeps it eager
+    big, opt, _ = _model("B")
+    big.compile(opt, "sparse_categorical_crossentropy", backend="numpy")
+    x, y = rng.random((3000, 784), dtype=np.float32), rng.integers(0, 10, 3000)
+    big.fit(x, y, batch_size=1000, epochs=1, verbose=0)
+    assert big.step_program.replayed == 0
+    assert "this fit's steps of 1000 rows (1.0e+08 multiply-adds) run eagerly" in big.step_program.explain()
+    big.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=True)  # asked for: replayed
+    big.fit(np.concatenate([x, x[:2000]]), np.concatenate([y, y[:2000]]), batch_size=1000, epochs=1, verbose=0)
+    assert big.step_program.replayed == 5 - 3
     model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
     assert model.step_program.explain() == "jit_compile=False: every step runs eagerly"
 
@@ -326,20 +358,46 @@ def test_a_replayed_step_is_one_graph_launch_and_one_gather(monkeypatch: pytest.
 
 def test_print_step_program_lists_one_training_step_in_order() -> None:
     model, opt, _ = _model("A")
-    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy")
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=False)
     assert "(no step recorded yet" in str(model.step_program)
     rng = np.random.default_rng(0)
     model.fit(rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64), batch_size=32, verbose=0)
     lines = str(model.step_program).splitlines()
-    assert lines[0].startswith("StepProgram: eager: the numpy backend")
-    calls = [line.split()[0] for line in lines[1:]]
-    # the SGD factor η/batch (made once per batch size, a device scalar), then forward, loss, backward
-    assert calls[:5] == ["asarray", "dense_forward", "dense_forward", "affine", "fused_loss"]
-    assert calls.count("gemm_sub") == 3 and calls[-1] == "astype"
-    first = lines[2]
-    assert "t2[32,300] f32, t3[32,300] f32  ←  x[32,784] f32, dense.kernel[784,300] f32, dense.bias[300] f32" in first
-    # the last layer's weight update reads the second hidden activation and the loss gradient
-    assert "(in place)  ←  t5[32,100] f32, t8[32,10] f32, dense_2.kernel[100,10] f32" in lines[8]
+    assert lines[0].startswith("StepProgram: jit_compile=False")
+    body = [" ".join(line.split()) for line in lines[1:]]
+    # the SGD factor η/batch (made once per batch size), then forward, loss, backward with the update folded in
+    assert [line.split()[0] for line in body[:9]] == [
+        "asarray", "gemm", "relu", "gemm", "relu", "gemm", "softmax", "xent", "xent_grad"
+    ]  # fmt: skip
+    assert body[1] == "gemm t2[32,300] = x[32,784] @ dense.kernel[784,300] + dense.bias[300]"
+    assert body[2] == "relu t3[32,300] = relu(t2)"
+    assert body[8] == "xent_grad t8[32,10] = t1 · (t9 − onehot y)"
+    assert "sgd_gemm dense_2.kernel -= t5ᵀ @ t8" in body
+    assert body.index("sgd_gemm dense.kernel -= xᵀ @ t12") > body.index("relu_grad t12 ·= relu'(t3)")
+    # arrays not of the model's dtype say theirs
+    assert body[-1] == "astype t16[] = astype(t15[]:i64, float32)"
+
+
+@pytest.mark.parametrize("kind", ["B", "lenet"])
+def test_print_step_program_names_every_operation_of_b_and_lenet(kind: str) -> None:
+    model, opt, shape = _model(kind)
+    model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((32, *shape), dtype=np.float32), rng.integers(0, 10, 32), batch_size=32, verbose=0)
+    body = [" ".join(line.split()) for line in str(model.step_program).splitlines()[1:]]
+    ops = [line.split()[0] for line in body]
+    if kind == "B":
+        assert (
+            "dropout t5[32,128] = (hash(seed, dropout.counter) ≥ 0.2) / (1 − 0.2); t4[32,128] = t3[32,128] · t5" in body
+        )
+        assert "gemm ∇dense_1.kernel[128,10] = t4ᵀ[128,32] @ t8[32,10]" in body
+        assert body[ops.index("adam")] == "adam params -= adam(grads; adam.m, adam.v, β=0.9,0.999, ε=1e-07)"
+    else:
+        assert ops[:3] == ["asarray", "conv2d", "pool_relu"]
+        assert body[1].startswith(
+            "conv2d t2[32,28,28,6] = conv(x[32,28,28,1], conv2d.kernel[5,5,1,6]) + conv2d.bias[6]"
+        )
+        assert ops.count("conv2d_grad") == 2 and ops.count("sgd") == 4
 
 
 @pytest.mark.gpu

@@ -28,7 +28,7 @@ from .numpy_ops import NumpyOps
 Bound = Callable[[], object]  # what it returns is not used
 
 
-def _mirrors(ops: Any, name: str) -> bool:
+def mirrors(ops: Any, name: str) -> bool:
     """Whether `ops.name` is NumpyOps's own method (a subclass or another backend may compute differently)."""
     return isinstance(ops, NumpyOps) and getattr(type(ops), name, None) is getattr(NumpyOps, name)
 
@@ -74,17 +74,13 @@ def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
 
 
 def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
-    """`dense_forward(x, w, b, act, keep_u)` -> (u, h), into the recorded u and h."""
-    if (
-        kwargs
-        or len(args) not in (4, 5)
-        or not _mirrors(ops, "dense_forward")
-        or not _mirrors(ops, "activation_forward")
-    ):
+    """`dense_forward(x, w, b, act, keep_u)` -> (u, h), into the recorded u and h (for inference,
+    keep_u=False, the same memory where the activation works in place)."""
+    if kwargs or len(args) not in (4, 5) or not mirrors(ops, "dense_forward") or not mirrors(ops, "activation_forward"):
         return None
     x, w, b, act, keep_u = (*args, True) if len(args) == 4 else args  # keep_u defaults to True
     u, h = result
-    if keep_u is not True or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
+    if not isinstance(keep_u, bool) or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
         return None
     first, second = _dense(x, w, b, u), _activate(act, u, h)
     if second is None:
@@ -99,7 +95,7 @@ def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
 
 def bind_affine(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`affine(x, w, b)` -> u, into the recorded u."""
-    if kwargs or len(args) != 3 or not _mirrors(ops, "affine"):
+    if kwargs or len(args) != 3 or not mirrors(ops, "affine"):
         return None
     x, w, b = args
     if not _arrays(x, w, result) or (b is not None and not _arrays(b)):
@@ -113,7 +109,7 @@ def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], res
     softmax, the per-row loss log Σexp(u − m) + m − u[y] and its gradient in one list of passes
     over fixed scratch (m, Σ, the labels' flat indices).
     """
-    if kwargs or len(args) != 5 or not _mirrors(ops, "fused_loss"):
+    if kwargs or len(args) != 5 or not mirrors(ops, "fused_loss"):
         return None
     loss, act, y, u, scale = args
     value, grad, p = result
@@ -159,10 +155,18 @@ def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], res
 
 def bind_bias_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`bias_sub(du, b)`: b −= Σ_i du[i, :], the column sums in scratch."""
-    if kwargs or len(args) != 2 or not _mirrors(ops, "bias_sub") or not _arrays(*args):
+    if kwargs or len(args) != 2 or not mirrors(ops, "bias_sub") or not _arrays(*args):
         return None
     du, b = args
     return _bias(du, b, "sub")
+
+
+def bind_bias_grad(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
+    """`bias_grad(du, out)`: out = Σ_i du[i, :] into the bias's gradient."""
+    if kwargs or len(args) != 2 or not mirrors(ops, "bias_grad") or not _arrays(*args):
+        return None
+    du, out = args
+    return _bias(du, out, "set")
 
 
 def _bias(du: np.ndarray, b: np.ndarray, mode: str) -> Bound:
@@ -184,7 +188,7 @@ def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[s
         return None
     act, _, h, dh, out, mode = args
     names = ("activation_backward_sum", "activation_backward", "bias_grad", "bias_sub")
-    if not all(_mirrors(ops, n) for n in names) or type(act) is not ReLU or mode not in ("set", "sub"):
+    if not all(mirrors(ops, n) for n in names) or type(act) is not ReLU or mode not in ("set", "sub"):
         return None
     if not _arrays(h, dh, out) or result is not dh or not dh.flags.writeable:
         return None
@@ -206,26 +210,46 @@ def bind_xp(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) 
     """A NumPy function of the step (`np.multiply`, `np.sum`, ...) with `out=` its recorded result."""
     if not isinstance(result, np.ndarray) or "out" in kwargs:
         return None
-    if f in _VIEWS and args and isinstance(args[0], np.ndarray) and np.shares_memory(result, args[0]):
-        return lambda: None  # a view of memory that lasts: the recorded view shows each replay's values
-    if isinstance(f, np.ufunc) and f.nout == 1:
+    if f in _VIEWS and args and isinstance(args[0], np.ndarray):
+        return _view(f, args, kwargs, result)
+    if (isinstance(f, np.ufunc) and f.nout == 1) or f in _REDUCTIONS:
         return lambda: f(*args, out=result, **kwargs)
-    if f is np.sum or f is np.argmax or f is np.argmin or f is np.max or f is np.min:
-        return lambda: f(*args, out=result, **kwargs)
-    if f is np.count_nonzero and not kwargs and len(args) == 1 and getattr(args[0], "dtype", None) == np.dtype(bool):
-        # the count of True is the integer sum of the booleans, exact, into the recorded 0-d buffer
-        x, total, dt = args[0], np.add.reduce, result.dtype
-        return lambda: total(x, axis=None, dtype=dt, out=result)
+    if f is np.count_nonzero:
+        return _count(args, kwargs, result)
     if f is getattr(np, "astype", None) and len(args) == 2 and not kwargs:
         copyto, x = np.copyto, args[0]
         return lambda: copyto(result, x, casting="unsafe")
     return None
 
 
+def _view(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndarray) -> Bound | None:
+    """A view function's call: nothing to do where the result is a view of memory that lasts (it shows each
+    replay's values); a reshape that had to copy (a strided input) copies into the recorded result."""
+    x = args[0]
+    if np.shares_memory(result, x):
+        return lambda: None
+    if f is np.reshape and not kwargs and result.flags.c_contiguous and result.size == x.size:
+        copyto, target = np.copyto, result.reshape(x.shape)  # C order on both sides, as reshape reads
+        return lambda: copyto(target, x)
+    return None
+
+
+_REDUCTIONS = (np.sum, np.argmax, np.argmin, np.max, np.min)
+
+
+def _count(args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndarray) -> Bound | None:
+    """`np.count_nonzero(mask)` of a boolean mask: the count of True is the integer sum of the booleans,
+    exact, into the recorded 0-d buffer."""
+    if kwargs or len(args) != 1 or getattr(args[0], "dtype", None) != np.dtype(bool):
+        return None
+    x, total, dt = args[0], np.add.reduce, result.dtype
+    return lambda: total(x, axis=None, dtype=dt, out=result)
+
+
 def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`matmul(a, b, out=None)` -> a @ b, into the recorded result (the given `out`, or the step's temporary)."""
     out = kwargs.get("out", args[2] if len(args) > 2 else None)
-    if len(args) < 2 or set(kwargs) - {"out"} or not _mirrors(ops, "matmul") or not isinstance(result, np.ndarray):
+    if len(args) < 2 or set(kwargs) - {"out"} or not mirrors(ops, "matmul") or not isinstance(result, np.ndarray):
         return None
     if out is not None and out is not result:
         return None
@@ -237,7 +261,7 @@ def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], r
     """`dropout_step(x, base, counter, rate, offset)` -> (x · mask, mask): the counter-hash mask of
     `NumpyOps.dropout_mask` in uint32 scratch, the keys from the counter's value at each replay."""
     names = ("dropout_step", "dropout_forward", "dropout_keys", "dropout_mask")
-    if kwargs or len(args) != 5 or not all(_mirrors(ops, n) for n in names):
+    if kwargs or len(args) != 5 or not all(mirrors(ops, n) for n in names):
         return None
     x, base, counter, rate, offset = args
     y, mask = result
@@ -306,7 +330,7 @@ def adam_pass(kernels: Any) -> Callable[..., None]:
 def bind_adam_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`adam_step(p, g, m, v, lr, t, β₁, β₂, ε)`: the bias correction lr·√(1−β₂ᵗ)/(1−β₁ᵗ) in float64 0-d
     scratch (as `Ops.adam_step` computes it), then one pass over the flat buffers (`adam_pass`)."""
-    if kwargs or len(args) != 9 or not _mirrors(ops, "adam_step") or not _mirrors(ops, "adam_update"):
+    if kwargs or len(args) != 9 or not mirrors(ops, "adam_step") or not mirrors(ops, "adam_update"):
         return None
     p, g, m, v, lr, t, beta_1, beta_2, eps = args
     if not _arrays(p, g, m, v, lr, t) or lr.shape != () or t.shape != () or lr.dtype != np.float64:
@@ -339,7 +363,7 @@ def bind_adam_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], resu
 
 def bind_gemm_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
     """`gemm_sub(a, b, c)`: c −= aᵀb by NumPy's BLAS on the arrays' fixed addresses (what NumpyOps calls)."""
-    if kwargs or len(args) != 3 or not _mirrors(ops, "gemm_sub") or not _arrays(*args):
+    if kwargs or len(args) != 3 or not mirrors(ops, "gemm_sub") or not _arrays(*args):
         return None
     return _cblas.bound_gemm_sub(*args)
 
@@ -353,5 +377,6 @@ BINDERS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], Bound |
     "adam_step": bind_adam_step,
     "fused_loss": bind_fused_loss,
     "bias_sub": bind_bias_sub,
+    "bias_grad": bind_bias_grad,
     "activation_backward_sum": bind_activation_backward_sum,
 }

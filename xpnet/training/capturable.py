@@ -51,17 +51,14 @@ def capture_obstacle(model: Trainer, ops: Ops) -> str | None:
 def replay_obstacle(model: Trainer, ops: Ops, request: JitRequest) -> str | None:
     """Why the model's training step is not recorded and replayed on NumPy, or None when it is.
 
-    This becomes one of the plan's decisions (training/plan.py) once the plan exists: replay on
-    NumPy is asked for with `jit_compile=True` ("auto" keeps the eager step there for now), and
-    takes the same checked classes as a CUDA graph. Later, per step, the program itself runs a
-    step eagerly where the batch differs from the recorded one (the last partial batch), records
-    anew where a setting the list holds changed, and gives up where a replayed step differs from
-    the eager one.
+    Asked for with `jit_compile="auto"` (the default) or True; it takes the same checked classes as
+    a CUDA graph. Later, per step, the program itself runs a step eagerly where the batch differs
+    from the recorded one (the last partial batch) or, under "auto", where the step is too large
+    for the replay to pay (training/program.py's REPLAY_MAX_MACS), records anew where a setting the
+    list holds changed, and gives up where a replayed step differs from the eager one.
     """
     if getattr(ops, "name", "") != "numpy":
         return f"the {ops.describe()} backend has no NumPy replay"
-    if request is not True:
-        return "the numpy backend runs the step eagerly unless compile(jit_compile=True) asks for the replay"
     return _step_obstacle(model)
 
 

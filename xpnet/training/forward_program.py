@@ -15,6 +15,7 @@ captures, for the eager warm-up and short batches too, so all batches compute al
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import _cublas
 from .capturable import JitRequest, capture_decision, model_obstacle
 from .program import load_sums, record
+from .replay import ForwardReplay, NotReplayable, same_bits
 
 if TYPE_CHECKING:
     from ..backend import Ops
@@ -39,7 +41,22 @@ def forward_obstacle(model: Any, ops: Ops, with_loss: bool) -> str | None:
     return model_obstacle(model, with_loss)
 
 
-# graphs kept per program: each holds its buffers for the model's life, so a caller cycling through
+def _replay_obstacle(model: Any, with_loss: bool) -> str | None:
+    """Why the model's inference forward is not replayed on NumPy (the classes checked for capture), or None."""
+    if len(getattr(model, "inputs", None) or [None]) != 1:
+        return "a model with several inputs is not yet checked for replay"
+    return model_obstacle(model, with_loss)
+
+
+_UNSEEN: Any = object()
+
+
+def _rows(key: Any) -> int:
+    """The batch rows of a key of input shapes."""
+    return int(key[0][0][0]) if key and key[0][0] else 0
+
+
+# graphs (on NumPy: lists) kept per program: each holds its buffers for the model's life, so a caller cycling through
 # many batch shapes (predict_on_batch in a loop) runs the shapes past these eagerly
 MAX_GRAPHS = 8
 
@@ -61,28 +78,42 @@ class ForwardProgram:
     """
 
     def __init__(self, model: Any, ops: Ops, request: JitRequest, with_loss: bool) -> None:
-        self.ops, self.request = ops, request
-        if request is True and getattr(ops, "name", "") == "numpy":
-            # on NumPy, jit_compile=True asks for the training step's replay (program.replay_obstacle);
-            # the forward pass has no NumPy replay, so it runs eagerly rather than refusing the model
-            request = "auto"
-        obstacle = None if request is False else forward_obstacle(model, ops, with_loss)
-        self.captures, self.reason = capture_decision(request, obstacle, "the forward pass", "batch")
+        self.ops, self.request, self.model = ops, request, model
         self._graphs: dict[Any, _Graph] = {}
         self._warm: set[Any] = set()
         self.launches = 0  # graph launches so far (a test reads it)
+        self._lists: dict[Any, ForwardReplay | None] = {}  # NumPy: per input shapes, its list (None: eager)
+        self.replayed = 0  # NumPy batches run from a list (a test reads it)
+        self._busy = threading.Lock()
+        if getattr(ops, "name", "") == "numpy":
+            obstacle = None if request is False else _replay_obstacle(model, with_loss)
+            self.captures, self.replays = False, request is not False and obstacle is None
+            self.reason = (
+                "jit_compile=False: every batch runs eagerly"
+                if request is False
+                else f"eager: {obstacle}"
+                if obstacle is not None
+                else "replayed: per batch shape, recorded once, checked against an eager batch, then a flat list"
+            )
+            return
+        self.replays = False
+        obstacle = None if request is False else forward_obstacle(model, ops, with_loss)
+        self.captures, self.reason = capture_decision(request, obstacle, "the forward pass", "batch")
 
     def explain(self) -> str:
         return self.reason
 
     def __repr__(self) -> str:
-        return f"ForwardProgram({'captured' if self.captures else 'eager'}, graphs={len(self._graphs)})"
+        how = "captured" if self.captures else "replayed" if self.replays else "eager"
+        return f"ForwardProgram({how}, graphs={len(self._graphs)})"
 
     def routing(self) -> Any:
         """The GEMM route of every batch of this pass (the graph's own, when it captures)."""
         return _cublas.routed(self.ops) if self.captures else nullcontext()
 
     def outputs(self, fn: Callable[..., list[Array]], inputs: Sequence[Array]) -> list[Array]:
+        if self.replays:
+            return self._replayed(fn, list(inputs))
         with self.routing():
             g = self._graph(fn, inputs, None)
             if g is None:
@@ -94,6 +125,9 @@ class ForwardProgram:
         self, fn: Callable[..., list[Array]], inputs: Sequence[Array], running: list[Array], eager: bool = False
     ) -> list[Array]:
         """eager: run this batch eagerly (sample-weighted evaluation is not yet checked for capture)."""
+        if self.replays and not eager:
+            batch = [a.copy() for a in self._replayed(fn, list(inputs))]  # the list's buffers: the next run's
+            return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
         with self.routing():
             g = None if eager else self._graph(fn, inputs, running)
             if g is None:
@@ -119,6 +153,54 @@ class ForwardProgram:
                 buf[...] = a
         g.graph.launch(cp.cuda.get_current_stream())
         self.launches += 1
+
+    def _replayed(self, fn: Callable[..., list[Array]], inputs: list[Array]) -> list[Array]:
+        """One NumPy batch: recorded (the first of its shape), checked (the second), then replayed; eager
+        while another thread runs this program (the lists' buffers are one per shape)."""
+        if not self._busy.acquire(blocking=False):
+            return fn(*inputs)
+        try:
+            return self._batch(fn, inputs)
+        finally:
+            self._busy.release()
+
+    def _batch(self, fn: Callable[..., list[Array]], inputs: list[Array]) -> list[Array]:
+        key = tuple((tuple(a.shape), str(a.dtype)) for a in inputs)
+        r = self._lists.get(key, _UNSEEN)
+        if isinstance(r, ForwardReplay) and not r.current():  # a layer setting the list holds changed
+            r = _UNSEEN
+        if r is None or (r is _UNSEEN and len(self._lists) >= MAX_GRAPHS):
+            return fn(*inputs)
+        if not isinstance(r, ForwardReplay):
+            try:
+                r = self._lists[key] = ForwardReplay(self.ops, self.model, fn, inputs)
+            except NotReplayable as e:
+                self._lists[key] = None
+                self.reason = f"eager for batches of {_rows(key)} rows: {e}"
+                return fn(*inputs)
+            if r.list.rerun and self.request == "auto":
+                # a re-run call computes as the eager one does and then copies: with nothing bound
+                # that skips work, the list would only add copies (LeNet's predict: 0.5-1.0x eager)
+                self._lists[key] = None
+                self.reason = (
+                    f"eager for batches of {_rows(key)} rows: {len(r.list.rerun)} of its calls would be re-run "
+                    f"({', '.join(sorted(set(r.list.rerun)))}), so a replay would only add copies"
+                )
+            return r.first
+        if r.verified:
+            self.replayed += 1
+            return r.run(inputs)
+        try:
+            got: list[Array] | None = [a.copy() for a in r.run(inputs)]
+        except Exception:  # a re-run call that no longer takes its recorded arguments: eager
+            got = None
+        want = fn(*inputs)
+        if got is not None and len(got) == len(want) and all(same_bits(a, b) for a, b in zip(got, want, strict=True)):
+            r.verified = True
+        else:
+            self._lists[key] = None
+            self.reason = "eager: a replayed forward pass differed from the eager one"
+        return want
 
     def _graph(self, fn: Callable[..., list[Array]], inputs: Sequence[Array], running: list[Array] | None) -> Any:
         """The graph for these inputs' shapes: None for an eager batch (not capturing, or the warm-up)."""

@@ -341,10 +341,11 @@ def _capture(model: Any) -> tuple[bool, str]:
     if request is False:
         return False, "jit_compile=False: every step runs eagerly"
     assert model.ops is not None
-    if getattr(model.ops, "name", "") == "numpy":  # no CUDA graph; jit_compile=True asks for the replay
+    if getattr(model.ops, "name", "") == "numpy":  # no CUDA graph: the step recorded once and replayed
         obstacle = replay_obstacle(model, model.ops, request)
         if obstacle is None:
-            return False, "replayed: recorded once, then run as a flat list of NumPy calls (model.step_program)"
+            small = ' (with jit_compile="auto", steps small enough for it to pay)' if request == "auto" else ""
+            return False, f"replayed: recorded once, then run as a flat list of NumPy calls{small} (model.step_program)"
         return False, f"eager: {obstacle}"
     obstacle = capture_obstacle(model, model.ops)
     if obstacle is not None:

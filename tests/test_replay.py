@@ -1,0 +1,257 @@
+"""The NumPy replay of a training step with convolutions and pooling (backend/fused_conv.py, training/replay.py):
+each bound call gives the plain method's bits, a replayed LeNet step re-runs no Python layer code and
+allocates nothing, and whole fits replay bit for bit as they run eagerly, with and without numba."""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+from test_program import _model  # the issue's workloads, shared with the program's tests
+
+import xpnet
+from xpnet.backend import _jit, fused_conv
+from xpnet.backend.numpy_ops import NumpyOps
+
+JITS = [False, True]
+
+
+def _ops(jit: bool) -> NumpyOps:
+    if jit and _jit.kernels() is None:
+        pytest.skip("numba is not installed")
+    return NumpyOps(jit=jit)
+
+
+def _conv_pool_step(ops: NumpyOps, x: Any, kernel: Any, bias: Any, pads: Any, dy: Any) -> list[Any]:
+    """conv (stride 1) → relu(2×2 max pool), then back: [u, y, ∂x of the pool, ∂W, ∂b, ∂x] as copies."""
+    u, ctx = ops.conv2d_forward(x, kernel, bias, (1, 1), pads, need_ctx=True)
+    y, halves = ops.max_pool_relu_forward(u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", True)
+    du = ops.max_pool_relu_backward(dy, halves, u.shape, (2, 2), (2, 2), (0, 0, 0, 0), "relu")
+    dk, db, dx = ops.conv2d_backward(du, ctx, kernel, x.shape, (1, 1), pads, True)
+    return [np.array(a) for a in (u, y, du, dk, db, dx)]
+
+
+@pytest.mark.parametrize("jit", JITS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("bias", "pads", "n"), [(True, (2, 2, 2, 2), 3), (False, (0, 0, 0, 0), 2)])
+def test_bound_convolution_and_pooling_are_the_plain_methods(
+    jit: bool, dtype: Any, bias: bool, pads: tuple[int, ...], n: int
+) -> None:
+    ops, rng = _ops(jit), np.random.default_rng(0)
+    shapes = {"x": (n, 12, 12, 3), "kernel": (5, 5, 3, 4), "bias": (4,)}
+
+    def draw() -> dict[str, Any]:
+        return {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+
+    first = draw()
+    b = first["bias"] if bias else None
+    tape = xpnet.training.replay.Tape()
+    with xpnet.training.listing.recording(ops, tape):
+        u, ctx = ops.conv2d_forward(first["x"], first["kernel"], b, (1, 1), pads, need_ctx=True)
+        y, halves = ops.max_pool_relu_forward(u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", True)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    with xpnet.training.listing.recording(ops, tape):
+        du = ops.max_pool_relu_backward(dy, halves, u.shape, (2, 2), (2, 2), (0, 0, 0, 0), "relu")
+        dk, db, dx = ops.conv2d_backward(du, ctx, first["kernel"], first["x"].shape, (1, 1), pads, True)
+    bound = [fused_conv.BINDERS[name](ops, args, kw, r) for name, _, args, kw, r in tape.calls]
+    assert all(f is not None for f in bound), [c[0] for c in tape.calls]
+    for _ in range(2):  # new values in the same arrays, twice: nothing of the first draw is left over
+        fresh = draw()
+        for k in ("x", "kernel", "bias"):
+            first[k][...] = fresh[k]
+        dy[...] = rng.standard_normal(dy.shape)
+        want = _conv_pool_step(NumpyOps(jit=jit), *(first[k].copy() for k in ("x", "kernel")), b, pads, dy.copy())
+        for f in bound:
+            f()
+        got = [u, y, du, dk, db if bias else None, dx]
+        for g, w in zip(got, want, strict=True):
+            if g is not None:
+                np.testing.assert_array_equal(g, w)
+
+
+def test_bound_subtract_is_plain_sgd() -> None:
+    p, g = np.arange(5.0, dtype=np.float32), np.full(5, 0.25, np.float32)
+    run = fused_conv.bind_subtract(NumpyOps(), (p, g), {}, None)
+    assert run is not None
+    run()
+    run()
+    np.testing.assert_array_equal(p, np.arange(5.0, dtype=np.float32) - 0.5)
+    assert fused_conv.bind_subtract(NumpyOps(), (p, g), {"extra": 1}, None) is None
+
+
+def _fit(kind: str, jit: bool | str, ops: NumpyOps, steps: int) -> tuple[Any, Any]:
+    model, opt, shape = _model(kind, (64,))
+    rng = np.random.default_rng(3)
+    n = 8 * (steps // 2 - 1) + 3  # two epochs of batches of 8, each ending on a short batch
+    x, y = rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, n)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=ops, jit_compile=jit)
+    return model, model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+
+
+@pytest.mark.parametrize("jit", JITS)
+def test_lenet_replays_every_call_bound_and_bit_identical_to_eager(jit: bool) -> None:
+    eager, h0 = _fit("lenet", False, _ops(jit), 60)
+    replayed, h1 = _fit("lenet", True, _ops(jit), 60)
+    program = replayed.step_program
+    replay = program._replay
+    assert replay is not None and replay.verified, program.explain()
+    assert replay.rerun == [] and replay.bound == len(replay.calls) > 25, replay.rerun
+    assert "0 re-run" in program.explain()
+    assert program.replayed >= 2 * (30 - 5)
+    assert h1.history == h0.history
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit", JITS)
+def test_a_replayed_lenet_step_allocates_nothing(jit: bool) -> None:
+    model, opt, shape = _model("lenet")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((96, *shape), dtype=np.float32), rng.integers(0, 10, 96)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=_ops(jit), jit_compile=True)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    program = model.step_program
+    replay = program._replay
+    assert replay is not None and replay.verified and replay.rerun == []
+    running = program.run(replay.xb, replay.yb, 32, None, [])
+
+    def measured(running: list[Any]) -> tuple[list[Any], int, int]:
+        tracemalloc.start()
+        try:
+            running = program.run(replay.xb, replay.yb, 32, None, running)  # the first, outside the count
+            start, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            for _ in range(100):
+                running = program.run(replay.xb, replay.yb, 32, None, running)
+            end, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return running, end - start, peak - start
+
+    # tracemalloc counts every thread's allocations: a thread an earlier test left running can add a few
+    # hundred bytes to one count, never to all three (a step that kept memory would, 100 times over)
+    counts = []
+    for _ in range(3):
+        running, growth, peak = measured(running)
+        counts.append((growth, peak))
+    growth, peak = min(counts)
+    assert growth <= 512, counts  # nothing kept from one step to the next
+    # no array: NumPy's own iterator buffers (64 KiB where the NumPy pooling pairs rows of two strided
+    # operands, 32 KiB for a broadcast add), the 0-d sums handed back and Python's frames
+    assert peak <= (70 if not jit else 40) * 1024, counts
+    eager = xpnet.training.step.TrainStep(model, model.comm)
+    tracemalloc.start()
+    eager(replay.xb, replay.yb, 32)
+    _, eager_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert eager_peak > 20 * peak, (peak, eager_peak)
+
+
+@pytest.mark.parametrize("kind", ["A", "B", "lenet"])
+def test_train_on_batch_in_a_loop_replays_bit_identically_to_eager(kind: str) -> None:
+    runs = []
+    for jit in (False, True):
+        model, opt, shape = _model(kind, (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=jit)
+        data = np.random.default_rng(1)
+        x, y = data.random((8 * 24 + 5, *shape), dtype=np.float32), data.integers(0, 10, 8 * 24 + 5)
+        logs = [model.train_on_batch(x[k : k + 8], y[k : k + 8]) for k in range(0, 8 * 12, 8)]
+        logs.append(model.train_on_batch(x[-5:], y[-5:]))  # another shape: eager, then back to the list
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        logs += [model.train_on_batch(x[k : k + 8], y[k : k + 8]) for k in range(0, 8 * 12, 8)]
+        runs.append((model, logs))
+    (eager, logs0), (replayed, logs1) = runs
+    assert logs1 == logs0
+    # the first loop: the listing, the recording and the check run eagerly, 9 replay; fit the same on its
+    # own buffers (21 of 24); the second loop records on train_on_batch's buffers again (10 of 12)
+    assert replayed.step_program.replayed == 9 + 21 + 10, replayed.step_program.replayed
+    assert eager.step_program.replayed == 0
+    for a, b in zip(eager.get_weights(), replayed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["A", "B", "lenet", "functional_bn"])
+def test_evaluate_and_predict_replay_a_recorded_forward_bit_identically(kind: str) -> None:
+    from xpnet.training.forward_program import forward_program
+
+    data = np.random.default_rng(9)
+    got = {}
+    for jit in (False, True):
+        model, opt, shape = _model(kind, (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="numpy", jit_compile=jit)
+        x = data.random((32 * 3 + 8, *shape), dtype=np.float32) if jit is False else got[False][0]
+        y = data.integers(0, 10, x.shape[0]) if jit is False else got[False][1]
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+        scores = [model.evaluate(x, y, batch_size=32, verbose=0) for _ in range(3)]
+        outputs = [model.predict(x, batch_size=32, verbose=0) for _ in range(3)]
+        got[jit] = (x, y, scores, outputs, model)
+    _, _, scores, outputs, model = got[True]
+    evaluate = forward_program(model, "evaluate", True)
+    assert evaluate.replays and evaluate.replayed >= 4, evaluate.explain()  # 3 of 32 rows, 1 of 8: record, check
+    assert scores == got[False][2]
+    for a, b in zip(outputs, got[False][3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    predict = forward_program(model, "predict", False)
+    if kind == "lenet":  # A and B predict by the plan's transposed small-batch route, not the layer walk
+        assert predict.replays and predict.replayed >= 4, predict.explain()
+    assert forward_program(got[False][4], "evaluate", True).replayed == 0
+
+
+def test_after_a_replayed_step_the_dropout_layer_shows_that_steps_mask() -> None:
+    masks = []
+    for jit in (False, True):
+        model, opt, _ = _model("B", (64,))
+        model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=jit)
+        data = np.random.default_rng(2)
+        model.fit(data.random((80, 64), dtype=np.float32), data.integers(0, 10, 80), batch_size=8, verbose=0)
+        masks.append(np.array(model.layers[1].mask))
+        assert model.step_program.replayed == (10 - 3 if jit else 0)
+    np.testing.assert_array_equal(masks[1], masks[0])
+
+
+@pytest.mark.parametrize("jit", JITS)
+@pytest.mark.parametrize(("block_bytes", "bias"), [(640 << 10, True), (30_000, True), (30_000, False)])
+def test_bound_inference_convolution_and_pooling_are_the_plain_methods(jit: bool, block_bytes: int, bias: bool) -> None:
+    # inference copies the patches block by block (30,000 bytes: 2 of the 5 images a block, the last one short)
+    ops, rng = _ops(jit), np.random.default_rng(1)
+    ops.conv_block_bytes = block_bytes
+    x, kernel = rng.standard_normal((5, 10, 10, 3)).astype(np.float32), rng.standard_normal((3, 3, 3, 4))
+    kernel, b = kernel.astype(np.float32), rng.standard_normal(4).astype(np.float32) if bias else None
+    pads = (1, 1, 1, 1)
+    tape = xpnet.training.replay.Tape()
+    with xpnet.training.listing.recording(ops, tape):
+        u, _ = ops.conv2d_forward(x, kernel, b, (1, 1), pads, False)
+        y, _ = ops.max_pool_relu_forward(u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", False)
+    bound = [fused_conv.BINDERS[name](ops, args, kw, r) for name, _, args, kw, r in tape.calls]
+    assert all(f is not None for f in bound), [c[0] for c in tape.calls]
+    x[...] = rng.standard_normal(x.shape)
+    kernel[...] = rng.standard_normal(kernel.shape)
+    plain = NumpyOps(jit=jit)
+    plain.conv_block_bytes = block_bytes
+    want_u, _ = plain.conv2d_forward(x.copy(), kernel.copy(), b, (1, 1), pads, False)
+    want_y, _ = plain.max_pool_relu_forward(want_u, (2, 2), (2, 2), (0, 0, 0, 0), "relu", False)
+    for f in bound:
+        f()
+    np.testing.assert_array_equal(u, want_u)
+    np.testing.assert_array_equal(y, want_y)
+
+
+def test_auto_keeps_a_forward_pass_eager_where_calls_would_only_be_re_run() -> None:
+    from xpnet.training.forward_program import forward_program
+
+    x = np.random.default_rng(0).random((96, 64), dtype=np.float32)
+    model, _, _ = _model("activations_rmsprop", (64,))  # tanh and sigmoid: no binder, re-run and copied
+    model.build(backend="numpy")
+    want = [model.predict(x, batch_size=32) for _ in range(3)]
+    program = forward_program(model, "predict", False)
+    assert program.replayed == 0 and "of its calls would be re-run (dense_forward)" in program.explain()
+    np.testing.assert_array_equal(want[2], want[0])
+    lenet, _, shape = _model("lenet")
+    lenet.build(backend="numpy")
+    images = np.random.default_rng(1).random((96, *shape), dtype=np.float32)
+    outs = [lenet.predict(images, batch_size=32) for _ in range(2)]
+    # the first pass records, checks, then replays its third batch; the second pass replays all three
+    assert forward_program(lenet, "predict", False).replayed == 1 + 3
+    np.testing.assert_array_equal(outs[1], outs[0])
