@@ -386,3 +386,18 @@ def test_dropout_counting_is_the_step_then_the_count(ops: Ops, dtype: str, step:
         np.testing.assert_array_equal(a, b)
     assert runs[0][1] == runs[1][1] == (step + 3) % 2**32
     assert not np.array_equal(runs[0][0][1], runs[0][0][3])  # the count moved between calls
+
+
+def test_ticket_words_are_one_per_device_and_stream(ops: Ops, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the legacy stream's ptr is 0 on every device: keyed by the stream alone, a model on cupy:1 drew its
+    # tickets on a word of device 0 (an illegal address there, or counts shared across devices)
+    from xpnet.backend import metric_kernels
+
+    if ops.name != "cupy":
+        pytest.skip("ticket words are CuPy's")
+    xp = ops.xp
+    monkeypatch.setattr(metric_kernels, "_ticket_words", {})
+    first = metric_kernels.ticket_word(xp)
+    assert metric_kernels.ticket_word(xp) is first and not ops.to_numpy(first).any()
+    monkeypatch.setattr(xp.cuda.runtime, "getDevice", lambda: 1)
+    assert metric_kernels.ticket_word(xp) is not first

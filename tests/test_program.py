@@ -8,8 +8,10 @@ which it lets record (as the direct libcublas binding does on a GPU) when IN_CAP
 
 from __future__ import annotations
 
+import gc
 import itertools
 import sys
+import weakref
 from typing import Any
 
 import numpy as np
@@ -455,6 +457,44 @@ def test_a_captured_run_resumed_from_a_checkpoint_mid_epoch_is_bit_identical(
         np.testing.assert_array_equal(a, b)
     assert history.history == h_reference.history
     assert model.optimizer.iterations == reference.optimizer.iterations == 26
+
+
+@pytest.mark.gpu
+def test_a_captured_fit_keeps_none_of_its_buffers_once_the_model_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Adam's and Dropout's counting kernels draw tickets on a word per stream; keyed by the `xp` in use,
+    # which during the recording and the capture is a wrapper holding every array the step made, the
+    # words' table kept all of those for the life of the process, one more set per captured fit
+    from xpnet.backend import metric_kernels
+    from xpnet.training import program
+
+    _stand_in_or_gpu(monkeypatch)
+    cp = xpnet.get_backend("cupy").xp
+
+    def arrays(x: Any) -> list[Any]:
+        if isinstance(x, (list, tuple)):
+            return [a for v in x for a in arrays(v)]
+        return [x] if isinstance(x, cp.ndarray) else []
+
+    kept: list[Any] = []
+    made = program._Graph.__init__
+
+    def init(graph: Any, *args: Any) -> None:
+        made(graph, *args)
+        kept.extend(weakref.ref(a) for a in arrays(graph.keep))
+
+    monkeypatch.setattr(program._Graph, "__init__", init)
+
+    def fit_and_drop() -> list[Any]:
+        kept.clear()
+        model, history = _train("B", True, 4)
+        assert model.step_program.captures and kept
+        del model, history
+        gc.collect()
+        return [r for r in kept if r() is not None]
+
+    fit_and_drop()
+    assert fit_and_drop() == []
+    assert all(isinstance(key[0], type) for key in metric_kernels._ticket_words)  # no namespace wrapper
 
 
 @pytest.mark.gpu

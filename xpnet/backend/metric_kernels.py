@@ -115,13 +115,16 @@ def loss_and_hits(xp: Any, values: Array, y_true: Array, y_pred: Array) -> list[
 def ticket_word(xp: Any) -> Array:
     """The zeroed 64-bit word of the current stream on which a launch's threads draw tickets (each launch leaves it 0).
 
-    One per stream, so a graph replaying on its own stream never shares it with an eager launch;
-    it lives as long as the process, as the graphs that may hold its address.
+    One per device and stream, so a graph replaying on its own stream never shares it with an eager launch
+    (and the legacy stream, ptr 0 on every device, gets one on each); it lives as long as the process,
+    as the graphs that may hold its address. Keyed by the array type, not by `xp`: during a recording
+    or a capture `xp` is a wrapper holding everything the step made, which a key would keep for good.
     """
-    key = (xp, xp.cuda.get_current_stream().ptr)
+    key = (xp.ndarray, xp.cuda.runtime.getDevice(), xp.cuda.get_current_stream().ptr)
     t = _ticket_words.get(key)
     if t is None:
-        t = _ticket_words[key] = xp.zeros(1, dtype=xp.uint64)
+        cp = sys.modules.get("cupy", xp)  # the module itself: the word is no array of the step's
+        t = _ticket_words[key] = cp.zeros(1, dtype=cp.uint64)
     return t
 
 
