@@ -318,3 +318,22 @@ def test_a_rate_set_between_replayed_calls_is_used_at_once(back: bool) -> None:
     assert models[0]._program.replayed > 0
     for got, want in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_batch_checks_one_pass_leaves_other_target_checks_to_the_loss() -> None:
+    """A loss whose `prepare_targets` is not sparse cross-entropy's own (here an instance's override that
+    refuses label 2) is asked each time: the one pass does not stand in for it."""
+    model = _mlp()
+    x, y = _xy(8)
+    model.train_on_batch(x, y)
+    assert model._batch_check is not None and model._batch_check._plain(x, y) is not None
+
+    def no_twos(labels: np.ndarray, n_outputs: int) -> np.ndarray:
+        if (labels == 2).any():
+            raise ValueError("no label 2 here")
+        return labels.astype(np.int32)
+
+    model.loss.prepare_targets = no_twos  # type: ignore[method-assign]
+    assert model._batch_check._plain(x, y) is None
+    with pytest.raises(ValueError, match="no label 2 here"):
+        model.train_on_batch(x, np.full(8, 2))

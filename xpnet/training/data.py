@@ -109,7 +109,8 @@ class BatchCheck:
             return None
         if x.shape[1:] != self.feature_shape or x.dtype.kind != "f" or x.dtype.itemsize < 4 or not x.flags.c_contiguous:
             return None
-        if not x.size or y.shape[0] != x.shape[0] or type(self.loss).prepare_targets is not _SPARSE_TARGETS:
+        targets = getattr(self.loss.prepare_targets, "__func__", None)  # a class's or an instance's own: asked
+        if not x.size or y.shape[0] != x.shape[0] or targets is not _SPARSE_TARGETS:
             return None
         if not probably_finite(x) or y.min() < 0 or y.max() >= self.width:
             return None
