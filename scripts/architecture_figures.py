@@ -7,9 +7,13 @@ checkout (--root, e.g. a worktree of the old commit) and pass that file to --com
 one for a before → after table.
 
 Prints, for the checkout measured (this script's, or --root's):
-- the walk of one step: one MLP `train_on_batch` (Input 20 → Dense 16 relu → Dense 3 softmax, SGD,
-  NumPy; the second call, so nothing is being built) — how many files under xpnet/ it enters and how
-  many times consecutive Python calls switch from one such file to another (`sys.setprofile`);
+- the walk of one step, twice: one MLP `train_on_batch` (Input 20 → Dense 16 relu → Dense 3 softmax,
+  SGD, NumPy) as compiled by default, in steady state (the 6th call: the program has recorded and
+  checked its list of calls, and replays it), and one eager step (`jit_compile=False`, the second
+  call, so nothing is being built) — how many files under xpnet/ each enters and how many times
+  consecutive Python calls switch from one such file to another (`sys.setprofile`). JSON: "walk" is
+  the default steady state (in a JSON file from an older script: the second call), "walk_eager" the
+  eager one;
 - cyclomatic complexity (radon, when installed) of `fit`, of every `predict`, and the worst library
   function outside the applications (cli, search, plots);
 - the largest library file, the modules of more than 10 lines directly under xpnet/;
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import itertools
 import json
 import re
@@ -50,7 +55,16 @@ def library_files() -> list[Path]:
     return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def walk_of_one_step() -> dict[str, Any]:
+# JSON key: (what it is, compile's jit_compile or None for its default, calls before the one walked)
+WALKS = {
+    "walk": ("one step as compiled by default, in steady state", None, 5),
+    "walk_eager": ("one eager step", False, 1),
+}
+
+
+def walk_of_one_step(what: str, jit_compile: bool | None, calls_before: int) -> dict[str, Any]:
+    """The files one `train_on_batch` enters and its switches between them, after `calls_before` calls
+    (jit_compile: compile's argument, None for its default)."""
     import xpnet
     from xpnet import Dense, Input, Sequential
 
@@ -58,11 +72,16 @@ def walk_of_one_step() -> dict[str, Any]:
         raise RuntimeError(f"walking the step of {xpnet.__file__}, not of {PKG}: is another xpnet first on sys.path?")
 
     model = Sequential([Input((20,)), Dense(16, activation="relu"), Dense(3, activation="softmax")])
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy")
+    how = {} if jit_compile is None else {"jit_compile": jit_compile}
+    try:
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy", **how)
+    except TypeError:  # a checkout from before jit_compile, whose steps were all eager
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 20)).astype(np.float32)
     y = rng.integers(0, 3, 32)
-    model.train_on_batch(x, y)
+    for _ in range(calls_before):
+        model.train_on_batch(x, y)
     trail: list[str] = []
 
     def profile(frame: Any, event: str, _arg: Any) -> None:
@@ -77,7 +96,13 @@ def walk_of_one_step() -> dict[str, Any]:
     finally:
         sys.setprofile(None)
     switches = sum(1 for a, b in itertools.pairwise(trail) if a != b)
-    return {"files": sorted(set(trail)), "files_entered": len(set(trail)), "switches": switches, "calls": len(trail)}
+    return {
+        "what": what,
+        "files": sorted(set(trail)),
+        "files_entered": len(set(trail)),
+        "switches": switches,
+        "calls": len(trail),
+    }
 
 
 def complexity() -> dict[str, Any]:
@@ -245,10 +270,12 @@ def banners() -> int:
 
 def headline(figures: dict[str, Any]) -> dict[str, Any]:
     """The issue's yardsticks as flat name -> number (or file) pairs, the same keys on every checkout."""
-    walk, cx, fm = figures["walk"], figures["complexity"], figures["files"]
+    walk, eager, cx, fm = figures["walk"], figures["walk_eager"], figures["complexity"], figures["files"]
     out: dict[str, Any] = {
         "step: files entered": walk["files_entered"],
         "step: switches between files": walk["switches"],
+        "eager step: files entered": eager["files_entered"],
+        "eager step: switches between files": eager["switches"],
     }
     if "skipped" not in cx:
         out["complexity: fit (worst)"] = cx["fit"][0][0] if cx["fit"] else None
@@ -288,7 +315,8 @@ def main() -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             ap.error(f"--compare: {args.compare} is not a JSON file written by --json ({e})")
     sections: dict[str, Callable[[], Any]] = {
-        "walk": walk_of_one_step,
+        "walk": functools.partial(walk_of_one_step, *WALKS["walk"]),
+        "walk_eager": functools.partial(walk_of_one_step, *WALKS["walk_eager"]),
         "complexity": complexity,
         "files": files_and_modules,
         "import_circles": import_circles,
@@ -313,8 +341,9 @@ def main() -> int:
 
 
 def _print_figures(figures: dict[str, Any]) -> None:
-    walk = figures["walk"]
-    print(f"one MLP train_on_batch: {walk['files_entered']} files entered, {walk['switches']} switches between files")
+    for key, (label, _, _) in WALKS.items():
+        walk = figures[key]
+        print(f"{label} (MLP train_on_batch): {walk['files_entered']} files entered, {walk['switches']} switches")
     cx = figures["complexity"]
     if "skipped" in cx:
         print(f"complexity: {cx['skipped']}")

@@ -329,3 +329,26 @@ def test_the_classes_of_the_packages_show_their_source() -> None:
         obj = getattr(metrics, name)
         if isinstance(obj, type):
             assert f"class {name}" in inspect.getsource(obj), name
+
+
+def test_the_figures_walk_the_replayed_step_and_the_eager_step_and_compare_with_old_files() -> None:
+    """architecture_figures.py walks two steps, each named: the default compile's steady state (a replay of
+    the recorded list on NumPy) under the old "walk" key, and one eager step under "walk_eager"; a
+    before-file from an older script (only "walk"'s figures) still compares, the eager ones showing —."""
+    replayed = FIGURES.walk_of_one_step(*FIGURES.WALKS["walk"])
+    eager = FIGURES.walk_of_one_step(*FIGURES.WALKS["walk_eager"])
+    assert replayed["what"] == "one step as compiled by default, in steady state"
+    assert eager["what"] == "one eager step"
+    assert "xpnet/training/replay.py" in replayed["files"] and "xpnet/training/replay.py" not in eager["files"]
+    assert "xpnet/layers/dense.py" in eager["files"] and "xpnet/layers/dense.py" not in replayed["files"]
+    assert replayed["files_entered"] <= 13 and replayed["switches"] <= 28, replayed
+    assert eager["files_entered"] <= 17 and eager["switches"] <= 72, eager
+    old = {"step: files entered": 24, "step: switches between files": 216}
+    now = {
+        "step: files entered": replayed["files_entered"],
+        "step: switches between files": replayed["switches"],
+        "eager step: files entered": eager["files_entered"],
+    }
+    lines = FIGURES.compare(old, now)
+    assert lines[0].split()[-3:] == ["24", "→", str(replayed["files_entered"])]
+    assert lines[2].split()[-3:] == ["—", "→", str(eager["files_entered"])]

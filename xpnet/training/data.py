@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._checks import numeric_array, require_finite
+from .._checks import numeric_array, probably_finite, require_finite
 from ..backend import Ops
 from ..backend.base import host_dtype
+from ..losses import SparseCategoricalCrossentropy
 from ..random import shuffle_rng
 from . import distributed
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ..losses import Loss
 
 Array = Any
+_SPARSE_TARGETS = SparseCategoricalCrossentropy.prepare_targets  # integer labels, checked by `_plain` too
 _DEVICE_MODULES = {"cupy", "torch", "jax", "jaxlib", "tensorflow", "array_api_strict", "dask"}
 
 
@@ -90,10 +92,29 @@ class BatchCheck:
 
     def __call__(self, x: Any, y: Any, what: str) -> tuple[Any, np.ndarray | None]:
         """x: (n, *feature_shape) numbers; y: the targets or None. Returns them checked, as `check_x`/`check_y`."""
+        plain = self._plain(x, y)
+        if plain is not None:
+            return plain
         x = check_x(x, what, self.ops, self.feature_shape)
         if y is None:
             return x, None
         return x, check_y(y, rows(x), what, self.loss, self.width, self.dtype)
+
+    def _plain(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """The common case in one pass: x a C-ordered float32/float64 host array (n, *feature_shape) with no
+        NaN/inf, y (n,) integer labels in [0, width) for sparse categorical cross-entropy. Returns what
+        `check_x`/`check_y` return for them (x itself, y as int32), or None for anything else, which the
+        full checks then accept or refuse with their own message."""
+        if type(x) is not np.ndarray or type(y) is not np.ndarray or y.ndim != 1 or y.dtype.kind not in "iu":
+            return None
+        if x.shape[1:] != self.feature_shape or x.dtype.kind != "f" or x.dtype.itemsize < 4 or not x.flags.c_contiguous:
+            return None
+        targets = getattr(self.loss.prepare_targets, "__func__", None)  # a class's or an instance's own: asked
+        if not x.size or y.shape[0] != x.shape[0] or targets is not _SPARSE_TARGETS:
+            return None
+        if not probably_finite(x) or y.min() < 0 or y.max() >= self.width:
+            return None
+        return x, y.astype(np.int32)
 
 
 def check_y(y: Any, n: int, what: str, loss: Loss, n_outputs: int, dtype: str) -> np.ndarray:

@@ -119,15 +119,17 @@ class BatchRunner(Compiled):
         assert ops is not None
         n = data.rows(x)
         with ops.activate():
-            step = self._train_step()  # its first call refuses a model it cannot train (`require_trainable`)
+            program = self._step_program()
+            step = program.step  # its first call refuses a model it cannot train (`require_trainable`)
             sw = self.sample_weights_for(sample_weight, class_weight, yy, "train_on_batch")
             wb = None if sw is None else self.upload(sw)
-            program = self._step_program()
             if wb is None and program.replays:  # NumPy: through the recorded step, as fit's steps
                 sums = program.train_on_batch(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
             else:
                 sums = step(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
-            step.store.use_sink()  # backward fills the gradient buffer again (compute_gradients, trace)
+            store = step.store
+            if store.sink is not store.default_sink:  # a replayed step leaves it as it was
+                store.use_sink()  # backward fills the gradient buffer again (compute_gradients, trace)
             return _shape_result(self._read(sums, n * self._comm.size), return_dict)
 
     @exclusive("compute_gradients")

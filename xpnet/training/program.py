@@ -290,12 +290,15 @@ class StepProgram:
     def train_on_batch(self, xb: Any, yb: Any, global_batch: int) -> list[Array]:
         """`train_on_batch` on NumPy through the replay: the batch copied into this program's own fixed
         buffers (one pair per batch shape, so a loop of calls replays), then one step; its sums."""
-        key = tuple((a.shape, a.dtype) for a in [*listed(xb), *listed(yb)])
+        plain = not isinstance(xb, list) and not isinstance(yb, list)  # one input, one output: no lists to walk
+        given = [xb, yb] if plain else [*listed(xb), *listed(yb)]
+        key = tuple((a.shape, a.dtype) for a in given)
         held = self._own_batches.get(key)
         if held is None:
             held = self._own_batches[key] = (_copy(xb), _copy(yb))
         else:
-            for dst, src in zip([*listed(held[0]), *listed(held[1])], [*listed(xb), *listed(yb)], strict=True):
+            buffers = [held[0], held[1]] if plain else [*listed(held[0]), *listed(held[1])]
+            for dst, src in zip(buffers, given, strict=True):
                 np.copyto(dst, src)
         r = self._replay
         if r is not None and (r.xb is not held[0] or r.yb is not held[1]):
@@ -332,7 +335,8 @@ class StepProgram:
         if not r.verified:
             return self._check(r, xb, yb, global_batch, running)
         self.replayed += 1
-        self.prepare(global_batch)
+        # no `prepare`: r.current() found the optimizer's settings as recorded, so the rate and η / batch
+        # the list reads are the ones written before it was recorded
         return r.run(running)
 
     def _check(self, r: Replay, xb: Any, yb: Any, global_batch: int, running: list[Array]) -> list[Array]:
