@@ -11,8 +11,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _cblas, _jit
-from .base import Array, Ops, _window
+from .base import Array, Ops
 from .hashing import mix_int
+from .image_ops import _window
 from .numpy_images import (
     _ZEROED_EXTRA,
     _empty_like_layout,
