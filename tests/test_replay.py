@@ -255,3 +255,47 @@ def test_auto_keeps_a_forward_pass_eager_where_calls_would_only_be_re_run() -> N
     # the first pass records, checks, then replays its third batch; the second pass replays all three
     assert forward_program(lenet, "predict", False).replayed == 1 + 3
     np.testing.assert_array_equal(outs[1], outs[0])
+
+
+def test_a_recording_in_one_thread_neither_records_nor_outlives_another_threads_calls() -> None:
+    """NumpyOps is one object shared by every NumPy model: a step recorded in one thread (the replay's
+    tape, the listing) must not record a step another thread runs meanwhile, nor, when two recordings
+    overlap, leave a finished recording's wrappers installed on the backend for good."""
+    import threading
+
+    from xpnet.backend import get_backend
+
+    ops = get_backend("numpy")
+    xp = ops.xp
+    tapes = [xpnet.training.replay.Tape(), xpnet.training.replay.Tape()]
+    a_in, b_started, a_may_leave, b_in = (threading.Event() for _ in range(4))
+
+    def first() -> None:
+        with xpnet.training.listing.recording(ops, tapes[0]):
+            ops.xp.add(np.ones(2), np.ones(2))
+            a_in.set()
+            b_started.wait(5)
+            ops.xp.multiply(np.ones(2), 2.0)  # another thread's calls meanwhile: not in this tape
+            assert a_may_leave.wait(5)
+
+    def second() -> None:
+        b_started.set()
+        with xpnet.training.listing.recording(ops, tapes[1]):
+            b_in.set()
+            ops.xp.subtract(np.ones(2), 1.0)
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert a_in.wait(5)
+    b = threading.Thread(target=second)
+    b.start()
+    assert b_started.wait(5)
+    ops.xp.negative(np.ones(2))  # this thread's call while the first records
+    b_in.wait(0.3)  # the second recording may begin while the first runs, or wait for it
+    a_may_leave.set()
+    a.join(5)
+    b.join(5)
+    assert [c[0] for c in tapes[0].calls] == ["add", "multiply"]
+    assert [c[0] for c in tapes[1].calls] == ["subtract"]
+    assert ops.xp is xp  # no recording's namespace left behind
+    assert not any(n in ops.__dict__ for n in ("dense_forward", "relu", "adam_step"))

@@ -14,6 +14,7 @@ order the step makes them. Shapes follow each name; the dtype too where it is no
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -222,19 +223,47 @@ def recording(ops: Ops, rec: Writer) -> Iterator[None]:
         yield
 
 
+# one patching at a time: the backend object is shared by every model of the process, so two threads'
+# recordings that overlapped would each restore what they found, and the later leave the earlier's wrappers
+_PATCHING = threading.RLock()
+
+
+class _OnThread:
+    """`ops.xp` while one thread patches it: the patched namespace there, the one it replaced elsewhere."""
+
+    def __init__(self, thread: int, patched: Any, plain: Any) -> None:
+        self._thread, self._patched, self._plain = thread, patched, plain
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._patched if threading.get_ident() == self._thread else self._plain, attr)
+
+
+def _on_thread(thread: int, patched: Any, plain: Any) -> Any:
+    """A method wrapped for the patching thread only: another thread's calls meanwhile run it plainly."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return (patched if threading.get_ident() == thread else plain)(*args, **kwargs)
+
+    return call
+
+
 @contextmanager
 def patched(ops: Ops, names: list[str], wrap: Callable[[str, Any], Any], xp: Any) -> Iterator[None]:
-    """Inside: `ops.<name>` is `wrap(name, the bound method)` for each of `names`, and `ops.xp` is `xp`."""
-    saved_xp = ops.__dict__.get("xp")
-    for name in names:
-        ops.__dict__[name] = wrap(name, getattr(ops, name))
-    ops.__dict__["xp"] = xp
-    try:
-        yield
-    finally:
+    """Inside: `ops.<name>` is `wrap(name, the bound method)` for each of `names`, and `ops.xp` is `xp`,
+    for the calling thread; other threads see the backend as before (they wait to patch it themselves)."""
+    with _PATCHING:
+        me = threading.get_ident()
+        saved_xp = ops.__dict__.get("xp")
         for name in names:
-            ops.__dict__.pop(name, None)
-        if saved_xp is None:
-            ops.__dict__.pop("xp", None)
-        else:
-            ops.__dict__["xp"] = saved_xp
+            plain = getattr(ops, name)
+            ops.__dict__[name] = _on_thread(me, wrap(name, plain), plain)
+        ops.__dict__["xp"] = _OnThread(me, xp, ops.xp)
+        try:
+            yield
+        finally:
+            for name in names:
+                ops.__dict__.pop(name, None)
+            if saved_xp is None:
+                ops.__dict__.pop("xp", None)
+            else:
+                ops.__dict__["xp"] = saved_xp
