@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 if TYPE_CHECKING:
     from ..backend import Ops
     from .protocol import TrainableModel as Trainer
@@ -67,6 +69,8 @@ class Recorder:
             name = self.temps[key] = f"t{self.count}"
         elif name is None:
             name = self.temps.get(key) or _transposed(self.temps, v)
+        if not name and v.ndim == 0 and isinstance(v, (np.ndarray, np.generic)):
+            return f"{v.item():g}"  # a number made outside the step (η / batch): its value (no device read)
         dtype = "" if str(v.dtype) == self.dtype else f":{short(v.dtype)}"
         return f"{name}[{','.join(map(str, v.shape))}]{dtype}"
 
@@ -140,6 +144,12 @@ def _backward_sum(o: list[str], i: list[str], full: list[str]) -> list[str]:
     return [_line(f"{act}_grad", f"{dh} ·= {act}'({h})"), _line("bias_grad", bias)]
 
 
+def _pool(size: str, strides: str) -> str:
+    """A max pool's window, and its strides where they differ: `maxpool2x2`, `maxpool3x3 stride 1x1`."""
+    window = f"maxpool{size.replace(', ', 'x')}"
+    return window if strides == size else f"{window} stride {strides.replace(', ', 'x')}"
+
+
 # op name → (outputs' bare names, inputs as described, outputs as described) → lines of the listing
 _FORMULAS: dict[str, Callable[[list[str], list[str], list[str]], list[str]]] = {
     "dense_forward": _dense,
@@ -161,8 +171,8 @@ _FORMULAS: dict[str, Callable[[list[str], list[str], list[str]], list[str]]] = {
     "conv2d_backward": lambda o, i, f: [
         _line("conv2d_grad", f"{', '.join(f)} = ∂conv(δ {i[0]}, {_bare(i[2])})"),
     ],
-    "max_pool_relu_forward": lambda o, i, f: [_line("pool_relu", f"{f[0]} = relu(maxpool2x2({i[0]}))")],
-    "max_pool_relu_backward": lambda o, i, f: [_line("pool_relu_grad", f"{f[0]} = ∂maxpool(relu'·{i[0]})")],
+    "max_pool_relu_forward": lambda o, i, f: [_line("pool_relu", f"{f[0]} = relu({_pool(i[1], i[2])}({i[0]}))")],
+    "max_pool_relu_backward": lambda o, i, f: [_line("pool_relu_grad", f"{f[0]} = ∂{_pool(i[3], i[4])}(relu'·{i[0]})")],
 }
 
 
