@@ -4,6 +4,7 @@ allocates nothing, and whole fits replay bit for bit as they run eagerly, with a
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from typing import Any
 
@@ -299,3 +300,28 @@ def test_a_recording_in_one_thread_neither_records_nor_outlives_another_threads_
     assert [c[0] for c in tapes[1].calls] == ["subtract"]
     assert ops.xp is xp  # no recording's namespace left behind
     assert not any(n in ops.__dict__ for n in ("dense_forward", "relu", "adam_step"))
+
+
+def test_train_on_batch_with_many_batch_sizes_holds_the_buffers_of_one() -> None:
+    """train_on_batch replays through fixed buffers of the program's own; a loop whose batches change size
+    (ragged data, a custom loop's last batch) must not keep a copy of every size it ever saw."""
+    model = xpnet.Sequential([xpnet.Dense(32, "relu", input_shape=(784,)), xpnet.Dense(10, "softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")  # jit_compile="auto": replays
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((120, 784)).astype(np.float32), rng.integers(0, 10, 120)
+    for _ in range(4):  # one size, several calls: the replay runs
+        model.train_on_batch(x[:16], y[:16])
+    assert model.step_program.replayed >= 1
+    tracemalloc.start()
+    try:
+        for n in range(1, 121):
+            model.train_on_batch(x[:n], y[:n])
+        gc.collect()  # the lists dropped on the way hold reference cycles
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # one pair of 120-row buffers is 0.4 MB; a pair for every size seen would be 23 MB
+    assert held < 3_000_000, held
+    for _ in range(4):  # and a loop of one size still replays
+        model.train_on_batch(x[:16], y[:16])
+    assert model.step_program.replayed >= 2

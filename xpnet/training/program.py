@@ -289,10 +289,13 @@ class StepProgram:
 
     def train_on_batch(self, xb: Any, yb: Any, global_batch: int) -> list[Array]:
         """`train_on_batch` on NumPy through the replay: the batch copied into this program's own fixed
-        buffers (one pair per batch shape, so a loop of calls replays), then one step; its sums."""
+        buffers (one pair, for the latest batch shape, so a loop of calls replays), then one step; its sums."""
         key = tuple((a.shape, a.dtype) for a in [*listed(xb), *listed(yb)])
         held = self._own_batches.get(key)
         if held is None:
+            # a new shape: the list (one at a time) is recorded anew on new buffers, so the old pair serves
+            # nothing more; kept, a loop of ever new sizes would hold a copy of each
+            self._own_batches.clear()
             held = self._own_batches[key] = (_copy(xb), _copy(yb))
         else:
             for dst, src in zip([*listed(held[0]), *listed(held[1])], [*listed(xb), *listed(yb)], strict=True):
