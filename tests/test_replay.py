@@ -325,3 +325,47 @@ def test_train_on_batch_with_many_batch_sizes_holds_the_buffers_of_one() -> None
     for _ in range(4):  # and a loop of one size still replays
         model.train_on_batch(x[:16], y[:16])
     assert model.step_program.replayed >= 2
+
+
+def test_a_predict_in_another_thread_does_not_overwrite_a_replayed_batch_before_it_is_copied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several predicts may run at once on one model (training/guard.py). A replayed batch's outputs are
+    the list's own buffers: a second thread that replays the same list between the first thread's run
+    and its copy of those buffers must not hand it the second thread's batch."""
+    import threading
+
+    from xpnet.training.forward_program import ForwardProgram
+
+    model, _, shape = _model("lenet")
+    model.build(backend="numpy")
+    rng = np.random.default_rng(4)
+    xa, xb = rng.random((32, *shape), dtype=np.float32), rng.random((32, *shape), dtype=np.float32)
+    for _ in range(3):  # recorded, checked, replayed
+        model.predict(xa, batch_size=32)
+    want_a, want_b = model.predict(xa, batch_size=32), model.predict(xb, batch_size=32)
+    paused, b_done = threading.Event(), threading.Event()
+    plain = ForwardProgram._replayed
+    first = threading.get_ident()
+
+    def replayed(self: Any, fn: Any, inputs: Any) -> Any:
+        got = plain(self, fn, inputs)
+        if threading.get_ident() == first and not paused.is_set():  # the interpreter switches threads here
+            paused.set()
+            b_done.wait(5)
+        return got
+
+    monkeypatch.setattr(ForwardProgram, "_replayed", replayed)
+    got_b: list[Any] = []
+
+    def second() -> None:
+        assert paused.wait(5)
+        got_b.append(model.predict(xb, batch_size=32))
+        b_done.set()
+
+    b = threading.Thread(target=second)
+    b.start()
+    got_a = model.predict(xa, batch_size=32)
+    b.join(5)
+    np.testing.assert_array_equal(got_b[0], want_b)
+    np.testing.assert_array_equal(got_a, want_a)
