@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import sys
+import warnings
 import weakref
 from typing import Any
 
@@ -371,6 +372,8 @@ def test_print_step_program_lists_one_training_step_in_order() -> None:
     assert [line.split()[0] for line in body[:9]] == [
         "asarray", "gemm", "relu", "gemm", "relu", "gemm", "softmax", "xent", "xent_grad"
     ]  # fmt: skip
+    # the factor is a number made outside the step: shown by its value, not as a nameless `[]`
+    assert body[0] == f"asarray t1[] = asarray({np.float32(0.01 / 32):g})"
     assert body[1] == "gemm t2[32,300] = x[32,784] @ dense.kernel[784,300] + dense.bias[300]"
     assert body[2] == "relu t3[32,300] = relu(t2)"
     assert body[8] == "xent_grad t8[32,10] = t1 · (t9 − onehot y)"
@@ -400,6 +403,22 @@ def test_print_step_program_names_every_operation_of_b_and_lenet(kind: str) -> N
             "conv2d t2[32,28,28,6] = conv(x[32,28,28,1], conv2d.kernel[5,5,1,6]) + conv2d.bias[6]"
         )
         assert ops.count("conv2d_grad") == 2 and ops.count("sgd") == 4
+
+
+@pytest.mark.parametrize(("pool", "strides", "shown"), [(3, None, "maxpool3x3"), (2, 1, "maxpool2x2 stride 1x1")])
+def test_print_step_program_gives_the_pooling_window_and_strides(pool: int, strides: Any, shown: str) -> None:
+    layers = [Conv2D(4, 3, activation="relu", input_shape=(12, 12, 1)), MaxPooling2D(pool, strides), Flatten()]
+    model = xpnet.Sequential([*layers, Dense(10, "softmax")], seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy", jit_compile=False)
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 3×3 windows on 10×10 leave a row out: said at build
+        model.fit(rng.random((8, 12, 12, 1), dtype=np.float32), rng.integers(0, 10, 8), batch_size=8, verbose=0)
+    body = [" ".join(line.split()) for line in str(model.step_program).splitlines()[1:]]
+    forward = next(line for line in body if line.startswith("pool_relu "))
+    backward = next(line for line in body if line.startswith("pool_relu_grad "))
+    assert f"relu({shown}(t2[8,10,10,4]))" in forward
+    assert f"∂{shown}(relu'·" in backward
 
 
 @pytest.mark.gpu

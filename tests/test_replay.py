@@ -4,6 +4,7 @@ allocates nothing, and whole fits replay bit for bit as they run eagerly, with a
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from typing import Any
 
@@ -255,3 +256,116 @@ def test_auto_keeps_a_forward_pass_eager_where_calls_would_only_be_re_run() -> N
     # the first pass records, checks, then replays its third batch; the second pass replays all three
     assert forward_program(lenet, "predict", False).replayed == 1 + 3
     np.testing.assert_array_equal(outs[1], outs[0])
+
+
+def test_a_recording_in_one_thread_neither_records_nor_outlives_another_threads_calls() -> None:
+    """NumpyOps is one object shared by every NumPy model: a step recorded in one thread (the replay's
+    tape, the listing) must not record a step another thread runs meanwhile, nor, when two recordings
+    overlap, leave a finished recording's wrappers installed on the backend for good."""
+    import threading
+
+    from xpnet.backend import get_backend
+
+    ops = get_backend("numpy")
+    xp = ops.xp
+    tapes = [xpnet.training.replay.Tape(), xpnet.training.replay.Tape()]
+    a_in, b_started, a_may_leave, b_in = (threading.Event() for _ in range(4))
+
+    def first() -> None:
+        with xpnet.training.listing.recording(ops, tapes[0]):
+            ops.xp.add(np.ones(2), np.ones(2))
+            a_in.set()
+            b_started.wait(5)
+            ops.xp.multiply(np.ones(2), 2.0)  # another thread's calls meanwhile: not in this tape
+            assert a_may_leave.wait(5)
+
+    def second() -> None:
+        b_started.set()
+        with xpnet.training.listing.recording(ops, tapes[1]):
+            b_in.set()
+            ops.xp.subtract(np.ones(2), 1.0)
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert a_in.wait(5)
+    b = threading.Thread(target=second)
+    b.start()
+    assert b_started.wait(5)
+    ops.xp.negative(np.ones(2))  # this thread's call while the first records
+    b_in.wait(0.3)  # the second recording may begin while the first runs, or wait for it
+    a_may_leave.set()
+    a.join(5)
+    b.join(5)
+    assert [c[0] for c in tapes[0].calls] == ["add", "multiply"]
+    assert [c[0] for c in tapes[1].calls] == ["subtract"]
+    assert ops.xp is xp  # no recording's namespace left behind
+    assert not any(n in ops.__dict__ for n in ("dense_forward", "relu", "adam_step"))
+
+
+def test_train_on_batch_with_many_batch_sizes_holds_the_buffers_of_one() -> None:
+    """train_on_batch replays through fixed buffers of the program's own; a loop whose batches change size
+    (ragged data, a custom loop's last batch) must not keep a copy of every size it ever saw."""
+    model = xpnet.Sequential([xpnet.Dense(32, "relu", input_shape=(784,)), xpnet.Dense(10, "softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend="numpy")  # jit_compile="auto": replays
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((120, 784)).astype(np.float32), rng.integers(0, 10, 120)
+    for _ in range(4):  # one size, several calls: the replay runs
+        model.train_on_batch(x[:16], y[:16])
+    assert model.step_program.replayed >= 1
+    tracemalloc.start()
+    try:
+        for n in range(1, 121):
+            model.train_on_batch(x[:n], y[:n])
+        gc.collect()  # the lists dropped on the way hold reference cycles
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # one pair of 120-row buffers is 0.4 MB; a pair for every size seen would be 23 MB
+    assert held < 3_000_000, held
+    for _ in range(4):  # and a loop of one size still replays
+        model.train_on_batch(x[:16], y[:16])
+    assert model.step_program.replayed >= 2
+
+
+def test_a_predict_in_another_thread_does_not_overwrite_a_replayed_batch_before_it_is_copied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several predicts may run at once on one model (training/guard.py). A replayed batch's outputs are
+    the list's own buffers: a second thread that replays the same list between the first thread's run
+    and its copy of those buffers must not hand it the second thread's batch."""
+    import threading
+
+    from xpnet.training.forward_program import ForwardProgram
+
+    model, _, shape = _model("lenet")
+    model.build(backend="numpy")
+    rng = np.random.default_rng(4)
+    xa, xb = rng.random((32, *shape), dtype=np.float32), rng.random((32, *shape), dtype=np.float32)
+    for _ in range(3):  # recorded, checked, replayed
+        model.predict(xa, batch_size=32)
+    want_a, want_b = model.predict(xa, batch_size=32), model.predict(xb, batch_size=32)
+    paused, b_done = threading.Event(), threading.Event()
+    plain = ForwardProgram._replayed
+    first = threading.get_ident()
+
+    def replayed(self: Any, fn: Any, inputs: Any) -> Any:
+        got = plain(self, fn, inputs)
+        if threading.get_ident() == first and not paused.is_set():  # the interpreter switches threads here
+            paused.set()
+            b_done.wait(5)
+        return got
+
+    monkeypatch.setattr(ForwardProgram, "_replayed", replayed)
+    got_b: list[Any] = []
+
+    def second() -> None:
+        assert paused.wait(5)
+        got_b.append(model.predict(xb, batch_size=32))
+        b_done.set()
+
+    b = threading.Thread(target=second)
+    b.start()
+    got_a = model.predict(xa, batch_size=32)
+    b.join(5)
+    np.testing.assert_array_equal(got_b[0], want_b)
+    np.testing.assert_array_equal(got_a, want_a)

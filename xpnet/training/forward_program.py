@@ -126,7 +126,7 @@ class ForwardProgram:
     ) -> list[Array]:
         """eager: run this batch eagerly (sample-weighted evaluation is not yet checked for capture)."""
         if self.replays and not eager:
-            batch = [a.copy() for a in self._replayed(fn, list(inputs))]  # the list's buffers: the next run's
+            batch = self._replayed(fn, list(inputs))  # copies: the list's buffers are the next run's
             return batch if not running else [u + v for u, v in zip(running, batch, strict=True)]
         with self.routing():
             g = None if eager else self._graph(fn, inputs, running)
@@ -156,11 +156,12 @@ class ForwardProgram:
 
     def _replayed(self, fn: Callable[..., list[Array]], inputs: list[Array]) -> list[Array]:
         """One NumPy batch: recorded (the first of its shape), checked (the second), then replayed; eager
-        while another thread runs this program (the lists' buffers are one per shape)."""
+        while another thread runs this program (the lists' buffers are one per shape). The outputs are
+        copied out of the list's buffers before another thread may run the list again."""
         if not self._busy.acquire(blocking=False):
             return fn(*inputs)
         try:
-            return self._batch(fn, inputs)
+            return [a.copy() for a in self._batch(fn, inputs)]
         finally:
             self._busy.release()
 

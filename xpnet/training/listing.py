@@ -14,9 +14,12 @@ order the step makes them. Shapes follow each name; the dtype too where it is no
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 if TYPE_CHECKING:
     from ..backend import Ops
@@ -66,6 +69,8 @@ class Recorder:
             name = self.temps[key] = f"t{self.count}"
         elif name is None:
             name = self.temps.get(key) or _transposed(self.temps, v)
+        if not name and v.ndim == 0 and isinstance(v, (np.ndarray, np.generic)):
+            return f"{v.item():g}"  # a number made outside the step (η / batch): its value (no device read)
         dtype = "" if str(v.dtype) == self.dtype else f":{short(v.dtype)}"
         return f"{name}[{','.join(map(str, v.shape))}]{dtype}"
 
@@ -139,6 +144,12 @@ def _backward_sum(o: list[str], i: list[str], full: list[str]) -> list[str]:
     return [_line(f"{act}_grad", f"{dh} ·= {act}'({h})"), _line("bias_grad", bias)]
 
 
+def _pool(size: str, strides: str) -> str:
+    """A max pool's window, and its strides where they differ: `maxpool2x2`, `maxpool3x3 stride 1x1`."""
+    window = f"maxpool{size.replace(', ', 'x')}"
+    return window if strides == size else f"{window} stride {strides.replace(', ', 'x')}"
+
+
 # op name → (outputs' bare names, inputs as described, outputs as described) → lines of the listing
 _FORMULAS: dict[str, Callable[[list[str], list[str], list[str]], list[str]]] = {
     "dense_forward": _dense,
@@ -160,8 +171,8 @@ _FORMULAS: dict[str, Callable[[list[str], list[str], list[str]], list[str]]] = {
     "conv2d_backward": lambda o, i, f: [
         _line("conv2d_grad", f"{', '.join(f)} = ∂conv(δ {i[0]}, {_bare(i[2])})"),
     ],
-    "max_pool_relu_forward": lambda o, i, f: [_line("pool_relu", f"{f[0]} = relu(maxpool2x2({i[0]}))")],
-    "max_pool_relu_backward": lambda o, i, f: [_line("pool_relu_grad", f"{f[0]} = ∂maxpool(relu'·{i[0]})")],
+    "max_pool_relu_forward": lambda o, i, f: [_line("pool_relu", f"{f[0]} = relu({_pool(i[1], i[2])}({i[0]}))")],
+    "max_pool_relu_backward": lambda o, i, f: [_line("pool_relu_grad", f"{f[0]} = ∂{_pool(i[3], i[4])}(relu'·{i[0]})")],
 }
 
 
@@ -222,19 +233,47 @@ def recording(ops: Ops, rec: Writer) -> Iterator[None]:
         yield
 
 
+# one patching at a time: the backend object is shared by every model of the process, so two threads'
+# recordings that overlapped would each restore what they found, and the later leave the earlier's wrappers
+_PATCHING = threading.RLock()
+
+
+class _OnThread:
+    """`ops.xp` while one thread patches it: the patched namespace there, the one it replaced elsewhere."""
+
+    def __init__(self, thread: int, patched: Any, plain: Any) -> None:
+        self._thread, self._patched, self._plain = thread, patched, plain
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._patched if threading.get_ident() == self._thread else self._plain, attr)
+
+
+def _on_thread(thread: int, patched: Any, plain: Any) -> Any:
+    """A method wrapped for the patching thread only: another thread's calls meanwhile run it plainly."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return (patched if threading.get_ident() == thread else plain)(*args, **kwargs)
+
+    return call
+
+
 @contextmanager
 def patched(ops: Ops, names: list[str], wrap: Callable[[str, Any], Any], xp: Any) -> Iterator[None]:
-    """Inside: `ops.<name>` is `wrap(name, the bound method)` for each of `names`, and `ops.xp` is `xp`."""
-    saved_xp = ops.__dict__.get("xp")
-    for name in names:
-        ops.__dict__[name] = wrap(name, getattr(ops, name))
-    ops.__dict__["xp"] = xp
-    try:
-        yield
-    finally:
+    """Inside: `ops.<name>` is `wrap(name, the bound method)` for each of `names`, and `ops.xp` is `xp`,
+    for the calling thread; other threads see the backend as before (they wait to patch it themselves)."""
+    with _PATCHING:
+        me = threading.get_ident()
+        saved_xp = ops.__dict__.get("xp")
         for name in names:
-            ops.__dict__.pop(name, None)
-        if saved_xp is None:
-            ops.__dict__.pop("xp", None)
-        else:
-            ops.__dict__["xp"] = saved_xp
+            plain = getattr(ops, name)
+            ops.__dict__[name] = _on_thread(me, wrap(name, plain), plain)
+        ops.__dict__["xp"] = _OnThread(me, xp, ops.xp)
+        try:
+            yield
+        finally:
+            for name in names:
+                ops.__dict__.pop(name, None)
+            if saved_xp is None:
+                ops.__dict__.pop("xp", None)
+            else:
+                ops.__dict__["xp"] = saved_xp

@@ -289,12 +289,15 @@ class StepProgram:
 
     def train_on_batch(self, xb: Any, yb: Any, global_batch: int) -> list[Array]:
         """`train_on_batch` on NumPy through the replay: the batch copied into this program's own fixed
-        buffers (one pair per batch shape, so a loop of calls replays), then one step; its sums."""
+        buffers (one pair, for the latest batch shape, so a loop of calls replays), then one step; its sums."""
         plain = not isinstance(xb, list) and not isinstance(yb, list)  # one input, one output: no lists to walk
         given = [xb, yb] if plain else [*listed(xb), *listed(yb)]
         key = tuple((a.shape, a.dtype) for a in given)
         held = self._own_batches.get(key)
         if held is None:
+            # a new shape: the list (one at a time) is recorded anew on new buffers, so the old pair serves
+            # nothing more; kept, a loop of ever new sizes would hold a copy of each
+            self._own_batches.clear()
             held = self._own_batches[key] = (_copy(xb), _copy(yb))
         else:
             buffers = [held[0], held[1]] if plain else [*listed(held[0]), *listed(held[1])]
