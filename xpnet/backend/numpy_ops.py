@@ -72,9 +72,6 @@ class NumpyOps(Ops):
     def zeros(self, shape: tuple[int, ...] | int, dtype: Any) -> Array:
         return np.zeros(shape, dtype=dtype)
 
-    def _to_numpy(self, a: Array) -> np.ndarray:
-        return np.asarray(a)
-
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         return np.matmul(a, b, out=out)
 
