@@ -119,20 +119,23 @@ def test_a_replayed_lenet_step_allocates_nothing(jit: bool) -> None:
     running = program.run(replay.xb, replay.yb, 32, None, [])
 
     def measured(running: list[Any]) -> tuple[list[Any], int, int]:
-        tracemalloc.start()
+        tracemalloc.start(64)  # deep tracebacks: a block is this loop's if its stack passes through this file
         try:
             running = program.run(replay.xb, replay.yb, 32, None, running)  # the first, outside the count
             start, _ = tracemalloc.get_traced_memory()
+            before = _this_files_blocks()
             tracemalloc.reset_peak()
             for _ in range(100):
                 running = program.run(replay.xb, replay.yb, 32, None, running)
-            end, peak = tracemalloc.get_traced_memory()
+            _, peak = tracemalloc.get_traced_memory()
+            kept = sum(d.size_diff for d in _this_files_blocks().compare_to(before, "filename"))
         finally:
             tracemalloc.stop()
-        return running, end - start, peak - start
+        return running, kept, peak - start
 
-    # tracemalloc counts every thread's allocations: a thread an earlier test left running can add a few
-    # hundred bytes to one count, never to all three (a step that kept memory would, 100 times over)
+    # tracemalloc counts every thread's allocations: the growth counts only blocks allocated under this
+    # test's frames (a thread an earlier test left running added 0.5-6 KiB to whole-process counts in CI);
+    # the peak is the whole process's, so the least of three rounds is taken
     counts = []
     for _ in range(3):
         running, growth, peak = measured(running)
@@ -369,3 +372,10 @@ def test_a_predict_in_another_thread_does_not_overwrite_a_replayed_batch_before_
     b.join(5)
     np.testing.assert_array_equal(got_b[0], want_b)
     np.testing.assert_array_equal(got_a, want_a)
+
+
+def _this_files_blocks() -> tracemalloc.Snapshot:
+    """The live blocks whose allocating stack passes through this file (this thread's test code)."""
+    mine = tracemalloc.Filter(True, __file__, all_frames=True)
+    snapshots = tracemalloc.Filter(False, tracemalloc.__file__, all_frames=True)  # the snapshots themselves
+    return tracemalloc.take_snapshot().filter_traces([mine, snapshots])
