@@ -10,11 +10,16 @@ re-runs that call as it is and copies its result into the recorded buffer.
 Each binder checks that the backend still runs the method it mirrors (`NumpyOps`'s own, not an
 override) and that the recorded arrays have the layout it assumes; the program then checks a
 whole replayed step against an eager one before it trusts the list.
+
+A call that is one C function (a ufunc, a BLAS routine through ctypes) is bound as a
+`functools.partial` of it, and one that is several such calls as their `Steps`: the replayed list
+runs those partials one after another, so no Python frame of a wrapper runs per call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,21 @@ from .base import mix_int
 from .numpy_ops import NumpyOps
 
 Bound = Callable[[], object]  # what it returns is not used
+
+
+class Steps(tuple[Bound, ...]):
+    """One recorded call bound as several calls in order, each a C function with its arguments (a
+    `functools.partial` of a ufunc): the replayed list takes them in one by one (training/replay.py);
+    calling it runs them here."""
+
+    def __call__(self) -> None:
+        for f in self:
+            f()
+
+
+def _steps(*bound: Bound) -> Steps:
+    """The calls of `bound` in order, each `Steps` opened into its own calls."""
+    return Steps(g for f in bound for g in (f if isinstance(f, Steps) else (f,)))
 
 
 def mirrors(ops: Any, name: str) -> bool:
@@ -40,36 +60,28 @@ def _arrays(*a: Any) -> bool:
 def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, u: np.ndarray) -> Bound:
     """u = x @ w (+ b): x (n, i), w (i, k), b (k,) or None, u (n, k), one dtype."""
     if b is None:
-        return lambda: np.matmul(x, w, out=u)
-    matmul, add = np.matmul, np.add
-
-    def run() -> None:
-        matmul(x, w, out=u)
-        add(u, b, out=u)
-
-    return run
+        return partial(np.matmul, x, w, out=u)
+    return Steps((partial(np.matmul, x, w, out=u), partial(np.add, u, b, out=u)))
 
 
 def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
     """h = act(u) as `NumpyOps.activation_forward` computes it (relu, linear, row softmax)."""
     kind = type(act)  # exact types: a subclass may compute differently
     if kind is Linear:
-        return (lambda: None) if h is u else None
+        return Steps() if h is u else None
     if kind is ReLU:
-        maximum, dt = np.maximum, u.dtype
-        return lambda: maximum(u, 0.0, dtype=dt, out=h)
+        return partial(np.maximum, u, 0.0, dtype=u.dtype, out=h)
     if kind is Softmax and u.ndim == 2 and h is not u:
         col = np.empty((u.shape[0], 1), dtype=u.dtype)  # each row's max, then its sum
-        top, add, subtract, exp, divide = np.maximum.reduce, np.add.reduce, np.subtract, np.exp, np.divide
-
-        def run() -> None:
-            top(u, axis=1, keepdims=True, out=col)
-            subtract(u, col, out=h)
-            exp(h, out=h)
-            add(h, axis=1, keepdims=True, out=col)
-            divide(h, col, out=h)
-
-        return run
+        return Steps(
+            (
+                partial(np.maximum.reduce, u, axis=1, keepdims=True, out=col),
+                partial(np.subtract, u, col, out=h),
+                partial(np.exp, h, out=h),
+                partial(np.add.reduce, h, axis=1, keepdims=True, out=col),
+                partial(np.divide, h, col, out=h),
+            )
+        )
     return None
 
 
@@ -85,12 +97,7 @@ def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
     first, second = _dense(x, w, b, u), _activate(act, u, h)
     if second is None:
         return None
-
-    def run() -> None:
-        first()
-        second()
-
-    return run
+    return _steps(first, second)
 
 
 def bind_affine(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -131,26 +138,26 @@ def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], res
     picked = np.empty(n, dtype=u.dtype)
     mcol, scol = m[:, None], s[:, None]
     uflat, gflat = u.reshape(-1), grad.reshape(-1)
-    add, subtract, multiply, divide, exp, log = np.add, np.subtract, np.multiply, np.divide, np.exp, np.log
-    top, total, take, put = np.maximum.reduce, np.add.reduce, np.take, np.put
-
-    def run() -> None:
-        add(starts, y, out=idx)
-        top(u, axis=1, out=m)
-        subtract(u, mcol, out=p)
-        exp(p, out=p)
-        total(p, axis=1, out=s)
-        divide(p, scol, out=p)
-        log(s, out=value)
-        add(value, m, out=value)
-        take(uflat, idx, out=picked, mode="clip")  # labels are in range (checked when the data came in)
-        subtract(value, picked, out=value)
-        multiply(p, scale, out=grad)
-        take(gflat, idx, out=picked, mode="clip")
-        subtract(picked, scale, out=picked)
-        put(gflat, idx, picked, mode="clip")
-
-    return run
+    add, subtract = np.add, np.subtract
+    return Steps(
+        (
+            partial(add, starts, y, out=idx),
+            partial(np.maximum.reduce, u, axis=1, out=m),
+            partial(subtract, u, mcol, out=p),
+            partial(np.exp, p, out=p),
+            partial(np.add.reduce, p, axis=1, out=s),
+            partial(np.divide, p, scol, out=p),
+            partial(np.log, s, out=value),
+            partial(add, value, m, out=value),
+            # labels are in range (checked when the data came in)
+            partial(np.take, uflat, idx, out=picked, mode="clip"),
+            partial(subtract, value, picked, out=value),
+            partial(np.multiply, p, scale, out=grad),
+            partial(np.take, gflat, idx, out=picked, mode="clip"),
+            partial(subtract, picked, scale, out=picked),
+            partial(np.put, gflat, idx, picked, mode="clip"),
+        )
+    )
 
 
 def bind_bias_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -170,16 +177,10 @@ def bind_bias_grad(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], resu
 
 
 def _bias(du: np.ndarray, b: np.ndarray, mode: str) -> Bound:
-    total, subtract = np.add.reduce, np.subtract
     if mode == "set":
-        return lambda: total(du, axis=0, out=b)
+        return partial(np.add.reduce, du, axis=0, out=b)
     sums = np.empty(b.shape, dtype=np.result_type(du.dtype))
-
-    def run() -> None:
-        total(du, axis=0, out=sums)
-        subtract(b, sums, out=b)
-
-    return run
+    return Steps((partial(np.add.reduce, du, axis=0, out=sums), partial(np.subtract, b, sums, out=b)))
 
 
 def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -193,14 +194,9 @@ def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[s
     if not _arrays(h, dh, out) or result is not dh or not dh.flags.writeable:
         return None
     positive = np.empty(h.shape, dtype=bool)
-    greater, multiply, tail = np.greater, np.multiply, _bias(dh, out, mode)
-
-    def run() -> None:
-        greater(h, 0.0, out=positive)
-        multiply(dh, positive, out=dh)
-        tail()
-
-    return run
+    return _steps(
+        partial(np.greater, h, 0.0, out=positive), partial(np.multiply, dh, positive, out=dh), _bias(dh, out, mode)
+    )
 
 
 _VIEWS = (np.reshape, np.transpose, np.expand_dims, np.squeeze, np.swapaxes, np.moveaxis)
@@ -213,12 +209,11 @@ def bind_xp(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) 
     if f in _VIEWS and args and isinstance(args[0], np.ndarray):
         return _view(f, args, kwargs, result)
     if (isinstance(f, np.ufunc) and f.nout == 1) or f in _REDUCTIONS:
-        return lambda: f(*args, out=result, **kwargs)
+        return partial(f, *args, out=result, **kwargs)
     if f is np.count_nonzero:
         return _count(args, kwargs, result)
     if f is getattr(np, "astype", None) and len(args) == 2 and not kwargs:
-        copyto, x = np.copyto, args[0]
-        return lambda: copyto(result, x, casting="unsafe")
+        return partial(np.copyto, result, args[0], casting="unsafe")
     return None
 
 
@@ -227,10 +222,9 @@ def _view(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndar
     replay's values); a reshape that had to copy (a strided input) copies into the recorded result."""
     x = args[0]
     if np.shares_memory(result, x):
-        return lambda: None
+        return Steps()
     if f is np.reshape and not kwargs and result.flags.c_contiguous and result.size == x.size:
-        copyto, target = np.copyto, result.reshape(x.shape)  # C order on both sides, as reshape reads
-        return lambda: copyto(target, x)
+        return partial(np.copyto, result.reshape(x.shape), x)  # C order on both sides, as reshape reads
     return None
 
 
@@ -242,8 +236,7 @@ def _count(args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndarray) ->
     exact, into the recorded 0-d buffer."""
     if kwargs or len(args) != 1 or getattr(args[0], "dtype", None) != np.dtype(bool):
         return None
-    x, total, dt = args[0], np.add.reduce, result.dtype
-    return lambda: total(x, axis=None, dtype=dt, out=result)
+    return partial(np.add.reduce, args[0], axis=None, dtype=result.dtype, out=result)
 
 
 def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -253,8 +246,7 @@ def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result:
         return None
     if out is not None and out is not result:
         return None
-    a, b, matmul = args[0], args[1], np.matmul
-    return lambda: matmul(a, b, out=result)
+    return partial(np.matmul, args[0], args[1], out=result)
 
 
 def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -62,9 +63,11 @@ class NumpyOps(Ops):
         extra = {"numba": self.kernels.numba} if self.kernels is not None else {}
         return {**super().info(), "numpy": np.__version__, **extra}
 
-    def activate(self) -> AbstractContextManager[Any]:
-        # Diverging runs overflow; fit reports a non-finite loss itself, once, with advice.
-        return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    # Diverging runs overflow; fit reports a non-finite loss itself, once, with advice. np.errstate itself,
+    # with its arguments bound, so that a training call's entry runs no frame of a wrapper here.
+    activate: Callable[[], AbstractContextManager[Any]] = staticmethod(
+        partial(np.errstate, over="ignore", invalid="ignore", divide="ignore")
+    )
 
     def asarray(self, a: Any, dtype: Any = None) -> Array:
         return np.asarray(a, dtype=dtype)

@@ -117,20 +117,24 @@ class BatchRunner(Compiled):
             raise ValueError("train_on_batch: y (the targets) is required")
         ops = self.ops
         assert ops is not None
-        n = data.rows(x)
+        count = data.rows(x) * self._comm.size
         with ops.activate():
             program = self._step_program()
             step = program.step  # its first call refuses a model it cannot train (`require_trainable`)
             sw = self.sample_weights_for(sample_weight, class_weight, yy, "train_on_batch")
-            wb = None if sw is None else self.upload(sw)
-            if wb is None and program.replays:  # NumPy: through the recorded step, as fit's steps
-                sums = program.train_on_batch(self.upload(x), self.upload(yy, targets=True), n * self._comm.size)
+            replayed = sw is None and program.replays
+            if replayed:
+                # NumPy, through the recorded step as fit's steps: the program copies the batch into its own
+                # fixed host buffers in the model's dtypes (that copy is the upload), and its sums are host
+                # arrays (nothing to download)
+                sums = program.train_on_batch(x, yy, count, (self.dtype, self.target_dtypes()))
             else:
-                sums = step(self.upload(x), self.upload(yy, targets=True), n * self._comm.size, wb)
+                wb = None if sw is None else self.upload(sw)
+                sums = step(self.upload(x), self.upload(yy, targets=True), count, wb)
             store = step.store
             if store.sink is not store.default_sink:  # a replayed step leaves it as it was
                 store.use_sink()  # backward fills the gradient buffer again (compute_gradients, trace)
-            return _shape_result(self._read(sums, n * self._comm.size), return_dict)
+            return _shape_result(self._read(sums, count, on_host=replayed), return_dict)
 
     @exclusive("compute_gradients")
     def compute_gradients(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
@@ -170,8 +174,11 @@ class BatchRunner(Compiled):
             for layer, steps in counters:
                 layer.iterations = steps
 
-    def _read(self, sums: list[Array], count: int) -> dict[str, float]:
-        """One device→host read of the running sums; returns the loss and metric values."""
+    def _read(self, sums: list[Array], count: int, on_host: bool = False) -> dict[str, float]:
+        """One device→host read of the running sums; returns the loss and metric values.
+
+        on_host: the sums are host NumPy arrays already (a replayed step's), read as they are.
+        """
         ops = self.ops
         assert ops is not None
         xp = ops.xp
@@ -182,7 +189,8 @@ class BatchRunner(Compiled):
             if m.stateful and flat[first + k].shape[0] == 0:  # its state lives in its variables: its
                 flat[first + k] = m.device_result(xp, flat[0].dtype)  # result joins this one read
         concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy before 14 lacks the array-API name
-        host = ops.to_numpy(concat(flat) if len(flat) > 1 else flat[0])
+        joined = concat(flat) if len(flat) > 1 else flat[0]
+        host = joined if on_host else ops.to_numpy(joined)
         if self._comm.size > 1:
             host = self._comm.allreduce_host(host)
         out, off = {"loss": float(host[0]) / count}, 1

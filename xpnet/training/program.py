@@ -160,8 +160,13 @@ def _decide(model: Trainer, ops: Ops, request: JitRequest) -> tuple[bool, bool, 
     return True, False, "captured: one CUDA graph per batch shape, after one eager warm-up step"
 
 
-def _copy(v: Any) -> Any:
-    return [a.copy() for a in v] if isinstance(v, list) else v.copy()
+def _per_array(dtype: Any, count: int) -> list[Any]:
+    return list(dtype) if isinstance(dtype, list) else [dtype] * count
+
+
+def _as_given(v: Any, arrays: list[Any]) -> Any:
+    """`arrays` in v's form: a list for a list, the one array for an array."""
+    return arrays if isinstance(v, list) else arrays[0]
 
 
 class StepProgram:
@@ -287,22 +292,36 @@ class StepProgram:
         self.launches += 1
         return g.sums
 
-    def train_on_batch(self, xb: Any, yb: Any, global_batch: int) -> list[Array]:
+    def train_on_batch(self, xb: Any, yb: Any, global_batch: int, dtypes: tuple[Any, Any]) -> list[Array]:
         """`train_on_batch` on NumPy through the replay: the batch copied into this program's own fixed
-        buffers (one pair, for the latest batch shape, so a loop of calls replays), then one step; its sums."""
+        buffers (one pair, for the latest batch shape, so a loop of calls replays), then one step; its sums.
+
+        xb, yb: checked host arrays (or lists of them, one per input and output); dtypes: the dtype x and
+        y take on the device (for y None keeps the labels' own, a list has one per output), which the
+        buffers have: the copy into them is the batch's upload.
+        """
         plain = not isinstance(xb, list) and not isinstance(yb, list)  # one input, one output: no lists to walk
-        given = [xb, yb] if plain else [*listed(xb), *listed(yb)]
-        key = tuple((a.shape, a.dtype) for a in given)
+        if plain:
+            given, want = [xb, yb], list(dtypes)
+        else:
+            given = [*listed(xb), *listed(yb)]
+            want = [dtypes[0]] * len(listed(xb)) + _per_array(dtypes[1], len(listed(yb)))
+        kinds = [a.dtype if d is None else np.dtype(d) for a, d in zip(given, want, strict=True)]
+        key = tuple((a.shape, k) for a, k in zip(given, kinds, strict=True))
         held = self._own_batches.get(key)
         if held is None:
             # a new shape: the list (one at a time) is recorded anew on new buffers, so the old pair serves
             # nothing more; kept, a loop of ever new sizes would hold a copy of each
             self._own_batches.clear()
-            held = self._own_batches[key] = (_copy(xb), _copy(yb))
+            copies = [np.array(a, dtype=k, order="C") for a, k in zip(given, kinds, strict=True)]
+            nx = len(listed(xb))
+            held = self._own_batches[key] = (
+                (copies[0], copies[1]) if plain else (_as_given(xb, copies[:nx]), _as_given(yb, copies[nx:]))
+            )
         else:
             buffers = [held[0], held[1]] if plain else [*listed(held[0]), *listed(held[1])]
             for dst, src in zip(buffers, given, strict=True):
-                np.copyto(dst, src)
+                np.copyto(dst, src, casting="unsafe")  # as the upload's cast to the model's dtype
         r = self._replay
         if r is not None and (r.xb is not held[0] or r.yb is not held[1]):
             self._replay = None  # recorded on a fit's buffers or another shape's: record on these

@@ -15,6 +15,7 @@ changes one makes the program record anew. The host counters the step's Python c
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -111,6 +112,8 @@ class CallList:
         self.cells: dict[int, list[Any]] = {}  # a result that is no array (a convolution's context) → its latest
         self.keep: list[Any] = []
         self.calls: list[Callable[[], object]] = [self._bind(*call) for call in tape.calls]
+        # what `run` runs: a call bound as several C-level calls (`fused_cpu.Steps`) enters as those calls
+        self.flat = _opened(self.calls)
 
     def _bind(self, name: str, f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Any:
         args = tuple(self.swapped(a) for a in args)
@@ -164,7 +167,7 @@ class CallList:
         return result
 
     def run(self) -> None:
-        for f in self.calls:
+        for f in self.flat:
             f()
 
 
@@ -198,6 +201,9 @@ class Replay:
         if any(not isinstance(b, np.ndarray) or id(root(b)) not in known for b in self.batch):
             raise NotReplayable("the step's sums are not all results of its backend calls")
         self.sums = [np.empty_like(b) for b in self.batch]
+        opt = model.optimizer
+        assert opt is not None
+        self.opt = opt
         self.before, self.after = _host_steps(model)
         self.settings = settings_of(model)
         self.ops, self.backend = ops, backend_settings(ops)
@@ -241,6 +247,9 @@ class Replay:
 
     def run(self, running: list[Array]) -> list[Array]:
         """One step: the host counters, the list, the running sums [loss, *metric states] in place."""
+        # the optimizer's host count, moved here as `Optimizer.apply` moves it in an eager step (its device
+        # twin t is the first entry of `before`): no call into the optimizer per replayed step
+        self.opt._iterations += 1  # noqa: SLF001
         for f in self.before:
             f()
         self.list.run()
@@ -257,13 +266,14 @@ class Replay:
 
 
 def _host_steps(model: Trainer) -> tuple[list[Callable[[], object]], list[Callable[[], object]]]:
-    """What the step's Python code moves outside the backend's calls: the optimizer's count (before the
-    list) and each Dropout layer's `self._counter += 1` (after it)."""
+    """What the step's Python code moves outside the backend's calls: the optimizer's device count t, as
+    `Optimizer.apply`'s `self._t += 1` (before the list), and each Dropout layer's `self._counter += 1`
+    (after it). Its host count `iterations` moves in `Replay.run`."""
     from ..layers.dropout import Dropout
 
     opt = model.optimizer
     assert opt is not None
-    before: list[Callable[[], object]] = [lambda: setattr(opt, "iterations", opt.iterations + 1)]
+    before: list[Callable[[], object]] = [_advance(opt._t)]  # noqa: SLF001
     dropouts = [d for d in model.leaf_layers if isinstance(d, Dropout) and d.rate != 0.0]
     return before, [_advance(d._counter) for d in dropouts]  # noqa: SLF001
 
@@ -305,14 +315,19 @@ def settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
     return out
 
 
+def _opened(calls: list[Callable[[], object]]) -> list[Callable[[], object]]:
+    from ..backend.fused_cpu import Steps
+
+    return [f for call in calls for f in (call if isinstance(call, Steps) else (call,))]
+
+
 def _is_buffer(v: Any) -> bool:
     return isinstance(v, np.ndarray) and v.ndim > 0
 
 
-def _advance(counter: Array) -> Any:
-    add = np.add
-    one = np.ones((), dtype=counter.dtype)
-    return lambda: add(counter, one, out=counter)
+def _advance(counter: Array) -> Callable[[], object]:
+    """counter += 1 in place (a 0-d array), as one bound ufunc call."""
+    return partial(np.add, counter, np.ones((), dtype=counter.dtype), out=counter)
 
 
 def _is_object(v: Any) -> bool:
