@@ -243,6 +243,24 @@ def test_a_replayed_train_on_batch_uploads_as_the_eager_one(case: str) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_replayed_two_input_train_on_batch_uploads_each_input_as_the_eager_one() -> None:
+    """A list of inputs (one float64, one float32) goes into the program's buffers one array each, cast to
+    the model's dtype: the replayed calls give the bits of the eager ones."""
+    rng = np.random.default_rng(0)
+    a, b, y = rng.standard_normal((32, 5)), rng.standard_normal((32, 7)).astype(np.float32), rng.integers(0, 3, 32)
+    runs = []
+    for jit in ("auto", False):
+        i1, i2 = Input((5,)), Input((7,))
+        h = xpnet.layers.Add()([Dense(8, activation="relu")(i1), Dense(8, activation="relu")(i2)])
+        model = xpnet.Model([i1, i2], Dense(3, activation="softmax")(h), seed=3)
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend="numpy", jit_compile=jit)
+        runs.append(([model.train_on_batch([a, b], y) for _ in range(8)], model.get_weights()))
+        assert jit is False or model._program.replayed >= 2
+    assert runs[0][0] == runs[1][0]
+    for p, q in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
 def test_a_replayed_train_on_batch_that_overflows_warns_nothing() -> None:
     """The replay runs under the backend's activation (np.errstate, bound in NumpyOps): an overflowing step
     says nothing per call (fit reports a non-finite loss itself)."""
