@@ -202,9 +202,10 @@ def test_the_walk_of_one_eager_train_on_batch_stays_short() -> None:
 
 
 def test_a_replayed_mlp_step_is_a_flat_list_of_partials_of_c_functions() -> None:
-    """The MLP's recorded calls are bound as `functools.partial`s of ufuncs and of the ctypes GEMM (a call of
-    several such, `fused_cpu.Steps`, opened into the list), so the replay runs no wrapper frame of ours; the
-    counts it moves itself are the eager step's (the optimizer's host `iterations` and device t)."""
+    """The MLP's recorded calls are bound as `functools.partial`s of ufuncs, array methods and the ctypes
+    GEMM (a call of several such, `fused_cpu.Steps`, opened into the list), so the replay runs no wrapper
+    frame of ours; the counts it moves itself are the eager step's (the optimizer's host `iterations` and
+    device t)."""
     model = _mlp()
     x, y = _xy()
     for _ in range(6):

@@ -13,7 +13,9 @@ whole replayed step against an eager one before it trusts the list.
 
 A call that is one C function (a ufunc, a BLAS routine through ctypes) is bound as a
 `functools.partial` of it, and one that is several such calls as their `Steps`: the replayed list
-runs those partials one after another, so no Python frame of a wrapper runs per call.
+runs those partials one after another, so no Python frame of a wrapper runs per call. Their
+arguments are positional where the function takes them so (`out` of a ufunc, `axis`/`dtype`/`out`
+of a reduction): a partial with keywords builds a dict at each call.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ Bound = Callable[[], object]  # what it returns is not used
 
 class Steps(tuple[Bound, ...]):
     """One recorded call bound as several calls in order, each a C function with its arguments (a
-    `functools.partial` of a ufunc): the replayed list takes them in one by one (training/replay.py);
-    calling it runs them here."""
+    `functools.partial` of a ufunc or an array method): the replayed list takes them in one by one
+    (training/replay.py); calling it runs them here."""
 
     def __call__(self) -> None:
         for f in self:
@@ -60,8 +62,8 @@ def _arrays(*a: Any) -> bool:
 def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, u: np.ndarray) -> Bound:
     """u = x @ w (+ b): x (n, i), w (i, k), b (k,) or None, u (n, k), one dtype."""
     if b is None:
-        return partial(np.matmul, x, w, out=u)
-    return Steps((partial(np.matmul, x, w, out=u), partial(np.add, u, b, out=u)))
+        return partial(np.matmul, x, w, u)
+    return Steps((partial(np.matmul, x, w, u), partial(np.add, u, b, u)))
 
 
 def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
@@ -75,11 +77,11 @@ def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
         col = np.empty((u.shape[0], 1), dtype=u.dtype)  # each row's max, then its sum
         return Steps(
             (
-                partial(np.maximum.reduce, u, axis=1, keepdims=True, out=col),
-                partial(np.subtract, u, col, out=h),
-                partial(np.exp, h, out=h),
-                partial(np.add.reduce, h, axis=1, keepdims=True, out=col),
-                partial(np.divide, h, col, out=h),
+                partial(np.maximum.reduce, u, 1, None, col, True),  # axis 1, keepdims
+                partial(np.subtract, u, col, h),
+                partial(np.exp, h, h),
+                partial(np.add.reduce, h, 1, None, col, True),
+                partial(np.divide, h, col, h),
             )
         )
     return None
@@ -141,21 +143,22 @@ def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], res
     add, subtract = np.add, np.subtract
     return Steps(
         (
-            partial(add, starts, y, out=idx),
-            partial(np.maximum.reduce, u, axis=1, out=m),
-            partial(subtract, u, mcol, out=p),
-            partial(np.exp, p, out=p),
-            partial(np.add.reduce, p, axis=1, out=s),
-            partial(np.divide, p, scol, out=p),
-            partial(np.log, s, out=value),
-            partial(add, value, m, out=value),
-            # labels are in range (checked when the data came in)
-            partial(np.take, uflat, idx, out=picked, mode="clip"),
-            partial(subtract, value, picked, out=value),
-            partial(np.multiply, p, scale, out=grad),
-            partial(np.take, gflat, idx, out=picked, mode="clip"),
-            partial(subtract, picked, scale, out=picked),
-            partial(np.put, gflat, idx, picked, mode="clip"),
+            partial(add, starts, y, idx),
+            partial(np.maximum.reduce, u, 1, None, m),
+            partial(subtract, u, mcol, p),
+            partial(np.exp, p, p),
+            partial(np.add.reduce, p, 1, None, s),
+            partial(np.divide, p, scol, p),
+            partial(np.log, s, value),
+            partial(add, value, m, value),
+            # the arrays' own take and put (what np.take and np.put call); labels are in range (checked when
+            # the data came in), so "clip" clips nothing
+            partial(uflat.take, idx, None, picked, "clip"),
+            partial(subtract, value, picked, value),
+            partial(np.multiply, p, scale, grad),
+            partial(gflat.take, idx, None, picked, "clip"),
+            partial(subtract, picked, scale, picked),
+            partial(gflat.put, idx, picked, "clip"),
         )
     )
 
@@ -178,9 +181,9 @@ def bind_bias_grad(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], resu
 
 def _bias(du: np.ndarray, b: np.ndarray, mode: str) -> Bound:
     if mode == "set":
-        return partial(np.add.reduce, du, axis=0, out=b)
+        return partial(np.add.reduce, du, 0, None, b)
     sums = np.empty(b.shape, dtype=np.result_type(du.dtype))
-    return Steps((partial(np.add.reduce, du, axis=0, out=sums), partial(np.subtract, b, sums, out=b)))
+    return Steps((partial(np.add.reduce, du, 0, None, sums), partial(np.subtract, b, sums, b)))
 
 
 def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -194,9 +197,7 @@ def bind_activation_backward_sum(ops: Any, args: tuple[Any, ...], kwargs: dict[s
     if not _arrays(h, dh, out) or result is not dh or not dh.flags.writeable:
         return None
     positive = np.empty(h.shape, dtype=bool)
-    return _steps(
-        partial(np.greater, h, 0.0, out=positive), partial(np.multiply, dh, positive, out=dh), _bias(dh, out, mode)
-    )
+    return _steps(partial(np.greater, h, 0.0, positive), partial(np.multiply, dh, positive, dh), _bias(dh, out, mode))
 
 
 _VIEWS = (np.reshape, np.transpose, np.expand_dims, np.squeeze, np.swapaxes, np.moveaxis)
@@ -246,7 +247,7 @@ def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result:
         return None
     if out is not None and out is not result:
         return None
-    return partial(np.matmul, args[0], args[1], out=result)
+    return partial(np.matmul, args[0], args[1], result)
 
 
 def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
