@@ -48,7 +48,8 @@ def test_benchmark_replay_flag_adds_eager_and_replay_once(bench: ModuleType) -> 
     ("argv", "message"),
     [
         (["--variants", "eager,fast"], "unknown variant(s) ['fast']"),
-        (["--threads", "0"], "--threads must be >= 1, received 0"),
+        (["--threads", "0"], "--threads must be between 1 and the"),
+        (["--threads", "999"], "usable cores, received 999"),
         (["--workloads", "A,C"], "unknown workload(s) ['C']"),
     ],
 )
@@ -148,10 +149,86 @@ def test_benchmark_threads_sets_one_count_for_blas_and_xpnet(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
-    env = bench.make_env(bench.parse_args(["--threads", "1", "--peers", ""]))
+    env = bench.make_env(bench.parse_args(["--threads", "1", "--peers", ""]), pin=False)
     try:
         assert env.threads == 1 and env.blas_threads == 1
         assert bench.os.environ["XPNET_BLAS_THREADS"] == "1"
     finally:
         env._limit.restore_original_limits()
         monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+
+
+_PIN_CHILD = """
+import importlib.util, json, os, subprocess, sys, threading
+spec = importlib.util.spec_from_file_location("bench", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+sys.modules["bench"] = bench
+spec.loader.exec_module(bench)
+release = threading.Event()
+early = threading.Thread(target=release.wait)
+early.start()
+cores = bench.pin_to_cores(1)
+seen = {}
+late = threading.Thread(target=lambda: seen.update(late=sorted(os.sched_getaffinity(0))))
+late.start()
+late.join()
+tasks = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+release.set()
+early.join()
+print(json.dumps({"cores": cores, "tasks": tasks, "late": seen["late"], "child": child}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no os.sched_setaffinity here")
+def test_pin_to_cores_holds_threads_made_before_and_after_and_child_processes() -> None:
+    import json
+    import os
+    import subprocess
+
+    root = str(SCRIPTS.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PIN_CHILD, str(SCRIPTS / "benchmark.py")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    first = min(os.sched_getaffinity(0))
+    assert got["cores"] == [first]
+    # the main thread, the thread started before the pinning and NumPy's BLAS pool (made at import)
+    assert len(got["tasks"]) >= 2
+    assert all(c == [first] for c in got["tasks"].values()), got["tasks"]
+    assert got["late"] == [first] and got["child"] == f"[{first}]"
+
+
+def test_pin_to_cores_refuses_a_count_it_cannot_pin(bench: ModuleType) -> None:
+    if not hasattr(bench.os, "sched_setaffinity"):
+        assert bench.pin_to_cores(1) == []
+        return
+    usable = len(bench.os.sched_getaffinity(0))
+    for n in (0, usable + 1):
+        with pytest.raises(ValueError, match=f"cannot pin to {n} cores: this process may use {usable}"):
+            bench.pin_to_cores(n)
+
+
+def test_interleaved_reports_the_cores_each_contender_kept_busy(bench: ModuleType) -> None:
+    import time
+
+    def spin() -> float:
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+        return 0.05
+
+    def nap() -> float:
+        time.sleep(0.05)
+        return 0.05
+
+    contenders = [SimpleNamespace(name="spin", run=spin), SimpleNamespace(name="nap", run=nap)]
+    cores: dict[str, list[float]] = {}
+    bench.interleaved(contenders, lambda c: c.run(), 0, 3, "t", 0, 0.0, cores)  # type: ignore[arg-type]
+    assert sorted(cores) == ["nap", "spin"] and all(len(v) == 3 for v in cores.values())
+    assert max(cores["nap"]) < 0.2 < min(cores["spin"])
+    row = {"cores_used": [1.0, 0.5, 0.75]}
+    assert bench.cores_cell(row) == "0.75 (0.50–1.00)" and bench.cores_cell({}) == "—"
