@@ -1327,7 +1327,8 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
     L: list[str] = []
     L.append(f"## xpnet benchmark — {meta['date']}")
     L.append("")
-    L.append(f"- machine: {meta['cpu']}, {meta['cores']} usable cores, {meta['platform']}")
+    pinned = f" (the run pinned to {len(env.cores)})" if env.cores else ""
+    L.append(f"- machine: {meta['cpu']}, {meta['cores']} usable cores{pinned}, {meta['platform']}")
     L.append(
         f"- Python {meta['python']}, NumPy {meta['numpy']} ({meta['numpy_blas']}); BLAS threads: "
         f"{env.blas_threads} ({env.blas_desc}); xpnet {meta['xpnet']}, backend {env.backend}"
@@ -1869,6 +1870,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     busy_before = wait_for_idle(args.wait_idle)
     watch = CpuWatch()
+    cores_before = usable_cores()  # the machine's, before --threads pins the run
     env = make_env(args)
     data = load_data(args.train_size, args.download)
     print(f"data: {data.source} ({data.xtr.shape[0]:,} train / {data.xte.shape[0]:,} test)", file=sys.stderr)
@@ -1876,7 +1878,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpu": cpu_model(),
-            "cores": usable_cores(),
+            "cores": cores_before,
             "platform": platform.platform(),
             "python": platform.python_version(),
             "numpy": np.__version__,
