@@ -33,6 +33,16 @@ from .numpy_images import (
 )
 
 
+def dropout_constants(keys: tuple[Any, Any], rate: float, dtype: Any, offset: Any = 0) -> tuple[int, int, int, Any]:
+    """What the hash mask of `keys` needs, for 0 < rate < 1: the first counter (k0 + offset) mod 2³², k1, the
+    keep threshold (kept where the hash is ≥ rate·2³²) and the kept value 1/(1 − rate) as a `dtype` scalar."""
+    start = (int(keys[0]) + int(offset)) & 0xFFFFFFFF
+    threshold = min(int(rate * 4294967296.0), 4294967295)
+    # True · 1/(1 − rate) in `dtype`: what NumPy's multiply of the keep mask writes where kept
+    scale = np.multiply(np.ones((), dtype=bool), 1.0 / (1.0 - rate), dtype=dtype)[()]
+    return start, int(keys[1]), threshold, scale
+
+
 class NumpyOps(Ops):
     name = "numpy"
     xp = np
@@ -112,6 +122,17 @@ class NumpyOps(Ops):
         threshold = min(int(rate * 4294967296.0), 4294967295)
         keep = np.greater_equal(h, np.uint32(threshold))
         return np.multiply(keep, 1.0 / (1.0 - rate), dtype=dtype).reshape(shape)
+
+    def dropout_forward(self, x: Array, keys: tuple[Any, Any], rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        """-> (x · mask, mask), both like x: numba's one pass where it applies, else the hash's NumPy passes."""
+        kernels = self.kernels
+        if kernels is None or x.dtype not in _jit.DTYPES or not x.flags.c_contiguous or not 0.0 < rate < 1.0:
+            return super().dropout_forward(x, keys, rate, offset)
+        mask, y = np.empty_like(x), np.empty_like(x)
+        kernels.dropout_apply(
+            x.reshape(-1), *dropout_constants(keys, rate, x.dtype, offset), mask.reshape(-1), y.reshape(-1)
+        )
+        return y, mask
 
     def runs_in_one_call(self, method: str) -> bool:
         # `gemm_sub` is one GEMM only with NumPy's BLAS at hand (else matmul, then a subtraction)
