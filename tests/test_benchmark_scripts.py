@@ -212,23 +212,24 @@ def test_pin_to_cores_refuses_a_count_it_cannot_pin(bench: ModuleType) -> None:
             bench.pin_to_cores(n)
 
 
-def test_interleaved_reports_the_cores_each_contender_kept_busy(bench: ModuleType) -> None:
-    import time
+def test_interleaved_reports_the_cores_each_contender_kept_busy(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = {"cpu": 0.0, "wall": 0.0}  # fake clocks: what a contender used is then known exactly
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: clock["cpu"])
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock["wall"], sleep=lambda s: None))
 
-    def spin() -> float:
-        end = time.perf_counter() + 0.05
-        while time.perf_counter() < end:
-            pass
-        return 0.05
+    def runner(cores: float) -> object:
+        def run() -> float:
+            clock["cpu"] += 2.0 * cores
+            clock["wall"] += 2.0
+            return 2.0
 
-    def nap() -> float:
-        time.sleep(0.05)
-        return 0.05
+        return run
 
-    contenders = [SimpleNamespace(name="spin", run=spin), SimpleNamespace(name="nap", run=nap)]
+    contenders = [SimpleNamespace(name="two", run=runner(2.0)), SimpleNamespace(name="half", run=runner(0.5))]
     cores: dict[str, list[float]] = {}
-    bench.interleaved(contenders, lambda c: c.run(), 0, 3, "t", 0, 0.0, cores)  # type: ignore[arg-type]
-    assert sorted(cores) == ["nap", "spin"] and all(len(v) == 3 for v in cores.values())
-    assert max(cores["nap"]) < 0.2 < min(cores["spin"])
+    bench.interleaved(contenders, lambda c: c.run(), 1, 3, "t", 0, 0.0, cores)  # type: ignore[arg-type]
+    assert cores == {"two": [2.0, 2.0, 2.0], "half": [0.5, 0.5, 0.5]}  # the warm-up round is not kept
     row = {"cores_used": [1.0, 0.5, 0.75]}
     assert bench.cores_cell(row) == "0.75 (0.50–1.00)" and bench.cores_cell({}) == "—"

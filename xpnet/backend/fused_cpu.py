@@ -23,7 +23,8 @@ from ..activations import Linear, ReLU, Softmax
 from ..losses import SparseCategoricalCrossentropy
 from . import _cblas
 from .base import mix_int
-from .numpy_ops import NumpyOps, dropout_constants
+from .hashing import dropout_constants
+from .numpy_ops import NumpyOps
 
 Bound = Callable[[], object]  # what it returns is not used
 
