@@ -113,7 +113,9 @@ def test_e2e_defaults_are_the_issues_thirty_epochs(e2e: ModuleType) -> None:
     assert (a.epochs, a.repeats, a.limit, a.threads, a.redo, a.seed) == (30, 3, None, None, 3, 42)
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--repeats", "0"], ["--limit", "-5"], ["--settle", "-1"]])
+@pytest.mark.parametrize(
+    "argv", [["--epochs", "0"], ["--repeats", "0"], ["--limit", "-5"], ["--settle", "-1"], ["--threads", "999"]]
+)
 def test_e2e_bad_arguments_exit_with_the_value(
     e2e: ModuleType, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -233,3 +235,16 @@ def test_interleaved_reports_the_cores_each_contender_kept_busy(
     assert cores == {"two": [2.0, 2.0, 2.0], "half": [0.5, 0.5, 0.5]}  # the warm-up round is not kept
     row = {"cores_used": [1.0, 0.5, 0.75]}
     assert bench.cores_cell(row) == "0.75 (0.50–1.00)" and bench.cores_cell({}) == "—"
+
+
+def test_e2e_report_states_the_pinning_and_each_process_cores(e2e: ModuleType) -> None:
+    args = e2e.parse_args(["--threads", "1", "--epochs", "2"])
+    run = {"first_epoch_s": 1.0, "train_s": 2.0, "test_accuracy": 0.88}
+    results = {
+        "xpnet train": [{**run, "wall_s": 3.0, "cores_used": 0.98}, {**run, "wall_s": 3.2, "cores_used": 1.0}],
+        "JAX lax.scan": [{**run, "wall_s": 4.0, "cores_used": 1.02}, {**run, "wall_s": 4.0, "cores_used": 0.96}],
+    }
+    text = e2e.report(args, Path("/data"), results, [], [0.01], None, 0.1, [0])
+    assert "--threads 1, pinned to core(s) [0]" in text
+    assert "| 0.99 (0.98–1.00) |" in text and "| 0.99 (0.96–1.02) |" in text
+    assert "xpnet train ÷ JAX lax.scan, end to end: 0.78×" in text
