@@ -12,8 +12,10 @@ test evaluation at the end:
   batch of each epoch dropped: one compiled shape), and compiled forward passes for the validation
   and test sets. It reads the IDX files itself and imports nothing from xpnet.
 
-Contenders run interleaved in rotating order, after a pause, for `--repeats` rounds; a round during
-which other processes took more than 10% of the CPUs is run again (as scripts/benchmark.py does).
+With --threads N the script pins itself to N cores before starting any child (each inherits it);
+the report gives each child's CPU seconds ÷ wall seconds, the cores it kept busy. Contenders run
+interleaved in rotating order, after a pause, for `--repeats` rounds; a round during which other
+processes took more than 10% of the CPUs is run again (as scripts/benchmark.py does).
 Prints each contender's median wall time with its spread, its first epoch (JAX: compilation
 included), its test accuracy, and xpnet ÷ JAX as the median and range of the per-round ratios.
 Without JAX it prints one line and exits.
@@ -29,6 +31,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,7 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=30, help="epochs of each run (default 30)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--limit", type=int, default=None, help="train on the first N of the 55,000 images (default all)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="xpnet --threads N; XLA one thread if N=1")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pin to N cores; xpnet --threads N; XLA one thread if N=1",
+    )
     p.add_argument("--data-dir", default=None, help="folder of Fashion-MNIST's IDX files (default: xpnet's search)")
     p.add_argument("--no-numba", action="store_true", help="also run xpnet with XPNET_JIT=0 (without numba's kernels)")
     p.add_argument("--settle", type=float, default=1.0, metavar="S", help="idle pause before each run (default 1)")
@@ -68,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(a, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be >= 1, received {value}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if a.threads is not None and a.threads > cores:
+        p.error(f"--threads {a.threads}: more than the {cores} usable cores")
     if a.settle < 0 or a.wait_idle < 0:
         p.error(f"--settle and --wait-idle must be >= 0, received {a.settle} and {a.wait_idle}")
     a.redo = a.repeats if a.redo is None else a.redo
@@ -174,14 +186,18 @@ def data_folder(data_dir: str | None) -> Path:
     )
 
 
-def timed_run(cmd: list[str], env: dict[str, str], what: str) -> tuple[float, str]:
-    """Wall seconds of the process `cmd` from start to exit, and its standard output."""
+def timed_run(cmd: list[str], env: dict[str, str], what: str) -> tuple[float, float, str]:
+    """Wall seconds of the process `cmd` from start to exit, its CPU seconds ÷ wall seconds (the cores
+    it kept busy), and its standard output."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{what} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return wall, done.stdout
+    cpu = (after.ru_utime + after.ru_stime) - (kids.ru_utime + kids.ru_stime)
+    return wall, cpu / wall, done.stdout
 
 
 def run_xpnet(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -191,10 +207,11 @@ def run_xpnet(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> di
         cmd += ["--seed", str(args.seed)]
         cmd += ["--limit", str(args.limit)] if args.limit else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
-        wall, _ = timed_run(cmd, env, "xpnet train")
+        wall, used, _ = timed_run(cmd, env, "xpnet train")
         hist = json.loads((Path(tmp) / "run" / "history.json").read_text())
     return {
         "wall_s": wall,
+        "cores_used": used,
         "first_epoch_s": hist["seconds"][0],
         "train_s": hist["train_wall_seconds"],
         "test_accuracy": hist["test_accuracy"],
@@ -206,12 +223,16 @@ def run_jax(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> dict
     cmd = [sys.executable, os.path.abspath(__file__), "--jax-child", "--epochs", str(args.epochs)]
     cmd += ["--data-dir", str(folder), "--seed", str(args.seed)]
     cmd += ["--limit", str(args.limit)] if args.limit else []
-    wall, out = timed_run(cmd, env, "the JAX run")
-    return {"wall_s": wall, **json.loads(out.strip().splitlines()[-1])}
+    wall, used, out = timed_run(cmd, env, "the JAX run")
+    return {"wall_s": wall, "cores_used": used, **json.loads(out.strip().splitlines()[-1])}
 
 
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}–{max(values):.2f})"
+
+
+def ratio_spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})" if values else "—"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,9 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         print("JAX not installed: the end-to-end comparison with JAX lax.scan is skipped (pip install jax)")
         return 0
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import BUSY, interleaved, wait_for_idle
+    from benchmark import BUSY, interleaved, pin_to_cores, wait_for_idle
 
     import xpnet
+
+    # before any child starts: each inherits the affinity, so "--threads 1" means one core for JAX too
+    cores = pin_to_cores(args.threads) if args.threads else None
 
     folder = data_folder(args.data_dir)
     # the CLI child imports the xpnet this script found, wherever it is started from
@@ -251,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         args.settle,  # type: ignore[arg-type]
     )
     results: dict[str, list[dict[str, Any]]] = dict(res)
-    print(report(args, folder, results, discarded, kept, busy_before, BUSY))
+    print(report(args, folder, results, discarded, kept, busy_before, BUSY, cores))
     if args.json:
-        out = {"args": vars(args), "data": str(folder), "results": results, "discarded": discarded, "kept": kept}
+        out = {"args": vars(args), "data": str(folder), "cores": cores, "results": results}
+        out.update(discarded=discarded, kept=kept)
         tmp = f"{args.json}.tmp"
         with open(tmp, "w") as f:
             json.dump(out, f, indent=2)
@@ -269,17 +294,21 @@ def report(
     kept: list[float],
     busy_before: float | None,
     busy: float,
+    cores: list[int] | None = None,
 ) -> str:
     images = f"the first {args.limit:,} of 55,000" if args.limit else "55,000"
     threads = f"--threads {args.threads}" if args.threads else "each library's own thread choice"
+    if args.threads:
+        threads += f", pinned to core(s) {cores}" if cores else ", NOT pinned (no os.sched_setaffinity here)"
     L = [
         f"## End to end: model A, {args.epochs} epochs on {images} Fashion-MNIST images ({folder}), {threads}",
         "",
         f"Wall clock of each whole process, {len(next(iter(results.values())))} interleaved rounds "
-        "(median, min–max); first epoch as measured inside the process (JAX: compilation included).",
+        "(median, min–max); first epoch as measured inside the process (JAX: compilation included); "
+        "cores used: the process's CPU seconds ÷ its wall seconds.",
         "",
-        "| contender | wall, process start to exit | training loop | first epoch | test accuracy |",
-        "|---|---|---|---|---|",
+        "| contender | wall, process start to exit | training loop | first epoch | test accuracy | cores used |",
+        "|---|---|---|---|---|---|",
     ]
     for name, rs in results.items():
         firsts = [x["first_epoch_s"] for x in rs if x.get("first_epoch_s") is not None]
@@ -289,6 +318,7 @@ def report(
             spread([x["train_s"] for x in rs]),
             spread(firsts) if firsts else "—",
             f"{statistics.median(x['test_accuracy'] for x in rs):.4f}",
+            ratio_spread([x["cores_used"] for x in rs if "cores_used" in x]),
         ]
         L.append("| " + " | ".join(cells) + " |")
     jax_wall = [x["wall_s"] for x in results["JAX lax.scan"]]

@@ -19,7 +19,9 @@ repeats is reported; ratios are medians of per-repeat ratios, so slow spells of 
 hit everyone alike. The run first waits (--wait-idle) for other processes to leave the CPUs,
 and a repeat during which other processes took more than 10% of the CPUs is thrown away and
 run again (--redo). Times are printed as ratios to the floor and to each peer, and the
-issue's targets are marked met/missed.
+issue's targets are marked met/missed. --threads N pins the whole run to N cores before any peer
+is imported (a thread count alone does not keep XLA to N cores) and gives every library N threads;
+each table reports every contender's CPU seconds ÷ wall seconds, the cores it actually kept busy.
 
     python scripts/benchmark.py                      # everything, numpy backend (~2 min on an idle 2-core box)
     python scripts/benchmark.py --quick              # a smoke run (subset of the data, 3 repeats)
@@ -35,6 +37,7 @@ issue's targets are marked met/missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import gc
 import itertools
@@ -106,6 +109,7 @@ class Env:
     jax: Any = None
     jax_note: str = ""
     threads: int | None = None  # --threads: one count for every contender's BLAS / intra-op pool
+    cores: list[int] | None = None  # --threads: the cores the whole run is pinned to (empty: pinning unsupported)
     variants: list[str] = field(default_factory=list)  # xpnet rows beside the default (VARIANTS)
     notes: list[str] = field(default_factory=list)
     _limit: Any = None  # threadpoolctl's limiter under --threads, kept for the whole run
@@ -149,6 +153,38 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def pin_to_cores(n: int) -> list[int]:
+    """Pin this process to its n lowest usable cores: every thread it has now, so every thread and child
+    process started later too (they inherit the affinity of the thread that starts them).
+
+    A thread-count setting alone does not hold a library to n cores: XLA, even with a one-thread
+    intra-op pool, runs independent operations of one step concurrently on every core. Threads made
+    before the call (OpenBLAS's pool, made when NumPy is imported) are pinned one by one, as
+    sched_setaffinity(0) pins only the calling thread. Returns the cores, or [] where the platform
+    has no sched_setaffinity (nothing pinned); raises ValueError for n < 1 or more than the usable cores.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    usable = sorted(os.sched_getaffinity(0))
+    if not 1 <= n <= len(usable):
+        raise ValueError(f"cannot pin to {n} cores: this process may use {len(usable)} ({usable})")
+    cores = usable[:n]
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):  # the thread ended since the listing
+            os.sched_setaffinity(tid, cores)
+    return cores
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process's threads and by its children that have been waited for."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 def git_state() -> str:
@@ -210,7 +246,9 @@ def wait_for_idle(max_wait: float) -> float | None:
     return share
 
 
-def make_env(args: argparse.Namespace) -> Env:
+def make_env(args: argparse.Namespace, pin: bool = True) -> Env:
+    """The run's settings; with --threads it first pins the process to that many cores (`pin`), then
+    sets every library's thread count and imports the peers."""
     if args.backend == "cupy":
         try:
             ops = xpnet.get_backend("cupy")
@@ -222,6 +260,7 @@ def make_env(args: argparse.Namespace) -> Env:
     else:
         env = Env("numpy", np, lambda: None, 0, "")
     if args.threads is not None:
+        env.cores = pin_to_cores(args.threads) if pin else None
         # xpnet's thread policy defers to XPNET_BLAS_THREADS inside fit; the floors and predict see the limit
         os.environ["XPNET_BLAS_THREADS"] = str(args.threads)
         from threadpoolctl import threadpool_limits
@@ -877,13 +916,15 @@ def interleaved(
     desc: str,
     redo: int,
     settle: float = 0.0,
+    cores: dict[str, list[float]] | None = None,
 ) -> tuple[dict[str, list[Any]], list[float], list[float], dict[str, Any]]:
     """Warm each contender up, then run `repeats` rounds, each contender once per round, rotating the order.
 
     A round during which other processes took more than BUSY of the CPUs is thrown away and run
     again once the machine is idle (at most `redo` times in all); returns the results, the
     other-process CPU shares of the discarded and of the kept rounds, and each contender's first
-    (warm-up) result.
+    (warm-up) result. `cores`, when given, receives per contender and kept round the CPU seconds
+    (this process and its waited-for children) ÷ wall seconds of its call: the cores it kept busy.
     """
     results: dict[str, list[Any]] = {c.name: [] for c in contenders}
     first: dict[str, Any] = {}
@@ -902,14 +943,16 @@ def interleaved(
         while r < repeats:
             k = r % len(contenders)
             watch = CpuWatch()
-            got = {}
+            got, used = {}, {}
             for c in contenders[k:] + contenders[:k]:
                 bar.set_postfix_str(f"repeat {r + 1}/{repeats} {c.name}", refresh=False)
                 gc.collect()
                 # OpenBLAS workers spin ~0.1 s after a call and PyTorch's OpenMP threads briefly too:
                 # without a pause, whoever runs next shares the 2 cores with the last one's spinners
                 time.sleep(settle)
+                c0, t0 = cpu_seconds(), time.perf_counter()
                 got[c.name] = fn(c)
+                used[c.name] = (cpu_seconds() - c0) / max(time.perf_counter() - t0, 1e-9)
                 bar.update()
             share = watch.others()
             if share is not None and share > BUSY and len(discarded) < redo:
@@ -920,6 +963,8 @@ def interleaved(
                 continue
             for name, v in got.items():
                 results[name].append(v)
+                if cores is not None:
+                    cores.setdefault(name, []).append(used[name])
             if share is not None:
                 kept.append(share)
             r += 1
@@ -960,6 +1005,13 @@ def training_rows(
     return rows
 
 
+def with_cores(rows: dict[str, dict[str, Any]], cores: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """`rows` with each contender's per-round CPU ÷ wall seconds (from `interleaved`) as "cores_used"."""
+    for name, row in rows.items():
+        row["cores_used"] = cores.get(name, [])
+    return rows
+
+
 def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
     xp_c = XpnetContender(wl, data, env)
     x_dev = xp_c.x
@@ -974,6 +1026,7 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
     variants = xpnet_rows(wl, data, env, variant_models(env, build, probe, wl.name))
     contenders: list[Contender] = [*floors_for(wl, data, env, x_dev), xp_c, *variants, *peers_for(wl, data, env)]
     k = args.epochs_per_measure
+    cores: dict[str, list[float]] = {}
     res, discarded, kept, first = interleaved(
         contenders,
         lambda c: c.train_epochs(k),
@@ -982,10 +1035,11 @@ def run_training(wl: Workload, data: Data, env: Env, args: argparse.Namespace) -
         f"{wl.name:>5} train",
         args.redo,
         args.settle,
+        cores,
     )
     steps = math.ceil(data.xtr.shape[0] / wl.batch)
     scale = math.ceil(N_TRAIN_FULL / wl.batch) / steps  # to a full 55,000-image epoch when --train-size is smaller
-    rows = training_rows(contenders, res, first, steps, scale)
+    rows = with_cores(training_rows(contenders, res, first, steps, scale), cores)
     out: dict[str, Any] = {
         "workload": wl.title,
         "batch": wl.batch,
@@ -1037,10 +1091,13 @@ def run_inference(models: dict[str, Any], data: Data, env: Env, args: argparse.N
     def both(c: Contender) -> dict[int, float]:
         return {b: c.infer(b) for b in INFER_BATCHES}
 
-    res, discarded, kept, _ = interleaved(contenders, both, args.warmup, repeats, "infer", args.redo, args.settle)
+    cores: dict[str, list[float]] = {}
+    res, discarded, kept, _ = interleaved(
+        contenders, both, args.warmup, repeats, "infer", args.redo, args.settle, cores
+    )
     rows: dict[str, dict[str, Any]] = {}
     for c in contenders:
-        rows[c.name] = {"kind": c.kind}
+        rows[c.name] = {"kind": c.kind, "cores_used": cores.get(c.name, [])}
         for b in INFER_BATCHES:
             raw = [r[b] for r in res[c.name]]
             rows[c.name][f"img_s_b{b}"] = data.xte.shape[0] / statistics.median(raw)
@@ -1067,11 +1124,22 @@ def _peer_names(rows: dict[str, Any]) -> list[str]:
     return [n for n, r in rows.items() if r["kind"] == "peer"]
 
 
+CORES_HEAD = "cores used (CPU s ÷ wall s)"
+
+
+def cores_cell(row: dict[str, Any]) -> str:
+    """Median and range of a row's per-round CPU ÷ wall seconds, or "—" when not measured."""
+    used = row.get("cores_used") or []
+    if not used:
+        return "—"
+    return f"{statistics.median(used):.2f} ({min(used):.2f}–{max(used):.2f})"
+
+
 def training_table(res: dict[str, Any], env: Env) -> list[str]:
     rows = res["rows"]
     f3, f2 = _floor_name(rows, env, "3 GEMM/layer"), _floor_name(rows, env, "no first dX")
     peers = _peer_names(rows)
-    head = ["contender", "s/epoch (median)", "min–max", "ms/step", "× floor 3GEMM", "× floor no-dX1"]
+    head = ["contender", "s/epoch (median)", "min–max", "ms/step", CORES_HEAD, "× floor 3GEMM", "× floor no-dX1"]
     head += [f"× {p}" for p in peers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
@@ -1081,6 +1149,7 @@ def training_table(res: dict[str, Any], env: Env) -> list[str]:
             f"{t:.3f} s",
             f"{r['s_per_epoch_min']:.3f}–{r['s_per_epoch_max']:.3f}",
             f"{r['ms_per_step']:.3f}",
+            cores_cell(r),
         ]
         cells += [_fmt_ratio(paired(r["raw_s"], rows[f]["raw_s"])) if f else "—" for f in (f3, f2)]
         cells += [_fmt_ratio(paired(r["raw_s"], rows[p]["raw_s"])) for p in peers]
@@ -1096,6 +1165,7 @@ def inference_table(res: dict[str, Any], env: Env) -> list[str]:
     head = ["contender"]
     for b in INFER_BATCHES:
         head += [f"img/s b{b}", "÷ floor"] + [f"÷ {p}" for p in peers]
+    head.append(CORES_HEAD)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         cells = [name]
@@ -1103,6 +1173,7 @@ def inference_table(res: dict[str, Any], env: Env) -> list[str]:
             key = f"raw_s_b{b}"
             cells += [f"{r[f'img_s_b{b}'] / 1e3:,.0f}k", _fmt_ratio(paired(rows[fl][key], r[key]))]
             cells += [_fmt_ratio(paired(rows[p][key], r[key])) for p in peers]
+        cells.append(cores_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -1256,7 +1327,8 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
     L: list[str] = []
     L.append(f"## xpnet benchmark — {meta['date']}")
     L.append("")
-    L.append(f"- machine: {meta['cpu']}, {meta['cores']} usable cores, {meta['platform']}")
+    pinned = f" (the run pinned to {len(env.cores)})" if env.cores else ""
+    L.append(f"- machine: {meta['cpu']}, {meta['cores']} usable cores{pinned}, {meta['platform']}")
     L.append(
         f"- Python {meta['python']}, NumPy {meta['numpy']} ({meta['numpy_blas']}); BLAS threads: "
         f"{env.blas_threads} ({env.blas_desc}); xpnet {meta['xpnet']}, backend {env.backend}"
@@ -1265,8 +1337,16 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
     if env.torch is not None:
         L.append(f"- PyTorch {env.torch.__version__} on {env.torch_device}, torch.set_num_threads({env.blas_threads})")
     if env.threads is not None:
+        pinned = (
+            f"the whole run pinned to core(s) {env.cores} with os.sched_setaffinity before any peer was imported "
+            "(every thread; threads and processes started later inherit it)"
+            if env.cores
+            else "NOT pinned to cores (no os.sched_setaffinity here): a peer may use more cores than its threads"
+        )
         L.append(
-            f"- --threads {env.threads}: XPNET_BLAS_THREADS={env.threads} and a threadpoolctl limit for NumPy's BLAS"
+            f"- --threads {env.threads}: {pinned}; XPNET_BLAS_THREADS={env.threads} and a threadpoolctl limit "
+            "for NumPy's BLAS. Each table's cores-used column is CPU seconds ÷ wall seconds over the timed "
+            "rounds (median and range), so a contender that used more than its cores shows"
         )
     for note in (env.torch_note, env.keras_note, env.jax_note, *env.notes):
         if note:
@@ -1523,12 +1603,20 @@ def run_lenet(data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
     if env.torch is not None:
         contenders.append(TorchLenetContender(nchw, env))
     k = args.epochs_per_measure
+    cores: dict[str, list[float]] = {}
     res, discarded, kept, first = interleaved(
-        contenders, lambda c: c.train_epochs(k), args.warmup, args.repeats, "lenet train", args.redo, args.settle
+        contenders,
+        lambda c: c.train_epochs(k),
+        args.warmup,
+        args.repeats,
+        "lenet train",
+        args.redo,
+        args.settle,
+        cores,
     )
     steps = math.ceil(data.xtr.shape[0] / 32)
     scale = math.ceil(N_TRAIN_FULL / 32) / steps
-    rows = training_rows(contenders, res, first, steps, scale)
+    rows = with_cores(training_rows(contenders, res, first, steps, scale), cores)
     floor = contenders[0]
     assert isinstance(floor, LenetGemmFloor)
     out: dict[str, Any] = {
@@ -1549,10 +1637,13 @@ def run_lenet(data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
     def both(c: Contender) -> dict[int, float]:
         return {b: c.infer(b) for b in INFER_BATCHES}
 
-    ires, idisc, ikept, _ = interleaved(infer_c, both, args.warmup, repeats, "lenet infer", args.redo, args.settle)
+    icores: dict[str, list[float]] = {}
+    ires, idisc, ikept, _ = interleaved(
+        infer_c, both, args.warmup, repeats, "lenet infer", args.redo, args.settle, icores
+    )
     irows: dict[str, dict[str, Any]] = {}
     for c in infer_c:
-        irows[c.name] = {"kind": c.kind}
+        irows[c.name] = {"kind": c.kind, "cores_used": icores.get(c.name, [])}
         for b in INFER_BATCHES:
             raw = [r[b] for r in ires[c.name]]
             irows[c.name][f"img_s_b{b}"] = data.xte.shape[0] / statistics.median(raw)
@@ -1605,12 +1696,14 @@ def lenet_report(res: dict[str, Any], env: Env) -> tuple[list[str], list[dict[st
         ["contender"]
         + [f"img/s b{b}" for b in INFER_BATCHES]
         + ([f"÷ {torch_name} b{b}" for b in INFER_BATCHES] if torch_name else [])
+        + [CORES_HEAD]
     )
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in irows.items():
         cells = [name] + [f"{r[f'img_s_b{b}'] / 1e3:,.1f}k" for b in INFER_BATCHES]
         if torch_name:
             cells += [_fmt_ratio(paired(irows[torch_name][f"raw_s_b{b}"], r[f"raw_s_b{b}"])) for b in INFER_BATCHES]
+        cells.append(cores_cell(r))
         L.append("| " + " | ".join(cells) + " |")
     L += _discard_note(inf)
     if torch_name:
@@ -1649,8 +1742,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="one thread count for all: NumPy's BLAS (xpnet via XPNET_BLAS_THREADS), PyTorch, and XLA\n"
-        "(N=1: one thread; otherwise XLA's default pool); default: each library's own choice",
+        help="pin the run to N cores (os.sched_setaffinity) and give all one thread count: NumPy's BLAS\n"
+        "(xpnet via XPNET_BLAS_THREADS), PyTorch, and XLA (N=1: one thread; otherwise XLA's default pool);\n"
+        "default: no pinning, each library's own choice",
     )
     p.add_argument(
         "--train-size",
@@ -1697,8 +1791,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad_v = [v for v in a.variants if v not in VARIANTS]
     if bad_v:
         p.error(f"--variants: unknown variant(s) {bad_v}; choose from {list(VARIANTS)}")
-    if a.threads is not None and a.threads < 1:
-        p.error(f"--threads must be >= 1, received {a.threads}")
+    if a.threads is not None and not 1 <= a.threads <= usable_cores():
+        p.error(f"--threads must be between 1 and the {usable_cores()} usable cores, received {a.threads}")
     bad = [w for w in a.workloads if w not in WORKLOADS and w not in ("infer", "lenet")]
     if bad:
         p.error(f"unknown workload(s) {bad}; choose from {[*WORKLOADS, 'infer', 'lenet']}")
@@ -1776,6 +1870,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     busy_before = wait_for_idle(args.wait_idle)
     watch = CpuWatch()
+    cores_before = usable_cores()  # the machine's, before --threads pins the run
     env = make_env(args)
     data = load_data(args.train_size, args.download)
     print(f"data: {data.source} ({data.xtr.shape[0]:,} train / {data.xte.shape[0]:,} test)", file=sys.stderr)
@@ -1783,7 +1878,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpu": cpu_model(),
-            "cores": usable_cores(),
+            "cores": cores_before,
             "platform": platform.platform(),
             "python": platform.python_version(),
             "numpy": np.__version__,

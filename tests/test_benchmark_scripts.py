@@ -48,7 +48,8 @@ def test_benchmark_replay_flag_adds_eager_and_replay_once(bench: ModuleType) -> 
     ("argv", "message"),
     [
         (["--variants", "eager,fast"], "unknown variant(s) ['fast']"),
-        (["--threads", "0"], "--threads must be >= 1, received 0"),
+        (["--threads", "0"], "--threads must be between 1 and the"),
+        (["--threads", "999"], "usable cores, received 999"),
         (["--workloads", "A,C"], "unknown workload(s) ['C']"),
     ],
 )
@@ -112,7 +113,9 @@ def test_e2e_defaults_are_the_issues_thirty_epochs(e2e: ModuleType) -> None:
     assert (a.epochs, a.repeats, a.limit, a.threads, a.redo, a.seed) == (30, 3, None, None, 3, 42)
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--repeats", "0"], ["--limit", "-5"], ["--settle", "-1"]])
+@pytest.mark.parametrize(
+    "argv", [["--epochs", "0"], ["--repeats", "0"], ["--limit", "-5"], ["--settle", "-1"], ["--threads", "999"]]
+)
 def test_e2e_bad_arguments_exit_with_the_value(
     e2e: ModuleType, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -148,10 +151,100 @@ def test_benchmark_threads_sets_one_count_for_blas_and_xpnet(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
-    env = bench.make_env(bench.parse_args(["--threads", "1", "--peers", ""]))
+    env = bench.make_env(bench.parse_args(["--threads", "1", "--peers", ""]), pin=False)
     try:
         assert env.threads == 1 and env.blas_threads == 1
         assert bench.os.environ["XPNET_BLAS_THREADS"] == "1"
     finally:
         env._limit.restore_original_limits()
         monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+
+
+_PIN_CHILD = """
+import importlib.util, json, os, subprocess, sys, threading
+spec = importlib.util.spec_from_file_location("bench", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+sys.modules["bench"] = bench
+spec.loader.exec_module(bench)
+release = threading.Event()
+early = threading.Thread(target=release.wait)
+early.start()
+cores = bench.pin_to_cores(1)
+seen = {}
+late = threading.Thread(target=lambda: seen.update(late=sorted(os.sched_getaffinity(0))))
+late.start()
+late.join()
+tasks = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+release.set()
+early.join()
+print(json.dumps({"cores": cores, "tasks": tasks, "late": seen["late"], "child": child}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no os.sched_setaffinity here")
+def test_pin_to_cores_holds_threads_made_before_and_after_and_child_processes() -> None:
+    import json
+    import os
+    import subprocess
+
+    root = str(SCRIPTS.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PIN_CHILD, str(SCRIPTS / "benchmark.py")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    first = min(os.sched_getaffinity(0))
+    assert got["cores"] == [first]
+    # the main thread, the thread started before the pinning and NumPy's BLAS pool (made at import)
+    assert len(got["tasks"]) >= 2
+    assert all(c == [first] for c in got["tasks"].values()), got["tasks"]
+    assert got["late"] == [first] and got["child"] == f"[{first}]"
+
+
+def test_pin_to_cores_refuses_a_count_it_cannot_pin(bench: ModuleType) -> None:
+    if not hasattr(bench.os, "sched_setaffinity"):
+        assert bench.pin_to_cores(1) == []
+        return
+    usable = len(bench.os.sched_getaffinity(0))
+    for n in (0, usable + 1):
+        with pytest.raises(ValueError, match=f"cannot pin to {n} cores: this process may use {usable}"):
+            bench.pin_to_cores(n)
+
+
+def test_interleaved_reports_the_cores_each_contender_kept_busy(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = {"cpu": 0.0, "wall": 0.0}  # fake clocks: what a contender used is then known exactly
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: clock["cpu"])
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock["wall"], sleep=lambda s: None))
+
+    def runner(cores: float) -> object:
+        def run() -> float:
+            clock["cpu"] += 2.0 * cores
+            clock["wall"] += 2.0
+            return 2.0
+
+        return run
+
+    contenders = [SimpleNamespace(name="two", run=runner(2.0)), SimpleNamespace(name="half", run=runner(0.5))]
+    cores: dict[str, list[float]] = {}
+    bench.interleaved(contenders, lambda c: c.run(), 1, 3, "t", 0, 0.0, cores)  # type: ignore[arg-type]
+    assert cores == {"two": [2.0, 2.0, 2.0], "half": [0.5, 0.5, 0.5]}  # the warm-up round is not kept
+    row = {"cores_used": [1.0, 0.5, 0.75]}
+    assert bench.cores_cell(row) == "0.75 (0.50–1.00)" and bench.cores_cell({}) == "—"
+
+
+def test_e2e_report_states_the_pinning_and_each_process_cores(e2e: ModuleType) -> None:
+    args = e2e.parse_args(["--threads", "1", "--epochs", "2"])
+    run = {"first_epoch_s": 1.0, "train_s": 2.0, "test_accuracy": 0.88}
+    results = {
+        "xpnet train": [{**run, "wall_s": 3.0, "cores_used": 0.98}, {**run, "wall_s": 3.2, "cores_used": 1.0}],
+        "JAX lax.scan": [{**run, "wall_s": 4.0, "cores_used": 1.02}, {**run, "wall_s": 4.0, "cores_used": 0.96}],
+    }
+    text = e2e.report(args, Path("/data"), results, [], [0.01], None, 0.1, [0])
+    assert "--threads 1, pinned to core(s) [0]" in text
+    assert "| 0.99 (0.98–1.00) |" in text and "| 0.99 (0.96–1.02) |" in text
+    assert "xpnet train ÷ JAX lax.scan, end to end: 0.78×" in text

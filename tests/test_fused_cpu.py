@@ -75,15 +75,64 @@ def test_bound_relu_backward_with_column_sums_is_the_plain_one(dtype: Any, mode:
     _bound_matches(NumpyOps(), "activation_backward_sum", make, [1, 2, 3, 4])
 
 
+def _needs_numba(jit: bool) -> None:
+    if jit and _jit.kernels() is None:
+        pytest.skip("numba is not installed")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bound_dropout_draws_the_plain_mask(dtype: Any) -> None:
+@pytest.mark.parametrize("jit", [False, True])
+def test_bound_dropout_draws_the_plain_mask_with_and_without_numba(dtype: Any, jit: bool) -> None:
+    _needs_numba(jit)
     counter = np.asarray(3, dtype=np.uint32)
 
     def make(rng: np.random.Generator) -> tuple[Any, ...]:
         counter[...] += 1  # a new step: a new mask
-        return rng.standard_normal((6, 10)).astype(dtype), 12345, counter, 0.3, np.asarray(0, np.uint32)
+        return rng.standard_normal((6, 10)).astype(dtype), 12345, counter, 0.3, np.asarray(17, np.uint32)
 
-    _bound_matches(NumpyOps(), "dropout_step", make, [0])
+    _bound_matches(NumpyOps(jit=jit), "dropout_step", make, [0])
+    plain = NumpyOps(jit=False)
+    args = make(np.random.default_rng(1))
+    y, mask = NumpyOps(jit=jit).dropout_step(*args)
+    bound = fused_cpu.BINDERS["dropout_step"](NumpyOps(jit=jit), args, {}, (y, mask))
+    assert bound is not None
+    assert bound.__name__ == ("apply" if jit else "run")  # numba's one pass only where asked for
+    bound()
+    want_y, want_mask = plain.dropout_step(*args)
+    np.testing.assert_array_equal(mask, want_mask)
+    np.testing.assert_array_equal(y, want_y)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.95])
+@pytest.mark.parametrize("offset", [0, 37, 2**32 - 5])  # the last wraps the counter past 2³²
+def test_numba_dropout_pass_is_the_numpy_hash_bit_for_bit(dtype: Any, rate: float, offset: int) -> None:
+    _needs_numba(True)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((41, 23)).astype(dtype)
+    x.flat[:4] = [np.nan, np.inf, -np.inf, -0.0]  # x · 0 where dropped: NaN, and −0 for negatives
+    keys = NumpyOps().dropout_keys(99, np.asarray(5, np.uint32))
+    y, mask = NumpyOps(jit=True).dropout_forward(x, keys, rate, offset)
+    with np.errstate(invalid="ignore"):  # inf · 0
+        want_y, want_mask = NumpyOps(jit=False).dropout_forward(x, keys, rate, offset)
+    assert y.dtype == mask.dtype == np.dtype(dtype) and y.shape == mask.shape == x.shape
+    np.testing.assert_array_equal(_bits(mask), _bits(want_mask))
+    np.testing.assert_array_equal(_bits(y), _bits(want_y))
+    kept = np.mean(mask > 0)
+    assert abs(kept - (1 - rate)) < 0.1, kept
+
+
+def test_numba_dropout_leaves_strided_input_to_numpy() -> None:
+    _needs_numba(True)
+    x = np.random.default_rng(5).standard_normal((20, 30)).astype(np.float32)[:, ::2]
+    y, mask = NumpyOps(jit=True).dropout_forward(x, (3, 4), 0.4)
+    want_y, want_mask = NumpyOps(jit=False).dropout_forward(x, (3, 4), 0.4)
+    np.testing.assert_array_equal(_bits(y), _bits(want_y))
+    np.testing.assert_array_equal(_bits(mask), _bits(want_mask))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -110,9 +110,29 @@ def _define(numba: Any, cache: bool) -> SimpleNamespace:
             v[i] = vi
             p[i] = p[i] - (mi / (np.sqrt(vi) + eps)) * lr_t
 
+    @jit  # type: ignore[misc]
+    def dropout_apply(x, start, k1, threshold, scale, mask, y):  # type: ignore[no-untyped-def]
+        """One pass of `NumpyOps.dropout_mask` and x · mask over flat buffers of one dtype: the same hash.
+
+        Element i hashes (start + i) mod 2³² with key k1; kept (hash ≥ threshold) it gets mask = scale,
+        else +0. start, k1, threshold: ints below 2³²; the hash runs in int64, masked to 32 bits.
+        """
+        zero = scale - scale
+        for i in range(x.size):
+            h = ((start + i) & 0xFFFFFFFF) ^ k1
+            h ^= h >> 16
+            h = (h * 0x7FEB352D) & 0xFFFFFFFF
+            h ^= h >> 15
+            h = (h * 0x846CA68B) & 0xFFFFFFFF
+            h ^= h >> 16
+            m = scale if h >= threshold else zero
+            mask[i] = m
+            y[i] = x[i] * m
+
     return SimpleNamespace(
         numba=numba.__version__,
         pool2x2_forward=pool2x2_forward,
         pool2x2_backward=pool2x2_backward,
         adam_update=adam_update,
+        dropout_apply=dropout_apply,
     )

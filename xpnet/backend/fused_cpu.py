@@ -30,6 +30,7 @@ from ..activations import Linear, ReLU, Softmax
 from ..losses import SparseCategoricalCrossentropy
 from . import _cblas
 from .base import mix_int
+from .hashing import dropout_constants
 from .numpy_ops import NumpyOps
 
 Bound = Callable[[], object]  # what it returns is not used
@@ -262,13 +263,21 @@ def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], r
         return None
     if mask.shape != x.shape or not mask.flags.c_contiguous or not 0.0 < rate < 1.0:
         return None
-    n = mask.size
+    n, flat = mask.size, mask.reshape(-1)
+    _, _, cut, scale = dropout_constants((0, 0), rate, mask.dtype)
+    kernels = getattr(ops, "kernels", None)
+    one_dtype = x.dtype == mask.dtype == y.dtype and x.dtype in (np.float32, np.float64)
+    if kernels is not None and one_dtype and x.flags.c_contiguous and y.flags.c_contiguous:
+        one, xs, ys = kernels.dropout_apply, x.reshape(-1), y.reshape(-1)
+
+        def apply() -> None:
+            k0 = mix_int(base ^ mix_int(int(counter) ^ 0x85EBCA6B))
+            one(xs, (k0 + int(offset)) & 0xFFFFFFFF, mix_int(k0 + 0x632BE5AB), cut, scale, flat, ys)
+
+        return apply
     ramp = ops.arange_u32(n)
     h, t = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint32)
-    keep, flat = np.empty(n, dtype=bool), mask.reshape(-1)
-    threshold = np.uint32(min(int(rate * 4294967296.0), 4294967295))
-    # True · 1/(1 − rate) in the mask's dtype is that number rounded to the dtype: written where kept
-    scale = np.multiply(np.ones((), dtype=bool), 1.0 / (1.0 - rate), dtype=mask.dtype)
+    keep, threshold = np.empty(n, dtype=bool), np.uint32(cut)
     add, xor, shift, mul, ge, copyto = np.add, np.bitwise_xor, np.right_shift, np.multiply, np.greater_equal, np.copyto
     mults = tuple(np.uint32(m) for m in (0x7FEB352D, 0x846CA68B))
 

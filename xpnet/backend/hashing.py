@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 Array = Any
 
 
@@ -51,3 +53,13 @@ def mix_int(x: int) -> int:
     x ^= x >> 15
     x = (x * 0x846CA68B) & 0xFFFFFFFF
     return x ^ (x >> 16)
+
+
+def dropout_constants(keys: tuple[Any, Any], rate: float, dtype: Any, offset: Any = 0) -> tuple[int, int, int, Any]:
+    """What the hash mask of `keys` needs, for 0 < rate < 1: the first counter (k0 + offset) mod 2³², k1, the
+    keep threshold (kept where the hash is ≥ rate·2³²) and the kept value 1/(1 − rate) as a `dtype` scalar."""
+    start = (int(keys[0]) + int(offset)) & 0xFFFFFFFF
+    threshold = min(int(rate * 4294967296.0), 4294967295)
+    # True · 1/(1 − rate) in `dtype`: what NumPy's multiply of the keep mask writes where kept
+    scale = np.multiply(np.ones((), dtype=bool), 1.0 / (1.0 - rate), dtype=dtype)[()]
+    return start, int(keys[1]), threshold, scale

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import _cblas, _jit
 from .base import Array, Ops
-from .hashing import mix_int
+from .hashing import dropout_constants, mix_int
 from .image_ops import _window
 from .numpy_images import (
     _ZEROED_EXTRA,
@@ -115,6 +115,17 @@ class NumpyOps(Ops):
         threshold = min(int(rate * 4294967296.0), 4294967295)
         keep = np.greater_equal(h, np.uint32(threshold))
         return np.multiply(keep, 1.0 / (1.0 - rate), dtype=dtype).reshape(shape)
+
+    def dropout_forward(self, x: Array, keys: tuple[Any, Any], rate: float, offset: Any = 0) -> tuple[Array, Array]:
+        """-> (x · mask, mask), both like x: numba's one pass where it applies, else the hash's NumPy passes."""
+        kernels = self.kernels
+        if kernels is None or x.dtype not in _jit.DTYPES or not x.flags.c_contiguous or not 0.0 < rate < 1.0:
+            return super().dropout_forward(x, keys, rate, offset)
+        mask, y = np.empty_like(x), np.empty_like(x)
+        kernels.dropout_apply(
+            x.reshape(-1), *dropout_constants(keys, rate, x.dtype, offset), mask.reshape(-1), y.reshape(-1)
+        )
+        return y, mask
 
     def runs_in_one_call(self, method: str) -> bool:
         # `gemm_sub` is one GEMM only with NumPy's BLAS at hand (else matmul, then a subtraction)
