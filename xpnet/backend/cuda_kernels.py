@@ -154,6 +154,44 @@ def build_activation_kernel(cp: Any, kind: str, name: str, body: str) -> Any:  #
     )
 
 
+# Past a few hundred rows one thread per unit is a long serial loop: here a thread per (block of
+# `chunk` rows, unit) writes ∂L/∂u and its block's sum, then draws a ticket on its unit's word; the
+# thread drawing the last one adds the blocks' sums in block order (the same bits whatever the
+# threads' timing) and puts the word back to 0 for the next launch.
+_COLUMN_CHUNKS = r"""
+template <typename T>
+__global__ void xpnet_bwdchunks(const T* u_, const T* h_, const T* dh_, T alpha, int n, int k, int chunk,
+        int sub, T* du_, T* part, unsigned int* tick, T* out) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int chunks = (n + chunk - 1) / chunk;
+    if (i >= (long long)chunks * k) return;
+    const int j = (int)(i % k), c = (int)(i / k);
+    const int r1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+    T acc = 0;
+    for (int r = c * chunk; r < r1; ++r) {
+        const long long o = (long long)r * k + j;
+        const T u = u_[o]; const T h = h_[o]; const T dh = dh_[o];
+        T du; BODY du_[o] = du; acc += du;
+    }
+    part[i] = acc;
+    __threadfence();
+    if (atomicAdd(&tick[j], 1u) == (unsigned int)(chunks - 1)) {
+        const volatile T* ps = part;
+        T s = 0;
+        for (int q = 0; q < chunks; ++q) s += ps[(long long)q * k + j];
+        out[j] = sub ? out[j] - s : s;
+        tick[j] = 0;
+    }
+}
+"""
+
+
+def column_chunks_source(body: str) -> str:
+    """The CUDA C of `xpnet_bwdchunks<T>` (a RawModule with name expressions) for an activation's backward `body`
+    (`Activation.cuda_backward`: reads u, h, dh, alpha, writes du)."""
+    return _FENCE + _COLUMN_CHUNKS.replace("BODY", body)
+
+
 def build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA device
     ek = cp.ElementwiseKernel
     if name == "dropout_mask":

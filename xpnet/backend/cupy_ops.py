@@ -13,8 +13,15 @@ from typing import Any
 import numpy as np
 
 from .base import Array, Ops
-from .cuda_kernels import build_activation_kernel, build_image_kernel, build_kernel, counting_source, row_source
-from .metric_kernels import ticket_word
+from .cuda_kernels import (
+    build_activation_kernel,
+    build_image_kernel,
+    build_kernel,
+    column_chunks_source,
+    counting_source,
+    row_source,
+)
+from .metric_kernels import ticket_word, ticket_words
 
 
 class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
@@ -208,17 +215,41 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         if (
             act.cuda_backward is None
             or u.ndim != 2
-            or n > _MAX_SUM_ROWS
-            or not all(a.flags.c_contiguous and a.shape == u.shape for a in (h, dh))
-            or not u.flags.c_contiguous
+            or n >= 2**31
+            or dh.dtype.char not in "fd"
+            or not all(a.flags.c_contiguous and a.shape == u.shape and a.dtype == dh.dtype for a in (u, h, dh))
             or not out.flags.c_contiguous
+            or out.dtype != dh.dtype
         ):
             return super().activation_backward_sum(act, u, h, dh, out, mode)
         du = self.xp.empty_like(dh)
         alpha = dh.dtype.type(getattr(act, "alpha", 0.0))
+        if n > _MAX_SUM_ROWS:
+            self._column_chunks(act, u, h, dh, alpha, mode == "sub", du, out)
+            return du
         k = self._activation_kernel("bwdsum", act)
         k(u, h, dh, alpha, np.int32(n), np.int32(u.shape[1]), mode == "sub", du, out)
         return du
+
+    def _column_chunks(
+        self, act: Any, u: Array, h: Array, dh: Array, alpha: Any, sub: bool, du: Array, out: Array
+    ) -> None:
+        """`activation_backward_sum` past `_MAX_SUM_ROWS` rows in one launch: a thread per (block of rows, unit),
+        the blocks' sums added in block order by the unit's last thread (cuda_kernels.column_chunks_source)."""
+        n, k = (int(d) for d in u.shape)
+        t = "float" if dh.dtype == np.float32 else "double"
+        key = f"bwdchunks:{t}:{act.cuda_backward}"
+        fn = self._kernels.get(key)
+        if fn is None:
+            module = self.xp.RawModule(
+                code=column_chunks_source(act.cuda_backward), name_expressions=[f"xpnet_bwdchunks<{t}>"]
+            )
+            fn = self._kernels[key] = module.get_function(f"xpnet_bwdchunks<{t}>")
+        chunks = -(-n // _CHUNK_ROWS)
+        part = self.xp.empty(chunks * k, dtype=dh.dtype)
+        threads = 256
+        args = (u, h, dh, alpha, np.int32(n), np.int32(k), np.int32(_CHUNK_ROWS), np.int32(sub), du, part)
+        fn((-(-chunks * k // threads),), (threads,), (*args, ticket_words(self.xp, k), out))
 
     def bias_grad(self, du: Array, out: Array) -> None:
         self.xp.sum(du, axis=0, out=out)
@@ -528,3 +559,4 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
 
 _MAX_ROW = 1024
 _MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread sums serially
+_CHUNK_ROWS = 64  # past _MAX_SUM_ROWS: rows per thread, whose sums the unit's last thread adds
