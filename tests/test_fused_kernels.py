@@ -394,6 +394,49 @@ def test_conv2d_backward_into_writes_the_plain_gradients(ops: Ops, need_input_gr
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_conv2d_with_the_bias_after_the_kernel_matches_the_plain_code(
+    ops: Ops, dtype: str, need_input_grad: bool
+) -> None:
+    # a layer's kernel and bias as views of one flat buffer, bias right after kernel: CuPy adds the bias in
+    # the GEMM through a column of ones in the patches, and gets ∂bias as that GEMM's last row
+    rng = np.random.default_rng(14)
+    x = ops.asarray(rng.standard_normal((3, 7, 6, 2)).astype(dtype))
+    shape, f = (3, 2, 2, 4), 4
+    host = rng.standard_normal(int(np.prod(shape)) + f).astype(dtype)
+    host[-2] = np.nan  # filter 2's bias: its outputs and only those are NaN, as in u + b
+    flat = ops.asarray(host)
+    kernel, bias = ops.xp.reshape(flat[: host.size - f], shape), flat[host.size - f :]
+    geometry = ((2, 1), (1, 0, 1, 1))
+    u, ctx = ops.conv2d_forward(x, kernel, bias, *geometry, need_ctx=True)
+    u_plain, ctx_plain = Ops.conv2d_forward(ops, x, kernel, bias, *geometry, need_ctx=True)
+    if ops.name == "cupy":  # the patches carry the column of ones
+        assert tuple(ctx.shape) == (*ctx_plain.shape[:3], ctx_plain.shape[3] + 1)
+    tol = 1e-5 if dtype == "float32" else 1e-12  # the bias summed inside the GEMM: equal to rounding
+    np.testing.assert_allclose(ops.to_numpy(u), ops.to_numpy(u_plain), rtol=tol, atol=tol)
+    assert np.isnan(ops.to_numpy(u)[..., 2]).all() and not np.isnan(ops.to_numpy(u)[..., [0, 1, 3]]).any()
+    du_host = rng.standard_normal(tuple(u.shape)).astype(dtype)
+    du_host[1, 2, 3, 0] = np.nan
+    du = ops.asarray(du_host)
+    got = ops.conv2d_backward(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    want = Ops.conv2d_backward(ops, du, ctx_plain, kernel, tuple(x.shape), *geometry, need_input_grad)
+    assert (got[2] is None) == (want[2] is None) == (not need_input_grad)
+    for a, b in zip(got, want, strict=True):
+        if a is not None:
+            np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=tol, atol=tol)  # NaN where NaN
+    grads = ops.zeros(host.size, x.dtype)  # the gradient buffer's views, as a layer has them
+    views = (ops.xp.reshape(grads[: host.size - f], shape), grads[host.size - f :])
+    dx = ops.conv2d_backward_into(views, du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    for a, b in zip((*views, dx), got, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(ops.to_numpy(a), ops.to_numpy(b))
+    apart = (ops.zeros(shape, x.dtype), ops.zeros(f, x.dtype))  # not one buffer: the same numbers another way
+    ops.conv2d_backward_into(apart, du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    for a, b in zip(apart, got[:2], strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(a), ops.to_numpy(b))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("step", "offset"), [(0, 0), (7, 1000), (2**32 - 1, 2**31 + 5)])
 def test_dropout_counting_is_the_step_then_the_count(ops: Ops, dtype: str, step: int, offset: int) -> None:
     x_host = np.random.default_rng(13).standard_normal((33, 70)).astype(dtype)

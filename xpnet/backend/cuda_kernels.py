@@ -306,6 +306,19 @@ def build_image_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a
             "col = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : (T)0;",
             "xpnet_im2col",
         )
+    if name == "im2col_one":  # im2col's patches and a last column of ones: P·[kernel; bias] adds the bias
+        return ek(
+            f"raw T img, {_GEOMETRY}",
+            "T col",
+            "const long long k1 = (long long)kh * kw * c + 1; const long long q = i % k1; long long t = i / k1;"
+            "if (q == k1 - 1) { col = (T)1; } else {"
+            "  const int ch = q % c; const int kx = (q / c) % kw; const int ky = q / c / kw;"
+            "  const int ox = t % ow; t /= ow; const int oy = t % oh; const long long b = t / oh;"
+            "  const int y = oy * sh + ky - top; const int x = ox * sw + kx - left;"
+            "  col = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : (T)0;"
+            "}",
+            "xpnet_im2col_one",
+        )
     if name == "col2im":  # each pixel gathers its windows' entries: no atomics, deterministic
         body = "acc += col[(o * kh * kw + ky * kw + kx) * c + ch];"
         return ek(

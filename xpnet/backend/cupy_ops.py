@@ -1,8 +1,9 @@
 """CuPy backend: the generic code on a CUDA device, plus fused elementwise kernels.
 
 Only this module (and `select`) import cupy. The kernels' CUDA C is in cuda_kernels.py (the step's
-sums in metric_kernels.py). Each fused kernel has the generic `Ops` method as its reference and a
-GPU test comparing the two (tests/test_fused_kernels.py, on a GPU or the CPU stand-in).
+sums in metric_kernels.py); the image methods are in cupy_images.py. Each fused kernel has the
+generic `Ops` method as its reference and a GPU test comparing the two (tests/test_fused_kernels.py,
+on a GPU or the CPU stand-in).
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from .base import Array, Ops
+from .base import Array
 from .cuda_kernels import (
     build_activation_kernel,
-    build_image_kernel,
     build_kernel,
     column_chunks_source,
     counting_source,
     row_source,
 )
+from .cupy_images import CupyImages
 from .metric_kernels import ticket_word, ticket_words
 
 
-class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
+class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
     name = "cupy"
 
     def __init__(self, device_id: int = 0) -> None:
@@ -430,131 +431,9 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         t = p.dtype.type
         self._kernel("rmsprop")(g, lr, t(rho), t(eps), p, v)
 
-    # images: one thread per output element (Chainer's im2col_gpu / col2im_gpu, channels-last)
     def full(self, shape: tuple[int, ...], value: float, dtype: Any) -> Array:
         with self.device:
             return self.xp.full(shape, value, dtype=dtype)
-
-    def _geometry_args(
-        self, shape: tuple[int, ...], size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
-    ) -> tuple[int, int, tuple[np.int32, ...]]:
-        _, h, w, c = shape
-        oh = (h + pads[0] + pads[1] - size[0]) // strides[0] + 1
-        ow = (w + pads[2] + pads[3] - size[1]) // strides[1] + 1
-        args = (h, w, c, oh, ow, size[0], size[1], strides[0], strides[1], pads[0], pads[2])
-        return oh, ow, tuple(np.int32(a) for a in args)
-
-    def im2col(
-        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
-    ) -> Array:
-        n, _, _, c = x.shape
-        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
-        out = self.xp.empty((n, oh, ow, size[0] * size[1] * c), dtype=x.dtype)
-        self._image_kernel("im2col")(self.xp.ascontiguousarray(x), *args, out)
-        return out
-
-    def col2im(
-        self,
-        cols: Array,
-        x_shape: tuple[int, ...],
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-    ) -> Array:
-        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
-        out = self.xp.empty(tuple(x_shape), dtype=cols.dtype)
-        self._image_kernel("col2im")(self.xp.ascontiguousarray(cols), *args, out)
-        return out
-
-    def conv2d_backward_into(self, grads: tuple[Array, Array | None], *args: Any) -> Array | None:
-        # ∂kernel = Pᵀ du by the GEMM straight into the gradient buffer, ∂bias summed there: no copies
-        du, ctx, kernel, x_shape, strides, pads, need_input_grad = args
-        dkernel, dbias = grads
-        kh, kw, _, f = kernel.shape
-        if not isinstance(ctx, self.xp.ndarray) or not dkernel.flags.c_contiguous or dkernel.shape != kernel.shape:
-            return super().conv2d_backward_into(grads, *args)
-        n, oh, ow, k = ctx.shape
-        du2 = self.xp.reshape(du, (n * oh * ow, f))
-        self.matmul(self.xp.reshape(ctx, (n * oh * ow, k)).T, du2, self.xp.reshape(dkernel, (k, f)))
-        if dbias is not None:
-            self.bias_grad(du2, dbias)
-        if not need_input_grad:
-            return None
-        dcols = self.xp.reshape(self.matmul(du2, self.xp.reshape(kernel, (k, f)).T), (n, oh, ow, k))
-        return self.col2im(dcols, x_shape, (kh, kw), strides, pads)
-
-    def max_pool_forward(
-        self,
-        x: Array,
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        need_arg: bool = True,
-    ) -> tuple[Array, Array]:
-        n, _, _, c = x.shape
-        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
-        y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
-        arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
-        t = x.dtype.type
-        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), False, y, arg)
-        return y, arg
-
-    def max_pool_relu_forward(
-        self,
-        x: Array,
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        relu: Any,
-        need_arg: bool = True,
-    ) -> tuple[Array, Any]:
-        # the relu inside the pooling kernel: one launch instead of two
-        n, _, _, c = x.shape
-        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
-        y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
-        arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
-        t = x.dtype.type
-        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), True, y, arg)
-        return y, ((arg, y) if need_arg else None)
-
-    def max_pool_relu_backward(
-        self,
-        dy: Array,
-        ctx: Any,
-        x_shape: tuple[int, ...],
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        relu: Any,
-    ) -> Array:
-        # relu'(y) applied as each window's ∂L/∂y is gathered: one launch instead of two
-        arg, y = ctx
-        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
-        out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
-        dy, arg, y = (self.xp.ascontiguousarray(a) for a in (dy, arg, y))
-        self._image_kernel("max_pool_grad")(dy, arg, y, *args, True, out)
-        return out
-
-    def max_pool_backward(
-        self,
-        dy: Array,
-        arg: Array,
-        x_shape: tuple[int, ...],
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-    ) -> Array:
-        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
-        out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
-        dy, arg = self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(arg)
-        self._image_kernel("max_pool_grad")(dy, arg, dy, *args, False, out)  # dy stands in for the unread y
-        return out
-
-    def _image_kernel(self, name: str) -> Any:
-        k = self._kernels.get(name)
-        if k is None:
-            k = self._kernels[name] = build_image_kernel(self.xp, name)
-        return k
 
 
 _MAX_ROW = 1024
