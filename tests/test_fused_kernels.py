@@ -114,6 +114,49 @@ def test_activation_backward_sum_keeps_nan_and_repeats_its_bits(ops: Ops, rows: 
         np.testing.assert_array_equal(s, sums[0])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 32, 1000])  # 1000 × 10 scores: the kernel's ticket tail sums 10,000
+def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: str, rows: int) -> None:
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(6)
+    u_host = (3 * rng.standard_normal((rows, 10))).astype(dtype)
+    u_host[0, 4] = np.nan  # a NaN logit: its row's loss, probabilities and gradient are NaN, as u + b then sce
+    b_host = rng.standard_normal(10).astype(dtype)
+    y = ops.asarray(rng.integers(0, 10, rows).astype(np.int32))
+    b = ops.asarray(b_host)
+    scale = ops.asarray(np.asarray(0.01 / rows, dtype))
+    u_plain, db_plain = ops.asarray(u_host.copy()), ops.zeros(10, b.dtype)
+    # copies: NumPy's fused loss may hand back buffers the next call reuses
+    want = [
+        ops.to_numpy(a).copy()
+        for a in (u_plain, *Ops.fused_loss_with_bias(ops, loss, act, y, u_plain, b, scale, db_plain))
+    ]
+    for _ in range(2):  # the ticket word is left ready for the next launch: the same bits again
+        u, db = ops.asarray(u_host.copy()), ops.zeros(10, b.dtype)
+        got = ops.fused_loss_with_bias(loss, act, y, u, b, scale, db)
+        for a, w in zip((u, *got), want, strict=True):  # the same arithmetic per row
+            np.testing.assert_array_equal(ops.to_numpy(a), w)
+        # ∂L/∂b summed in row order against a tree reduction: equal to rounding, NaN where the plain sum is
+        tol = 1e-6 if dtype == "float32" else 1e-14
+        np.testing.assert_allclose(ops.to_numpy(db), ops.to_numpy(db_plain), rtol=tol, atol=tol)
+        assert np.isnan(ops.to_numpy(db)).all()  # row 0's NaN reaches every column
+    u = ops.asarray(u_host.copy())
+    value = ops.fused_loss_with_bias(loss, act, y, u, b, scale)[0]  # evaluate's form: no gradient sum
+    np.testing.assert_array_equal(ops.to_numpy(value), want[1])
+
+
+def test_plan_has_the_loss_add_the_output_bias_only_where_the_backend_fuses_it(backend: str) -> None:
+    model = xpnet.Sequential([Dense(8, activation="relu", input_shape=(4,)), Dense(3, activation="softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend=backend)
+    plan = model.plan
+    fuses = model.ops.loss_adds_bias(model.compiled_losses[0], model.layers[-1].activation)
+    assert plan.loss_bias == (fuses,) and fuses == (model.ops.name == "cupy")
+    assert plan.train_forms[-1].forward == ("forward_product" if fuses else "forward_preactivation")
+    assert ("output layer's bias" in plan.explain()) == fuses
+
+
 def test_max_pool_relu_matches_pool_then_relu(ops: Ops) -> None:
     rng = np.random.default_rng(4)
     x = ops.asarray(rng.standard_normal((3, 7, 6, 4)).astype(np.float32))

@@ -29,19 +29,41 @@ __device__ inline void xpnet_row_stats_SUFFIX(const T* ur, int k, T& m, T& s) {
     s = 0;
     for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
 }
+// one row of sce: the loss of label c, the probabilities and (p − onehot(c)) · scale
+__device__ inline void xpnet_sce_SUFFIX_row(const T* ur, int c, T* loss, T* dr, T* pr, int k, T scale) {
+    T m, s;
+    xpnet_row_stats_SUFFIX(ur, k, m, s);
+    *loss = log(s) - (ur[c] - m);
+    for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
+}
 extern "C" __global__ void xpnet_sce_SUFFIX(
         const T* u, const int* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const T scale = *scale_ptr;
-    const T* ur = u + (size_t)i * k;
-    T* dr = du + (size_t)i * k;
-    T* pr = p + (size_t)i * k;
-    T m, s;
-    xpnet_row_stats_SUFFIX(ur, k, m, s);
-    int c = y[i];
-    loss[i] = log(s) - (ur[c] - m);
-    for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
+    xpnet_sce_SUFFIX_row(u + (size_t)i * k, y[i], loss + i, du + (size_t)i * k, p + (size_t)i * k, k, *scale_ptr);
+}
+// sce with the output layer's bias b added to each row of u as it is read (u keeps the logits), and,
+// where want_db, ∂L/∂b = Σ_rows du: each row's thread draws a ticket once its row of du is written; the
+// one drawing the last sums the columns in row order (the same bits whatever the threads' timing) and
+// puts the word back to 0
+extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y, T* loss, T* du, T* p, int n,
+        int k, const T* scale_ptr, int want_db, T* db, unsigned long long* ticket) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    T* ur = u + (size_t)i * k;
+    for (int j = 0; j < k; ++j) ur[j] = ur[j] + b[j];
+    xpnet_sce_SUFFIX_row(ur, y[i], loss + i, du + (size_t)i * k, p + (size_t)i * k, k, *scale_ptr);
+    if (!want_db) return;
+    __threadfence();
+    if (atomicAdd(ticket, 1ULL) != (unsigned long long)(n - 1)) return;
+    __threadfence();
+    const volatile T* d = du;
+    for (int j = 0; j < k; ++j) {
+        T s = 0;
+        for (int r = 0; r < n; ++r) s += d[(size_t)r * k + j];
+        db[j] = s;
+    }
+    ticket[0] = 0;
 }
 extern "C" __global__ void xpnet_cce_SUFFIX(
         const T* u, const T* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
@@ -66,7 +88,7 @@ extern "C" __global__ void xpnet_cce_SUFFIX(
 
 
 def row_source(suffix: str) -> str:
-    return _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
+    return _FENCE + _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
 
 
 # Adam with its step count: every thread reads t, updates its elements at t + 1, then draws a ticket;

@@ -307,6 +307,36 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         # with from_logits the model's output is u itself, not the softmax the loss needed
         return value, grad, act.output_of_softmax(self.xp, u, probs)
 
+    def loss_adds_bias(self, loss: Any, act: Any) -> bool:
+        from ..losses import SparseCategoricalCrossentropy
+
+        return type(loss).fused is SparseCategoricalCrossentropy.fused and "fused" not in vars(loss)
+
+    def fused_loss_with_bias(
+        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, bias_grad: Array | None = None
+    ) -> tuple[Array, Array, Array]:
+        # one launch for u + b, the softmax cross-entropy and Σ_rows du (the row kernel "sce_bias")
+        n, k = (int(d) for d in u.shape) if u.ndim == 2 else (0, 0)
+        if (
+            not self.loss_adds_bias(loss, act)
+            or not 0 < n * k <= _MAX_BIAS_SUM
+            or k > _MAX_ROW
+            or u.dtype.char not in "fd"
+            or not all(
+                isinstance(a, self.xp.ndarray) and a.flags.c_contiguous and a.shape == (k,) and a.dtype == u.dtype
+                for a in (bias, bias if bias_grad is None else bias_grad)
+            )
+            or not u.flags.c_contiguous
+        ):
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, bias_grad)
+        value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
+        y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
+        scale = scale if isinstance(scale, self.xp.ndarray) else self.xp.asarray(scale, dtype=u.dtype)
+        db = bias if bias_grad is None else bias_grad  # not written without want_db
+        head = (u, bias, y, value, grad, probs, np.int32(n), np.int32(k), scale)
+        self._rows("sce_bias", u.dtype, n, (*head, np.int32(bias_grad is not None), db, ticket_word(self.xp)))
+        return value, grad, act.output_of_softmax(self.xp, u, probs)
+
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""
         suffix = "f32" if dtype == np.float32 else "f64"
@@ -438,4 +468,6 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
 
 _MAX_ROW = 1024
 _MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread sums serially
+# fused_loss_with_bias: scores the last thread sums for ∂L/∂b (a serial tail; past it the plain sum runs)
+_MAX_BIAS_SUM = 16384
 _CHUNK_ROWS = 64  # past _MAX_SUM_ROWS: rows per thread, whose sums the unit's last thread adds
