@@ -308,9 +308,11 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         return value, grad, act.output_of_softmax(self.xp, u, probs)
 
     def loss_adds_bias(self, loss: Any, act: Any) -> bool:
-        from ..losses import SparseCategoricalCrossentropy
-
-        return type(loss).fused is SparseCategoricalCrossentropy.fused and "fused" not in vars(loss)
+        # the sparse softmax cross-entropy's own `fused` (which calls `sparse_softmax_crossentropy` here),
+        # known by its name: importing xpnet.losses from the backend would close an import circle
+        fused = type(loss).fused
+        own = getattr(fused, "__module__", "") == "xpnet.losses"
+        return own and fused.__qualname__ == "SparseCategoricalCrossentropy.fused" and "fused" not in vars(loss)
 
     def fused_loss_with_bias(
         self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, bias_grad: Array | None = None

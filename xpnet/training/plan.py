@@ -127,7 +127,7 @@ class Plan:
     logits_at_end: bool  # predict applies the output activation once over all the logits
     captures: bool
     capture_reason: str
-    loss_bias: tuple[bool, ...] = ()  # per output: its fused loss adds the output layer's bias (`BIAS_IN_LOSS`)
+    loss_bias: tuple[bool, ...]  # per output: its fused loss adds the output layer's bias (`BIAS_IN_LOSS`)
     affine_chain: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
     # (backend, the layers' activations) where every layer passes a NaN row on, else None: the backend's
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)

@@ -102,14 +102,14 @@ def _backprop(
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
         if fused[k]:
-            value, grad, out = fused_loss(model, plan, k, ys[k], outs[k], c, wb is None)
+            value, grad, out = fused_loss(ops, plan, k, loss, model.output_layers[k], ys[k], outs[k], c, wb is None)
         else:
             out = outs[k]
             value, grad = loss.call(xp, ys[k], out), loss.grad(xp, ys[k], out) * c
         if wb is not None:  # unweighted runs skip this entirely, so they stay bit-identical
             value = value * wb
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
-            if plan.loss_bias and plan.loss_bias[k]:  # ∂L/∂b of the weighted rows
+            if plan.loss_bias[k]:  # ∂L/∂b of the weighted rows
                 layer = model.output_layers[k]
                 assert layer.sink is not None
                 layer.sink.column_sum(layer, "bias", grad)
@@ -295,17 +295,16 @@ class TrainStep:
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
 
 
-def fused_loss(model: Trainer, plan: Plan, k: int, y: Array, u: Array, scale: Any, bias_grad: bool) -> Any:
-    """Output k's fused loss from its pre-activation u: (per-sample loss, scale · ∂ℓ/∂u, the output).
+def fused_loss(
+    ops: Any, plan: Plan, k: int, loss: Any, layer: Any, y: Array, u: Array, scale: Any, bias_grad: bool
+) -> Any:
+    """Output k's fused loss from its pre-activation u (`layer` the output layer, on `ops`): (per-sample loss,
+    scale · ∂ℓ/∂u, the output).
 
     Where the plan has the loss add the output layer's bias (`Plan.loss_bias`), u is xW and becomes the
     logits; with bias_grad, ∂L/∂b goes to the layer's sink from the same launch.
     """
-    ops = model.ops
-    assert ops is not None
-    layer = model.output_layers[k]
-    loss = model.compiled_losses[k]
-    if not (plan.loss_bias and plan.loss_bias[k]):
+    if not plan.loss_bias[k]:
         return ops.fused_loss(loss, layer.activation, y, u, scale)
     sink = layer.sink if bias_grad and "bias" in layer.grads else None
     target = None if sink is None else sink.put_target(layer, "bias")
@@ -360,7 +359,7 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     preds, sums = [], []
     for k, loss in enumerate(model.compiled_losses):
         if fused[k]:
-            value, _, out = fused_loss(model, plan, k, ys[k], outs[k], one, False)
+            value, _, out = fused_loss(ops, plan, k, loss, model.output_layers[k], ys[k], outs[k], one, False)
         else:
             out = outs[k]
             value = loss.call(xp, ys[k], out)
