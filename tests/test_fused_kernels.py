@@ -147,6 +147,41 @@ def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: s
     np.testing.assert_array_equal(ops.to_numpy(value), want[1])
 
 
+@pytest.mark.parametrize("rows", [32, 1000])
+@pytest.mark.parametrize("act_name", ["softmax", "linear"])  # linear: from_logits, the hits counted on u
+def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_sums(
+    ops: Ops, rows: int, act_name: str
+) -> None:
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get(act_name)
+    rng = np.random.default_rng(7)
+    u_host = rng.standard_normal((rows, 10)).astype(np.float32)
+    u_host[1, 6] = np.nan  # NumPy's argmax: the first NaN is the maximum (a hit where the label is 6)
+    u_host[2, :] = 0.0  # ties: the first maximum
+    y_host = rng.integers(0, 10, rows).astype(np.int32)
+    y_host[1], y_host[2] = 6, 0
+    y, b = ops.asarray(y_host), ops.asarray(np.zeros(10, np.float32))
+    scale = ops.asarray(np.asarray(1.0 / rows, np.float32))
+    for _ in range(2):  # the ticket word is left ready for the next launch
+        totals: list = []
+        _, _, out = ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, totals)
+        if ops.name != "cupy":
+            assert totals == []  # the plain sums run instead
+            return
+        hits = float(np.sum(np.argmax(ops.to_numpy(out), axis=-1) == y_host))
+        assert float(ops.to_numpy(totals[1])) == hits and hits >= 1  # row 2's tie is a hit
+        assert np.isnan(float(ops.to_numpy(totals[0])))  # row 1's loss is NaN, and so is the sum
+        u2 = u_host.copy()
+        u2[1, 6] = 0.0
+        totals = []
+        value = ops.fused_loss_with_bias(loss, act, y, ops.asarray(u2), b, scale, None, totals)[0]
+        want = np.float32(0)
+        for x in ops.to_numpy(value):  # in the rows' order, as the kernel
+            want = np.float32(want + x)
+        assert float(ops.to_numpy(totals[0])) == float(want)
+
+
 def test_plan_has_the_loss_add_the_output_bias_only_where_the_backend_fuses_it(backend: str) -> None:
     model = xpnet.Sequential([Dense(8, activation="relu", input_shape=(4,)), Dense(3, activation="softmax")], seed=0)
     model.compile("sgd", "sparse_categorical_crossentropy", backend=backend)

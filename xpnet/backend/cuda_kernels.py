@@ -42,26 +42,46 @@ extern "C" __global__ void xpnet_sce_SUFFIX(
     if (i >= n) return;
     xpnet_sce_SUFFIX_row(u + (size_t)i * k, y[i], loss + i, du + (size_t)i * k, p + (size_t)i * k, k, *scale_ptr);
 }
-// sce with the output layer's bias b added to each row of u as it is read (u keeps the logits), and,
-// where want_db, ∂L/∂b = Σ_rows du: each row's thread draws a ticket once its row of du is written; the
-// one drawing the last sums the columns in row order (the same bits whatever the threads' timing) and
-// puts the word back to 0
+// sce with the output layer's bias b added to each row of u as it is read (u keeps the logits). Each row's
+// thread then draws a ticket, adding (1 << 32) | its hit (argmax of p, or of u where hits_on_p is 0, equal
+// to the label: NumPy's argmax, the first NaN winning) to one 64-bit word; the thread drawing the last
+// holds the whole count and, every row written, sums ∂L/∂b = Σ_rows du column by column (want_db) and the
+// losses (want_sums) in row order, the same bits whatever the threads' timing, and puts the word back to 0.
 extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y, T* loss, T* du, T* p, int n,
-        int k, const T* scale_ptr, int want_db, T* db, unsigned long long* ticket) {
+        int k, const T* scale_ptr, int want_db, T* db, int want_sums, int hits_on_p, T* loss_sum, T* hits,
+        unsigned long long* ticket) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     T* ur = u + (size_t)i * k;
+    T* pr = p + (size_t)i * k;
     for (int j = 0; j < k; ++j) ur[j] = ur[j] + b[j];
-    xpnet_sce_SUFFIX_row(ur, y[i], loss + i, du + (size_t)i * k, p + (size_t)i * k, k, *scale_ptr);
-    if (!want_db) return;
+    xpnet_sce_SUFFIX_row(ur, y[i], loss + i, du + (size_t)i * k, pr, k, *scale_ptr);
+    if (!want_db && !want_sums) return;
+    unsigned long long hit = 0;
+    if (want_sums) {
+        const T* q = hits_on_p ? pr : ur;
+        T best = q[0]; int at = 0;
+        for (int j = 1; j < k && best == best; ++j) { const T v = q[j]; if (v > best || v != v) { best = v; at = j; } }
+        hit = at == y[i] ? 1ULL : 0ULL;
+    }
     __threadfence();
-    if (atomicAdd(ticket, 1ULL) != (unsigned long long)(n - 1)) return;
+    const unsigned long long old = atomicAdd(ticket, (1ULL << 32) | hit);
+    if ((long long)(old >> 32) != (long long)n - 1) return;
     __threadfence();
-    const volatile T* d = du;
-    for (int j = 0; j < k; ++j) {
+    if (want_db) {
+        const volatile T* d = du;
+        for (int j = 0; j < k; ++j) {
+            T s = 0;
+            for (int r = 0; r < n; ++r) s += d[(size_t)r * k + j];
+            db[j] = s;
+        }
+    }
+    if (want_sums) {
+        const volatile T* v = loss;
         T s = 0;
-        for (int r = 0; r < n; ++r) s += d[(size_t)r * k + j];
-        db[j] = s;
+        for (int r = 0; r < n; ++r) s += v[r];
+        *loss_sum = s;
+        *hits = (T)((old & 0xFFFFFFFFULL) + hit);
     }
     ticket[0] = 0;
 }

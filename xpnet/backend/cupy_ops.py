@@ -315,9 +315,18 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         return own and fused.__qualname__ == "SparseCategoricalCrossentropy.fused" and "fused" not in vars(loss)
 
     def fused_loss_with_bias(
-        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, bias_grad: Array | None = None
+        self,
+        loss: Any,
+        act: Any,
+        y: Array,
+        u: Array,
+        bias: Array,
+        scale: Any,
+        bias_grad: Array | None = None,
+        totals: list[Array] | None = None,
     ) -> tuple[Array, Array, Array]:
-        # one launch for u + b, the softmax cross-entropy and Σ_rows du (the row kernel "sce_bias")
+        # one launch for u + b, the softmax cross-entropy, Σ_rows du and the batch's [Σ loss, hits] (the row
+        # kernel "sce_bias")
         n, k = (int(d) for d in u.shape) if u.ndim == 2 else (0, 0)
         if (
             not self.loss_adds_bias(loss, act)
@@ -330,14 +339,25 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
             )
             or not u.flags.c_contiguous
         ):
-            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, bias_grad)
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, bias_grad, totals)
         value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
+        # the hits compare labels as int32: only labels that are int32 already (fit's) are counted here
+        sums = totals is not None and isinstance(y, self.xp.ndarray) and y.dtype == np.int32 and y.shape == (n,)
         y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
         scale = scale if isinstance(scale, self.xp.ndarray) else self.xp.asarray(scale, dtype=u.dtype)
-        db = bias if bias_grad is None else bias_grad  # not written without want_db
+        # the model's output, over which the hits' argmax runs: the probabilities (softmax) or u (from logits),
+        # buffers the kernel fills; another activation's is computed after the launch, and counted apart
+        out = act.output_of_softmax(self.xp, u, probs)
+        buffer = out is probs or out is u
+        sums = sums and buffer
+        loss_sum, hits = self.xp.empty((), dtype=u.dtype), self.xp.empty((), dtype=u.dtype)
         head = (u, bias, y, value, grad, probs, np.int32(n), np.int32(k), scale)
-        self._rows("sce_bias", u.dtype, n, (*head, np.int32(bias_grad is not None), db, ticket_word(self.xp)))
-        return value, grad, act.output_of_softmax(self.xp, u, probs)
+        wants = (np.int32(bias_grad is not None), bias if bias_grad is None else bias_grad, np.int32(sums))
+        tail = (np.int32(out is probs), loss_sum, hits, ticket_word(self.xp))
+        self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
+        if sums and totals is not None:
+            totals += [loss_sum, hits]
+        return value, grad, out if buffer else act.output_of_softmax(self.xp, u, probs)
 
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""

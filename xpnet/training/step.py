@@ -84,10 +84,17 @@ def forward_backward(
 
 
 def _backprop(
-    model: Trainer, xb: Array, yb: Array, coef: Array, plan: Plan | None, wb: Array | None, summed: bool
+    model: Trainer,
+    xb: Array,
+    yb: Array,
+    coef: Array,
+    plan: Plan | None,
+    wb: Array | None,
+    summed: bool,
+    totals: list[Array] | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
-    per-sample loss (batch,)], [each output], [the add_loss values])."""
+    per-sample loss (batch,)], [each output], [the add_loss values]). totals: see `fused_loss`."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -102,15 +109,15 @@ def _backprop(
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
         if fused[k]:
-            value, grad, out = fused_loss(ops, plan, k, loss, model.output_layers[k], ys[k], outs[k], c, wb is None)
+            layer = model.output_layers[k]
+            value, grad, out = fused_loss(ops, plan, k, loss, layer, ys[k], outs[k], c, wb is None, totals)
         else:
             out = outs[k]
             value, grad = loss.call(xp, ys[k], out), loss.grad(xp, ys[k], out) * c
         if wb is not None:  # unweighted runs skip this entirely, so they stay bit-identical
             value = value * wb
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
-            if plan.loss_bias[k]:  # ∂L/∂b of the weighted rows
-                layer = model.output_layers[k]
+            if plan.loss_bias[k]:  # ∂L/∂b of the weighted rows (the output layer's, from the fused branch)
                 assert layer.sink is not None
                 layer.sink.column_sum(layer, "bias", grad)
         grads.append(grad)
@@ -270,8 +277,9 @@ class TrainStep:
         coef, scale = self.factors(global_batch)
         # one launch for the loss sum and the accuracy count where the backend has the kernel
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
-        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse)
-        fused_sums = _loss_and_hits(model, sums, yb, preds) if fuse and not added else None
+        totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
+        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None)
+        fused_sums = (totals or _loss_and_hits(model, sums, yb, preds)) if fuse and not added else None
         if fused_sums is None:
             if fuse:
                 sums = [ops.xp.sum(v) for v in sums]
@@ -296,13 +304,23 @@ class TrainStep:
 
 
 def fused_loss(
-    ops: Any, plan: Plan, k: int, loss: Any, layer: Any, y: Array, u: Array, scale: Any, bias_grad: bool
+    ops: Any,
+    plan: Plan,
+    k: int,
+    loss: Any,
+    layer: Any,
+    y: Array,
+    u: Array,
+    scale: Any,
+    bias_grad: bool,
+    totals: list[Array] | None = None,
 ) -> Any:
     """Output k's fused loss from its pre-activation u (`layer` the output layer, on `ops`): (per-sample loss,
     scale · ∂ℓ/∂u, the output).
 
     Where the plan has the loss add the output layer's bias (`Plan.loss_bias`), u is xW and becomes the
-    logits; with bias_grad, ∂L/∂b goes to the layer's sink from the same launch.
+    logits; with bias_grad, ∂L/∂b goes to the layer's sink from the same launch, and where the backend
+    has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals`.
     """
     if not plan.loss_bias[k]:
         return ops.fused_loss(loss, layer.activation, y, u, scale)
@@ -310,10 +328,10 @@ def fused_loss(
     target = None if sink is None else sink.put_target(layer, "bias")
     if sink is not None and target is None:  # a sink that updates or adds: the sum goes there after
         target = ops.xp.empty_like(layer.params["bias"])
-        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target)
+        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
         sink.put(layer, "bias", target)
         return out
-    return ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target)
+    return ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
 
 
 def _hits_metric(model: Trainer) -> Any:
