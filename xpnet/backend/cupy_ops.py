@@ -315,49 +315,47 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         return own and fused.__qualname__ == "SparseCategoricalCrossentropy.fused" and "fused" not in vars(loss)
 
     def fused_loss_with_bias(
-        self,
-        loss: Any,
-        act: Any,
-        y: Array,
-        u: Array,
-        bias: Array,
-        scale: Any,
-        bias_grad: Array | None = None,
-        totals: list[Array] | None = None,
+        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, db: Any = None, sums: Any = None
     ) -> tuple[Array, Array, Array]:
         # one launch for u + b, the softmax cross-entropy, Σ_rows du and the batch's [Σ loss, hits] (the row
         # kernel "sce_bias")
-        n, k = (int(d) for d in u.shape) if u.ndim == 2 else (0, 0)
-        if (
-            not self.loss_adds_bias(loss, act)
-            or not 0 < n * k <= _MAX_BIAS_SUM
-            or k > _MAX_ROW
-            or u.dtype.char not in "fd"
-            or not all(
-                isinstance(a, self.xp.ndarray) and a.flags.c_contiguous and a.shape == (k,) and a.dtype == u.dtype
-                for a in (bias, bias if bias_grad is None else bias_grad)
-            )
-            or not u.flags.c_contiguous
-        ):
-            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, bias_grad, totals)
+        if not self._bias_kernel_fits(loss, act, u, bias, db):
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums)
+        n, k = (int(d) for d in u.shape)
         value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
         # the hits compare labels as int32: only labels that are int32 already (fit's) are counted here
-        sums = totals is not None and isinstance(y, self.xp.ndarray) and y.dtype == np.int32 and y.shape == (n,)
+        count = sums is not None and isinstance(y, self.xp.ndarray) and y.dtype == np.int32 and y.shape == (n,)
         y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
         scale = scale if isinstance(scale, self.xp.ndarray) else self.xp.asarray(scale, dtype=u.dtype)
         # the model's output, over which the hits' argmax runs: the probabilities (softmax) or u (from logits),
         # buffers the kernel fills; another activation's is computed after the launch, and counted apart
         out = act.output_of_softmax(self.xp, u, probs)
         buffer = out is probs or out is u
-        sums = sums and buffer
+        count = count and buffer
         loss_sum, hits = self.xp.empty((), dtype=u.dtype), self.xp.empty((), dtype=u.dtype)
         head = (u, bias, y, value, grad, probs, np.int32(n), np.int32(k), scale)
-        wants = (np.int32(bias_grad is not None), bias if bias_grad is None else bias_grad, np.int32(sums))
+        wants = (np.int32(db is not None), bias if db is None else db, np.int32(count))
         tail = (np.int32(out is probs), loss_sum, hits, ticket_word(self.xp))
         self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
-        if sums and totals is not None:
-            totals += [loss_sum, hits]
+        if count:
+            sums += [loss_sum, hits]
         return value, grad, out if buffer else act.output_of_softmax(self.xp, u, probs)
+
+    def _bias_kernel_fits(self, loss: Any, act: Any, u: Array, bias: Array, db: Any) -> bool:
+        """Whether `fused_loss_with_bias`'s kernel takes these: u (n, k) C-contiguous float, n·k within the
+        last thread's serial sums, bias and db (k,) contiguous of u's dtype."""
+        n, k = (int(d) for d in u.shape) if u.ndim == 2 else (0, 0)
+        return (
+            self.loss_adds_bias(loss, act)
+            and 0 < n * k <= _MAX_BIAS_SUM
+            and k <= _MAX_ROW
+            and u.dtype.char in "fd"
+            and u.flags.c_contiguous
+            and all(
+                isinstance(a, self.xp.ndarray) and a.flags.c_contiguous and a.shape == (k,) and a.dtype == u.dtype
+                for a in (bias, bias if db is None else db)
+            )
+        )
 
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""

@@ -108,16 +108,18 @@ def _backprop(
     for k, (loss, w) in enumerate(zip(model.compiled_losses, model.loss_weights, strict=True)):
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
-        if fused[k]:
+        if fused[k] and plan.loss_bias[k]:  # the output layer stopped at xW: the loss adds its bias
             layer = model.output_layers[k]
-            value, grad, out = fused_loss(ops, plan, k, loss, layer, ys[k], outs[k], c, wb is None, totals)
+            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals)
+        elif fused[k]:
+            value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
         else:
             out = outs[k]
             value, grad = loss.call(xp, ys[k], out), loss.grad(xp, ys[k], out) * c
         if wb is not None:  # unweighted runs skip this entirely, so they stay bit-identical
             value = value * wb
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
-            if plan.loss_bias[k]:  # ∂L/∂b of the weighted rows (the output layer's, from the fused branch)
+            if fused[k] and plan.loss_bias[k]:  # ∂L/∂b of the weighted rows (the output layer's, from above)
                 assert layer.sink is not None
                 layer.sink.column_sum(layer, "bias", grad)
         grads.append(grad)
@@ -303,27 +305,13 @@ class TrainStep:
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
 
 
-def fused_loss(
-    ops: Any,
-    plan: Plan,
-    k: int,
-    loss: Any,
-    layer: Any,
-    y: Array,
-    u: Array,
-    scale: Any,
-    bias_grad: bool,
-    totals: list[Array] | None = None,
+def _loss_with_bias(
+    ops: Any, layer: Any, loss: Any, y: Array, u: Array, scale: Any, bias_grad: bool, totals: list[Array] | None
 ) -> Any:
-    """Output k's fused loss from its pre-activation u (`layer` the output layer, on `ops`): (per-sample loss,
-    scale · ∂ℓ/∂u, the output).
-
-    Where the plan has the loss add the output layer's bias (`Plan.loss_bias`), u is xW and becomes the
-    logits; with bias_grad, ∂L/∂b goes to the layer's sink from the same launch, and where the backend
-    has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals`.
-    """
-    if not plan.loss_bias[k]:
-        return ops.fused_loss(loss, layer.activation, y, u, scale)
+    """The fused loss of an output whose layer stopped at u = xW (`Plan.loss_bias`): (per-sample loss,
+    scale · ∂ℓ/∂u, the output), u becoming the logits. With bias_grad, ∂L/∂b goes to the layer's sink from
+    the same launch; where the backend has them from it too, the batch's [Σ loss, sparse accuracy count] are
+    appended to `totals`."""
     sink = layer.sink if bias_grad and "bias" in layer.grads else None
     target = None if sink is None else sink.put_target(layer, "bias")
     if sink is not None and target is None:  # a sink that updates or adds: the sum goes there after
@@ -376,8 +364,10 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     outs = runner.run_forward(xb, False, plan.train_forms)
     preds, sums = [], []
     for k, loss in enumerate(model.compiled_losses):
-        if fused[k]:
-            value, _, out = fused_loss(ops, plan, k, loss, model.output_layers[k], ys[k], outs[k], one, False)
+        if fused[k] and plan.loss_bias[k]:
+            value, _, out = _loss_with_bias(ops, model.output_layers[k], loss, ys[k], outs[k], one, False, None)
+        elif fused[k]:
+            value, _, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], one)
         else:
             out = outs[k]
             value = loss.call(xp, ys[k], out)
