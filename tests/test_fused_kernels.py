@@ -549,3 +549,24 @@ def test_ticket_words_are_one_per_device_and_stream(ops: Ops, monkeypatch: pytes
     assert metric_kernels.ticket_word(xp) is first and not ops.to_numpy(first).any()
     monkeypatch.setattr(xp.cuda.runtime, "getDevice", lambda: 1)
     assert metric_kernels.ticket_word(xp) is not first
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_training_with_the_bias_in_the_loss_matches_the_numpy_backend(backend: str, weighted: bool) -> None:
+    # sample weights scale the gradient rows after the loss kernel: ∂L/∂b is then summed from those rows
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    w = rng.random(40).astype(np.float32) if weighted else None
+    runs = []
+    for name in (backend, "numpy"):
+        model = xpnet.Sequential(
+            [Dense(8, activation="relu", input_shape=(5,)), Dense(3, activation="softmax")], seed=0
+        )
+        model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"], backend=name)
+        h = model.fit(x, y, batch_size=16, epochs=3, sample_weight=w, verbose=0, shuffle=False)
+        runs.append((model.get_weights(), h.history))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(runs[0][1][key], runs[1][1][key], rtol=1e-5)
