@@ -303,7 +303,7 @@ def _loss_bias(model: Any, fused: tuple[bool, ...]) -> tuple[bool, ...]:
         and layer.use_bias
         and not layer.replaces_methods()
         and ops.loss_adds_bias(loss, layer.activation)
-        for f, loss, layer in zip(fused, model.compiled_losses, _output_layers(model), strict=True)
+        for f, loss, layer in zip(fused, model.compiled_losses or [model.loss], _output_layers(model), strict=True)
     )
 
 

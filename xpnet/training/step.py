@@ -94,7 +94,7 @@ def _backprop(
     totals: list[Array] | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
-    per-sample loss (batch,)], [each output], [the add_loss values]). totals: see `fused_loss`."""
+    per-sample loss (batch,)], [each output], [the add_loss values]). totals: see `_loss_with_bias`."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
