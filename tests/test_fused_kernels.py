@@ -66,7 +66,8 @@ def test_take_rows_into_a_buffer_matches_plain_take(ops: Ops) -> None:
 
 
 @pytest.mark.parametrize("act_name", ["relu", "elu", "sigmoid", "tanh", "gelu"])
-@pytest.mark.parametrize("rows", [1, 32, 300])  # 300: past the fused kernel's row limit, the plain path
+# 300 and 1000: past the serial kernel's 256 rows, blocks of 64 rows (the last one short) on CuPy
+@pytest.mark.parametrize("rows", [1, 32, 300, 1000])
 @pytest.mark.parametrize("mode", ["set", "sub"])
 def test_activation_backward_with_bias_sum_matches_plain_code(ops: Ops, act_name: str, rows: int, mode: str) -> None:
     act = activations.get(act_name)
@@ -83,8 +84,112 @@ def test_activation_backward_with_bias_sum_matches_plain_code(ops: Ops, act_name
     else:
         Ops.bias_sub(ops, du2, out2)
     np.testing.assert_array_equal(ops.to_numpy(du1), ops.to_numpy(du2))
-    # a serial column sum against a tree reduction: equal to rounding
-    np.testing.assert_allclose(ops.to_numpy(out1), ops.to_numpy(out2), rtol=1e-5, atol=1e-5)
+    # a serial or blockwise column sum against a tree reduction: equal to rounding, which grows with the rows
+    tol = 1e-5 * max(1.0, rows / 100)
+    np.testing.assert_allclose(ops.to_numpy(out1), ops.to_numpy(out2), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("rows", [32, 1000])
+def test_activation_backward_sum_keeps_nan_and_repeats_its_bits(ops: Ops, rows: int) -> None:
+    relu = activations.get("relu")
+    rng = np.random.default_rng(5)
+    u_host = rng.standard_normal((rows, 9)).astype(np.float32)
+    dh_host = rng.standard_normal((rows, 9)).astype(np.float32)
+    u_host[rows - 1, 2] = np.nan  # an inactive NaN unit: its gradient is NaN · 0 as NumPy computes it
+    dh_host[0, 5] = np.nan
+    u, dh = ops.asarray(u_host), ops.asarray(dh_host)
+    h = relu.forward(ops.xp, u)
+    sums = []
+    for _ in range(3):  # every call leaves the kernel's ticket words ready for the next
+        out = ops.zeros(9, u.dtype)
+        du = ops.to_numpy(ops.activation_backward_sum(relu, u, h, dh, out, "set"))
+        sums.append(ops.to_numpy(out))
+    want = Ops.activation_backward(ops, relu, u, h, dh)
+    want_sum = ops.zeros(9, u.dtype)
+    Ops.bias_grad(ops, want, want_sum)
+    np.testing.assert_array_equal(du, ops.to_numpy(want))
+    assert np.isnan(sums[0]).tolist() == [j == 5 for j in range(9)]
+    np.testing.assert_allclose(sums[0], ops.to_numpy(want_sum), rtol=1e-5, atol=1e-5)  # NaN where NaN
+    for s in sums[1:]:
+        np.testing.assert_array_equal(s, sums[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 32, 1000])  # 1000 × 10 scores: the kernel's ticket tail sums 10,000
+def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: str, rows: int) -> None:
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(6)
+    u_host = (3 * rng.standard_normal((rows, 10))).astype(dtype)
+    u_host[0, 4] = np.nan  # a NaN logit: its row's loss, probabilities and gradient are NaN, as u + b then sce
+    b_host = rng.standard_normal(10).astype(dtype)
+    y = ops.asarray(rng.integers(0, 10, rows).astype(np.int32))
+    b = ops.asarray(b_host)
+    scale = ops.asarray(np.asarray(0.01 / rows, dtype))
+    u_plain, db_plain = ops.asarray(u_host.copy()), ops.zeros(10, b.dtype)
+    # copies: NumPy's fused loss may hand back buffers the next call reuses
+    want = [
+        ops.to_numpy(a).copy()
+        for a in (u_plain, *Ops.fused_loss_with_bias(ops, loss, act, y, u_plain, b, scale, db_plain))
+    ]
+    for _ in range(2):  # the ticket word is left ready for the next launch: the same bits again
+        u, db = ops.asarray(u_host.copy()), ops.zeros(10, b.dtype)
+        got = ops.fused_loss_with_bias(loss, act, y, u, b, scale, db)
+        for a, w in zip((u, *got), want, strict=True):  # the same arithmetic per row
+            np.testing.assert_array_equal(ops.to_numpy(a), w)
+        # ∂L/∂b summed in row order against a tree reduction: equal to rounding, NaN where the plain sum is
+        tol = 1e-6 if dtype == "float32" else 1e-14
+        np.testing.assert_allclose(ops.to_numpy(db), ops.to_numpy(db_plain), rtol=tol, atol=tol)
+        assert np.isnan(ops.to_numpy(db)).all()  # row 0's NaN reaches every column
+    u = ops.asarray(u_host.copy())
+    value = ops.fused_loss_with_bias(loss, act, y, u, b, scale)[0]  # evaluate's form: no gradient sum
+    np.testing.assert_array_equal(ops.to_numpy(value), want[1])
+
+
+@pytest.mark.parametrize("rows", [32, 1000])
+@pytest.mark.parametrize("act_name", ["softmax", "linear"])  # linear: from_logits, the hits counted on u
+def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_sums(
+    ops: Ops, rows: int, act_name: str
+) -> None:
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get(act_name)
+    rng = np.random.default_rng(7)
+    u_host = rng.standard_normal((rows, 10)).astype(np.float32)
+    u_host[1, 6] = np.nan  # NumPy's argmax: the first NaN is the maximum (a hit where the label is 6)
+    u_host[2, :] = 0.0  # ties: the first maximum
+    y_host = rng.integers(0, 10, rows).astype(np.int32)
+    y_host[1], y_host[2] = 6, 0
+    y, b = ops.asarray(y_host), ops.asarray(np.zeros(10, np.float32))
+    scale = ops.asarray(np.asarray(1.0 / rows, np.float32))
+    for _ in range(2):  # the ticket word is left ready for the next launch
+        totals: list = []
+        _, _, out = ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, totals)
+        if ops.name != "cupy":
+            assert totals == []  # the plain sums run instead
+            return
+        hits = float(np.sum(np.argmax(ops.to_numpy(out), axis=-1) == y_host))
+        assert float(ops.to_numpy(totals[1])) == hits and hits >= 1  # row 2's tie is a hit
+        assert np.isnan(float(ops.to_numpy(totals[0])))  # row 1's loss is NaN, and so is the sum
+        u2 = u_host.copy()
+        u2[1, 6] = 0.0
+        totals = []
+        value = ops.fused_loss_with_bias(loss, act, y, ops.asarray(u2), b, scale, None, totals)[0]
+        want = np.float32(0)
+        for x in ops.to_numpy(value):  # in the rows' order, as the kernel
+            want = np.float32(want + x)
+        assert float(ops.to_numpy(totals[0])) == float(want)
+
+
+def test_plan_has_the_loss_add_the_output_bias_only_where_the_backend_fuses_it(backend: str) -> None:
+    model = xpnet.Sequential([Dense(8, activation="relu", input_shape=(4,)), Dense(3, activation="softmax")], seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy", backend=backend)
+    plan = model.plan
+    fuses = model.ops.loss_adds_bias(model.compiled_losses[0], model.layers[-1].activation)
+    assert plan.loss_bias == (fuses,) and fuses == (model.ops.name == "cupy")
+    assert plan.train_forms[-1].forward == ("forward_product" if fuses else "forward_preactivation")
+    assert ("output layer's bias" in plan.explain()) == fuses
 
 
 def test_max_pool_relu_matches_pool_then_relu(ops: Ops) -> None:
@@ -367,6 +472,49 @@ def test_conv2d_backward_into_writes_the_plain_gradients(ops: Ops, need_input_gr
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_conv2d_with_the_bias_after_the_kernel_matches_the_plain_code(
+    ops: Ops, dtype: str, need_input_grad: bool
+) -> None:
+    # a layer's kernel and bias as views of one flat buffer, bias right after kernel: CuPy adds the bias in
+    # the GEMM through a column of ones in the patches, and gets ∂bias as that GEMM's last row
+    rng = np.random.default_rng(14)
+    x = ops.asarray(rng.standard_normal((3, 7, 6, 2)).astype(dtype))
+    shape, f = (3, 2, 2, 4), 4
+    host = rng.standard_normal(int(np.prod(shape)) + f).astype(dtype)
+    host[-2] = np.nan  # filter 2's bias: its outputs and only those are NaN, as in u + b
+    flat = ops.asarray(host)
+    kernel, bias = ops.xp.reshape(flat[: host.size - f], shape), flat[host.size - f :]
+    geometry = ((2, 1), (1, 0, 1, 1))
+    u, ctx = ops.conv2d_forward(x, kernel, bias, *geometry, need_ctx=True)
+    u_plain, ctx_plain = Ops.conv2d_forward(ops, x, kernel, bias, *geometry, need_ctx=True)
+    if ops.name == "cupy":  # the patches carry the column of ones
+        assert tuple(ctx.shape) == (*ctx_plain.shape[:3], ctx_plain.shape[3] + 1)
+    tol = 1e-5 if dtype == "float32" else 1e-12  # the bias summed inside the GEMM: equal to rounding
+    np.testing.assert_allclose(ops.to_numpy(u), ops.to_numpy(u_plain), rtol=tol, atol=tol)
+    assert np.isnan(ops.to_numpy(u)[..., 2]).all() and not np.isnan(ops.to_numpy(u)[..., [0, 1, 3]]).any()
+    du_host = rng.standard_normal(tuple(u.shape)).astype(dtype)
+    du_host[1, 2, 3, 0] = np.nan
+    du = ops.asarray(du_host)
+    got = ops.conv2d_backward(du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    want = Ops.conv2d_backward(ops, du, ctx_plain, kernel, tuple(x.shape), *geometry, need_input_grad)
+    assert (got[2] is None) == (want[2] is None) == (not need_input_grad)
+    for a, b in zip(got, want, strict=True):
+        if a is not None:
+            np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=tol, atol=tol)  # NaN where NaN
+    grads = ops.zeros(host.size, x.dtype)  # the gradient buffer's views, as a layer has them
+    views = (ops.xp.reshape(grads[: host.size - f], shape), grads[host.size - f :])
+    dx = ops.conv2d_backward_into(views, du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    for a, b in zip((*views, dx), got, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(ops.to_numpy(a), ops.to_numpy(b))
+    apart = (ops.zeros(shape, x.dtype), ops.zeros(f, x.dtype))  # not one buffer: the same numbers another way
+    ops.conv2d_backward_into(apart, du, ctx, kernel, tuple(x.shape), *geometry, need_input_grad)
+    for a, b in zip(apart, got[:2], strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(a), ops.to_numpy(b))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("step", "offset"), [(0, 0), (7, 1000), (2**32 - 1, 2**31 + 5)])
 def test_dropout_counting_is_the_step_then_the_count(ops: Ops, dtype: str, step: int, offset: int) -> None:
     x_host = np.random.default_rng(13).standard_normal((33, 70)).astype(dtype)
@@ -401,3 +549,24 @@ def test_ticket_words_are_one_per_device_and_stream(ops: Ops, monkeypatch: pytes
     assert metric_kernels.ticket_word(xp) is first and not ops.to_numpy(first).any()
     monkeypatch.setattr(xp.cuda.runtime, "getDevice", lambda: 1)
     assert metric_kernels.ticket_word(xp) is not first
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_training_with_the_bias_in_the_loss_matches_the_numpy_backend(backend: str, weighted: bool) -> None:
+    # sample weights scale the gradient rows after the loss kernel: ∂L/∂b is then summed from those rows
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    w = rng.random(40).astype(np.float32) if weighted else None
+    runs = []
+    for name in (backend, "numpy"):
+        model = xpnet.Sequential(
+            [Dense(8, activation="relu", input_shape=(5,)), Dense(3, activation="softmax")], seed=0
+        )
+        model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"], backend=name)
+        h = model.fit(x, y, batch_size=16, epochs=3, sample_weight=w, verbose=0, shuffle=False)
+        runs.append((model.get_weights(), h.history))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(runs[0][1][key], runs[1][1][key], rtol=1e-5)

@@ -280,6 +280,24 @@ class Ops(ImageOps):
         """
         return self.preactivation_loss(loss, act, y, u, scale)
 
+    def loss_adds_bias(self, loss: Any, act: Any) -> bool:
+        """Whether `fused_loss_with_bias` saves launches here for this loss and output activation (the plan then
+        has the output layer stop at xW and the loss add its bias)."""
+        return False
+
+    def fused_loss_with_bias(
+        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, db: Any = None, sums: Any = None
+    ) -> tuple[Array, Array, Array]:
+        """`fused_loss` of u + bias: u (n, k) = xW is overwritten with the logits u + bias (k,); where db (k,) is
+        given, ∂L/∂bias = Σ_rows of the returned gradient is written there. sums: None or a list, to which a
+        backend that has the batch's [Σ loss, sparse accuracy count] (0-d, u's dtype) from the same launch
+        appends them; here nothing is appended (the caller sums apart)."""
+        self.assign(u, self.xp.add(u, bias))
+        value, grad, out = self.fused_loss(loss, act, y, u, scale)
+        if db is not None:
+            self.bias_grad(grad, db)
+        return value, grad, out
+
     def preactivation_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:
         """`fused_loss` by the loss's own formula (`call_and_grad_from_preactivation`)."""
         value, grad = loss.call_and_grad_from_preactivation(self.xp, y, u)

@@ -29,19 +29,61 @@ __device__ inline void xpnet_row_stats_SUFFIX(const T* ur, int k, T& m, T& s) {
     s = 0;
     for (int j = 0; j < k; ++j) s += exp(ur[j] - m);
 }
+// one row of sce: the loss of label c, the probabilities and (p − onehot(c)) · scale
+__device__ inline void xpnet_sce_SUFFIX_row(const T* ur, int c, T* loss, T* dr, T* pr, int k, T scale) {
+    T m, s;
+    xpnet_row_stats_SUFFIX(ur, k, m, s);
+    *loss = log(s) - (ur[c] - m);
+    for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
+}
 extern "C" __global__ void xpnet_sce_SUFFIX(
         const T* u, const int* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const T scale = *scale_ptr;
-    const T* ur = u + (size_t)i * k;
-    T* dr = du + (size_t)i * k;
+    xpnet_sce_SUFFIX_row(u + (size_t)i * k, y[i], loss + i, du + (size_t)i * k, p + (size_t)i * k, k, *scale_ptr);
+}
+// sce with the output layer's bias b added to each row of u as it is read (u keeps the logits). Each row's
+// thread then draws a ticket, adding (1 << 32) | its hit (argmax of p, or of u where hits_on_p is 0, equal
+// to the label: NumPy's argmax, the first NaN winning) to one 64-bit word; the thread drawing the last
+// holds the whole count and, every row written, sums ∂L/∂b = Σ_rows du column by column (want_db) and the
+// losses (want_sums) in row order, the same bits whatever the threads' timing, and puts the word back to 0.
+extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y, T* loss, T* du, T* p, int n,
+        int k, const T* scale_ptr, int want_db, T* db, int want_sums, int hits_on_p, T* loss_sum, T* hits,
+        unsigned long long* ticket) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    T* ur = u + (size_t)i * k;
     T* pr = p + (size_t)i * k;
-    T m, s;
-    xpnet_row_stats_SUFFIX(ur, k, m, s);
-    int c = y[i];
-    loss[i] = log(s) - (ur[c] - m);
-    for (int j = 0; j < k; ++j) { T q = exp(ur[j] - m) / s; pr[j] = q; dr[j] = (q - (j == c ? (T)1 : (T)0)) * scale; }
+    for (int j = 0; j < k; ++j) ur[j] = ur[j] + b[j];
+    xpnet_sce_SUFFIX_row(ur, y[i], loss + i, du + (size_t)i * k, pr, k, *scale_ptr);
+    if (!want_db && !want_sums) return;
+    unsigned long long hit = 0;
+    if (want_sums) {
+        const T* q = hits_on_p ? pr : ur;
+        T best = q[0]; int at = 0;
+        for (int j = 1; j < k && best == best; ++j) { const T v = q[j]; if (v > best || v != v) { best = v; at = j; } }
+        hit = at == y[i] ? 1ULL : 0ULL;
+    }
+    __threadfence();
+    const unsigned long long old = atomicAdd(ticket, (1ULL << 32) | hit);
+    if ((long long)(old >> 32) != (long long)n - 1) return;
+    __threadfence();
+    if (want_db) {
+        const volatile T* d = du;
+        for (int j = 0; j < k; ++j) {
+            T s = 0;
+            for (int r = 0; r < n; ++r) s += d[(size_t)r * k + j];
+            db[j] = s;
+        }
+    }
+    if (want_sums) {
+        const volatile T* v = loss;
+        T s = 0;
+        for (int r = 0; r < n; ++r) s += v[r];
+        *loss_sum = s;
+        *hits = (T)((old & 0xFFFFFFFFULL) + hit);
+    }
+    ticket[0] = 0;
 }
 extern "C" __global__ void xpnet_cce_SUFFIX(
         const T* u, const T* y, T* loss, T* du, T* p, int n, int k, const T* scale_ptr) {
@@ -66,7 +108,7 @@ extern "C" __global__ void xpnet_cce_SUFFIX(
 
 
 def row_source(suffix: str) -> str:
-    return _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
+    return _FENCE + _ROWS.replace("TYPE", "float" if suffix == "f32" else "double").replace("SUFFIX", suffix)
 
 
 # Adam with its step count: every thread reads t, updates its elements at t + 1, then draws a ticket;
@@ -152,6 +194,44 @@ def build_activation_kernel(cp: Any, kind: str, name: str, body: str) -> Any:  #
         "out = sub ? out - acc : acc;",
         name,
     )
+
+
+# Past a few hundred rows one thread per unit is a long serial loop: here a thread per (block of
+# `chunk` rows, unit) writes ∂L/∂u and its block's sum, then draws a ticket on its unit's word; the
+# thread drawing the last one adds the blocks' sums in block order (the same bits whatever the
+# threads' timing) and puts the word back to 0 for the next launch.
+_COLUMN_CHUNKS = r"""
+template <typename T>
+__global__ void xpnet_bwdchunks(const T* u_, const T* h_, const T* dh_, T alpha, int n, int k, int chunk,
+        int sub, T* du_, T* part, unsigned int* tick, T* out) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int chunks = (n + chunk - 1) / chunk;
+    if (i >= (long long)chunks * k) return;
+    const int j = (int)(i % k), c = (int)(i / k);
+    const int r1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+    T acc = 0;
+    for (int r = c * chunk; r < r1; ++r) {
+        const long long o = (long long)r * k + j;
+        const T u = u_[o]; const T h = h_[o]; const T dh = dh_[o];
+        T du; BODY du_[o] = du; acc += du;
+    }
+    part[i] = acc;
+    __threadfence();
+    if (atomicAdd(&tick[j], 1u) == (unsigned int)(chunks - 1)) {
+        const volatile T* ps = part;
+        T s = 0;
+        for (int q = 0; q < chunks; ++q) s += ps[(long long)q * k + j];
+        out[j] = sub ? out[j] - s : s;
+        tick[j] = 0;
+    }
+}
+"""
+
+
+def column_chunks_source(body: str) -> str:
+    """The CUDA C of `xpnet_bwdchunks<T>` (a RawModule with name expressions) for an activation's backward `body`
+    (`Activation.cuda_backward`: reads u, h, dh, alpha, writes du)."""
+    return _FENCE + _COLUMN_CHUNKS.replace("BODY", body)
 
 
 def build_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a CUDA device
@@ -267,6 +347,19 @@ def build_image_kernel(cp: Any, name: str) -> Any:  # pragma: no cover - needs a
             "const int y = oy * sh + ky - top; const int x = ox * sw + kx - left;"
             "col = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : (T)0;",
             "xpnet_im2col",
+        )
+    if name == "im2col_one":  # im2col's patches and a last column of ones: P·[kernel; bias] adds the bias
+        return ek(
+            f"raw T img, {_GEOMETRY}",
+            "T col",
+            "const long long k1 = (long long)kh * kw * c + 1; const long long q = i % k1; long long t = i / k1;"
+            "if (q == k1 - 1) { col = (T)1; } else {"
+            "  const int ch = q % c; const int kx = (q / c) % kw; const int ky = q / c / kw;"
+            "  const int ox = t % ow; t /= ow; const int oy = t % oh; const long long b = t / oh;"
+            "  const int y = oy * sh + ky - top; const int x = ox * sw + kx - left;"
+            "  col = (y >= 0 && y < h && x >= 0 && x < w) ? img[((b * h + y) * w + x) * c + ch] : (T)0;"
+            "}",
+            "xpnet_im2col_one",
         )
     if name == "col2im":  # each pixel gathers its windows' entries: no atomics, deterministic
         body = "acc += col[(o * kh * kw + ky * kw + kx) * c + ch];"

@@ -1,8 +1,9 @@
 """CuPy backend: the generic code on a CUDA device, plus fused elementwise kernels.
 
 Only this module (and `select`) import cupy. The kernels' CUDA C is in cuda_kernels.py (the step's
-sums in metric_kernels.py). Each fused kernel has the generic `Ops` method as its reference and a
-GPU test comparing the two (tests/test_fused_kernels.py, on a GPU or the CPU stand-in).
+sums in metric_kernels.py); the image methods are in cupy_images.py. Each fused kernel has the
+generic `Ops` method as its reference and a GPU test comparing the two (tests/test_fused_kernels.py,
+on a GPU or the CPU stand-in).
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from .base import Array, Ops
-from .cuda_kernels import build_activation_kernel, build_image_kernel, build_kernel, counting_source, row_source
-from .metric_kernels import ticket_word
+from .base import Array
+from .cuda_kernels import (
+    build_activation_kernel,
+    build_kernel,
+    column_chunks_source,
+    counting_source,
+    row_source,
+)
+from .cupy_images import CupyImages
+from .metric_kernels import ticket_word, ticket_words
 
 
-class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
+class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
     name = "cupy"
 
     def __init__(self, device_id: int = 0) -> None:
@@ -208,17 +216,41 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         if (
             act.cuda_backward is None
             or u.ndim != 2
-            or n > _MAX_SUM_ROWS
-            or not all(a.flags.c_contiguous and a.shape == u.shape for a in (h, dh))
-            or not u.flags.c_contiguous
+            or n >= 2**31
+            or dh.dtype.char not in "fd"
+            or not all(a.flags.c_contiguous and a.shape == u.shape and a.dtype == dh.dtype for a in (u, h, dh))
             or not out.flags.c_contiguous
+            or out.dtype != dh.dtype
         ):
             return super().activation_backward_sum(act, u, h, dh, out, mode)
         du = self.xp.empty_like(dh)
         alpha = dh.dtype.type(getattr(act, "alpha", 0.0))
+        if n > _MAX_SUM_ROWS:
+            self._column_chunks(act, u, h, dh, alpha, mode == "sub", du, out)
+            return du
         k = self._activation_kernel("bwdsum", act)
         k(u, h, dh, alpha, np.int32(n), np.int32(u.shape[1]), mode == "sub", du, out)
         return du
+
+    def _column_chunks(
+        self, act: Any, u: Array, h: Array, dh: Array, alpha: Any, sub: bool, du: Array, out: Array
+    ) -> None:
+        """`activation_backward_sum` past `_MAX_SUM_ROWS` rows in one launch: a thread per (block of rows, unit),
+        the blocks' sums added in block order by the unit's last thread (cuda_kernels.column_chunks_source)."""
+        n, k = (int(d) for d in u.shape)
+        t = "float" if dh.dtype == np.float32 else "double"
+        key = f"bwdchunks:{t}:{act.cuda_backward}"
+        fn = self._kernels.get(key)
+        if fn is None:
+            module = self.xp.RawModule(
+                code=column_chunks_source(act.cuda_backward), name_expressions=[f"xpnet_bwdchunks<{t}>"]
+            )
+            fn = self._kernels[key] = module.get_function(f"xpnet_bwdchunks<{t}>")
+        chunks = -(-n // _CHUNK_ROWS)
+        part = self.xp.empty(chunks * k, dtype=dh.dtype)
+        threads = 256
+        args = (u, h, dh, alpha, np.int32(n), np.int32(k), np.int32(_CHUNK_ROWS), np.int32(sub), du, part)
+        fn((-(-chunks * k // threads),), (threads,), (*args, ticket_words(self.xp, k), out))
 
     def bias_grad(self, du: Array, out: Array) -> None:
         self.xp.sum(du, axis=0, out=out)
@@ -274,6 +306,56 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         self._rows(kind, u.dtype, n, (u, y, value, grad, probs, np.int32(n), np.int32(k), scale))
         # with from_logits the model's output is u itself, not the softmax the loss needed
         return value, grad, act.output_of_softmax(self.xp, u, probs)
+
+    def loss_adds_bias(self, loss: Any, act: Any) -> bool:
+        # the sparse softmax cross-entropy's own `fused` (which calls `sparse_softmax_crossentropy` here),
+        # known by its name: importing xpnet.losses from the backend would close an import circle
+        fused = type(loss).fused
+        own = getattr(fused, "__module__", "") == "xpnet.losses"
+        return own and fused.__qualname__ == "SparseCategoricalCrossentropy.fused" and "fused" not in vars(loss)
+
+    def fused_loss_with_bias(
+        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, db: Any = None, sums: Any = None
+    ) -> tuple[Array, Array, Array]:
+        # one launch for u + b, the softmax cross-entropy, Σ_rows du and the batch's [Σ loss, hits] (the row
+        # kernel "sce_bias")
+        if not self._bias_kernel_fits(loss, act, u, bias, db):
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums)
+        n, k = (int(d) for d in u.shape)
+        value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
+        # the hits compare labels as int32: only labels that are int32 already (fit's) are counted here
+        count = sums is not None and isinstance(y, self.xp.ndarray) and y.dtype == np.int32 and y.shape == (n,)
+        y = self.xp.ascontiguousarray(y, dtype=self.xp.int32)
+        scale = scale if isinstance(scale, self.xp.ndarray) else self.xp.asarray(scale, dtype=u.dtype)
+        # the model's output, over which the hits' argmax runs: the probabilities (softmax) or u (from logits),
+        # buffers the kernel fills; another activation's is computed after the launch, and counted apart
+        out = act.output_of_softmax(self.xp, u, probs)
+        buffer = out is probs or out is u
+        count = count and buffer
+        loss_sum, hits = self.xp.empty((), dtype=u.dtype), self.xp.empty((), dtype=u.dtype)
+        head = (u, bias, y, value, grad, probs, np.int32(n), np.int32(k), scale)
+        wants = (np.int32(db is not None), bias if db is None else db, np.int32(count))
+        tail = (np.int32(out is probs), loss_sum, hits, ticket_word(self.xp))
+        self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
+        if count:
+            sums += [loss_sum, hits]
+        return value, grad, out if buffer else act.output_of_softmax(self.xp, u, probs)
+
+    def _bias_kernel_fits(self, loss: Any, act: Any, u: Array, bias: Array, db: Any) -> bool:
+        """Whether `fused_loss_with_bias`'s kernel takes these: u (n, k) C-contiguous float, n·k within the
+        last thread's serial sums, bias and db (k,) contiguous of u's dtype."""
+        n, k = (int(d) for d in u.shape) if u.ndim == 2 else (0, 0)
+        return (
+            self.loss_adds_bias(loss, act)
+            and 0 < n * k <= _MAX_BIAS_SUM
+            and k <= _MAX_ROW
+            and u.dtype.char in "fd"
+            and u.flags.c_contiguous
+            and all(
+                isinstance(a, self.xp.ndarray) and a.flags.c_contiguous and a.shape == (k,) and a.dtype == u.dtype
+                for a in (bias, bias if db is None else db)
+            )
+        )
 
     def _rows(self, name: str, dtype: Any, n: int, args: tuple[Any, ...]) -> None:
         """Launch a one-thread-per-row kernel (rows are short: the class axis)."""
@@ -399,132 +481,13 @@ class CupyOps(Ops):  # pragma: no cover - needs a CUDA device
         t = p.dtype.type
         self._kernel("rmsprop")(g, lr, t(rho), t(eps), p, v)
 
-    # images: one thread per output element (Chainer's im2col_gpu / col2im_gpu, channels-last)
     def full(self, shape: tuple[int, ...], value: float, dtype: Any) -> Array:
         with self.device:
             return self.xp.full(shape, value, dtype=dtype)
 
-    def _geometry_args(
-        self, shape: tuple[int, ...], size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
-    ) -> tuple[int, int, tuple[np.int32, ...]]:
-        _, h, w, c = shape
-        oh = (h + pads[0] + pads[1] - size[0]) // strides[0] + 1
-        ow = (w + pads[2] + pads[3] - size[1]) // strides[1] + 1
-        args = (h, w, c, oh, ow, size[0], size[1], strides[0], strides[1], pads[0], pads[2])
-        return oh, ow, tuple(np.int32(a) for a in args)
-
-    def im2col(
-        self, x: Array, size: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]
-    ) -> Array:
-        n, _, _, c = x.shape
-        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
-        out = self.xp.empty((n, oh, ow, size[0] * size[1] * c), dtype=x.dtype)
-        self._image_kernel("im2col")(self.xp.ascontiguousarray(x), *args, out)
-        return out
-
-    def col2im(
-        self,
-        cols: Array,
-        x_shape: tuple[int, ...],
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-    ) -> Array:
-        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
-        out = self.xp.empty(tuple(x_shape), dtype=cols.dtype)
-        self._image_kernel("col2im")(self.xp.ascontiguousarray(cols), *args, out)
-        return out
-
-    def conv2d_backward_into(self, grads: tuple[Array, Array | None], *args: Any) -> Array | None:
-        # ∂kernel = Pᵀ du by the GEMM straight into the gradient buffer, ∂bias summed there: no copies
-        du, ctx, kernel, x_shape, strides, pads, need_input_grad = args
-        dkernel, dbias = grads
-        kh, kw, _, f = kernel.shape
-        if not isinstance(ctx, self.xp.ndarray) or not dkernel.flags.c_contiguous or dkernel.shape != kernel.shape:
-            return super().conv2d_backward_into(grads, *args)
-        n, oh, ow, k = ctx.shape
-        du2 = self.xp.reshape(du, (n * oh * ow, f))
-        self.matmul(self.xp.reshape(ctx, (n * oh * ow, k)).T, du2, self.xp.reshape(dkernel, (k, f)))
-        if dbias is not None:
-            self.bias_grad(du2, dbias)
-        if not need_input_grad:
-            return None
-        dcols = self.xp.reshape(self.matmul(du2, self.xp.reshape(kernel, (k, f)).T), (n, oh, ow, k))
-        return self.col2im(dcols, x_shape, (kh, kw), strides, pads)
-
-    def max_pool_forward(
-        self,
-        x: Array,
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        need_arg: bool = True,
-    ) -> tuple[Array, Array]:
-        n, _, _, c = x.shape
-        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
-        y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
-        arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
-        t = x.dtype.type
-        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), False, y, arg)
-        return y, arg
-
-    def max_pool_relu_forward(
-        self,
-        x: Array,
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        relu: Any,
-        need_arg: bool = True,
-    ) -> tuple[Array, Any]:
-        # the relu inside the pooling kernel: one launch instead of two
-        n, _, _, c = x.shape
-        oh, ow, args = self._geometry_args(tuple(x.shape), size, strides, pads)
-        y = self.xp.empty((n, oh, ow, c), dtype=x.dtype)
-        arg = self.xp.empty((n, oh, ow, c), dtype=np.int8 if size[0] * size[1] <= 127 else np.int32)
-        t = x.dtype.type
-        self._image_kernel("max_pool")(self.xp.ascontiguousarray(x), *args, t(-np.inf), True, y, arg)
-        return y, ((arg, y) if need_arg else None)
-
-    def max_pool_relu_backward(
-        self,
-        dy: Array,
-        ctx: Any,
-        x_shape: tuple[int, ...],
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        relu: Any,
-    ) -> Array:
-        # relu'(y) applied as each window's ∂L/∂y is gathered: one launch instead of two
-        arg, y = ctx
-        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
-        out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
-        dy, arg, y = (self.xp.ascontiguousarray(a) for a in (dy, arg, y))
-        self._image_kernel("max_pool_grad")(dy, arg, y, *args, True, out)
-        return out
-
-    def max_pool_backward(
-        self,
-        dy: Array,
-        arg: Array,
-        x_shape: tuple[int, ...],
-        size: tuple[int, int],
-        strides: tuple[int, int],
-        pads: tuple[int, int, int, int],
-    ) -> Array:
-        _, _, args = self._geometry_args(tuple(x_shape), size, strides, pads)
-        out = self.xp.empty(tuple(x_shape), dtype=dy.dtype)
-        dy, arg = self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(arg)
-        self._image_kernel("max_pool_grad")(dy, arg, dy, *args, False, out)  # dy stands in for the unread y
-        return out
-
-    def _image_kernel(self, name: str) -> Any:
-        k = self._kernels.get(name)
-        if k is None:
-            k = self._kernels[name] = build_image_kernel(self.xp, name)
-        return k
-
 
 _MAX_ROW = 1024
 _MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread sums serially
+# fused_loss_with_bias: scores the last thread sums for ∂L/∂b (a serial tail; past it the plain sum runs)
+_MAX_BIAS_SUM = 16384
+_CHUNK_ROWS = 64  # past _MAX_SUM_ROWS: rows per thread, whose sums the unit's last thread adds

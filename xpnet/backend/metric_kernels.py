@@ -128,6 +128,17 @@ def ticket_word(xp: Any) -> Array:
     return t
 
 
+def ticket_words(xp: Any, n: int) -> Array:
+    """n zeroed 32-bit ticket words of the current stream (uint32, each launch leaves them 0): one per
+    column of a launch whose columns each end with a last thread (`ticket_word`'s keying and lifetime)."""
+    key = (xp.ndarray, xp.cuda.runtime.getDevice(), xp.cuda.get_current_stream().ptr, n)
+    t = _ticket_words.get(key)
+    if t is None:
+        cp = sys.modules.get("cupy", xp)
+        t = _ticket_words[key] = cp.zeros(n, dtype=cp.uint32)
+    return t
+
+
 def add_sums(running: list[Array], batch: list[Array]) -> list[Array] | None:
     """[r + b for each pair] in one launch where every array is a 0-d CuPy array of one dtype (a step's
     running loss and metric sums), else None (the plain adds run). New arrays, as `r + b` gives."""

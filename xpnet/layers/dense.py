@@ -99,6 +99,20 @@ class Dense(Layer):
             self._x, self._h = x, None
         return u
 
+    def forward_product(self, x: Array, training: bool = False) -> Array:
+        """u = xW only, (batch, in) → (batch, units): the fused loss adds the bias as it reads u, leaving the
+        logits in u (the plan's "bias added by the loss" form)."""
+        assert self.ops is not None
+        u = self.ops.matmul(x, self.params["kernel"])
+        self._u = u
+        if training:
+            self._x, self._h = x, None
+        return u
+
+    def backward_product(self, du: Array, need_input_grad: bool = True) -> Array | None:
+        """Backward from ∂L/∂u (batch, units) where the loss has given the sink ∂L/∂b: ∂L/∂W to the sink, ∂L/∂x."""
+        return self._backward_weights(du, need_input_grad, with_bias=False)
+
     def backward(self, dy: Array, need_input_grad: bool = True) -> Array | None:
         assert self.ops is not None and self.sink is not None
         # a backward_preactivation replaced on the instance or overridden by a subclass must see du

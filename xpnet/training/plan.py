@@ -71,6 +71,8 @@ class Form:
 AS_WRITTEN = Form("as written", "forward", "backward")
 # the layer stops at u (the loss, or the max pool above, applies the activation) and backward starts from ∂L/∂u
 PREACTIVATION = Form("pre-activation", "forward_preactivation", "backward_preactivation")
+# a Dense output stops at xW: its fused loss adds the bias as it reads u and gives ∂L/∂b with ∂L/∂u
+BIAS_IN_LOSS = Form("pre-activation, its bias added by the loss", "forward_product", "backward_product")
 RELU_AFTER_POOL = Form("max pool, then the relu of the layer below", "forward_relu_after", "backward_relu_after")
 # predict keeps no pre-activation, so the activation may reuse its memory
 IN_PLACE = Form("activation in place", "forward_inference", "backward")
@@ -125,6 +127,7 @@ class Plan:
     logits_at_end: bool  # predict applies the output activation once over all the logits
     captures: bool
     capture_reason: str
+    loss_bias: tuple[bool, ...]  # per output: its fused loss adds the output layer's bias (`BIAS_IN_LOSS`)
     affine_chain: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
     # (backend, the layers' activations) where every layer passes a NaN row on, else None: the backend's
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
@@ -168,6 +171,8 @@ class Plan:
             where = f"gradients into the buffer, then the optimizer's update: {self.sink_reason}"
         fused = [a for a, f in zip(self.fused_activations, self.fused, strict=True) if f]
         loss = f"{', '.join(sorted(set(fused)))} fused into the loss" if fused else "no activation fused into the loss"
+        if any(self.loss_bias):
+            loss += " (with the output layer's bias and its gradient)"
         pools = ", ".join(f"{a} → {b}" for a, b in self.relu_pairs)
         rewrite = f"relu moved after the max pool: {pools}" if pools else "no relu moved after a max pool"
         end = ", output activation once over all rows" if self.logits_at_end else ""
@@ -239,7 +244,8 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
     fused = tuple(model.fused_outputs) if compiled else (False,) * len(model.outputs)
     pairs = _relu_pairs(model, nodes)
     chain, at_end = _affine_chain(model, nodes)
-    train_forms, predict_forms = _forms(model, nodes, fused, pairs, at_end)
+    loss_bias = _loss_bias(model, fused)
+    train_forms, predict_forms = _forms(model, nodes, fused, loss_bias, pairs, at_end)
     captures, capture_reason = _capture(model) if compiled else (False, "not compiled")
     sink, reason = _sink(model, captures) if compiled else ("none", "not compiled")
     chain, when = _predict_route(model, chain)
@@ -257,6 +263,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         nan_probe=_nan_probe(model, nodes),
         captures=captures,
         capture_reason=capture_reason,
+        loss_bias=loss_bias,
         affine_chain=chain,
         predict_when=when,
         key=plan_key(model, nodes) if key is None else key,
@@ -264,15 +271,40 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
 
 
 def _forms(
-    model: Any, nodes: list[Any], fused: tuple[bool, ...], pairs: list[tuple[Any, Any]], at_end: bool
+    model: Any,
+    nodes: list[Any],
+    fused: tuple[bool, ...],
+    loss_bias: tuple[bool, ...],
+    pairs: list[tuple[Any, Any]],
+    at_end: bool,
 ) -> tuple[tuple[Form, ...], tuple[Form, ...]]:
     """Per call, the form training runs it in and the form predict runs it in."""
     paired = {id(n): f for a, b in pairs for n, f in ((a, PREACTIVATION), (b, RELU_AFTER_POOL))}
-    ends = {id(_node_of(t)) for t, f in zip(model.outputs, fused, strict=True) if f}
-    train = tuple(PREACTIVATION if id(n) in ends else paired.get(id(n), AS_WRITTEN) for n in nodes)
+    ends = {
+        id(_node_of(t)): BIAS_IN_LOSS if b else PREACTIVATION
+        for t, f, b in zip(model.outputs, fused, loss_bias, strict=True)
+        if f
+    }
+    train = tuple(ends.get(id(n)) or paired.get(id(n), AS_WRITTEN) for n in nodes)
     last = id(nodes[-1]) if at_end and nodes else None
     predict = tuple(PREACTIVATION if id(n) == last else paired.get(id(n), _inference_form(n.layer)) for n in nodes)
     return train, predict
+
+
+def _loss_bias(model: Any, fused: tuple[bool, ...]) -> tuple[bool, ...]:
+    """Per output, whether its fused loss adds the output layer's bias: a plain Dense with a bias whose loss and
+    activation the backend has one launch for (`Ops.loss_adds_bias`)."""
+    if not any(fused):
+        return (False,) * len(fused)
+    ops = model.ops
+    return tuple(
+        f
+        and type(layer) is Dense
+        and layer.use_bias
+        and not layer.replaces_methods()
+        and ops.loss_adds_bias(loss, layer.activation)
+        for f, loss, layer in zip(fused, model.compiled_losses or [model.loss], _output_layers(model), strict=True)
+    )
 
 
 def _predict_route(model: Any, chain: tuple[Any, ...] | None) -> tuple[tuple[Any, ...] | None, str]:

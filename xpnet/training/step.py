@@ -84,10 +84,17 @@ def forward_backward(
 
 
 def _backprop(
-    model: Trainer, xb: Array, yb: Array, coef: Array, plan: Plan | None, wb: Array | None, summed: bool
+    model: Trainer,
+    xb: Array,
+    yb: Array,
+    coef: Array,
+    plan: Plan | None,
+    wb: Array | None,
+    summed: bool,
+    totals: list[Array] | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
-    per-sample loss (batch,)], [each output], [the add_loss values])."""
+    per-sample loss (batch,)], [each output], [the add_loss values]). totals: see `_loss_with_bias`."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -101,7 +108,10 @@ def _backprop(
     for k, (loss, w) in enumerate(zip(model.compiled_losses, model.loss_weights, strict=True)):
         # a weight of 1 multiplies nothing, so a one-output model computes exactly what it always did
         c = coef if w == 1.0 else coef * w
-        if fused[k]:
+        if fused[k] and plan.loss_bias[k]:  # the output layer stopped at xW: the loss adds its bias
+            layer = model.output_layers[k]
+            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals)
+        elif fused[k]:
             value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
         else:
             out = outs[k]
@@ -109,6 +119,9 @@ def _backprop(
         if wb is not None:  # unweighted runs skip this entirely, so they stay bit-identical
             value = value * wb
             grad = grad * xp.reshape(wb, (-1,) + (1,) * (grad.ndim - 1))
+            if fused[k] and plan.loss_bias[k]:  # ∂L/∂b of the weighted rows (the output layer's, from above)
+                assert layer.sink is not None
+                layer.sink.column_sum(layer, "bias", grad)
         grads.append(grad)
         preds.append(out)
         sums.append(xp.sum(value) if summed else value)
@@ -266,8 +279,9 @@ class TrainStep:
         coef, scale = self.factors(global_batch)
         # one launch for the loss sum and the accuracy count where the backend has the kernel
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
-        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse)
-        fused_sums = _loss_and_hits(model, sums, yb, preds) if fuse and not added else None
+        totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
+        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None)
+        fused_sums = (totals or _loss_and_hits(model, sums, yb, preds)) if fuse and not added else None
         if fused_sums is None:
             if fuse:
                 sums = [ops.xp.sum(v) for v in sums]
@@ -289,6 +303,23 @@ class TrainStep:
         if fused_sums is not None:
             return fused_sums
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
+
+
+def _loss_with_bias(
+    ops: Any, layer: Any, loss: Any, y: Array, u: Array, scale: Any, bias_grad: bool, totals: list[Array] | None
+) -> Any:
+    """The fused loss of an output whose layer stopped at u = xW (`Plan.loss_bias`): (per-sample loss,
+    scale · ∂ℓ/∂u, the output), u becoming the logits. With bias_grad, ∂L/∂b goes to the layer's sink from
+    the same launch; where the backend has them from it too, the batch's [Σ loss, sparse accuracy count] are
+    appended to `totals`."""
+    sink = layer.sink if bias_grad and "bias" in layer.grads else None
+    target = None if sink is None else sink.put_target(layer, "bias")
+    if sink is not None and target is None:  # a sink that updates or adds: the sum goes there after
+        target = ops.xp.empty_like(layer.params["bias"])
+        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
+        sink.put(layer, "bias", target)
+        return out
+    return ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
 
 
 def _hits_metric(model: Trainer) -> Any:
@@ -333,7 +364,9 @@ def forward_sums(model: Trainer, xb: Array, yb: Array, one: Array, wb: Array | N
     outs = runner.run_forward(xb, False, plan.train_forms)
     preds, sums = [], []
     for k, loss in enumerate(model.compiled_losses):
-        if fused[k]:
+        if fused[k] and plan.loss_bias[k]:
+            value, _, out = _loss_with_bias(ops, model.output_layers[k], loss, ys[k], outs[k], one, False, None)
+        elif fused[k]:
             value, _, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], one)
         else:
             out = outs[k]
