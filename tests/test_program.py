@@ -214,17 +214,24 @@ def test_a_replayed_numpy_step_allocates_nothing_that_lasts(kind: str) -> None:
             tracemalloc.stop()
         return running, end - start, peak - start
 
-    _, growth, peak = steps(100, [])
+    # the least growth of three rounds of 200 steps: tracemalloc counts every thread, and another thread's
+    # blocks (or a loaded machine's free-list churn, up to ~1 KiB) land in one round, not in all three;
+    # a leak of 16 B per step keeps 3,200 B in every round
+    rounds, running = [], []
+    for _ in range(3):
+        running, growth, peak = steps(200, running)
+        rounds.append((growth, peak))
+    growth, peak = min(rounds)
     eager = xpnet.training.step.TrainStep(model, model.comm)
     tracemalloc.start()
     eager(replay.xb, replay.yb, 32)
     _, eager_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert growth <= 512, growth  # nothing kept from one step to the next
+    assert growth <= 1536, rounds  # nothing kept from one step to the next
     # the transient peak: NumPy's own 32 KiB ufunc buffer (a broadcast bias add, a bool mask's cast), no array
     assert peak <= 40 * 1024, (peak, eager_peak)
     assert eager_peak > 4 * peak, (peak, eager_peak)
-    assert program.replayed >= 100
+    assert program.replayed >= 600
 
 
 def test_step_program_needs_a_compiled_built_model() -> None:
