@@ -274,6 +274,31 @@ def test_a_replayed_train_on_batch_that_overflows_warns_nothing() -> None:
     assert model._program.replays and not np.isfinite(losses[-1])
 
 
+def test_a_replayed_train_on_batch_after_the_optimizer_is_built_afresh_matches_eager() -> None:
+    """`optimizer.build` (its state afresh: new slots, a new device count t) between replayed calls: the
+    next calls record anew on the new state, so losses, weights, `iterations` and t are the eager ones
+    (a list kept from before read the old slots and moved the old t: t stayed 0 while iterations ran on)."""
+    x, y = _xy()
+    runs = []
+    for jit in (True, False):
+        model = Sequential([Input((20,)), Dense(16, activation="relu"), Dense(3, activation="softmax")], seed=2)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend="numpy", jit_compile=jit)
+        losses = []
+        for i in range(10):
+            losses.append(model.train_on_batch(x, y))
+            if i == 5:
+                model.optimizer.iterations = 0
+                model.optimizer.build(model.ops, model.store.params)
+        opt = model.optimizer
+        runs.append((losses, opt.iterations, float(opt._t), model.get_weights()))
+        if jit is True:
+            assert model._program.replayed >= 2  # the calls after the rebuild replay again
+    (got_l, got_i, got_t, got_w), (want_l, want_i, want_t, want_w) = runs
+    assert got_l == want_l and got_i == want_i == 4 and got_t == want_t == 4.0
+    for a, b in zip(got_w, want_w, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "case",
     [

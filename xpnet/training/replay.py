@@ -301,16 +301,18 @@ def unchanged(settings: list[tuple[Any, str, Any]], ops: Ops, backend: list[tupl
 def settings_of(model: Trainer) -> list[tuple[Any, str, Any]]:
     """(owner, attribute, value) of every plain setting of the optimizer and the layers, and of each
     layer's activation object: a recorded list holds them as constants, so a change (learning_rate,
-    trainable, rate, a replaced activation) means record anew."""
+    trainable, rate, a replaced activation) means record anew. The optimizer's state objects too (its
+    slots, its device count t, its rate scalars): `build` makes new ones, which the list does not read."""
     from ..activations import Activation
 
     plain = (bool, int, float, str, np.generic, Activation)
     out = []
-    for owner in [model.optimizer, *model.leaf_layers]:
+    opt = model.optimizer
+    for owner in [opt, *model.leaf_layers]:
         if owner is None:
             continue
         for key, value in vars(owner).items():
-            if key not in _PER_STEP and (value is None or isinstance(value, plain)):
+            if key not in _PER_STEP and (value is None or isinstance(value, plain) or owner is opt):
                 out.append((owner, key, value))
     return out
 
