@@ -114,6 +114,27 @@ def test_activation_backward_sum_keeps_nan_and_repeats_its_bits(ops: Ops, rows: 
         np.testing.assert_array_equal(s, sums[0])
 
 
+@pytest.mark.parametrize(
+    ("which", "ticket", "read"),
+    [
+        ("column_chunks", "atomicAdd(&tick[j]", "ps[(long long)q * k + j]"),
+        ("sce_bias", "atomicAdd(ticket", "d[(size_t)r * k + j]"),
+    ],
+)
+def test_a_ticket_kernels_last_thread_fences_before_it_reads_the_other_threads_writes(
+    which: str, ticket: str, read: str
+) -> None:
+    # what the stand-in cannot show (its threads run one after another): under CUDA's memory model the
+    # writers' fence before the ticket orders their writes only for a reader that fences after drawing the
+    # last ticket (fence-fence synchronization); without it the last thread's loads may see stale sums
+    from xpnet.backend import cuda_kernels
+
+    src = cuda_kernels.column_chunks_source("du = dh;") if which == "column_chunks" else cuda_kernels.row_source("f32")
+    drawn, fence = src.index(ticket), "__threadfence();"  # the statement, not the stand-in's #define
+    assert src.index(fence) < drawn  # the writers publish before they draw
+    assert drawn < src.find(fence, drawn) < src.index(read, drawn)  # and the last one fences before it reads
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 32, 1000])  # 1000 × 10 scores: the kernel's ticket tail sums 10,000
 def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: str, rows: int) -> None:
