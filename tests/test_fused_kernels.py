@@ -114,6 +114,27 @@ def test_activation_backward_sum_keeps_nan_and_repeats_its_bits(ops: Ops, rows: 
         np.testing.assert_array_equal(s, sums[0])
 
 
+@pytest.mark.parametrize(
+    ("which", "ticket", "read"),
+    [
+        ("column_chunks", "atomicAdd(&tick[j]", "ps[(long long)q * k + j]"),
+        ("sce_bias", "atomicAdd(ticket", "d[(size_t)r * k + j]"),
+    ],
+)
+def test_a_ticket_kernels_last_thread_fences_before_it_reads_the_other_threads_writes(
+    which: str, ticket: str, read: str
+) -> None:
+    # what the stand-in cannot show (its threads run one after another): under CUDA's memory model the
+    # writers' fence before the ticket orders their writes only for a reader that fences after drawing the
+    # last ticket (fence-fence synchronization); without it the last thread's loads may see stale sums
+    from xpnet.backend import cuda_kernels
+
+    src = cuda_kernels.column_chunks_source("du = dh;") if which == "column_chunks" else cuda_kernels.row_source("f32")
+    drawn, fence = src.index(ticket), "__threadfence();"  # the statement, not the stand-in's #define
+    assert src.index(fence) < drawn  # the writers publish before they draw
+    assert drawn < src.find(fence, drawn) < src.index(read, drawn)  # and the last one fences before it reads
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 32, 1000])  # 1000 × 10 scores: the kernel's ticket tail sums 10,000
 def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: str, rows: int) -> None:
@@ -552,7 +573,12 @@ def test_ticket_words_are_one_per_device_and_stream(ops: Ops, monkeypatch: pytes
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_training_with_the_bias_in_the_loss_matches_the_numpy_backend(backend: str, weighted: bool) -> None:
+# SGD: ∂L/∂b to the in-place SGD sink through a scratch array; Adam: written by the kernel into the gradient
+# buffer; frozen: the output layer has no gradient, and its bias must stay as it is
+@pytest.mark.parametrize("setting", ["sgd", "adam", "frozen"])
+def test_training_with_the_bias_in_the_loss_matches_the_numpy_backend(
+    backend: str, weighted: bool, setting: str
+) -> None:
     # sample weights scale the gradient rows after the loss kernel: ∂L/∂b is then summed from those rows
     rng = np.random.default_rng(8)
     x = rng.standard_normal((40, 5)).astype(np.float32)
@@ -563,8 +589,13 @@ def test_training_with_the_bias_in_the_loss_matches_the_numpy_backend(backend: s
         model = xpnet.Sequential(
             [Dense(8, activation="relu", input_shape=(5,)), Dense(3, activation="softmax")], seed=0
         )
-        model.compile(xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"], backend=name)
+        model.layers[-1].trainable = setting != "frozen"
+        opt = xpnet.optimizers.Adam(0.01) if setting == "adam" else xpnet.optimizers.SGD(0.1)
+        model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=name)
+        bias = model.layers[-1].get_weights()[1]
         h = model.fit(x, y, batch_size=16, epochs=3, sample_weight=w, verbose=0, shuffle=False)
+        assert model.plan.loss_bias == (model.ops.name == "cupy",)  # the path under test runs where it should
+        assert np.array_equal(model.layers[-1].get_weights()[1], bias) == (setting == "frozen")
         runs.append((model.get_weights(), h.history))
     for a, b in zip(runs[0][0], runs[1][0], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -218,6 +218,7 @@ __global__ void xpnet_bwdchunks(const T* u_, const T* h_, const T* dh_, T alpha,
     part[i] = acc;
     __threadfence();
     if (atomicAdd(&tick[j], 1u) == (unsigned int)(chunks - 1)) {
+        __threadfence();  // with the writers' fence before their tickets: their sums are visible here
         const volatile T* ps = part;
         T s = 0;
         for (int q = 0; q < chunks; ++q) s += ps[(long long)q * k + j];
