@@ -421,3 +421,23 @@ def test_changing_the_layers_of_a_nested_model_is_not_silently_left_out_of_the_o
     again.fit(x, y, epochs=1, verbose=0)
     assert len(again.get_weights()) == len(before)
     assert all(np.abs(a - b).max() > 0 for a, b in zip(inner.get_weights(), before, strict=True))
+
+
+def test_a_nested_model_as_the_output_layer_trains_like_the_flat_model(backend: str) -> None:
+    # the fused softmax + cross-entropy needs the output layer's own φ: a nested model as the output keeps
+    # its softmax inside, and compile must not look for a layer's attributes on it
+    x, y = _data()
+    head = Sequential([Dense(3, activation="softmax", name="head")], name="inner", dtype="float64")
+    nested = Sequential([Input((2, 3)), Flatten(), Dense(8, "relu", name="hidden"), head], seed=3, dtype="float64")
+    flat = Sequential([Input((2, 3)), Flatten(), Dense(8, "relu"), Dense(3, activation="softmax")], dtype="float64")
+    flat.set_weights(nested.get_weights())
+    runs = []
+    for model in (nested, flat):
+        model.compile(
+            xpnet.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend
+        )
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+        runs.append((history["loss"], [np.asarray(xpnet.ops.convert_to_numpy(w)) for w in model.get_weights()]))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+    for u, v in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)

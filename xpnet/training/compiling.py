@@ -273,6 +273,8 @@ class Compiled(_Model):
 
 def _fuses(loss: losses_mod.Loss, layer: Layer) -> bool:
     """Whether `loss` can start backprop from `layer`'s pre-activation (softmax + cross-entropy gives p − y)."""
+    if not isinstance(layer, Layer):  # a nested model as the output: its last layer's φ runs inside it
+        return False
     want = loss.fused_activation()
     act = custom.logits_activation(layer, want) if layer.keras_call else layer.activation
     # only layers that define the logits contract themselves (a custom layer may just have an activation)
