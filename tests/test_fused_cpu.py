@@ -170,3 +170,19 @@ def test_bound_bias_gradient_and_update_are_the_plain_ones(dtype: Any, name: str
         return rng.standard_normal((33, 7)).astype(dtype), rng.standard_normal(7).astype(dtype)
 
     _bound_matches(NumpyOps(), name, make, [0, 1])
+
+
+def test_a_subclass_with_its_own_dropout_mask_gets_it_with_numba_too() -> None:
+    """numba's one pass is NumpyOps's own hash: a backend subclass with another `dropout_mask` keeps it in
+    the eager step (as the replay's binder declines it), numba installed or not (found by review)."""
+    _needs_numba(True)
+
+    class Halves(NumpyOps):
+        def dropout_mask(self, shape: Any, keys: Any, rate: float, dtype: Any, offset: Any = 0) -> Any:
+            return np.full(shape, 0.5, dtype=dtype)
+
+    x = np.random.default_rng(6).standard_normal((4, 5)).astype(np.float32)
+    for jit in (False, True):
+        y, mask = Halves(jit=jit).dropout_forward(x, (3, 4), 0.4)
+        np.testing.assert_array_equal(mask, np.full_like(x, 0.5))
+        np.testing.assert_array_equal(y, x * 0.5)
