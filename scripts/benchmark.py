@@ -109,7 +109,7 @@ class Env:
     jax: Any = None
     jax_note: str = ""
     threads: int | None = None  # --threads: one count for every contender's BLAS / intra-op pool
-    cores: list[int] | None = None  # --threads: the cores the whole run is pinned to (empty: pinning unsupported)
+    cores: list[int] | None = None  # --threads: the cores the whole run is pinned to (empty: unsupported or refused)
     variants: list[str] = field(default_factory=list)  # xpnet rows beside the default (VARIANTS)
     notes: list[str] = field(default_factory=list)
     _limit: Any = None  # threadpoolctl's limiter under --threads, kept for the whole run
