@@ -299,7 +299,7 @@ def report(
     images = f"the first {args.limit:,} of 55,000" if args.limit else "55,000"
     threads = f"--threads {args.threads}" if args.threads else "each library's own thread choice"
     if args.threads:
-        threads += f", pinned to core(s) {cores}" if cores else ", NOT pinned (no os.sched_setaffinity here)"
+        threads += f", pinned to core(s) {cores}" if cores else ", NOT pinned (sched_setaffinity missing or refused)"
     L = [
         f"## End to end: model A, {args.epochs} epochs on {images} Fashion-MNIST images ({folder}), {threads}",
         "",

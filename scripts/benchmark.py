@@ -109,7 +109,7 @@ class Env:
     jax: Any = None
     jax_note: str = ""
     threads: int | None = None  # --threads: one count for every contender's BLAS / intra-op pool
-    cores: list[int] | None = None  # --threads: the cores the whole run is pinned to (empty: pinning unsupported)
+    cores: list[int] | None = None  # --threads: the cores the whole run is pinned to (empty: unsupported or refused)
     variants: list[str] = field(default_factory=list)  # xpnet rows beside the default (VARIANTS)
     notes: list[str] = field(default_factory=list)
     _limit: Any = None  # threadpoolctl's limiter under --threads, kept for the whole run
@@ -163,7 +163,8 @@ def pin_to_cores(n: int) -> list[int]:
     intra-op pool, runs independent operations of one step concurrently on every core. Threads made
     before the call (OpenBLAS's pool, made when NumPy is imported) are pinned one by one, as
     sched_setaffinity(0) pins only the calling thread. Returns the cores, or [] where the platform
-    has no sched_setaffinity (nothing pinned); raises ValueError for n < 1 or more than the usable cores.
+    has no sched_setaffinity or refuses it for the calling thread (nothing pinned; the reason on
+    stderr); raises ValueError for n < 1 or more than the usable cores.
     """
     if not hasattr(os, "sched_setaffinity"):
         return []
@@ -171,6 +172,11 @@ def pin_to_cores(n: int) -> list[int]:
     if not 1 <= n <= len(usable):
         raise ValueError(f"cannot pin to {n} cores: this process may use {len(usable)} ({usable})")
     cores = usable[:n]
+    try:  # the calling thread first: a sandbox or cpuset that refuses it leaves the whole run unpinned
+        os.sched_setaffinity(0, cores)
+    except OSError as e:
+        print(f"not pinned to {n} core(s): {e}", file=sys.stderr)
+        return []
     try:
         threads = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
@@ -1341,7 +1347,7 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
             f"the whole run pinned to core(s) {env.cores} with os.sched_setaffinity before any peer was imported "
             "(every thread; threads and processes started later inherit it)"
             if env.cores
-            else "NOT pinned to cores (no os.sched_setaffinity here): a peer may use more cores than its threads"
+            else "NOT pinned (sched_setaffinity missing or refused): a peer may use more cores than its threads"
         )
         L.append(
             f"- --threads {env.threads}: {pinned}; XPNET_BLAS_THREADS={env.threads} and a threadpoolctl limit "

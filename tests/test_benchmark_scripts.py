@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,3 +249,29 @@ def test_e2e_report_states_the_pinning_and_each_process_cores(e2e: ModuleType) -
     assert "--threads 1, pinned to core(s) [0]" in text
     assert "| 0.99 (0.98–1.00) |" in text and "| 0.99 (0.96–1.02) |" in text
     assert "xpnet train ÷ JAX lax.scan, end to end: 0.78×" in text
+
+
+def test_a_refused_pinning_runs_unpinned_and_says_so(
+    bench: ModuleType, e2e: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where the kernel or a sandbox refuses sched_setaffinity (EPERM, EINVAL), --threads still runs: unpinned,
+    with the reason on stderr and "NOT pinned" in both reports (found by review: it raised out of the run)."""
+    if not hasattr(bench.os, "sched_setaffinity"):
+        pytest.skip("no os.sched_setaffinity here")
+
+    def refuse(pid: int, cores: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(bench.os, "sched_setaffinity", refuse)
+    assert bench.pin_to_cores(1) == []
+    assert "not pinned to 1 core(s): [Errno 1] Operation not permitted" in capsys.readouterr().err
+    env = bench.make_env(bench.parse_args(["--threads", "1", "--peers", ""]))
+    try:
+        assert env.cores == [] and env.threads == 1
+    finally:
+        env._limit.restore_original_limits()
+        monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    args = e2e.parse_args(["--threads", "1", "--epochs", "2"])
+    run = {"first_epoch_s": 1.0, "train_s": 2.0, "test_accuracy": 0.88, "wall_s": 3.0, "cores_used": 1.0}
+    text = e2e.report(args, Path("/data"), {"xpnet train": [run], "JAX lax.scan": [run]}, [], [0.0], None, 0.1, [])
+    assert "--threads 1, NOT pinned" in text

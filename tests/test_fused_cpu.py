@@ -4,6 +4,7 @@ each bound call, run on fresh inputs written into its fixed arrays, gives the sa
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -170,3 +171,61 @@ def test_bound_bias_gradient_and_update_are_the_plain_ones(dtype: Any, name: str
         return rng.standard_normal((33, 7)).astype(dtype), rng.standard_normal(7).astype(dtype)
 
     _bound_matches(NumpyOps(), name, make, [0, 1])
+
+
+def test_a_subclass_with_its_own_dropout_mask_gets_it_with_numba_too() -> None:
+    """numba's one pass is NumpyOps's own hash: a backend subclass with another `dropout_mask` keeps it in
+    the eager step (as the replay's binder declines it), numba installed or not (found by review)."""
+    _needs_numba(True)
+
+    class Halves(NumpyOps):
+        def dropout_mask(self, shape: Any, keys: Any, rate: float, dtype: Any, offset: Any = 0) -> Any:
+            return np.full(shape, 0.5, dtype=dtype)
+
+    x = np.random.default_rng(6).standard_normal((4, 5)).astype(np.float32)
+    for jit in (False, True):
+        y, mask = Halves(jit=jit).dropout_forward(x, (3, 4), 0.4)
+        np.testing.assert_array_equal(mask, np.full_like(x, 0.5))
+        np.testing.assert_array_equal(y, x * 0.5)
+
+
+def _edge(kind: str) -> np.ndarray:
+    x = np.random.default_rng(7).standard_normal((6, 8)).astype(np.float32)
+    made = {
+        "0-d": x[0, 0].copy().reshape(()),
+        "empty": x[:0],
+        "one row": x[:1],
+        "float64": x.astype(np.float64),
+        "Fortran": np.asfortranarray(x),
+        "strided": x[:, ::2],
+        "float16": x.astype(np.float16),
+    }
+    return made.get(kind, x)
+
+
+@pytest.mark.parametrize("kind", ["0-d", "empty", "one row", "float64", "Fortran", "strided", "float16"])
+@pytest.mark.parametrize("rate", [2.0**-40, 1e-7, 0.5, 1 - 1e-9, 1 - 2.0**-40])
+@pytest.mark.parametrize("offset", [2**32 - 1, 2**64 - 3])  # wraps past 2³² (and a counter beyond 64 bits)
+def test_numba_dropout_at_the_edges_is_the_numpy_hash_and_runs_where_it_says(
+    monkeypatch: pytest.MonkeyPatch, kind: str, rate: float, offset: int
+) -> None:
+    """Bits equal to the NumPy passes, and numba's pass used exactly for C-contiguous float32/float64 input
+    (a test that only compares bits cannot tell which path ran: both give the same)."""
+    _needs_numba(True)
+    calls: list[int] = []
+    one = _jit.kernels().dropout_apply
+
+    def counted(*a: Any) -> None:
+        calls.append(a[0].size)
+        one(*a)
+
+    monkeypatch.setattr(_jit, "kernels", lambda: SimpleNamespace(dropout_apply=counted))
+    x = _edge(kind)
+    keys = (2**32 - 1, 12345)
+    with np.errstate(over="ignore", invalid="ignore"):  # float16's 1/(1 − rate) near 1 is inf, then inf · 0
+        y, mask = NumpyOps(jit=True).dropout_forward(x, keys, rate, offset)
+        want_y, want_mask = NumpyOps(jit=False).dropout_forward(x, keys, rate, offset)
+    assert len(calls) == (kind not in ("Fortran", "strided", "float16")), kind
+    assert y.dtype == want_y.dtype and y.shape == want_y.shape == mask.shape
+    for got, want in ((y, want_y), (mask, want_mask)):
+        np.testing.assert_array_equal(np.ravel(got).view(np.uint8), np.ravel(want).view(np.uint8))
