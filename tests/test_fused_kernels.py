@@ -147,6 +147,41 @@ def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: s
     np.testing.assert_array_equal(ops.to_numpy(value), want[1])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 32, 1000])
+def test_loss_with_the_bias_update_matches_the_sum_then_subtract(ops: Ops, dtype: str, rows: int) -> None:
+    """Mode "sub" (plain SGD inside backprop): b −= Σ_rows du in the loss's launch, the bits of "set" into a
+    buffer then `subtract_` (the sink's `put`, the step's path before), NaN columns staying NaN."""
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(7)
+    u_host = (3 * rng.standard_normal((rows, 10))).astype(dtype)
+    b_host = rng.standard_normal(10).astype(dtype)
+    b_host[3] = np.nan  # a NaN bias: its column's logits, and so every row's loss and gradient, are NaN
+    y = ops.asarray(rng.integers(0, 10, rows).astype(np.int32))
+    scale = ops.asarray(np.asarray(0.01 / rows, dtype))
+    b_plain = ops.asarray(b_host.copy())
+    db = ops.zeros(10, b_plain.dtype)
+    u_plain = ops.asarray(u_host.copy())
+    want = [ops.to_numpy(a).copy() for a in ops.fused_loss_with_bias(loss, act, y, u_plain, b_plain, scale, db)]
+    ops.subtract_(b_plain, db)
+    b = ops.asarray(b_host.copy())
+    u = ops.asarray(u_host.copy())
+    got = ops.fused_loss_with_bias(loss, act, y, u, b, scale, b, None, "sub")
+    np.testing.assert_array_equal(ops.to_numpy(b), ops.to_numpy(b_plain))
+    np.testing.assert_array_equal(ops.to_numpy(u), ops.to_numpy(u_plain))
+    for a, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(a), w)
+    # without the NaN every bias moved by the (finite) gradient sum
+    b_host[3] = 0.5
+    b = ops.asarray(b_host.copy())
+    ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, b, None, "sub")
+    assert np.isfinite(ops.to_numpy(b)).all() and not np.array_equal(ops.to_numpy(b), b_host)
+    with pytest.raises(ValueError, match="mode must be 'set' or 'sub', got 'add'"):
+        Ops.fused_loss_with_bias(ops, loss, act, y, ops.asarray(u_host.copy()), b, scale, b, None, "add")
+
+
 @pytest.mark.parametrize("rows", [32, 1000])
 @pytest.mark.parametrize("act_name", ["softmax", "linear"])  # linear: from_logits, the hits counted on u
 def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_sums(

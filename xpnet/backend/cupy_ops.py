@@ -315,12 +315,21 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         return own and fused.__qualname__ == "SparseCategoricalCrossentropy.fused" and "fused" not in vars(loss)
 
     def fused_loss_with_bias(
-        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, db: Any = None, sums: Any = None
+        self,
+        loss: Any,
+        act: Any,
+        y: Array,
+        u: Array,
+        bias: Array,
+        scale: Any,
+        db: Any = None,
+        sums: Any = None,
+        mode: str = "set",
     ) -> tuple[Array, Array, Array]:
-        # one launch for u + b, the softmax cross-entropy, Σ_rows du and the batch's [Σ loss, hits] (the row
-        # kernel "sce_bias")
-        if not self._bias_kernel_fits(loss, act, u, bias, db):
-            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums)
+        # one launch for u + b, the softmax cross-entropy, Σ_rows du (or db −= it) and the batch's [Σ loss, hits]
+        # (the row kernel "sce_bias")
+        if not self._bias_kernel_fits(loss, act, u, bias, db) or mode not in ("set", "sub"):
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums, mode)
         n, k = (int(d) for d in u.shape)
         value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
         # the hits compare labels as int32: only labels that are int32 already (fit's) are counted here
@@ -334,7 +343,8 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         count = count and buffer
         loss_sum, hits = self.xp.empty((), dtype=u.dtype), self.xp.empty((), dtype=u.dtype)
         head = (u, bias, y, value, grad, probs, np.int32(n), np.int32(k), scale)
-        wants = (np.int32(db is not None), bias if db is None else db, np.int32(count))
+        want_db = 0 if db is None else 2 if mode == "sub" else 1
+        wants = (np.int32(want_db), bias if db is None else db, np.int32(count))
         tail = (np.int32(out is probs), loss_sum, hits, ticket_word(self.xp))
         self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
         if count:

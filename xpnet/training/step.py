@@ -310,16 +310,21 @@ def _loss_with_bias(
 ) -> Any:
     """The fused loss of an output whose layer stopped at u = xW (`Plan.loss_bias`): (per-sample loss,
     scale · ∂ℓ/∂u, the output), u becoming the logits. With bias_grad, ∂L/∂b goes to the layer's sink from
-    the same launch; where the backend has them from it too, the batch's [Σ loss, sparse accuracy count] are
-    appended to `totals`."""
+    the same launch (plain SGD inside backprop: b −= it there, `Plan.bias_update_in_loss`); where the backend
+    has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals`."""
     sink = layer.sink if bias_grad and "bias" in layer.grads else None
-    target = None if sink is None else sink.put_target(layer, "bias")
-    if sink is not None and target is None:  # a sink that updates or adds: the sum goes there after
-        target = ops.xp.empty_like(layer.params["bias"])
-        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
+    bias = layer.params["bias"]
+    target, mode = None if sink is None else sink.put_target(layer, "bias"), "set"
+    if target is None and sink is not None and sink.applies_update:
+        column = sink.column_target(layer, "bias")
+        if column is not None and column[0] is bias:  # the update b −= Σ_rows du, as `put` would do it
+            target, mode = column
+    if sink is not None and target is None:  # a sink that adds, or updates otherwise: the sum goes there after
+        target = ops.xp.empty_like(bias)
+        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals)
         sink.put(layer, "bias", target)
         return out
-    return ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
+    return ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, mode)
 
 
 def _hits_metric(model: Trainer) -> Any:
