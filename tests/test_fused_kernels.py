@@ -8,6 +8,8 @@ arithmetic is the same; within rounding where only the summation order differs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -215,6 +217,68 @@ def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_s
         for x in ops.to_numpy(value):  # in the rows' order, as the kernel
             want = np.float32(want + x)
         assert float(ops.to_numpy(totals[0])) == float(want)
+
+
+@pytest.mark.parametrize("rows", [32, 1000])
+def test_loss_with_the_output_bias_adds_the_running_sums_as_add_sums(ops: Ops, rows: int) -> None:
+    """With the fit's running [Σ loss, count], the kernel's sums are running + batch: the bits of its batch sums
+    then `metric_kernels.add_sums` (the fit loop's add, one launch fewer); NaN running sums stay NaN."""
+    from xpnet import losses
+    from xpnet.backend import metric_kernels
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(8)
+    u_host = (2 * rng.standard_normal((rows, 10))).astype(np.float32)
+    y, b = (
+        ops.asarray(rng.integers(0, 10, rows).astype(np.int32)),
+        ops.asarray(rng.standard_normal(10).astype(np.float32)),
+    )
+    scale = ops.asarray(np.asarray(1.0 / rows, np.float32))
+    for run_host in ([123.456, 17.0], [np.nan, 3.0]):
+        running = [ops.asarray(np.asarray(v, np.float32)) for v in run_host]
+        batch: list = []
+        ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, batch)
+        added: list = []
+        ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, added, "set", running)
+        if ops.name != "cupy":
+            assert batch == added == []  # the plain sums and adds run instead
+            return
+        want = metric_kernels.add_sums(running, batch)
+        assert want is not None
+        np.testing.assert_array_equal([ops.to_numpy(a) for a in added], [ops.to_numpy(a) for a in want])
+        np.testing.assert_array_equal([ops.to_numpy(a) for a in running], np.asarray(run_host, np.float32))
+    # running sums the kernel cannot read (another dtype): nothing appended, the plain sums and adds run
+    wrong = [ops.asarray(np.asarray(1.0, np.float64)), ops.asarray(np.asarray(1.0, np.float64))]
+    none: list = []
+    ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, none, "set", wrong)
+    assert none == []
+
+
+def test_fit_adds_the_running_sums_in_the_loss_kernel_as_the_plain_adds(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eager fit (jit_compile=False) whose loss kernel adds the running sums logs what the plain adds give."""
+    from xpnet.training.replay import accumulate
+    from xpnet.training.step import TrainStep
+
+    def plain(step: TrainStep, xb: Any, yb: Any, g: int, wb: Any, running: list) -> list:
+        return accumulate(running, step(xb, yb, g, wb))
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((100, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 100)
+    logs = []
+    for fold in (True, False):
+        if not fold:  # the step as before: the batch's sums, then `accumulate`
+            monkeypatch.setattr(TrainStep, "accumulated", plain)
+        model = xpnet.Sequential(
+            [Dense(8, activation="relu", input_shape=(6,)), Dense(3, activation="softmax")], seed=0
+        )
+        model.compile(
+            "sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend, jit_compile=False
+        )
+        logs.append(model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False).history)
+    assert logs[0] == logs[1]
 
 
 def test_plan_has_the_loss_add_the_output_bias_only_where_the_backend_fuses_it(backend: str) -> None:

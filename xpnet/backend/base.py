@@ -296,12 +296,14 @@ class Ops(ImageOps):
         db: Any = None,
         sums: Any = None,
         mode: str = "set",
+        running: Any = None,
     ) -> tuple[Array, Array, Array]:
         """`fused_loss` of u + bias: u (n, k) = xW is overwritten with the logits u + bias (k,); where db (k,) is
         given, ∂L/∂bias = Σ_rows of the returned gradient is written there (mode "set") or subtracted from it
         (mode "sub": db is the bias itself, plain SGD's update, the gradient carrying η). sums: None or a list,
         to which a backend that has the batch's [Σ loss, sparse accuracy count] (0-d, u's dtype) from the same
-        launch appends them; here nothing is appended (the caller sums apart)."""
+        launch appends them, or with running (the fit's [Σ loss, count] so far, 0-d arrays of u's dtype) the
+        running sums plus them; here nothing is appended (the caller sums and adds apart)."""
         if mode not in ("set", "sub"):
             raise ValueError(f"fused_loss_with_bias: mode must be 'set' or 'sub', got {mode!r}")
         self.assign(u, self.xp.add(u, bias))

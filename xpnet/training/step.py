@@ -92,9 +92,10 @@ def _backprop(
     wb: Array | None,
     summed: bool,
     totals: list[Array] | None = None,
+    running: list[Array] | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
-    per-sample loss (batch,)], [each output], [the add_loss values]). totals: see `_loss_with_bias`."""
+    per-sample loss (batch,)], [each output], [the add_loss values]). totals, running: see `_loss_with_bias`."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -110,7 +111,7 @@ def _backprop(
         c = coef if w == 1.0 else coef * w
         if fused[k] and plan.loss_bias[k]:  # the output layer stopped at xW: the loss adds its bias
             layer = model.output_layers[k]
-            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals)
+            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals, running)
         elif fused[k]:
             value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
         else:
@@ -226,6 +227,17 @@ class TrainStep:
         self._coefs: dict[int, DeviceScalar] = {}  # η / batch of a constant-rate optimizer, per batch size
         moving = int(self.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
+        self.added_running = False  # whether the last call's sums include the running sums it was given
+
+    def accumulated(
+        self, xb: Array, yb: Array, global_batch: int, wb: Array | None, running: list[Array]
+    ) -> list[Array]:
+        """`replay.accumulate(running, self(xb, yb, global_batch, wb))`: the fit's running sums after this step,
+        added by the loss kernel's last thread where it sums the batch's (one launch fewer), else apart."""
+        from .replay import accumulate
+
+        batch = self(xb, yb, global_batch, wb, running or None)
+        return batch if self.added_running else accumulate(running, batch)
 
     def choose_sink(self) -> GradientSink:
         """The sink the plan names: the gradient buffer, or plain SGD inside backprop (the plan as it stands now)."""
@@ -262,8 +274,11 @@ class TrainStep:
         if d is not None and self.optimizer.has_constant_rate() and _scale_is_the_rate(self.optimizer):
             d.set(self.optimizer.learning_rate / global_batch)
 
-    def __call__(self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None) -> list[Array]:
+    def __call__(
+        self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None, running: list[Array] | None = None
+    ) -> list[Array]:
         model, comm = self.model, self.comm
+        self.added_running = False
         ops = model.ops
         assert ops is not None
         model.hold_layers()  # a callback may have run a model that shares layers: their values come back first
@@ -280,8 +295,10 @@ class TrainStep:
         # one launch for the loss sum and the accuracy count where the backend has the kernel
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
         totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
-        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None)
+        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None, running)
         fused_sums = (totals or _loss_and_hits(model, sums, yb, preds)) if fuse and not added else None
+        # the kernel's sums are running + batch where it was given the running sums and counted
+        self.added_running = bool(totals) and running is not None and fused_sums is totals
         if fused_sums is None:
             if fuse:
                 sums = [ops.xp.sum(v) for v in sums]
@@ -306,12 +323,21 @@ class TrainStep:
 
 
 def _loss_with_bias(
-    ops: Any, layer: Any, loss: Any, y: Array, u: Array, scale: Any, bias_grad: bool, totals: list[Array] | None
+    ops: Any,
+    layer: Any,
+    loss: Any,
+    y: Array,
+    u: Array,
+    scale: Any,
+    bias_grad: bool,
+    totals: list[Array] | None,
+    running: list[Array] | None = None,
 ) -> Any:
     """The fused loss of an output whose layer stopped at u = xW (`Plan.loss_bias`): (per-sample loss,
     scale · ∂ℓ/∂u, the output), u becoming the logits. With bias_grad, ∂L/∂b goes to the layer's sink from
     the same launch (plain SGD inside backprop: b −= it there, `Plan.bias_update_in_loss`); where the backend
-    has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals`."""
+    has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals` (with `running`,
+    the fit's [Σ loss, count] so far, the running sums plus the batch's: the add of `replay.accumulate`)."""
     sink = layer.sink if bias_grad and "bias" in layer.grads else None
     bias = layer.params["bias"]
     target, mode = None if sink is None else sink.put_target(layer, "bias"), "set"
@@ -321,10 +347,10 @@ def _loss_with_bias(
             target, mode = column
     if sink is not None and target is None:  # a sink that adds, or updates otherwise: the sum goes there after
         target = ops.xp.empty_like(bias)
-        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals)
+        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, "set", running)
         sink.put(layer, "bias", target)
         return out
-    return ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, mode)
+    return ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, mode, running)
 
 
 def _hits_metric(model: Trainer) -> Any:
