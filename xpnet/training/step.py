@@ -229,16 +229,6 @@ class TrainStep:
         self.average_moving = bool(moving) and comm.size > 1
         self.added_running = False  # whether the last call's sums include the running sums it was given
 
-    def accumulated(
-        self, xb: Array, yb: Array, global_batch: int, wb: Array | None, running: list[Array]
-    ) -> list[Array]:
-        """`replay.accumulate(running, self(xb, yb, global_batch, wb))`: the fit's running sums after this step,
-        added by the loss kernel's last thread where it sums the batch's (one launch fewer), else apart."""
-        from .replay import accumulate
-
-        batch = self(xb, yb, global_batch, wb, running or None)
-        return batch if self.added_running else accumulate(running, batch)
-
     def choose_sink(self) -> GradientSink:
         """The sink the plan names: the gradient buffer, or plain SGD inside backprop (the plan as it stands now)."""
         self.plan = cast(Planned, self.model).plan
@@ -274,11 +264,20 @@ class TrainStep:
         if d is not None and self.optimizer.has_constant_rate() and _scale_is_the_rate(self.optimizer):
             d.set(self.optimizer.learning_rate / global_batch)
 
+    def _fused_sums(
+        self, fused: bool, totals: list[Array], values: list[Array], yb: Array, preds: list[Array], running: Any
+    ) -> list[Array] | None:
+        """The batch's [Σ loss, hits] from the loss kernel (`totals`, running + batch where it was given the
+        running sums: `added_running` says so) or from `loss_and_hits`; None where the plain sums run."""
+        self.added_running = fused and running is not None and bool(totals)
+        if not fused:
+            return None
+        return totals or _loss_and_hits(self.model, values, yb, preds)
+
     def __call__(
         self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None, running: list[Array] | None = None
     ) -> list[Array]:
         model, comm = self.model, self.comm
-        self.added_running = False
         ops = model.ops
         assert ops is not None
         model.hold_layers()  # a callback may have run a model that shares layers: their values come back first
@@ -296,9 +295,7 @@ class TrainStep:
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
         totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
         sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None, running)
-        fused_sums = (totals or _loss_and_hits(model, sums, yb, preds)) if fuse and not added else None
-        # the kernel's sums are running + batch where it was given the running sums and counted
-        self.added_running = bool(totals) and running is not None and fused_sums is totals
+        fused_sums = self._fused_sums(fuse and not added, totals, sums, yb, preds, running)
         if fused_sums is None:
             if fuse:
                 sums = [ops.xp.sum(v) for v in sums]
