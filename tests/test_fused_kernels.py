@@ -8,6 +8,8 @@ arithmetic is the same; within rounding where only the summation order differs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -168,6 +170,41 @@ def test_loss_with_the_output_bias_matches_bias_add_then_loss(ops: Ops, dtype: s
     np.testing.assert_array_equal(ops.to_numpy(value), want[1])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 32, 1000])
+def test_loss_with_the_bias_update_matches_the_sum_then_subtract(ops: Ops, dtype: str, rows: int) -> None:
+    """Mode "sub" (plain SGD inside backprop): b −= Σ_rows du in the loss's launch, the bits of "set" into a
+    buffer then `subtract_` (the sink's `put`, the step's path before), NaN columns staying NaN."""
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(7)
+    u_host = (3 * rng.standard_normal((rows, 10))).astype(dtype)
+    b_host = rng.standard_normal(10).astype(dtype)
+    b_host[3] = np.nan  # a NaN bias: its column's logits, and so every row's loss and gradient, are NaN
+    y = ops.asarray(rng.integers(0, 10, rows).astype(np.int32))
+    scale = ops.asarray(np.asarray(0.01 / rows, dtype))
+    b_plain = ops.asarray(b_host.copy())
+    db = ops.zeros(10, b_plain.dtype)
+    u_plain = ops.asarray(u_host.copy())
+    want = [ops.to_numpy(a).copy() for a in ops.fused_loss_with_bias(loss, act, y, u_plain, b_plain, scale, db)]
+    ops.subtract_(b_plain, db)
+    b = ops.asarray(b_host.copy())
+    u = ops.asarray(u_host.copy())
+    got = ops.fused_loss_with_bias(loss, act, y, u, b, scale, b, None, "sub")
+    np.testing.assert_array_equal(ops.to_numpy(b), ops.to_numpy(b_plain))
+    np.testing.assert_array_equal(ops.to_numpy(u), ops.to_numpy(u_plain))
+    for a, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(a), w)
+    # without the NaN every bias moved by the (finite) gradient sum
+    b_host[3] = 0.5
+    b = ops.asarray(b_host.copy())
+    ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, b, None, "sub")
+    assert np.isfinite(ops.to_numpy(b)).all() and not np.array_equal(ops.to_numpy(b), b_host)
+    with pytest.raises(ValueError, match="mode must be 'set' or 'sub', got 'add'"):
+        Ops.fused_loss_with_bias(ops, loss, act, y, ops.asarray(u_host.copy()), b, scale, b, None, "add")
+
+
 @pytest.mark.parametrize("rows", [32, 1000])
 @pytest.mark.parametrize("act_name", ["softmax", "linear"])  # linear: from_logits, the hits counted on u
 def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_sums(
@@ -201,6 +238,68 @@ def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_s
         for x in ops.to_numpy(value):  # in the rows' order, as the kernel
             want = np.float32(want + x)
         assert float(ops.to_numpy(totals[0])) == float(want)
+
+
+@pytest.mark.parametrize("rows", [32, 1000])
+def test_loss_with_the_output_bias_adds_the_running_sums_as_add_sums(ops: Ops, rows: int) -> None:
+    """With the fit's running [Σ loss, count], the kernel's sums are running + batch: the bits of its batch sums
+    then `metric_kernels.add_sums` (the fit loop's add, one launch fewer); NaN running sums stay NaN."""
+    from xpnet import losses
+    from xpnet.backend import metric_kernels
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(8)
+    u_host = (2 * rng.standard_normal((rows, 10))).astype(np.float32)
+    y, b = (
+        ops.asarray(rng.integers(0, 10, rows).astype(np.int32)),
+        ops.asarray(rng.standard_normal(10).astype(np.float32)),
+    )
+    scale = ops.asarray(np.asarray(1.0 / rows, np.float32))
+    for run_host in ([123.456, 17.0], [np.nan, 3.0]):
+        running = [ops.asarray(np.asarray(v, np.float32)) for v in run_host]
+        batch: list = []
+        ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, batch)
+        added: list = []
+        ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, added, "set", running)
+        if ops.name != "cupy":
+            assert batch == added == []  # the plain sums and adds run instead
+            return
+        want = metric_kernels.add_sums(running, batch)
+        assert want is not None
+        np.testing.assert_array_equal([ops.to_numpy(a) for a in added], [ops.to_numpy(a) for a in want])
+        np.testing.assert_array_equal([ops.to_numpy(a) for a in running], np.asarray(run_host, np.float32))
+    # running sums the kernel cannot read (another dtype): nothing appended, the plain sums and adds run
+    wrong = [ops.asarray(np.asarray(1.0, np.float64)), ops.asarray(np.asarray(1.0, np.float64))]
+    none: list = []
+    ops.fused_loss_with_bias(loss, act, y, ops.asarray(u_host.copy()), b, scale, None, none, "set", wrong)
+    assert none == []
+
+
+def test_fit_adds_the_running_sums_in_the_loss_kernel_as_the_plain_adds(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eager fit (jit_compile=False) whose loss kernel adds the running sums logs what the plain adds give."""
+    from xpnet.training.step import TrainStep
+
+    step = TrainStep.__call__
+
+    def plain(self: TrainStep, xb: Any, yb: Any, g: int, wb: Any = None, running: Any = None) -> list:
+        return step(self, xb, yb, g, wb)  # the running sums withheld: the batch's sums, then `accumulate`
+
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((100, 6)).astype(np.float32), rng.integers(0, 3, 100)
+
+    def history() -> dict:
+        layers = [Dense(8, activation="relu", input_shape=(6,)), Dense(3, activation="softmax")]
+        model = xpnet.Sequential(layers, seed=0)
+        model.compile(
+            "sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend, jit_compile=False
+        )
+        return model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False).history
+
+    folded = history()
+    monkeypatch.setattr(TrainStep, "__call__", plain)
+    assert history() == folded
 
 
 def test_plan_has_the_loss_add_the_output_bias_only_where_the_backend_fuses_it(backend: str) -> None:

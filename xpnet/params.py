@@ -311,6 +311,11 @@ class GradientSink:
             return du
         return self.ops.activation_backward_sum(act, u, h, dh, *target)
 
+    def column_target(self, layer: Layer, name: str) -> tuple[Array, str] | None:
+        """(buffer, "set" or "sub") that `column_sum` writes its column sum to or subtracts it from, so a
+        backend may do that inside the kernel that computes the sum; None where it does something else."""
+        return self._column_target(layer, name)
+
     def _column_target(self, layer: Layer, name: str) -> tuple[Array, str] | None:
         """(buffer, "set" or "sub") that `column_sum` would write, None where it does something else."""
         if type(self).column_sum is not GradientSink.column_sum or name not in layer.grads:

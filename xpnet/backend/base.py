@@ -286,15 +286,33 @@ class Ops(ImageOps):
         return False
 
     def fused_loss_with_bias(
-        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, db: Any = None, sums: Any = None
+        self,
+        loss: Any,
+        act: Any,
+        y: Array,
+        u: Array,
+        bias: Array,
+        scale: Any,
+        db: Any = None,
+        sums: Any = None,
+        mode: str = "set",
+        running: Any = None,
     ) -> tuple[Array, Array, Array]:
         """`fused_loss` of u + bias: u (n, k) = xW is overwritten with the logits u + bias (k,); where db (k,) is
-        given, ∂L/∂bias = Σ_rows of the returned gradient is written there. sums: None or a list, to which a
-        backend that has the batch's [Σ loss, sparse accuracy count] (0-d, u's dtype) from the same launch
-        appends them; here nothing is appended (the caller sums apart)."""
+        given, ∂L/∂bias = Σ_rows of the returned gradient is written there (mode "set") or subtracted from it
+        (mode "sub": db is the bias itself, plain SGD's update, the gradient carrying η). sums: None or a list,
+        to which a backend that has the batch's [Σ loss, sparse accuracy count] (0-d, u's dtype) from the same
+        launch appends them, or with running (the fit's [Σ loss, count] so far, 0-d arrays of u's dtype) the
+        running sums plus them; here nothing is appended (the caller sums and adds apart)."""
+        if mode not in ("set", "sub"):
+            raise ValueError(f"fused_loss_with_bias: mode must be 'set' or 'sub', got {mode!r}")
         self.assign(u, self.xp.add(u, bias))
         value, grad, out = self.fused_loss(loss, act, y, u, scale)
-        if db is not None:
+        if db is not None and mode == "sub":
+            g = self.xp.empty_like(db)  # the sum, then the subtraction: what the sink's `put` does with it
+            self.bias_grad(grad, g)
+            self.subtract_(db, g)
+        elif db is not None:
             self.bias_grad(grad, db)
         return value, grad, out
 

@@ -45,11 +45,13 @@ extern "C" __global__ void xpnet_sce_SUFFIX(
 // sce with the output layer's bias b added to each row of u as it is read (u keeps the logits). Each row's
 // thread then draws a ticket, adding (1 << 32) | its hit (argmax of p, or of u where hits_on_p is 0, equal
 // to the label: NumPy's argmax, the first NaN winning) to one 64-bit word; the thread drawing the last
-// holds the whole count and, every row written, sums ∂L/∂b = Σ_rows du column by column (want_db) and the
-// losses (want_sums) in row order, the same bits whatever the threads' timing, and puts the word back to 0.
+// holds the whole count and, every row written, sums ∂L/∂b = Σ_rows du column by column (want_db 1: into db;
+// 2: db −= the sum, plain SGD's bias update, db then being b, which every row has read before its ticket) and
+// the losses (want_sums) in row order, the same bits whatever the threads' timing, and puts the word back to 0.
+// With want_run the sums written are the fit's running sums plus the batch's (run + batch, as add_sums adds).
 extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y, T* loss, T* du, T* p, int n,
         int k, const T* scale_ptr, int want_db, T* db, int want_sums, int hits_on_p, T* loss_sum, T* hits,
-        unsigned long long* ticket) {
+        int want_run, const T* run_loss, const T* run_hits, unsigned long long* ticket) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     T* ur = u + (size_t)i * k;
@@ -73,15 +75,16 @@ extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y,
         for (int j = 0; j < k; ++j) {
             T s = 0;
             for (int r = 0; r < n; ++r) s += d[(size_t)r * k + j];
-            db[j] = s;
+            db[j] = want_db == 2 ? db[j] - s : s;
         }
     }
     if (want_sums) {
         const volatile T* v = loss;
         T s = 0;
         for (int r = 0; r < n; ++r) s += v[r];
-        *loss_sum = s;
-        *hits = (T)((old & 0xFFFFFFFFULL) + hit);
+        const T count = (T)((old & 0xFFFFFFFFULL) + hit);
+        *loss_sum = want_run ? *run_loss + s : s;
+        *hits = want_run ? *run_hits + count : count;
     }
     ticket[0] = 0;
 }

@@ -315,12 +315,22 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         return own and fused.__qualname__ == "SparseCategoricalCrossentropy.fused" and "fused" not in vars(loss)
 
     def fused_loss_with_bias(
-        self, loss: Any, act: Any, y: Array, u: Array, bias: Array, scale: Any, db: Any = None, sums: Any = None
+        self,
+        loss: Any,
+        act: Any,
+        y: Any,
+        u: Array,
+        bias: Array,
+        scale: Array | float,
+        db: Array | None = None,
+        sums: Any = None,
+        mode: str = "set",
+        running: Any = None,
     ) -> tuple[Array, Array, Array]:
-        # one launch for u + b, the softmax cross-entropy, Σ_rows du and the batch's [Σ loss, hits] (the row
-        # kernel "sce_bias")
-        if not self._bias_kernel_fits(loss, act, u, bias, db):
-            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums)
+        # one launch for u + b, the softmax cross-entropy, Σ_rows du (or db −= it) and the batch's [Σ loss, hits]
+        # (the row kernel "sce_bias")
+        if not self._bias_kernel_fits(loss, act, u, bias, db) or mode not in ("set", "sub"):
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums, mode, running)
         n, k = (int(d) for d in u.shape)
         value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
         # the hits compare labels as int32: only labels that are int32 already (fit's) are counted here
@@ -332,14 +342,24 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         out = act.output_of_softmax(self.xp, u, probs)
         buffer = out is probs or out is u
         count = count and buffer
+        # the running sums are read by the last thread only: 0-d arrays of u's dtype, or the kernel counts nothing
+        run = running is not None
+        if run and not (len(running) == 2 and all(self._scalar_of(a, u.dtype) for a in running)):
+            count = run = False
         loss_sum, hits = self.xp.empty((), dtype=u.dtype), self.xp.empty((), dtype=u.dtype)
         head = (u, bias, y, value, grad, probs, np.int32(n), np.int32(k), scale)
-        wants = (np.int32(db is not None), bias if db is None else db, np.int32(count))
-        tail = (np.int32(out is probs), loss_sum, hits, ticket_word(self.xp))
+        want_db = 0 if db is None else 2 if mode == "sub" else 1
+        wants = (np.int32(want_db), bias if db is None else db, np.int32(count))
+        adds = (np.int32(run), *(running if run else (loss_sum, hits)))
+        tail = (np.int32(out is probs), loss_sum, hits, *adds, ticket_word(self.xp))
         self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
         if count:
             sums += [loss_sum, hits]
         return value, grad, out if buffer else act.output_of_softmax(self.xp, u, probs)
+
+    def _scalar_of(self, a: Any, dtype: Any) -> bool:
+        """Whether `a` is a 0-d device array of `dtype` (a kernel reads it through a pointer)."""
+        return isinstance(a, self.xp.ndarray) and a.ndim == 0 and a.dtype == dtype
 
     def _bias_kernel_fits(self, loss: Any, act: Any, u: Array, bias: Array, db: Any) -> bool:
         """Whether `fused_loss_with_bias`'s kernel takes these: u (n, k) C-contiguous float, n·k within the

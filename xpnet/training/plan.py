@@ -150,6 +150,13 @@ class Plan:
         """Whether plain SGD updates each layer's weights as backprop reaches it."""
         return self.sink == "in backprop"
 
+    @property
+    def bias_update_in_loss(self) -> bool:
+        """Whether the loss kernel that sums an output layer's bias gradient also applies plain SGD's update to
+        that bias (b −= the sum; `Ops.fused_loss_with_bias` mode "sub"): the bias is in the loss and the
+        weights are updated inside backprop."""
+        return self.updates_in_backprop and any(self.loss_bias)
+
     def batch_logits(self, ops: Ops, n: int, rows: int) -> Callable[[Any, Any], None] | None:
         """How predict computes the logits of n rows in batches of `rows`: a function (x batch, out rows) that
         writes them, the backend's program for this plan's route; or None: the layers' own forward."""
@@ -171,7 +178,9 @@ class Plan:
             where = f"gradients into the buffer, then the optimizer's update: {self.sink_reason}"
         fused = [a for a, f in zip(self.fused_activations, self.fused, strict=True) if f]
         loss = f"{', '.join(sorted(set(fused)))} fused into the loss" if fused else "no activation fused into the loss"
-        if any(self.loss_bias):
+        if self.bias_update_in_loss:
+            loss += " (with the output layer's bias, its gradient and its SGD update)"
+        elif any(self.loss_bias):
             loss += " (with the output layer's bias and its gradient)"
         pools = ", ".join(f"{a} → {b}" for a, b in self.relu_pairs)
         rewrite = f"relu moved after the max pool: {pools}" if pools else "no relu moved after a max pool"

@@ -258,7 +258,9 @@ class StepProgram:
         if self.replays and wb is None:
             return self._numpy_step(xb, yb, global_batch, running)
         if not self.captures or wb is not None:  # sample-weighted steps are not yet checked for capture
-            return accumulate(running, self.step(xb, yb, global_batch, wb))
+            # the loss kernel adds the running sums where it sums the batch's (`TrainStep.added_running`)
+            batch = self.step(xb, yb, global_batch, wb, running or None)
+            return batch if self.step.added_running else accumulate(running, batch)
         if self._graphs and self._settings() != self._captured_settings:
             # a callback changed a hyperparameter the graphs hold as a constant: record them again
             self._graphs.clear()

@@ -92,9 +92,10 @@ def _backprop(
     wb: Array | None,
     summed: bool,
     totals: list[Array] | None = None,
+    running: list[Array] | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
-    per-sample loss (batch,)], [each output], [the add_loss values]). totals: see `_loss_with_bias`."""
+    per-sample loss (batch,)], [each output], [the add_loss values]). totals, running: see `_loss_with_bias`."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -110,7 +111,7 @@ def _backprop(
         c = coef if w == 1.0 else coef * w
         if fused[k] and plan.loss_bias[k]:  # the output layer stopped at xW: the loss adds its bias
             layer = model.output_layers[k]
-            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals)
+            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals, running)
         elif fused[k]:
             value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
         else:
@@ -226,6 +227,7 @@ class TrainStep:
         self._coefs: dict[int, DeviceScalar] = {}  # η / batch of a constant-rate optimizer, per batch size
         moving = int(self.store.moving.shape[0])
         self.average_moving = bool(moving) and comm.size > 1
+        self.added_running = False  # whether the last call's sums include the running sums it was given
 
     def choose_sink(self) -> GradientSink:
         """The sink the plan names: the gradient buffer, or plain SGD inside backprop (the plan as it stands now)."""
@@ -262,7 +264,19 @@ class TrainStep:
         if d is not None and self.optimizer.has_constant_rate() and _scale_is_the_rate(self.optimizer):
             d.set(self.optimizer.learning_rate / global_batch)
 
-    def __call__(self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None) -> list[Array]:
+    def _fused_sums(
+        self, fused: bool, totals: list[Array], values: list[Array], yb: Array, preds: list[Array], running: Any
+    ) -> list[Array] | None:
+        """The batch's [Σ loss, hits] from the loss kernel (`totals`, running + batch where it was given the
+        running sums: `added_running` says so) or from `loss_and_hits`; None where the plain sums run."""
+        self.added_running = fused and running is not None and bool(totals)
+        if not fused:
+            return None
+        return totals or _loss_and_hits(self.model, values, yb, preds)
+
+    def __call__(
+        self, xb: Array, yb: Array, global_batch: int, wb: Array | None = None, running: list[Array] | None = None
+    ) -> list[Array]:
         model, comm = self.model, self.comm
         ops = model.ops
         assert ops is not None
@@ -280,8 +294,8 @@ class TrainStep:
         # one launch for the loss sum and the accuracy count where the backend has the kernel
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
         totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
-        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None)
-        fused_sums = (totals or _loss_and_hits(model, sums, yb, preds)) if fuse and not added else None
+        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None, running)
+        fused_sums = self._fused_sums(fuse and not added, totals, sums, yb, preds, running)
         if fused_sums is None:
             if fuse:
                 sums = [ops.xp.sum(v) for v in sums]
@@ -306,20 +320,34 @@ class TrainStep:
 
 
 def _loss_with_bias(
-    ops: Any, layer: Any, loss: Any, y: Array, u: Array, scale: Any, bias_grad: bool, totals: list[Array] | None
+    ops: Any,
+    layer: Any,
+    loss: Any,
+    y: Array,
+    u: Array,
+    scale: Any,
+    bias_grad: bool,
+    totals: list[Array] | None,
+    running: list[Array] | None = None,
 ) -> Any:
     """The fused loss of an output whose layer stopped at u = xW (`Plan.loss_bias`): (per-sample loss,
     scale · ∂ℓ/∂u, the output), u becoming the logits. With bias_grad, ∂L/∂b goes to the layer's sink from
-    the same launch; where the backend has them from it too, the batch's [Σ loss, sparse accuracy count] are
-    appended to `totals`."""
+    the same launch (plain SGD inside backprop: b −= it there, `Plan.bias_update_in_loss`); where the backend
+    has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals` (with `running`,
+    the fit's [Σ loss, count] so far, the running sums plus the batch's: the add of `replay.accumulate`)."""
     sink = layer.sink if bias_grad and "bias" in layer.grads else None
-    target = None if sink is None else sink.put_target(layer, "bias")
-    if sink is not None and target is None:  # a sink that updates or adds: the sum goes there after
-        target = ops.xp.empty_like(layer.params["bias"])
-        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
+    bias = layer.params["bias"]
+    target, mode = None if sink is None else sink.put_target(layer, "bias"), "set"
+    if target is None and sink is not None and sink.applies_update:
+        column = sink.column_target(layer, "bias")
+        if column is not None and column[0] is bias:  # the update b −= Σ_rows du, as `put` would do it
+            target, mode = column
+    if sink is not None and target is None:  # a sink that adds, or updates otherwise: the sum goes there after
+        target = ops.xp.empty_like(bias)
+        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, "set", running)
         sink.put(layer, "bias", target)
         return out
-    return ops.fused_loss_with_bias(loss, layer.activation, y, u, layer.params["bias"], scale, target, totals)
+    return ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, mode, running)
 
 
 def _hits_metric(model: Trainer) -> Any:
