@@ -355,7 +355,8 @@ class Batches:
         if not isinstance(self.x, list) and not isinstance(self.y, list):
             if self.resident and self.order is not None:  # both in one pass where the backend can
                 # a full batch is the buffers themselves: the same objects every step, as the replay recorded
-                xb, yb = (self.xbuf, self.ybuf) if b - a == len(self.xbuf) else (self.xbuf[: b - a], self.ybuf[: b - a])
+                full = b - a == self.xbuf.shape[0]
+                xb, yb = (self.xbuf, self.ybuf) if full else (self.xbuf[: b - a, ...], self.ybuf[: b - a, ...])
                 self.ops.take_rows_into([self.x, self.y], self.order[a:b], [xb, yb])
                 return xb, yb, wb
             xb = self._gather(self.x, self.xbuf, self.dtype, a, b)
