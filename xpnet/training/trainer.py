@@ -167,9 +167,9 @@ class Trainer(Evaluator):
         state, batches, cbs = self.train_state, run.batches, run.cbs
         hi = min(state.step * batches.global_batch, state.samples)
         begins, ends = cbs.wants("on_train_batch_begin"), cbs.wants("on_train_batch_end")
-        # without batch hooks no code of the caller's runs between steps: the program may then compare its
-        # settings once, and no batch logs are kept to detach
-        steady = not (begins or ends)
+        # without batch hooks (and no generator of the caller's to draw from) no code of the caller's runs
+        # between steps: the program may then compare its settings once, and no batch logs are kept to detach
+        steady = not (begins or ends) and isinstance(batches, data.Batches)
         watch = self._comm.size > 1 or run.progress.mode == 1  # else the loss is read at the epoch's end only
         bounds, gather, counted = batches.bounds, batches.gather, run.counted
         if steady:
@@ -187,6 +187,7 @@ class Trainer(Evaluator):
                     layer.row_offset = a - lo
                 xb, yb, wb = gather(a, b)
                 if self._program is not run.program:  # a callback compiled anew
+                    run.program.settle(False)
                     run.program = self._step_program()
                     run.program.settle(steady)
                 if not steady:
