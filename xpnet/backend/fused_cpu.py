@@ -211,7 +211,7 @@ def bind_xp(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) 
     if f in _VIEWS and args and isinstance(args[0], np.ndarray):
         return _view(f, args, kwargs, result)
     if (isinstance(f, np.ufunc) and f.nout == 1) or f in _REDUCTIONS:
-        return partial(f, *args, out=result, **kwargs)
+        return _direct(f, args, kwargs, result) or partial(f, *args, out=result, **kwargs)
     if f is np.count_nonzero:
         return _count(args, kwargs, result)
     if f is getattr(np, "astype", None) and len(args) == 2 and not kwargs:
@@ -231,6 +231,19 @@ def _view(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndar
 
 
 _REDUCTIONS = (np.sum, np.argmax, np.argmin, np.max, np.min)
+
+
+def _direct(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndarray) -> Bound | None:
+    """np.sum / np.argmax / np.argmin of a plain ndarray bound to what NumPy's wrapper calls on it
+    (`np.add.reduce` with sum's axis=None default, the array's own method), a wrapper call less per replay."""
+    if not args or type(args[0]) is not np.ndarray:
+        return None
+    if f is np.sum:
+        axis = args[1] if len(args) > 1 else kwargs.pop("axis", None)
+        return partial(np.add.reduce, args[0], axis, *args[2:], out=result, **kwargs)
+    if f is np.argmax or f is np.argmin:
+        return partial(getattr(args[0], f.__name__), *args[1:], out=result, **kwargs)
+    return None
 
 
 def _count(args: tuple[Any, ...], kwargs: dict[str, Any], result: np.ndarray) -> Bound | None:

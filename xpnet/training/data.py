@@ -354,7 +354,9 @@ class Batches:
         wb = None if self.wbuf is None else self._gather(self.w, self.wbuf, self.dtype, a, b)
         if not isinstance(self.x, list) and not isinstance(self.y, list):
             if self.resident and self.order is not None:  # both in one pass where the backend can
-                xb, yb = self.xbuf[: b - a, ...], self.ybuf[: b - a, ...]
+                # a full batch is the buffers themselves: the same objects every step, as the replay recorded
+                full = b - a == self.xbuf.shape[0]
+                xb, yb = (self.xbuf, self.ybuf) if full else (self.xbuf[: b - a, ...], self.ybuf[: b - a, ...])
                 self.ops.take_rows_into([self.x, self.y], self.order[a:b], [xb, yb])
                 return xb, yb, wb
             xb = self._gather(self.x, self.xbuf, self.dtype, a, b)

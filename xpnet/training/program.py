@@ -187,6 +187,9 @@ class StepProgram:
         self.eager_why = ""  # why "auto" ran this fit's steps eagerly after all
         self._own_batches: dict[Any, tuple[Any, Any]] = {}  # train_on_batch's fixed buffers, per shape
         self._said = False
+        # steady: the fit loop runs no batch hook this epoch, so nothing outside the step can change a setting
+        # between steps; settled: the settings were found as recorded since the loop last let code run
+        self.steady = self._settled = False
         if self.captures:
             with self.routing():  # plain SGD may then update inside the weight-gradient GEMM
                 step.sink = step.choose_sink()
@@ -230,6 +233,7 @@ class StepProgram:
         """Drop the graphs and the NumPy list: a new fit gathers into new batch buffers."""
         self._replay = None
         self.eager_why = ""
+        self.steady = self._settled = False
         self._graphs.clear()
         self._warm.clear()
         self._listed = False
@@ -333,7 +337,7 @@ class StepProgram:
         """One step on NumPy: recorded (the first after the listing), checked (the next), then replayed;
         eager where the batch is not the recorded one's shape."""
         r = self._replay
-        if r is not None and not r.current():  # a callback changed a setting the list holds: record anew
+        if r is not None and not self._settled and not r.current():  # a callback changed a setting: record anew
             r = self._replay = None
         if r is None and self.request == "auto" and rows(xb) * self._work > REPLAY_MAX_MACS:
             self.eager_why = (
@@ -355,9 +359,12 @@ class StepProgram:
                 self._give_up(str(e))
             return accumulate(running, batch)
         if not r.fits(xb, yb, global_batch):
+            self._settled = False  # the eager step's Python code ran: look again before the next replay
             return accumulate(running, self.step(xb, yb, global_batch, None))
         if not r.verified:
             return self._check(r, xb, yb, global_batch, running)
+        # the next step may skip the comparison of every setting while no hook runs between steps
+        self._settled = self.steady
         self.replayed += 1
         # no `prepare`: r.current() found the optimizer's settings as recorded, so the rate and η / batch
         # the list reads are the ones written before it was recorded
@@ -383,6 +390,11 @@ class StepProgram:
         r.verified = True
         r.show()
         return out
+
+    def settle(self, steady: bool) -> None:
+        """steady: until the next call, no code but the steps runs between steps (no batch hook, no user
+        code), so the settings a replayed list holds need comparing only once; False compares every step."""
+        self.steady, self._settled = steady, False  # settled only after the next comparison
 
     def _give_up(self, why: str) -> None:
         self.replays, self._replay = False, None

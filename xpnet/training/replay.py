@@ -205,6 +205,7 @@ class Replay:
         assert opt is not None
         self.opt = opt
         self.before, self.after = _host_steps(model)
+        self.flat = [*self.before, *self.list.flat, *self.after]  # what one replay runs, in order
         self.settings = settings_of(model)
         self.ops, self.backend = ops, backend_settings(ops)
         # what the recorded step left on its layers (a dropout mask, cached inputs): the recorded buffers,
@@ -250,19 +251,17 @@ class Replay:
         # the optimizer's host count, moved here as `Optimizer.apply` moves it in an eager step (its device
         # twin t is the first entry of `before`): no call into the optimizer per replayed step
         self.opt._iterations += 1  # noqa: SLF001
-        for f in self.before:
+        for f in self.flat:
             f()
-        self.list.run()
-        for f in self.after:
-            f()
-        # the sums go back as fresh 0-d copies: a batch callback may read a step's logs after later steps
-        sums, copy = self.sums, np.copy
-        for acc, r, b in zip(sums, running or self.batch, self.batch, strict=True):
-            if running:
+        # the sums go back as fresh copies: a batch callback may read a step's logs after later steps
+        sums = self.sums
+        if running:
+            for acc, r, b in zip(sums, running, self.batch, strict=True):
                 np.add(r, b, out=acc)
-            else:
-                np.copyto(acc, r)
-        return [copy(acc) for acc in sums]
+        else:
+            for acc, b in zip(sums, self.batch, strict=True):
+                np.copyto(acc, b)
+        return [acc.copy() for acc in sums]
 
 
 def _host_steps(model: Trainer) -> tuple[list[Callable[[], object]], list[Callable[[], object]]]:

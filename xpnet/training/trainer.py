@@ -166,26 +166,43 @@ class Trainer(Evaluator):
         """This epoch's remaining steps; returns how many samples the running sums cover."""
         state, batches, cbs = self.train_state, run.batches, run.cbs
         hi = min(state.step * batches.global_batch, state.samples)
-        for step in range(state.step, run.steps):
-            try:
-                lo, hi, a, b = batches.bounds(step)
-            except StopIteration:  # a stream's epoch ended
-                break
-            cbs.batch("on_train_batch_begin", step)
-            for layer in run.counted:
-                layer.row_offset = a - lo
-            xb, yb, wb = batches.gather(a, b)
-            if self._program is not run.program:  # a callback compiled anew
-                run.program = self._step_program()
+        begins, ends = cbs.wants("on_train_batch_begin"), cbs.wants("on_train_batch_end")
+        # without batch hooks (and no generator of the caller's to draw from) no code of the caller's runs
+        # between steps: the program may then compare its settings once, and no batch logs are kept to detach
+        steady = not (begins or ends) and isinstance(batches, data.Batches)
+        watch = self._comm.size > 1 or run.progress.mode == 1  # else the loss is read at the epoch's end only
+        bounds, gather, counted = batches.bounds, batches.gather, run.counted
+        if steady:
             self._detach_kept_logs()
-            state.running = run.program.run(xb, yb, hi - lo, wb, state.running)
-            state.step = step + 1
-            if cbs.wants("on_train_batch_end"):
-                # the running values so far, as Keras's batch logs; read only if a callback looks
-                read = functools.partial(self._read, self._snapshot(state.running), hi)
-                cbs.batch("on_train_batch_end", step, self._logs_of(read, run.program.holds(state.running)))
-            if self.stop_training or self._diverged(run, step, hi):  # a batch callback (TerminateOnNaN) may stop
-                break
+        run.program.settle(steady)
+        try:
+            for step in range(state.step, run.steps):
+                try:
+                    lo, hi, a, b = bounds(step)
+                except StopIteration:  # a stream's epoch ended
+                    break
+                if begins:
+                    cbs.batch("on_train_batch_begin", step)
+                for layer in counted:
+                    layer.row_offset = a - lo
+                xb, yb, wb = gather(a, b)
+                if self._program is not run.program:  # a callback compiled anew
+                    run.program.settle(False)
+                    run.program = self._step_program()
+                    run.program.settle(steady)
+                if not steady:
+                    self._detach_kept_logs()
+                state.running = run.program.run(xb, yb, hi - lo, wb, state.running)
+                state.step = step + 1
+                if ends:
+                    # the running values so far, as Keras's batch logs; read only if a callback looks
+                    read = functools.partial(self._read, self._snapshot(state.running), hi)
+                    cbs.batch("on_train_batch_end", step, self._logs_of(read, run.program.holds(state.running)))
+                # a batch callback (TerminateOnNaN) may stop
+                if self.stop_training or (watch and self._diverged(run, step, hi)):
+                    break
+        finally:
+            run.program.settle(False)
         return hi
 
     def _diverged(self, run: _FitRun, step: int, seen: int) -> bool:
