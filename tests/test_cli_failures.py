@@ -198,7 +198,7 @@ def test_corrupt_newest_checkpoint_is_one_warning_line(capsys: pytest.CaptureFix
 @needs_fashion
 def test_ctrl_c_prints_how_to_resume_and_resuming_works(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    argv = ["train", "--limit", "3000", "--epochs", "30", "--backend", "numpy", "--no-plots", "--verbose", "0"]
+    argv = ["train", "--limit", "3000", "--epochs", "150", "--backend", "numpy", "--no-plots", "--verbose", "0"]
     argv += ["--checkpoint-every", "20", "--out", str(out)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "xpnet.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -218,7 +218,7 @@ def test_ctrl_c_prints_how_to_resume_and_resuming_works(tmp_path: Path) -> None:
     assert resume[:2] == ["xpnet", "train"] and resume[-1] == "--resume"
     done = subprocess.run([sys.executable, "-m", "xpnet.cli", *resume[1:]], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "history.json").read_text())["epoch"] == list(range(1, 31))
+    assert json.loads((out / "history.json").read_text())["epoch"] == list(range(1, 151))
     assert (out / "weights.npz").is_file()
 
 
