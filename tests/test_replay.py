@@ -210,6 +210,32 @@ def test_evaluate_and_predict_replay_a_recorded_forward_bit_identically(kind: st
     assert forward_program(got[False][4], "evaluate", True).replayed == 0
 
 
+def test_auto_runs_a_forward_batch_past_the_replay_limit_eagerly_and_true_replays_it() -> None:
+    from xpnet.training.forward_program import forward_program
+    from xpnet.training.program import REPLAY_MAX_MACS
+
+    data = np.random.default_rng(4)
+    x, y = data.random((512, 784), dtype=np.float32), data.integers(0, 10, 512)
+    assert 256 * 266_200 > REPLAY_MAX_MACS > 32 * 266_200  # model A: 266,200 multiply-adds a row
+    got = {}
+    for jit in ("auto", True, False):
+        model, opt, _ = _model("A")
+        model.compile(opt, "sparse_categorical_crossentropy", backend="numpy", jit_compile=jit)
+        scores, replayed = [], []
+        for rows in (32, 256):
+            for _ in range(3):
+                scores.append(model.evaluate(x, y, batch_size=rows, verbose=0))
+                replayed.append(forward_program(model, "evaluate", True).replayed)
+        got[jit] = scores
+        if jit == "auto":
+            assert replayed[2] > 0 and replayed[3:] == [replayed[2]] * 3, replayed  # 256 rows: eager
+            why = forward_program(model, "evaluate", True).explain()
+            assert why == "eager for batches of 256 rows: past the replay's 5e+07 multiply-adds"
+        elif jit is True:
+            assert replayed[3:] == [replayed[2], replayed[2] + 2, replayed[2] + 4], replayed  # record, check, run
+    assert got["auto"] == got[True] == got[False]
+
+
 def test_after_a_replayed_step_the_dropout_layer_shows_that_steps_mask() -> None:
     masks = []
     for jit in (False, True):

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..backend import _cublas
 from .capturable import JitRequest, capture_decision, model_obstacle
-from .program import load_sums, record
+from .program import REPLAY_MAX_MACS, load_sums, record
 from .replay import ForwardReplay, NotReplayable, same_bits
+from .threads import macs_per_sample
 
 if TYPE_CHECKING:
     from ..backend import Ops
@@ -171,6 +172,14 @@ class ForwardProgram:
         if isinstance(r, ForwardReplay) and not r.current():  # a layer setting the list holds changed
             r = _UNSEEN
         if r is None or (r is _UNSEEN and len(self._lists) >= MAX_GRAPHS):
+            return fn(*inputs)
+        if r is _UNSEEN and self.request == "auto" and _rows(key) * macs_per_sample(self.model) > REPLAY_MAX_MACS:
+            # as for training steps: past this size the GEMMs dominate, and the list's bound GEMMs ran
+            # slower than NumPy's own (model A's predict at 10,000 rows: 280k against 346k images/s, 2 threads)
+            self._lists[key] = None
+            self.reason = (
+                f"eager for batches of {_rows(key)} rows: past the replay's {REPLAY_MAX_MACS:.0e} multiply-adds"
+            )
             return fn(*inputs)
         if not isinstance(r, ForwardReplay):
             try:
