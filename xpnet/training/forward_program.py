@@ -166,6 +166,17 @@ class ForwardProgram:
         finally:
             self._busy.release()
 
+    def _past_the_limit(self, key: Any) -> bool:
+        """Under "auto", whether batches of these shapes run eagerly for their size (then noted as eager)."""
+        rows = _rows(key)
+        if self.request != "auto" or rows * macs_per_sample(self.model) <= REPLAY_MAX_MACS:
+            return False
+        # as for training steps: past this size the GEMMs dominate, and the list's bound GEMMs ran
+        # slower than NumPy's own (model A's predict at 10,000 rows: 280k against 346k images/s, 2 threads)
+        self._lists[key] = None
+        self.reason = f"eager for batches of {rows} rows: past the replay's {REPLAY_MAX_MACS:.0e} multiply-adds"
+        return True
+
     def _batch(self, fn: Callable[..., list[Array]], inputs: list[Array]) -> list[Array]:
         key = tuple((tuple(a.shape), str(a.dtype)) for a in inputs)
         r = self._lists.get(key, _UNSEEN)
@@ -173,13 +184,7 @@ class ForwardProgram:
             r = _UNSEEN
         if r is None or (r is _UNSEEN and len(self._lists) >= MAX_GRAPHS):
             return fn(*inputs)
-        if r is _UNSEEN and self.request == "auto" and _rows(key) * macs_per_sample(self.model) > REPLAY_MAX_MACS:
-            # as for training steps: past this size the GEMMs dominate, and the list's bound GEMMs ran
-            # slower than NumPy's own (model A's predict at 10,000 rows: 280k against 346k images/s, 2 threads)
-            self._lists[key] = None
-            self.reason = (
-                f"eager for batches of {_rows(key)} rows: past the replay's {REPLAY_MAX_MACS:.0e} multiply-adds"
-            )
+        if r is _UNSEEN and self._past_the_limit(key):
             return fn(*inputs)
         if not isinstance(r, ForwardReplay):
             try:
