@@ -561,6 +561,29 @@ def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypa
         _train("A", True, 6)
 
 
+@pytest.mark.gpu
+def test_more_classes_than_the_fused_loss_takes_run_eagerly_under_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    # past 1024 classes the loss runs plain CuPy code whose temporaries a graph would read after they
+    # are freed (the stand-in refused the replay: "uses a bool (32, 1100) buffer ... freed since")
+    _stand_in_or_gpu(monkeypatch)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((72, 20), dtype=np.float32), rng.integers(0, 1100, 72)
+    runs = []
+    for jit in ("auto", False):
+        model = xpnet.Sequential([Dense(16, "relu", input_shape=(20,)), Dense(1100, "softmax")], seed=1)
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+        history = model.fit(x, y, batch_size=32, epochs=2, verbose=0).history
+        runs.append((history, model.evaluate(x, y, batch_size=32, verbose=0), model.get_weights()))
+        if jit == "auto":
+            why = "eager: 1100 output classes: past 1024 the loss runs plain CuPy code, not yet checked for capture"
+            assert not model.step_program.captures and model.step_program.explain().startswith(why)
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    for a, b in zip(runs[0][2], runs[1][2], strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"jit_compile=True.*cannot be captured: 1100 output classes: past 1024"):
+        model.compile("sgd", "sparse_categorical_crossentropy", backend="cupy", jit_compile=True)
+
+
 def _evaluate_and_predict(kind: str, jit: bool | str) -> tuple[Any, list[Any], list[Any]]:
     model, opt, shape = _model(kind)
     rng = np.random.default_rng(9)

@@ -74,6 +74,11 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
     def is_native(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray) and a.device.id == self.device_id
 
+    @property
+    def max_fused_classes(self) -> int:
+        """The widest output the fused loss kernels take; a wider one runs the loss's plain code."""
+        return _MAX_ROW
+
     def fits_on_device(self, nbytes: int) -> bool:
         if self.max_resident_bytes is not None:
             return nbytes <= self.max_resident_bytes

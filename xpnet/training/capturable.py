@@ -45,7 +45,18 @@ def capture_obstacle(model: Trainer, ops: Ops) -> str | None:
     """Why the model's training step cannot be captured as a CUDA graph, or None when it can."""
     if getattr(ops, "name", "") != "cupy":
         return f"the {ops.describe()} backend runs the step eagerly (CUDA graphs are a CuPy feature)"
-    return _step_obstacle(model)
+    return _step_obstacle(model) or width_obstacle(model, ops)
+
+
+def width_obstacle(model: Trainer, ops: Ops) -> str | None:
+    """Why the loss of a model this wide cannot be captured: past the fused kernels' width the loss runs
+    its plain code, whose temporaries (`a == b`, `p - y`) the graph would read after they are freed."""
+    limit = getattr(ops, "max_fused_classes", None)
+    shape = getattr(model, "output_shape", None)
+    width = shape[-1] if isinstance(shape, tuple) and shape else None
+    if limit is None or not isinstance(width, int) or width <= limit:
+        return None
+    return f"{width} output classes: past {limit} the loss runs plain CuPy code, not yet checked for capture"
 
 
 def replay_obstacle(model: Trainer, ops: Ops, request: JitRequest) -> str | None:

@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..backend import _cublas
-from .capturable import JitRequest, capture_decision, model_obstacle
+from .capturable import JitRequest, capture_decision, model_obstacle, width_obstacle
 from .program import REPLAY_MAX_MACS, load_sums, record
 from .replay import ForwardReplay, NotReplayable, same_bits
 from .threads import macs_per_sample
@@ -39,7 +39,7 @@ def forward_obstacle(model: Any, ops: Ops, with_loss: bool) -> str | None:
         return f"the {ops.describe()} backend runs the forward pass eagerly (CUDA graphs are a CuPy feature)"
     if len(getattr(model, "inputs", None) or [None]) != 1:
         return "a model with several inputs is not yet checked for capture"
-    return model_obstacle(model, with_loss)
+    return model_obstacle(model, with_loss) or (width_obstacle(model, ops) if with_loss else None)
 
 
 def _replay_obstacle(model: Any, with_loss: bool) -> str | None:
