@@ -205,6 +205,49 @@ def test_loss_with_the_bias_update_matches_the_sum_then_subtract(ops: Ops, dtype
         Ops.fused_loss_with_bias(ops, loss, act, y, ops.asarray(u_host.copy()), b, scale, b, None, "add")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 32, 1000])
+def test_loss_moving_the_step_count_changes_nothing_else(ops: Ops, dtype: str, rows: int) -> None:
+    """counter (the optimizer's device t, 0-d float64): t + 1 from the loss's launch (CuPy: its last row's
+    thread), every other output the bits of the call without it; NaN rows change nothing of that."""
+    from xpnet import losses
+
+    loss, act = losses.get("sparse_categorical_crossentropy"), activations.get("softmax")
+    rng = np.random.default_rng(9)
+    u_host = (3 * rng.standard_normal((rows, 10))).astype(dtype)
+    u_host[0, 2] = np.nan
+    b_host = rng.standard_normal(10).astype(dtype)
+    y = ops.asarray(rng.integers(0, 10, rows).astype(np.int32))
+    scale = ops.asarray(np.asarray(0.01 / rows, dtype))
+    outs = []
+    for counted in (False, True):
+        b, u = ops.asarray(b_host.copy()), ops.asarray(u_host.copy())
+        t = ops.asarray(np.asarray(41.0, np.float64))
+        totals: list = []
+        running = [ops.asarray(np.asarray(v, dtype)) for v in (2.5, 3.0)]
+        got = ops.fused_loss_with_bias(loss, act, y, u, b, scale, b, totals, "sub", running, t if counted else None)
+        assert float(ops.to_numpy(t)) == (42.0 if counted else 41.0)
+        outs.append([ops.to_numpy(a).copy() for a in (*got, b, u, *totals)])
+        # every call moves it once more: the ticket word is left ready, the count read from memory each time
+        if counted:
+            ops.fused_loss_with_bias(loss, act, y, u, b, scale, None, None, "set", None, t)
+            assert float(ops.to_numpy(t)) == 43.0
+    for a, w in zip(*outs, strict=True):
+        np.testing.assert_array_equal(a, w)
+    # the plain code (the base's order: the update, then t + 1) gives the same bits and the same count
+    b, u, t = ops.asarray(b_host.copy()), ops.asarray(u_host.copy()), ops.asarray(np.asarray(7.0, np.float64))
+    plain = Ops.fused_loss_with_bias(ops, loss, act, y, u, b, scale, b, None, "sub", None, t)
+    assert float(ops.to_numpy(t)) == 8.0
+    for a, w in zip([*plain, b, u], outs[0][:5], strict=True):
+        np.testing.assert_array_equal(ops.to_numpy(a), w)
+    # a count the kernel cannot read (not float64) is moved after the launch, as the base moves it
+    t32 = ops.asarray(np.asarray(5.0, np.float32))
+    ops.fused_loss_with_bias(
+        loss, act, y, ops.asarray(u_host.copy()), ops.asarray(b_host.copy()), scale, None, None, "set", None, t32
+    )
+    assert float(ops.to_numpy(t32)) == 6.0
+
+
 @pytest.mark.parametrize("rows", [32, 1000])
 @pytest.mark.parametrize("act_name", ["softmax", "linear"])  # linear: from_logits, the hits counted on u
 def test_loss_with_the_output_bias_counts_the_batch_loss_and_hits_as_the_plain_sums(

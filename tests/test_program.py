@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet.backend import _cublas, _cupy_problem
+from xpnet.backend import Ops, _cublas, _cupy_problem
 from xpnet.layers import Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 
 
@@ -288,8 +288,10 @@ def test_captured_training_is_bit_identical_to_eager(kind: str, steps: int, monk
     captured, h_captured = _train(kind, True, steps)
     program = captured.step_program
     assert program.captures and not eager.step_program.captures
-    if kind in ("A", "lenet"):  # plain SGD: folded into each weight-gradient GEMM (β = 1)
-        assert type(program.step.sink).__name__ == "InPlaceSGD"
+    if kind == "A":  # plain SGD: folded into each weight-gradient GEMM (β = 1), eagerly too
+        assert type(program.step.sink).__name__ == type(eager.step_program.step.sink).__name__ == "InPlaceSGD"
+    if kind == "lenet":  # a conv layer's update inside backprop would be launches of its own
+        assert type(program.step.sink).__name__ == "GradientSink"
     # epoch 1: a warm-up step eager, the other full batches launched, the short batch eager (its warm-up);
     # epoch 2 launches every batch (the short one captured in a graph of its own)
     assert program.launches == (steps // 2 - 1) + (steps // 2 + 1)
@@ -439,18 +441,23 @@ def test_the_cublas_binding_matches_cupy_matmul_and_the_sgd_fold_the_plain_updat
     a, b = rng.standard_normal((32, 300)).astype(dtype), rng.standard_normal((32, 100)).astype(dtype)
     w = rng.standard_normal((300, 100)).astype(dtype)
     da, db = ops.asarray(a), ops.asarray(b)
-    plain_w, fold_w = ops.asarray(w), ops.asarray(w)
+    plain_w, fold_w, eager_w = ops.asarray(w), ops.asarray(w), ops.asarray(w)
     plain = ops.to_numpy(ops.matmul(da.T, db))
-    ops.gemm_sub(da, db, plain_w)  # c -= aᵀb: a GEMM, then a subtraction
+    Ops.gemm_sub(ops, da, db, plain_w)  # c -= aᵀb: a GEMM, then a subtraction
+    eager = _cublas.eager_gemm_for(ops)  # outside a capture: CuPy's own low-level wrappers, never the ctypes binding
+    assert eager is not None and eager.lib.kind == "cupy_backends.cuda.libs.cublas" and eager.handle
+    assert ops.runs_in_one_call("gemm_sub") and ops.blas is None
+    ops.gemm_sub(da, db, eager_w)  # one GEMM with α = −1, β = 1, through those
     with _cublas.routed(ops) as gemm:
-        assert gemm is not None and ops.runs_in_one_call("gemm_sub")
+        assert gemm is not None and ops.runs_in_one_call("gemm_sub") and ops.blas is gemm
         bound = ops.to_numpy(ops.matmul(da.T, db))  # a transposed operand: cuBLAS's op T, no copy
-        ops.gemm_sub(da, db, fold_w)  # one GEMM with α = −1, β = 1
-    assert not ops.runs_in_one_call("gemm_sub") and ops.blas is None
+        ops.gemm_sub(da, db, fold_w)  # one GEMM with α = −1, β = 1, through the capturable binding
+    assert ops.blas is None
     np.testing.assert_allclose(bound, a.T @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
     assert bound.dtype == dtype and plain.dtype == dtype
     # the fold rounds once, as w − aᵀb does (on a GPU this also checks cuBLAS keeps its kernel for β = 1)
     np.testing.assert_array_equal(ops.to_numpy(fold_w), w - bound)
+    np.testing.assert_array_equal(ops.to_numpy(eager_w), ops.to_numpy(fold_w))
     np.testing.assert_array_equal(ops.to_numpy(plain_w), w - plain)
     with pytest.raises(
         ValueError, match=r"gemm: out must be a C-contiguous .* \(32, 100\) array, received \(100, 32\)"
@@ -549,12 +556,14 @@ def test_a_refused_capture_runs_eagerly_under_auto_and_fails_under_true(monkeypa
     assert not auto.step_program.captures and auto.step_program.launches == 0
     for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    # the next fit runs as jit_compile=False does: the plain sink, not the in-place one of the routed GEMMs
+    # the next fit runs as jit_compile=False does: the in-place sink through CuPy's own cuBLAS wrappers
     assert type(auto.step_program.step.sink).__name__ == "InPlaceSGD"
     x = np.random.default_rng(8).random((64, 784), dtype=np.float32)
     auto.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0)
     eager.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0)
-    assert type(auto.step_program.step.sink).__name__ == type(eager.step_program.step.sink).__name__ == "GradientSink"
+    assert type(auto.step_program.step.sink).__name__ == type(eager.step_program.step.sink).__name__ == "InPlaceSGD"
+    assert auto.optimizer.iterations == eager.optimizer.iterations == 10
+    assert float(auto.optimizer.device_count) == float(eager.optimizer.device_count) == 10.0
     for a, b in zip(eager.get_weights(), auto.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(RuntimeError, match="jit_compile=True: the training step could not be captured"):
@@ -799,3 +808,38 @@ def test_numpy_replay_explain_says_sample_weighted_steps_run_eagerly() -> None:
     program = eager_fit.step_program
     assert program.replayed == 0
     assert "sample-weighted steps (sample_weight, class_weight) run eagerly" in program.explain()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_step_count_moved_by_the_loss_kernel_stays_the_number_of_steps(
+    jit: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Plain SGD inside backprop on CuPy: the loss kernel moves the device's t, `apply` the host's count only;
+    both equal the steps taken, eager and captured, through `train_on_batch`, a recompile and a resume."""
+    _stand_in_or_gpu(monkeypatch)
+    model, opt, shape = _model("A", (20,))
+    rng = np.random.default_rng(4)
+    x, y = rng.random((72, *shape), dtype=np.float32), rng.integers(0, 10, 72)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+    assert model.plan.count_in_loss and "its SGD update and the optimizer's step count" in model.plan.explain()
+    assert "weights updated inside backprop" in model.plan.explain()
+
+    def counts() -> tuple[int, float]:
+        return opt.iterations, float(model.ops.to_numpy(opt.device_count))
+
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[xpnet.checkpoint.Checkpoint(tmp_path, 7, keep=1)])
+    assert counts() == (10, 10.0)  # 2 epochs of 4 full batches and a short one
+    assert model.step_program.captures == jit and (model.step_program.launches > 0) == jit
+    model.train_on_batch(x[:16], y[:16])
+    assert counts() == (11, 11.0)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
+    model.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0)
+    assert counts() == (13, 13.0)
+    # resuming from the checkpoint of step 7 (in epoch 2) sets both counts there; the steps after move both again
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, resume_from=tmp_path)
+    assert counts() == (10, 10.0)
+    opt.iterations = 3
+    assert counts() == (3, 3.0)
+    model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0)
+    assert counts() == (4, 4.0)

@@ -79,6 +79,12 @@ class Optimizer:
         self._iterations += 1
 
     @property
+    def device_count(self) -> Array:
+        """The update count t on the device (0-d float64; None before `build`): what Adam's correction and a
+        schedule read, moved by `apply` or by a kernel of the step (`apply(..., counted=True)`)."""
+        return self._t
+
+    @property
     def built(self) -> bool:
         return self.ops is not None
 
@@ -116,10 +122,15 @@ class Optimizer:
         """The factor the step folds into the loss gradient (a 0-d float64 device value), None for 1."""
         return None
 
-    def apply(self, store: ParamStore, sink: GradientSink) -> None:
-        """The training step's update of `store.params` from `store.grads` (`gradient_scale()` × the gradient)."""
+    def apply(self, store: ParamStore, sink: GradientSink, counted: bool = False) -> None:
+        """The training step's update of `store.params` from `store.grads` (`gradient_scale()` × the gradient).
+
+        counted: a kernel of the step has moved the device count t already (the loss kernel, where plain SGD
+        updates inside backprop on CuPy); the host's `iterations` moves here either way.
+        """
         self._iterations += 1
-        self._t += 1
+        if not counted:
+            self._t += 1
         if not sink.applies_update:
             self.update(store.params, store.grads, scaled=True)
 
@@ -176,10 +187,10 @@ class SGD(Optimizer):
     def gradient_scale(self) -> Array | None:
         return None if self.momentum else self.lr(dtype64=True)
 
-    def apply(self, store: ParamStore, sink: GradientSink) -> None:
+    def apply(self, store: ParamStore, sink: GradientSink, counted: bool = False) -> None:
         own_rule = type(self).update is SGD.update and "update" not in vars(self)
-        if self.momentum or sink.applies_update or not own_rule or self.ops is None:
-            super().apply(store, sink)
+        if self.momentum or sink.applies_update or not own_rule or self.ops is None or counted:
+            super().apply(store, sink, counted)
             return
         # grads carry η already: w ← w − g, and the device count moves in the same pass
         self._iterations += 1
@@ -252,10 +263,10 @@ class Adam(Optimizer):
     def slot_names(self) -> list[str]:
         return ["m", "v"]
 
-    def apply(self, store: ParamStore, sink: GradientSink) -> None:
+    def apply(self, store: ParamStore, sink: GradientSink, counted: bool = False) -> None:
         own_rule = type(self).update is Adam.update and "update" not in vars(self)
-        if sink.applies_update or not own_rule or self.ops is None or not self.ops.fuses_launches:
-            super().apply(store, sink)
+        if sink.applies_update or not own_rule or self.ops is None or not self.ops.fuses_launches or counted:
+            super().apply(store, sink, counted)
             return
         # t moves in the update's own pass (Ops.adam_counting); the rate is read at the t before it, as
         # lr(updating=True) reads it once t has moved

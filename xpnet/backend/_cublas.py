@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -133,9 +134,9 @@ class Gemm:
     arrays in C's dtype (read at every launch).
     """
 
-    def __init__(self, cp: Any) -> None:
+    def __init__(self, cp: Any, lib: _DirectLib | _CupyLowLevel | None = None) -> None:
         self.cp = cp
-        self.lib = _load(cp)
+        self.lib = _load(cp) if lib is None else lib
         self.handle = self.lib.create()
         self._workspace: Any = None
         if isinstance(self.lib, _DirectLib):
@@ -215,6 +216,31 @@ def gemm_for(ops: Any) -> Gemm:
     if g is None or g.cp is not ops.xp:
         with ops.activate():
             g = _BINDINGS[ops.device_id] = Gemm(ops.xp)
+    return g
+
+
+_EAGER: dict[int, tuple[Any, Gemm | None]] = {}  # per device: (the cupy it was made with, its GEMM)
+
+
+def eager_gemm_for(ops: Any) -> Gemm | None:
+    """A GEMM through CuPy's own low-level cuBLAS wrappers (`cupy_backends.cuda.libs.cublas`) for CuPy backend
+    `ops`, on a handle of its own (made on first use, one per device), or None where CuPy has no cuBLAS. For
+    the eager step only: CuPy refuses these wrappers while a stream captures, so a captured step's GEMMs go
+    through `gemm_for`; eagerly CuPy's tested wrappers are the safe route, not the ctypes binding."""
+    # the module itself, not `ops.xp`: during a recording or a capture that is a wrapper holding the step's arrays
+    cp = sys.modules.get("cupy", ops.xp)
+    held = _EAGER.get(ops.device_id)
+    if held is not None and held[0] is cp:
+        return held[1]
+    g: Gemm | None
+    try:
+        from cupy_backends.cuda.libs import cublas
+
+        with ops.activate():
+            g = Gemm(cp, _CupyLowLevel(cublas))
+    except (ImportError, RuntimeError, OSError):  # a CuPy without cuBLAS (not found, or no handle)
+        g = None
+    _EAGER[ops.device_id] = (cp, g)
     return g
 
 

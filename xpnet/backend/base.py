@@ -297,13 +297,15 @@ class Ops(ImageOps):
         sums: Any = None,
         mode: str = "set",
         running: Any = None,
+        counter: Any = None,
     ) -> tuple[Array, Array, Array]:
         """`fused_loss` of u + bias: u (n, k) = xW is overwritten with the logits u + bias (k,); where db (k,) is
         given, ∂L/∂bias = Σ_rows of the returned gradient is written there (mode "set") or subtracted from it
         (mode "sub": db is the bias itself, plain SGD's update, the gradient carrying η). sums: None or a list,
         to which a backend that has the batch's [Σ loss, sparse accuracy count] (0-d, u's dtype) from the same
         launch appends them, or with running (the fit's [Σ loss, count] so far, 0-d arrays of u's dtype) the
-        running sums plus them; here nothing is appended (the caller sums and adds apart)."""
+        running sums plus them; here nothing is appended (the caller sums and adds apart). counter: None or the
+        optimizer's device step count t (0-d float64), moved to t + 1 here (CuPy: by the loss kernel itself)."""
         if mode not in ("set", "sub"):
             raise ValueError(f"fused_loss_with_bias: mode must be 'set' or 'sub', got {mode!r}")
         self.assign(u, self.xp.add(u, bias))
@@ -314,6 +316,8 @@ class Ops(ImageOps):
             self.subtract_(db, g)
         elif db is not None:
             self.bias_grad(grad, db)
+        if counter is not None:
+            counter += 1
         return value, grad, out
 
     def preactivation_loss(self, loss: Any, act: Any, y: Array, u: Array, scale: Any) -> tuple[Array, Array, Array]:

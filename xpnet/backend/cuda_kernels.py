@@ -48,17 +48,19 @@ extern "C" __global__ void xpnet_sce_SUFFIX(
 // holds the whole count and, every row written, sums ∂L/∂b = Σ_rows du column by column (want_db 1: into db;
 // 2: db −= the sum, plain SGD's bias update, db then being b, which every row has read before its ticket) and
 // the losses (want_sums) in row order, the same bits whatever the threads' timing, and puts the word back to 0.
-// With want_run the sums written are the fit's running sums plus the batch's (run + batch, as add_sums adds).
+// With want_run the sums written are the fit's running sums plus the batch's (run + batch, as add_sums adds);
+// with want_t the same thread moves the optimizer's device step count, t ← t + 1 (plain SGD inside backprop:
+// no update pass is left to move it, and no thread of this launch reads t).
 extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y, T* loss, T* du, T* p, int n,
         int k, const T* scale_ptr, int want_db, T* db, int want_sums, int hits_on_p, T* loss_sum, T* hits,
-        int want_run, const T* run_loss, const T* run_hits, unsigned long long* ticket) {
+        int want_run, const T* run_loss, const T* run_hits, int want_t, double* t, unsigned long long* ticket) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     T* ur = u + (size_t)i * k;
     T* pr = p + (size_t)i * k;
     for (int j = 0; j < k; ++j) ur[j] = ur[j] + b[j];
     xpnet_sce_SUFFIX_row(ur, y[i], loss + i, du + (size_t)i * k, pr, k, *scale_ptr);
-    if (!want_db && !want_sums) return;
+    if (!want_db && !want_sums && !want_t) return;
     unsigned long long hit = 0;
     if (want_sums) {
         const T* q = hits_on_p ? pr : ur;
@@ -86,6 +88,7 @@ extern "C" __global__ void xpnet_sce_bias_SUFFIX(T* u, const T* b, const int* y,
         *loss_sum = want_run ? *run_loss + s : s;
         *hits = want_run ? *run_hits + count : count;
     }
+    if (want_t) t[0] += 1.0;
     ticket[0] = 0;
 }
 extern "C" __global__ void xpnet_cce_SUFFIX(

@@ -8,11 +8,13 @@ on a GPU or the CPU stand-in).
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
+from . import _cublas
 from .base import Array
 from .cuda_kernels import (
     build_activation_kernel,
@@ -104,12 +106,12 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
     fuses_launches = True
 
     def runs_in_one_call(self, method: str) -> bool:
-        # `gemm_sub` is one GEMM (β = 1) while cuBLAS is bound directly
-        return method == "gemm_sub" and self.blas is not None
+        # `gemm_sub` is one cuBLAS GEMM (β = 1): the direct binding in a captured step, CuPy's wrappers eagerly
+        return method == "gemm_sub" and (self.blas is not None or _cublas.eager_gemm_for(self) is not None)
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
         # c ← c + (−1)·aᵀb in one GEMM: b carries η already, and α = −1, β = 1 round as c − aᵀb does
-        blas = self.blas
+        blas = self.blas if self.blas is not None else _cublas.eager_gemm_for(self)
         if blas is not None and blas.supports(a.T, b) and c.flags.c_contiguous and c.dtype == a.dtype:
             blas(a.T, b, c, alpha=-1.0, beta=1.0)
             return
@@ -331,11 +333,12 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         sums: Any = None,
         mode: str = "set",
         running: Any = None,
+        counter: Any = None,
     ) -> tuple[Array, Array, Array]:
-        # one launch for u + b, the softmax cross-entropy, Σ_rows du (or db −= it) and the batch's [Σ loss, hits]
-        # (the row kernel "sce_bias")
+        # one launch for u + b, the softmax cross-entropy, Σ_rows du (or db −= it), the batch's [Σ loss, hits] and
+        # the optimizer's t + 1 (the row kernel "sce_bias")
         if not self._bias_kernel_fits(loss, act, u, bias, db) or mode not in ("set", "sub"):
-            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums, mode, running)
+            return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums, mode, running, counter)
         n, k = (int(d) for d in u.shape)
         value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
         # the hits compare labels as int32: only labels that are int32 already (fit's) are counted here
@@ -356,8 +359,13 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         want_db = 0 if db is None else 2 if mode == "sub" else 1
         wants = (np.int32(want_db), bias if db is None else db, np.int32(count))
         adds = (np.int32(run), *(running if run else (loss_sum, hits)))
-        tail = (np.int32(out is probs), loss_sum, hits, *adds, ticket_word(self.xp))
+        # t is read by the last thread only; a count the kernel cannot take moves after it (the base's order)
+        moves = self._scalar_of(counter, np.float64)
+        step = (np.int32(moves), counter if moves else _idle_count(self))
+        tail = (np.int32(out is probs), loss_sum, hits, *adds, *step, ticket_word(self.xp))
         self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
+        if counter is not None and not moves:
+            counter += 1
         if count:
             sums += [loss_sum, hits]
         return value, grad, out if buffer else act.output_of_softmax(self.xp, u, probs)
@@ -516,3 +524,18 @@ _MAX_SUM_ROWS = 256  # activation_backward_sum's fused kernel: rows one thread s
 # fused_loss_with_bias: scores the last thread sums for ∂L/∂b (a serial tail; past it the plain sum runs)
 _MAX_BIAS_SUM = 16384
 _CHUNK_ROWS = 64  # past _MAX_SUM_ROWS: rows per thread, whose sums the unit's last thread adds
+
+
+_IDLE: dict[Any, Array] = {}
+
+
+def _idle_count(ops: CupyOps) -> Array:
+    """A float64 word the loss kernel is given for t when it counts nothing (never read or written there), one
+    per device. Not an `ops` method: a capture keeps every array those return, and this one outlives the graph."""
+    cp = sys.modules.get("cupy", ops.xp)  # the module: during a capture `xp` keeps what it makes for the graph
+    key = (cp.ndarray, ops.device_id)
+    word = _IDLE.get(key)
+    if word is None:
+        with ops.device:
+            word = _IDLE[key] = cp.empty((), dtype=np.float64)
+    return word

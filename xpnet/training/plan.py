@@ -157,6 +157,12 @@ class Plan:
         weights are updated inside backprop."""
         return self.updates_in_backprop and any(self.loss_bias)
 
+    @property
+    def count_in_loss(self) -> bool:
+        """Whether that loss kernel also moves the optimizer's device count t (`bias_update_in_loss`): no update
+        pass is left to move it, so one launch fewer per step; the optimizer's `apply` moves the host's count."""
+        return self.bias_update_in_loss
+
     def batch_logits(self, ops: Ops, n: int, rows: int) -> Callable[[Any, Any], None] | None:
         """How predict computes the logits of n rows in batches of `rows`: a function (x batch, out rows) that
         writes them, the backend's program for this plan's route; or None: the layers' own forward."""
@@ -179,7 +185,7 @@ class Plan:
         fused = [a for a, f in zip(self.fused_activations, self.fused, strict=True) if f]
         loss = f"{', '.join(sorted(set(fused)))} fused into the loss" if fused else "no activation fused into the loss"
         if self.bias_update_in_loss:
-            loss += " (with the output layer's bias, its gradient and its SGD update)"
+            loss += " (with the output layer's bias, its gradient, its SGD update and the optimizer's step count)"
         elif any(self.loss_bias):
             loss += " (with the output layer's bias and its gradient)"
         pools = ", ".join(f"{a} → {b}" for a, b in self.relu_pairs)
@@ -362,8 +368,14 @@ def _sink(model: Any, captures: bool) -> tuple[str, str]:
     if model.shares_layers:
         # a shared layer's weights serve several calls: each call's backward needs them unchanged
         return "gradient buffer", "plain SGD, but a layer is called more than once"
+    if ops.fuses_launches:
+        # where launches count, only a Dense updates in no launch of its own (its GEMM and its bias kernel do it);
+        # another layer's update inside backprop is a subtraction per weight, more than the one pass it saves
+        apart = sorted({str(s.layer.name) for s in store.trainable_slots if type(s.layer) is not Dense})
+        if apart:
+            return "gradient buffer", f"plain SGD, but on {ops.describe()} layers {apart} would update apart"
     # w ← w − xᵀ(ηδ) as one GEMM with β = 1 (`gemm_sub`), then a bias pass, beats filling the gradient buffer
-    # and a separate pass; on CuPy the GEMM is cuBLAS's, bound directly only in a captured step
+    # and a separate pass; on CuPy the GEMM is cuBLAS's: bound directly in a captured step, CuPy's wrappers eagerly
     with _cublas.routed(ops) if captures else nullcontext():
         if not ops.runs_in_one_call("gemm_sub"):
             return "gradient buffer", f"plain SGD, but the {ops.describe()} backend has no in-place GEMM here"

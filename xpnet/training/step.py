@@ -93,9 +93,12 @@ def _backprop(
     summed: bool,
     totals: list[Array] | None = None,
     running: list[Array] | None = None,
+    counter: Array | None = None,
 ) -> tuple[list[Array], list[Array], list[Array]]:
     """The forward and backward of `forward_backward`: ([each output's Σ loss, or with summed=False its
-    per-sample loss (batch,)], [each output], [the add_loss values]). totals, running: see `_loss_with_bias`."""
+    per-sample loss (batch,)], [each output], [the add_loss values]). totals, running: see `_loss_with_bias`;
+    counter: the optimizer's device count t, moved by the first output's loss that adds its bias (there is
+    one where the step passes it: `Plan.count_in_loss`)."""
     ops = model.ops
     assert ops is not None
     xp = ops.xp
@@ -111,7 +114,10 @@ def _backprop(
         c = coef if w == 1.0 else coef * w
         if fused[k] and plan.loss_bias[k]:  # the output layer stopped at xW: the loss adds its bias
             layer = model.output_layers[k]
-            value, grad, out = _loss_with_bias(ops, layer, loss, ys[k], outs[k], c, wb is None, totals, running)
+            value, grad, out = _loss_with_bias(
+                ops, layer, loss, ys[k], outs[k], c, wb is None, totals, running, counter
+            )
+            counter = None
         elif fused[k]:
             value, grad, out = ops.fused_loss(loss, model.output_layers[k].activation, ys[k], outs[k], c)
         else:
@@ -257,6 +263,16 @@ class TrainStep:
         # a namespace call, not an operator: a captured step keeps the results of those (see program.py)
         return ops.cast(ops.xp.divide(scale, global_batch), model.dtype), penalty
 
+    def _counter(self, plan: Plan) -> Array | None:
+        """The optimizer's device count t for the loss kernel to move (`Plan.count_in_loss`) where its `apply` is
+        SGD's own, which `counted` then keeps from moving it again; None: `apply` moves it."""
+        from ..optimizers import SGD
+
+        opt = self.optimizer
+        if not plan.count_in_loss or type(opt).apply is not SGD.apply:
+            return None
+        return opt.device_count
+
     def refresh_factors(self, global_batch: int) -> None:
         """Bring the kept η / batch up to date outside a captured step, which reads it but never recomputes it
         (a callback may have changed η since the graph was recorded)."""
@@ -294,7 +310,10 @@ class TrainStep:
         # one launch for the loss sum and the accuracy count where the backend has the kernel
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
         totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
-        sums, preds, added = _backprop(model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None, running)
+        counter = self._counter(plan)
+        sums, preds, added = _backprop(
+            model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None, running, counter
+        )
         fused_sums = self._fused_sums(fuse and not added, totals, sums, yb, preds, running)
         if fused_sums is None:
             if fuse:
@@ -313,7 +332,7 @@ class TrainStep:
                     store.moving[...] = 0
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= 1.0 / min(comm.size, global_batch)
-        self.optimizer.apply(store, self.sink)
+        self.optimizer.apply(store, self.sink, counted=counter is not None)
         if fused_sums is not None:
             return fused_sums
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
@@ -329,12 +348,14 @@ def _loss_with_bias(
     bias_grad: bool,
     totals: list[Array] | None,
     running: list[Array] | None = None,
+    counter: Array | None = None,
 ) -> Any:
     """The fused loss of an output whose layer stopped at u = xW (`Plan.loss_bias`): (per-sample loss,
     scale · ∂ℓ/∂u, the output), u becoming the logits. With bias_grad, ∂L/∂b goes to the layer's sink from
     the same launch (plain SGD inside backprop: b −= it there, `Plan.bias_update_in_loss`); where the backend
     has them from it too, the batch's [Σ loss, sparse accuracy count] are appended to `totals` (with `running`,
-    the fit's [Σ loss, count] so far, the running sums plus the batch's: the add of `replay.accumulate`)."""
+    the fit's [Σ loss, count] so far, the running sums plus the batch's: the add of `replay.accumulate`).
+    counter: None or the optimizer's device count t, moved to t + 1 by the same launch."""
     sink = layer.sink if bias_grad and "bias" in layer.grads else None
     bias = layer.params["bias"]
     target, mode = None if sink is None else sink.put_target(layer, "bias"), "set"
@@ -344,10 +365,12 @@ def _loss_with_bias(
             target, mode = column
     if sink is not None and target is None:  # a sink that adds, or updates otherwise: the sum goes there after
         target = ops.xp.empty_like(bias)
-        out = ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, "set", running)
+        out = ops.fused_loss_with_bias(
+            loss, layer.activation, y, u, bias, scale, target, totals, "set", running, counter
+        )
         sink.put(layer, "bias", target)
         return out
-    return ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, mode, running)
+    return ops.fused_loss_with_bias(loss, layer.activation, y, u, bias, scale, target, totals, mode, running, counter)
 
 
 def _hits_metric(model: Trainer) -> Any:
