@@ -240,7 +240,7 @@ def test_loss_moving_the_step_count_changes_nothing_else(ops: Ops, dtype: str, r
     assert float(ops.to_numpy(t)) == 8.0
     for a, w in zip([*plain, b, u], outs[0][:5], strict=True):
         np.testing.assert_array_equal(ops.to_numpy(a), w)
-    # a count the kernel cannot read (not float64) is moved after the launch, as the base moves it
+    # a count the kernel cannot read (not float64): the plain code runs, and moves it after the update
     t32 = ops.asarray(np.asarray(5.0, np.float32))
     ops.fused_loss_with_bias(
         loss, act, y, ops.asarray(u_host.copy()), ops.asarray(b_host.copy()), scale, None, None, "set", None, t32

@@ -337,7 +337,7 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
     ) -> tuple[Array, Array, Array]:
         # one launch for u + b, the softmax cross-entropy, Σ_rows du (or db −= it), the batch's [Σ loss, hits] and
         # the optimizer's t + 1 (the row kernel "sce_bias")
-        if not self._bias_kernel_fits(loss, act, u, bias, db) or mode not in ("set", "sub"):
+        if not self._bias_kernel_fits(loss, act, u, bias, db, mode, counter):
             return super().fused_loss_with_bias(loss, act, y, u, bias, scale, db, sums, mode, running, counter)
         n, k = (int(d) for d in u.shape)
         value, grad, probs = self.xp.empty(n, dtype=u.dtype), self.xp.empty_like(u), self.xp.empty_like(u)
@@ -359,13 +359,8 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         want_db = 0 if db is None else 2 if mode == "sub" else 1
         wants = (np.int32(want_db), bias if db is None else db, np.int32(count))
         adds = (np.int32(run), *(running if run else (loss_sum, hits)))
-        # t is read by the last thread only; a count the kernel cannot take moves after it (the base's order)
-        moves = self._scalar_of(counter, np.float64)
-        step = (np.int32(moves), counter if moves else _idle_count(self))
-        tail = (np.int32(out is probs), loss_sum, hits, *adds, *step, ticket_word(self.xp))
+        tail = (np.int32(out is probs), loss_sum, hits, *adds, *_count_args(self, counter), ticket_word(self.xp))
         self._rows("sce_bias", u.dtype, n, (*head, *wants, *tail))
-        if counter is not None and not moves:
-            counter += 1
         if count:
             sums += [loss_sum, hits]
         return value, grad, out if buffer else act.output_of_softmax(self.xp, u, probs)
@@ -374,12 +369,17 @@ class CupyOps(CupyImages):  # pragma: no cover - needs a CUDA device
         """Whether `a` is a 0-d device array of `dtype` (a kernel reads it through a pointer)."""
         return isinstance(a, self.xp.ndarray) and a.ndim == 0 and a.dtype == dtype
 
-    def _bias_kernel_fits(self, loss: Any, act: Any, u: Array, bias: Array, db: Any) -> bool:
+    def _bias_kernel_fits(
+        self, loss: Any, act: Any, u: Array, bias: Array, db: Any, mode: str = "set", counter: Any = None
+    ) -> bool:
         """Whether `fused_loss_with_bias`'s kernel takes these: u (n, k) C-contiguous float, n·k within the
-        last thread's serial sums, bias and db (k,) contiguous of u's dtype."""
+        last thread's serial sums, bias and db (k,) contiguous of u's dtype, mode "set" or "sub", the count t
+        None or a 0-d float64 device array (the last thread reads and writes it)."""
         n, k = (int(d) for d in u.shape) if u.ndim == 2 else (0, 0)
         return (
             self.loss_adds_bias(loss, act)
+            and mode in ("set", "sub")
+            and (counter is None or self._scalar_of(counter, np.float64))
             and 0 < n * k <= _MAX_BIAS_SUM
             and k <= _MAX_ROW
             and u.dtype.char in "fd"
@@ -527,6 +527,11 @@ _CHUNK_ROWS = 64  # past _MAX_SUM_ROWS: rows per thread, whose sums the unit's l
 
 
 _IDLE: dict[Any, Array] = {}
+
+
+def _count_args(ops: CupyOps, counter: Array | None) -> tuple[Any, Any]:
+    """The loss kernel's (want_t, t): t + 1 by its last thread where a count is given."""
+    return (np.int32(0), _idle_count(ops)) if counter is None else (np.int32(1), counter)
 
 
 def _idle_count(ops: CupyOps) -> Array:

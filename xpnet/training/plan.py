@@ -128,6 +128,9 @@ class Plan:
     captures: bool
     capture_reason: str
     loss_bias: tuple[bool, ...]  # per output: its fused loss adds the output layer's bias (`BIAS_IN_LOSS`)
+    # that loss's kernel also moves the optimizer's device count t: plain SGD inside backprop (`bias_update_in_loss`)
+    # leaves no update pass to move it; SGD's own `apply` then moves the host's count only (`counted`)
+    count_in_loss: bool = False
     affine_chain: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
     # (backend, the layers' activations) where every layer passes a NaN row on, else None: the backend's
     # kernels are probed only when predict first asks (a probe reads the device, which fit never needs)
@@ -157,12 +160,6 @@ class Plan:
         weights are updated inside backprop."""
         return self.updates_in_backprop and any(self.loss_bias)
 
-    @property
-    def count_in_loss(self) -> bool:
-        """Whether that loss kernel also moves the optimizer's device count t (`bias_update_in_loss`): no update
-        pass is left to move it, so one launch fewer per step; the optimizer's `apply` moves the host's count."""
-        return self.bias_update_in_loss
-
     def batch_logits(self, ops: Ops, n: int, rows: int) -> Callable[[Any, Any], None] | None:
         """How predict computes the logits of n rows in batches of `rows`: a function (x batch, out rows) that
         writes them, the backend's program for this plan's route; or None: the layers' own forward."""
@@ -184,8 +181,10 @@ class Plan:
             where = f"gradients into the buffer, then the optimizer's update: {self.sink_reason}"
         fused = [a for a, f in zip(self.fused_activations, self.fused, strict=True) if f]
         loss = f"{', '.join(sorted(set(fused)))} fused into the loss" if fused else "no activation fused into the loss"
-        if self.bias_update_in_loss:
+        if self.count_in_loss:
             loss += " (with the output layer's bias, its gradient, its SGD update and the optimizer's step count)"
+        elif self.bias_update_in_loss:
+            loss += " (with the output layer's bias, its gradient and its SGD update)"
         elif any(self.loss_bias):
             loss += " (with the output layer's bias and its gradient)"
         pools = ", ".join(f"{a} → {b}" for a, b in self.relu_pairs)
@@ -263,6 +262,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
     train_forms, predict_forms = _forms(model, nodes, fused, loss_bias, pairs, at_end)
     captures, capture_reason = _capture(model) if compiled else (False, "not compiled")
     sink, reason = _sink(model, captures) if compiled else ("none", "not compiled")
+    counts = sink == "in backprop" and any(loss_bias) and _apply_is_sgds(model.optimizer)
     chain, when = _predict_route(model, chain)
     route = "transposed small batches" if chain is not None else "layer by layer"
     return Plan(
@@ -279,6 +279,7 @@ def make_plan(model: Any, key: tuple[Any, ...] | None = None) -> Plan:
         captures=captures,
         capture_reason=capture_reason,
         loss_bias=loss_bias,
+        count_in_loss=counts,
         affine_chain=chain,
         predict_when=when,
         key=plan_key(model, nodes) if key is None else key,
@@ -380,6 +381,13 @@ def _sink(model: Any, captures: bool) -> tuple[str, str]:
         if not ops.runs_in_one_call("gemm_sub"):
             return "gradient buffer", f"plain SGD, but the {ops.describe()} backend has no in-place GEMM here"
     return "in backprop", "plain SGD, one process, no penalty, every layer sink-only"
+
+
+def _apply_is_sgds(opt: Any) -> bool:
+    """Whether the optimizer's `apply` is SGD's own (which `counted` keeps from moving t a second time)."""
+    from ..optimizers import SGD
+
+    return type(opt).apply is SGD.apply and "apply" not in vars(opt)
 
 
 def _sink_only(layer: Any) -> bool:

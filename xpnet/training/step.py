@@ -263,16 +263,6 @@ class TrainStep:
         # a namespace call, not an operator: a captured step keeps the results of those (see program.py)
         return ops.cast(ops.xp.divide(scale, global_batch), model.dtype), penalty
 
-    def _counter(self, plan: Plan) -> Array | None:
-        """The optimizer's device count t for the loss kernel to move (`Plan.count_in_loss`) where its `apply` is
-        SGD's own, which `counted` then keeps from moving it again; None: `apply` moves it."""
-        from ..optimizers import SGD
-
-        opt = self.optimizer
-        if not plan.count_in_loss or type(opt).apply is not SGD.apply:
-            return None
-        return opt.device_count
-
     def refresh_factors(self, global_batch: int) -> None:
         """Bring the kept η / batch up to date outside a captured step, which reads it but never recomputes it
         (a callback may have changed η since the graph was recorded)."""
@@ -310,7 +300,8 @@ class TrainStep:
         # one launch for the loss sum and the accuracy count where the backend has the kernel
         fuse = ops.fuses_launches and wb is None and not self.regularized and _hits_metric(model) is not None
         totals: list[Array] = []  # [Σ loss, hits] where the loss kernel counted them as well
-        counter = self._counter(plan)
+        # the optimizer's device count t for the loss kernel to move (`Plan.count_in_loss`); None: `apply` moves it
+        counter = self.optimizer.device_count if plan.count_in_loss else None
         sums, preds, added = _backprop(
             model, xb, yb, coef, plan, wb, not fuse, totals if fuse else None, running, counter
         )
