@@ -6,7 +6,9 @@ supports capture. So the libcublas that CuPy has already loaded is bound directl
 one handle per device, its stream set before each call, a workspace from CuPy's pool (a
 captured GEMM must not allocate one of its own). Where libcublas cannot be found, CuPy's
 low-level wrappers (`cupy_backends.cuda.libs.cublas`, the same C signatures) are used: they work
-eagerly and, on the CPU stand-in with GPUSIM_CUBLAS_IN_CAPTURE=1, inside a capture.
+eagerly and, on the CPU stand-in with GPUSIM_CUBLAS_IN_CAPTURE=1, inside a capture. The eager step's
+β = 1 GEMM (plain SGD inside backprop) takes those wrappers always (`eager_gemm_for`): the ctypes
+binding serves only a capture, so `jit_compile=False` never depends on it.
 
 Row-major arrays are column-major transposes, so C = op(A)·op(B) is computed as
 Cᵀ = op(B)ᵀ·op(A)ᵀ with the operands swapped.

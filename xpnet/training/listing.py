@@ -99,6 +99,7 @@ def _named(model: Trainer, xb: Any, yb: Any, wb: Any) -> list[tuple[Any, str]]:
     named = [(store.params, "params"), (store.grads, "grads")]
     if opt is not None:
         named += [(a, f"{opt.name}.{k}") for k, a in opt.slots.items()]
+        named += [(opt.device_count, f"{opt.name}.t")] if opt.device_count is not None else []
     for layer in model.leaf_layers:
         named += [(a, f"{layer.name}.{k}") for k, a in layer.params.items()]
         named += [(a, f"∇{layer.name}.{k}") for k, a in layer.grads.items()]
