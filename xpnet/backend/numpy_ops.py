@@ -43,10 +43,13 @@ class NumpyOps(Ops):
     # predict() batches of at most this many rows run as uᵀ = Wᵀhᵀ (see `inference_program`)
     transposed_inference_rows: int | None = 256
 
-    def __init__(self, jit: bool | None = None) -> None:
-        """jit: use numba's compiled loops for 2×2 pooling (None: when installed and XPNET_JIT is not 0)."""
+    def __init__(self, jit: bool | None = None, blas: str | None = None) -> None:
+        """jit: use numba's compiled loops for 2×2 pooling (None: when installed and XPNET_JIT is not 0);
+        blas: the library of every GEMM, "openblas" (NumPy's own), "mkl" or "auto" (None: as XPNET_BLAS says;
+        `_cblas.library`)."""
         super().__init__()
         self._jit = _jit.wanted() if jit is None else jit
+        self.cblas = _cblas.library(blas)
         self._buffers_lock = threading.Lock()  # the kept buffers below: threads may predict at once
         if jit and self.kernels is None:
             raise ImportError(
@@ -59,9 +62,12 @@ class NumpyOps(Ops):
         """numba's kernels, or None; numba is imported at the first use, not with the backend."""
         return _jit.kernels() if self._jit else None
 
+    def describe(self) -> str:
+        return "numpy" if self.cblas.name == "openblas" else f"numpy ({self.cblas.label})"
+
     def info(self) -> dict[str, str]:
         extra = {"numba": self.kernels.numba} if self.kernels is not None else {}
-        return {**super().info(), "numpy": np.__version__, **extra}
+        return {**super().info(), "numpy": np.__version__, "blas": self.cblas.label, **extra}
 
     # Diverging runs overflow; fit reports a non-finite loss itself, once, with advice. np.errstate itself,
     # with its arguments bound, so that a training call's entry runs no frame of a wrapper here.
@@ -76,10 +82,10 @@ class NumpyOps(Ops):
         return np.zeros(shape, dtype=dtype)
 
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
-        return np.matmul(a, b, out=out)
+        return self.cblas.matmul(a, b, out=out)
 
     def affine(self, x: Array, w: Array, b: Array | None) -> Array:
-        u = x @ w
+        u = self.cblas.matmul(x, w)
         if b is not None:
             u += b
         return u
@@ -135,13 +141,13 @@ class NumpyOps(Ops):
         return y, mask
 
     def runs_in_one_call(self, method: str) -> bool:
-        # `gemm_sub` is one GEMM only with NumPy's BLAS at hand (else matmul, then a subtraction)
-        return method == "gemm_sub" and _cblas.find() is not None
+        # `gemm_sub` is one GEMM only with a CBLAS symbol at hand (else matmul, then a subtraction)
+        return method == "gemm_sub" and self.cblas.gemm_sub is not None
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
-        f = self.__dict__.get("_gemm_sub") or self.__dict__.setdefault("_gemm_sub", _cblas.find())
+        f = self.cblas.gemm_sub
         if f is None or not f(a, b, c):
-            np.subtract(c, np.matmul(a.T, b), out=c)
+            np.subtract(c, self.cblas.matmul(a.T, b), out=c)
 
     def bias_sub(self, du: Array, b: Array) -> None:
         np.subtract(b, np.add.reduce(du, axis=0), out=b)
@@ -152,7 +158,7 @@ class NumpyOps(Ops):
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)  # straight from the gradient buffer, no copy
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
-        u = np.matmul(x, w)
+        u = self.cblas.matmul(x, w)
         if b is not None:
             u += b
         return u, self.activation_forward(act, u, in_place=not keep_u)
@@ -251,11 +257,12 @@ class NumpyOps(Ops):
             (np.ascontiguousarray(a.kernel.T), None if a.bias is None else a.bias[:, None], a.activation)
             for a in layers
         ]
+        matmul = self.cblas.matmul
 
         def logits(x: Array, out: Array) -> None:
             h = x.reshape(x.shape[0], -1).T
             for i, (wt, bias, act) in enumerate(plan):
-                u = wt @ h
+                u = matmul(wt, h)
                 if bias is not None:
                     u += bias
                 h = u if i == len(plan) - 1 else self.activation_forward(act, u, in_place=True)
@@ -472,7 +479,7 @@ class NumpyOps(Ops):
         # accumulating straight into the shifted rows (β = 1), instead of writing the whole
         # (kh·kw·c, span) ∂P and adding it back: 30 % faster for LeNet's second layer (one thread)
         offsets = [i * g.wp + j for i in range(g.kh) for j in range(g.kw)]
-        if not _cblas.shifted_gemm_sub(neg.reshape(-1, f, g.c), dtall, dbuf, g.span, offsets):
+        if not self.cblas.shifted_gemm_sub(neg.reshape(-1, f, g.c), dtall, dbuf, g.span, offsets):
             for t, o in enumerate(offsets):
                 self.gemm_sub(neg[divmod(t, g.kw)], dtall, rows[:, o : o + g.span])
         self._give_back(tall_key, tall)
