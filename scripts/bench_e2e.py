@@ -216,6 +216,7 @@ def run_xpnet(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> di
         "train_s": hist["train_wall_seconds"],
         "test_accuracy": hist["test_accuracy"],
         "threads": hist.get("blas_threads"),
+        "backend": hist.get("backend"),  # "numpy", or "numpy (MKL <version> (<threading layer>))"
     }
 
 
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     # the CLI child imports the xpnet this script found, wherever it is started from
     root = str(Path(xpnet.__file__).resolve().parents[1])
     base = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    if args.threads:  # read when MKL loads (at compile, before --threads applies): 1 thread, its sequential layer
+        base["XPNET_BLAS_THREADS"] = str(args.threads)
     jax_env = dict(base)
     if args.threads == 1 and "XLA_FLAGS" not in base:
         jax_env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -322,6 +325,8 @@ def report(
         ]
         L.append("| " + " | ".join(cells) + " |")
     jax_wall = [x["wall_s"] for x in results["JAX lax.scan"]]
+    backends = sorted({str(x.get("backend")) for x in results.get("xpnet train", []) if x.get("backend")})
+    L += ["", f"xpnet's backend and BLAS: {', '.join(backends) or 'not reported'} (XPNET_BLAS picks the BLAS)."]
     L.append("")
     for name, rs in results.items():
         if name == "JAX lax.scan":

@@ -183,7 +183,7 @@ def test_mkl_rounds_differently_from_openblas_but_only_in_the_last_bits() -> Non
 
 def _gemms(model: Any) -> list[Callable[..., Any]]:
     """The C functions of a replayed step's bound calls that are a GEMM of MKL's."""
-    mkl = [id(f) for f in _cblas.library("mkl").fns.values()]
+    mkl = [id(_cblas._RAW.get(id(f), f)) for f in _cblas.library("mkl").fns.values()]
     return [f.func for f in model.step_program._replay.flat if id(getattr(f, "func", None)) in mkl]
 
 
