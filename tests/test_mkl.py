@@ -241,3 +241,26 @@ def test_the_libraries_thread_setting_governs_mkls_threads() -> None:
     if "sequential" in blas.label:
         assert before == 1  # the layer was chosen because one thread was all this process asked for
     assert xpnet.backend.get_backend("numpy").info()["blas"] == _cblas.library().label
+
+
+@needs_mkl
+def test_with_mkl_the_convolutions_products_go_through_it_eager_and_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    ops = NumpyOps(blas="mkl")
+    real, shapes = ops.cblas.matmul, []
+
+    def counted(a: Any, b: Any, out: Any = None) -> Any:
+        shapes.append((a.shape, b.shape))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(ops.cblas, "matmul", counted)  # the library object itself: the binders read it there
+    model, opt, shape = _model("lenet")
+    model.compile(opt, "sparse_categorical_crossentropy", backend=ops, jit_compile=True)
+    data = np.random.default_rng(8)
+    x, y = data.random((8 * 6, *shape), dtype=np.float32), data.integers(0, 10, 8 * 6)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.step_program.replayed >= 2
+    # the first convolution's [W; b]ᵀ (6, 5·5·1 + 1) times its patches, and its weight gradient: in each of the
+    # 6 steps, the replayed ones too (without them: 6 - replayed), and once more in the program's check
+    forward = sum(a == (6, 26) for a, _ in shapes)
+    weight_grad = sum(a[0] == 26 and b == (8 * 28 * 32, 6) for a, b in shapes)
+    assert forward == weight_grad == 7, shapes[:12]

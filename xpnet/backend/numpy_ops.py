@@ -370,7 +370,7 @@ class NumpyOps(Ops):
             m = min(group, n - lo)
             np.copyto(dst[:, :, :, :m], view[:, :, :, lo : lo + m])
             # (the last group may be smaller: a row-strided view of the block, as BLAS takes)
-            _matmul_by_columns(weights_t, cols[:, : m * per], u[:, lo * per : (lo + m) * per])
+            _matmul_by_columns(weights_t, cols[:, : m * per], u[:, lo * per : (lo + m) * per], self.cblas.matmul)
         self._give_back(pad_key, buf)
         ctx = _WideCtx(g, cols)
         if not need_ctx:
@@ -458,7 +458,8 @@ class NumpyOps(Ops):
             dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
             dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
         d2 = dwide.reshape(f, -1)
-        dweights = _matmul_nt_by_blocks(cols, d2)  # (k [+ 1], f): the bias row comes from the row of ones
+        # (k [+ 1], f): the bias row comes from the row of ones
+        dweights = _matmul_nt_by_blocks(cols, d2, self.cblas.matmul)
         dkernel = dweights[:k].reshape(kernel.shape)
         dbias = dweights[k] if cols.shape[0] > k else np.add.reduce(d2, axis=1)
         self._release(ctx)  # ∂W was the last use of the patches
