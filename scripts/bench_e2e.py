@@ -216,7 +216,6 @@ def run_xpnet(args: argparse.Namespace, folder: Path, env: dict[str, str]) -> di
         "train_s": hist["train_wall_seconds"],
         "test_accuracy": hist["test_accuracy"],
         "threads": hist.get("blas_threads"),
-        "backend": hist.get("backend"),  # "numpy", or "numpy (MKL <version> (<threading layer>))"
     }
 
 
@@ -289,6 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def gemm_library() -> str:
+    """The BLAS the xpnet child runs its GEMMs on (it inherits this environment): MKL or NumPy's own."""
+    from xpnet.backend import _cblas
+
+    if _cblas.choice() == "openblas" or _cblas.mkl_path() is None:
+        return "NumPy's BLAS"
+    return "MKL, from the mkl package"
+
+
 def report(
     args: argparse.Namespace,
     folder: Path,
@@ -325,8 +333,7 @@ def report(
         ]
         L.append("| " + " | ".join(cells) + " |")
     jax_wall = [x["wall_s"] for x in results["JAX lax.scan"]]
-    backends = sorted({str(x.get("backend")) for x in results.get("xpnet train", []) if x.get("backend")})
-    L += ["", f"xpnet's backend and BLAS: {', '.join(backends) or 'not reported'} (XPNET_BLAS picks the BLAS)."]
+    L += ["", f"xpnet's GEMMs: {gemm_library()} (XPNET_BLAS={os.environ.get('XPNET_BLAS') or 'auto'})."]
     L.append("")
     for name, rs in results.items():
         if name == "JAX lax.scan":

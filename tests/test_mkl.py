@@ -79,7 +79,7 @@ def test_numpys_own_blas_runs_np_matmul_itself_so_the_default_path_is_unchanged(
     a, b, out = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32), np.empty((3, 5), np.float32)
     bound = own.bound_matmul(a, b, out)
     assert bound.func is np.matmul and bound.args == (a, b, out)  # type: ignore[attr-defined]
-    assert NumpyOps(blas="openblas").describe() == "numpy"
+    assert NumpyOps(blas="openblas").info()["blas"] == "NumPy's BLAS"
 
 
 def test_auto_picks_mkl_exactly_when_it_is_installed() -> None:

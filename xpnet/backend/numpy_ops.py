@@ -44,9 +44,7 @@ class NumpyOps(Ops):
     transposed_inference_rows: int | None = 256
 
     def __init__(self, jit: bool | None = None, blas: str | None = None) -> None:
-        """jit: use numba's compiled loops for 2×2 pooling (None: when installed and XPNET_JIT is not 0);
-        blas: the library of every GEMM, "openblas" (NumPy's own), "mkl" or "auto" (None: as XPNET_BLAS says;
-        `_cblas.library`)."""
+        """jit: numba's loops for 2×2 pooling (None: installed, XPNET_JIT not 0); blas: the GEMMs' `_cblas.library`."""
         super().__init__()
         self._jit = _jit.wanted() if jit is None else jit
         self.cblas = _cblas.library(blas)
@@ -61,9 +59,6 @@ class NumpyOps(Ops):
     def kernels(self) -> Any:
         """numba's kernels, or None; numba is imported at the first use, not with the backend."""
         return _jit.kernels() if self._jit else None
-
-    def describe(self) -> str:
-        return "numpy" if self.cblas.name == "openblas" else f"numpy ({self.cblas.label})"
 
     def info(self) -> dict[str, str]:
         extra = {"numba": self.kernels.numba} if self.kernels is not None else {}
@@ -145,8 +140,7 @@ class NumpyOps(Ops):
         return method == "gemm_sub" and self.cblas.gemm_sub is not None
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
-        f = self.cblas.gemm_sub
-        if f is None or not f(a, b, c):
+        if self.cblas.gemm_sub is None or not self.cblas.gemm_sub(a, b, c):
             np.subtract(c, self.cblas.matmul(a.T, b), out=c)
 
     def bias_sub(self, du: Array, b: Array) -> None:
@@ -257,12 +251,11 @@ class NumpyOps(Ops):
             (np.ascontiguousarray(a.kernel.T), None if a.bias is None else a.bias[:, None], a.activation)
             for a in layers
         ]
-        matmul = self.cblas.matmul
 
         def logits(x: Array, out: Array) -> None:
             h = x.reshape(x.shape[0], -1).T
             for i, (wt, bias, act) in enumerate(plan):
-                u = matmul(wt, h)
+                u = self.cblas.matmul(wt, h)
                 if bias is not None:
                     u += bias
                 h = u if i == len(plan) - 1 else self.activation_forward(act, u, in_place=True)
@@ -458,8 +451,7 @@ class NumpyOps(Ops):
             dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
             dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
         d2 = dwide.reshape(f, -1)
-        # (k [+ 1], f): the bias row comes from the row of ones
-        dweights = _matmul_nt_by_blocks(cols, d2, self.cblas.matmul)
+        dweights = _matmul_nt_by_blocks(cols, d2, self.cblas.matmul)  # (k [+ 1], f), bias row from the ones
         dkernel = dweights[:k].reshape(kernel.shape)
         dbias = dweights[k] if cols.shape[0] > k else np.add.reduce(d2, axis=1)
         self._release(ctx)  # ∂W was the last use of the patches
