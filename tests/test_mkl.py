@@ -82,8 +82,13 @@ def test_numpys_own_blas_runs_np_matmul_itself_so_the_default_path_is_unchanged(
     assert NumpyOps(blas="openblas").info()["blas"] == "NumPy's BLAS"
 
 
-def test_auto_picks_mkl_exactly_when_it_is_installed() -> None:
+def test_auto_picks_mkl_exactly_when_it_is_installed_and_no_cblas_asks_for_numpys_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert _cblas.library("auto").name == ("openblas" if MKL is None else "mkl")
+    monkeypatch.setattr(_cblas, "_libraries", {})
+    monkeypatch.setenv("XPNET_NO_CBLAS", "1")
+    assert _cblas.library("auto").name == "openblas"
 
 
 def test_the_threading_layer_is_sequential_for_one_thread_else_tbb_and_the_users_own_wins() -> None:

@@ -433,7 +433,8 @@ def library(name: str | None = None) -> Blas:
 
 
 def _resolve(wanted: str) -> Blas:
-    if wanted == "openblas":
+    # XPNET_NO_CBLAS=1 asks for NumPy's own calls only: no library reached through ctypes unless named
+    if wanted == "openblas" or (wanted == "auto" and os.environ.get("XPNET_NO_CBLAS", "") not in ("", "0")):
         return _numpy_blas()
     path = mkl_path()
     if path is None and wanted == "mkl":
