@@ -5,6 +5,8 @@ it is tested where MKL is not installed; the tests that need MKL itself skip, sa
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +82,7 @@ def test_numpys_own_blas_runs_np_matmul_itself_so_the_default_path_is_unchanged(
     bound = own.bound_matmul(a, b, out)
     assert bound.func is np.matmul and bound.args == (a, b, out)  # type: ignore[attr-defined]
     assert NumpyOps(blas="openblas").info()["blas"] == "NumPy's BLAS"
+    assert copy.deepcopy(own) is own and pickle.loads(pickle.dumps(own)) is own  # one per library and process
 
 
 def test_auto_picks_mkl_exactly_when_it_is_installed_and_no_cblas_asks_for_numpys_own(

@@ -319,6 +319,12 @@ class Blas:
     def __repr__(self) -> str:
         return f"Blas({self.name!r}, {self.label!r})"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Blas:
+        return self  # one per library and process: what it holds are the library's own functions
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return library, (self.name,)  # loaded again by name in the process that unpickles it
+
 
 BLAS_VAR = "XPNET_BLAS"
 _CHOICES = ("auto", "openblas", "mkl")
