@@ -664,7 +664,8 @@ def variant_models(
 
             own = default_blas(env)
             if own is None or own.name == blas:
-                env.notes.append(f"{what}: no '{name}' row: the default row already runs {blas}")
+                why = "a NumPy backend's choice" if own is None else f"the default row already runs {blas}"
+                env.notes.append(f"{what}: no '{name}' row: {why}")
                 continue
             if blas == "mkl" and _cblas.mkl_path() is None:
                 env.notes.append(f"{what}: no '{name}' row: MKL is not installed (pip install 'xpnet[mkl]')")
