@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     # the CLI child imports the xpnet this script found, wherever it is started from
     root = str(Path(xpnet.__file__).resolve().parents[1])
     base = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    if args.threads:  # read when MKL loads (at compile, before --threads applies): 1 thread, its sequential layer
+        base["XPNET_BLAS_THREADS"] = str(args.threads)
     jax_env = dict(base)
     if args.threads == 1 and "XLA_FLAGS" not in base:
         jax_env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -284,6 +286,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(out, f, indent=2)
         os.replace(tmp, args.json)
     return 0
+
+
+def gemm_library() -> str:
+    """The BLAS the xpnet child runs its GEMMs on (it inherits this environment): MKL or NumPy's own."""
+    from xpnet.backend import _cblas
+
+    if _cblas.choice() == "openblas" or _cblas.mkl_path() is None:
+        return "NumPy's BLAS"
+    return "MKL, from the mkl package"
 
 
 def report(
@@ -322,6 +333,7 @@ def report(
         ]
         L.append("| " + " | ".join(cells) + " |")
     jax_wall = [x["wall_s"] for x in results["JAX lax.scan"]]
+    L += ["", f"xpnet's GEMMs: {gemm_library()} (XPNET_BLAS={os.environ.get('XPNET_BLAS') or 'auto'})."]
     L.append("")
     for name, rs in results.items():
         if name == "JAX lax.scan":

@@ -397,9 +397,14 @@ class GemmFloor(Contender):
         x: Any,
         skip_first_dx: bool,
         x_test: Any = None,
+        blas: Any = None,
     ) -> None:
         self.name, self.xp, self.sync, self.dims, self.batch = name, xp, sync, dims, batch
         self.skip, self.x, self.x_test = skip_first_dx, x, x_test
+        # a `_cblas.Blas` other than NumPy's own: its GEMMs bound once to the buffers (as xpnet's replay
+        # binds them), so the floor holds no Python check per product
+        self.blas = blas
+        self._bound: dict[str, list[Callable[[], object]]] = {}
         self.rng = np.random.default_rng(1)
         self.W = [
             xp.asarray((self.rng.standard_normal((i, o)) * math.sqrt(2.0 / (i + o))).astype(np.float32))
@@ -418,7 +423,36 @@ class GemmFloor(Contender):
             bufs = self._bufs[b] = (u, dx, top)
         return bufs
 
+    def _epoch_calls(self, x: Any, batch: int, forward_only: bool) -> list[Callable[[], object]]:
+        """The epoch's products (those `train_epochs` or `infer` make) as calls bound by `self.blas`."""
+        calls: list[Callable[[], object]] = []
+        bind = self.blas.bound_matmul
+        for lo in range(0, x.shape[0], batch):
+            xb = x[lo : lo + batch]
+            u, dx, du = self._buffers(xb.shape[0])
+            a = xb
+            for w, out in zip(self.W, u, strict=True):
+                calls.append(bind(a, w, out))
+                a = out
+            for i in range(len(self.W) - 1, -1, -1) if not forward_only else ():
+                calls.append(bind((xb if i == 0 else u[i - 1]).T, du, self.dW[i]))
+                if i > 0 or not self.skip:
+                    calls.append(bind(du, self.W[i].T, dx[i]))
+                    du = dx[i]
+        return calls
+
+    def _run_bound(self, key: str, x: Any, batch: int, forward_only: bool) -> float:
+        calls = self._bound.get(key)
+        if calls is None:
+            calls = self._bound[key] = self._epoch_calls(x, batch, forward_only)
+        t0 = time.perf_counter()
+        for f in calls:
+            f()
+        return time.perf_counter() - t0
+
     def train_epochs(self, k: int) -> float:
+        if self.blas is not None:
+            return sum(self._run_bound("train", self.x, self.batch, False) for _ in range(k)) / k
         W, dW, x, b, skip = self.W, self.dW, self.x, self.batch, self.skip
         mm = self.xp.matmul
         n, L = x.shape[0], len(self.W)
@@ -443,6 +477,8 @@ class GemmFloor(Contender):
         return (time.perf_counter() - t0) / k
 
     def infer(self, batch: int) -> float:
+        if self.blas is not None:
+            return self._run_bound(f"infer {batch}", self.x_test, batch, True)
         x, W, mm = self.x_test, self.W, self.xp.matmul
         n = x.shape[0]
         for lo in range(0, n, batch):
@@ -584,12 +620,25 @@ class XpnetContender(Contender):
         return {"method": "tracemalloc peak during fit, NumPy allocations", "peak_bytes": peak}
 
 
-# xpnet rows beside the default one: name, compile's jit_compile (None: its default), numba's kernels
-VARIANTS: dict[str, tuple[str, bool | None, bool]] = {
-    "eager": ("xpnet eager (jit_compile=False)", False, True),
-    "replay": ("xpnet replay (jit_compile=True)", True, True),
-    "no-numba": ("xpnet without numba (XPNET_JIT=0)", None, False),
+# xpnet rows beside the default one: name, compile's jit_compile (None: its default), numba's kernels, the
+# BLAS of its GEMMs (None: the default's, as XPNET_BLAS says; a row for the default's own BLAS is left out)
+VARIANTS: dict[str, tuple[str, bool | None, bool, str | None]] = {
+    "eager": ("xpnet eager (jit_compile=False)", False, True, None),
+    "replay": ("xpnet replay (jit_compile=True)", True, True, None),
+    "no-numba": ("xpnet without numba (XPNET_JIT=0)", None, False, None),
+    "openblas": ("xpnet OpenBLAS (XPNET_BLAS=openblas)", None, True, "openblas"),
+    "mkl": ("xpnet MKL (XPNET_BLAS=mkl)", None, True, "mkl"),
 }
+
+
+def default_blas(env: Env) -> Any:
+    """The `_cblas.Blas` of the default xpnet row's GEMMs (NumPy backend), else None."""
+    return getattr(xpnet.get_backend(env.backend), "cblas", None)
+
+
+def blas_of(model: Any) -> str:
+    """ "mkl" or "numpy": which floor a model's GEMMs compare with (CuPy models: "numpy", unused)."""
+    return "mkl" if getattr(getattr(model.ops, "cblas", None), "name", None) == "mkl" else "numpy"
 
 
 def numba_kernels(env: Env) -> bool:
@@ -607,8 +656,21 @@ def variant_models(
     """
     out: dict[str, Any] = {}
     for v in env.variants:
-        name, jit, numba = VARIANTS[v]
+        name, jit, numba, blas = VARIANTS[v]
         backend: Any = env.backend
+        if blas is not None:
+            from xpnet.backend import _cblas
+            from xpnet.backend.numpy_ops import NumpyOps
+
+            own = default_blas(env)
+            if own is None or own.name == blas:
+                why = "a NumPy backend's choice" if own is None else f"the default row already runs {blas}"
+                env.notes.append(f"{what}: no '{name}' row: {why}")
+                continue
+            if blas == "mkl" and _cblas.mkl_path() is None:
+                env.notes.append(f"{what}: no '{name}' row: MKL is not installed (pip install 'xpnet[mkl]')")
+                continue
+            backend = NumpyOps(blas=blas)
         if not numba:
             if not numba_kernels(env):
                 env.notes.append(f"{what}: no '{name}' row: the default row already runs without numba")
@@ -880,14 +942,28 @@ class JaxContender(Contender):
 
 
 # --------------------------------------------------------------------------------------- running
+def mkl_floor(env: Env) -> Any:
+    """MKL's `Blas` where an xpnet row of this run uses it (the default or the mkl variant), else None."""
+    from xpnet.backend import _cblas
+
+    own = default_blas(env)
+    if own is not None and own.name == "mkl":
+        return own
+    if env.backend == "numpy" and "mkl" in env.variants and _cblas.mkl_path() is not None:
+        return _cblas.library("mkl")
+    return None
+
+
 def floors_for(wl: Workload, data: Data, env: Env, x_dev: Any) -> list[Contender]:
     out: list[Contender] = []
-    specs = [("numpy", np, lambda: None, data.xtr)]
+    specs = [("numpy", np, lambda: None, data.xtr, None)]
+    if mkl_floor(env) is not None:
+        specs.append(("mkl", np, lambda: None, data.xtr, mkl_floor(env)))
     if env.backend == "cupy":
-        specs.append(("cupy", env.xp, env.sync, x_dev))
-    for label, xp, sync, x in specs:
+        specs.append(("cupy", env.xp, env.sync, x_dev, None))
+    for label, xp, sync, x, blas in specs:
         for skip, tag in ((False, "3 GEMM/layer"), (True, "no first dX")):
-            out.append(GemmFloor(f"floor {label} ({tag})", xp, sync, wl.dims, wl.batch, x, skip))
+            out.append(GemmFloor(f"floor {label} ({tag})", xp, sync, wl.dims, wl.batch, x, skip, blas=blas))
     return out
 
 
@@ -1008,6 +1084,7 @@ def training_rows(
             rows[c.name]["first_epoch_s"] = compiled if compiled is not None else first[c.name]
         if isinstance(c, XpnetContender) and c.kind == "xpnet":
             rows[c.name]["step"] = step_route(c.model)
+            rows[c.name]["blas"] = blas_of(c.model)
     return rows
 
 
@@ -1078,6 +1155,10 @@ def run_inference(models: dict[str, Any], data: Data, env: Env, args: argparse.N
     floors: list[Contender] = [
         GemmFloor("floor numpy (forward GEMMs)", np, lambda: None, wl.dims, 32, data.xtr[:64], True, x_test=data.xte)
     ]
+    if mkl_floor(env) is not None:
+        mkl = GemmFloor("floor mkl (forward GEMMs)", np, lambda: None, wl.dims, 32, data.xtr[:64], True, data.xte)
+        mkl.blas = mkl_floor(env)
+        floors.append(mkl)
     if env.backend == "cupy":
         floors.append(
             GemmFloor(
@@ -1120,8 +1201,10 @@ def _mb(b: float) -> str:
     return f"{b / 2**20:.1f} MiB"
 
 
-def _floor_name(rows: dict[str, Any], env: Env, tag: str) -> str | None:
-    label = "cupy" if env.backend == "cupy" else "numpy"
+def _floor_name(rows: dict[str, Any], env: Env, tag: str, blas: str | None = None) -> str | None:
+    """The floor row an xpnet row compares with: its own BLAS's on NumPy (`blas`: its "blas" entry;
+    None: the default row's), CuPy's on CuPy."""
+    label = "cupy" if env.backend == "cupy" else blas or ("mkl" if mkl_floor(env) is default_blas(env) else "numpy")
     name = f"floor {label} ({tag})"
     return name if name in rows else None
 
@@ -1150,6 +1233,8 @@ def training_table(res: dict[str, Any], env: Env) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         t = r["s_per_epoch"]
+        if r.get("blas") and env.backend == "numpy":  # an xpnet row: the floor of its own BLAS
+            f3, f2 = _floor_name(rows, env, "3 GEMM/layer", r["blas"]), _floor_name(rows, env, "no first dX", r["blas"])
         cells = [
             name,
             f"{t:.3f} s",
@@ -1339,6 +1424,7 @@ def report(results: dict[str, Any], env: Env, args: argparse.Namespace, data: Da
         f"- Python {meta['python']}, NumPy {meta['numpy']} ({meta['numpy_blas']}); BLAS threads: "
         f"{env.blas_threads} ({env.blas_desc}); xpnet {meta['xpnet']}, backend {env.backend}"
         + (f" with numba {meta['backend_info']['numba']}'s kernels" if "numba" in meta.get("backend_info", {}) else "")
+        + (f"; xpnet's GEMMs: {meta['backend_info']['blas']}" if "blas" in meta.get("backend_info", {}) else "")
     )
     if env.torch is not None:
         L.append(f"- PyTorch {env.torch.__version__} on {env.torch_device}, torch.set_num_threads({env.blas_threads})")
@@ -1499,8 +1585,9 @@ class LenetGemmFloor(Contender):
 
     kind = "floor"
 
-    def __init__(self, name: str, n_train: int, batch: int = 32) -> None:
-        self.name, self.n, self.batch = name, n_train, batch
+    def __init__(self, name: str, n_train: int, batch: int = 32, mm: Callable[..., Any] = np.matmul) -> None:
+        """mm: the product, np.matmul or a `_cblas.Blas`'s matmul (MKL: a few µs of checks per product)."""
+        self.name, self.n, self.batch, self.mm = name, n_train, batch, mm
         rng = np.random.default_rng(2)
 
         def a(*shape: int) -> np.ndarray:
@@ -1513,7 +1600,7 @@ class LenetGemmFloor(Contender):
         self.flops_per_step = sum(2 * r * k * f * (3 if dx else 2) for r, k, f, dx in self.shapes)
 
     def train_epochs(self, k: int) -> float:
-        mm, steps = np.matmul, math.ceil(self.n / self.batch)
+        mm, steps = self.mm, math.ceil(self.n / self.batch)
         t0 = time.perf_counter()
         for _ in range(k * steps):
             for p, w, u, *_ in self.bufs:
@@ -1606,6 +1693,8 @@ def run_lenet(data: Data, env: Env, args: argparse.Namespace) -> dict[str, Any]:
     xp_c = xp_all[0]
     assert isinstance(xp_c, XpnetContender)
     contenders: list[Contender] = [LenetGemmFloor("floor numpy (3 GEMM/layer)", data.xtr.shape[0]), *xp_all]
+    if mkl_floor(env) is not None:
+        contenders.insert(1, LenetGemmFloor("floor mkl (3 GEMM/layer)", data.xtr.shape[0], mm=mkl_floor(env).matmul))
     if env.torch is not None:
         contenders.append(TorchLenetContender(nchw, env))
     k = args.epochs_per_measure
@@ -1738,9 +1827,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--variants",
-        default="eager,replay,no-numba",
+        default="eager,replay,no-numba,openblas,mkl",
         help="xpnet rows beside the default one (comma list, '' for none): eager (jit_compile=False), replay\n"
-        "(jit_compile=True), no-numba (the default without numba's kernels, as XPNET_JIT=0 gives)",
+        "(jit_compile=True), no-numba (the default without numba's kernels, as XPNET_JIT=0 gives), openblas\n"
+        "and mkl (the default with that BLAS, XPNET_BLAS; the default's own BLAS and a missing MKL: no row)",
     )
     p.add_argument("--replay", action="store_true", help="old spelling: adds eager and replay to --variants")
     p.add_argument(

@@ -36,7 +36,7 @@ def e2e() -> ModuleType:
 
 def test_benchmark_defaults_time_every_xpnet_variant(bench: ModuleType) -> None:
     a = bench.parse_args([])
-    assert a.variants == ["eager", "replay", "no-numba"]
+    assert a.variants == ["eager", "replay", "no-numba", "openblas", "mkl"]
     assert a.threads is None and a.repeats == 7 and a.train_size == 55_000
 
 

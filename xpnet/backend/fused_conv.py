@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _cblas, _jit
+from . import _jit
 from .fused_cpu import Bound, mirrors
 from .numpy_images import (  # the layout and helpers of the methods bound here
     _GEMM_COLUMNS,
@@ -78,7 +78,7 @@ def bind_conv2d_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         for m in [min(group, g.n - lo)]
     ]
     wt = np.empty((f, cols.shape[0]), x.dtype)  # [W; b]ᵀ, as `np.ascontiguousarray(weights.T)` lays it out
-    kt, copyto, by_columns = kernel.reshape(k, f).T, np.copyto, _matmul_by_columns
+    kt, copyto, by_columns, matmul = kernel.reshape(k, f).T, np.copyto, _matmul_by_columns, ops.cblas.matmul
 
     def run() -> None:
         copyto(inner, xt)
@@ -90,7 +90,7 @@ def bind_conv2d_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             ctx.cols = cols  # an eager forward pass in between may have taken these patches over
         for d, src, c, out in blocks:
             copyto(d, src)
-            by_columns(wt, c, out)
+            by_columns(wt, c, out, matmul)
 
     return run
 
@@ -130,7 +130,7 @@ def bind_conv2d_backward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     if dweights is None or not isinstance(du, np.ndarray):
         return None
     wide = _wide_grad(du, g, f)
-    steps = [_weight_grad(cols, dweights)]
+    steps = [_weight_grad(cols, dweights, ops.cblas.matmul)]
     if cols.shape[0] == k:  # no bias row: the bias gradient is the column sums of δ
         steps.append(_bias_grad(result[1]))
     if need_input_grad:
@@ -170,11 +170,11 @@ def _wide_grad(du: np.ndarray, g: Any, f: int) -> Any:
     return copied
 
 
-def _weight_grad(cols: np.ndarray, out: np.ndarray) -> Any:
-    """`_matmul_nt_by_blocks(P, δ)` into `out` (k [+ 1], f): one product, or a sum over column blocks."""
+def _weight_grad(cols: np.ndarray, out: np.ndarray, matmul: Any) -> Any:
+    """`_matmul_nt_by_blocks(P, δ)` into `out` (k [+ 1], f) by `matmul`: one product, or a sum over column blocks."""
     columns, split = _GEMM_COLUMNS, _GEMM_SPLIT_FROM
     n = cols.shape[1]
-    matmul, add = np.matmul, np.add
+    add = np.add
     if n < split:
         return lambda d2: matmul(cols, d2.T, out=out)
     part = np.empty_like(out)
@@ -208,7 +208,7 @@ def _input_grad(ops: Any, kernel: np.ndarray, g: Any, f: int, dx: Any) -> Any:
     rows = as_strided(dbuf, (g.c, g.buffer_size - (g.c - 1) * g.span), (g.span * e, e))
     offsets = [i * g.wp + j for i in range(g.kh) for j in range(g.kw)]
     stacked = neg.reshape(-1, f, g.c)
-    copyto, negative, shifted, gemm_sub = np.copyto, np.negative, _cblas.shifted_gemm_sub, ops.gemm_sub
+    copyto, negative, shifted, gemm_sub = np.copyto, np.negative, ops.cblas.shifted_gemm_sub, ops.gemm_sub
     shape = (f, g.n, g.oh * g.wp)
 
     def run(d2: np.ndarray) -> None:

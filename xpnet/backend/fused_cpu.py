@@ -28,7 +28,6 @@ import numpy as np
 
 from ..activations import Linear, ReLU, Softmax
 from ..losses import SparseCategoricalCrossentropy
-from . import _cblas
 from .base import mix_int
 from .hashing import dropout_constants
 from .numpy_ops import NumpyOps
@@ -60,11 +59,10 @@ def _arrays(*a: Any) -> bool:
     return all(isinstance(v, np.ndarray) for v in a)
 
 
-def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, u: np.ndarray) -> Bound:
-    """u = x @ w (+ b): x (n, i), w (i, k), b (k,) or None, u (n, k), one dtype."""
-    if b is None:
-        return partial(np.matmul, x, w, u)
-    return Steps((partial(np.matmul, x, w, u), partial(np.add, u, b, u)))
+def _dense(ops: Any, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, u: np.ndarray) -> Bound:
+    """u = x @ w (+ b) by the backend's BLAS: x (n, i), w (i, k), b (k,) or None, u (n, k), one dtype."""
+    gemm = ops.cblas.bound_matmul(x, w, u)
+    return gemm if b is None else Steps((gemm, partial(np.add, u, b, u)))
 
 
 def _activate(act: Any, u: np.ndarray, h: np.ndarray) -> Bound | None:
@@ -97,7 +95,7 @@ def bind_dense_forward(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
     u, h = result
     if not isinstance(keep_u, bool) or not _arrays(x, w, u, h) or (b is not None and not _arrays(b)):
         return None
-    first, second = _dense(x, w, b, u), _activate(act, u, h)
+    first, second = _dense(ops, x, w, b, u), _activate(act, u, h)
     if second is None:
         return None
     return _steps(first, second)
@@ -110,7 +108,7 @@ def bind_affine(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result:
     x, w, b = args
     if not _arrays(x, w, result) or (b is not None and not _arrays(b)):
         return None
-    return _dense(x, w, b, result)
+    return _dense(ops, x, w, b, result)
 
 
 def bind_fused_loss(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -261,7 +259,7 @@ def bind_matmul(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result:
         return None
     if out is not None and out is not result:
         return None
-    return partial(np.matmul, args[0], args[1], result)
+    return ops.cblas.bound_matmul(args[0], args[1], result)
 
 
 def bind_dropout_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
@@ -376,10 +374,10 @@ def bind_adam_step(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], resu
 
 
 def bind_gemm_sub(ops: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Bound | None:
-    """`gemm_sub(a, b, c)`: c −= aᵀb by NumPy's BLAS on the arrays' fixed addresses (what NumpyOps calls)."""
+    """`gemm_sub(a, b, c)`: c −= aᵀb by the backend's BLAS on the arrays' fixed addresses (what NumpyOps calls)."""
     if kwargs or len(args) != 3 or not mirrors(ops, "gemm_sub") or not _arrays(*args):
         return None
-    return _cblas.bound_gemm_sub(*args)
+    return ops.cblas.bound_gemm_sub(*args)
 
 
 BINDERS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], Bound | None]] = {

@@ -34,15 +34,16 @@ _GEMM_COLUMNS = 4096
 _GEMM_SPLIT_FROM = 4 * _GEMM_COLUMNS
 
 
-def _matmul_by_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a @ b, (m, k) @ (k, n) → (m, n): in blocks of `_GEMM_COLUMNS` columns of b when n is long."""
+def _matmul_by_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, matmul: Any = np.matmul) -> np.ndarray:
+    """out = a @ b, (m, k) @ (k, n) → (m, n): in blocks of `_GEMM_COLUMNS` columns of b when n is long.
+    matmul: the backend's product (`NumpyOps.cblas.matmul`)."""
     step = _GEMM_COLUMNS if b.shape[1] >= _GEMM_SPLIT_FROM else b.shape[1]
     for lo in range(0, b.shape[1], step):
-        np.matmul(a, b[:, lo : lo + step], out=out[:, lo : lo + step])
+        matmul(a, b[:, lo : lo + step], out=out[:, lo : lo + step])
     return out
 
 
-def _matmul_nt_by_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _matmul_nt_by_blocks(a: np.ndarray, b: np.ndarray, matmul: Any = np.matmul) -> np.ndarray:
     """a @ bᵀ for a (m, k), b (n, k) → (m, n): summed over blocks of k columns when k is long.
 
     The weight gradient of LeNet's first layer, (26, 28,672) @ (28,672, 6), ran 1.4x faster (467 →
@@ -51,11 +52,11 @@ def _matmul_nt_by_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     k = a.shape[1]
     if k < _GEMM_SPLIT_FROM:
-        return np.matmul(a, b.T)
-    out = np.matmul(a[:, :_GEMM_COLUMNS], b[:, :_GEMM_COLUMNS].T)
+        return matmul(a, b.T)
+    out = matmul(a[:, :_GEMM_COLUMNS], b[:, :_GEMM_COLUMNS].T)
     part = np.empty_like(out)
     for lo in range(_GEMM_COLUMNS, k, _GEMM_COLUMNS):
-        out += np.matmul(a[:, lo : lo + _GEMM_COLUMNS], b[:, lo : lo + _GEMM_COLUMNS].T, out=part)
+        out += matmul(a[:, lo : lo + _GEMM_COLUMNS], b[:, lo : lo + _GEMM_COLUMNS].T, out=part)
     return out
 
 

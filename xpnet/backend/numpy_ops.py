@@ -43,10 +43,11 @@ class NumpyOps(Ops):
     # predict() batches of at most this many rows run as uᵀ = Wᵀhᵀ (see `inference_program`)
     transposed_inference_rows: int | None = 256
 
-    def __init__(self, jit: bool | None = None) -> None:
-        """jit: use numba's compiled loops for 2×2 pooling (None: when installed and XPNET_JIT is not 0)."""
+    def __init__(self, jit: bool | None = None, blas: str | None = None) -> None:
+        """jit: numba's loops for 2×2 pooling (None: installed, XPNET_JIT not 0); blas: the GEMMs' `_cblas.library`."""
         super().__init__()
         self._jit = _jit.wanted() if jit is None else jit
+        self.cblas = _cblas.library(blas)
         self._buffers_lock = threading.Lock()  # the kept buffers below: threads may predict at once
         if jit and self.kernels is None:
             raise ImportError(
@@ -61,7 +62,7 @@ class NumpyOps(Ops):
 
     def info(self) -> dict[str, str]:
         extra = {"numba": self.kernels.numba} if self.kernels is not None else {}
-        return {**super().info(), "numpy": np.__version__, **extra}
+        return {**super().info(), "numpy": np.__version__, "blas": self.cblas.label, **extra}
 
     # Diverging runs overflow; fit reports a non-finite loss itself, once, with advice. np.errstate itself,
     # with its arguments bound, so that a training call's entry runs no frame of a wrapper here.
@@ -76,10 +77,10 @@ class NumpyOps(Ops):
         return np.zeros(shape, dtype=dtype)
 
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
-        return np.matmul(a, b, out=out)
+        return self.cblas.matmul(a, b, out=out)
 
     def affine(self, x: Array, w: Array, b: Array | None) -> Array:
-        u = x @ w
+        u = self.cblas.matmul(x, w)
         if b is not None:
             u += b
         return u
@@ -135,13 +136,12 @@ class NumpyOps(Ops):
         return y, mask
 
     def runs_in_one_call(self, method: str) -> bool:
-        # `gemm_sub` is one GEMM only with NumPy's BLAS at hand (else matmul, then a subtraction)
-        return method == "gemm_sub" and _cblas.find() is not None
+        # `gemm_sub` is one GEMM only with a CBLAS symbol at hand (else matmul, then a subtraction)
+        return method == "gemm_sub" and self.cblas.gemm_sub is not None
 
     def gemm_sub(self, a: Array, b: Array, c: Array) -> None:
-        f = self.__dict__.get("_gemm_sub") or self.__dict__.setdefault("_gemm_sub", _cblas.find())
-        if f is None or not f(a, b, c):
-            np.subtract(c, np.matmul(a.T, b), out=c)
+        if self.cblas.gemm_sub is None or not self.cblas.gemm_sub(a, b, c):
+            np.subtract(c, self.cblas.matmul(a.T, b), out=c)
 
     def bias_sub(self, du: Array, b: Array) -> None:
         np.subtract(b, np.add.reduce(du, axis=0), out=b)
@@ -152,7 +152,7 @@ class NumpyOps(Ops):
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)  # straight from the gradient buffer, no copy
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
-        u = np.matmul(x, w)
+        u = self.cblas.matmul(x, w)
         if b is not None:
             u += b
         return u, self.activation_forward(act, u, in_place=not keep_u)
@@ -255,7 +255,7 @@ class NumpyOps(Ops):
         def logits(x: Array, out: Array) -> None:
             h = x.reshape(x.shape[0], -1).T
             for i, (wt, bias, act) in enumerate(plan):
-                u = wt @ h
+                u = self.cblas.matmul(wt, h)
                 if bias is not None:
                     u += bias
                 h = u if i == len(plan) - 1 else self.activation_forward(act, u, in_place=True)
@@ -363,7 +363,7 @@ class NumpyOps(Ops):
             m = min(group, n - lo)
             np.copyto(dst[:, :, :, :m], view[:, :, :, lo : lo + m])
             # (the last group may be smaller: a row-strided view of the block, as BLAS takes)
-            _matmul_by_columns(weights_t, cols[:, : m * per], u[:, lo * per : (lo + m) * per])
+            _matmul_by_columns(weights_t, cols[:, : m * per], u[:, lo * per : (lo + m) * per], self.cblas.matmul)
         self._give_back(pad_key, buf)
         ctx = _WideCtx(g, cols)
         if not need_ctx:
@@ -451,7 +451,7 @@ class NumpyOps(Ops):
             dwide = np.zeros((f, g.n, g.oh, g.wp), du.dtype)  # the extra columns: zero gradient
             dwide[:, :, :, : g.ow] = du.transpose(3, 0, 1, 2)
         d2 = dwide.reshape(f, -1)
-        dweights = _matmul_nt_by_blocks(cols, d2)  # (k [+ 1], f): the bias row comes from the row of ones
+        dweights = _matmul_nt_by_blocks(cols, d2, self.cblas.matmul)  # (k [+ 1], f), bias row from the ones
         dkernel = dweights[:k].reshape(kernel.shape)
         dbias = dweights[k] if cols.shape[0] > k else np.add.reduce(d2, axis=1)
         self._release(ctx)  # ∂W was the last use of the patches
@@ -472,7 +472,7 @@ class NumpyOps(Ops):
         # accumulating straight into the shifted rows (β = 1), instead of writing the whole
         # (kh·kw·c, span) ∂P and adding it back: 30 % faster for LeNet's second layer (one thread)
         offsets = [i * g.wp + j for i in range(g.kh) for j in range(g.kw)]
-        if not _cblas.shifted_gemm_sub(neg.reshape(-1, f, g.c), dtall, dbuf, g.span, offsets):
+        if not self.cblas.shifted_gemm_sub(neg.reshape(-1, f, g.c), dtall, dbuf, g.span, offsets):
             for t, o in enumerate(offsets):
                 self.gemm_sub(neg[divmod(t, g.kw)], dtall, rows[:, o : o + g.span])
         self._give_back(tall_key, tall)

@@ -14,6 +14,10 @@ the length of a `with` block:
 - else the usable cores divided by the MPI ranks on this machine, less the cores other
   processes keep busy (counted once, when the block starts), at least 1.
 
+With MKL as the BLAS (`xpnet[mkl]`, backend/_cblas.py) the same limit reaches MKL's pool through
+threadpoolctl; MKL's threading layer is fixed when it loads (sequential where the setting above is
+1 thread), and a sequential MKL stays at 1 thread whatever is asked later.
+
 The thread count can change float32 results in the last bits, so a run is repeatable only
 with the same thread count: set `XPNET_BLAS_THREADS` (or `xpnet train --threads`). A count
 above the usable CPUs (the affinity mask) is lowered to them, with a warning. Results also
@@ -171,7 +175,9 @@ def current_threads() -> int | None:
     """Threads of the loaded BLAS pools now (the smallest), or None when threadpoolctl finds none."""
     from threadpoolctl import threadpool_info
 
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    # a sequential MKL reports 1 thread, which no limit can change: not a limit someone set
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas" and p.get("threading_layer") != "sequential"]
+    counts = [p["num_threads"] for p in pools]
     return min(counts) if counts else None
 
 
