@@ -110,3 +110,9 @@ def test_a_subclass_apply_with_the_two_argument_signature_still_trains(backend: 
     assert not model.plan.count_in_loss  # the loss kernel leaves t to the user's apply
     assert len(calls) == opt.iterations == 7
     assert float(model.ops.to_numpy(opt.device_count)) == 7.0
+    # the same override on the instance (the plan then keeps the gradient buffer)
+    plain = optimizers.SGD(0.1)
+    plain.apply = lambda store, sink: (calls.append(2), optimizers.SGD.apply(plain, store, sink))  # type: ignore[method-assign]
+    model.compile(plain, "sparse_categorical_crossentropy", backend=backend, jit_compile=False)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert calls.count(2) == plain.iterations == 3 and float(model.ops.to_numpy(plain.device_count)) == 3.0
