@@ -254,8 +254,12 @@ def mlp(wl: bench.Workload, seed: int) -> xpnet.Sequential:
     return xpnet.Sequential([*layers, Dense(bench.N_CLASSES, "softmax")], seed=seed)
 
 
-def train_for_identity(kind: str, jit: bool, steps: int) -> tuple[xpnet.Sequential, dict[str, Any]]:
-    """`steps` full batches of 32 over two epochs plus a short last batch each, as tests/test_program.py does."""
+def train_for_identity(
+    kind: str, jit: bool, steps: int, routed: bool = True
+) -> tuple[xpnet.Sequential, dict[str, Any]]:
+    """`steps` full batches of 32 over two epochs plus a short last batch each, as tests/test_program.py does.
+    routed=False: the GEMMs as a plain `jit_compile=False` fit makes them (CuPy's own cuBLAS handle for the
+    in-place SGD's β = 1 GEMMs, `_cublas.eager_gemm_for`), not through the graph's binding."""
     model = mlp(bench.WORKLOADS[kind], seed=1)
     opt = xpnet.optimizers.SGD(0.01) if kind == "A" else xpnet.optimizers.Adam(0.001)
     rng = np.random.default_rng(7)
@@ -264,7 +268,7 @@ def train_for_identity(kind: str, jit: bool, steps: int) -> tuple[xpnet.Sequenti
     y = rng.integers(0, 10, n)
     model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=jit)
     # the eager run multiplies through the same cuBLAS binding the graph records, so the bits can agree
-    with _cublas.routed(xpnet.get_backend("cupy")):
+    with _cublas.routed(xpnet.get_backend("cupy")) if routed else contextlib.nullcontext():
         history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     return model, history.history
 
@@ -298,6 +302,22 @@ def section_identity(run: Run, box: float) -> dict[str, Any]:
             f"{forward['forward_graph_launches']} graph launches: "
             f"{'bit-identical' if forward['forward_bit_identical'] else 'DIFFER'}"
         )
+        if kind == "A":
+            # what jit_compile=False runs (plain SGD's β = 1 GEMMs on CuPy's own handle, another workspace):
+            # reported, not required, since cuBLAS may pick another kernel there
+            plain, _ = train_for_identity(kind, False, steps, routed=False)
+            pairs = list(zip(plain.get_weights(), captured.get_weights(), strict=True))
+            res[kind]["unrouted_eager_bit_identical"] = all(np.array_equal(a, b) for a, b in pairs)
+            res[kind]["unrouted_eager_max_abs_diff"] = max(float(np.max(np.abs(a - b))) for a, b in pairs)
+            res[kind]["unrouted_eager_sink"] = plain.plan.sink  # "in backprop": the β = 1 GEMMs ran eagerly
+            run.say(
+                f"model {kind}: jit_compile=False (CuPy's own cuBLAS handle) vs captured: "
+                + (
+                    "bit-identical"
+                    if res[kind]["unrouted_eager_bit_identical"]
+                    else f"DIFFER (max {res[kind]['unrouted_eager_max_abs_diff']:.3g})"
+                )
+            )
     checks = ("bit_identical", "captured", "forward_bit_identical", "forward_captured")
     res["pass"] = all(res[k][c] for k in "AB" for c in checks)
     return res

@@ -90,6 +90,10 @@ def test_the_dry_run_on_the_stand_in_runs_every_section(tmp_path: Path) -> None:
     assert sections["parity"]["pass"] and sections["parity"]["max_rel_weight_diff"] <= 1e-5
     assert sections["identity"]["pass"]
     assert all(sections["identity"][k]["bit_identical"] and sections["identity"][k]["captured"] for k in "AB")
+    # and the path jit_compile=False takes (CuPy's own cuBLAS handle, not the graph's binding) against the graph,
+    # reported: the stand-in's `cupy.matmul` is NumPy's, not cuBLAS's, so only a GPU's answer means anything
+    plain = sections["identity"]["A"]
+    assert isinstance(plain["unrouted_eager_bit_identical"], bool) and plain["unrouted_eager_sink"] == "in backprop"
     for name in ("A", "LENET"):
         rows = sections["bench"][name]["rows"]
         for label in ("xpnet eager", "xpnet captured"):
@@ -101,6 +105,7 @@ def test_the_dry_run_on_the_stand_in_runs_every_section(tmp_path: Path) -> None:
     assert sections["e2e"]["xpnet_train"].get("returncode", 0) == 0
     log = (out / "gpu_check.log").read_text()
     assert "model A: 22 steps" in log and "bit-identical" in log and "done in" in log
+    assert "model A: jit_compile=False (CuPy's own cuBLAS handle) vs captured: " in log
 
 
 @pytest.mark.gpu

@@ -88,3 +88,31 @@ def test_keras_defaults_and_aliases() -> None:
         optimizers.get("adagrad-ish")
     with pytest.raises(ValueError, match="learning_rate"):
         optimizers.SGD(learning_rate=-1.0)
+
+
+def test_a_subclass_apply_with_the_two_argument_signature_still_trains(backend: str) -> None:
+    """A user's SGD subclass that overrides `apply(store, sink)` (the signature before `counted`) is called
+    as it was written: once per step, with the host's and the device's counts the number of steps."""
+    calls: list[int] = []
+
+    class LoggedSGD(optimizers.SGD):
+        def apply(self, store, sink):  # type: ignore[no-untyped-def, override]
+            calls.append(1)
+            super().apply(store, sink)
+
+    opt = LoggedSGD(0.1)
+    model = xpnet.Sequential([xpnet.layers.Dense(8, "relu", input_shape=(4,)), xpnet.layers.Dense(3, "softmax")])
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend, jit_compile=False)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 4), dtype=np.float32), rng.integers(0, 3, 40)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 2 full batches and a short one per epoch
+    model.train_on_batch(x[:16], y[:16])
+    assert not model.plan.count_in_loss  # the loss kernel leaves t to the user's apply
+    assert len(calls) == opt.iterations == 7
+    assert float(model.ops.to_numpy(opt.device_count)) == 7.0
+    # the same override on the instance (the plan then keeps the gradient buffer)
+    plain = optimizers.SGD(0.1)
+    plain.apply = lambda store, sink: (calls.append(2), optimizers.SGD.apply(plain, store, sink))  # type: ignore[method-assign]
+    model.compile(plain, "sparse_categorical_crossentropy", backend=backend, jit_compile=False)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert calls.count(2) == plain.iterations == 3 and float(model.ops.to_numpy(plain.device_count)) == 3.0

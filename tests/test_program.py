@@ -843,3 +843,25 @@ def test_the_step_count_moved_by_the_loss_kernel_stays_the_number_of_steps(
     assert counts() == (3, 3.0)
     model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0)
     assert counts() == (4, 4.0)
+
+
+@pytest.mark.gpu
+def test_jit_compile_false_never_loads_the_ctypes_cublas_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safe fallback on a GPU: a jit_compile=False fit, evaluate and predict update inside backprop through
+    CuPy's own cuBLAS wrappers and never load the direct libcublas binding that only a capture needs."""
+    _stand_in_or_gpu(monkeypatch)
+
+    def refuse(cp: Any) -> Any:
+        raise AssertionError("the ctypes cuBLAS binding was loaded by a jit_compile=False model")
+
+    monkeypatch.setattr(_cublas, "_load", refuse)
+    monkeypatch.setattr(_cublas, "_BINDINGS", {})
+    model, opt, shape = _model("A", (20,))
+    rng = np.random.default_rng(5)
+    x, y = rng.random((40, *shape), dtype=np.float32), rng.integers(0, 10, 40)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend="cupy", jit_compile=False)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, validation_data=(x, y))
+    model.evaluate(x, y, verbose=0)
+    model.predict(x, verbose=0)
+    assert type(model.step_program.step.sink).__name__ == "InPlaceSGD" and model.plan.count_in_loss
+    assert opt.iterations == 3 and not _cublas._BINDINGS

@@ -323,7 +323,10 @@ class TrainStep:
                     store.moving[...] = 0
                 comm.allreduce_sum(ops, store.moving)
                 store.moving[...] *= 1.0 / min(comm.size, global_batch)
-        self.optimizer.apply(store, self.sink, counted=counter is not None)
+        if counter is None:  # the signature a subclass's own `apply` may have (before `counted`)
+            self.optimizer.apply(store, self.sink)
+        else:  # SGD's own apply (`Plan.count_in_loss` checks): the loss kernel moved t
+            self.optimizer.apply(store, self.sink, counted=True)
         if fused_sums is not None:
             return fused_sums
         return batch_sums(model, loss_sum, sums, yb, preds, wb)
