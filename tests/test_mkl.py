@@ -272,3 +272,44 @@ def test_with_mkl_the_convolutions_products_go_through_it_eager_and_replayed(mon
     forward = sum(a == (6, 26) for a, _ in shapes)
     weight_grad = sum(a[0] == 26 and b == (8 * 28 * 32, 6) for a, b in shapes)
     assert forward == weight_grad == 7, shapes[:12]
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_an_eager_step_with_mkl_enters_no_more_files_than_with_numpys_blas(lib: Any) -> None:
+    """The eager step's yardstick (test_batch_walk): MKL's GEMMs are called from NumpyOps itself, their layout
+    checked once per kind of operands, so the step switches files as often as with NumPy's own BLAS."""
+    from test_batch_walk import _walk, _xy
+
+    walks = []
+    for blas in ("openblas", _blas(lib)):
+        ops = NumpyOps(blas="openblas")
+        ops.cblas = _cblas.library(blas) if isinstance(blas, str) else blas
+        model = xpnet.Sequential([xpnet.Input((20,)), xpnet.Dense(16, activation="relu"), xpnet.Dense(3)])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend=ops, jit_compile=False)
+        x, y = _xy()
+        model.train_on_batch(x, y)
+        walks.append(_walk(model, x, y))
+    assert walks[1] == walks[0], walks
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_numpy_ops_products_are_the_librarys_for_each_kind_and_overlaps_are_checked_per_call(lib: Any) -> None:
+    ops = NumpyOps(blas="openblas")
+    ops.cblas = _blas(lib)
+    rng = np.random.default_rng(9)
+    for la in [*LAYOUTS, "strided"]:
+        for dtype in (np.float32, np.float64):
+            a, b = _views(rng, (7, 6), dtype, la), _views(rng, (6, 5), dtype, "rows")
+            for _ in range(2):  # the kind's check, then the kept one
+                np.testing.assert_array_equal(ops.matmul(a, b), ops.cblas.matmul(a, b))
+                np.testing.assert_array_equal(ops.affine(a, b, None), ops.cblas.matmul(a, b))
+    wide = rng.standard_normal((6, 10)).astype(np.float32)
+    a, b, out = wide[:, :6].copy(), wide[:, :5].copy(), np.empty((6, 5), np.float32)
+    ops.matmul(a, b, out=out)  # the kind of (a, b, out), kept: suits one GEMM
+    want = np.matmul(wide[:, :6], wide[:, 5:10])
+    assert ops.matmul(wide[:, :6], wide[:, 5:10], out=wide[:, 5:10]) is not None  # same kind, out overlaps b
+    np.testing.assert_array_equal(wide[:, 5:10], want)  # np.matmul's own (it copies what overlaps)
+    stack = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    np.testing.assert_array_equal(ops.matmul(stack, b[:5, :5]), np.matmul(stack, b[:5, :5]))
+    ints = np.arange(6, dtype=np.int64).reshape(2, 3)
+    np.testing.assert_array_equal(ops.matmul(ints, ints.T), np.matmul(ints, ints.T))
