@@ -294,9 +294,12 @@ def _playground_script() -> object:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_playground_learns_the_spiral(seed: int) -> None:
-    # Defaults (tanh 32-32, Adam 0.01, batch 16, 300 epochs): test accuracy 0.97-1.00 for seeds 0-4, ~1 s each.
-    _model, scores, _data = _playground_script().train("spiral", noise=0.0, seed=seed)  # type: ignore[attr-defined]
+    # Defaults (tanh 32-32, Adam 0.003, batch 16, 300 epochs): test accuracy 0.994-1.00 for seeds 0-7, ~2 s each.
+    # At Adam 0.01 the loss, near 0, kept jumping back up (to 0.76 within the last 100 epochs for seed 0), so the
+    # final accuracy was luck: 0.97 with NumPy's OpenBLAS, 0.866 with MKL's rounding. The end must be settled.
+    model, scores, _data = _playground_script().train("spiral", noise=0.0, seed=seed)  # type: ignore[attr-defined]
     assert scores["test_accuracy"] > 0.9, scores
+    assert max(model.history.history["loss"][-100:]) < 0.1, model.history.history["loss"][-100:]
 
 
 @needs_mpl
