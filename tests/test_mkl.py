@@ -313,3 +313,16 @@ def test_numpy_ops_products_are_the_librarys_for_each_kind_and_overlaps_are_chec
     np.testing.assert_array_equal(ops.matmul(stack, b[:5, :5]), np.matmul(stack, b[:5, :5]))
     ints = np.arange(6, dtype=np.int64).reshape(2, 3)
     np.testing.assert_array_equal(ops.matmul(ints, ints.T), np.matmul(ints, ints.T))
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_an_out_of_another_array_type_is_np_matmuls_not_the_kind_of_no_out(lib: Any, tmp_path: Any) -> None:
+    ops = NumpyOps(blas="openblas")
+    ops.cblas = _blas(lib)
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)
+    ops.matmul(a, b)  # the kind of (a, b) with no out: one GEMM into a new array
+    wide = np.memmap(tmp_path / "out", np.float32, "w+", shape=(4, 5))
+    out = wide[:, 1:3]  # a memmap too, its rows 5 apart
+    assert ops.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(wide[:, 1:3], np.full((4, 2), 3.0, np.float32))
+    np.testing.assert_array_equal(wide[:, [0, 3, 4]], np.zeros((4, 3), np.float32))

@@ -85,7 +85,9 @@ class NumpyOps(Ops):
         kind of operands (`Blas.gemm_kind`), so that an eager step's products enter no other file."""
         if self.cblas.name != "mkl" or type(a) is not np.ndarray or type(b) is not np.ndarray:
             return np.matmul(a, b, out=out)
-        o = None if type(out) is not np.ndarray else (out.dtype, out.shape, out.strides, out.flags.writeable)
+        if out is not None and type(out) is not np.ndarray:
+            return np.matmul(a, b, out=out)
+        o = None if out is None else (out.dtype, out.shape, out.strides, out.flags.writeable)
         key, kinds = (self.cblas, a.dtype, b.dtype, a.shape, b.shape, a.strides, b.strides, o), self._gemm_kinds
         kind = kinds[key] if key in kinds else kinds.setdefault(key, self.cblas.gemm_kind(a, b, out))
         if kind is None or (out is not None and (np.may_share_memory(out, a) or np.may_share_memory(out, b))):
