@@ -326,3 +326,51 @@ def test_an_out_of_another_array_type_is_np_matmuls_not_the_kind_of_no_out(lib: 
     assert ops.matmul(a, b, out=out) is out
     np.testing.assert_array_equal(wide[:, 1:3], np.full((4, 2), 3.0, np.float32))
     np.testing.assert_array_equal(wide[:, [0, 3, 4]], np.zeros((4, 3), np.float32))
+
+
+_NO_TBB = """
+import sys
+from xpnet.backend import _cblas
+real = _cblas._package_library
+_cblas._package_library = lambda dist, prefix: None if dist == "tbb" else real(dist, prefix)
+blas = _cblas.library()
+import numpy as np
+a = np.ones((64, 64), np.float32)
+print(blas.name, blas.label, float(blas.matmul(a, a)[0, 0]))
+"""
+
+
+@needs_mkl
+@pytest.mark.parametrize(("layer", "want"), [("", "mkl MKL"), ("tbb", "openblas NumPy's BLAS"), ("TBB", "openblas")])
+def test_without_libtbb_mkl_runs_intel_openmp_or_is_left_out_where_tbb_was_asked_for(layer: str, want: str) -> None:
+    """MKL ends the process at its first call when its threading layer's library is missing ("Intel oneMKL
+    FATAL ERROR: Cannot load libmkl_tbb_thread"): auto must then fall back to NumPy's own BLAS, not exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XPNET_BLAS", "XPNET_BLAS_THREADS", "MKL_THREADING_LAYER")}
+    env["XPNET_BLAS_THREADS"], env["MKL_THREADING_LAYER"] = "2", layer
+    proc = subprocess.run([sys.executable, "-c", _NO_TBB], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(want) and proc.stdout.split()[-1] == "64.0", proc.stdout
+    if not layer:
+        assert "(intel)" in proc.stdout
+
+
+@needs_mkl
+def test_an_empty_mkl_threading_layer_is_unset_so_one_thread_is_the_sequential_layer_indeed() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from threadpoolctl import threadpool_info; from xpnet.backend import _cblas\n"
+        "b = _cblas.library(); a = np.ones((8, 8), np.float32); b.matmul(a, a)\n"
+        "print(b.label, [p.get('threading_layer') for p in threadpool_info() if p['internal_api'] == 'mkl'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XPNET_BLAS"}
+    env["XPNET_BLAS_THREADS"], env["MKL_THREADING_LAYER"] = "1", ""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(sequential) ['sequential']" in proc.stdout, proc.stdout

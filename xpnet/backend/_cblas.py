@@ -410,16 +410,19 @@ def _package_library(dist: str, prefix: str) -> str | None:
 def _load_mkl(path: str) -> Blas | None:
     """MKL's GEMMs, its threading layer set before its first call; None where it fails to load or to compute."""
     layer = mkl_layer()
+    users = os.environ.get("MKL_THREADING_LAYER", "").strip()  # MKL reads the user's variable itself
     try:
         if layer == "tbb":  # MKL opens libtbb by name, which the tbb package's lib folder is not on the path for
             tbb = _package_library("tbb", "libtbb.so.12")
+            if tbb is None and users:
+                return None  # the user's TBB layer without libtbb: MKL would end the process at its first call
             if tbb is None:
                 layer = "intel"
                 os.environ.setdefault("KMP_BLOCKTIME", "0")  # read when Intel OpenMP starts, at MKL's first call
             else:
                 ctypes.CDLL(tbb, mode=ctypes.RTLD_GLOBAL)
         lib = ctypes.CDLL(path)
-        if "MKL_THREADING_LAYER" not in os.environ:  # MKL reads the user's variable itself
+        if not users:
             lib.MKL_Set_Threading_Layer(_MKL_LAYERS[layer])
         threads = thread_setting()
         if threads is not None:
