@@ -352,12 +352,13 @@ _MKL_LAYERS = {"intel": 0, "sequential": 1, "gnu": 3, "tbb": 4}
 _THREAD_VARS = ("XPNET_BLAS_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-def choice(env: Mapping[str, str] | None = None) -> str:
-    """`XPNET_BLAS` read: "auto" (unset or empty), "openblas" or "mkl"; ValueError naming any other value."""
+def choice(env: Mapping[str, str] | None = None, source: str = BLAS_VAR) -> str:
+    """`XPNET_BLAS` read: "auto" (unset or empty), "openblas" or "mkl"; ValueError naming `source` (the variable,
+    or the argument that gave the value) and any other value."""
     raw = (os.environ if env is None else env).get(BLAS_VAR, "")
     value = raw.strip().lower() or "auto"
     if value not in _CHOICES:
-        raise ValueError(f"{BLAS_VAR} must be auto, openblas or mkl, received {raw!r}")
+        raise ValueError(f"{source} must be auto, openblas or mkl, received {raw!r}")
     return value
 
 
@@ -453,7 +454,7 @@ def library(name: str | None = None) -> Blas:
     """The `Blas` named (None: as `XPNET_BLAS` says): "openblas", "mkl", or "auto" (MKL when installed and
     loadable, else NumPy's). Each library is loaded once per process. ImportError where "mkl" is asked for
     and missing; ValueError for an unknown name."""
-    wanted = choice() if name is None else choice({BLAS_VAR: name})
+    wanted = choice() if name is None else choice({BLAS_VAR: name}, "blas")
     with _lock:
         if wanted not in _libraries:
             _libraries[wanted] = _resolve(wanted)
