@@ -374,3 +374,14 @@ def test_an_empty_mkl_threading_layer_is_unset_so_one_thread_is_the_sequential_l
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "(sequential) ['sequential']" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_the_kinds_numpy_ops_keeps_are_bounded(lib: Any) -> None:
+    ops = NumpyOps(blas="openblas")
+    ops.cblas = _blas(lib)
+    w = np.ones((3, 2), np.float32)
+    for n in range(1, 4200):
+        ops.matmul(np.ones((n, 3), np.float32), w)
+    assert 0 < len(ops._gemm_kinds) <= 4096
+    np.testing.assert_array_equal(ops.matmul(np.ones((5, 3), np.float32), w), np.full((5, 2), 3.0, np.float32))

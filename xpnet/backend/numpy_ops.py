@@ -89,7 +89,11 @@ class NumpyOps(Ops):
             return np.matmul(a, b, out=out)
         o = None if out is None else (out.dtype, out.shape, out.strides, out.flags.writeable)
         key, kinds = (self.cblas, a.dtype, b.dtype, a.shape, b.shape, a.strides, b.strides, o), self._gemm_kinds
-        kind = kinds[key] if key in kinds else kinds.setdefault(key, self.cblas.gemm_kind(a, b, out))
+        kind = kinds.get(key, False)  # one look-up: another thread (predict) may clear the dict meanwhile
+        if kind is False:
+            if len(kinds) >= 4096:  # shapes without end (teaching tools, varied batches)
+                kinds.clear()
+            kind = kinds[key] = self.cblas.gemm_kind(a, b, out)
         if kind is None or (out is not None and (np.may_share_memory(out, a) or np.may_share_memory(out, b))):
             return np.matmul(a, b, out=out)
         fn, (order, ta, tb, m, n, k, alpha, _, lda, _, ldb, beta, _, ldc) = kind
