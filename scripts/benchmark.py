@@ -1185,6 +1185,8 @@ def run_inference(models: dict[str, Any], data: Data, env: Env, args: argparse.N
     rows: dict[str, dict[str, Any]] = {}
     for c in contenders:
         rows[c.name] = {"kind": c.kind, "cores_used": cores.get(c.name, [])}
+        if isinstance(c, XpnetContender) and c.kind == "xpnet":
+            rows[c.name]["blas"] = blas_of(c.model)
         for b in INFER_BATCHES:
             raw = [r[b] for r in res[c.name]]
             rows[c.name][f"img_s_b{b}"] = data.xte.shape[0] / statistics.median(raw)
@@ -1233,8 +1235,9 @@ def training_table(res: dict[str, Any], env: Env) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         t = r["s_per_epoch"]
+        floors = (f3, f2)  # the default row's BLAS's floor, for every row but the xpnet rows of another BLAS
         if r.get("blas") and env.backend == "numpy":  # an xpnet row: the floor of its own BLAS
-            f3, f2 = _floor_name(rows, env, "3 GEMM/layer", r["blas"]), _floor_name(rows, env, "no first dX", r["blas"])
+            floors = tuple(_floor_name(rows, env, tag, r["blas"]) for tag in ("3 GEMM/layer", "no first dX"))
         cells = [
             name,
             f"{t:.3f} s",
@@ -1242,7 +1245,7 @@ def training_table(res: dict[str, Any], env: Env) -> list[str]:
             f"{r['ms_per_step']:.3f}",
             cores_cell(r),
         ]
-        cells += [_fmt_ratio(paired(r["raw_s"], rows[f]["raw_s"])) if f else "—" for f in (f3, f2)]
+        cells += [_fmt_ratio(paired(r["raw_s"], rows[f]["raw_s"])) if f else "—" for f in floors]
         cells += [_fmt_ratio(paired(r["raw_s"], rows[p]["raw_s"])) for p in peers]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -1250,8 +1253,7 @@ def training_table(res: dict[str, Any], env: Env) -> list[str]:
 
 def inference_table(res: dict[str, Any], env: Env) -> list[str]:
     rows = res["rows"]
-    label = "cupy" if env.backend == "cupy" else "numpy"
-    fl = f"floor {label} (forward GEMMs)"
+    default_floor = _floor_name(rows, env, "forward GEMMs") or "floor numpy (forward GEMMs)"
     peers = _peer_names(rows)
     head = ["contender"]
     for b in INFER_BATCHES:
@@ -1259,7 +1261,9 @@ def inference_table(res: dict[str, Any], env: Env) -> list[str]:
     head.append(CORES_HEAD)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
-        cells = [name]
+        cells, fl = [name], default_floor
+        if r.get("blas") and env.backend == "numpy":  # an xpnet row: the floor of its own BLAS
+            fl = _floor_name(rows, env, "forward GEMMs", r["blas"]) or fl
         for b in INFER_BATCHES:
             key = f"raw_s_b{b}"
             cells += [f"{r[f'img_s_b{b}'] / 1e3:,.0f}k", _fmt_ratio(paired(rows[fl][key], r[key]))]

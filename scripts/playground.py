@@ -1,6 +1,6 @@
 """TensorFlow-Playground-style demo: train a small MLP on a 2-D toy set and draw its decision boundary.
 
-    python scripts/playground.py --dataset spiral            # tanh 32-32, Adam, 300 epochs: ~1 s, acc > 0.95
+    python scripts/playground.py --dataset spiral            # tanh 32-32, Adam 0.003, 300 epochs: ~1 s, acc > 0.95
     python scripts/playground.py --dataset xor --noise 0.2 --activation relu --out xor.png
     (default output: runs/playground-<dataset>.png)
 
@@ -41,7 +41,7 @@ def train(
     samples: int = 1000,
     activation: str = "tanh",
     hidden: Sequence[int] = (32, 32),
-    learning_rate: float = 0.01,
+    learning_rate: float = 0.003,
     batch_size: int = 16,
     seed: int = 0,
 ) -> tuple[xpnet.Sequential, dict[str, float], Split]:
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=1000, help="points in all; half are kept for testing")
     p.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
     p.add_argument("--hidden", default="32,32", help="hidden layer widths, comma-separated (default 32,32)")
-    p.add_argument("--learning-rate", type=float, default=0.01, help="Adam step size (default 0.01)")
+    p.add_argument("--learning-rate", type=float, default=0.003, help="Adam step size (default 0.003)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default runs/playground-<dataset>.png)")

@@ -275,3 +275,51 @@ def test_a_refused_pinning_runs_unpinned_and_says_so(
     run = {"first_epoch_s": 1.0, "train_s": 2.0, "test_accuracy": 0.88, "wall_s": 3.0, "cores_used": 1.0}
     text = e2e.report(args, Path("/data"), {"xpnet train": [run], "JAX lax.scan": [run]}, [], [0.0], None, 0.1, [])
     assert "--threads 1, NOT pinned" in text
+
+
+def test_each_xpnet_row_is_compared_with_its_own_blass_floor_and_every_other_row_with_the_defaults(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default xpnet on MKL, an OpenBLAS variant and a peer: the OpenBLAS row's floor is NumPy's, the peer's
+    stays MKL's (the default's) however the rows are ordered; predict's table does the same per row."""
+    mkl = SimpleNamespace(name="mkl")
+    monkeypatch.setattr(bench, "default_blas", lambda env: mkl)
+    monkeypatch.setattr(bench, "mkl_floor", lambda env: mkl)
+    env = SimpleNamespace(backend="numpy", variants=["openblas"])
+
+    def row(kind: str, t: float, blas: str | None = None) -> dict[str, Any]:
+        r = {"kind": kind, "s_per_epoch": t, "s_per_epoch_min": t, "s_per_epoch_max": t, "ms_per_step": t}
+        return {**r, "raw_s": [t], **({"blas": blas} if blas else {})}
+
+    rows = {
+        "floor numpy (3 GEMM/layer)": row("floor", 1.0),
+        "floor numpy (no first dX)": row("floor", 1.0),
+        "floor mkl (3 GEMM/layer)": row("floor", 0.5),
+        "floor mkl (no first dX)": row("floor", 0.5),
+        "xpnet": row("xpnet", 1.0, "mkl"),
+        "xpnet OpenBLAS (XPNET_BLAS=openblas)": row("xpnet", 1.0, "numpy"),
+        "PyTorch": row("peer", 2.0),
+    }
+    table = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in bench.training_table({"rows": rows}, env)}
+    assert table["xpnet"][5:7] == ["2.00×", "2.00×"]
+    assert table["xpnet OpenBLAS (XPNET_BLAS=openblas)"][5:7] == ["1.00×", "1.00×"]
+    assert table["PyTorch"][5:7] == ["4.00×", "4.00×"]
+
+    def irow(kind: str, t: float, blas: str | None = None) -> dict[str, Any]:
+        r: dict[str, Any] = {"kind": kind, **({"blas": blas} if blas else {})}
+        for b in bench.INFER_BATCHES:
+            r[f"raw_s_b{b}"], r[f"img_s_b{b}"] = [t], 1e4 / t
+        return r
+
+    irows = {
+        "floor numpy (forward GEMMs)": irow("floor", 1.0),
+        "floor mkl (forward GEMMs)": irow("floor", 0.5),
+        "xpnet": irow("xpnet", 1.0, "mkl"),
+        "xpnet OpenBLAS (XPNET_BLAS=openblas)": irow("xpnet", 1.0, "numpy"),
+        "PyTorch": irow("peer", 2.0),
+    }
+    lines = bench.inference_table({"rows": irows}, env)
+    itable = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines}
+    assert itable["xpnet"][2] == "0.50×"  # ÷ floor: the floor's time over the row's, at the first batch size
+    assert itable["xpnet OpenBLAS (XPNET_BLAS=openblas)"][2] == "1.00×"
+    assert itable["PyTorch"][2] == "0.25×"

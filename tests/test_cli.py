@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,14 @@ from xpnet import Dense, Sequential, cli, experiments, plots
 from xpnet.datasets import fashion_mnist, playground
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _cblas_mkl_path() -> str | None:
+    from xpnet.backend import _cblas
+
+    return _cblas.mkl_path()
+
+
 needs_fashion = pytest.mark.skipif(
     not FASHION_DIR.is_dir(), reason=f"Fashion-MNIST not in {FASHION_DIR} (apt-get install dataset-fashion-mnist)"
 )
@@ -189,6 +198,40 @@ def test_python_m_entry_point(tmp_path: Path) -> None:
     assert (tmp_path / "m" / "history.json").is_file()
 
 
+def test_threads_are_in_force_when_the_backend_loads_its_blas(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """MKL fixes its threading layer when it loads (backend/_cblas.py): `--threads 1` must be in force then, so that
+    it picks the sequential layer, not TBB limited to one thread around fit; the variable is given back after."""
+    from xpnet.apps import cli as cli_module
+    from xpnet.backend import _cblas
+
+    seen = []
+
+    def loading(spec: str) -> None:
+        seen.append(_cblas.mkl_layer(cores=2))
+        raise ValueError("stopped where the backend loads")
+
+    for var in (*_cblas._THREAD_VARS, "MKL_THREADING_LAYER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(cli_module, "get_backend", loading)
+    rc = cli.main(["train", "--quick", "--threads", "1", "--out", str(tmp_path / "o"), "--no-plots"])
+    assert rc == 2 and seen == ["sequential"]
+    assert "XPNET_BLAS_THREADS" not in os.environ
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "2")
+    assert cli.main(["train", "--quick", "--out", str(tmp_path / "o"), "--no-plots"]) == 2
+    assert seen == ["sequential", "tbb"] and os.environ["XPNET_BLAS_THREADS"] == "2"
+
+
+@needs_fashion
+@pytest.mark.skipif(_cblas_mkl_path() is None, reason="MKL is not installed (pip install 'xpnet[mkl]')")
+def test_train_with_mkl_and_one_thread_runs_sequential_mkl_and_history_names_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XPNET_BLAS", "XPNET_BLAS_THREADS", "MKL_THREADING_LAYER")}
+    argv = ["train", "--quick", "--epochs", "1", "--threads", "1", "--no-plots", "--out", str(tmp_path / "m")]
+    proc = subprocess.run([sys.executable, "-m", "xpnet.cli", *argv], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert rec["machine"]["blas"].startswith("MKL") and rec["machine"]["blas"].endswith("(sequential)"), rec["machine"]
+
+
 def test_missing_data_dir_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["train", "--quick", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert rc == 1
@@ -251,9 +294,12 @@ def _playground_script() -> object:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_playground_learns_the_spiral(seed: int) -> None:
-    # Defaults (tanh 32-32, Adam 0.01, batch 16, 300 epochs): test accuracy 0.97-1.00 for seeds 0-4, ~1 s each.
-    _model, scores, _data = _playground_script().train("spiral", noise=0.0, seed=seed)  # type: ignore[attr-defined]
+    # Defaults (tanh 32-32, Adam 0.003, batch 16, 300 epochs): test accuracy 0.994-1.00 for seeds 0-7, ~2 s each.
+    # At Adam 0.01 the loss, near 0, kept jumping back up (to 0.76 within the last 100 epochs for seed 0), so the
+    # final accuracy was luck: 0.97 with NumPy's OpenBLAS, 0.866 with MKL's rounding. The end must be settled.
+    model, scores, _data = _playground_script().train("spiral", noise=0.0, seed=seed)  # type: ignore[attr-defined]
     assert scores["test_accuracy"] > 0.9, scores
+    assert max(model.history.history["loss"][-100:]) < 0.1, model.history.history["loss"][-100:]
 
 
 @needs_mpl

@@ -24,3 +24,16 @@ def test_the_git_revision_of_a_checkout_is_recorded() -> None:
 def test_machine_info_names_the_cpu_and_numpy() -> None:
     info = machine.machine_info()
     assert info["numpy"] and info["cpu"] and info["xpnet"] == xpnet.__version__
+
+
+def test_a_numpy_backend_running_mkl_is_named_as_the_blas() -> None:
+    """history.json's "blas": the library that ran the GEMMs, MKL when the NumPy backend's were MKL's."""
+    from xpnet.backend import _cblas
+    from xpnet.backend.numpy_ops import NumpyOps
+
+    own = NumpyOps(blas="openblas")
+    assert machine.machine_info(own)["blas"] == machine.blas_name()
+    mkl = NumpyOps(blas="openblas")
+    mkl.cblas = _cblas.Blas("mkl", "MKL 2099.1 (sequential)", own.cblas.fns)
+    assert machine.machine_info(mkl)["blas"] == "MKL 2099.1 (sequential)"
+    assert machine.machine_info("numpy")["blas"] == machine.blas_name()

@@ -57,8 +57,8 @@ def test_xpnet_blas_is_read_as_auto_openblas_or_mkl_and_anything_else_names_the_
     assert _cblas.choice({"XPNET_BLAS": "openblas"}) == "openblas"
     with pytest.raises(ValueError, match=r"XPNET_BLAS must be auto, openblas or mkl, received 'blis'"):
         _cblas.choice({"XPNET_BLAS": "blis"})
-    with pytest.raises(ValueError, match="XPNET_BLAS"):
-        NumpyOps(blas="atlas")
+    with pytest.raises(ValueError, match=r"^blas must be auto, openblas or mkl, received 'atlas'$"):
+        NumpyOps(blas="atlas")  # the argument named, not the variable the user did not set
 
 
 def test_mkl_asked_for_but_missing_is_one_error_naming_the_variable_and_the_extra(
@@ -272,3 +272,116 @@ def test_with_mkl_the_convolutions_products_go_through_it_eager_and_replayed(mon
     forward = sum(a == (6, 26) for a, _ in shapes)
     weight_grad = sum(a[0] == 26 and b == (8 * 28 * 32, 6) for a, b in shapes)
     assert forward == weight_grad == 7, shapes[:12]
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_an_eager_step_with_mkl_enters_no_more_files_than_with_numpys_blas(lib: Any) -> None:
+    """The eager step's yardstick (test_batch_walk): MKL's GEMMs are called from NumpyOps itself, their layout
+    checked once per kind of operands, so the step switches files as often as with NumPy's own BLAS."""
+    from test_batch_walk import _walk, _xy
+
+    walks = []
+    for blas in ("openblas", _blas(lib)):
+        ops = NumpyOps(blas="openblas")
+        ops.cblas = _cblas.library(blas) if isinstance(blas, str) else blas
+        model = xpnet.Sequential([xpnet.Input((20,)), xpnet.Dense(16, activation="relu"), xpnet.Dense(3)])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend=ops, jit_compile=False)
+        x, y = _xy()
+        model.train_on_batch(x, y)
+        walks.append(_walk(model, x, y))
+    assert walks[1] == walks[0], walks
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_numpy_ops_products_are_the_librarys_for_each_kind_and_overlaps_are_checked_per_call(lib: Any) -> None:
+    ops = NumpyOps(blas="openblas")
+    ops.cblas = _blas(lib)
+    rng = np.random.default_rng(9)
+    for la in [*LAYOUTS, "strided"]:
+        for dtype in (np.float32, np.float64):
+            a, b = _views(rng, (7, 6), dtype, la), _views(rng, (6, 5), dtype, "rows")
+            for _ in range(2):  # the kind's check, then the kept one
+                np.testing.assert_array_equal(ops.matmul(a, b), ops.cblas.matmul(a, b))
+                np.testing.assert_array_equal(ops.affine(a, b, None), ops.cblas.matmul(a, b))
+    wide = rng.standard_normal((6, 10)).astype(np.float32)
+    a, b, out = wide[:, :6].copy(), wide[:, :5].copy(), np.empty((6, 5), np.float32)
+    ops.matmul(a, b, out=out)  # the kind of (a, b, out), kept: suits one GEMM
+    want = np.matmul(wide[:, :6], wide[:, 5:10])
+    assert ops.matmul(wide[:, :6], wide[:, 5:10], out=wide[:, 5:10]) is not None  # same kind, out overlaps b
+    np.testing.assert_array_equal(wide[:, 5:10], want)  # np.matmul's own (it copies what overlaps)
+    stack = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    np.testing.assert_array_equal(ops.matmul(stack, b[:5, :5]), np.matmul(stack, b[:5, :5]))
+    ints = np.arange(6, dtype=np.int64).reshape(2, 3)
+    np.testing.assert_array_equal(ops.matmul(ints, ints.T), np.matmul(ints, ints.T))
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_an_out_of_another_array_type_is_np_matmuls_not_the_kind_of_no_out(lib: Any, tmp_path: Any) -> None:
+    ops = NumpyOps(blas="openblas")
+    ops.cblas = _blas(lib)
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)
+    ops.matmul(a, b)  # the kind of (a, b) with no out: one GEMM into a new array
+    wide = np.memmap(tmp_path / "out", np.float32, "w+", shape=(4, 5))
+    out = wide[:, 1:3]  # a memmap too, its rows 5 apart
+    assert ops.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(wide[:, 1:3], np.full((4, 2), 3.0, np.float32))
+    np.testing.assert_array_equal(wide[:, [0, 3, 4]], np.zeros((4, 3), np.float32))
+
+
+_NO_TBB = """
+import sys
+from xpnet.backend import _cblas
+real = _cblas._package_library
+_cblas._package_library = lambda dist, prefix: None if dist == "tbb" else real(dist, prefix)
+blas = _cblas.library()
+import numpy as np
+a = np.ones((64, 64), np.float32)
+print(blas.name, blas.label, float(blas.matmul(a, a)[0, 0]))
+"""
+
+
+@needs_mkl
+@pytest.mark.parametrize(("layer", "want"), [("", "mkl MKL"), ("tbb", "openblas NumPy's BLAS"), ("TBB", "openblas")])
+def test_without_libtbb_mkl_runs_intel_openmp_or_is_left_out_where_tbb_was_asked_for(layer: str, want: str) -> None:
+    """MKL ends the process at its first call when its threading layer's library is missing ("Intel oneMKL
+    FATAL ERROR: Cannot load libmkl_tbb_thread"): auto must then fall back to NumPy's own BLAS, not exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XPNET_BLAS", "XPNET_BLAS_THREADS", "MKL_THREADING_LAYER")}
+    env["XPNET_BLAS_THREADS"], env["MKL_THREADING_LAYER"] = "2", layer
+    proc = subprocess.run([sys.executable, "-c", _NO_TBB], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(want) and proc.stdout.split()[-1] == "64.0", proc.stdout
+    if not layer:
+        assert "(intel)" in proc.stdout
+
+
+@needs_mkl
+def test_an_empty_mkl_threading_layer_is_unset_so_one_thread_is_the_sequential_layer_indeed() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from threadpoolctl import threadpool_info; from xpnet.backend import _cblas\n"
+        "b = _cblas.library(); a = np.ones((8, 8), np.float32); b.matmul(a, a)\n"
+        "print(b.label, [p.get('threading_layer') for p in threadpool_info() if p['internal_api'] == 'mkl'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XPNET_BLAS"}
+    env["XPNET_BLAS_THREADS"], env["MKL_THREADING_LAYER"] = "1", ""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(sequential) ['sequential']" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("lib", _routing())
+def test_the_kinds_numpy_ops_keeps_are_bounded(lib: Any) -> None:
+    ops = NumpyOps(blas="openblas")
+    ops.cblas = _blas(lib)
+    w = np.ones((3, 2), np.float32)
+    for n in range(1, 4200):
+        ops.matmul(np.ones((n, 3), np.float32), w)
+    assert 0 < len(ops._gemm_kinds) <= 4096
+    np.testing.assert_array_equal(ops.matmul(np.ones((5, 3), np.float32), w), np.full((5, 2), 3.0, np.float32))

@@ -23,7 +23,8 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,24 @@ def _write_plots(
     return paths
 
 
+@contextmanager
+def _threads_while_loading(count: int | None) -> Iterator[None]:
+    """`--threads` as XPNET_BLAS_THREADS while the backend is made: MKL fixes its threading layer when it loads
+    (sequential for one thread, backend/_cblas.py), before `blas_threads_for` limits its pool around fit."""
+    if count is None:
+        yield
+        return
+    saved = os.environ.get(threads.XPNET_VAR)
+    os.environ[threads.XPNET_VAR] = str(min(count, threads.usable_cores()))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(threads.XPNET_VAR, None)
+        else:
+            os.environ[threads.XPNET_VAR] = saved
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _settings(args)
     if args.resume and not args.out:
@@ -228,7 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(done)
             return 0
     try:  # before loading data, so that a wrong --backend fails at once
-        ops = get_backend(args.backend)
+        with _threads_while_loading(args.threads):
+            ops = get_backend(args.backend)
     except (BackendUnavailableError, ValueError) as e:
         raise CLIError(str(e), 2) from e
     with use_backend(ops):  # build the weights where they will be trained
@@ -343,7 +363,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "params": model.count_params(),
             "dtype": model.dtype,
         },
-        "machine": machine_info(model.ops.describe() if model.ops is not None else backend),
+        "machine": machine_info(model.ops if model.ops is not None else backend),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "xpnet " + shlex.join(args.argv),
     }

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..backend import get_backend
+from ..backend import Ops, get_backend
 
 
 def blas_name() -> str:
@@ -57,8 +57,9 @@ def git_revision() -> str | None:
         return None
 
 
-def machine_info(backend: str | None = None) -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, NumPy/BLAS, and the GPU when CuPy ran them."""
+def machine_info(backend: str | Ops | None = None) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, NumPy/BLAS, and the GPU when CuPy ran them. backend: the
+    spec or the backend that ran them; a NumPy backend whose GEMMs ran in MKL (`xpnet[mkl]`) names MKL as the BLAS."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -70,7 +71,11 @@ def machine_info(backend: str | None = None) -> dict[str, Any]:
         "xpnet": __version__,
         "git": git_revision(),
     }
-    if backend and backend.startswith("cupy"):
+    cblas = getattr(backend, "cblas", None)
+    if cblas is not None and cblas.name == "mkl":
+        info["blas"] = cblas.label
+    spec = backend.describe() if isinstance(backend, Ops) else backend
+    if spec and spec.startswith("cupy"):
         try:
             info.update(get_backend(backend).info())
         except Exception as e:  # informational: never fail a finished run over it

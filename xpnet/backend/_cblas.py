@@ -254,10 +254,10 @@ def _operand(x: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def _gemm_call(fns: Mapping[np.dtype, Callable[..., None]], a: Any, b: Any, out: Any) -> Any:
-    """(the BLAS function, its arguments) for out = a @ b as one GEMM, or None where the arrays do not suit
-    it: a (m, k), b (k, n), out (m, n) ndarrays of one float dtype, none empty, out writable in row layout
-    and overlapping neither input."""
+def _gemm_kind(fns: Mapping[np.dtype, Callable[..., None]], a: Any, b: Any, out: Any) -> Any:
+    """`_gemm_call`'s checks that depend on the arrays' types, dtypes, shapes and strides and out's writability
+    alone, so that they hold for every array of that kind: (the BLAS function, its arguments with None for the
+    three addresses), or None where such arrays do not suit one GEMM."""
     if not (type(a) is type(b) is type(out) is np.ndarray) or not a.ndim == b.ndim == out.ndim == 2:
         return None
     fn = fns.get(out.dtype)
@@ -269,10 +269,18 @@ def _gemm_call(fns: Mapping[np.dtype, Callable[..., None]], a: Any, b: Any, out:
     la, lb, lc = _operand(a), _operand(b), _operand(out)
     if la is None or lb is None or lc is None or lc[0] != _NO_TRANS:
         return None
-    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+    return fn, (_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, None, la[1], None, lb[1], 0.0, None, lc[1])
+
+
+def _gemm_call(fns: Mapping[np.dtype, Callable[..., None]], a: Any, b: Any, out: Any) -> Any:
+    """(the BLAS function, its arguments) for out = a @ b as one GEMM, or None where the arrays do not suit
+    it: a (m, k), b (k, n), out (m, n) ndarrays of one float dtype, none empty, out writable in row layout
+    and overlapping neither input."""
+    kind = _gemm_kind(fns, a, b, out)
+    if kind is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return None
-    return fn, (_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, _address(a), la[1], _address(b), lb[1], 0.0,
-                _address(out), lc[1])  # fmt: skip
+    fn, args = kind
+    return fn, (*args[:7], _address(a), args[8], _address(b), args[10], args[11], _address(out), args[13])
 
 
 class Blas:
@@ -300,6 +308,17 @@ class Blas:
             return np.matmul(a, b, out=out)
         call[0](*call[1])
         return target
+
+    def gemm_kind(self, a: Any, b: Any, out: Any = None) -> Any:
+        """`_gemm_kind` for `matmul(a, b, out)` (out None: the C-ordered result it would make), None for np.matmul.
+        `NumpyOps` asks once per kind of operands and then calls the GEMM itself (an eager step's products)."""
+        if self.name != "mkl":
+            return None
+        if out is None:
+            if getattr(a, "ndim", 0) != 2 or getattr(b, "ndim", 0) != 2 or a.dtype != b.dtype:
+                return None
+            out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+        return _gemm_kind(self.fns, a, b, out)
 
     def bound_matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[], object]:
         """out = a @ b on fixed arrays as one call with no Python frame: the same GEMM `matmul` makes for them."""
@@ -333,12 +352,13 @@ _MKL_LAYERS = {"intel": 0, "sequential": 1, "gnu": 3, "tbb": 4}
 _THREAD_VARS = ("XPNET_BLAS_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-def choice(env: Mapping[str, str] | None = None) -> str:
-    """`XPNET_BLAS` read: "auto" (unset or empty), "openblas" or "mkl"; ValueError naming any other value."""
+def choice(env: Mapping[str, str] | None = None, source: str = BLAS_VAR) -> str:
+    """`XPNET_BLAS` read: "auto" (unset or empty), "openblas" or "mkl"; ValueError naming `source` (the variable,
+    or the argument that gave the value) and any other value."""
     raw = (os.environ if env is None else env).get(BLAS_VAR, "")
     value = raw.strip().lower() or "auto"
     if value not in _CHOICES:
-        raise ValueError(f"{BLAS_VAR} must be auto, openblas or mkl, received {raw!r}")
+        raise ValueError(f"{source} must be auto, openblas or mkl, received {raw!r}")
     return value
 
 
@@ -391,16 +411,19 @@ def _package_library(dist: str, prefix: str) -> str | None:
 def _load_mkl(path: str) -> Blas | None:
     """MKL's GEMMs, its threading layer set before its first call; None where it fails to load or to compute."""
     layer = mkl_layer()
+    users = os.environ.get("MKL_THREADING_LAYER", "").strip()  # MKL reads the user's variable itself
     try:
         if layer == "tbb":  # MKL opens libtbb by name, which the tbb package's lib folder is not on the path for
             tbb = _package_library("tbb", "libtbb.so.12")
+            if tbb is None and users:
+                return None  # the user's TBB layer without libtbb: MKL would end the process at its first call
             if tbb is None:
                 layer = "intel"
                 os.environ.setdefault("KMP_BLOCKTIME", "0")  # read when Intel OpenMP starts, at MKL's first call
             else:
                 ctypes.CDLL(tbb, mode=ctypes.RTLD_GLOBAL)
         lib = ctypes.CDLL(path)
-        if "MKL_THREADING_LAYER" not in os.environ:  # MKL reads the user's variable itself
+        if not users:
             lib.MKL_Set_Threading_Layer(_MKL_LAYERS[layer])
         threads = thread_setting()
         if threads is not None:
@@ -431,7 +454,7 @@ def library(name: str | None = None) -> Blas:
     """The `Blas` named (None: as `XPNET_BLAS` says): "openblas", "mkl", or "auto" (MKL when installed and
     loadable, else NumPy's). Each library is loaded once per process. ImportError where "mkl" is asked for
     and missing; ValueError for an unknown name."""
-    wanted = choice() if name is None else choice({BLAS_VAR: name})
+    wanted = choice() if name is None else choice({BLAS_VAR: name}, "blas")
     with _lock:
         if wanted not in _libraries:
             _libraries[wanted] = _resolve(wanted)

@@ -48,6 +48,7 @@ class NumpyOps(Ops):
         super().__init__()
         self._jit = _jit.wanted() if jit is None else jit
         self.cblas = _cblas.library(blas)
+        self._gemm_kinds: dict[tuple[Any, ...], Any] = {}  # `_product`'s layout checks, once per kind of operands
         self._buffers_lock = threading.Lock()  # the kept buffers below: threads may predict at once
         if jit and self.kernels is None:
             raise ImportError(
@@ -77,10 +78,31 @@ class NumpyOps(Ops):
         return np.zeros(shape, dtype=dtype)
 
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
-        return self.cblas.matmul(a, b, out=out)
+        return self._product(a, b, out)
+
+    def _product(self, a: Array, b: Array, out: Array | None = None) -> Array:
+        """`self.cblas.matmul(a, b, out)`: np.matmul, or MKL's GEMM called from here, its layout checked once per
+        kind of operands (`Blas.gemm_kind`), so that an eager step's products enter no other file."""
+        if self.cblas.name != "mkl" or type(a) is not np.ndarray or type(b) is not np.ndarray:
+            return np.matmul(a, b, out=out)
+        if out is not None and type(out) is not np.ndarray:
+            return np.matmul(a, b, out=out)
+        o = None if out is None else (out.dtype, out.shape, out.strides, out.flags.writeable)
+        key, kinds = (self.cblas, a.dtype, b.dtype, a.shape, b.shape, a.strides, b.strides, o), self._gemm_kinds
+        kind = kinds.get(key, False)  # one look-up: another thread (predict) may clear the dict meanwhile
+        if kind is False:
+            if len(kinds) >= 4096:  # shapes without end (teaching tools, varied batches)
+                kinds.clear()
+            kind = kinds[key] = self.cblas.gemm_kind(a, b, out)
+        if kind is None or (out is not None and (np.may_share_memory(out, a) or np.may_share_memory(out, b))):
+            return np.matmul(a, b, out=out)
+        fn, (order, ta, tb, m, n, k, alpha, _, lda, _, ldb, beta, _, ldc) = kind
+        c = np.empty((m, n), a.dtype) if out is None else out
+        fn(order, ta, tb, m, n, k, alpha, a.ctypes.data, lda, b.ctypes.data, ldb, beta, c.ctypes.data, ldc)
+        return c
 
     def affine(self, x: Array, w: Array, b: Array | None) -> Array:
-        u = self.cblas.matmul(x, w)
+        u = self._product(x, w)
         if b is not None:
             u += b
         return u
@@ -152,7 +174,7 @@ class NumpyOps(Ops):
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)  # straight from the gradient buffer, no copy
 
     def dense_forward(self, x: Array, w: Array, b: Array | None, act: Any, keep_u: bool = True) -> tuple[Array, Array]:
-        u = self.cblas.matmul(x, w)
+        u = self._product(x, w)
         if b is not None:
             u += b
         return u, self.activation_forward(act, u, in_place=not keep_u)
