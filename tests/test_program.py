@@ -865,3 +865,70 @@ def test_jit_compile_false_never_loads_the_ctypes_cublas_binding(monkeypatch: py
     model.predict(x, verbose=0)
     assert type(model.step_program.step.sink).__name__ == "InPlaceSGD" and model.plan.count_in_loss
     assert opt.iterations == 3 and not _cublas._BINDINGS
+
+
+class _MomentumAt(xpnet.callbacks.Callback):
+    """Sets the optimizer's momentum after batch `at` of the first epoch (from 0: the velocity slot is new)."""
+
+    def __init__(self, at: int, value: float) -> None:
+        super().__init__()
+        self.at, self.value, self.done = at, value, False
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if batch == self.at and not self.done:
+            self.model.optimizer.momentum = self.value
+            self.done = True
+
+
+def _momentum_run(backend: str, jit: Any, change: bool) -> list[np.ndarray]:
+    model, _, shape = _model("A", (20,))
+    opt = xpnet.optimizers.SGD(0.05)
+    rng = np.random.default_rng(7)
+    x, y = rng.random((96, *shape), dtype=np.float32), rng.integers(0, 10, 96)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend, jit_compile=jit)
+    cbs = [_MomentumAt(2, 0.9)] if change else []
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False, callbacks=cbs)
+    assert opt.iterations == 18 and float(model.ops.to_numpy(opt.device_count)) == 18.0
+    if change:
+        assert "momentum" in opt.slots and float(np.abs(model.ops.to_numpy(opt.slots["momentum"])).max()) > 0
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _momentum_reference() -> list[np.ndarray]:
+    """The same 18 steps by `train_on_batch`, eagerly on NumPy, the momentum set between steps 3 and 4."""
+    model, _, shape = _model("A", (20,))
+    opt = xpnet.optimizers.SGD(0.05)
+    rng = np.random.default_rng(7)
+    x, y = rng.random((96, *shape), dtype=np.float32), rng.integers(0, 10, 96)
+    model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
+    for step in range(18):
+        lo = (step % 6) * 16
+        model.train_on_batch(x[lo : lo + 16], y[lo : lo + 16])
+        if step == 2:
+            opt.momentum = 0.9
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_momentum_set_from_zero_mid_fit_takes_effect_with_a_zero_velocity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callback setting SGD's momentum from 0 mid-fit: the velocity slot is made between steps (PyTorch's
+    rule: it starts at zero), and the eager and replayed fits train with it, bit for bit alike and as
+    train_on_batch does; before, the update silently left the momentum out."""
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "1")  # the fits and the reference sum in one order
+    eager, replayed = _momentum_run("numpy", False, True), _momentum_run("numpy", "auto", True)
+    plain, ref = _momentum_run("numpy", "auto", False), _momentum_reference()
+    assert any(not np.array_equal(a, b) for a, b in zip(replayed, plain, strict=True))
+    for a, b, c in zip(eager, replayed, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("jit", [False, "auto"])
+def test_momentum_set_from_zero_mid_fit_on_cupy(jit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CuPy the same: the captured step ran the plain SGD update's temporaries after the change (the stand-in
+    refused the graph: a buffer freed while the graph used it); now the velocity slot exists before the new
+    capture, and eager and captured agree with NumPy's eager run."""
+    _stand_in_or_gpu(monkeypatch)
+    changed, ref = _momentum_run("cupy", jit, True), _momentum_reference()
+    for a, b in zip(changed, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -41,6 +41,7 @@ class Optimizer:
         self._t: Array = None  # the update count on the device (Adam's t), beside the host's `iterations`
         self._iterations = 0
         self._dtype: Any = None
+        self._slot_shape: tuple[int, ...] = ()  # the flat parameter buffer's, for slots made after `build`
         self._lr: DeviceScalar | None = None  # learning rate in the parameters' dtype
         self._lr64: DeviceScalar | None = None  # and in float64, for per-step factors computed on the device
 
@@ -48,10 +49,23 @@ class Optimizer:
         """Allocate state buffers shaped like the flat parameter buffer, and the device step counter."""
         self.ops = ops
         self.slots = {name: ops.zeros(params.shape, params.dtype) for name in self.slot_names()}
+        self._slot_shape = tuple(params.shape)
         self._t = ops.asarray(np.asarray(self._iterations, dtype=np.float64))
         self._dtype = params.dtype
         self._lr = DeviceScalar(ops, self._rate, params.dtype)
         self._lr64 = DeviceScalar(ops, self._rate, np.float64)
+
+    def add_missing_slots(self) -> None:
+        """Zeros for each slot a setting changed since `build` asks for (SGD's or RMSprop's `momentum` set from 0
+        by a callback): PyTorch's rule, a velocity starting at zero. Called between steps, never inside a
+        recorded or captured step, whose buffers must all exist before it (a zero fill there would rerun
+        at every replay)."""
+        if self.ops is None:
+            return
+        missing = [name for name in self.slot_names() if name not in self.slots]
+        if missing:
+            # a new dict: the replay's and the graph's settings watch see the optimizer's state objects change
+            self.slots = {**self.slots, **{n: self.ops.zeros(self._slot_shape, self._dtype) for n in missing}}
 
     @property
     def learning_rate(self) -> float:

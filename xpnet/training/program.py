@@ -403,7 +403,9 @@ class StepProgram:
             warnings.warn(f"jit_compile=True: the training step runs eagerly: {why}", UserWarning, stacklevel=4)
 
     def prepare(self, global_batch: int) -> None:
-        """What the step's Python code writes to memory the list reads: a changed learning rate, η / batch."""
+        """What the step's Python code writes to memory the list reads: a changed learning rate, η / batch, and
+        the optimizer's slots a changed setting asks for (made before recording, not inside it)."""
+        self.model.optimizer.add_missing_slots()  # type: ignore[union-attr]
         self._sync_rate()
         self.step.refresh_factors(global_batch)
 

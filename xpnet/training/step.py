@@ -291,9 +291,10 @@ class TrainStep:
         if plan is not self.trainable_under:  # the first step, or a layer changed (its activation, a method)
             require_trainable(self.store)
             self.trainable_under = plan
-        if plan is not self.plan:  # remade since the last step
+        if plan is not self.plan:  # remade since the last step (a momentum set from 0 among the causes)
             self.plan = plan
             self.sink = self.choose_sink()
+            self.optimizer.add_missing_slots()
         store = self.store
         store.use_sink(self.sink)
         coef, scale = self.factors(global_batch)
